@@ -1,0 +1,53 @@
+# lightformer — every target installs what it needs into .venv on a fresh machine.
+# Quick start: `make demo`, `make test`.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# Re-install when pyproject.toml changes.
+STAMP_DEMO := $(VENV)/.stamp-demo-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP_TEST := $(VENV)/.stamp-test-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# pytest workers: none by default (2-core CI); override with `make test PYTEST_ARGS=...`.
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint sim synth bench clean distclean help
+
+help:
+	@echo "make demo      run the demo (installs .venv on first use)"
+	@echo "make test      lint + unit + cocotb/Verilator + one board synthesis (what CI runs)"
+	@echo "make test-all  everything, including tests marked slow"
+	@echo "make bench     write benchmark JSON + plots under build/bench/"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP_DEMO): $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e ".[sim]"
+	@touch $@
+
+$(STAMP_TEST): $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e ".[sim,toolchain,ml,dev]"
+	@touch $@ $(STAMP_DEMO)
+
+demo: $(STAMP_DEMO)
+	$(VENV)/bin/lightformer demo
+
+lint: $(STAMP_TEST)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP_TEST) lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP_TEST) lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP_TEST)
+	$(VENV)/bin/lightformer bench gemm --json build/bench/gemm.json
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV)
