@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: Apache-2.0
+"""AccelParams: validation messages, presets, digest stability."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hw.params import PRESETS, AccelParams, preset
+
+
+@pytest.mark.parametrize(("field", "value", "exc", "match"), [
+    ("rows", 0, ValueError, r"AccelParams.rows must be in \[1, 32\], not 0"),
+    ("cols", 33, ValueError, r"AccelParams.cols must be in \[1, 32\], not 33"),
+    ("rows", 4.0, TypeError, "AccelParams.rows must be an integer, not 4.0"),
+    ("rows", True, TypeError, "AccelParams.rows must be an integer"),
+    ("k_depth", 100, ValueError, "AccelParams.k_depth must be a power of two, not 100"),
+    ("k_depth", 8, ValueError, r"AccelParams.k_depth must be in \[16, 4096\]"),
+    ("window", 0, ValueError, "AccelParams.window"),
+    ("attn_lanes", 3, ValueError, r"AccelParams.attn_lanes must divide head_dim \(8\), not 3"),
+    ("act_depth", 1000, ValueError, "AccelParams.act_depth must be a power of two"),
+    ("target_mhz", 0.5, ValueError, "AccelParams.target_mhz"),
+    ("target_mhz", "fast", TypeError, "AccelParams.target_mhz must be a number"),
+    ("dsp_multipliers", 1, TypeError, "AccelParams.dsp_multipliers must be a bool"),
+    ("baud", 300, ValueError, "AccelParams.baud"),
+    ("name", "", TypeError, "AccelParams.name"),
+])
+def test_params_invalid_field_message(field, value, exc, match):
+    with pytest.raises(exc, match=match):
+        AccelParams(**{field: value})
+
+
+def test_params_frozen():
+    p = preset("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.rows = 8  # type: ignore[misc]
+
+
+def test_params_presets_valid_and_named():
+    assert {"tiny", "icebreaker", "ulx3s_85f", "sim_large"} <= set(PRESETS)
+    for name, p in PRESETS.items():
+        assert p.name == name
+    assert preset("ulx3s_85f").rows >= 8 and preset("ulx3s_85f").cols >= 8
+    assert preset("ulx3s_85f").target_mhz >= 125
+
+
+def test_params_unknown_preset_lists_names():
+    with pytest.raises(ValueError, match="Unknown preset 'nope'; choose one of: tiny"):
+        preset("nope")
+
+
+def test_params_digest_stable_and_sensitive():
+    a = preset("tiny")
+    assert a.digest() == AccelParams(**{f.name: getattr(a, f.name)
+                                        for f in dataclasses.fields(a) if f.init}).digest()
+    assert len(a.digest()) == 16
+    assert a.replace(rows=2).digest() != a.digest()
+    assert len({p.digest() for p in PRESETS.values()}) == len(PRESETS)
+    assert 0 <= a.design_id < 2 ** 32
+
+
+def test_params_replace_revalidates():
+    with pytest.raises(ValueError, match="rows"):
+        preset("tiny").replace(rows=0)
