@@ -584,7 +584,7 @@ def model_forward_int(artifact, x_q: np.ndarray) -> np.ndarray:
     d, n_heads = cfg["d_model"], cfg["n_heads"]
     hd = d // n_heads
     pos = np.broadcast_to(a["pos.table"][:seq_len], h.shape)            # (B, T, d) int8
-    x = residual_add(h, pos, a["pos.add_mult"], int(a["pos.add_shift"]))  # (B, T, d) int8
+    x = residual_add(h, pos, a["pos.add.mult"], int(a["pos.add.shift"]))  # (B, T, d) int8
     window, causal = _attention_span(cfg, seq_len)
 
     def ln(name: str, t: np.ndarray) -> np.ndarray:
