@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``GemmPipeline``: :class:`~hw.systolic.SystolicArray` -> :class:`~hw.requant.Requantizer`.
+
+The int8 GEMM datapath without memories: operand columns/rows in, int8 output rows out,
+``sw.ref.gemm_requant`` per tile. The cocotb bench Verilates this top
+(``amaranth.back.verilog.convert(top, name=..., emit_src=False)``: ports ``i_stream__payload``,
+``i_stream__valid``, ``i_stream__ready``, ``i_quant__*``, ``o_stream__*``, ``clk``, ``rst``);
+the board core wraps it with block-RAM operand buffers.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.requant import Requantizer, output_layout, quant_layout
+from hw.systolic import SystolicArray, operand_layout
+
+__all__ = ["GemmPipeline"]
+
+
+class GemmPipeline(wiring.Component):
+    """int8 GEMM tile pipeline: ``requantize(A @ W + bias, mult, shift)`` per tile.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array geometry, 1..32 each (:class:`~hw.systolic.SystolicArray`).
+    use_dsp : bool
+        DSP multipliers in the array and the requantizer where the platform has them.
+    family : str or None
+        Force the multiplier family (``"ecp5"``).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(operand_layout(rows, cols)))
+        As :attr:`SystolicArray.i_stream`: transfer ``k`` carries ``act[r] = A[r, k]``,
+        ``wgt[c] = W[k, c]`` (int8), ``last`` on ``k = K - 1``.
+    i_quant : In(stream.Signature(quant_layout(cols)))
+        As :attr:`Requantizer.i_quant`: one transfer per tile (``bias`` int32, ``mult`` 15-bit
+        unsigned, ``shift`` 1..47), consumed no later than the tile's first output row.
+    o_stream : Out(stream.Signature(output_layout(cols)))
+        ``rows`` int8 rows per tile (``data[c]``), ``last`` on the final row.
+
+    Attributes
+    ----------
+    latency : int
+        ``array.latency + requant.latency``: cycles from the handshake of a tile's ``last``
+        operand to ``o_stream.valid`` of its first row, with no backpressure and the tile's
+        ``i_quant`` transfer already offered.
+    """
+
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, family: str | None = None):
+        self._array = SystolicArray(rows, cols, use_dsp=use_dsp, family=family)
+        self._requant = Requantizer(cols, use_dsp=use_dsp, family=family)
+        super().__init__({
+            "i_stream": In(stream.Signature(operand_layout(rows, cols))),
+            "i_quant": In(stream.Signature(quant_layout(cols))),
+            "o_stream": Out(stream.Signature(output_layout(cols))),
+        })
+
+    @classmethod
+    def from_params(cls, params, *, family: str | None = None) -> GemmPipeline:
+        """The pipeline of an :class:`hw.params.AccelParams` (``rows``, ``cols``, DSP flag)."""
+        from hw.params import AccelParams
+        if not isinstance(params, AccelParams):
+            raise TypeError(f"params must be an AccelParams, not {params!r}")
+        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family)
+
+    @property
+    def rows(self) -> int:
+        return self._array.rows
+
+    @property
+    def cols(self) -> int:
+        return self._array.cols
+
+    @property
+    def array(self) -> SystolicArray:
+        return self._array
+
+    @property
+    def requant(self) -> Requantizer:
+        return self._requant
+
+    @property
+    def latency(self) -> int:
+        return self._array.latency + self._requant.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.array = array = self._array
+        m.submodules.requant = requant = self._requant
+        wiring.connect(m, wiring.flipped(self.i_stream), array.i_stream)
+        wiring.connect(m, array.o_stream, requant.i_stream)
+        wiring.connect(m, wiring.flipped(self.i_quant), requant.i_quant)
+        wiring.connect(m, requant.o_stream, wiring.flipped(self.o_stream))
+        return m

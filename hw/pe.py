@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Processing element of the output-stationary systolic array (:mod:`hw.systolic`).
+
+A PE multiplies the int8 activation arriving from the left by the int8 weight arriving from
+above and accumulates the products of one tile in an int32 register. Operands are passed on to
+the right / downwards through one register each, so a grid of PEs forms the systolic wavefront.
+At the operand that carries ``last`` the PE publishes the finished dot product for one cycle on
+``result`` and restarts its accumulator from zero, so the next tile's products accumulate while
+the array drains the previous one (the "shadow" is ``result`` plus the drain network downstream).
+
+Numerics: ``result = sum_k a_k * w_k`` wrapped to int32; :func:`sw.ref.gemm_acc` raises on int32
+overflow, so a wrap can only happen for inputs the reference rejects.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.multiplier import make_multiplier
+
+__all__ = ["ProcessingElement"]
+
+ACT_WIDTH = 8
+WGT_WIDTH = 8
+ACC_WIDTH = 32
+
+
+class ProcessingElement(wiring.Component):
+    """int8 x int8 -> int32 multiply-accumulate cell (output stationary).
+
+    All inputs are sampled when ``en`` is high; with ``en`` low every register holds (the array
+    uses one clock enable for backpressure).
+
+    Parameters
+    ----------
+    use_dsp : bool
+        Let :func:`hw.multiplier.make_multiplier` use a hard DSP block where the platform has one.
+    family : str or None
+        Force a platform family for the multiplier (``"ecp5"``), see :func:`make_multiplier`.
+
+    Members
+    -------
+    en : In(1)
+        Clock enable.
+    a_i, w_i : In(signed(8))
+        Activation (from the left) and weight (from above); int8, Q0 integers.
+    valid_i, last_i : In(1)
+        The operand pair is real / is the last of its tile (travel with ``a_i``).
+    a_o, w_o, valid_o, last_o : Out(...)
+        The inputs delayed by one enabled cycle (to the right / downwards).
+    result : Out(signed(32))
+        int32 dot product of the tile, shown for exactly one enabled cycle, ``latency``
+        enabled cycles after the ``last`` operand pair was at the inputs; zero otherwise (so a
+        column of PEs can be merged by OR).
+    done : Out(1)
+        High in the cycle ``result`` is shown.
+
+    Attributes
+    ----------
+    latency : int
+        ``make_multiplier(...).latency + 1`` (= 3): operands at the inputs to ``result``.
+    """
+
+    def __init__(self, *, use_dsp: bool = True, family: str | None = None):
+        if not isinstance(use_dsp, bool):
+            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+        if family is not None and not isinstance(family, str):
+            raise TypeError(f"family must be a string or None, not {family!r}")
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "en": In(1),
+            "a_i": In(signed(ACT_WIDTH)),
+            "w_i": In(signed(WGT_WIDTH)),
+            "valid_i": In(1),
+            "last_i": In(1),
+            "a_o": Out(signed(ACT_WIDTH)),
+            "w_o": Out(signed(WGT_WIDTH)),
+            "valid_o": Out(1),
+            "last_o": Out(1),
+            "result": Out(signed(ACC_WIDTH)),
+            "done": Out(1),
+        })
+
+    @property
+    def use_dsp(self) -> bool:
+        return self._use_dsp
+
+    @property
+    def latency(self) -> int:
+        # Every make_multiplier() result has the same latency (2); +1 for the accumulator.
+        return 2 + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mul = mul = make_multiplier(platform, ACT_WIDTH, WGT_WIDTH,
+                                                 use_dsp=self._use_dsp, family=self._family)
+        assert mul.latency + 1 == self.latency
+
+        m.d.comb += [
+            mul.en.eq(self.en),
+            mul.a.eq(self.a_i),
+            mul.b.eq(self.w_i),
+        ]
+
+        # Flags follow the product through the multiplier's pipeline.
+        valid_d = [self.valid_i]
+        last_d = [self.last_i]
+        for i in range(mul.latency):
+            v = Signal(name=f"valid_d{i + 1}")
+            lst = Signal(name=f"last_d{i + 1}")
+            with m.If(self.en):
+                m.d.sync += [v.eq(valid_d[-1]), lst.eq(last_d[-1] & valid_d[-1])]
+            valid_d.append(v)
+            last_d.append(lst)
+        prod_valid, prod_last = valid_d[-1], last_d[-1]
+
+        acc = Signal(signed(ACC_WIDTH))
+        acc_sum = Signal(signed(ACC_WIDTH))
+        m.d.comb += acc_sum.eq(acc + mul.p)          # int32 wrap (see module docstring)
+
+        with m.If(self.en):
+            m.d.sync += [
+                self.a_o.eq(self.a_i),
+                self.w_o.eq(self.w_i),
+                self.valid_o.eq(self.valid_i),
+                self.last_o.eq(self.last_i),
+                self.done.eq(prod_valid & prod_last),
+                self.result.eq(0),
+            ]
+            with m.If(prod_valid):
+                with m.If(prod_last):
+                    m.d.sync += [acc.eq(0), self.result.eq(acc_sum)]
+                with m.Else():
+                    m.d.sync += acc.eq(acc_sum)
+        return m

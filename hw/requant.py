@@ -1,0 +1,244 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Requantizer: int32 accumulator rows + per-channel (bias, mult, shift) -> int8 rows.
+
+Bit-exact with ``sw.quant.requantize(acc + bias, mult, shift)`` (rounding
+:attr:`sw.quant.Round.HALF_UP`, ``y = sat8((s * mult + 2**(shift-1)) >> shift)``). Per lane::
+
+    S1  s   = acc + bias              (int32, wraps; exact whenever the sum fits int32 --
+                                       the reference raises on int32 overflow)
+    S2  DSP input registers           s = s_hi * 2**16 + s_lo: two 18x18 products
+    S3  p_hi = s_hi * mult, p_lo = s_lo * mult   (s_hi signed 16 bit, s_lo unsigned 16 bit)
+    S4  p   = p_hi * 2**16 + p_lo     (48-bit signed, exact: |p| < 2**46)
+    S5  x'  = p >> (8 * ((shift-1) // 8))          arithmetic, coarse
+    S6  x   = x' >> ((shift-1) % 8)                 arithmetic, fine: x = p >> (shift - 1)
+    out y   = sat8((x + 1) >> 1)      ((p + 2**(t-1)) >> t == ((p >> (t-1)) + 1) >> 1)
+
+Saturation on ``x`` needs no wide add: ``y > 127 <=> x >= 255`` and ``y < -128 <=> x <= -258``;
+otherwise ``y`` is bits ``[1:9]`` of the 10-bit ``x + 1``.
+
+``shift`` outside ``[1, 47]`` or a wrapped ``acc + bias`` give unspecified (but deterministic)
+results; :func:`sw.quant.requantize` rejects both.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.multiplier import Multiplier, make_multiplier
+from hw.systolic import MAX_DIM, OutputBuffer, result_layout
+
+__all__ = ["MULT_BITS", "Requantizer", "SHIFT_BITS", "output_layout", "quant_layout"]
+
+MULT_BITS = 15    # sw.quant.MULT_BITS
+SHIFT_BITS = 6    # holds sw.quant.SHIFT_MAX = 47
+ACC_WIDTH = 32
+PROD_WIDTH = 48
+
+
+def quant_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`Requantizer.i_quant`: per-column ``bias``, ``mult``, ``shift``."""
+    return data.StructLayout({
+        "bias": data.ArrayLayout(signed(ACC_WIDTH), cols),
+        "mult": data.ArrayLayout(unsigned(MULT_BITS), cols),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), cols),
+    })
+
+
+def output_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`Requantizer.o_stream`: one int8 row and ``last``."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8), cols),
+        "last": 1,
+    })
+
+
+class Requantizer(wiring.Component):
+    """Per-column bias add, multiply, rounding shift and int8 saturation (module docstring).
+
+    One ``i_quant`` transfer per tile: it is consumed before or together with the tile's first
+    row, held for all its rows and released by the row with ``last``; the next tile's
+    parameters may be consumed in the same cycle as that last row (no bubble between tiles).
+    Backpressure stalls the whole pipeline through one registered clock enable
+    (:class:`hw.systolic.OutputBuffer`). Stream rules: ``hw/README.md``.
+
+    Parameters
+    ----------
+    cols : int
+        Lanes (output columns), 1..32.
+    use_dsp : bool
+        Use DSP blocks (``MULT18X18D`` on ECP5; two per lane) for the multiply.
+    family : str or None
+        Force the multiplier family (``"ecp5"``).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(result_layout(cols)))
+        int32 accumulator rows (``acc[c]``, Q0 at scale ``s_x * s_w[c]``) with ``last`` on the
+        tile's final row -- the :class:`hw.systolic.SystolicArray` output.
+    i_quant : In(stream.Signature(quant_layout(cols)))
+        Per tile: ``bias[c]`` int32 (same scale as ``acc``), ``mult[c]`` unsigned Q0.15-style
+        15-bit multiplier, ``shift[c]`` in ``[1, 47]`` (:func:`sw.quant.quantize_multiplier`).
+    o_stream : Out(stream.Signature(output_layout(cols)))
+        int8 rows ``data[c] = requantize(acc[c] + bias[c], mult[c], shift[c])`` (Q0 at the
+        output scale), ``last`` copied. ``latency`` cycles after the row's input handshake.
+
+    Attributes
+    ----------
+    latency : int
+        ``1 + multiplier latency (2) + 3 + 1 = 7``: S1 register, DSP in/out registers, product
+        sum, coarse and fine shift registers, output buffer. Valid without backpressure.
+
+    Raises
+    ------
+    TypeError
+        ``cols`` not an integer, ``use_dsp`` not a bool.
+    ValueError
+        ``cols`` outside ``[1, 32]``.
+    """
+
+    def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None):
+        if isinstance(cols, bool) or not isinstance(cols, int):
+            raise TypeError(f"cols must be an integer, not {cols!r}")
+        if not 1 <= cols <= MAX_DIM:
+            raise ValueError(f"cols must be in [1, {MAX_DIM}], not {cols!r}")
+        if not isinstance(use_dsp, bool):
+            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+        if family is not None and not isinstance(family, str):
+            raise TypeError(f"family must be a string or None, not {family!r}")
+        self._cols = cols
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "i_stream": In(stream.Signature(result_layout(cols))),
+            "i_quant": In(stream.Signature(quant_layout(cols))),
+            "o_stream": Out(stream.Signature(output_layout(cols))),
+        })
+
+    @classmethod
+    def from_params(cls, params, *, family: str | None = None) -> Requantizer:
+        """The requantizer of an :class:`hw.params.AccelParams` (``cols``, ``dsp_multipliers``)."""
+        from hw.params import AccelParams
+        if not isinstance(params, AccelParams):
+            raise TypeError(f"params must be an AccelParams, not {params!r}")
+        return cls(params.cols, use_dsp=params.dsp_multipliers, family=family)
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def use_dsp(self) -> bool:
+        return self._use_dsp
+
+    @property
+    def latency(self) -> int:
+        return 1 + Multiplier.latency + 3 + OutputBuffer.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+
+        m.submodules.obuf = obuf = OutputBuffer(output_layout(cols))
+        ce = obuf.ce
+        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
+
+        # -- per-tile parameters -------------------------------------------------------------
+        q = Signal(quant_layout(cols))
+        q_loaded = Signal()
+        q_eff = Signal(quant_layout(cols))     # held parameters, or those arriving right now
+        m.d.comb += [
+            q_eff.eq(Mux(q_loaded, q, self.i_quant.payload)),
+            self.i_stream.ready.eq(ce & (q_loaded | self.i_quant.valid)),
+            self.i_quant.ready.eq(
+                ce & (~q_loaded | (self.i_stream.valid & self.i_stream.payload.last))),
+        ]
+        take_row = Signal()
+        take_q = Signal()
+        m.d.comb += [
+            take_row.eq(self.i_stream.valid & self.i_stream.ready),
+            take_q.eq(self.i_quant.valid & self.i_quant.ready),
+        ]
+        with m.If(take_q & ~(take_row & self.i_stream.payload.last & ~q_loaded)):
+            # Hold the parameters unless this same cycle also took the tile's only row.
+            m.d.sync += [q.eq(self.i_quant.payload), q_loaded.eq(1)]
+        with m.Elif(take_row & self.i_stream.payload.last):
+            m.d.sync += q_loaded.eq(0)
+
+        def stage(sig, name):
+            d = Signal.like(sig, name=name)
+            with m.If(ce):
+                m.d.sync += d.eq(sig)
+            return d
+
+        # -- flags -----------------------------------------------------------------------------
+        valid, last = take_row, self.i_stream.payload.last
+        flags = []
+        for i in range(self.latency - OutputBuffer.latency):
+            valid = stage(valid, f"valid_s{i + 1}")
+            last = stage(last, f"last_s{i + 1}")
+            flags.append((valid, last))
+
+        # -- lanes ----------------------------------------------------------------------------
+        out = []
+        for c in range(cols):
+            # S1: bias add (32-bit wrap), capture mult and shift - 1.
+            s1 = Signal(signed(ACC_WIDTH), name=f"s1_{c}")
+            mult1 = Signal(unsigned(MULT_BITS), name=f"mult1_{c}")
+            shm1 = Signal(unsigned(SHIFT_BITS), name=f"shm1_{c}")
+            with m.If(ce):
+                m.d.sync += [
+                    s1.eq(self.i_stream.payload.acc[c] + q_eff.bias[c]),
+                    mult1.eq(q_eff.mult[c]),
+                    shm1.eq(q_eff.shift[c] - 1),
+                ]
+            # S2-S3: two DSP products, s_lo zero-extended and mult zero-extended to signed.
+            mul_lo = make_multiplier(platform, 17, MULT_BITS + 1,
+                                     use_dsp=self._use_dsp, family=self._family)
+            mul_hi = make_multiplier(platform, 16, MULT_BITS + 1,
+                                     use_dsp=self._use_dsp, family=self._family)
+            m.submodules[f"mul_lo{c}"] = mul_lo
+            m.submodules[f"mul_hi{c}"] = mul_hi
+            m.d.comb += [
+                mul_lo.en.eq(ce), mul_hi.en.eq(ce),
+                mul_lo.a.eq(s1[:16]),                   # unsigned 16 -> signed 17
+                mul_hi.a.eq(s1[16:].as_signed()),
+                mul_lo.b.eq(mult1), mul_hi.b.eq(mult1),  # unsigned 15 -> signed 16
+            ]
+            sh = shm1
+            for i in range(mul_lo.latency):
+                sh = stage(sh, f"shm1_{c}_d{i + 1}")
+            # S4: product sum.
+            p = Signal(signed(PROD_WIDTH), name=f"p_{c}")
+            with m.If(ce):
+                m.d.sync += p.eq((mul_hi.p << 16) + mul_lo.p)
+            sh4 = stage(sh, f"shm1_{c}_s4")
+            # S5: coarse arithmetic shift by a multiple of 8.
+            x5 = Signal(signed(PROD_WIDTH), name=f"x5_{c}")
+            with m.If(ce):
+                m.d.sync += x5.eq(p >> Cat(Const(0, 3), sh4[3:]))
+            sh5 = stage(sh4[:3], f"shm1_{c}_s5")
+            # S6: fine shift by 0..7 -> x = p >> (shift - 1).
+            x6 = Signal(signed(PROD_WIDTH), name=f"x6_{c}")
+            with m.If(ce):
+                m.d.sync += x6.eq(x5 >> sh5)
+            # Output: y = sat8((x + 1) >> 1).
+            xp1 = Signal(signed(10), name=f"xp1_{c}")
+            y = Signal(signed(8), name=f"y_{c}")
+            m.d.comb += xp1.eq(x6[:10] + 1)
+            with m.If(x6 >= 255):
+                m.d.comb += y.eq(127)
+            with m.Elif(x6 <= -258):
+                m.d.comb += y.eq(-128)
+            with m.Else():
+                m.d.comb += y.eq(xp1[1:9])
+            out.append(y)
+
+        valid_o, last_o = flags[-1]
+        m.d.comb += [
+            obuf.push.eq(valid_o),
+            obuf.data.last.eq(last_o),
+            obuf.data.data.eq(Cat(*out)),
+        ]
+        return m

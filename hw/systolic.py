@@ -1,0 +1,345 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Output-stationary int8 systolic array with internal skew/deskew (``hw/README.md``).
+
+Dataflow (rows x cols PEs, PE(r, c) owns output element C[r, c]; see ``hw/README.md``)::
+
+    i_stream ─► input reg ─► row skew (r regs) ─► a ─► PE(r,0) ─► PE(r,1) ─► ...   (a, valid, last)
+                          └► col skew (c regs) ─► w ─┘    │ down       │
+                                                          ▼            ▼
+    PE results ─► per-column OR tree ─► deskew (cols-1-c regs) ─► 2-entry buffer ─► o_stream
+
+Transfer ``k`` of a tile carries ``A[:, k]`` and ``W[k, :]``; operands enter row ``r`` ``r``
+cycles late and column ``c`` ``c`` cycles late, so ``A[r, k]`` meets ``W[k, c]`` in PE(r, c).
+Each PE finishes its dot product ``r + c`` cycles after PE(0, 0), so column ``c`` delivers
+exactly one result per cycle, rows in order: an OR over the column collects them (a PE shows
+its result for one cycle, zero otherwise) and a per-column delay of ``cols - 1 - c`` aligns the
+columns into one output row per cycle. PEs restart accumulating at the next tile's first operand
+while the previous tile is still being collected and drained, so tiles stream back to back.
+
+Two tiles' results may not overlap in a column: the ``last`` operands of consecutive tiles must
+be at least ``rows`` enabled cycles apart. For ``K >= rows`` that always holds; for shorter
+tiles the array withholds ``i_stream.ready`` for a ``last`` operand until it does (at most
+``rows - K`` idle cycles per tile).
+
+Backpressure: one registered clock enable ``ce`` stalls the whole array. The output buffer holds
+two rows; ``ce`` for the next cycle is high iff the buffer will hold at most one row, so a
+full-rate stream never stalls and a stalled sink loses nothing.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.multiplier import Multiplier
+from hw.pe import ProcessingElement
+
+__all__ = ["MAX_DIM", "OutputBuffer", "SystolicArray", "operand_layout", "result_layout",
+           "or_tree_stages"]
+
+#: Largest ``rows`` / ``cols`` (the range of :class:`hw.params.AccelParams`).
+MAX_DIM = 32
+ACC_WIDTH = 32
+
+
+def _check_dim(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not 1 <= value <= MAX_DIM:
+        raise ValueError(f"{name} must be in [1, {MAX_DIM}], not {value!r}")
+    return value
+
+
+def operand_layout(rows: int, cols: int) -> data.StructLayout:
+    """Payload of :attr:`SystolicArray.i_stream`: ``act`` (A column), ``wgt`` (W row), ``last``."""
+    return data.StructLayout({
+        "act": data.ArrayLayout(signed(8), rows),
+        "wgt": data.ArrayLayout(signed(8), cols),
+        "last": 1,
+    })
+
+
+def result_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`SystolicArray.o_stream`: one int32 output row and ``last``."""
+    return data.StructLayout({
+        "acc": data.ArrayLayout(signed(ACC_WIDTH), cols),
+        "last": 1,
+    })
+
+
+def or_tree_stages(n: int, fan_in: int = 4) -> int:
+    """Register stages of a pipelined OR over ``n`` inputs, ``fan_in`` per LUT level."""
+    stages = 0
+    while n > 1:
+        n = -(-n // fan_in)
+        stages += 1
+    return stages
+
+
+class OutputBuffer(wiring.Component):
+    """Two-entry output buffer that turns backpressure into a registered clock enable.
+
+    A fixed-latency pipeline runs while ``ce`` is high and offers one payload per cycle on
+    ``push``/``data``. ``ce`` is a register: high for the next cycle iff the buffer will then
+    hold at most one entry, so a pushed entry always fits, a sink that is always ready never
+    causes a stall, and ``o_stream.valid`` / ``payload`` come straight from registers (stream
+    rules in ``hw/README.md``). ``push`` is only taken while ``ce`` is high.
+
+    Parameters
+    ----------
+    layout : ShapeLike
+        Payload shape.
+
+    Members
+    -------
+    push : In(1)
+        Offer ``data`` (ignored while ``ce`` is low).
+    data : In(layout)
+        Payload to store.
+    ce : Out(1)
+        Clock enable of the pipeline feeding this buffer (reset high).
+    o_stream : Out(stream.Signature(layout))
+        Stored payloads in order; ``latency`` = 1 cycle from ``push`` to ``o_stream.valid``.
+    """
+
+    latency = 1
+
+    def __init__(self, layout):
+        self._layout = layout
+        super().__init__({
+            "push": In(1),
+            "data": In(layout),
+            "ce": Out(1, init=1),
+            "o_stream": Out(stream.Signature(layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        head = Signal(self._layout)
+        tail = Signal(self._layout)
+        head_valid = Signal()
+        tail_valid = Signal()
+        push = Signal()
+        pop = Signal()
+        m.d.comb += [
+            self.o_stream.valid.eq(head_valid),
+            self.o_stream.payload.eq(head),
+            push.eq(self.push & self.ce),
+            pop.eq(head_valid & self.o_stream.ready),
+        ]
+        with m.If(pop):
+            with m.If(tail_valid):
+                m.d.sync += head.eq(tail)
+                with m.If(push):
+                    m.d.sync += tail.eq(self.data)
+                with m.Else():
+                    m.d.sync += tail_valid.eq(0)
+            with m.Else():
+                with m.If(push):
+                    m.d.sync += head.eq(self.data)
+                with m.Else():
+                    m.d.sync += head_valid.eq(0)
+        with m.Elif(push):
+            with m.If(head_valid):
+                m.d.sync += [tail.eq(self.data), tail_valid.eq(1)]
+            with m.Else():
+                m.d.sync += [head.eq(self.data), head_valid.eq(1)]
+        # Entries after this cycle; the pipeline may run next cycle iff one more fits.
+        count_next = head_valid + tail_valid + push - pop
+        m.d.sync += self.ce.eq(count_next <= 1)
+        return m
+
+
+class SystolicArray(wiring.Component):
+    """Output-stationary ``rows`` x ``cols`` int8 GEMM tile engine (module docstring).
+
+    Computes ``C = A @ W`` per tile with ``A`` int8 ``(rows, K)``, ``W`` int8 ``(K, cols)``,
+    ``C`` int32 ``(rows, cols)`` (:func:`sw.ref.gemm_acc` without bias; int32 wrap only where the
+    reference raises). ``K >= 1`` may differ from tile to tile. Stream rules: ``hw/README.md``.
+
+    Parameters
+    ----------
+    rows : int
+        Output rows per tile (activation lanes), 1..32.
+    cols : int
+        Output columns per tile (weight lanes), 1..32.
+    use_dsp : bool
+        Map PE multipliers to DSP blocks where the platform has them (``MULT18X18D`` on ECP5).
+    family : str or None
+        Force the multiplier family (``"ecp5"``) independent of the platform.
+
+    Members
+    -------
+    i_stream : In(stream.Signature(operand_layout(rows, cols)))
+        Transfer ``k`` of a tile: ``act[r] = A[r, k]`` (int8), ``wgt[c] = W[k, c]`` (int8),
+        ``last`` on ``k = K - 1``. ``ready`` may depend on ``payload.last`` (tile spacing).
+    o_stream : Out(stream.Signature(result_layout(cols)))
+        ``rows`` transfers per tile: transfer ``r`` has ``acc[c] = C[r, c]`` (int32, Q0 at the
+        operands' scale product), ``last`` on ``r = rows - 1``. First row ``latency`` cycles
+        after the handshake of the tile's ``last`` operand; the other rows follow one per cycle.
+
+    Attributes
+    ----------
+    latency : int
+        ``1 + pe_latency + or_stages + cols`` with ``pe_latency = 3`` (multiplier 2 +
+        accumulator 1) and ``or_stages = or_tree_stages(rows)`` (``ceil(log4(rows))``): input
+        register, PE, column OR tree, ``cols - 1`` deskew registers for column 0 (the
+        ``cols - 1 - c`` registers of column ``c`` plus the ``c`` cycles of its skew add up to
+        ``cols - 1`` for every column) and the output buffer. Valid without backpressure.
+
+    Raises
+    ------
+    TypeError
+        ``rows``/``cols`` not integers, ``use_dsp`` not a bool.
+    ValueError
+        ``rows``/``cols`` outside ``[1, 32]``.
+    """
+
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, family: str | None = None):
+        self._rows = _check_dim("rows", rows)
+        self._cols = _check_dim("cols", cols)
+        if not isinstance(use_dsp, bool):
+            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+        if family is not None and not isinstance(family, str):
+            raise TypeError(f"family must be a string or None, not {family!r}")
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "i_stream": In(stream.Signature(operand_layout(self._rows, self._cols))),
+            "o_stream": Out(stream.Signature(result_layout(self._cols))),
+        })
+
+    @classmethod
+    def from_params(cls, params, *, family: str | None = None) -> SystolicArray:
+        """The array of an :class:`hw.params.AccelParams` (``rows``, ``cols``, ``dsp_multipliers``)."""
+        from hw.params import AccelParams
+        if not isinstance(params, AccelParams):
+            raise TypeError(f"params must be an AccelParams, not {params!r}")
+        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family)
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def use_dsp(self) -> bool:
+        return self._use_dsp
+
+    @property
+    def pe_latency(self) -> int:
+        return Multiplier.latency + 1
+
+    @property
+    def or_stages(self) -> int:
+        return or_tree_stages(self._rows)
+
+    @property
+    def latency(self) -> int:
+        return 1 + self.pe_latency + self.or_stages + (self._cols - 1) + OutputBuffer.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._rows, self._cols
+
+        m.submodules.obuf = obuf = OutputBuffer(result_layout(cols))
+        ce = obuf.ce
+        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
+
+        # -- tile spacing: `last` operands at least `rows` enabled cycles apart ---------------
+        gap = Signal(range(rows), name="last_gap")
+        last_ok = Signal()
+        m.d.comb += [
+            last_ok.eq(gap == 0),
+            self.i_stream.ready.eq(ce & (~self.i_stream.payload.last | last_ok)),
+        ]
+        take = Signal()
+        m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
+        with m.If(ce):
+            with m.If(take & self.i_stream.payload.last):
+                m.d.sync += gap.eq(rows - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
+
+        # -- input register ----------------------------------------------------------------
+        in_valid = Signal()
+        in_last = Signal()
+        in_act = [Signal(signed(8), name=f"in_act{r}") for r in range(rows)]
+        in_wgt = [Signal(signed(8), name=f"in_wgt{c}") for c in range(cols)]
+        with m.If(ce):
+            m.d.sync += [in_valid.eq(take), in_last.eq(take & self.i_stream.payload.last)]
+            m.d.sync += [in_act[r].eq(self.i_stream.payload.act[r]) for r in range(rows)]
+            m.d.sync += [in_wgt[c].eq(self.i_stream.payload.wgt[c]) for c in range(cols)]
+
+        def delay(sig, n, name):
+            for i in range(n):
+                d = Signal.like(sig, name=f"{name}_d{i + 1}")
+                with m.If(ce):
+                    m.d.sync += d.eq(sig)
+                sig = d
+            return sig
+
+        # -- skew: row r and column c enter r / c cycles late ---------------------------------
+        row_a = [delay(in_act[r], r, f"skew_a{r}") for r in range(rows)]
+        row_v = [delay(in_valid, r, f"skew_v{r}") for r in range(rows)]
+        row_l = [delay(in_last, r, f"skew_l{r}") for r in range(rows)]
+        col_w = [delay(in_wgt[c], c, f"skew_w{c}") for c in range(cols)]
+
+        # -- PE grid -------------------------------------------------------------------------
+        pes = [[None] * cols for _ in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                pe = ProcessingElement(use_dsp=self._use_dsp, family=self._family)
+                assert pe.latency == self.pe_latency
+                m.submodules[f"pe_{r}_{c}"] = pe
+                pes[r][c] = pe
+                m.d.comb += pe.en.eq(ce)
+                if c == 0:
+                    m.d.comb += [pe.a_i.eq(row_a[r]), pe.valid_i.eq(row_v[r]),
+                                 pe.last_i.eq(row_l[r])]
+                else:
+                    left = pes[r][c - 1]
+                    m.d.comb += [pe.a_i.eq(left.a_o), pe.valid_i.eq(left.valid_o),
+                                 pe.last_i.eq(left.last_o)]
+                if r == 0:
+                    m.d.comb += pe.w_i.eq(col_w[c])
+                else:
+                    m.d.comb += pe.w_i.eq(pes[r - 1][c].w_o)
+
+        # -- collect: pipelined OR per column (one PE of a column finishes per cycle) ---------
+        def or_tree(values, name):
+            level = 0
+            while len(values) > 1:
+                nxt = []
+                for i in range(0, len(values), 4):
+                    group = values[i:i + 4]
+                    s = Signal.like(values[0], name=f"{name}_or{level}_{i // 4}")
+                    merged = group[0]
+                    for g in group[1:]:
+                        merged = merged | g
+                    with m.If(ce):
+                        m.d.sync += s.eq(merged)
+                    nxt.append(s)
+                values = nxt
+                level += 1
+            return values[0]
+
+        col_res = [or_tree([pes[r][c].result for r in range(rows)], f"col{c}")
+                   for c in range(cols)]
+        # Row valid / last follow the latest column (cols - 1), which needs no deskew.
+        out_valid = or_tree([pes[r][cols - 1].done for r in range(rows)], "valid")
+        out_last = delay(pes[rows - 1][cols - 1].done, self.or_stages, "last")
+
+        # -- deskew: column c waits cols - 1 - c cycles -------------------------------------
+        aligned = [delay(col_res[c], cols - 1 - c, f"deskew{c}") for c in range(cols)]
+
+        m.d.comb += [
+            obuf.push.eq(out_valid),
+            obuf.data.last.eq(out_last),
+            obuf.data.acc.eq(Cat(*aligned)),
+        ]
+        return m
