@@ -436,7 +436,8 @@ class LSHAttention(_HeadedAttention):
     Shared QK (keys are the unit-normalised queries), ``qkv`` outputs ``[qk | v]``. Each of
     ``lsh_rounds`` rounds hashes with a fixed random rotation ``R`` (``argmax([xR, -xR])``),
     sorts by (bucket, position), splits into chunks of ``lsh_chunk`` and lets each chunk attend to
-    itself and the previous chunk, same bucket only (and causal when ``causal``). Rounds are
+    itself and the previous chunk, same bucket only. Causal: one chunk (bucket + causal mask,
+    dense), since chunking by sorted order would leak future hashes into past outputs. Rounds are
     combined with weights ``softmax`` of their log-sum-exp. With one bucket and one chunk it is
     exactly full shared-QK attention. Self-attention is not masked (unlike the paper) for that.
     """
@@ -457,7 +458,9 @@ class LSHAttention(_HeadedAttention):
         qk, v = self._split(x)  # (B, H, T, hd) float32 each
         B, H, T, hd = qk.shape
         key = F.normalize(qk, dim=-1)  # (B, H, T, hd) float32
-        c = min(self.chunk_len(T), T)
+        # Causal: one chunk (dense same-bucket mask). With chunks, a future token's hash shifts the
+        # sorted order and moves past keys between chunks, which leaks the future into the past.
+        c = T if self.cfg.causal else min(self.chunk_len(T), T)
         nc = -(-T // c)
         pad = nc * c - T
         pos = torch.arange(T, device=x.device)
@@ -847,6 +850,9 @@ def _mixer_macs(cfg: ModelConfig, layer: int, T: int) -> tuple[int, int]:
         c = min(cfg.lsh_chunk or -(-T // cfg.lsh_buckets), T)
         kc = c if c >= T else 2 * c
         hashing = T * hd * max(cfg.lsh_buckets // 2, 1) * H if cfg.lsh_buckets > 1 else 0
+        if cfg.causal:  # expected same-bucket past pairs, buckets assumed balanced
+            return proj, cfg.lsh_rounds * (hashing + 2 * (T * (T + 1) // 2) * inner
+                                           // cfg.lsh_buckets)
         return proj, cfg.lsh_rounds * (hashing + 2 * T * kc * inner)
     raise AssertionError(a)
 
