@@ -1,0 +1,271 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integer-softmax pipeline pieces of the windowed-attention unit (``hw/attention.py``).
+
+Each piece is a fixed-latency pipeline without handshake: a value presented on its input in
+cycle ``n`` appears on its output in cycle ``n + latency``, one value per cycle. The attention
+unit tracks validity beside them and only issues work that can never stall, so the pieces need
+no enables. Numerics are ``sw/ref.py`` (``softmax_u_int``, ``softmax_exp_int``,
+``softmax_recip_int``, ``softmax_normalize_int``) and ``sw.quant.requantize``; the spec is
+``docs/numerics.md``, "Integer softmax". ``hw/`` does not import ``sw/``: the constants below
+repeat the reference's and ``tests/test_hw_softmax.py`` checks that they are equal.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "NORM_SHIFT", "PROB_BITS", "RECIP_BITS",
+    "SCORE_MULT_BITS", "SHIFT_BITS", "SUM_BITS", "U_BITS", "U_MAX", "Normalizer",
+    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp",
+]
+
+EXP_FRAC_BITS = 6                       # u is Q4.6 in log2 units; table of 2**6 entries
+EXP_BITS = 15                           # e = 1.0 is 2**15 (Q1.15, 16 bits)
+U_BITS = 4 + EXP_FRAC_BITS              # 10-bit u; right shift 0..15 by the integer part
+U_MAX = (1 << U_BITS) - 1               # 1023
+PROB_BITS = 15                          # p is Q1.15, 0..2**15 (16 bits)
+RECIP_BITS = 38                         # r = 2**38 // S
+SUM_BITS = 24                           # S in [2**15, 2**23] (window <= 256)
+RECIP_WIDTH = 24                        # r in [2**15, 2**23]
+NORM_SHIFT = RECIP_BITS - PROB_BITS     # 23
+SCORE_MULT_BITS = 15                    # sw.quant.MULT_BITS
+SHIFT_BITS = 6                          # shifts 1..47
+SHIFT_MAX = 47                          # sw.quant.SHIFT_MAX
+
+#: ``round(2**15 * 2**(-f / 64))``, f = 0..63 (equal to ``sw.ref.SOFTMAX_EXP_TABLE``).
+EXP_TABLE = tuple(round(2 ** EXP_BITS * 2 ** (-f / (1 << EXP_FRAC_BITS)))
+                  for f in range(1 << EXP_FRAC_BITS))
+
+
+def _check_width(name: str, value: object, lo: int = 1, hi: int = 64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise TypeError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}")
+    return value
+
+
+class SoftmaxExp(wiring.Component):
+    """``e = EXP_TABLE[u & 63] >> (u >> 6)``: a 64 x 16-bit ROM and a 0..15 shift.
+
+    Members
+    -------
+    u : In(unsigned(10))
+        Softmax input, Q4.6 log2 units (``sw.ref.softmax_u_int``).
+    e : Out(unsigned(16))
+        ``2**(-u/64)`` in Q1.15 (``sw.ref.softmax_exp_int``), ``latency`` cycles later.
+    """
+
+    latency = 1
+
+    def __init__(self):
+        super().__init__({"u": In(unsigned(U_BITS)), "e": Out(unsigned(EXP_BITS + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        table = Array(Const(v, unsigned(EXP_BITS + 1)) for v in EXP_TABLE)
+        m.d.sync += self.e.eq(table[self.u[:EXP_FRAC_BITS]] >> self.u[EXP_FRAC_BITS:])
+        return m
+
+
+class ScoreScaler(wiring.Component):
+    """``u = min((diff * mult + 2**(shift-1)) >> shift, 1023)`` (``sw.ref.softmax_u_int``).
+
+    Three register stages: product, rounding add, shift + saturation. ``shift`` must be in
+    1..47 and ``mult``/``shift`` are meant to be static per sequence.
+
+    Parameters
+    ----------
+    diff_width : int
+        Width of the unsigned score difference ``m - s`` (23 for head_dim 128).
+
+    Members
+    -------
+    diff : In(unsigned(diff_width))
+        Row maximum minus score, int32 score units.
+    mult : In(unsigned(15))
+        ``AttentionQuant.score_mult``.
+    shift : In(unsigned(6))
+        ``AttentionQuant.score_shift`` (1..47).
+    u : Out(unsigned(10))
+        Softmax input, Q4.6 log2 units, ``latency`` cycles after ``diff``.
+    """
+
+    latency = 3
+
+    def __init__(self, diff_width: int):
+        self._diff_width = _check_width("diff_width", diff_width, 1, 32)
+        super().__init__({
+            "diff": In(unsigned(diff_width)),
+            "mult": In(unsigned(SCORE_MULT_BITS)),
+            "shift": In(unsigned(SHIFT_BITS)),
+            "u": Out(unsigned(U_BITS)),
+        })
+
+    @property
+    def diff_width(self) -> int:
+        return self._diff_width
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self._diff_width + SCORE_MULT_BITS
+        prod = Signal(unsigned(pw))
+        rounded = Signal(unsigned(pw + 1))
+        half = Signal(unsigned(pw + 1))                     # 2**(shift-1); 0 for shift 0
+        m.d.comb += half.eq((Const(1, pw + 2) << self.shift) >> 1)
+        shifted = Signal(unsigned(pw + 1))
+        m.d.comb += shifted.eq(rounded >> self.shift)
+        m.d.sync += [
+            prod.eq(self.diff * self.mult),
+            rounded.eq(prod + half),
+            self.u.eq(Mux(shifted > U_MAX, U_MAX, shifted)),
+        ]
+        return m
+
+
+class Reciprocal(wiring.Component):
+    """``r = 2**38 // S`` for ``S`` in ``[2**15, 2**23]``: a pipelined restoring divider.
+
+    One quotient bit per stage, 24 stages, a new ``S`` every cycle. The dividend is the
+    constant ``2**38``: the partial remainder starts at ``2**14`` (``< S``) and each stage
+    shifts it left by one, subtracts ``S`` when it fits and records the quotient bit
+    (``sw.ref.softmax_recip_int``). ``tag`` travels beside ``S``.
+
+    Parameters
+    ----------
+    tag_width : int
+        Width of the side-band tag delayed with the data.
+
+    Members
+    -------
+    total : In(unsigned(24))
+        Exp sum ``S``.
+    tag : In(unsigned(tag_width))
+        Side band.
+    r : Out(unsigned(24))
+        ``2**38 // S``, ``latency`` (24) cycles after ``total``.
+    o_tag : Out(unsigned(tag_width))
+        ``tag``, delayed alike.
+    """
+
+    latency = RECIP_WIDTH
+
+    def __init__(self, tag_width: int = 1):
+        self._tag_width = _check_width("tag_width", tag_width)
+        super().__init__({
+            "total": In(unsigned(SUM_BITS)),
+            "tag": In(unsigned(tag_width)),
+            "r": Out(unsigned(RECIP_WIDTH)),
+            "o_tag": Out(unsigned(tag_width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # Stage k (k = 23 .. 0 by quotient bit) sees a remainder < S <= 2**23: 25-bit subtract.
+        rem = Const(1 << (RECIP_BITS - RECIP_WIDTH), SUM_BITS)           # 2**38 >> 24 < 2**15
+        div, quo, tag = self.total, Const(0, 1), self.tag
+        for k in reversed(range(RECIP_WIDTH)):
+            shifted = Signal(unsigned(SUM_BITS + 1), name=f"shifted{k}")
+            diff = Signal(signed(SUM_BITS + 2), name=f"diff{k}")
+            m.d.comb += [shifted.eq(rem << 1), diff.eq(shifted - div)]
+            fits = ~diff[-1]                                            # shifted >= S
+            n_rem = Signal(unsigned(SUM_BITS), name=f"rem{k}")
+            n_div = Signal(unsigned(SUM_BITS), name=f"div{k}")
+            n_quo = Signal(unsigned(RECIP_WIDTH - k), name=f"quo{k}")
+            n_tag = Signal(unsigned(self._tag_width), name=f"tag{k}")
+            m.d.sync += [
+                n_rem.eq(Mux(fits, diff[:SUM_BITS], shifted[:SUM_BITS])),
+                n_div.eq(div),
+                n_quo.eq(Cat(fits, quo) if k < RECIP_WIDTH - 1 else fits),
+                n_tag.eq(tag),
+            ]
+            rem, div, quo, tag = n_rem, n_div, n_quo, n_tag
+        m.d.comb += [self.r.eq(quo), self.o_tag.eq(tag)]
+        return m
+
+
+class Normalizer(wiring.Component):
+    """``p = (e * r + 2**22) >> 23`` (``sw.ref.softmax_normalize_int``), Q1.15 in 0..2**15.
+
+    Members
+    -------
+    e : In(unsigned(16))
+        Exp value, Q1.15.
+    r : In(unsigned(24))
+        Reciprocal of the row's exp sum.
+    p : Out(unsigned(16))
+        Probability, Q1.15, ``latency`` (2) cycles after ``e``/``r``.
+    """
+
+    latency = 2
+
+    def __init__(self):
+        super().__init__({
+            "e": In(unsigned(EXP_BITS + 1)),
+            "r": In(unsigned(RECIP_WIDTH)),
+            "p": Out(unsigned(PROB_BITS + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        prod = Signal(unsigned(EXP_BITS + 1 + RECIP_WIDTH))
+        m.d.sync += [
+            prod.eq(self.e * self.r),
+            self.p.eq((prod + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT),
+        ]
+        return m
+
+
+class Requant8(wiring.Component):
+    """``y = sat8((acc * mult + 2**(shift-1)) >> shift)`` (``sw.quant.requantize``).
+
+    Three register stages (product, rounding add, arithmetic shift + saturation); ``shift`` in
+    1..47, static per sequence.
+
+    Parameters
+    ----------
+    acc_width : int
+        Signed accumulator width.
+
+    Members
+    -------
+    acc : In(signed(acc_width))
+        Accumulator (here ``P . V``, Q1.15 x int8).
+    mult : In(unsigned(15))
+        Requant multiplier.
+    shift : In(unsigned(6))
+        Requant shift (1..47).
+    y : Out(signed(8))
+        int8 result, ``latency`` cycles after ``acc``.
+    """
+
+    latency = 3
+
+    def __init__(self, acc_width: int):
+        self._acc_width = _check_width("acc_width", acc_width, 2, 32)
+        super().__init__({
+            "acc": In(signed(acc_width)),
+            "mult": In(unsigned(SCORE_MULT_BITS)),
+            "shift": In(unsigned(SHIFT_BITS)),
+            "y": Out(signed(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pw = self._acc_width + SCORE_MULT_BITS + 1
+        prod = Signal(signed(pw))
+        # The rounding constant 2**(shift-1) reaches 2**46: keep it (a negative product with a
+        # large shift rounds to 0, not -1), so the sum is at least 48 bits wide.
+        rw = max(pw, SHIFT_MAX) + 1
+        rounded = Signal(signed(rw))
+        half = Signal(unsigned(rw - 1))                     # 2**(shift-1); 0 for shift 0
+        m.d.comb += half.eq((Const(1, rw) << self.shift) >> 1)
+        shifted = Signal(signed(rw))
+        m.d.comb += shifted.eq(rounded >> self.shift)
+        m.d.sync += [
+            prod.eq(self.acc * self.mult),
+            rounded.eq(prod + half),
+            self.y.eq(Mux(shifted > 127, 127, Mux(shifted < -128, -128, shifted))),
+        ]
+        return m

@@ -1,0 +1,97 @@
+# SPDX-License-Identifier: Apache-2.0
+"""amaranth.sim tests of the integer-softmax pieces (``hw/softmax.py``) against ``sw/ref.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw import softmax as hs
+from sw import quant, ref
+
+
+def _run_pipeline(dut, inputs: dict[str, list[int]], outputs: list[str], static=None):
+    """Drive one input vector per cycle; collect outputs ``dut.latency`` cycles later."""
+    n = len(next(iter(inputs.values())))
+    got: dict[str, list[int]] = {name: [] for name in outputs}
+
+    async def bench(ctx):
+        for name, value in (static or {}).items():
+            ctx.set(getattr(dut, name), value)
+        for i in range(n + dut.latency):
+            if i < n:
+                for name, values in inputs.items():
+                    ctx.set(getattr(dut, name), values[i])
+            await ctx.tick()
+            if i + 1 - dut.latency >= 0 and i + 1 - dut.latency < n:
+                for name in outputs:
+                    got[name].append(ctx.get(getattr(dut, name)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return {name: np.array(v, dtype=np.int64) for name, v in got.items()}
+
+
+def test_constants_equal_reference():
+    assert list(hs.EXP_TABLE) == ref.SOFTMAX_EXP_TABLE.tolist()
+    assert hs.U_MAX == ref.SOFTMAX_U_MAX
+    assert hs.EXP_FRAC_BITS == ref.SOFTMAX_EXP_FRAC_BITS
+    assert hs.EXP_BITS == ref.SOFTMAX_EXP_BITS
+    assert hs.PROB_BITS == ref.SOFTMAX_PROB_BITS
+    assert hs.RECIP_BITS == ref.SOFTMAX_RECIP_BITS
+    assert hs.NORM_SHIFT == ref.SOFTMAX_NORM_SHIFT
+    assert hs.SCORE_MULT_BITS == quant.MULT_BITS
+
+
+def test_exp_all_inputs():
+    u = np.arange(hs.U_MAX + 1)
+    got = _run_pipeline(hs.SoftmaxExp(), {"u": u.tolist()}, ["e"])
+    np.testing.assert_array_equal(got["e"], ref.softmax_exp_int(u))
+
+
+@pytest.mark.parametrize("mult, shift", [(1, 1), (22787, 20), ((1 << 15) - 1, 47), (16384, 15),
+                                         (0, 1), (30001, 31)])
+def test_score_scaler(mult, shift):
+    rng = np.random.default_rng(mult + shift)
+    diff = np.concatenate([np.arange(0, 40), rng.integers(0, 1 << 23, 200),
+                           [(1 << 23) - 1, 2046, 2047, 1 << 22]])
+    dut = hs.ScoreScaler(23)
+    got = _run_pipeline(dut, {"diff": diff.tolist()}, ["u"], {"mult": mult, "shift": shift})
+    np.testing.assert_array_equal(got["u"], ref.softmax_u_int(diff, mult, shift))
+
+
+def test_reciprocal():
+    rng = np.random.default_rng(5)
+    total = np.concatenate([[1 << 15, (1 << 15) + 1, 3 << 15, (1 << 23) - 1, 1 << 23],
+                            rng.integers(1 << 15, (1 << 23) + 1, 300)])
+    tags = (np.arange(total.size) % 8).tolist()
+    got = _run_pipeline(hs.Reciprocal(tag_width=3), {"total": total.tolist(), "tag": tags},
+                        ["r", "o_tag"])
+    np.testing.assert_array_equal(got["r"], ref.softmax_recip_int(total))
+    np.testing.assert_array_equal(got["o_tag"], tags)
+
+
+def test_normalizer():
+    rng = np.random.default_rng(6)
+    total = rng.integers(1 << 15, (1 << 23) + 1, 300)
+    e = np.minimum(rng.integers(0, (1 << 15) + 1, 300), total)
+    e[:3] = [1 << 15, 1 << 15, 1]
+    total[:3] = [1 << 15, (1 << 15) + 1, (1 << 15) + 1]
+    r = ref.softmax_recip_int(total)
+    got = _run_pipeline(hs.Normalizer(), {"e": e.tolist(), "r": r.tolist()}, ["p"])
+    np.testing.assert_array_equal(got["p"], ref.softmax_normalize_int(e, r))
+    assert got["p"][:3].tolist() == [1 << 15, 32767, 1]
+
+
+@pytest.mark.parametrize("mult, shift", [(32012, 29), (1 << 14, 15), ((1 << 15) - 1, 1),
+                                         (20000, 47), (16384, 30)])
+def test_requant8(mult, shift):
+    rng = np.random.default_rng(mult ^ shift)
+    acc = np.concatenate([rng.integers(-(1 << 23), 1 << 23, 300),
+                          [-(1 << 23), (1 << 23) - 1, 0, -1, 1, 32768, -32768]])
+    got = _run_pipeline(hs.Requant8(24), {"acc": acc.tolist()}, ["y"],
+                        {"mult": mult, "shift": shift})
+    np.testing.assert_array_equal(got["y"], quant.requantize(acc, mult, shift))
