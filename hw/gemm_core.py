@@ -1,0 +1,255 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``GemmCore``: the board-level GEMM core -- ``GemmPipeline`` plus its block-RAM operand buffers.
+
+A host (the controller, or a board harness) fills the operand buffers through a simple write
+port, then issues ``start`` with the reduction length ``k_len``; the sequencer streams the
+buffers into :class:`hw.gemm.GemmPipeline` and the int8 result rows come out of ``o_stream``.
+
+Buffers (double-buffered: two banks, selected by ``wr_bank`` for writes, ``bank`` for a tile):
+
+* ``ACT`` -- a ``amaranth.lib.memory.Memory``; word ``k`` = column ``k`` of the A tile,
+  ``A[r, k]`` (int8) at bits ``8*r``.
+* ``WGT`` -- a ``Memory``; word ``k`` = row ``k`` of the W tile, ``W[k, c]`` (int8) at ``8*c``.
+* ``QUANT`` -- registers, one :data:`QUANT_LAYOUT` word per output column ``c = wr_addr``:
+  bias (int32) at bit 0, mult (u15) at 32, shift (u6) at 47.
+
+The A buffer is ``2*k_depth`` x ``rows*8`` bits and the W buffer ``2*k_depth`` x ``cols*8``
+bits; both map to block RAM (ECP5 ``DP16KD``, iCE40 ``SB_RAM40_4K``). The quant parameters are
+registers because the pipeline takes all columns in one ``i_quant`` transfer.
+
+The result is ``sw.ref.gemm_requant(A[:, :k_len], W[:k_len, :], bias, mult, shift)``: an
+``(rows, cols)`` int8 tile, one row per ``o_stream`` transfer, ``last`` on the final row
+(numerics: :func:`sw.quant.requantize`, ``Round.HALF_UP``).
+"""
+
+from __future__ import annotations
+
+import operator
+
+from amaranth import *
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["GemmCore", "QUANT_LAYOUT"]
+
+#: One column's requantization parameters as written through the write port (53 bits).
+QUANT_LAYOUT = data.StructLayout({"bias": signed(32), "mult": unsigned(15), "shift": unsigned(6)})
+
+
+class GemmCore(wiring.Component):
+    """GEMM pipeline with double-buffered block-RAM operand buffers and a tile sequencer.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array geometry (output tile is ``rows`` x ``cols``), 1..32 each.
+    k_depth : int
+        Largest reduction length of one tile (depth of one buffer bank), a power of two >= 2.
+    use_dsp : bool
+        Passed to :class:`hw.gemm.GemmPipeline` (hard multipliers where the platform has them).
+    pipeline : wiring.Component, optional
+        A pipeline to use instead of ``GemmPipeline(rows, cols, use_dsp=use_dsp)``; it must
+        have the ``GemmPipeline`` ports (``i_stream``, ``i_quant``, ``o_stream``) for ``rows``
+        x ``cols``.
+
+    Members
+    -------
+    wr_en : In(1)
+        Write strobe: ``wr_data`` goes into buffer ``wr_sel``, bank ``wr_bank``, at ``wr_addr``.
+    wr_sel : In(GemmCore.Buffer)
+        ``ACT``, ``WGT`` or ``QUANT`` (see the module docstring for the word packing).
+    wr_bank : In(1)
+        Buffer bank written.
+    wr_addr : In(range(k_depth))
+        Reduction index ``k`` (``ACT``/``WGT``) or output column ``c`` (``QUANT``).
+    wr_data : In(wr_data_width)
+        Packed int8 lanes (``ACT``/``WGT``) or a :data:`QUANT_LAYOUT` word (``QUANT``).
+    start : In(1)
+        Start a tile over bank ``bank`` with reduction length ``k_len``. Taken only while ``busy``
+        is low and ``1 <= k_len <= k_depth``; ignored otherwise.
+    bank : In(1)
+        Bank read by the tile that ``start`` launches.
+    k_len : In(range(k_depth + 1))
+        Reduction length ``K`` of the tile.
+    busy : Out(1)
+        The sequencer is reading bank ``bank`` of a tile (operands or quant parameters not yet
+        taken by the pipeline). Do not write that bank while ``busy``; the other bank is free.
+        Result rows of a tile may still be draining after ``busy`` falls.
+    done : Out(1)
+        One-cycle pulse when the last result row of a tile is transferred on ``o_stream``.
+    o_stream : Out(stream.Signature(...{"data": ArrayLayout(signed(8), cols), "last": 1}))
+        Result rows, int8 (Q-format of the requantized output), ``rows`` transfers per tile.
+
+    Attributes
+    ----------
+    latency : int
+        Cycles this core adds in front of the pipeline: 1 (start register) + 1 (block-RAM read);
+        the first operand column reaches the pipeline 2 cycles after ``start``. The pipeline's own
+        latency is ``pipeline.latency``.
+    """
+
+    class Buffer(enum.Enum, shape=2):
+        ACT = 0
+        WGT = 1
+        QUANT = 2
+
+    def __init__(self, rows: int, cols: int, *, k_depth: int, use_dsp: bool = True,
+                 pipeline: wiring.Component | None = None) -> None:
+        for name, value in (("rows", rows), ("cols", cols)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+                raise TypeError(f"GemmCore {name} must be an integer in [1, 32], not {value!r}")
+        if (isinstance(k_depth, bool) or not isinstance(k_depth, int) or k_depth < 2
+                or k_depth & (k_depth - 1)):
+            raise ValueError(f"GemmCore k_depth must be a power of two >= 2, not {k_depth!r}")
+        if not isinstance(use_dsp, bool):
+            raise TypeError(f"GemmCore use_dsp must be a bool, not {use_dsp!r}")
+        self._rows = operator.index(rows)
+        self._cols = operator.index(cols)
+        self._k_depth = k_depth
+        self._use_dsp = use_dsp
+        if pipeline is None:
+            from hw.gemm import GemmPipeline
+            pipeline = GemmPipeline(rows, cols, use_dsp=use_dsp)
+        for port in ("i_stream", "i_quant", "o_stream"):
+            if not hasattr(pipeline, port):
+                raise TypeError(f"GemmCore pipeline must have a {port!r} port like "
+                                f"hw.gemm.GemmPipeline, not {pipeline!r}")
+        self._pipeline = pipeline
+        self._wr_data_width = max(8 * rows, 8 * cols, QUANT_LAYOUT.size)
+        super().__init__({
+            "wr_en": In(1),
+            "wr_sel": In(GemmCore.Buffer),
+            "wr_bank": In(1),
+            "wr_addr": In(range(k_depth)),
+            "wr_data": In(self._wr_data_width),
+            "start": In(1),
+            "bank": In(1),
+            "k_len": In(range(k_depth + 1)),
+            "busy": Out(1),
+            "done": Out(1),
+            "o_stream": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(signed(8), cols), "last": 1}))),
+        })
+
+    @classmethod
+    def from_params(cls, params) -> GemmCore:
+        """The core for an :class:`hw.params.AccelParams` (``rows``, ``cols``, ``k_depth``,
+        ``dsp_multipliers``)."""
+        return cls(params.rows, params.cols, k_depth=params.k_depth,
+                   use_dsp=params.dsp_multipliers)
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def k_depth(self) -> int:
+        return self._k_depth
+
+    @property
+    def wr_data_width(self) -> int:
+        return self._wr_data_width
+
+    @property
+    def pipeline(self) -> wiring.Component:
+        return self._pipeline
+
+    @property
+    def latency(self) -> int:
+        return 2
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, depth = self._rows, self._cols, self._k_depth
+        m.submodules.pipeline = pipe = self._pipeline
+
+        # -- buffers: A and W in block RAM, two banks each (bank = address MSB) ------------------
+        m.submodules.act_buf = act_buf = Memory(shape=unsigned(8 * rows), depth=2 * depth, init=[])
+        m.submodules.wgt_buf = wgt_buf = Memory(shape=unsigned(8 * cols), depth=2 * depth, init=[])
+        act_wr = act_buf.write_port()
+        wgt_wr = wgt_buf.write_port()
+        act_rd = act_buf.read_port()
+        wgt_rd = wgt_buf.read_port()
+        m.d.comb += [
+            act_wr.addr.eq(Cat(self.wr_addr, self.wr_bank)),
+            act_wr.data.eq(self.wr_data[:8 * rows]),
+            act_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.ACT)),
+            wgt_wr.addr.eq(Cat(self.wr_addr, self.wr_bank)),
+            wgt_wr.data.eq(self.wr_data[:8 * cols]),
+            wgt_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
+        ]
+
+        # Quant parameters: registers, one QUANT_LAYOUT word per (bank, column).
+        quant = [[Signal(QUANT_LAYOUT, name=f"quant_b{b}_c{c}") for c in range(cols)]
+                 for b in range(2)]
+        q_word = Signal(QUANT_LAYOUT)
+        m.d.comb += q_word.eq(self.wr_data[:QUANT_LAYOUT.size])
+        with m.If(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)):
+            for b in range(2):
+                for c in range(cols):
+                    with m.If((self.wr_bank == b) & (self.wr_addr == c)):
+                        m.d.sync += quant[b][c].eq(q_word)
+
+        # -- sequencer ----------------------------------------------------------------------------
+        run = Signal()                       # operand columns left to read
+        k = Signal(range(depth))             # next column to read
+        k_last = Signal(range(depth))        # k_len - 1 of the running tile
+        bank = Signal()                      # bank of the running tile
+        q_pending = Signal()                 # i_quant offered, not yet taken
+        rd_valid = Signal()                  # the read ports hold an operand column
+        rd_last = Signal()
+
+        m.d.comb += self.busy.eq(run | q_pending)
+        k_ok = (self.k_len >= 1) & (self.k_len <= depth)
+        with m.If(self.start & ~run & ~q_pending & k_ok):
+            m.d.sync += [
+                run.eq(1),
+                q_pending.eq(1),
+                k.eq(0),
+                k_last.eq(self.k_len - 1),
+                bank.eq(self.bank),
+            ]
+
+        # i_quant: the bank's registers, offered once per tile (stable while q_pending).
+        for c in range(cols):
+            sel = Mux(bank, quant[1][c].as_value(), quant[0][c].as_value())
+            word = QUANT_LAYOUT(sel)
+            m.d.comb += [
+                pipe.i_quant.payload.bias[c].eq(word.bias),
+                pipe.i_quant.payload.mult[c].eq(word.mult),
+                pipe.i_quant.payload.shift[c].eq(word.shift),
+            ]
+        m.d.comb += pipe.i_quant.valid.eq(q_pending)
+        with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
+            m.d.sync += q_pending.eq(0)
+
+        # Operand stream: the read ports' data registers are the stream's output register; they
+        # advance when empty or taken, so backpressure just holds the address and the data.
+        advance = ~rd_valid | pipe.i_stream.ready
+        m.d.comb += [
+            act_rd.addr.eq(Cat(k, bank)),
+            wgt_rd.addr.eq(Cat(k, bank)),
+            act_rd.en.eq(advance),
+            wgt_rd.en.eq(advance),
+            pipe.i_stream.valid.eq(rd_valid),
+            pipe.i_stream.payload.act.eq(act_rd.data),
+            pipe.i_stream.payload.wgt.eq(wgt_rd.data),
+            pipe.i_stream.payload.last.eq(rd_last),
+        ]
+        with m.If(advance):
+            m.d.sync += [rd_valid.eq(run), rd_last.eq(k == k_last)]
+            with m.If(run):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == k_last):
+                    m.d.sync += run.eq(0)
+
+        # -- results ------------------------------------------------------------------------------
+        wiring.connect(m, wiring.flipped(self.o_stream), pipe.o_stream)
+        m.d.comb += self.done.eq(self.o_stream.valid & self.o_stream.ready
+                                 & self.o_stream.payload.last)
+        return m
