@@ -14,8 +14,8 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.requant import Requantizer, output_layout, quant_layout
-from hw.systolic import SystolicArray, operand_layout
+from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
+from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
 
 __all__ = ["GemmPipeline"]
 
@@ -46,14 +46,19 @@ class GemmPipeline(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``array.latency + requant.latency``: cycles from the handshake of a tile's ``last``
+        ``array_latency + requant_latency`` (:attr:`SystolicArray.latency` +
+        :attr:`Requantizer.latency`): cycles from the handshake of a tile's ``last``
         operand to ``o_stream.valid`` of its first row, with no backpressure and the tile's
         ``i_quant`` transfer already offered.
     """
 
-    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, family: str | None = None):
-        self._array = SystolicArray(rows, cols, use_dsp=use_dsp, family=family)
-        self._requant = Requantizer(cols, use_dsp=use_dsp, family=family)
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
+                 family: str | None = None, src_loc_at: int = 0):
+        # The sub-components are built in elaborate(), so that an unused pipeline leaves no
+        # unused children behind (UnusedElaboratable); check their parameters here.
+        check_geometry(rows, cols, use_dsp=use_dsp, family=family)
+        self._rows, self._cols = rows, cols
+        self._use_dsp, self._family = use_dsp, family
         super().__init__({
             "i_stream": In(stream.Signature(operand_layout(rows, cols))),
             "i_quant": In(stream.Signature(quant_layout(cols))),
@@ -61,37 +66,47 @@ class GemmPipeline(wiring.Component):
         })
 
     @classmethod
-    def from_params(cls, params, *, family: str | None = None) -> GemmPipeline:
+    def from_params(cls, params, *, family: str | None = None,
+                    src_loc_at: int = 0) -> GemmPipeline:
         """The pipeline of an :class:`hw.params.AccelParams` (``rows``, ``cols``, DSP flag)."""
         from hw.params import AccelParams
         if not isinstance(params, AccelParams):
             raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family)
+        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family,
+                   src_loc_at=1 + src_loc_at)
 
     @property
     def rows(self) -> int:
-        return self._array.rows
+        return self._rows
 
     @property
     def cols(self) -> int:
-        return self._array.cols
+        return self._cols
 
     @property
-    def array(self) -> SystolicArray:
-        return self._array
+    def use_dsp(self) -> bool:
+        return self._use_dsp
 
     @property
-    def requant(self) -> Requantizer:
-        return self._requant
+    def array_latency(self) -> int:
+        """:attr:`SystolicArray.latency` of the array inside."""
+        return systolic_latency(self._rows, self._cols)
+
+    @property
+    def requant_latency(self) -> int:
+        """:attr:`Requantizer.latency` of the requantizer inside."""
+        return REQUANT_LATENCY
 
     @property
     def latency(self) -> int:
-        return self._array.latency + self._requant.latency
+        return self.array_latency + self.requant_latency
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.array = array = self._array
-        m.submodules.requant = requant = self._requant
+        m.submodules.array = array = SystolicArray(self._rows, self._cols, use_dsp=self._use_dsp,
+                                                   family=self._family)
+        m.submodules.requant = requant = Requantizer(self._cols, use_dsp=self._use_dsp,
+                                                     family=self._family)
         wiring.connect(m, wiring.flipped(self.i_stream), array.i_stream)
         wiring.connect(m, array.o_stream, requant.i_stream)
         wiring.connect(m, wiring.flipped(self.i_quant), requant.i_quant)

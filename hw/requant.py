@@ -29,12 +29,15 @@ from amaranth.lib.wiring import In, Out
 from hw.multiplier import Multiplier, make_multiplier
 from hw.systolic import MAX_DIM, OutputBuffer, result_layout
 
-__all__ = ["MULT_BITS", "Requantizer", "SHIFT_BITS", "output_layout", "quant_layout"]
+__all__ = ["MULT_BITS", "REQUANT_LATENCY", "Requantizer", "SHIFT_BITS", "output_layout",
+           "quant_layout"]
 
 MULT_BITS = 15    # sw.quant.MULT_BITS
 SHIFT_BITS = 6    # holds sw.quant.SHIFT_MAX = 47
 ACC_WIDTH = 32
 PROD_WIDTH = 48
+#: :attr:`Requantizer.latency`: S1, multiplier (2), S4, S5, S6, output buffer.
+REQUANT_LATENCY = 1 + Multiplier.latency + 3 + OutputBuffer.latency
 
 
 def quant_layout(cols: int) -> data.StructLayout:
@@ -98,7 +101,8 @@ class Requantizer(wiring.Component):
         ``cols`` outside ``[1, 32]``.
     """
 
-    def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None):
+    def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None,
+                 src_loc_at: int = 0):
         if isinstance(cols, bool) or not isinstance(cols, int):
             raise TypeError(f"cols must be an integer, not {cols!r}")
         if not 1 <= cols <= MAX_DIM:
@@ -117,12 +121,14 @@ class Requantizer(wiring.Component):
         })
 
     @classmethod
-    def from_params(cls, params, *, family: str | None = None) -> Requantizer:
+    def from_params(cls, params, *, family: str | None = None,
+                    src_loc_at: int = 0) -> Requantizer:
         """The requantizer of an :class:`hw.params.AccelParams` (``cols``, ``dsp_multipliers``)."""
         from hw.params import AccelParams
         if not isinstance(params, AccelParams):
             raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.cols, use_dsp=params.dsp_multipliers, family=family)
+        return cls(params.cols, use_dsp=params.dsp_multipliers, family=family,
+                   src_loc_at=1 + src_loc_at)
 
     @property
     def cols(self) -> int:
@@ -134,7 +140,7 @@ class Requantizer(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 1 + Multiplier.latency + 3 + OutputBuffer.latency
+        return REQUANT_LATENCY
 
     def elaborate(self, platform):
         m = Module()

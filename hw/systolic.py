@@ -35,8 +35,8 @@ from amaranth.lib.wiring import In, Out
 from hw.multiplier import Multiplier
 from hw.pe import ProcessingElement
 
-__all__ = ["MAX_DIM", "OutputBuffer", "SystolicArray", "operand_layout", "result_layout",
-           "or_tree_stages"]
+__all__ = ["MAX_DIM", "OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
+           "or_tree_stages", "result_layout", "systolic_latency"]
 
 #: Largest ``rows`` / ``cols`` (the range of :class:`hw.params.AccelParams`).
 MAX_DIM = 32
@@ -49,6 +49,17 @@ def _check_dim(name: str, value: object) -> int:
     if not 1 <= value <= MAX_DIM:
         raise ValueError(f"{name} must be in [1, {MAX_DIM}], not {value!r}")
     return value
+
+
+def check_geometry(rows: int, cols: int, *, use_dsp: bool = True,
+                   family: str | None = None) -> None:
+    """Raise ``TypeError``/``ValueError`` for parameters :class:`SystolicArray` rejects."""
+    _check_dim("rows", rows)
+    _check_dim("cols", cols)
+    if not isinstance(use_dsp, bool):
+        raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+    if family is not None and not isinstance(family, str):
+        raise TypeError(f"family must be a string or None, not {family!r}")
 
 
 def operand_layout(rows: int, cols: int) -> data.StructLayout:
@@ -75,6 +86,12 @@ def or_tree_stages(n: int, fan_in: int = 4) -> int:
         n = -(-n // fan_in)
         stages += 1
     return stages
+
+
+def systolic_latency(rows: int, cols: int) -> int:
+    """:attr:`SystolicArray.latency` of a ``rows`` x ``cols`` array (formula there)."""
+    pe_latency = Multiplier.latency + 1
+    return 1 + pe_latency + or_tree_stages(rows) + (cols - 1) + OutputBuffer.latency
 
 
 class OutputBuffer(wiring.Component):
@@ -196,13 +213,10 @@ class SystolicArray(wiring.Component):
         ``rows``/``cols`` outside ``[1, 32]``.
     """
 
-    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, family: str | None = None):
-        self._rows = _check_dim("rows", rows)
-        self._cols = _check_dim("cols", cols)
-        if not isinstance(use_dsp, bool):
-            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
-        if family is not None and not isinstance(family, str):
-            raise TypeError(f"family must be a string or None, not {family!r}")
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
+                 family: str | None = None, src_loc_at: int = 0):
+        check_geometry(rows, cols, use_dsp=use_dsp, family=family)
+        self._rows, self._cols = rows, cols
         self._use_dsp = use_dsp
         self._family = family
         super().__init__({
@@ -211,12 +225,14 @@ class SystolicArray(wiring.Component):
         })
 
     @classmethod
-    def from_params(cls, params, *, family: str | None = None) -> SystolicArray:
-        """The array of an :class:`hw.params.AccelParams` (``rows``, ``cols``, ``dsp_multipliers``)."""
+    def from_params(cls, params, *, family: str | None = None,
+                    src_loc_at: int = 0) -> SystolicArray:
+        """The array of an :class:`hw.params.AccelParams` (``rows``, ``cols``, DSP flag)."""
         from hw.params import AccelParams
         if not isinstance(params, AccelParams):
             raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family)
+        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family,
+                   src_loc_at=1 + src_loc_at)
 
     @property
     def rows(self) -> int:
@@ -240,7 +256,7 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 1 + self.pe_latency + self.or_stages + (self._cols - 1) + OutputBuffer.latency
+        return systolic_latency(self._rows, self._cols)
 
     def elaborate(self, platform):
         m = Module()
