@@ -232,10 +232,10 @@ def _digit_seq2seq(kind: str, seed: int, length: int = 8, n_train: int = 8000,
     length = _check_int("length", length, 1, 64)
     rng = np.random.default_rng(seed)
     n = n_train + 2 * n_eval
-    x = rng.integers(0, 10, size=(n, length), dtype=np.int64)
+    x = rng.integers(0, 10, size=(2 * n + 64, length), dtype=np.int64)
     # drop duplicate strings so that no test string is in training
     _, first = np.unique(x, axis=0, return_index=True)
-    x = x[np.sort(first)]
+    x = x[np.sort(first)][:n]
     if len(x) < n:
         raise ValueError(f"length must be large enough for {n} distinct strings, not {length!r}")
     if kind == "copy":
