@@ -291,7 +291,7 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
             info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
             info.external_attr = 0o644 << 16
             with zf.open(info, "w") as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]),
+                np.lib.format.write_array(f, np.asarray(arrays[name], order="C"),
                                           allow_pickle=False)
     return buf.getvalue()
 
@@ -345,7 +345,7 @@ def save_artifact(path: str | os.PathLike[str], *, config: Mapping[str, Any],
         "data_bytes": len(blob),
         "data_sha256": _sha256(blob),
         "arrays": {name: {"dtype": arrays[name].dtype.name, "shape": list(arrays[name].shape),
-                          "sha256": _sha256(np.ascontiguousarray(arrays[name]).tobytes())}
+                          "sha256": _sha256(arrays[name].tobytes(order="C"))}
                    for name in sorted(arrays)},
     }
     npz_path.parent.mkdir(parents=True, exist_ok=True)
@@ -431,7 +431,7 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
             raise _err(npz_path, f"tensor {name!r} is {a.dtype.name} {list(a.shape)} but the "
                        f"manifest says {rec.get('dtype')} {rec.get('shape')}",
                        "the tensors and manifest do not belong together; " + _REEXPORT)
-        if _sha256(np.ascontiguousarray(a).tobytes()) != rec.get("sha256"):
+        if _sha256(a.tobytes(order="C")) != rec.get("sha256"):
             raise _err(npz_path, f"tensor {name!r} checksum does not match the manifest",
                        "copy it again or " + _REEXPORT)
     _check_schema(arrays, cfg, npz_path)

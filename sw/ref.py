@@ -22,6 +22,7 @@ __all__ += [
 __all__ += [
     "ISQRT_ITERATIONS", "LN_FRAC_BITS", "LN_RECIP_BITS", "LUT_SIZE", "build_gelu_lut",
     "build_lut", "embedding_int", "gelu_f", "isqrt_int", "layernorm_eps_q", "layernorm_int",
+    "layernorm_pre_shift",
     "linear_int", "lut_apply", "mean_pool_int", "model_forward_int", "quantize_input",
     "residual_add", "residual_params",
 ]
@@ -331,7 +332,7 @@ def windowed_attention_int(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: 
 # single requantization rule of ``sw.quant.requantize``.
 
 LN_FRAC_BITS = 10                          # normalized value n = (x - mean) / std in Q?.10
-LN_RECIP_BITS = 32                         # LayerNorm reciprocal 2**32 // r
+LN_RECIP_BITS = 48                         # LayerNorm reciprocal 2**48 // r (r < 2**31)
 ISQRT_ITERATIONS = 32                      # digit-by-digit sqrt of a 64-bit value: 2 bits/step
 LN_MAX_DIM = 1024                          # |n| <= sqrt(d) * 2**10 <= 2**15 for d <= 1024
 LUT_SIZE = 256
@@ -362,21 +363,29 @@ def isqrt_int(x: np.ndarray | int) -> np.ndarray:
     return res
 
 
+def layernorm_pre_shift(d: int) -> int:
+    """Left shift ``k`` (by 2k bits) of the variance term before the square root, so that
+    ``(d * S + eps_q) << 2k < 2**61`` for every int8 row of width ``d``: the root then carries
+    ``k`` extra fraction bits. A constant of the hardware unit (it depends on ``d`` only)."""
+    return max(0, (61 - (d ** 4 << 17).bit_length()) // 2)
+
+
 def layernorm_int(x_q: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, mult: np.ndarray,
                   shift: np.ndarray, eps_q: int) -> np.ndarray:
     """Integer LayerNorm over the last axis: int8 ``(..., d)`` -> int8 ``(..., d)``.
 
-    With ``c = d * x - sum(x)`` (exact, no division) and ``S = sum(c**2)``::
+    With ``c = d * x - sum(x)`` (exact, no division), ``S = sum(c**2)`` and the constant
+    ``k = layernorm_pre_shift(d)``::
 
-        r   = max(isqrt(d * S + eps_q), 1)       # = d**2 * sqrt(var + eps), var in x units
-        inv = 2**32 // r                         # one restoring division per row
-        n   = round_shift(c * d * inv, 22)       # (x - mean) / sqrt(var + eps), Q.10
+        r   = max(isqrt((d * S + eps_q) << 2k), 1)   # = 2**k * d**2 * sqrt(var + eps)
+        inv = 2**48 // r                             # one restoring division per row
+        n   = round_shift(c * d * inv, 48 - k - 10)  # (x - mean) / sqrt(var + eps), Q.10
         y   = requantize(n * gamma_q + beta_q, mult, shift)
 
     ``gamma_q`` int8 and ``beta_q`` int32 (per channel, ``(d,)``) hold gamma and beta at scale
     ``scale_gamma[c] * 2**-10``; ``(mult, shift)`` per channel map that to the output scale.
-    ``eps_q = round(d**4 * eps / scale_x**2)`` folds LayerNorm's epsilon (see
-    :func:`layernorm_eps_q`). The input scale cancels, so it does not appear.
+    ``eps_q = round(d**4 * eps / scale_x**2)`` (at most ``d**4 * 2**16``) folds LayerNorm's
+    epsilon (:func:`layernorm_eps_q`). The input scale cancels, so it does not appear.
     """
     x = np.asarray(x_q)
     if x.dtype != np.int8:
@@ -392,24 +401,26 @@ def layernorm_int(x_q: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, mult
         raise ValueError(f"gamma_q and beta_q must have d={d} entries, not "
                          f"{gamma_q.shape[0]} and {beta_q.shape[0]}")
     eps_q = int(eps_q)
-    if not 0 <= eps_q < (1 << 61):
-        raise ValueError(f"eps_q must be in [0, 2**61), not {eps_q!r}")
-    x = x.astype(np.int64)
+    if not 0 <= eps_q <= (d ** 4 << 16):
+        raise ValueError(f"eps_q must be in [0, d**4 * 2**16], not {eps_q!r}")
+    k = layernorm_pre_shift(d)
+    x = np.asarray(x, dtype=np.int64)
     c = d * x - x.sum(axis=-1, keepdims=True)                          # (..., d) |c| < d * 256
     total = (c * c).sum(axis=-1, keepdims=True)                        # (..., 1) < d**3 * 2**16
-    r = np.maximum(isqrt_int(d * total + eps_q), 1)                    # (..., 1) ~ d**2 * std
+    r = np.maximum(isqrt_int((d * total + eps_q) << (2 * k)), 1)       # (..., 1) < 2**31
     inv = (np.int64(1) << LN_RECIP_BITS) // r                          # (..., 1) reciprocal
-    n = quant.round_shift(c * d * inv, LN_RECIP_BITS - LN_FRAC_BITS)   # (..., d) Q.10
+    n = quant.round_shift(c * d * inv, LN_RECIP_BITS - k - LN_FRAC_BITS)  # (..., d) Q.10
     acc = n * gamma_q.astype(np.int64) + beta_q.astype(np.int64)       # (..., d) int32 range
     return quant.requantize(acc, mult, shift)                          # (..., d) int8
 
 
 def layernorm_eps_q(d: int, eps: float, scale_x: float) -> int:
-    """``round(d**4 * eps / scale_x**2)``: LayerNorm epsilon in the units of ``layernorm_int``."""
+    """``round(d**4 * eps / scale_x**2)`` (capped at ``d**4 * 2**16``, where epsilon already
+    outweighs any int8 variance): LayerNorm epsilon in the units of :func:`layernorm_int`."""
     value = float(d) ** 4 * float(eps) / float(scale_x) ** 2
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"LayerNorm epsilon term must be finite and >= 0, not {value!r}")
-    return int(min(np.floor(value + 0.5), float(1 << 60)))
+    return int(min(np.floor(value + 0.5), float(d ** 4 << 16)))
 
 
 def lut_apply(x_q: np.ndarray, lut: np.ndarray) -> np.ndarray:
