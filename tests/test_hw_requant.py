@@ -1,0 +1,248 @@
+# amaranth: UnusedElaboratable=no
+# SPDX-License-Identifier: Apache-2.0
+"""Tier-1 tests (amaranth.sim) of hw.requant.Requantizer against sw.quant.requantize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import Value
+from amaranth.sim import Simulator
+
+from hw.requant import Requantizer
+from sw import quant
+
+ACC_MIN, ACC_MAX = quant.ACC_MIN, quant.ACC_MAX
+MULT_MAX = (1 << quant.MULT_BITS) - 1
+
+# (acc, bias, mult, shift): ties both ways, exact -128/127, saturation both ways, shift 1 and
+# 47, mult 0 and 2**15-1, int32 extremes with bias 0, and bias moving the sum across zero.
+GOLDEN = [
+    (1, 0, 1, 1),                    # +0.5 -> 1 (tie up)
+    (-1, 0, 1, 1),                   # -0.5 -> 0 (tie toward +inf)
+    (3, 0, 1, 1),                    # +1.5 -> 2
+    (-3, 0, 1, 1),                   # -1.5 -> -1
+    (5, 0, 3, 4),                    # 15/16 -> 1
+    (-5, 0, 3, 4),                   # -15/16 -> -1
+    (-24, 0, 1, 4),                  # -1.5 -> -1
+    (24, 0, 1, 4),                   # 1.5 -> 2
+    (-256, 0, 1, 1),                 # exactly -128
+    (254, 0, 1, 1),                  # exactly 127
+    (255, 0, 1, 1),                  # 127.5 -> 128 -> saturates to 127
+    (-257, 0, 1, 1),                 # -128.5 -> -128
+    (-258, 0, 1, 1),                 # -129 -> saturates to -128
+    (-259, 0, 1, 1),                 # -129.5 -> -129 -> -128
+    (ACC_MAX, 0, MULT_MAX, 1),       # huge positive -> 127
+    (ACC_MIN, 0, MULT_MAX, 1),       # huge negative -> -128
+    (ACC_MAX, 0, MULT_MAX, 47),      # shift 47: ~0.5 - eps -> 0
+    (ACC_MIN, 0, MULT_MAX, 47),      # shift 47: ~-0.5 + eps -> 0
+    (ACC_MAX, 0, MULT_MAX, 46),      # ~1 - eps -> 1
+    (ACC_MIN, 0, MULT_MAX, 46),      # ~-1 + eps -> -1
+    (ACC_MAX, 0, 0, 1),              # mult 0 -> 0
+    (ACC_MIN, 0, 0, 47),             # mult 0 -> 0
+    (ACC_MIN, 0, 1, 31),             # -2**31 / 2**31 = -1
+    (ACC_MIN, 0, 1, 24),             # -128 exactly
+    (ACC_MAX, 0, 1, 24),             # 127.99 -> 128 -> 127
+    (100, -300, 16384, 15),          # bias crosses zero: -200 * 0.5 = -100
+    (-100, 300, 16384, 15),          # 200 * 0.5 = 100
+    (ACC_MAX - 5, 5, 1, 31),         # sum exactly int32 max
+    (ACC_MIN + 7, -7, 1, 31),        # sum exactly int32 min
+    (1 << 20, 0, 12345, 33),         # mid-range shift
+]
+
+
+def _lanes(bits: int, offset: int, width: int, count: int) -> list[int]:
+    out = []
+    for i in range(count):
+        v = (bits >> (offset + i * width)) & ((1 << width) - 1)
+        out.append(v - (1 << width) if v >> (width - 1) else v)
+    return out
+
+
+def _expected(acc, bias, mult, shift) -> np.ndarray:
+    s = np.asarray(acc, np.int64) + np.asarray(bias, np.int64)
+    return quant.requantize(s, np.asarray(mult, np.int64), np.asarray(shift, np.int64))
+
+
+def _simulate(cols, tiles, *, idle=False, backpressure=False, quant_early=False):
+    """Run ``tiles`` = [(acc (rows, cols), bias, mult, shift)]; return int8 rows and lasts."""
+    dut = Requantizer(cols, use_dsp=False)
+    total = sum(t[0].shape[0] for t in tiles)
+    got = []
+    src_rng = np.random.default_rng(1)
+    snk_rng = np.random.default_rng(2)
+    q_rng = np.random.default_rng(3)
+
+    async def put(ctx, s, payload, rng):
+        if rng is not None and rng.random() < 0.4:
+            ctx.set(s.valid, 0)
+            await ctx.tick().repeat(int(rng.integers(1, 4)))
+        ctx.set(s.valid, 1)
+        ctx.set(s.payload, payload)
+        await ctx.tick().until(s.ready)
+        ctx.set(s.valid, 0)
+
+    async def rows_tb(ctx):
+        if quant_early:
+            await ctx.tick().repeat(5)
+        for acc, *_ in tiles:
+            for r in range(acc.shape[0]):
+                await put(ctx, dut.i_stream, {"acc": [int(x) for x in acc[r]],
+                                              "last": int(r == acc.shape[0] - 1)},
+                          src_rng if idle else None)
+
+    async def quant_tb(ctx):
+        for _, bias, mult, shift in tiles:
+            await put(ctx, dut.i_quant, {"bias": [int(x) for x in bias],
+                                         "mult": [int(x) for x in mult],
+                                         "shift": [int(x) for x in shift]},
+                      q_rng if idle else None)
+
+    async def sink_tb(ctx):
+        while len(got) < total:
+            ready = int(snk_rng.random() < 0.5) if backpressure else 1
+            ctx.set(dut.o_stream.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
+                                                           Value.cast(dut.o_stream.payload))
+            if valid and ready:
+                got.append(payload)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(rows_tb)
+    sim.add_testbench(quant_tb)
+    sim.add_testbench(sink_tb)
+    sim.run_until(5000e-6)
+    assert len(got) == total
+    data = np.array([_lanes(p, 0, 8, cols) for p in got], dtype=np.int8)
+    last = [(p >> (8 * cols)) & 1 for p in got]
+    return data, last
+
+
+def test_requant_golden_corners():
+    cols = 2
+    tiles = []
+    for i in range(0, len(GOLDEN), cols):
+        group = GOLDEN[i:i + cols]
+        acc, bias, mult, shift = (np.array([g[j] for g in group], np.int64) for j in range(4))
+        tiles.append((acc[None, :], bias, mult, shift))
+    data, last = _simulate(cols, tiles)
+    want = np.concatenate([_expected(a[0], b, m, s) for a, b, m, s in tiles])
+    np.testing.assert_array_equal(data.ravel(), want)
+    assert last == [1] * len(tiles)
+    # The table really pins what it says (guards against an edited reference).
+    assert want[:4].tolist() == [1, 0, 2, -1]
+    assert want[10:14].tolist() == [127, -128, -128, -128]
+
+
+def _random_tiles(rng, cols, n_tiles, max_rows):
+    tiles = []
+    for _ in range(n_tiles):
+        rows = int(rng.integers(1, max_rows + 1))
+        # Mix small and full-range accumulators; keep acc + bias inside int32 (the reference
+        # rejects the rest).
+        scale = rng.choice([1 << 8, 1 << 16, 1 << 30])
+        acc = rng.integers(-scale, scale, (rows, cols))
+        bias = rng.integers(-(1 << 30), 1 << 30, cols) // rng.choice([1, 1 << 10, 1 << 20])
+        mult = rng.integers(0, 1 << quant.MULT_BITS, cols)
+        shift = rng.integers(quant.SHIFT_MIN, quant.SHIFT_MAX + 1, cols)
+        tiles.append((acc, bias, mult, shift))
+    return tiles
+
+
+@pytest.mark.parametrize("idle, backpressure", [(False, False), (True, False), (False, True),
+                                                (True, True)],
+                         ids=["plain", "idle", "backpressure", "idle+backpressure"])
+def test_requant_random_tiles(idle, backpressure):
+    rng = np.random.default_rng(100 + 2 * idle + backpressure)
+    cols = 3
+    tiles = _random_tiles(rng, cols, 12, 4)
+    data, last = _simulate(cols, tiles, idle=idle, backpressure=backpressure)
+    want = np.concatenate([_expected(acc, b[None, :], m[None, :], s[None, :])
+                           for acc, b, m, s in tiles])
+    np.testing.assert_array_equal(data, want)
+    assert last == [int(r == acc.shape[0] - 1) for acc, *_ in tiles for r in range(acc.shape[0])]
+
+
+def test_requant_random_shift_sweep():
+    """Every shift 1..47 with values near the rounding and saturation boundaries."""
+    rng = np.random.default_rng(7)
+    cols = 4
+    tiles = []
+    for shift in range(quant.SHIFT_MIN, quant.SHIFT_MAX + 1):
+        mult = rng.integers(1, 1 << quant.MULT_BITS, cols)
+        # Aim for outputs near +-128 and near ties: acc ~ k * 2**shift / mult.
+        target = rng.choice([-129.5, -128.5, -0.5, 0.5, 126.5, 127.5], cols)
+        acc = np.clip(np.round(target * 2.0 ** shift / mult), ACC_MIN, ACC_MAX).astype(np.int64)
+        tiles.append((acc[None, :], np.zeros(cols, np.int64), mult, np.full(cols, shift)))
+    data, _ = _simulate(cols, tiles)
+    want = np.concatenate([_expected(a, b, m, s) for a, b, m, s in tiles])
+    np.testing.assert_array_equal(data, want)
+
+
+def test_requant_quant_before_rows():
+    """Parameters offered long before the rows are held, and released only after `last`."""
+    rng = np.random.default_rng(9)
+    cols = 2
+    tiles = _random_tiles(rng, cols, 4, 3)
+    data, _ = _simulate(cols, tiles, quant_early=True)
+    want = np.concatenate([_expected(acc, b[None, :], m[None, :], s[None, :])
+                           for acc, b, m, s in tiles])
+    np.testing.assert_array_equal(data, want)
+
+
+def test_requant_latency_and_back_to_back_tiles():
+    """Full rate across tile boundaries; first output `latency` cycles after its input."""
+    cols = 2
+    dut = Requantizer(cols, use_dsp=False)
+    rows = [[(r * 7 + c) * 1000 for c in range(cols)] for r in range(8)]
+    q = {"bias": [0] * cols, "mult": [1 << 14] * cols, "shift": [15] * cols}
+    row_ready = []
+    valid_cycles = []
+
+    async def rows_tb(ctx):
+        ctx.set(dut.i_stream.valid, 1)
+        for i, row in enumerate(rows):
+            ctx.set(dut.i_stream.payload, {"acc": row, "last": int(i % 2 == 1)})  # 2-row tiles
+            _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
+            row_ready.append(ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def quant_tb(ctx):
+        ctx.set(dut.i_quant.valid, 1)
+        ctx.set(dut.i_quant.payload, q)
+        await ctx.tick().repeat(len(rows))
+        ctx.set(dut.i_quant.valid, 0)
+
+    async def sink_tb(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for cycle in range(len(rows) + dut.latency + 2):
+            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
+                                                           Value.cast(dut.o_stream.payload))
+            if valid:
+                valid_cycles.append(cycle)
+                assert _lanes(payload, 0, 8, cols) == \
+                    _expected(rows[len(valid_cycles) - 1], 0, 1 << 14, 15).tolist()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(rows_tb)
+    sim.add_testbench(quant_tb)
+    sim.add_testbench(sink_tb)
+    sim.run()
+    assert row_ready == [1] * len(rows)      # parameters and rows taken in the same cycles
+    assert valid_cycles == [dut.latency + i for i in range(len(rows))]
+
+
+@pytest.mark.parametrize("cols, exc", [(0, ValueError), (33, ValueError), ("4", TypeError),
+                                       (2.0, TypeError), (False, TypeError)])
+def test_requant_rejects_bad_cols(cols, exc):
+    with pytest.raises(exc, match="cols must be"):
+        Requantizer(cols)
+
+
+def test_requant_rejects_bad_flags():
+    with pytest.raises(TypeError, match="use_dsp must be a bool"):
+        Requantizer(2, use_dsp="yes")
+    with pytest.raises(TypeError, match="params must be an AccelParams"):
+        Requantizer.from_params(4)
