@@ -153,6 +153,11 @@ def validate_config(cfg: Any, where: object = "artifact") -> dict[str, Any]:
         _int_field(cfg, "vocab_size", 1, 1 << 20, where)
     if cfg["attention"] == "window":
         _int_field(cfg, "window", 1, _ATTN_MAX_SPAN, where)
+    if cfg.get("funnel_stride", 1) != 1 or cfg.get("layer_heads") is not None \
+            or cfg.get("layer_d_ff") is not None:
+        raise _err(where, "config has funnel pooling or pruned per-layer widths (funnel_stride, "
+                   "layer_heads, layer_d_ff), which the integer model does not run",
+                   "export an unpruned model without funnel pooling")
     span = _attention_span(cfg)
     if span > _ATTN_MAX_SPAN:
         raise _err(where, f"attention needs a window of {span} keys, more than the integer "

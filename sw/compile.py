@@ -369,27 +369,18 @@ def build_arrays(model, scales: dict[str, float]) -> tuple[dict[str, np.ndarray]
     return arrays, {k: float(v) for k, v in s.items()}
 
 
-def _int8_accuracy(artifact, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    from sw.ref import model_forward_int, quantize_input
-
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        logits = model_forward_int(artifact, quantize_input(artifact, x[i:i + batch_size]))
-        correct += int((logits.argmax(axis=-1) == y[i:i + batch_size]).sum())
-    return correct / max(1, y.size)
-
-
 def export_artifact(model, cfg, calib_x: np.ndarray, path, *, task: str,
                     accuracy_fp32: float | None, method: str = "ptq", calibration: str = "max",
                     eval_data: tuple[np.ndarray, np.ndarray] | None | bool = None,
-                    extra: dict[str, Any] | None = None) -> Path:
+                    task_seed: int = 0, extra: dict[str, Any] | None = None) -> Path:
     """Quantize ``model`` and write the artifact ``path`` (``NAME.npz`` + ``NAME.json``).
 
     ``method="ptq"`` calibrates on ``calib_x`` (``calibration``: "max" or "percentile");
     ``method="qat"`` uses the scales of a :func:`prepare_qat` model. ``eval_data=(x, y)`` (or
-    ``None``: the test split of ``task`` from ``sw.data``; ``False``: skip) is run through the
-    integer model and recorded as ``accuracy_int8`` with ``eval_samples``, so ``lightformer eval``
-    can show it reproduces exactly. Returns the ``.npz`` path.
+    ``None``: the test split of ``task`` from ``sw.data`` with split seed ``task_seed``;
+    ``False``: skip) is run through the integer model and recorded as ``accuracy_int8`` with
+    ``eval_samples``, so ``lightformer eval`` (which reloads ``task`` with ``task_seed``) can
+    show it reproduces exactly. Returns the ``.npz`` path.
     """
     import torch
 
@@ -411,7 +402,7 @@ def export_artifact(model, cfg, calib_x: np.ndarray, path, *, task: str,
         arrays, scales = build_arrays(model, scales)
     cfg_dict = mcfg.to_dict()
     info: dict[str, Any] = {
-        "task": task, "method": method,
+        "task": task, "task_seed": int(task_seed), "method": method,
         "calibration": None if method == "qat" else calibration,
         "calibration_samples": int(len(calib_x)),
         "accuracy_fp32": None if accuracy_fp32 is None else float(accuracy_fp32),
@@ -420,13 +411,15 @@ def export_artifact(model, cfg, calib_x: np.ndarray, path, *, task: str,
     if eval_data is not False:
         if eval_data is None:
             from sw.data import load_task
-            t = load_task(task)
+            from sw.evaluate import task_options
+            t = load_task(task, seed=task_seed, **task_options(task, cfg_dict))
             eval_data, info["eval_split"] = (t.x_test, t.y_test), "test"
         validate_config(cfg_dict)
         mem = Artifact(manifest={"config": cfg_dict, "scales": scales}, arrays=arrays,
                        path=artifact_paths(path)[0])
+        from sw.evaluate import evaluate_artifact
         x_e, y_e = eval_data
-        info["accuracy_int8"] = _int8_accuracy(mem, _as_input(model, x_e), np.asarray(y_e))
+        info["accuracy_int8"] = evaluate_artifact(mem, _as_input(model, x_e), np.asarray(y_e))
         info["eval_samples"] = int(np.asarray(y_e).size)
     info["created"] = {
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -526,6 +519,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sw.artifact import load_artifact
     from sw.data import load_task
+    from sw.evaluate import task_options
     from sw.train import evaluate_fp32, load_model
 
     ckpt = Path(args.checkpoint)
@@ -546,18 +540,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"lightformer compile: --calib-samples must be >= 1, not "
                          f"{args.calib_samples!r}")
     model = load_model(ckpt)
-    opts = {}
     cfg = model.cfg
-    if task_name == "mnist1d":
-        opts["patch_dim"] = cfg.patch_dim
-    task = load_task(task_name, **opts)
+    seed = int(log.get("seed", 0)) if log.get("task") == task_name else 0
+    task = load_task(task_name, seed=seed, **task_options(task_name, cfg.to_dict()))
     acc = log.get("test_acc") if log.get("task") == task_name else None
     if acc is None:
         acc = evaluate_fp32(model, task.x_test, task.y_test)
     try:
         path = export_artifact(model, cfg, task.x_train[:args.calib_samples], args.out,
                                task=task_name, accuracy_fp32=acc, method="ptq",
-                               calibration=args.calibration)
+                               calibration=args.calibration, task_seed=seed)
     except ValueError as exc:
         raise SystemExit(f"lightformer compile: {exc}") from None
     art = load_artifact(path)

@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``lightformer eval``: run an int8 artifact with the integer NumPy model on a task's test split.
+
+NumPy only (plus scikit-learn / mnist1d for the data): never imports torch, so the shipped model
+can be checked on a machine without it. Writes JSON with ``task``, ``samples``, ``accuracy``
+(integer model), ``accuracy_fp32`` (recorded at export) and the artifact's digest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_arguments", "evaluate_artifact", "run", "task_options"]
+
+
+def task_options(task: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``sw.data.load_task`` options that rebuild the data a model of ``config`` was trained on."""
+    if task == "mnist1d":
+        return {"patch_dim": int(config["patch_dim"])}
+    if task in ("listops", "pydoc_lm"):
+        return {"seq_len": int(config["seq_len"])}
+    return {}
+
+
+def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
+                      progress: bool = False) -> float:
+    """Accuracy of the integer model (``sw.ref.model_forward_int``) on ``(x, y)``.
+
+    Classifiers: argmax of the int32 logits per sample; language models: per token.
+    """
+    from sw.ref import model_forward_int, quantize_input
+
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have one length, not {len(x)} and {len(y)}")
+    starts = range(0, len(x), batch_size)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc="eval int8", unit="batch", leave=False)
+    correct = 0
+    for i in starts:
+        logits = model_forward_int(artifact, quantize_input(artifact, x[i:i + batch_size]))
+        correct += int((logits.argmax(axis=-1) == y[i:i + batch_size]).sum())
+    return correct / max(1, y.size)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--artifact", type=Path, default=None,
+                   help="artifact NAME(.npz|.json) (default: the shipped digits model)")
+    p.add_argument("--task", default=None,
+                   help="data set (default: the task recorded in the artifact)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate only the first N test samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sw.artifact import ArtifactError, default_artifact_path, load_artifact
+    from sw.data import load_task
+
+    path = args.artifact if args.artifact is not None else default_artifact_path()
+    try:
+        art = load_artifact(path)
+    except ArtifactError as exc:
+        raise SystemExit(f"lightformer eval: {exc}") from None
+    m = art.manifest
+    task_name = args.task or m.get("task")
+    if not task_name:
+        raise SystemExit("lightformer eval: the artifact records no task; pass --task")
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"lightformer eval: --limit must be >= 1, not {args.limit!r}")
+    seed = int(m.get("task_seed", 0))
+    try:
+        task = load_task(task_name, seed=seed, **task_options(task_name, art.config))
+    except ValueError as exc:
+        raise SystemExit(f"lightformer eval: {exc}") from None
+    x, y = task.x_test[:args.limit], task.y_test[:args.limit]
+    t0 = time.perf_counter()
+    try:
+        acc = evaluate_artifact(art, x, y, progress=not args.no_progress)
+    except ValueError as exc:
+        raise SystemExit(f"lightformer eval: the artifact does not fit task {task_name!r}: "
+                         f"{exc}") from None
+    seconds = time.perf_counter() - t0
+    result = {
+        "task": task_name, "split": "test", "samples": int(y.size), "accuracy": acc,
+        "accuracy_fp32": m.get("accuracy_fp32"),
+        "accuracy_int8_recorded": m.get("accuracy_int8"),
+        "reproduces_recorded": (m.get("accuracy_int8") == acc
+                                and m.get("eval_samples") == int(y.size)),
+        "method": m.get("method"), "artifact": str(art.path), "artifact_sha256": art.digest,
+        "format_version": m.get("format_version"), "model": "sw.ref.model_forward_int",
+        "seconds": round(seconds, 3),
+    }
+    fp32 = "n/a" if result["accuracy_fp32"] is None else f"{result['accuracy_fp32']:.4f}"
+    print(f"{task_name} test: int8 accuracy {acc:.4f} on {y.size} samples (fp32 at export "
+          f"{fp32}; {art.path.name} {art.digest[:12]})")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
