@@ -1,0 +1,530 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``WindowedAttention``: one head of sliding-window attention with integer softmax.
+
+For every query row the unit computes ``Q K^T`` over the row's window of keys, the integer
+softmax and ``P V``, and requantizes the result to int8; scores never leave the unit. The
+numerics are ``sw.ref.windowed_attention_int`` bit for bit (``docs/numerics.md``, "Integer
+softmax"); ports, timing and throughput are documented in ``docs/attention.md``.
+
+Datapath (each stage works on one row while the next stage works on an older one)::
+
+    i_kv --> K/V ring (block RAM, NSLOTS rows) --------------------------+
+    i_q  --> A: q.k, lanes MACs/cycle --> scores + row max (ring of NR rows)
+             B: m - s -> u -> exp --> e values (ring) + sum S --> 2**38 // S (24-stage pipe)
+             D: p = e * r, p . v (lanes MACs/cycle) --> requant (lanes) --> output FIFO --> o_stream
+
+A and D each take ``keys * head_dim / lanes`` cycles per row and B takes ``keys`` cycles, so in
+steady state a full-window row leaves every ``ceil(window * head_dim / lanes)`` cycles. Nothing
+inside stalls: a stage only starts a row when every buffer it writes has room (credits), so the
+only waits are at the three input streams and on ``o_stream``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from hw.softmax import (
+    EXP_BITS,
+    PROB_BITS,
+    RECIP_WIDTH,
+    SCORE_MULT_BITS,
+    SHIFT_BITS,
+    SUM_BITS,
+    Normalizer,
+    Reciprocal,
+    Requant8,
+    ScoreScaler,
+    SoftmaxExp,
+)
+
+__all__ = ["ATTN_ACC_WIDTH", "SEQ_LEN_BITS", "WindowedAttention"]
+
+SEQ_LEN_BITS = 16            # sequences of up to 65535 rows
+ATTN_ACC_WIDTH = 24          # |sum_j p_j v_j| <= 128 * (2**15 + 256) < 2**23
+_OUT_DEPTH = 4               # output FIFO rows (credits for stage D)
+
+
+def _pow2_ceil(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _check_pos_int(name: str, value: object, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if not 1 <= value <= hi:
+        raise ValueError(f"{name} must be in [1, {hi}], not {value!r}")
+    return value
+
+
+class WindowedAttention(wiring.Component):
+    """One attention head over a sliding window of keys (causal or centred, chosen per sequence).
+
+    Stream rules: ``hw/README.md`` (Amaranth ``lib.stream``: valid may not wait for ready, a
+    payload is held until it is taken). A sequence is one ``i_cfg`` transfer followed by
+    ``seq_len`` rows on ``i_kv`` and ``seq_len`` rows on ``i_q`` (presented independently:
+    K/V row ``j`` must be able to arrive before query ``t`` finishes when ``j`` is in a later
+    query's window, so a producer must not hold ``i_kv`` back until all queries were taken);
+    the unit answers with ``seq_len`` rows on ``o_stream``, ``last`` set on the final one, and
+    takes the next ``i_cfg`` once that row has left.
+
+    Parameters
+    ----------
+    head_dim : int
+        Head dimension ``d`` (1..128); a multiple of ``lanes``.
+    window : int
+        Largest window (keys per query row), 1..256; ``i_cfg.window`` picks 1..``window``.
+    lanes : int
+        Multipliers of each of the two MAC stages (``q.k`` and ``p.v``); divides ``head_dim``.
+
+    Members
+    -------
+    i_cfg : In(stream.Signature(cfg_layout))
+        ``seq_len`` (rows, 0..65535), ``window`` (1..``window``; 0 counts as 1, larger as
+        ``window``), ``causal`` (1: keys ``t-w+1..t``; 0: centred ``t-w//2..t+(w-1)//2``,
+        clipped to ``[0, seq_len)``), ``score_mult``/``score_shift``/``out_mult``/``out_shift``
+        from ``sw.ref.AttentionQuant`` (15-bit multipliers, shifts 1..47).
+    i_kv : In(stream.Signature(kv_layout))
+        One key row and one value row per transfer: ``k``, ``v``: ``head_dim`` x int8.
+    i_q : In(stream.Signature(ArrayLayout(signed(8), head_dim)))
+        One query row per transfer, int8.
+    o_stream : Out(stream.Signature(out_layout))
+        ``data``: ``head_dim`` x int8 attention output (``sw.ref.windowed_attention_int``);
+        ``last``: final row of the sequence.
+
+    Attributes
+    ----------
+    latency : int
+        Cycles from the ``i_q`` transfer of a query whose K/V rows are already stored to its
+        ``o_stream`` row, for a full window on an idle unit (:meth:`row_latency` for other
+        key counts).
+    cycles_per_row : int
+        Steady-state cycles per full-window row: ``ceil(window * head_dim / lanes)``.
+    """
+
+    def __init__(self, *, head_dim: int, window: int, lanes: int):
+        self._head_dim = _check_pos_int("head_dim", head_dim, 128)
+        self._window = _check_pos_int("window", window, 256)
+        self._lanes = _check_pos_int("lanes", lanes, 64)
+        if head_dim % lanes:
+            raise ValueError(f"lanes must divide head_dim ({head_dim}), not {lanes!r}")
+        self._chunks = head_dim // lanes
+        self._row_stride = _pow2_ceil(window)
+        # Rows in flight between stages A and D: A may run NR - 1 rows ahead of D's issue. D of
+        # row t starts about one row time + window + 40 cycles after A of row t, so NR - 2 row
+        # times must cover that gap.
+        row_time = window * self._chunks
+        self._ring = max(4, _pow2_ceil(3 + -(-(window + 48) // row_time)))
+        self._kv_slots = _pow2_ceil(window + self._ring)
+        super().__init__({
+            "i_cfg": In(stream.Signature(self.cfg_layout)),
+            "i_kv": In(stream.Signature(self.kv_layout)),
+            "i_q": In(stream.Signature(data.ArrayLayout(signed(8), head_dim))),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+        })
+
+    @classmethod
+    def from_params(cls, params) -> WindowedAttention:
+        """The unit of an :class:`hw.params.AccelParams` (``head_dim``, ``window``,
+        ``attn_lanes``; the compiler sets ``i_cfg.causal`` from ``attn_causal``)."""
+        return cls(head_dim=params.head_dim, window=params.window, lanes=params.attn_lanes)
+
+    # -- layouts and read-only parameters --------------------------------------------------------
+
+    @property
+    def cfg_layout(self) -> data.StructLayout:
+        return data.StructLayout({
+            "seq_len": unsigned(SEQ_LEN_BITS),
+            "window": unsigned(self._window.bit_length()),
+            "causal": unsigned(1),
+            "score_mult": unsigned(SCORE_MULT_BITS),
+            "score_shift": unsigned(SHIFT_BITS),
+            "out_mult": unsigned(SCORE_MULT_BITS),
+            "out_shift": unsigned(SHIFT_BITS),
+        })
+
+    @property
+    def kv_layout(self) -> data.StructLayout:
+        row = data.ArrayLayout(signed(8), self._head_dim)
+        return data.StructLayout({"k": row, "v": row})
+
+    @property
+    def out_layout(self) -> data.StructLayout:
+        return data.StructLayout({"data": data.ArrayLayout(signed(8), self._head_dim),
+                                  "last": unsigned(1)})
+
+    @property
+    def head_dim(self) -> int:
+        return self._head_dim
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def kv_slots(self) -> int:
+        """K/V rows held on chip (a power of two >= window + ring)."""
+        return self._kv_slots
+
+    @property
+    def ring(self) -> int:
+        """Rows that may be in flight between the score stage and the P.V stage."""
+        return self._ring
+
+    @property
+    def cycles_per_row(self) -> int:
+        return -(-self._window * self._head_dim // self._lanes)
+
+    # Pipeline depths (cycles), checked by tests/test_hw_attention.py against the simulation.
+    _A_PIPE = 1          # q accept -> first issue (A0 .. A5 overlap the B start)
+    _B_PIPE = 2 + 1 + ScoreScaler.latency + SoftmaxExp.latency + 2
+    _D_PIPE = 2 + 1 + Normalizer.latency + 3 + Requant8.latency + 2
+
+    def row_latency(self, keys: int) -> int:
+        """Cycles from the ``i_q`` transfer to the ``o_stream`` row for ``keys`` keys (idle)."""
+        keys = _check_pos_int("keys", keys, self._window)
+        return (self._A_PIPE + keys * self._chunks + self._B_PIPE + keys
+                + Reciprocal.latency + self._D_PIPE + keys * self._chunks)
+
+    @property
+    def latency(self) -> int:
+        return self.row_latency(self._window)
+
+    # -- gateware --------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        d, L, CH, W = self._head_dim, self._lanes, self._chunks, self._window
+        NR, NS, WP = self._ring, self._kv_slots, self._row_stride
+        CW = SEQ_LEN_BITS + 1
+        score_max = 128 * 128 * d
+        SW = score_max.bit_length() + 1                      # signed score width
+        DW = (2 * score_max).bit_length()                     # unsigned m - s width
+        TW = (128 * 128 * L).bit_length() + 1                 # signed chunk sum width
+        AW = ATTN_ACC_WIDTH
+
+        # -- configuration (static during a sequence) ------------------------------------------
+        running = Signal()
+        seq_len = Signal(CW)
+        behind = Signal(range(W))
+        ahead = Signal(range(W))
+        s_mult = Signal(SCORE_MULT_BITS)
+        s_shift = Signal(SHIFT_BITS)
+        o_mult = Signal(SCORE_MULT_BITS)
+        o_shift = Signal(SHIFT_BITS)
+
+        # Row counters (all reset by i_cfg).
+        kv_acc = Signal(CW)      # K/V rows accepted
+        kv_cnt = Signal(CW)      # K/V rows stored (readable)
+        a_row = Signal(CW)       # rows started by stage A
+        a_done = Signal(CW)      # rows whose scores and max are stored
+        b_row = Signal(CW)       # rows started by stage B
+        r_done = Signal(CW)      # rows whose reciprocal is stored
+        d_row = Signal(CW)       # rows started by stage D
+        d_done = Signal(CW)      # rows whose D reads were all issued
+        out_cnt = Signal(CW)     # rows written into the output FIFO
+        popped = Signal(CW)      # rows taken from o_stream
+
+        def lo_of(t):
+            return Mux(t >= behind, t - behind, 0)
+
+        def hi_of(t):
+            return Mux(t + ahead + 1 < seq_len, t + ahead + 1, seq_len)
+
+        cfg = self.i_cfg.payload
+        win = Signal(range(W + 1))
+        m.d.comb += win.eq(Mux(cfg.window == 0, 1, Mux(cfg.window > W, W, cfg.window)))
+        m.d.comb += self.i_cfg.ready.eq(~running)
+        with m.If(self.i_cfg.valid & ~running):
+            m.d.sync += [
+                running.eq(cfg.seq_len != 0),
+                seq_len.eq(cfg.seq_len),
+                behind.eq(Mux(cfg.causal, win - 1, win >> 1)),
+                ahead.eq(Mux(cfg.causal, 0, (win - 1) >> 1)),
+                s_mult.eq(cfg.score_mult), s_shift.eq(cfg.score_shift),
+                o_mult.eq(cfg.out_mult), o_shift.eq(cfg.out_shift),
+            ]
+            for c in (kv_acc, kv_cnt, a_row, a_done, b_row, r_done, d_row, d_done, out_cnt,
+                      popped):
+                m.d.sync += c.eq(0)
+        with m.Elif(running & (popped == seq_len)):
+            m.d.sync += running.eq(0)
+
+        # -- memories ----------------------------------------------------------------------------
+        m.submodules.kmem = kmem = memory.Memory(shape=unsigned(8 * L), depth=NS * CH, init=[])
+        m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * L), depth=NS * CH, init=[])
+        m.submodules.smem = smem = memory.Memory(shape=signed(SW), depth=NR * WP, init=[])
+        m.submodules.emem = emem = memory.Memory(shape=unsigned(EXP_BITS + 1), depth=NR * WP,
+                                                 init=[])
+        k_wr, v_wr = kmem.write_port(), vmem.write_port()
+        k_rd, v_rd = kmem.read_port(), vmem.read_port()
+        s_wr, s_rd = smem.write_port(), smem.read_port()
+        e_wr, e_rd = emem.write_port(), emem.read_port()
+
+        meta_n = Array(Signal(range(W + 1), name=f"meta_n{i}") for i in range(NR))
+        meta_lo = Array(Signal(range(NS), name=f"meta_lo{i}") for i in range(NR))
+        meta_m = Array(Signal(signed(SW), name=f"meta_m{i}") for i in range(NR))
+        r_table = Array(Signal(RECIP_WIDTH, name=f"r_table{i}") for i in range(NR))
+
+        def wrap_inc(addr, size):
+            return Mux(addr == size - 1, 0, addr + 1)
+
+        # -- K/V writer: one row per CH cycles into the K/V ring ---------------------------------
+        kv_busy = Signal()
+        kv_c = Signal(range(CH))
+        kv_addr = Signal(range(NS * CH))
+        kv_k = Signal(8 * d)
+        kv_v = Signal(8 * d)
+        kv_last = kv_busy & (kv_c == CH - 1)
+        kv_room = kv_acc < lo_of(d_done) + NS
+        kv_take = running & (~kv_busy | kv_last) & (kv_acc < seq_len) & kv_room
+        m.d.comb += self.i_kv.ready.eq(kv_take)
+        m.d.comb += [
+            k_wr.addr.eq(kv_addr), k_wr.data.eq(kv_k.word_select(kv_c, 8 * L)),
+            v_wr.addr.eq(kv_addr), v_wr.data.eq(kv_v.word_select(kv_c, 8 * L)),
+            k_wr.en.eq(kv_busy), v_wr.en.eq(kv_busy),
+        ]
+        with m.If(kv_busy):
+            m.d.sync += [kv_c.eq(Mux(kv_last, 0, kv_c + 1)),
+                         kv_addr.eq(wrap_inc(kv_addr, NS * CH))]
+            with m.If(kv_last):
+                m.d.sync += [kv_busy.eq(0), kv_cnt.eq(kv_cnt + 1)]
+        with m.If(self.i_kv.valid & kv_take):
+            m.d.sync += [kv_busy.eq(1), kv_c.eq(0), kv_acc.eq(kv_acc + 1),
+                         kv_k.eq(self.i_kv.payload.k.as_value()),
+                         kv_v.eq(self.i_kv.payload.v.as_value())]
+        with m.If(self.i_cfg.valid & ~running):
+            m.d.sync += [kv_addr.eq(0), kv_busy.eq(0), kv_c.eq(0)]
+
+        # -- stage A: scores q . k_j, lanes products per cycle -----------------------------------
+        a_busy = Signal()
+        a_i = Signal(range(W))
+        a_c = Signal(range(CH))
+        a_n = Signal(range(W + 1))
+        a_addr = Signal(range(NS * CH))
+        a_slot = Signal(range(NR))
+        q_cur = Signal(8 * d)
+        a_last = a_busy & (a_i == a_n - 1) & (a_c == CH - 1)
+        a_lo = Signal(CW)
+        a_hi = Signal(CW)
+        m.d.comb += [a_lo.eq(lo_of(a_row)), a_hi.eq(hi_of(a_row))]
+        a_take = (running & (~a_busy | a_last) & (a_row < seq_len) & (kv_cnt >= a_hi)
+                  & ((a_row - d_done)[:CW] < NR))
+        m.d.comb += self.i_q.ready.eq(a_take)
+        with m.If(a_busy):
+            m.d.sync += [a_c.eq(Mux(a_c == CH - 1, 0, a_c + 1)),
+                         a_i.eq(Mux(a_c == CH - 1, a_i + 1, a_i)),
+                         a_addr.eq(wrap_inc(a_addr, NS * CH))]
+            with m.If(a_last):
+                m.d.sync += a_busy.eq(0)
+        with m.If(self.i_q.valid & a_take):
+            slot = a_row[:NR.bit_length() - 1]
+            lo_slot = a_lo[:NS.bit_length() - 1]
+            m.d.sync += [
+                a_busy.eq(1), a_i.eq(0), a_c.eq(0), a_n.eq(a_hi - a_lo),
+                a_addr.eq(lo_slot * CH), a_slot.eq(slot), a_row.eq(a_row + 1),
+                q_cur.eq(self.i_q.payload.as_value()),
+                meta_n[slot].eq(a_hi - a_lo), meta_lo[slot].eq(lo_slot),
+            ]
+        with m.If(self.i_cfg.valid & ~running):
+            m.d.sync += a_busy.eq(0)
+        m.d.comb += k_rd.addr.eq(a_addr)
+
+        # A1: K row chunk arrives from the memory; q chunk registered beside it.
+        a1_v, a1_first, a1_lastc, a1_lastk = Signal(), Signal(), Signal(), Signal()
+        a1_i, a1_slot, a1_q = Signal(range(W)), Signal(range(NR)), Signal(8 * L)
+        m.d.sync += [a1_v.eq(a_busy), a1_first.eq(a_c == 0), a1_lastc.eq(a_c == CH - 1),
+                     a1_lastk.eq(a_i == a_n - 1), a1_i.eq(a_i), a1_slot.eq(a_slot),
+                     a1_q.eq(q_cur.word_select(a_c, 8 * L))]
+        # A2: lanes products.
+        a2_v, a2_first, a2_lastc, a2_lastk = Signal(), Signal(), Signal(), Signal()
+        a2_i, a2_slot = Signal(range(W)), Signal(range(NR))
+        a2_p = [Signal(signed(16), name=f"a2_p{l}") for l in range(L)]
+        m.d.sync += [a2_v.eq(a1_v), a2_first.eq(a1_first), a2_lastc.eq(a1_lastc),
+                     a2_lastk.eq(a1_lastk), a2_i.eq(a1_i), a2_slot.eq(a1_slot)]
+        for l in range(L):
+            m.d.sync += a2_p[l].eq(k_rd.data[8 * l:8 * l + 8].as_signed()
+                                   * a1_q[8 * l:8 * l + 8].as_signed())
+        # A3: adder tree over the lanes.
+        a3_v, a3_first, a3_lastc, a3_lastk = Signal(), Signal(), Signal(), Signal()
+        a3_i, a3_slot = Signal(range(W)), Signal(range(NR))
+        a3_sum = Signal(signed(TW))
+        total = a2_p[0]
+        for l in range(1, L):
+            total = total + a2_p[l]
+        m.d.sync += [a3_v.eq(a2_v), a3_first.eq(a2_first), a3_lastc.eq(a2_lastc),
+                     a3_lastk.eq(a2_lastk), a3_i.eq(a2_i), a3_slot.eq(a2_slot),
+                     a3_sum.eq(total)]
+        # A4: chunk accumulation -> score.
+        a_acc = Signal(signed(SW))
+        a_acc_next = Signal(signed(SW))
+        m.d.comb += a_acc_next.eq(Mux(a3_first, 0, a_acc) + a3_sum)
+        a4_v, a4_lastk = Signal(), Signal()
+        a4_i, a4_slot = Signal(range(W)), Signal(range(NR))
+        a4_s = Signal(signed(SW))
+        with m.If(a3_v):
+            m.d.sync += a_acc.eq(a_acc_next)
+        m.d.sync += [a4_v.eq(a3_v & a3_lastc), a4_lastk.eq(a3_lastk), a4_i.eq(a3_i),
+                     a4_slot.eq(a3_slot), a4_s.eq(a_acc_next)]
+        # A5: store the score, track the row max.
+        a_max = Signal(signed(SW))
+        a_max_next = Signal(signed(SW))
+        m.d.comb += a_max_next.eq(Mux((a4_i == 0) | (a4_s > a_max), a4_s, a_max))
+        m.d.comb += [s_wr.addr.eq(Cat(a4_i, a4_slot) if WP > 1 else a4_slot),
+                     s_wr.data.eq(a4_s), s_wr.en.eq(a4_v)]
+        with m.If(a4_v):
+            m.d.sync += a_max.eq(a_max_next)
+            with m.If(a4_lastk):
+                m.d.sync += [meta_m[a4_slot].eq(a_max_next), a_done.eq(a_done + 1)]
+
+        # -- stage B: u = scale(m - s), e = exp(u), S = sum e, r = 2**38 // S ----------------------
+        b_busy = Signal()
+        b_i = Signal(range(W))
+        b_n = Signal(range(W + 1))
+        b_slot = Signal(range(NR))
+        b_m = Signal(signed(SW))
+        b_last = b_busy & (b_i == b_n - 1)
+        b_take = running & (~b_busy | b_last) & (b_row < a_done)
+        with m.If(b_busy):
+            m.d.sync += b_i.eq(b_i + 1)
+            with m.If(b_last):
+                m.d.sync += b_busy.eq(0)
+        with m.If(b_take):
+            slot = b_row[:NR.bit_length() - 1]
+            m.d.sync += [b_busy.eq(1), b_i.eq(0), b_n.eq(meta_n[slot]), b_slot.eq(slot),
+                         b_m.eq(meta_m[slot]), b_row.eq(b_row + 1)]
+        with m.If(self.i_cfg.valid & ~running):
+            m.d.sync += b_busy.eq(0)
+        m.d.comb += s_rd.addr.eq(Cat(b_i, b_slot) if WP > 1 else b_slot)
+        # B1: score arrives. B2: difference to the row max.
+        b1_v, b1_last, b1_i, b1_slot, b1_m = (Signal(), Signal(), Signal(range(W)),
+                                              Signal(range(NR)), Signal(signed(SW)))
+        m.d.sync += [b1_v.eq(b_busy), b1_last.eq(b_last), b1_i.eq(b_i), b1_slot.eq(b_slot),
+                     b1_m.eq(b_m)]
+        b2_diff = Signal(unsigned(DW))
+        m.d.sync += b2_diff.eq(b1_m - s_rd.data)
+        # B2 .. B2+3: ScoreScaler; then SoftmaxExp.
+        m.submodules.scaler = scaler = ScoreScaler(DW)
+        m.submodules.exp = exp = SoftmaxExp()
+        m.d.comb += [scaler.diff.eq(b2_diff), scaler.mult.eq(s_mult), scaler.shift.eq(s_shift),
+                     exp.u.eq(scaler.u)]
+        b_tag = Cat(b1_v, b1_last, b1_i, b1_slot)
+        for k in range(1 + ScoreScaler.latency + SoftmaxExp.latency):
+            nxt = Signal(len(b_tag), name=f"b_tag{k + 2}")
+            m.d.sync += nxt.eq(b_tag)
+            b_tag = nxt
+        b6_v, b6_last = b_tag[0], b_tag[1]
+        b6_i = b_tag[2:2 + len(b1_i)]
+        b6_slot = b_tag[2 + len(b1_i):]
+        b_sum = Signal(SUM_BITS)
+        b_sum_next = Signal(SUM_BITS)
+        m.d.comb += b_sum_next.eq(Mux(b6_i == 0, 0, b_sum) + exp.e)
+        m.d.comb += [e_wr.addr.eq(Cat(b6_i, b6_slot) if WP > 1 else b6_slot),
+                     e_wr.data.eq(exp.e), e_wr.en.eq(b6_v)]
+        with m.If(b6_v):
+            m.d.sync += b_sum.eq(b_sum_next)
+        # B7: sum of the row into the divider.
+        m.submodules.recip = recip = Reciprocal(tag_width=1 + len(b6_slot))
+        div_total = Signal(SUM_BITS)
+        div_tag = Signal(1 + len(b6_slot))
+        m.d.sync += [div_total.eq(b_sum_next), div_tag.eq(Cat(b6_v & b6_last, b6_slot))]
+        m.d.comb += [recip.total.eq(Mux(div_tag[0], div_total, 1 << EXP_BITS)),
+                     recip.tag.eq(div_tag)]
+        with m.If(recip.o_tag[0]):
+            m.d.sync += [r_table[recip.o_tag[1:]].eq(recip.r), r_done.eq(r_done + 1)]
+
+        # -- stage D: p = e * r, acc += p * v (lanes per cycle), requant ---------------------------
+        d_busy = Signal()
+        d_i = Signal(range(W))
+        d_c = Signal(range(CH))
+        d_n = Signal(range(W + 1))
+        d_slot = Signal(range(NR))
+        d_addr = Signal(range(NS * CH))
+        d_r = Signal(RECIP_WIDTH)
+        d_last = d_busy & (d_i == d_n - 1) & (d_c == CH - 1)
+        d_take = (running & (~d_busy | d_last) & (d_row < r_done)
+                  & ((d_row - popped)[:CW] < _OUT_DEPTH))
+        with m.If(d_busy):
+            m.d.sync += [d_c.eq(Mux(d_c == CH - 1, 0, d_c + 1)),
+                         d_i.eq(Mux(d_c == CH - 1, d_i + 1, d_i)),
+                         d_addr.eq(wrap_inc(d_addr, NS * CH))]
+            with m.If(d_last):
+                m.d.sync += [d_busy.eq(0), d_done.eq(d_done + 1)]
+        with m.If(d_take):
+            slot = d_row[:NR.bit_length() - 1]
+            m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(meta_n[slot]),
+                         d_slot.eq(slot), d_addr.eq(meta_lo[slot] * CH), d_r.eq(r_table[slot]),
+                         d_row.eq(d_row + 1)]
+        with m.If(self.i_cfg.valid & ~running):
+            m.d.sync += d_busy.eq(0)
+        m.d.comb += [e_rd.addr.eq(Cat(d_i, d_slot) if WP > 1 else d_slot),
+                     v_rd.addr.eq(d_addr)]
+        # D1: e and the V chunk arrive. D1 .. D3: Normalizer. D4: products. D5: accumulate.
+        d1_r = Signal(RECIP_WIDTH)
+        m.d.sync += d1_r.eq(d_r)
+        m.submodules.norm = norm = Normalizer()
+        m.d.comb += [norm.e.eq(e_rd.data), norm.r.eq(d1_r)]
+        d_tag = Cat(d_busy, d_c, d_i == 0, d_i == d_n - 1)
+        tags = [d_tag]
+        for k in range(1 + Normalizer.latency + 1):
+            nxt = Signal(len(d_tag), name=f"d_tag{k + 1}")
+            m.d.sync += nxt.eq(tags[-1])
+            tags.append(nxt)
+        v_pipe = [v_rd.data]
+        for k in range(Normalizer.latency):
+            nxt = Signal(8 * L, name=f"d_v{k + 2}")
+            m.d.sync += nxt.eq(v_pipe[-1])
+            v_pipe.append(nxt)
+        # tags[3] and v_pipe[2] line up with norm.p (D3); products register into D4.
+        d4_p = [Signal(signed(PROB_BITS + 1 + 8 + 1), name=f"d4_p{l}") for l in range(L)]
+        for l in range(L):
+            m.d.sync += d4_p[l].eq(norm.p * v_pipe[-1][8 * l:8 * l + 8].as_signed())
+        t4 = tags[4]
+        d4_v, d4_c = t4[0], t4[1:1 + len(d_c)]
+        d4_first, d4_lastk = t4[1 + len(d_c)], t4[2 + len(d_c)]
+        acc = Array(Array(Signal(signed(AW), name=f"acc{c}_{l}") for l in range(L))
+                    for c in range(CH))
+        fin = [Signal(signed(AW), name=f"fin{l}") for l in range(L)]
+        fin_v = Signal()
+        fin_c = Signal(range(CH))
+        m.d.sync += [fin_v.eq(d4_v & d4_lastk), fin_c.eq(d4_c)]
+        for l in range(L):
+            new = Signal(signed(AW), name=f"acc_new{l}")
+            m.d.comb += new.eq(Mux(d4_first, 0, acc[d4_c][l]) + d4_p[l])
+            with m.If(d4_v):
+                m.d.sync += acc[d4_c][l].eq(new)
+            m.d.sync += fin[l].eq(new)
+        # D5 .. D8: requant of the finished chunk; then output row assembly.
+        rq_y = []
+        for l in range(L):
+            rq = Requant8(AW)
+            m.submodules[f"requant{l}"] = rq
+            m.d.comb += [rq.acc.eq(fin[l]), rq.mult.eq(o_mult), rq.shift.eq(o_shift)]
+            rq_y.append(rq.y)
+        o_tag = Cat(fin_v, fin_c)
+        for k in range(Requant8.latency):
+            nxt = Signal(len(o_tag), name=f"o_tag{k + 1}")
+            m.d.sync += nxt.eq(o_tag)
+            o_tag = nxt
+        o_v, o_c = o_tag[0], o_tag[1:]
+        row_buf = Array(Signal(8 * L, name=f"row_buf{c}") for c in range(CH))
+        y_chunk = Cat(*rq_y)
+        with m.If(o_v):
+            m.d.sync += row_buf[o_c].eq(y_chunk)
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8 * d + 1, depth=_OUT_DEPTH)
+        row_bits = Cat(*(row_buf[c] for c in range(CH - 1)), y_chunk)
+        m.d.comb += [ofifo.w_data.eq(Cat(row_bits, out_cnt == seq_len - 1)),
+                     ofifo.w_en.eq(o_v & (o_c == CH - 1))]
+        with m.If(o_v & (o_c == CH - 1)):
+            m.d.sync += out_cnt.eq(out_cnt + 1)
+        m.d.comb += [self.o_stream.payload.eq(ofifo.r_data), self.o_stream.valid.eq(ofifo.r_rdy),
+                     ofifo.r_en.eq(self.o_stream.ready)]
+        with m.If(self.o_stream.valid & self.o_stream.ready):
+            m.d.sync += popped.eq(popped + 1)
+        return m

@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``hw.attention.WindowedAttention`` in amaranth.sim against ``sw.ref.windowed_attention_int``.
+
+Short sequences only (amaranth.sim runs a few thousand cycles per second); the long random runs
+with idle/backpressure variants are the Verilator benches (``tests/test_sim_attention.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+
+import numpy as np
+import pytest
+from amaranth.hdl import UnusedElaboratable
+from amaranth.sim import Simulator
+
+from hw.attention import WindowedAttention
+from hw.params import preset
+from sw import ref
+
+
+def _pack_row(row) -> int:
+    return sum((int(x) & 0xFF) << (8 * i) for i, x in enumerate(row))
+
+
+def _unpack_row(raw: int, d: int) -> np.ndarray:
+    return np.array([((raw >> (8 * i)) & 0xFF) for i in range(d)], dtype=np.uint8).view(np.int8)
+
+
+def pack_cfg(dut: WindowedAttention, seq_len, window, causal, params) -> int:
+    layout = dut.cfg_layout
+    fields = {"seq_len": seq_len, "window": window, "causal": int(causal),
+              "score_mult": params.score_mult, "score_shift": params.score_shift,
+              "out_mult": params.out_mult, "out_shift": params.out_shift}
+    return sum(v << layout[name].offset for name, v in fields.items())
+
+
+def run_unit(dut: WindowedAttention, sequences, *, max_cycles=5_000):
+    """Run ``sequences`` = [(q, k, v, window, causal, params), ...] back to back.
+
+    Returns (outputs per sequence, last flags, cycle of each i_q transfer, cycle of each output).
+    """
+    d = dut.head_dim
+    outs: list[list[np.ndarray]] = [[] for _ in sequences]
+    lasts: list[list[int]] = [[] for _ in sequences]
+    q_times: list[int] = []
+    o_times: list[int] = []
+    cycle = [0]                                 # clock edges so far
+
+    async def clock_counter(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
+    async def put(ctx, port, raw):
+        ctx.set(port.payload.as_value(), raw)
+        ctx.set(port.valid, 1)
+        await ctx.tick().until(port.ready)
+        ctx.set(port.valid, 0)
+
+    async def kv_driver(ctx):
+        # K/V on its own process: the unit takes K/V rows as soon as its ring has room, so
+        # centred windows (keys ahead of the query) never block the query stream.
+        for _q, k, v, *_ in sequences:
+            for kr, vr in zip(k, v):
+                await put(ctx, dut.i_kv, _pack_row(kr) | (_pack_row(vr) << (8 * d)))
+
+    async def q_driver(ctx):
+        for q, _k, _v, window, causal, params in sequences:
+            await put(ctx, dut.i_cfg, pack_cfg(dut, q.shape[0], window, causal, params))
+            for qr in q:
+                await put(ctx, dut.i_q, _pack_row(qr))
+                q_times.append(cycle[0])
+            # The next i_cfg is only taken after the sequence's last output row.
+
+    async def sink(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        for s, (q, *_rest) in enumerate(sequences):
+            for _ in range(q.shape[0]):
+                raw, = await ctx.tick().sample(dut.o_stream.payload.as_value()).until(
+                    dut.o_stream.valid)
+                o_times.append(cycle[0])
+                outs[s].append(_unpack_row(raw & ((1 << (8 * d)) - 1), d))
+                lasts[s].append(raw >> (8 * d))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(clock_counter, background=True)
+    sim.add_testbench(q_driver)
+    sim.add_testbench(kv_driver)
+    sim.add_testbench(sink)
+    while sim.advance() and cycle[0] < max_cycles:
+        pass
+    assert all(len(o) == s[0].shape[0] for o, s in zip(outs, sequences)), "unit hung"
+    return [np.array(o) for o in outs], lasts, q_times, o_times
+
+
+def _random_seq(rng, seq_len, d, window, causal, *, scale=0.02):
+    q, k, v = (rng.integers(-128, 128, (seq_len, d)).astype(np.int8) for _ in range(3))
+    params = ref.AttentionQuant.from_scales(scale, scale, 0.03, 0.02, d)
+    return q, k, v, window, causal, params
+
+
+@pytest.fixture(scope="module")
+def tiny_unit():
+    return WindowedAttention.from_params(preset("tiny"))
+
+
+def test_attention_parameters():
+    # Units built only to read their parameters (or rejected) are never elaborated: silence
+    # Amaranth's UnusedElaboratable for them (the file pragma cannot be line 1, SPDX is).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        dut = WindowedAttention.from_params(preset("ulx3s_85f"))
+        assert (dut.head_dim, dut.window, dut.lanes) == (32, 32, 8)
+        assert dut.cycles_per_row == 128
+        assert dut.kv_slots >= dut.window + dut.ring
+        assert dut.latency == dut.row_latency(32)
+        with pytest.raises(ValueError, match="lanes must divide head_dim"):
+            WindowedAttention(head_dim=8, window=8, lanes=3)
+        with pytest.raises(ValueError, match="window must be in"):
+            WindowedAttention(head_dim=8, window=0, lanes=4)
+        with pytest.raises(TypeError, match="head_dim must be an integer"):
+            WindowedAttention(head_dim=8.0, window=8, lanes=4)
+        del dut
+        gc.collect()
+
+
+def test_attention_matches_reference(tiny_unit):
+    rng = np.random.default_rng(0)
+    seqs = [_random_seq(rng, 11, 8, 8, True), _random_seq(rng, 12, 8, 5, False),
+            _random_seq(rng, 3, 8, 8, False), _random_seq(rng, 1, 8, 8, True)]
+    outs, lasts, _, _ = run_unit(tiny_unit, seqs)
+    for out, last, (q, k, v, window, causal, params) in zip(outs, lasts, seqs):
+        want = ref.windowed_attention_int(q, k, v, window, causal, params)
+        np.testing.assert_array_equal(out, want)
+        assert last == [0] * (q.shape[0] - 1) + [1]
+
+
+def test_attention_latency_and_throughput(tiny_unit):
+    """The first row's latency is ``row_latency(1)``; full rows leave every cycles_per_row."""
+    rng = np.random.default_rng(1)
+    seq = _random_seq(rng, 24, 8, 8, True)
+    outs, _, q_times, o_times = run_unit(tiny_unit, [seq])
+    np.testing.assert_array_equal(outs[0], ref.windowed_attention_int(*seq))
+    assert o_times[0] - q_times[0] == tiny_unit.row_latency(1)
+    gaps = np.diff(o_times[12:])
+    assert np.all(gaps == tiny_unit.cycles_per_row), gaps
+
+
+def test_attention_corner_cases(tiny_unit):
+    """One-hot rows, all-equal scores, saturating scores, the 1.0 edge, window 1, T=1."""
+    d = 8
+    ones = np.ones((6, d), dtype=np.int8)
+    v = np.arange(6 * d).reshape(6, d).astype(np.int8) - 24
+    loud = np.full((6, d), -128, dtype=np.int8)
+    alt = np.where(np.arange(6)[:, None] % 2 == 0, -128, 127).repeat(d, 1).astype(np.int8)
+    params = ref.AttentionQuant.from_scales(0.05, 0.05, 0.03, 0.02, d)
+    big = ref.AttentionQuant((1 << 15) - 1, 1, 1 << 14, 29)            # every difference saturates
+    onehot_k = np.zeros((6, d), dtype=np.int8)
+    onehot_k[3] = 127
+    seqs = [
+        (ones, ones, v, 8, True, params),                              # all-equal scores
+        (ones * 10, onehot_k, v, 8, False, params),                    # one-hot rows
+        (loud, loud, v, 8, True, params),                              # |q.k| = 2**17, equal
+        (loud, alt, v, 8, False, big),                                 # saturating differences
+        (ones, ones, v, 1, True, params),                              # window 1: p = 1.0
+        (ones[:1], ones[:1], v[:1], 8, False, params),                 # T = 1
+    ]
+    outs, lasts, _, _ = run_unit(tiny_unit, seqs)
+    for out, last, seq in zip(outs, lasts, seqs):
+        np.testing.assert_array_equal(out, ref.windowed_attention_int(*seq))
+        assert last[-1] == 1 and sum(last) == 1
