@@ -1,0 +1,272 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fast tests of the simulation infrastructure (no Verilator): payload packing, pause
+generators, the build cache key, the GEMM scoreboard and the CLI argument errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from sim import runner, streams
+
+OPERANDS = data.StructLayout({"act": data.ArrayLayout(signed(8), 4),
+                              "wgt": data.ArrayLayout(signed(8), 4), "last": 1})
+QUANT = data.StructLayout({"bias": data.ArrayLayout(signed(32), 4),
+                           "mult": data.ArrayLayout(unsigned(15), 4),
+                           "shift": data.ArrayLayout(unsigned(6), 4)})
+OUTPUT = data.StructLayout({"data": data.ArrayLayout(signed(8), 4), "last": 1})
+
+
+# -- packing -------------------------------------------------------------------------------------
+
+def test_streams_pack_matches_amaranth_const_layout():
+    # Amaranth itself packs the same value into a Const: our bit layout must equal it.
+    value = {"act": [-128, 127, 0, -1], "wgt": [1, -2, 3, -4], "last": 1}
+    const = OPERANDS.const(value)
+    assert streams.pack_fields(OPERANDS, value) == const.as_value().value
+    q = {"bias": [-(1 << 31), (1 << 31) - 1, 0, -5], "mult": [0, 1, (1 << 15) - 1, 12345],
+         "shift": [1, 47, 63, 0]}
+    assert streams.pack_fields(QUANT, q) == QUANT.const(q).as_value().value
+
+
+def test_streams_pack_unpack_round_trip_random():
+    rng = np.random.default_rng(0)
+    codec = streams.Codec(QUANT)
+    assert codec.width == 4 * 32 + 4 * 15 + 4 * 6
+    for _ in range(200):
+        q = {"bias": rng.integers(-(1 << 31), 1 << 31, size=4),
+             "mult": rng.integers(0, 1 << 15, size=4), "shift": rng.integers(0, 64, size=4)}
+        back = codec.unpack(codec.pack(q))
+        for k in q:
+            np.testing.assert_array_equal(back[k], q[k])
+            assert back[k].dtype == np.int64
+
+
+def test_streams_pack_many_equals_pack():
+    rng = np.random.default_rng(1)
+    codec = streams.Codec(OPERANDS)
+    a = rng.integers(-128, 128, size=(4, 37))             # (rows, K)
+    w = rng.integers(-128, 128, size=(37, 4))             # (K, cols)
+    last = np.zeros(37, dtype=np.int64)
+    last[-1] = 1
+    many = codec.pack_many({"act": a.T, "wgt": w, "last": last})
+    one = [codec.pack({"act": a[:, k], "wgt": w[k], "last": last[k]}) for k in range(37)]
+    assert many == one
+
+
+def test_streams_non_byte_elements_use_generic_path():
+    layout = data.StructLayout({"x": data.ArrayLayout(signed(5), 3), "y": unsigned(3)})
+    codec = streams.Codec(layout)
+    v = {"x": [-16, 15, -1], "y": 5}
+    raw = codec.pack(v)
+    assert raw == layout.const(v).as_value().value
+    back = codec.unpack(raw)
+    np.testing.assert_array_equal(back["x"], v["x"])
+    assert back["y"] == 5
+
+
+@pytest.mark.parametrize("value, match", [
+    ({"act": [128, 0, 0, 0]}, r"payload\.act elements must be in \[-128, 127\]"),
+    ({"act": [0, 0, 0]}, r"payload\.act must have shape \(4,\)"),
+    ({"nope": 1}, r"has no field\(s\) \['nope'\]"),
+    ({"last": 2}, r"payload\.last must be in \[0, 1\], not 2"),
+])
+def test_streams_pack_rejects_bad_values(value, match):
+    with pytest.raises(ValueError, match=match):
+        streams.pack_fields(OPERANDS, value)
+
+
+def test_streams_unpack_rejects_too_wide_raw():
+    with pytest.raises(ValueError, match=r"raw payload must be an int in \[0, 2\*\*33\)"):
+        streams.unpack_fields(OUTPUT, 1 << 33)
+
+
+def test_streams_describe_is_json_round_trippable():
+    desc = streams.describe(QUANT)
+    assert streams.Codec(json.loads(json.dumps(desc))).width == streams.Codec(QUANT).width
+
+
+# -- pause generators ----------------------------------------------------------------------------
+
+def test_streams_pause_generators():
+    assert streams.idle_generator(None) is None
+    assert streams.backpressure_generator(None) is None
+    cyc = streams.pause_generator("cycle", pattern=[1, 1, 1, 0])
+    assert list(itertools.islice(cyc, 8)) == [True, True, True, False] * 2
+    r1 = list(itertools.islice(streams.pause_generator("random", seed=3, p=0.25), 4000))
+    r2 = list(itertools.islice(streams.pause_generator("random", seed=3, p=0.25), 4000))
+    r3 = list(itertools.islice(streams.pause_generator("random", seed=4, p=0.25), 4000))
+    assert r1 == r2 and r1 != r3
+    assert 0.2 < sum(r1) / len(r1) < 0.3
+    assert len(streams.VARIANTS) == 4 and len(set(streams.VARIANTS)) == 4
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kind": "sometimes"}, "pause kind must be None, 'random' or 'cycle'"),
+    ({"kind": "random", "p": 1.0}, r"pause probability must be in \[0, 1\)"),
+    ({"kind": "cycle", "pattern": [1, 1]}, "pause pattern must contain a 0"),
+])
+def test_streams_pause_generator_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        streams.pause_generator(**kwargs)
+
+
+# -- runner cache key ----------------------------------------------------------------------------
+
+def test_runner_cache_key_tracks_verilog_params_and_waves():
+    from hw.params import preset
+
+    tiny, ice = preset("tiny"), preset("icebreaker")
+    v = "module top(input clk); endmodule\n"
+    k = runner.cache_key(v, tiny)
+    assert k == runner.cache_key(v, tiny) and len(k) == 16
+    assert k != runner.cache_key(v + "// changed\n", tiny)
+    assert k != runner.cache_key(v, ice)
+    assert k != runner.cache_key(v, tiny, waves=True)
+    assert k != runner.cache_key(v, None)
+
+
+def test_runner_verilog_export_is_deterministic_and_tracks_rtl():
+    from amaranth import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Adder(wiring.Component):
+        def __init__(self, k):
+            self.k = k
+            super().__init__({"a": In(8), "y": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.y.eq(self.a + self.k)
+            return m
+
+    v1 = runner.to_verilog(Adder(1), name="adder")
+    assert v1 == runner.to_verilog(Adder(1), name="adder")
+    assert "module adder" in v1 and "/work" not in v1          # emit_src=False: no paths
+    assert runner.cache_key(v1) != runner.cache_key(runner.to_verilog(Adder(2), name="adder"))
+
+
+def test_runner_rejects_bad_names_and_testcases():
+    with pytest.raises(ValueError, match="build name must be a Verilog identifier"):
+        runner.build(lambda: None, name="not a name")
+    assert runner._test_filter(None) is None
+    rx = runner._test_filter("gemm_tiles")
+    import re
+    assert re.search(rx, "sim.tb_gemm.gemm_tiles/idle=True/backpressure=False")
+    assert re.search(rx, "sim.tb_gemm.gemm_tiles")
+    assert not re.search(rx, "sim.tb_gemm.gemm_tiles_more")
+    with pytest.raises(ValueError, match="testcase must name at least one"):
+        runner._test_filter(" , ")
+
+
+def test_runner_parses_failures_from_results_xml(tmp_path):
+    xml = tmp_path / "results.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="tb"><testcase classname="tb" name="ok" time="0.5">'
+        '<properties><property name="sim_time_duration" value="90.0"/></properties></testcase>'
+        '<testcase classname="tb" name="bad" time="1"><failure message="boom"/></testcase>'
+        '</testsuite></testsuites>')
+    tests = runner._parse_results(xml)
+    assert [(t["name"], t["status"]) for t in tests] == [("ok", "passed"), ("bad", "failed")]
+    assert tests[0]["sim_time"] == 90.0 and tests[1]["message"] == "boom"
+
+
+# -- GEMM scoreboard (pure Python; proves the bench can fail) -------------------------------------
+
+def _scoreboard():
+    pytest.importorskip("cocotb")
+    from sim.tb_gemm import GemmScoreboard
+
+    ports = {"i_stream": streams.describe(OPERANDS), "i_quant": streams.describe(QUANT),
+             "o_stream": streams.describe(OUTPUT)}
+    return GemmScoreboard(ports, 4, 4), streams.Codec(OPERANDS), streams.Codec(QUANT), \
+        streams.Codec(OUTPUT)
+
+
+def _feed_tile(sb, op, qc, tile):
+    a, w = tile["a"], tile["w"]
+    k = a.shape[1]
+    last = np.zeros(k, dtype=np.int64)
+    last[-1] = 1
+    for raw in op.pack_many({"act": a.T, "wgt": w, "last": last}):
+        sb.on_operand(raw)
+    sb.on_quant(qc.pack({"bias": tile["bias"], "mult": tile["mult"], "shift": tile["shift"]}))
+
+
+def test_tb_gemm_scoreboard_accepts_model_output_and_flags_errors():
+    from sim.tb_gemm import corner_tiles, random_tile
+    from sw.ref import gemm_requant
+
+    sb, op, qc, oc = _scoreboard()
+    rng = np.random.default_rng(5)
+    tiles = corner_tiles(4, 4, 256) + [random_tile(rng, 4, 4, 256) for _ in range(20)]
+    for i, t in enumerate(tiles):
+        _feed_tile(sb, op, qc, t)
+        y = gemm_requant(t["a"], t["w"], t["bias"], t["mult"], t["shift"])
+        for r in range(4):
+            row = y[r].astype(np.int64)
+            if i == 3 and r == 2:
+                row = row.copy()
+                row[1] = row[1] + 1 if row[1] < 127 else row[1] - 1      # one wrong element
+            last = int(r == 3 if i != 7 else 0)                           # one wrong last flag
+            sb.on_output(oc.pack({"data": row, "last": last}))
+    assert sb.tiles_in == sb.tiles_out == len(tiles)
+    assert sb.tiles_bad == {3, 7}
+    assert sb.row_mismatches == 2
+    assert "tile 3 row 2" in sb.errors[0]
+
+
+def test_tb_gemm_random_tiles_respect_the_model_limits():
+    from sim.tb_gemm import corner_tiles, random_k, random_tile
+    from sw.ref import gemm_requant
+
+    rng = np.random.default_rng(7)
+    ks = [random_k(rng, 256) for _ in range(2000)]
+    assert min(ks) == 1 and max(ks) == 256
+    for t in corner_tiles(4, 4, 256) + [random_tile(rng, 4, 4, 256) for _ in range(300)]:
+        gemm_requant(t["a"], t["w"], t["bias"], t["mult"], t["shift"])   # raises if invalid
+
+
+# -- CLI argument errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "gemm", "--preset", "nope"], "preset must be one of tiny"),
+    (["bench", "gemm", "--seed", "-1"], "seed must be a non-negative integer, not '-1'"),
+    (["demo", "--seed", "x"], "seed must be a non-negative integer, not 'x'"),
+    (["demo", "--preset", "big"], "preset must be one of tiny"),
+    (["demo", "--m", "0"], "dimension must be a positive integer, not '0'"),
+])
+def test_cli_bench_and_demo_argument_errors_are_clear(argv, message, capsys):
+    from sw.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_bench_json_must_be_a_file(tmp_path, capsys):
+    from sw.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "gemm", "--json", str(tmp_path)])
+    assert "--json must be a file path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--m", "6"], "--m must be a multiple of rows=4, not 6"),
+    (["demo", "--k", "512"], "--k must be at most k_depth=256, not 512"),
+    (["bench"], "choose a benchmark: gemm or attention"),
+    (["sim", "nosuchsuite"], "unknown suite(s) 'nosuchsuite'"),
+])
+def test_cli_semantic_errors_exit_2_before_simulating(argv, message, capsys):
+    from sw.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
