@@ -685,6 +685,18 @@ class SeedLightTransformer(nn.Module):
         h = self.transformer(s, t, tgt_mask=mask, tgt_is_causal=True)  # (B, L, C) float32
         return self.fc_out(h)  # (B, L, vocab) float32
 
+    def count_macs(self, src_len: int, tgt_len: int) -> int:
+        """Analytic MACs of one teacher-forced forward pass per sample (same conventions as
+        :func:`count_macs`: projections, attention pairs, FFN, vocabulary projection)."""
+        c = self.config
+        d, ff, S, L = c["d_model"], c["dim_feedforward"], src_len, tgt_len
+        enc = c["num_encoder_layers"] * (4 * S * d * d + 2 * S * S * d + 2 * S * d * ff)
+        dec = c["num_decoder_layers"] * (
+            4 * L * d * d + 2 * (L * (L + 1) // 2) * d  # causal self-attention
+            + 2 * L * d * d + 2 * S * d * d + 2 * L * S * d  # cross-attention
+            + 2 * L * d * ff)
+        return enc + dec + L * d * c["vocab_size"]
+
     @torch.no_grad()
     def generate(self, src: torch.Tensor, length: int, bos: int) -> torch.Tensor:
         """Greedy decoding of ``length`` tokens -> (B, length) int64."""
