@@ -218,3 +218,23 @@ def test_linear_int_matches_gemm_requant():
     y = ref.linear_int(x, w, b, mult, shift)
     np.testing.assert_array_equal(y.reshape(10, 3),
                                   ref.gemm_requant(x.reshape(10, 7), w, b, mult, shift))
+
+
+@pytest.mark.parametrize("d, std", [(16, 5), (32, 20), (64, 40), (256, 60)])
+def test_layernorm_int_accuracy_vs_float(d, std):
+    """docs/numerics.md numbers: full LayerNorm (gamma, beta, eps) against float at one scale."""
+    rng = np.random.default_rng(0)
+    x = np.clip(np.round(rng.normal(0, std, (4000, d))), -128, 127).astype(np.int8)
+    gamma, beta, s_x, eps = rng.normal(1, 0.3, d), rng.normal(0, 0.3, d), 0.05, 1e-5
+    xf = x * s_x
+    yf = (xf - xf.mean(-1, keepdims=True)) / np.sqrt(xf.var(-1, keepdims=True) + eps)
+    yf = yf * gamma + beta
+    s_out = np.abs(yf).max() / 127
+    g_q, s_g = quant.quantize_weight_per_channel(gamma[None, :], axis=-1)
+    s_acc = s_g * 2.0 ** -ref.LN_FRAC_BITS
+    pairs = [quant.quantize_multiplier(s / s_out) for s in s_acc]
+    y = ref.layernorm_int(x, g_q[0], np.round(beta / s_acc).astype(np.int32),
+                          np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]),
+                          ref.layernorm_eps_q(d, eps, s_x))
+    err = np.abs(y - np.clip(yf / s_out, -128, 127))
+    assert err.mean() < 0.26 and err.max() < 0.6          # rounding alone: 0.25 and 0.5
