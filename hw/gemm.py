@@ -31,6 +31,9 @@ class GemmPipeline(wiring.Component):
         DSP multipliers in the array and the requantizer where the platform has them.
     family : str or None
         Force the multiplier family (``"ecp5"``).
+    src_loc_at : int
+        Stack frames to skip when Amaranth reports the component as created but unused
+        (``from_params`` passes 1 so the report names its caller).
 
     Members
     -------

@@ -74,6 +74,9 @@ class Requantizer(wiring.Component):
         Use DSP blocks (``MULT18X18D`` on ECP5; two per lane) for the multiply.
     family : str or None
         Force the multiplier family (``"ecp5"``).
+    src_loc_at : int
+        Stack frames to skip when Amaranth reports the component as created but unused
+        (``from_params`` passes 1 so the report names its caller).
 
     Members
     -------

@@ -185,6 +185,9 @@ class SystolicArray(wiring.Component):
         Map PE multipliers to DSP blocks where the platform has them (``MULT18X18D`` on ECP5).
     family : str or None
         Force the multiplier family (``"ecp5"``) independent of the platform.
+    src_loc_at : int
+        Stack frames to skip when Amaranth reports the component as created but unused
+        (``from_params`` passes 1 so the report names its caller).
 
     Members
     -------
