@@ -10,12 +10,13 @@ Buffers (double-buffered: two banks, selected by ``wr_bank`` for writes, ``bank`
 * ``ACT`` -- a ``amaranth.lib.memory.Memory``; word ``k`` = column ``k`` of the A tile,
   ``A[r, k]`` (int8) at bits ``8*r``.
 * ``WGT`` -- a ``Memory``; word ``k`` = row ``k`` of the W tile, ``W[k, c]`` (int8) at ``8*c``.
-* ``QUANT`` -- registers, one :data:`QUANT_LAYOUT` word per output column ``c = wr_addr``:
-  bias (int32) at bit 0, mult (u15) at 32, shift (u6) at 47.
+* ``QUANT`` -- a ``Memory`` of one word per bank with a :data:`QUANT_LAYOUT` lane per output
+  column ``c = wr_addr`` (written one lane at a time): bias (int32) at bit 0 of ``wr_data``,
+  mult (u15) at 32, shift (u6) at 47.
 
 The A buffer is ``2*k_depth`` x ``rows*8`` bits and the W buffer ``2*k_depth`` x ``cols*8``
-bits; both map to block RAM (ECP5 ``DP16KD``, iCE40 ``SB_RAM40_4K``). The quant parameters are
-registers because the pipeline takes all columns in one ``i_quant`` transfer.
+bits; both map to block RAM (ECP5 ``DP16KD``, iCE40 ``SB_RAM40_4K``), and so does the quant
+buffer (2 x ``cols*53`` bits, kept out of flip-flops with ``ram_style = "block"``).
 
 The result is ``sw.ref.gemm_requant(A[:, :k_len], W[:k_len, :], bias, mult, shift)``: an
 ``(rows, cols)`` int8 tile, one row per ``o_stream`` transfer, ``last`` on the final row
@@ -184,16 +185,22 @@ class GemmCore(wiring.Component):
             wgt_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
         ]
 
-        # Quant parameters: registers, one QUANT_LAYOUT word per (bank, column).
-        quant = [[Signal(QUANT_LAYOUT, name=f"quant_b{b}_c{c}") for c in range(cols)]
-                 for b in range(2)]
-        q_word = Signal(QUANT_LAYOUT)
-        m.d.comb += q_word.eq(self.wr_data[:QUANT_LAYOUT.size])
+        # Quant parameters: one memory word per bank holding all columns (the pipeline takes
+        # them in one i_quant transfer); the write port's granularity makes every column a lane
+        # written on its own. `ram_style` keeps Yosys from building the two words from
+        # flip-flops (424 of them at 8 columns), which the iCE40UP5K cannot spare.
+        qw = QUANT_LAYOUT.size
+        m.submodules.quant_buf = quant_buf = Memory(
+            shape=unsigned(qw * cols), depth=2, init=[], attrs={"ram_style": "block"})
+        quant_wr = quant_buf.write_port(granularity=qw)
+        quant_rd = quant_buf.read_port()
         with m.If(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)):
-            for b in range(2):
-                for c in range(cols):
-                    with m.If((self.wr_bank == b) & (self.wr_addr == c)):
-                        m.d.sync += quant[b][c].eq(q_word)
+            # One lane per column; no lane for wr_addr >= cols.
+            m.d.comb += quant_wr.en.eq(Cat(self.wr_addr == c for c in range(cols)))
+        m.d.comb += [
+            quant_wr.addr.eq(self.wr_bank),
+            quant_wr.data.eq(Cat(*([self.wr_data[:qw]] * cols))),
+        ]
 
         # -- sequencer ----------------------------------------------------------------------------
         run = Signal()                       # operand columns left to read
@@ -206,7 +213,9 @@ class GemmCore(wiring.Component):
 
         m.d.comb += self.busy.eq(run | q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
-        with m.If(self.start & ~run & ~q_pending & k_ok):
+        accept = Signal()
+        m.d.comb += accept.eq(self.start & ~run & ~q_pending & k_ok)
+        with m.If(accept):
             m.d.sync += [
                 run.eq(1),
                 q_pending.eq(1),
@@ -215,16 +224,19 @@ class GemmCore(wiring.Component):
                 bank.eq(self.bank),
             ]
 
-        # i_quant: the bank's registers, offered once per tile (stable while q_pending).
+        # i_quant: the bank's quant word, read on `accept` and held by the read port (always
+        # enabled, fixed address) while offered, once per tile.
+        m.d.comb += [
+            quant_rd.addr.eq(Mux(accept, self.bank, bank)),
+            pipe.i_quant.valid.eq(q_pending),
+        ]
         for c in range(cols):
-            sel = Mux(bank, quant[1][c].as_value(), quant[0][c].as_value())
-            word = QUANT_LAYOUT(sel)
+            word = QUANT_LAYOUT(quant_rd.data[c * qw:(c + 1) * qw])
             m.d.comb += [
                 pipe.i_quant.payload.bias[c].eq(word.bias),
                 pipe.i_quant.payload.mult[c].eq(word.mult),
                 pipe.i_quant.payload.shift[c].eq(word.shift),
             ]
-        m.d.comb += pipe.i_quant.valid.eq(q_pending)
         with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
             m.d.sync += q_pending.eq(0)
 

