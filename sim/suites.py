@@ -21,7 +21,10 @@ EFFORTS = ("fast", "default", "slow")
 
 
 def available_suites() -> list[str]:
-    return sorted(p.stem[len("test_sim_"):] for p in (ROOT / "tests").glob("test_sim_*.py"))
+    """Suites = ``tests/test_sim_*.py`` modules that contain ``pytest.mark.sim`` tests
+    (``test_sim_infra.py`` holds fast tests of the infrastructure and is not one)."""
+    return sorted(p.stem[len("test_sim_"):] for p in (ROOT / "tests").glob("test_sim_*.py")
+                  if "pytest.mark.sim" in p.read_text(errors="replace"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
         env["LF_SEED"] = str(args.seed)
     if args.waves:
         env["WAVES"] = "1"
-    cmd = [sys.executable, "-m", "pytest", "-m", "sim", "-rA", *files]
+    cmd = [sys.executable, "-m", "pytest", "-m", "sim", *files]
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT, env=env)
