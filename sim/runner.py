@@ -267,6 +267,22 @@ def _verilate(directory: Path, vfile: Path, name: str, waves: bool) -> None:
                               f"{_tail(log)}")
 
 
+KEEP_RUNS = 20          # run folders kept per build (the newest); older ones are pruned
+
+
+def _prune_runs(runs: Path, keep: int = KEEP_RUNS, min_age_s: float = 3600.0) -> None:
+    """Drop run folders beyond the ``keep`` newest that are older than ``min_age_s`` (so a
+    concurrent run's folder is never touched)."""
+    if not runs.is_dir():
+        return
+    now = time.time()
+    dirs = sorted((d for d in runs.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime,
+                  reverse=True)
+    for d in dirs[keep:]:
+        if now - d.stat().st_mtime > min_age_s:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _test_filter(testcase: str | None) -> str | None:
     """cocotb filter for comma-separated test names; a parametrized test ``t`` also matches
     its instances ``t/idle=True/...``."""
@@ -318,6 +334,7 @@ def run(b: Build, test_module: str, *, testcase: str | None = None,
     if verbose is None:
         verbose = os.environ.get("LF_SIM_VERBOSE", "0") == "1"
     t0 = time.monotonic()
+    _prune_runs(b.directory / "runs")
     label = tag or test_module.rsplit(".", 1)[-1]
     run_dir = b.directory / "runs" / f"{label}-{uuid.uuid4().hex[:8]}"
     run_dir.mkdir(parents=True)

@@ -270,3 +270,22 @@ def test_cli_semantic_errors_exit_2_before_simulating(argv, message, capsys):
 
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_runner_prunes_only_old_run_folders_beyond_the_newest(tmp_path):
+    import os
+    import time
+
+    runs = tmp_path / "runs"
+    now = time.time()
+    for i in range(6):
+        d = runs / f"r{i}"
+        d.mkdir(parents=True)
+        age = 7200 if i < 4 else 10                # r0..r3 old, r4/r5 fresh
+        os.utime(d, (now - age - i, now - age - i))
+    runner._prune_runs(runs, keep=2)
+    # The two newest stay; of the rest only the old ones go (a fresh folder may be in use).
+    assert sorted(p.name for p in runs.iterdir()) == ["r4", "r5"]
+    (runs / "r6").mkdir()
+    runner._prune_runs(runs, keep=1)
+    assert sorted(p.name for p in runs.iterdir()) == ["r4", "r5", "r6"]
