@@ -31,10 +31,10 @@ from typing import Any
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
 
 from sim import runner
-from sim.streams import Codec, StreamSink, StreamSource, pause_generator
+from sim.streams import Codec, EdgeLoop, StreamSink, StreamSource, pause_generator
 from sw import quant, ref
 
 CLOCK_NS = 10
@@ -172,8 +172,8 @@ class GemmScoreboard:
         self.op_codec = Codec(ports["i_stream"])
         self.q_codec = Codec(ports["i_quant"])
         self.out_codec = Codec(ports["o_stream"])
-        self._acts: list[np.ndarray] = []
-        self._wgts: list[np.ndarray] = []
+        self._pending: list[int] = []          # raw operand transfers of the open tile
+        self._last_bit = 1 << self.op_codec.field_offset("last")
         self._tiles: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self._quants: collections.deque[dict[str, np.ndarray]] = collections.deque()
         self.expected: collections.deque[tuple[np.ndarray, bool]] = collections.deque()
@@ -187,13 +187,12 @@ class GemmScoreboard:
         self.outputs: list[np.ndarray] = []     # all received rows (for the bench)
 
     def on_operand(self, raw: int) -> None:
-        p = self.op_codec.unpack(raw)
-        self._acts.append(p["act"])
-        self._wgts.append(p["wgt"])
-        if p["last"]:
-            a = np.stack(self._acts, axis=1).astype(np.int8)       # (rows, K)
-            w = np.stack(self._wgts, axis=0).astype(np.int8)       # (K, cols)
-            self._acts, self._wgts = [], []
+        self._pending.append(raw)
+        if raw & self._last_bit:                                   # decode the tile at once
+            p = self.op_codec.unpack_many(self._pending)
+            self._pending = []
+            a = p["act"].T.astype(np.int8)                         # (rows, K)
+            w = p["wgt"].astype(np.int8)                           # (K, cols)
             self._tiles.append((a, w))
             self._match()
 
@@ -267,14 +266,17 @@ class GemmHarness:
         def gen(on: bool, s: int) -> Iterator[bool] | None:
             return pause_generator("random", seed=s, p=0.25) if on else None
 
+        self.loop = EdgeLoop(dut.clk)                   # one await per cycle for all three
         self.src = StreamSource(dut, "i_stream", dut.clk, self.ports["i_stream"],
                                 idle=gen(idle, seed * 4 + 1), on_transfer=self.sb.on_operand,
-                                record_times=record_times)
+                                record_times=record_times, loop=self.loop)
         self.qsrc = StreamSource(dut, "i_quant", dut.clk, self.ports["i_quant"],
-                                 idle=gen(idle, seed * 4 + 2), on_transfer=self.sb.on_quant)
+                                 idle=gen(idle, seed * 4 + 2), on_transfer=self.sb.on_quant,
+                                 loop=self.loop)
         self.sink = StreamSink(dut, "o_stream", dut.clk, self.ports["o_stream"],
                                backpressure=gen(backpressure, seed * 4 + 3),
-                               on_transfer=self.sb.on_output, record_times=record_times)
+                               on_transfer=self.sb.on_output, record_times=record_times,
+                               loop=self.loop)
 
     async def start(self) -> None:
         self.clock = Clock(self.dut.clk, CLOCK_NS, unit="ns")
@@ -300,7 +302,7 @@ class GemmHarness:
         want = tiles_total * self.rows
         last_seen, quiet = -1, 0
         while self.sb.rows_out < want:
-            await ClockCycles(self.dut.clk, 500)
+            await Timer(500 * CLOCK_NS, unit="ns")      # one callback (ClockCycles: 500)
             if self.sb.rows_out == last_seen:
                 quiet += 500
                 if quiet >= STALL_CYCLES:
@@ -316,8 +318,7 @@ class GemmHarness:
             raise AssertionError(f"DUT produced {self.sb.rows_out - want} extra output rows")
 
     def stop(self) -> None:
-        for d in (self.src, self.qsrc, self.sink):
-            d.stop()
+        self.loop.stop()
         self.clock.stop()
 
 

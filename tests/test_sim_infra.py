@@ -289,3 +289,21 @@ def test_runner_prunes_only_old_run_folders_beyond_the_newest(tmp_path):
     (runs / "r6").mkdir()
     runner._prune_runs(runs, keep=1)
     assert sorted(p.name for p in runs.iterdir()) == ["r4", "r5", "r6"]
+
+
+def test_streams_unpack_many_equals_unpack():
+    rng = np.random.default_rng(2)
+    for layout, make in (
+        (OPERANDS, lambda: {"act": rng.integers(-128, 128, 4), "wgt": rng.integers(-128, 128, 4),
+                            "last": int(rng.integers(0, 2))}),
+        (QUANT, lambda: {"bias": rng.integers(-(1 << 31), 1 << 31, 4),
+                         "mult": rng.integers(0, 1 << 15, 4), "shift": rng.integers(0, 64, 4)}),
+    ):
+        codec = streams.Codec(layout)
+        raws = [codec.pack(make()) for _ in range(50)]
+        many = codec.unpack_many(raws)
+        for i, raw in enumerate(raws):
+            one = codec.unpack(raw)
+            for k, v in one.items():
+                np.testing.assert_array_equal(many[k][i], v)
+    assert streams.Codec(OPERANDS).field_offset("last") == 64
