@@ -163,3 +163,33 @@ def test_compile_cli(trained, tmp_path, capsys):
     assert a.manifest["calibration_samples"] == 128 and a.manifest["eval_samples"] == 270
     with pytest.raises(SystemExit, match="checkpoint must be a model.pt"):
         main(["compile", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(task="lm", input_kind="tokens", vocab_size=13, seq_len=12, n_classes=13, d_model=16,
+         n_heads=2, n_layers=2, d_ff=32, attention="full", causal=True),
+    dict(PATCH, attention="full", causal=False),
+    dict(PATCH, attention="window", window=3, causal=False),
+])
+def test_integer_model_tracks_fake_quant_model(cfg, tmp_path):
+    """Token LM, full and centred attention: the integer model equals the fake-quant forward
+    up to the integer softmax / LayerNorm rounding."""
+    torch.manual_seed(1)
+    model = LightTransformer(ModelConfig(**cfg)).eval()
+    for p in model.parameters():
+        p.data.add_(0.2 * torch.randn_like(p))
+    rng = np.random.default_rng(0)
+    if cfg["input_kind"] == "tokens":
+        x = rng.integers(0, cfg["vocab_size"], (64, cfg["seq_len"]))
+    else:
+        x = rng.random((64, cfg["seq_len"], cfg["patch_dim"])).astype(np.float32)
+    a = load_artifact(comp.export_artifact(model, model.cfg, x[:32], tmp_path / "m",
+                                           task="digits", accuracy_fp32=None, eval_data=False))
+    qs = comp.calibrate(model, x[:32])
+    qs.mode, qs.fake_weights = "fake", True
+    with torch.no_grad():
+        fq = comp.forward_quant(model, torch.from_numpy(x), qs).numpy()
+    real = model_forward_int(a, quantize_input(a, x)) * a.scales["logits"]
+    assert real.shape == fq.shape
+    assert np.abs(real - fq).mean() < 0.05 * np.abs(fq).mean()
+    assert np.mean(np.argmax(real, -1) == np.argmax(fq, -1)) >= 0.9
