@@ -9,6 +9,7 @@ Sections (``--sections``, comma separated; default all):
 ``family``   every attention variant (plus Funnel pooling) side by side on ListOps (our generator,
              numpy + torch only): accuracy, params, MACs/sample; and the cost as T grows
              (analytic attention MACs, measured forward time per sample).
+``family_seq`` the same variants on sequence MNIST-1D (one sample per token, T = 40).
 ``prune``    structured pruning on digits (heads, FFN neurons, both) + fine-tuning.
 ``kd``       knowledge distillation on digits: a small student with and without a teacher.
 ``seed``     the source's SeedLightTransformer (nn.Transformer) on digit copy/reverse/sort.
@@ -41,22 +42,25 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-SECTIONS = ("digits", "mnist1d", "family", "prune", "kd", "seed")
+SECTIONS = ("digits", "mnist1d", "family", "family_seq", "prune", "kd", "seed")
 
 # Hyper-parameters per mode: (quick on 2 CPU cores, full on a GPU).
 PLAN = {
     "smoke": dict(seeds=1, digits_epochs=1, mnist1d_epochs=1, mnist1d_train=None,
                   listops_len=64, listops_train=64, listops_eval=32, listops_epochs=1,
                   scaling_T=(32, 64), scaling_batch=2, prune_epochs=1, finetune_epochs=1,
-                  seed_train=128, seed_epochs=1, listops_batch=32),
+                  seed_train=128, seed_epochs=1, listops_batch=32,
+                  seq_epochs=1),
     "quick": dict(seeds=2, digits_epochs=60, mnist1d_epochs=40, mnist1d_train=None,
                listops_len=128, listops_train=2000, listops_eval=500, listops_epochs=6,
                scaling_T=(64, 128, 256, 512), scaling_batch=4, prune_epochs=60,
-               finetune_epochs=15, seed_train=4000, seed_epochs=8, listops_batch=32),
+               finetune_epochs=15, seed_train=4000, seed_epochs=8, listops_batch=32,
+                  seq_epochs=30),
     "full": dict(seeds=3, digits_epochs=100, mnist1d_epochs=100, mnist1d_train=None,
                 listops_len=512, listops_train=10000, listops_eval=2000, listops_epochs=15,
                 scaling_T=(128, 256, 512, 1024, 2048), scaling_batch=16, prune_epochs=100,
-                finetune_epochs=30, seed_train=8000, seed_epochs=30, listops_batch=64),
+                finetune_epochs=30, seed_train=8000, seed_epochs=30, listops_batch=64,
+                 seq_epochs=60),
 }
 
 
@@ -213,6 +217,21 @@ FAMILY = [
 ]
 
 
+FAMILY_SEQ = [
+    dict(attention="full"),
+    dict(attention="window", window=8),
+    dict(attention="dynamic_window", window=16),
+    dict(attention="random_sparse", window=8, n_random=4),
+    dict(attention="linformer", proj_len=16),
+    dict(attention="performer", n_features=32),
+    dict(attention="nystrom", n_landmarks=8),
+    dict(attention="conv", conv_kernel=7),
+    dict(attention="lsh", lsh_buckets=4, lsh_rounds=2),
+    dict(attention="full", funnel_stride=2),
+    dict(attention="window", window=8, funnel_stride=2),
+]
+
+
 def _label(v: dict) -> str:
     extra = ", ".join(f"{k}={x}" for k, x in v.items() if k != "attention")
     return v["attention"] + (f" ({extra})" if extra else "")
@@ -240,36 +259,53 @@ def _forward_ms(cfg, T: int, batch: int, device: str, reps: int = 3) -> float:
 
 
 def section_family(args, plan) -> dict:
+    """The family on ListOps (long sequences) with the cost-vs-T scaling table."""
+    L = plan["listops_len"]
+    task = load_task("listops", seq_len=L, n_train=plan["listops_train"],
+                     n_eval=plan["listops_eval"])
+    return _family(args, plan, task, FAMILY, epochs=plan["listops_epochs"], lr=1e-3,
+                   batch_size=plan["listops_batch"], scaling=True)
+
+
+def section_family_seq(args, plan) -> dict:
+    """The family on sequence MNIST-1D (one sample per token, T = 40)."""
+    task = load_task("mnist1d", patch_dim=1)
+    return _family(args, plan, task, FAMILY_SEQ, epochs=plan["seq_epochs"], lr=3e-3,
+                   batch_size=64, scaling=False)
+
+
+def _family(args, plan, task, variants, *, epochs, lr, batch_size, scaling) -> dict:
     import dataclasses
 
     from sw.model import count_macs
     from sw.train import config_from_task, train
 
-    L = plan["listops_len"]
-    task = load_task("listops", seq_len=L, n_train=plan["listops_train"],
-                     n_eval=plan["listops_eval"])
     base = dict(d_model=32, n_heads=2, n_layers=2, d_ff=64)
-    rows, scaling = [], []
+    rows, scal = [], []
     majority = float(np.bincount(task.y_test, minlength=10).max() / len(task.y_test))
-    for v in FAMILY:
+    for v in variants:
         cfg = config_from_task(task, **base, **v)
-        model, hist = train(cfg, task, epochs=plan["listops_epochs"], lr=1e-3,
-                            batch_size=plan["listops_batch"],
+        model, hist = train(cfg, task, epochs=epochs, lr=lr, batch_size=batch_size,
                             seed=0, device=args.device, progress=not args.no_progress,
-                            desc=f"listops {_label(v)}")
+                            desc=f"{task.name} {_label(v)}")
         r = _row(cfg, hist, label=_label(v))
         rows.append(r)
-        print(f"  listops {_label(v):45s} test {r['test_acc']:.4f} params {r['params']} "
+        print(f"  {task.name} {_label(v):45s} test {r['test_acc']:.4f} params {r['params']} "
               f"MACs {r['macs']} ({r['train_s']:.0f} s)", flush=True)
+        if not scaling:
+            continue
         big = dataclasses.replace(cfg, seq_len=max(plan["scaling_T"]))
         for T in plan["scaling_T"]:
             br = count_macs(big, seq_len=T, breakdown=True)
             ms = _forward_ms(big, T, plan["scaling_batch"], args.device)
-            scaling.append(dict(label=_label(v), T=T, attention_macs=br["attention"],
-                                macs=br["total"], ms_per_sample=ms))
-    return dict(task="listops", seq_len=L, n_train=len(task.y_train), n_test=len(task.y_test),
-                epochs=plan["listops_epochs"], majority_acc=majority, rows=rows,
-                scaling=scaling, scaling_batch=plan["scaling_batch"])
+            scal.append(dict(label=_label(v), T=T, attention_macs=br["attention"],
+                             macs=br["total"], ms_per_sample=ms))
+    out = dict(task=task.name, seq_len=task.config_hints["seq_len"], n_train=len(task.y_train),
+               n_test=len(task.y_test), epochs=epochs, lr=lr, batch_size=batch_size,
+               majority_acc=majority, rows=rows)
+    if scaling:
+        out.update(scaling=scal, scaling_batch=plan["scaling_batch"])
+    return out
 
 
 def section_prune(args, plan) -> dict:
@@ -381,9 +417,12 @@ def main(argv=None) -> int:
     out: dict = {}
     if args.out.is_file():  # keep other sections of an earlier run: update in place
         out = json.loads(args.out.read_text())
-    needs = dict(digits=("sklearn",), mnist1d=("mnist1d",), prune=("sklearn",), kd=("sklearn",))
+    needs = dict(digits=("sklearn",), mnist1d=("mnist1d",), family_seq=("mnist1d",),
+                 prune=("sklearn",), kd=("sklearn",))
     for s in sections:
-        cached = _cache_file("mnist1d" if s == "mnist1d" else "digits", {})
+        cached = dict(mnist1d=_cache_file("mnist1d", {}),
+                      family_seq=_cache_file("mnist1d", dict(patch_dim=1))).get(
+            s, _cache_file("digits", {}))
         missing = [m for m in needs.get(s, ()) if not _have(m) and not
                    (cached is not None and cached.is_file())]
         if missing:
@@ -394,8 +433,8 @@ def main(argv=None) -> int:
         if s in ("digits", "mnist1d"):
             res = section_accuracy(args, plan, s)
         else:
-            res = dict(family=section_family, prune=section_prune, kd=section_kd,
-                       seed=section_seed)[s](args, plan)
+            res = dict(family=section_family, family_seq=section_family_seq,
+                       prune=section_prune, kd=section_kd, seed=section_seed)[s](args, plan)
         res["meta"] = _meta(args, s)
         res["meta"]["wall_s"] = round(time.time() - t0, 1)
         out[s] = res

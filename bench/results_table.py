@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ("digits", "mnist1d", "family", "prune", "kd", "seed")
+ORDER = ("digits", "mnist1d", "family", "family_seq", "prune", "kd", "seed")
 
 
 def _pct(x, std=None) -> str:
@@ -79,18 +79,26 @@ def render_accuracy(name: str, sec: dict) -> list[str]:
 
 
 def render_family(sec: dict) -> list[str]:
-    lines = ["## The attention family on ListOps", "",
-             (f"ListOps from our generator (`sw.data.listops_generate`), T = {sec['seq_len']} "
-             f"(expressions of T/4..T tokens, zero-padded), {sec['n_train']} training / "
-             f"{sec['n_test']} test samples, {sec['epochs']} epochs, d_model 32, 2 heads, 2 "
-             f"layers, d_ff 64, one seed. Majority class of the test split: "
-             f"{_pct(sec['majority_acc'])} %. MACs are analytic per sample "
-             "(`sw.model.count_macs`: projections, token mixing as an efficient kernel would "
-             "visit it, FFN, head; no LayerNorm/softmax/GELU)."), ""]
+    if sec["task"] == "listops":
+        head = ["## The attention family on ListOps", "",
+                (f"ListOps from our generator (`sw.data.listops_generate`), T = {sec['seq_len']} "
+                 "(expressions of T/4..T tokens, zero-padded)")]
+    else:
+        head = ["## The attention family on sequence MNIST-1D", "",
+                (f"MNIST-1D with one signal sample per token, T = {sec['seq_len']}")]
+    lines = head[:2] + [
+        (head[2] + f", {sec['n_train']} training / {sec['n_test']} test samples, "
+         f"{sec['epochs']} epochs (lr {sec.get('lr', '?')}, batch {sec.get('batch_size', '?')}), "
+         "d_model 32, 2 heads, 2 layers, d_ff 64, one seed. Majority class of the test split: "
+         f"{_pct(sec['majority_acc'])} %. MACs are analytic per sample (`sw.model.count_macs`: "
+         "projections, token mixing as an efficient kernel would visit it, FFN, head; no "
+         "LayerNorm/softmax/GELU)."), ""]
     rows = [[_label(r), _pct(r["test_acc"]), _int(r["params"]), _int(r["macs"]),
              _int(r["attention_macs"]), f"{r['train_s']:.0f}"] for r in sec["rows"]]
     lines += _table(["variant", "test acc %", "params", "MACs/sample", "attention MACs",
                      "train s"], rows)
+    if "scaling" not in sec:
+        return lines + [_where(sec["meta"]), ""]
     Ts = sorted({s["T"] for s in sec["scaling"]})
     labels = list(dict.fromkeys(s["label"] for s in sec["scaling"]))
     by = {(s["label"], s["T"]): s for s in sec["scaling"]}
@@ -163,8 +171,8 @@ def render(data: dict) -> str:
         if name in ("digits", "mnist1d"):
             lines += render_accuracy(name, sec)
         else:
-            lines += dict(family=render_family, prune=render_prune, kd=render_kd,
-                          seed=render_seed)[name](sec)
+            lines += dict(family=render_family, family_seq=render_family, prune=render_prune,
+                          kd=render_kd, seed=render_seed)[name](sec)
     return "\n".join(lines).rstrip() + "\n"
 
 
