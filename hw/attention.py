@@ -51,6 +51,12 @@ def _pow2_ceil(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
 
 
+def _tree_registers(n: int) -> int:
+    """Register ranks of the lanes adder tree: one every two levels, and one at the end."""
+    levels = max(1, (n - 1).bit_length())
+    return (levels + 1) // 2
+
+
 def _check_pos_int(name: str, value: object, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, not {value!r}")
@@ -182,14 +188,15 @@ class WindowedAttention(wiring.Component):
         return -(-self._window * self._head_dim // self._lanes)
 
     # Pipeline depths (cycles), checked by tests/test_hw_attention.py against the simulation.
-    _A_PIPE = 1          # q accept -> first issue (A0 .. A5 overlap the B start)
+    _A_PIPE = 0          # plus the adder-tree ranks (A0 .. A5 overlap the B start)
     _B_PIPE = 2 + 1 + ScoreScaler.latency + SoftmaxExp.latency + 2
     _D_PIPE = 2 + 1 + Normalizer.latency + 3 + Requant8.latency + 2
 
     def row_latency(self, keys: int) -> int:
         """Cycles from the ``i_q`` transfer to the ``o_stream`` row for ``keys`` keys (idle)."""
         keys = _check_pos_int("keys", keys, self._window)
-        return (self._A_PIPE + keys * self._chunks + self._B_PIPE + keys
+        return (self._A_PIPE + _tree_registers(self._lanes) + keys * self._chunks
+                + self._B_PIPE + keys
                 + Reciprocal.latency + self._D_PIPE + keys * self._chunks)
 
     @property
@@ -230,12 +237,6 @@ class WindowedAttention(wiring.Component):
         d_done = Signal(CW)      # rows whose D reads were all issued
         out_cnt = Signal(CW)     # rows written into the output FIFO
         popped = Signal(CW)      # rows taken from o_stream
-
-        def lo_of(t):
-            return Mux(t >= behind, t - behind, 0)
-
-        def hi_of(t):
-            return Mux(t + ahead + 1 < seq_len, t + ahead + 1, seq_len)
 
         cfg = self.i_cfg.payload
         win = Signal(range(W + 1))
@@ -282,7 +283,8 @@ class WindowedAttention(wiring.Component):
         kv_k = Signal(8 * d)
         kv_v = Signal(8 * d)
         kv_last = kv_busy & (kv_c == CH - 1)
-        kv_room = kv_acc < lo_of(d_done) + NS
+        kv_lim = Signal(CW + 1)          # lo(d_done) + kv_slots, stepped like a_lo
+        kv_room = kv_acc < kv_lim
         kv_take = running & (~kv_busy | kv_last) & (kv_acc < seq_len) & kv_room
         m.d.comb += self.i_kv.ready.eq(kv_take)
         m.d.comb += [
@@ -300,7 +302,7 @@ class WindowedAttention(wiring.Component):
                          kv_k.eq(self.i_kv.payload.k.as_value()),
                          kv_v.eq(self.i_kv.payload.v.as_value())]
         with m.If(self.i_cfg.valid & ~running):
-            m.d.sync += [kv_addr.eq(0), kv_busy.eq(0), kv_c.eq(0)]
+            m.d.sync += [kv_addr.eq(0), kv_busy.eq(0), kv_c.eq(0), kv_lim.eq(NS)]
 
         # -- stage A: scores q . k_j, lanes products per cycle -----------------------------------
         a_busy = Signal()
@@ -311,9 +313,10 @@ class WindowedAttention(wiring.Component):
         a_slot = Signal(range(NR))
         q_cur = Signal(8 * d)
         a_last = a_busy & (a_i == a_n - 1) & (a_c == CH - 1)
+        # Window of row a_row, kept in registers and stepped by one per row (lo(t+1) = lo(t) + 1
+        # once t >= behind, hi(t+1) = min(T, hi(t) + 1)): no adder chain in front of i_q.ready.
         a_lo = Signal(CW)
         a_hi = Signal(CW)
-        m.d.comb += [a_lo.eq(lo_of(a_row)), a_hi.eq(hi_of(a_row))]
         a_take = (running & (~a_busy | a_last) & (a_row < seq_len) & (kv_cnt >= a_hi)
                   & ((a_row - d_done)[:CW] < NR))
         m.d.comb += self.i_q.ready.eq(a_take)
@@ -331,9 +334,13 @@ class WindowedAttention(wiring.Component):
                 a_addr.eq(lo_slot * CH), a_slot.eq(slot), a_row.eq(a_row + 1),
                 q_cur.eq(self.i_q.payload.as_value()),
                 meta_n[slot].eq(a_hi - a_lo), meta_lo[slot].eq(lo_slot),
+                a_lo.eq(a_lo + (a_row >= behind)),
+                a_hi.eq(Mux(a_hi == seq_len, a_hi, a_hi + 1)),
             ]
         with m.If(self.i_cfg.valid & ~running):
-            m.d.sync += a_busy.eq(0)
+            first_hi = Mux(cfg.causal, 0, (win - 1) >> 1) + 1            # hi(0) = min(T, ahead+1)
+            m.d.sync += [a_busy.eq(0), a_lo.eq(0),
+                         a_hi.eq(Mux(first_hi < cfg.seq_len, first_hi, cfg.seq_len))]
         m.d.comb += k_rd.addr.eq(a_addr)
 
         # A1: K row chunk arrives from the memory; q chunk registered beside it.
@@ -342,25 +349,35 @@ class WindowedAttention(wiring.Component):
         m.d.sync += [a1_v.eq(a_busy), a1_first.eq(a_c == 0), a1_lastc.eq(a_c == CH - 1),
                      a1_lastk.eq(a_i == a_n - 1), a1_i.eq(a_i), a1_slot.eq(a_slot),
                      a1_q.eq(q_cur.word_select(a_c, 8 * L))]
-        # A2: lanes products.
-        a2_v, a2_first, a2_lastc, a2_lastk = Signal(), Signal(), Signal(), Signal()
-        a2_i, a2_slot = Signal(range(W)), Signal(range(NR))
+        # A2: lanes products. A3 ..: adder tree over the lanes, a register every two levels
+        # (three chained 17..19-bit adds would not close timing at 100+ MHz on ECP5).
         a2_p = [Signal(signed(16), name=f"a2_p{l}") for l in range(L)]
-        m.d.sync += [a2_v.eq(a1_v), a2_first.eq(a1_first), a2_lastc.eq(a1_lastc),
-                     a2_lastk.eq(a1_lastk), a2_i.eq(a1_i), a2_slot.eq(a1_slot)]
         for l in range(L):
             m.d.sync += a2_p[l].eq(k_rd.data[8 * l:8 * l + 8].as_signed()
                                    * a1_q[8 * l:8 * l + 8].as_signed())
-        # A3: adder tree over the lanes.
-        a3_v, a3_first, a3_lastc, a3_lastk = Signal(), Signal(), Signal(), Signal()
-        a3_i, a3_slot = Signal(range(W)), Signal(range(NR))
-        a3_sum = Signal(signed(TW))
-        total = a2_p[0]
-        for l in range(1, L):
-            total = total + a2_p[l]
-        m.d.sync += [a3_v.eq(a2_v), a3_first.eq(a2_first), a3_lastc.eq(a2_lastc),
-                     a3_lastk.eq(a2_lastk), a3_i.eq(a2_i), a3_slot.eq(a2_slot),
-                     a3_sum.eq(total)]
+        level, depth, tree_regs = list(a2_p), 0, 0
+        while len(level) > 1 or depth == 0:
+            nxt = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
+                   for i in range(0, len(level), 2)] if len(level) > 1 else level
+            depth += 1
+            if depth % 2 == 0 or len(nxt) == 1:
+                regs = []
+                for i, x in enumerate(nxt):
+                    r = Signal(signed(TW), name=f"a_tree{tree_regs}_{i}")
+                    m.d.sync += r.eq(x)
+                    regs.append(r)
+                nxt = regs
+                tree_regs += 1
+            level = nxt
+        a3_sum = level[0]
+        a_tag = Cat(a1_v, a1_first, a1_lastc, a1_lastk, a1_i, a1_slot)
+        for k in range(1 + tree_regs):                  # products + tree registers
+            nxt_tag = Signal(len(a_tag), name=f"a_tag{k + 2}")
+            m.d.sync += nxt_tag.eq(a_tag)
+            a_tag = nxt_tag
+        a3_v, a3_first, a3_lastc, a3_lastk = a_tag[0], a_tag[1], a_tag[2], a_tag[3]
+        a3_i = a_tag[4:4 + len(a1_i)]
+        a3_slot = a_tag[4 + len(a1_i):]
         # A4: chunk accumulation -> score.
         a_acc = Signal(signed(SW))
         a_acc_next = Signal(signed(SW))
@@ -455,7 +472,8 @@ class WindowedAttention(wiring.Component):
                          d_i.eq(Mux(d_c == CH - 1, d_i + 1, d_i)),
                          d_addr.eq(wrap_inc(d_addr, NS * CH))]
             with m.If(d_last):
-                m.d.sync += [d_busy.eq(0), d_done.eq(d_done + 1)]
+                m.d.sync += [d_busy.eq(0), d_done.eq(d_done + 1),
+                             kv_lim.eq(kv_lim + (d_done >= behind))]
         with m.If(d_take):
             slot = d_row[:NR.bit_length() - 1]
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(meta_n[slot]),
@@ -481,11 +499,11 @@ class WindowedAttention(wiring.Component):
             nxt = Signal(8 * L, name=f"d_v{k + 2}")
             m.d.sync += nxt.eq(v_pipe[-1])
             v_pipe.append(nxt)
-        # tags[3] and v_pipe[2] line up with norm.p (D3); products register into D4.
+        # v_pipe[-1] lines up with norm.p; the products register beside tags[-1].
         d4_p = [Signal(signed(PROB_BITS + 1 + 8 + 1), name=f"d4_p{l}") for l in range(L)]
         for l in range(L):
             m.d.sync += d4_p[l].eq(norm.p * v_pipe[-1][8 * l:8 * l + 8].as_signed())
-        t4 = tags[4]
+        t4 = tags[-1]
         d4_v, d4_c = t4[0], t4[1:1 + len(d_c)]
         d4_first, d4_lastk = t4[1 + len(d_c)], t4[2 + len(d_c)]
         acc = Array(Array(Signal(signed(AW), name=f"acc{c}_{l}") for l in range(L))

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = [
     "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "NORM_SHIFT", "PROB_BITS", "RECIP_BITS",
     "SCORE_MULT_BITS", "SHIFT_BITS", "SUM_BITS", "U_BITS", "U_MAX", "Normalizer",
-    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp",
+    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp", "sliced_product",
 ]
 
 EXP_FRAC_BITS = 6                       # u is Q4.6 in log2 units; table of 2**6 entries
@@ -44,6 +44,37 @@ def _check_width(name: str, value: object, lo: int = 1, hi: int = 64) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise TypeError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}")
     return value
+
+
+DSP_SLICE = 17                          # unsigned slice of a wide operand: fits an 18-bit DSP port
+
+
+def sliced_product(m: Module, a, b, *, name: str):
+    """``a * b`` in two register stages, the wider operand ``b`` cut into 17-bit slices.
+
+    Stage 1 registers one partial product per slice (each a single 18 x 18 DSP multiply: ``a``
+    is at most 18 bits signed, a low slice is 17 bits unsigned, the top slice keeps ``b``'s
+    sign); stage 2 registers their shifted sum. Yosys would otherwise chain two DSPs and a
+    fabric adder in one cycle (``shared/TOOLCHAIN.md``: unregistered DSP paths cost ~40 % Fmax).
+    Returns the stage-2 register (exact width).
+    """
+    signed_out = a.shape().signed or b.shape().signed
+    width = len(a) + len(b) + (1 if signed_out and not (a.shape().signed and b.shape().signed)
+                               else 0)
+    parts = []
+    for k, lo in enumerate(range(0, len(b), DSP_SLICE)):
+        hi = min(len(b), lo + DSP_SLICE)
+        top = hi == len(b)
+        piece = b[lo:hi].as_signed() if (top and b.shape().signed) else b[lo:hi]
+        pp = Signal(signed(width) if signed_out else unsigned(width), name=f"{name}_pp{k}")
+        m.d.sync += pp.eq(a * piece)
+        parts.append((pp, lo))
+    total = Signal(signed(width) if signed_out else unsigned(width), name=f"{name}_prod")
+    acc = parts[0][0]
+    for pp, lo in parts[1:]:
+        acc = acc + (pp << lo)
+    m.d.sync += total.eq(acc)
+    return total
 
 
 class SoftmaxExp(wiring.Component):
@@ -72,8 +103,9 @@ class SoftmaxExp(wiring.Component):
 class ScoreScaler(wiring.Component):
     """``u = min((diff * mult + 2**(shift-1)) >> shift, 1023)`` (``sw.ref.softmax_u_int``).
 
-    Three register stages: product, rounding add, shift + saturation. ``shift`` must be in
-    1..47 and ``mult``/``shift`` are meant to be static per sequence.
+    Five register stages: partial products, product, rounding add, shift, saturation (each a
+    single carry chain or mux tree for Fmax). ``shift`` must be in 1..47 and ``mult``/``shift``
+    are meant to be static per sequence.
 
     Parameters
     ----------
@@ -92,7 +124,7 @@ class ScoreScaler(wiring.Component):
         Softmax input, Q4.6 log2 units, ``latency`` cycles after ``diff``.
     """
 
-    latency = 3
+    latency = 5
 
     def __init__(self, diff_width: int):
         self._diff_width = _check_width("diff_width", diff_width, 1, 32)
@@ -109,16 +141,15 @@ class ScoreScaler(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pw = self._diff_width + SCORE_MULT_BITS
-        prod = Signal(unsigned(pw))
+        prod = sliced_product(m, self.mult, self.diff, name="score")
+        pw = len(prod)
         rounded = Signal(unsigned(pw + 1))
         half = Signal(unsigned(pw + 1))                     # 2**(shift-1); 0 for shift 0
         m.d.comb += half.eq((Const(1, pw + 2) << self.shift) >> 1)
         shifted = Signal(unsigned(pw + 1))
-        m.d.comb += shifted.eq(rounded >> self.shift)
         m.d.sync += [
-            prod.eq(self.diff * self.mult),
             rounded.eq(prod + half),
+            shifted.eq(rounded >> self.shift),
             self.u.eq(Mux(shifted > U_MAX, U_MAX, shifted)),
         ]
         return m
@@ -195,10 +226,10 @@ class Normalizer(wiring.Component):
     r : In(unsigned(24))
         Reciprocal of the row's exp sum.
     p : Out(unsigned(16))
-        Probability, Q1.15, ``latency`` (2) cycles after ``e``/``r``.
+        Probability, Q1.15, ``latency`` (3) cycles after ``e``/``r``.
     """
 
-    latency = 2
+    latency = 3
 
     def __init__(self):
         super().__init__({
@@ -209,19 +240,16 @@ class Normalizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod = Signal(unsigned(EXP_BITS + 1 + RECIP_WIDTH))
-        m.d.sync += [
-            prod.eq(self.e * self.r),
-            self.p.eq((prod + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT),
-        ]
+        prod = sliced_product(m, self.e, self.r, name="norm")
+        m.d.sync += self.p.eq((prod + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT)
         return m
 
 
 class Requant8(wiring.Component):
     """``y = sat8((acc * mult + 2**(shift-1)) >> shift)`` (``sw.quant.requantize``).
 
-    Three register stages (product, rounding add, arithmetic shift + saturation); ``shift`` in
-    1..47, static per sequence.
+    Five register stages (partial products, product, rounding add, arithmetic shift,
+    saturation); ``shift`` in 1..47, static per sequence.
 
     Parameters
     ----------
@@ -240,7 +268,7 @@ class Requant8(wiring.Component):
         int8 result, ``latency`` cycles after ``acc``.
     """
 
-    latency = 3
+    latency = 5
 
     def __init__(self, acc_width: int):
         self._acc_width = _check_width("acc_width", acc_width, 2, 32)
@@ -253,8 +281,8 @@ class Requant8(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        pw = self._acc_width + SCORE_MULT_BITS + 1
-        prod = Signal(signed(pw))
+        prod = sliced_product(m, self.mult, self.acc, name="requant")
+        pw = len(prod)
         # The rounding constant 2**(shift-1) reaches 2**46: keep it (a negative product with a
         # large shift rounds to 0, not -1), so the sum is at least 48 bits wide.
         rw = max(pw, SHIFT_MAX) + 1
@@ -262,10 +290,9 @@ class Requant8(wiring.Component):
         half = Signal(unsigned(rw - 1))                     # 2**(shift-1); 0 for shift 0
         m.d.comb += half.eq((Const(1, rw) << self.shift) >> 1)
         shifted = Signal(signed(rw))
-        m.d.comb += shifted.eq(rounded >> self.shift)
         m.d.sync += [
-            prod.eq(self.acc * self.mult),
             rounded.eq(prod + half),
+            shifted.eq(rounded >> self.shift),
             self.y.eq(Mux(shifted > 127, 127, Mux(shifted < -128, -128, shifted))),
         ]
         return m
