@@ -307,3 +307,40 @@ def test_streams_unpack_many_equals_unpack():
             for k, v in one.items():
                 np.testing.assert_array_equal(many[k][i], v)
     assert streams.Codec(OPERANDS).field_offset("last") == 64
+
+
+def test_runner_concurrent_builds_of_one_design_verilate_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    class Top:                                     # stands in for a wiring.Component
+        latency = 3
+
+        def elaborate(self, platform):             # pragma: no cover - never elaborated
+            raise AssertionError
+
+    calls = []
+
+    def fake_verilate(directory, vfile, name, waves):
+        calls.append(directory)
+        time.sleep(0.3)                            # long enough for the others to queue up
+        (directory / name).write_text("exe")
+
+    monkeypatch.setenv("LIGHTFORMER_BUILD", str(tmp_path))
+    monkeypatch.setattr(runner, "_prepare_env", lambda: None)
+    monkeypatch.setattr(runner, "to_verilog", lambda top, name: "module t; endmodule\n")
+    monkeypatch.setattr(runner, "_verilate", fake_verilate)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(runner.build(Top(), name="t")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert len({b.key for b in results}) == 1 and sorted(b.cached for b in results) == [
+        False, True, True]
+    assert results[0].latency == 3 and results[0].directory.parent == tmp_path / "sim"
+    # A build that died half-way (no stamp) is redone, not reused.
+    (results[0].directory / runner._STAMP).unlink()
+    assert runner.build(Top(), name="t").cached is False and len(calls) == 2
