@@ -233,6 +233,8 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
                                          "makeflags": MAKEFLAGS}, indent=1))
         else:
             say(f"Reusing cached build {directory}")
+        os.utime(stamp)                            # "last used", for _prune_builds
+    _prune_builds(sim_root, name, keep=directory)
     return Build(name=name, key=key, directory=directory, verilog=directory / f"{name}.v",
                  params=params_dict, waves=waves, ports=ports,
                  latency=getattr(top, "latency", None), cached=cached,
@@ -267,6 +269,7 @@ def _verilate(directory: Path, vfile: Path, name: str, waves: bool) -> None:
                               f"{_tail(log)}")
 
 
+KEEP_BUILDS = 3         # builds kept per design name (the most recently used)
 KEEP_RUNS = 20          # run folders kept per build (the newest); older ones are pruned
 
 
@@ -281,6 +284,31 @@ def _prune_runs(runs: Path, keep: int = KEEP_RUNS, min_age_s: float = 3600.0) ->
     for d in dirs[keep:]:
         if now - d.stat().st_mtime > min_age_s:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _prune_builds(sim_root: Path, name: str, keep: Path, count: int = KEEP_BUILDS,
+                  min_age_s: float = 3600.0) -> None:
+    """Drop builds of ``name`` beyond the ``count`` most recently used ones that nobody used
+    for ``min_age_s`` (a 4x4 GEMM build is ~60 MB; every RTL edit makes a new key)."""
+    now = time.time()
+
+    def last_used(d: Path) -> float:
+        st = d / _STAMP
+        return st.stat().st_mtime if st.exists() else d.stat().st_mtime
+
+    dirs = [d for d in sim_root.glob(f"{name}-*")
+            if d.is_dir() and d.name[len(name) + 1:].isalnum() and len(d.name) == len(name) + 17]
+    dirs.sort(key=last_used, reverse=True)
+    for d in dirs[count:]:
+        if d != keep and now - last_used(d) > min_age_s:
+            lock = sim_root / f".{d.name}.lock"
+            with open(lock, "a") as f:
+                try:                               # skip a build that is being made right now
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue
+                shutil.rmtree(d, ignore_errors=True)
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _test_filter(testcase: str | None) -> str | None:

@@ -344,3 +344,28 @@ def test_runner_concurrent_builds_of_one_design_verilate_once(tmp_path, monkeypa
     # A build that died half-way (no stamp) is redone, not reused.
     (results[0].directory / runner._STAMP).unlink()
     assert runner.build(Top(), name="t").cached is False and len(calls) == 2
+
+
+def test_runner_prunes_old_builds_of_the_same_design_only(tmp_path):
+    import os
+    import time
+
+    sim_root = tmp_path / "sim"
+    now = time.time()
+    made = {}
+    for i, (name, age) in enumerate([("gemm", 10), ("gemm", 7200), ("gemm", 7300),
+                                     ("gemm", 7400), ("gemm", 7500), ("gemm_core", 9000),
+                                     ("attention", 9000)]):
+        d = sim_root / f"{name}-{i:016x}"
+        d.mkdir(parents=True)
+        stamp = d / runner._STAMP
+        stamp.write_text("{}")
+        os.utime(stamp, (now - age, now - age))
+        made[d.name] = d
+    keep = sim_root / "gemm-0000000000000004"       # in use now, although least recently
+    runner._prune_builds(sim_root, "gemm", keep=keep, count=2)
+    left = sorted(p.name for p in sim_root.iterdir() if p.is_dir())
+    # The 2 most recently used gemm builds, the one in use, and other designs' builds stay.
+    assert left == ["attention-0000000000000006", "gemm-0000000000000000",
+                    "gemm-0000000000000001", "gemm-0000000000000004",
+                    "gemm_core-0000000000000005"]
