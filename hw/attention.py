@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.softmax import (
     EXP_BITS,
-    PROB_BITS,
+    MULT_LATENCY,
     RECIP_WIDTH,
     SCORE_MULT_BITS,
     SHIFT_BITS,
@@ -38,6 +38,7 @@ from hw.softmax import (
     Requant8,
     ScoreScaler,
     SoftmaxExp,
+    dsp_product,
 )
 
 __all__ = ["ATTN_ACC_WIDTH", "SEQ_LEN_BITS", "WindowedAttention"]
@@ -188,9 +189,9 @@ class WindowedAttention(wiring.Component):
         return -(-self._window * self._head_dim // self._lanes)
 
     # Pipeline depths (cycles), checked by tests/test_hw_attention.py against the simulation.
-    _A_PIPE = 0          # plus the adder-tree ranks (A0 .. A5 overlap the B start)
-    _B_PIPE = 2 + 1 + ScoreScaler.latency + SoftmaxExp.latency + 2
-    _D_PIPE = 2 + 1 + Normalizer.latency + 3 + Requant8.latency + 2
+    _A_PIPE = MULT_LATENCY - 1          # plus the adder-tree ranks (A5 overlaps the B start)
+    _B_PIPE = 2 + 2 + ScoreScaler.latency + SoftmaxExp.latency + 2
+    _D_PIPE = 2 + Normalizer.latency + MULT_LATENCY + 3 + Requant8.latency + 2
 
     def row_latency(self, keys: int) -> int:
         """Cycles from the ``i_q`` transfer to the ``o_stream`` row for ``keys`` keys (idle)."""
@@ -351,10 +352,9 @@ class WindowedAttention(wiring.Component):
                      a1_q.eq(q_cur.word_select(a_c, 8 * L))]
         # A2: lanes products. A3 ..: adder tree over the lanes, a register every two levels
         # (three chained 17..19-bit adds would not close timing at 100+ MHz on ECP5).
-        a2_p = [Signal(signed(16), name=f"a2_p{l}") for l in range(L)]
-        for l in range(L):
-            m.d.sync += a2_p[l].eq(k_rd.data[8 * l:8 * l + 8].as_signed()
-                                   * a1_q[8 * l:8 * l + 8].as_signed())
+        a2_p = [dsp_product(m, platform, k_rd.data[8 * l:8 * l + 8].as_signed(),
+                            a1_q[8 * l:8 * l + 8].as_signed(), name=f"qk_mul{l}")
+                for l in range(L)]
         level, depth, tree_regs = list(a2_p), 0, 0
         while len(level) > 1 or depth == 0:
             nxt = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
@@ -371,7 +371,7 @@ class WindowedAttention(wiring.Component):
             level = nxt
         a3_sum = level[0]
         a_tag = Cat(a1_v, a1_first, a1_lastc, a1_lastk, a1_i, a1_slot)
-        for k in range(1 + tree_regs):                  # products + tree registers
+        for k in range(MULT_LATENCY + tree_regs):       # products + tree registers
             nxt_tag = Signal(len(a_tag), name=f"a_tag{k + 2}")
             m.d.sync += nxt_tag.eq(a_tag)
             a_tag = nxt_tag
@@ -424,15 +424,19 @@ class WindowedAttention(wiring.Component):
                                               Signal(range(NR)), Signal(signed(SW)))
         m.d.sync += [b1_v.eq(b_busy), b1_last.eq(b_last), b1_i.eq(b_i), b1_slot.eq(b_slot),
                      b1_m.eq(b_m)]
+        # B2: the score is registered straight out of the block RAM (its clock-to-out is slow);
+        # B3: difference to the row max.
+        b2_s, b2_m = Signal(signed(SW)), Signal(signed(SW))
+        m.d.sync += [b2_s.eq(s_rd.data), b2_m.eq(b1_m)]
         b2_diff = Signal(unsigned(DW))
-        m.d.sync += b2_diff.eq(b1_m - s_rd.data)
+        m.d.sync += b2_diff.eq(b2_m - b2_s)
         # B2 .. B2+3: ScoreScaler; then SoftmaxExp.
         m.submodules.scaler = scaler = ScoreScaler(DW)
         m.submodules.exp = exp = SoftmaxExp()
         m.d.comb += [scaler.diff.eq(b2_diff), scaler.mult.eq(s_mult), scaler.shift.eq(s_shift),
                      exp.u.eq(scaler.u)]
         b_tag = Cat(b1_v, b1_last, b1_i, b1_slot)
-        for k in range(1 + ScoreScaler.latency + SoftmaxExp.latency):
+        for k in range(2 + ScoreScaler.latency + SoftmaxExp.latency):
             nxt = Signal(len(b_tag), name=f"b_tag{k + 2}")
             m.d.sync += nxt.eq(b_tag)
             b_tag = nxt
@@ -490,7 +494,7 @@ class WindowedAttention(wiring.Component):
         m.d.comb += [norm.e.eq(e_rd.data), norm.r.eq(d1_r)]
         d_tag = Cat(d_busy, d_c, d_i == 0, d_i == d_n - 1)
         tags = [d_tag]
-        for k in range(1 + Normalizer.latency + 1):
+        for k in range(1 + Normalizer.latency + MULT_LATENCY):
             nxt = Signal(len(d_tag), name=f"d_tag{k + 1}")
             m.d.sync += nxt.eq(tags[-1])
             tags.append(nxt)
@@ -500,9 +504,8 @@ class WindowedAttention(wiring.Component):
             m.d.sync += nxt.eq(v_pipe[-1])
             v_pipe.append(nxt)
         # v_pipe[-1] lines up with norm.p; the products register beside tags[-1].
-        d4_p = [Signal(signed(PROB_BITS + 1 + 8 + 1), name=f"d4_p{l}") for l in range(L)]
-        for l in range(L):
-            m.d.sync += d4_p[l].eq(norm.p * v_pipe[-1][8 * l:8 * l + 8].as_signed())
+        d4_p = [dsp_product(m, platform, norm.p, v_pipe[-1][8 * l:8 * l + 8].as_signed(),
+                            name=f"pv_mul{l}") for l in range(L)]
         t4 = tags[-1]
         d4_v, d4_c = t4[0], t4[1:1 + len(d_c)]
         d4_first, d4_lastk = t4[1 + len(d_c)], t4[2 + len(d_c)]

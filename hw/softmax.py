@@ -16,10 +16,13 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.multiplier import Multiplier, make_multiplier
+
 __all__ = [
-    "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "NORM_SHIFT", "PROB_BITS", "RECIP_BITS",
+    "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "MULT_LATENCY", "NORM_SHIFT", "PROB_BITS",
+    "RECIP_BITS", "SLICED_LATENCY",
     "SCORE_MULT_BITS", "SHIFT_BITS", "SUM_BITS", "U_BITS", "U_MAX", "Normalizer",
-    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp", "sliced_product",
+    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp", "dsp_product", "sliced_product",
 ]
 
 EXP_FRAC_BITS = 6                       # u is Q4.6 in log2 units; table of 2**6 entries
@@ -49,14 +52,29 @@ def _check_width(name: str, value: object, lo: int = 1, hi: int = 64) -> int:
 DSP_SLICE = 17                          # unsigned slice of a wide operand: fits an 18-bit DSP port
 
 
-def sliced_product(m: Module, a, b, *, name: str):
-    """``a * b`` in two register stages, the wider operand ``b`` cut into 17-bit slices.
+def dsp_product(m: Module, platform, a, b, *, name: str):
+    """``a * b`` on one registered multiplier from :func:`hw.multiplier.make_multiplier`.
 
-    Stage 1 registers one partial product per slice (each a single 18 x 18 DSP multiply: ``a``
-    is at most 18 bits signed, a low slice is 17 bits unsigned, the top slice keeps ``b``'s
-    sign); stage 2 registers their shifted sum. Yosys would otherwise chain two DSPs and a
-    fabric adder in one cycle (``shared/TOOLCHAIN.md``: unregistered DSP paths cost ~40 % Fmax).
-    Returns the stage-2 register (exact width).
+    A ``MULT18X18D`` with its input and output registers on ECP5, fabric registers around ``*``
+    elsewhere and in simulation; ``MULT_LATENCY`` (2) cycles. Unsigned operands get one more
+    bit so they stay non-negative; each operand must then fit 18 bits.
+    """
+    aw = len(a) + (0 if a.shape().signed else 1)
+    bw = len(b) + (0 if b.shape().signed else 1)
+    mul = make_multiplier(platform, aw, bw)
+    m.submodules[name] = mul
+    m.d.comb += [mul.a.eq(a), mul.b.eq(b), mul.en.eq(1)]
+    return mul.p
+
+
+def sliced_product(m: Module, platform, a, b, *, name: str):
+    """``a * b`` in ``SLICED_LATENCY`` (3) register stages, ``b`` cut into 17-bit slices.
+
+    One :func:`dsp_product` per slice (``a`` at most 17 bits unsigned or 18 signed, a low
+    slice 17 bits unsigned, the top slice keeps ``b``'s sign), then one register for the shifted
+    sum. Yosys would otherwise chain two DSPs and a fabric adder in one cycle
+    (``shared/TOOLCHAIN.md``: unregistered multiplier paths cost ~40 % Fmax). Returns the last
+    register (exact width).
     """
     signed_out = a.shape().signed or b.shape().signed
     width = len(a) + len(b) + (1 if signed_out and not (a.shape().signed and b.shape().signed)
@@ -66,15 +84,17 @@ def sliced_product(m: Module, a, b, *, name: str):
         hi = min(len(b), lo + DSP_SLICE)
         top = hi == len(b)
         piece = b[lo:hi].as_signed() if (top and b.shape().signed) else b[lo:hi]
-        pp = Signal(signed(width) if signed_out else unsigned(width), name=f"{name}_pp{k}")
-        m.d.sync += pp.eq(a * piece)
-        parts.append((pp, lo))
+        parts.append((dsp_product(m, platform, a, piece, name=f"{name}_mul{k}"), lo))
     total = Signal(signed(width) if signed_out else unsigned(width), name=f"{name}_prod")
     acc = parts[0][0]
     for pp, lo in parts[1:]:
         acc = acc + (pp << lo)
     m.d.sync += total.eq(acc)
     return total
+
+
+MULT_LATENCY = Multiplier.latency           # 2
+SLICED_LATENCY = MULT_LATENCY + 1           # 3
 
 
 class SoftmaxExp(wiring.Component):
@@ -103,9 +123,9 @@ class SoftmaxExp(wiring.Component):
 class ScoreScaler(wiring.Component):
     """``u = min((diff * mult + 2**(shift-1)) >> shift, 1023)`` (``sw.ref.softmax_u_int``).
 
-    Five register stages: partial products, product, rounding add, shift, saturation (each a
-    single carry chain or mux tree for Fmax). ``shift`` must be in 1..47 and ``mult``/``shift``
-    are meant to be static per sequence.
+    ``SLICED_LATENCY + 3`` register stages: partial products (registered DSPs), product,
+    rounding add, shift, saturation (each a single carry chain or mux tree, for Fmax).
+    ``shift`` must be in 1..47 and ``mult``/``shift`` are meant to be static per sequence.
 
     Parameters
     ----------
@@ -124,7 +144,7 @@ class ScoreScaler(wiring.Component):
         Softmax input, Q4.6 log2 units, ``latency`` cycles after ``diff``.
     """
 
-    latency = 5
+    latency = SLICED_LATENCY + 3
 
     def __init__(self, diff_width: int):
         self._diff_width = _check_width("diff_width", diff_width, 1, 32)
@@ -141,7 +161,7 @@ class ScoreScaler(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, self.mult, self.diff, name="score")
+        prod = sliced_product(m, platform, self.mult, self.diff, name="score")
         pw = len(prod)
         rounded = Signal(unsigned(pw + 1))
         half = Signal(unsigned(pw + 1))                     # 2**(shift-1); 0 for shift 0
@@ -226,10 +246,10 @@ class Normalizer(wiring.Component):
     r : In(unsigned(24))
         Reciprocal of the row's exp sum.
     p : Out(unsigned(16))
-        Probability, Q1.15, ``latency`` (3) cycles after ``e``/``r``.
+        Probability, Q1.15, ``latency`` (4) cycles after ``e``/``r``.
     """
 
-    latency = 3
+    latency = SLICED_LATENCY + 1
 
     def __init__(self):
         super().__init__({
@@ -240,7 +260,7 @@ class Normalizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, self.e, self.r, name="norm")
+        prod = sliced_product(m, platform, self.e, self.r, name="norm")
         m.d.sync += self.p.eq((prod + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT)
         return m
 
@@ -248,8 +268,8 @@ class Normalizer(wiring.Component):
 class Requant8(wiring.Component):
     """``y = sat8((acc * mult + 2**(shift-1)) >> shift)`` (``sw.quant.requantize``).
 
-    Five register stages (partial products, product, rounding add, arithmetic shift,
-    saturation); ``shift`` in 1..47, static per sequence.
+    ``SLICED_LATENCY + 3`` register stages (registered DSP partial products, product, rounding
+    add, arithmetic shift, saturation); ``shift`` in 1..47, static per sequence.
 
     Parameters
     ----------
@@ -268,7 +288,7 @@ class Requant8(wiring.Component):
         int8 result, ``latency`` cycles after ``acc``.
     """
 
-    latency = 5
+    latency = SLICED_LATENCY + 3
 
     def __init__(self, acc_width: int):
         self._acc_width = _check_width("acc_width", acc_width, 2, 32)
@@ -281,7 +301,7 @@ class Requant8(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, self.mult, self.acc, name="requant")
+        prod = sliced_product(m, platform, self.mult, self.acc, name="requant")
         pw = len(prod)
         # The rounding constant 2**(shift-1) reaches 2**46: keep it (a negative product with a
         # large shift rounds to 0, not -1), so the sum is at least 48 bits wide.
