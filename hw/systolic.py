@@ -17,9 +17,9 @@ columns into one output row per cycle. PEs restart accumulating at the next tile
 while the previous tile is still being collected and drained, so tiles stream back to back.
 
 Two tiles' results may not overlap in a column: the ``last`` operands of consecutive tiles must
-be at least ``rows`` enabled cycles apart. For ``K >= rows`` that always holds; for shorter
-tiles the array withholds ``i_stream.ready`` for a ``last`` operand until it does (at most
-``rows - K`` idle cycles per tile).
+enter the array at least ``rows`` enabled cycles apart. For ``K >= rows`` that always holds; a
+shorter tile's ``last`` operand waits in the input register (``i_stream.ready`` low) for at most
+``rows - K`` cycles while bubbles enter the array.
 
 Backpressure: one registered clock enable ``ce`` stalls the whole array. The output buffer holds
 two rows; ``ce`` for the next cycle is high iff the buffer will hold at most one row, so a
@@ -193,7 +193,7 @@ class SystolicArray(wiring.Component):
     -------
     i_stream : In(stream.Signature(operand_layout(rows, cols)))
         Transfer ``k`` of a tile: ``act[r] = A[r, k]`` (int8), ``wgt[c] = W[k, c]`` (int8),
-        ``last`` on ``k = K - 1``. ``ready`` may depend on ``payload.last`` (tile spacing).
+        ``last`` on ``k = K - 1``. ``ready`` depends on internal registers only.
     o_stream : Out(stream.Signature(result_layout(cols)))
         ``rows`` transfers per tile: transfer ``r`` has ``acc[c] = C[r, c]`` (int32, Q0 at the
         operands' scale product), ``last`` on ``r = rows - 1``. First row ``latency`` cycles
@@ -269,30 +269,36 @@ class SystolicArray(wiring.Component):
         ce = obuf.ce
         wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
 
-        # -- tile spacing: `last` operands at least `rows` enabled cycles apart ---------------
-        gap = Signal(range(rows), name="last_gap")
-        last_ok = Signal()
-        m.d.comb += [
-            last_ok.eq(gap == 0),
-            self.i_stream.ready.eq(ce & (~self.i_stream.payload.last | last_ok)),
-        ]
-        take = Signal()
-        m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
-        with m.If(ce):
-            with m.If(take & self.i_stream.payload.last):
-                m.d.sync += gap.eq(rows - 1)
-            with m.Elif(gap != 0):
-                m.d.sync += gap.eq(gap - 1)
-
-        # -- input register ----------------------------------------------------------------
+        # -- input register and tile spacing ------------------------------------------------
+        # Consecutive `last` operands enter the skew at least `rows` enabled cycles apart (two
+        # tiles' results must not meet in a column). A `last` operand that comes too early waits
+        # in the input register while bubbles enter the array; `ready` depends on registers
+        # only (never on the payload).
         in_valid = Signal()
         in_last = Signal()
         in_act = [Signal(signed(8), name=f"in_act{r}") for r in range(rows)]
         in_wgt = [Signal(signed(8), name=f"in_wgt{c}") for c in range(cols)]
+        gap = Signal(range(rows), name="last_gap")
+        hold = Signal()
+        take = Signal()
+        fwd_valid = Signal()
+        fwd_last = Signal()
+        m.d.comb += [
+            hold.eq(in_valid & in_last & (gap != 0)),
+            self.i_stream.ready.eq(ce & ~hold),
+            take.eq(self.i_stream.valid & self.i_stream.ready),
+            fwd_valid.eq(in_valid & ~hold),
+            fwd_last.eq(in_last & fwd_valid),
+        ]
         with m.If(ce):
-            m.d.sync += [in_valid.eq(take), in_last.eq(take & self.i_stream.payload.last)]
-            m.d.sync += [in_act[r].eq(self.i_stream.payload.act[r]) for r in range(rows)]
-            m.d.sync += [in_wgt[c].eq(self.i_stream.payload.wgt[c]) for c in range(cols)]
+            with m.If(~hold):
+                m.d.sync += [in_valid.eq(take), in_last.eq(self.i_stream.payload.last)]
+                m.d.sync += [in_act[r].eq(self.i_stream.payload.act[r]) for r in range(rows)]
+                m.d.sync += [in_wgt[c].eq(self.i_stream.payload.wgt[c]) for c in range(cols)]
+            with m.If(fwd_last):
+                m.d.sync += gap.eq(rows - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
 
         def delay(sig, n, name):
             for i in range(n):
@@ -304,8 +310,8 @@ class SystolicArray(wiring.Component):
 
         # -- skew: row r and column c enter r / c cycles late ---------------------------------
         row_a = [delay(in_act[r], r, f"skew_a{r}") for r in range(rows)]
-        row_v = [delay(in_valid, r, f"skew_v{r}") for r in range(rows)]
-        row_l = [delay(in_last, r, f"skew_l{r}") for r in range(rows)]
+        row_v = [delay(fwd_valid, r, f"skew_v{r}") for r in range(rows)]
+        row_l = [delay(fwd_last, r, f"skew_l{r}") for r in range(rows)]
         col_w = [delay(in_wgt[c], c, f"skew_w{c}") for c in range(cols)]
 
         # -- PE grid -------------------------------------------------------------------------

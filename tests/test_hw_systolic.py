@@ -196,6 +196,30 @@ def test_systolic_latency_and_full_rate():
         np.testing.assert_array_equal(acc, gemm_acc(A, W))
 
 
+def test_systolic_ready_ignores_payload_and_spaces_short_tiles():
+    """K = 1 tiles on a 3-row array: each `last` waits rows - K cycles; `ready` ignores payload."""
+    dut = SystolicArray(3, 2, use_dsp=False)
+    readies = []
+
+    async def tb(ctx):
+        ctx.set(dut.i_stream.valid, 1)
+        for cycle in range(9):
+            seen = set()
+            for last in (0, 1):       # ends with a `last` operand
+                ctx.set(dut.i_stream.payload, {"act": [cycle] * 3, "wgt": [1, 2], "last": last})
+                seen.add(ctx.get(dut.i_stream.ready))
+            assert len(seen) == 1, f"ready follows payload in cycle {cycle}"
+            readies.append(seen.pop())
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    # Taken in cycle 0 and 1; the second `last` then waits two cycles (rows - K), and so on.
+    assert readies == [1, 1, 0, 0, 1, 0, 0, 1, 0]
+
+
 def test_systolic_output_buffer_stalls_without_loss():
     """A sink that never reads: the array fills its buffer, then holds everything."""
     rows, cols = 2, 2
