@@ -72,6 +72,7 @@ def _meta(args, section: str) -> dict:
                                 capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    commit = commit or os.environ.get("LIGHTFORMER_COMMIT", "?")
     dev = args.device
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev_name = torch.cuda.get_device_name(0)
@@ -80,6 +81,7 @@ def _meta(args, section: str) -> dict:
     return dict(section=section, utc=datetime.datetime.now(datetime.timezone.utc)
                 .isoformat(timespec="seconds"), host=platform.node(), device=dev,
                 device_name=dev_name, torch_threads=torch.get_num_threads(),
+                cpu_count=os.cpu_count(),
                 torch=torch.__version__, python=platform.python_version(),
                 mode="smoke" if args.smoke else "quick" if args.quick else "full",
                 commit=commit, command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
@@ -211,7 +213,7 @@ FAMILY = [
     dict(attention="performer", n_features=32),
     dict(attention="nystrom", n_landmarks=16),
     dict(attention="conv", conv_kernel=7),
-    dict(attention="lsh", lsh_buckets=8, lsh_rounds=2),
+    dict(attention="lsh", lsh_buckets=16, lsh_rounds=2, lsh_chunk=32),
     dict(attention="full", funnel_stride=2),
     dict(attention="window", window=16, funnel_stride=2),
 ]
@@ -330,11 +332,12 @@ def section_prune(args, plan) -> dict:
                                   importance=imp, epochs=plan["finetune_epochs"], lr=1e-3,
                                   seed=0, device=args.device, progress=not args.no_progress)
         r = _row(m.cfg, h, label=label, acc_after_prune=h["acc_after_prune"],
+                 test_acc_after_prune=h["test_acc_after_prune"],
                  layer_heads=list(m.cfg.layer_heads or []),
                  layer_d_ff=list(m.cfg.layer_d_ff or []))
         r["macs"] = count_macs(m.cfg)
         rows.append(r)
-        print(f"  prune {label:28s} after prune {h['acc_after_prune']:.4f} fine-tuned "
+        print(f"  prune {label:28s} after prune {h['test_acc_after_prune']:.4f} fine-tuned "
               f"{h['test_acc']:.4f} params {h['params']}", flush=True)
     return dict(task="digits", rows=rows, finetune_epochs=plan["finetune_epochs"])
 

@@ -42,7 +42,8 @@ def _where(meta: dict) -> str:
     name = meta.get("device_name") or ""
     mode = meta.get("mode", "?")
     return (f"*Produced {meta.get('utc', '?')} on `{meta.get('host', '?')}` ({dev}"
-            f"{', ' + name if name else ''}, {meta.get('torch_threads', '?')} torch threads, "
+            f"{', ' + name if name else ''}, {meta.get('cpu_count', '?')} CPU cores, "
+            f"{meta.get('torch_threads', '?')} torch threads, "
             f"torch {meta.get('torch', '?')}), commit `{meta.get('commit', '?')}`, {mode} mode, "
             f"{meta.get('wall_s', '?')} s: `{meta.get('command', '?')}`.*")
 
@@ -121,10 +122,11 @@ def render_prune(sec: dict) -> list[str]:
     lines = ["## Structured pruning (digits)", "",
              ("Base: windowed attention (window 8), d_model 32, 4 heads, 2 layers, d_ff 128. "
              "Heads/FFN neurons are physically removed (smaller `qkv`/`proj`/`fc1`/`fc2`), then "
-             f"fine-tuned for {sec['finetune_epochs']} epochs."), ""]
-    rows = [[r["label"], _pct(r.get("acc_after_prune")), _pct(r["test_acc"]),
+             f"fine-tuned for {sec['finetune_epochs']} epochs (best validation epoch kept, the "
+             "un-fine-tuned start included)."), ""]
+    rows = [[r["label"], _pct(r.get("test_acc_after_prune")), _pct(r["test_acc"]),
              _int(r["params"]), _int(r["macs"])] for r in sec["rows"]]
-    lines += _table(["model", "val acc right after pruning %", "test acc after fine-tune %",
+    lines += _table(["model", "test acc right after pruning %", "test acc after fine-tune %",
                      "params", "MACs/sample"], rows)
     return lines + [_where(sec["meta"]), ""]
 
@@ -161,9 +163,10 @@ def render(data: dict) -> str:
              "--out build/bench/attention_study.json"),
              (".venv/bin/python bench/results_table.py build/bench/attention_study.json "
              "--out docs/results.md"), "```", "",
-             ("Quick mode trains briefly on 2 shared CPU cores; the accuracies are lower bounds "
-             "for the architectures, not tuned results. Test sets are small (digits: 270 "
-             "samples, one sample = 0.37 points)."), ""]
+             ("Quick mode trains briefly (2 torch threads per run); the accuracies are lower "
+             "bounds for the architectures, not tuned results. Test sets are small (digits: 270 "
+             "samples, one sample = 0.37 points). Each section says where, when and how its "
+             "numbers were produced; sections run on a GPU say so."), ""]
     for name in ORDER:
         if name not in data:
             continue

@@ -265,16 +265,25 @@ class _HeadedAttention(nn.Module):
 
 
 class SoftmaxAttention(_HeadedAttention):
-    """``full`` and ``window``: softmax(q k^T / sqrt(hd) + mask) v with a fixed boolean mask."""
+    """``full``, ``window`` and ``random_sparse``: softmax(q k^T / sqrt(hd) + mask) v with a fixed
+    boolean mask (built once per (T, device) and cached)."""
+
+    def __init__(self, cfg: ModelConfig, n_heads: int):
+        super().__init__(cfg, n_heads)
+        self._masks: dict = {}
 
     def mask(self, T: int, device=None) -> torch.Tensor | None:
-        cfg = self.cfg
-        if cfg.attention == "window":
-            return window_mask(T, cfg.window, cfg.causal).to(device)
-        if cfg.attention == "random_sparse":
-            return random_sparse_mask(T, cfg.window, cfg.n_random, cfg.causal,
-                                      cfg.variant_seed).to(device)
-        return _causal_mask(T, device) if cfg.causal else None
+        key = (T, str(device))
+        if key not in self._masks:
+            cfg = self.cfg
+            if cfg.attention == "window":
+                m = window_mask(T, cfg.window, cfg.causal)
+            elif cfg.attention == "random_sparse":
+                m = random_sparse_mask(T, cfg.window, cfg.n_random, cfg.causal, cfg.variant_seed)
+            else:
+                m = _causal_mask(T) if cfg.causal else None
+            self._masks[key] = None if m is None else m.to(device)
+        return self._masks[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(x)  # (B, H, T, hd) float32 each

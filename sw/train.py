@@ -143,7 +143,8 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
     """Train a :class:`sw.model.LightTransformer` for ``cfg`` on ``task``.
 
     AdamW with linear warm-up (5 % of steps) then cosine decay to 0; the weights of the epoch with
-    the best validation accuracy (first one on ties) are restored at the end. ``teacher``: a
+    the best validation accuracy (first one on ties) are restored at the end; when fine-tuning a
+    given ``model``, its starting weights are candidate "epoch 0". ``teacher``: a
     trained model whose soft targets are mixed in (:func:`kd_loss`). ``qat=True`` wraps the model
     with ``sw.compile.prepare_qat`` (fake-quant, straight-through estimator) before training.
     ``model``: continue from this model (fine-tuning) instead of a fresh one.
@@ -166,6 +167,7 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
         raise ValueError("device must be 'cpu' here: torch sees no CUDA device")
     set_threads()
     torch.manual_seed(seed)
+    fine_tune = model is not None
     if model is None:
         model = LightTransformer(cfg)
     cfg = model.cfg
@@ -196,6 +198,8 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
                 epochs=[])
     best = (-1.0, None, -1)
     t0 = time.time()
+    if fine_tune:  # the starting point is a candidate too (epoch 0)
+        best = (_evaluate_loss(model, xva, yva)[1], copy.deepcopy(model.state_dict()), 0)
     model.train()
     bar = _progress(range(epochs), progress, desc or f"train {task.name}/{cfg.attention}")
     for ep in bar:
@@ -229,7 +233,7 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
     if best[1] is not None:
         model.load_state_dict(best[1])
     model.eval()
-    hist.update(best_epoch=best[2], best_val_acc=best[0] if best[2] > 0 else None,
+    hist.update(best_epoch=best[2], best_val_acc=best[0] if best[1] is not None else None,
                 val_acc=evaluate_fp32(model, task.x_val, task.y_val),
                 test_acc=evaluate_fp32(model, task.x_test, task.y_test),
                 params=count_params(model), macs=count_macs(model.cfg),
@@ -257,7 +261,8 @@ def prune_and_finetune(model, task, *, keep_heads: int | None = None,
     """Structured pruning flow: prune heads (keep the ``keep_heads`` most important per layer)
     and/or FFN neurons (``ffn_keep_ratio``), then fine-tune. ``importance``: ``"weight"`` (norms)
     or ``"taylor"`` (gradient x weight on up to 512 training samples). Returns
-    ``(model, history)`` with the accuracy right after pruning in ``history["acc_after_prune"]``."""
+    ``(model, history)`` with the val/test accuracy right after pruning in
+    ``history["acc_after_prune"]`` / ``history["test_acc_after_prune"]``."""
     import torch
 
     from sw.model import prune_ffn, prune_heads, select_heads
@@ -276,9 +281,10 @@ def prune_and_finetune(model, task, *, keep_heads: int | None = None,
         prune_ffn(model, ffn_keep_ratio)
     with torch.no_grad():
         after = evaluate_fp32(model, task.x_val, task.y_val)
+        after_test = evaluate_fp32(model, task.x_test, task.y_test)
     model, hist = train(model.cfg, task, epochs=epochs, lr=lr, model=model, **train_kw)
-    hist.update(acc_after_prune=after, keep_heads=keep_heads, ffn_keep_ratio=ffn_keep_ratio,
-                importance=importance)
+    hist.update(acc_after_prune=after, test_acc_after_prune=after_test, keep_heads=keep_heads,
+                ffn_keep_ratio=ffn_keep_ratio, importance=importance)
     return model, hist
 
 
