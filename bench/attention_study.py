@@ -51,7 +51,7 @@ PLAN = {
                   scaling_T=(32, 64), scaling_batch=2, prune_epochs=1, finetune_epochs=1,
                   seed_train=128, seed_epochs=1, listops_batch=32,
                   seq_epochs=1),
-    "quick": dict(seeds=2, digits_epochs=60, mnist1d_epochs=40, mnist1d_train=None,
+    "quick": dict(seeds=3, digits_epochs=60, mnist1d_epochs=40, mnist1d_train=None,
                listops_len=128, listops_train=2000, listops_eval=500, listops_epochs=6,
                scaling_T=(64, 128, 256, 512), scaling_batch=4, prune_epochs=60,
                finetune_epochs=15, seed_train=4000, seed_epochs=8, listops_batch=32,
