@@ -76,10 +76,13 @@ def board_platform(board: str):
 
 
 def preset_for_board(board: str, preset: str | None = None):
-    """``AccelParams`` for a build: ``preset`` by name, or the board's default preset."""
-    from hw.params import PRESETS
+    """``AccelParams`` for a build: ``preset`` by name (or an ``AccelParams`` itself), or the
+    board's default preset."""
+    from hw.params import PRESETS, AccelParams
 
     plat = board_platform(board)
+    if isinstance(preset, AccelParams):
+        return preset
     name = plat.default_preset if preset is None else preset
     if not isinstance(name, str):
         raise TypeError(f"preset must be a preset name (str), not {name!r}")
@@ -243,7 +246,7 @@ def _run_script(build_dir: Path, script: str, env: dict[str, str],
                            f"{build_dir}/top.tim:\n" + "\n".join(tail))
 
 
-def synth(board: str, unit: str = "gemm", *, preset: str | None = None,
+def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, report_json: str | os.PathLike | None = None,
           progress: Callable[[str], None] = _say) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; return (and optionally write) our JSON report.

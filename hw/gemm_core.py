@@ -74,9 +74,9 @@ class GemmCore(wiring.Component):
     k_len : In(range(k_depth + 1))
         Reduction length ``K`` of the tile.
     busy : Out(1)
-        The sequencer is reading bank ``bank`` of a tile (operands or quant parameters not yet
-        taken by the pipeline). Do not write that bank while ``busy``; the other bank is free.
-        Result rows of a tile may still be draining after ``busy`` falls.
+        The sequencer is reading bank ``bank`` of a tile (operands not yet read, or quant
+        parameters not yet taken by the pipeline). Do not write that bank while ``busy``; the
+        other bank is free. Result rows of a tile may still be draining after ``busy`` falls.
     done : Out(1)
         One-cycle pulse when the last result row of a tile is transferred on ``o_stream``.
     o_stream : Out(stream.Signature(...{"data": ArrayLayout(signed(8), cols), "last": 1}))
@@ -85,9 +85,10 @@ class GemmCore(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles this core adds in front of the pipeline: 1 (start register) + 1 (block-RAM read);
-        the first operand column reaches the pipeline 2 cycles after ``start``. The pipeline's own
-        latency is ``pipeline.latency``.
+        Cycles this core adds in front of the pipeline: 1 (start register) + 1 (block-RAM read)
+        + 1 (fabric register after the block RAM): the first operand column reaches the
+        pipeline 3 cycles after ``start``, the quant parameters 2 cycles after it. The
+        pipeline's own latency is ``pipeline.latency``.
     """
 
     class Buffer(enum.Enum, shape=2):
@@ -162,7 +163,7 @@ class GemmCore(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 2
+        return 3
 
     def elaborate(self, platform):
         m = Module()
@@ -203,62 +204,80 @@ class GemmCore(wiring.Component):
         ]
 
         # -- sequencer ----------------------------------------------------------------------------
+        # Every block-RAM output is registered in the fabric before it reaches the pipeline: an
+        # ECP5 DP16KD without its output register has a 5.8 ns clock-to-out (nextpnr, speed 6),
+        # which left no time for the requantizer's bias add behind it at 125 MHz.
         run = Signal()                       # operand columns left to read
         k = Signal(range(depth))             # next column to read
         k_last = Signal(range(depth))        # k_len - 1 of the running tile
         bank = Signal()                      # bank of the running tile
+        q_fetch = Signal()                   # quant word being read (cycle after accept)
         q_pending = Signal()                 # i_quant offered, not yet taken
-        rd_valid = Signal()                  # the read ports hold an operand column
-        rd_last = Signal()
 
-        m.d.comb += self.busy.eq(run | q_pending)
+        m.d.comb += self.busy.eq(run | q_fetch | q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
         accept = Signal()
-        m.d.comb += accept.eq(self.start & ~run & ~q_pending & k_ok)
+        m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
         with m.If(accept):
             m.d.sync += [
                 run.eq(1),
-                q_pending.eq(1),
+                q_fetch.eq(1),
                 k.eq(0),
                 k_last.eq(self.k_len - 1),
                 bank.eq(self.bank),
             ]
 
-        # i_quant: the bank's quant word, read on `accept` and held by the read port (always
-        # enabled, fixed address) while offered, once per tile.
+        # i_quant: the bank's quant word is read on `accept`, registered the cycle after, and
+        # offered from that register until the pipeline takes it (once per tile).
+        quant_q = Signal(qw * cols)
         m.d.comb += [
             quant_rd.addr.eq(Mux(accept, self.bank, bank)),
             pipe.i_quant.valid.eq(q_pending),
         ]
+        with m.If(q_fetch):
+            m.d.sync += [quant_q.eq(quant_rd.data), q_fetch.eq(0), q_pending.eq(1)]
+        with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
+            m.d.sync += q_pending.eq(0)
         for c in range(cols):
-            word = QUANT_LAYOUT(quant_rd.data[c * qw:(c + 1) * qw])
+            word = QUANT_LAYOUT(quant_q[c * qw:(c + 1) * qw])
             m.d.comb += [
                 pipe.i_quant.payload.bias[c].eq(word.bias),
                 pipe.i_quant.payload.mult[c].eq(word.mult),
                 pipe.i_quant.payload.shift[c].eq(word.shift),
             ]
-        with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
-            m.d.sync += q_pending.eq(0)
 
-        # Operand stream: the read ports' data registers are the stream's output register; they
-        # advance when empty or taken, so backpressure just holds the address and the data.
-        advance = ~rd_valid | pipe.i_stream.ready
+        # Operand stream, two stages with backpressure: R = the read ports' own data registers
+        # (block RAM), O = a fabric register that drives i_stream. O loads when empty or taken;
+        # R advances when empty or unloaded into O, so a stall holds address and data.
+        r_valid = Signal()
+        r_last = Signal()
+        o_valid = Signal()
+        o_last = Signal()
+        o_act = Signal(8 * rows)
+        o_wgt = Signal(8 * cols)
+        load_o = Signal()
+        advance = Signal()
         m.d.comb += [
+            load_o.eq(~o_valid | pipe.i_stream.ready),
+            advance.eq(~r_valid | load_o),
             act_rd.addr.eq(Cat(k, bank)),
             wgt_rd.addr.eq(Cat(k, bank)),
             act_rd.en.eq(advance),
             wgt_rd.en.eq(advance),
-            pipe.i_stream.valid.eq(rd_valid),
-            pipe.i_stream.payload.act.eq(act_rd.data),
-            pipe.i_stream.payload.wgt.eq(wgt_rd.data),
-            pipe.i_stream.payload.last.eq(rd_last),
+            pipe.i_stream.valid.eq(o_valid),
+            pipe.i_stream.payload.act.eq(o_act),
+            pipe.i_stream.payload.wgt.eq(o_wgt),
+            pipe.i_stream.payload.last.eq(o_last),
         ]
         with m.If(advance):
-            m.d.sync += [rd_valid.eq(run), rd_last.eq(k == k_last)]
+            m.d.sync += [r_valid.eq(run), r_last.eq(k == k_last)]
             with m.If(run):
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == k_last):
                     m.d.sync += run.eq(0)
+        with m.If(load_o):
+            m.d.sync += [o_valid.eq(r_valid), o_last.eq(r_last),
+                         o_act.eq(act_rd.data), o_wgt.eq(wgt_rd.data)]
 
         # -- results ------------------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.o_stream), pipe.o_stream)

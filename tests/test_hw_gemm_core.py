@@ -130,7 +130,7 @@ def test_gemm_core_from_params():
     core = GemmCore.from_params(preset("tiny"))
     assert (core.rows, core.cols, core.k_depth) == (4, 4, 256)
     assert core.wr_data_width == max(32, QUANT_LAYOUT.size)
-    assert core.latency == 2
+    assert core.latency == 3
     Fragment.get(core, None)  # elaborates (and so uses) the core and its pipeline
 
 
@@ -148,3 +148,37 @@ def test_gemm_core_rejects_bad_parameters(kwargs, match):
             GemmCore(kwargs.pop("rows"), kwargs.pop("cols"), **kwargs)
         del excinfo
         gc.collect()
+
+
+def test_gemm_core_ignores_bad_start():
+    """k_len 0 or > k_depth, and start while busy, are ignored (busy tells which)."""
+    core = GemmCore(1, 1, k_depth=16)
+    seen = []
+
+    async def bench(ctx):
+        for k_len in (0, 17, 31):
+            ctx.set(core.start, 1)
+            ctx.set(core.k_len, k_len)
+            await ctx.tick()
+            seen.append(ctx.get(core.busy))
+        ctx.set(core.k_len, 3)
+        await ctx.tick()                       # accepted: busy from the next cycle
+        seen.append(ctx.get(core.busy))
+        ctx.set(core.k_len, 16)                # start held high while busy: ignored
+        ctx.set(core.o_stream.ready, 1)
+        rows = 0
+        for _ in range(2):
+            await ctx.tick()
+            assert ctx.get(core.busy)
+        ctx.set(core.start, 0)
+        for _ in range(200):
+            await ctx.tick()
+            rows += ctx.get(core.done)
+        seen.append(rows)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen[:4] == [0, 0, 0, 1]
+    assert seen[4] == 1
