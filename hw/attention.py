@@ -45,7 +45,6 @@ __all__ = ["ATTN_ACC_WIDTH", "SEQ_LEN_BITS", "WindowedAttention"]
 
 SEQ_LEN_BITS = 16            # sequences of up to 65535 rows
 ATTN_ACC_WIDTH = 24          # |sum_j p_j v_j| <= 128 * (2**15 + 256) < 2**23
-_OUT_DEPTH = 4               # output FIFO rows (credits for stage D)
 
 
 def _pow2_ceil(x: int) -> int:
@@ -119,11 +118,14 @@ class WindowedAttention(wiring.Component):
             raise ValueError(f"lanes must divide head_dim ({head_dim}), not {lanes!r}")
         self._chunks = head_dim // lanes
         self._row_stride = _pow2_ceil(window)
-        # Rows in flight between stages A and D: A may run NR - 1 rows ahead of D's issue. D of
-        # row t starts about one row time + window + 40 cycles after A of row t, so NR - 2 row
-        # times must cover that gap.
-        row_time = window * self._chunks
-        self._ring = max(4, _pow2_ceil(3 + -(-(window + 48) // row_time)))
+        # Rows in flight between A's start and the end of D's reads: about (48 + keys) cycles
+        # apart, rows leaving every keys * CH cycles. Size for the shortest row (one key, a
+        # runtime window of 1) as well as for full windows, so small windows keep full speed.
+        self._ring = max(4, _pow2_ceil(3 + max(-(-(window + 48) // (window * self._chunks)),
+                                               -(-48 // self._chunks))))
+        # Output FIFO rows = credits of stage D: a row occupies one from D's start (about
+        # 24 + CH cycles before it is written) until o_stream takes it.
+        self._out_depth = max(4, _pow2_ceil(2 + -(-(24 + self._chunks) // self._chunks)))
         self._kv_slots = _pow2_ceil(window + self._ring)
         super().__init__({
             "i_cfg": In(stream.Signature(self.cfg_layout)),
@@ -470,7 +472,7 @@ class WindowedAttention(wiring.Component):
         d_r = Signal(RECIP_WIDTH)
         d_last = d_busy & (d_i == d_n - 1) & (d_c == CH - 1)
         d_take = (running & (~d_busy | d_last) & (d_row < r_done)
-                  & ((d_row - popped)[:CW] < _OUT_DEPTH))
+                  & ((d_row - popped)[:CW] < self._out_depth))
         with m.If(d_busy):
             m.d.sync += [d_c.eq(Mux(d_c == CH - 1, 0, d_c + 1)),
                          d_i.eq(Mux(d_c == CH - 1, d_i + 1, d_i)),
@@ -538,7 +540,8 @@ class WindowedAttention(wiring.Component):
         y_chunk = Cat(*rq_y)
         with m.If(o_v):
             m.d.sync += row_buf[o_c].eq(y_chunk)
-        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8 * d + 1, depth=_OUT_DEPTH)
+        m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8 * d + 1,
+                                                      depth=self._out_depth)
         row_bits = Cat(*(row_buf[c] for c in range(CH - 1)), y_chunk)
         m.d.comb += [ofifo.w_data.eq(Cat(row_bits, out_cnt == seq_len - 1)),
                      ofifo.w_en.eq(o_v & (o_c == CH - 1))]

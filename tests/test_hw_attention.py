@@ -171,3 +171,14 @@ def test_attention_corner_cases(tiny_unit):
     for out, last, seq in zip(outs, lasts, seqs):
         np.testing.assert_array_equal(out, ref.windowed_attention_int(*seq))
         assert last[-1] == 1 and sum(last) == 1
+
+
+@pytest.mark.parametrize("window, causal", [(1, True), (2, False), (4, True)])
+def test_attention_small_windows_full_speed(tiny_unit, window, causal):
+    """Runtime windows below the build's keep one row per window * CH cycles."""
+    rng = np.random.default_rng(window)
+    seq = _random_seq(rng, 40, 8, window, causal)
+    outs, _, _, o_times = run_unit(tiny_unit, [seq])
+    np.testing.assert_array_equal(outs[0], ref.windowed_attention_int(*seq))
+    chunks = tiny_unit.head_dim // tiny_unit.lanes
+    assert np.all(np.diff(o_times[10:30]) == window * chunks)

@@ -1,0 +1,163 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``lightformer bench attention``: cycles per query row of the Verilated attention unit.
+
+For each case (runtime window, sequence length, causal or centred) one random sequence is
+streamed through :class:`hw.attention.WindowedAttention` with K/V presented ahead of the queries
+and no backpressure (``sim/tb_attention.py``, test ``attention_bench``), and every output row is
+checked against :func:`sw.ref.windowed_attention_int`. Per case the JSON has:
+
+``cycles_per_row``
+    ``(t_last - t_first) / (seq_len - 1)`` over the output transfers: the rate at which rows
+    leave once the pipeline is full (fill latency excluded; it is ``first_row_cycles``).
+``ideal_cycles_per_row``
+    ``ceil(window * head_dim / lanes)``: one full-window row through the ``lanes`` MACs of each
+    of the two MAC stages (the issue's definition of the design's ideal).
+``mac_bound_cycles_per_row``
+    The same bound for the rows actually measured (rows 1 .. T-1), whose windows are clipped at
+    the sequence start (and end, centred): no implementation of this datapath can be faster.
+
+``worst_ratio`` is the largest ``cycles_per_row / ideal_cycles_per_row`` over the cases whose
+sequence is at least four windows long (steady state); ``worst_ratio_all`` and
+``worst_mac_bound_ratio`` cover every case. Target: ``worst_ratio <= 1.25``.
+
+Top-level imports stay light: amaranth and cocotb load inside :func:`run_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["STEADY_WINDOWS", "add_arguments", "attention_cases", "run_attention", "run_bench",
+           "worst_ratio"]
+
+STEADY_WINDOWS = 4           # a case counts as steady state when seq_len >= 4 * window
+
+
+def attention_cases(window: int) -> list[tuple[int, int, bool]]:
+    """(window, seq_len, causal) cases for a unit whose largest window is ``window``."""
+    w = window
+    half = max(1, w // 2)
+    cases = [(w, 8 * w, True), (w, 8 * w, False), (w, 4 * w, True), (half, 8 * half, True),
+             (half, 8 * half, False), (w, w, True), (w, max(2, w // 2), False)]
+    if w > 1:
+        cases.append((1, 16, True))
+    return cases
+
+
+def worst_ratio(cases: Sequence[dict[str, Any]], *, steady_only: bool = True,
+                key: str = "ideal_cycles_per_row") -> float | None:
+    sel = [c for c in cases if not steady_only or c["seq_len"] >= STEADY_WINDOWS * c["window"]]
+    if not sel:
+        return None
+    return max(c["cycles_per_row"] / c[key] for c in sel)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sim.bench import add_common
+
+    add_common(parser, "build/bench/attention.json")
+
+
+def run_attention(params: Any, cases: Sequence[tuple[int, int, bool]], *, seed: int = 1,
+                  say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``cases`` on the Verilated unit of ``params``; returns the bench JSON dict."""
+    from hw.attention import WindowedAttention
+    from sim import runner
+    from sim.bench import _Ticker
+
+    with _Ticker(say, "Verilating"):
+        b = runner.build(lambda: WindowedAttention.from_params(params), name="attention",
+                         params=params, progress=say)
+    say(f"  build ready in {b.seconds:.1f} s ({'cached' if b.cached else 'new'})")
+    fd, tmp = tempfile.mkstemp(prefix="lf-attention-", suffix=".json")
+    os.close(fd)
+    os.unlink(tmp)
+    t0 = time.monotonic()
+    error = None
+    try:
+        with _Ticker(say, "simulating"):
+            runner.run(b, "sim.tb_attention", testcase="attention_bench", tag="bench",
+                       env={"LF_BENCH_CASES": json.dumps([list(c) for c in cases]),
+                            "LF_SEED": seed, "LF_RESULT_JSON": tmp})
+    except runner.SimulationError as exc:
+        error = exc
+    wall = time.monotonic() - t0
+    try:
+        res = json.loads(Path(tmp).read_text())["bench"]["cases"]
+    except (OSError, KeyError, ValueError):
+        if error is not None:
+            raise error from None
+        raise runner.SimulationError("the attention bench wrote no results") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {
+        "bench": "attention",
+        "preset": params.name,
+        "digest": params.digest(),
+        "head_dim": params.head_dim,
+        "window": params.window,
+        "lanes": params.attn_lanes,
+        "latency": b.latency,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "cases": res,
+        "steady_state_seq_len_min": f"{STEADY_WINDOWS} * window",
+        "worst_ratio": worst_ratio(res),
+        "worst_ratio_all": worst_ratio(res, steady_only=False),
+        "worst_mac_bound_ratio": worst_ratio(res, steady_only=False,
+                                             key="mac_bound_cycles_per_row"),
+        "mismatches": sum(c["mismatches"] for c in res),
+        "bit_exact": all(c["mismatches"] == 0 for c in res),
+        "sim_wall_s": round(wall, 2),
+        "verilog_key": b.key,
+        "error": str(error) if error is not None else None,
+    }
+
+
+def print_table(data: dict[str, Any], say: Callable[[str], None] = print) -> None:
+    say(f"{'window':>6} {'T':>5} {'mode':>8} {'cyc/row':>8} {'ideal':>6} {'ratio':>6} "
+        f"{'MACbnd':>7} {'mism':>5}")
+    for c in data["cases"]:
+        say(f"{c['window']:>6} {c['seq_len']:>5} {'causal' if c['causal'] else 'centred':>8} "
+            f"{c['cycles_per_row']:>8.2f} {c['ideal_cycles_per_row']:>6} "
+            f"{c['cycles_per_row'] / c['ideal_cycles_per_row']:>6.3f} "
+            f"{c['mac_bound_cycles_per_row']:>7.2f} {c['mismatches']:>5}")
+    wr = data["worst_ratio"]
+    say("worst steady-state ratio (seq_len >= 4 windows): "
+        + (f"{wr:.3f}" if wr is not None else "n/a"))
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``lightformer bench attention --json PATH [--preset NAME] [--seed N]``."""
+    from hw.params import preset
+    from sim.bench import write_json
+    from sim.runner import SimulationError
+
+    params = preset(getattr(args, "preset", None) or "tiny")
+    seed = int(getattr(args, "seed", 1))
+    path = Path(getattr(args, "json", None) or "build/bench/attention.json")
+    cases = attention_cases(params.window)
+    print(f"bench attention: preset {params.name} (head_dim {params.head_dim}, window "
+          f"{params.window}, lanes {params.attn_lanes}), {len(cases)} cases")
+    try:
+        data = run_attention(params, cases, seed=seed)
+    except SimulationError as exc:
+        print(f"bench attention: simulation failed: {exc}", file=sys.stderr)
+        return 1
+    write_json(path, data)
+    print_table(data)
+    print(f"wrote {path}")
+    if data["error"] is not None or not data["bit_exact"]:
+        print(f"bench attention: {data['mismatches']} mismatching rows; {data['error'] or ''}",
+              file=sys.stderr)
+        return 1
+    return 0
