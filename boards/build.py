@@ -25,6 +25,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -242,8 +243,23 @@ def _run_script(build_dir: Path, script: str, env: dict[str, str],
             th.join()
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-25:]
+        over = _overused(build_dir / "top.tim")
+        hint = f"\nthe design does not fit the device: {', '.join(over)}" if over else ""
         raise RuntimeError(f"the board build failed (exit {rc}); see {log} and "
-                           f"{build_dir}/top.tim:\n" + "\n".join(tail))
+                           f"{build_dir}/top.tim:\n" + "\n".join(tail) + hint)
+
+
+def _overused(nextpnr_log: Path) -> list[str]:
+    """Resources nextpnr's "Device utilisation" lists above 100 % (``NAME used/total``)."""
+    if not nextpnr_log.exists():
+        return []
+    out = []
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
+                         nextpnr_log.read_text(errors="replace"), re.MULTILINE):
+        name, used, total = m.group(1), int(m.group(2)), int(m.group(3))
+        if used > total:
+            out.append(f"{name} {used}/{total}")
+    return out
 
 
 def synth(board: str, unit: str = "gemm", *, preset=None,

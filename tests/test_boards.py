@@ -369,3 +369,15 @@ def test_yosys_ff_count():
 def test_critical_path_summary_picks_clock():
     assert critical_path_summary(ECP5_REPORT, "other") is None
     assert critical_path_summary(ECP5_REPORT, "clk")["delay_ns"] == pytest.approx(4.86)
+
+
+def test_overused_resources_from_nextpnr_log(tmp_path):
+    from boards.build import _overused
+
+    log = tmp_path / "top.tim"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:    5607/   5280   106%\n"
+                   "Info: \t        ICESTORM_RAM:       6/     30    20%\n"
+                   "Info: \t        ICESTORM_DSP:      16/      8   200%\n")
+    assert _overused(log) == ["ICESTORM_LC 5607/5280", "ICESTORM_DSP 16/8"]
+    assert _overused(tmp_path / "missing.tim") == []
