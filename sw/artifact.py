@@ -307,7 +307,10 @@ def _sha256(data: bytes) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)                     # mkstemp makes 0600; be a normal file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
