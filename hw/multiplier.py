@@ -102,8 +102,8 @@ class ECP5Multiplier(Multiplier):
 
     Operands are sign-extended to 18 bits and ``SIGNEDA``/``SIGNEDB`` are tied high, so the
     36-bit product is signed. Both register ranks use ``CLK0``/``CE0``/``RST0`` (``RST0`` is tied
-    low: the pipeline holds data only, its validity is tracked outside). ``a_width`` and
-    ``b_width`` must be at most 18.
+    low: the pipeline holds data only, its validity is tracked outside; ``GSR`` is disabled).
+    ``a_width`` and ``b_width`` must be at most 18.
     """
 
     def __init__(self, a_width: int, b_width: int):
@@ -119,6 +119,9 @@ class ECP5Multiplier(Multiplier):
             b18.eq(self.b),
             self.p.eq(p36[:self.a_width + self.b_width]),
         ]
+        # Only CLK0/CE0/RST0 and the data ports are connected: tying the unused clock, enable,
+        # reset and shift-cascade (SRIA/SRIB) inputs to constants made nextpnr-ecp5 0.11 fail
+        # to route its GND net ("Failed to find a route for arc ... of net $PACKER_GND_NET").
         ports = {
             "p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
             "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE0", "p_REG_INPUTB_RST": "RST0",
@@ -127,21 +130,16 @@ class ECP5Multiplier(Multiplier):
             "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE0", "p_REG_OUTPUT_RST": "RST0",
             "p_CLK0_DIV": "ENABLED", "p_CLK1_DIV": "ENABLED", "p_CLK2_DIV": "ENABLED",
             "p_CLK3_DIV": "ENABLED",
-            "p_HIGHSPEED_CLK": "NONE", "p_GSR": "ENABLED", "p_CAS_MATCH_REG": "FALSE",
-            "p_SOURCEB_MODE": "B_SHIFT", "p_MULT_BYPASS": "DISABLED", "p_RESETMODE": "SYNC",
+            "p_GSR": "DISABLED", "p_CAS_MATCH_REG": "FALSE", "p_SOURCEB_MODE": "B_SHIFT",
+            "p_MULT_BYPASS": "DISABLED", "p_RESETMODE": "SYNC",
             "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
             "i_SOURCEA": Const(0), "i_SOURCEB": Const(0),
-            "i_CLK0": ClockSignal("sync"), "i_CLK1": Const(0), "i_CLK2": Const(0),
-            "i_CLK3": Const(0),
-            "i_CE0": self.en, "i_CE1": Const(0), "i_CE2": Const(0), "i_CE3": Const(0),
-            "i_RST0": Const(0), "i_RST1": Const(0), "i_RST2": Const(0), "i_RST3": Const(0),
+            "i_CLK0": ClockSignal("sync"), "i_CE0": self.en, "i_RST0": Const(0),
         }
         for i in range(DSP_WIDTH):
             ports[f"i_A{i}"] = a18[i]
             ports[f"i_B{i}"] = b18[i]
             ports[f"i_C{i}"] = Const(0)
-            ports[f"i_SRIA{i}"] = Const(0)
-            ports[f"i_SRIB{i}"] = Const(0)
         for i in range(2 * DSP_WIDTH):
             ports[f"o_P{i}"] = p36[i]
         m.submodules.dsp = Instance("MULT18X18D", **ports)
