@@ -16,14 +16,13 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import ECP5Multiplier, Multiplier, make_multiplier
+from hw.multiplier import Multiplier, make_multiplier
 
 __all__ = [
     "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "MULT_LATENCY", "NORM_SHIFT", "PROB_BITS",
     "RECIP_BITS", "SLICED_LATENCY",
     "SCORE_MULT_BITS", "SHIFT_BITS", "SUM_BITS", "U_BITS", "U_MAX", "Normalizer",
-    "ECP5MultiplierNoCascade", "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp",
-    "dsp_product", "sliced_product",
+    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp", "dsp_product", "sliced_product",
 ]
 
 EXP_FRAC_BITS = 6                       # u is Q4.6 in log2 units; table of 2**6 entries
@@ -53,23 +52,6 @@ def _check_width(name: str, value: object, lo: int = 1, hi: int = 64) -> int:
 DSP_SLICE = 17                          # unsigned slice of a wide operand: fits an 18-bit DSP port
 
 
-class ECP5MultiplierNoCascade(ECP5Multiplier):
-    """:class:`hw.multiplier.ECP5Multiplier` without the ``SRIA``/``SRIB`` cascade inputs.
-
-    Those inputs have no route from the fabric, so tying them to 0 makes nextpnr fail with
-    "Failed to find a route for arc N of net $PACKER_GND_NET" once a ``MULT18X18D`` lands on an
-    unlucky site (YosysHQ/nextpnr#208; the fix suggested there is to leave them unconnected,
-    which is what Yosys's own DSP mapping does). Same ports, registers and latency otherwise.
-    """
-
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        dsp = m.submodules.dsp
-        for name in [k for k in dsp.ports if k.startswith(("SRIA", "SRIB"))]:
-            del dsp.ports[name]
-        return m
-
-
 def dsp_product(m: Module, platform, a, b, *, name: str):
     """``a * b`` on one registered multiplier from :func:`hw.multiplier.make_multiplier`.
 
@@ -79,10 +61,7 @@ def dsp_product(m: Module, platform, a, b, *, name: str):
     """
     aw = len(a) + (0 if a.shape().signed else 1)
     bw = len(b) + (0 if b.shape().signed else 1)
-    if getattr(platform, "family", None) == "ecp5":
-        mul = ECP5MultiplierNoCascade(aw, bw)
-    else:
-        mul = make_multiplier(platform, aw, bw)
+    mul = make_multiplier(platform, aw, bw)
     m.submodules[name] = mul
     m.d.comb += [mul.a.eq(a), mul.b.eq(b), mul.en.eq(1)]
     return mul.p

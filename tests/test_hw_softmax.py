@@ -96,14 +96,3 @@ def test_requant8(mult, shift):
                         {"mult": mult, "shift": shift})
     np.testing.assert_array_equal(got["y"], quant.requantize(acc, mult, shift))
 
-
-def test_ecp5_multiplier_leaves_cascade_inputs_unconnected():
-    """YosysHQ/nextpnr#208: SRIA/SRIB tied to 0 cannot be routed; they must be left open."""
-    from amaranth.hdl import Fragment
-
-    mul = hs.ECP5MultiplierNoCascade(16, 9)
-    frag = Fragment.get(mul, None)
-    dsp = next(sub for sub, name, _ in frag.subfragments if name == "dsp")
-    assert dsp.type == "MULT18X18D"
-    assert not [k for k in dsp.ports if k.startswith(("SRIA", "SRIB"))]
-    assert {"A0", "B17", "P35", "CLK0", "CE0"} <= set(dsp.ports)
