@@ -99,11 +99,13 @@ class QuantState:
             return x
         import torch
 
-        amax = float(x.detach().abs().max()) if x.numel() else 0.0
+        if self.mode == "observe" or self.training:
+            amax = float(x.detach().abs().max()) if x.numel() else 0.0
         if self.mode == "observe":
             self.amax[name] = max(self.amax.get(name, 0.0), amax)
             if self.record is not None:
-                self.record.setdefault(name, []).append(x.detach().abs().reshape(-1).numpy())
+                self.record.setdefault(name, []).append(
+                    x.detach().abs().reshape(-1).cpu().numpy())
             return x
         if self.training:
             old = self.amax.get(name)
