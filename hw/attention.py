@@ -191,9 +191,9 @@ class WindowedAttention(wiring.Component):
         return -(-self._window * self._head_dim // self._lanes)
 
     # Pipeline depths (cycles), checked by tests/test_hw_attention.py against the simulation.
-    _A_PIPE = MULT_LATENCY - 1          # plus the adder-tree ranks (A5 overlaps the B start)
-    _B_PIPE = 2 + 2 + ScoreScaler.latency + SoftmaxExp.latency + 2
-    _D_PIPE = 2 + Normalizer.latency + MULT_LATENCY + 3 + Requant8.latency + 2
+    _A_PIPE = MULT_LATENCY              # plus the adder-tree ranks (A5 overlaps the B start)
+    _B_PIPE = 3 + 2 + ScoreScaler.latency + SoftmaxExp.latency + 2
+    _D_PIPE = 4 + Normalizer.latency + MULT_LATENCY + 3 + Requant8.latency + 2
 
     def row_latency(self, keys: int) -> int:
         """Cycles from the ``i_q`` transfer to the ``o_stream`` row for ``keys`` keys (idle)."""
@@ -288,7 +288,14 @@ class WindowedAttention(wiring.Component):
         kv_last = kv_busy & (kv_c == CH - 1)
         kv_lim = Signal(CW + 1)          # lo(d_done) + kv_slots, stepped like a_lo
         kv_room = kv_acc < kv_lim
-        kv_take = running & (~kv_busy | kv_last) & (kv_acc < seq_len) & kv_room
+        # Start conditions are registered (one compare chain less in front of the wide load
+        # enables). They only ever turn true by themselves (counters of later stages grow), so a
+        # value one cycle old is safe, except right after a start moved this stage's own
+        # counter: that cycle is skipped (a one-cycle gap only for one-cycle rows).
+        kv_ok, kv_took = Signal(), Signal()
+        m.d.sync += kv_ok.eq((kv_acc < seq_len) & kv_room)
+        kv_take = running & (~kv_busy | kv_last) & kv_ok & ~kv_took
+        m.d.sync += kv_took.eq(self.i_kv.valid & kv_take)
         m.d.comb += self.i_kv.ready.eq(kv_take)
         m.d.comb += [
             k_wr.addr.eq(kv_addr), k_wr.data.eq(kv_k.word_select(kv_c, 8 * L)),
@@ -320,8 +327,10 @@ class WindowedAttention(wiring.Component):
         # once t >= behind, hi(t+1) = min(T, hi(t) + 1)): no adder chain in front of i_q.ready.
         a_lo = Signal(CW)
         a_hi = Signal(CW)
-        a_take = (running & (~a_busy | a_last) & (a_row < seq_len) & (kv_cnt >= a_hi)
-                  & ((a_row - d_done)[:CW] < NR))
+        a_ok, a_took = Signal(), Signal()
+        m.d.sync += a_ok.eq((a_row < seq_len) & (kv_cnt >= a_hi) & ((a_row - d_done)[:CW] < NR))
+        a_take = running & (~a_busy | a_last) & a_ok & ~a_took
+        m.d.sync += a_took.eq(self.i_q.valid & a_take)
         m.d.comb += self.i_q.ready.eq(a_take)
         with m.If(a_busy):
             m.d.sync += [a_c.eq(Mux(a_c == CH - 1, 0, a_c + 1)),
@@ -354,8 +363,12 @@ class WindowedAttention(wiring.Component):
                      a1_q.eq(q_cur.word_select(a_c, 8 * L))]
         # A2: lanes products. A3 ..: adder tree over the lanes, a register every two levels
         # (three chained 17..19-bit adds would not close timing at 100+ MHz on ECP5).
-        a2_p = [dsp_product(m, platform, k_rd.data[8 * l:8 * l + 8].as_signed(),
-                            a1_q[8 * l:8 * l + 8].as_signed(), name=f"qk_mul{l}")
+        # The K chunk is registered in the fabric first: block-RAM clock-to-out plus the route
+        # to a DSP column does not fit one cycle at 100+ MHz.
+        a1b_k, a1b_q = Signal(8 * L), Signal(8 * L)
+        m.d.sync += [a1b_k.eq(k_rd.data), a1b_q.eq(a1_q)]
+        a2_p = [dsp_product(m, platform, a1b_k[8 * l:8 * l + 8].as_signed(),
+                            a1b_q[8 * l:8 * l + 8].as_signed(), name=f"qk_mul{l}")
                 for l in range(L)]
         level, depth, tree_regs = list(a2_p), 0, 0
         while len(level) > 1 or depth == 0:
@@ -373,7 +386,7 @@ class WindowedAttention(wiring.Component):
             level = nxt
         a3_sum = level[0]
         a_tag = Cat(a1_v, a1_first, a1_lastc, a1_lastk, a1_i, a1_slot)
-        for k in range(MULT_LATENCY + tree_regs):       # products + tree registers
+        for k in range(1 + MULT_LATENCY + tree_regs):   # K register, products, tree ranks
             nxt_tag = Signal(len(a_tag), name=f"a_tag{k + 2}")
             m.d.sync += nxt_tag.eq(a_tag)
             a_tag = nxt_tag
@@ -409,7 +422,10 @@ class WindowedAttention(wiring.Component):
         b_slot = Signal(range(NR))
         b_m = Signal(signed(SW))
         b_last = b_busy & (b_i == b_n - 1)
-        b_take = running & (~b_busy | b_last) & (b_row < a_done)
+        b_ok, b_took = Signal(), Signal()
+        m.d.sync += b_ok.eq(b_row < a_done)
+        b_take = running & (~b_busy | b_last) & b_ok & ~b_took
+        m.d.sync += b_took.eq(b_take)
         with m.If(b_busy):
             m.d.sync += b_i.eq(b_i + 1)
             with m.If(b_last):
@@ -471,8 +487,10 @@ class WindowedAttention(wiring.Component):
         d_addr = Signal(range(NS * CH))
         d_r = Signal(RECIP_WIDTH)
         d_last = d_busy & (d_i == d_n - 1) & (d_c == CH - 1)
-        d_take = (running & (~d_busy | d_last) & (d_row < r_done)
-                  & ((d_row - popped)[:CW] < self._out_depth))
+        d_ok, d_took = Signal(), Signal()
+        m.d.sync += d_ok.eq((d_row < r_done) & ((d_row - popped)[:CW] < self._out_depth))
+        d_take = running & (~d_busy | d_last) & d_ok & ~d_took
+        m.d.sync += d_took.eq(d_take)
         with m.If(d_busy):
             m.d.sync += [d_c.eq(Mux(d_c == CH - 1, 0, d_c + 1)),
                          d_i.eq(Mux(d_c == CH - 1, d_i + 1, d_i)),
@@ -489,19 +507,21 @@ class WindowedAttention(wiring.Component):
             m.d.sync += d_busy.eq(0)
         m.d.comb += [e_rd.addr.eq(Cat(d_i, d_slot) if WP > 1 else d_slot),
                      v_rd.addr.eq(d_addr)]
-        # D1: e and the V chunk arrive. D1 .. D3: Normalizer. D4: products. D5: accumulate.
-        d1_r = Signal(RECIP_WIDTH)
-        m.d.sync += d1_r.eq(d_r)
+        # D1: e and the V chunk arrive; D2: e registered; then Normalizer, products (DSP),
+        # accumulate, requant.
+        d1_r, d2_r = Signal(RECIP_WIDTH), Signal(RECIP_WIDTH)
+        d2_e = Signal(EXP_BITS + 1)
+        m.d.sync += [d1_r.eq(d_r), d2_r.eq(d1_r), d2_e.eq(e_rd.data)]     # e: block RAM -> fabric
         m.submodules.norm = norm = Normalizer()
-        m.d.comb += [norm.e.eq(e_rd.data), norm.r.eq(d1_r)]
+        m.d.comb += [norm.e.eq(d2_e), norm.r.eq(d2_r)]
         d_tag = Cat(d_busy, d_c, d_i == 0, d_i == d_n - 1)
         tags = [d_tag]
-        for k in range(1 + Normalizer.latency + MULT_LATENCY):
+        for k in range(2 + Normalizer.latency + MULT_LATENCY):
             nxt = Signal(len(d_tag), name=f"d_tag{k + 1}")
             m.d.sync += nxt.eq(tags[-1])
             tags.append(nxt)
         v_pipe = [v_rd.data]
-        for k in range(Normalizer.latency):
+        for k in range(1 + Normalizer.latency):
             nxt = Signal(8 * L, name=f"d_v{k + 2}")
             m.d.sync += nxt.eq(v_pipe[-1])
             v_pipe.append(nxt)

@@ -98,7 +98,7 @@ SLICED_LATENCY = MULT_LATENCY + 1           # 3
 
 
 class SoftmaxExp(wiring.Component):
-    """``e = EXP_TABLE[u & 63] >> (u >> 6)``: a 64 x 16-bit ROM and a 0..15 shift.
+    """``e = EXP_TABLE[u & 63] >> (u >> 6)``: a 64 x 16-bit ROM, then a 0..15 shift.
 
     Members
     -------
@@ -108,7 +108,7 @@ class SoftmaxExp(wiring.Component):
         ``2**(-u/64)`` in Q1.15 (``sw.ref.softmax_exp_int``), ``latency`` cycles later.
     """
 
-    latency = 1
+    latency = 2
 
     def __init__(self):
         super().__init__({"u": In(unsigned(U_BITS)), "e": Out(unsigned(EXP_BITS + 1))})
@@ -116,15 +116,20 @@ class SoftmaxExp(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         table = Array(Const(v, unsigned(EXP_BITS + 1)) for v in EXP_TABLE)
-        m.d.sync += self.e.eq(table[self.u[:EXP_FRAC_BITS]] >> self.u[EXP_FRAC_BITS:])
+        # Stage 1: ROM lookup (registered); stage 2: the 0..15 right shift.
+        mant = Signal(unsigned(EXP_BITS + 1))
+        exp = Signal(unsigned(U_BITS - EXP_FRAC_BITS))
+        m.d.sync += [mant.eq(table[self.u[:EXP_FRAC_BITS]]), exp.eq(self.u[EXP_FRAC_BITS:]),
+                     self.e.eq(mant >> exp)]
         return m
 
 
 class ScoreScaler(wiring.Component):
     """``u = min((diff * mult + 2**(shift-1)) >> shift, 1023)`` (``sw.ref.softmax_u_int``).
 
-    ``SLICED_LATENCY + 3`` register stages: partial products (registered DSPs), product,
-    rounding add, shift, saturation (each a single carry chain or mux tree, for Fmax).
+    ``SLICED_LATENCY + 4`` register stages: partial products (registered DSPs), product,
+    rounding add, shift in two steps, saturation (each a single carry chain or a short mux
+    tree, for Fmax).
     ``shift`` must be in 1..47 and ``mult``/``shift`` are meant to be static per sequence.
 
     Parameters
@@ -144,7 +149,7 @@ class ScoreScaler(wiring.Component):
         Softmax input, Q4.6 log2 units, ``latency`` cycles after ``diff``.
     """
 
-    latency = SLICED_LATENCY + 3
+    latency = SLICED_LATENCY + 4
 
     def __init__(self, diff_width: int):
         self._diff_width = _check_width("diff_width", diff_width, 1, 32)
@@ -164,12 +169,17 @@ class ScoreScaler(wiring.Component):
         prod = sliced_product(m, platform, self.mult, self.diff, name="score")
         pw = len(prod)
         rounded = Signal(unsigned(pw + 1))
-        half = Signal(unsigned(pw + 1))                     # 2**(shift-1); 0 for shift 0
-        m.d.comb += half.eq((Const(1, pw + 2) << self.shift) >> 1)
+        # 2**(shift-1) (0 for shift 0), registered: shift is static, so this only takes the
+        # decoder out of the adder's path.
+        half = Signal(unsigned(pw + 1))
+        m.d.sync += half.eq((Const(1, pw + 2) << self.shift) >> 1)
+        # The right shift in two register stages of three mux levels each.
+        part = Signal(unsigned(pw + 1))
         shifted = Signal(unsigned(pw + 1))
         m.d.sync += [
             rounded.eq(prod + half),
-            shifted.eq(rounded >> self.shift),
+            part.eq(rounded >> self.shift[:3]),
+            shifted.eq(part >> Cat(Const(0, 3), self.shift[3:])),
             self.u.eq(Mux(shifted > U_MAX, U_MAX, shifted)),
         ]
         return m
@@ -268,8 +278,8 @@ class Normalizer(wiring.Component):
 class Requant8(wiring.Component):
     """``y = sat8((acc * mult + 2**(shift-1)) >> shift)`` (``sw.quant.requantize``).
 
-    ``SLICED_LATENCY + 3`` register stages (registered DSP partial products, product, rounding
-    add, arithmetic shift, saturation); ``shift`` in 1..47, static per sequence.
+    ``SLICED_LATENCY + 4`` register stages (registered DSP partial products, product, rounding
+    add, arithmetic shift in two steps, saturation); ``shift`` in 1..47, static per sequence.
 
     Parameters
     ----------
@@ -288,7 +298,7 @@ class Requant8(wiring.Component):
         int8 result, ``latency`` cycles after ``acc``.
     """
 
-    latency = SLICED_LATENCY + 3
+    latency = SLICED_LATENCY + 4
 
     def __init__(self, acc_width: int):
         self._acc_width = _check_width("acc_width", acc_width, 2, 32)
@@ -307,12 +317,15 @@ class Requant8(wiring.Component):
         # large shift rounds to 0, not -1), so the sum is at least 48 bits wide.
         rw = max(pw, SHIFT_MAX) + 1
         rounded = Signal(signed(rw))
-        half = Signal(unsigned(rw - 1))                     # 2**(shift-1); 0 for shift 0
-        m.d.comb += half.eq((Const(1, rw) << self.shift) >> 1)
+        # 2**(shift-1) (0 for shift 0), registered (shift is static; see ScoreScaler).
+        half = Signal(unsigned(rw - 1))
+        m.d.sync += half.eq((Const(1, rw) << self.shift) >> 1)
+        part = Signal(signed(rw))
         shifted = Signal(signed(rw))
         m.d.sync += [
             rounded.eq(prod + half),
-            shifted.eq(rounded >> self.shift),
+            part.eq(rounded >> self.shift[:3]),
+            shifted.eq(part >> Cat(Const(0, 3), self.shift[3:])),
             self.y.eq(Mux(shifted > 127, 127, Mux(shifted < -128, -128, shifted))),
         ]
         return m
