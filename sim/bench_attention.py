@@ -16,6 +16,8 @@ checked against :func:`sw.ref.windowed_attention_int`. Per case the JSON has:
     The same bound for the rows actually measured (rows 1 .. T-1), whose windows are clipped at
     the sequence start (and end, centred): no implementation of this datapath can be faster.
 
+``accuracy`` compares the integer model with float softmax attention (:func:`accuracy_vs_float`).
+
 ``worst_ratio`` is the largest ``cycles_per_row / ideal_cycles_per_row`` over the cases whose
 sequence is at least four windows long (steady state); ``worst_ratio_all`` and
 ``worst_mac_bound_ratio`` cover every case. Target: ``worst_ratio <= 1.25``.
@@ -36,8 +38,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STEADY_WINDOWS", "add_arguments", "attention_cases", "run_attention", "run_bench",
-           "worst_ratio"]
+__all__ = ["ACCURACY_CASES", "STEADY_WINDOWS", "accuracy_vs_float", "add_arguments",
+           "attention_cases", "run_attention", "run_bench", "worst_ratio"]
 
 STEADY_WINDOWS = 4           # a case counts as steady state when seq_len >= 4 * window
 
@@ -59,6 +61,78 @@ def worst_ratio(cases: Sequence[dict[str, Any]], *, steady_only: bool = True,
     if not sel:
         return None
     return max(c["cycles_per_row"] / c[key] for c in sel)
+
+
+#: (T, d, window, causal, query scale) of the accuracy study.
+ACCURACY_CASES: tuple[tuple[int, int, int, bool, float], ...] = (
+    (64, 8, 8, True, 1.0), (64, 32, 32, True, 1.0), (64, 32, 32, False, 1.0),
+    (128, 32, 32, True, 3.0), (256, 64, 64, False, 2.0), (300, 16, 256, True, 1.0),
+)
+
+
+def _float_attention(qf: Any, kf: Any, vf: Any, window: int, causal: bool) -> Any:
+    import numpy as np
+
+    from sw import ref
+
+    seq_len, head_dim = qf.shape
+    lo, hi = ref.attention_window_bounds(seq_len, window, causal)
+    out = np.zeros_like(qf)
+    for t in range(seq_len):
+        s = qf[t] @ kf[lo[t]:hi[t]].T / np.sqrt(head_dim)
+        p = np.exp(s - s.max())
+        out[t] = (p / p.sum()) @ vf[lo[t]:hi[t]]
+    return out
+
+
+def accuracy_vs_float(*, trials: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Integer attention (``sw.ref``) against float softmax attention on the same int8 inputs.
+
+    Normal random Q/K/V (Q scaled by the case's factor: sharper softmax), per-tensor absmax
+    scales, the output scale from the float result's absmax. Errors are in output LSBs; the
+    ``float_round_*`` columns are what rounding the float result itself costs. Also the integer
+    softmax alone against float softmax on random rows. NumPy only; well under a second.
+    """
+    import numpy as np
+
+    from sw import ref
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for seq_len, d, window, causal, temp in ACCURACY_CASES:
+        errs, base = [], []
+        for _ in range(trials):
+            qf = rng.normal(size=(seq_len, d)) * temp
+            kf, vf = rng.normal(size=(seq_len, d)), rng.normal(size=(seq_len, d))
+            scales = [float(np.abs(x).max() / 127) for x in (qf, kf, vf)]
+            q, k, v = (np.clip(np.round(x / s), -128, 127).astype(np.int8)
+                       for x, s in zip((qf, kf, vf), scales))
+            want = _float_attention(q * scales[0], k * scales[1], v * scales[2], window, causal)
+            scale_out = float(np.abs(want).max() / 127)
+            params = ref.AttentionQuant.from_scales(*scales, scale_out, d)
+            y = ref.windowed_attention_int(q, k, v, window, causal, params)
+            errs.append((y - want / scale_out).ravel())
+            base.append((np.clip(np.round(want / scale_out), -128, 127) - want / scale_out)
+                        .ravel())
+        e, b = np.abs(np.concatenate(errs)), np.abs(np.concatenate(base))
+        rows.append({"seq_len": seq_len, "head_dim": d, "window": window, "causal": causal,
+                     "q_scale": temp, "trials": trials, "mean_abs_err_lsb": float(e.mean()),
+                     "max_abs_err_lsb": float(e.max()), "float_round_mean_lsb": float(b.mean()),
+                     "float_round_max_lsb": float(b.max())})
+    probs = []
+    params = ref.AttentionQuant.from_scales(0.05, 0.05, 1.0, 1.0, 1)   # 0.0025 per score step
+    for n in (8, 32, 256):
+        for spread in (1.0, 4.0):
+            s = np.round(rng.normal(size=(2000, n)) * spread / 0.0025).astype(np.int64)
+            p = ref.softmax_int(s, params.score_mult, params.score_shift) / 2.0 ** 15
+            x = s * 0.0025
+            pf = np.exp(x - x.max(axis=1, keepdims=True))
+            pf /= pf.sum(axis=1, keepdims=True)
+            err = np.abs(p - pf)
+            probs.append({"keys": n, "logit_std": spread, "rows": 2000,
+                          "max_abs_err": float(err.max()), "mean_abs_err": float(err.mean()),
+                          "max_sum_err": float(np.abs(p.sum(axis=1) - 1).max())})
+    return {"seed": seed, "attention": rows, "softmax": probs}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,8 +227,14 @@ def run_bench(args: argparse.Namespace) -> int:
     except SimulationError as exc:
         print(f"bench attention: simulation failed: {exc}", file=sys.stderr)
         return 1
+    data["accuracy"] = accuracy_vs_float(seed=seed)
     write_json(path, data)
     print_table(data)
+    for r in data["accuracy"]["attention"]:
+        print(f"accuracy T={r['seq_len']} d={r['head_dim']} window={r['window']} "
+              f"{'causal' if r['causal'] else 'centred'}: mean |err| "
+              f"{r['mean_abs_err_lsb']:.3f} LSB (float rounding alone "
+              f"{r['float_round_mean_lsb']:.3f}), max {r['max_abs_err_lsb']:.3f} LSB")
     print(f"wrote {path}")
     if data["error"] is not None or not data["bit_exact"]:
         print(f"bench attention: {data['mismatches']} mismatching rows; {data['error'] or ''}",
