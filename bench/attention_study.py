@@ -50,17 +50,17 @@ PLAN = {
                   listops_len=64, listops_train=64, listops_eval=32, listops_epochs=1,
                   scaling_T=(32, 64), scaling_batch=2, prune_epochs=1, finetune_epochs=1,
                   seed_train=128, seed_epochs=1, listops_batch=32,
-                  seq_epochs=1),
+                  seq_epochs=1, seed_scaling_L=(8, 16)),
     "quick": dict(seeds=3, digits_epochs=60, mnist1d_epochs=40, mnist1d_train=None,
                listops_len=128, listops_train=2000, listops_eval=500, listops_epochs=6,
                scaling_T=(64, 128, 256, 512), scaling_batch=4, prune_epochs=60,
                finetune_epochs=15, seed_train=4000, seed_epochs=8, listops_batch=32,
-                  seq_epochs=30),
+                  seq_epochs=30, seed_scaling_L=(8, 32, 128, 512)),
     "full": dict(seeds=3, digits_epochs=100, mnist1d_epochs=100, mnist1d_train=None,
                 listops_len=512, listops_train=10000, listops_eval=2000, listops_epochs=15,
                 scaling_T=(128, 256, 512, 1024, 2048), scaling_batch=16, prune_epochs=100,
                 finetune_epochs=30, seed_train=8000, seed_epochs=30, listops_batch=64,
-                 seq_epochs=60),
+                 seq_epochs=60, seed_scaling_L=(8, 32, 128, 512, 2048)),
 }
 
 
@@ -388,7 +388,32 @@ def section_seed(args, plan) -> dict:
                          train_s=h["time_s"], length=L))
         print(f"  seed {name}: token {h['test']['token_acc']:.4f} seq {h['test']['seq_acc']:.4f}",
               flush=True)
-    return dict(rows=rows)
+    # cost as the sequence grows (teacher-forced pass, source length = target length = L)
+    import torch
+
+    from sw.model import SeedLightTransformer
+
+    Ls = plan["seed_scaling_L"]
+    torch.manual_seed(0)
+    big = SeedLightTransformer(11, d_model=32, nhead=2, num_encoder_layers=2,
+                               num_decoder_layers=2, dim_feedforward=64,
+                               max_len=max(Ls)).to(args.device).eval()
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    scaling = []
+    for L in Ls:
+        src = torch.randint(0, 10, (plan["scaling_batch"], L), device=args.device)
+        with torch.no_grad():
+            big(src, src)
+            sync()
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                big(src, src)
+                sync()
+                best = min(best, time.perf_counter() - t0)
+        scaling.append(dict(T=L, macs=big.count_macs(L, L),
+                            ms_per_sample=1000 * best / plan["scaling_batch"]))
+    return dict(rows=rows, scaling=scaling, scaling_batch=plan["scaling_batch"])
 
 
 def main(argv=None) -> int:

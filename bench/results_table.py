@@ -151,6 +151,14 @@ def render_seed(sec: dict) -> list[str]:
              _int(r["params"]), _int(r["macs"]), str(r["epochs"])] for r in sec["rows"]]
     lines += _table(["task", "length", "token acc %", "sequence acc %", "params",
                      "MACs/sample", "epochs"], rows)
+    if sec.get("scaling"):
+        sc = sec["scaling"]
+        lines += [(f"Cost as the sequence grows (source = target length L; analytic MACs and "
+                   f"measured forward time per sample, batch {sec['scaling_batch']}, best of 3):"),
+                  ""]
+        lines += _table(["", *[f"L={s['T']}" for s in sc]],
+                        [["MACs/sample", *[_int(s["macs"]) for s in sc]],
+                         ["ms/sample", *[f"{s['ms_per_sample']:.3f}" for s in sc]]])
     return lines + [_where(sec["meta"]), ""]
 
 

@@ -465,6 +465,7 @@ def run(args: argparse.Namespace) -> int:
 
         path = export_artifact(model.cpu(), model.cfg, task.x_train[:512], args.artifact,
                                task=task.name, accuracy_fp32=hist["test_acc"],
-                               method="qat" if args.qat else "ptq")
+                               method="qat" if args.qat else "ptq",
+                               eval_data=(task.x_test, task.y_test))
         print(f"wrote artifact {path}")
     return 0
