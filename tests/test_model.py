@@ -318,5 +318,8 @@ def test_seed_transformer_shapes_and_decoder_causality():
         torch.testing.assert_close(a[:, :4], b[:, :4], rtol=0, atol=1e-5)
         out = m.generate(src, 8, bos=10)
     assert out.shape == (2, 8) and out.dtype == torch.int64
+    # analytic MACs, by hand: encoder 18432 + decoder 27776 + vocabulary projection 1408
+    assert m.count_macs(8, 8) == 18432 + 27776 + 8 * 16 * 11
+    assert m.count_macs(8, 8) < m.count_macs(9, 9)
     with pytest.raises(ValueError, match="nhead must divide"):
         SeedLightTransformer(11, d_model=10, nhead=3)
