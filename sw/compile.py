@@ -372,12 +372,15 @@ def build_arrays(model, scales: dict[str, float]) -> tuple[dict[str, np.ndarray]
 
 
 def export_artifact(model, cfg, calib_x: np.ndarray, path, *, task: str,
-                    accuracy_fp32: float | None, method: str = "ptq", calibration: str = "max",
+                    accuracy_fp32: float | None, method: str = "ptq",
+                    calibration: str = "percentile",
                     eval_data: tuple[np.ndarray, np.ndarray] | None | bool = None,
                     task_seed: int = 0, extra: dict[str, Any] | None = None) -> Path:
     """Quantize ``model`` and write the artifact ``path`` (``NAME.npz`` + ``NAME.json``).
 
-    ``method="ptq"`` calibrates on ``calib_x`` (``calibration``: "max" or "percentile");
+    ``method="ptq"`` calibrates on ``calib_x`` (``calibration``: "percentile", the default: the
+    99.99th percentile of |x| except residual streams and the input, or "max"; see
+    ``docs/artifact.md`` for the measured difference);
     ``method="qat"`` uses the scales of a :func:`prepare_qat` model. ``eval_data=(x, y)`` (or
     ``None``: the test split of ``task`` from ``sw.data`` with split seed ``task_seed``;
     ``False``: skip) is run through the integer model and recorded as ``accuracy_int8`` with
@@ -509,7 +512,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None,
                    help="data set for calibration and the int8 accuracy (default: the one in "
                         "DIR/train_log.json)")
-    p.add_argument("--calibration", choices=("max", "percentile"), default="max")
+    p.add_argument("--calibration", choices=("max", "percentile"), default="percentile",
+                   help="activation ranges: 99.99th percentile (default) or max of |x|")
     p.add_argument("--calib-samples", type=int, default=512,
                    help="training samples used for calibration (default: 512)")
     p.add_argument("--onnx", type=Path, default=None,
