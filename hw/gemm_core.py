@@ -87,7 +87,7 @@ class GemmCore(wiring.Component):
     latency : int
         Cycles this core adds in front of the pipeline: 1 (start register) + 1 (block-RAM read)
         + 1 (fabric register after the block RAM): the first operand column reaches the
-        pipeline 3 cycles after ``start``, the quant parameters 2 cycles after it. The
+        pipeline 3 cycles after ``start``, the quant parameters 3 cycles after it. The
         pipeline's own latency is ``pipeline.latency``.
     """
 
@@ -211,30 +211,35 @@ class GemmCore(wiring.Component):
         k = Signal(range(depth))             # next column to read
         k_last = Signal(range(depth))        # k_len - 1 of the running tile
         bank = Signal()                      # bank of the running tile
-        q_fetch = Signal()                   # quant word being read (cycle after accept)
+        q_fetch = Signal(2)                  # quant word being read: address, then data
         q_pending = Signal()                 # i_quant offered, not yet taken
 
-        m.d.comb += self.busy.eq(run | q_fetch | q_pending)
+        m.d.comb += self.busy.eq(run | q_fetch.any() | q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
         accept = Signal()
         m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
         with m.If(accept):
             m.d.sync += [
                 run.eq(1),
-                q_fetch.eq(1),
+                q_fetch.eq(0b01),
                 k.eq(0),
                 k_last.eq(self.k_len - 1),
                 bank.eq(self.bank),
             ]
 
-        # i_quant: the bank's quant word is read on `accept`, registered the cycle after, and
-        # offered from that register until the pipeline takes it (once per tile).
+        # i_quant: the bank's quant word is read from the registered `bank` the cycle after
+        # `accept` (a block-RAM address straight from the start command missed 125 MHz on the
+        # ULX3S: harness register -> k_len check -> address was 10.4 ns), registered in the
+        # fabric the cycle after that, and offered from that register until the pipeline takes
+        # it (once per tile).
         quant_q = Signal(qw * cols)
         m.d.comb += [
-            quant_rd.addr.eq(Mux(accept, self.bank, bank)),
+            quant_rd.addr.eq(bank),
             pipe.i_quant.valid.eq(q_pending),
         ]
-        with m.If(q_fetch):
+        with m.If(q_fetch[0]):
+            m.d.sync += q_fetch.eq(0b10)
+        with m.If(q_fetch[1]):
             m.d.sync += [quant_q.eq(quant_rd.data), q_fetch.eq(0), q_pending.eq(1)]
         with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
             m.d.sync += q_pending.eq(0)
