@@ -265,15 +265,24 @@ def section_family(args, plan) -> dict:
     L = plan["listops_len"]
     task = load_task("listops", seq_len=L, n_train=plan["listops_train"],
                      n_eval=plan["listops_eval"])
-    return _family(args, plan, task, FAMILY, epochs=plan["listops_epochs"], lr=1e-3,
+    return _family(args, plan, task, _only(args, FAMILY), epochs=plan["listops_epochs"], lr=1e-3,
                    batch_size=plan["listops_batch"], scaling=True)
 
 
 def section_family_seq(args, plan) -> dict:
     """The family on sequence MNIST-1D (one sample per token, T = 40)."""
     task = load_task("mnist1d", patch_dim=1)
-    return _family(args, plan, task, FAMILY_SEQ, epochs=plan["seq_epochs"], lr=3e-3,
+    return _family(args, plan, task, _only(args, FAMILY_SEQ), epochs=plan["seq_epochs"], lr=3e-3,
                    batch_size=64, scaling=False)
+
+
+def _only(args, variants: list[dict]) -> list[dict]:
+    if not args.variants:
+        return variants
+    keep = [v for v in variants if v["attention"] in args.variants]
+    if not keep:
+        raise SystemExit(f"--variants must name attentions of the family, not {args.variants!r}")
+    return keep
 
 
 def _family(args, plan, task, variants, *, epochs, lr, batch_size, scaling) -> dict:
@@ -430,6 +439,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-int8", dest="int8", action="store_false",
                    help="skip the int8 integer-model column")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--variants", type=lambda v: v.split(","), default=None,
+                   help="family sections: only these attention names (re-run a few rows; merge "
+                        "with results_table.py --patch)")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]

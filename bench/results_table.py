@@ -98,8 +98,10 @@ def render_family(sec: dict) -> list[str]:
              _int(r["attention_macs"]), f"{r['train_s']:.0f}"] for r in sec["rows"]]
     lines += _table(["variant", "test acc %", "params", "MACs/sample", "attention MACs",
                      "train s"], rows)
+    notes = [f"Rows {', '.join(pt['labels'])} were re-run later: " + _where(pt["meta"])
+             for pt in sec.get("patches", [])]
     if "scaling" not in sec:
-        return lines + [_where(sec["meta"]), ""]
+        return lines + [_where(sec["meta"]), ""] + [x for n in notes for x in (n, "")]
     Ts = sorted({s["T"] for s in sec["scaling"]})
     labels = list(dict.fromkeys(s["label"] for s in sec["scaling"]))
     by = {(s["label"], s["T"]): s for s in sec["scaling"]}
@@ -114,7 +116,7 @@ def render_family(sec: dict) -> list[str]:
     lines += _table(["variant"] + [f"T={t}" for t in Ts],
                     [[lab] + [f"{by[(lab, t)]['ms_per_sample']:.3f}" for t in Ts]
                      for lab in labels])
-    lines += [_where(sec["meta"]), ""]
+    lines += [_where(sec["meta"]), ""] + [x for n in notes for x in (n, "")]
     return lines
 
 
@@ -203,11 +205,25 @@ def render(data: dict, note: str | None = None, longer: dict | None = None) -> s
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _patch(base: dict, new: dict) -> None:
+    """Replace rows (and scaling entries) of ``base`` by label with those of ``new``."""
+    labels = {r["label"] for r in new["rows"]}
+    base["rows"] = [next((n for n in new["rows"] if n["label"] == r["label"]), r)
+                    for r in base["rows"]]
+    if "scaling" in base and "scaling" in new:
+        by = {(s["label"], s["T"]): s for s in new["scaling"]}
+        base["scaling"] = [by.get((s["label"], s["T"]), s) for s in base["scaling"]]
+    base.setdefault("patches", []).append(dict(labels=sorted(labels), meta=new["meta"]))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json", type=Path, nargs="+", help="attention_study JSON file(s)")
     p.add_argument("--out", type=Path, default=Path("docs/results.md"))
     p.add_argument("--note", default=None, help="a paragraph placed under the introduction")
+    p.add_argument("--patch", type=Path, nargs="*", default=[],
+                   help="JSON of re-run rows (attention_study.py --variants): rows and scaling "
+                        "entries replace those with the same label in the same section")
     p.add_argument("--longer", type=Path, nargs="*", default=[],
                    help="JSON of longer (full-mode) runs, rendered in a second part")
     args = p.parse_args(argv)
@@ -218,6 +234,13 @@ def main(argv=None) -> int:
         data.update({k: v for k, v in json.loads(f.read_text()).items() if k in ORDER})
     if not data:
         p.error("the JSON files must contain at least one study section")
+    for f in args.patch:
+        if not f.is_file():
+            p.error(f"JSON file must exist, not {str(f)!r}")
+        for name, sec in json.loads(f.read_text()).items():
+            if name not in data:
+                p.error(f"--patch section {name!r} must also be in the main JSON files")
+            _patch(data[name], sec)
     longer: dict = {}
     for f in args.longer:
         if not f.is_file():

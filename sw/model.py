@@ -297,12 +297,15 @@ class SoftmaxAttention(_HeadedAttention):
 
 
 class DynamicWindowAttention(_HeadedAttention):
-    """Content-dependent window: each head predicts a span r in (0, window] per query.
+    """Content-dependent window inside the fixed one: each head predicts a span per query.
 
     Soft ramp mask (adaptive span, Sukhbaatar et al. 2019):
     ``m(d) = clamp((r - d) / ramp + 1, 0, 1)`` with ``d`` the query-key distance (causal:
-    t - j >= 0; centred: |t - j|), applied as
-    ``log(m)`` to the scores, so the span is learned by gradient descent.
+    t - j >= 0; centred: |t - j|) and ``r = r_max * sigmoid(span(x))`` (``r_max = window``
+    causal, ``window / 2`` centred), applied as ``log(m)`` to the scores so that the span is
+    learned by gradient descent. The mask is cut to :func:`window_mask` (``window``), so a
+    banded kernel never visits more keys than the fixed window; :func:`count_macs` counts that
+    band.
     """
 
     def __init__(self, cfg: ModelConfig, n_heads: int):
@@ -310,20 +313,19 @@ class DynamicWindowAttention(_HeadedAttention):
         self.span = nn.Linear(cfg.d_model, n_heads)
         nn.init.zeros_(self.span.weight)
         nn.init.constant_(self.span.bias, 2.0)  # start near the full window
-        self.ramp = max(1.0, cfg.window / 4)
+        self.r_max = float(cfg.window if cfg.causal else cfg.window / 2)
+        self.ramp = max(1.0, self.r_max / 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(x)  # (B, H, T, hd) float32
         B, T, _ = x.shape
-        r = self.cfg.window * torch.sigmoid(self.span(x)).transpose(1, 2)  # (B, H, T) float32
+        r = self.r_max * torch.sigmoid(self.span(x)).transpose(1, 2)  # (B, H, T) float32
         pos = torch.arange(T, device=x.device, dtype=x.dtype)
         d = pos.view(T, 1) - pos.view(1, T)  # (T, T) float32, t - j
-        if self.cfg.causal:
-            dist = d.masked_fill(d < 0, float("inf"))  # future keys: infinitely far
-        else:
-            dist = d.abs()
+        dist = d if self.cfg.causal else d.abs()
+        band = window_mask(T, self.cfg.window, self.cfg.causal).to(x.device)  # (T, T) bool
         soft = ((r.unsqueeze(-1) - dist) / self.ramp + 1).clamp(0, 1)  # (B, H, T, T) float32
-        soft = soft.clone()
+        soft = soft * band
         soft[..., torch.arange(T), torch.arange(T)] = 1.0  # a query always sees itself
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T) float32
         att = att + torch.log(soft.clamp_min(1e-30))

@@ -68,6 +68,23 @@ def test_model_lm_causality(attention):
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
+@pytest.mark.parametrize("attention", ["window", "dynamic_window", "random_sparse"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_model_windowed_variants_stay_in_window(attention, causal):
+    """One layer, window 3: a token outside query t's window cannot change its features."""
+    torch.manual_seed(0)
+    m = LightTransformer(_cfg(attention=attention, window=3, n_random=0, n_layers=1,
+                              causal=causal)).eval()
+    x = torch.randn(2, 12, 4)
+    x2 = x.clone()
+    x2[:, 9] += 5.0
+    with torch.no_grad():
+        a, b = m.features(x), m.features(x2)
+    # keys of query 5: causal 3..5, centred 4..6; token 0 is a global key for random_sparse
+    torch.testing.assert_close(a[:, 5], b[:, 5], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, 9], b[:, 9])
+
+
 @pytest.mark.parametrize("attention", ["full", "window", "performer", "lsh"])
 def test_model_lm_causality_with_funnel(attention):
     torch.manual_seed(0)
