@@ -516,6 +516,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="activation ranges: 99.99th percentile (default) or max of |x|")
     p.add_argument("--calib-samples", type=int, default=512,
                    help="training samples used for calibration (default: 512)")
+    p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                   help="fine-tune N epochs with fake quantization (QAT) before export "
+                        "(default: 0, post-training quantization only)")
+    p.add_argument("--qat-lr", type=float, default=5e-4, help="QAT learning rate (default 5e-4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--onnx", type=Path, default=None,
                    help="also write the integer linear layers as ONNX here")
 
@@ -526,7 +531,7 @@ def run(args: argparse.Namespace) -> int:
     from sw.artifact import load_artifact
     from sw.data import load_task
     from sw.evaluate import task_options
-    from sw.train import evaluate_fp32, load_model
+    from sw.train import evaluate_fp32, load_model, train
 
     ckpt = Path(args.checkpoint)
     if ckpt.is_dir():
@@ -542,6 +547,9 @@ def run(args: argparse.Namespace) -> int:
     if task_name is None:
         raise SystemExit("lightformer compile: --task is needed (no train_log.json next to the "
                          "checkpoint)")
+    if args.qat_epochs < 0 or not args.qat_lr > 0:
+        raise SystemExit(f"lightformer compile: --qat-epochs must be >= 0 and --qat-lr > 0, not "
+                         f"{args.qat_epochs!r} and {args.qat_lr!r}")
     if args.calib_samples < 1:
         raise SystemExit(f"lightformer compile: --calib-samples must be >= 1, not "
                          f"{args.calib_samples!r}")
@@ -552,10 +560,18 @@ def run(args: argparse.Namespace) -> int:
     acc = log.get("test_acc") if log.get("task") == task_name else None
     if acc is None:
         acc = evaluate_fp32(model, task.x_test, task.y_test)
+    method, extra = "ptq", None
+    if args.qat_epochs:
+        # QAT fine-tuning from the float model; accuracy_fp32 stays the float model's.
+        model, hist = train(cfg, task, model=model, qat=True, epochs=args.qat_epochs,
+                            lr=args.qat_lr, seed=seed, progress=not args.no_progress)
+        method = "qat"
+        extra = {"qat": {"epochs": args.qat_epochs, "lr": args.qat_lr,
+                         "fake_quant_test_acc": hist["test_acc"]}}
     try:
         path = export_artifact(model, cfg, task.x_train[:args.calib_samples], args.out,
-                               task=task_name, accuracy_fp32=acc, method="ptq",
-                               calibration=args.calibration, task_seed=seed)
+                               task=task_name, accuracy_fp32=acc, method=method,
+                               calibration=args.calibration, task_seed=seed, extra=extra)
     except ValueError as exc:
         raise SystemExit(f"lightformer compile: {exc}") from None
     art = load_artifact(path)

@@ -193,3 +193,18 @@ def test_integer_model_tracks_fake_quant_model(cfg, tmp_path):
     assert real.shape == fq.shape
     assert np.abs(real - fq).mean() < 0.05 * np.abs(fq).mean()
     assert np.mean(np.argmax(real, -1) == np.argmax(fq, -1)) >= 0.9
+
+
+def test_compile_cli_qat(trained, tmp_path, capsys):
+    from sw.cli import main
+    from sw.train import save_model
+    model, _ = trained
+    ckpt = save_model(model, tmp_path / "run" / "model.pt")
+    assert main(["compile", str(ckpt), "--task", "digits", "--qat-epochs", "1", "--no-progress",
+                 "--out", str(tmp_path / "q")]) == 0
+    m = load_artifact(tmp_path / "q").manifest
+    assert m["method"] == "qat" and m["qat"]["epochs"] == 1 and m["calibration"] is None
+    assert 0.0 <= m["accuracy_int8"] <= 1.0
+    with pytest.raises(SystemExit, match="--qat-epochs must be >= 0"):
+        main(["compile", str(ckpt), "--task", "digits", "--qat-epochs", "-1",
+              "--out", str(tmp_path / "x")])
