@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         task = load_task(task_name, seed=seed, **task_options(task_name, art.config))
     except ValueError as exc:
         raise SystemExit(f"lightformer eval: {exc}") from None
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"lightformer eval: the {task_name!r} data needs the Python package "
+                         f"{exc.name!r}; `pip install -e .[ml]` installs it") from None
     x, y = task.x_test[:args.limit], task.y_test[:args.limit]
     t0 = time.perf_counter()
     try:
