@@ -104,3 +104,18 @@ def test_evaluate_artifact_counts_correct_samples(shipped):
     assert evaluate_artifact(shipped, x, y, batch_size=7) == want
     with pytest.raises(ValueError, match="one length"):
         evaluate_artifact(shipped, x, y[:3])
+
+
+def test_eval_names_a_missing_data_package(tmp_path):
+    code = ("import sys\n"
+            "class NoSklearn:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'sklearn':\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, NoSklearn())\n"
+            "from sw.cli import main\n"
+            "sys.exit(main(['eval', '--no-progress']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "the 'digits' data needs the Python package 'sklearn'" in proc.stderr
