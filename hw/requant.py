@@ -11,7 +11,8 @@ Bit-exact with ``sw.quant.requantize(acc + bias, mult, shift)`` (rounding
     S4  p   = p_hi * 2**16 + p_lo     (48-bit signed, exact: |p| < 2**46)
     S5  x'  = p >> (8 * ((shift-1) // 8))          arithmetic, coarse
     S6  x   = x' >> ((shift-1) % 8)                 arithmetic, fine: x = p >> (shift - 1)
-    out y   = sat8((x + 1) >> 1)      ((p + 2**(t-1)) >> t == ((p >> (t-1)) + 1) >> 1)
+    S7  y   = sat8((x + 1) >> 1)      ((p + 2**(t-1)) >> t == ((p >> (t-1)) + 1) >> 1)
+    then the 2-entry output buffer (:class:`hw.systolic.OutputBuffer`).
 
 Saturation on ``x`` needs no wide add: ``y > 127 <=> x >= 255`` and ``y < -128 <=> x <= -258``;
 otherwise ``y`` is bits ``[1:9]`` of the 10-bit ``x + 1``.
@@ -36,8 +37,8 @@ MULT_BITS = 15    # sw.quant.MULT_BITS
 SHIFT_BITS = 6    # holds sw.quant.SHIFT_MAX = 47
 ACC_WIDTH = 32
 PROD_WIDTH = 48
-#: :attr:`Requantizer.latency`: S1, multiplier (2), S4, S5, S6, output buffer.
-REQUANT_LATENCY = 1 + Multiplier.latency + 3 + OutputBuffer.latency
+#: :attr:`Requantizer.latency`: S1, multiplier (2), S4, S5, S6, S7, output buffer.
+REQUANT_LATENCY = 1 + Multiplier.latency + 4 + OutputBuffer.latency
 
 
 def quant_layout(cols: int) -> data.StructLayout:
@@ -93,8 +94,9 @@ class Requantizer(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``1 + multiplier latency (2) + 3 + 1 = 7``: S1 register, DSP in/out registers, product
-        sum, coarse and fine shift registers, output buffer. Valid without backpressure.
+        ``1 + multiplier latency (2) + 4 + 1 = 8``: S1 register, DSP in/out registers, product
+        sum, coarse and fine shift, saturation and output buffer registers. Valid without
+        backpressure.
 
     Raises
     ------
@@ -232,16 +234,19 @@ class Requantizer(wiring.Component):
             x6 = Signal(signed(PROD_WIDTH), name=f"x6_{c}")
             with m.If(ce):
                 m.d.sync += x6.eq(x5 >> sh5)
-            # Output: y = sat8((x + 1) >> 1).
+            # S7: y = sat8((x + 1) >> 1). Registered: the 48-bit range check is a long carry
+            # chain and limited an 8x8 GemmPipeline to 116 MHz on ECP5-85F when it fed the output
+            # buffer directly (nextpnr-ecp5 0.11 critical path, 8.6 ns).
             xp1 = Signal(signed(10), name=f"xp1_{c}")
             y = Signal(signed(8), name=f"y_{c}")
             m.d.comb += xp1.eq(x6[:10] + 1)
-            with m.If(x6 >= 255):
-                m.d.comb += y.eq(127)
-            with m.Elif(x6 <= -258):
-                m.d.comb += y.eq(-128)
-            with m.Else():
-                m.d.comb += y.eq(xp1[1:9])
+            with m.If(ce):
+                with m.If(x6 >= 255):
+                    m.d.sync += y.eq(127)
+                with m.Elif(x6 <= -258):
+                    m.d.sync += y.eq(-128)
+                with m.Else():
+                    m.d.sync += y.eq(xp1[1:9])
             out.append(y)
 
         valid_o, last_o = flags[-1]
