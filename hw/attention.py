@@ -242,21 +242,35 @@ class WindowedAttention(wiring.Component):
         popped = Signal(CW)      # rows taken from o_stream
 
         cfg = self.i_cfg.payload
+        # Setup after an i_cfg transfer, one register stage per step (the configuration is
+        # static, but timing analysis does not know that): 3: window clamped and latched;
+        # 2: behind/ahead; 1: hi(0) and seq_len - 1; 0: running.
+        setup = Signal(2)
         win = Signal(range(W + 1))
-        m.d.comb += win.eq(Mux(cfg.window == 0, 1, Mux(cfg.window > W, W, cfg.window)))
-        m.d.comb += self.i_cfg.ready.eq(~running)
-        with m.If(self.i_cfg.valid & ~running):
+        causal = Signal()
+        seq_last = Signal(CW)                                  # seq_len - 1
+        cfg_take = Signal()
+        m.d.comb += [self.i_cfg.ready.eq(~running & (setup == 0)),
+                     cfg_take.eq(self.i_cfg.valid & self.i_cfg.ready)]
+        with m.If(cfg_take):
             m.d.sync += [
-                running.eq(cfg.seq_len != 0),
+                setup.eq(3),
                 seq_len.eq(cfg.seq_len),
-                behind.eq(Mux(cfg.causal, win - 1, win >> 1)),
-                ahead.eq(Mux(cfg.causal, 0, (win - 1) >> 1)),
+                win.eq(Mux(cfg.window == 0, 1, Mux(cfg.window > W, W, cfg.window))),
+                causal.eq(cfg.causal),
                 s_mult.eq(cfg.score_mult), s_shift.eq(cfg.score_shift),
                 o_mult.eq(cfg.out_mult), o_shift.eq(cfg.out_shift),
             ]
             for c in (kv_acc, kv_cnt, a_row, a_done, b_row, r_done, d_row, d_done, out_cnt,
                       popped):
                 m.d.sync += c.eq(0)
+        with m.Elif(setup != 0):
+            m.d.sync += [setup.eq(setup - 1),
+                         behind.eq(Mux(causal, win - 1, win >> 1)),
+                         ahead.eq(Mux(causal, 0, (win - 1) >> 1)),
+                         seq_last.eq(seq_len - 1)]
+            with m.If(setup == 1):
+                m.d.sync += running.eq(seq_len != 0)
         with m.Elif(running & (popped == seq_len)):
             m.d.sync += running.eq(0)
 
@@ -311,7 +325,7 @@ class WindowedAttention(wiring.Component):
             m.d.sync += [kv_busy.eq(1), kv_c.eq(0), kv_acc.eq(kv_acc + 1),
                          kv_k.eq(self.i_kv.payload.k.as_value()),
                          kv_v.eq(self.i_kv.payload.v.as_value())]
-        with m.If(self.i_cfg.valid & ~running):
+        with m.If(cfg_take):
             m.d.sync += [kv_addr.eq(0), kv_busy.eq(0), kv_c.eq(0), kv_lim.eq(NS)]
 
         # -- stage A: scores q . k_j, lanes products per cycle -----------------------------------
@@ -328,7 +342,8 @@ class WindowedAttention(wiring.Component):
         a_lo = Signal(CW)
         a_hi = Signal(CW)
         a_ok, a_took = Signal(), Signal()
-        m.d.sync += a_ok.eq((a_row < seq_len) & (kv_cnt >= a_hi) & ((a_row - d_done)[:CW] < NR))
+        a_gap = Signal(range(NR + 1))        # a_row - d_done, kept as its own up/down counter
+        m.d.sync += a_ok.eq((a_row < seq_len) & (kv_cnt >= a_hi) & (a_gap < NR))
         a_take = running & (~a_busy | a_last) & a_ok & ~a_took
         m.d.sync += a_took.eq(self.i_q.valid & a_take)
         m.d.comb += self.i_q.ready.eq(a_take)
@@ -349,10 +364,10 @@ class WindowedAttention(wiring.Component):
                 a_lo.eq(a_lo + (a_row >= behind)),
                 a_hi.eq(Mux(a_hi == seq_len, a_hi, a_hi + 1)),
             ]
-        with m.If(self.i_cfg.valid & ~running):
-            first_hi = Mux(cfg.causal, 0, (win - 1) >> 1) + 1            # hi(0) = min(T, ahead+1)
-            m.d.sync += [a_busy.eq(0), a_lo.eq(0),
-                         a_hi.eq(Mux(first_hi < cfg.seq_len, first_hi, cfg.seq_len))]
+        with m.If(cfg_take):
+            m.d.sync += [a_busy.eq(0), a_lo.eq(0)]
+        with m.If(setup == 2):                                  # ahead is valid from here
+            m.d.sync += a_hi.eq(Mux(ahead + 1 < seq_len, ahead + 1, seq_len))   # hi(0)
         m.d.comb += k_rd.addr.eq(a_addr)
 
         # A1: K row chunk arrives from the memory; q chunk registered beside it.
@@ -434,7 +449,7 @@ class WindowedAttention(wiring.Component):
             slot = b_row[:NR.bit_length() - 1]
             m.d.sync += [b_busy.eq(1), b_i.eq(0), b_n.eq(meta_n[slot]), b_slot.eq(slot),
                          b_m.eq(meta_m[slot]), b_row.eq(b_row + 1)]
-        with m.If(self.i_cfg.valid & ~running):
+        with m.If(cfg_take):
             m.d.sync += b_busy.eq(0)
         m.d.comb += s_rd.addr.eq(Cat(b_i, b_slot) if WP > 1 else b_slot)
         # B1: score arrives. B2: difference to the row max.
@@ -488,7 +503,8 @@ class WindowedAttention(wiring.Component):
         d_r = Signal(RECIP_WIDTH)
         d_last = d_busy & (d_i == d_n - 1) & (d_c == CH - 1)
         d_ok, d_took = Signal(), Signal()
-        m.d.sync += d_ok.eq((d_row < r_done) & ((d_row - popped)[:CW] < self._out_depth))
+        d_gap = Signal(range(self._out_depth + 1))      # d_row - popped
+        m.d.sync += d_ok.eq((d_row < r_done) & (d_gap < self._out_depth))
         d_take = running & (~d_busy | d_last) & d_ok & ~d_took
         m.d.sync += d_took.eq(d_take)
         with m.If(d_busy):
@@ -503,7 +519,7 @@ class WindowedAttention(wiring.Component):
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(meta_n[slot]),
                          d_slot.eq(slot), d_addr.eq(meta_lo[slot] * CH), d_r.eq(r_table[slot]),
                          d_row.eq(d_row + 1)]
-        with m.If(self.i_cfg.valid & ~running):
+        with m.If(cfg_take):
             m.d.sync += d_busy.eq(0)
         m.d.comb += [e_rd.addr.eq(Cat(d_i, d_slot) if WP > 1 else d_slot),
                      v_rd.addr.eq(d_addr)]
@@ -563,12 +579,25 @@ class WindowedAttention(wiring.Component):
         m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=8 * d + 1,
                                                       depth=self._out_depth)
         row_bits = Cat(*(row_buf[c] for c in range(CH - 1)), y_chunk)
-        m.d.comb += [ofifo.w_data.eq(Cat(row_bits, out_cnt == seq_len - 1)),
+        m.d.comb += [ofifo.w_data.eq(Cat(row_bits, out_cnt == seq_last)),
                      ofifo.w_en.eq(o_v & (o_c == CH - 1))]
         with m.If(o_v & (o_c == CH - 1)):
             m.d.sync += out_cnt.eq(out_cnt + 1)
         m.d.comb += [self.o_stream.payload.eq(ofifo.r_data), self.o_stream.valid.eq(ofifo.r_rdy),
                      ofifo.r_en.eq(self.o_stream.ready)]
-        with m.If(self.o_stream.valid & self.o_stream.ready):
+        pop = self.o_stream.valid & self.o_stream.ready
+        with m.If(pop):
             m.d.sync += popped.eq(popped + 1)
+        a_start, d_fin = self.i_q.valid & a_take, d_last
+        with m.If(cfg_take):
+            m.d.sync += [a_gap.eq(0), d_gap.eq(0)]
+        with m.Else():
+            with m.If(a_start & ~d_fin):
+                m.d.sync += a_gap.eq(a_gap + 1)
+            with m.Elif(d_fin & ~a_start):
+                m.d.sync += a_gap.eq(a_gap - 1)
+            with m.If(d_take & ~pop):
+                m.d.sync += d_gap.eq(d_gap + 1)
+            with m.Elif(pop & ~d_take):
+                m.d.sync += d_gap.eq(d_gap - 1)
         return m
