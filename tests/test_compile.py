@@ -195,9 +195,13 @@ def test_integer_model_tracks_fake_quant_model(cfg, tmp_path):
     assert np.mean(np.argmax(real, -1) == np.argmax(fq, -1)) >= 0.9
 
 
-def test_compile_cli_qat(trained, tmp_path, capsys):
+def test_compile_cli_qat(trained, tmp_path, monkeypatch):
+    import sw.data
     from sw.cli import main
     from sw.train import save_model
+    load_task = sw.data.load_task
+    monkeypatch.setattr(sw.data, "load_task",                   # fine-tune on 256 images only
+                        lambda *a, **k: load_task(*a, **k).subset(256, 100))
     model, _ = trained
     ckpt = save_model(model, tmp_path / "run" / "model.pt")
     assert main(["compile", str(ckpt), "--task", "digits", "--qat-epochs", "1", "--no-progress",
