@@ -52,7 +52,8 @@ class AccelParams:
     attn_lanes : int
         Multiply lanes of the attention unit (MACs per cycle), 1..64; must divide ``head_dim``.
     attn_causal : bool
-        Causal (keys ``t-window+1 .. t``) or centred (``t-window//2 .. t+window//2``) window.
+        Causal (keys ``t-window+1 .. t``) or centred (``t-window//2 .. t+(window-1)//2``, exactly
+        ``window`` keys) window, clipped to ``[0, T)``.
     act_depth, wgt_depth : int
         Activation / weight scratchpad depth in bytes (power of two).
     instr_depth : int
