@@ -466,6 +466,6 @@ def run(args: argparse.Namespace) -> int:
         path = export_artifact(model.cpu(), model.cfg, task.x_train[:512], args.artifact,
                                task=task.name, accuracy_fp32=hist["test_acc"],
                                method="qat" if args.qat else "ptq",
-                               eval_data=(task.x_test, task.y_test))
+                               eval_data=(task.x_test, task.y_test), task_seed=args.seed)
         print(f"wrote artifact {path}")
     return 0
