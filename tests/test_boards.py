@@ -61,6 +61,14 @@ def test_board_elaborates_default_preset(board):
         assert 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;' in files["top.lpf"]
 
 
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_attention_unit_builds_through_the_generic_harness(board):
+    pytest.importorskip("hw.attention", reason="hw.attention has not landed yet")
+    plan, _ = _plan(board, preset_for_board(board), unit="attention")
+    il = plan.files["top.il"]
+    assert "module \\top.unit" in il and "shreg" in il and "checksum" in il
+
+
 def test_icebreaker_pll_for_other_targets():
     params = AccelParams(name="ice_24", rows=1, cols=1, k_depth=16, target_mhz=24.0)
     plan, top = _plan("icebreaker", params)
