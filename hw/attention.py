@@ -336,7 +336,8 @@ class WindowedAttention(wiring.Component):
         a_addr = Signal(range(NS * CH))
         a_slot = Signal(range(NR))
         q_cur = Signal(8 * d)
-        a_last = a_busy & (a_i == a_n - 1) & (a_c == CH - 1)
+        a_rem = Signal(range(W * CH))         # issues left after this one (last when 0)
+        a_last = a_busy & (a_rem == 0)
         # Window of row a_row, kept in registers and stepped by one per row (lo(t+1) = lo(t) + 1
         # once t >= behind, hi(t+1) = min(T, hi(t) + 1)): no adder chain in front of i_q.ready.
         a_lo = Signal(CW)
@@ -350,17 +351,25 @@ class WindowedAttention(wiring.Component):
         with m.If(a_busy):
             m.d.sync += [a_c.eq(Mux(a_c == CH - 1, 0, a_c + 1)),
                          a_i.eq(Mux(a_c == CH - 1, a_i + 1, a_i)),
+                         a_rem.eq(a_rem - 1),
                          a_addr.eq(wrap_inc(a_addr, NS * CH))]
             with m.If(a_last):
                 m.d.sync += a_busy.eq(0)
+        # The row's window is written to the ring one cycle after the start (nothing reads it
+        # that soon), keeping the slot decoder off the i_q handshake path.
+        a_meta_we = Signal()
+        a_lo_slot = Signal(range(NS))
+        m.d.sync += a_meta_we.eq(self.i_q.valid & a_take)
+        with m.If(a_meta_we):
+            m.d.sync += [meta_n[a_slot].eq(a_n), meta_lo[a_slot].eq(a_lo_slot)]
         with m.If(self.i_q.valid & a_take):
             slot = a_row[:NR.bit_length() - 1]
             lo_slot = a_lo[:NS.bit_length() - 1]
             m.d.sync += [
                 a_busy.eq(1), a_i.eq(0), a_c.eq(0), a_n.eq(a_hi - a_lo),
+                a_rem.eq((a_hi - a_lo) * CH - 1), a_lo_slot.eq(lo_slot),
                 a_addr.eq(lo_slot * CH), a_slot.eq(slot), a_row.eq(a_row + 1),
                 q_cur.eq(self.i_q.payload.as_value()),
-                meta_n[slot].eq(a_hi - a_lo), meta_lo[slot].eq(lo_slot),
                 a_lo.eq(a_lo + (a_row >= behind)),
                 a_hi.eq(Mux(a_hi == seq_len, a_hi, a_hi + 1)),
             ]
@@ -436,18 +445,20 @@ class WindowedAttention(wiring.Component):
         b_n = Signal(range(W + 1))
         b_slot = Signal(range(NR))
         b_m = Signal(signed(SW))
-        b_last = b_busy & (b_i == b_n - 1)
+        b_rem = Signal(range(W))
+        b_last = b_busy & (b_rem == 0)
         b_ok, b_took = Signal(), Signal()
         m.d.sync += b_ok.eq(b_row < a_done)
         b_take = running & (~b_busy | b_last) & b_ok & ~b_took
         m.d.sync += b_took.eq(b_take)
         with m.If(b_busy):
-            m.d.sync += b_i.eq(b_i + 1)
+            m.d.sync += [b_i.eq(b_i + 1), b_rem.eq(b_rem - 1)]
             with m.If(b_last):
                 m.d.sync += b_busy.eq(0)
         with m.If(b_take):
             slot = b_row[:NR.bit_length() - 1]
             m.d.sync += [b_busy.eq(1), b_i.eq(0), b_n.eq(meta_n[slot]), b_slot.eq(slot),
+                         b_rem.eq(meta_n[slot] - 1),
                          b_m.eq(meta_m[slot]), b_row.eq(b_row + 1)]
         with m.If(cfg_take):
             m.d.sync += b_busy.eq(0)
@@ -501,7 +512,8 @@ class WindowedAttention(wiring.Component):
         d_slot = Signal(range(NR))
         d_addr = Signal(range(NS * CH))
         d_r = Signal(RECIP_WIDTH)
-        d_last = d_busy & (d_i == d_n - 1) & (d_c == CH - 1)
+        d_rem = Signal(range(W * CH))
+        d_last = d_busy & (d_rem == 0)
         d_ok, d_took = Signal(), Signal()
         d_gap = Signal(range(self._out_depth + 1))      # d_row - popped
         m.d.sync += d_ok.eq((d_row < r_done) & (d_gap < self._out_depth))
@@ -510,6 +522,7 @@ class WindowedAttention(wiring.Component):
         with m.If(d_busy):
             m.d.sync += [d_c.eq(Mux(d_c == CH - 1, 0, d_c + 1)),
                          d_i.eq(Mux(d_c == CH - 1, d_i + 1, d_i)),
+                         d_rem.eq(d_rem - 1),
                          d_addr.eq(wrap_inc(d_addr, NS * CH))]
             with m.If(d_last):
                 m.d.sync += [d_busy.eq(0), d_done.eq(d_done + 1),
@@ -517,6 +530,7 @@ class WindowedAttention(wiring.Component):
         with m.If(d_take):
             slot = d_row[:NR.bit_length() - 1]
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(meta_n[slot]),
+                         d_rem.eq(meta_n[slot] * CH - 1),
                          d_slot.eq(slot), d_addr.eq(meta_lo[slot] * CH), d_r.eq(r_table[slot]),
                          d_row.eq(d_row + 1)]
         with m.If(cfg_take):
