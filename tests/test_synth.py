@@ -48,12 +48,12 @@ def _build(board: str) -> dict:
 # markers must go.
 ICE40_DOES_NOT_FIT = pytest.mark.xfail(
     strict=True, raises=RuntimeError,
-    reason="GemmPipeline(2, 4) needs 16 SB_MAC16 (8 PE + 8 requantizer) and 5282 logic cells; "
+    reason="GemmPipeline(2, 4) needs 16 SB_MAC16 (8 PE + 8 requantizer) and 5281 logic cells; "
            "the UP5K has 8 and 5280")
 ECP5_BELOW_125 = pytest.mark.xfail(
     strict=True, raises=AssertionError,
-    reason="8x8 reaches 110.7 MHz: MULT18X18D output -> fabric accumulator add in each PE "
-           "(5.1 ns of routing, then a 32-bit carry chain) needs a register in between")
+    reason="8x8 reaches 108.9 MHz: MULT18X18D output -> fabric accumulator add in each PE "
+           "(5.4 ns of routing, then a 32-bit carry chain) needs a register in between")
 
 
 @ICE40_DOES_NOT_FIT
