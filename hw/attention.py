@@ -299,7 +299,7 @@ class WindowedAttention(wiring.Component):
         kv_addr = Signal(range(NS * CH))
         kv_k = Signal(8 * d)
         kv_v = Signal(8 * d)
-        kv_last = kv_busy & (kv_c == CH - 1)
+        kv_last = Signal()                    # registered: this cycle writes the last chunk
         kv_lim = Signal(CW + 1)          # lo(d_done) + kv_slots, stepped like a_lo
         kv_room = kv_acc < kv_lim
         # Start conditions are registered (one compare chain less in front of the wide load
@@ -337,7 +337,7 @@ class WindowedAttention(wiring.Component):
         a_slot = Signal(range(NR))
         q_cur = Signal(8 * d)
         a_rem = Signal(range(W * CH))         # issues left after this one (last when 0)
-        a_last = a_busy & (a_rem == 0)
+        a_last = Signal()                     # registered: this cycle issues the last chunk
         # Window of row a_row, kept in registers and stepped by one per row (lo(t+1) = lo(t) + 1
         # once t >= behind, hi(t+1) = min(T, hi(t) + 1)): no adder chain in front of i_q.ready.
         a_lo = Signal(CW)
@@ -446,7 +446,7 @@ class WindowedAttention(wiring.Component):
         b_slot = Signal(range(NR))
         b_m = Signal(signed(SW))
         b_rem = Signal(range(W))
-        b_last = b_busy & (b_rem == 0)
+        b_last = Signal()
         b_ok, b_took = Signal(), Signal()
         m.d.sync += b_ok.eq(b_row < a_done)
         b_take = running & (~b_busy | b_last) & b_ok & ~b_took
@@ -513,7 +513,7 @@ class WindowedAttention(wiring.Component):
         d_addr = Signal(range(NS * CH))
         d_r = Signal(RECIP_WIDTH)
         d_rem = Signal(range(W * CH))
-        d_last = d_busy & (d_rem == 0)
+        d_last = Signal()
         d_ok, d_took = Signal(), Signal()
         d_gap = Signal(range(self._out_depth + 1))      # d_row - popped
         m.d.sync += d_ok.eq((d_row < r_done) & (d_gap < self._out_depth))
@@ -614,4 +614,15 @@ class WindowedAttention(wiring.Component):
                 m.d.sync += d_gap.eq(d_gap + 1)
             with m.Elif(pop & ~d_take):
                 m.d.sync += d_gap.eq(d_gap - 1)
+        # "Last issue" flags as registers (the zero compare of a counter stays off the start
+        # paths): set for the cycle whose counter reaches 0, from the start or the count down.
+        def last_flag(flag, start, start_last, busy, next_is_last):
+            m.d.sync += flag.eq(Mux(start, start_last, busy & ~flag & next_is_last))
+
+        last_flag(kv_last, self.i_kv.valid & kv_take, CH == 1, kv_busy, kv_c == CH - 2)
+        last_flag(a_last, self.i_q.valid & a_take, ((a_hi - a_lo) * CH) == 1, a_busy,
+                  a_rem == 1)
+        last_flag(b_last, b_take, meta_n[b_row[:NR.bit_length() - 1]] == 1, b_busy, b_rem == 1)
+        last_flag(d_last, d_take, (meta_n[d_row[:NR.bit_length() - 1]] * CH) == 1, d_busy,
+                  d_rem == 1)
         return m

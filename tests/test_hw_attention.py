@@ -182,3 +182,15 @@ def test_attention_small_windows_full_speed(tiny_unit, window, causal):
     np.testing.assert_array_equal(outs[0], ref.windowed_attention_int(*seq))
     chunks = tiny_unit.head_dim // tiny_unit.lanes
     assert np.all(np.diff(o_times[10:30]) == window * chunks)
+
+
+def test_attention_one_chunk_per_row():
+    """lanes == head_dim (one chunk per key): every counter and flag at its shortest."""
+    dut = WindowedAttention(head_dim=4, window=3, lanes=4)
+    rng = np.random.default_rng(3)
+    seqs = [_random_seq(rng, 9, 4, 3, True), _random_seq(rng, 7, 4, 1, False),
+            _random_seq(rng, 2, 4, 3, False), _random_seq(rng, 10, 4, 2, True)]
+    outs, lasts, _, o_times = run_unit(dut, seqs)
+    for out, last, seq in zip(outs, lasts, seqs):
+        np.testing.assert_array_equal(out, ref.windowed_attention_int(*seq))
+        assert last == [0] * (seq[0].shape[0] - 1) + [1]
