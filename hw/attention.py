@@ -287,6 +287,10 @@ class WindowedAttention(wiring.Component):
 
         meta_n = Array(Signal(range(W + 1), name=f"meta_n{i}") for i in range(NR))
         meta_lo = Array(Signal(range(NS), name=f"meta_lo{i}") for i in range(NR))
+        # Per-row start values of the B and D issue counters, computed once when the row is
+        # written (keeps arithmetic off the 16:1 read muxes in front of the counters).
+        meta_brem = Array(Signal(range(W), name=f"meta_brem{i}") for i in range(NR))
+        meta_drem = Array(Signal(range(W * CH), name=f"meta_drem{i}") for i in range(NR))
         meta_m = Array(Signal(signed(SW), name=f"meta_m{i}") for i in range(NR))
         r_table = Array(Signal(RECIP_WIDTH, name=f"r_table{i}") for i in range(NR))
 
@@ -361,7 +365,8 @@ class WindowedAttention(wiring.Component):
         a_lo_slot = Signal(range(NS))
         m.d.sync += a_meta_we.eq(self.i_q.valid & a_take)
         with m.If(a_meta_we):
-            m.d.sync += [meta_n[a_slot].eq(a_n), meta_lo[a_slot].eq(a_lo_slot)]
+            m.d.sync += [meta_n[a_slot].eq(a_n), meta_lo[a_slot].eq(a_lo_slot),
+                         meta_brem[a_slot].eq(a_n - 1), meta_drem[a_slot].eq(a_n * CH - 1)]
         with m.If(self.i_q.valid & a_take):
             slot = a_row[:NR.bit_length() - 1]
             lo_slot = a_lo[:NS.bit_length() - 1]
@@ -458,7 +463,7 @@ class WindowedAttention(wiring.Component):
         with m.If(b_take):
             slot = b_row[:NR.bit_length() - 1]
             m.d.sync += [b_busy.eq(1), b_i.eq(0), b_n.eq(meta_n[slot]), b_slot.eq(slot),
-                         b_rem.eq(meta_n[slot] - 1),
+                         b_rem.eq(meta_brem[slot]),
                          b_m.eq(meta_m[slot]), b_row.eq(b_row + 1)]
         with m.If(cfg_take):
             m.d.sync += b_busy.eq(0)
@@ -530,7 +535,7 @@ class WindowedAttention(wiring.Component):
         with m.If(d_take):
             slot = d_row[:NR.bit_length() - 1]
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(meta_n[slot]),
-                         d_rem.eq(meta_n[slot] * CH - 1),
+                         d_rem.eq(meta_drem[slot]),
                          d_slot.eq(slot), d_addr.eq(meta_lo[slot] * CH), d_r.eq(r_table[slot]),
                          d_row.eq(d_row + 1)]
         with m.If(cfg_take):
@@ -622,7 +627,8 @@ class WindowedAttention(wiring.Component):
         last_flag(kv_last, self.i_kv.valid & kv_take, CH == 1, kv_busy, kv_c == CH - 2)
         last_flag(a_last, self.i_q.valid & a_take, ((a_hi - a_lo) * CH) == 1, a_busy,
                   a_rem == 1)
-        last_flag(b_last, b_take, meta_n[b_row[:NR.bit_length() - 1]] == 1, b_busy, b_rem == 1)
-        last_flag(d_last, d_take, (meta_n[d_row[:NR.bit_length() - 1]] * CH) == 1, d_busy,
+        last_flag(b_last, b_take, meta_brem[b_row[:NR.bit_length() - 1]] == 0, b_busy,
+                  b_rem == 1)
+        last_flag(d_last, d_take, meta_drem[d_row[:NR.bit_length() - 1]] == 0, d_busy,
                   d_rem == 1)
         return m
