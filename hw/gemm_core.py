@@ -171,8 +171,14 @@ class GemmCore(wiring.Component):
         m.submodules.pipeline = pipe = self._pipeline
 
         # -- buffers: A and W in block RAM, two banks each (bank = address MSB) ------------------
-        m.submodules.act_buf = act_buf = Memory(shape=unsigned(8 * rows), depth=2 * depth, init=[])
-        m.submodules.wgt_buf = wgt_buf = Memory(shape=unsigned(8 * cols), depth=2 * depth, init=[])
+        # `no_rw_check` (Yosys): a read of the address being written in the same cycle may
+        # return anything -- the host never writes a bank while `busy` -- so Yosys need not add
+        # bypass logic for Amaranth's read-old-data rule behind the block RAM's slow output.
+        mem_attrs = {"no_rw_check": 1}
+        m.submodules.act_buf = act_buf = Memory(shape=unsigned(8 * rows), depth=2 * depth,
+                                                init=[], attrs=mem_attrs)
+        m.submodules.wgt_buf = wgt_buf = Memory(shape=unsigned(8 * cols), depth=2 * depth,
+                                                init=[], attrs=mem_attrs)
         act_wr = act_buf.write_port()
         wgt_wr = wgt_buf.write_port()
         act_rd = act_buf.read_port()
@@ -186,21 +192,23 @@ class GemmCore(wiring.Component):
             wgt_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
         ]
 
-        # Quant parameters: one memory word per bank holding all columns (the pipeline takes
-        # them in one i_quant transfer); the write port's granularity makes every column a lane
-        # written on its own. `ram_style` keeps Yosys from building the two words from
-        # flip-flops (424 of them at 8 columns), which the iCE40UP5K cannot spare.
+        # Quant parameters: one QUANT_LAYOUT word per (bank, column) in block RAM, read into
+        # the i_quant register one column per cycle when a tile starts. (One 2 x cols*53-bit
+        # word per bank made Yosys fold both banks into one block-RAM row and put a bank mux
+        # after the 5.8 ns DP16KD output, which missed 125 MHz.)
         qw = QUANT_LAYOUT.size
+        col_bits = max(0, (cols - 1).bit_length())
         m.submodules.quant_buf = quant_buf = Memory(
-            shape=unsigned(qw * cols), depth=2, init=[], attrs={"ram_style": "block"})
-        quant_wr = quant_buf.write_port(granularity=qw)
+            shape=unsigned(qw), depth=2 << col_bits, init=[],
+            attrs={"ram_style": "block", **mem_attrs})
+        quant_wr = quant_buf.write_port()
         quant_rd = quant_buf.read_port()
-        with m.If(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)):
-            # One lane per column; no lane for wr_addr >= cols.
-            m.d.comb += quant_wr.en.eq(Cat(self.wr_addr == c for c in range(cols)))
         m.d.comb += [
-            quant_wr.addr.eq(self.wr_bank),
-            quant_wr.data.eq(Cat(*([self.wr_data[:qw]] * cols))),
+            quant_wr.addr.eq(Cat(self.wr_addr[:col_bits], self.wr_bank)),
+            quant_wr.data.eq(self.wr_data[:qw]),
+            # No column for wr_addr >= cols.
+            quant_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)
+                           & (self.wr_addr < cols)),
         ]
 
         # -- sequencer ----------------------------------------------------------------------------
@@ -211,44 +219,56 @@ class GemmCore(wiring.Component):
         k = Signal(range(depth))             # next column to read
         k_last = Signal(range(depth))        # k_len - 1 of the running tile
         bank = Signal()                      # bank of the running tile
-        q_fetch = Signal(2)                  # quant word being read: address, then data
+        q_read = Signal()                    # quant columns being read
+        q_col = Signal(range(cols))          # next quant column to read
+        q_data = Signal()                    # the quant read port holds column q_data_col
+        q_data_col = Signal(range(cols))
         q_pending = Signal()                 # i_quant offered, not yet taken
 
-        m.d.comb += self.busy.eq(run | q_fetch.any() | q_pending)
+        m.d.comb += self.busy.eq(run | q_read | q_data | q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
         accept = Signal()
         m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
         with m.If(accept):
             m.d.sync += [
                 run.eq(1),
-                q_fetch.eq(0b01),
+                q_read.eq(1),
+                q_col.eq(0),
                 k.eq(0),
                 k_last.eq(self.k_len - 1),
                 bank.eq(self.bank),
             ]
 
-        # i_quant: the bank's quant word is read from the registered `bank` the cycle after
-        # `accept` (a block-RAM address straight from the start command missed 125 MHz on the
-        # ULX3S: harness register -> k_len check -> address was 10.4 ns), registered in the
-        # fabric the cycle after that, and offered from that register until the pipeline takes
-        # it (once per tile).
-        quant_q = Signal(qw * cols)
+        # i_quant: from the cycle after `accept`, the bank's quant words are read one column per
+        # cycle (address from registers only: an address straight from the start command
+        # missed 125 MHz on the ULX3S, harness register -> k_len check -> address = 10.4 ns),
+        # each copied into its lane of a fabric register (a clock enable per lane, no logic on
+        # the data path), then offered from that register until the pipeline takes it.
+        # Data registers are reset_less: a synchronous reset over an enable costs an ECP5
+        # TRELLIS_FF a LUT in front of D, on the path from the block-RAM output.
+        quant_q = [Signal(QUANT_LAYOUT, name=f"quant_q{c}", reset_less=True) for c in range(cols)]
         m.d.comb += [
-            quant_rd.addr.eq(bank),
+            quant_rd.addr.eq(Cat(q_col, bank)),
             pipe.i_quant.valid.eq(q_pending),
         ]
-        with m.If(q_fetch[0]):
-            m.d.sync += q_fetch.eq(0b10)
-        with m.If(q_fetch[1]):
-            m.d.sync += [quant_q.eq(quant_rd.data), q_fetch.eq(0), q_pending.eq(1)]
+        m.d.sync += [q_data.eq(q_read), q_data_col.eq(q_col)]
+        with m.If(q_read):
+            m.d.sync += q_col.eq(q_col + 1)
+            with m.If(q_col == cols - 1):
+                m.d.sync += q_read.eq(0)
+        with m.If(q_data):
+            for c in range(cols):
+                with m.If(q_data_col == c):
+                    m.d.sync += quant_q[c].eq(quant_rd.data)
+            with m.If(q_data_col == cols - 1):
+                m.d.sync += q_pending.eq(1)
         with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
             m.d.sync += q_pending.eq(0)
         for c in range(cols):
-            word = QUANT_LAYOUT(quant_q[c * qw:(c + 1) * qw])
             m.d.comb += [
-                pipe.i_quant.payload.bias[c].eq(word.bias),
-                pipe.i_quant.payload.mult[c].eq(word.mult),
-                pipe.i_quant.payload.shift[c].eq(word.shift),
+                pipe.i_quant.payload.bias[c].eq(quant_q[c].bias),
+                pipe.i_quant.payload.mult[c].eq(quant_q[c].mult),
+                pipe.i_quant.payload.shift[c].eq(quant_q[c].shift),
             ]
 
         # Operand stream, two stages with backpressure: R = the read ports' own data registers
@@ -258,8 +278,8 @@ class GemmCore(wiring.Component):
         r_last = Signal()
         o_valid = Signal()
         o_last = Signal()
-        o_act = Signal(8 * rows)
-        o_wgt = Signal(8 * cols)
+        o_act = Signal(8 * rows, reset_less=True)    # (reset_less: see quant_q)
+        o_wgt = Signal(8 * cols, reset_less=True)
         load_o = Signal()
         advance = Signal()
         m.d.comb += [

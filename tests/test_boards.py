@@ -49,8 +49,9 @@ def test_board_elaborates_default_preset(board):
     depth = 2 * params.k_depth
     assert f"memory width {8 * params.rows} size {depth} \\act_buf" in il
     assert f"memory width {8 * params.cols} size {depth} \\wgt_buf" in il
-    assert ('attribute \\ram_style "block"\n'
-            f"  memory width {53 * params.cols} size 2 \\quant_buf") in il
+    quant_depth = 2 << (params.cols - 1).bit_length()
+    assert f"memory width 53 size {quant_depth} \\quant_buf" in il
+    assert il.count("attribute \\no_rw_check 1") == 3
     assert top.frequency_hz_achieved == pytest.approx(params.target_mhz * 1e6)
     if board_platform(board).device.startswith("iCE40"):
         assert "synth_ice40 -dsp" in files["top.ys"]
