@@ -48,7 +48,7 @@ def _build(board: str) -> dict:
 # markers must go.
 ICE40_DOES_NOT_FIT = pytest.mark.xfail(
     strict=True, raises=RuntimeError,
-    reason="GemmPipeline(2, 4) needs 16 SB_MAC16 (8 PE + 8 requantizer) and 5281 logic cells; "
+    reason="GemmPipeline(2, 4) needs 16 SB_MAC16 (8 PE + 8 requantizer) and 5333 logic cells; "
            "the UP5K has 8 and 5280")
 ECP5_BELOW_125 = pytest.mark.xfail(
     strict=True, raises=AssertionError,
