@@ -90,7 +90,7 @@ def or_tree_stages(n: int, fan_in: int = 4) -> int:
 
 def systolic_latency(rows: int, cols: int) -> int:
     """:attr:`SystolicArray.latency` of a ``rows`` x ``cols`` array (formula there)."""
-    pe_latency = Multiplier.latency + 1
+    pe_latency = Multiplier.latency + 2
     return 1 + pe_latency + or_tree_stages(rows) + (cols - 1) + OutputBuffer.latency
 
 
@@ -202,11 +202,12 @@ class SystolicArray(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``1 + pe_latency + or_stages + cols`` with ``pe_latency = 3`` (multiplier 2 +
-        accumulator 1) and ``or_stages = or_tree_stages(rows)`` (``ceil(log4(rows))``): input
-        register, PE, column OR tree, ``cols - 1`` deskew registers for column 0 (the
-        ``cols - 1 - c`` registers of column ``c`` plus the ``c`` cycles of its skew add up to
-        ``cols - 1`` for every column) and the output buffer. Valid without backpressure.
+        ``1 + pe_latency + or_stages + cols`` with ``pe_latency = 4`` (multiplier 2 +
+        product register 1 + accumulator 1) and ``or_stages = or_tree_stages(rows)``
+        (``ceil(log4(rows))``): input register, PE, column OR tree, ``cols - 1`` deskew
+        registers for column 0 (the ``cols - 1 - c`` registers of column ``c`` plus the ``c``
+        cycles of its skew add up to ``cols - 1`` for every column) and the output buffer.
+        Valid without backpressure.
 
     Raises
     ------
@@ -251,7 +252,7 @@ class SystolicArray(wiring.Component):
 
     @property
     def pe_latency(self) -> int:
-        return Multiplier.latency + 1
+        return Multiplier.latency + 2
 
     @property
     def or_stages(self) -> int:
