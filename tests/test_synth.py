@@ -52,8 +52,8 @@ ICE40_DOES_NOT_FIT = pytest.mark.xfail(
            "the UP5K has 8 and 5280")
 ECP5_BELOW_125 = pytest.mark.xfail(
     strict=True, raises=AssertionError,
-    reason="8x8 reaches 108.9 MHz: MULT18X18D output -> fabric accumulator add in each PE "
-           "(5.4 ns of routing, then a 32-bit carry chain) needs a register in between")
+    reason="8x8 reaches 106.9 MHz: MULT18X18D output -> fabric accumulator add in each PE "
+           "(5.5 ns of routing, then a 32-bit carry chain) needs a register in between")
 
 
 @ICE40_DOES_NOT_FIT
