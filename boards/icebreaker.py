@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """iCEBreaker (iCE40UP5K-SG48): the small lightformer board.
 
-Preset ``icebreaker`` (2x4 array, 12 MHz). At 12 MHz the main clock is the 12 MHz oscillator
+Preset ``icebreaker`` (2x2 array, 12 MHz). At 12 MHz the main clock is the 12 MHz oscillator
 itself; any other target goes through ``SB_PLL40_PAD`` on the clock pin (pin 35 is the UP5K's
 PLL input pad). The harness (``boards.build.UnitHarness``) reads a serial bit stream from the
 FTDI UART RX pin and shows a 7-bit checksum of the unit's outputs on the two on-board LEDs and

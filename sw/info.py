@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print("presets:")
     for name, p in PRESETS.items():
-        print(f"  {name:<11} {p.rows}x{p.cols} array, K<={p.k_depth}, window {p.window}, "
+        print(f"  {name:<17} {p.rows}x{p.cols} array, K<={p.k_depth}, window {p.window}, "
               f"head_dim {p.head_dim}, {p.target_mhz:g} MHz  digest {p.digest()}")
     print("toolchain:")
     for pkg, ver in tools.items():
