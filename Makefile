@@ -11,13 +11,14 @@ STAMP_TEST := $(VENV)/.stamp-test-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # pytest workers: none by default (2-core CI); override with `make test PYTEST_ARGS=...`.
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint sim synth bench clean distclean help
+.PHONY: demo test test-all lint bench study clean distclean help
 
 help:
 	@echo "make demo      run the demo (installs .venv on first use)"
 	@echo "make test      lint + unit + cocotb/Verilator + one board synthesis (what CI runs)"
 	@echo "make test-all  everything, including tests marked slow"
 	@echo "make bench     write benchmark JSON + plots under build/bench/"
+	@echo "make study     quick CPU run of the attention/compression study (docs/results.md)"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +45,12 @@ test-all: $(STAMP_TEST) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)
-	$(VENV)/bin/lightformer bench gemm --json build/bench/gemm.json
+	$(PY) bench/gemm_utilization.py --json build/bench/gemm.json
+	$(VENV)/bin/lightformer bench attention --json build/bench/attention.json
+
+study: $(STAMP_TEST)
+	$(PY) bench/attention_study.py --quick --out build/bench/attention_study.json
+	$(PY) bench/results_table.py build/bench/attention_study.json --out build/bench/results.md
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
