@@ -224,8 +224,11 @@ class GemmCore(wiring.Component):
         q_data = Signal()                    # the quant read port holds column q_data_col
         q_data_col = Signal(range(cols))
         q_pending = Signal()                 # i_quant offered, not yet taken
+        q_raw = Signal(QUANT_LAYOUT, reset_less=True)   # block-RAM output, registered
+        q_raw_valid = Signal()               # q_raw holds column q_raw_col
+        q_raw_col = Signal(range(cols))
 
-        m.d.comb += self.busy.eq(run | q_read | q_data | q_pending)
+        m.d.comb += self.busy.eq(run | q_read | q_data | q_raw_valid | q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
         accept = Signal()
         m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
@@ -246,21 +249,25 @@ class GemmCore(wiring.Component):
         # the data path), then offered from that register until the pipeline takes it.
         # Data registers are reset_less: a synchronous reset over an enable costs an ECP5
         # TRELLIS_FF a LUT in front of D, on the path from the block-RAM output.
+        # The block-RAM output first lands in `q_raw`, a plain register (no enable, no reset):
+        # the DP16KD's 5.6 ns clock-to-out left no room for the per-lane enable logic that
+        # Yosys put in front of `quant_q` (104 MHz on the ULX3S, the worst path of the build).
         quant_q = [Signal(QUANT_LAYOUT, name=f"quant_q{c}", reset_less=True) for c in range(cols)]
         m.d.comb += [
             quant_rd.addr.eq(Cat(q_col, bank)),
             pipe.i_quant.valid.eq(q_pending),
         ]
         m.d.sync += [q_data.eq(q_read), q_data_col.eq(q_col)]
+        m.d.sync += [q_raw.eq(quant_rd.data), q_raw_valid.eq(q_data), q_raw_col.eq(q_data_col)]
         with m.If(q_read):
             m.d.sync += q_col.eq(q_col + 1)
             with m.If(q_col == cols - 1):
                 m.d.sync += q_read.eq(0)
-        with m.If(q_data):
+        with m.If(q_raw_valid):
             for c in range(cols):
-                with m.If(q_data_col == c):
-                    m.d.sync += quant_q[c].eq(quant_rd.data)
-            with m.If(q_data_col == cols - 1):
+                with m.If(q_raw_col == c):
+                    m.d.sync += quant_q[c].eq(q_raw)
+            with m.If(q_raw_col == cols - 1):
                 m.d.sync += q_pending.eq(1)
         with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
             m.d.sync += q_pending.eq(0)
