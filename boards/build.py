@@ -352,6 +352,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="unit to build (default: gemm)")
     parser.add_argument("--preset", default=None,
                         help="AccelParams preset (default: the board's own preset)")
+    parser.add_argument("--target-mhz", default=None, type=float, metavar="MHZ",
+                        help="main clock constraint (default: the preset's target_mhz); the "
+                             "build's digest includes it")
     parser.add_argument("--report-json", default=None, metavar="PATH",
                         help="write the JSON report here (default: <build-dir>/report.json)")
     parser.add_argument("--build-dir", default=None, metavar="DIR",
@@ -362,9 +365,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         params = preset_for_board(args.board, args.preset)
+        if args.target_mhz is not None:
+            params = params.replace(target_mhz=args.target_mhz)
         build_dir = args.build_dir or str(
             Path("build") / "synth" / f"{args.board}-{args.unit}-{params.name}-{params.digest()}")
-        result = synth(args.board, args.unit, preset=args.preset, build_dir=build_dir,
+        result = synth(args.board, args.unit, preset=params, build_dir=build_dir,
                        report_json=args.report_json or str(Path(build_dir) / "report.json"))
     except (ValueError, TypeError, RuntimeError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
