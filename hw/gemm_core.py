@@ -29,7 +29,6 @@ import operator
 
 from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -87,10 +86,9 @@ class GemmCore(wiring.Component):
     ----------
     latency : int
         Cycles this core adds in front of the pipeline: 1 (start register) + 1 (block-RAM read)
-        + 1 (fabric register after the block RAM) + 2 (operand FIFO): the first operand column
-        reaches the pipeline 5 cycles after ``start`` (the quant parameters after ``cols + 3``).
-        Operands then flow at one column per cycle. The pipeline's own latency is
-        ``pipeline.latency``.
+        + 1 (fabric register after the block RAM): the first operand column reaches the
+        pipeline 3 cycles after ``start``, the quant parameters 3 cycles after it. The
+        pipeline's own latency is ``pipeline.latency``.
     """
 
     class Buffer(enum.Enum, shape=2):
@@ -165,7 +163,7 @@ class GemmCore(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 5
+        return 3
 
     def elaborate(self, platform):
         m = Module()
@@ -280,46 +278,38 @@ class GemmCore(wiring.Component):
                 pipe.i_quant.payload.shift[c].eq(quant_q[c].shift),
             ]
 
-        # Operand stream, credit-based: a block-RAM read is issued only when the FIFO in front
-        # of the pipeline has a free slot for it, counting the reads still in flight. The read
-        # data then flows with no enables: R (the read ports' own registers) -> P (a plain
-        # fabric register next to the block RAM) -> FIFO -> i_stream. The DP16KD's 5.8 ns
-        # clock-to-out leaves no time for an enable mux or a long route in the same cycle (an
-        # enable-loaded register behind R set the ULX3S build's 112 MHz worst path).
-        fifo_depth = 6
-        op_width = 8 * rows + 8 * cols + 1
-        m.submodules.op_fifo = op_fifo = SyncFIFOBuffered(width=op_width, depth=fifo_depth)
+        # Operand stream, two stages with backpressure: R = the read ports' own data registers
+        # (block RAM), O = a fabric register that drives i_stream. O loads when empty or taken;
+        # R advances when empty or unloaded into O, so a stall holds address and data.
         r_valid = Signal()
         r_last = Signal()
-        p_valid = Signal()
-        p_data = Signal(op_width, reset_less=True)
-        issue = Signal()
+        o_valid = Signal()
+        o_last = Signal()
+        o_act = Signal(8 * rows, reset_less=True)    # (reset_less: see quant_q)
+        o_wgt = Signal(8 * cols, reset_less=True)
+        load_o = Signal()
+        advance = Signal()
         m.d.comb += [
-            issue.eq(run & (op_fifo.level + r_valid + p_valid < fifo_depth)),
+            load_o.eq(~o_valid | pipe.i_stream.ready),
+            advance.eq(~r_valid | load_o),
             act_rd.addr.eq(Cat(k, bank)),
             wgt_rd.addr.eq(Cat(k, bank)),
-            act_rd.en.eq(issue),
-            wgt_rd.en.eq(issue),
+            act_rd.en.eq(advance),
+            wgt_rd.en.eq(advance),
+            pipe.i_stream.valid.eq(o_valid),
+            pipe.i_stream.payload.act.eq(o_act),
+            pipe.i_stream.payload.wgt.eq(o_wgt),
+            pipe.i_stream.payload.last.eq(o_last),
         ]
-        m.d.sync += [
-            r_valid.eq(issue),
-            r_last.eq(k == k_last),
-            p_valid.eq(r_valid),
-            p_data.eq(Cat(act_rd.data, wgt_rd.data, r_last)),
-        ]
-        with m.If(issue):
-            m.d.sync += k.eq(k + 1)
-            with m.If(k == k_last):
-                m.d.sync += run.eq(0)
-        m.d.comb += [
-            op_fifo.w_en.eq(p_valid),
-            op_fifo.w_data.eq(p_data),
-            pipe.i_stream.valid.eq(op_fifo.r_rdy),
-            pipe.i_stream.payload.act.eq(op_fifo.r_data[:8 * rows]),
-            pipe.i_stream.payload.wgt.eq(op_fifo.r_data[8 * rows:8 * rows + 8 * cols]),
-            pipe.i_stream.payload.last.eq(op_fifo.r_data[-1]),
-            op_fifo.r_en.eq(pipe.i_stream.ready),
-        ]
+        with m.If(advance):
+            m.d.sync += [r_valid.eq(run), r_last.eq(k == k_last)]
+            with m.If(run):
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == k_last):
+                    m.d.sync += run.eq(0)
+        with m.If(load_o):
+            m.d.sync += [o_valid.eq(r_valid), o_last.eq(r_last),
+                         o_act.eq(act_rd.data), o_wgt.eq(wgt_rd.data)]
 
         # -- results ------------------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.o_stream), pipe.o_stream)

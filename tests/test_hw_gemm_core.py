@@ -130,7 +130,7 @@ def test_gemm_core_from_params():
     core = GemmCore.from_params(preset("tiny"))
     assert (core.rows, core.cols, core.k_depth) == (4, 4, 256)
     assert core.wr_data_width == max(32, QUANT_LAYOUT.size)
-    assert core.latency == 5
+    assert core.latency == 3
     Fragment.get(core, None)  # elaborates (and so uses) the core and its pipeline
 
 
