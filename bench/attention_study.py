@@ -84,7 +84,10 @@ def _meta(args, section: str) -> dict:
                 cpu_count=os.cpu_count(),
                 torch=torch.__version__, python=platform.python_version(),
                 mode="smoke" if args.smoke else "quick" if args.quick else "full",
-                commit=commit, command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]))
+                commit=commit, command=" ".join(
+                    [Path(sys.argv[0]).name]
+                    + [f"build/bench/{Path(a).name}" if a.startswith("/") else a
+                       for a in sys.argv[1:]]))
 
 
 def _have(module: str) -> bool:

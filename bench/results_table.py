@@ -37,6 +37,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + [""]
 
 
+def _portable(command: str) -> str:
+    """The command with absolute paths (machine-specific) shortened to ``build/bench/NAME``."""
+    return " ".join(f"build/bench/{Path(tok).name}" if tok.startswith("/") else tok
+                    for tok in command.split())
+
+
 def _where(meta: dict) -> str:
     dev = meta.get("device", "?")
     name = meta.get("device_name") or ""
@@ -45,7 +51,7 @@ def _where(meta: dict) -> str:
             f"{', ' + name if name else ''}, {meta.get('cpu_count', '?')} CPU cores, "
             f"{meta.get('torch_threads', '?')} torch threads, "
             f"torch {meta.get('torch', '?')}), commit `{meta.get('commit', '?')}`, {mode} mode, "
-            f"{meta.get('wall_s', '?')} s: `{meta.get('command', '?')}`.*")
+            f"{meta.get('wall_s', '?')} s: `{_portable(meta.get('command', '?'))}`.*")
 
 
 def _label(r: dict) -> str:
