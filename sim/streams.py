@@ -33,8 +33,8 @@ import numpy as np
 
 __all__ = [
     "Codec", "EdgeLoop", "StreamSink", "StreamSource", "backpressure_generator", "describe",
-    "idle_generator", "pack_fields", "pause_generator", "stream_ports", "unpack_fields",
-    "VARIANTS",
+    "idle_generator", "pack_fields", "pause_generator", "start_clock_and_drivers",
+    "stream_ports", "unpack_fields", "VARIANTS",
 ]
 
 # -- layouts -------------------------------------------------------------------------------------
@@ -291,6 +291,24 @@ def pause_generator(kind: str | None, *, seed: int = 0, p: float = 0.25,
                              f"not {list(pattern)!r}")
         return itertools.cycle(pat)
     raise ValueError(f"pause kind must be None, 'random' or 'cycle', not {kind!r}")
+
+
+async def start_clock_and_drivers(dut: Any, clock_ns: float, drivers: Iterable[Any], *,
+                                  reset_cycles: int = 3) -> Any:
+    """Start ``dut.clk`` (period ``clock_ns``), hold ``dut.rst`` for ``reset_cycles``, release
+    it, wait one edge, then start every driver. Returns the cocotb ``Clock``."""
+    from cocotb.clock import Clock
+    from cocotb.triggers import ClockCycles, RisingEdge
+
+    clock = Clock(dut.clk, clock_ns, unit="ns")
+    clock.start()
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, reset_cycles)
+    dut.rst.value = 0
+    await RisingEdge(dut.clk)
+    for d in drivers:
+        d.start()
+    return clock
 
 
 def idle_generator(kind: str | None = "random", **kw: Any) -> Iterator[bool] | None:

@@ -29,11 +29,16 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from sim import runner
-from sim.streams import Codec, StreamSink, StreamSource, pause_generator
+from sim.streams import (
+    Codec,
+    StreamSink,
+    StreamSource,
+    pause_generator,
+    start_clock_and_drivers,
+)
 from sw import ref
 
 CLOCK_NS = 10
@@ -255,14 +260,7 @@ class AttentionHarness:
         return (self.cfg_src, self.kv_src, self.q_src, self.sink)
 
     async def start(self) -> None:
-        self.clock = Clock(self.dut.clk, CLOCK_NS, unit="ns")
-        self.clock.start()
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
-        for d in self.drivers:
-            d.start()
+        self.clock = await start_clock_and_drivers(self.dut, CLOCK_NS, self.drivers)
 
     def queue(self, seq: dict[str, Any]) -> None:
         p = seq["params"]

@@ -30,11 +30,17 @@ from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Timer
 
 from sim import runner
-from sim.streams import Codec, EdgeLoop, StreamSink, StreamSource, pause_generator
+from sim.streams import (
+    Codec,
+    EdgeLoop,
+    StreamSink,
+    StreamSource,
+    pause_generator,
+    start_clock_and_drivers,
+)
 from sw import quant, ref
 
 CLOCK_NS = 10
@@ -279,14 +285,8 @@ class GemmHarness:
                                loop=self.loop)
 
     async def start(self) -> None:
-        self.clock = Clock(self.dut.clk, CLOCK_NS, unit="ns")
-        self.clock.start()
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        await RisingEdge(self.dut.clk)
-        for d in (self.src, self.qsrc, self.sink):
-            d.start()
+        self.clock = await start_clock_and_drivers(self.dut, CLOCK_NS,
+                                                   (self.src, self.qsrc, self.sink))
 
     def queue(self, tile: dict[str, Any]) -> None:
         a, w = tile["a"], tile["w"]
