@@ -1,0 +1,172 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Tier-1 tests of hw.bram: the registered-read block RAM and its ECP5 ``DP16KD`` mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import Const, Fragment, Signal
+from amaranth.hdl._ast import Slice
+from amaranth.sim import Simulator
+
+from hw.bram import (
+    DP16KD_MODES,
+    BlockRAM,
+    ECP5BlockRAM,
+    PortableBlockRAM,
+    dp16kd_mode,
+    make_block_ram,
+)
+
+
+class _FakePlatform:
+    def __init__(self, family):
+        self.family = family
+
+
+# -- factory and parameters ------------------------------------------------------------------
+
+def test_block_ram_factory_selects_by_family():
+    assert isinstance(make_block_ram(None, width=8, depth=16), PortableBlockRAM)
+    assert isinstance(make_block_ram(_FakePlatform("ecp5"), width=8, depth=16), ECP5BlockRAM)
+    assert isinstance(make_block_ram(None, width=8, depth=16, family="ecp5"), ECP5BlockRAM)
+    assert isinstance(make_block_ram(_FakePlatform("iCE40"), width=8, depth=16),
+                      PortableBlockRAM)
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    assert isinstance(make_block_ram(ULX3S_85F_Platform(), width=8, depth=16), ECP5BlockRAM)
+    assert BlockRAM.latency == 2
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"width": 0, "depth": 16}, TypeError, "BlockRAM width must be a positive integer"),
+    ({"width": 8, "depth": "16"}, TypeError, "BlockRAM depth must be a positive integer"),
+    ({"width": True, "depth": 16}, TypeError, "BlockRAM width must be a positive integer"),
+    ({"width": 8, "depth": 1}, ValueError, "BlockRAM depth must be at least 2"),
+    ({"width": 8, "depth": 16, "family": 5}, TypeError, "family must be a string or None"),
+    ({"width": 8, "depth": 16385, "family": "ecp5"}, ValueError,
+     "depth 16385 exceeds one DP16KD column"),
+])
+def test_block_ram_rejects_bad_parameters(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        make_block_ram(None, **kwargs)
+
+
+@pytest.mark.parametrize("depth, mode", [
+    (2, (18, 1024, 4)), (1024, (18, 1024, 4)), (1025, (9, 2048, 3)), (2048, (9, 2048, 3)),
+    (4096, (4, 4096, 2)), (8192, (2, 8192, 1)), (16384, (1, 16384, 0)),
+])
+def test_dp16kd_mode_is_the_widest_that_fits(depth, mode):
+    assert dp16kd_mode(depth) == mode
+    assert mode in DP16KD_MODES
+
+
+# -- portable model in amaranth.sim ----------------------------------------------------------
+
+@pytest.mark.parametrize("width, depth", [(8, 4), (53, 16), (64, 64)])
+def test_portable_block_ram_matches_a_cycle_model(width, depth):
+    """Random writes, reads and enables against a two-rank Python model, cycle for cycle."""
+    dut = PortableBlockRAM(width=width, depth=depth)
+    rng = np.random.default_rng(width * 1000 + depth)
+    cycles = 1500
+    mask = (1 << width) - 1
+    # Corner words: all ones, the top bit alone, zero; then random words.
+    corner = [mask, 1 << (width - 1), 0]
+
+    async def tb(ctx):
+        mem = [0] * depth
+        rank1 = rank2 = 0
+        checked = 0
+        for t in range(cycles):
+            w_en, r_en, r_oce = (int(b) for b in rng.integers(0, 2, size=3))
+            w_addr, r_addr = (int(a) for a in rng.integers(0, depth, size=2))
+            collide = bool(w_en and r_en and w_addr == r_addr)
+            word = corner[t] if t < len(corner) else int.from_bytes(
+                rng.bytes((width + 7) // 8), "little") & mask
+            ctx.set(dut.w_en, w_en)
+            ctx.set(dut.w_addr, w_addr)
+            ctx.set(dut.w_data, word)
+            ctx.set(dut.r_en, r_en)
+            ctx.set(dut.r_addr, r_addr)
+            ctx.set(dut.r_oce, r_oce)
+            assert ctx.get(dut.r_data) == rank2, f"cycle {t}"
+            checked += 1
+            await ctx.tick()
+            # The model's registers update from the values before this edge.
+            new_rank2 = rank1 if r_oce else rank2
+            # A colliding read is poisoned in simulation: the complement of the old word.
+            new_rank1 = (mem[r_addr] ^ mask if collide else mem[r_addr]) if r_en else rank1
+            if w_en:
+                mem[w_addr] = word
+            rank1, rank2 = new_rank1, new_rank2
+        assert checked == cycles
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+# -- ECP5 mapping: instance wiring -----------------------------------------------------------
+
+def _instances(dut):
+    frag = Fragment.get(dut, None)
+    return [sub for sub, *_ in frag.subfragments if getattr(sub, "type", None) == "DP16KD"]
+
+
+def _bit(value):
+    """A one-bit port connection as ``("signal name", bit)`` or ``("const", 0/1)``."""
+    if isinstance(value, Const):
+        return ("const", value.value)
+    if isinstance(value, Slice) and value.stop - value.start == 1 and isinstance(value.value,
+                                                                                 Signal):
+        return (value.value.name, value.start)
+    if isinstance(value, Signal) and len(value) == 1:
+        return (value.name, 0)
+    raise AssertionError(f"unexpected port connection {value!r}")
+
+
+@pytest.mark.parametrize("width, depth", [(64, 2048), (53, 16), (16, 512), (5, 4096), (3, 16384)])
+def test_ecp5_block_ram_instance_wiring(width, depth):
+    dut = ECP5BlockRAM(width=width, depth=depth)
+    lane, mode_depth, low = dp16kd_mode(depth)
+    assert dut.mode == (lane, mode_depth, low)
+    insts = _instances(dut)
+    assert len(insts) == dut.instances == -(-width // lane)
+    abits = (depth - 1).bit_length()
+    covered = []
+    for i, inst in enumerate(insts):
+        p = inst.parameters
+        assert (p["DATA_WIDTH_A"], p["DATA_WIDTH_B"]) == (lane, lane)
+        assert (p["REGMODE_A"], p["REGMODE_B"]) == ("NOREG", "OUTREG")
+        assert p["GSR"] == "DISABLED"
+        ports = {name: _bit(v) if len(v) == 1 else v for name, (v, _) in inst.ports.items()
+                 if name not in ("CLKA", "CLKB")}
+        # Enables: port A writes, port B reads through both ranks.
+        assert ports["WEA"] == ports["CEA"] == ("w_en", 0)
+        assert ports["CEB"] == ("r_en", 0)
+        assert ports["OCEB"] == ("r_oce", 0)
+        assert ports["WEB"] == ports["RSTA"] == ports["RSTB"] == ("const", 0)
+        for cs in range(3):
+            assert ports[f"CSA{cs}"] == ports[f"CSB{cs}"] == ("const", 0)
+        # Address: ADx(low + j) = addr[j]; the low bits are byte enables (18-bit words, both
+        # bytes on) or unused; the bits above the address are 0.
+        for bit in range(14):
+            if bit < low:
+                want = 1 if lane == 18 and bit < 2 else 0
+                assert ports[f"ADA{bit}"] == ports[f"ADB{bit}"] == ("const", want), bit
+            elif bit - low < abits:
+                assert ports[f"ADA{bit}"] == ("w_addr", bit - low)
+                assert ports[f"ADB{bit}"] == ("r_addr", bit - low)
+            else:
+                assert ports[f"ADA{bit}"] == ports[f"ADB{bit}"] == ("const", 0), bit
+        # Data: lane i holds bits [i*lane, i*lane + lane) of the word, DIx0 first.
+        for bit in range(18):
+            w = i * lane + bit
+            if bit < lane and w < width:
+                assert ports[f"DIA{bit}"] == ("w_data", w)
+                covered.append(w)
+            else:
+                assert ports[f"DIA{bit}"] == ("const", 0)
+            assert ports[f"DIB{bit}"] == ("const", 0)
+            assert (f"DOB{bit}" in ports) == (bit < lane)
+    assert covered == list(range(width))
