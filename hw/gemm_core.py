@@ -7,16 +7,16 @@ buffers into :class:`hw.gemm.GemmPipeline` and the int8 result rows come out of 
 
 Buffers (double-buffered: two banks, selected by ``wr_bank`` for writes, ``bank`` for a tile):
 
-* ``ACT`` -- a ``amaranth.lib.memory.Memory``; word ``k`` = column ``k`` of the A tile,
-  ``A[r, k]`` (int8) at bits ``8*r``.
-* ``WGT`` -- a ``Memory``; word ``k`` = row ``k`` of the W tile, ``W[k, c]`` (int8) at ``8*c``.
-* ``QUANT`` -- a ``Memory`` of one word per bank with a :data:`QUANT_LAYOUT` lane per output
-  column ``c = wr_addr`` (written one lane at a time): bias (int32) at bit 0 of ``wr_data``,
-  mult (u15) at 32, shift (u6) at 47.
+* ``ACT`` -- word ``k`` = column ``k`` of the A tile, ``A[r, k]`` (int8) at bits ``8*r``.
+* ``WGT`` -- word ``k`` = row ``k`` of the W tile, ``W[k, c]`` (int8) at ``8*c``.
+* ``QUANT`` -- one word per (bank, output column ``c = wr_addr``), written one column at a
+  time: a :data:`QUANT_LAYOUT` word, bias (int32) at bit 0 of ``wr_data``, mult (u15) at 32,
+  shift (u6) at 47.
 
-The A buffer is ``2*k_depth`` x ``rows*8`` bits and the W buffer ``2*k_depth`` x ``cols*8``
-bits; both map to block RAM (ECP5 ``DP16KD``, iCE40 ``SB_RAM40_4K``), and so does the quant
-buffer (2 x ``cols*53`` bits, kept out of flip-flops with ``ram_style = "block"``).
+Each buffer is a :func:`hw.bram.make_block_ram` RAM (``2*k_depth`` x ``rows*8`` bits for A,
+``2*k_depth`` x ``cols*8`` for W, ``2*cols`` x 53 for the quant words) with a registered read:
+on ECP5 ``DP16KD`` instances with their output register on, elsewhere an inferred block RAM
+(iCE40 ``SB_RAM40_4K``) followed by a fabric register.
 
 The result is ``sw.ref.gemm_requant(A[:, :k_len], W[:k_len, :], bias, mult, shift)``: an
 ``(rows, cols)`` int8 tile, one row per ``o_stream`` transfer, ``last`` on the final row
@@ -29,8 +29,9 @@ import operator
 
 from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from hw.bram import make_block_ram
 
 __all__ = ["GemmCore", "QUANT_LAYOUT"]
 
@@ -85,8 +86,8 @@ class GemmCore(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles this core adds in front of the pipeline: 1 (start register) + 1 (block-RAM read)
-        + 1 (fabric register after the block RAM): the first operand column reaches the
+        Cycles this core adds in front of the pipeline: 1 (start register) + 2 (the block RAMs'
+        registered read, :attr:`hw.bram.BlockRAM.latency`): the first operand column reaches the
         pipeline 3 cycles after ``start``, the quant parameters 3 cycles after it. The
         pipeline's own latency is ``pipeline.latency``.
     """
@@ -170,65 +171,47 @@ class GemmCore(wiring.Component):
         rows, cols, depth = self._rows, self._cols, self._k_depth
         m.submodules.pipeline = pipe = self._pipeline
 
-        # -- buffers: A and W in block RAM, two banks each (bank = address MSB) ------------------
-        # `no_rw_check` (Yosys): a read of the address being written in the same cycle may
-        # return anything -- the host never writes a bank while `busy` -- so Yosys need not add
-        # bypass logic for Amaranth's read-old-data rule behind the block RAM's slow output.
-        mem_attrs = {"no_rw_check": 1}
-        m.submodules.act_buf = act_buf = Memory(shape=unsigned(8 * rows), depth=2 * depth,
-                                                init=[], attrs=mem_attrs)
-        m.submodules.wgt_buf = wgt_buf = Memory(shape=unsigned(8 * cols), depth=2 * depth,
-                                                init=[], attrs=mem_attrs)
-        act_wr = act_buf.write_port()
-        wgt_wr = wgt_buf.write_port()
-        act_rd = act_buf.read_port()
-        wgt_rd = wgt_buf.read_port()
-        m.d.comb += [
-            act_wr.addr.eq(Cat(self.wr_addr, self.wr_bank)),
-            act_wr.data.eq(self.wr_data[:8 * rows]),
-            act_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.ACT)),
-            wgt_wr.addr.eq(Cat(self.wr_addr, self.wr_bank)),
-            wgt_wr.data.eq(self.wr_data[:8 * cols]),
-            wgt_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
-        ]
-
-        # Quant parameters: one QUANT_LAYOUT word per (bank, column) in block RAM, read into
-        # the i_quant register one column per cycle when a tile starts. (One 2 x cols*53-bit
-        # word per bank made Yosys fold both banks into one block-RAM row and put a bank mux
-        # after the 5.8 ns DP16KD output, which missed 125 MHz.)
+        # -- buffers: A, W and quant in block RAM, two banks each (bank = address MSB) -------------
+        # Every buffer reads through two register ranks (hw.bram: on ECP5 the DP16KD's own output
+        # register; Yosys maps an inferred memory without it, and its 5.8 ns clock-to-out then
+        # left too little of a 125 MHz cycle for the route to the array).
         qw = QUANT_LAYOUT.size
         col_bits = max(0, (cols - 1).bit_length())
-        m.submodules.quant_buf = quant_buf = Memory(
-            shape=unsigned(qw), depth=2 << col_bits, init=[],
-            attrs={"ram_style": "block", **mem_attrs})
-        quant_wr = quant_buf.write_port()
-        quant_rd = quant_buf.read_port()
+        m.submodules.act_buf = act_buf = make_block_ram(platform, width=8 * rows, depth=2 * depth)
+        m.submodules.wgt_buf = wgt_buf = make_block_ram(platform, width=8 * cols, depth=2 * depth)
+        # Quant parameters: one QUANT_LAYOUT word per (bank, column). (One 2 x cols*53-bit word
+        # per bank made Yosys fold both banks into one block-RAM row and put a bank mux after the
+        # block RAM's output, which missed 125 MHz.)
+        m.submodules.quant_buf = quant_buf = make_block_ram(platform, width=qw,
+                                                            depth=2 << col_bits)
         m.d.comb += [
-            quant_wr.addr.eq(Cat(self.wr_addr[:col_bits], self.wr_bank)),
-            quant_wr.data.eq(self.wr_data[:qw]),
+            act_buf.w_addr.eq(Cat(self.wr_addr, self.wr_bank)),
+            act_buf.w_data.eq(self.wr_data[:8 * rows]),
+            act_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.ACT)),
+            wgt_buf.w_addr.eq(Cat(self.wr_addr, self.wr_bank)),
+            wgt_buf.w_data.eq(self.wr_data[:8 * cols]),
+            wgt_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
+            quant_buf.w_addr.eq(Cat(self.wr_addr[:col_bits], self.wr_bank)),
+            quant_buf.w_data.eq(self.wr_data[:qw]),
             # No column for wr_addr >= cols.
-            quant_wr.en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)
-                           & (self.wr_addr < cols)),
+            quant_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)
+                              & (self.wr_addr < cols)),
         ]
 
         # -- sequencer ----------------------------------------------------------------------------
-        # Every block-RAM output is registered in the fabric before it reaches the pipeline: an
-        # ECP5 DP16KD without its output register has a 5.8 ns clock-to-out (nextpnr, speed 6),
-        # which left no time for the requantizer's bias add behind it at 125 MHz.
         run = Signal()                       # operand columns left to read
         k = Signal(range(depth))             # next column to read
         k_last = Signal(range(depth))        # k_len - 1 of the running tile
         bank = Signal()                      # bank of the running tile
         q_read = Signal()                    # quant columns being read
         q_col = Signal(range(cols))          # next quant column to read
-        q_data = Signal()                    # the quant read port holds column q_data_col
+        q_data = Signal()                    # the quant RAM's first rank holds column q_data_col
         q_data_col = Signal(range(cols))
+        q_out_valid = Signal()               # its output register holds column q_out_col
+        q_out_col = Signal(range(cols))
         q_pending = Signal()                 # i_quant offered, not yet taken
-        q_raw = Signal(QUANT_LAYOUT, reset_less=True)   # block-RAM output, registered
-        q_raw_valid = Signal()               # q_raw holds column q_raw_col
-        q_raw_col = Signal(range(cols))
 
-        m.d.comb += self.busy.eq(run | q_read | q_data | q_raw_valid | q_pending)
+        m.d.comb += self.busy.eq(run | q_read | q_data | q_out_valid | q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
         accept = Signal()
         m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
@@ -245,29 +228,29 @@ class GemmCore(wiring.Component):
         # i_quant: from the cycle after `accept`, the bank's quant words are read one column per
         # cycle (address from registers only: an address straight from the start command
         # missed 125 MHz on the ULX3S, harness register -> k_len check -> address = 10.4 ns),
-        # each copied into its lane of a fabric register (a clock enable per lane, no logic on
-        # the data path), then offered from that register until the pipeline takes it.
-        # Data registers are reset_less: a synchronous reset over an enable costs an ECP5
-        # TRELLIS_FF a LUT in front of D, on the path from the block-RAM output.
-        # The block-RAM output first lands in `q_raw`, a plain register (no enable, no reset):
-        # the DP16KD's 5.6 ns clock-to-out left no room for the per-lane enable logic that
-        # Yosys put in front of `quant_q` (104 MHz on the ULX3S, the worst path of the build).
+        # each copied from the RAM's output register into its lane of a fabric register (a
+        # clock enable per lane, no logic on the data path), then offered from that register
+        # until the pipeline takes it. Data registers are reset_less: a synchronous reset over an
+        # enable costs an ECP5 TRELLIS_FF a LUT in front of D.
         quant_q = [Signal(QUANT_LAYOUT, name=f"quant_q{c}", reset_less=True) for c in range(cols)]
+        q_word = QUANT_LAYOUT(quant_buf.r_data)
         m.d.comb += [
-            quant_rd.addr.eq(Cat(q_col, bank)),
+            quant_buf.r_addr.eq(Cat(q_col, bank)),
+            quant_buf.r_en.eq(1),
+            quant_buf.r_oce.eq(1),
             pipe.i_quant.valid.eq(q_pending),
         ]
-        m.d.sync += [q_data.eq(q_read), q_data_col.eq(q_col)]
-        m.d.sync += [q_raw.eq(quant_rd.data), q_raw_valid.eq(q_data), q_raw_col.eq(q_data_col)]
+        m.d.sync += [q_data.eq(q_read), q_data_col.eq(q_col),
+                     q_out_valid.eq(q_data), q_out_col.eq(q_data_col)]
         with m.If(q_read):
             m.d.sync += q_col.eq(q_col + 1)
             with m.If(q_col == cols - 1):
                 m.d.sync += q_read.eq(0)
-        with m.If(q_raw_valid):
+        with m.If(q_out_valid):
             for c in range(cols):
-                with m.If(q_raw_col == c):
-                    m.d.sync += quant_q[c].eq(q_raw)
-            with m.If(q_raw_col == cols - 1):
+                with m.If(q_out_col == c):
+                    m.d.sync += quant_q[c].eq(q_word)
+            with m.If(q_out_col == cols - 1):
                 m.d.sync += q_pending.eq(1)
         with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
             m.d.sync += q_pending.eq(0)
@@ -278,38 +261,40 @@ class GemmCore(wiring.Component):
                 pipe.i_quant.payload.shift[c].eq(quant_q[c].shift),
             ]
 
-        # Operand stream, two stages with backpressure: R = the read ports' own data registers
-        # (block RAM), O = a fabric register that drives i_stream. O loads when empty or taken;
-        # R advances when empty or unloaded into O, so a stall holds address and data.
-        r_valid = Signal()
-        r_last = Signal()
-        o_valid = Signal()
-        o_last = Signal()
-        o_act = Signal(8 * rows, reset_less=True)    # (reset_less: see quant_q)
-        o_wgt = Signal(8 * cols, reset_less=True)
-        load_o = Signal()
+        # Operand stream, the RAMs' two read ranks with backpressure: rank 1 (address / array
+        # read, `r_en`) and rank 2 (output register, `r_oce`, drives i_stream). Rank 2 loads when
+        # empty or taken; rank 1 advances when empty or unloaded into rank 2, so a stall holds
+        # both the address and the words in flight.
+        r1_valid = Signal()
+        r1_last = Signal()
+        r2_valid = Signal()
+        r2_last = Signal()
+        load_r2 = Signal()
         advance = Signal()
         m.d.comb += [
-            load_o.eq(~o_valid | pipe.i_stream.ready),
-            advance.eq(~r_valid | load_o),
-            act_rd.addr.eq(Cat(k, bank)),
-            wgt_rd.addr.eq(Cat(k, bank)),
-            act_rd.en.eq(advance),
-            wgt_rd.en.eq(advance),
-            pipe.i_stream.valid.eq(o_valid),
-            pipe.i_stream.payload.act.eq(o_act),
-            pipe.i_stream.payload.wgt.eq(o_wgt),
-            pipe.i_stream.payload.last.eq(o_last),
+            load_r2.eq(~r2_valid | pipe.i_stream.ready),
+            advance.eq(~r1_valid | load_r2),
+        ]
+        for buf in (act_buf, wgt_buf):
+            m.d.comb += [
+                buf.r_addr.eq(Cat(k, bank)),
+                buf.r_en.eq(advance),
+                buf.r_oce.eq(load_r2),
+            ]
+        m.d.comb += [
+            pipe.i_stream.valid.eq(r2_valid),
+            pipe.i_stream.payload.act.eq(act_buf.r_data),
+            pipe.i_stream.payload.wgt.eq(wgt_buf.r_data),
+            pipe.i_stream.payload.last.eq(r2_last),
         ]
         with m.If(advance):
-            m.d.sync += [r_valid.eq(run), r_last.eq(k == k_last)]
+            m.d.sync += [r1_valid.eq(run), r1_last.eq(k == k_last)]
             with m.If(run):
                 m.d.sync += k.eq(k + 1)
                 with m.If(k == k_last):
                     m.d.sync += run.eq(0)
-        with m.If(load_o):
-            m.d.sync += [o_valid.eq(r_valid), o_last.eq(r_last),
-                         o_act.eq(act_rd.data), o_wgt.eq(wgt_rd.data)]
+        with m.If(load_r2):
+            m.d.sync += [r2_valid.eq(r1_valid), r2_last.eq(r1_last)]
 
         # -- results ------------------------------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.o_stream), pipe.o_stream)

@@ -26,6 +26,7 @@ from boards.build import (
 from boards.icebreaker import ice40_pll_params
 from boards.report import critical_path_summary, parse_nextpnr_report, yosys_ff_count
 from boards.ulx3s import ecp5_pll_params
+from hw.bram import dp16kd_mode
 from hw.params import AccelParams
 
 # -- elaboration ------------------------------------------------------------------------------
@@ -45,13 +46,26 @@ def test_board_elaborates_default_preset(board):
     plan, top = _plan(board, params)
     files = plan.files
     il = files["top.il"]
-    # The operand buffers are memories (-> block RAM): two banks of k_depth words each.
+    # The operand buffers (hw.bram): two banks of k_depth words each for A and W, two of
+    # one word per column for the quant parameters. On ECP5 they are DP16KD instances with the
+    # output register on; elsewhere memories that Yosys maps to block RAM.
     depth = 2 * params.k_depth
-    assert f"memory width {8 * params.rows} size {depth} \\act_buf" in il
-    assert f"memory width {8 * params.cols} size {depth} \\wgt_buf" in il
     quant_depth = 2 << (params.cols - 1).bit_length()
-    assert f"memory width 53 size {quant_depth} \\quant_buf" in il
-    assert il.count("attribute \\no_rw_check 1") == 3
+    for name in ("act_buf", "wgt_buf", "quant_buf"):
+        assert f"module \\top.unit.{name}\n" in il
+    if board_platform(board).device.startswith("iCE40"):
+        for width, size in ((8 * params.rows, depth), (8 * params.cols, depth),
+                            (53, quant_depth)):
+            assert f"memory width {width} size {size} \\mem" in il
+        assert il.count("attribute \\no_rw_check 1") == 3
+        assert "DP16KD" not in il
+    else:
+        lane, lane_q = dp16kd_mode(depth)[0], dp16kd_mode(quant_depth)[0]
+        expected = (-(-8 * params.rows // lane) + -(-8 * params.cols // lane)
+                    + -(-53 // lane_q))
+        assert il.count("cell \\DP16KD ") == expected
+        assert il.count('parameter \\REGMODE_B "OUTREG"') == expected
+        assert "memory width" not in il
     assert top.frequency_hz_achieved == pytest.approx(params.target_mhz * 1e6)
     if board_platform(board).device.startswith("iCE40"):
         assert "synth_ice40 -dsp" in files["top.ys"]
