@@ -22,10 +22,11 @@ only waits are at the three input streams and on ``o_stream``.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from hw.bram import make_block_ram
 from hw.softmax import (
     EXP_BITS,
     MULT_LATENCY,
@@ -275,15 +276,15 @@ class WindowedAttention(wiring.Component):
             m.d.sync += running.eq(0)
 
         # -- memories ----------------------------------------------------------------------------
-        m.submodules.kmem = kmem = memory.Memory(shape=unsigned(8 * L), depth=NS * CH, init=[])
-        m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * L), depth=NS * CH, init=[])
-        m.submodules.smem = smem = memory.Memory(shape=signed(SW), depth=NR * WP, init=[])
-        m.submodules.emem = emem = memory.Memory(shape=unsigned(EXP_BITS + 1), depth=NR * WP,
-                                                 init=[])
-        k_wr, v_wr = kmem.write_port(), vmem.write_port()
-        k_rd, v_rd = kmem.read_port(), vmem.read_port()
-        s_wr, s_rd = smem.write_port(), smem.read_port()
-        e_wr, e_rd = emem.write_port(), emem.read_port()
+        # Block RAMs with a registered read (hw.bram: on ECP5 the DP16KD output register, whose
+        # clock-to-out is far shorter than the array's 5.8 ns): every read below lands in a
+        # register two cycles after its address, and nothing reads a word while it is written.
+        m.submodules.kmem = kmem = make_block_ram(platform, width=8 * L, depth=NS * CH)
+        m.submodules.vmem = vmem = make_block_ram(platform, width=8 * L, depth=NS * CH)
+        m.submodules.smem = smem = make_block_ram(platform, width=SW, depth=NR * WP)
+        m.submodules.emem = emem = make_block_ram(platform, width=EXP_BITS + 1, depth=NR * WP)
+        for mem in (kmem, vmem, smem, emem):
+            m.d.comb += [mem.r_en.eq(1), mem.r_oce.eq(1)]
 
         meta_n = Array(Signal(range(W + 1), name=f"meta_n{i}") for i in range(NR))
         meta_lo = Array(Signal(range(NS), name=f"meta_lo{i}") for i in range(NR))
@@ -316,9 +317,9 @@ class WindowedAttention(wiring.Component):
         m.d.sync += kv_took.eq(self.i_kv.valid & kv_take)
         m.d.comb += self.i_kv.ready.eq(kv_take)
         m.d.comb += [
-            k_wr.addr.eq(kv_addr), k_wr.data.eq(kv_k.word_select(kv_c, 8 * L)),
-            v_wr.addr.eq(kv_addr), v_wr.data.eq(kv_v.word_select(kv_c, 8 * L)),
-            k_wr.en.eq(kv_busy), v_wr.en.eq(kv_busy),
+            kmem.w_addr.eq(kv_addr), kmem.w_data.eq(kv_k.word_select(kv_c, 8 * L)),
+            vmem.w_addr.eq(kv_addr), vmem.w_data.eq(kv_v.word_select(kv_c, 8 * L)),
+            kmem.w_en.eq(kv_busy), vmem.w_en.eq(kv_busy),
         ]
         with m.If(kv_busy):
             m.d.sync += [kv_c.eq(Mux(kv_last, 0, kv_c + 1)),
@@ -382,7 +383,7 @@ class WindowedAttention(wiring.Component):
             m.d.sync += [a_busy.eq(0), a_lo.eq(0)]
         with m.If(setup == 2):                                  # ahead is valid from here
             m.d.sync += a_hi.eq(Mux(ahead + 1 < seq_len, ahead + 1, seq_len))   # hi(0)
-        m.d.comb += k_rd.addr.eq(a_addr)
+        m.d.comb += kmem.r_addr.eq(a_addr)
 
         # A1: K row chunk arrives from the memory; q chunk registered beside it.
         a1_v, a1_first, a1_lastc, a1_lastk = Signal(), Signal(), Signal(), Signal()
@@ -392,10 +393,12 @@ class WindowedAttention(wiring.Component):
                      a1_q.eq(q_cur.word_select(a_c, 8 * L))]
         # A2: lanes products. A3 ..: adder tree over the lanes, a register every two levels
         # (three chained 17..19-bit adds would not close timing at 100+ MHz on ECP5).
-        # The K chunk is registered in the fabric first: block-RAM clock-to-out plus the route
-        # to a DSP column does not fit one cycle at 100+ MHz.
+        # The K chunk comes from the block RAM's output register (its second read rank):
+        # block-RAM clock-to-out plus the route to a DSP column does not fit one cycle at
+        # 100+ MHz.
         a1b_k, a1b_q = Signal(8 * L), Signal(8 * L)
-        m.d.sync += [a1b_k.eq(k_rd.data), a1b_q.eq(a1_q)]
+        m.d.comb += a1b_k.eq(kmem.r_data)
+        m.d.sync += a1b_q.eq(a1_q)
         a2_p = [dsp_product(m, platform, a1b_k[8 * l:8 * l + 8].as_signed(),
                             a1b_q[8 * l:8 * l + 8].as_signed(), name=f"qk_mul{l}")
                 for l in range(L)]
@@ -437,8 +440,8 @@ class WindowedAttention(wiring.Component):
         a_max = Signal(signed(SW))
         a_max_next = Signal(signed(SW))
         m.d.comb += a_max_next.eq(Mux((a4_i == 0) | (a4_s > a_max), a4_s, a_max))
-        m.d.comb += [s_wr.addr.eq(Cat(a4_i, a4_slot) if WP > 1 else a4_slot),
-                     s_wr.data.eq(a4_s), s_wr.en.eq(a4_v)]
+        m.d.comb += [smem.w_addr.eq(Cat(a4_i, a4_slot) if WP > 1 else a4_slot),
+                     smem.w_data.eq(a4_s), smem.w_en.eq(a4_v)]
         with m.If(a4_v):
             m.d.sync += a_max.eq(a_max_next)
             with m.If(a4_lastk):
@@ -467,16 +470,17 @@ class WindowedAttention(wiring.Component):
                          b_m.eq(meta_m[slot]), b_row.eq(b_row + 1)]
         with m.If(cfg_take):
             m.d.sync += b_busy.eq(0)
-        m.d.comb += s_rd.addr.eq(Cat(b_i, b_slot) if WP > 1 else b_slot)
+        m.d.comb += smem.r_addr.eq(Cat(b_i, b_slot) if WP > 1 else b_slot)
         # B1: score arrives. B2: difference to the row max.
         b1_v, b1_last, b1_i, b1_slot, b1_m = (Signal(), Signal(), Signal(range(W)),
                                               Signal(range(NR)), Signal(signed(SW)))
         m.d.sync += [b1_v.eq(b_busy), b1_last.eq(b_last), b1_i.eq(b_i), b1_slot.eq(b_slot),
                      b1_m.eq(b_m)]
-        # B2: the score is registered straight out of the block RAM (its clock-to-out is slow);
+        # B2: the score from the block RAM's output register (its array clock-to-out is slow);
         # B3: difference to the row max.
         b2_s, b2_m = Signal(signed(SW)), Signal(signed(SW))
-        m.d.sync += [b2_s.eq(s_rd.data), b2_m.eq(b1_m)]
+        m.d.comb += b2_s.eq(smem.r_data.as_signed())
+        m.d.sync += b2_m.eq(b1_m)
         b2_diff = Signal(unsigned(DW))
         m.d.sync += b2_diff.eq(b2_m - b2_s)
         # B2 .. B2+3: ScoreScaler; then SoftmaxExp.
@@ -495,8 +499,8 @@ class WindowedAttention(wiring.Component):
         b_sum = Signal(SUM_BITS)
         b_sum_next = Signal(SUM_BITS)
         m.d.comb += b_sum_next.eq(Mux(b6_i == 0, 0, b_sum) + exp.e)
-        m.d.comb += [e_wr.addr.eq(Cat(b6_i, b6_slot) if WP > 1 else b6_slot),
-                     e_wr.data.eq(exp.e), e_wr.en.eq(b6_v)]
+        m.d.comb += [emem.w_addr.eq(Cat(b6_i, b6_slot) if WP > 1 else b6_slot),
+                     emem.w_data.eq(exp.e), emem.w_en.eq(b6_v)]
         with m.If(b6_v):
             m.d.sync += b_sum.eq(b_sum_next)
         # B7: sum of the row into the divider.
@@ -540,13 +544,14 @@ class WindowedAttention(wiring.Component):
                          d_row.eq(d_row + 1)]
         with m.If(cfg_take):
             m.d.sync += d_busy.eq(0)
-        m.d.comb += [e_rd.addr.eq(Cat(d_i, d_slot) if WP > 1 else d_slot),
-                     v_rd.addr.eq(d_addr)]
+        m.d.comb += [emem.r_addr.eq(Cat(d_i, d_slot) if WP > 1 else d_slot),
+                     vmem.r_addr.eq(d_addr)]
         # D1: e and the V chunk arrive; D2: e registered; then Normalizer, products (DSP),
         # accumulate, requant.
         d1_r, d2_r = Signal(RECIP_WIDTH), Signal(RECIP_WIDTH)
         d2_e = Signal(EXP_BITS + 1)
-        m.d.sync += [d1_r.eq(d_r), d2_r.eq(d1_r), d2_e.eq(e_rd.data)]     # e: block RAM -> fabric
+        m.d.sync += [d1_r.eq(d_r), d2_r.eq(d1_r)]
+        m.d.comb += d2_e.eq(emem.r_data)              # e: the block RAM's output register
         m.submodules.norm = norm = Normalizer()
         m.d.comb += [norm.e.eq(d2_e), norm.r.eq(d2_r)]
         d_tag = Cat(d_busy, d_c, d_i == 0, d_i == d_n - 1)
@@ -555,9 +560,9 @@ class WindowedAttention(wiring.Component):
             nxt = Signal(len(d_tag), name=f"d_tag{k + 1}")
             m.d.sync += nxt.eq(tags[-1])
             tags.append(nxt)
-        v_pipe = [v_rd.data]
-        for k in range(1 + Normalizer.latency):
-            nxt = Signal(8 * L, name=f"d_v{k + 2}")
+        v_pipe = [vmem.r_data]                        # D2: the block RAM's output register
+        for k in range(Normalizer.latency):
+            nxt = Signal(8 * L, name=f"d_v{k + 3}")
             m.d.sync += nxt.eq(v_pipe[-1])
             v_pipe.append(nxt)
         # v_pipe[-1] lines up with norm.p; the products register beside tags[-1].
