@@ -11,11 +11,14 @@ Bit-exact with ``sw.quant.requantize(acc + bias, mult, shift)`` (rounding
     S4  p   = p_hi * 2**16 + p_lo     (48-bit signed, exact: |p| < 2**46)
     S5  x'  = p >> (8 * ((shift-1) // 8))          arithmetic, coarse
     S6  x   = x' >> ((shift-1) % 8)                 arithmetic, fine: x = p >> (shift - 1)
+        (low 10 bits kept) and the saturation flags, compared on x' (below)
     S7  y   = sat8((x + 1) >> 1)      ((p + 2**(t-1)) >> t == ((p >> (t-1)) + 1) >> 1)
     then the 2-entry output buffer (:class:`hw.systolic.OutputBuffer`).
 
 Saturation on ``x`` needs no wide add: ``y > 127 <=> x >= 255`` and ``y < -128 <=> x <= -258``;
-otherwise ``y`` is bits ``[1:9]`` of the 10-bit ``x + 1``.
+otherwise ``y`` is bits ``[1:9]`` of the 10-bit ``x + 1``. With ``x = x' >> f`` (``f`` the fine
+shift) the flags are compared on ``x'`` one stage earlier: ``x >= 255 <=> x' >= 255 * 2**f`` and
+``x <= -258 <=> x' < -257 * 2**f``.
 
 ``shift`` outside ``[1, 47]`` or a wrapped ``acc + bias`` give unspecified (but deterministic)
 results; :func:`sw.quant.requantize` rejects both.
@@ -230,20 +233,29 @@ class Requantizer(wiring.Component):
             with m.If(ce):
                 m.d.sync += x5.eq(p >> Cat(Const(0, 3), sh4[3:]))
             sh5 = stage(sh4[:3], f"shm1_{c}_s5")
-            # S6: fine shift by 0..7 -> x = p >> (shift - 1).
-            x6 = Signal(signed(PROD_WIDTH), name=f"x6_{c}")
+            # S6: fine shift by f = 0..7 -> x = p >> (shift - 1), of which S7 needs the low 10
+            # bits, and the saturation flags, compared on x5 itself against thresholds scaled by
+            # 2**f: floor(x5 / 2**f) >= 255 <=> x5 >= 255 * 2**f, and floor(x5 / 2**f) <= -258
+            # <=> x5 < -257 * 2**f. (Comparing the 48-bit x after the shift and muxing in the
+            # same stage, S7, was an 8.3 ns path on ECP5-85F: 119.96 MHz against 125.)
+            x6 = Signal(signed(10), name=f"x6_{c}")
+            hi6 = Signal(name=f"sat_hi6_{c}")
+            lo6 = Signal(name=f"sat_lo6_{c}")
             with m.If(ce):
-                m.d.sync += x6.eq(x5 >> sh5)
-            # S7: y = sat8((x + 1) >> 1). Registered: the 48-bit range check is a long carry
-            # chain and limited an 8x8 GemmPipeline to 116 MHz on ECP5-85F when it fed the output
-            # buffer directly (nextpnr-ecp5 0.11 critical path, 8.6 ns).
+                m.d.sync += [
+                    x6.eq((x5[:17] >> sh5)[:10]),
+                    hi6.eq(x5 >= (Const(255, signed(18)) << sh5)),
+                    lo6.eq(x5 < (Const(-257, signed(18)) << sh5)),
+                ]
+            # S7: y = sat8((x + 1) >> 1): the flags select the bound, else bits [1:9] of the
+            # 10-bit x + 1.
             xp1 = Signal(signed(10), name=f"xp1_{c}")
             y = Signal(signed(8), name=f"y_{c}")
-            m.d.comb += xp1.eq(x6[:10] + 1)
+            m.d.comb += xp1.eq(x6 + 1)
             with m.If(ce):
-                with m.If(x6 >= 255):
+                with m.If(hi6):
                     m.d.sync += y.eq(127)
-                with m.Elif(x6 <= -258):
+                with m.Elif(lo6):
                     m.d.sync += y.eq(-128)
                 with m.Else():
                     m.d.sync += y.eq(xp1[1:9])

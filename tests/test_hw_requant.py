@@ -246,3 +246,27 @@ def test_requant_rejects_bad_flags():
         Requantizer(2, use_dsp="yes")
     with pytest.raises(TypeError, match="params must be an AccelParams"):
         Requantizer.from_params(4)
+
+
+def test_requant_saturation_thresholds_every_shift():
+    """x = p >> (shift - 1) exactly at, just below and just above 254/255 and -257/-258 (where
+    the saturation flags switch), for every shift and three multipliers: the flags are
+    compared one stage before the fine shift, against thresholds scaled by the shift."""
+    cols = 3
+    mults = np.array([1 << 14, (1 << 15) - 1, 21845], np.int64)
+    tiles = []
+    for shift in range(quant.SHIFT_MIN, quant.SHIFT_MAX + 1):
+        rows = []
+        for x_target in (254, 255, 256, -257, -258, -259):
+            for d in (-1, 0, 1):
+                # Smallest acc with acc * mult >= x_target * 2**(shift-1), then a step around it.
+                acc = -((-x_target << (shift - 1)) // mults) + d
+                rows.append(np.clip(acc, ACC_MIN, ACC_MAX))
+        acc = np.array(rows, np.int64)
+        tiles.append((acc, np.zeros(cols, np.int64), mults, np.full(cols, shift)))
+    data, _ = _simulate(cols, tiles)
+    want = np.concatenate([_expected(a, b[None, :], m[None, :], s[None, :])
+                           for a, b, m, s in tiles])
+    np.testing.assert_array_equal(data, want)
+    # The sweep really reaches both saturated values and the unsaturated extremes.
+    assert {127, -128, 126}.issubset(set(want.ravel().tolist()))
