@@ -44,15 +44,6 @@ def _build(board: str) -> dict:
     return data
 
 
-# Known gaps (docs/boards.md, "Open issues"): strict, so the tests fail loudly once fixed and the
-# markers must go.
-ECP5_BELOW_125 = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="8x8 GemmCore reaches 112.0 MHz (3a3c304): DP16KD clock-to-out (5.8 ns, no output "
-           "register) -> enable LUT -> operand register next to the array; needs a DP16KD "
-           "instance with OUTREG or a credit-based operand FIFO (docs/boards.md)")
-
-
 def test_synth_icebreaker_gemm_fits_and_meets_12mhz():
     data = _build("icebreaker")
     assert data["timing_met"], data["critical_path"]
@@ -64,16 +55,17 @@ def test_synth_icebreaker_gemm_fits_and_meets_12mhz():
     assert data["resources"]["BRAM"]["used"] >= 4
 
 
-@ECP5_BELOW_125
 def test_synth_ulx3s_85f_gemm_8x8_meets_125mhz():
+    """Issue 2's target: the 8x8 GemmCore, block-RAM buffers included, at >= 125 MHz."""
     data = _build("ulx3s-85f")
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 125.0
     # 64 PE multipliers are MULT18X18D instances (plus the requantizer's).
     assert data["resources"]["DSP"]["used"] >= 64
     assert data["resources"]["DSP"]["total"] == 156
-    # A and W buffers: 2048 x 64 bit each = 8 DP16KD each (1024 x 18 per DP16KD), at least.
-    assert data["resources"]["BRAM"]["used"] >= 16
+    # hw.bram: A and W are 2048 x 64 bit each = 8 DP16KD of 2048 x 9 each; the quant words
+    # (16 x 53 bit) 3 DP16KD of 1024 x 18.
+    assert data["resources"]["BRAM"]["used"] == 8 + 8 + 3
 
 
 def test_synth_ulx3s_85f_attention_meets_100mhz():
