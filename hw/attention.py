@@ -53,9 +53,11 @@ def _pow2_ceil(x: int) -> int:
 
 
 def _tree_registers(n: int) -> int:
-    """Register ranks of the lanes adder tree: one every two levels, and one at the end."""
+    """Register ranks of the lanes adder tree: after the first level (the products arrive from
+    the DSP column over a long route: DSP -> two adds was an 8.05 ns path on ECP5-85F), then one
+    every two levels, and one at the end."""
     levels = max(1, (n - 1).bit_length())
-    return (levels + 1) // 2
+    return levels // 2 + 1
 
 
 def _check_pos_int(name: str, value: object, hi: int) -> int:
@@ -192,7 +194,8 @@ class WindowedAttention(wiring.Component):
         return -(-self._window * self._head_dim // self._lanes)
 
     # Pipeline depths (cycles), checked by tests/test_hw_attention.py against the simulation.
-    _A_PIPE = MULT_LATENCY              # plus the adder-tree ranks (A5 overlaps the B start)
+    # plus the adder-tree ranks; + 1: the row max is stored (A6) a cycle after the last score
+    _A_PIPE = MULT_LATENCY + 1
     _B_PIPE = 3 + 2 + ScoreScaler.latency + SoftmaxExp.latency + 2
     _D_PIPE = 4 + Normalizer.latency + MULT_LATENCY + 3 + Requant8.latency + 2
 
@@ -391,8 +394,9 @@ class WindowedAttention(wiring.Component):
         m.d.sync += [a1_v.eq(a_busy), a1_first.eq(a_c == 0), a1_lastc.eq(a_c == CH - 1),
                      a1_lastk.eq(a_i == a_n - 1), a1_i.eq(a_i), a1_slot.eq(a_slot),
                      a1_q.eq(q_cur.word_select(a_c, 8 * L))]
-        # A2: lanes products. A3 ..: adder tree over the lanes, a register every two levels
-        # (three chained 17..19-bit adds would not close timing at 100+ MHz on ECP5).
+        # A2: lanes products. A3 ..: adder tree over the lanes, a register after the first level
+        # (the products' route from the DSP column is long), then every two levels (three chained
+        # 17..19-bit adds would not close timing at 100+ MHz on ECP5): _tree_registers.
         # The K chunk comes from the block RAM's output register (its second read rank):
         # block-RAM clock-to-out plus the route to a DSP column does not fit one cycle at
         # 100+ MHz.
@@ -407,7 +411,7 @@ class WindowedAttention(wiring.Component):
             nxt = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
                    for i in range(0, len(level), 2)] if len(level) > 1 else level
             depth += 1
-            if depth % 2 == 0 or len(nxt) == 1:
+            if depth % 2 == 1 or len(nxt) == 1:
                 regs = []
                 for i, x in enumerate(nxt):
                     r = Signal(signed(TW), name=f"a_tree{tree_regs}_{i}")
@@ -444,8 +448,14 @@ class WindowedAttention(wiring.Component):
                      smem.w_data.eq(a4_s), smem.w_en.eq(a4_v)]
         with m.If(a4_v):
             m.d.sync += a_max.eq(a_max_next)
-            with m.If(a4_lastk):
-                m.d.sync += [meta_m[a4_slot].eq(a_max_next), a_done.eq(a_done + 1)]
+        # A6: the row's max goes to its ring slot one cycle after its last score, from the a_max
+        # register (compare -> mux -> slot write in one cycle was an 8.06 ns path at 125 MHz on
+        # ECP5-85F); a_done counts the row only then, so stage B never reads it earlier.
+        a6_store = Signal()
+        a6_slot = Signal(range(NR))
+        m.d.sync += [a6_store.eq(a4_v & a4_lastk), a6_slot.eq(a4_slot)]
+        with m.If(a6_store):
+            m.d.sync += [meta_m[a6_slot].eq(a_max), a_done.eq(a_done + 1)]
 
         # -- stage B: u = scale(m - s), e = exp(u), S = sum e, r = 2**38 // S ----------------------
         b_busy = Signal()
