@@ -27,6 +27,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
+from hw.requant import RequantLane
 from hw.softmax import (
     EXP_BITS,
     MULT_LATENCY,
@@ -36,7 +37,6 @@ from hw.softmax import (
     SUM_BITS,
     Normalizer,
     Reciprocal,
-    Requant8,
     ScoreScaler,
     SoftmaxExp,
     dsp_product,
@@ -197,7 +197,7 @@ class WindowedAttention(wiring.Component):
     # plus the adder-tree ranks; + 1: the row max is stored (A6) a cycle after the last score
     _A_PIPE = MULT_LATENCY + 1
     _B_PIPE = 3 + 2 + ScoreScaler.latency + SoftmaxExp.latency + 2
-    _D_PIPE = 4 + Normalizer.latency + MULT_LATENCY + 3 + Requant8.latency + 2
+    _D_PIPE = 4 + Normalizer.latency + MULT_LATENCY + 3 + RequantLane.latency + 2
 
     def row_latency(self, keys: int) -> int:
         """Cycles from the ``i_q`` transfer to the ``o_stream`` row for ``keys`` keys (idle)."""
@@ -593,15 +593,16 @@ class WindowedAttention(wiring.Component):
             with m.If(d4_v):
                 m.d.sync += acc[d4_c][l].eq(new)
             m.d.sync += fin[l].eq(new)
-        # D5 .. D8: requant of the finished chunk; then output row assembly.
+        # D5 ..: requant of the finished chunk (the GEMM requantizer's lane, no bias); then output
+        # row assembly.
         rq_y = []
         for l in range(L):
-            rq = Requant8(AW)
+            rq = RequantLane()
             m.submodules[f"requant{l}"] = rq
-            m.d.comb += [rq.acc.eq(fin[l]), rq.mult.eq(o_mult), rq.shift.eq(o_shift)]
+            m.d.comb += [rq.s.eq(fin[l]), rq.mult.eq(o_mult), rq.shift.eq(o_shift), rq.en.eq(1)]
             rq_y.append(rq.y)
         o_tag = Cat(fin_v, fin_c)
-        for k in range(Requant8.latency):
+        for k in range(RequantLane.latency):
             nxt = Signal(len(o_tag), name=f"o_tag{k + 1}")
             m.d.sync += nxt.eq(o_tag)
             o_tag = nxt

@@ -33,15 +33,15 @@ from amaranth.lib.wiring import In, Out
 from hw.multiplier import Multiplier, make_multiplier
 from hw.systolic import MAX_DIM, OutputBuffer, result_layout
 
-__all__ = ["MULT_BITS", "REQUANT_LATENCY", "Requantizer", "SHIFT_BITS", "output_layout",
-           "quant_layout"]
+__all__ = ["MULT_BITS", "REQUANT_LATENCY", "RequantLane", "Requantizer", "SHIFT_BITS",
+           "output_layout", "quant_layout"]
 
 MULT_BITS = 15    # sw.quant.MULT_BITS
 SHIFT_BITS = 6    # holds sw.quant.SHIFT_MAX = 47
 ACC_WIDTH = 32
 PROD_WIDTH = 48
 #: :attr:`Requantizer.latency`: S1, multiplier (2), S4, S5, S6, S7, output buffer.
-REQUANT_LATENCY = 1 + Multiplier.latency + 4 + OutputBuffer.latency
+REQUANT_LATENCY = 1 + Multiplier.latency + 4 + OutputBuffer.latency   # S1 + RequantLane + buffer
 
 
 def quant_layout(cols: int) -> data.StructLayout:
@@ -59,6 +59,124 @@ def output_layout(cols: int) -> data.StructLayout:
         "data": data.ArrayLayout(signed(8), cols),
         "last": 1,
     })
+
+
+class RequantLane(wiring.Component):
+    """One requantization lane: ``y = sat8((s * mult + 2**(shift-1)) >> shift)``, pipelined.
+
+    Stages S2..S7 of the module docstring, every register behind one clock enable ``en``: the
+    multiplier's input and output registers (two DSP products, S2-S3), product sum (S4), coarse
+    shift (S5), fine shift and saturation flags (S6), saturated output (S7). Bit-exact with
+    :func:`sw.quant.requantize` for ``shift`` in ``[1, 47]`` (``|s * mult| < 2**46``). Used per
+    column by :class:`Requantizer` and per lane by the attention unit's output requantization.
+
+    Parameters
+    ----------
+    use_dsp : bool
+        Use DSP blocks (``MULT18X18D`` on ECP5; two per lane) for the multiply.
+    family : str or None
+        Force the multiplier family (``"ecp5"``).
+
+    Members
+    -------
+    s : In(signed(32))
+        The value to requantize (accumulator plus bias), sampled with ``mult`` and ``shift``.
+    mult : In(unsigned(15))
+        Multiplier (:func:`sw.quant.quantize_multiplier`).
+    shift : In(unsigned(6))
+        Shift, ``1..47``.
+    en : In(1)
+        Clock enable of every register rank.
+    y : Out(signed(8))
+        The int8 result, ``latency`` enabled cycles after its inputs.
+
+    Attributes
+    ----------
+    latency : int
+        ``multiplier latency (2) + 4 = 6`` enabled cycles.
+    """
+
+    latency = Multiplier.latency + 4
+
+    def __init__(self, *, use_dsp: bool = True, family: str | None = None):
+        if not isinstance(use_dsp, bool):
+            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+        if family is not None and not isinstance(family, str):
+            raise TypeError(f"family must be a string or None, not {family!r}")
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "s": In(signed(ACC_WIDTH)),
+            "mult": In(unsigned(MULT_BITS)),
+            "shift": In(unsigned(SHIFT_BITS)),
+            "en": In(1),
+            "y": Out(signed(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ce = self.en
+
+        def stage(sig, name):
+            d = Signal.like(sig, name=name)
+            with m.If(ce):
+                m.d.sync += d.eq(sig)
+            return d
+
+        # S2-S3: two DSP products, s_lo zero-extended and mult zero-extended to signed.
+        mul_lo = make_multiplier(platform, 17, MULT_BITS + 1,
+                                 use_dsp=self._use_dsp, family=self._family)
+        mul_hi = make_multiplier(platform, 16, MULT_BITS + 1,
+                                 use_dsp=self._use_dsp, family=self._family)
+        m.submodules.mul_lo = mul_lo
+        m.submodules.mul_hi = mul_hi
+        m.d.comb += [
+            mul_lo.en.eq(ce), mul_hi.en.eq(ce),
+            mul_lo.a.eq(self.s[:16]),                   # unsigned 16 -> signed 17
+            mul_hi.a.eq(self.s[16:].as_signed()),
+            mul_lo.b.eq(self.mult), mul_hi.b.eq(self.mult),  # unsigned 15 -> signed 16
+        ]
+        shm1 = Signal(unsigned(SHIFT_BITS))
+        m.d.comb += shm1.eq(self.shift - 1)
+        sh = shm1
+        for i in range(mul_lo.latency):
+            sh = stage(sh, f"shm1_d{i + 1}")
+        # S4: product sum.
+        p = Signal(signed(PROD_WIDTH))
+        with m.If(ce):
+            m.d.sync += p.eq((mul_hi.p << 16) + mul_lo.p)
+        sh4 = stage(sh, "shm1_s4")
+        # S5: coarse arithmetic shift by a multiple of 8.
+        x5 = Signal(signed(PROD_WIDTH))
+        with m.If(ce):
+            m.d.sync += x5.eq(p >> Cat(Const(0, 3), sh4[3:]))
+        sh5 = stage(sh4[:3], "shm1_s5")
+        # S6: fine shift by f = 0..7 -> x = p >> (shift - 1), of which S7 needs the low 10
+        # bits, and the saturation flags, compared on x5 itself against thresholds scaled by
+        # 2**f: floor(x5 / 2**f) >= 255 <=> x5 >= 255 * 2**f, and floor(x5 / 2**f) <= -258
+        # <=> x5 < -257 * 2**f. (Comparing the 48-bit x after the shift and muxing in the
+        # same stage, S7, was an 8.3 ns path on ECP5-85F: 119.96 MHz against 125.)
+        x6 = Signal(signed(10), name="x6")
+        hi6 = Signal(name="sat_hi6")
+        lo6 = Signal(name="sat_lo6")
+        with m.If(ce):
+            m.d.sync += [
+                x6.eq((x5[:17] >> sh5)[:10]),
+                hi6.eq(x5 >= (Const(255, signed(18)) << sh5)),
+                lo6.eq(x5 < (Const(-257, signed(18)) << sh5)),
+            ]
+        # S7: y = sat8((x + 1) >> 1): the flags select the bound, else bits [1:9] of the
+        # 10-bit x + 1.
+        xp1 = Signal(signed(10), name="xp1")
+        m.d.comb += xp1.eq(x6 + 1)
+        with m.If(ce):
+            with m.If(hi6):
+                m.d.sync += self.y.eq(127)
+            with m.Elif(lo6):
+                m.d.sync += self.y.eq(-128)
+            with m.Else():
+                m.d.sync += self.y.eq(xp1[1:9])
+        return m
 
 
 class Requantizer(wiring.Component):
@@ -197,69 +315,21 @@ class Requantizer(wiring.Component):
         # -- lanes ----------------------------------------------------------------------------
         out = []
         for c in range(cols):
-            # S1: bias add (32-bit wrap), capture mult and shift - 1.
+            # S1: bias add (32-bit wrap), capture mult and shift.
             s1 = Signal(signed(ACC_WIDTH), name=f"s1_{c}")
             mult1 = Signal(unsigned(MULT_BITS), name=f"mult1_{c}")
-            shm1 = Signal(unsigned(SHIFT_BITS), name=f"shm1_{c}")
+            shift1 = Signal(unsigned(SHIFT_BITS), name=f"shift1_{c}")
             with m.If(ce):
                 m.d.sync += [
                     s1.eq(self.i_stream.payload.acc[c] + q_eff.bias[c]),
                     mult1.eq(q_eff.mult[c]),
-                    shm1.eq(q_eff.shift[c] - 1),
+                    shift1.eq(q_eff.shift[c]),
                 ]
-            # S2-S3: two DSP products, s_lo zero-extended and mult zero-extended to signed.
-            mul_lo = make_multiplier(platform, 17, MULT_BITS + 1,
-                                     use_dsp=self._use_dsp, family=self._family)
-            mul_hi = make_multiplier(platform, 16, MULT_BITS + 1,
-                                     use_dsp=self._use_dsp, family=self._family)
-            m.submodules[f"mul_lo{c}"] = mul_lo
-            m.submodules[f"mul_hi{c}"] = mul_hi
-            m.d.comb += [
-                mul_lo.en.eq(ce), mul_hi.en.eq(ce),
-                mul_lo.a.eq(s1[:16]),                   # unsigned 16 -> signed 17
-                mul_hi.a.eq(s1[16:].as_signed()),
-                mul_lo.b.eq(mult1), mul_hi.b.eq(mult1),  # unsigned 15 -> signed 16
-            ]
-            sh = shm1
-            for i in range(mul_lo.latency):
-                sh = stage(sh, f"shm1_{c}_d{i + 1}")
-            # S4: product sum.
-            p = Signal(signed(PROD_WIDTH), name=f"p_{c}")
-            with m.If(ce):
-                m.d.sync += p.eq((mul_hi.p << 16) + mul_lo.p)
-            sh4 = stage(sh, f"shm1_{c}_s4")
-            # S5: coarse arithmetic shift by a multiple of 8.
-            x5 = Signal(signed(PROD_WIDTH), name=f"x5_{c}")
-            with m.If(ce):
-                m.d.sync += x5.eq(p >> Cat(Const(0, 3), sh4[3:]))
-            sh5 = stage(sh4[:3], f"shm1_{c}_s5")
-            # S6: fine shift by f = 0..7 -> x = p >> (shift - 1), of which S7 needs the low 10
-            # bits, and the saturation flags, compared on x5 itself against thresholds scaled by
-            # 2**f: floor(x5 / 2**f) >= 255 <=> x5 >= 255 * 2**f, and floor(x5 / 2**f) <= -258
-            # <=> x5 < -257 * 2**f. (Comparing the 48-bit x after the shift and muxing in the
-            # same stage, S7, was an 8.3 ns path on ECP5-85F: 119.96 MHz against 125.)
-            x6 = Signal(signed(10), name=f"x6_{c}")
-            hi6 = Signal(name=f"sat_hi6_{c}")
-            lo6 = Signal(name=f"sat_lo6_{c}")
-            with m.If(ce):
-                m.d.sync += [
-                    x6.eq((x5[:17] >> sh5)[:10]),
-                    hi6.eq(x5 >= (Const(255, signed(18)) << sh5)),
-                    lo6.eq(x5 < (Const(-257, signed(18)) << sh5)),
-                ]
-            # S7: y = sat8((x + 1) >> 1): the flags select the bound, else bits [1:9] of the
-            # 10-bit x + 1.
-            xp1 = Signal(signed(10), name=f"xp1_{c}")
-            y = Signal(signed(8), name=f"y_{c}")
-            m.d.comb += xp1.eq(x6 + 1)
-            with m.If(ce):
-                with m.If(hi6):
-                    m.d.sync += y.eq(127)
-                with m.Elif(lo6):
-                    m.d.sync += y.eq(-128)
-                with m.Else():
-                    m.d.sync += y.eq(xp1[1:9])
-            out.append(y)
+            # S2-S7: the lane.
+            lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
+            m.submodules[f"lane{c}"] = lane
+            m.d.comb += [lane.s.eq(s1), lane.mult.eq(mult1), lane.shift.eq(shift1), lane.en.eq(ce)]
+            out.append(lane.y)
 
         valid_o, last_o = flags[-1]
         m.d.comb += [

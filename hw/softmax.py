@@ -5,7 +5,8 @@ Each piece is a fixed-latency pipeline without handshake: a value presented on i
 cycle ``n`` appears on its output in cycle ``n + latency``, one value per cycle. The attention
 unit tracks validity beside them and only issues work that can never stall, so the pieces need
 no enables. Numerics are ``sw/ref.py`` (``softmax_u_int``, ``softmax_exp_int``,
-``softmax_recip_int``, ``softmax_normalize_int``) and ``sw.quant.requantize``; the spec is
+``softmax_recip_int``, ``softmax_normalize_int``); the unit's output requantization is the GEMM
+requantizer's lane, :class:`hw.requant.RequantLane` (``sw.quant.requantize``); the spec is
 ``docs/numerics.md``, "Integer softmax". ``hw/`` does not import ``sw/``: the constants below
 repeat the reference's and ``tests/test_hw_softmax.py`` checks that they are equal.
 """
@@ -22,7 +23,7 @@ __all__ = [
     "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "MULT_LATENCY", "NORM_SHIFT", "PROB_BITS",
     "RECIP_BITS", "SLICED_LATENCY",
     "SCORE_MULT_BITS", "SHIFT_BITS", "SUM_BITS", "U_BITS", "U_MAX", "Normalizer",
-    "Reciprocal", "Requant8", "ScoreScaler", "SoftmaxExp", "dsp_product", "sliced_product",
+    "Reciprocal", "ScoreScaler", "SoftmaxExp", "dsp_product", "sliced_product",
 ]
 
 EXP_FRAC_BITS = 6                       # u is Q4.6 in log2 units; table of 2**6 entries
@@ -272,60 +273,4 @@ class Normalizer(wiring.Component):
         m = Module()
         prod = sliced_product(m, platform, self.e, self.r, name="norm")
         m.d.sync += self.p.eq((prod + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT)
-        return m
-
-
-class Requant8(wiring.Component):
-    """``y = sat8((acc * mult + 2**(shift-1)) >> shift)`` (``sw.quant.requantize``).
-
-    ``SLICED_LATENCY + 4`` register stages (registered DSP partial products, product, rounding
-    add, arithmetic shift in two steps, saturation); ``shift`` in 1..47, static per sequence.
-
-    Parameters
-    ----------
-    acc_width : int
-        Signed accumulator width.
-
-    Members
-    -------
-    acc : In(signed(acc_width))
-        Accumulator (here ``P . V``, Q1.15 x int8).
-    mult : In(unsigned(15))
-        Requant multiplier.
-    shift : In(unsigned(6))
-        Requant shift (1..47).
-    y : Out(signed(8))
-        int8 result, ``latency`` cycles after ``acc``.
-    """
-
-    latency = SLICED_LATENCY + 4
-
-    def __init__(self, acc_width: int):
-        self._acc_width = _check_width("acc_width", acc_width, 2, 32)
-        super().__init__({
-            "acc": In(signed(acc_width)),
-            "mult": In(unsigned(SCORE_MULT_BITS)),
-            "shift": In(unsigned(SHIFT_BITS)),
-            "y": Out(signed(8)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        prod = sliced_product(m, platform, self.mult, self.acc, name="requant")
-        pw = len(prod)
-        # The rounding constant 2**(shift-1) reaches 2**46: keep it (a negative product with a
-        # large shift rounds to 0, not -1), so the sum is at least 48 bits wide.
-        rw = max(pw, SHIFT_MAX) + 1
-        rounded = Signal(signed(rw))
-        # 2**(shift-1) (0 for shift 0), registered (shift is static; see ScoreScaler).
-        half = Signal(unsigned(rw - 1))
-        m.d.sync += half.eq((Const(1, rw) << self.shift) >> 1)
-        part = Signal(signed(rw))
-        shifted = Signal(signed(rw))
-        m.d.sync += [
-            rounded.eq(prod + half),
-            part.eq(rounded >> self.shift[:3]),
-            shifted.eq(part >> Cat(Const(0, 3), self.shift[3:])),
-            self.y.eq(Mux(shifted > 127, 127, Mux(shifted < -128, -128, shifted))),
-        ]
         return m

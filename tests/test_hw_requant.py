@@ -1,6 +1,7 @@
 # amaranth: UnusedElaboratable=no
 # SPDX-License-Identifier: Apache-2.0
-"""Tier-1 tests (amaranth.sim) of hw.requant.Requantizer against sw.quant.requantize."""
+"""Tier-1 tests (amaranth.sim) of hw.requant (``RequantLane``, ``Requantizer``) against
+``sw.quant.requantize``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
-from hw.requant import Requantizer
+from hw.requant import Requantizer, RequantLane
 from sw import quant
 
 ACC_MIN, ACC_MAX = quant.ACC_MIN, quant.ACC_MAX
@@ -270,3 +271,53 @@ def test_requant_saturation_thresholds_every_shift():
     np.testing.assert_array_equal(data, want)
     # The sweep really reaches both saturated values and the unsaturated extremes.
     assert {127, -128, 126}.issubset(set(want.ravel().tolist()))
+
+
+# -- RequantLane (shared by Requantizer and the attention unit's output) ----------------------
+
+@pytest.mark.parametrize("mult, shift, acc_bits", [
+    (32012, 29, 24), (1 << 14, 15, 24), ((1 << 15) - 1, 1, 24), (20000, 47, 24), (16384, 30, 24),
+    (MULT_MAX, 31, 32), (None, None, 32),            # None: random parameters every cycle
+])
+def test_requant_lane_with_enable(mult, shift, acc_bits):
+    """Random values (and corners of the acc range), the clock enable toggled at random: each
+    result appears ``latency`` enabled cycles after its inputs, bit-exact."""
+    rng = np.random.default_rng(acc_bits * 1000 + (shift or 0))
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    n = 400
+    s_vals = np.concatenate([[lo, hi, 0, -1, 1, 32768, -32768, 65535, -65536],
+                             rng.integers(lo, hi, n, endpoint=True)])
+    n = s_vals.size
+    mults = (np.full(n, mult) if mult is not None
+             else rng.integers(0, 1 << quant.MULT_BITS, n))
+    shifts = (np.full(n, shift) if shift is not None
+              else rng.integers(quant.SHIFT_MIN, quant.SHIFT_MAX + 1, n))
+    want = quant.requantize(s_vals, mults, shifts)
+    dut = RequantLane(use_dsp=False)
+    got = []
+
+    async def bench(ctx):
+        pipe = [None] * RequantLane.latency          # values in flight, newest first
+        i = 0
+        while len(got) < n:
+            en = int(rng.random() < 0.7)
+            ctx.set(dut.en, en)
+            if i < n:
+                ctx.set(dut.s, int(s_vals[i]))
+                ctx.set(dut.mult, int(mults[i]))
+                ctx.set(dut.shift, int(shifts[i]))
+            await ctx.tick()
+            if en:
+                pipe = [i if i < n else None] + pipe[:-1]
+                i += 1
+                if pipe[-1] is not None:
+                    got.append((pipe[-1], ctx.get(dut.y)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    idx = [k for k, _ in got]
+    assert idx == list(range(n))
+    np.testing.assert_array_equal(np.array([y for _, y in got]), want)
+    assert RequantLane.latency == 6

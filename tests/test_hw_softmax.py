@@ -85,14 +85,3 @@ def test_normalizer():
     np.testing.assert_array_equal(got["p"], ref.softmax_normalize_int(e, r))
     assert got["p"][:3].tolist() == [1 << 15, 32767, 1]
 
-
-@pytest.mark.parametrize("mult, shift", [(32012, 29), (1 << 14, 15), ((1 << 15) - 1, 1),
-                                         (20000, 47), (16384, 30)])
-def test_requant8(mult, shift):
-    rng = np.random.default_rng(mult ^ shift)
-    acc = np.concatenate([rng.integers(-(1 << 23), 1 << 23, 300),
-                          [-(1 << 23), (1 << 23) - 1, 0, -1, 1, 32768, -32768]])
-    got = _run_pipeline(hs.Requant8(24), {"acc": acc.tolist()}, ["y"],
-                        {"mult": mult, "shift": shift})
-    np.testing.assert_array_equal(got["y"], quant.requantize(acc, mult, shift))
-
