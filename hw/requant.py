@@ -151,6 +151,11 @@ class RequantLane(wiring.Component):
         with m.If(ce):
             m.d.sync += x5.eq(p >> Cat(Const(0, 3), sh4[3:]))
         sh5 = stage(sh4[:3], "shm1_s5")
+        # The saturation thresholds of S6, registered beside x5 (scaled by the fine shift f: a
+        # shift shared by several lanes, as in the attention unit, would otherwise fan one
+        # LUT out to every lane's compare, an 8.5 ns path on ECP5-85F).
+        hi_thr5 = stage(Const(255, signed(18)) << sh4[:3], "sat_hi_thr5")
+        lo_thr5 = stage(Const(-257, signed(18)) << sh4[:3], "sat_lo_thr5")
         # S6: fine shift by f = 0..7 -> x = p >> (shift - 1), of which S7 needs the low 10
         # bits, and the saturation flags, compared on x5 itself against thresholds scaled by
         # 2**f: floor(x5 / 2**f) >= 255 <=> x5 >= 255 * 2**f, and floor(x5 / 2**f) <= -258
@@ -162,8 +167,8 @@ class RequantLane(wiring.Component):
         with m.If(ce):
             m.d.sync += [
                 x6.eq((x5[:17] >> sh5)[:10]),
-                hi6.eq(x5 >= (Const(255, signed(18)) << sh5)),
-                lo6.eq(x5 < (Const(-257, signed(18)) << sh5)),
+                hi6.eq(x5 >= hi_thr5),
+                lo6.eq(x5 < lo_thr5),
             ]
         # S7: y = sat8((x + 1) >> 1): the flags select the bound, else bits [1:9] of the
         # 10-bit x + 1.
