@@ -86,10 +86,12 @@ class GemmCore(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles this core adds in front of the pipeline: 1 (start register) + 2 (the block RAMs'
-        registered read, :attr:`hw.bram.BlockRAM.latency`): the first operand column reaches the
-        pipeline 3 cycles after ``start``, the quant parameters 3 cycles after it. The
-        pipeline's own latency is ``pipeline.latency``.
+        Cycles this core adds in front of the pipeline: 2 (the start command registered, then
+        the read addresses) + 2 (the block RAMs' registered read,
+        :attr:`hw.bram.BlockRAM.latency`): the first operand column reaches the pipeline 4
+        cycles after ``start``, the quant parameters (read one column per cycle) 4 + ``cols``
+        cycles after it (``tests/test_hw_gemm_core.py`` measures both). The pipeline's own
+        latency is ``pipeline.latency``.
     """
 
     class Buffer(enum.Enum, shape=2):
@@ -164,7 +166,7 @@ class GemmCore(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return 3
+        return 4
 
     def elaborate(self, platform):
         m = Module()
@@ -211,21 +213,29 @@ class GemmCore(wiring.Component):
         q_out_col = Signal(range(cols))
         q_pending = Signal()                 # i_quant offered, not yet taken
 
-        m.d.comb += self.busy.eq(run | q_read | q_data | q_out_valid | q_pending)
-        k_ok = (self.k_len >= 1) & (self.k_len <= depth)
+        # A start is accepted into a register first, with the command sampled beside it: the
+        # busy / k_len checks in front of the sequencer's ~30 load enables were the ULX3S build's
+        # critical path (q_pending -> busy -> accept -> q_col enable, 7.6-8.1 ns at 125 MHz).
         accept = Signal()
+        accepted = Signal()                  # the tile starts (a start accepted last cycle)
+        start_k_last = Signal(range(depth))
+        start_bank = Signal()
+        m.d.comb += self.busy.eq(accepted | run | q_read | q_data | q_out_valid | q_pending)
+        k_ok = (self.k_len >= 1) & (self.k_len <= depth)
         m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
-        with m.If(accept):
+        m.d.sync += [accepted.eq(accept), start_k_last.eq(self.k_len - 1),
+                     start_bank.eq(self.bank)]
+        with m.If(accepted):
             m.d.sync += [
                 run.eq(1),
                 q_read.eq(1),
                 q_col.eq(0),
                 k.eq(0),
-                k_last.eq(self.k_len - 1),
-                bank.eq(self.bank),
+                k_last.eq(start_k_last),
+                bank.eq(start_bank),
             ]
 
-        # i_quant: from the cycle after `accept`, the bank's quant words are read one column per
+        # i_quant: from the cycle after `accepted`, the bank's quant words are read one column per
         # cycle (address from registers only: an address straight from the start command
         # missed 125 MHz on the ULX3S, harness register -> k_len check -> address = 10.4 ns),
         # each copied from the RAM's output register into its lane of a fabric register (a

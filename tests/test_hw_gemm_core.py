@@ -130,7 +130,7 @@ def test_gemm_core_from_params():
     core = GemmCore.from_params(preset("tiny"))
     assert (core.rows, core.cols, core.k_depth) == (4, 4, 256)
     assert core.wr_data_width == max(32, QUANT_LAYOUT.size)
-    assert core.latency == 3
+    assert core.latency == 4
     Fragment.get(core, None)  # elaborates (and so uses) the core and its pipeline
 
 
@@ -182,3 +182,33 @@ def test_gemm_core_ignores_bad_start():
     sim.run()
     assert seen[:4] == [0, 0, 0, 1]
     assert seen[4] == 1
+
+
+@pytest.mark.parametrize("cols", [1, 4])
+def test_gemm_core_latency_from_start(cols):
+    """The first operand column reaches the pipeline ``latency`` cycles after ``start``, the
+    quant parameters ``latency + cols`` cycles after it; ``busy`` rises the cycle after."""
+    core = GemmCore(2, cols, k_depth=16)
+    pipe = core.pipeline
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(core.o_stream.ready, 1)
+        ctx.set(core.k_len, 5)
+        ctx.set(core.start, 1)
+        for cycle in range(1, 40):
+            await ctx.tick()
+            ctx.set(core.start, 0)
+            if ctx.get(core.busy):
+                seen.setdefault("busy", cycle)
+            if ctx.get(pipe.i_stream.valid):
+                seen.setdefault("operand", cycle)
+            if ctx.get(pipe.i_quant.valid):
+                seen.setdefault("quant", cycle)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {"busy": 1, "operand": core.latency, "quant": core.latency + cols}
+    assert core.latency == 4
