@@ -41,7 +41,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import _platform_family
+from hw.multiplier import _platform_family, check_family
 
 __all__ = ["DP16KD_MODES", "BlockRAM", "ECP5BlockRAM", "PortableBlockRAM", "make_block_ram"]
 
@@ -239,8 +239,7 @@ def make_block_ram(platform: object, *, width: int, depth: int,
     ValueError
         If ``depth < 2``, or on ECP5 if ``depth`` exceeds one ``DP16KD`` (16384 words).
     """
-    if family is not None and not isinstance(family, str):
-        raise TypeError(f"family must be a string or None, not {family!r}")
+    check_family(family)
     if family is None:
         family = _platform_family(platform)
     if family == "ecp5":

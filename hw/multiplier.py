@@ -22,7 +22,8 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DSP_WIDTH", "ECP5Multiplier", "Multiplier", "PipelinedMultiplier", "make_multiplier"]
+__all__ = ["DSP_WIDTH", "ECP5Multiplier", "Multiplier", "PipelinedMultiplier", "check_dsp_options",
+           "check_family", "make_multiplier"]
 
 #: Operand width of the ECP5 ``MULT18X18D`` (signed 18 x 18 -> 36).
 DSP_WIDTH = 18
@@ -146,6 +147,20 @@ class ECP5Multiplier(Multiplier):
         return m
 
 
+def check_dsp_options(use_dsp: object, family: object) -> None:
+    """Raise ``TypeError`` unless ``use_dsp`` is a bool and ``family`` a string or ``None``: the
+    options every multiplier user passes on to :func:`make_multiplier`."""
+    if not isinstance(use_dsp, bool):
+        raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+    check_family(family)
+
+
+def check_family(family: object) -> None:
+    """Raise ``TypeError`` unless ``family`` (a platform-family override) is a str or ``None``."""
+    if family is not None and not isinstance(family, str):
+        raise TypeError(f"family must be a string or None, not {family!r}")
+
+
 def _platform_family(platform: object) -> str | None:
     family = getattr(platform, "family", None)
     return family if isinstance(family, str) else None
@@ -173,10 +188,7 @@ def make_multiplier(platform: object, a_width: int, b_width: int, *, use_dsp: bo
     ValueError
         If the DSP path is selected and a width exceeds 18.
     """
-    if not isinstance(use_dsp, bool):
-        raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
-    if family is not None and not isinstance(family, str):
-        raise TypeError(f"family must be a string or None, not {family!r}")
+    check_dsp_options(use_dsp, family)
     if family is None:
         family = _platform_family(platform)
     if use_dsp and family == "ecp5":

@@ -18,7 +18,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import make_multiplier
+from hw.multiplier import check_dsp_options, make_multiplier
 
 __all__ = ["ProcessingElement"]
 
@@ -65,10 +65,7 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, use_dsp: bool = True, family: str | None = None):
-        if not isinstance(use_dsp, bool):
-            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
-        if family is not None and not isinstance(family, str):
-            raise TypeError(f"family must be a string or None, not {family!r}")
+        check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
         super().__init__({

@@ -30,7 +30,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import Multiplier, make_multiplier
+from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.systolic import MAX_DIM, OutputBuffer, result_layout
 
 __all__ = ["MULT_BITS", "REQUANT_LATENCY", "RequantLane", "Requantizer", "SHIFT_BITS",
@@ -99,10 +99,7 @@ class RequantLane(wiring.Component):
     latency = Multiplier.latency + 4
 
     def __init__(self, *, use_dsp: bool = True, family: str | None = None):
-        if not isinstance(use_dsp, bool):
-            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
-        if family is not None and not isinstance(family, str):
-            raise TypeError(f"family must be a string or None, not {family!r}")
+        check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
         super().__init__({
@@ -238,10 +235,7 @@ class Requantizer(wiring.Component):
             raise TypeError(f"cols must be an integer, not {cols!r}")
         if not 1 <= cols <= MAX_DIM:
             raise ValueError(f"cols must be in [1, {MAX_DIM}], not {cols!r}")
-        if not isinstance(use_dsp, bool):
-            raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
-        if family is not None and not isinstance(family, str):
-            raise TypeError(f"family must be a string or None, not {family!r}")
+        check_dsp_options(use_dsp, family)
         self._cols = cols
         self._use_dsp = use_dsp
         self._family = family

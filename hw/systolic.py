@@ -32,7 +32,7 @@ from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import Multiplier
+from hw.multiplier import Multiplier, check_dsp_options
 from hw.pe import ProcessingElement
 
 __all__ = ["MAX_DIM", "OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
@@ -56,10 +56,7 @@ def check_geometry(rows: int, cols: int, *, use_dsp: bool = True,
     """Raise ``TypeError``/``ValueError`` for parameters :class:`SystolicArray` rejects."""
     _check_dim("rows", rows)
     _check_dim("cols", cols)
-    if not isinstance(use_dsp, bool):
-        raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
-    if family is not None and not isinstance(family, str):
-        raise TypeError(f"family must be a string or None, not {family!r}")
+    check_dsp_options(use_dsp, family)
 
 
 def operand_layout(rows: int, cols: int) -> data.StructLayout:
