@@ -13,7 +13,7 @@ Implementations:
 
 * on ECP5 (an Amaranth ``LatticePlatform`` whose ``family`` is ``"ecp5"``, or ``family="ecp5"``)
   it is a column of ``DP16KD`` instances with the port B output register switched on
-  (``REGMODE_B = "OUTREG"``, ``CEB = r_en``, ``OCEB = r_oce``). Yosys 0.5x maps inferred memories
+  (``REGMODE_B = "OUTREG"``, ``CEB = r_en``, ``OCEB = r_oce``). Yosys (0.70 here) maps memories
   to ``DP16KD`` without that register (``REGMODE NOREG``), which nextpnr times at a 5.8 ns
   clock-to-out on speed grade 6 -- most of a 125 MHz cycle spent before the word leaves the
   block (``docs/boards.md``);
