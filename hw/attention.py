@@ -388,7 +388,7 @@ class WindowedAttention(wiring.Component):
             m.d.sync += a_hi.eq(Mux(ahead + 1 < seq_len, ahead + 1, seq_len))   # hi(0)
         m.d.comb += kmem.r_addr.eq(a_addr)
 
-        # A1: K row chunk arrives from the memory; q chunk registered beside it.
+        # A1: K row chunk in the block RAM's first read rank; q chunk registered beside it.
         a1_v, a1_first, a1_lastc, a1_lastk = Signal(), Signal(), Signal(), Signal()
         a1_i, a1_slot, a1_q = Signal(range(W)), Signal(range(NR)), Signal(8 * L)
         m.d.sync += [a1_v.eq(a_busy), a1_first.eq(a_c == 0), a1_lastc.eq(a_c == CH - 1),
@@ -481,7 +481,7 @@ class WindowedAttention(wiring.Component):
         with m.If(cfg_take):
             m.d.sync += b_busy.eq(0)
         m.d.comb += smem.r_addr.eq(Cat(b_i, b_slot) if WP > 1 else b_slot)
-        # B1: score arrives. B2: difference to the row max.
+        # B1: score in the block RAM's first read rank.
         b1_v, b1_last, b1_i, b1_slot, b1_m = (Signal(), Signal(), Signal(range(W)),
                                               Signal(range(NR)), Signal(signed(SW)))
         m.d.sync += [b1_v.eq(b_busy), b1_last.eq(b_last), b1_i.eq(b_i), b1_slot.eq(b_slot),
@@ -556,8 +556,8 @@ class WindowedAttention(wiring.Component):
             m.d.sync += d_busy.eq(0)
         m.d.comb += [emem.r_addr.eq(Cat(d_i, d_slot) if WP > 1 else d_slot),
                      vmem.r_addr.eq(d_addr)]
-        # D1: e and the V chunk arrive; D2: e registered; then Normalizer, products (DSP),
-        # accumulate, requant.
+        # D1: e and the V chunk in the block RAMs' first read rank; D2: in their output
+        # registers; then Normalizer, products (DSP), accumulate, requant.
         d1_r, d2_r = Signal(RECIP_WIDTH), Signal(RECIP_WIDTH)
         d2_e = Signal(EXP_BITS + 1)
         m.d.sync += [d1_r.eq(d_r), d2_r.eq(d1_r)]

@@ -40,8 +40,6 @@ MULT_BITS = 15    # sw.quant.MULT_BITS
 SHIFT_BITS = 6    # holds sw.quant.SHIFT_MAX = 47
 ACC_WIDTH = 32
 PROD_WIDTH = 48
-#: :attr:`Requantizer.latency`: S1, multiplier (2), S4, S5, S6, S7, output buffer.
-REQUANT_LATENCY = 1 + Multiplier.latency + 4 + OutputBuffer.latency   # S1 + RequantLane + buffer
 
 
 def quant_layout(cols: int) -> data.StructLayout:
@@ -179,6 +177,10 @@ class RequantLane(wiring.Component):
             with m.Else():
                 m.d.sync += self.y.eq(xp1[1:9])
         return m
+
+
+#: :attr:`Requantizer.latency`: S1 (bias add), the lane (S2-S7), output buffer.
+REQUANT_LATENCY = 1 + RequantLane.latency + OutputBuffer.latency
 
 
 class Requantizer(wiring.Component):

@@ -37,7 +37,6 @@ RECIP_WIDTH = 24                        # r in [2**15, 2**23]
 NORM_SHIFT = RECIP_BITS - PROB_BITS     # 23
 SCORE_MULT_BITS = 15                    # sw.quant.MULT_BITS
 SHIFT_BITS = 6                          # shifts 1..47
-SHIFT_MAX = 47                          # sw.quant.SHIFT_MAX
 
 #: ``round(2**15 * 2**(-f / 64))``, f = 0..63 (equal to ``sw.ref.SOFTMAX_EXP_TABLE``).
 EXP_TABLE = tuple(round(2 ** EXP_BITS * 2 ** (-f / (1 << EXP_FRAC_BITS)))
