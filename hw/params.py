@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["AccelParams", "PRESETS", "preset", "preset_names"]
@@ -124,9 +125,24 @@ class AccelParams:
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
-    def digest(self) -> str:
-        """16 hex digits naming this configuration (build caches, ``DESIGN_ID``)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+    def digest(self, fields: Iterable[str] | None = None) -> str:
+        """16 hex digits naming this configuration (``DESIGN_ID``) or a part of it.
+
+        With ``fields`` (names of parameters), only those enter the digest: a unit's build cache
+        is keyed by the parameters that unit reads (``unit_fields`` of each unit), so changing
+        the link's ``baud`` does not rebuild the Verilated GEMM core.
+        """
+        full = self.to_dict()
+        if fields is None:
+            chosen = full
+        else:
+            names = sorted(set(fields))
+            unknown = [n for n in names if n not in full]
+            if unknown:
+                raise ValueError(
+                    f"digest fields must be AccelParams fields, not {', '.join(unknown)}")
+            chosen = {n: full[n] for n in names}
+        blob = json.dumps(chosen, sort_keys=True, separators=(",", ":"))
         return hashlib.blake2s(blob.encode(), digest_size=8).hexdigest()
 
     @property

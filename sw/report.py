@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Reports and output files: one way for every command to write JSON and files.
+
+* ``write_json(path, payload, kind=...)`` adds ``schema_version`` and ``kind``, writes ``-`` to
+  stdout, and writes any other path atomically (temporary file in the same folder, then
+  ``os.replace``), so a failed write never leaves a truncated report.
+* ``add_json_argument(parser)`` gives every reporting command the same ``--json PATH`` option,
+  validated when the arguments are parsed (before any long work starts).
+* ``atomic_write_bytes`` / ``atomic_write_text`` are the primitives for other outputs.
+
+Imports only the standard library: the NumPy-only paths (``eval``, the driver) use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "STDOUT", "add_json_argument", "atomic_write_bytes",
+           "atomic_write_text", "check_output_path", "json_path_type", "write_json"]
+
+#: Version of the JSON reports' layout; bumped when a key is renamed or removed.
+SCHEMA_VERSION = 1
+#: The ``--json`` value that means standard output.
+STDOUT = "-"
+
+
+def check_output_path(text: str | os.PathLike[str], *, option: str = "output") -> Path:
+    """``text`` as a writable file path: not a folder, parent creatable and writable.
+
+    Raises ``ValueError`` with what to do, so a command can refuse before long work starts.
+    """
+    s = os.fspath(text)
+    if not s or not s.strip():
+        raise ValueError(f"{option} must be a file path, not an empty string")
+    path = Path(s)
+    if path.is_dir() or s.endswith(("/", os.sep)):
+        raise ValueError(
+            f"{option} must be a file path (e.g. build/out.json), not the folder {s!r}")
+    parent = path.parent
+    # The nearest existing ancestor must be a writable folder (mkdir will create the rest).
+    probe = parent
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{option} {s!r}: {str(probe)!r} is a file, so the folder cannot exist")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {s!r}: the folder {str(probe)!r} is not writable")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {s!r} exists and is not writable")
+    return path
+
+
+def json_path_type(text: str) -> Path | str:
+    """argparse ``type=`` for ``--json``: ``-`` (stdout) or a checked file path."""
+    if text == STDOUT:
+        return STDOUT
+    try:
+        return check_output_path(text, option="--json")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_json_argument(parser: argparse.ArgumentParser, default: str | None = None,
+                      what: str = "the results") -> None:
+    """Add ``--json PATH`` (``-`` for stdout) to a command's parser."""
+    shown = default if default is not None else "none"
+    parser.add_argument("--json", type=json_path_type, default=default, metavar="PATH",
+                        help=f"write {what} as JSON to PATH, or - for stdout (default: {shown})")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any], *, kind: str) -> str:
+    """Write a report: ``{"schema_version", "kind", **payload}``; returns where it went.
+
+    ``path`` ``-`` prints to stdout. ``kind`` names the report (``"eval"``, ``"bench.gemm"``,
+    ...) so a reader can tell reports apart; the keys of each kind are documented in
+    ``docs/cli.md``.
+    """
+    doc = {"schema_version": SCHEMA_VERSION, "kind": kind}
+    doc.update((k, v) for k, v in payload.items() if k not in doc)
+    text = json.dumps(doc, indent=1) + "\n"
+    if os.fspath(path) == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return "stdout"
+    return str(atomic_write_text(path, text))
