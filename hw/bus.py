@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The accelerator top's memory-mapped host port.
+
+One master (the link's frame engine, :class:`hw.link.frame.FrameEngine`) reads and writes the
+accelerator's scratchpads and CSRs through this port, one 32-bit word per transfer. The
+signature is written from the master's side (as amaranth-soc's buses are): the master has
+``Out(HostBus.Signature(...))``, the accelerator top ``In(HostBus.Signature(...))``.
+
+Timing (``docs/protocol.md`` draws it)::
+
+    cycle      0        1        2        3
+    valid      1        1        0        0          request held until ready
+    ready      0        1        -        -          transfer in cycle 1 (valid & ready)
+    write      0        0                            a read
+    r_valid    0        0        1        0          read data one cycle later (any latency >= 0)
+    r_data     -        -        D        -
+
+* A request is ``valid`` with ``addr``, ``write``, ``w_data`` and ``w_en`` stable until the
+  cycle in which ``ready`` is also high; that cycle is the transfer. ``ready`` may depend
+  combinationally on ``valid`` and ``addr``; ``valid`` never depends on ``ready``.
+* A write takes effect at the transfer; only the bytes with ``w_en`` set change.
+* Each read transfer is answered by exactly one cycle with ``r_valid`` high, in the transfer
+  cycle itself or any later cycle, in request order; ``r_data`` is meaningful only then.
+* The slave answers in a bounded number of cycles (the frame engine has no bus timeout: the
+  slave's bound plus the engine's own makes the link's "never hangs").
+* ``addr`` is a *word* address: the link's byte address divided by 4. Addresses the slave
+  does not decode read as 0 and ignore writes; the frame engine only issues addresses inside
+  the memory map it was given, so this is a second line of defence, not a feature.
+"""
+
+from __future__ import annotations
+
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.checks import check_int
+
+__all__ = ["HostBus"]
+
+
+class HostBus:
+    """Namespace of the host port's :class:`HostBus.Signature`."""
+
+    class Signature(wiring.Signature):
+        """Signature of the host port, seen from the master.
+
+        Parameters
+        ----------
+        addr_width : int
+            Width of the word address, 1..30 (a 32-bit byte address space at most).
+        data_width : int
+            Width of a word; 32 (the link protocol's word).
+
+        Members
+        -------
+        addr : Out(addr_width)
+            Word address of the request.
+        write : Out(1)
+            1: write ``w_data`` under ``w_en``; 0: read.
+        w_data : Out(data_width)
+            Write data.
+        w_en : Out(data_width // 8)
+            Byte enables of a write; bit ``i`` enables bits ``[8*i, 8*i+8)``.
+        valid : Out(1)
+            A request is presented.
+        ready : In(1)
+            The slave accepts the request in this cycle.
+        r_data : In(data_width)
+            Read data, meaningful while ``r_valid``.
+        r_valid : In(1)
+            One cycle per accepted read, in order, at or after its transfer.
+        """
+
+        def __init__(self, *, addr_width: int, data_width: int = 32):
+            self._addr_width = check_int("addr_width", addr_width, 1, 30)
+            self._data_width = check_int("data_width", data_width, 32, 32)
+            super().__init__({
+                "addr": Out(addr_width),
+                "write": Out(1),
+                "w_data": Out(data_width),
+                "w_en": Out(data_width // 8),
+                "valid": Out(1),
+                "ready": In(1),
+                "r_data": In(data_width),
+                "r_valid": In(1),
+            })
+
+        @property
+        def addr_width(self) -> int:
+            return self._addr_width
+
+        @property
+        def data_width(self) -> int:
+            return self._data_width
+
+        def __eq__(self, other):
+            return (type(self) is type(other) and self.addr_width == other.addr_width
+                    and self.data_width == other.data_width)
+
+        def __repr__(self):
+            return (f"HostBus.Signature(addr_width={self.addr_width}, "
+                    f"data_width={self.data_width})")
