@@ -66,7 +66,7 @@ def test_protocol_uart_divisor():
 
 def test_bus_signature():
     sig = HostBus.Signature(addr_width=10)
-    assert sig.members["w_en"].shape.width == 4 and sig.members["ready"].flow.name == "In"
+    assert sig.members["w_en"].shape == 4 and sig.members["ready"].flow.name == "In"
     assert sig == HostBus.Signature(addr_width=10, data_width=32)
     with pytest.raises(ValueError, match="addr_width"):
         HostBus.Signature(addr_width=31)
