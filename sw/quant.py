@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The numerics spec. Every integer result of lightformer is defined here or in ``sw/ref.py``.
+"""The numerics spec: the integer functions every result of lightformer is defined by (here and
+in ``sw/ref.py``). The constants they use (widths, ranges, ``MULT_BITS``, the shift range, the
+rounding rule) live in :mod:`hw.numerics`, which the gateware imports too; they are re-exported
+here under their usual names.
 
-Conventions (``shared/DESIGN.md`` §3):
+Conventions (``docs/numerics.md``):
 
 * Weights: int8 symmetric, per output channel, narrow range ``[-127, 127]``.
 * Activations: int8 symmetric, per tensor, zero-point 0, full range ``[-128, 127]``.
@@ -16,10 +19,23 @@ are turned into integers (compile time); nothing here is used with floats at run
 
 from __future__ import annotations
 
-import enum
 import math
 
 import numpy as np
+
+from hw.numerics import (
+    ACC_MAX,
+    ACC_MIN,
+    INT8_MAX,
+    INT8_MIN,
+    MULT_BITS,
+    ROUNDING,
+    SHIFT_MAX,
+    SHIFT_MIN,
+    WEIGHT_MAX,
+    WEIGHT_MIN,
+    Round,
+)
 
 __all__ = [
     "ACC_MAX", "ACC_MIN", "INT8_MAX", "INT8_MIN", "MULT_BITS", "ROUNDING", "Round", "SHIFT_MAX",
@@ -27,27 +43,6 @@ __all__ = [
     "quantize_multiplier", "quantize_weight_per_channel", "requant_params", "requantize",
     "round_shift", "saturate",
 ]
-
-INT8_MIN, INT8_MAX = -128, 127
-WEIGHT_MIN, WEIGHT_MAX = -127, 127        # narrow range: -w is always representable
-ACC_MIN, ACC_MAX = -(1 << 31), (1 << 31) - 1
-MULT_BITS = 15                            # unsigned multiplier, normalised to [2**14, 2**15)
-SHIFT_MIN, SHIFT_MAX = 1, 47              # |acc * mult| < 2**46, so shift 47 already gives 0
-
-
-class Round(enum.Enum):
-    """Rounding rules. lightformer uses exactly one: :data:`ROUNDING`.
-
-    HALF_UP
-        Round to nearest, ties toward +infinity: ``(x + 2**(t-1)) >> t`` with an arithmetic
-        (flooring) shift. ``2.5 -> 3``, ``-2.5 -> -2``, ``-2.51 -> -3``. One adder, no
-        sign logic: the cheapest correct rounding in hardware.
-    """
-
-    HALF_UP = "half_up"
-
-
-ROUNDING = Round.HALF_UP
 
 
 def saturate(x: np.ndarray | int, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:

@@ -2,7 +2,8 @@
 """Integer reference model (NumPy). The hardware must equal these functions bit for bit.
 
 Every function validates its inputs, widens to int64 before arithmetic and returns the
-narrowest exact dtype. Numerics are defined in :mod:`sw.quant`.
+narrowest exact dtype. Numerics are defined in :mod:`sw.quant`; the softmax and LayerNorm
+constants live in :mod:`hw.numerics` (shared with the gateware) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,9 +12,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hw import numerics
+from hw.numerics import (
+    ATTN_MAX_HEAD_DIM,
+    ISQRT_ITERATIONS,
+    LN_FRAC_BITS,
+    LN_MAX_DIM,
+    LN_RECIP_BITS,
+    LUT_SIZE,
+    SOFTMAX_EXP_BITS,
+    SOFTMAX_EXP_FRAC_BITS,
+    SOFTMAX_MAX_WINDOW,
+    SOFTMAX_NORM_SHIFT,
+    SOFTMAX_PROB_BITS,
+    SOFTMAX_RECIP_BITS,
+    SOFTMAX_U_INT_BITS,
+    SOFTMAX_U_MAX,
+)
 from sw import quant
 
 __all__ = ["gemm_acc", "gemm_requant"]
+# Re-exported from hw.numerics (their one home) for the functions below and their callers.
+__all__ += [
+    "ATTN_MAX_HEAD_DIM", "LN_MAX_DIM", "SOFTMAX_EXP_BITS", "SOFTMAX_EXP_FRAC_BITS",
+    "SOFTMAX_MAX_WINDOW", "SOFTMAX_NORM_SHIFT", "SOFTMAX_PROB_BITS", "SOFTMAX_RECIP_BITS",
+    "SOFTMAX_U_INT_BITS", "SOFTMAX_U_MAX",
+]
 __all__ += [
     "AttentionQuant", "SOFTMAX_EXP_TABLE", "attention_window_bounds", "softmax_exp_int",
     "softmax_int", "softmax_normalize_int", "softmax_recip_int", "softmax_u_int",
@@ -72,7 +96,7 @@ def gemm_requant(a_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray, mult: np.
     return quant.requantize(acc, mult[None, :], shift[None, :])          # (M, N) int8
 
 
-# -- Integer softmax and windowed attention (issue 4) ---------------------------------------------
+# -- Integer softmax and windowed attention -----------------------------------------------------
 #
 # One query row at a time, per head (docs/numerics.md, "Integer softmax"):
 #
@@ -91,27 +115,8 @@ def gemm_requant(a_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray, mult: np.
 # score requant folds the 1/sqrt(d) scaling and the change of base (exp(x) = 2**(x log2 e)) into
 # one 15-bit multiplier, exactly like every other requant in lightformer.
 
-SOFTMAX_EXP_FRAC_BITS = 6                  # table index bits: u is in units of 2**-6 (log2 domain)
-SOFTMAX_EXP_BITS = 15                      # e = 1.0 is 2**15 (Q1.15, 16-bit unsigned)
-SOFTMAX_U_INT_BITS = 4                     # integer part of u: right shift 0..15
-SOFTMAX_U_MAX = (1 << (SOFTMAX_U_INT_BITS + SOFTMAX_EXP_FRAC_BITS)) - 1       # 1023 -> e = 0
-SOFTMAX_PROB_BITS = 15                     # probabilities Q1.15: 1.0 == 2**15 is representable
-SOFTMAX_RECIP_BITS = 38                    # r = 2**38 // S, S in [2**15, 2**23] -> r < 2**24
-SOFTMAX_NORM_SHIFT = SOFTMAX_RECIP_BITS - SOFTMAX_PROB_BITS      # 23: p = (e * r + 2**22) >> 23
-SOFTMAX_MAX_WINDOW = 256                   # S < 2**23 + 1 keeps the sum 24 bits wide
-ATTN_MAX_HEAD_DIM = 128                    # |q . k| <= 128 * 128 * 128 = 2**21
-
-#: ``round(2**15 * 2**(-f / 64))`` for ``f = 0..63`` (Q1.15; entry 0 is exactly 1.0).
-SOFTMAX_EXP_TABLE = np.array([
-    32768, 32415, 32066, 31720, 31379, 31041, 30706, 30376,
-    30048, 29725, 29405, 29088, 28774, 28464, 28158, 27855,
-    27554, 27258, 26964, 26674, 26386, 26102, 25821, 25543,
-    25268, 24995, 24726, 24460, 24196, 23936, 23678, 23423,
-    23170, 22921, 22674, 22430, 22188, 21949, 21713, 21479,
-    21247, 21019, 20792, 20568, 20347, 20127, 19911, 19696,
-    19484, 19274, 19066, 18861, 18658, 18457, 18258, 18061,
-    17867, 17674, 17484, 17296, 17109, 16925, 16743, 16562,
-], dtype=np.int64)
+#: ``numerics.SOFTMAX_EXP_TABLE`` as an int64 array for vectorised lookups (Q1.15).
+SOFTMAX_EXP_TABLE = np.array(numerics.SOFTMAX_EXP_TABLE, dtype=np.int64)
 
 
 def _check_scale(name: str, value: object) -> float:
@@ -324,18 +329,12 @@ def windowed_attention_int(q: np.ndarray, k: np.ndarray, v: np.ndarray, window: 
     return quant.requantize(acc, params.out_mult, params.out_shift)     # (T, d) int8
 
 
-# -- Integer whole model: LayerNorm, LUT activations, residuals, embeddings, classifier (issue 3) --
+# -- Integer whole model: LayerNorm, LUT activations, residuals, embeddings, classifier---
 #
 # docs/numerics.md ("Integer LayerNorm", "GELU LUT", "Residual add", "The whole integer model").
 # Every op below is the form the hardware implements: integer adds/multiplies, one restoring
 # divider (LayerNorm reciprocal), one fixed-iteration integer square root, 256-entry LUTs and the
 # single requantization rule of ``sw.quant.requantize``.
-
-LN_FRAC_BITS = 10                          # normalized value n = (x - mean) / std in Q?.10
-LN_RECIP_BITS = 48                         # LayerNorm reciprocal 2**48 // r (r < 2**31)
-ISQRT_ITERATIONS = 32                      # digit-by-digit sqrt of a 64-bit value: 2 bits/step
-LN_MAX_DIM = 1024                          # |n| <= sqrt(d) * 2**10 <= 2**15 for d <= 1024
-LUT_SIZE = 256
 
 
 def isqrt_int(x: np.ndarray | int) -> np.ndarray:
