@@ -12,10 +12,13 @@ grouped by K, with the steady-state value (K >= 128) and the 0.90 target marked.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from sw.report import STDOUT, atomic_write_bytes
 
 TARGET = 0.90
 
@@ -51,14 +54,15 @@ def plot(data: dict[str, Any], png: Path) -> Path:
                  f"{data['digest']}), Verilator, {data['date'][:10]}", fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return png
+    return atomic_write_bytes(png, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sim.bench import add_common, gemm_cases, print_table, run_gemm, write_json
+    from sim.bench import KIND, gemm_cases, print_table, run_gemm
+    from sim.benchkit import add_common, say_for, write_report
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(p, "build/bench/gemm.json")
@@ -75,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from hw.params import preset
 
+    say = say_for(args.json)
     params = preset(args.preset)
     data = run_gemm(params, gemm_cases(params.rows, params.cols, params.k_depth),
                     seed=args.seed)
-    print_table(data)
-    write_json(args.json, data)
-    print(f"wrote {args.json}")
-    print(f"wrote {plot(data, args.json.with_suffix('.png'))}")
+    print_table(data, say)
+    write_report(args.json, data, kind=KIND, say=say)
+    png = Path("build/bench/gemm.png") if args.json == STDOUT else args.json.with_suffix(".png")
+    say(f"wrote {plot(data, png)}")
     return 0 if data["bit_exact"] else 1
 
 

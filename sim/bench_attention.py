@@ -28,18 +28,26 @@ Top-level imports stay light: amaranth and cocotb load inside :func:`run_bench`.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ACCURACY_CASES", "STEADY_WINDOWS", "accuracy_vs_float", "add_arguments",
-           "attention_cases", "run_attention", "run_bench", "worst_ratio"]
+from sim.benchkit import (
+    Say,
+    add_common,
+    common_fields,
+    run_bench_test,
+    say_for,
+    write_report,
+)
+
+__all__ = ["ACCURACY_CASES", "DESCRIPTION", "STEADY_WINDOWS", "accuracy_vs_float",
+           "add_arguments", "attention_cases", "float_attention", "print_table", "run_attention",
+           "run_bench", "worst_ratio"]
+
+DESCRIPTION = "windowed-attention unit cycles per row and accuracy vs float attention"
+#: ``kind`` of the JSON report (``sw.report.write_json``).
+KIND = "bench.attention"
 
 STEADY_WINDOWS = 4           # a case counts as steady state when seq_len >= 4 * window
 
@@ -70,7 +78,12 @@ ACCURACY_CASES: tuple[tuple[int, int, int, bool, float], ...] = (
 )
 
 
-def _float_attention(qf: Any, kf: Any, vf: Any, window: int, causal: bool) -> Any:
+def float_attention(qf: Any, kf: Any, vf: Any, window: int, causal: bool) -> Any:
+    """Float softmax attention over the same windows as :func:`sw.ref.windowed_attention_int`.
+
+    ``qf``, ``kf``, ``vf`` are ``(T, d)`` float arrays; returns ``(T, d)`` floats. The yardstick
+    of the integer model's accuracy (here and in ``tests/test_ref_attention.py``).
+    """
     import numpy as np
 
     from sw import ref
@@ -107,7 +120,7 @@ def accuracy_vs_float(*, trials: int = 5, seed: int = 0) -> dict[str, Any]:
             scales = [float(np.abs(x).max() / 127) for x in (qf, kf, vf)]
             q, k, v = (np.clip(np.round(x / s), -128, 127).astype(np.int8)
                        for x, s in zip((qf, kf, vf), scales))
-            want = _float_attention(q * scales[0], k * scales[1], v * scales[2], window, causal)
+            want = float_attention(q * scales[0], k * scales[1], v * scales[2], window, causal)
             scale_out = float(np.abs(want).max() / 127)
             params = ref.AttentionQuant.from_scales(*scales, scale_out, d)
             y = ref.windowed_attention_int(q, k, v, window, causal, params)
@@ -136,53 +149,26 @@ def accuracy_vs_float(*, trials: int = 5, seed: int = 0) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sim.bench import add_common
-
     add_common(parser, "build/bench/attention.json")
 
 
 def run_attention(params: Any, cases: Sequence[tuple[int, int, bool]], *, seed: int = 1,
-                  say: Callable[[str], None] = print) -> dict[str, Any]:
+                  progress: bool = True) -> dict[str, Any]:
     """Run ``cases`` on the Verilated unit of ``params``; returns the bench JSON dict."""
     from hw.attention import WindowedAttention
     from sim import runner
-    from sim.bench import _Ticker
 
-    with _Ticker(say, "Verilating"):
-        b = runner.build(lambda: WindowedAttention.from_params(params), name="attention",
-                         params=params, progress=say)
-    say(f"  build ready in {b.seconds:.1f} s ({'cached' if b.cached else 'new'})")
-    fd, tmp = tempfile.mkstemp(prefix="lf-attention-", suffix=".json")
-    os.close(fd)
-    os.unlink(tmp)
-    t0 = time.monotonic()
-    error = None
-    try:
-        with _Ticker(say, "simulating"):
-            runner.run(b, "sim.tb_attention", testcase="attention_bench", tag="bench",
-                       env={"LF_BENCH_CASES": json.dumps([list(c) for c in cases]),
-                            "LF_SEED": seed, "LF_RESULT_JSON": tmp})
-    except runner.SimulationError as exc:
-        error = exc
-    wall = time.monotonic() - t0
-    try:
-        res = json.loads(Path(tmp).read_text())["bench"]["cases"]
-    except (OSError, KeyError, ValueError):
-        if error is not None:
-            raise error from None
-        raise runner.SimulationError("the attention bench wrote no results") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    b = runner.build(lambda: WindowedAttention.from_params(params), name="attention",
+                     params=params, progress=progress)
+    r = run_bench_test(b, "sim.tb_attention", "attention_bench", cases, seed=seed,
+                       what="attention sequences", progress=progress)
+    res = r.cases
     return {
         "bench": "attention",
-        "preset": params.name,
-        "digest": params.digest(),
+        **common_fields(params, b, seed),
         "head_dim": params.head_dim,
         "window": params.window,
         "lanes": params.attn_lanes,
-        "latency": b.latency,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "seed": seed,
         "cases": res,
         "steady_state_seq_len_min": f"{STEADY_WINDOWS} * window",
         "worst_ratio": worst_ratio(res),
@@ -191,13 +177,12 @@ def run_attention(params: Any, cases: Sequence[tuple[int, int, bool]], *, seed: 
                                              key="mac_bound_cycles_per_row"),
         "mismatches": sum(c["mismatches"] for c in res),
         "bit_exact": all(c["mismatches"] == 0 for c in res),
-        "sim_wall_s": round(wall, 2),
-        "verilog_key": b.key,
-        "error": str(error) if error is not None else None,
+        "sim_wall_s": round(r.wall_s, 2),
+        "error": r.error,
     }
 
 
-def print_table(data: dict[str, Any], say: Callable[[str], None] = print) -> None:
+def print_table(data: dict[str, Any], say: Say = print) -> None:
     say(f"{'window':>6} {'T':>5} {'mode':>8} {'cyc/row':>8} {'ideal':>6} {'ratio':>6} "
         f"{'MACbnd':>7} {'mism':>5}")
     for c in data["cases"]:
@@ -211,31 +196,28 @@ def print_table(data: dict[str, Any], say: Callable[[str], None] = print) -> Non
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """``lightformer bench attention --json PATH [--preset NAME] [--seed N]``."""
+    """``lightformer bench attention [--json PATH] [--preset NAME] [--seed N]``."""
     from hw.params import preset
-    from sim.bench import write_json
     from sim.runner import SimulationError
 
-    params = preset(getattr(args, "preset", None) or "tiny")
-    seed = int(getattr(args, "seed", 1))
-    path = Path(getattr(args, "json", None) or "build/bench/attention.json")
+    say = say_for(args.json)
+    params = preset(args.preset)
     cases = attention_cases(params.window)
-    print(f"bench attention: preset {params.name} (head_dim {params.head_dim}, window "
-          f"{params.window}, lanes {params.attn_lanes}), {len(cases)} cases")
+    say(f"bench attention: preset {params.name} (head_dim {params.head_dim}, window "
+        f"{params.window}, lanes {params.attn_lanes}), {len(cases)} cases")
     try:
-        data = run_attention(params, cases, seed=seed)
+        data = run_attention(params, cases, seed=args.seed)
     except SimulationError as exc:
         print(f"bench attention: simulation failed: {exc}", file=sys.stderr)
         return 1
-    data["accuracy"] = accuracy_vs_float(seed=seed)
-    write_json(path, data)
-    print_table(data)
+    data["accuracy"] = accuracy_vs_float(seed=args.seed)
+    print_table(data, say)
     for r in data["accuracy"]["attention"]:
-        print(f"accuracy T={r['seq_len']} d={r['head_dim']} window={r['window']} "
-              f"{'causal' if r['causal'] else 'centred'}: mean |err| "
-              f"{r['mean_abs_err_lsb']:.3f} LSB (float rounding alone "
-              f"{r['float_round_mean_lsb']:.3f}), max {r['max_abs_err_lsb']:.3f} LSB")
-    print(f"wrote {path}")
+        say(f"accuracy T={r['seq_len']} d={r['head_dim']} window={r['window']} "
+            f"{'causal' if r['causal'] else 'centred'}: mean |err| "
+            f"{r['mean_abs_err_lsb']:.3f} LSB (float rounding alone "
+            f"{r['float_round_mean_lsb']:.3f}), max {r['max_abs_err_lsb']:.3f} LSB")
+    write_report(args.json, data, kind=KIND, say=say)
     if data["error"] is not None or not data["bit_exact"]:
         print(f"bench attention: {data['mismatches']} mismatching rows; {data['error'] or ''}",
               file=sys.stderr)
