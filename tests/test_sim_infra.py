@@ -131,6 +131,60 @@ def test_runner_cache_key_tracks_verilog_params_and_waves():
     assert k != runner.cache_key(v, None)
 
 
+def test_runner_cache_key_reads_only_the_named_params_fields():
+    from hw.params import preset
+
+    tiny = preset("tiny")
+    v = "module top(input clk); endmodule\n"
+    gemm_fields = ("rows", "cols", "k_depth", "dsp_multipliers")
+    k = runner.cache_key(v, tiny, fields=gemm_fields)
+    assert k == runner.cache_key(v, tiny.replace(baud=921_600), fields=gemm_fields)
+    assert k != runner.cache_key(v, tiny.replace(k_depth=512), fields=gemm_fields)
+    # Without a field list every field counts, the link's baud included.
+    assert runner.cache_key(v, tiny) != runner.cache_key(v, tiny.replace(baud=921_600))
+
+
+def _fake_builds(tmp_path, monkeypatch, calls):
+    """runner.build with the Verilog export and Verilator replaced by stand-ins."""
+    def fake_verilate(directory, vfile, name, waves):
+        calls.append(directory)
+        (directory / name).write_text("exe")
+
+    monkeypatch.setenv("LIGHTFORMER_BUILD", str(tmp_path))
+    monkeypatch.setattr(runner, "_prepare_env", lambda: None)
+    monkeypatch.setattr(runner, "to_verilog", lambda top, name: "module t; endmodule\n")
+    monkeypatch.setattr(runner, "_verilate", fake_verilate)
+
+
+def test_runner_build_is_keyed_by_the_units_params_fields(tmp_path, monkeypatch):
+    from hw.params import preset
+
+    class GemmLike:                                # stands in for a unit that declares its fields
+        params_fields = ("rows", "cols", "k_depth", "dsp_multipliers")
+
+        def elaborate(self, platform):             # pragma: no cover - never elaborated
+            raise AssertionError
+
+    class Unlisted(GemmLike):                      # declares nothing: every field counts
+        params_fields = None
+
+    calls = []
+    _fake_builds(tmp_path, monkeypatch, calls)
+    tiny = preset("tiny")
+    first = runner.build(GemmLike(), name="g", params=tiny)
+    again = runner.build(GemmLike(), name="g", params=tiny.replace(baud=921_600))
+    assert (first.cached, again.cached) == (False, True) and first.key == again.key
+    assert again.params["baud"] == 921_600          # the bench still sees the real params
+    assert len(calls) == 1
+    other = runner.build(GemmLike(), name="g", params=tiny.replace(k_depth=512))
+    assert not other.cached and other.key != first.key and len(calls) == 2
+    u1 = runner.build(Unlisted(), name="u", params=tiny)
+    u2 = runner.build(Unlisted(), name="u", params=tiny.replace(baud=921_600))
+    assert u1.key != u2.key and len(calls) == 4
+    stamp = json.loads((first.directory / runner._STAMP).read_text())
+    assert stamp["params_fields"] == sorted(GemmLike.params_fields)
+
+
 def test_runner_verilog_export_is_deterministic_and_tracks_rtl():
     from amaranth import Module
     from amaranth.lib import wiring
@@ -369,3 +423,27 @@ def test_runner_prunes_old_builds_of_the_same_design_only(tmp_path):
     assert left == ["attention-0000000000000006", "gemm-0000000000000000",
                     "gemm-0000000000000001", "gemm-0000000000000004",
                     "gemm_core-0000000000000005"]
+
+
+# -- suites --------------------------------------------------------------------------------------
+
+def test_suites_declare_every_sim_test_module():
+    from sim import suites
+
+    here = sorted(p.stem[len("test_sim_"):] for p in suites.ROOT.joinpath("tests")
+                  .glob("test_sim_*.py") if p.stem != "test_sim_infra")
+    assert here, "no sim suites found"
+    assert set(here) <= set(suites.SUITES), "add the new suite to sim.suites.SUITES"
+    assert set(here) <= set(suites.available_suites())
+
+
+def test_suites_without_a_tests_folder_say_so(tmp_path, monkeypatch, capsys):
+    from sim import suites
+    from sw.cli import main
+
+    monkeypatch.setattr(suites, "ROOT", tmp_path)            # an installed package: no tests/
+    assert suites.available_suites() == []
+    assert main(["sim"]) == 2
+    assert "run from a source checkout" in capsys.readouterr().err
+    assert main(["sim", "--list"]) == 0
+    assert capsys.readouterr().out.count("(not in this checkout)") == len(suites.SUITES)
