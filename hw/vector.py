@@ -1,0 +1,304 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Vector unit: the elementwise integer ops of ``sw.ref.model_forward_int``, ``cols`` lanes wide.
+
+One job is one ``i_cfg`` transfer (an :class:`VecOp` and its constants) plus the ``i_stream``
+beats it applies to, up to and including the beat with ``last``. Each beat carries ``cols``
+elements (one GEMM output row), so the unit keeps up with the GEMM core. Per lane:
+
+* ``ADD`` -- residual add with requantization, :func:`sw.ref.residual_add`:
+  ``y = sat8(round_shift(a * mult0 + b * mult1, shift))`` (also the positional add);
+* ``LUT`` -- 256-entry int8 -> int8 table, :func:`sw.ref.lut_apply`: ``y = lut[table][a & 0xFF]``;
+* ``POOL`` -- mean over the job's beats, :func:`sw.ref.mean_pool_int`:
+  ``y = requantize(sum_t a_t, mult0, shift)``, one output beat per job (on ``last``);
+* ``PASS`` -- the int32 ``a`` unchanged (the classifier head's int32 logits, or a copy).
+
+Pipeline (one registered clock enable from the :class:`hw.systolic.OutputBuffer`, so
+backpressure stalls every register and nothing is lost)::
+
+    S1  residual products a*mult0, b*mult1 (multiplier input regs) | pool sum acc + a
+        | LUT read address {table, a & 0xFF} (block-RAM first rank) | a
+    S2  multiplier output regs | LUT output register | pool sum, a delayed
+    S3  s = a*mult0 + b*mult1 (ADD) or the pool sum (POOL), lane multiplier 1 or mult0
+        | side value = LUT word (LUT) or a (PASS)
+    S4-S9  one RequantLane per lane (hw.requant), the side value delayed beside it
+    then the output buffer (2 entries).
+
+Every requantization is :class:`hw.requant.RequantLane` (one rounding rule,
+:attr:`sw.quant.Round.HALF_UP`): ``ADD`` feeds it ``a * mult0 + b * mult1`` with multiplier 1,
+which is exactly ``residual_add``'s single rounding. Stream rules: ``hw/README.md``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.bram import make_block_ram
+from hw.checks import check_int
+from hw.multiplier import check_dsp_options, make_multiplier
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, LUT_SIZE, MULT_BITS, SHIFT_BITS
+from hw.requant import RequantLane
+from hw.systolic import MAX_DIM, OutputBuffer
+
+__all__ = ["MAX_LUT_COUNT", "VecOp", "VectorUnit", "vec_cfg_layout", "vec_input_layout",
+           "vec_lut_layout", "vec_output_layout"]
+
+#: Largest ``lut_count`` (the range of :class:`hw.params.AccelParams`).
+MAX_LUT_COUNT = 64
+
+
+class VecOp(enum.Enum, shape=2):
+    """Operation of one vector job (:class:`VectorUnit`, module docstring)."""
+
+    ADD = 0
+    LUT = 1
+    POOL = 2
+    PASS = 3
+
+
+def vec_cfg_layout(lut_count: int) -> data.StructLayout:
+    """Payload of :attr:`VectorUnit.i_cfg`: the job's op and constants."""
+    return data.StructLayout({
+        "op": VecOp,
+        "table": range(lut_count),
+        "mult0": unsigned(MULT_BITS),
+        "mult1": unsigned(MULT_BITS),
+        "shift": unsigned(SHIFT_BITS),
+    })
+
+
+def vec_input_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`VectorUnit.i_stream`: operands ``a`` (int32 lanes) and ``b`` (int8)."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(ACC_WIDTH), cols),
+        "b": data.ArrayLayout(signed(ACT_WIDTH), cols),
+        "last": 1,
+    })
+
+
+def vec_output_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`VectorUnit.o_stream`: int32 lanes (int8 results sign-extended)."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(ACC_WIDTH), cols),
+        "last": 1,
+    })
+
+
+def vec_lut_layout(lut_count: int) -> data.StructLayout:
+    """Payload of :attr:`VectorUnit.i_lut`: one table entry."""
+    return data.StructLayout({
+        "table": range(lut_count),
+        "index": unsigned(8),
+        "value": signed(ACT_WIDTH),
+    })
+
+
+class VectorUnit(wiring.Component):
+    """Residual add, LUT activation, mean pool and int32 pass-through, ``cols`` lanes.
+
+    Bit-exact with :func:`sw.ref.residual_add`, :func:`sw.ref.lut_apply`,
+    :func:`sw.ref.mean_pool_int` and the identity (module docstring). One ``i_cfg`` transfer
+    per job, consumed before or with the job's first beat, held until the beat with ``last``
+    (the next job's ``i_cfg`` may be taken in that same cycle: no bubble between jobs).
+
+    Parameters
+    ----------
+    cols : int
+        Lanes (elements per beat), 1..32: the GEMM core's ``cols``.
+    lut_count : int
+        Activation tables, 1..64, each ``LUT_SIZE`` (256) int8 entries, replicated per lane
+        (one block RAM of ``lut_count * 256`` bytes per lane).
+    use_dsp : bool
+        Use DSP blocks for the multiplies (per lane: two residual products and the
+        :class:`~hw.requant.RequantLane`'s two).
+    family : str or None
+        Force the multiplier / block-RAM family (``"ecp5"``).
+
+    Members
+    -------
+    i_cfg : In(stream.Signature(vec_cfg_layout(lut_count)))
+        ``op`` (:class:`VecOp`); ``table`` (``LUT``); ``mult0``, ``mult1`` (15-bit unsigned)
+        and ``shift`` (1..47): ``ADD`` uses ``(mult0, mult1), shift`` of
+        :func:`sw.ref.residual_params`, ``POOL`` ``(mult0, shift)`` of the pool requant
+        (``mult0 / 2**shift ~= scale_x / (T * scale_out)``).
+    i_stream : In(stream.Signature(vec_input_layout(cols)))
+        ``a[c]``: int8 Q0 (``ADD``/``LUT``/``POOL``; only its low 8 bits are read) or int32
+        (``PASS``); ``b[c]``: int8 Q0, the second residual operand (``ADD`` only); ``last`` on
+        the job's final beat. ``POOL`` sums the job's beats lane by lane (stream one block of
+        ``cols`` channels over all ``T`` tokens per job).
+    i_lut : In(stream.Signature(vec_lut_layout(lut_count)))
+        Writes ``lut[table][index] = value`` into every lane's copy (``index`` is the byte
+        pattern of the int8 input, as :func:`sw.ref.lut_apply`). Not ready in a cycle that
+        takes an ``i_stream`` beat (a block RAM must not read and write at once); a write
+        applies to every beat taken after it.
+    o_stream : Out(stream.Signature(vec_output_layout(cols)))
+        ``data[c]``: the int8 result sign-extended (``ADD``/``LUT``/``POOL``) or the int32
+        ``a[c]`` (``PASS``); ``last`` copied. One beat per input beat, except ``POOL``: one per
+        job. ``latency`` cycles after the input handshake (of the job's last beat for
+        ``POOL``).
+
+    Attributes
+    ----------
+    latency : int
+        ``3 + RequantLane.latency (6) + OutputBuffer.latency (1) = 10`` for every op, valid
+        without backpressure.
+
+    Raises
+    ------
+    TypeError
+        A parameter of the wrong type.
+    ValueError
+        ``cols`` outside ``[1, 32]`` or ``lut_count`` outside ``[1, 64]``.
+    """
+
+    #: The :class:`hw.params.AccelParams` fields :meth:`from_params` reads (build-cache key).
+    params_fields = ("cols", "lut_count", "dsp_multipliers")
+
+    def __init__(self, cols: int, *, lut_count: int = 4, use_dsp: bool = True,
+                 family: str | None = None):
+        self._cols = check_int("cols", cols, 1, MAX_DIM)
+        self._lut_count = check_int("lut_count", lut_count, 1, MAX_LUT_COUNT)
+        check_dsp_options(use_dsp, family)
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "i_cfg": In(stream.Signature(vec_cfg_layout(self._lut_count))),
+            "i_stream": In(stream.Signature(vec_input_layout(self._cols))),
+            "i_lut": In(stream.Signature(vec_lut_layout(self._lut_count))),
+            "o_stream": Out(stream.Signature(vec_output_layout(self._cols))),
+        })
+
+    @classmethod
+    def from_params(cls, params, *, family: str | None = None) -> VectorUnit:
+        """The vector unit of an :class:`hw.params.AccelParams` (:attr:`params_fields`)."""
+        from hw.params import AccelParams
+        if not isinstance(params, AccelParams):
+            raise TypeError(f"params must be an AccelParams, not {params!r}")
+        return cls(params.cols, lut_count=params.lut_count, use_dsp=params.dsp_multipliers,
+                   family=family)
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def lut_count(self) -> int:
+        return self._lut_count
+
+    @property
+    def use_dsp(self) -> bool:
+        return self._use_dsp
+
+    @property
+    def latency(self) -> int:
+        return 3 + RequantLane.latency + OutputBuffer.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+
+        m.submodules.obuf = obuf = OutputBuffer(vec_output_layout(cols))
+        ce = obuf.ce
+        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
+
+        # -- per-job configuration (held from the first beat until `last`) -------------------
+        cfg = Signal(vec_cfg_layout(self._lut_count))
+        cfg_loaded = Signal()
+        cfg_eff = Signal(vec_cfg_layout(self._lut_count))
+        take = Signal()
+        beat = self.i_stream.payload
+        m.d.comb += [
+            cfg_eff.eq(Mux(cfg_loaded, cfg, self.i_cfg.payload)),
+            self.i_stream.ready.eq(ce & (cfg_loaded | self.i_cfg.valid)),
+            self.i_cfg.ready.eq(ce & (~cfg_loaded | (self.i_stream.valid & beat.last))),
+            take.eq(self.i_stream.valid & self.i_stream.ready),
+            self.i_lut.ready.eq(~take),
+        ]
+        take_cfg = self.i_cfg.valid & self.i_cfg.ready
+        with m.If(take_cfg & ~(take & beat.last & ~cfg_loaded)):
+            m.d.sync += [cfg.eq(self.i_cfg.payload), cfg_loaded.eq(1)]
+        with m.Elif(take & beat.last):
+            m.d.sync += cfg_loaded.eq(0)
+
+        def stage(sig, name, shape=None):
+            d = Signal(shape if shape is not None else Value.cast(sig).shape(), name=name)
+            with m.If(ce):
+                m.d.sync += d.eq(sig)
+            return d
+
+        def delay(sig, n, name, shape=None):
+            for i in range(n):
+                sig = stage(sig, f"{name}_s{i + 1}", shape)
+            return sig
+
+        # -- control: valid, last, op and the job constants ride beside the data --------------
+        op1 = stage(cfg_eff.op, "op_s1", VecOp)
+        op2 = stage(op1, "op_s2", VecOp)
+        mult0_2 = delay(cfg_eff.mult0, 2, "mult0")
+        shift2 = delay(cfg_eff.shift, 2, "shift")
+        # S3: ADD hands the lane a finished sum (multiplier 1); POOL its requant multiplier.
+        mult3 = stage(Mux(op2 == VecOp.ADD, 1, mult0_2), "mult_s3")
+        shift3 = stage(shift2, "shift_s3")
+        valid_o = delay(take, 3 + RequantLane.latency, "valid")
+        last_o = delay(beat.last, 3 + RequantLane.latency, "last")
+        op_o = delay(op2, 1 + RequantLane.latency, "op", VecOp)
+        lane_out = (op_o == VecOp.ADD) | (op_o == VecOp.POOL)
+
+        # -- lanes ---------------------------------------------------------------------------
+        w_en = self.i_lut.valid & self.i_lut.ready
+        w_addr = Cat(self.i_lut.payload.index, self.i_lut.payload.table)
+        for c in range(cols):
+            a = beat.a[c]
+            a8 = a[:ACT_WIDTH].as_signed()
+            # Residual products (S1 input registers, S2 output registers).
+            mul_a = make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
+                                    use_dsp=self._use_dsp, family=self._family)
+            mul_b = make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
+                                    use_dsp=self._use_dsp, family=self._family)
+            m.submodules[f"mul_a{c}"] = mul_a
+            m.submodules[f"mul_b{c}"] = mul_b
+            m.d.comb += [
+                mul_a.en.eq(ce), mul_b.en.eq(ce),
+                mul_a.a.eq(a8), mul_b.a.eq(beat.b[c]),
+                mul_a.b.eq(cfg_eff.mult0), mul_b.b.eq(cfg_eff.mult1),
+            ]
+            # Pool sum: updated only on a taken POOL beat, cleared after the job's last beat.
+            acc = Signal(signed(ACC_WIDTH), name=f"pool_acc{c}")
+            pool_sum = Signal(signed(ACC_WIDTH), name=f"pool_sum{c}")
+            m.d.comb += pool_sum.eq(acc + a8)
+            with m.If(take & (cfg_eff.op == VecOp.POOL)):
+                m.d.sync += acc.eq(Mux(beat.last, 0, pool_sum))
+            pool2 = delay(pool_sum, 2, f"pool{c}")
+            # LUT: this lane's copy of every table, read through the block RAM's two ranks
+            # (enabled with the pipeline, so the word stays aligned with its beat).
+            ram = make_block_ram(platform, width=ACT_WIDTH, depth=self._lut_count * LUT_SIZE,
+                                 family=self._family)
+            m.submodules[f"lut{c}"] = ram
+            m.d.comb += [
+                ram.w_en.eq(w_en),
+                ram.w_addr.eq(w_addr),
+                ram.w_data.eq(self.i_lut.payload.value),
+                ram.r_en.eq(ce),
+                ram.r_addr.eq(Cat(a[:ACT_WIDTH], cfg_eff.table)),
+                ram.r_oce.eq(ce),
+            ]
+            # S3: the requant lane's input, and the side value (LUT word or int32 a).
+            s3 = stage(Mux(op2 == VecOp.ADD, mul_a.p + mul_b.p, pool2), f"s{c}_s3",
+                       signed(ACC_WIDTH))
+            a2 = delay(a, 2, f"a{c}")
+            side3 = stage(Mux(op2 == VecOp.LUT, ram.r_data.as_signed(), a2), f"side{c}_s3",
+                          signed(ACC_WIDTH))
+            lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
+            m.submodules[f"lane{c}"] = lane
+            m.d.comb += [lane.s.eq(s3), lane.mult.eq(mult3), lane.shift.eq(shift3),
+                         lane.en.eq(ce)]
+            side_o = delay(side3, RequantLane.latency, f"side{c}")
+            m.d.comb += obuf.data.data[c].eq(Mux(lane_out, lane.y, side_o))
+
+        # POOL: one output per job, on its last beat.
+        m.d.comb += [
+            obuf.push.eq(valid_o & ((op_o != VecOp.POOL) | last_o)),
+            obuf.data.last.eq(last_o),
+        ]
+        return m
