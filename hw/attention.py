@@ -22,25 +22,34 @@ only waits are at the three input streams and on ``o_stream``.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
+from hw.checks import check_int
+from hw.multiplier import check_dsp_options
+from hw.numerics import (
+    ATTN_MAX_HEAD_DIM,
+    MULT_BITS,
+    SHIFT_BITS,
+    SOFTMAX_EXP_BITS,
+    SOFTMAX_MAX_WINDOW,
+)
+from hw.params import MAX_ATTN_LANES
 from hw.requant import RequantLane
 from hw.softmax import (
-    EXP_BITS,
+    EXP_WIDTH,
     MULT_LATENCY,
     RECIP_WIDTH,
-    SCORE_MULT_BITS,
-    SHIFT_BITS,
-    SUM_BITS,
+    SUM_WIDTH,
     Normalizer,
     Reciprocal,
     ScoreScaler,
     SoftmaxExp,
     dsp_product,
 )
+from hw.unit import Setting, Unit
 
 __all__ = ["ATTN_ACC_WIDTH", "SEQ_LEN_BITS", "WindowedAttention"]
 
@@ -60,15 +69,7 @@ def _tree_registers(n: int) -> int:
     return levels // 2 + 1
 
 
-def _check_pos_int(name: str, value: object, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if not 1 <= value <= hi:
-        raise ValueError(f"{name} must be in [1, {hi}], not {value!r}")
-    return value
-
-
-class WindowedAttention(wiring.Component):
+class WindowedAttention(Unit):
     """One attention head over a sliding window of keys (causal or centred, chosen per sequence).
 
     Stream rules: ``hw/README.md`` (Amaranth ``lib.stream``: valid may not wait for ready, a
@@ -87,6 +88,11 @@ class WindowedAttention(wiring.Component):
         Largest window (keys per query row), 1..256; ``i_cfg.window`` picks 1..``window``.
     lanes : int
         Multipliers of each of the two MAC stages (``q.k`` and ``p.v``); divides ``head_dim``.
+    use_dsp : bool
+        DSP multipliers where the platform has them (``MULT18X18D`` on ECP5); ``False`` builds
+        every product of the unit in fabric logic.
+    family : str or None
+        Force the multiplier family (``"ecp5"``).
 
     Members
     -------
@@ -113,12 +119,23 @@ class WindowedAttention(wiring.Component):
         Steady-state cycles per full-window row: ``ceil(window * head_dim / lanes)``.
     """
 
-    def __init__(self, *, head_dim: int, window: int, lanes: int):
-        self._head_dim = _check_pos_int("head_dim", head_dim, 128)
-        self._window = _check_pos_int("window", window, 256)
-        self._lanes = _check_pos_int("lanes", lanes, 64)
+    params_fields = ("head_dim", "window", "attn_lanes", "dsp_multipliers")
+    head_dim = Setting("Head dimension.")
+    window = Setting("Largest window (keys per query row).")
+    lanes = Setting("Multipliers of each MAC stage.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+    kv_slots = Setting("K/V rows held on chip (a power of two >= window + ring).")
+    ring = Setting("Rows that may be in flight between the score stage and the P.V stage.")
+
+    def __init__(self, *, head_dim: int, window: int, lanes: int, use_dsp: bool = True,
+                 family: str | None = None):
+        self._head_dim = check_int("head_dim", head_dim, 1, ATTN_MAX_HEAD_DIM)
+        self._window = check_int("window", window, 1, SOFTMAX_MAX_WINDOW)
+        self._lanes = check_int("lanes", lanes, 1, MAX_ATTN_LANES)
         if head_dim % lanes:
             raise ValueError(f"lanes must divide head_dim ({head_dim}), not {lanes!r}")
+        check_dsp_options(use_dsp, family)
+        self._use_dsp, self._family = use_dsp, family
         self._chunks = head_dim // lanes
         self._row_stride = _pow2_ceil(window)
         # Rows in flight between A's start and the end of D's reads: about (48 + keys) cycles
@@ -137,12 +154,6 @@ class WindowedAttention(wiring.Component):
             "o_stream": Out(stream.Signature(self.out_layout)),
         })
 
-    @classmethod
-    def from_params(cls, params) -> WindowedAttention:
-        """The unit of an :class:`hw.params.AccelParams` (``head_dim``, ``window``,
-        ``attn_lanes``; the compiler sets ``i_cfg.causal`` from ``attn_causal``)."""
-        return cls(head_dim=params.head_dim, window=params.window, lanes=params.attn_lanes)
-
     # -- layouts and read-only parameters --------------------------------------------------------
 
     @property
@@ -151,9 +162,9 @@ class WindowedAttention(wiring.Component):
             "seq_len": unsigned(SEQ_LEN_BITS),
             "window": unsigned(self._window.bit_length()),
             "causal": unsigned(1),
-            "score_mult": unsigned(SCORE_MULT_BITS),
+            "score_mult": unsigned(MULT_BITS),
             "score_shift": unsigned(SHIFT_BITS),
-            "out_mult": unsigned(SCORE_MULT_BITS),
+            "out_mult": unsigned(MULT_BITS),
             "out_shift": unsigned(SHIFT_BITS),
         })
 
@@ -168,28 +179,6 @@ class WindowedAttention(wiring.Component):
                                   "last": unsigned(1)})
 
     @property
-    def head_dim(self) -> int:
-        return self._head_dim
-
-    @property
-    def window(self) -> int:
-        return self._window
-
-    @property
-    def lanes(self) -> int:
-        return self._lanes
-
-    @property
-    def kv_slots(self) -> int:
-        """K/V rows held on chip (a power of two >= window + ring)."""
-        return self._kv_slots
-
-    @property
-    def ring(self) -> int:
-        """Rows that may be in flight between the score stage and the P.V stage."""
-        return self._ring
-
-    @property
     def cycles_per_row(self) -> int:
         return -(-self._window * self._head_dim // self._lanes)
 
@@ -201,7 +190,7 @@ class WindowedAttention(wiring.Component):
 
     def row_latency(self, keys: int) -> int:
         """Cycles from the ``i_q`` transfer to the ``o_stream`` row for ``keys`` keys (idle)."""
-        keys = _check_pos_int("keys", keys, self._window)
+        keys = check_int("keys", keys, 1, self._window)
         return (self._A_PIPE + _tree_registers(self._lanes) + keys * self._chunks
                 + self._B_PIPE + keys
                 + Reciprocal.latency + self._D_PIPE + keys * self._chunks)
@@ -222,15 +211,16 @@ class WindowedAttention(wiring.Component):
         DW = (2 * score_max).bit_length()                     # unsigned m - s width
         TW = (128 * 128 * L).bit_length() + 1                 # signed chunk sum width
         AW = ATTN_ACC_WIDTH
+        dsp = {"use_dsp": self._use_dsp, "family": self._family}
 
         # -- configuration (static during a sequence) ------------------------------------------
         running = Signal()
         seq_len = Signal(CW)
         behind = Signal(range(W))
         ahead = Signal(range(W))
-        s_mult = Signal(SCORE_MULT_BITS)
+        s_mult = Signal(MULT_BITS)
         s_shift = Signal(SHIFT_BITS)
-        o_mult = Signal(SCORE_MULT_BITS)
+        o_mult = Signal(MULT_BITS)
         o_shift = Signal(SHIFT_BITS)
 
         # Row counters (all reset by i_cfg).
@@ -285,7 +275,7 @@ class WindowedAttention(wiring.Component):
         m.submodules.kmem = kmem = make_block_ram(platform, width=8 * L, depth=NS * CH)
         m.submodules.vmem = vmem = make_block_ram(platform, width=8 * L, depth=NS * CH)
         m.submodules.smem = smem = make_block_ram(platform, width=SW, depth=NR * WP)
-        m.submodules.emem = emem = make_block_ram(platform, width=EXP_BITS + 1, depth=NR * WP)
+        m.submodules.emem = emem = make_block_ram(platform, width=EXP_WIDTH, depth=NR * WP)
         for mem in (kmem, vmem, smem, emem):
             m.d.comb += [mem.r_en.eq(1), mem.r_oce.eq(1)]
 
@@ -404,7 +394,7 @@ class WindowedAttention(wiring.Component):
         m.d.comb += a1b_k.eq(kmem.r_data)
         m.d.sync += a1b_q.eq(a1_q)
         a2_p = [dsp_product(m, platform, a1b_k[8 * l:8 * l + 8].as_signed(),
-                            a1b_q[8 * l:8 * l + 8].as_signed(), name=f"qk_mul{l}")
+                            a1b_q[8 * l:8 * l + 8].as_signed(), name=f"qk_mul{l}", **dsp)
                 for l in range(L)]
         level, depth, tree_regs = list(a2_p), 0, 0
         while len(level) > 1 or depth == 0:
@@ -494,7 +484,7 @@ class WindowedAttention(wiring.Component):
         b2_diff = Signal(unsigned(DW))
         m.d.sync += b2_diff.eq(b2_m - b2_s)
         # B2 .. B2+3: ScoreScaler; then SoftmaxExp.
-        m.submodules.scaler = scaler = ScoreScaler(DW)
+        m.submodules.scaler = scaler = ScoreScaler(DW, **dsp)
         m.submodules.exp = exp = SoftmaxExp()
         m.d.comb += [scaler.diff.eq(b2_diff), scaler.mult.eq(s_mult), scaler.shift.eq(s_shift),
                      exp.u.eq(scaler.u)]
@@ -506,8 +496,8 @@ class WindowedAttention(wiring.Component):
         b6_v, b6_last = b_tag[0], b_tag[1]
         b6_i = b_tag[2:2 + len(b1_i)]
         b6_slot = b_tag[2 + len(b1_i):]
-        b_sum = Signal(SUM_BITS)
-        b_sum_next = Signal(SUM_BITS)
+        b_sum = Signal(SUM_WIDTH)
+        b_sum_next = Signal(SUM_WIDTH)
         m.d.comb += b_sum_next.eq(Mux(b6_i == 0, 0, b_sum) + exp.e)
         m.d.comb += [emem.w_addr.eq(Cat(b6_i, b6_slot) if WP > 1 else b6_slot),
                      emem.w_data.eq(exp.e), emem.w_en.eq(b6_v)]
@@ -515,10 +505,10 @@ class WindowedAttention(wiring.Component):
             m.d.sync += b_sum.eq(b_sum_next)
         # B7: sum of the row into the divider.
         m.submodules.recip = recip = Reciprocal(tag_width=1 + len(b6_slot))
-        div_total = Signal(SUM_BITS)
+        div_total = Signal(SUM_WIDTH)
         div_tag = Signal(1 + len(b6_slot))
         m.d.sync += [div_total.eq(b_sum_next), div_tag.eq(Cat(b6_v & b6_last, b6_slot))]
-        m.d.comb += [recip.total.eq(Mux(div_tag[0], div_total, 1 << EXP_BITS)),
+        m.d.comb += [recip.total.eq(Mux(div_tag[0], div_total, 1 << SOFTMAX_EXP_BITS)),
                      recip.tag.eq(div_tag)]
         with m.If(recip.o_tag[0]):
             m.d.sync += [r_table[recip.o_tag[1:]].eq(recip.r), r_done.eq(r_done + 1)]
@@ -559,10 +549,10 @@ class WindowedAttention(wiring.Component):
         # D1: e and the V chunk in the block RAMs' first read rank; D2: in their output
         # registers; then Normalizer, products (DSP), accumulate, requant.
         d1_r, d2_r = Signal(RECIP_WIDTH), Signal(RECIP_WIDTH)
-        d2_e = Signal(EXP_BITS + 1)
+        d2_e = Signal(EXP_WIDTH)
         m.d.sync += [d1_r.eq(d_r), d2_r.eq(d1_r)]
         m.d.comb += d2_e.eq(emem.r_data)              # e: the block RAM's output register
-        m.submodules.norm = norm = Normalizer()
+        m.submodules.norm = norm = Normalizer(**dsp)
         m.d.comb += [norm.e.eq(d2_e), norm.r.eq(d2_r)]
         d_tag = Cat(d_busy, d_c, d_i == 0, d_i == d_n - 1)
         tags = [d_tag]
@@ -577,7 +567,7 @@ class WindowedAttention(wiring.Component):
             v_pipe.append(nxt)
         # v_pipe[-1] lines up with norm.p; the products register beside tags[-1].
         d4_p = [dsp_product(m, platform, norm.p, v_pipe[-1][8 * l:8 * l + 8].as_signed(),
-                            name=f"pv_mul{l}") for l in range(L)]
+                            name=f"pv_mul{l}", **dsp) for l in range(L)]
         t4 = tags[-1]
         d4_v, d4_c = t4[0], t4[1:1 + len(d_c)]
         d4_first, d4_lastk = t4[1 + len(d_c)], t4[2 + len(d_c)]
@@ -597,7 +587,7 @@ class WindowedAttention(wiring.Component):
         # row assembly.
         rq_y = []
         for l in range(L):
-            rq = RequantLane()
+            rq = RequantLane(**dsp)
             m.submodules[f"requant{l}"] = rq
             m.d.comb += [rq.s.eq(fin[l]), rq.mult.eq(o_mult), rq.shift.eq(o_shift), rq.en.eq(1)]
             rq_y.append(rq.y)

@@ -16,11 +16,12 @@ from amaranth.lib.wiring import In, Out
 
 from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
 from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
+from hw.unit import Setting, Unit
 
 __all__ = ["GemmPipeline"]
 
 
-class GemmPipeline(wiring.Component):
+class GemmPipeline(Unit):
     """int8 GEMM tile pipeline: ``requantize(A @ W + bias, mult, shift)`` per tile.
 
     Parameters
@@ -31,9 +32,6 @@ class GemmPipeline(wiring.Component):
         DSP multipliers in the array and the requantizer where the platform has them.
     family : str or None
         Force the multiplier family (``"ecp5"``).
-    src_loc_at : int
-        Stack frames to skip when Amaranth reports the component as created but unused
-        (``from_params`` passes 1 so the report names its caller).
 
     Members
     -------
@@ -55,8 +53,13 @@ class GemmPipeline(wiring.Component):
         ``i_quant`` transfer already offered.
     """
 
+    params_fields = ("rows", "cols", "dsp_multipliers")
+    rows = Setting("Output rows per tile.")
+    cols = Setting("Output columns per tile.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
-                 family: str | None = None, src_loc_at: int = 0):
+                 family: str | None = None):
         # The sub-components are built in elaborate(), so that an unused pipeline leaves no
         # unused children behind (UnusedElaboratable); check their parameters here.
         check_geometry(rows, cols, use_dsp=use_dsp, family=family)
@@ -67,28 +70,6 @@ class GemmPipeline(wiring.Component):
             "i_quant": In(stream.Signature(quant_layout(cols))),
             "o_stream": Out(stream.Signature(output_layout(cols))),
         })
-
-    @classmethod
-    def from_params(cls, params, *, family: str | None = None,
-                    src_loc_at: int = 0) -> GemmPipeline:
-        """The pipeline of an :class:`hw.params.AccelParams` (``rows``, ``cols``, DSP flag)."""
-        from hw.params import AccelParams
-        if not isinstance(params, AccelParams):
-            raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family,
-                   src_loc_at=1 + src_loc_at)
-
-    @property
-    def rows(self) -> int:
-        return self._rows
-
-    @property
-    def cols(self) -> int:
-        return self._cols
-
-    @property
-    def use_dsp(self) -> bool:
-        return self._use_dsp
 
     @property
     def array_latency(self) -> int:

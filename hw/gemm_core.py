@@ -25,21 +25,24 @@ The result is ``sw.ref.gemm_requant(A[:, :k_len], W[:k_len, :], bias, mult, shif
 
 from __future__ import annotations
 
-import operator
-
 from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
+from hw.checks import check_bool, check_int, check_pow2
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, MULT_BITS, SHIFT_BITS, WGT_WIDTH
+from hw.params import MAX_DIM
+from hw.unit import Setting, Unit
 
 __all__ = ["GemmCore", "QUANT_LAYOUT"]
 
 #: One column's requantization parameters as written through the write port (53 bits).
-QUANT_LAYOUT = data.StructLayout({"bias": signed(32), "mult": unsigned(15), "shift": unsigned(6)})
+QUANT_LAYOUT = data.StructLayout({"bias": signed(ACC_WIDTH), "mult": unsigned(MULT_BITS),
+                                  "shift": unsigned(SHIFT_BITS)})
 
 
-class GemmCore(wiring.Component):
+class GemmCore(Unit):
     """GEMM pipeline with double-buffered block-RAM operand buffers and a tile sequencer.
 
     Parameters
@@ -99,20 +102,20 @@ class GemmCore(wiring.Component):
         WGT = 1
         QUANT = 2
 
+    params_fields = ("rows", "cols", "k_depth", "dsp_multipliers")
+    rows = Setting("Output rows per tile.")
+    cols = Setting("Output columns per tile.")
+    k_depth = Setting("Largest reduction length of one tile.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+    wr_data_width = Setting("Width of ``wr_data``.")
+    pipeline = Setting("The GEMM pipeline inside.")
+
     def __init__(self, rows: int, cols: int, *, k_depth: int, use_dsp: bool = True,
                  pipeline: wiring.Component | None = None) -> None:
-        for name, value in (("rows", rows), ("cols", cols)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-                raise TypeError(f"GemmCore {name} must be an integer in [1, 32], not {value!r}")
-        if (isinstance(k_depth, bool) or not isinstance(k_depth, int) or k_depth < 2
-                or k_depth & (k_depth - 1)):
-            raise ValueError(f"GemmCore k_depth must be a power of two >= 2, not {k_depth!r}")
-        if not isinstance(use_dsp, bool):
-            raise TypeError(f"GemmCore use_dsp must be a bool, not {use_dsp!r}")
-        self._rows = operator.index(rows)
-        self._cols = operator.index(cols)
-        self._k_depth = k_depth
-        self._use_dsp = use_dsp
+        self._rows = check_int("rows", rows, 1, MAX_DIM)
+        self._cols = check_int("cols", cols, 1, MAX_DIM)
+        self._k_depth = check_pow2("k_depth", k_depth, 2)
+        self._use_dsp = check_bool("use_dsp", use_dsp)
         if pipeline is None:
             from hw.gemm import GemmPipeline
             pipeline = GemmPipeline(rows, cols, use_dsp=use_dsp)
@@ -121,7 +124,7 @@ class GemmCore(wiring.Component):
                 raise TypeError(f"GemmCore pipeline must have a {port!r} port like "
                                 f"hw.gemm.GemmPipeline, not {pipeline!r}")
         self._pipeline = pipeline
-        self._wr_data_width = max(8 * rows, 8 * cols, QUANT_LAYOUT.size)
+        self._wr_data_width = max(ACT_WIDTH * rows, WGT_WIDTH * cols, QUANT_LAYOUT.size)
         super().__init__({
             "wr_en": In(1),
             "wr_sel": In(GemmCore.Buffer),
@@ -134,35 +137,8 @@ class GemmCore(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "o_stream": Out(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(signed(8), cols), "last": 1}))),
+                "data": data.ArrayLayout(signed(ACT_WIDTH), cols), "last": 1}))),
         })
-
-    @classmethod
-    def from_params(cls, params) -> GemmCore:
-        """The core for an :class:`hw.params.AccelParams` (``rows``, ``cols``, ``k_depth``,
-        ``dsp_multipliers``)."""
-        return cls(params.rows, params.cols, k_depth=params.k_depth,
-                   use_dsp=params.dsp_multipliers)
-
-    @property
-    def rows(self) -> int:
-        return self._rows
-
-    @property
-    def cols(self) -> int:
-        return self._cols
-
-    @property
-    def k_depth(self) -> int:
-        return self._k_depth
-
-    @property
-    def wr_data_width(self) -> int:
-        return self._wr_data_width
-
-    @property
-    def pipeline(self) -> wiring.Component:
-        return self._pipeline
 
     @property
     def latency(self) -> int:
@@ -179,8 +155,10 @@ class GemmCore(wiring.Component):
         # left too little of a 125 MHz cycle for the route to the array).
         qw = QUANT_LAYOUT.size
         col_bits = max(0, (cols - 1).bit_length())
-        m.submodules.act_buf = act_buf = make_block_ram(platform, width=8 * rows, depth=2 * depth)
-        m.submodules.wgt_buf = wgt_buf = make_block_ram(platform, width=8 * cols, depth=2 * depth)
+        m.submodules.act_buf = act_buf = make_block_ram(platform, width=ACT_WIDTH * rows,
+                                                        depth=2 * depth)
+        m.submodules.wgt_buf = wgt_buf = make_block_ram(platform, width=WGT_WIDTH * cols,
+                                                        depth=2 * depth)
         # Quant parameters: one QUANT_LAYOUT word per (bank, column). (One 2 x cols*53-bit word
         # per bank made Yosys fold both banks into one block-RAM row and put a bank mux after the
         # block RAM's output, which missed 125 MHz.)
@@ -188,10 +166,10 @@ class GemmCore(wiring.Component):
                                                             depth=2 << col_bits)
         m.d.comb += [
             act_buf.w_addr.eq(Cat(self.wr_addr, self.wr_bank)),
-            act_buf.w_data.eq(self.wr_data[:8 * rows]),
+            act_buf.w_data.eq(self.wr_data[:ACT_WIDTH * rows]),
             act_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.ACT)),
             wgt_buf.w_addr.eq(Cat(self.wr_addr, self.wr_bank)),
-            wgt_buf.w_data.eq(self.wr_data[:8 * cols]),
+            wgt_buf.w_data.eq(self.wr_data[:WGT_WIDTH * cols]),
             wgt_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
             quant_buf.w_addr.eq(Cat(self.wr_addr[:col_bits], self.wr_bank)),
             quant_buf.w_data.eq(self.wr_data[:qw]),

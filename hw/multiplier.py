@@ -8,7 +8,7 @@ inputs and a registered output (``latency == 2`` enabled cycles) and a clock ena
   it is a ``MULT18X18D`` instance with its A/B input registers and output register switched on
   (``REG_INPUTA_CLK = REG_INPUTB_CLK = REG_OUTPUT_CLK = "CLK0"``, ``CE0 = en``). Inferred ``*``
   with fabric registers around it reached ~104 MHz on an 8x8 array, the hard registers 147 MHz
-  (``shared/TOOLCHAIN.md``);
+  (nextpnr-ecp5 0.11, ECP5-85F speed grade 6);
 * everywhere else, and in simulation (``platform is None``), it is a plain ``*`` between two
   fabric registers, with exactly the same latency and enable behaviour.
 

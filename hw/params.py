@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """``AccelParams``: the one source of truth for the accelerator's shape.
 
-The hardware generators, the NumPy reference model, the compiler, the driver and the board
-builds all read the same frozen object (Gemmini's config class, VTA's config JSON).
-``digest()`` names every build cache and is the ``DESIGN_ID`` the device reports.
+One frozen object (Gemmini's config class, VTA's config JSON) sizes the hardware: every unit
+in ``hw/`` is built from it (:meth:`hw.unit.Unit.from_params`), and the board builds, the
+Verilator benches and the CLI pick it by preset name. ``digest()`` names build caches (a unit's
+own by the fields it reads, :func:`hw.unit.unit_digest`) and is the ``DESIGN_ID`` the device
+reports. Numerics constants are not parameters: they live in :mod:`hw.numerics`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["AccelParams", "PRESETS", "preset", "preset_names"]
+from hw.checks import check_bool, check_int, check_number, check_pow2
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, ATTN_MAX_HEAD_DIM, SOFTMAX_MAX_WINDOW, WGT_WIDTH
 
+__all__ = ["AccelParams", "MAX_ATTN_LANES", "MAX_DIM", "PRESETS", "preset", "preset_names"]
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"AccelParams.{name} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"AccelParams.{name} must be in [{lo}, {hi}], not {value!r}")
-
-
-def _is_pow2(x: int) -> bool:
-    return x > 0 and (x & (x - 1)) == 0
+#: Largest array ``rows`` / ``cols``.
+MAX_DIM = 32
+#: Largest ``attn_lanes`` (multipliers of each attention MAC stage).
+MAX_ATTN_LANES = 64
 
 
 @dataclass(frozen=True)
@@ -84,41 +83,32 @@ class AccelParams:
     baud: int = 115200
 
     # Fixed numerics (see sw/quant.py); part of the contract, not knobs.
-    act_width: int = dataclasses.field(default=8, init=False)
-    wgt_width: int = dataclasses.field(default=8, init=False)
-    acc_width: int = dataclasses.field(default=32, init=False)
+    act_width: int = dataclasses.field(default=ACT_WIDTH, init=False)
+    wgt_width: int = dataclasses.field(default=WGT_WIDTH, init=False)
+    acc_width: int = dataclasses.field(default=ACC_WIDTH, init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"AccelParams.name must be a non-empty string, not {self.name!r}")
-        _check_int("rows", self.rows, 1, 32)
-        _check_int("cols", self.cols, 1, 32)
-        _check_int("k_depth", self.k_depth, 16, 4096)
-        if not _is_pow2(self.k_depth):
-            raise ValueError(f"AccelParams.k_depth must be a power of two, not {self.k_depth!r}")
-        for flag in ("dsp_multipliers", "attn_causal"):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"AccelParams.{flag} must be a bool, not {getattr(self, flag)!r}")
-        _check_int("window", self.window, 1, 256)
-        _check_int("head_dim", self.head_dim, 1, 128)
-        _check_int("attn_lanes", self.attn_lanes, 1, 64)
+        at = "AccelParams."                  # messages name the field as AccelParams.rows
+        check_int(at + "rows", self.rows, 1, MAX_DIM)
+        check_int(at + "cols", self.cols, 1, MAX_DIM)
+        check_pow2(at + "k_depth", self.k_depth, 16, 4096)
+        check_bool(at + "dsp_multipliers", self.dsp_multipliers)
+        check_bool(at + "attn_causal", self.attn_causal)
+        check_int(at + "window", self.window, 1, SOFTMAX_MAX_WINDOW)
+        check_int(at + "head_dim", self.head_dim, 1, ATTN_MAX_HEAD_DIM)
+        check_int(at + "attn_lanes", self.attn_lanes, 1, MAX_ATTN_LANES)
         if self.head_dim % self.attn_lanes:
             raise ValueError(
                 f"AccelParams.attn_lanes must divide head_dim ({self.head_dim}), "
                 f"not {self.attn_lanes!r}")
-        for field, lo, hi in (("act_depth", 64, 1 << 20), ("wgt_depth", 64, 1 << 22),
-                              ("instr_depth", 16, 1 << 16)):
-            value = getattr(self, field)
-            _check_int(field, value, lo, hi)
-            if not _is_pow2(value):
-                raise ValueError(f"AccelParams.{field} must be a power of two, not {value!r}")
-        _check_int("lut_count", self.lut_count, 1, 64)
-        if isinstance(self.target_mhz, bool) or not isinstance(self.target_mhz, (int, float)):
-            raise TypeError(f"AccelParams.target_mhz must be a number, not {self.target_mhz!r}")
-        if not 1.0 <= self.target_mhz <= 500.0:
-            raise ValueError(
-                f"AccelParams.target_mhz must be in [1, 500] MHz, not {self.target_mhz!r}")
-        _check_int("baud", self.baud, 9600, 12_000_000)
+        check_pow2(at + "act_depth", self.act_depth, 64, 1 << 20)
+        check_pow2(at + "wgt_depth", self.wgt_depth, 64, 1 << 22)
+        check_pow2(at + "instr_depth", self.instr_depth, 16, 1 << 16)
+        check_int(at + "lut_count", self.lut_count, 1, 64)
+        check_number(at + "target_mhz", self.target_mhz, 1.0, 500.0)
+        check_int(at + "baud", self.baud, 9600, 12_000_000)
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -129,7 +119,7 @@ class AccelParams:
         """16 hex digits naming this configuration (``DESIGN_ID``) or a part of it.
 
         With ``fields`` (names of parameters), only those enter the digest: a unit's build cache
-        is keyed by the parameters that unit reads (``unit_fields`` of each unit), so changing
+        is keyed by the parameters that unit reads (``params_fields`` of each unit), so changing
         the link's ``baud`` does not rebuild the Verilated GEMM core.
         """
         full = self.to_dict()
@@ -190,9 +180,19 @@ def preset_names() -> list[str]:
 
 
 def preset(name: str) -> AccelParams:
-    """The named preset; ``ValueError`` lists the known names."""
+    """The named preset; ``ValueError`` lists the known names.
+
+    Preset names use underscores (``ulx3s_85f``), board names hyphens (``ulx3s-85f``): a
+    preset asked for in the other spelling is answered with a hint.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"preset name must be a str, not {name!r}")
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        pass
+    spelled = name.replace("-", "_")
+    if spelled in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; did you mean {spelled!r}? (preset names "
+                         f"use underscores, board names hyphens)")
+    raise ValueError(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")

@@ -18,13 +18,10 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import check_dsp_options, make_multiplier
+from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
 
 __all__ = ["ProcessingElement"]
-
-ACT_WIDTH = 8
-WGT_WIDTH = 8
-ACC_WIDTH = 32
 
 
 class ProcessingElement(wiring.Component):
@@ -88,9 +85,9 @@ class ProcessingElement(wiring.Component):
 
     @property
     def latency(self) -> int:
-        # Every make_multiplier() result has the same latency (2); +1 for the fabric product
+        # Every make_multiplier() result has the same latency; +1 for the fabric product
         # register, +1 for the accumulator.
-        return 2 + 2
+        return Multiplier.latency + 2
 
     def elaborate(self, platform):
         m = Module()

@@ -30,16 +30,16 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.checks import check_int
 from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
-from hw.systolic import MAX_DIM, OutputBuffer, result_layout
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_BITS
+from hw.params import MAX_DIM
+from hw.systolic import OutputBuffer, result_layout
+from hw.unit import Setting, Unit
 
-__all__ = ["MULT_BITS", "REQUANT_LATENCY", "RequantLane", "Requantizer", "SHIFT_BITS",
-           "output_layout", "quant_layout"]
+__all__ = ["REQUANT_LATENCY", "RequantLane", "Requantizer", "output_layout", "quant_layout"]
 
-MULT_BITS = 15    # sw.quant.MULT_BITS
-SHIFT_BITS = 6    # holds sw.quant.SHIFT_MAX = 47
-ACC_WIDTH = 32
-PROD_WIDTH = 48
+PROD_WIDTH = ACC_WIDTH + MULT_BITS + 1    # 48: |s * mult| < 2**31 * 2**15 = 2**46, exact
 
 
 def quant_layout(cols: int) -> data.StructLayout:
@@ -54,7 +54,7 @@ def quant_layout(cols: int) -> data.StructLayout:
 def output_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`Requantizer.o_stream`: one int8 row and ``last``."""
     return data.StructLayout({
-        "data": data.ArrayLayout(signed(8), cols),
+        "data": data.ArrayLayout(signed(ACT_WIDTH), cols),
         "last": 1,
     })
 
@@ -105,7 +105,7 @@ class RequantLane(wiring.Component):
             "mult": In(unsigned(MULT_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
             "en": In(1),
-            "y": Out(signed(8)),
+            "y": Out(signed(ACT_WIDTH)),
         })
 
     def elaborate(self, platform):
@@ -171,9 +171,9 @@ class RequantLane(wiring.Component):
         m.d.comb += xp1.eq(x6 + 1)
         with m.If(ce):
             with m.If(hi6):
-                m.d.sync += self.y.eq(127)
+                m.d.sync += self.y.eq(INT8_MAX)
             with m.Elif(lo6):
-                m.d.sync += self.y.eq(-128)
+                m.d.sync += self.y.eq(INT8_MIN)
             with m.Else():
                 m.d.sync += self.y.eq(xp1[1:9])
         return m
@@ -183,7 +183,7 @@ class RequantLane(wiring.Component):
 REQUANT_LATENCY = 1 + RequantLane.latency + OutputBuffer.latency
 
 
-class Requantizer(wiring.Component):
+class Requantizer(Unit):
     """Per-column bias add, multiply, rounding shift and int8 saturation (module docstring).
 
     One ``i_quant`` transfer per tile: it is consumed before or together with the tile's first
@@ -200,9 +200,6 @@ class Requantizer(wiring.Component):
         Use DSP blocks (``MULT18X18D`` on ECP5; two per lane) for the multiply.
     family : str or None
         Force the multiplier family (``"ecp5"``).
-    src_loc_at : int
-        Stack frames to skip when Amaranth reports the component as created but unused
-        (``from_params`` passes 1 so the report names its caller).
 
     Members
     -------
@@ -231,14 +228,13 @@ class Requantizer(wiring.Component):
         ``cols`` outside ``[1, 32]``.
     """
 
-    def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None,
-                 src_loc_at: int = 0):
-        if isinstance(cols, bool) or not isinstance(cols, int):
-            raise TypeError(f"cols must be an integer, not {cols!r}")
-        if not 1 <= cols <= MAX_DIM:
-            raise ValueError(f"cols must be in [1, {MAX_DIM}], not {cols!r}")
+    params_fields = ("cols", "dsp_multipliers")
+    cols = Setting("Lanes (output columns).")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+
+    def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None):
+        self._cols = check_int("cols", cols, 1, MAX_DIM)
         check_dsp_options(use_dsp, family)
-        self._cols = cols
         self._use_dsp = use_dsp
         self._family = family
         super().__init__({
@@ -246,24 +242,6 @@ class Requantizer(wiring.Component):
             "i_quant": In(stream.Signature(quant_layout(cols))),
             "o_stream": Out(stream.Signature(output_layout(cols))),
         })
-
-    @classmethod
-    def from_params(cls, params, *, family: str | None = None,
-                    src_loc_at: int = 0) -> Requantizer:
-        """The requantizer of an :class:`hw.params.AccelParams` (``cols``, ``dsp_multipliers``)."""
-        from hw.params import AccelParams
-        if not isinstance(params, AccelParams):
-            raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.cols, use_dsp=params.dsp_multipliers, family=family,
-                   src_loc_at=1 + src_loc_at)
-
-    @property
-    def cols(self) -> int:
-        return self._cols
-
-    @property
-    def use_dsp(self) -> bool:
-        return self._use_dsp
 
     @property
     def latency(self) -> int:

@@ -7,8 +7,7 @@ unit tracks validity beside them and only issues work that can never stall, so t
 no enables. Numerics are ``sw/ref.py`` (``softmax_u_int``, ``softmax_exp_int``,
 ``softmax_recip_int``, ``softmax_normalize_int``); the unit's output requantization is the GEMM
 requantizer's lane, :class:`hw.requant.RequantLane` (``sw.quant.requantize``); the spec is
-``docs/numerics.md``, "Integer softmax". ``hw/`` does not import ``sw/``: the constants below
-repeat the reference's and ``tests/test_hw_softmax.py`` checks that they are equal.
+``docs/numerics.md``, "Integer softmax". Both sides take the formats from :mod:`hw.numerics`.
 """
 
 from __future__ import annotations
@@ -17,64 +16,64 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.multiplier import Multiplier, make_multiplier
+from hw.checks import check_int
+from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
+from hw.numerics import (
+    MULT_BITS,
+    SHIFT_BITS,
+    SOFTMAX_EXP_BITS,
+    SOFTMAX_EXP_FRAC_BITS,
+    SOFTMAX_EXP_TABLE,
+    SOFTMAX_MAX_WINDOW,
+    SOFTMAX_NORM_SHIFT,
+    SOFTMAX_PROB_BITS,
+    SOFTMAX_RECIP_BITS,
+    SOFTMAX_U_INT_BITS,
+    SOFTMAX_U_MAX,
+)
 
 __all__ = [
-    "EXP_BITS", "EXP_FRAC_BITS", "EXP_TABLE", "MULT_LATENCY", "NORM_SHIFT", "PROB_BITS",
-    "RECIP_BITS", "SLICED_LATENCY",
-    "SCORE_MULT_BITS", "SHIFT_BITS", "SUM_BITS", "U_BITS", "U_MAX", "Normalizer",
-    "Reciprocal", "ScoreScaler", "SoftmaxExp", "dsp_product", "sliced_product",
+    "EXP_WIDTH", "MULT_LATENCY", "PROB_WIDTH", "RECIP_WIDTH", "SLICED_LATENCY", "SUM_WIDTH",
+    "U_WIDTH", "Normalizer", "Reciprocal", "ScoreScaler", "SoftmaxExp", "dsp_product",
+    "sliced_product",
 ]
 
-EXP_FRAC_BITS = 6                       # u is Q4.6 in log2 units; table of 2**6 entries
-EXP_BITS = 15                           # e = 1.0 is 2**15 (Q1.15, 16 bits)
-U_BITS = 4 + EXP_FRAC_BITS              # 10-bit u; right shift 0..15 by the integer part
-U_MAX = (1 << U_BITS) - 1               # 1023
-PROB_BITS = 15                          # p is Q1.15, 0..2**15 (16 bits)
-RECIP_BITS = 38                         # r = 2**38 // S
-SUM_BITS = 24                           # S in [2**15, 2**23] (window <= 256)
-RECIP_WIDTH = 24                        # r in [2**15, 2**23]
-NORM_SHIFT = RECIP_BITS - PROB_BITS     # 23
-SCORE_MULT_BITS = 15                    # sw.quant.MULT_BITS
-SHIFT_BITS = 6                          # shifts 1..47
-
-#: ``round(2**15 * 2**(-f / 64))``, f = 0..63 (equal to ``sw.ref.SOFTMAX_EXP_TABLE``).
-EXP_TABLE = tuple(round(2 ** EXP_BITS * 2 ** (-f / (1 << EXP_FRAC_BITS)))
-                  for f in range(1 << EXP_FRAC_BITS))
-
-
-def _check_width(name: str, value: object, lo: int = 1, hi: int = 64) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise TypeError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}")
-    return value
+# Signal widths, derived from the formats of hw.numerics.
+U_WIDTH = SOFTMAX_U_INT_BITS + SOFTMAX_EXP_FRAC_BITS            # 10: u is Q4.6, log2 units
+EXP_WIDTH = SOFTMAX_EXP_BITS + 1                                # 16: e in Q1.15, 0..2**15
+PROB_WIDTH = SOFTMAX_PROB_BITS + 1                              # 16: p in Q1.15, 0..2**15
+SUM_WIDTH = (SOFTMAX_MAX_WINDOW << SOFTMAX_EXP_BITS).bit_length()   # 24: S in [2**15, 2**23]
+RECIP_WIDTH = (1 << (SOFTMAX_RECIP_BITS - SOFTMAX_EXP_BITS)).bit_length()  # 24: r <= 2**23
 
 
 DSP_SLICE = 17                          # unsigned slice of a wide operand: fits an 18-bit DSP port
 
 
-def dsp_product(m: Module, platform, a, b, *, name: str):
+def dsp_product(m: Module, platform, a, b, *, name: str, use_dsp: bool = True,
+                family: str | None = None):
     """``a * b`` on one registered multiplier from :func:`hw.multiplier.make_multiplier`.
 
-    A ``MULT18X18D`` with its input and output registers on ECP5, fabric registers around ``*``
-    elsewhere and in simulation; ``MULT_LATENCY`` (2) cycles. Unsigned operands get one more
-    bit so they stay non-negative; each operand must then fit 18 bits.
+    A ``MULT18X18D`` with its input and output registers on ECP5 (unless ``use_dsp`` is
+    ``False``), fabric registers around ``*`` elsewhere and in simulation; ``MULT_LATENCY`` (2)
+    cycles. Unsigned operands get one more bit so they stay non-negative; on the DSP path each
+    operand must then fit 18 bits.
     """
     aw = len(a) + (0 if a.shape().signed else 1)
     bw = len(b) + (0 if b.shape().signed else 1)
-    mul = make_multiplier(platform, aw, bw)
+    mul = make_multiplier(platform, aw, bw, use_dsp=use_dsp, family=family)
     m.submodules[name] = mul
     m.d.comb += [mul.a.eq(a), mul.b.eq(b), mul.en.eq(1)]
     return mul.p
 
 
-def sliced_product(m: Module, platform, a, b, *, name: str):
+def sliced_product(m: Module, platform, a, b, *, name: str, use_dsp: bool = True,
+                   family: str | None = None):
     """``a * b`` in ``SLICED_LATENCY`` (3) register stages, ``b`` cut into 17-bit slices.
 
     One :func:`dsp_product` per slice (``a`` at most 17 bits unsigned or 18 signed, a low
     slice 17 bits unsigned, the top slice keeps ``b``'s sign), then one register for the shifted
-    sum. Yosys would otherwise chain two DSPs and a fabric adder in one cycle
-    (``shared/TOOLCHAIN.md``: unregistered multiplier paths cost ~40 % Fmax). Returns the last
-    register (exact width).
+    sum. Yosys would otherwise chain two DSPs and a fabric adder in one cycle (unregistered
+    multiplier paths cost ~40 % Fmax on ECP5). Returns the last register (exact width).
     """
     signed_out = a.shape().signed or b.shape().signed
     width = len(a) + len(b) + (1 if signed_out and not (a.shape().signed and b.shape().signed)
@@ -84,7 +83,8 @@ def sliced_product(m: Module, platform, a, b, *, name: str):
         hi = min(len(b), lo + DSP_SLICE)
         top = hi == len(b)
         piece = b[lo:hi].as_signed() if (top and b.shape().signed) else b[lo:hi]
-        parts.append((dsp_product(m, platform, a, piece, name=f"{name}_mul{k}"), lo))
+        parts.append((dsp_product(m, platform, a, piece, name=f"{name}_mul{k}",
+                                  use_dsp=use_dsp, family=family), lo))
     total = Signal(signed(width) if signed_out else unsigned(width), name=f"{name}_prod")
     acc = parts[0][0]
     for pp, lo in parts[1:]:
@@ -98,7 +98,7 @@ SLICED_LATENCY = MULT_LATENCY + 1           # 3
 
 
 class SoftmaxExp(wiring.Component):
-    """``e = EXP_TABLE[u & 63] >> (u >> 6)``: a 64 x 16-bit ROM, then a 0..15 shift.
+    """``e = SOFTMAX_EXP_TABLE[u & 63] >> (u >> 6)``: a 64 x 16-bit ROM, then a 0..15 shift.
 
     Members
     -------
@@ -111,15 +111,16 @@ class SoftmaxExp(wiring.Component):
     latency = 2
 
     def __init__(self):
-        super().__init__({"u": In(unsigned(U_BITS)), "e": Out(unsigned(EXP_BITS + 1))})
+        super().__init__({"u": In(unsigned(U_WIDTH)), "e": Out(unsigned(EXP_WIDTH))})
 
     def elaborate(self, platform):
         m = Module()
-        table = Array(Const(v, unsigned(EXP_BITS + 1)) for v in EXP_TABLE)
+        table = Array(Const(v, unsigned(EXP_WIDTH)) for v in SOFTMAX_EXP_TABLE)
         # Stage 1: ROM lookup (registered); stage 2: the 0..15 right shift.
-        mant = Signal(unsigned(EXP_BITS + 1))
-        exp = Signal(unsigned(U_BITS - EXP_FRAC_BITS))
-        m.d.sync += [mant.eq(table[self.u[:EXP_FRAC_BITS]]), exp.eq(self.u[EXP_FRAC_BITS:]),
+        mant = Signal(unsigned(EXP_WIDTH))
+        exp = Signal(unsigned(SOFTMAX_U_INT_BITS))
+        m.d.sync += [mant.eq(table[self.u[:SOFTMAX_EXP_FRAC_BITS]]),
+                     exp.eq(self.u[SOFTMAX_EXP_FRAC_BITS:]),
                      self.e.eq(mant >> exp)]
         return m
 
@@ -136,6 +137,8 @@ class ScoreScaler(wiring.Component):
     ----------
     diff_width : int
         Width of the unsigned score difference ``m - s`` (23 for head_dim 128).
+    use_dsp, family : bool, str or None
+        Multiplier options (:func:`hw.multiplier.make_multiplier`).
 
     Members
     -------
@@ -151,13 +154,15 @@ class ScoreScaler(wiring.Component):
 
     latency = SLICED_LATENCY + 4
 
-    def __init__(self, diff_width: int):
-        self._diff_width = _check_width("diff_width", diff_width, 1, 32)
+    def __init__(self, diff_width: int, *, use_dsp: bool = True, family: str | None = None):
+        check_dsp_options(use_dsp, family)
+        self._use_dsp, self._family = use_dsp, family
+        self._diff_width = check_int("diff_width", diff_width, 1, 32)
         super().__init__({
             "diff": In(unsigned(diff_width)),
-            "mult": In(unsigned(SCORE_MULT_BITS)),
+            "mult": In(unsigned(MULT_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
-            "u": Out(unsigned(U_BITS)),
+            "u": Out(unsigned(U_WIDTH)),
         })
 
     @property
@@ -166,7 +171,8 @@ class ScoreScaler(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, platform, self.mult, self.diff, name="score")
+        prod = sliced_product(m, platform, self.mult, self.diff, name="score",
+                              use_dsp=self._use_dsp, family=self._family)
         pw = len(prod)
         rounded = Signal(unsigned(pw + 1))
         # 2**(shift-1) (0 for shift 0), registered: shift is static, so this only takes the
@@ -180,7 +186,7 @@ class ScoreScaler(wiring.Component):
             rounded.eq(prod + half),
             part.eq(rounded >> self.shift[:3]),
             shifted.eq(part >> Cat(Const(0, 3), self.shift[3:])),
-            self.u.eq(Mux(shifted > U_MAX, U_MAX, shifted)),
+            self.u.eq(Mux(shifted > SOFTMAX_U_MAX, SOFTMAX_U_MAX, shifted)),
         ]
         return m
 
@@ -213,9 +219,9 @@ class Reciprocal(wiring.Component):
     latency = RECIP_WIDTH
 
     def __init__(self, tag_width: int = 1):
-        self._tag_width = _check_width("tag_width", tag_width)
+        self._tag_width = check_int("tag_width", tag_width, 1, 64)
         super().__init__({
-            "total": In(unsigned(SUM_BITS)),
+            "total": In(unsigned(SUM_WIDTH)),
             "tag": In(unsigned(tag_width)),
             "r": Out(unsigned(RECIP_WIDTH)),
             "o_tag": Out(unsigned(tag_width)),
@@ -224,19 +230,19 @@ class Reciprocal(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # Stage k (k = 23 .. 0 by quotient bit) sees a remainder < S <= 2**23: 25-bit subtract.
-        rem = Const(1 << (RECIP_BITS - RECIP_WIDTH), SUM_BITS)           # 2**38 >> 24 < 2**15
+        rem = Const(1 << (SOFTMAX_RECIP_BITS - RECIP_WIDTH), SUM_WIDTH)   # 2**38 >> 24 < 2**15
         div, quo, tag = self.total, Const(0, 1), self.tag
         for k in reversed(range(RECIP_WIDTH)):
-            shifted = Signal(unsigned(SUM_BITS + 1), name=f"shifted{k}")
-            diff = Signal(signed(SUM_BITS + 2), name=f"diff{k}")
+            shifted = Signal(unsigned(SUM_WIDTH + 1), name=f"shifted{k}")
+            diff = Signal(signed(SUM_WIDTH + 2), name=f"diff{k}")
             m.d.comb += [shifted.eq(rem << 1), diff.eq(shifted - div)]
             fits = ~diff[-1]                                            # shifted >= S
-            n_rem = Signal(unsigned(SUM_BITS), name=f"rem{k}")
-            n_div = Signal(unsigned(SUM_BITS), name=f"div{k}")
+            n_rem = Signal(unsigned(SUM_WIDTH), name=f"rem{k}")
+            n_div = Signal(unsigned(SUM_WIDTH), name=f"div{k}")
             n_quo = Signal(unsigned(RECIP_WIDTH - k), name=f"quo{k}")
             n_tag = Signal(unsigned(self._tag_width), name=f"tag{k}")
             m.d.sync += [
-                n_rem.eq(Mux(fits, diff[:SUM_BITS], shifted[:SUM_BITS])),
+                n_rem.eq(Mux(fits, diff[:SUM_WIDTH], shifted[:SUM_WIDTH])),
                 n_div.eq(div),
                 n_quo.eq(Cat(fits, quo) if k < RECIP_WIDTH - 1 else fits),
                 n_tag.eq(tag),
@@ -248,6 +254,11 @@ class Reciprocal(wiring.Component):
 
 class Normalizer(wiring.Component):
     """``p = (e * r + 2**22) >> 23`` (``sw.ref.softmax_normalize_int``), Q1.15 in 0..2**15.
+
+    Parameters
+    ----------
+    use_dsp, family : bool, str or None
+        Multiplier options (:func:`hw.multiplier.make_multiplier`).
 
     Members
     -------
@@ -261,15 +272,18 @@ class Normalizer(wiring.Component):
 
     latency = SLICED_LATENCY + 1
 
-    def __init__(self):
+    def __init__(self, *, use_dsp: bool = True, family: str | None = None):
+        check_dsp_options(use_dsp, family)
+        self._use_dsp, self._family = use_dsp, family
         super().__init__({
-            "e": In(unsigned(EXP_BITS + 1)),
+            "e": In(unsigned(EXP_WIDTH)),
             "r": In(unsigned(RECIP_WIDTH)),
-            "p": Out(unsigned(PROB_BITS + 1)),
+            "p": Out(unsigned(PROB_WIDTH)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, platform, self.e, self.r, name="norm")
-        m.d.sync += self.p.eq((prod + (1 << (NORM_SHIFT - 1))) >> NORM_SHIFT)
+        prod = sliced_product(m, platform, self.e, self.r, name="norm",
+                              use_dsp=self._use_dsp, family=self._family)
+        m.d.sync += self.p.eq((prod + (1 << (SOFTMAX_NORM_SHIFT - 1))) >> SOFTMAX_NORM_SHIFT)
         return m

@@ -32,38 +32,31 @@ from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.checks import check_int
 from hw.multiplier import Multiplier, check_dsp_options
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
+from hw.params import MAX_DIM
 from hw.pe import ProcessingElement
+from hw.unit import Setting, Unit
 
-__all__ = ["MAX_DIM", "OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
+__all__ = ["OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
            "or_tree_stages", "result_layout", "systolic_latency"]
-
-#: Largest ``rows`` / ``cols`` (the range of :class:`hw.params.AccelParams`).
-MAX_DIM = 32
-ACC_WIDTH = 32
-
-
-def _check_dim(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if not 1 <= value <= MAX_DIM:
-        raise ValueError(f"{name} must be in [1, {MAX_DIM}], not {value!r}")
-    return value
 
 
 def check_geometry(rows: int, cols: int, *, use_dsp: bool = True,
                    family: str | None = None) -> None:
-    """Raise ``TypeError``/``ValueError`` for parameters :class:`SystolicArray` rejects."""
-    _check_dim("rows", rows)
-    _check_dim("cols", cols)
+    """Raise ``TypeError``/``ValueError`` for parameters :class:`SystolicArray` rejects
+    (``rows``/``cols`` in ``[1, MAX_DIM]``, :func:`hw.multiplier.check_dsp_options`)."""
+    check_int("rows", rows, 1, MAX_DIM)
+    check_int("cols", cols, 1, MAX_DIM)
     check_dsp_options(use_dsp, family)
 
 
 def operand_layout(rows: int, cols: int) -> data.StructLayout:
     """Payload of :attr:`SystolicArray.i_stream`: ``act`` (A column), ``wgt`` (W row), ``last``."""
     return data.StructLayout({
-        "act": data.ArrayLayout(signed(8), rows),
-        "wgt": data.ArrayLayout(signed(8), cols),
+        "act": data.ArrayLayout(signed(ACT_WIDTH), rows),
+        "wgt": data.ArrayLayout(signed(WGT_WIDTH), cols),
         "last": 1,
     })
 
@@ -165,7 +158,7 @@ class OutputBuffer(wiring.Component):
         return m
 
 
-class SystolicArray(wiring.Component):
+class SystolicArray(Unit):
     """Output-stationary ``rows`` x ``cols`` int8 GEMM tile engine (module docstring).
 
     Computes ``C = A @ W`` per tile with ``A`` int8 ``(rows, K)``, ``W`` int8 ``(K, cols)``,
@@ -182,9 +175,6 @@ class SystolicArray(wiring.Component):
         Map PE multipliers to DSP blocks where the platform has them (``MULT18X18D`` on ECP5).
     family : str or None
         Force the multiplier family (``"ecp5"``) independent of the platform.
-    src_loc_at : int
-        Stack frames to skip when Amaranth reports the component as created but unused
-        (``from_params`` passes 1 so the report names its caller).
 
     Members
     -------
@@ -214,8 +204,13 @@ class SystolicArray(wiring.Component):
         ``rows``/``cols`` outside ``[1, 32]``.
     """
 
+    params_fields = ("rows", "cols", "dsp_multipliers")
+    rows = Setting("Output rows per tile.")
+    cols = Setting("Output columns per tile.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
-                 family: str | None = None, src_loc_at: int = 0):
+                 family: str | None = None):
         check_geometry(rows, cols, use_dsp=use_dsp, family=family)
         self._rows, self._cols = rows, cols
         self._use_dsp = use_dsp
@@ -224,28 +219,6 @@ class SystolicArray(wiring.Component):
             "i_stream": In(stream.Signature(operand_layout(self._rows, self._cols))),
             "o_stream": Out(stream.Signature(result_layout(self._cols))),
         })
-
-    @classmethod
-    def from_params(cls, params, *, family: str | None = None,
-                    src_loc_at: int = 0) -> SystolicArray:
-        """The array of an :class:`hw.params.AccelParams` (``rows``, ``cols``, DSP flag)."""
-        from hw.params import AccelParams
-        if not isinstance(params, AccelParams):
-            raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.rows, params.cols, use_dsp=params.dsp_multipliers, family=family,
-                   src_loc_at=1 + src_loc_at)
-
-    @property
-    def rows(self) -> int:
-        return self._rows
-
-    @property
-    def cols(self) -> int:
-        return self._cols
-
-    @property
-    def use_dsp(self) -> bool:
-        return self._use_dsp
 
     @property
     def pe_latency(self) -> int:
@@ -274,8 +247,8 @@ class SystolicArray(wiring.Component):
         # only (never on the payload).
         in_valid = Signal()
         in_last = Signal()
-        in_act = [Signal(signed(8), name=f"in_act{r}") for r in range(rows)]
-        in_wgt = [Signal(signed(8), name=f"in_wgt{c}") for c in range(cols)]
+        in_act = [Signal(signed(ACT_WIDTH), name=f"in_act{r}") for r in range(rows)]
+        in_wgt = [Signal(signed(WGT_WIDTH), name=f"in_wgt{c}") for c in range(cols)]
         gap = Signal(range(rows), name="last_gap")
         hold = Signal()
         take = Signal()

@@ -8,10 +8,12 @@ with idle/backpressure variants are the Verilator benches (``tests/test_sim_atte
 from __future__ import annotations
 
 import gc
+import re
 import warnings
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
@@ -118,7 +120,7 @@ def test_attention_parameters():
         assert dut.latency == dut.row_latency(32)
         with pytest.raises(ValueError, match="lanes must divide head_dim"):
             WindowedAttention(head_dim=8, window=8, lanes=3)
-        with pytest.raises(ValueError, match="window must be in"):
+        with pytest.raises(ValueError, match=r"window must be an integer in \[1, 256\]"):
             WindowedAttention(head_dim=8, window=0, lanes=4)
         with pytest.raises(TypeError, match="head_dim must be an integer"):
             WindowedAttention(head_dim=8.0, window=8, lanes=4)
@@ -194,3 +196,16 @@ def test_attention_one_chunk_per_row():
     for out, last, seq in zip(outs, lasts, seqs):
         np.testing.assert_array_equal(out, ref.windowed_attention_int(*seq))
         assert last == [0] * (seq[0].shape[0] - 1) + [1]
+
+
+def test_attention_dsp_multipliers_flag():
+    """``dsp_multipliers`` reaches every product: MULT18X18D on ECP5, none with the flag off."""
+    dsp = WindowedAttention.from_params(preset("tiny"), family="ecp5")
+    text = rtlil.convert(dsp, name="attention")
+    # q.k and p.v: one per lane each; the output requant: two per lane; the score scaler and
+    # the normalizer: two 17-bit slices each.
+    assert len(re.findall(r"^\s*cell \\MULT18X18D ", text, re.M)) == 4 * dsp.lanes + 4
+    lut = WindowedAttention.from_params(preset("tiny").replace(dsp_multipliers=False),
+                                        family="ecp5")
+    assert lut.use_dsp is False
+    assert "MULT18X18D" not in rtlil.convert(lut, name="attention")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from hw import numerics
 from hw import softmax as hs
-from sw import quant, ref
+from sw import ref
 
 
 def _run_pipeline(dut, inputs: dict[str, list[int]], outputs: list[str], static=None):
@@ -35,19 +36,20 @@ def _run_pipeline(dut, inputs: dict[str, list[int]], outputs: list[str], static=
     return {name: np.array(v, dtype=np.int64) for name, v in got.items()}
 
 
-def test_constants_equal_reference():
-    assert list(hs.EXP_TABLE) == ref.SOFTMAX_EXP_TABLE.tolist()
-    assert hs.U_MAX == ref.SOFTMAX_U_MAX
-    assert hs.EXP_FRAC_BITS == ref.SOFTMAX_EXP_FRAC_BITS
-    assert hs.EXP_BITS == ref.SOFTMAX_EXP_BITS
-    assert hs.PROB_BITS == ref.SOFTMAX_PROB_BITS
-    assert hs.RECIP_BITS == ref.SOFTMAX_RECIP_BITS
-    assert hs.NORM_SHIFT == ref.SOFTMAX_NORM_SHIFT
-    assert hs.SCORE_MULT_BITS == quant.MULT_BITS
+def test_softmax_widths_hold_the_formats():
+    # The signal widths are derived from hw.numerics; each must hold its format's extremes.
+    assert numerics.SOFTMAX_U_MAX < 1 << hs.U_WIDTH
+    assert max(numerics.SOFTMAX_EXP_TABLE) == 1 << numerics.SOFTMAX_EXP_BITS < 1 << hs.EXP_WIDTH
+    assert 1 << numerics.SOFTMAX_PROB_BITS < 1 << hs.PROB_WIDTH
+    assert numerics.SOFTMAX_MAX_WINDOW << numerics.SOFTMAX_EXP_BITS < 1 << hs.SUM_WIDTH
+    recip_max = (1 << numerics.SOFTMAX_RECIP_BITS) // (1 << numerics.SOFTMAX_EXP_BITS)
+    assert recip_max < 1 << hs.RECIP_WIDTH
+    assert list(numerics.SOFTMAX_EXP_TABLE) == ref.softmax_exp_int(
+        np.arange(1 << numerics.SOFTMAX_EXP_FRAC_BITS)).tolist()
 
 
 def test_exp_all_inputs():
-    u = np.arange(hs.U_MAX + 1)
+    u = np.arange(numerics.SOFTMAX_U_MAX + 1)
     got = _run_pipeline(hs.SoftmaxExp(), {"u": u.tolist()}, ["e"])
     np.testing.assert_array_equal(got["e"], ref.softmax_exp_int(u))
 

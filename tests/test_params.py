@@ -11,12 +11,12 @@ from hw.params import PRESETS, AccelParams, preset
 
 
 @pytest.mark.parametrize(("field", "value", "exc", "match"), [
-    ("rows", 0, ValueError, r"AccelParams.rows must be in \[1, 32\], not 0"),
-    ("cols", 33, ValueError, r"AccelParams.cols must be in \[1, 32\], not 33"),
+    ("rows", 0, ValueError, r"AccelParams.rows must be an integer in \[1, 32\], not 0"),
+    ("cols", 33, ValueError, r"AccelParams.cols must be an integer in \[1, 32\], not 33"),
     ("rows", 4.0, TypeError, "AccelParams.rows must be an integer, not 4.0"),
     ("rows", True, TypeError, "AccelParams.rows must be an integer"),
     ("k_depth", 100, ValueError, "AccelParams.k_depth must be a power of two, not 100"),
-    ("k_depth", 8, ValueError, r"AccelParams.k_depth must be in \[16, 4096\]"),
+    ("k_depth", 8, ValueError, r"AccelParams.k_depth must be an integer in \[16, 4096\]"),
     ("window", 0, ValueError, "AccelParams.window"),
     ("attn_lanes", 3, ValueError, r"AccelParams.attn_lanes must divide head_dim \(8\), not 3"),
     ("act_depth", 1000, ValueError, "AccelParams.act_depth must be a power of two"),
@@ -48,6 +48,11 @@ def test_params_presets_valid_and_named():
 def test_params_unknown_preset_lists_names():
     with pytest.raises(ValueError, match="Unknown preset 'nope'; choose one of: tiny"):
         preset("nope")
+
+
+def test_params_preset_in_board_spelling_gets_a_hint():
+    with pytest.raises(ValueError, match="did you mean 'ulx3s_85f'"):
+        preset("ulx3s-85f")
 
 
 def test_params_digest_stable_and_sensitive():

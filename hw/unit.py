@@ -1,0 +1,95 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Units built from :class:`hw.params.AccelParams`: one ``from_params``, one build-cache key.
+
+A unit that the boards, the simulator or the controller build from an ``AccelParams`` derives
+from :class:`Unit` and names the fields it reads in ``params_fields``::
+
+    class SystolicArray(Unit):
+        params_fields = ("rows", "cols", "dsp_multipliers")
+        rows = Setting("Output rows per tile.")
+
+        def __init__(self, rows, cols, *, use_dsp=True, family=None):
+            self._rows = check_int("rows", rows, 1, MAX_DIM)
+            ...
+
+:meth:`Unit.from_params` hands exactly those fields to the constructor, each under the
+constructor's argument name (:data:`ARGUMENT_NAMES`: ``dsp_multipliers`` is ``use_dsp``,
+``attn_lanes`` is ``lanes``), with keyword overrides on top (``family="ecp5"``). The constructor
+checks every argument with :mod:`hw.checks` (wrong type: ``TypeError``; illegal value:
+``ValueError``) and keeps it in ``self._<name>``; a :class:`Setting` publishes it read-only.
+
+:func:`unit_digest` names a unit's build caches by the same fields, so a change to a field the
+unit does not read (the link's ``baud``) does not rebuild it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from amaranth.lib import wiring
+
+from hw.params import AccelParams
+
+__all__ = ["ARGUMENT_NAMES", "Setting", "Unit", "check_params", "unit_digest"]
+
+#: Constructor argument of each ``AccelParams`` field whose name differs from the field's.
+ARGUMENT_NAMES: dict[str, str] = {"dsp_multipliers": "use_dsp", "attn_lanes": "lanes"}
+
+
+def check_params(params: object) -> AccelParams:
+    """``params`` if it is an :class:`~hw.params.AccelParams`; ``TypeError`` otherwise."""
+    if not isinstance(params, AccelParams):
+        raise TypeError(f"params must be an AccelParams, not {params!r}")
+    return params
+
+
+class Setting:
+    """Read-only attribute ``name`` of a unit, backed by the ``_name`` its constructor set."""
+
+    def __init__(self, doc: str | None = None):
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+        self._attr = "_" + name
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj, self._attr)
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(f"{self._name} is read-only")
+
+
+class Unit(wiring.Component):
+    """A component built from :class:`~hw.params.AccelParams` (module docstring).
+
+    Attributes
+    ----------
+    params_fields : tuple of str
+        The ``AccelParams`` fields the unit reads: the arguments of :meth:`from_params` and
+        the key of :func:`unit_digest`.
+    """
+
+    params_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def params_arguments(cls, params: AccelParams) -> dict[str, object]:
+        """Constructor keyword arguments taken from ``params`` (``params_fields`` only)."""
+        check_params(params)
+        return {ARGUMENT_NAMES.get(f, f): getattr(params, f) for f in cls.params_fields}
+
+    @classmethod
+    def from_params(cls, params: AccelParams, **overrides: object):
+        """The unit of ``params``; ``overrides`` replace or add constructor arguments."""
+        return cls(**{**cls.params_arguments(params), **overrides})
+
+
+def unit_digest(unit: type[Unit] | Unit, params: AccelParams) -> str:
+    """16 hex digits naming ``unit`` (a :class:`Unit` class or instance) built from ``params``:
+    ``params.digest(unit.params_fields)``, the key of the unit's build caches."""
+    cls = unit if isinstance(unit, type) else type(unit)
+    if not issubclass(cls, Unit):
+        raise TypeError(f"unit must be a hw.unit.Unit class or instance, not {unit!r}")
+    return check_params(params).digest(cls.params_fields)
