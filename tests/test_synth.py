@@ -1,19 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Real YoWASP board builds of the GEMM core (marker ``synth``; minutes each).
+"""Real YoWASP board builds (marker ``synth``; from half a minute to several minutes each).
 
-Each build writes its JSON report under ``build/test_synth/``; the assertions read that file,
-so they check exactly what ``lightformer synth --report-json`` writes.
+Each build runs ``lightformer synth ... --json PATH`` and the assertions read that file, so they
+check exactly what the command writes.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from boards.build import preset_for_board, synth
+import boards.build
+from boards.build import preset_for_board
 
 pytestmark = [
     pytest.mark.synth,
@@ -21,26 +23,36 @@ pytestmark = [
 ]
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
-KEYS = {"board", "preset", "unit", "digest", "fmax_mhz", "target_mhz", "timing_met", "resources",
-        "tools", "build_seconds"}
+KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit", "digest",
+        "rows", "cols", "fmax_mhz", "target_mhz", "timing_met", "clock", "clocks", "resources",
+        "critical_path", "tools", "step_seconds", "build_seconds", "build_dir"}
 
 
-def _build(board: str) -> dict:
-    out = BUILD / board
-    report = BUILD / f"{board}-gemm.json"
-    if report.exists():
-        report.unlink()
-    synth(board, "gemm", build_dir=out, report_json=report)
+def _build(board: str, unit: str = "gemm") -> dict:
+    """``lightformer synth --board BOARD --unit UNIT --json ...``; the JSON it wrote."""
+    report = BUILD / f"{board}-{unit}.json"
+    report.unlink(missing_ok=True)
+    parser = argparse.ArgumentParser(prog="lightformer synth")
+    boards.build.add_arguments(parser)
+    args = parser.parse_args(["--board", board, "--unit", unit, "--json", str(report),
+                              "--build-dir", str(BUILD / f"{board}-{unit}")])
+    rc = boards.build.run(args)
     data = json.loads(report.read_text())
-    assert KEYS <= set(data)
+    assert rc == (0 if data["timing_met"] else 1)
+    assert set(data) == KEYS
+    assert (data["schema_version"], data["kind"]) == (1, "synth")
     params = preset_for_board(board)
-    assert (data["board"], data["preset"], data["unit"]) == (board, params.name, "gemm")
+    assert (data["board"], data["preset"], data["unit"]) == (board, params.name, unit)
     assert data["digest"] == params.digest()
     assert data["target_mhz"] == pytest.approx(params.target_mhz)
     for name in ("LUT", "FF", "DSP", "BRAM"):
         used, total = data["resources"][name]["used"], data["resources"][name]["total"]
         assert 0 < used <= total, (name, used, total)
     assert data["tools"]["yosys"] and data["tools"]["nextpnr"]
+    # Every step was seen in the tools' logs, in order, and took part of the build's time.
+    assert list(data["step_seconds"])[:4] == ["synthesis", "packing", "placement", "routing"]
+    assert sum(data["step_seconds"].values()) <= data["build_seconds"] + 1.0
+    assert json.loads((Path(data["build_dir"]) / "report.json").read_text()) == data
     return data
 
 
@@ -56,7 +68,7 @@ def test_synth_icebreaker_gemm_fits_and_meets_12mhz():
 
 
 def test_synth_ulx3s_85f_gemm_8x8_meets_125mhz():
-    """Issue 2's target: the 8x8 GemmCore, block-RAM buffers included, at >= 125 MHz."""
+    """The 8x8 GemmCore of the primary board, block-RAM buffers included, at >= 125 MHz."""
     data = _build("ulx3s-85f")
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 125.0
@@ -80,16 +92,8 @@ def test_synth_colorlight_5a75b_gemm_meets_125mhz():
 
 
 def test_synth_ulx3s_85f_attention_meets_125mhz():
-    """The windowed-attention unit of the ulx3s_85f preset at the preset's 125 MHz (issue 4
-    asked for >= 100 MHz)."""
-    params = preset_for_board("ulx3s-85f")
-    report = BUILD / "ulx3s-85f-attention.json"
-    if report.exists():
-        report.unlink()
-    synth("ulx3s-85f", "attention", build_dir=BUILD / "ulx3s-85f-attention", report_json=report)
-    data = json.loads(report.read_text())
-    assert (data["unit"], data["preset"], data["digest"]) == ("attention", "ulx3s_85f",
-                                                             params.digest())
+    """The windowed-attention unit of the ulx3s_85f preset at the preset's 125 MHz."""
+    data = _build("ulx3s-85f", "attention")
     assert data["target_mhz"] == pytest.approx(125.0)
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 125.0

@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""iCE40 boards (iCEBreaker): the main clock from the oscillator or an ``SB_PLL40_PAD``.
+
+:class:`ICE40Board` is the mixin for iCE40 board classes; :func:`ice40_pll_params` is the
+divider search behind it.
+"""
+
+from __future__ import annotations
+
+from amaranth import ClockDomain, Const, Instance, Module, Signal
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
+
+from boards.common import HarnessBoard
+
+__all__ = ["ICE40Board", "ice40_pll_params"]
+
+# iCE40 PLL limits (Lattice iCE40 sysCLOCK PLL design guide, the ranges icepll uses).
+_PFD_MIN_HZ, _PFD_MAX_HZ = 10e6, 133e6
+_VCO_MIN_HZ, _VCO_MAX_HZ = 533e6, 1066e6
+_OUT_MIN_HZ, _OUT_MAX_HZ = 16e6, 275e6
+
+
+def ice40_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
+    """``SB_PLL40_*`` settings (SIMPLE feedback) for ``f_out_hz`` from ``f_in_hz``.
+
+    ``f_out = f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)``; searched like ``icepll``.
+    Returns ``{"DIVR", "DIVF", "DIVQ", "FILTER_RANGE", "f_out_hz"}``.
+    """
+    if not _OUT_MIN_HZ <= f_out_hz <= _OUT_MAX_HZ:
+        raise ValueError(f"iCE40 PLL output must be in [16, 275] MHz, not {f_out_hz / 1e6!r} MHz")
+    best: tuple[float, dict[str, int | float]] | None = None
+    for divr in range(16):
+        f_pfd = f_in_hz / (divr + 1)
+        if not _PFD_MIN_HZ <= f_pfd <= _PFD_MAX_HZ:
+            continue
+        for divf in range(128):
+            f_vco = f_pfd * (divf + 1)
+            if not _VCO_MIN_HZ <= f_vco <= _VCO_MAX_HZ:
+                continue
+            for divq in range(1, 7):
+                f_out = f_vco / (1 << divq)
+                err = abs(f_out - f_out_hz)
+                if best is None or err < best[0]:
+                    filt = next(i for i, lim in enumerate((17e6, 26e6, 44e6, 66e6, 101e6), 1)
+                                if f_pfd < lim) if f_pfd < 101e6 else 6
+                    best = (err, {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
+                                  "FILTER_RANGE": filt, "f_out_hz": f_out})
+    if best is None:
+        raise ValueError(
+            f"no iCE40 PLL setting makes {f_out_hz / 1e6} MHz from {f_in_hz / 1e6} MHz")
+    return best[1]
+
+
+class ICE40Board(HarnessBoard):
+    """Mixin for an iCE40 board: ``sync`` from ``default_clk``, through ``SB_PLL40_PAD`` when
+    the target differs from the oscillator."""
+
+    def add_main_clock(self, m: Module, frequency_hz: float) -> float:
+        """Create the ``sync`` domain at ``frequency_hz``; return the achieved frequency in Hz."""
+        f_in = self.lookup(self.default_clk).clock.frequency
+        clk_io = self.request(self.default_clk, dir="-")
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        if abs(frequency_hz - f_in) < 1.0:
+            # Run straight from the oscillator; the resource's Clock() is the constraint.
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+            m.d.comb += cd_sync.clk.eq(clk_buf.i)
+            m.submodules.reset_sync = ResetSynchronizer(Const(0), domain="sync")
+            return f_in
+        p = ice40_pll_params(f_in, frequency_hz)
+        clk_out = Signal()
+        locked = Signal()
+        # SB_PLL40_PAD takes the package pin itself: the oscillator must sit on a PLL input
+        # pad (pin 35 on the iCEBreaker's UP5K).
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+            p_FILTER_RANGE=p["FILTER_RANGE"],
+            io_PACKAGEPIN=clk_io.io, i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBAL=clk_out, o_LOCK=locked,
+        )
+        m.d.comb += cd_sync.clk.eq(clk_out)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        # nextpnr-ice40 derives the PLL output constraint from the input constraint (an
+        # explicit one would name a net that vanishes after flattening; see boards.ecp5).
+        return p["f_out_hz"]
