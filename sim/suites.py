@@ -13,12 +13,16 @@ A new ``tests/test_sim_*.py`` with ``sim`` tests must be added to :data:`SUITES`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["EFFORTS", "SUITES", "add_arguments", "available_suites", "run", "suite_path"]
+__all__ = ["EFFORTS", "SUITES", "add_arguments", "available_suites", "effort_samples", "run",
+           "run_with_summary", "suite_path"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORTS = ("fast", "default", "slow")
@@ -40,6 +44,38 @@ def suite_path(name: str) -> Path:
 def available_suites() -> list[str]:
     """The declared suites whose pytest module is present, in declaration order."""
     return [name for name in SUITES if suite_path(name).is_file()]
+
+
+def effort_samples(per_effort: Mapping[str, int]) -> int:
+    """Random samples for a suite: ``NUM_SAMPLES`` if set, else ``per_effort[LF_EFFORT]``
+    (``LF_EFFORT`` defaults to ``default``)."""
+    if os.environ.get("NUM_SAMPLES"):
+        return int(os.environ["NUM_SAMPLES"])
+    effort = os.environ.get("LF_EFFORT", "default")
+    if effort not in per_effort:
+        raise ValueError(f"LF_EFFORT must be one of {', '.join(per_effort)}, not {effort!r}")
+    return per_effort[effort]
+
+
+def run_with_summary(b: Any, test_module: str, testcase: str, result_json: Path, *,
+                     env: Mapping[str, object], line: Callable[[str, Any], str],
+                     tag: str | None = None) -> dict[str, Any]:
+    """Run cocotb ``testcase`` (:func:`sim.runner.run`) and return what it wrote to
+    ``result_json`` (``LF_RESULT_JSON``), printing ``line(name, entry)`` for every entry, also
+    when the run failed (the counts then show how far it got)."""
+    from sim import runner
+
+    summary: dict[str, Any] = {}
+    try:
+        runner.run(b, test_module, testcase=testcase, tag=tag,
+                   env={**env, "LF_RESULT_JSON": result_json})
+    finally:
+        if result_json.exists():
+            summary = json.loads(result_json.read_text())
+        print()
+        for name, entry in summary.items():
+            print(line(name, entry))
+    return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,26 +23,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from sim import runner
-from sim.streams import (
-    Codec,
-    StreamSink,
-    StreamSource,
-    pause_generator,
-    start_clock_and_drivers,
-)
+from sim.harness import Harness, steps_per_cycle, write_result
+from sim.streams import Codec
 from sw import ref
 
-CLOCK_NS = 10
-STALL_CYCLES = 20_000          # no output for this long (with work pending) fails the test
 PAUSE_P = 0.5                  # idle / backpressure probability per cycle in those variants
 
 
@@ -226,41 +216,20 @@ class AttentionScoreboard:
 
 # -- harness -------------------------------------------------------------------------------------
 
-class AttentionHarness:
+class AttentionHarness(Harness):
     """Clock, reset, the four stream drivers and a scoreboard around the DUT."""
 
     def __init__(self, dut: Any, *, idle: bool = False, backpressure: bool = False,
                  seed: int = 0, record_times: bool = False) -> None:
-        self.dut = dut
-        self.params = runner.params_from_env()
-        self.ports = runner.ports_from_env()
+        super().__init__(dut, seed=seed, pause_p=PAUSE_P, record_times=record_times)
         self.head_dim = self.params.head_dim
         self.window = self.params.window
         self.sb = AttentionScoreboard(self.ports)
-
-        def gen(on: bool, s: int) -> Iterator[bool] | None:
-            return pause_generator("random", seed=s, p=PAUSE_P) if on else None
-
-        self.cfg_src = StreamSource(dut, "i_cfg", dut.clk, self.ports["i_cfg"],
-                                    idle=gen(idle, seed * 5 + 1), on_transfer=self.sb.on_cfg,
-                                    record_times=record_times)
-        self.kv_src = StreamSource(dut, "i_kv", dut.clk, self.ports["i_kv"],
-                                   idle=gen(idle, seed * 5 + 2), on_transfer=self.sb.on_kv,
-                                   record_times=record_times)
-        self.q_src = StreamSource(dut, "i_q", dut.clk, self.ports["i_q"],
-                                  idle=gen(idle, seed * 5 + 3), on_transfer=self.sb.on_q,
-                                  record_times=record_times)
-        self.sink = StreamSink(dut, "o_stream", dut.clk, self.ports["o_stream"],
-                               backpressure=gen(backpressure, seed * 5 + 4),
-                               on_transfer=self.sb.on_output, record_times=record_times)
+        self.cfg_src = self.add_source("i_cfg", self.sb.on_cfg, idle=idle)
+        self.kv_src = self.add_source("i_kv", self.sb.on_kv, idle=idle)
+        self.q_src = self.add_source("i_q", self.sb.on_q, idle=idle)
+        self.sink = self.add_sink("o_stream", self.sb.on_output, backpressure=backpressure)
         self.rows_queued = 0
-
-    @property
-    def drivers(self) -> tuple[Any, ...]:
-        return (self.cfg_src, self.kv_src, self.q_src, self.sink)
-
-    async def start(self) -> None:
-        self.clock = await start_clock_and_drivers(self.dut, CLOCK_NS, self.drivers)
 
     def queue(self, seq: dict[str, Any]) -> None:
         p = seq["params"]
@@ -276,38 +245,9 @@ class AttentionHarness:
 
     async def drain(self) -> None:
         """Wait until every queued row came out; fail on a stall or on extra rows."""
-        want = self.rows_queued
-        last_seen, quiet = -1, 0
-        while self.sb.rows_out < want:
-            await ClockCycles(self.dut.clk, 200)
-            if self.sb.rows_out == last_seen:
-                quiet += 200
-                if quiet >= STALL_CYCLES:
-                    raise AssertionError(
-                        f"DUT stalled: {self.sb.rows_out} of {want} output rows after {quiet} "
-                        f"quiet cycles (cfg {self.cfg_src.count}, kv {self.kv_src.count}, "
-                        f"q {self.q_src.count} transfers)")
-            else:
-                last_seen, quiet = self.sb.rows_out, 0
-        await ClockCycles(self.dut.clk, 20)
-        if self.sb.rows_out != want:
-            raise AssertionError(f"DUT produced {self.sb.rows_out - want} extra output rows")
+        await self.wait_for(lambda: self.sb.rows_out, self.rows_queued, "output rows",
+                            poll_cycles=200)
         self.sb.finish()
-
-    def stop(self) -> None:
-        for d in self.drivers:
-            d.stop()
-        self.clock.stop()
-
-
-def _write_result(key: str, value: Any) -> None:
-    path = os.environ.get("LF_RESULT_JSON")
-    if not path:
-        return
-    p = Path(path)
-    blob = json.loads(p.read_text()) if p.exists() else {}
-    blob[key] = value
-    p.write_text(json.dumps(blob, indent=1))
 
 
 def variant_name(causal: bool, window: int, head_dim: int, idle: bool, bp: bool) -> str:
@@ -342,17 +282,11 @@ async def attention_rows(dut: Any, causal: bool, idle: bool, backpressure: bool)
                "corner_rows": n_corner_rows, "sequences": len(seqs),
                "mismatches": sb.row_mismatches, "bad_sequences": len(sb.seqs_bad),
                "errors": sb.errors}
-    _write_result(name, summary)
+    write_result(name, summary)
     dut._log.info("%s: %d rows, %d mismatches", name, sb.rows_out, sb.row_mismatches)
     assert sb.rows_out == random_rows + n_corner_rows
     assert not sb.row_mismatches, (f"{name}: {sb.row_mismatches} mismatching rows in "
                                    f"{len(sb.seqs_bad)} sequences:\n" + "\n".join(sb.errors))
-
-
-def _steps_per_cycle() -> int:
-    from cocotb.utils import get_sim_steps
-
-    return int(get_sim_steps(CLOCK_NS, "ns"))
 
 
 @cocotb.test()
@@ -362,7 +296,7 @@ async def attention_bench(dut: Any) -> None:
     h = AttentionHarness(dut, record_times=True)
     await h.start()
     d, w_max = h.head_dim, h.window
-    spc = _steps_per_cycle()
+    spc = steps_per_cycle()
     results = []
     for ci, (window, seq_len, causal) in enumerate(cases):
         if not 1 <= window <= w_max or seq_len < 2:
@@ -404,6 +338,6 @@ async def attention_bench(dut: Any) -> None:
                       -(-window * d // lanes), mac_bound, mismatches)
         await ClockCycles(dut.clk, 10)
     h.stop()
-    _write_result("bench", {"cases": results})
+    write_result("bench", {"cases": results})
     bad = [r for r in results if r["mismatches"]]
     assert not bad, f"bench cases with mismatches: {bad}"

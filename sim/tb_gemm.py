@@ -25,27 +25,15 @@ import collections
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Timer
+from cocotb.triggers import ClockCycles
 
-from sim import runner
-from sim.streams import (
-    Codec,
-    EdgeLoop,
-    StreamSink,
-    StreamSource,
-    pause_generator,
-    start_clock_and_drivers,
-)
+from sim.harness import Harness, steps_per_cycle, write_result
+from sim.streams import Codec
 from sw import quant, ref
-
-CLOCK_NS = 10
-STALL_CYCLES = 20_000         # no output for this long (with work pending) fails the test
-
 
 # -- tiles ---------------------------------------------------------------------------------------
 
@@ -258,35 +246,17 @@ class GemmScoreboard:
 
 # -- harness -------------------------------------------------------------------------------------
 
-class GemmHarness:
+class GemmHarness(Harness):
     """Clock, reset, the three stream drivers and a scoreboard around the DUT."""
 
     def __init__(self, dut: Any, *, idle: bool = False, backpressure: bool = False,
                  seed: int = 0, record_times: bool = False) -> None:
-        self.dut = dut
-        self.params = runner.params_from_env()
-        self.ports = runner.ports_from_env()
+        super().__init__(dut, seed=seed, pause_p=0.25, record_times=record_times)
         self.rows, self.cols = self.params.rows, self.params.cols
         self.sb = GemmScoreboard(self.ports, self.rows, self.cols)
-
-        def gen(on: bool, s: int) -> Iterator[bool] | None:
-            return pause_generator("random", seed=s, p=0.25) if on else None
-
-        self.loop = EdgeLoop(dut.clk)                   # one await per cycle for all three
-        self.src = StreamSource(dut, "i_stream", dut.clk, self.ports["i_stream"],
-                                idle=gen(idle, seed * 4 + 1), on_transfer=self.sb.on_operand,
-                                record_times=record_times, loop=self.loop)
-        self.qsrc = StreamSource(dut, "i_quant", dut.clk, self.ports["i_quant"],
-                                 idle=gen(idle, seed * 4 + 2), on_transfer=self.sb.on_quant,
-                                 loop=self.loop)
-        self.sink = StreamSink(dut, "o_stream", dut.clk, self.ports["o_stream"],
-                               backpressure=gen(backpressure, seed * 4 + 3),
-                               on_transfer=self.sb.on_output, record_times=record_times,
-                               loop=self.loop)
-
-    async def start(self) -> None:
-        self.clock = await start_clock_and_drivers(self.dut, CLOCK_NS,
-                                                   (self.src, self.qsrc, self.sink))
+        self.src = self.add_source("i_stream", self.sb.on_operand, idle=idle)
+        self.qsrc = self.add_source("i_quant", self.sb.on_quant, idle=idle)
+        self.sink = self.add_sink("o_stream", self.sb.on_output, backpressure=backpressure)
 
     def queue(self, tile: dict[str, Any]) -> None:
         a, w = tile["a"], tile["w"]
@@ -298,38 +268,8 @@ class GemmHarness:
                                              "shift": tile["shift"]}))
 
     async def drain(self, tiles_total: int) -> None:
-        """Wait until ``tiles_total`` tiles came out; fail on a stall."""
-        want = tiles_total * self.rows
-        last_seen, quiet = -1, 0
-        while self.sb.rows_out < want:
-            await Timer(500 * CLOCK_NS, unit="ns")      # one callback (ClockCycles: 500)
-            if self.sb.rows_out == last_seen:
-                quiet += 500
-                if quiet >= STALL_CYCLES:
-                    raise AssertionError(
-                        f"DUT stalled: {self.sb.rows_out} of {want} output rows after "
-                        f"{quiet} quiet cycles (operands sent {self.src.count}, quant sent "
-                        f"{self.qsrc.count}, queued {len(self.src.queue)}/"
-                        f"{len(self.qsrc.queue)})")
-            else:
-                last_seen, quiet = self.sb.rows_out, 0
-        await ClockCycles(self.dut.clk, 20)             # nothing extra may come out
-        if self.sb.rows_out != want:
-            raise AssertionError(f"DUT produced {self.sb.rows_out - want} extra output rows")
-
-    def stop(self) -> None:
-        self.loop.stop()
-        self.clock.stop()
-
-
-def _write_result(key: str, value: Any) -> None:
-    path = os.environ.get("LF_RESULT_JSON")
-    if not path:
-        return
-    p = Path(path)
-    data = json.loads(p.read_text()) if p.exists() else {}
-    data[key] = value
-    p.write_text(json.dumps(data, indent=1))
+        """Wait until ``tiles_total`` tiles came out; fail on a stall or on extra rows."""
+        await self.wait_for(lambda: self.sb.rows_out, tiles_total * self.rows, "output rows")
 
 
 @cocotb.test()
@@ -357,7 +297,7 @@ async def gemm_tiles(dut: Any, idle: bool, backpressure: bool) -> None:
                "mismatches": len(sb.tiles_bad), "row_mismatches": sb.row_mismatches,
                "operand_transfers": h.src.count, "errors": sb.errors,
                "k_total": int(sum(t["a"].shape[1] for t in tiles))}
-    _write_result(name, summary)
+    write_result(name, summary)
     dut._log.info("variant %s: %d tiles, %d mismatches", name, sb.tiles_out, len(sb.tiles_bad))
     assert sb.tiles_in == len(tiles), f"scoreboard saw {sb.tiles_in} of {len(tiles)} tiles"
     assert not sb.tiles_bad, (f"variant {name}: {len(sb.tiles_bad)} of {len(tiles)} tiles "
@@ -411,8 +351,7 @@ async def gemm_bench(dut: Any) -> None:
         t_first = h.src.times[n0_in]
         t_last = h.sink.times[-1]
         assert len(h.sink.times) - n0_out == len(order) * rows
-        steps_per_cycle = _steps_per_cycle()
-        cycles = (t_last - t_first) // steps_per_cycle + 1
+        cycles = (t_last - t_first) // steps_per_cycle() + 1
         ideal = m * k * n // (rows * cols)
         results.append({"M": m, "K": k, "N": n, "cycles": int(cycles), "ideal_cycles": ideal,
                         "utilization": ideal / cycles, "mismatches": mismatches,
@@ -421,12 +360,6 @@ async def gemm_bench(dut: Any) -> None:
                       "%d mismatches", m, k, n, cycles, ideal, ideal / cycles, mismatches)
         await ClockCycles(dut.clk, 10)
     h.stop()
-    _write_result("bench", {"cases": results, "rows": rows, "cols": cols})
+    write_result("bench", {"cases": results, "rows": rows, "cols": cols})
     bad = [r for r in results if r["mismatches"]]
     assert not bad, f"bench cases with mismatches: {bad}"
-
-
-def _steps_per_cycle() -> int:
-    from cocotb.utils import get_sim_steps
-
-    return int(get_sim_steps(CLOCK_NS, "ns"))

@@ -16,20 +16,12 @@ import os
 import pytest
 
 from sim.runner import have_verilator
+from sim.suites import effort_samples, run_with_summary
 
 pytestmark = [pytest.mark.sim,
               pytest.mark.skipif(not have_verilator(), reason="verilator not installed")]
 
 EFFORT_ROWS = {"fast": 200, "default": 1000, "slow": 10_000}
-
-
-def _rows_per_variant() -> int:
-    if os.environ.get("NUM_SAMPLES"):
-        return int(os.environ["NUM_SAMPLES"])
-    effort = os.environ.get("LF_EFFORT", "default")
-    if effort not in EFFORT_ROWS:
-        raise ValueError(f"LF_EFFORT must be one of {', '.join(EFFORT_ROWS)}, not {effort!r}")
-    return EFFORT_ROWS[effort]
 
 
 def _params(name: str):
@@ -52,22 +44,15 @@ def attention_build(request):
 
 def test_sim_attention_rows_bit_exact(attention_build, tmp_path, capsys):
     """Both window modes x four stream variants, each >= the effort's random rows."""
-    from sim import runner
-
-    rows = _rows_per_variant()
-    out = tmp_path / "attention_rows.json"
+    rows = effort_samples(EFFORT_ROWS)
     seed = int(os.environ.get("LF_SEED", "1"))
-    try:
-        runner.run(attention_build, "sim.tb_attention", testcase="attention_rows", tag="rows",
-                   env={"LF_ROWS": rows, "LF_SEED": seed, "LF_RESULT_JSON": out})
-    finally:
-        summary = json.loads(out.read_text()) if out.exists() else {}
-        with capsys.disabled():
-            print()
-            for name, v in summary.items():
-                print(f"{name}: {v['rows']} rows, {v['mismatches']} mismatches "
-                      f"({v['corner_rows']} corner + {v['random_rows']} random rows in "
-                      f"{v['sequences']} sequences, seed {seed})")
+    with capsys.disabled():
+        summary = run_with_summary(
+            attention_build, "sim.tb_attention", "attention_rows",
+            tmp_path / "attention_rows.json", tag="rows", env={"LF_ROWS": rows, "LF_SEED": seed},
+            line=lambda name, v: (f"{name}: {v['rows']} rows, {v['mismatches']} mismatches "
+                                  f"({v['corner_rows']} corner + {v['random_rows']} random "
+                                  f"rows in {v['sequences']} sequences, seed {seed})"))
     assert len(summary) == 8, sorted(summary)
     for name, v in summary.items():
         assert v["random_rows"] >= rows, name

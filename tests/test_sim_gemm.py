@@ -14,20 +14,12 @@ import os
 import pytest
 
 from sim.runner import have_verilator
+from sim.suites import effort_samples, run_with_summary
 
 pytestmark = [pytest.mark.sim,
               pytest.mark.skipif(not have_verilator(), reason="verilator not installed")]
 
 EFFORT_TILES = {"fast": 100, "default": 1000, "slow": 10_000}
-
-
-def _tiles_per_variant() -> int:
-    if os.environ.get("NUM_SAMPLES"):
-        return int(os.environ["NUM_SAMPLES"])
-    effort = os.environ.get("LF_EFFORT", "default")
-    if effort not in EFFORT_TILES:
-        raise ValueError(f"LF_EFFORT must be one of {', '.join(EFFORT_TILES)}, not {effort!r}")
-    return EFFORT_TILES[effort]
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +33,16 @@ def gemm_build():
 
 
 def test_sim_gemm_tiles_bit_exact_in_four_stream_variants(gemm_build, tmp_path, capsys):
-    from sim import runner
-
-    tiles = _tiles_per_variant()
-    out = tmp_path / "gemm_tiles.json"
+    tiles = effort_samples(EFFORT_TILES)
     seed = int(os.environ.get("LF_SEED", "1"))
-    try:
-        runner.run(gemm_build, "sim.tb_gemm", testcase="gemm_tiles", tag="tiles",
-                   env={"LF_TILES": tiles, "LF_SEED": seed, "LF_RESULT_JSON": out})
-    finally:
-        summary = json.loads(out.read_text()) if out.exists() else {}
-        with capsys.disabled():
-            print()
-            for name, v in summary.items():
-                print(f"variant {name}: {v['tiles']} tiles, {v['mismatches']} mismatches "
-                      f"({v['corner_tiles']} corner + {v['random_tiles']} random, "
-                      f"{v['operand_transfers']} operand transfers, seed {seed})")
+    with capsys.disabled():
+        summary = run_with_summary(
+            gemm_build, "sim.tb_gemm", "gemm_tiles", tmp_path / "gemm_tiles.json", tag="tiles",
+            env={"LF_TILES": tiles, "LF_SEED": seed},
+            line=lambda name, v: (f"variant {name}: {v['tiles']} tiles, {v['mismatches']} "
+                                  f"mismatches ({v['corner_tiles']} corner + "
+                                  f"{v['random_tiles']} random, {v['operand_transfers']} "
+                                  f"operand transfers, seed {seed})"))
     assert sorted(summary) == sorted(
         f"idle={i} backpressure={b}" for i in ("on", "off") for b in ("on", "off"))
     for name, v in summary.items():
