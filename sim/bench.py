@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sim import bench_attention
@@ -32,9 +32,10 @@ from sim.benchkit import (
     say_for,
     write_report,
 )
+from sw.report import STDOUT
 
-__all__ = ["DEFAULT_CASES", "add_arguments", "gemm_cases", "print_table", "run", "run_gemm",
-           "steady_state_utilization"]
+__all__ = ["BENCHES", "DEFAULT_CASES", "add_arguments", "bench", "gemm_cases", "print_table",
+           "run", "run_gemm", "steady_state_utilization"]
 
 #: (M in tiles of ``rows``, K, N in tiles of ``cols``): K in {16, 64, 128, 256}.
 DEFAULT_CASES: tuple[tuple[int, int, int], ...] = (
@@ -116,33 +117,46 @@ def print_table(data: dict[str, Any], say: Say = print, *,
             + (f"{ss:.3f}" if ss is not None else "n/a"))
 
 
+def bench(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    """``lightformer bench gemm``: run the problems of ``args.preset``, print, return the report."""
+    from hw.params import preset
+
+    params = preset(args.preset)
+    cases = gemm_cases(params.rows, params.cols, params.k_depth)
+    say(f"bench gemm: preset {params.name} ({params.rows}x{params.cols}), "
+        f"{len(cases)} problems")
+    data = run_gemm(params, cases, seed=args.seed)
+    print_table(data, say)
+    return data
+
+
+#: bench name -> (run it and print, report kind, what a mismatch counts).
+BENCHES: dict[str, tuple[Callable[[argparse.Namespace, Say], dict[str, Any]], str, str]] = {
+    "gemm": (bench, KIND, "elements"),
+    "attention": (bench_attention.bench, bench_attention.KIND, "rows"),
+}
+
+
 def run(args: argparse.Namespace) -> int:
     which = getattr(args, "bench", None)
     if which is None:
         print("lightformer bench: choose a benchmark: gemm or attention "
               "(e.g. `lightformer bench gemm --json build/bench/gemm.json`)", file=sys.stderr)
         return 2
-    if which == "attention":
-        return bench_attention.run_bench(args)
-    from hw.params import preset
     from sim.runner import SimulationError
 
+    fn, kind, counted = BENCHES[which]
     say = say_for(args.json)
-    params = preset(args.preset)
-    cases = gemm_cases(params.rows, params.cols, params.k_depth)
-    say(f"bench gemm: preset {params.name} ({params.rows}x{params.cols}), "
-        f"{len(cases)} problems")
     try:
-        data = run_gemm(params, cases, seed=args.seed)
+        data = fn(args, say)
     except SimulationError as exc:
-        print(f"bench gemm: simulation failed: {exc}", file=sys.stderr)
+        print(f"bench {which}: simulation failed: {exc}", file=sys.stderr)
         return 1
-    print_table(data, say)
-    write_report(args.json, data, kind=KIND, say=say)
-    if args.json not in (None, "-"):
-        say("plot it with: python bench/gemm_utilization.py --from-json " + str(args.json))
-    if not data["bit_exact"]:
-        print(f"bench gemm: {data['mismatches']} mismatching elements; {data['error'] or ''}",
-              file=sys.stderr)
+    write_report(args.json, data, kind=kind, say=say)
+    if which == "gemm" and args.json not in (None, STDOUT):
+        say(f"plot it with: python bench/gemm_utilization.py --from-json {args.json}")
+    if data["error"] is not None or not data["bit_exact"]:
+        print(f"bench {which}: {data['mismatches']} mismatching {counted}; "
+              f"{data['error'] or ''}", file=sys.stderr)
         return 1
     return 0

@@ -22,13 +22,12 @@ checked against :func:`sw.ref.windowed_attention_int`. Per case the JSON has:
 sequence is at least four windows long (steady state); ``worst_ratio_all`` and
 ``worst_mac_bound_ratio`` cover every case. Target: ``worst_ratio <= 1.25``.
 
-Top-level imports stay light: amaranth and cocotb load inside :func:`run_bench`.
+Top-level imports stay light: amaranth and cocotb load inside :func:`bench`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,13 +36,11 @@ from sim.benchkit import (
     add_common,
     common_fields,
     run_bench_test,
-    say_for,
-    write_report,
 )
 
 __all__ = ["ACCURACY_CASES", "DESCRIPTION", "STEADY_WINDOWS", "accuracy_vs_float",
-           "add_arguments", "attention_cases", "float_attention", "print_table", "run_attention",
-           "run_bench", "worst_ratio"]
+           "add_arguments", "attention_cases", "bench", "float_attention", "print_table",
+           "run_attention", "worst_ratio"]
 
 DESCRIPTION = "windowed-attention unit cycles per row and accuracy vs float attention"
 #: ``kind`` of the JSON report (``sw.report.write_json``).
@@ -195,21 +192,16 @@ def print_table(data: dict[str, Any], say: Say = print) -> None:
         + (f"{wr:.3f}" if wr is not None else "n/a"))
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """``lightformer bench attention [--json PATH] [--preset NAME] [--seed N]``."""
+def bench(args: argparse.Namespace, say: Say) -> dict[str, Any]:
+    """``lightformer bench attention``: run the cases of ``args.preset``, print, return the
+    report (:func:`sim.bench.run` writes it)."""
     from hw.params import preset
-    from sim.runner import SimulationError
 
-    say = say_for(args.json)
     params = preset(args.preset)
     cases = attention_cases(params.window)
     say(f"bench attention: preset {params.name} (head_dim {params.head_dim}, window "
         f"{params.window}, lanes {params.attn_lanes}), {len(cases)} cases")
-    try:
-        data = run_attention(params, cases, seed=args.seed)
-    except SimulationError as exc:
-        print(f"bench attention: simulation failed: {exc}", file=sys.stderr)
-        return 1
+    data = run_attention(params, cases, seed=args.seed)
     data["accuracy"] = accuracy_vs_float(seed=args.seed)
     print_table(data, say)
     for r in data["accuracy"]["attention"]:
@@ -217,9 +209,4 @@ def run_bench(args: argparse.Namespace) -> int:
             f"{'causal' if r['causal'] else 'centred'}: mean |err| "
             f"{r['mean_abs_err_lsb']:.3f} LSB (float rounding alone "
             f"{r['float_round_mean_lsb']:.3f}), max {r['max_abs_err_lsb']:.3f} LSB")
-    write_report(args.json, data, kind=KIND, say=say)
-    if data["error"] is not None or not data["bit_exact"]:
-        print(f"bench attention: {data['mismatches']} mismatching rows; {data['error'] or ''}",
-              file=sys.stderr)
-        return 1
-    return 0
+    return data

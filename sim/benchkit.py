@@ -111,7 +111,7 @@ def run_bench_test(b: Any, test_module: str, testcase: str, cases: Sequence[Sequ
     error: runner.SimulationError | None = None
     sim_s = None
     try:
-        with step(f"simulate {len(cases)} {what}", enabled=progress):
+        with step(f"simulate {what} ({len(cases)} cases)", enabled=progress):
             r = runner.run(b, test_module, testcase=testcase, tag="bench",
                            env={"LF_BENCH_CASES": json.dumps([list(c) for c in cases]),
                                 "LF_SEED": seed, "LF_RESULT_JSON": tmp})

@@ -11,21 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from sim.bench_attention import float_attention
 from sw import quant, ref
 
 ONE = 1 << ref.SOFTMAX_PROB_BITS           # 1.0 in Q1.15
-
-
-def _float_attention(qf, kf, vf, window, causal):
-    """Float softmax attention over the same windows (the accuracy yardstick)."""
-    seq_len, head_dim = qf.shape
-    lo, hi = ref.attention_window_bounds(seq_len, window, causal)
-    out = np.zeros_like(qf)
-    for t in range(seq_len):
-        s = qf[t] @ kf[lo[t]:hi[t]].T / math.sqrt(head_dim)
-        p = np.exp(s - s.max())
-        out[t] = (p / p.sum()) @ vf[lo[t]:hi[t]]
-    return out
 
 
 def _loop_attention(q, k, v, window, causal, params):
@@ -180,7 +169,7 @@ def test_accuracy_vs_float(seq_len, head_dim, window, causal):
     qf, kf, vf = (rng.normal(size=(seq_len, head_dim)) for _ in range(3))
     scales = [np.abs(x).max() / 127 for x in (qf, kf, vf)]
     q, k, v = (quant.quantize_act(x, s) for x, s in zip((qf, kf, vf), scales))
-    want_f = _float_attention(q * scales[0], k * scales[1], v * scales[2], window, causal)
+    want_f = float_attention(q * scales[0], k * scales[1], v * scales[2], window, causal)
     scale_out = np.abs(want_f).max() / 127
     params = ref.AttentionQuant.from_scales(*scales, scale_out, head_dim)
     y = ref.windowed_attention_int(q, k, v, window, causal, params)
