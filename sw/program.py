@@ -1,0 +1,376 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The program compiler: an int8 artifact + ``AccelParams`` -> device program + memory image.
+
+:func:`compile_program` lowers :func:`sw.ref.model_forward_int` to ``hw.isa`` instructions (an
+encoder layer is 9 operations and 9 barriers) and lays the model's integer tensors out in the
+scratchpads in the layouts the units stream (``docs/isa.md``):
+
+* GEMM weights in K-major tiles of ``cols`` columns (``hw.isa.wgt_offset``), token embedding
+  tables row-major, in the weight scratchpad; per-channel bias/requant words, LayerNorm words,
+  attention and residual words in the quant scratchpad; the GELU tables in the LUT scratchpad;
+  the positional table (a constant activation) in the activation scratchpad;
+* activations in row blocks of ``rows`` tokens (``hw.isa.act_offset``), in four buffers reused
+  by every layer: the residual stream ``x``, a wide buffer for QKV and the FFN hidden layer, a
+  narrow one for LayerNorm, attention and FFN outputs, plus the input and the logits.
+
+The result is a :class:`Program`: the instruction words, the constant contents as named
+:class:`Block` s (one per tensor, grouped by layer so that a later streamed plan can write the
+weight blocks of one layer at a time), where the input goes and where the logits come out.
+A model that does not fit raises :class:`FitError` naming every exceeded limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hw import isa
+from hw.isa import VecFunc
+from hw.numerics import LUT_SIZE
+from sw import ref
+from sw.isasim import MemoryImage, pack_act, pack_quant, pack_wgt, unpack_act
+
+__all__ = ["Block", "FitError", "Program", "TensorRef", "compile_program"]
+
+
+class FitError(ValueError):
+    """The model does not fit the accelerator; ``limits`` lists every exceeded limit as
+    ``(what, need, have, AccelParams field)``."""
+
+    def __init__(self, params, limits: list[tuple[str, int, int, str]]) -> None:
+        self.limits = limits
+        lines = "; ".join(f"{what}: needs {need}, has {have} (AccelParams.{knob})"
+                          for what, need, have, knob in limits)
+        super().__init__(f"the model does not fit the {params.name!r} accelerator: {lines}; "
+                         "choose a larger preset (lightformer info lists them) or a smaller "
+                         "model")
+
+
+@dataclass(frozen=True)
+class Block:
+    """Constant bytes of the memory image: ``data`` at ``offset`` of ``region``; ``layer``
+    groups the blocks of one layer (``"embed"``, ``"blocks.0"``, ..., ``"head"``)."""
+
+    name: str
+    layer: str
+    region: str
+    offset: int
+    data: bytes = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """An activation tensor ``(m, c)`` of ``dtype`` at ``offset`` of the activation
+    scratchpad (``hw.isa.act_offset`` layout); ``bus_address`` is where the host reads or
+    writes it."""
+
+    name: str
+    offset: int
+    m: int
+    c: int
+    dtype: str
+    bus_address: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled model: run it with :func:`sw.isasim.simulate` or on the device.
+
+    Attributes
+    ----------
+    params : AccelParams
+        The accelerator it was compiled for (its ``design_id`` must match the device's).
+    instructions : tuple of hw.isa.Instruction
+        Loaded at instruction index ``entry``.
+    blocks : tuple of Block
+        The constant image contents (weights, quant words, LUTs, the positional table).
+    input, output : TensorRef
+        Where one sample goes (int8 patches ``(T, patch_dim)`` or int32 token ids ``(T, 1)``)
+        and where the int32 logits come out (``(1, n_classes)`` or ``(T, n_classes)``).
+    usage : dict
+        Bytes (instructions: words) used per region, and each region's capacity.
+    """
+
+    params: Any
+    instructions: tuple[isa.Instruction, ...]
+    blocks: tuple[Block, ...]
+    input: TensorRef
+    output: TensorRef
+    input_kind: str
+    task: str
+    seq_len: int
+    artifact_digest: str
+    usage: dict[str, dict[str, int]]
+    entry: int = 0
+
+    @property
+    def words(self) -> tuple[int, ...]:
+        return tuple(isa.encode(i) for i in self.instructions)
+
+    def layers(self) -> list[str]:
+        """Layer names in image order (for writing a layer's blocks separately)."""
+        return list(dict.fromkeys(b.layer for b in self.blocks))
+
+    def layer_blocks(self, layer: str) -> list[Block]:
+        return [b for b in self.blocks if b.layer == layer]
+
+    def image(self) -> MemoryImage:
+        """A fresh memory image holding the program and every constant block."""
+        image = MemoryImage(self.params)
+        for b in self.blocks:
+            image.write(b.region, b.offset, b.data)
+        image.load_program(self.words, self.entry)
+        image.write_csr(isa.Csr.ENTRY, self.entry)
+        return image
+
+    def pack_input(self, sample: np.ndarray) -> bytes:
+        """The bytes of one sample at ``input.offset`` (``sw.ref.quantize_input`` form:
+        int8 ``(T, patch_dim)`` or token ids ``(T,)``)."""
+        x = np.asarray(sample)
+        t, c = self.input.m, self.input.c
+        if self.input_kind == "tokens":
+            if x.shape != (t,) or x.dtype.kind not in "iu":
+                raise ValueError(f"input must be {t} integer token ids, not {x.dtype.name} "
+                                 f"{x.shape}")
+            if x.size and (x.min() < -(1 << 31) or x.max() >= 1 << 31):
+                raise ValueError("token ids must fit int32")
+            x = x.astype(np.int32)[:, None]
+        elif x.shape != (t, c) or x.dtype != np.int8:
+            raise ValueError(f"input must be int8 ({t}, {c}) (sw.ref.quantize_input), not "
+                             f"{x.dtype.name} {x.shape}")
+        return pack_act(x, self.params.rows)
+
+    def write_input(self, image: MemoryImage, sample: np.ndarray) -> None:
+        image.write("act", self.input.offset, self.pack_input(sample))
+
+    def unpack_output(self, data: bytes) -> np.ndarray:
+        """int32 logits from the bytes at ``output.offset``: ``(n_classes,)`` for a classifier,
+        ``(T, n_classes)`` for a language model (as ``sw.ref.model_forward_int``)."""
+        y = unpack_act(data, self.output.m, self.output.c, self.params.rows, np.int32)
+        return y[0] if self.task == "classify" else y
+
+    def read_output(self, image: MemoryImage) -> np.ndarray:
+        return self.unpack_output(image.read("act", self.output.offset, self.output.size))
+
+    @property
+    def input_ndim(self) -> int:
+        """Dimensions of one sample (2 for patches, 1 for tokens)."""
+        return 1 if self.input_kind == "tokens" else 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (for reports)."""
+        def ref_dict(r: TensorRef) -> dict[str, Any]:
+            return {"offset": r.offset, "bus_address": r.bus_address, "shape": [r.m, r.c],
+                    "dtype": r.dtype, "bytes": r.size}
+        return {"preset": self.params.name, "design_id": f"{self.params.design_id:08x}",
+                "artifact_sha256": self.artifact_digest, "seq_len": self.seq_len,
+                "instructions": len(self.instructions), "entry": self.entry,
+                "input": ref_dict(self.input), "output": ref_dict(self.output),
+                "usage": self.usage, "layers": self.layers()}
+
+
+class _Alloc:
+    """Bump allocator over one region (offsets rounded up to ``align``; ``unit`` bytes per
+    offset step: 8 for the quant region, whose offsets are word indices)."""
+
+    def __init__(self, region: str, align: int = 1) -> None:
+        self.region = region
+        self.align = align
+        self.top = 0
+
+    def take(self, size: int) -> int:
+        self.top = -(-self.top // self.align) * self.align
+        offset = self.top
+        self.top += size
+        return offset
+
+
+class _Builder:
+    def __init__(self, artifact, params, seq_len: int) -> None:
+        self.a = artifact.arrays
+        self.cfg = artifact.config
+        self.params = params
+        self.rows = params.rows
+        self.t = seq_len
+        self.mem = {"act": _Alloc("act", params.rows), "wgt": _Alloc("wgt", params.cols),
+                    "quant": _Alloc("quant"), "lut": _Alloc("lut")}
+        self.blocks: list[Block] = []
+        self.code: list[isa.Instruction] = []
+        self.layer = "embed"
+        self.k_max = 0
+
+    # constants
+    def block(self, name: str, region: str, data: bytes, unit: int = 1) -> int:
+        offset = self.mem[region].take(len(data) // unit)
+        self.blocks.append(Block(name, self.layer, region, offset * unit, data))
+        return offset
+
+    def quant(self, name: str, layout, **values) -> int:
+        return self.block(name, "quant", pack_quant(layout, **values), isa.QUANT_WORD_BYTES)
+
+    def linear(self, name: str) -> tuple[int, int, int, int]:
+        """``(w_addr, quant_addr, K, N)`` of a linear layer's weight and channel words."""
+        w = self.a[name + ".w"]
+        self.k_max = max(self.k_max, w.shape[0])
+        w_addr = self.block(name + ".w", "wgt", pack_wgt(w, self.params.cols))
+        q_addr = self.quant(name + ".quant", isa.CHANNEL_WORD, bias=self.a[name + ".b"],
+                            mult=self.a[name + ".mult"], shift=self.a[name + ".shift"])
+        return w_addr, q_addr, w.shape[0], w.shape[1]
+
+    def layernorm(self, name: str) -> int:
+        eps = self.quant(name + ".eps", isa.EPS_WORD, eps=self.a[name + ".eps"])
+        self.quant(name + ".channels", isa.LNORM_WORD, beta=self.a[name + ".beta"],
+                   mult=self.a[name + ".mult"], shift=self.a[name + ".shift"],
+                   gamma=self.a[name + ".gamma"])
+        return eps
+
+    def residual(self, name: str) -> int:
+        mult = self.a[name + ".mult"]
+        return self.quant(name, isa.RESID_WORD, mult_a=mult[0], mult_b=mult[1],
+                          shift=self.a[name + ".shift"])
+
+    def tensor(self, name: str, m: int, c: int, dtype: str = "int8") -> TensorRef:
+        elem = np.dtype(dtype).itemsize
+        size = isa.act_span(m, width=c, cols=c, rows=self.rows, elem=elem)
+        offset = self.mem["act"].take(size)
+        base = isa.memory_map(self.params).region("act").base
+        return TensorRef(name, offset, m, c, dtype, base + offset, size)
+
+    # code
+    def emit(self, instr: isa.Instruction) -> None:
+        """An operation and the barrier after it (each operation reads its predecessor's
+        result, so nothing may overlap across them)."""
+        self.code += [instr, isa.barrier()]
+
+    def gemm(self, name: str, src: TensorRef, dst: TensorRef, **kw) -> None:
+        w_addr, q_addr, k, n = self.linear(name)
+        self.emit(isa.gemm(a_addr=src.offset, w_addr=w_addr, dst_addr=dst.offset,
+                           quant_addr=q_addr, m=self.t, k=k, n=n, **kw))
+
+    def add(self, name: str, x: TensorRef, other_addr: int) -> None:
+        self.emit(isa.vec(VecFunc.ADD, a_addr=x.offset, b_addr=other_addr, dst_addr=x.offset,
+                          quant_addr=self.residual(name), m=self.t, c=x.c))
+
+    def lnorm(self, name: str, src: TensorRef, dst: TensorRef) -> None:
+        self.emit(isa.lnorm(a_addr=src.offset, dst_addr=dst.offset,
+                            quant_addr=self.layernorm(name), m=self.t, c=src.c))
+
+
+def _span(cfg: dict[str, Any], seq_len: int) -> tuple[int, bool]:
+    """Attention window of the ATTN instructions: the model's span, clamped to the widest
+    window that still differs from full attention at ``seq_len`` (``T`` causal, ``2T - 1``
+    centred): the same keys, so the same result, on a smaller unit."""
+    window, causal = ref._attention_span(cfg, seq_len)
+    return min(window, seq_len if causal else 2 * seq_len - 1), causal
+
+
+def compile_program(artifact, params, *, seq_len: int | None = None) -> Program:
+    """Lower ``artifact`` (:class:`sw.artifact.Artifact`) to a :class:`Program` for ``params``.
+
+    ``seq_len``: tokens per sample (default and, for classifiers, required: the model's).
+    Raises :class:`FitError` naming every limit the model exceeds (weights, quant words,
+    activations, instructions, LUTs, head_dim, window, GEMM depth).
+    """
+    cfg, a = artifact.config, artifact.arrays
+    t = cfg["seq_len"] if seq_len is None else seq_len
+    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= cfg["seq_len"]:
+        raise ValueError(f"seq_len must be an integer in [1, {cfg['seq_len']}], not {t!r}")
+    if cfg["task"] == "classify" and t != cfg["seq_len"]:
+        raise ValueError(f"a classifier takes exactly seq_len={cfg['seq_len']} tokens, not {t}")
+    d, n_heads, n_layers = cfg["d_model"], cfg["n_heads"], cfg["n_layers"]
+    hd = d // n_heads
+    window, causal = _span(cfg, t)
+    b = _Builder(artifact, params, t)
+
+    # Activation buffers (reused by every layer).
+    if cfg["input_kind"] == "patches":
+        inp = b.tensor("input", t, cfg["patch_dim"])
+    else:
+        inp = b.tensor("input", t, 1, "int32")
+    x = b.tensor("x", t, d)
+    wide = b.tensor("wide", t, max(3 * d, cfg["d_ff"]))
+    narrow = b.tensor("narrow", t, d)
+    qkv = TensorRef("qkv", wide.offset, t, 3 * d, "int8", wide.bus_address, wide.size)
+    ffn = TensorRef("ffn", wide.offset, t, cfg["d_ff"], "int8", wide.bus_address, wide.size)
+    classify = cfg["task"] == "classify"
+    pooled = b.tensor("pooled", 1, d) if classify else None
+    logits = b.tensor("logits", 1 if classify else t, cfg["n_classes"], "int32")
+    pos = b.block("pos.table", "act", pack_act(np.ascontiguousarray(a["pos.table"][:t]),
+                                               params.rows))
+
+    # Input projection (a GEMM) or embedding gather, then the positional add (a residual add
+    # with a constant tensor): no opcode of their own beyond EMBED.
+    if cfg["input_kind"] == "patches":
+        b.gemm("embed", inp, x)
+    else:
+        table = a["embed.table"]
+        addr = b.block("embed.table", "wgt", np.ascontiguousarray(table).tobytes())
+        b.emit(isa.embed(ids_addr=inp.offset, table_addr=addr, dst_addr=x.offset, t=t, c=d,
+                         vocab=table.shape[0]))
+    b.add("pos.add", x, pos)
+
+    for i in range(n_layers):
+        p = f"blocks.{i}."
+        b.layer = f"blocks.{i}"
+        b.lnorm(p + "ln1", x, narrow)
+        b.gemm(p + "attn.qkv", narrow, qkv)
+        quant = a[p + "attn.quant"]
+        q_addr = b.quant(p + "attn.quant", isa.ATTN_WORD, score_mult=quant[0],
+                         score_shift=quant[1], out_mult=quant[2], out_shift=quant[3])
+        b.emit(isa.attn(q_addr=qkv.offset, k_addr=qkv.offset + d * params.rows,
+                        v_addr=qkv.offset + 2 * d * params.rows, dst_addr=narrow.offset,
+                        quant_addr=q_addr, t=t, heads=n_heads, head_dim=hd, window=window,
+                        causal=causal, src_cols=3 * d, dst_cols=d))
+        proj = TensorRef("proj", wide.offset, t, d, "int8", wide.bus_address, wide.size)
+        b.gemm(p + "attn.proj", narrow, proj)
+        b.add(p + "add1", x, proj.offset)
+        b.lnorm(p + "ln2", x, narrow)
+        lut = b.block(p + "ffn.gelu_lut", "lut", a[p + "ffn.gelu_lut"].tobytes(), LUT_SIZE)
+        b.gemm(p + "ffn.fc1", narrow, ffn, lut=lut)
+        b.gemm(p + "ffn.fc2", ffn, narrow)
+        b.add(p + "add2", x, narrow.offset)
+
+    b.layer = "head"
+    b.lnorm("ln_f", x, narrow)
+    head_in = narrow
+    if classify:
+        pool = b.quant("pool", isa.CHANNEL_WORD, mult=a["pool.mult"], shift=a["pool.shift"])
+        b.emit(isa.vec(VecFunc.MEANPOOL, a_addr=narrow.offset, dst_addr=pooled.offset,
+                       quant_addr=pool, m=t, c=d))
+        head_in = pooled
+    w_addr = b.block("head.w", "wgt", pack_wgt(a["head.w"], params.cols))
+    q_head = b.quant("head.quant", isa.CHANNEL_WORD, bias=a["head.b"])
+    b.code.append(isa.gemm(a_addr=head_in.offset, w_addr=w_addr, dst_addr=logits.offset,
+                           quant_addr=q_head, m=logits.m, k=d, n=cfg["n_classes"], out32=True))
+    b.k_max = max(b.k_max, d)
+    b.code.append(isa.halt())
+
+    mmap = isa.memory_map(params)
+    used = {"instr": len(b.code) * isa.INSTR_BYTES, "act": b.mem["act"].top,
+            "wgt": b.mem["wgt"].top, "quant": b.mem["quant"].top * isa.QUANT_WORD_BYTES,
+            "lut": b.mem["lut"].top * LUT_SIZE}
+    usage = {name: {"used": used[name], "size": mmap.region(name).size} for name in used}
+    limits = [
+        ("weight bytes", used["wgt"], params.wgt_depth, "wgt_depth"),
+        ("quant words", b.mem["quant"].top, isa.quant_depth(params),
+         "wgt_depth; the quant scratchpad holds wgt_depth // 32 words"),
+        ("activation bytes", used["act"], params.act_depth, "act_depth"),
+        ("instructions", len(b.code), params.instr_depth, "instr_depth"),
+        ("GELU LUTs", b.mem["lut"].top, params.lut_count, "lut_count"),
+        ("head_dim", hd, params.head_dim, "head_dim"),
+        ("attention window", window, params.window, "window"),
+        ("GEMM reduction length K", b.k_max, params.k_depth, "k_depth"),
+    ]
+    over = [lim for lim in limits if lim[1] > lim[2]]
+    if over:
+        raise FitError(params, over)
+    return Program(params=params, instructions=tuple(b.code), blocks=tuple(b.blocks),
+                   input=inp, output=logits, input_kind=cfg["input_kind"], task=cfg["task"],
+                   seq_len=t, artifact_digest=artifact.digest, usage=usage)
