@@ -18,7 +18,7 @@ Sections (``--sections``, comma separated; default all):
 without it the run is meant for a GPU (``--device cuda``). Sections needing scikit-learn or
 mnist1d (digits, mnist1d, prune, kd) are skipped with a note when those are missing.
 
-    python bench/attention_study.py --quick --out build/bench/attention_study.json
+    python bench/attention_study.py --quick --json build/bench/attention_study.json
     python bench/results_table.py build/bench/attention_study.json --out docs/results.md
 """
 
@@ -41,6 +41,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from sw.report import STDOUT, json_path_type, write_json  # noqa: E402
 
 SECTIONS = ("digits", "mnist1d", "family", "family_seq", "prune", "kd", "seed")
 
@@ -438,7 +440,9 @@ def main(argv=None) -> int:
                    help="folder of .npz task caches: loaded when present, written otherwise "
                         "(lets a machine without scikit-learn/mnist1d run every section)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "attention_study.json")
+    p.add_argument("--json", "--out", dest="out", type=json_path_type,
+                   default=ROOT / "build" / "bench" / "attention_study.json",
+                   help="the JSON report; sections of an earlier run there are kept")
     p.add_argument("--no-int8", dest="int8", action="store_false",
                    help="skip the int8 integer-model column")
     p.add_argument("--no-progress", action="store_true")
@@ -458,7 +462,7 @@ def main(argv=None) -> int:
     global _DATA_CACHE
     _DATA_CACHE = args.data_cache
     out: dict = {}
-    if args.out.is_file():  # keep other sections of an earlier run: update in place
+    if args.out != STDOUT and args.out.is_file():  # keep other sections of an earlier run
         out = json.loads(args.out.read_text())
     needs = dict(digits=("sklearn",), mnist1d=("mnist1d",), family_seq=("mnist1d",),
                  prune=("sklearn",), kd=("sklearn",))
@@ -481,9 +485,9 @@ def main(argv=None) -> int:
         res["meta"] = _meta(args, s)
         res["meta"]["wall_s"] = round(time.time() - t0, 1)
         out[s] = res
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1) + "\n")  # after every section
-    print(f"wrote {args.out}")
+        write_json(args.out, out, kind="bench.attention_study")   # after every section
+    if args.out != STDOUT:
+        print(f"wrote {args.out}")
     return 0
 
 

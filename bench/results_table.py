@@ -252,8 +252,9 @@ def main(argv=None) -> int:
         if not f.is_file():
             p.error(f"JSON file must exist, not {str(f)!r}")
         longer.update({k: v for k, v in json.loads(f.read_text()).items() if k in ORDER})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(data, args.note, longer))
+    from sw.report import atomic_write_text
+
+    atomic_write_text(args.out, render(data, args.note, longer))
     print(f"wrote {args.out}")
     return 0
 
