@@ -321,7 +321,7 @@ def backpressure_generator(kind: str | None = "random", **kw: Any) -> Iterator[b
     return pause_generator(kind, **kw)
 
 
-#: The four stream test variants (STYLE.md rule 8): (idle, backpressure).
+#: The four stream test variants (docs/architecture.md, conventions): (idle, backpressure).
 VARIANTS: tuple[tuple[bool, bool], ...] = ((False, False), (True, False), (False, True),
                                            (True, True))
 

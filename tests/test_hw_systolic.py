@@ -3,7 +3,7 @@
 """Tier-1 tests (amaranth.sim) of hw.systolic.SystolicArray and hw.gemm.GemmPipeline.
 
 Every result is compared bit for bit with sw.ref.gemm_acc / sw.ref.gemm_requant. Streams run in
-the four variants of STYLE.md (idle cycles on the source x backpressure on the sink).
+the four variants (idle cycles on the source x backpressure on the sink).
 """
 
 from __future__ import annotations
