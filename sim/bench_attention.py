@@ -11,7 +11,7 @@ checked against :func:`sw.ref.windowed_attention_int`. Per case the JSON has:
     leave once the pipeline is full (fill latency excluded; it is ``first_row_cycles``).
 ``ideal_cycles_per_row``
     ``ceil(window * head_dim / lanes)``: one full-window row through the ``lanes`` MACs of each
-    of the two MAC stages (the issue's definition of the design's ideal).
+    of the two MAC stages (the design's ideal).
 ``mac_bound_cycles_per_row``
     The same bound for the rows actually measured (rows 1 .. T-1), whose windows are clipped at
     the sequence start (and end, centred): no implementation of this datapath can be faster.
