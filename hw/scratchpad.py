@@ -1,0 +1,245 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``Scratchpad``: one region of the memory map in block RAM, with a host port and a unit port.
+
+Every region of :func:`hw.isa.memory_map` (instructions, activations, weights, quant words,
+LUTs) is one :class:`Scratchpad` of ``size`` bytes seen through two word widths:
+
+* the **host port** (``host``, an ``In(hw.bus.HostBus.Signature(...))``) moves little-endian
+  32-bit words with byte enables: host word ``h`` is bytes ``4h .. 4h+3`` of the region;
+* the **unit port** (``unit``, :class:`Scratchpad.Port`) moves words of ``unit_bytes`` bytes,
+  the width the controller streams (an activation word is ``rows`` bytes, a weight word
+  ``cols`` bytes, a quant word 8, an instruction 32, a LUT entry 1): unit word ``u`` is bytes
+  ``u * unit_bytes ..``, byte ``i`` at bits ``8i``.
+
+Storage is ``P = lcm(unit_bytes, 4)`` byte lanes, each a :func:`hw.bram.make_block_ram` RAM of
+``ceil(size / P)`` bytes (one write port, one registered read port): a host word and a unit word
+each lie inside one ``P``-byte row, so either is one RAM access with per-lane write enables and a
+byte-exact write never needs a read-modify-write.
+
+Both ports share each lane's one read and one write port: the unit side wins, a host request is
+``ready`` in a cycle in which the unit neither reads nor writes, so a host access waits at most
+until the controller's current instruction stops streaming.
+
+Bounds: a unit address at or past the last word raises ``unit.error`` for that cycle and the
+access is dropped (a read returns 0): an address never wraps onto another word. A host address
+past the region reads 0 and ignores the write (the link already refuses it).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.bram import BlockRAM, make_block_ram
+from hw.bus import HostBus
+from hw.checks import check_int
+
+__all__ = ["Scratchpad"]
+
+HOST_BYTES = 4
+
+
+class Scratchpad(wiring.Component):
+    """A ``size``-byte scratchpad (module docstring).
+
+    Parameters
+    ----------
+    size : int
+        Bytes, 4..2**24, a multiple of 4.
+    unit_bytes : int
+        Bytes of a unit-port word, 1..64.
+    family : str or None
+        Forwarded to :func:`hw.bram.make_block_ram` (``"ecp5"``: ``DP16KD`` without a board).
+
+    Members
+    -------
+    host : In(HostBus.Signature(addr_width=...))
+        Host words of the region (``addr`` = byte offset // 4).
+    unit : In(Scratchpad.Port.Signature(...))
+        Unit words; reads return ``r_data`` ``latency`` cycles after ``r_en``.
+
+    Attributes
+    ----------
+    latency : int
+        Cycles from a unit read (``r_en``) to its word on ``r_data`` and from a host read
+        transfer to ``r_valid``: :attr:`hw.bram.BlockRAM.latency` = 2.
+    """
+
+    class Port:
+        """Namespace of the unit port's signature."""
+
+        class Signature(wiring.Signature):
+            """Unit port, seen from the unit (the controller): ``Out`` drives the scratchpad.
+
+            Members
+            -------
+            r_en : Out(1)
+                Read unit word ``r_addr``; ``r_data`` holds it ``latency`` cycles later.
+            r_addr : Out(addr_width)
+            r_data : In(8 * unit_bytes)
+            w_en : Out(1)
+                Write the bytes of ``w_data`` whose ``w_mask`` bit is set at unit word ``w_addr``.
+            w_addr : Out(addr_width)
+            w_data : Out(8 * unit_bytes)
+            w_mask : Out(unit_bytes)
+            error : In(1)
+                The read or write address of this cycle is past the last word (dropped).
+            """
+
+            def __init__(self, *, unit_bytes: int, addr_width: int):
+                self._unit_bytes = check_int("unit_bytes", unit_bytes, 1, 64)
+                self._addr_width = check_int("addr_width", addr_width, 1, 32)
+                super().__init__({
+                    "r_en": Out(1), "r_addr": Out(addr_width), "r_data": In(8 * unit_bytes),
+                    "w_en": Out(1), "w_addr": Out(addr_width), "w_data": Out(8 * unit_bytes),
+                    "w_mask": Out(unit_bytes), "error": In(1),
+                })
+
+            @property
+            def unit_bytes(self) -> int:
+                return self._unit_bytes
+
+            @property
+            def addr_width(self) -> int:
+                return self._addr_width
+
+            def __eq__(self, other):
+                return (type(self) is type(other) and self.unit_bytes == other.unit_bytes
+                        and self.addr_width == other.addr_width)
+
+            def __repr__(self):
+                return (f"Scratchpad.Port.Signature(unit_bytes={self.unit_bytes}, "
+                        f"addr_width={self.addr_width})")
+
+    latency = BlockRAM.latency
+
+    def __init__(self, *, size: int, unit_bytes: int, family: str | None = None) -> None:
+        self._size = check_int("size", size, HOST_BYTES, 1 << 24)
+        if size % HOST_BYTES:
+            raise ValueError(f"size must be a multiple of {HOST_BYTES}, not {size!r}")
+        self._unit_bytes = check_int("unit_bytes", unit_bytes, 1, 64)
+        self._family = family
+        self._row_bytes = math.lcm(unit_bytes, HOST_BYTES)
+        self._unit_words = -(-size // unit_bytes)
+        super().__init__({
+            "host": In(HostBus.Signature(addr_width=self.host_addr_width(size))),
+            "unit": In(Scratchpad.Port.Signature(
+                unit_bytes=unit_bytes, addr_width=self._unit_words.bit_length())),
+        })
+
+    @staticmethod
+    def host_addr_width(size: int) -> int:
+        """Bits of a host word address of a ``size``-byte region, one more than the words need
+        so that the first address past the region is representable (and refused)."""
+        return (size // HOST_BYTES).bit_length()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def unit_bytes(self) -> int:
+        return self._unit_bytes
+
+    @property
+    def unit_words(self) -> int:
+        """Unit words of the region (``ceil(size / unit_bytes)``): addresses ``0 .. - 1``."""
+        return self._unit_words
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self._row_bytes
+        depth = max(2, -(-self._size // lanes))
+        ub, hb = self._unit_bytes, HOST_BYTES
+        unit, host = self.unit, self.host
+        rams = []
+        for i in range(lanes):
+            ram = make_block_ram(platform, width=8, depth=depth, family=self._family)
+            m.submodules[f"lane{i}"] = ram
+            rams.append(ram)
+
+        def split(addr, per_row):
+            """(row, first lane) of word ``addr`` of ``lanes // per_row`` words per row."""
+            words = lanes // per_row
+            if words & (words - 1) == 0:          # a power of two: bit slices, no divider
+                bits = words.bit_length() - 1
+                return addr[bits:], addr[:bits] * per_row
+            return addr // words, (addr % words) * per_row
+
+        u_ok_r = Signal()
+        u_ok_w = Signal()
+        h_ok = Signal()
+        m.d.comb += [
+            u_ok_r.eq(unit.r_addr < self._unit_words),
+            u_ok_w.eq(unit.w_addr < self._unit_words),
+            h_ok.eq(host.addr < self._size // hb),
+            unit.error.eq((unit.r_en & ~u_ok_r) | (unit.w_en & ~u_ok_w)),
+        ]
+        u_rrow, u_rlane = split(unit.r_addr, ub)
+        u_wrow, u_wlane = split(unit.w_addr, ub)
+        h_row, h_lane = split(host.addr, hb)
+
+        # -- arbitration: the unit side first -------------------------------------------------
+        h_read = Signal()
+        h_write = Signal()
+        m.d.comb += [
+            # Either port of a lane in use by the unit blocks the host: a host write beside a
+            # unit read of the same row would return an undefined word (hw.bram).
+            host.ready.eq(~unit.w_en & ~unit.r_en),
+            h_read.eq(host.valid & host.ready & ~host.write),
+            h_write.eq(host.valid & host.ready & host.write & h_ok),
+        ]
+
+        # -- writes ----------------------------------------------------------------------------
+        for i, ram in enumerate(rams):
+            u_sel = Signal(name=f"u_sel{i}")
+            h_sel = Signal(name=f"h_sel{i}")
+            u_byte = Signal(8, name=f"u_byte{i}")
+            h_byte = Signal(8, name=f"h_byte{i}")
+            for j in range(ub):
+                with m.If(u_wlane + j == i):
+                    m.d.comb += [u_sel.eq(unit.w_mask[j]), u_byte.eq(unit.w_data[8 * j:8 * j + 8])]
+            for j in range(hb):
+                with m.If(h_lane + j == i):
+                    m.d.comb += [h_sel.eq(host.w_en[j]), h_byte.eq(host.w_data[8 * j:8 * j + 8])]
+            with m.If(unit.w_en):
+                m.d.comb += [ram.w_addr.eq(u_wrow), ram.w_data.eq(u_byte),
+                             ram.w_en.eq(u_sel & u_ok_w)]
+            with m.Else():
+                m.d.comb += [ram.w_addr.eq(h_row), ram.w_data.eq(h_byte),
+                             ram.w_en.eq(h_write & h_sel)]
+
+        # -- reads: one issue per cycle, the lane select and validity travel beside the RAM ----
+        r_addr = Mux(unit.r_en, u_rrow, h_row)
+        for ram in rams:
+            m.d.comb += [ram.r_en.eq(1), ram.r_oce.eq(1), ram.r_addr.eq(r_addr)]
+        row = Cat(ram.r_data for ram in rams)
+        u_lane = [Signal.like(u_rlane, name=f"u_lane_s{i}") for i in range(2)]
+        h_lane_d = [Signal.like(h_lane, name=f"h_lane_s{i}") for i in range(2)]
+        u_live = [Signal(name=f"u_live_s{i}") for i in range(2)]
+        h_live = [Signal(name=f"h_live_s{i}") for i in range(2)]
+        h_good = [Signal(name=f"h_good_s{i}") for i in range(2)]
+        m.d.sync += [
+            u_lane[0].eq(u_rlane), u_lane[1].eq(u_lane[0]),
+            h_lane_d[0].eq(h_lane), h_lane_d[1].eq(h_lane_d[0]),
+            u_live[0].eq(unit.r_en & u_ok_r), u_live[1].eq(u_live[0]),
+            h_live[0].eq(h_read), h_live[1].eq(h_live[0]),
+            h_good[0].eq(h_ok), h_good[1].eq(h_good[0]),
+        ]
+        u_word = Signal(8 * ub)
+        h_word = Signal(8 * hb)
+        for first in range(0, lanes, ub):
+            with m.If(u_lane[1] == first):
+                m.d.comb += u_word.eq(row[8 * first:8 * (first + ub)])
+        for first in range(0, lanes, hb):
+            with m.If(h_lane_d[1] == first):
+                m.d.comb += h_word.eq(row[8 * first:8 * (first + hb)])
+        m.d.comb += [
+            unit.r_data.eq(Mux(u_live[1], u_word, Const(0, 8 * ub))),
+            host.r_valid.eq(h_live[1]),
+            host.r_data.eq(Mux(h_good[1], h_word, 0)),
+        ]
+        return m
