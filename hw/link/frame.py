@@ -1,0 +1,400 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Frame engine: link bytes <-> requests on the accelerator's host port.
+
+Receives request frames (:mod:`hw.link.protocol`) from a byte stream, buffers the whole
+payload, checks it, executes it on the :class:`hw.bus.HostBus` (the engine is the port's only
+master) and answers every frame exactly once. The byte-level model
+:class:`sw.driver.model.FrameEngineModel` gives the same reply bytes for the same input; the
+two are compared in a differential test.
+
+Phases (one FSM)::
+
+    IDLE -> OPCODE -> SEQ -> LENGTH -> PAYLOAD* -> CRC_HI -> CRC_LO     receive
+         silence for timeout_cycles in any receive state after IDLE: code TIMEOUT -> COUNT
+    CHECK      first failing check: CRC, opcode, length (and READ's n), address, busy
+    DISPATCH   WRITE -> W_ADDR/W_BUS per word; RUN: start pulse; RESET: soft_reset pulse
+    COUNT      frames_ok or frames_failed += 1 (so a PERF reply counts itself)
+    HEADER -> FETCH/R_WAIT -> BYTES (per payload word) -> CRC_HI/CRC_LO     reply -> IDLE
+
+Safety: the only bus writes happen in W_BUS, reached only from a frame whose CRC, opcode,
+length and address range all passed, and the bus address counts from the checked base for the
+checked number of words. Every receive state leaves on a byte or on the silence timeout, and
+every other state leaves after at most the bus's and the stream sink's waits, so the engine
+returns to IDLE in bounded time whenever the bus slave and the UART transmitter keep going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.bus import HostBus
+from hw.checks import check_int
+from hw.link import protocol as p
+
+__all__ = ["FrameEngine", "crc16_next"]
+
+_BUF_WORDS = (p.MAX_LENGTH + p.WORD_BYTES) // p.WORD_BYTES   # 64: any length byte fits
+
+
+def _crc16_taps() -> list[tuple[int, int]]:
+    """For each CRC output bit, the (crc bits, byte bits) masks it XORs: the CRC is linear
+    over GF(2), so the standard library's CRC of unit inputs gives the matrix."""
+    taps = [(0, 0)] * 16
+    for i in range(24):
+        crc, byte = (1 << i, 0) if i < 16 else (0, 1 << (i - 16))
+        out = p.crc16(bytes([byte]), crc)
+        for bit in range(16):
+            if out >> bit & 1:
+                c, b = taps[bit]
+                taps[bit] = (c | crc, b | byte)
+    return taps
+
+
+_CRC16_TAPS = _crc16_taps()
+
+
+def crc16_next(crc: Value, byte: Value) -> Value:
+    """CRC-16/CCITT-FALSE register after one more byte, as XOR equations (the same function
+    as ``binascii.crc_hqx(bytes([byte]), crc)``)."""
+    bits = []
+    for crc_mask, byte_mask in _CRC16_TAPS:
+        terms = [crc[i] for i in range(16) if crc_mask >> i & 1]
+        terms += [byte[i] for i in range(8) if byte_mask >> i & 1]
+        bits.append(Cat(*terms).xor())
+    return Cat(*bits)
+
+
+class FrameEngine(wiring.Component):
+    """Request frames in, replies out, the host port driven (module docstring).
+
+    Parameters
+    ----------
+    identity : bytes
+        The IDENTIFY reply payload (:func:`hw.link.protocol.identify_payload`).
+    ranges : sequence of (base, size, writable)
+        The memory map READ and WRITE may touch (byte addresses, word aligned); everything
+        else is answered ``BAD_ADDRESS``.
+    addr_width : int
+        Word address width of the host port; every range must lie below ``4 << addr_width``.
+    timeout_cycles : int
+        Silence inside a request, in clock cycles, after which it is answered ``TIMEOUT``
+        (:func:`hw.link.protocol.timeout_cycles`).
+
+    Members
+    -------
+    i_stream : In(stream.Signature(8))
+        Request bytes (from the UART receiver). Not ready while a request executes or a reply
+        is sent.
+    o_stream : Out(stream.Signature(8))
+        Reply bytes (to the UART transmitter).
+    bus : Out(HostBus.Signature(addr_width=addr_width))
+        The accelerator's host port (timing: :mod:`hw.bus`).
+    start : Out(1)
+        One-cycle pulse of a RUN, with ``entry``.
+    entry : Out(32)
+        RUN's entry argument, held until the next RUN.
+    busy : In(1)
+        The accelerator runs. It must rise by the cycle after ``start``.
+    soft_reset : Out(1)
+        One-cycle pulse of a RESET.
+    status : In(32)
+        The accelerator's status word, reported by STATUS.
+    """
+
+    def __init__(self, *, identity: bytes, ranges: Iterable[Sequence[object]],
+                 addr_width: int, timeout_cycles: int):
+        if not isinstance(identity, (bytes, bytearray)) or len(identity) != p.IDENTIFY_BYTES:
+            raise ValueError(f"identity must be {p.IDENTIFY_BYTES} bytes, not {identity!r}")
+        self._identity = bytes(identity)
+        self._addr_width = check_int("addr_width", addr_width, 1, 30)
+        self._ranges = p.check_ranges(ranges)
+        for r in self._ranges:
+            if r.base + r.size > p.WORD_BYTES << addr_width:
+                raise ValueError(
+                    f"ranges must lie below 0x{p.WORD_BYTES << addr_width:x} (addr_width "
+                    f"{addr_width}), not (0x{r.base:x}, 0x{r.size:x})")
+        self._timeout = check_int("timeout_cycles", timeout_cycles, 1, 1 << 30)
+        super().__init__({
+            "i_stream": In(stream.Signature(8)),
+            "o_stream": Out(stream.Signature(8)),
+            "bus": Out(HostBus.Signature(addr_width=addr_width)),
+            "start": Out(1),
+            "entry": Out(32),
+            "busy": In(1),
+            "soft_reset": Out(1),
+            "status": In(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        r = _Regs(self._addr_width, self._timeout)
+        m.submodules.buf = buf = Memory(shape=32, depth=_BUF_WORDS, init=[])
+        r.wr = buf.write_port(granularity=8)
+        r.rd = buf.read_port()
+        m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]
+        self._run_tracker(m, r)
+        code, rlen, n_write = self._check(m, r)
+        m.d.comb += r.rd.addr.eq(r.index)
+        with m.FSM():
+            self._receive(m, r)
+            with m.State("CHECK"):
+                m.d.sync += [r.code.eq(code), r.rlen.eq(Mux(code == p.Status.OK, rlen, 0)),
+                             r.baddr.eq(r.arg0[2:]), r.index.eq(1), r.nwords.eq(n_write)]
+                m.next = "DISPATCH"
+            self._dispatch(m, r)
+            self._reply(m, r)
+        return m
+
+    # -- run state --------------------------------------------------------------------------
+
+    def _run_tracker(self, m, r):
+        # `running` spans from the start pulse until `busy` falls; `armed` skips the start
+        # cycle itself, so an accelerator that raises busy one cycle late is still seen.
+        armed = Signal()
+        m.d.comb += r.busy_any.eq(self.busy | r.running)
+        with m.If(r.running):
+            m.d.sync += [r.run_cycles.eq(r.run_cycles + 1), armed.eq(1)]
+            with m.If(armed & ~self.busy):
+                m.d.sync += [r.running.eq(0), r.done.eq(1), armed.eq(0)]
+
+    # -- receive ----------------------------------------------------------------------------
+
+    def _receive(self, m, r):
+        i = self.i_stream
+        byte = i.payload
+        with m.State("IDLE"):
+            m.d.comb += i.ready.eq(1)
+            with m.If(i.valid & (byte == p.SOF_REQUEST)):
+                m.d.sync += [r.crc.eq(p.CRC_INIT), r.opcode.eq(0), r.seq.eq(0), r.timer.eq(0)]
+                m.next = "OPCODE"
+        steps = (("OPCODE", r.opcode, "SEQ"), ("SEQ", r.seq, "LENGTH"),
+                 ("LENGTH", r.length, None), ("PAYLOAD", None, "CRC_HI"),
+                 ("CRC_HI", None, "CRC_LO"), ("CRC_LO", None, "CHECK"))
+        for state, field, after in steps:
+            with m.State(state):
+                m.d.comb += i.ready.eq(1)
+                with m.If(i.valid):
+                    m.d.sync += [r.crc.eq(crc16_next(r.crc, byte)), r.timer.eq(0)]
+                    if field is not None:
+                        m.d.sync += field.eq(byte)
+                    if state == "LENGTH":
+                        m.d.sync += r.count.eq(0)
+                        m.next = "PAYLOAD"
+                        with m.If(byte == 0):
+                            m.next = "CRC_HI"
+                    elif state == "PAYLOAD":
+                        self._store_payload_byte(m, r, byte)
+                        with m.If(r.count + 1 == r.length):
+                            m.next = after
+                    else:
+                        m.next = after
+                with m.Elif(r.timer == self._timeout - 1):
+                    m.d.sync += [r.code.eq(p.Status.TIMEOUT), r.rlen.eq(0)]
+                    m.next = "COUNT"
+                with m.Else():
+                    m.d.sync += r.timer.eq(r.timer + 1)
+
+    def _store_payload_byte(self, m, r, byte):
+        m.d.comb += [
+            r.wr.addr.eq(r.count[2:]),
+            r.wr.data.eq(Cat(byte, byte, byte, byte)),
+            r.wr.en.eq(Const(1, 4) << r.count[:2]),
+        ]
+        m.d.sync += r.count.eq(r.count + 1)
+        with m.If(r.count < 4):
+            m.d.sync += r.arg0.eq(Cat(r.arg0[8:], byte))
+        with m.Elif(r.count < 8):
+            m.d.sync += r.arg1.eq(Cat(r.arg1[8:], byte))
+
+    # -- check ------------------------------------------------------------------------------
+
+    def _access_ok(self, m, r, n_words, write):
+        """Comb: ``n_words`` words from byte address ``arg0`` fit one (writable) range."""
+        end = Signal(40)
+        m.d.comb += end.eq(r.arg0 + (n_words << 2))
+        fits = [(r.arg0 >= rg.base) & (end <= rg.base + rg.size)
+                for rg in self._ranges if rg.writable or not write]
+        ok = Signal()
+        m.d.comb += ok.eq((r.arg0[:2] == 0) & (Cat(*fits).any() if fits else 0))
+        return ok
+
+    def _check(self, m, r):
+        """Comb: the reply's status code and payload length, WRITE's word count."""
+        op = p.Opcode
+        n_write = Signal(8)
+        m.d.comb += n_write.eq((r.length >> 2) - 1)
+        read_ok = self._access_ok(m, r, r.arg1[:7], write=False)
+        write_ok = self._access_ok(m, r, n_write, write=True)
+        length_ok = Signal()
+        with m.Switch(r.opcode):
+            with m.Case(op.WRITE):
+                m.d.comb += length_ok.eq((r.length >= 8) & (r.length <= p.MAX_PAYLOAD)
+                                         & (r.length[:2] == 0))
+            with m.Case(op.READ):
+                m.d.comb += length_ok.eq((r.length == 8) & (r.arg1 >= 1)
+                                         & (r.arg1 <= p.MAX_WORDS))
+            with m.Case(op.RUN):
+                m.d.comb += length_ok.eq(r.length == 4)
+            with m.Default():
+                m.d.comb += length_ok.eq(r.length == 0)
+        known = Cat(*(r.opcode == o for o in op)).any()
+        addr_ok = Mux(r.opcode == op.READ, read_ok, Mux(r.opcode == op.WRITE, write_ok, 1))
+        blocked = ((r.opcode == op.RUN) | (r.opcode == op.WRITE)) & r.busy_any
+        code = Mux(r.crc != 0, p.Status.BAD_CRC,
+                   Mux(~known, p.Status.BAD_OPCODE,
+                       Mux(~length_ok, p.Status.BAD_LENGTH,
+                           Mux(~addr_ok, p.Status.BAD_ADDRESS,
+                               Mux(blocked, p.Status.BUSY, p.Status.OK)))))
+        rlen = Signal(8)
+        with m.Switch(r.opcode):
+            with m.Case(op.IDENTIFY):
+                m.d.comb += rlen.eq(p.IDENTIFY_BYTES)
+            with m.Case(op.READ):
+                m.d.comb += rlen.eq(r.arg1[:6] << 2)
+            with m.Case(op.STATUS):
+                m.d.comb += rlen.eq(4 * p.STATUS_WORDS)
+            with m.Case(op.PERF):
+                m.d.comb += rlen.eq(4 * p.PERF_WORDS)
+        return code, rlen, n_write
+
+    # -- execute ----------------------------------------------------------------------------
+
+    def _dispatch(self, m, r):
+        op = p.Opcode
+        bus = self.bus
+        with m.State("DISPATCH"):
+            m.next = "COUNT"
+            with m.If(r.code == p.Status.OK):
+                with m.Switch(r.opcode):
+                    with m.Case(op.WRITE):
+                        m.next = "W_ADDR"
+                    with m.Case(op.RUN):
+                        m.d.sync += [self.start.eq(1), self.entry.eq(r.arg0),
+                                     r.running.eq(1), r.done.eq(0), r.run_cycles.eq(0),
+                                     r.runs.eq(r.runs + 1)]
+                    with m.Case(op.RESET):
+                        m.d.sync += [self.soft_reset.eq(1), r.running.eq(0), r.done.eq(0),
+                                     r.run_cycles.eq(0), r.runs.eq(0),
+                                     r.frames_ok.eq(0), r.frames_failed.eq(0)]
+        with m.State("W_ADDR"):
+            m.next = "W_BUS"                  # the buffer's read port answers next cycle
+        with m.State("W_BUS"):
+            m.d.comb += [bus.valid.eq(1), bus.write.eq(1), bus.addr.eq(r.baddr),
+                         bus.w_data.eq(r.rd.data), bus.w_en.eq(0b1111)]
+            with m.If(bus.ready):
+                m.d.sync += [r.baddr.eq(r.baddr + 1), r.index.eq(r.index + 1)]
+                m.next = "W_ADDR"
+                with m.If(r.index == r.nwords):
+                    m.next = "COUNT"
+        with m.State("COUNT"):
+            with m.If(r.code == p.Status.OK):
+                m.d.sync += r.frames_ok.eq(r.frames_ok + 1)
+            with m.Else():
+                m.d.sync += r.frames_failed.eq(r.frames_failed + 1)
+            m.d.sync += [r.index.eq(0), r.baddr.eq(r.arg0[2:])]
+            m.next = "HEADER"
+
+    # -- reply ------------------------------------------------------------------------------
+
+    def _send(self, m, r, value, *, crc=True):
+        """Comb: offer ``value``; returns the handshake (sync CRC update when ``crc``)."""
+        o = self.o_stream
+        m.d.comb += [o.valid.eq(1), o.payload.eq(value)]
+        if crc:
+            with m.If(o.ready):
+                m.d.sync += r.crc.eq(crc16_next(r.crc, value))
+        return o.ready
+
+    def _reply(self, m, r):
+        header = Array([Const(p.SOF_REPLY, 8), r.opcode, r.seq, r.code, r.rlen])
+        with m.State("HEADER"):
+            with m.If(self._send(m, r, header[r.index], crc=False)):
+                m.d.sync += [r.crc.eq(Mux(r.index == 0, p.CRC_INIT,
+                                          crc16_next(r.crc, header[r.index]))),
+                             r.index.eq(r.index + 1)]
+                with m.If(r.index == len(header) - 1):
+                    m.d.sync += r.index.eq(0)
+                    m.next = "FETCH"
+                    with m.If(r.rlen == 0):
+                        m.next = "CRC_OUT_HI"
+        self._fetch(m, r)
+        with m.State("BYTES"):
+            with m.If(self._send(m, r, r.word.word_select(r.byte, 8))):
+                m.d.sync += r.byte.eq(r.byte + 1)
+                with m.If(r.byte == 3):
+                    m.d.sync += r.index.eq(r.index + 1)
+                    m.next = "FETCH"
+                    with m.If(r.index == (r.rlen >> 2) - 1):
+                        m.next = "CRC_OUT_HI"
+        with m.State("CRC_OUT_HI"):
+            with m.If(self._send(m, r, r.crc[8:], crc=False)):
+                m.next = "CRC_OUT_LO"
+        with m.State("CRC_OUT_LO"):
+            with m.If(self._send(m, r, r.crc[:8], crc=False)):
+                m.next = "IDLE"
+
+    def _fetch(self, m, r):
+        op = p.Opcode
+        bus = self.bus
+        ident = Array(Const(int.from_bytes(self._identity[i:i + 4], "little"), 32)
+                      for i in range(0, p.IDENTIFY_BYTES, 4))
+        flags = Cat(r.busy_any, r.done)
+        status = Array([flags, self.status])
+        perf = Array([r.run_cycles, r.runs, r.frames_ok, r.frames_failed])
+        with m.State("FETCH"):
+            m.d.sync += r.byte.eq(0)
+            m.next = "BYTES"
+            with m.Switch(r.opcode):
+                with m.Case(op.IDENTIFY):
+                    m.d.sync += r.word.eq(ident[r.index[:3]])
+                with m.Case(op.STATUS):
+                    m.d.sync += r.word.eq(status[r.index[:1]])
+                with m.Case(op.PERF):
+                    m.d.sync += r.word.eq(perf[r.index[:2]])
+                with m.Case(op.READ):
+                    m.d.comb += [bus.valid.eq(1), bus.addr.eq(r.baddr)]
+                    m.next = "FETCH"
+                    with m.If(bus.ready):
+                        m.d.sync += r.baddr.eq(r.baddr + 1)
+                        m.next = "R_WAIT"
+                        with m.If(bus.r_valid):
+                            m.d.sync += r.word.eq(bus.r_data)
+                            m.next = "BYTES"
+        with m.State("R_WAIT"):
+            with m.If(bus.r_valid):
+                m.d.sync += r.word.eq(bus.r_data)
+                m.next = "BYTES"
+
+
+class _Regs:
+    """The engine's registers, shared by the FSM's phases."""
+
+    def __init__(self, addr_width: int, timeout: int):
+        self.opcode = Signal(8)
+        self.seq = Signal(8)
+        self.length = Signal(8)
+        self.count = Signal(8)          # payload bytes received
+        self.crc = Signal(16)
+        self.arg0 = Signal(32)          # payload bytes 0..3: address or entry
+        self.arg1 = Signal(32)          # payload bytes 4..7: READ's word count
+        self.timer = Signal(range(timeout))
+        self.code = Signal(8)           # the reply's status
+        self.rlen = Signal(8)           # the reply's payload length
+        self.index = Signal(8)          # header byte, payload word, or buffer word
+        self.nwords = Signal(8)         # WRITE's word count
+        self.byte = Signal(2)
+        self.word = Signal(32)
+        self.baddr = Signal(addr_width)
+        self.busy_any = Signal()
+        self.running = Signal()
+        self.done = Signal()
+        self.run_cycles = Signal(32)
+        self.runs = Signal(32)
+        self.frames_ok = Signal(32)
+        self.frames_failed = Signal(32)
+        self.wr = self.rd = None

@@ -1,0 +1,28 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Host driver of the lightformer accelerator: one API for a board on ``/dev/ttyUSB0`` and a
+virtual board on ``socket://127.0.0.1:PORT``.
+
+* :mod:`.transport` -- bytes over a pyserial URL, with timeouts;
+* :mod:`.framing` -- frames of :mod:`hw.link.protocol` (CRC, sequence numbers);
+* :mod:`.device` -- :class:`Device`: identify, read, write, run, status, perf, with retries;
+* :mod:`.errors` -- :class:`AccelError` and its subclasses;
+* :mod:`.model` -- a byte-level model of the device's frame engine, served over TCP for tests.
+
+Nothing here imports torch or Amaranth.
+"""
+
+from sw.driver.device import Device, DeviceStatus, Perf
+from sw.driver.errors import (
+                              AccelError,
+                              CrcError,
+                              DesignMismatchError,
+                              DeviceError,
+                              LinkClosedError,
+                              LinkError,
+                              LinkTimeoutError,
+                              ProtocolError,
+)
+
+__all__ = ["AccelError", "CrcError", "DesignMismatchError", "Device", "DeviceError",
+           "DeviceStatus", "LinkClosedError", "LinkError", "LinkTimeoutError", "Perf",
+           "ProtocolError"]
