@@ -60,10 +60,7 @@ class Device:
     """
 
     def __init__(self, transport: Transport, *, timeout: float = 1.0, retries: int = 3):
-        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
-            raise ValueError(f"retries must be an integer in [0, 10], not {retries!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        _check_options(timeout, retries)
         self.transport = transport
         self.timeout = float(timeout)
         self.retries = retries
@@ -74,6 +71,7 @@ class Device:
     def open(cls, url: str, *, baud: int = 115200, timeout: float = 1.0,
              retries: int = 3) -> Device:
         """Open ``url`` (``/dev/ttyUSB0``, ``socket://127.0.0.1:PORT``, ``loop://``)."""
+        _check_options(timeout, retries)
         return cls(Transport(url, baud=baud), timeout=timeout, retries=retries)
 
     @property
@@ -207,6 +205,17 @@ class Device:
                 raise LinkTimeoutError(f"the accelerator at {self.url} is still busy after "
                                        f"{timeout:g} s (status word 0x{st.acc_status:08x})")
             time.sleep(poll)
+
+
+def _check_options(timeout: object, retries: object) -> None:
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise TypeError(f"retries must be an integer, not {retries!r}")
+    if not 0 <= retries <= 10:
+        raise ValueError(f"retries must be an integer in [0, 10], not {retries!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not 0 < timeout < 3600:
+        raise ValueError(f"timeout must be in (0, 3600) seconds, not {timeout!r}")
 
 
 def _check_addr(addr: object) -> None:
