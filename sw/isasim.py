@@ -20,6 +20,7 @@ The three-way contract: ``sw.ref.model_forward_int(artifact, x) == simulate(prog
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +40,15 @@ __all__ = [
 
 # -- layouts (NumPy forms of hw.isa.act_offset / wgt_offset) --------------------------------------
 
+@functools.lru_cache(maxsize=256)
 def _act_index(m: int, width: int, cols: int, rows: int, elem: int) -> np.ndarray:
     """Byte offsets ``(m, width, elem)`` of an activation slice (``hw.isa.act_offset``)."""
     t = np.arange(m, dtype=np.int64)[:, None, None]
     c = np.arange(width, dtype=np.int64)[None, :, None]
     b = np.arange(elem, dtype=np.int64)[None, None, :]
-    return ((t // rows) * cols * rows + c * rows + t % rows) * elem + b
+    index = ((t // rows) * cols * rows + c * rows + t % rows) * elem + b
+    index.flags.writeable = False                  # shared by the cache
+    return index
 
 
 def _dtype(elem: int) -> np.dtype:
@@ -323,6 +327,21 @@ class _Machine:
         self.stats.elements["vec"] += t * c
 
 
+@functools.lru_cache(maxsize=4096)
+def _checked(word: int, params) -> tuple[isa.Instruction, list[isa.Access]]:
+    """Decoded and validated instruction (the same words run once per sample)."""
+    instr = isa.decode(word)
+    return instr, isa.validate(instr, params)
+
+
+def _fetch(word: int, params, pc: int) -> tuple[isa.Instruction, list[isa.Access]]:
+    try:
+        return _checked(word, params)
+    except IsaError:
+        instr = isa.decode(word, pc)                  # raise again, naming the instruction
+        return instr, isa.validate(instr, params, pc)
+
+
 def _verb(access: isa.Access) -> str:
     return "writes" if access.write else "reads"
 
@@ -350,8 +369,7 @@ def run(image: MemoryImage, *, entry: int | None = None, stats: SimStats | None 
                 m.fail(ErrorCode.NO_HALT, f"the program counter left the instruction memory "
                        f"of {depth} words without a HALT")
             raw = image.regions["instr"][m.pc * isa.INSTR_BYTES:(m.pc + 1) * isa.INSTR_BYTES]
-            instr = isa.decode(int.from_bytes(raw, "little"), m.pc)
-            accesses = isa.validate(instr, image.params, m.pc)
+            instr, accesses = _fetch(int.from_bytes(raw, "little"), image.params, m.pc)
             if instr.opcode in (Opcode.BARRIER, Opcode.HALT):
                 pending.clear()
             if check_hazards:

@@ -1,0 +1,266 @@
+# SPDX-License-Identifier: Apache-2.0
+"""sw.program + sw.isasim: the first leg of the three-way contract,
+``sw.ref.model_forward_int(artifact, x) == sw.isasim.simulate(program, x)`` bit for bit, for the
+shipped digits model and for random models that do not divide the array; fit errors; bad
+programs end with the documented error codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from hw import isa
+from hw.isa import ErrorCode, IsaError, Opcode
+from hw.params import preset
+from sw import quant, ref
+from sw.artifact import default_artifact_path, expected_arrays, load_artifact, validate_config
+from sw.isasim import MemoryImage, SimStats, run, simulate
+from sw.program import FitError, compile_program
+
+#: ``tiny`` with what the shipped digits model needs: head_dim 16 and 32 KiB of weights.
+TINY16 = preset("tiny").replace(head_dim=16, wgt_depth=32768)
+ULX3S = preset("ulx3s_85f")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    art = load_artifact(default_artifact_path())
+    from sw.data import load_task
+    x = ref.quantize_input(art, load_task("digits").x_test[:100])     # (100, 8, 8) int8
+    return art, x
+
+
+@dataclass(frozen=True)
+class _RandomArtifact:
+    """What ``compile_program`` and ``model_forward_int`` read of an artifact."""
+
+    config: dict
+    arrays: dict
+    digest: str = "random"
+
+
+def _random_artifact(seed: int, **cfg) -> _RandomArtifact:
+    """Random int8 tensors of every shape ``sw.artifact.expected_arrays`` names, with requant
+    constants that keep activations spread over int8 (not all saturated or zero)."""
+    cfg = validate_config(dict(dict(attention="window", causal=True), **cfg))
+    rng = np.random.default_rng(seed)
+    t, d = cfg["seq_len"], cfg["d_model"]
+    arrays = {}
+    for name, (dtype, shape) in expected_arrays(cfg).items():
+        base = name.rsplit(".", 1)[0]
+        if name.endswith((".w", ".table", ".gamma")):
+            arrays[name] = rng.integers(-127, 128, shape).astype(dtype)
+        elif name.endswith((".b", ".beta")):
+            arrays[name] = rng.integers(-3000, 3000, shape).astype(dtype)
+        elif name.endswith(".mult") and base + ".w" in arrays:
+            arrays[name] = rng.integers(1 << 14, 1 << 15, shape).astype(dtype)
+            k = arrays[base + ".w"].shape[0]
+            arrays[base + ".shift"] = np.full(shape, 15 + int(np.log2(np.sqrt(k) * 127 * 70
+                                                                      / 40)), dtype)
+        elif name.endswith(".mult") and base + ".gamma" in arrays:
+            arrays[name] = rng.integers(1 << 14, 1 << 15, shape).astype(dtype)
+            arrays[base + ".shift"] = np.full(shape, 26, dtype)
+        elif name.endswith(".eps"):
+            arrays[name] = np.int64(ref.layernorm_eps_q(d, 1e-5, 0.05))
+        elif name.endswith(".gelu_lut"):
+            arrays[name] = ref.build_gelu_lut(0.05, 0.05)
+        elif name.endswith(".attn.quant"):
+            q = ref.AttentionQuant.from_scales(0.05, 0.05, 0.05, 0.05, d // cfg["n_heads"])
+            arrays[name] = np.array([q.score_mult, q.score_shift, q.out_mult, q.out_shift],
+                                    dtype)
+        elif name.endswith("add.mult") or name.endswith(("add1.mult", "add2.mult")):
+            mult, shift = ref.residual_params(0.05, 0.03, 0.07)         # unequal
+            arrays[name] = mult.astype(dtype)
+            arrays[base + ".shift"] = np.array(shift, dtype)
+        elif name == "pool.mult":
+            mult, shift = quant.quantize_multiplier(1.0 / t)
+            arrays[name], arrays["pool.shift"] = np.array(mult, dtype), np.array(shift, dtype)
+        elif name == "pos.table":
+            arrays[name] = rng.integers(-60, 61, shape).astype(dtype)
+    want = expected_arrays(cfg)
+    assert set(arrays) == set(want)
+    for name, (dtype, shape) in want.items():
+        assert arrays[name].dtype.name == dtype and arrays[name].shape == shape, name
+    return _RandomArtifact(cfg, arrays)
+
+
+#: d_model 42 = 3 heads of 14, d_ff 72, T 11, patch_dim 13: nothing divides the 4x4 / 8x8 array.
+RAGGED = dict(task="classify", input_kind="patches", patch_dim=13, seq_len=11, n_classes=7,
+              d_model=42, n_heads=3, n_layers=2, d_ff=72, window=5)
+#: A token language model with a centred window: EMBED, (T, C) int32 logits.
+RAGGED_LM = dict(task="lm", input_kind="tokens", vocab_size=19, seq_len=11, n_classes=19,
+                 d_model=30, n_heads=2, n_layers=1, d_ff=44, window=6, causal=False)
+
+
+def _check_model(art, params, x) -> SimStats:
+    program = compile_program(art, params)
+    stats = SimStats()
+    got = simulate(program, x, stats=stats)
+    want = ref.model_forward_int(art, x)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int32 and stats.runs == len(x)
+    return stats
+
+
+@pytest.mark.parametrize("params", [TINY16, ULX3S], ids=["tiny16", "ulx3s_85f"])
+def test_program_digits_bit_exact(digits, params):
+    art, x = digits
+    stats = _check_model(art, params, x)
+    assert stats.runs == 100
+    cfg = art.config
+    d, t, dff = cfg["d_model"], cfg["seq_len"], cfg["d_ff"]
+    per_layer = t * d * 3 * d + t * d * d + 2 * t * d * dff
+    assert stats.macs["gemm"] == 100 * (t * 8 * d + cfg["n_layers"] * per_layer + d * 10)
+    assert stats.by_opcode["HALT"] == 100
+
+
+@pytest.mark.parametrize("params", [TINY16, ULX3S], ids=["tiny16", "ulx3s_85f"])
+def test_program_ragged_classifier_bit_exact(params):
+    art = _random_artifact(7, **RAGGED)
+    x = np.random.default_rng(8).integers(-128, 128, (100, 11, 13)).astype(np.int8)
+    _check_model(art, params, x)
+    logits = ref.model_forward_int(art, x)
+    # the model is not degenerate: the logits differ between samples and classes
+    assert len(np.unique(logits.argmax(-1))) > 1 and len(np.unique(logits)) > 300
+
+
+@pytest.mark.parametrize("params", [TINY16, ULX3S], ids=["tiny16", "ulx3s_85f"])
+def test_program_ragged_token_lm_bit_exact(params):
+    art = _random_artifact(9, **RAGGED_LM)
+    x = np.random.default_rng(10).integers(0, 19, (40, 11))
+    _check_model(art, params, x)
+    one = simulate(compile_program(art, params), x[0])                    # no batch axis
+    np.testing.assert_array_equal(one, ref.model_forward_int(art, x[0]))
+    assert one.shape == (11, 19)
+
+
+def test_program_layout_and_blocks(digits):
+    art, _ = digits
+    program = compile_program(art, TINY16)
+    assert program.layers() == ["embed", "blocks.0", "blocks.1", "head"]
+    kinds = [i.opcode for i in program.instructions]
+    assert kinds[-1] is Opcode.HALT and kinds.count(Opcode.HALT) == 1
+    assert kinds.count(Opcode.ATTN) == 2 and kinds.count(Opcode.GEMM) == 10
+    assert len(kinds) <= 4 + 18 * art.config["n_layers"] + 6           # a few dozen per layer
+    # blocks of a region never overlap each other or the activation buffers
+    for region in isa.REGION_NAMES:
+        spans = sorted((b.offset, b.offset + b.size) for b in program.blocks
+                       if b.region == region)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), region
+        assert all(hi <= program.usage[region]["used"] for _, hi in spans)
+    mm = isa.memory_map(TINY16)
+    assert program.input.bus_address == mm.region("act").base + program.input.offset
+    summary = program.to_dict()
+    assert summary["instructions"] == len(kinds) and summary["output"]["dtype"] == "int32"
+
+
+def test_program_fit_error_names_every_limit(digits):
+    art, _ = digits
+    with pytest.raises(FitError) as info:
+        compile_program(art, preset("tiny"))
+    msg = str(info.value)
+    assert "weight bytes: needs 17024, has 16384 (AccelParams.wgt_depth)" in msg
+    assert "head_dim: needs 16, has 8 (AccelParams.head_dim)" in msg
+    assert {lim[0] for lim in info.value.limits} == {"weight bytes", "quant words", "head_dim"}
+    small = TINY16.replace(window=2, k_depth=16, lut_count=1, instr_depth=32, act_depth=1024)
+    with pytest.raises(FitError) as info:
+        compile_program(art, small)
+    assert {lim[0] for lim in info.value.limits} == {
+        "attention window", "GEMM reduction length K", "GELU LUTs", "instructions",
+        "activation bytes"}
+    with pytest.raises(ValueError, match="exactly seq_len=8"):
+        compile_program(art, TINY16, seq_len=4)
+
+
+def test_program_full_attention_window_is_clamped():
+    # full centred attention over T = 11 needs 21 keys, more than tiny's 8: T = 4 needs 7
+    art = _random_artifact(11, **dict(RAGGED_LM, attention="full", seq_len=11))
+    with pytest.raises(FitError, match="attention window: needs 21, has 8"):
+        compile_program(art, TINY16)
+    program = compile_program(art, TINY16, seq_len=4)
+    x = np.random.default_rng(12).integers(0, 19, (10, 4))
+    np.testing.assert_array_equal(simulate(program, x), ref.model_forward_int(art, x))
+
+
+# -- bad programs ----------------------------------------------------------------------------------
+
+def _run_words(words, params=TINY16, image=None):
+    image = MemoryImage(params) if image is None else image
+    image.load_program(words)
+    with pytest.raises(IsaError) as info:
+        run(image, entry=0)
+    status = image.read_csr(isa.Csr.STATUS)
+    assert status & isa.Status.ERROR and not status & isa.Status.DONE
+    assert status >> isa.STATUS_CODE_SHIFT == info.value.code
+    assert image.read_csr(isa.Csr.PC) == info.value.pc
+    return info.value, image
+
+
+def test_isasim_illegal_opcode():
+    err, _ = _run_words([isa.encode(isa.nop()), 0x3F, isa.encode(isa.halt())])
+    assert err.code is ErrorCode.ILLEGAL_OPCODE and err.pc == 1
+
+
+def test_isasim_missing_halt():
+    err, _ = _run_words([isa.encode(isa.nop())] * 3)
+    assert err.code is ErrorCode.NO_HALT and err.pc == TINY16.instr_depth
+    image = MemoryImage(TINY16)
+    with pytest.raises(IsaError) as info:
+        run(image, entry=TINY16.instr_depth)
+    assert info.value.code is ErrorCode.NO_HALT
+
+
+def test_isasim_out_of_range_address_writes_nothing_and_recovers(digits):
+    art, x = digits
+    program = compile_program(art, TINY16)
+    image = program.image()
+    program.write_input(image, x[0])
+    before = {k: bytes(v) for k, v in image.regions.items() if k != "csr"}
+    bad = isa.gemm(a_addr=0, w_addr=0, dst_addr=TINY16.act_depth - 8, quant_addr=0, m=4, k=8,
+                   n=4)
+    image.load_program([isa.encode(bad), isa.encode(isa.halt())], entry=200)
+    with pytest.raises(IsaError) as info:
+        run(image, entry=200)
+    assert info.value.code is ErrorCode.BAD_ADDRESS and info.value.pc == 200
+    assert image.read_csr(isa.Csr.STATUS) >> isa.STATUS_CODE_SHIFT == ErrorCode.BAD_ADDRESS
+    assert {k: bytes(v) for k, v in image.regions.items() if k not in ("csr", "instr")} == {
+        k: v for k, v in before.items() if k != "instr"}
+    # the same image runs the real program next
+    run(image, entry=program.entry)
+    assert image.read_csr(isa.Csr.STATUS) == isa.Status.DONE
+    np.testing.assert_array_equal(program.read_output(image), ref.model_forward_int(art, x[0]))
+
+
+def test_isasim_bad_quant_word_and_token(digits):
+    art, x = digits
+    program = compile_program(art, TINY16)
+    image = program.image()
+    program.write_input(image, x[0])
+    gemm = next(i for i in program.instructions if i.opcode is Opcode.GEMM)
+    word = int.from_bytes(image.read("quant", gemm["quant_addr"] * 8, 8), "little")
+    image.write("quant", gemm["quant_addr"] * 8,
+                (word & ~(0x3F << 47)).to_bytes(8, "little"))         # shift 0
+    with pytest.raises(IsaError) as info:
+        run(image)
+    assert info.value.code is ErrorCode.BAD_QUANT
+    lm = compile_program(_random_artifact(9, **RAGGED_LM), TINY16)
+    image = lm.image()
+    lm.write_input(image, np.full(11, 19))                                # vocab is 19
+    with pytest.raises(IsaError) as info:
+        run(image)
+    assert info.value.code is ErrorCode.BAD_TOKEN
+
+
+def test_isasim_detects_missing_barriers(digits):
+    art, x = digits
+    program = compile_program(art, TINY16)
+    words = [isa.encode(i) for i in program.instructions if i.opcode is not Opcode.BARRIER]
+    image = program.image()
+    program.write_input(image, x[0])
+    image.load_program(words)
+    with pytest.raises(IsaError) as info:
+        run(image)
+    assert info.value.code is ErrorCode.HAZARD and info.value.pc == 1
+    assert "no BARRIER" in str(info.value)
