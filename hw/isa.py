@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from hw.numerics import LN_MAX_DIM, LUT_SIZE
 
@@ -453,9 +454,9 @@ def unit_of(opcode: Opcode) -> str | None:
     return _UNIT_OF.get(Opcode(opcode))
 
 
-@dataclass(frozen=True)
-class Region:
-    """``size`` bytes at bus byte address ``base``; ``writable`` by the host."""
+class Region(NamedTuple):
+    """``size`` bytes at bus byte address ``base``; ``writable`` by the host. A named tuple:
+    ``for name, base, size, writable in memory_map(params).regions`` works."""
 
     name: str
     base: int
