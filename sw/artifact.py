@@ -1,48 +1,68 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The versioned int8 model artifact: save (atomic) and load (validated). NumPy + stdlib only.
+"""The versioned int8 model artifact: save (atomic) and load (validated). NumPy + stdlib +
+``safetensors`` only; never torch.
 
-An artifact is two files side by side (``docs/artifact.md``)::
+An artifact is one file, ``NAME.safetensors`` (``docs/artifact.md``): the integer tensors, and in
+the file's metadata the manifest (JSON: format version, model config, scales, requirements,
+checksums). One file means one atomic write and nothing that can be copied half.
 
-    NAME.npz    integer tensors (an uncompressed zip of ``.npy`` files, fixed timestamps)
-    NAME.json   the manifest: format version, model config, scales, requirements, checksums
+``load_artifact`` checks everything before anything runs: the container's header and sizes, the
+format and its version, the config, every tensor's name, dtype, shape and SHA-256 against the
+manifest *and* against the shapes the config implies, and the range of every requant constant.
+Each failure raises one :class:`ArtifactError` saying what is wrong, where, and what to do.
 
-``load_artifact`` checks everything before anything runs: the format and its version, the
-config, the size and SHA-256 of the tensor file, every tensor's name, dtype, shape and checksum
-against the manifest *and* against the shapes the config implies, and the range of every
-requant constant. Each failure raises one :class:`ArtifactError` saying what is wrong, where,
-and what to do. This module never imports torch.
+The two-file layout of format version 1 (``NAME.npz`` + ``NAME.json``) is still read, with a
+``DeprecationWarning``, until the next release; ``python -m sw.artifact convert NAME`` rewrites
+it as ``NAME.safetensors`` with the same tensors and manifest.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
 import math
 import os
-import tempfile
+import sys
+import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy
+
+from hw.numerics import (
+    ATTN_MAX_HEAD_DIM,
+    LN_MAX_DIM,
+    MULT_BITS,
+    MULT_LIMIT,
+    SHIFT_MAX,
+    SHIFT_MIN,
+    SOFTMAX_MAX_WINDOW,
+)
+from sw.report import atomic_write_bytes, check_output_path
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "Artifact", "ArtifactError", "artifact_paths",
-    "default_artifact_path", "expected_arrays", "load_artifact", "requirements",
-    "save_artifact", "validate_config",
+    "FORMAT", "FORMAT_VERSION", "SUFFIX", "Artifact", "ArtifactError", "artifact_file",
+    "artifact_path_type", "convert_artifact", "default_artifact_path", "expected_arrays",
+    "load_artifact", "requirements", "save_artifact", "tensors_sha256", "validate_config",
 ]
 
 FORMAT = "lightformer-int8"
-FORMAT_VERSION = 1
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)         # fixed timestamps: same tensors -> same bytes
-_ATTN_MAX_SPAN = 256                       # sw.ref.SOFTMAX_MAX_WINDOW
-_ATTN_MAX_HEAD_DIM = 128                   # sw.ref.ATTN_MAX_HEAD_DIM
-_LN_MAX_DIM = 1024                         # sw.ref.LN_MAX_DIM
-_MULT_LIMIT = 1 << 15                      # sw.quant.MULT_BITS
-_SHIFT_MIN, _SHIFT_MAX = 1, 47             # sw.quant.SHIFT_MIN / SHIFT_MAX
+#: 2: one ``.safetensors`` file. 1: ``NAME.npz`` + ``NAME.json`` (read with a deprecation warning).
+FORMAT_VERSION = 2
+SUFFIX = ".safetensors"
+_LEGACY_VERSION = 1
+_LEGACY_SUFFIXES = (".npz", ".json")
+# The manifest is the one entry of the safetensors metadata: the library stores the metadata as a
+# hash map, so with more than one key the header's order (and the file's bytes) would vary.
+_META_KEY = FORMAT
+_HEADER_MAX = 64 << 20                     # a manifest is kilobytes; refuse absurd headers unread
+_CONVERT = "python -m sw.artifact convert"
 
 
 class ArtifactError(ValueError):
@@ -56,11 +76,11 @@ class Artifact:
     Attributes
     ----------
     manifest : dict
-        The parsed JSON manifest.
+        The parsed JSON manifest (format version 2 fields; a version-1 pair is upgraded).
     arrays : dict[str, numpy.ndarray]
         Integer tensors by name (``docs/artifact.md`` lists them).
     path : Path
-        The ``.npz`` file it was loaded from.
+        The file it was loaded from (``NAME.safetensors``; ``NAME.npz`` for a version-1 pair).
     """
 
     manifest: dict[str, Any]
@@ -81,8 +101,8 @@ class Artifact:
 
     @property
     def digest(self) -> str:
-        """SHA-256 (hex) of the tensor file: names this exact model."""
-        return self.manifest["data_sha256"]
+        """SHA-256 (hex) of the tensors (:func:`tensors_sha256`): names these exact weights."""
+        return self.manifest["tensors_sha256"]
 
     @property
     def requirements(self) -> dict[str, Any]:
@@ -91,18 +111,31 @@ class Artifact:
 
 # -- paths ---------------------------------------------------------------------------------------
 
-def artifact_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``(NAME.npz, NAME.json)`` for ``NAME``, ``NAME.npz`` or ``NAME.json``."""
+def artifact_file(path: str | os.PathLike[str]) -> Path:
+    """The file an artifact ``path`` names: ``NAME.safetensors`` for ``NAME``,
+    ``NAME.safetensors``, ``NAME.npz`` or ``NAME.json``."""
     p = Path(path)
-    if p.suffix in (".npz", ".json"):
+    if p.suffix in _LEGACY_SUFFIXES:
         p = p.with_suffix("")
-    return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+    return p if p.name.endswith(SUFFIX) else p.with_name(p.name + SUFFIX)
+
+
+def artifact_path_type(text: str) -> Path:
+    """argparse ``type=`` for an artifact to write: :func:`artifact_file`, checked writable."""
+    try:
+        if Path(text).is_dir():
+            raise ValueError(f"artifact path must name a file (e.g. {text.rstrip('/')}/model), "
+                             f"not the folder {text!r}")
+        return check_output_path(artifact_file(text) if text.strip() else text,
+                                 option="artifact path")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def default_artifact_path() -> Path:
-    """The shipped digits model (package data ``sw/artifacts/digits_int8.npz``)."""
+    """The shipped digits model (package data ``sw/artifacts/digits_int8.safetensors``)."""
     from importlib import resources
-    return Path(str(resources.files("sw") / "artifacts" / "digits_int8.npz"))
+    return Path(str(resources.files("sw") / "artifacts" / ("digits_int8" + SUFFIX)))
 
 
 # -- schema --------------------------------------------------------------------------------------
@@ -137,31 +170,31 @@ def validate_config(cfg: Any, where: object = "artifact") -> dict[str, Any]:
         raise _err(where, f"config causal must be true or false, not {cfg.get('causal')!r}",
                    _REEXPORT)
     _int_field(cfg, "seq_len", 1, 1 << 16, where)
-    d = _int_field(cfg, "d_model", 1, _LN_MAX_DIM, where)
+    d = _int_field(cfg, "d_model", 1, LN_MAX_DIM, where)
     n_heads = _int_field(cfg, "n_heads", 1, d, where)
     _int_field(cfg, "n_layers", 1, 1024, where)
     _int_field(cfg, "d_ff", 1, 1 << 16, where)
     _int_field(cfg, "n_classes", 1, 1 << 20, where)
     if d % n_heads:
         raise _err(where, f"config n_heads ({n_heads}) must divide d_model ({d})", _REEXPORT)
-    if d // n_heads > _ATTN_MAX_HEAD_DIM:
-        raise _err(where, f"head_dim {d // n_heads} exceeds {_ATTN_MAX_HEAD_DIM}",
+    if d // n_heads > ATTN_MAX_HEAD_DIM:
+        raise _err(where, f"head_dim {d // n_heads} exceeds {ATTN_MAX_HEAD_DIM}",
                    "use more heads or a smaller d_model")
     if cfg["input_kind"] == "patches":
         _int_field(cfg, "patch_dim", 1, 1 << 16, where)
     else:
         _int_field(cfg, "vocab_size", 1, 1 << 20, where)
     if cfg["attention"] == "window":
-        _int_field(cfg, "window", 1, _ATTN_MAX_SPAN, where)
+        _int_field(cfg, "window", 1, SOFTMAX_MAX_WINDOW, where)
     if cfg.get("funnel_stride", 1) != 1 or cfg.get("layer_heads") is not None \
             or cfg.get("layer_d_ff") is not None:
         raise _err(where, "config has funnel pooling or pruned per-layer widths (funnel_stride, "
                    "layer_heads, layer_d_ff), which the integer model does not run",
                    "export an unpruned model without funnel pooling")
     span = _attention_span(cfg)
-    if span > _ATTN_MAX_SPAN:
+    if span > SOFTMAX_MAX_WINDOW:
         raise _err(where, f"attention needs a window of {span} keys, more than the integer "
-                   f"softmax's {_ATTN_MAX_SPAN}", "use windowed attention or a shorter seq_len")
+                   f"softmax's {SOFTMAX_MAX_WINDOW}", "use windowed attention or a shorter seq_len")
     if cfg["task"] == "lm" and cfg["input_kind"] == "tokens" \
             and cfg["n_classes"] != cfg["vocab_size"]:
         raise _err(where, f"an lm's n_classes ({cfg['n_classes']}) must equal vocab_size "
@@ -242,12 +275,12 @@ def _check_ranges(arrays: Mapping[str, np.ndarray], where: object) -> None:
             continue
         else:
             continue
-        if mults is not None and (np.any(mults < 0) or np.any(mults >= _MULT_LIMIT)):
-            raise _err(where, f"tensor {name!r} holds a multiplier outside [0, 2**15)",
+        if mults is not None and (np.any(mults < 0) or np.any(mults >= MULT_LIMIT)):
+            raise _err(where, f"tensor {name!r} holds a multiplier outside [0, 2**{MULT_BITS})",
                        "the file is corrupt or was written by another tool; " + _REEXPORT)
-        if shifts is not None and (np.any(shifts < _SHIFT_MIN) or np.any(shifts > _SHIFT_MAX)):
-            raise _err(where, f"tensor {name!r} holds a shift outside [{_SHIFT_MIN}, "
-                       f"{_SHIFT_MAX}]", "the file is corrupt or was written by another tool; "
+        if shifts is not None and (np.any(shifts < SHIFT_MIN) or np.any(shifts > SHIFT_MAX)):
+            raise _err(where, f"tensor {name!r} holds a shift outside [{SHIFT_MIN}, "
+                       f"{SHIFT_MAX}]", "the file is corrupt or was written by another tool; "
                        + _REEXPORT)
 
 
@@ -289,77 +322,65 @@ def requirements(cfg: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> di
 
 # -- save ----------------------------------------------------------------------------------------
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w") as f:
-                np.lib.format.write_array(f, np.asarray(arrays[name], order="C"),
-                                          allow_pickle=False)
-    return buf.getvalue()
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)                     # mkstemp makes 0600; be a normal file
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def tensors_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 (hex) of the tensors: for each name in sorted order, the JSON line
+    ``[name, dtype, shape, nbytes]`` and then the C-order bytes. Independent of the container,
+    so the same weights get the same digest in any file (the artifact's :attr:`Artifact.digest`)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name], order="C")
+        h.update((json.dumps([name, a.dtype.name, list(a.shape), a.nbytes]) + "\n").encode())
+        h.update(a.tobytes(order="C"))
+    return h.hexdigest()
+
+
+def _array_records(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    return {name: {"dtype": arrays[name].dtype.name, "shape": list(arrays[name].shape),
+                   "sha256": _sha256(np.asarray(arrays[name], order="C").tobytes())}
+            for name in sorted(arrays)}
+
+
+def _write(path: Path, manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
+    blob = safetensors.numpy.save(
+        {k: np.asarray(arrays[k], order="C") for k in sorted(arrays)},
+        metadata={_META_KEY: json.dumps(manifest, indent=1)})
+    return atomic_write_bytes(path, blob)
 
 
 def save_artifact(path: str | os.PathLike[str], *, config: Mapping[str, Any],
                   arrays: Mapping[str, np.ndarray], scales: Mapping[str, float],
                   info: Mapping[str, Any]) -> Path:
-    """Validate and write ``NAME.npz`` + ``NAME.json`` atomically; returns the ``.npz`` path.
+    """Validate and write ``NAME.safetensors`` atomically; returns its path.
 
-    ``info`` adds free manifest fields (task, method, accuracy_fp32, creation info, ...). Each
-    file is written to a temporary name in the same folder and renamed into place, the tensors
-    first: a reader never sees a half-written file, and a manifest always describes the tensor
-    file it names (a crash between the two renames leaves a checksum mismatch, never a silent
-    mix).
+    ``path`` is ``NAME`` or ``NAME.safetensors``. ``info`` adds free manifest fields (task,
+    method, accuracy_fp32, creation info, ...). The file is written to a temporary name in the
+    same folder and renamed into place: a reader sees the old artifact or the new one, never a
+    mix, and a failed save leaves the old file as it was.
     """
-    npz_path, json_path = artifact_paths(path)
-    cfg = validate_config(dict(config), npz_path)
+    out = artifact_file(path)
+    cfg = validate_config(dict(config), out)
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    _check_schema(arrays, cfg, npz_path)
-    _check_ranges(arrays, npz_path)
+    _check_schema(arrays, cfg, out)
+    _check_ranges(arrays, out)
     for name, s in scales.items():
         if not isinstance(s, float) or not math.isfinite(s) or s <= 0:
             raise ValueError(f"scale {name!r} must be a positive finite float, not {s!r}")
-    blob = _npz_bytes(arrays)
+    reserved = ("format", "format_version", "tensors_sha256", "arrays")
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        **{k: v for k, v in info.items() if k not in ("format", "format_version")},
+        **{k: v for k, v in info.items() if k not in reserved},
         "config": cfg,
         "scales": dict(scales),
         "requirements": requirements(cfg, arrays),
-        "data_file": npz_path.name,
-        "data_bytes": len(blob),
-        "data_sha256": _sha256(blob),
-        "arrays": {name: {"dtype": arrays[name].dtype.name, "shape": list(arrays[name].shape),
-                          "sha256": _sha256(arrays[name].tobytes(order="C"))}
-                   for name in sorted(arrays)},
+        "tensors_sha256": tensors_sha256(arrays),
+        "arrays": _array_records(arrays),
     }
-    npz_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(npz_path, blob)
-    _atomic_write(json_path, (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode())
-    return npz_path
+    return _write(out, manifest, arrays)
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -383,43 +404,121 @@ def _check_schema(arrays: Mapping[str, np.ndarray], cfg: Mapping[str, Any], wher
                        "belong together; " + _REEXPORT)
 
 
-def load_artifact(path: str | os.PathLike[str]) -> Artifact:
-    """Load and validate an artifact (``NAME``, ``NAME.npz`` or ``NAME.json``).
-
-    Raises :class:`ArtifactError` with one message for: a missing file, a manifest that is not
-    JSON or not this format, an unknown format version, an impossible config, a truncated or
-    corrupt tensor file (size / SHA-256), tensors that do not match the manifest or the config
-    (missing, extra, dtype, shape, checksum), and requant constants out of range.
-    """
-    npz_path, json_path = artifact_paths(path)
-    for p in (json_path, npz_path):
-        if not p.is_file():
-            raise _err(p, "file not found", "an artifact is NAME.npz plus NAME.json side by "
-                       "side; check the path or " + _REEXPORT)
+def _json(text: str | bytes, where: object, what: str) -> Any:
     try:
-        manifest = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _err(json_path, f"manifest is not valid JSON ({exc}); the file is truncated or "
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise _err(where, f"{what} is not valid JSON ({reason}); the file is truncated or "
                    "corrupt", _REEXPORT) from None
+
+
+def _check_manifest(manifest: Any, where: object, version: int) -> dict[str, Any]:
+    """Format, version and required fields; returns the validated config."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else manifest
-        raise _err(json_path, f"not a {FORMAT} manifest (format {got!r})",
-                   "pass the .json written next to a lightformer .npz artifact")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise _err(json_path, f"unsupported format version {version!r} (this lightformer reads "
-                   f"version {FORMAT_VERSION})", "use the lightformer release that wrote it, "
-                   "or " + _REEXPORT)
-    for key in ("config", "scales", "arrays", "data_bytes", "data_sha256", "requirements"):
+        raise _err(where, f"not a {FORMAT} manifest (format {got!r})",
+                   "pass an artifact written by `lightformer compile`")
+    if manifest.get("format_version") != version:
+        raise _err(where, f"unsupported format version {manifest.get('format_version')!r} (this "
+                   f"lightformer reads version {FORMAT_VERSION}, and {_LEGACY_VERSION} as "
+                   "NAME.npz + NAME.json)", "use the lightformer release that wrote it, or "
+                   + _REEXPORT)
+    fields = ("config", "scales", "arrays", "requirements") + (
+        ("tensors_sha256",) if version == FORMAT_VERSION else ("data_bytes", "data_sha256"))
+    for key in fields:
         if key not in manifest:
-            raise _err(json_path, f"manifest lacks the field {key!r}", _REEXPORT)
-    cfg = validate_config(manifest["config"], json_path)
-    blob = npz_path.read_bytes()
-    if len(blob) != manifest["data_bytes"]:
-        kind = "truncated" if len(blob) < manifest["data_bytes"] else "longer than recorded"
-        raise _err(npz_path, f"tensor file is {kind}: {len(blob)} bytes, the manifest says "
+            raise _err(where, f"manifest lacks the field {key!r}", _REEXPORT)
+    if not isinstance(manifest["arrays"], dict) or not all(
+            isinstance(r, dict) for r in manifest["arrays"].values()):
+        raise _err(where, "manifest field 'arrays' must map tensor names to records", _REEXPORT)
+    return validate_config(manifest["config"], where)
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], manifest: Mapping[str, Any],
+                  cfg: Mapping[str, Any], where: object) -> None:
+    """Tensors against the manifest's records and digest, the config's schema and the ranges."""
+    recorded = manifest["arrays"]
+    if set(recorded) != set(arrays):
+        diff = sorted(set(recorded) ^ set(arrays))
+        raise _err(where, f"tensor names differ from the manifest (first: {diff[0]!r})",
+                   "the tensors and manifest do not belong together; " + _REEXPORT)
+    for name, a in arrays.items():
+        rec = recorded[name]
+        if rec.get("dtype") != a.dtype.name or list(a.shape) != rec.get("shape"):
+            raise _err(where, f"tensor {name!r} is {a.dtype.name} {list(a.shape)} but the "
+                       f"manifest says {rec.get('dtype')} {rec.get('shape')}",
+                       "the tensors and manifest do not belong together; " + _REEXPORT)
+        if _sha256(np.asarray(a, order="C").tobytes()) != rec.get("sha256"):
+            raise _err(where, f"tensor {name!r} checksum (SHA-256) does not match the manifest: "
+                       "the file is corrupt or was modified", "copy it again or " + _REEXPORT)
+    if tensors_sha256(arrays) != manifest["tensors_sha256"]:
+        raise _err(where, "tensors_sha256 does not match the tensors: the file is corrupt or was "
+                   "modified", "copy it again or " + _REEXPORT)
+    _check_schema(arrays, cfg, where)
+    _check_ranges(arrays, where)
+    scales = manifest["scales"]
+    if not isinstance(scales, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in scales.values()):
+        raise _err(where, "manifest scales must be positive finite numbers", _REEXPORT)
+    if cfg["input_kind"] == "patches" and "input" not in scales:
+        raise _err(where, "manifest lacks the input scale (scales.input)", _REEXPORT)
+
+
+def _read_container(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Manifest and tensors of a ``.safetensors`` artifact; sizes are checked before the data is
+    read."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or n > min(size - 8, _HEADER_MAX):
+            raise _err(path, f"not a safetensors file, or truncated ({size} bytes; header length "
+                       f"field {n})", "copy it again or " + _REEXPORT)
+        header = _json(f.read(n), path, "the safetensors header")
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get(_META_KEY), str):
+            raise _err(path, f"not a {FORMAT} artifact (the safetensors metadata holds no "
+                       f"{_META_KEY!r} manifest)", "pass an artifact written by "
+                       "`lightformer compile`")
+        manifest = _json(meta[_META_KEY], path, "the manifest")
+        cfg = _check_manifest(manifest, path, FORMAT_VERSION)
+        try:
+            end = max([int(v["data_offsets"][1]) for k, v in header.items()
+                       if k != "__metadata__"], default=0)
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise _err(path, "the safetensors header is damaged (tensor offsets)",
+                       "copy it again or " + _REEXPORT) from None
+        if end != size - 8 - n:
+            kind = "truncated" if end > size - 8 - n else "longer than its header says"
+            raise _err(path, f"file is {kind}: {size - 8 - n} bytes of tensor data, the header "
+                       f"says {end}", "the copy is incomplete; copy it again or " + _REEXPORT)
+        f.seek(0)
+        blob = f.read()
+    try:
+        arrays = safetensors.numpy.load(blob)
+    except Exception as exc:  # safetensors raises its own SafetensorError for every defect
+        raise _err(path, f"tensor data cannot be read ({exc})", _REEXPORT) from None
+    _check_arrays(arrays, manifest, cfg, path)
+    return manifest, arrays
+
+
+def _read_legacy(npz_path: Path, json_path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A format-version-1 pair, checked as before, with its manifest upgraded to version 2."""
+    for p in (json_path, npz_path):
+        if not p.is_file():
+            raise _err(p, "file not found", f"a version-{_LEGACY_VERSION} artifact is NAME.npz "
+                       "plus NAME.json side by side; check the path or " + _REEXPORT)
+    manifest = _json(json_path.read_bytes(), json_path, "the manifest")
+    cfg = _check_manifest(manifest, json_path, _LEGACY_VERSION)
+    size = npz_path.stat().st_size
+    if size != manifest["data_bytes"]:
+        kind = "truncated" if size < manifest["data_bytes"] else "longer than recorded"
+        raise _err(npz_path, f"tensor file is {kind}: {size} bytes, the manifest says "
                    f"{manifest['data_bytes']}", "the copy is incomplete or the files do not "
                    "belong together; copy it again or " + _REEXPORT)
+    blob = npz_path.read_bytes()
     if _sha256(blob) != manifest["data_sha256"]:
         raise _err(npz_path, "tensor file checksum (SHA-256) does not match the manifest: the "
                    "file is corrupt or was modified", "copy it again or " + _REEXPORT)
@@ -428,27 +527,100 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise _err(npz_path, f"tensor file cannot be read ({exc})", _REEXPORT) from None
-    recorded = manifest["arrays"]
-    if not isinstance(recorded, dict) or set(recorded) != set(arrays):
-        diff = sorted(set(recorded) ^ set(arrays)) if isinstance(recorded, dict) else ["?"]
-        raise _err(npz_path, f"tensor names differ from the manifest (first: {diff[0]!r})",
-                   "the tensors and manifest do not belong together; " + _REEXPORT)
-    for name, a in arrays.items():
-        rec = recorded[name]
-        if rec.get("dtype") != a.dtype.name or list(a.shape) != rec.get("shape"):
-            raise _err(npz_path, f"tensor {name!r} is {a.dtype.name} {list(a.shape)} but the "
-                       f"manifest says {rec.get('dtype')} {rec.get('shape')}",
-                       "the tensors and manifest do not belong together; " + _REEXPORT)
-        if _sha256(a.tobytes(order="C")) != rec.get("sha256"):
-            raise _err(npz_path, f"tensor {name!r} checksum does not match the manifest",
-                       "copy it again or " + _REEXPORT)
-    _check_schema(arrays, cfg, npz_path)
-    _check_ranges(arrays, npz_path)
-    scales = manifest["scales"]
-    if not isinstance(scales, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in scales.values()):
-        raise _err(json_path, "manifest scales must be positive finite numbers", _REEXPORT)
-    if cfg["input_kind"] == "patches" and "input" not in scales:
-        raise _err(json_path, "manifest lacks the input scale (scales.input)", _REEXPORT)
-    return Artifact(manifest=manifest, arrays=arrays, path=npz_path)
+    upgraded = {k: v for k, v in manifest.items()
+                if k not in ("data_file", "data_bytes", "data_sha256", "arrays")}
+    upgraded["format_version"] = FORMAT_VERSION
+    upgraded["tensors_sha256"] = tensors_sha256(arrays)
+    upgraded["arrays"] = manifest["arrays"]
+    _check_arrays(arrays, upgraded, cfg, npz_path)
+    return upgraded, arrays
+
+
+def _pair(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(NAME.npz, NAME.json)`` for ``NAME``, ``NAME.npz`` or ``NAME.json``."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in _LEGACY_SUFFIXES else p
+    return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+
+
+def _legacy_pair(path: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+    """The version-1 pair that ``path`` names, or ``None`` for a ``.safetensors`` artifact
+    (which ``NAME`` means when both exist)."""
+    p = Path(path)
+    if p.suffix in _LEGACY_SUFFIXES:
+        return _pair(p)
+    if p.name.endswith(SUFFIX) or artifact_file(p).exists() or p.is_file():
+        return None
+    pair = _pair(p)
+    return pair if any(q.exists() for q in pair) else None
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Load and validate an artifact: ``NAME`` or ``NAME.safetensors`` (a version-1 pair
+    ``NAME.npz`` / ``NAME.json`` is read with a ``DeprecationWarning``).
+
+    Raises :class:`ArtifactError` with one message for: a missing file, a file that is not a
+    safetensors container or is truncated, a manifest that is not JSON or not this format, an
+    unknown format version, an impossible config, tensors that do not match the manifest or the
+    config (missing, extra, dtype, shape, checksum), and requant constants out of range.
+    """
+    legacy = _legacy_pair(path)
+    if legacy is not None:
+        manifest, arrays = _read_legacy(*legacy)
+        name = legacy[0].with_suffix("")
+        warnings.warn(f"{legacy[0]}: the two-file artifact (NAME.npz + NAME.json, format version "
+                      f"{_LEGACY_VERSION}) is deprecated and the next release will not read it; "
+                      f"convert it with `{_CONVERT} {name}`", DeprecationWarning, stacklevel=2)
+        return Artifact(manifest=manifest, arrays=arrays, path=legacy[0])
+    p = Path(path)
+    file = p if p.is_file() else artifact_file(p)
+    if not file.is_file():
+        raise _err(file, "file not found", "an artifact is one NAME.safetensors file; check the "
+                   "path or " + _REEXPORT)
+    manifest, arrays = _read_container(file)
+    return Artifact(manifest=manifest, arrays=arrays, path=file)
+
+
+# -- conversion of version-1 pairs ---------------------------------------------------------------
+
+def convert_artifact(old: str | os.PathLike[str],
+                     new: str | os.PathLike[str] | None = None) -> Path:
+    """Rewrite a version-1 pair ``OLD.npz`` + ``OLD.json`` as one ``NEW.safetensors`` (default:
+    ``OLD.safetensors``) with the same tensors and manifest; returns the new path. The pair is
+    validated first and left in place; the new file is checked by loading it back."""
+    pair = _pair(old)
+    if not any(q.exists() for q in pair):
+        raise _err(old, "not a version-1 artifact (no NAME.npz or NAME.json)",
+                   "pass the NAME of the .npz/.json pair")
+    manifest, arrays = _read_legacy(*pair)
+    out = artifact_file(pair[0] if new is None else new)
+    _write(out, manifest, arrays)
+    back = load_artifact(out)
+    if back.digest != manifest["tensors_sha256"]:          # pragma: no cover - a library fault
+        raise ArtifactError(f"{out}: the converted tensors differ from {pair[0]}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sw.artifact convert OLD [NEW]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sw.artifact",
+        description="Convert a version-1 artifact (NAME.npz + NAME.json) into one "
+                    "NAME.safetensors file with the same tensors and manifest.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    conv = sub.add_parser("convert", help="rewrite OLD.npz + OLD.json as NEW.safetensors")
+    conv.add_argument("old", help="the version-1 artifact: NAME, NAME.npz or NAME.json")
+    conv.add_argument("new", nargs="?", type=artifact_path_type, default=None,
+                      help="the file to write (default: OLD.safetensors beside the pair)")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_artifact(args.old, args.new)
+    except ArtifactError as exc:
+        print(f"python -m sw.artifact convert: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

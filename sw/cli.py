@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """``lightformer`` command line.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported lazily and must keep their top-level imports light
-(no torch, no amaranth in ``sw`` modules) so that ``lightformer --help`` and the NumPy-only demo
-path stay fast and torch-free.
+Each subcommand lives in a module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
+Only the module of the command being run is imported (``lightformer --help`` imports none), and
+command modules keep their top-level imports light (no torch, no amaranth in ``sw`` modules) so
+that the NumPy-only paths (``eval``, the demo) stay fast and torch-free.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
-__all__ = ["main", "COMMANDS"]
+from sw.info import version
+
+__all__ = ["COMMANDS", "build_parser", "main", "version"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sim.demo", "run the demo on the Verilated accelerator and check it bit for bit"),
     "info": ("sw.info", "show presets, their digests and the installed toolchain"),
-    "train": ("sw.train", "train a LightTransformer on offline data"),
+    "train": ("sw.train_command", "train a LightTransformer on offline data"),
     "compile": ("sw.compile", "quantize a trained model into a versioned int8 artifact"),
     "eval": ("sw.evaluate", "evaluate an int8 artifact with the integer NumPy model"),
     "sim": ("sim.suites", "run the cocotb/Verilator suites"),
@@ -29,46 +32,60 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        # A missing optional dependency (torch, cocotb) is reported by name, not as a traceback.
-        if exc.name and not exc.name.startswith(("sw", "sim", "hw", "boards")):
-            raise SystemExit(
-                f"lightformer: this command needs the Python package {exc.name!r}; "
-                "run `make test` (installs everything) or `pip install -e .[sim,toolchain,ml]`"
-            ) from None
-        raise
+def _missing(exc: ModuleNotFoundError) -> None:
+    """A missing optional dependency (torch, cocotb) is reported by name, not as a traceback."""
+    if exc.name and exc.name.split(".")[0] not in ("sw", "sim", "hw", "boards"):
+        raise SystemExit(
+            f"lightformer: this command needs the Python package {exc.name!r}; "
+            "run `make test` (installs everything) or `pip install -e .[sim,toolchain,ml]`"
+        ) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with the options of ``command`` (the others take any arguments: only the
+    command being run imports its module)."""
     parser = argparse.ArgumentParser(
         prog="lightformer",
         description="Open FPGA co-design stack for small, efficient Transformers.")
+    parser.add_argument("--version", action="version", version=f"lightformer {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            # Optional dependency missing: accept anything; run() reports what to install.
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            p.set_defaults(_module=module)
-            continue
-        mod.add_arguments(p)
         p.set_defaults(_module=module)
+        if name != command:
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            continue
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:
+            _missing(exc)
+            raise
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    mod = _load(args._module)
-    return int(mod.run(args) or 0)
+    with warnings.catch_warnings():
+        # Python hides DeprecationWarning outside __main__; a user of the command should see
+        # ours (e.g. an artifact in a layout the next release will not read).
+        warnings.filterwarnings("default", category=DeprecationWarning,
+                                module=r"(sw|sim|hw|boards)(\.|$)")
+        try:
+            mod = importlib.import_module(args._module)
+        except ModuleNotFoundError as exc:
+            _missing(exc)
+            raise
+        return int(mod.run(args) or 0)
 
 
 if __name__ == "__main__":

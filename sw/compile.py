@@ -1,11 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Quantization: a trained :class:`sw.model.LightTransformer` -> one versioned int8 artifact.
 
-Post-training quantization (PTQ) calibrates the activation ranges on a few batches;
-quantization-aware training (QAT, :func:`prepare_qat`) fine-tunes with fake quantization and a
-straight-through estimator at exactly the points where the integer model (``sw.ref``) rounds.
-Both end in :func:`export_artifact`, which writes the artifact of ``sw.artifact`` (int8 weights,
-int32 biases, ``(mult, shift)`` pairs, GELU LUTs, softmax and LayerNorm constants, manifest).
+Post-training quantization (PTQ) calibrates the activation ranges on a few batches
+(``sw.qat.calibrate``); quantization-aware training (QAT, ``sw.qat.prepare_qat``) fine-tunes with
+fake quantization and a straight-through estimator at exactly the points where the integer model
+(``sw.ref``) rounds. Both end in :func:`export_artifact`, which writes the artifact of
+``sw.artifact`` (int8 weights, int32 biases, ``(mult, shift)`` pairs, GELU LUTs, softmax and
+LayerNorm constants, manifest). Also the ``lightformer compile`` command.
 
 The quantization points (one per-tensor int8 scale each; ``docs/numerics.md``)::
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -31,240 +31,10 @@ from typing import Any
 import numpy as np
 
 from sw import quant
+from sw.qat import as_model_input, calibrate, check_exportable
+from sw.report import atomic_write_bytes
 
-__all__ = [
-    "QuantState", "activation_points", "add_arguments", "build_arrays", "calibrate",
-    "export_artifact", "export_onnx_linears", "forward_quant", "prepare_qat", "run",
-]
-
-_SUPPORTED = ("full", "window")
-
-
-def activation_points(cfg) -> list[str]:
-    """Names of the per-tensor activation quantization points of ``cfg`` in forward order."""
-    pts = ["input", "embed"] if cfg.input_kind == "patches" else []
-    pts.append("x0")
-    for i in range(cfg.n_layers):
-        p = f"blocks.{i}."
-        pts += [p + n for n in ("ln1", "q", "k", "v", "attn", "proj", "x1", "ln2", "fc1",
-                                "gelu", "fc2", "x2")]
-    pts.append("ln_f")
-    if cfg.task == "classify":
-        pts.append("pool")
-    return pts
-
-
-def _check_model(model) -> Any:
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(model, "blocks"):
-        raise TypeError(f"model must be a sw.model.LightTransformer, not {type(model).__name__}")
-    if cfg.attention not in _SUPPORTED:
-        raise ValueError(f"the int8 artifact supports attention {' or '.join(_SUPPORTED)}, not "
-                         f"{cfg.attention!r}; train with --attention window")
-    if cfg.funnel_stride != 1 or cfg.layer_heads is not None or cfg.layer_d_ff is not None:
-        raise ValueError("the int8 artifact needs an unpruned model without funnel pooling "
-                         "(funnel_stride=1, layer_heads=None, layer_d_ff=None)")
-    return cfg
-
-
-class QuantState:
-    """Activation scales and the fake-quant mode of a model (not a module: the model keeps its
-    module names and state-dict keys).
-
-    ``mode``: ``"off"`` (float), ``"observe"`` (record max |x| per point) or ``"fake"``
-    (fake-quantize with straight-through gradients). In ``"fake"`` mode during training the
-    scales follow an exponential moving average of each batch's max |x| (``momentum``).
-    """
-
-    def __init__(self, points: list[str], momentum: float = 0.9) -> None:
-        self.points = list(points)
-        self.amax: dict[str, float] = {}
-        self.mode = "off"
-        self.fake_weights = False
-        self.training = False
-        self.momentum = float(momentum)
-        self.record: dict[str, list[np.ndarray]] | None = None   # percentile calibration
-
-    def scale(self, name: str) -> float:
-        amax = self.amax.get(name)
-        if amax is None:
-            raise RuntimeError(f"activation point {name!r} was never calibrated; run calibrate()")
-        return max(amax, 1e-8) / quant.INT8_MAX
-
-    def scales(self) -> dict[str, float]:
-        return {n: self.scale(n) for n in self.points}
-
-    def __call__(self, name: str, x):
-        if self.mode == "off":
-            return x
-        import torch
-
-        if self.mode == "observe" or self.training:
-            amax = float(x.detach().abs().max()) if x.numel() else 0.0
-        if self.mode == "observe":
-            self.amax[name] = max(self.amax.get(name, 0.0), amax)
-            if self.record is not None:
-                self.record.setdefault(name, []).append(
-                    x.detach().abs().reshape(-1).cpu().numpy())
-            return x
-        if self.training:
-            old = self.amax.get(name)
-            m = self.momentum
-            self.amax[name] = amax if old is None else m * old + (1 - m) * amax
-        s = self.scale(name)
-        q = torch.clamp(torch.round(x / s), quant.INT8_MIN, quant.INT8_MAX) * s
-        return x + (q - x).detach()                           # straight-through estimator
-
-
-def _fq_weight(w, per_channel: bool = True):
-    """Fake-quantize a (out, in) weight: int8 narrow range, per output channel, STE."""
-    import torch
-
-    amax = w.detach().abs().amax(dim=1, keepdim=True) if per_channel else w.detach().abs().max()
-    s = torch.where(amax > 0, amax / quant.WEIGHT_MAX, torch.ones_like(amax))
-    q = torch.clamp(torch.round(w / s), quant.WEIGHT_MIN, quant.WEIGHT_MAX) * s
-    return w + (q - w).detach()
-
-
-def _fq_table(t):
-    """Fake-quantize an embedding / position table per tensor (int8 narrow range), STE."""
-    return _fq_weight(t, per_channel=False)
-
-
-def forward_quant(model, x, qs: QuantState | None):
-    """Functional forward of a full/window ``LightTransformer``, quantizing at every point of
-    :func:`activation_points` through ``qs`` (``None`` or mode ``"off"``: exactly the float model).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    cfg = model.cfg
-    q_ = qs if qs is not None else (lambda name, t: t)
-    fw = qs is not None and qs.fake_weights and qs.mode == "fake"
-
-    def W(lin, per_channel=True):
-        return _fq_weight(lin.weight, per_channel) if fw else lin.weight
-
-    def ln(mod, t):
-        return F.layer_norm(t, mod.normalized_shape, mod.weight, mod.bias, mod.eps)
-
-    model._check_input(x)
-    T = x.shape[1]
-    if cfg.input_kind == "patches":
-        h = q_("embed", F.linear(q_("input", x), W(model.embed), model.embed.bias))  # (B, T, C)
-    else:
-        table = _fq_table(model.embed.weight) if fw else model.embed.weight
-        h = F.embedding(x, table)                                            # (B, T, C) float32
-    pos = _fq_table(model.pos) if fw else model.pos                          # (seq_len, C)
-    h = q_("x0", h + pos[:T])                                                # (B, T, C) float32
-    d, H = cfg.d_model, cfg.n_heads
-    hd = d // H
-    if cfg.attention == "window":
-        from sw.model import window_mask
-        mask = window_mask(T, cfg.window, cfg.causal).to(x.device)           # (T, T) bool
-    else:
-        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() if cfg.causal else None
-    B = x.shape[0]
-    for i, blk in enumerate(model.blocks):
-        p = f"blocks.{i}."
-        a = q_(p + "ln1", ln(blk.ln1, h))                                    # (B, T, C)
-        qkv = F.linear(a, W(blk.attn.qkv), blk.attn.qkv.bias)                # (B, T, 3C)
-        qq, kk, vv = (q_(p + n, t).view(B, T, H, hd).transpose(1, 2)         # (B, H, T, hd)
-                      for n, t in zip(("q", "k", "v"), qkv.split(d, dim=-1)))
-        att = (qq @ kk.transpose(-2, -1)) / math.sqrt(hd)                    # (B, H, T, T)
-        if mask is not None:
-            att = att.masked_fill(~mask, float("-inf"))
-        o = (att.softmax(dim=-1) @ vv).transpose(1, 2).reshape(B, T, d)      # (B, T, C)
-        o = q_(p + "proj", F.linear(q_(p + "attn", o), W(blk.attn.proj), blk.attn.proj.bias))
-        h = q_(p + "x1", h + o)
-        f = q_(p + "fc1", F.linear(q_(p + "ln2", ln(blk.ln2, h)), W(blk.ffn.fc1),
-                                   blk.ffn.fc1.bias))                        # (B, T, d_ff)
-        f = q_(p + "fc2", F.linear(q_(p + "gelu", F.gelu(f)), W(blk.ffn.fc2), blk.ffn.fc2.bias))
-        h = q_(p + "x2", h + f)                                              # (B, T, C)
-    h = q_("ln_f", ln(model.ln_f, h))                                        # (B, T, C)
-    if cfg.task == "lm":
-        return F.linear(h, W(model.head, False), model.head.bias)            # (B, T, classes)
-    pooled = q_("pool", h.mean(dim=1))                                       # (B, C)
-    return F.linear(pooled, W(model.head, False), model.head.bias)           # (B, classes)
-
-
-def _batches(x: np.ndarray, batch_size: int):
-    import torch
-
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        yield torch.from_numpy(np.ascontiguousarray(xb))
-
-
-def _as_input(model, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x)
-    if model.cfg.input_kind == "patches":
-        return x.astype(np.float32)
-    return x.astype(np.int64)
-
-
-def calibrate(model, calib_x: np.ndarray, *, method: str = "max", percentile: float = 99.99,
-              batch_size: int = 256) -> QuantState:
-    """PTQ calibration: run the float model on ``calib_x`` and set every point's range.
-
-    ``method="max"``: the largest |x| seen; ``"percentile"``: that percentile of |x| over all
-    calibration values (clips rare outliers; residual streams still use the max).
-    """
-    import torch
-
-    cfg = _check_model(model)
-    if method not in ("max", "percentile"):
-        raise ValueError(f"calibration method must be 'max' or 'percentile', not {method!r}")
-    calib_x = _as_input(model, calib_x)
-    if len(calib_x) == 0:
-        raise ValueError("calib_x must hold at least one sample")
-    qs = QuantState(activation_points(cfg))
-    qs.mode = "observe"
-    if method == "percentile":
-        qs.record = {}
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for xb in _batches(calib_x, batch_size):
-            forward_quant(model, xb, qs)
-    model.train(was_training)
-    if qs.record is not None:
-        for name, vals in qs.record.items():
-            if name.endswith(("x0", "x1", "x2")) or name == "input":
-                continue
-            qs.amax[name] = float(np.percentile(np.concatenate(vals), percentile))
-        qs.record = None
-    qs.mode = "off"
-    return qs
-
-
-def prepare_qat(model, calib_x: np.ndarray, *, momentum: float = 0.9):
-    """Quantization-aware training: fake-quantize ``model`` in place and return it.
-
-    Weights are fake-quantized per output channel (the head and tables per tensor) and
-    activations per tensor at the integer model's points, with a straight-through estimator.
-    Activation ranges start from a calibration on ``calib_x`` and follow an EMA of the batch
-    maxima while training (frozen in eval mode). The module names and state-dict keys stay
-    those of the float model; ``model.quant_state`` holds the scales used by
-    :func:`export_artifact`.
-    """
-    import torch
-
-    cfg = _check_model(model)
-    qs = calibrate(model, calib_x)
-    qs.momentum = float(momentum)
-    qs.mode = "fake"
-    qs.fake_weights = True
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        qs.training = model.training
-        return forward_quant(model, x, qs)
-
-    model.forward = forward                                   # instance attribute, same modules
-    model.quant_state = qs
-    assert cfg is model.cfg
-    return model
-
+__all__ = ["add_arguments", "build_arrays", "export_artifact", "export_onnx_linears", "run"]
 
 # -- export ---------------------------------------------------------------------------------------
 
@@ -322,7 +92,7 @@ def build_arrays(model, scales: dict[str, float]) -> tuple[dict[str, np.ndarray]
     """
     from sw.ref import AttentionQuant, build_gelu_lut
 
-    cfg = _check_model(model)
+    cfg = check_exportable(model)
     s = dict(scales)
     arrays: dict[str, np.ndarray] = {}
 
@@ -376,30 +146,30 @@ def export_artifact(model, cfg, calib_x: np.ndarray, path, *, task: str,
                     calibration: str = "percentile",
                     eval_data: tuple[np.ndarray, np.ndarray] | None | bool = None,
                     task_seed: int = 0, extra: dict[str, Any] | None = None) -> Path:
-    """Quantize ``model`` and write the artifact ``path`` (``NAME.npz`` + ``NAME.json``).
+    """Quantize ``model`` and write the artifact ``path`` (``NAME.safetensors``).
 
     ``method="ptq"`` calibrates on ``calib_x`` (``calibration``: "percentile", the default: the
     99.99th percentile of |x| except residual streams and the input, or "max"; see
     ``docs/artifact.md`` for the measured difference);
-    ``method="qat"`` uses the scales of a :func:`prepare_qat` model. ``eval_data=(x, y)`` (or
+    ``method="qat"`` uses the scales of a ``sw.qat.prepare_qat`` model. ``eval_data=(x, y)`` (or
     ``None``: the test split of ``task`` from ``sw.data`` with split seed ``task_seed``;
     ``False``: skip) is run through the integer model and recorded as ``accuracy_int8`` with
     ``eval_samples``, so ``lightformer eval`` (which reloads ``task`` with ``task_seed``) can
-    show it reproduces exactly. Returns the ``.npz`` path.
+    show it reproduces exactly. Returns the artifact's path.
     """
     import torch
 
-    from sw.artifact import Artifact, artifact_paths, save_artifact, validate_config
+    from sw.artifact import Artifact, artifact_file, save_artifact, validate_config
 
     if method not in ("ptq", "qat"):
         raise ValueError(f"method must be 'ptq' or 'qat', not {method!r}")
     if cfg is not None and cfg != model.cfg:
         raise ValueError("cfg must be the model's config (model.cfg)")
-    mcfg = _check_model(model)
+    mcfg = check_exportable(model)
     if method == "qat":
         qs = getattr(model, "quant_state", None)
         if qs is None:
-            raise ValueError("method='qat' needs a model prepared with sw.compile.prepare_qat")
+            raise ValueError("method='qat' needs a model prepared with sw.qat.prepare_qat")
         scales = qs.scales()
     else:
         scales = calibrate(model, calib_x, method=calibration).scales()
@@ -415,16 +185,15 @@ def export_artifact(model, cfg, calib_x: np.ndarray, path, *, task: str,
     }
     if eval_data is not False:
         if eval_data is None:
-            from sw.data import load_task
-            from sw.evaluate import task_options
+            from sw.data import load_task, task_options
             t = load_task(task, seed=task_seed, **task_options(task, cfg_dict))
             eval_data, info["eval_split"] = (t.x_test, t.y_test), "test"
         validate_config(cfg_dict)
         mem = Artifact(manifest={"config": cfg_dict, "scales": scales}, arrays=arrays,
-                       path=artifact_paths(path)[0])
+                       path=artifact_file(path))
         from sw.evaluate import evaluate_artifact
         x_e, y_e = eval_data
-        info["accuracy_int8"] = evaluate_artifact(mem, _as_input(model, x_e), np.asarray(y_e))
+        info["accuracy_int8"] = evaluate_artifact(mem, as_model_input(model, x_e), np.asarray(y_e))
         info["eval_samples"] = int(np.asarray(y_e).size)
     info["created"] = {
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -496,42 +265,83 @@ def export_onnx_linears(artifact, path) -> Path:
                               producer_name="lightformer")
     model.ir_version = 8
     onnx.checker.check_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return atomic_write_bytes(path, model.SerializeToString())
 
 
 # -- CLI ------------------------------------------------------------------------------------------
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sw.artifact import artifact_path_type
+    from sw.data import TASKS
+    from sw.report import add_json_argument, check_output_path
+
+    def onnx_path(text: str) -> Path:
+        try:
+            return check_output_path(text, option="--onnx")
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     p.add_argument("checkpoint", type=Path,
                    help="model.pt from `lightformer train --out DIR` (or DIR itself)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="artifact path NAME (writes NAME.npz + NAME.json)")
-    p.add_argument("--task", default=None,
+    p.add_argument("--out", type=artifact_path_type, required=True, metavar="NAME",
+                   help="artifact to write: NAME.safetensors (the suffix is added if missing)")
+    p.add_argument("--task", default=None, choices=[t for t in TASKS if "digit_" not in t],
                    help="data set for calibration and the int8 accuracy (default: the one in "
                         "DIR/train_log.json)")
     p.add_argument("--calibration", choices=("max", "percentile"), default="percentile",
-                   help="activation ranges: 99.99th percentile (default) or max of |x|")
-    p.add_argument("--calib-samples", type=int, default=512,
-                   help="training samples used for calibration (default: 512)")
+                   help="activation ranges: 99.99th percentile or max of |x| "
+                        "(default: %(default)s)")
+    p.add_argument("--calib-samples", type=_positive_int, default=512, metavar="N",
+                   help="training samples used for calibration (default: %(default)s)")
     p.add_argument("--qat-epochs", type=int, default=0, metavar="N",
                    help="fine-tune N epochs with fake quantization (QAT) before export "
                         "(default: 0, post-training quantization only)")
-    p.add_argument("--qat-lr", type=float, default=5e-4, help="QAT learning rate (default 5e-4)")
+    p.add_argument("--qat-lr", type=float, default=5e-4,
+                   help="QAT learning rate (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--onnx", type=Path, default=None,
-                   help="also write the integer linear layers as ONNX here")
+    p.add_argument("--onnx", type=onnx_path, default=None, metavar="PATH",
+                   help="also write the integer linear layers as ONNX here (default: none)")
+    add_json_argument(p, what="a summary (artifact, sizes, accuracies)")
+
+
+def _read_log(ckpt: Path) -> dict[str, Any]:
+    """``train_log.json`` beside ``ckpt`` when it describes this very checkpoint, else ``{}``."""
+    import hashlib
+    import json
+
+    log_path = ckpt.parent / "train_log.json"
+    if not log_path.is_file():
+        return {}
+    try:
+        log = json.loads(log_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise SystemExit(f"lightformer compile: {log_path}: not valid JSON ({exc}); delete it "
+                         "and pass --task") from None
+    if not isinstance(log, dict):
+        return {}
+    recorded = log.get("model_sha256")
+    if recorded is not None and recorded != hashlib.sha256(ckpt.read_bytes()).hexdigest():
+        raise SystemExit(f"lightformer compile: {log_path} describes another model.pt (its "
+                         "model_sha256 differs); train again, or move the log away and pass "
+                         "--task")
+    return log
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from sw.artifact import load_artifact
-    from sw.data import load_task
-    from sw.evaluate import task_options
-    from sw.train import evaluate_fp32, load_model, train
+    from sw.checkpoint import load_model
+    from sw.data import load_task, task_options
+    from sw.report import info_stream, write_json
 
     ckpt = Path(args.checkpoint)
     if ckpt.is_dir():
@@ -539,29 +349,29 @@ def run(args: argparse.Namespace) -> int:
     if not ckpt.is_file():
         raise SystemExit(f"lightformer compile: checkpoint must be a model.pt file or a "
                          f"`lightformer train --out` folder, not {str(args.checkpoint)!r}")
-    log = {}
-    log_path = ckpt.parent / "train_log.json"
-    if log_path.is_file():
-        log = json.loads(log_path.read_text())
+    if args.qat_epochs < 0 or not args.qat_lr > 0:
+        raise SystemExit(f"lightformer compile: --qat-epochs must be >= 0 and --qat-lr > 0, not "
+                         f"{args.qat_epochs!r} and {args.qat_lr!r}")
+    log = _read_log(ckpt)
     task_name = args.task or log.get("task")
     if task_name is None:
         raise SystemExit("lightformer compile: --task is needed (no train_log.json next to the "
                          "checkpoint)")
-    if args.qat_epochs < 0 or not args.qat_lr > 0:
-        raise SystemExit(f"lightformer compile: --qat-epochs must be >= 0 and --qat-lr > 0, not "
-                         f"{args.qat_epochs!r} and {args.qat_lr!r}")
-    if args.calib_samples < 1:
-        raise SystemExit(f"lightformer compile: --calib-samples must be >= 1, not "
-                         f"{args.calib_samples!r}")
-    model = load_model(ckpt)
+    try:
+        model = load_model(ckpt)
+    except ValueError as exc:
+        raise SystemExit(f"lightformer compile: {exc}") from None
     cfg = model.cfg
     seed = int(log.get("seed", 0)) if log.get("task") == task_name else 0
     task = load_task(task_name, seed=seed, **task_options(task_name, cfg.to_dict()))
     acc = log.get("test_acc") if log.get("task") == task_name else None
     if acc is None:
+        from sw.train import evaluate_fp32
         acc = evaluate_fp32(model, task.x_test, task.y_test)
     method, extra = "ptq", None
     if args.qat_epochs:
+        from sw.train import train
+
         # QAT fine-tuning from the float model; accuracy_fp32 stays the float model's.
         model, hist = train(cfg, task, model=model, qat=True, epochs=args.qat_epochs,
                             lr=args.qat_lr, seed=seed, progress=not args.no_progress)
@@ -576,11 +386,24 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"lightformer compile: {exc}") from None
     art = load_artifact(path)
     m = art.manifest
-    print(f"wrote {path} (+ .json): {m['requirements']['weight_bytes']} bytes, fits "
+    out = info_stream(args.json)
+    print(f"wrote {path}: {m['requirements']['weight_bytes']} bytes of weights, fits "
           f"{', '.join(m['requirements']['fits_presets']) or 'no preset'}; "
           f"{task_name} test accuracy fp32 {m['accuracy_fp32']:.4f}, int8 "
-          f"{m['accuracy_int8']:.4f} ({m['eval_samples']} samples)")
+          f"{m['accuracy_int8']:.4f} ({m['eval_samples']} samples)", file=out)
+    onnx_path = None
     if args.onnx is not None:
-        print(f"wrote {export_onnx_linears(art, args.onnx)}")
+        onnx_path = export_onnx_linears(art, args.onnx)
+        print(f"wrote {onnx_path}", file=out)
+    if args.json is not None:
+        write_json(args.json, {
+            "artifact": str(path), "artifact_bytes": path.stat().st_size,
+            "weight_bytes": m["requirements"]["weight_bytes"],
+            "fits_presets": m["requirements"]["fits_presets"], "task": task_name,
+            "method": method, "calibration": m["calibration"],
+            "calibration_samples": m["calibration_samples"],
+            "accuracy_fp32": m["accuracy_fp32"], "accuracy_int8": m["accuracy_int8"],
+            "eval_samples": m["eval_samples"], "digest": art.digest,
+            "onnx": None if onnx_path is None else str(onnx_path),
+        }, kind="compile")
     return 0
-

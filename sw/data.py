@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "load_task", "listops_generate", "LISTOPS_VOCAB"]
+__all__ = ["Task", "TASKS", "load_task", "listops_generate", "LISTOPS_VOCAB", "task_options"]
 
 TASKS = ("digits", "mnist1d", "listops", "pydoc_lm", "digit_copy", "digit_reverse", "digit_sort")
 
@@ -278,3 +278,13 @@ def load_task(name: str, *, seed: int = 0, **options) -> Task:
             raise ValueError(f"options for {name!r} must be among those in load_task's "
                              f"docstring: {exc}") from None
         raise
+
+
+def task_options(task: str, config: dict) -> dict:
+    """The :func:`load_task` options that rebuild the data a model of ``config`` (a
+    ``sw.model.ModelConfig`` dict) was trained on: its ``patch_dim`` or ``seq_len``."""
+    if task == "mnist1d":
+        return {"patch_dim": int(config["patch_dim"])}
+    if task in ("listops", "pydoc_lm"):
+        return {"seq_len": int(config["seq_len"])}
+    return {}

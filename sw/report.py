@@ -19,10 +19,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["SCHEMA_VERSION", "STDOUT", "add_json_argument", "atomic_write_bytes",
-           "atomic_write_text", "check_output_path", "json_path_type", "write_json"]
+           "atomic_write_text", "check_output_path", "info_stream", "json_path_type",
+           "write_json"]
 
 #: Version of the JSON reports' layout; bumped when a key is renamed or removed.
 SCHEMA_VERSION = 1
@@ -76,12 +77,23 @@ def add_json_argument(parser: argparse.ArgumentParser, default: str | None = Non
                         help=f"write {what} as JSON to PATH, or - for stdout (default: {shown})")
 
 
+def info_stream(json_path: str | os.PathLike[str] | None) -> TextIO:
+    """Where a command prints its human-readable lines: standard error when ``--json -`` sends
+    the report to standard output (so stdout stays one JSON document), else standard output."""
+    if json_path is not None and os.fspath(json_path) == STDOUT:
+        return sys.stderr
+    return sys.stdout
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes 0600; the result is an ordinary file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

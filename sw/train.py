@@ -1,20 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """Training for the LightTransformer: AdamW + warm-up/cosine schedule, best-on-validation
-checkpoint, JSON log, knowledge distillation, structured pruning with
-fine-tuning, and the seq2seq seed model.
+checkpoint, JSON log, knowledge distillation, structured pruning with fine-tuning, and the
+seq2seq seed model.
 
-Also the ``lightformer train`` subcommand (``add_arguments`` / ``run``). torch is imported only
-inside functions, so ``lightformer --help`` stays torch-free.
-
-A digits run with the hardware's windowed attention (seconds on 2 CPU cores)::
-
-    lightformer train --task digits --attention window --window 8 --out build/train/digits
+The ``lightformer train`` command is ``sw.train_command``. torch is imported only inside
+functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -22,9 +18,10 @@ import platform
 import time
 from pathlib import Path
 
+from sw.checkpoint import save_model
+from sw.report import atomic_write_text
+
 __all__ = [
-    "add_arguments",
-    "run",
     "train",
     "evaluate_fp32",
     "kd_loss",
@@ -32,9 +29,8 @@ __all__ = [
     "prune_and_finetune",
     "train_seq2seq",
     "evaluate_seq2seq",
-    "save_model",
-    "load_model",
     "set_threads",
+    "write_log",
 ]
 
 
@@ -146,11 +142,13 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
     the best validation accuracy (first one on ties) are restored at the end; when fine-tuning a
     given ``model``, its starting weights are candidate "epoch 0". ``teacher``: a
     trained model whose soft targets are mixed in (:func:`kd_loss`). ``qat=True`` wraps the model
-    with ``sw.compile.prepare_qat`` (fake-quant, straight-through estimator) before training.
+    with ``sw.qat.prepare_qat`` (fake-quant, straight-through estimator) before training.
     ``model``: continue from this model (fine-tuning) instead of a fresh one.
 
     Returns ``(model, history)``; ``history`` (also written to ``log_path`` as JSON) has the
     config, seed, per-epoch loss/accuracy/lr/time, best epoch, val/test accuracy, params, MACs.
+    ``checkpoint_path`` is written before ``log_path`` (both atomically), and the log records the
+    checkpoint's SHA-256 (``model_sha256``), so a log never describes another model.
     """
     import torch
 
@@ -172,11 +170,8 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
         model = LightTransformer(cfg)
     cfg = model.cfg
     if qat:
-        try:
-            from sw.compile import prepare_qat
-        except ImportError as exc:
-            raise RuntimeError("qat=True needs sw.compile.prepare_qat, which is not available: "
-                               f"{exc}") from None
+        from sw.qat import prepare_qat
+
         model = prepare_qat(model, task.x_train[:256])
     model.to(device)
     if teacher is not None:
@@ -239,12 +234,19 @@ def train(cfg, task, *, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64
                 params=count_params(model), macs=count_macs(model.cfg),
                 config=model.cfg.to_dict(), time_s=round(time.time() - t0, 3))
     if checkpoint_path is not None:
-        save_model(model, checkpoint_path)
-    if log_path is not None:
-        p = Path(log_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(hist, indent=1) + "\n")
+        write_log(hist, log_path, save_model(model, checkpoint_path))
+    elif log_path is not None:
+        write_log(hist, log_path)
     return model, hist
+
+
+def write_log(hist: dict, log_path, checkpoint=None) -> None:
+    """Write a training log atomically; with ``checkpoint`` (an already written file) add its
+    SHA-256 as ``model_sha256``, which ``lightformer compile`` checks before trusting the log."""
+    if checkpoint is not None:
+        hist["model_sha256"] = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    if log_path is not None:
+        atomic_write_text(log_path, json.dumps(hist, indent=1) + "\n")
 
 
 def _progress(it, enabled: bool, desc: str):
@@ -286,33 +288,6 @@ def prune_and_finetune(model, task, *, keep_heads: int | None = None,
     hist.update(acc_after_prune=after, test_acc_after_prune=after_test, keep_heads=keep_heads,
                 ffn_keep_ratio=ffn_keep_ratio, importance=importance)
     return model, hist
-
-
-def save_model(model, path) -> Path:
-    """``{"config": cfg dict, "state_dict": ...}`` via torch.save (reloadable by :func:`load_model`,
-    pruned shapes included)."""
-    import torch
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "lightformer-torch-1", "config": model.cfg.to_dict(),
-                "state_dict": model.state_dict()}, p)
-    return p
-
-
-def load_model(path):
-    """Load a :func:`save_model` checkpoint -> LightTransformer (eval mode, CPU)."""
-    import torch
-
-    from sw.model import LightTransformer, ModelConfig
-
-    blob = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "lightformer-torch-1":
-        raise ValueError(f"checkpoint must be a lightformer-torch-1 file from save_model, "
-                         f"not {str(path)!r}")
-    model = LightTransformer(ModelConfig.from_dict(blob["config"]))
-    model.load_state_dict(blob["state_dict"])
-    return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,96 +351,5 @@ def train_seq2seq(task, *, epochs: int = 10, lr: float = 3e-3, batch_size: int =
     hist.update(val=evaluate_seq2seq(model, task.x_val, task.y_val, bos),
                 test=evaluate_seq2seq(model, task.x_test, task.y_test, bos),
                 params=count_params(model), time_s=round(time.time() - t0, 3))
-    if log_path is not None:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(log_path).write_text(json.dumps(hist, indent=1) + "\n")
+    write_log(hist, log_path)
     return model, hist
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sw.data import TASKS
-
-    p.add_argument("--task", default="digits", choices=[t for t in TASKS if "digit_" not in t],
-                   help="offline data set (default: digits)")
-    p.add_argument("--attention", default="window", help="attention kind (default: window)")
-    p.add_argument("--window", type=int, default=8, help="keys per query row (default: 8)")
-    p.add_argument("--causal", action="store_true", help="causal window (implied by pydoc_lm)")
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--n-heads", type=int, default=2)
-    p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--d-ff", type=int, default=64)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--seq-len", type=int, default=None,
-                   help="listops / pydoc_lm sequence length")
-    p.add_argument("--patch-dim", type=int, default=None, help="mnist1d samples per token")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--teacher", type=Path, default=None,
-                   help="checkpoint (model.pt) of a teacher for knowledge distillation")
-    p.add_argument("--kd-temperature", type=float, default=2.0)
-    p.add_argument("--kd-alpha", type=float, default=0.5)
-    p.add_argument("--prune-heads", type=int, default=None, metavar="K",
-                   help="after training keep the K most important heads per layer, fine-tune")
-    p.add_argument("--prune-ffn", type=float, default=None, metavar="RATIO",
-                   help="after training keep this fraction of FFN neurons, fine-tune")
-    p.add_argument("--finetune-epochs", type=int, default=10)
-    p.add_argument("--qat", action="store_true", help="quantization-aware training (sw.compile)")
-    p.add_argument("--out", type=Path, default=Path("build/train"),
-                   help="output folder for model.pt and train_log.json (default: build/train)")
-    p.add_argument("--artifact", type=Path, default=None,
-                   help="also export an int8 artifact here (sw.compile.export_artifact)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from sw.data import load_task
-
-    opts = {}
-    if args.seq_len is not None:
-        opts["seq_len"] = args.seq_len
-    if args.patch_dim is not None:
-        opts["patch_dim"] = args.patch_dim
-    task = load_task(args.task, seed=args.seed, **opts)
-    over = dict(attention=args.attention, window=args.window, d_model=args.d_model,
-                n_heads=args.n_heads, n_layers=args.n_layers, d_ff=args.d_ff,
-                dropout=args.dropout)
-    if args.causal:
-        over["causal"] = True
-    try:
-        cfg = config_from_task(task, **over)
-    except ValueError as exc:
-        raise SystemExit(f"lightformer train: {exc}") from None
-    teacher = load_model(args.teacher) if args.teacher else None
-    out = Path(args.out)
-    model, hist = train(cfg, task, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        seed=args.seed, device=args.device, teacher=teacher,
-                        kd_temperature=args.kd_temperature, kd_alpha=args.kd_alpha,
-                        qat=args.qat, log_path=out / "train_log.json",
-                        progress=not args.no_progress)
-    print(f"{task.name} {cfg.attention}: val {hist['val_acc']:.4f} test {hist['test_acc']:.4f} "
-          f"params {hist['params']} MACs/sample {hist['macs']} ({hist['time_s']:.1f} s)")
-    if args.prune_heads is not None or args.prune_ffn is not None:
-        model, hist = prune_and_finetune(
-            model, task, keep_heads=args.prune_heads, ffn_keep_ratio=args.prune_ffn,
-            epochs=args.finetune_epochs, lr=args.lr / 3, batch_size=args.batch_size,
-            seed=args.seed, device=args.device, log_path=out / "prune_log.json",
-            progress=not args.no_progress)
-        print(f"pruned: after prune {hist['acc_after_prune']:.4f}, fine-tuned val "
-              f"{hist['val_acc']:.4f} test {hist['test_acc']:.4f} params {hist['params']} "
-              f"MACs/sample {hist['macs']}")
-    save_model(model, out / "model.pt")
-    print(f"wrote {out / 'model.pt'} and {out / 'train_log.json'}")
-    if args.artifact is not None:
-        from sw.compile import export_artifact
-
-        path = export_artifact(model.cpu(), model.cfg, task.x_train[:512], args.artifact,
-                               task=task.name, accuracy_fp32=hist["test_acc"],
-                               method="qat" if args.qat else "ptq",
-                               eval_data=(task.x_test, task.y_test), task_seed=args.seed)
-        print(f"wrote artifact {path}")
-    return 0

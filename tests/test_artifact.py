@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy
+from safetensors import safe_open
 
 from sw import artifact as art
+from sw import report
 from sw.ref import model_forward_int
 
 CFG = dict(task="classify", input_kind="patches", patch_dim=8, vocab_size=0, seq_len=8,
@@ -51,27 +55,49 @@ def save(path: Path, cfg: dict | None = None, arrays=None, **info) -> Path:
                              info={"task": "digits", "accuracy_fp32": 0.9, **info})
 
 
-def rewrite(npz: Path, arrays: dict[str, np.ndarray], *, fix_manifest: bool,
+def read_manifest(path: Path) -> dict:
+    with safe_open(path, "np") as f:
+        return json.loads(f.metadata()[art.FORMAT])
+
+
+def write_container(path: Path, arrays: dict[str, np.ndarray], manifest: dict | str) -> None:
+    """Write a container behind the loader's back (the manifest as given, valid or not)."""
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    path.write_bytes(safetensors.numpy.save(arrays, metadata={art.FORMAT: text}))
+
+
+def rewrite(path: Path, arrays: dict[str, np.ndarray], *, fix_digest: bool,
             fix_arrays_meta: bool = False) -> None:
-    """Replace the tensors of an artifact behind the loader's back."""
-    blob = art._npz_bytes(arrays)
-    npz.write_bytes(blob)
-    if fix_manifest:
-        j = npz.with_suffix(".json")
-        m = json.loads(j.read_text())
-        m["data_bytes"], m["data_sha256"] = len(blob), hashlib.sha256(blob).hexdigest()
-        if fix_arrays_meta:
-            m["arrays"] = {k: {"dtype": v.dtype.name, "shape": list(v.shape),
-                               "sha256": hashlib.sha256(v.tobytes()).hexdigest()}
-                           for k, v in arrays.items()}
-        j.write_text(json.dumps(m))
+    """Replace the tensors of an artifact, updating as much of its manifest as asked."""
+    m = read_manifest(path)
+    if fix_digest:
+        m["tensors_sha256"] = art.tensors_sha256(arrays)
+    if fix_arrays_meta:
+        m["arrays"] = {k: {"dtype": v.dtype.name, "shape": list(v.shape),
+                           "sha256": hashlib.sha256(v.tobytes()).hexdigest()}
+                       for k, v in arrays.items()}
+    write_container(path, arrays, m)
 
 
-def edit_manifest(npz: Path, **changes) -> None:
-    j = npz.with_suffix(".json")
-    m = json.loads(j.read_text())
+def edit_manifest(path: Path, **changes) -> None:
+    m = read_manifest(path)
     m.update(changes)
-    j.write_text(json.dumps(m))
+    write_container(path, dict(art.load_artifact(path).arrays), m)
+
+
+def save_legacy(stem: Path) -> dict[str, np.ndarray]:
+    """A format-version-1 pair (NAME.npz + NAME.json) as the previous release wrote it."""
+    arrays = random_arrays(CFG)
+    m = read_manifest(save(stem.with_name(stem.name + "_v2"), arrays=arrays))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    blob = buf.getvalue()
+    m = {k: v for k, v in m.items() if k != "tensors_sha256"}
+    m.update(format_version=1, data_file=stem.name + ".npz", data_bytes=len(blob),
+             data_sha256=hashlib.sha256(blob).hexdigest())
+    stem.with_name(stem.name + ".npz").write_bytes(blob)
+    stem.with_name(stem.name + ".json").write_text(json.dumps(m))
+    return arrays
 
 
 # -- good files -----------------------------------------------------------------------------------
@@ -79,20 +105,20 @@ def edit_manifest(npz: Path, **changes) -> None:
 def test_artifact_round_trip(tmp_path):
     arrays = random_arrays(CFG)
     p = save(tmp_path / "m", arrays=arrays)
-    assert p == tmp_path / "m.npz" and (tmp_path / "m.json").is_file()
-    a = art.load_artifact(tmp_path / "m.json")
-    assert set(a.arrays) == set(arrays)
+    assert p == tmp_path / "m.safetensors" and os.listdir(tmp_path) == ["m.safetensors"]
+    a = art.load_artifact(tmp_path / "m")
+    assert set(a.arrays) == set(arrays) and a.path == p
     for k, v in arrays.items():
-        assert a.arrays[k].dtype == v.dtype
+        assert a.arrays[k].dtype == v.dtype and a.arrays[k].shape == v.shape
         np.testing.assert_array_equal(a.arrays[k], v)
-    assert a.config == CFG and a.task == "digits" and a.manifest["format_version"] == 1
-    assert a.digest == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert a.config == CFG and a.task == "digits" and a.manifest["format_version"] == 2
+    assert a.digest == art.tensors_sha256(arrays) == a.manifest["tensors_sha256"]
     assert a.scales["input"] == 1 / 127
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert art.load_artifact(p).manifest == a.manifest
 
 
 def test_artifact_bytes_are_deterministic(tmp_path):
-    p1, p2 = save(tmp_path / "a"), save(tmp_path / "b")
+    p1, p2 = save(tmp_path / "a"), save(tmp_path / "b.safetensors")
     assert p1.read_bytes() == p2.read_bytes()
 
 
@@ -124,78 +150,107 @@ def test_artifact_requirements_and_presets(tmp_path):
     assert r["head_dim"] == 64 and r["fits_presets"] == ["sim_large"]
 
 
+def test_artifact_file_names():
+    assert art.artifact_file("a/m") == Path("a/m.safetensors")
+    assert art.artifact_file("a/m.safetensors") == Path("a/m.safetensors")
+    assert art.artifact_file("a/m.npz") == art.artifact_file("a/m.json") == Path("a/m.safetensors")
+    assert art.artifact_file("a/m.v1") == Path("a/m.v1.safetensors")
+
+
 # -- atomic save ----------------------------------------------------------------------------------
 
-def test_save_rejects_bad_tensors_and_keeps_old_files(tmp_path):
+def test_save_rejects_bad_tensors_and_keeps_old_file(tmp_path):
     p = save(tmp_path / "m")
-    before = p.read_bytes(), p.with_suffix(".json").read_bytes()
+    before = p.read_bytes()
     bad = random_arrays(CFG)
     bad["head.w"] = bad["head.w"].astype(np.int16)
     with pytest.raises(art.ArtifactError, match="'head.w' is int16"):
         save(tmp_path / "m", arrays=bad)
-    assert (p.read_bytes(), p.with_suffix(".json").read_bytes()) == before
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert p.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.safetensors"]
 
 
-def test_save_interrupted_between_files_is_detected(tmp_path, monkeypatch):
+def test_save_interrupted_leaves_the_old_artifact(tmp_path, monkeypatch):
     p = save(tmp_path / "m")
-    real_replace, calls = os.replace, []
+    before = p.read_bytes()
 
-    def crash_on_manifest(src, dst):
-        calls.append(dst)
-        if str(dst).endswith(".json"):
-            raise KeyboardInterrupt("power cut")
-        real_replace(src, dst)
+    def power_cut(src, dst):
+        raise KeyboardInterrupt("power cut")
 
-    monkeypatch.setattr(art.os, "replace", crash_on_manifest)
+    monkeypatch.setattr(report.os, "replace", power_cut)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path / "m", arrays=random_arrays(CFG, seed=5))
     monkeypatch.undo()
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
-    with pytest.raises(art.ArtifactError, match="checksum"):
-        art.load_artifact(p)
+    assert os.listdir(tmp_path) == ["m.safetensors"]          # no temporary file left
+    assert p.read_bytes() == before
+    art.load_artifact(p)
 
 
 # -- one clear error per kind of bad file ---------------------------------------------------------
 
 def test_load_missing_file(tmp_path):
-    with pytest.raises(art.ArtifactError, match="m.json: file not found"):
-        art.load_artifact(tmp_path / "m.npz")
-    p = save(tmp_path / "m")
-    p.unlink()
-    with pytest.raises(art.ArtifactError, match="m.npz: file not found"):
+    with pytest.raises(art.ArtifactError, match="m.safetensors: file not found"):
         art.load_artifact(tmp_path / "m")
+    with pytest.raises(art.ArtifactError, match="m.safetensors: file not found"):
+        art.load_artifact(tmp_path / "m.safetensors")
 
 
-def test_load_truncated_tensor_file(tmp_path):
+def test_load_truncated_file(tmp_path):
     p = save(tmp_path / "m")
     p.write_bytes(p.read_bytes()[:-100])
-    with pytest.raises(art.ArtifactError, match="truncated: .* bytes, the manifest says"):
+    with pytest.raises(art.ArtifactError, match="file is truncated: .* bytes of tensor data, "
+                       "the header says"):
+        art.load_artifact(p)
+    p.write_bytes(p.read_bytes()[:5])
+    with pytest.raises(art.ArtifactError, match="not a safetensors file, or truncated"):
         art.load_artifact(p)
 
 
-def test_load_corrupt_tensor_file(tmp_path):
+def test_load_file_with_trailing_bytes(tmp_path):
+    p = save(tmp_path / "m")
+    p.write_bytes(p.read_bytes() + b"\0" * 8)
+    with pytest.raises(art.ArtifactError, match="longer than its header says"):
+        art.load_artifact(p)
+
+
+def test_load_corrupt_tensor_data(tmp_path):
     p = save(tmp_path / "m")
     blob = bytearray(p.read_bytes())
-    blob[len(blob) // 2] ^= 0x01
+    blob[-3] ^= 0x01                                          # inside the last tensor
     p.write_bytes(bytes(blob))
-    with pytest.raises(art.ArtifactError, match="checksum .* corrupt or was modified"):
+    with pytest.raises(art.ArtifactError, match="checksum \\(SHA-256\\) does not match the "
+                       "manifest: the file is corrupt or was modified"):
         art.load_artifact(p)
 
 
-def test_load_unreadable_tensor_file(tmp_path):
-    p = save(tmp_path / "m")
+def test_load_not_a_safetensors_file(tmp_path):
+    p = tmp_path / "m.safetensors"
     p.write_bytes(b"\x00" * 64)
-    edit_manifest(p, data_bytes=64, data_sha256=hashlib.sha256(b"\x00" * 64).hexdigest())
-    with pytest.raises(art.ArtifactError, match="tensor file cannot be read"):
+    with pytest.raises(art.ArtifactError, match="not a safetensors file"):
+        art.load_artifact(p)
+    p.write_bytes((40).to_bytes(8, "little") + b"{" * 40 + b"\0" * 8)
+    with pytest.raises(art.ArtifactError, match="header is not valid JSON .* truncated or "
+                       "corrupt"):
+        art.load_artifact(p)
+
+
+def test_load_safetensors_of_another_tool(tmp_path):
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(safetensors.numpy.save({"w": np.zeros(3, np.int8)}, metadata={"format": "pt"}))
+    with pytest.raises(art.ArtifactError, match="not a lightformer-int8 artifact"):
         art.load_artifact(p)
 
 
 def test_load_truncated_manifest(tmp_path):
     p = save(tmp_path / "m")
-    j = p.with_suffix(".json")
-    j.write_text(j.read_text()[:50])
-    with pytest.raises(art.ArtifactError, match="not valid JSON .* truncated or corrupt"):
+    text = json.dumps(read_manifest(p))
+    write_container(p, dict(art.load_artifact(p).arrays), text[:50])
+    with pytest.raises(art.ArtifactError, match="manifest is not valid JSON .* truncated or "
+                       "corrupt"):
+        art.load_artifact(p)
+    write_container(p, {}, "[" * 100_000)
+    with pytest.raises(art.ArtifactError, match="manifest is not valid JSON \\(nested too "
+                       "deeply\\)"):
         art.load_artifact(p)
 
 
@@ -208,8 +263,17 @@ def test_load_foreign_manifest(tmp_path):
 
 def test_load_unknown_format_version(tmp_path):
     p = save(tmp_path / "m")
-    edit_manifest(p, format_version=2)
-    with pytest.raises(art.ArtifactError, match="unsupported format version 2 .* version 1"):
+    edit_manifest(p, format_version=3)
+    with pytest.raises(art.ArtifactError, match="unsupported format version 3 .* version 2"):
+        art.load_artifact(p)
+
+
+def test_load_manifest_without_a_field(tmp_path):
+    p = save(tmp_path / "m")
+    m = read_manifest(p)
+    del m["tensors_sha256"]
+    write_container(p, dict(art.load_artifact(save(tmp_path / "m")).arrays), m)
+    with pytest.raises(art.ArtifactError, match="manifest lacks the field 'tensors_sha256'"):
         art.load_artifact(p)
 
 
@@ -223,8 +287,7 @@ def test_load_unknown_format_version(tmp_path):
 ])
 def test_load_impossible_config(tmp_path, change, message):
     p = save(tmp_path / "m")
-    m = json.loads(p.with_suffix(".json").read_text())
-    edit_manifest(p, config=dict(m["config"], **change))
+    edit_manifest(p, config=dict(read_manifest(p)["config"], **change))
     with pytest.raises(art.ArtifactError, match=message):
         art.load_artifact(p)
 
@@ -241,11 +304,16 @@ def test_load_config_does_not_match_tensors(tmp_path):
         art.load_artifact(p)
 
 
-def test_load_tensor_file_from_another_model(tmp_path):
+def test_load_tensors_of_another_model(tmp_path):
     p = save(tmp_path / "m")
     other = random_arrays(CFG, seed=9)
-    rewrite(p, other, fix_manifest=True)                      # whole-file checksum updated
-    with pytest.raises(art.ArtifactError, match="checksum does not match the manifest"):
+    rewrite(p, other, fix_digest=True)                        # overall digest updated
+    with pytest.raises(art.ArtifactError, match="tensor '.*' checksum \\(SHA-256\\) does not "
+                       "match the manifest"):
+        art.load_artifact(p)
+    p = save(tmp_path / "m")
+    rewrite(p, other, fix_digest=False, fix_arrays_meta=True)  # per-tensor records updated
+    with pytest.raises(art.ArtifactError, match="tensors_sha256 does not match the tensors"):
         art.load_artifact(p)
 
 
@@ -253,7 +321,7 @@ def test_load_tensor_dtype_differs_from_manifest(tmp_path):
     p = save(tmp_path / "m")
     arrays = dict(art.load_artifact(p).arrays)
     arrays["head.b"] = arrays["head.b"].astype(np.int64)
-    rewrite(p, arrays, fix_manifest=True)
+    rewrite(p, arrays, fix_digest=True)
     with pytest.raises(art.ArtifactError, match="'head.b' is int64 \\[10\\] but the manifest "
                        "says int32 \\[10\\]"):
         art.load_artifact(p)
@@ -262,7 +330,7 @@ def test_load_tensor_dtype_differs_from_manifest(tmp_path):
 def test_load_extra_tensor(tmp_path):
     p = save(tmp_path / "m")
     arrays = dict(art.load_artifact(p).arrays, stowaway=np.zeros(3, np.int8))
-    rewrite(p, arrays, fix_manifest=True, fix_arrays_meta=True)
+    rewrite(p, arrays, fix_digest=True, fix_arrays_meta=True)
     with pytest.raises(art.ArtifactError, match="unexpected tensor 'stowaway'"):
         art.load_artifact(p)
 
@@ -271,17 +339,62 @@ def test_load_requant_constant_out_of_range(tmp_path):
     p = save(tmp_path / "m")
     arrays = dict(art.load_artifact(p).arrays)
     arrays["blocks.1.attn.proj.shift"] = np.full(16, 60, np.int32)
-    rewrite(p, arrays, fix_manifest=True, fix_arrays_meta=True)
+    rewrite(p, arrays, fix_digest=True, fix_arrays_meta=True)
     with pytest.raises(art.ArtifactError, match="'blocks.1.attn.proj.shift' holds a shift "
                        "outside \\[1, 47\\]"):
         art.load_artifact(p)
     arrays["blocks.1.attn.proj.shift"] = np.full(16, 20, np.int32)
     arrays["blocks.0.attn.quant"] = np.array([1 << 15, 10, 100, 10], np.int32)
-    rewrite(p, arrays, fix_manifest=True, fix_arrays_meta=True)
+    rewrite(p, arrays, fix_digest=True, fix_arrays_meta=True)
     with pytest.raises(art.ArtifactError, match="multiplier outside \\[0, 2\\*\\*15\\)"):
         art.load_artifact(p)
 
 
 def test_default_artifact_path_points_into_package():
     p = art.default_artifact_path()
-    assert p.name == "digits_int8.npz" and p.parent.name == "artifacts"
+    assert p.name == "digits_int8.safetensors" and p.parent.name == "artifacts"
+    assert p.is_file() and not p.with_suffix(".npz").exists()
+
+
+# -- the version-1 pair (NAME.npz + NAME.json): read for one more release -------------------------
+
+def test_legacy_pair_loads_with_a_deprecation_warning(tmp_path):
+    arrays = save_legacy(tmp_path / "old")
+    for name in ("old", "old.npz", "old.json"):
+        with pytest.warns(DeprecationWarning, match="python -m sw.artifact convert .*old"):
+            a = art.load_artifact(tmp_path / name)
+        assert a.path == tmp_path / "old.npz" and a.manifest["format_version"] == 2
+        assert a.digest == art.tensors_sha256(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(a.arrays[k], v)
+
+
+def test_legacy_pair_errors_stay_clear(tmp_path):
+    save_legacy(tmp_path / "old")
+    npz = tmp_path / "old.npz"
+    blob = npz.read_bytes()
+    npz.write_bytes(blob[:-100])
+    with pytest.raises(art.ArtifactError, match="old.npz: tensor file is truncated"):
+        art.load_artifact(npz)
+    npz.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(art.ArtifactError, match="old.npz: tensor file checksum"):
+        art.load_artifact(npz)
+    (tmp_path / "old.json").unlink()
+    with pytest.raises(art.ArtifactError, match="old.json: file not found"):
+        art.load_artifact(npz)
+
+
+def test_convert_legacy_pair(tmp_path, capsys):
+    arrays = save_legacy(tmp_path / "old")
+    assert art.main(["convert", str(tmp_path / "old")]) == 0
+    assert "old.safetensors" in capsys.readouterr().out
+    with pytest.warns(DeprecationWarning):
+        legacy = art.load_artifact(tmp_path / "old.npz")
+    new = art.load_artifact(tmp_path / "old")                  # the new file wins, no warning
+    assert new.path == tmp_path / "old.safetensors" and new.manifest == legacy.manifest
+    assert set(new.arrays) == set(arrays)
+    for k, v in arrays.items():
+        assert new.arrays[k].dtype == v.dtype
+        np.testing.assert_array_equal(new.arrays[k], v)
+    assert art.main(["convert", str(tmp_path / "nothing")]) == 1
+    assert "not a version-1 artifact" in capsys.readouterr().err

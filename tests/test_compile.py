@@ -1,7 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``sw.compile``: the float mirror, PTQ calibration, QAT, export, and ``lightformer compile``."""
+"""``sw.qat`` (the float mirror, PTQ calibration, QAT) and ``sw.compile`` (export and
+``lightformer compile``)."""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sw import compile as comp  # noqa: E402
+from sw import qat  # noqa: E402
 from sw.artifact import load_artifact  # noqa: E402
 from sw.model import LightTransformer, ModelConfig  # noqa: E402
 from sw.ref import model_forward_int, quantize_input  # noqa: E402
@@ -48,19 +53,19 @@ def test_forward_quant_off_is_the_float_model(cfg):
     x = (torch.randint(0, 11, (3, cfg["seq_len"])) if cfg["input_kind"] == "tokens"
          else torch.rand(3, cfg["seq_len"], cfg["patch_dim"]))
     with torch.no_grad():
-        torch.testing.assert_close(comp.forward_quant(model, x, None), model(x), rtol=0, atol=0)
+        torch.testing.assert_close(qat.forward_quant(model, x, None), model(x), rtol=0, atol=0)
 
 
 def test_activation_points_cover_the_model():
-    pts = comp.activation_points(ModelConfig(**PATCH))
+    pts = qat.activation_points(ModelConfig(**PATCH))
     assert pts[:3] == ["input", "embed", "x0"] and pts[-2:] == ["ln_f", "pool"]
     assert len(pts) == 3 + 12 * 2 + 2
 
 
 def test_calibrate_percentile_clips_below_max(trained, digits):
     model, _ = trained
-    qmax = comp.calibrate(model, digits.x_train[:200], method="max")
-    qpct = comp.calibrate(model, digits.x_train[:200], method="percentile", percentile=99.0)
+    qmax = qat.calibrate(model, digits.x_train[:200], method="max")
+    qpct = qat.calibrate(model, digits.x_train[:200], method="percentile", percentile=99.0)
     for name in qmax.points:
         assert qpct.amax[name] <= qmax.amax[name] + 1e-12
         if name.endswith(("x0", "x1", "x2")):
@@ -89,7 +94,7 @@ def test_ptq_integer_model_tracks_float_model(trained, digits, tmp_path):
 def test_fake_quant_forward_tracks_integer_model(trained, digits):
     """The fake-quant torch forward (QAT) rounds where the integer model rounds."""
     model, _ = trained
-    qs = comp.calibrate(model, digits.x_train[:256])
+    qs = qat.calibrate(model, digits.x_train[:256])
     arrays, scales = comp.build_arrays(model, qs.scales())
     from sw.artifact import Artifact
     a = Artifact(manifest={"config": model.cfg.to_dict(), "scales": scales}, arrays=arrays,
@@ -97,7 +102,7 @@ def test_fake_quant_forward_tracks_integer_model(trained, digits):
     x = digits.x_test[:100]
     qs.mode, qs.fake_weights = "fake", True
     with torch.no_grad():
-        fq = comp.forward_quant(model, torch.from_numpy(x), qs).numpy()
+        fq = qat.forward_quant(model, torch.from_numpy(x), qs).numpy()
     real = model_forward_int(a, quantize_input(a, x)) * scales["logits"]
     assert np.mean(np.argmax(real, -1) == np.argmax(fq, -1)) >= 0.97
     assert np.abs(real - fq).mean() < 0.05 * np.abs(fq).mean()
@@ -108,7 +113,7 @@ def test_prepare_qat_keeps_modules_and_trains(digits, tmp_path):
     model = LightTransformer(ModelConfig(**PATCH))
     keys = list(model.state_dict())
     names = [n for n, _ in model.named_modules()]
-    model = comp.prepare_qat(model, digits.x_train[:128])
+    model = qat.prepare_qat(model, digits.x_train[:128])
     assert list(model.state_dict()) == keys and [n for n, _ in model.named_modules()] == names
     model.train()
     xb = torch.from_numpy(digits.x_train[:64])
@@ -150,19 +155,48 @@ def test_export_rejects_what_the_integer_model_cannot_run(tmp_path):
 
 
 def test_compile_cli(trained, tmp_path, capsys):
+    from sw.checkpoint import save_model
     from sw.cli import main
-    from sw.train import save_model
     model, _ = trained
     ckpt = save_model(model, tmp_path / "run" / "model.pt")
     rc = main(["compile", str(ckpt.parent), "--task", "digits", "--calib-samples", "128",
-               "--out", str(tmp_path / "art" / "m"), "--onnx", str(tmp_path / "m.onnx")])
+               "--out", str(tmp_path / "art" / "m"), "--onnx", str(tmp_path / "m.onnx"),
+               "--json", "-"])
     assert rc == 0
-    out = capsys.readouterr().out
-    assert "fits" in out and "int8" in out and (tmp_path / "m.onnx").is_file()
+    cap = capsys.readouterr()
+    assert "fits" in cap.err and "int8" in cap.err and (tmp_path / "m.onnx").is_file()
     a = load_artifact(tmp_path / "art" / "m")
     assert a.manifest["calibration_samples"] == 128 and a.manifest["eval_samples"] == 270
+    rep = json.loads(cap.out)
+    assert rep["kind"] == "compile" and rep["schema_version"] == 1
+    assert rep["artifact"] == str(tmp_path / "art" / "m.safetensors") == str(a.path)
+    assert rep["artifact_bytes"] == a.path.stat().st_size and rep["digest"] == a.digest
+    assert rep["accuracy_int8"] == a.manifest["accuracy_int8"] and rep["eval_samples"] == 270
+    assert rep["onnx"] == str(tmp_path / "m.onnx") and rep["method"] == "ptq"
     with pytest.raises(SystemExit, match="checkpoint must be a model.pt"):
         main(["compile", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(SystemExit, match="lightformer compile: checkpoint must be a "
+                       "lightformer-torch-1 file .* cannot be read"):
+        main(["compile", str(tmp_path / "junk.pt"), "--task", "digits",
+              "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):                           # refused while parsing
+        main(["compile", str(ckpt), "--out", str(tmp_path)])
+    assert "artifact path must name a file" in capsys.readouterr().err
+
+
+def test_compile_refuses_a_log_of_another_model(trained, tmp_path):
+    from sw.checkpoint import save_model
+    from sw.cli import main
+    from sw.train import write_log
+    model, hist = trained
+    ckpt = save_model(model, tmp_path / "model.pt")
+    write_log(dict(hist), tmp_path / "train_log.json", ckpt)
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["model_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    save_model(LightTransformer(ModelConfig(**PATCH)), ckpt)     # a newer model, the old log
+    with pytest.raises(SystemExit, match="train_log.json describes another model.pt"):
+        main(["compile", str(tmp_path), "--out", str(tmp_path / "m")])
 
 
 @pytest.mark.parametrize("cfg", [
@@ -185,10 +219,10 @@ def test_integer_model_tracks_fake_quant_model(cfg, tmp_path):
         x = rng.random((64, cfg["seq_len"], cfg["patch_dim"])).astype(np.float32)
     a = load_artifact(comp.export_artifact(model, model.cfg, x[:32], tmp_path / "m",
                                            task="digits", accuracy_fp32=None, eval_data=False))
-    qs = comp.calibrate(model, x[:32])
+    qs = qat.calibrate(model, x[:32])
     qs.mode, qs.fake_weights = "fake", True
     with torch.no_grad():
-        fq = comp.forward_quant(model, torch.from_numpy(x), qs).numpy()
+        fq = qat.forward_quant(model, torch.from_numpy(x), qs).numpy()
     real = model_forward_int(a, quantize_input(a, x)) * a.scales["logits"]
     assert real.shape == fq.shape
     assert np.abs(real - fq).mean() < 0.05 * np.abs(fq).mean()
@@ -197,8 +231,8 @@ def test_integer_model_tracks_fake_quant_model(cfg, tmp_path):
 
 def test_compile_cli_qat(trained, tmp_path, monkeypatch):
     import sw.data
+    from sw.checkpoint import save_model
     from sw.cli import main
-    from sw.train import save_model
     load_task = sw.data.load_task
     monkeypatch.setattr(sw.data, "load_task",                   # fine-tune on 256 images only
                         lambda *a, **k: load_task(*a, **k).subset(256, 100))

@@ -130,10 +130,9 @@ def test_window_mask_semantics():
 @pytest.mark.parametrize("window", [1, 2, 3, 4, 8, 9])
 @pytest.mark.parametrize("causal", [False, True])
 def test_window_mask_matches_integer_model(T, window, causal):
-    ref = pytest.importorskip("sw.ref")
-    if not hasattr(ref, "attention_window_bounds"):
-        pytest.skip("sw.ref.attention_window_bounds not available yet")
-    lo, hi = ref.attention_window_bounds(T, window, causal)
+    from sw.ref import attention_window_bounds
+
+    lo, hi = attention_window_bounds(T, window, causal)
     j = np.arange(T)
     expected = (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
     np.testing.assert_array_equal(window_mask(T, window, causal).numpy(), expected)

@@ -4,6 +4,7 @@ the seq2seq seed model and the ``lightformer train`` command (tiny configs, seco
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,15 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from sw.checkpoint import load_model, save_model  # noqa: E402
 from sw.data import Task, load_task  # noqa: E402
 from sw.model import LightTransformer, ModelConfig  # noqa: E402
 from sw.train import (  # noqa: E402
     config_from_task,
     evaluate_fp32,
     kd_loss,
-    load_model,
     prune_and_finetune,
-    save_model,
     train,
     train_seq2seq,
 )
@@ -127,13 +127,70 @@ def test_train_cli(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--task", "digits", "--epochs", "1", "--d-model", "16", "--d-ff", "16",
                "--n-layers", "1", "--prune-ffn", "0.5", "--finetune-epochs", "1",
-               "--out", str(out), "--no-progress"])
+               "--out", str(out), "--no-progress", "--json", str(tmp_path / "train.json")])
     assert rc == 0
-    assert (out / "model.pt").is_file() and (out / "train_log.json").is_file()
-    assert (out / "prune_log.json").is_file()
     assert "val" in capsys.readouterr().out
+    sha = hashlib.sha256((out / "model.pt").read_bytes()).hexdigest()
+    for name in ("train_log.json", "prune_log.json"):             # both vouch for this model
+        assert json.loads((out / name).read_text())["model_sha256"] == sha
+    rep = json.loads((tmp_path / "train.json").read_text())
+    assert rep["kind"] == "train" and rep["schema_version"] == 1 and rep["epochs"] == 1
+    assert rep["model"] == str(out / "model.pt") and rep["log"] == str(out / "train_log.json")
+    assert rep["pruned"]["ffn_keep_ratio"] == 0.5 and rep["artifact"] is None
+    assert 0 <= rep["test_acc"] <= 1 and rep["best_epoch"] == 1
     with pytest.raises(SystemExit, match="n_heads must divide"):
         main(["train", "--task", "digits", "--n-heads", "3", "--out", str(out), "--no-progress"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be >= 1, not 0"),
+    (["--batch-size", "-1"], "--batch-size must be >= 1"),
+    (["--lr", "0"], "--lr and --kd-temperature must be > 0"),
+    (["--prune-ffn", "1.5"], "--prune-ffn must be in \\(0, 1\\]"),
+    (["--teacher", "no/such/model.pt"], "--teacher 'no/such/model.pt' is not a file"),
+])
+def test_train_cli_checks_arguments_before_training(argv, message, monkeypatch, tmp_path):
+    import sw.data
+    from sw.cli import main
+
+    monkeypatch.setattr(sw.data, "load_task", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(SystemExit, match=message):
+        main(["train", *argv, "--out", str(tmp_path), "--no-progress"])
+
+
+def test_train_cli_checks_output_paths_first(monkeypatch, tmp_path, capsys):
+    import sw.data
+    from sw.cli import main
+
+    monkeypatch.setattr(sw.data, "load_task", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="--out .*is a file"):
+        main(["train", "--out", str(tmp_path / "file" / "run")])
+    for option in ("--artifact", "--json"):                  # refused while parsing (exit 2)
+        with pytest.raises(SystemExit) as exc:
+            main(["train", option, str(tmp_path), "--out", str(tmp_path / "run")])
+        assert exc.value.code == 2 and "must" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--attention", "bogus"])
+    assert exc.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_train_help_names_every_default_and_choice():
+    from sw.cli import build_parser
+    from sw.model import ATTENTIONS
+
+    parser = build_parser("train")
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    options = {a.dest: a for a in train_parser._actions if a.option_strings}
+    checked = 0
+    for dest, action in options.items():
+        if action.nargs == 0:                                   # flags: --causal, --qat, -h
+            continue
+        assert "default" in (action.help or ""), f"--{dest} help names no default"
+        checked += 1
+    assert checked == 24                                        # every valued option
+    assert tuple(options["attention"].choices) == ATTENTIONS
+    assert "digits" in options["task"].choices
 
 
 def test_evaluate_fp32_checks_inputs():
