@@ -33,11 +33,12 @@ def memory_init(seed: int = 7) -> list[int]:
 
 
 class Bench(Elaboratable):
-    """Engine + memory slave (sync or comb read) with a ready signal the testbench drives."""
+    """Engine (or ``dut``, anything with its ``bus``) + memory slave (sync or comb read) with a
+    ready signal the testbench drives."""
 
-    def __init__(self, *, comb_read: bool, init: list[int]):
-        self.engine = FrameEngine(identity=IDENTITY, ranges=RANGES, addr_width=ADDR_WIDTH,
-                                  timeout_cycles=TIMEOUT)
+    def __init__(self, *, comb_read: bool, init: list[int], dut=None):
+        self.engine = dut if dut is not None else FrameEngine(
+            identity=IDENTITY, ranges=RANGES, addr_width=ADDR_WIDTH, timeout_cycles=TIMEOUT)
         self.mem = Memory(shape=32, depth=MEM_WORDS, init=init)
         self.ready = Signal()
         self.comb_read = comb_read

@@ -1,0 +1,93 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The whole host link in gateware: :class:`hw.link.uart.UART` + :class:`hw.link.frame.FrameEngine`.
+
+A board top instantiates one :class:`HostLink`, wires ``rx``/``tx`` to the USB-serial pins and
+``bus``/``start``/``entry``/``busy``/``soft_reset``/``status`` to the accelerator top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.bus import HostBus
+from hw.link import protocol as p
+from hw.link.frame import FrameEngine
+from hw.link.uart import UART
+
+__all__ = ["HostLink"]
+
+
+class HostLink(wiring.Component):
+    """UART PHY and frame engine: serial pins on one side, the host port on the other.
+
+    Parameters
+    ----------
+    identity : bytes
+        The IDENTIFY payload (:func:`hw.link.protocol.identify_payload`).
+    ranges : sequence of (base, size, writable)
+        The accelerator's memory map (:class:`hw.link.frame.FrameEngine`).
+    addr_width : int
+        Word address width of the host port.
+    divisor : int
+        Clock cycles per UART bit (:func:`hw.link.protocol.uart_divisor`).
+    timeout_cycles : int
+        Receive timeout (:func:`hw.link.protocol.timeout_cycles`).
+
+    Members
+    -------
+    rx : In(1, init=1)
+        Serial line from the host.
+    tx : Out(1, init=1)
+        Serial line to the host.
+    bus, start, entry, busy, soft_reset, status
+        As on :class:`hw.link.frame.FrameEngine`.
+    frame_error, overrun : Out(1)
+        The UART receiver's error pulses (for a board LED or a counter).
+    """
+
+    def __init__(self, *, identity: bytes, ranges: Iterable[Sequence[object]],
+                 addr_width: int, divisor: int, timeout_cycles: int):
+        self._engine = FrameEngine(identity=identity, ranges=ranges, addr_width=addr_width,
+                                   timeout_cycles=timeout_cycles)
+        self._uart = UART(divisor)
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "bus": Out(HostBus.Signature(addr_width=addr_width)),
+            "start": Out(1),
+            "entry": Out(32),
+            "busy": In(1),
+            "soft_reset": Out(1),
+            "status": In(32),
+            "frame_error": Out(1),
+            "overrun": Out(1),
+        })
+
+    @classmethod
+    def from_params(cls, params, *, ranges: Iterable[Sequence[object]],
+                    addr_width: int) -> HostLink:
+        """The link of ``params`` (an ``AccelParams``): its identity, baud and clock."""
+        clk_hz = params.target_mhz * 1e6
+        return cls(identity=p.identify_payload(params.digest(), params.name), ranges=ranges,
+                   addr_width=addr_width, divisor=p.uart_divisor(clk_hz, params.baud),
+                   timeout_cycles=p.timeout_cycles(clk_hz, params.baud))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart = uart = self._uart
+        m.submodules.engine = engine = self._engine
+        wiring.connect(m, uart.o_stream, engine.i_stream)
+        wiring.connect(m, engine.o_stream, uart.i_stream)
+        wiring.connect(m, wiring.flipped(self.bus), engine.bus)
+        m.d.comb += [
+            uart.rx.eq(self.rx), self.tx.eq(uart.tx),
+            self.frame_error.eq(uart.frame_error), self.overrun.eq(uart.overrun),
+            self.start.eq(engine.start), self.entry.eq(engine.entry),
+            self.soft_reset.eq(engine.soft_reset),
+            engine.busy.eq(self.busy), engine.status.eq(self.status),
+        ]
+        return m
