@@ -10,10 +10,32 @@ so a board file only names its pins.
 
 from __future__ import annotations
 
-from amaranth import Module, Value
-from amaranth.lib import io
+from typing import NamedTuple
 
-__all__ = ["HarnessBoard"]
+from amaranth import ClockDomain, Const, Module, Value
+from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
+
+__all__ = ["HarnessBoard", "PllRange"]
+
+
+class PllRange(NamedTuple):
+    """Frequency limits of a family's PLL, in Hz: phase-detector input, VCO, output."""
+
+    family: str
+    pfd: tuple[float, float]
+    vco: tuple[float, float]
+    out: tuple[float, float]
+
+    def check_output(self, f_out_hz: float) -> None:
+        lo, hi = self.out
+        if not lo <= f_out_hz <= hi:
+            raise ValueError(f"{self.family} PLL output must be in [{lo / 1e6:g}, {hi / 1e6:g}] "
+                             f"MHz, not {f_out_hz / 1e6!r} MHz")
+
+    def no_setting(self, f_in_hz: float, f_out_hz: float) -> ValueError:
+        return ValueError(f"no {self.family} PLL setting makes {f_out_hz / 1e6} MHz from "
+                          f"{f_in_hz / 1e6} MHz")
 
 
 class HarnessBoard:
@@ -48,6 +70,15 @@ class HarnessBoard:
             m.submodules[f"led_{i}"] = led = io.Buffer("o", self.request("led", i, dir="-"))
             leds.append(led.o)
         return pin.i, leds
+
+    @staticmethod
+    def sync_domain(m: Module, clk: Value, locked: Value | None = None) -> None:
+        """The ``sync`` domain on ``clk``, held in reset until ``locked`` (a PLL's lock output;
+        ``None``: a free-running oscillator)."""
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.d.comb += cd_sync.clk.eq(clk)
+        m.submodules.reset_sync = ResetSynchronizer(Const(0) if locked is None else ~locked,
+                                                    domain="sync")
 
     def synth_overrides(self) -> dict[str, str]:
         """Extra ``prepare()`` options (e.g. Yosys' ``synth_opts``); none by default."""

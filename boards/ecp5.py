@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import math
 
-from amaranth import ClockDomain, Instance, Module, Signal
+from amaranth import Instance, Module, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
 
-from boards.common import HarnessBoard
+from boards.common import HarnessBoard, PllRange
 
-__all__ = ["ECP5Board", "ecp5_pll_params"]
+__all__ = ["EHXPLLL_RANGE", "ECP5Board", "ecp5_pll_params"]
 
-# ECP5 EHXPLLL limits (Lattice TN1263 / FPGA-DS-02012, the ranges ecppll searches within).
-_PFD_MIN_HZ, _PFD_MAX_HZ = 3.125e6, 400e6
-_VCO_MIN_HZ, _VCO_MAX_HZ = 400e6, 800e6
-_OUT_MIN_HZ, _OUT_MAX_HZ = 3.125e6, 400e6
+#: ``EHXPLLL`` limits (Lattice TN1263 / FPGA-DS-02012, the ranges ecppll searches within).
+EHXPLLL_RANGE = PllRange("ECP5", pfd=(3.125e6, 400e6), vco=(400e6, 800e6), out=(3.125e6, 400e6))
 
 
 def ecp5_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
@@ -31,21 +28,21 @@ def ecp5_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
     to 600 MHz. Returns ``{"CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV", "CLKOP_CPHASE", "f_out_hz",
     "f_vco_hz"}``; ``ValueError`` if the output is out of range.
     """
-    if not _OUT_MIN_HZ <= f_out_hz <= _OUT_MAX_HZ:
-        raise ValueError(f"ECP5 PLL output must be in [3.125, 400] MHz, not {f_out_hz / 1e6!r} MHz")
+    limits = EHXPLLL_RANGE
+    limits.check_output(f_out_hz)
     best: tuple[tuple[float, float], dict[str, int | float]] | None = None
     for clki_div in range(1, 129):
         f_pfd = f_in_hz / clki_div
-        if f_pfd < _PFD_MIN_HZ:
+        if f_pfd < limits.pfd[0]:
             break
-        if f_pfd > _PFD_MAX_HZ:
+        if f_pfd > limits.pfd[1]:
             continue
         for clkfb_div in range(1, 81):
             f_out = f_pfd * clkfb_div
-            if f_out > _OUT_MAX_HZ:
+            if f_out > limits.out[1]:
                 break
-            lo = max(1, math.ceil(_VCO_MIN_HZ / f_out))
-            hi = min(128, math.floor(_VCO_MAX_HZ / f_out))
+            lo = max(1, math.ceil(limits.vco[0] / f_out))
+            hi = min(128, math.floor(limits.vco[1] / f_out))
             for clkop_div in range(lo, hi + 1):
                 f_vco = f_out * clkop_div
                 key = (abs(f_out - f_out_hz), abs(f_vco - 600e6))
@@ -54,7 +51,7 @@ def ecp5_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
                                   "CLKOP_DIV": clkop_div, "CLKOP_CPHASE": clkop_div // 2,
                                   "f_out_hz": f_out, "f_vco_hz": f_vco})
     if best is None:
-        raise ValueError(f"no ECP5 PLL setting makes {f_out_hz / 1e6} MHz from {f_in_hz / 1e6} MHz")
+        raise limits.no_setting(f_in_hz, f_out_hz)
     return best[1]
 
 
@@ -91,9 +88,7 @@ class ECP5Board(HarnessBoard):
             i_PLLWAKESYNC=0, i_ENCLKOP=0,
             o_CLKOP=clk_out, o_LOCK=locked,
         )
-        m.domains.sync = cd_sync = ClockDomain("sync")
-        m.d.comb += cd_sync.clk.eq(clk_out)
-        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        self.sync_domain(m, clk_out, locked)
         # No add_clock_constraint() on the PLL output: Amaranth 0.5 names a clock signal after
         # the last module that uses it ("din_sync.clk"), a net that does not exist after
         # flattening, so nextpnr would ignore it. nextpnr-ecp5 derives the PLL output

@@ -7,18 +7,15 @@ divider search behind it.
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Const, Instance, Module, Signal
+from amaranth import Instance, Module, Signal
 from amaranth.lib import io
-from amaranth.lib.cdc import ResetSynchronizer
 
-from boards.common import HarnessBoard
+from boards.common import HarnessBoard, PllRange
 
-__all__ = ["ICE40Board", "ice40_pll_params"]
+__all__ = ["ICE40Board", "SB_PLL40_RANGE", "ice40_pll_params"]
 
-# iCE40 PLL limits (Lattice iCE40 sysCLOCK PLL design guide, the ranges icepll uses).
-_PFD_MIN_HZ, _PFD_MAX_HZ = 10e6, 133e6
-_VCO_MIN_HZ, _VCO_MAX_HZ = 533e6, 1066e6
-_OUT_MIN_HZ, _OUT_MAX_HZ = 16e6, 275e6
+#: ``SB_PLL40_*`` limits (Lattice iCE40 sysCLOCK PLL design guide, the ranges icepll uses).
+SB_PLL40_RANGE = PllRange("iCE40", pfd=(10e6, 133e6), vco=(533e6, 1066e6), out=(16e6, 275e6))
 
 
 def ice40_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
@@ -27,16 +24,16 @@ def ice40_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
     ``f_out = f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)``; searched like ``icepll``.
     Returns ``{"DIVR", "DIVF", "DIVQ", "FILTER_RANGE", "f_out_hz"}``.
     """
-    if not _OUT_MIN_HZ <= f_out_hz <= _OUT_MAX_HZ:
-        raise ValueError(f"iCE40 PLL output must be in [16, 275] MHz, not {f_out_hz / 1e6!r} MHz")
+    limits = SB_PLL40_RANGE
+    limits.check_output(f_out_hz)
     best: tuple[float, dict[str, int | float]] | None = None
     for divr in range(16):
         f_pfd = f_in_hz / (divr + 1)
-        if not _PFD_MIN_HZ <= f_pfd <= _PFD_MAX_HZ:
+        if not limits.pfd[0] <= f_pfd <= limits.pfd[1]:
             continue
         for divf in range(128):
             f_vco = f_pfd * (divf + 1)
-            if not _VCO_MIN_HZ <= f_vco <= _VCO_MAX_HZ:
+            if not limits.vco[0] <= f_vco <= limits.vco[1]:
                 continue
             for divq in range(1, 7):
                 f_out = f_vco / (1 << divq)
@@ -47,8 +44,7 @@ def ice40_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
                     best = (err, {"DIVR": divr, "DIVF": divf, "DIVQ": divq,
                                   "FILTER_RANGE": filt, "f_out_hz": f_out})
     if best is None:
-        raise ValueError(
-            f"no iCE40 PLL setting makes {f_out_hz / 1e6} MHz from {f_in_hz / 1e6} MHz")
+        raise limits.no_setting(f_in_hz, f_out_hz)
     return best[1]
 
 
@@ -60,12 +56,10 @@ class ICE40Board(HarnessBoard):
         """Create the ``sync`` domain at ``frequency_hz``; return the achieved frequency in Hz."""
         f_in = self.lookup(self.default_clk).clock.frequency
         clk_io = self.request(self.default_clk, dir="-")
-        m.domains.sync = cd_sync = ClockDomain("sync")
         if abs(frequency_hz - f_in) < 1.0:
             # Run straight from the oscillator; the resource's Clock() is the constraint.
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
-            m.d.comb += cd_sync.clk.eq(clk_buf.i)
-            m.submodules.reset_sync = ResetSynchronizer(Const(0), domain="sync")
+            self.sync_domain(m, clk_buf.i)
             return f_in
         p = ice40_pll_params(f_in, frequency_hz)
         clk_out = Signal()
@@ -79,8 +73,7 @@ class ICE40Board(HarnessBoard):
             io_PACKAGEPIN=clk_io.io, i_RESETB=1, i_BYPASS=0,
             o_PLLOUTGLOBAL=clk_out, o_LOCK=locked,
         )
-        m.d.comb += cd_sync.clk.eq(clk_out)
-        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        self.sync_domain(m, clk_out, locked)
         # nextpnr-ice40 derives the PLL output constraint from the input constraint (an
         # explicit one would name a net that vanishes after flattening; see boards.ecp5).
         return p["f_out_hz"]

@@ -24,7 +24,6 @@ class ICEBreakerPlatform(ICE40Board, _ICEBreakerPlatform):
 
     board_name = "icebreaker"
     default_preset = "icebreaker"
-    serial_in = ("uart", "rx")
     led_count = 7
 
     def harness_pins(self, m: Module) -> tuple[Value, list[Value]]:

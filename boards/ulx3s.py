@@ -21,5 +21,4 @@ class ULX3S85FPlatform(ECP5Board, ULX3S_85F_Platform):
 
     board_name = "ulx3s-85f"
     default_preset = "ulx3s_85f"
-    serial_in = ("uart", "rx")
     led_count = 8
