@@ -26,22 +26,31 @@ from typing import Any
 
 from sw.report import STDOUT, add_json_argument, write_json
 
-__all__ = ["BenchRun", "Say", "add_common", "common_fields", "preset_type",
+__all__ = ["BenchRun", "Say", "add_common", "common_fields", "int_type", "preset_type",
            "run_bench_test", "say_for", "seed_type", "write_report"]
 
 #: A function that prints one line of human-readable output.
 Say = Callable[[str], None]
 
 
-def seed_type(text: str) -> int:
-    """argparse ``type=`` for ``--seed``: a non-negative integer (decimal or ``0x..``)."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, not {text!r}")
-    return value
+def int_type(what: str, lo: int, kind: str) -> Callable[[str], int]:
+    """argparse ``type=`` for an integer option ``>= lo`` (decimal or ``0x..``); the error reads
+    ``"<what> must be a <kind> integer, not '<text>'"``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            value = lo - 1
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{what} must be a {kind} integer, not {text!r}")
+        return value
+
+    parse.__name__ = what                       # argparse names the type in some messages
+    return parse
+
+
+#: ``--seed``: a non-negative integer.
+seed_type = int_type("seed", 0, "non-negative")
 
 
 def preset_type(text: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sim.benchkit import add_common, say_for, write_report
+from sim.benchkit import add_common, int_type, say_for, write_report
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,14 +22,7 @@ __all__ = ["add_arguments", "run"]
 KIND = "demo"
 
 
-def _dim(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"dimension must be a positive integer, not {text!r}")
-    return v
+_dim = int_type("dimension", 1, "positive")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ from cocotb.triggers import ClockCycles, Timer
 from sim import runner
 from sim.streams import EdgeLoop, StreamSink, StreamSource, pause_generator, start_clock_and_drivers
 
-__all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "steps_per_cycle", "write_result"]
+__all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "steps_per_cycle", "write_result"]
 
 CLOCK_NS = 10
 STALL_CYCLES = 20_000         # no output for this long (with work pending) fails the test
@@ -49,6 +49,21 @@ def steps_per_cycle() -> int:
     from cocotb.utils import get_sim_steps
 
     return int(get_sim_steps(CLOCK_NS, "ns"))
+
+
+class Scoreboard:
+    """Base of a bench's scoreboard: output-row counters and the first ``keep`` messages."""
+
+    def __init__(self, *, keep: int = 5) -> None:
+        self.rows_out = 0                # output rows received
+        self.row_mismatches = 0          # of those, rows that differ from the model
+        self.errors: list[str] = []      # the first ``keep`` error messages
+        self.keep = keep
+
+    def note(self, message: str) -> None:
+        """Keep ``message`` if fewer than ``keep`` are kept (the counts tell the rest)."""
+        if len(self.errors) < self.keep:
+            self.errors.append(message)
 
 
 class Harness:

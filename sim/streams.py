@@ -387,9 +387,15 @@ class EdgeLoop:
 
 
 class _Driver:
+    """What both drivers share. ``pause`` (the source's ``idle``, the sink's ``backpressure``)
+    yields ``True`` on the cycles to pause; ``on_transfer(raw)`` sees every transferred payload;
+    ``record_times`` keeps the simulation time of each transfer in :attr:`times`; drivers that
+    share a clock should share one ``loop``."""
+
     def __init__(self, dut: Any, prefix: str, clk: Any, layout: Any | None,
-                 pause: Iterator[bool] | None, record_times: bool,
-                 loop: EdgeLoop | None) -> None:
+                 pause: Iterator[bool] | None, *,
+                 on_transfer: Callable[[int], None] | None = None,
+                 record_times: bool = False, loop: EdgeLoop | None = None) -> None:
         try:
             self.valid = getattr(dut, f"{prefix}__valid")
             self.ready = getattr(dut, f"{prefix}__ready")
@@ -402,6 +408,7 @@ class _Driver:
         self.clk = clk
         self.codec = Codec(layout) if layout is not None else None
         self.pause = pause
+        self.on_transfer = on_transfer
         self.record_times = record_times
         self.count = 0                   # transfers so far
         self.times: list[int] = []       # sim time (steps) of each transfer, if record_times
@@ -436,15 +443,14 @@ class StreamSource(_Driver):
     Queue raw ints with :meth:`send` / :meth:`extend` (or layout values with
     :meth:`send_value`); ``on_transfer(raw)`` is called for every item the DUT accepted, which
     is what a scoreboard's model must be fed with. ``idle`` pauses before presenting an item.
+    Keyword options: ``on_transfer``, ``record_times`` (transfer times in :attr:`times`) and
+    ``loop`` (a shared :class:`EdgeLoop`).
     """
 
     def __init__(self, dut: Any, prefix: str, clk: Any, layout: Any | None = None, *,
-                 idle: Iterator[bool] | None = None,
-                 on_transfer: Callable[[int], None] | None = None,
-                 record_times: bool = False, loop: EdgeLoop | None = None) -> None:
-        super().__init__(dut, prefix, clk, layout, idle, record_times, loop)
+                 idle: Iterator[bool] | None = None, **options: Any) -> None:
+        super().__init__(dut, prefix, clk, layout, idle, **options)
         self.queue: collections.deque[int] = collections.deque()
-        self.on_transfer = on_transfer
         self._read_ready = _reader(self.ready)
         self._busy = False
         self._valid_driven = 0
@@ -491,19 +497,17 @@ class StreamSink(_Driver):
     """Drives ``<prefix>__ready`` and collects ``<prefix>__payload`` on each transfer.
 
     Received raw ints go to ``on_transfer(raw)`` if given, else to :attr:`received`.
-    ``backpressure`` pauses (drops ``ready``) on the cycles it yields ``True``.
+    ``backpressure`` pauses (drops ``ready``) on the cycles it yields ``True``. Keyword options:
+    ``on_transfer``, ``record_times`` and ``loop``, as for :class:`StreamSource`.
     """
 
     def __init__(self, dut: Any, prefix: str, clk: Any, layout: Any | None = None, *,
-                 backpressure: Iterator[bool] | None = None,
-                 on_transfer: Callable[[int], None] | None = None,
-                 record_times: bool = False, loop: EdgeLoop | None = None) -> None:
-        super().__init__(dut, prefix, clk, layout, backpressure, record_times, loop)
+                 backpressure: Iterator[bool] | None = None, **options: Any) -> None:
+        super().__init__(dut, prefix, clk, layout, backpressure, **options)
         self.received: collections.deque[int] = collections.deque()
-        self.on_transfer = on_transfer
         self._read_valid = _reader(self.valid)
         self._read_payload = _reader(self.payload)
-        self._deliver = on_transfer if on_transfer is not None else self.received.append
+        self._deliver = self.on_transfer or self.received.append
         self._ready_driven = 0 if backpressure is not None else 1
         self.ready.value = self._ready_driven
 

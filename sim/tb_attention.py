@@ -29,7 +29,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from sim.harness import Harness, steps_per_cycle, write_result
+from sim.harness import Harness, Scoreboard, steps_per_cycle, write_result
 from sim.streams import Codec
 from sw import ref
 
@@ -110,7 +110,7 @@ def corner_sequences(head_dim: int, window_max: int, causal: bool) -> list[dict[
 
 # -- scoreboard ----------------------------------------------------------------------------------
 
-class AttentionScoreboard:
+class AttentionScoreboard(Scoreboard):
     """Model fed by the accepted transfers; checks every output row against the reference.
 
     Sequences are delimited by the ``i_cfg`` transfers: sequence ``s`` owns the next
@@ -118,6 +118,7 @@ class AttentionScoreboard:
     """
 
     def __init__(self, ports: dict[str, Any], *, keep: int = 5) -> None:
+        super().__init__(keep=keep)
         self.cfg_codec = Codec(ports["i_cfg"])
         self.kv_codec = Codec(ports["i_kv"])
         self.q_codec = Codec(ports["i_q"])
@@ -127,11 +128,7 @@ class AttentionScoreboard:
         self._q_seq = 0
         self._out_seq = 0
         self._out_row = 0
-        self.rows_out = 0
-        self.row_mismatches = 0
         self.seqs_bad: set[int] = set()
-        self.errors: list[str] = []
-        self.keep = keep
 
     def on_cfg(self, raw: int) -> None:
         c = self.cfg_codec.unpack(raw)
@@ -210,8 +207,7 @@ class AttentionScoreboard:
     def _fail(self, s: int, msg: str) -> None:
         self.row_mismatches += 1
         self.seqs_bad.add(s)
-        if len(self.errors) < self.keep:
-            self.errors.append(msg)
+        self.note(msg)
 
 
 # -- harness -------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from sim.harness import Harness, steps_per_cycle, write_result
+from sim.harness import Harness, Scoreboard, steps_per_cycle, write_result
 from sim.streams import Codec
 from sw import quant, ref
 
@@ -153,7 +153,7 @@ def corner_tiles(rows: int, cols: int, kmax: int, seed: int = 0) -> list[dict[st
 
 # -- scoreboard ----------------------------------------------------------------------------------
 
-class GemmScoreboard:
+class GemmScoreboard(Scoreboard):
     """Model fed by the transfers the DUT accepted; compares every output row.
 
     ``on_operand``/``on_quant``/``on_output`` take raw payload ints (the streams' callbacks).
@@ -162,6 +162,7 @@ class GemmScoreboard:
     """
 
     def __init__(self, ports: dict[str, Any], rows: int, cols: int, *, keep: int = 5) -> None:
+        super().__init__(keep=keep)
         self.rows, self.cols = rows, cols
         self.op_codec = Codec(ports["i_stream"])
         self.q_codec = Codec(ports["i_quant"])
@@ -172,12 +173,8 @@ class GemmScoreboard:
         self._quants: collections.deque[dict[str, np.ndarray]] = collections.deque()
         self.expected: collections.deque[tuple[np.ndarray, bool]] = collections.deque()
         self.tiles_in = 0
-        self.rows_out = 0
         self.tiles_out = 0
-        self.row_mismatches = 0
         self.tiles_bad: set[int] = set()
-        self.errors: list[str] = []
-        self.keep = keep
         self.outputs: list[np.ndarray] = []     # all received rows (for the bench)
 
     def on_operand(self, raw: int) -> None:
@@ -219,7 +216,7 @@ class GemmScoreboard:
         if not self.expected:
             self.row_mismatches += 1
             self.tiles_bad.add(tile)
-            self._err(f"tile {tile}: output row {self.rows_out} {got.tolist()} arrived before "
+            self.note(f"tile {tile}: output row {self.rows_out} {got.tolist()} arrived before "
                       "its tile and quant parameters were sent")
         else:
             want, last = self.expected.popleft()
@@ -227,22 +224,17 @@ class GemmScoreboard:
                 np.testing.assert_array_equal(got, want)
                 ok = bool(p["last"]) == last
                 if not ok:
-                    self._err(f"tile {tile} row {self.rows_out % self.rows}: last="
+                    self.note(f"tile {tile} row {self.rows_out % self.rows}: last="
                               f"{p['last']} but expected {int(last)}")
             except AssertionError as exc:
                 ok = False
-                self._err(f"tile {tile} row {self.rows_out % self.rows}: {exc}")
+                self.note(f"tile {tile} row {self.rows_out % self.rows}: {exc}")
             if not ok:
                 self.row_mismatches += 1
                 self.tiles_bad.add(tile)
         self.rows_out += 1
         if self.rows_out % self.rows == 0:
             self.tiles_out += 1
-
-    def _err(self, msg: str) -> None:
-        if len(self.errors) < self.keep:
-            self.errors.append(msg)
-
 
 # -- harness -------------------------------------------------------------------------------------
 
