@@ -15,8 +15,9 @@ A board build wraps the unit in :class:`UnitHarness`, which works for any ``wiri
   register drives the LEDs. Every output bit therefore reaches a pin: nothing is optimised away.
 
 The main clock runs at the preset's ``target_mhz`` from the board's PLL (or its oscillator if
-that is already the target), with a clock constraint at that frequency on the PLL output; nextpnr
-writes its JSON report (``--report``) and :mod:`boards.report` turns it into ours.
+that is already the target); nextpnr derives the PLL output's constraint from the input clock's,
+writes its JSON report (``--report``), and :mod:`boards.report` turns it into ours. While the
+tools run, :class:`BuildSteps` tells their step from their logs for the progress line.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class UnitHarness(Elaboratable):
         Main (``sync``) clock frequency; the platform makes it with its PLL.
 
     The platform must provide ``add_main_clock(m, frequency_hz) -> float`` and
-    ``harness_pins(m) -> (serial_in, [output pins])`` (the ``boards/*.py`` classes do).
+    ``harness_pins(m) -> (serial_in, [output pins])`` (every board class does, through
+    :class:`boards.common.HarnessBoard` and a family mixin).
     ``frequency_hz_achieved`` holds the PLL's real frequency after elaboration.
     """
 
