@@ -26,7 +26,8 @@ from cocotb.triggers import ClockCycles, Timer
 from sim import runner
 from sim.streams import EdgeLoop, StreamSink, StreamSource, pause_generator, start_clock_and_drivers
 
-__all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "steps_per_cycle", "write_result"]
+__all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "bench_inputs",
+           "steps_per_cycle", "write_result"]
 
 CLOCK_NS = 10
 STALL_CYCLES = 20_000         # no output for this long (with work pending) fails the test
@@ -42,6 +43,14 @@ def write_result(key: str, value: Any) -> None:
     blob = json.loads(p.read_text()) if p.exists() else {}
     blob[key] = value
     p.write_text(json.dumps(blob, indent=1))
+
+
+def bench_inputs(default_cases: list[list[Any]]) -> tuple[list[list[Any]], int]:
+    """A bench test's cases (``LF_BENCH_CASES``, JSON, else ``default_cases``) and seed
+    (``LF_SEED``, else 1)."""
+    blob = os.environ.get("LF_BENCH_CASES")
+    cases = json.loads(blob) if blob else default_cases
+    return cases, int(os.environ.get("LF_SEED", "1"))
 
 
 def steps_per_cycle() -> int:

@@ -21,7 +21,6 @@ Environment: ``LF_ROWS`` (default 1000) · ``LF_SEED`` (default 1) · ``LF_RESUL
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -29,7 +28,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from sim.harness import Harness, Scoreboard, steps_per_cycle, write_result
+from sim.harness import Harness, Scoreboard, bench_inputs, steps_per_cycle, write_result
 from sim.streams import Codec
 from sw import ref
 
@@ -287,8 +286,7 @@ async def attention_rows(dut: Any, causal: bool, idle: bool, backpressure: bool)
 
 @cocotb.test()
 async def attention_bench(dut: Any) -> None:
-    cases = json.loads(os.environ.get("LF_BENCH_CASES", "[[8, 64, true]]"))
-    seed = int(os.environ.get("LF_SEED", "1"))
+    cases, seed = bench_inputs([[8, 64, True]])
     h = AttentionHarness(dut, record_times=True)
     await h.start()
     d, w_max = h.head_dim, h.window

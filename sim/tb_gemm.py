@@ -22,7 +22,6 @@ summary · ``LF_BENCH_CASES`` bench shapes · ``LF_PARAMS`` / ``LF_PORTS`` (set 
 from __future__ import annotations
 
 import collections
-import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -31,9 +30,10 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from sim.harness import Harness, Scoreboard, steps_per_cycle, write_result
+from sim.harness import Harness, Scoreboard, bench_inputs, steps_per_cycle, write_result
 from sim.streams import Codec
 from sw import quant, ref
+
 
 # -- tiles ---------------------------------------------------------------------------------------
 
@@ -306,8 +306,7 @@ def tile_problem(a: np.ndarray, w: np.ndarray, rows: int, cols: int) -> Iterator
 
 @cocotb.test()
 async def gemm_bench(dut: Any) -> None:
-    cases = json.loads(os.environ.get("LF_BENCH_CASES", "[[16, 64, 16]]"))
-    seed = int(os.environ.get("LF_SEED", "1"))
+    cases, seed = bench_inputs([[16, 64, 16]])
     h = GemmHarness(dut, record_times=True)
     await h.start()
     rows, cols = h.rows, h.cols
