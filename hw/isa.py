@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from hw.numerics import LN_MAX_DIM, LUT_SIZE
+from hw.params import AccelParams
 
 __all__ = [
     "ATTN_WORD", "CHANNEL_WORD", "CSR_ACCESS", "CSR_BLOCK_BYTES", "EPS_WORD", "FORMATS",
@@ -396,7 +397,7 @@ REGION_NAMES = ("csr", "instr", "act", "wgt", "quant", "lut")
 CSR_BLOCK_BYTES = 0x100
 
 
-def quant_depth(params) -> int:
+def quant_depth(params: AccelParams) -> int:
     """Quant words (64 bits each) of the QUANT scratchpad: ``max(64, wgt_depth // 32)``: one
     word per output channel, and a layer has far fewer channels than weight bytes / 32 unless
     it is narrower than 32 inputs."""
@@ -477,7 +478,7 @@ class MemoryMap:
     size is a multiple of 4. An access outside every region is refused by the link.
     """
 
-    params: object
+    params: AccelParams
     regions: tuple[Region, ...]
 
     def region(self, name: str) -> Region:
@@ -501,7 +502,7 @@ class MemoryMap:
         return max(r.end for r in self.regions).bit_length()
 
 
-def memory_map(params) -> MemoryMap:
+def memory_map(params: AccelParams) -> MemoryMap:
     """The memory map of ``params`` (an :class:`hw.params.AccelParams`). Bases are fixed
     (``REGION_NAMES.index(name) << REGION_SHIFT``); sizes follow the parameters."""
     sizes = {
@@ -541,7 +542,7 @@ def _fail(code: ErrorCode, pc: int | None, msg: str):
     raise IsaError(code, msg, pc)
 
 
-def validate(instr: Instruction, params, pc: int | None = None) -> list[Access]:
+def validate(instr: Instruction, params: AccelParams, pc: int | None = None) -> list[Access]:
     """Check ``instr`` against ``params`` as the controller does before it dispatches it.
 
     Returns every operand as an :class:`Access`. Raises :class:`IsaError` with ``BAD_FIELD``,

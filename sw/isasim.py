@@ -30,6 +30,7 @@ import numpy as np
 from hw import isa
 from hw.isa import ErrorCode, IsaError, Opcode, VecFunc
 from hw.numerics import LUT_SIZE, SHIFT_MAX, SHIFT_MIN
+from hw.params import AccelParams
 from sw import ref
 
 __all__ = [
@@ -128,7 +129,7 @@ def unpack_quant(layout: tuple[isa.Field, ...], data: bytes | np.ndarray) -> dic
 class MemoryImage:
     """The bytes of every region of ``hw.isa.memory_map(params)`` (zero-initialised)."""
 
-    def __init__(self, params) -> None:
+    def __init__(self, params: AccelParams) -> None:
         self.params = params
         self.map = isa.memory_map(params)
         self.regions = {r.name: bytearray(r.size) for r in self.map.regions}
@@ -328,13 +329,13 @@ class _Machine:
 
 
 @functools.lru_cache(maxsize=4096)
-def _checked(word: int, params) -> tuple[isa.Instruction, list[isa.Access]]:
+def _checked(word: int, params: AccelParams) -> tuple[isa.Instruction, list[isa.Access]]:
     """Decoded and validated instruction (the same words run once per sample)."""
     instr = isa.decode(word)
     return instr, isa.validate(instr, params)
 
 
-def _fetch(word: int, params, pc: int) -> tuple[isa.Instruction, list[isa.Access]]:
+def _fetch(word: int, params: AccelParams, pc: int) -> tuple[isa.Instruction, list[isa.Access]]:
     try:
         return _checked(word, params)
     except IsaError:

@@ -29,6 +29,7 @@ import numpy as np
 from hw import isa
 from hw.isa import VecFunc
 from hw.numerics import LUT_SIZE
+from hw.params import AccelParams
 from sw import ref
 from sw.isasim import MemoryImage, pack_act, pack_quant, pack_wgt, unpack_act
 
@@ -39,7 +40,7 @@ class FitError(ValueError):
     """The model does not fit the accelerator; ``limits`` lists every exceeded limit as
     ``(what, need, have, AccelParams field)``."""
 
-    def __init__(self, params, limits: list[tuple[str, int, int, str]]) -> None:
+    def __init__(self, params: AccelParams, limits: list[tuple[str, int, int, str]]) -> None:
         self.limits = limits
         lines = "; ".join(f"{what}: needs {need}, has {have} (AccelParams.{knob})"
                           for what, need, have, knob in limits)
@@ -98,7 +99,7 @@ class Program:
         Bytes (instructions: words) used per region, and each region's capacity.
     """
 
-    params: Any
+    params: AccelParams
     instructions: tuple[isa.Instruction, ...]
     blocks: tuple[Block, ...]
     input: TensorRef
@@ -177,8 +178,8 @@ class Program:
 
 
 class _Alloc:
-    """Bump allocator over one region (offsets rounded up to ``align``; ``unit`` bytes per
-    offset step: 8 for the quant region, whose offsets are word indices)."""
+    """Bump allocator over one region, in the region's address units (bytes; quant words and
+    LUTs count whole entries); offsets are rounded up to ``align``."""
 
     def __init__(self, region: str, align: int = 1) -> None:
         self.region = region
@@ -193,7 +194,7 @@ class _Alloc:
 
 
 class _Builder:
-    def __init__(self, artifact, params, seq_len: int) -> None:
+    def __init__(self, artifact: Any, params: AccelParams, seq_len: int) -> None:
         self.a = artifact.arrays
         self.cfg = artifact.config
         self.params = params
@@ -271,7 +272,8 @@ def _span(cfg: dict[str, Any], seq_len: int) -> tuple[int, bool]:
     return min(window, seq_len if causal else 2 * seq_len - 1), causal
 
 
-def compile_program(artifact, params, *, seq_len: int | None = None) -> Program:
+def compile_program(artifact: Any, params: AccelParams, *,
+                    seq_len: int | None = None) -> Program:
     """Lower ``artifact`` (:class:`sw.artifact.Artifact`) to a :class:`Program` for ``params``.
 
     ``seq_len``: tokens per sample (default and, for classifiers, required: the model's).
