@@ -17,6 +17,7 @@ from sw.driver import (
     DesignMismatchError,
     Device,
     DeviceError,
+    DeviceResetError,
     LinkClosedError,
     LinkError,
     LinkTimeoutError,
@@ -91,8 +92,24 @@ def test_driver_run_status_perf_reset(dev, server):
     with pytest.raises(LinkTimeoutError, match="still busy"):
         dev.wait(timeout=0.1)
     server.model.busy = False
+    assert dev.wait().done                     # the earlier run's DONE is still reported
     dev.reset()
     assert dev.perf() == (0, 0, 2, 0)
+
+
+def test_driver_board_reset_mid_run(dev, server):
+    def long_run(entry, memory):
+        server.model.busy = True
+        return 0
+
+    dev.write(0x0, [5])
+    server.model.on_run = long_run             # a long run...
+    dev.run(0)
+    assert dev.status()[:2] == (True, False)
+    server.model.power_cycle()                 # ...and the board resets under it
+    with pytest.raises(DeviceResetError, match="reset or power-cycled during the run"):
+        dev.wait(timeout=1.0)
+    assert dev.read(0x0, 1) == [0]             # the memory is gone too
 
 
 def test_driver_retries_after_a_dropped_reply(dev, server):

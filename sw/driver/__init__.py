@@ -17,6 +17,7 @@ from sw.driver.errors import (
                               CrcError,
                               DesignMismatchError,
                               DeviceError,
+    DeviceResetError,
                               LinkClosedError,
                               LinkError,
                               LinkTimeoutError,
@@ -24,5 +25,5 @@ from sw.driver.errors import (
 )
 
 __all__ = ["AccelError", "CrcError", "DesignMismatchError", "Device", "DeviceError",
-           "DeviceStatus", "LinkClosedError", "LinkError", "LinkTimeoutError", "Perf",
-           "ProtocolError"]
+           "DeviceResetError", "DeviceStatus", "LinkClosedError", "LinkError",
+           "LinkTimeoutError", "Perf", "ProtocolError"]

@@ -22,6 +22,7 @@ from sw.driver.errors import (
     CrcError,
     DesignMismatchError,
     DeviceError,
+    DeviceResetError,
     LinkTimeoutError,
     ProtocolError,
 )
@@ -194,12 +195,20 @@ class Device:
         self.request(p.Opcode.RESET, reply_bytes=0)
 
     def wait(self, timeout: float = 10.0, poll: float = 0.001) -> DeviceStatus:
-        """Poll STATUS until the accelerator is not busy; :class:`LinkTimeoutError` after
-        ``timeout`` seconds."""
+        """Poll STATUS until the run started by :meth:`run` ends.
+
+        :class:`LinkTimeoutError` after ``timeout`` seconds; :class:`DeviceResetError` when the
+        accelerator is idle without a finished run (it was reset during the run).
+        """
         deadline = time.monotonic() + timeout
         while True:
             st = self.status()
             if not st.busy:
+                if not st.done:
+                    raise DeviceResetError(
+                        f"the accelerator at {self.url} is idle but reports no finished run: "
+                        f"it was reset or power-cycled during the run; load the program and "
+                        f"its inputs again")
                 return st
             if time.monotonic() > deadline:
                 raise LinkTimeoutError(f"the accelerator at {self.url} is still busy after "

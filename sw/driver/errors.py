@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from hw.link.protocol import ERROR_TEXT, Status
 
-__all__ = ["AccelError", "CrcError", "DesignMismatchError", "DeviceError", "LinkClosedError",
-           "LinkError", "LinkTimeoutError", "ProtocolError"]
+__all__ = ["AccelError", "CrcError", "DesignMismatchError", "DeviceError", "DeviceResetError",
+           "LinkClosedError", "LinkError", "LinkTimeoutError", "ProtocolError"]
 
 
 class AccelError(Exception):
@@ -44,6 +44,10 @@ class DeviceError(AccelError):
         except ValueError:
             text, name = "unknown status code", f"0x{code:02x}"
         super().__init__(f"{request}: the device answered {name} ({text})")
+
+
+class DeviceResetError(AccelError):
+    """The device lost a run: it is idle but reports no finished run (reset or power cycle)."""
 
 
 class DesignMismatchError(AccelError):

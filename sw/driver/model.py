@@ -41,7 +41,8 @@ class FrameEngineModel:
     Attributes
     ----------
     busy : bool
-        The accelerator's ``busy`` input (set by a test to model a long run).
+        The accelerator's ``busy`` input. ``on_run`` may set it to model a long run; clearing
+        it then ends the run (STATUS reports DONE).
     acc_status : int
         The accelerator's status word (STATUS word 1).
     """
@@ -53,16 +54,35 @@ class FrameEngineModel:
             raise ValueError(f"identity must be {p.IDENTIFY_BYTES} bytes, not {len(identity)}")
         self.identity = bytes(identity)
         self.ranges = p.check_ranges(ranges)
-        self.memory: dict[int, int] = dict(memory or {})
+        self._initial = dict(memory or {})
+        self.memory: dict[int, int] = dict(self._initial)
         self.on_run = on_run
-        self.busy = False
+        self._busy = self._running = False
         self.acc_status = 0
         self._clear_counters()
         self._state = "IDLE"
         self._frame = bytearray()
 
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        if self._busy and not value and self._running:
+            self.done, self._running = True, False
+        self._busy = bool(value)
+
+    def power_cycle(self) -> None:
+        """A board reset: memory back to its initial contents, counters, run and receiver
+        state cleared."""
+        self.memory = dict(self._initial)
+        self._busy = False
+        self._clear_counters()
+        self._state = "IDLE"
+
     def _clear_counters(self) -> None:
-        self.done = False
+        self.done = self._running = False
         self.run_cycles = self.runs = self.frames_ok = self.frames_failed = 0
 
     # -- input ----------------------------------------------------------------------------------
@@ -136,8 +156,10 @@ class FrameEngineModel:
                 self.memory[words[0] // 4 + i] = word
         elif opcode == p.Opcode.RUN:
             self.runs += 1
+            self.done, self._running = False, True
             self.run_cycles = self.on_run(words[0], self.memory) if self.on_run else 0
-            self.done = True
+            if not self._busy:
+                self.done, self._running = True, False
         elif opcode == p.Opcode.RESET:
             self._clear_counters()
         return self._reply(opcode, seq, p.Status.OK, words)
