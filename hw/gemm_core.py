@@ -25,6 +25,8 @@ The result is ``sw.ref.gemm_requant(A[:, :k_len], W[:k_len, :], bias, mult, shif
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import *
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -146,10 +148,22 @@ class GemmCore(Unit):
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols, depth = self._rows, self._cols, self._k_depth
         m.submodules.pipeline = pipe = self._pipeline
+        act_buf, wgt_buf, quant_buf = self._elaborate_buffers(m, platform)
+        seq = self._elaborate_sequencer(m)
+        self._elaborate_quant_reader(m, pipe, quant_buf, seq)
+        self._elaborate_operand_reader(m, pipe, act_buf, wgt_buf, seq)
 
-        # -- buffers: A, W and quant in block RAM, two banks each (bank = address MSB) -------------
+        # -- results ------------------------------------------------------------------------------
+        wiring.connect(m, wiring.flipped(self.o_stream), pipe.o_stream)
+        m.d.comb += self.done.eq(self.o_stream.valid & self.o_stream.ready
+                                 & self.o_stream.payload.last)
+        return m
+
+    def _elaborate_buffers(self, m, platform):
+        """A, W and quant buffers in block RAM, two banks each (bank = address MSB), and their
+        write port."""
+        rows, cols, depth = self._rows, self._cols, self._k_depth
         # Every buffer reads through two register ranks (hw.bram: on ECP5 the DP16KD's own output
         # register; Yosys maps an inferred memory without it, and its 5.8 ns clock-to-out then
         # left too little of a 125 MHz cycle for the route to the array).
@@ -177,8 +191,11 @@ class GemmCore(Unit):
             quant_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)
                               & (self.wr_addr < cols)),
         ]
+        return act_buf, wgt_buf, quant_buf
 
-        # -- sequencer ----------------------------------------------------------------------------
+    def _elaborate_sequencer(self, m):
+        """The tile sequencer's state, ``busy`` and the registered start."""
+        cols, depth = self._cols, self._k_depth
         run = Signal()                       # operand columns left to read
         k = Signal(range(depth))             # next column to read
         k_last = Signal(range(depth))        # k_len - 1 of the running tile
@@ -212,7 +229,17 @@ class GemmCore(Unit):
                 k_last.eq(start_k_last),
                 bank.eq(start_bank),
             ]
+        return SimpleNamespace(run=run, k=k, k_last=k_last, bank=bank, q_read=q_read,
+                               q_col=q_col, q_data=q_data, q_data_col=q_data_col,
+                               q_out_valid=q_out_valid, q_out_col=q_out_col,
+                               q_pending=q_pending)
 
+    def _elaborate_quant_reader(self, m, pipe, quant_buf, seq):
+        """``i_quant`` of the pipeline from the quant buffer, one column per cycle."""
+        cols = self._cols
+        q_read, q_col, q_data, q_data_col = seq.q_read, seq.q_col, seq.q_data, seq.q_data_col
+        q_out_valid, q_out_col, q_pending = seq.q_out_valid, seq.q_out_col, seq.q_pending
+        bank = seq.bank
         # i_quant: from the cycle after `accepted`, the bank's quant words are read one column per
         # cycle (address from registers only: an address straight from the start command
         # missed 125 MHz on the ULX3S, harness register -> k_len check -> address = 10.4 ns),
@@ -249,6 +276,9 @@ class GemmCore(Unit):
                 pipe.i_quant.payload.shift[c].eq(quant_q[c].shift),
             ]
 
+    def _elaborate_operand_reader(self, m, pipe, act_buf, wgt_buf, seq):
+        """``i_stream`` of the pipeline from the A and W buffers, one column per cycle."""
+        run, k, k_last, bank = seq.run, seq.k, seq.k_last, seq.bank
         # Operand stream, the RAMs' two read ranks with backpressure: rank 1 (address / array
         # read, `r_en`) and rank 2 (output register, `r_oce`, drives i_stream). Rank 2 loads when
         # empty or taken; rank 1 advances when empty or unloaded into rank 2, so a stall holds
@@ -283,9 +313,3 @@ class GemmCore(Unit):
                     m.d.sync += run.eq(0)
         with m.If(load_r2):
             m.d.sync += [r2_valid.eq(r1_valid), r2_last.eq(r1_last)]
-
-        # -- results ------------------------------------------------------------------------------
-        wiring.connect(m, wiring.flipped(self.o_stream), pipe.o_stream)
-        m.d.comb += self.done.eq(self.o_stream.valid & self.o_stream.ready
-                                 & self.o_stream.payload.last)
-        return m
