@@ -34,7 +34,6 @@ from sim.harness import Harness, Scoreboard, bench_inputs, steps_per_cycle, writ
 from sim.streams import Codec
 from sw import quant, ref
 
-
 # -- tiles ---------------------------------------------------------------------------------------
 
 def _tile(a: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray,
