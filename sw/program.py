@@ -21,7 +21,11 @@ A model that does not fit raises :class:`FitError` naming every exceeded limit.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +37,11 @@ from hw.params import AccelParams
 from sw import ref
 from sw.isasim import MemoryImage, pack_act, pack_quant, pack_wgt, unpack_act
 
-__all__ = ["Block", "FitError", "Program", "TensorRef", "compile_program"]
+__all__ = ["PROGRAM_FORMAT", "PROGRAM_FORMAT_VERSION", "Block", "FitError", "Program",
+           "ProgramFileError", "TensorRef", "compile_program", "load_program", "save_program"]
+
+PROGRAM_FORMAT = "lightformer-program"
+PROGRAM_FORMAT_VERSION = 1
 
 
 class FitError(ValueError):
@@ -376,3 +384,78 @@ def compile_program(artifact: Any, params: AccelParams, *,
     return Program(params=params, instructions=tuple(b.code), blocks=tuple(b.blocks),
                    input=inp, output=logits, input_kind=cfg["input_kind"], task=cfg["task"],
                    seq_len=t, artifact_digest=artifact.digest, usage=usage)
+
+
+# -- program files --------------------------------------------------------------------------------
+
+class ProgramFileError(ValueError):
+    """A program file is missing, corrupt, of another format or version."""
+
+
+def save_program(program: Program, path: str | os.PathLike[str]) -> Path:
+    """Write ``program`` to one ``.safetensors`` file (atomically): every constant block and the
+    instruction bytes as uint8 tensors, the rest as a JSON manifest in the metadata."""
+    import safetensors.numpy
+
+    from sw.report import atomic_write_bytes
+
+    tensors = {"instr": np.frombuffer(isa.to_bytes(program.words), np.uint8)}
+    for b in program.blocks:
+        tensors[f"{b.region}:{b.name}"] = np.frombuffer(b.data, np.uint8)
+    manifest = {
+        "format": PROGRAM_FORMAT, "format_version": PROGRAM_FORMAT_VERSION,
+        "isa_version": isa.ISA_VERSION,
+        "params": {f.name: getattr(program.params, f.name)
+                   for f in dataclasses.fields(program.params) if f.init},
+        "design_id": program.params.design_id, "entry": program.entry,
+        "input_kind": program.input_kind, "task": program.task, "seq_len": program.seq_len,
+        "artifact_digest": program.artifact_digest, "usage": program.usage,
+        "input": dataclasses.asdict(program.input), "output": dataclasses.asdict(program.output),
+        "blocks": [{"name": b.name, "layer": b.layer, "region": b.region, "offset": b.offset}
+                   for b in program.blocks],
+    }
+    data = safetensors.numpy.save(tensors, metadata={PROGRAM_FORMAT: json.dumps(manifest)})
+    return atomic_write_bytes(path, data)
+
+
+def load_program(path: str | os.PathLike[str]) -> Program:
+    """Read a file of :func:`save_program`; :class:`ProgramFileError` says what is wrong."""
+    import safetensors
+    import safetensors.numpy
+
+    path = Path(path)
+    redo = "compile it again with sw.program.compile_program"
+    if not path.is_file():
+        raise ProgramFileError(f"{path}: file not found; check the path or {redo}")
+    data = path.read_bytes()
+    try:
+        tensors = safetensors.numpy.load(data)
+        with safetensors.safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+        manifest = json.loads(meta[PROGRAM_FORMAT])
+    except (KeyError, ValueError, OSError, safetensors.SafetensorError) as exc:
+        raise ProgramFileError(f"{path}: not a {PROGRAM_FORMAT} file ({exc}); {redo}") from None
+    if manifest.get("format_version") != PROGRAM_FORMAT_VERSION \
+            or manifest.get("isa_version") != isa.ISA_VERSION:
+        raise ProgramFileError(
+            f"{path}: program format {manifest.get('format_version')!r} / ISA "
+            f"{manifest.get('isa_version')!r}, this lightformer reads {PROGRAM_FORMAT_VERSION} / "
+            f"{isa.ISA_VERSION}; {redo}")
+    params = AccelParams(**manifest["params"])
+    if params.design_id != manifest["design_id"]:
+        raise ProgramFileError(f"{path}: the parameters no longer give design id "
+                               f"{manifest['design_id']:08x}; {redo}")
+    try:
+        blocks = tuple(Block(b["name"], b["layer"], b["region"], b["offset"],
+                             tensors[f"{b['region']}:{b['name']}"].tobytes())
+                       for b in manifest["blocks"])
+        words = isa.from_bytes(tensors["instr"].tobytes())
+    except KeyError as exc:
+        raise ProgramFileError(f"{path}: tensor {exc} is missing; {redo}") from None
+    return Program(params=params, instructions=tuple(isa.decode(w, i) for i, w in
+                                                     enumerate(words)),
+                   blocks=blocks, input=TensorRef(**manifest["input"]),
+                   output=TensorRef(**manifest["output"]), input_kind=manifest["input_kind"],
+                   task=manifest["task"], seq_len=manifest["seq_len"],
+                   artifact_digest=manifest["artifact_digest"], usage=manifest["usage"],
+                   entry=manifest["entry"])

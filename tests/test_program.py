@@ -17,7 +17,13 @@ from hw.params import preset
 from sw import quant, ref
 from sw.artifact import default_artifact_path, expected_arrays, load_artifact, validate_config
 from sw.isasim import MemoryImage, SimStats, run, simulate
-from sw.program import FitError, compile_program
+from sw.program import (
+    FitError,
+    ProgramFileError,
+    compile_program,
+    load_program,
+    save_program,
+)
 
 #: ``tiny`` with what the shipped digits model needs: head_dim 16 and 32 KiB of weights.
 TINY16 = preset("tiny").replace(head_dim=16, wgt_depth=32768)
@@ -264,3 +270,17 @@ def test_isasim_detects_missing_barriers(digits):
         run(image)
     assert info.value.code is ErrorCode.HAZARD and info.value.pc == 1
     assert "no BARRIER" in str(info.value)
+
+
+def test_program_save_load_round_trip(digits, tmp_path):
+    art, x = digits
+    program = compile_program(art, ULX3S)
+    path = save_program(program, tmp_path / "digits.ulx3s_85f.safetensors")
+    loaded = load_program(path)
+    assert loaded == program
+    np.testing.assert_array_equal(simulate(loaded, x[:10]), ref.model_forward_int(art, x[:10]))
+    with pytest.raises(ProgramFileError, match="file not found"):
+        load_program(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x08" + bytes(20))
+    with pytest.raises(ProgramFileError, match="not a lightformer-program file"):
+        load_program(tmp_path / "junk.safetensors")
