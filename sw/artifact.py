@@ -564,6 +564,12 @@ def load_artifact(path: str | os.PathLike[str]) -> Artifact:
     unknown format version, an impossible config, tensors that do not match the manifest or the
     config (missing, extra, dtype, shape, checksum), and requant constants out of range.
     """
+    if not os.fspath(path).strip():
+        raise ArtifactError("artifact path must name a file, not an empty string; pass NAME or "
+                            "NAME.safetensors")
+    if Path(path).is_dir():
+        raise _err(path, "is a folder, not an artifact", "pass NAME or NAME.safetensors of the "
+                   "file inside it")
     legacy = _legacy_pair(path)
     if legacy is not None:
         manifest, arrays = _read_legacy(*legacy)

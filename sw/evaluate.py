@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -43,7 +42,7 @@ def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sw.report import add_json_argument
 
-    p.add_argument("--artifact", type=Path, default=None, metavar="NAME",
+    p.add_argument("--artifact", default=None, metavar="NAME",
                    help="artifact NAME or NAME.safetensors (default: the shipped digits model)")
     p.add_argument("--task", default=None,
                    help="data set (default: the task recorded in the artifact)")

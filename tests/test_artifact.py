@@ -191,6 +191,10 @@ def test_save_interrupted_leaves_the_old_artifact(tmp_path, monkeypatch):
 def test_load_missing_file(tmp_path):
     with pytest.raises(art.ArtifactError, match="m.safetensors: file not found"):
         art.load_artifact(tmp_path / "m")
+    with pytest.raises(art.ArtifactError, match="is a folder, not an artifact"):
+        art.load_artifact(tmp_path)
+    with pytest.raises(art.ArtifactError, match="must name a file, not an empty string"):
+        art.load_artifact("")
     with pytest.raises(art.ArtifactError, match="m.safetensors: file not found"):
         art.load_artifact(tmp_path / "m.safetensors")
 
