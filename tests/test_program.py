@@ -284,3 +284,16 @@ def test_program_save_load_round_trip(digits, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x08" + bytes(20))
     with pytest.raises(ProgramFileError, match="not a lightformer-program file"):
         load_program(tmp_path / "junk.safetensors")
+
+
+def test_memory_image_bus_access():
+    image = MemoryImage(TINY16)
+    mm = isa.memory_map(TINY16)
+    csr = mm.region("csr").base
+    assert int.from_bytes(image.bus_read(csr + isa.Csr.DESIGN_ID, 4), "little") == \
+        TINY16.design_id
+    assert image.read_csr(isa.Csr.ISA_VERSION) == isa.ISA_VERSION
+    image.bus_write(mm.region("act").base + 8, b"\x01\x02\x03\x04")
+    assert image.read("act", 8, 4) == b"\x01\x02\x03\x04"
+    with pytest.raises(ValueError, match="outside every region"):
+        image.bus_write(mm.region("act").end - 2, b"\x00" * 4)
