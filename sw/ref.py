@@ -224,7 +224,8 @@ def softmax_recip_int(total: np.ndarray) -> np.ndarray:
     One unsigned division with a constant dividend: a 24-step restoring divider in hardware.
     """
     total = np.asarray(total, dtype=np.int64)
-    if np.any(total < (1 << SOFTMAX_EXP_BITS)) or np.any(total > (1 << 23)):
+    most = SOFTMAX_MAX_WINDOW << SOFTMAX_EXP_BITS                      # 2**23: a full window of 1.0
+    if np.any(total < (1 << SOFTMAX_EXP_BITS)) or np.any(total > most):
         raise ValueError(f"exp sum must be in [2**15, 2**23], not {total!r}")
     return (np.int64(1) << SOFTMAX_RECIP_BITS) // total
 
