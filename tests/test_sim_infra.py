@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -447,3 +448,87 @@ def test_suites_without_a_tests_folder_say_so(tmp_path, monkeypatch, capsys):
     assert "run from a source checkout" in capsys.readouterr().err
     assert main(["sim", "--list"]) == 0
     assert capsys.readouterr().out.count("(not in this checkout)") == len(suites.SUITES)
+
+
+# -- bench commands ------------------------------------------------------------------------------
+
+def test_benchkit_report_to_stdout_has_schema_and_kind(capsys):
+    from sim import benchkit
+
+    say = benchkit.say_for("-")
+    say("table line")
+    benchkit.write_report("-", {"bench": "gemm", "cases": []}, kind="bench.gemm", say=say)
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"schema_version": 1, "kind": "bench.gemm", "bench": "gemm",
+                               "cases": []}
+    assert err == "table line\n"                  # human lines keep stdout pure JSON
+
+
+def test_benchkit_report_to_a_file_is_written_and_said(tmp_path, capsys):
+    from sim import benchkit
+
+    path = tmp_path / "deep" / "r.json"
+    benchkit.write_report(path, {"x": 1}, kind="demo", say=benchkit.say_for(path))
+    assert json.loads(path.read_text())["kind"] == "demo"
+    assert capsys.readouterr().out == f"wrote {path}\n"
+
+
+def _fake_bench_run(monkeypatch, writes: dict | None, fails: bool):
+    """runner.run replaced: optionally writes ``writes`` to LF_RESULT_JSON, optionally fails."""
+    from pathlib import Path
+
+    seen = {}
+
+    def fake_run(b, module, *, testcase, tag, env):
+        seen.update(env=env, module=module, testcase=testcase)
+        if writes is not None:
+            Path(env["LF_RESULT_JSON"]).write_text(json.dumps(writes))
+        if fails:
+            raise runner.SimulationError("cocotb tests failed in sim.tb_x: x_bench")
+        return runner.Results(xml=Path("r.xml"), directory=Path("."), log=Path("l"),
+                              tests=[{"seconds": 2.0}])
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    return seen
+
+
+class _B:
+    name = "gemm"
+
+
+def test_benchkit_run_bench_test_reads_results_and_keeps_a_failure(monkeypatch):
+    from sim import benchkit
+
+    seen = _fake_bench_run(monkeypatch, {"bench": {"cases": [{"m": 1}], "rows": 4}}, False)
+    r = benchkit.run_bench_test(_B(), "sim.tb_x", "x_bench", [(8, 16, 8)], seed=3, what="x",
+                                progress=False)
+    assert r.cases == [{"m": 1}] and r.result["rows"] == 4 and r.error is None
+    assert r.sim_s == 2.0 and json.loads(seen["env"]["LF_BENCH_CASES"]) == [[8, 16, 8]]
+    assert seen["env"]["LF_SEED"] == 3 and not os.path.exists(seen["env"]["LF_RESULT_JSON"])
+    # A failed test that still wrote its cases: the numbers come back with the error.
+    _fake_bench_run(monkeypatch, {"bench": {"cases": [{"m": 2}]}}, True)
+    r = benchkit.run_bench_test(_B(), "sim.tb_x", "x_bench", [], seed=1, what="x",
+                                progress=False)
+    assert r.cases == [{"m": 2}] and "x_bench" in r.error
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_benchkit_run_bench_test_without_results_raises(monkeypatch, fails):
+    from sim import benchkit
+
+    _fake_bench_run(monkeypatch, None, fails)
+    match = "x_bench" if fails else "wrote no results"
+    with pytest.raises(runner.SimulationError, match=match):
+        benchkit.run_bench_test(_B(), "sim.tb_x", "x_bench", [], seed=1, what="x",
+                                progress=False)
+
+
+def test_cli_bench_json_dash_is_accepted_and_a_folder_refused(tmp_path, capsys):
+    from sw.cli import build_parser
+
+    argv = ["bench", "attention", "--json", "-", "--seed", "0x10"]
+    args = build_parser("bench").parse_args(argv)
+    assert args.json == "-" and args.seed == 16 and args.preset == "tiny"
+    with pytest.raises(SystemExit):
+        build_parser("demo").parse_args(["demo", "--json", str(tmp_path)])
+    assert "--json must be a file path" in capsys.readouterr().err
