@@ -25,6 +25,8 @@ IDENTITY = p.identify_payload("0123456789abcdef", "bench")
 #: PERF's run cycles of a RUN whose accelerator never raises busy (start cycle, one armed cycle).
 IDLE_RUN_CYCLES = 2
 SILENCE = "silence"
+#: RUN's CSR writes in the tests that use them: ENTRY and CONTROL words of the last window.
+RUN_CSRS = (0x7F0, 0x7F4, 1)
 
 
 def memory_init(seed: int = 7) -> list[int]:
@@ -36,9 +38,10 @@ class Bench(Elaboratable):
     """Engine (or ``dut``, anything with its ``bus``) + memory slave (sync or comb read) with a
     ready signal the testbench drives."""
 
-    def __init__(self, *, comb_read: bool, init: list[int], dut=None):
+    def __init__(self, *, comb_read: bool, init: list[int], dut=None, run_csrs=None):
         self.engine = dut if dut is not None else FrameEngine(
-            identity=IDENTITY, ranges=RANGES, addr_width=ADDR_WIDTH, timeout_cycles=TIMEOUT)
+            identity=IDENTITY, ranges=RANGES, addr_width=ADDR_WIDTH, timeout_cycles=TIMEOUT,
+            run_csrs=run_csrs)
         self.mem = Memory(shape=32, depth=MEM_WORDS, init=init)
         self.ready = Signal()
         self.comb_read = comb_read
@@ -61,14 +64,15 @@ class Bench(Elaboratable):
         return m
 
 
-def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_busy=0):
+def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_busy=0,
+              run_csrs=None):
     """Feed ``script`` (bytes, SILENCE, ("busy", 0/1) or ("wait", cycles)) to the engine.
 
     With ``run_busy``, a fake accelerator holds ``busy`` for that many cycles after each start
     pulse. Returns (reply bytes, final memory words, [entry of each start pulse]).
     """
     init = memory_init()
-    bench = Bench(comb_read=comb_read, init=init)
+    bench = Bench(comb_read=comb_read, init=init, run_csrs=run_csrs)
     e = bench.engine
     rng = random.Random(seed)
     out = bytearray()
@@ -128,11 +132,11 @@ def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_bu
     return bytes(out), final["mem"], starts
 
 
-def run_model(script, *, status_word=0x1234ABCD):
+def run_model(script, *, status_word=0x1234ABCD, run_csrs=None):
     """The same script through :class:`FrameEngineModel`; returns (replies, memory words)."""
     init = memory_init()
     model = FrameEngineModel(IDENTITY, RANGES, memory=dict(enumerate(init)),
-                             on_run=lambda entry, mem: IDLE_RUN_CYCLES)
+                             on_run=lambda entry, mem: IDLE_RUN_CYCLES, run_csrs=run_csrs)
     model.acc_status = status_word
     out = bytearray()
     for item in script:

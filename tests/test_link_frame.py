@@ -52,12 +52,14 @@ def test_frame_crc16_next_matches_binascii():
     assert len(got) == 203
 
 
-@pytest.mark.parametrize("comb_read", [False, True], ids=["sync_read", "comb_read"])
+@pytest.mark.parametrize("comb_read,run_csrs", [(False, None), (True, None),
+                                                (False, lb.RUN_CSRS)],
+                         ids=["sync_read", "comb_read", "run_csrs"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_frame_differential_random_frames(seed, comb_read):
+def test_frame_differential_random_frames(seed, comb_read, run_csrs):
     script = lb.random_script(seed, 120)
-    got, mem, starts = lb.run_bench(script, comb_read=comb_read, seed=seed)
-    want, want_mem = lb.run_model(script)
+    got, mem, starts = lb.run_bench(script, comb_read=comb_read, seed=seed, run_csrs=run_csrs)
+    want, want_mem = lb.run_model(script, run_csrs=run_csrs)
     replies = lb.split_replies(got)
     assert got == want
     assert mem == want_mem                       # so no write outside a valid WRITE's range
@@ -131,6 +133,19 @@ def test_frame_run_busy_done_and_perf():
     assert struct.unpack("<4I", replies[6][3]) == (0, 0, 2, 0)
 
 
+def test_frame_run_writes_the_run_csrs():
+    entry_addr, control_addr, start_value = lb.RUN_CSRS
+    script = [_req(Op.RUN, 1, 0xABCD), _req(Op.READ, 2, entry_addr, 2)]
+    got, mem, starts = lb.run_bench(script, run_csrs=lb.RUN_CSRS, run_busy=5)
+    replies = lb.split_replies(got)
+    assert _statuses(replies) == [(Op.RUN, 1, St.OK), (Op.READ, 2, St.OK)]
+    assert replies[1][3] == struct.pack("<2I", 0xABCD, start_value)
+    assert starts == [0xABCD]
+    init = lb.memory_init()
+    assert [i for i in range(lb.MEM_WORDS) if mem[i] != init[i]] == [entry_addr // 4,
+                                                                     control_addr // 4]
+
+
 def test_frame_checks_its_parameters():
     ident = p.identify_payload("00" * 8, "x")
     with pytest.raises(ValueError, match="identity"):
@@ -139,5 +154,11 @@ def test_frame_checks_its_parameters():
         FrameEngine(identity=ident, ranges=[(0, 0x80, True)], addr_width=4, timeout_cycles=9)
     with pytest.raises(ValueError, match="word-aligned"):
         FrameEngine(identity=ident, ranges=[(1, 4, True)], addr_width=4, timeout_cycles=9)
+    with pytest.raises(ValueError, match="control_addr must be word aligned"):
+        FrameEngine(identity=ident, ranges=[(0, 4, True)], addr_width=4, timeout_cycles=9,
+                    run_csrs=(0, 6, 1))
+    with pytest.raises(TypeError, match="run_csrs must be"):
+        FrameEngine(identity=ident, ranges=[(0, 4, True)], addr_width=4, timeout_cycles=9,
+                    run_csrs=(0, 4))
     with pytest.raises(TypeError, match="timeout_cycles"):
         FrameEngine(identity=ident, ranges=[(0, 4, True)], addr_width=4, timeout_cycles=1.5)

@@ -12,13 +12,15 @@ Phases (one FSM)::
     IDLE -> OPCODE -> SEQ -> LENGTH -> PAYLOAD* -> CRC_HI -> CRC_LO     receive
          silence for timeout_cycles in any receive state after IDLE: code TIMEOUT -> COUNT
     CHECK      first failing check: CRC, opcode, length (and READ's n), address, busy
-    DISPATCH   WRITE -> W_ADDR/W_BUS per word; RUN: start pulse; RESET: soft_reset pulse
+    DISPATCH   WRITE -> W_ADDR/W_BUS per word; RUN: start pulse (with ``run_csrs``: after the
+               RUN_ENTRY, RUN_START CSR writes); RESET: soft_reset pulse
     COUNT      frames_ok or frames_failed += 1 (so a PERF reply counts itself)
     HEADER -> FETCH/R_WAIT -> BYTES (per payload word) -> CRC_HI/CRC_LO     reply -> IDLE
 
 Safety: the only bus writes happen in W_BUS, reached only from a frame whose CRC, opcode,
-length and address range all passed, and the bus address counts from the checked base for the
-checked number of words. Every receive state leaves on a byte or on the silence timeout, and
+length and address range all passed, with the bus address counting from the checked base for
+the checked number of words -- and in RUN_ENTRY/RUN_START, at the two fixed ``run_csrs``
+addresses of a checked RUN. Every receive state leaves on a byte or on the silence timeout, and
 every other state leaves after at most the bus's and the stream sink's waits, so the engine
 returns to IDLE in bounded time whenever the bus slave and the UART transmitter keep going.
 """
@@ -84,6 +86,11 @@ class FrameEngine(wiring.Component):
     timeout_cycles : int
         Silence inside a request, in clock cycles, after which it is answered ``TIMEOUT``
         (:func:`hw.link.protocol.timeout_cycles`).
+    run_csrs : (int, int, int) or None
+        ``(entry_addr, control_addr, start_value)``: RUN also writes its entry to byte address
+        ``entry_addr`` and then ``start_value`` to ``control_addr`` on the host port, for an
+        accelerator started through CSRs (:mod:`hw.accelerator`'s ENTRY and CONTROL); ``start``
+        pulses after the second write's transfer. ``None``: RUN only pulses ``start``.
 
     Members
     -------
@@ -99,7 +106,8 @@ class FrameEngine(wiring.Component):
     entry : Out(32)
         RUN's entry argument, held until the next RUN.
     busy : In(1)
-        The accelerator runs. It must rise by the cycle after ``start``.
+        The accelerator runs. It must rise by the cycle after ``start`` (with ``run_csrs``: by
+        the cycle after the CONTROL write's transfer).
     soft_reset : Out(1)
         One-cycle pulse of a RESET.
     status : In(32)
@@ -107,7 +115,8 @@ class FrameEngine(wiring.Component):
     """
 
     def __init__(self, *, identity: bytes, ranges: Iterable[Sequence[object]],
-                 addr_width: int, timeout_cycles: int):
+                 addr_width: int, timeout_cycles: int,
+                 run_csrs: tuple[int, int, int] | None = None):
         if not isinstance(identity, (bytes, bytearray)) or len(identity) != p.IDENTIFY_BYTES:
             raise ValueError(f"identity must be {p.IDENTIFY_BYTES} bytes, not {identity!r}")
         self._identity = bytes(identity)
@@ -119,6 +128,7 @@ class FrameEngine(wiring.Component):
                     f"ranges must lie below 0x{p.WORD_BYTES << addr_width:x} (addr_width "
                     f"{addr_width}), not (0x{r.base:x}, 0x{r.size:x})")
         self._timeout = check_int("timeout_cycles", timeout_cycles, 1, 1 << 30)
+        self._run_csrs = None if run_csrs is None else _check_run_csrs(run_csrs, addr_width)
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(8)),
@@ -274,13 +284,25 @@ class FrameEngine(wiring.Component):
                     with m.Case(op.WRITE):
                         m.next = "W_ADDR"
                     with m.Case(op.RUN):
-                        m.d.sync += [self.start.eq(1), self.entry.eq(r.arg0),
-                                     r.running.eq(1), r.done.eq(0), r.run_cycles.eq(0),
-                                     r.runs.eq(r.runs + 1)]
+                        if self._run_csrs is None:
+                            m.d.sync += self._start_run(r)
+                        else:
+                            m.next = "RUN_ENTRY"
                     with m.Case(op.RESET):
                         m.d.sync += [self.soft_reset.eq(1), r.running.eq(0), r.done.eq(0),
                                      r.run_cycles.eq(0), r.runs.eq(0),
                                      r.frames_ok.eq(0), r.frames_failed.eq(0)]
+        if self._run_csrs is not None:
+            entry_addr, control_addr, start_value = self._run_csrs
+            for state, addr, value, after in (("RUN_ENTRY", entry_addr, r.arg0, "RUN_START"),
+                                              ("RUN_START", control_addr, start_value, "COUNT")):
+                with m.State(state):
+                    m.d.comb += [bus.valid.eq(1), bus.write.eq(1), bus.addr.eq(addr >> 2),
+                                 bus.w_data.eq(value), bus.w_en.eq(0b1111)]
+                    with m.If(bus.ready):
+                        if state == "RUN_START":
+                            m.d.sync += self._start_run(r)
+                        m.next = after
         with m.State("W_ADDR"):
             m.next = "W_BUS"                  # the buffer's read port answers next cycle
         with m.State("W_BUS"):
@@ -298,6 +320,10 @@ class FrameEngine(wiring.Component):
                 m.d.sync += r.frames_failed.eq(r.frames_failed + 1)
             m.d.sync += [r.index.eq(0), r.baddr.eq(r.arg0[2:])]
             m.next = "HEADER"
+
+    def _start_run(self, r):
+        return [self.start.eq(1), self.entry.eq(r.arg0), r.running.eq(1), r.done.eq(0),
+                r.run_cycles.eq(0), r.runs.eq(r.runs + 1)]
 
     # -- reply ------------------------------------------------------------------------------
 
@@ -369,6 +395,19 @@ class FrameEngine(wiring.Component):
             with m.If(bus.r_valid):
                 m.d.sync += r.word.eq(bus.r_data)
                 m.next = "BYTES"
+
+
+def _check_run_csrs(run_csrs, addr_width: int) -> tuple[int, int, int]:
+    if not isinstance(run_csrs, Sequence) or len(run_csrs) != 3:
+        raise TypeError(f"run_csrs must be (entry_addr, control_addr, start_value), "
+                        f"not {run_csrs!r}")
+    limit = p.WORD_BYTES << addr_width
+    for name, value in zip(("entry_addr", "control_addr"), run_csrs[:2]):
+        check_int(f"run_csrs {name}", value, 0, limit - p.WORD_BYTES)
+        if value % p.WORD_BYTES:
+            raise ValueError(f"run_csrs {name} must be word aligned, not 0x{value:x}")
+    check_int("run_csrs start_value", run_csrs[2], 0, 0xFFFFFFFF)
+    return tuple(run_csrs)
 
 
 class _Regs:

@@ -11,9 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from hw.bus import HostBus
 from hw.link import protocol as p
 from hw.link.frame import FrameEngine
 from hw.link.uart import UART
@@ -36,6 +34,8 @@ class HostLink(wiring.Component):
         Clock cycles per UART bit (:func:`hw.link.protocol.uart_divisor`).
     timeout_cycles : int
         Receive timeout (:func:`hw.link.protocol.timeout_cycles`).
+    run_csrs : (int, int, int) or None
+        How RUN starts the accelerator (:class:`hw.link.frame.FrameEngine`).
 
     Members
     -------
@@ -50,31 +50,26 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, *, identity: bytes, ranges: Iterable[Sequence[object]],
-                 addr_width: int, divisor: int, timeout_cycles: int):
+                 addr_width: int, divisor: int, timeout_cycles: int,
+                 run_csrs: tuple[int, int, int] | None = None):
         self._engine = FrameEngine(identity=identity, ranges=ranges, addr_width=addr_width,
-                                   timeout_cycles=timeout_cycles)
+                                   timeout_cycles=timeout_cycles, run_csrs=run_csrs)
         self._uart = UART(divisor)
-        super().__init__({
-            "rx": In(1, init=1),
-            "tx": Out(1, init=1),
-            "bus": Out(HostBus.Signature(addr_width=addr_width)),
-            "start": Out(1),
-            "entry": Out(32),
-            "busy": In(1),
-            "soft_reset": Out(1),
-            "status": In(32),
-            "frame_error": Out(1),
-            "overrun": Out(1),
-        })
+        # The engine's ports minus its byte streams, plus the UART's pins and error pulses.
+        members = {name: member for name, member in self._engine.signature.members.items()
+                   if name not in ("i_stream", "o_stream")}
+        members.update({name: member for name, member in self._uart.signature.members.items()
+                        if name not in ("i_stream", "o_stream")})
+        super().__init__(members)
 
     @classmethod
-    def from_params(cls, params, *, ranges: Iterable[Sequence[object]],
-                    addr_width: int) -> HostLink:
+    def from_params(cls, params, *, ranges: Iterable[Sequence[object]], addr_width: int,
+                    run_csrs: tuple[int, int, int] | None = None) -> HostLink:
         """The link of ``params`` (an ``AccelParams``): its identity, baud and clock."""
         clk_hz = params.target_mhz * 1e6
         return cls(identity=p.identify_payload(params.digest(), params.name), ranges=ranges,
                    addr_width=addr_width, divisor=p.uart_divisor(clk_hz, params.baud),
-                   timeout_cycles=p.timeout_cycles(clk_hz, params.baud))
+                   timeout_cycles=p.timeout_cycles(clk_hz, params.baud), run_csrs=run_csrs)
 
     def elaborate(self, platform):
         m = Module()

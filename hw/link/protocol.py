@@ -135,13 +135,20 @@ class AddressRange(NamedTuple):
     writable: bool
 
 
-def check_ranges(ranges: Iterable[Sequence[object]]) -> tuple[AddressRange, ...]:
-    """``ranges`` as validated :class:`AddressRange` tuples (word aligned, inside 32 bits)."""
+def check_ranges(ranges: Iterable[object]) -> tuple[AddressRange, ...]:
+    """``ranges`` as validated :class:`AddressRange` tuples (word aligned, inside 32 bits).
+
+    Each item is a ``(base, size, writable)`` tuple or an object with those attributes (such as
+    the regions of :func:`hw.isa.memory_map`).
+    """
     out = []
     for i, r in enumerate(ranges):
-        if len(r) != 3:
+        if all(hasattr(r, a) for a in AddressRange._fields):
+            base, size, writable = r.base, r.size, r.writable
+        elif isinstance(r, Sequence) and len(r) == 3:
+            base, size, writable = r
+        else:
             raise TypeError(f"ranges[{i}] must be (base, size, writable), not {r!r}")
-        base, size, writable = r
         for name, v in (("base", base), ("size", size)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"ranges[{i}].{name} must be an integer, not {v!r}")

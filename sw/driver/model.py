@@ -37,6 +37,9 @@ class FrameEngineModel:
         Initial word contents by *word* address; other words read as 0.
     on_run : callable, optional
         ``on_run(entry, memory) -> cycles``: what a RUN does (default: nothing, 0 cycles).
+    run_csrs : (int, int, int), optional
+        ``(entry_addr, control_addr, start_value)``: RUN first writes its entry and then
+        ``start_value`` to these byte addresses (as the gateware's ``run_csrs``).
 
     Attributes
     ----------
@@ -49,7 +52,8 @@ class FrameEngineModel:
 
     def __init__(self, identity: bytes, ranges: Iterable[Sequence[object]], *,
                  memory: dict[int, int] | None = None,
-                 on_run: Callable[[int, dict[int, int]], int] | None = None):
+                 on_run: Callable[[int, dict[int, int]], int] | None = None,
+                 run_csrs: tuple[int, int, int] | None = None):
         if len(identity) != p.IDENTIFY_BYTES:
             raise ValueError(f"identity must be {p.IDENTIFY_BYTES} bytes, not {len(identity)}")
         self.identity = bytes(identity)
@@ -57,6 +61,7 @@ class FrameEngineModel:
         self._initial = dict(memory or {})
         self.memory: dict[int, int] = dict(self._initial)
         self.on_run = on_run
+        self.run_csrs = run_csrs
         self._busy = self._running = False
         self.acc_status = 0
         self._clear_counters()
@@ -155,6 +160,10 @@ class FrameEngineModel:
             for i, word in enumerate(words[1:]):
                 self.memory[words[0] // 4 + i] = word
         elif opcode == p.Opcode.RUN:
+            if self.run_csrs is not None:
+                entry_addr, control_addr, start_value = self.run_csrs
+                self.memory[entry_addr // 4] = words[0]
+                self.memory[control_addr // 4] = start_value
             self.runs += 1
             self.done, self._running = False, True
             self.run_cycles = self.on_run(words[0], self.memory) if self.on_run else 0
