@@ -22,6 +22,7 @@ A model that does not fit raises :class:`FitError` naming every exceeded limit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ from hw import isa
 from hw.isa import VecFunc
 from hw.numerics import LUT_SIZE
 from hw.params import AccelParams
-from sw import ref
+from sw import quant, ref
 from sw.isasim import MemoryImage, pack_act, pack_quant, pack_wgt, unpack_act
 
 __all__ = ["PROGRAM_FORMAT", "PROGRAM_FORMAT_VERSION", "Block", "FitError", "Program",
-           "ProgramFileError", "TensorRef", "compile_program", "load_program", "save_program"]
+           "ProgramFileError", "RandomArtifact", "TensorRef", "compile_program", "load_program",
+           "random_artifact", "save_program"]
 
 PROGRAM_FORMAT = "lightformer-program"
 PROGRAM_FORMAT_VERSION = 1
@@ -459,3 +461,80 @@ def load_program(path: str | os.PathLike[str]) -> Program:
                    task=manifest["task"], seq_len=manifest["seq_len"],
                    artifact_digest=manifest["artifact_digest"], usage=manifest["usage"],
                    entry=manifest["entry"])
+
+
+# -- random models (tests and benchmarks) ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class RandomArtifact:
+    """A model of random integer tensors with what :func:`compile_program` and
+    :func:`sw.ref.model_forward_int` read of a :class:`sw.artifact.Artifact`."""
+
+    config: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+    digest: str
+    scales: dict[str, float] = field(default_factory=lambda: {"input": 0.05})
+
+    @property
+    def task(self) -> str:
+        return self.config["task"]
+
+
+_RANDOM_DEFAULTS = dict(task="classify", input_kind="patches", attention="window", causal=True,
+                        n_layers=1)
+
+
+def random_artifact(config: dict[str, Any], *, seed: int = 0) -> RandomArtifact:
+    """Random int8 weights of every tensor a model of ``config`` has (``sw.artifact``'s schema),
+    with requant constants that keep the activations spread over int8: neither saturated nor
+    zero. ``config`` holds ``sw.model.ModelConfig`` fields (task, input_kind, patch_dim or
+    vocab_size, seq_len, n_classes, d_model, n_heads, n_layers, d_ff, attention, window, causal);
+    a window-attention causal classifier of one layer unless it says otherwise."""
+    from sw.artifact import expected_arrays, validate_config
+
+    cfg = validate_config(dict(_RANDOM_DEFAULTS, **config), "random model config")
+    want = expected_arrays(cfg)
+    rng = np.random.default_rng(seed)
+    scale = 0.05                                      # every activation's nominal scale
+    arrays: dict[str, np.ndarray] = {}
+
+    def mults(shape: tuple[int, ...]) -> np.ndarray:
+        return rng.integers(1 << 14, 1 << 15, shape)
+
+    for name, (dtype, shape) in want.items():
+        base, kind = name.rsplit(".", 1)
+        if name == "pos.table":
+            value = rng.integers(-60, 61, shape)
+        elif kind in ("w", "table", "gamma"):
+            value = rng.integers(-127, 128, shape)
+        elif kind in ("b", "beta"):
+            value = rng.integers(-3000, 3000, shape)
+        elif kind == "mult" and shape == (2,):          # residual add: unequal input scales
+            value, shift = ref.residual_params(scale, 0.6 * scale, 1.4 * scale)
+            arrays[base + ".shift"] = np.array(shift, want[base + ".shift"][0])
+        elif kind == "mult" and base == "pool":
+            value, shift = quant.quantize_multiplier(1.0 / cfg["seq_len"])
+            arrays["pool.shift"] = np.array(shift, want["pool.shift"][0])
+        elif kind == "mult" and base + ".gamma" in want:  # LayerNorm: n (Q.10) * gamma ~ 2**16
+            value = mults(shape)
+            arrays[base + ".shift"] = np.full(shape, 26, want[base + ".shift"][0])
+        elif kind == "mult":                              # linear: |acc| ~ sqrt(K) * 127 * 70
+            value = mults(shape)
+            k = want[base + ".w"][1][0]
+            shift = 15 + int(np.log2(np.sqrt(k) * 127 * 70 / 40))
+            arrays[base + ".shift"] = np.full(shape, shift, want[base + ".shift"][0])
+        elif kind == "shift":
+            continue                                      # set beside its multiplier
+        elif kind == "eps":
+            value = ref.layernorm_eps_q(cfg["d_model"], 1e-5, scale)
+        elif kind == "gelu_lut":
+            value = ref.build_gelu_lut(scale, scale)
+        elif name.endswith(".attn.quant"):
+            q = ref.AttentionQuant.from_scales(scale, scale, scale, scale,
+                                               cfg["d_model"] // cfg["n_heads"])
+            value = [q.score_mult, q.score_shift, q.out_mult, q.out_shift]
+        else:
+            raise AssertionError(f"no random values for tensor {name!r}")
+        arrays[name] = np.asarray(value).astype(dtype).reshape(shape)
+    digest = hashlib.sha256(b"".join(arrays[n].tobytes() for n in sorted(arrays))).hexdigest()
+    return RandomArtifact(cfg, arrays, digest)

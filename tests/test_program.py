@@ -6,22 +6,21 @@ programs end with the documented error codes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
 from hw import isa
 from hw.isa import ErrorCode, IsaError, Opcode
 from hw.params import preset
-from sw import quant, ref
-from sw.artifact import default_artifact_path, expected_arrays, load_artifact, validate_config
+from sw import ref
+from sw.artifact import default_artifact_path, expected_arrays, load_artifact
 from sw.isasim import MemoryImage, SimStats, run, simulate
 from sw.program import (
     FitError,
     ProgramFileError,
     compile_program,
     load_program,
+    random_artifact,
     save_program,
 )
 
@@ -38,58 +37,13 @@ def digits():
     return art, x
 
 
-@dataclass(frozen=True)
-class _RandomArtifact:
-    """What ``compile_program`` and ``model_forward_int`` read of an artifact."""
-
-    config: dict
-    arrays: dict
-    digest: str = "random"
-
-
-def _random_artifact(seed: int, **cfg) -> _RandomArtifact:
-    """Random int8 tensors of every shape ``sw.artifact.expected_arrays`` names, with requant
-    constants that keep activations spread over int8 (not all saturated or zero)."""
-    cfg = validate_config(dict(dict(attention="window", causal=True), **cfg))
-    rng = np.random.default_rng(seed)
-    t, d = cfg["seq_len"], cfg["d_model"]
-    arrays = {}
-    for name, (dtype, shape) in expected_arrays(cfg).items():
-        base = name.rsplit(".", 1)[0]
-        if name.endswith((".w", ".table", ".gamma")):
-            arrays[name] = rng.integers(-127, 128, shape).astype(dtype)
-        elif name.endswith((".b", ".beta")):
-            arrays[name] = rng.integers(-3000, 3000, shape).astype(dtype)
-        elif name.endswith(".mult") and base + ".w" in arrays:
-            arrays[name] = rng.integers(1 << 14, 1 << 15, shape).astype(dtype)
-            k = arrays[base + ".w"].shape[0]
-            arrays[base + ".shift"] = np.full(shape, 15 + int(np.log2(np.sqrt(k) * 127 * 70
-                                                                      / 40)), dtype)
-        elif name.endswith(".mult") and base + ".gamma" in arrays:
-            arrays[name] = rng.integers(1 << 14, 1 << 15, shape).astype(dtype)
-            arrays[base + ".shift"] = np.full(shape, 26, dtype)
-        elif name.endswith(".eps"):
-            arrays[name] = np.int64(ref.layernorm_eps_q(d, 1e-5, 0.05))
-        elif name.endswith(".gelu_lut"):
-            arrays[name] = ref.build_gelu_lut(0.05, 0.05)
-        elif name.endswith(".attn.quant"):
-            q = ref.AttentionQuant.from_scales(0.05, 0.05, 0.05, 0.05, d // cfg["n_heads"])
-            arrays[name] = np.array([q.score_mult, q.score_shift, q.out_mult, q.out_shift],
-                                    dtype)
-        elif name.endswith("add.mult") or name.endswith(("add1.mult", "add2.mult")):
-            mult, shift = ref.residual_params(0.05, 0.03, 0.07)         # unequal
-            arrays[name] = mult.astype(dtype)
-            arrays[base + ".shift"] = np.array(shift, dtype)
-        elif name == "pool.mult":
-            mult, shift = quant.quantize_multiplier(1.0 / t)
-            arrays[name], arrays["pool.shift"] = np.array(mult, dtype), np.array(shift, dtype)
-        elif name == "pos.table":
-            arrays[name] = rng.integers(-60, 61, shape).astype(dtype)
-    want = expected_arrays(cfg)
-    assert set(arrays) == set(want)
+def _random_artifact(seed: int, **cfg):
+    art = random_artifact(cfg, seed=seed)
+    want = expected_arrays(art.config)
+    assert set(art.arrays) == set(want)
     for name, (dtype, shape) in want.items():
-        assert arrays[name].dtype.name == dtype and arrays[name].shape == shape, name
-    return _RandomArtifact(cfg, arrays)
+        assert art.arrays[name].dtype.name == dtype and art.arrays[name].shape == shape, name
+    return art
 
 
 #: d_model 42 = 3 heads of 14, d_ff 72, T 11, patch_dim 13: nothing divides the 4x4 / 8x8 array.
