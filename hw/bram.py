@@ -41,6 +41,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.checks import check_int
 from hw.multiplier import _platform_family, check_family
 
 __all__ = ["DP16KD_MODES", "BlockRAM", "ECP5BlockRAM", "PortableBlockRAM", "make_block_ram"]
@@ -50,12 +51,6 @@ __all__ = ["DP16KD_MODES", "BlockRAM", "ECP5BlockRAM", "PortableBlockRAM", "make
 #: ``2**k`` the word size rounded down to a power of two (18-bit words: ``ADx1``/``ADx0`` are
 #: the two 9-bit byte enables).
 DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
-
-
-def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TypeError(f"BlockRAM {name} must be a positive integer, not {value!r}")
-    return value
 
 
 class BlockRAM(wiring.Component):
@@ -88,10 +83,8 @@ class BlockRAM(wiring.Component):
     latency = 2
 
     def __init__(self, *, width: int, depth: int) -> None:
-        self._width = _check_positive("width", width)
-        self._depth = _check_positive("depth", depth)
-        if depth < 2:
-            raise ValueError(f"BlockRAM depth must be at least 2, not {depth!r}")
+        self._width = check_int("BlockRAM width", width, 1)
+        self._depth = check_int("BlockRAM depth", depth, 2)
         super().__init__({
             "w_en": In(1),
             "w_addr": In(range(depth)),

@@ -22,6 +22,8 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.checks import check_bool, check_int
+
 __all__ = ["DSP_WIDTH", "ECP5Multiplier", "Multiplier", "PipelinedMultiplier", "check_dsp_options",
            "check_family", "make_multiplier"]
 
@@ -30,8 +32,7 @@ DSP_WIDTH = 18
 
 
 def _check_width(name: str, value: object, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    check_int(name, value, 1)
     if hi is not None and value > hi:
         raise ValueError(f"{name} must be at most {hi} for a {DSP_WIDTH}x{DSP_WIDTH} DSP block, "
                          f"not {value!r}; use use_dsp=False or split the operand")
@@ -150,8 +151,7 @@ class ECP5Multiplier(Multiplier):
 def check_dsp_options(use_dsp: object, family: object) -> None:
     """Raise ``TypeError`` unless ``use_dsp`` is a bool and ``family`` a string or ``None``: the
     options every multiplier user passes on to :func:`make_multiplier`."""
-    if not isinstance(use_dsp, bool):
-        raise TypeError(f"use_dsp must be a bool, not {use_dsp!r}")
+    check_bool("use_dsp", use_dsp)
     check_family(family)
 
 

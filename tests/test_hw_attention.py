@@ -16,18 +16,11 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
+from helpers import pack_lanes, stream_put, unpack_lanes
 
 from hw.attention import WindowedAttention
 from hw.params import preset
 from sw import ref
-
-
-def _pack_row(row) -> int:
-    return sum((int(x) & 0xFF) << (8 * i) for i, x in enumerate(row))
-
-
-def _unpack_row(raw: int, d: int) -> np.ndarray:
-    return np.array([((raw >> (8 * i)) & 0xFF) for i in range(d)], dtype=np.uint8).view(np.int8)
 
 
 def pack_cfg(dut: WindowedAttention, seq_len, window, causal, params) -> int:
@@ -54,24 +47,18 @@ def run_unit(dut: WindowedAttention, sequences, *, max_cycles=5_000):
         async for _ in ctx.tick():
             cycle[0] += 1
 
-    async def put(ctx, port, raw):
-        ctx.set(port.payload.as_value(), raw)
-        ctx.set(port.valid, 1)
-        await ctx.tick().until(port.ready)
-        ctx.set(port.valid, 0)
-
     async def kv_driver(ctx):
         # K/V on its own process: the unit takes K/V rows as soon as its ring has room, so
         # centred windows (keys ahead of the query) never block the query stream.
         for _q, k, v, *_ in sequences:
             for kr, vr in zip(k, v):
-                await put(ctx, dut.i_kv, _pack_row(kr) | (_pack_row(vr) << (8 * d)))
+                await stream_put(ctx, dut.i_kv, pack_lanes(kr) | (pack_lanes(vr) << (8 * d)))
 
     async def q_driver(ctx):
         for q, _k, _v, window, causal, params in sequences:
-            await put(ctx, dut.i_cfg, pack_cfg(dut, q.shape[0], window, causal, params))
+            await stream_put(ctx, dut.i_cfg, pack_cfg(dut, q.shape[0], window, causal, params))
             for qr in q:
-                await put(ctx, dut.i_q, _pack_row(qr))
+                await stream_put(ctx, dut.i_q, pack_lanes(qr))
                 q_times.append(cycle[0])
             # The next i_cfg is only taken after the sequence's last output row.
 
@@ -82,7 +69,7 @@ def run_unit(dut: WindowedAttention, sequences, *, max_cycles=5_000):
                 raw, = await ctx.tick().sample(dut.o_stream.payload.as_value()).until(
                     dut.o_stream.valid)
                 o_times.append(cycle[0])
-                outs[s].append(_unpack_row(raw & ((1 << (8 * d)) - 1), d))
+                outs[s].append(np.array(unpack_lanes(raw, d), dtype=np.int8))
                 lasts[s].append(raw >> (8 * d))
 
     sim = Simulator(dut)

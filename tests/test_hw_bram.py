@@ -8,6 +8,7 @@ import pytest
 from amaranth.hdl import Const, Fragment, Signal
 from amaranth.hdl._ast import Slice
 from amaranth.sim import Simulator
+from helpers import FakePlatform
 
 from hw.bram import (
     DP16KD_MODES,
@@ -18,19 +19,13 @@ from hw.bram import (
     make_block_ram,
 )
 
-
-class _FakePlatform:
-    def __init__(self, family):
-        self.family = family
-
-
 # -- factory and parameters ------------------------------------------------------------------
 
 def test_block_ram_factory_selects_by_family():
     assert isinstance(make_block_ram(None, width=8, depth=16), PortableBlockRAM)
-    assert isinstance(make_block_ram(_FakePlatform("ecp5"), width=8, depth=16), ECP5BlockRAM)
+    assert isinstance(make_block_ram(FakePlatform("ecp5"), width=8, depth=16), ECP5BlockRAM)
     assert isinstance(make_block_ram(None, width=8, depth=16, family="ecp5"), ECP5BlockRAM)
-    assert isinstance(make_block_ram(_FakePlatform("iCE40"), width=8, depth=16),
+    assert isinstance(make_block_ram(FakePlatform("iCE40"), width=8, depth=16),
                       PortableBlockRAM)
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
     assert isinstance(make_block_ram(ULX3S_85F_Platform(), width=8, depth=16), ECP5BlockRAM)
@@ -38,10 +33,10 @@ def test_block_ram_factory_selects_by_family():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"width": 0, "depth": 16}, TypeError, "BlockRAM width must be a positive integer"),
-    ({"width": 8, "depth": "16"}, TypeError, "BlockRAM depth must be a positive integer"),
-    ({"width": True, "depth": 16}, TypeError, "BlockRAM width must be a positive integer"),
-    ({"width": 8, "depth": 1}, ValueError, "BlockRAM depth must be at least 2"),
+    ({"width": 0, "depth": 16}, ValueError, "BlockRAM width must be an integer >= 1, not 0"),
+    ({"width": 8, "depth": "16"}, TypeError, "BlockRAM depth must be an integer, not '16'"),
+    ({"width": True, "depth": 16}, TypeError, "BlockRAM width must be an integer, not True"),
+    ({"width": 8, "depth": 1}, ValueError, "BlockRAM depth must be an integer >= 2, not 1"),
     ({"width": 8, "depth": 16, "family": 5}, TypeError, "family must be a string or None"),
     ({"width": 8, "depth": 16385, "family": "ecp5"}, ValueError,
      "depth 16385 exceeds one DP16KD column"),

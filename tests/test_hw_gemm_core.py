@@ -9,21 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
+from amaranth.hdl import Fragment, UnusedElaboratable
+from amaranth.sim import Simulator
+from helpers import pack_lanes
 
-pytest.importorskip("hw.gemm", reason="hw.gemm (GemmPipeline) has not landed yet")
-
-from amaranth.hdl import Fragment, UnusedElaboratable  # noqa: E402
-from amaranth.sim import Simulator  # noqa: E402
-
-from hw.gemm_core import QUANT_LAYOUT, GemmCore  # noqa: E402
-from sw.ref import gemm_requant  # noqa: E402
-
-
-def _pack_lanes(values) -> int:
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & 0xFF) << (8 * i)
-    return word
+from hw.gemm_core import QUANT_LAYOUT, GemmCore
+from sw.ref import gemm_requant
 
 
 def _pack_quant(bias: int, mult: int, shift: int) -> int:
@@ -59,8 +50,8 @@ def run_core(core: GemmCore, tiles, *, backpressure: bool = False, seed: int = 0
         for t, (a, w, bias, mult, shift) in enumerate(tiles):
             bank = t % 2
             for kk in range(a.shape[1]):
-                await write(GemmCore.Buffer.ACT, bank, kk, _pack_lanes(a[:, kk]))
-                await write(GemmCore.Buffer.WGT, bank, kk, _pack_lanes(w[kk, :]))
+                await write(GemmCore.Buffer.ACT, bank, kk, pack_lanes(a[:, kk]))
+                await write(GemmCore.Buffer.WGT, bank, kk, pack_lanes(w[kk, :]))
             for c in range(cols):
                 await write(GemmCore.Buffer.QUANT, bank, c, _pack_quant(bias[c], mult[c], shift[c]))
             while ctx.get(core.busy):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
+from helpers import run_testbenches, stream_get, stream_put, unpack_lanes
 
 from hw.requant import Requantizer, RequantLane
 from sw import quant
@@ -52,14 +53,6 @@ GOLDEN = [
 ]
 
 
-def _lanes(bits: int, offset: int, width: int, count: int) -> list[int]:
-    out = []
-    for i in range(count):
-        v = (bits >> (offset + i * width)) & ((1 << width) - 1)
-        out.append(v - (1 << width) if v >> (width - 1) else v)
-    return out
-
-
 def _expected(acc, bias, mult, shift) -> np.ndarray:
     s = np.asarray(acc, np.int64) + np.asarray(bias, np.int64)
     return quant.requantize(s, np.asarray(mult, np.int64), np.asarray(shift, np.int64))
@@ -74,48 +67,29 @@ def _simulate(cols, tiles, *, idle=False, backpressure=False, quant_early=False)
     snk_rng = np.random.default_rng(2)
     q_rng = np.random.default_rng(3)
 
-    async def put(ctx, s, payload, rng):
-        if rng is not None and rng.random() < 0.4:
-            ctx.set(s.valid, 0)
-            await ctx.tick().repeat(int(rng.integers(1, 4)))
-        ctx.set(s.valid, 1)
-        ctx.set(s.payload, payload)
-        await ctx.tick().until(s.ready)
-        ctx.set(s.valid, 0)
-
     async def rows_tb(ctx):
         if quant_early:
             await ctx.tick().repeat(5)
         for acc, *_ in tiles:
             for r in range(acc.shape[0]):
-                await put(ctx, dut.i_stream, {"acc": [int(x) for x in acc[r]],
-                                              "last": int(r == acc.shape[0] - 1)},
-                          src_rng if idle else None)
+                await stream_put(ctx, dut.i_stream, {"acc": [int(x) for x in acc[r]],
+                                                     "last": int(r == acc.shape[0] - 1)},
+                                 src_rng if idle else None, max_idle=3)
 
     async def quant_tb(ctx):
         for _, bias, mult, shift in tiles:
-            await put(ctx, dut.i_quant, {"bias": [int(x) for x in bias],
-                                         "mult": [int(x) for x in mult],
-                                         "shift": [int(x) for x in shift]},
-                      q_rng if idle else None)
+            await stream_put(ctx, dut.i_quant, {"bias": [int(x) for x in bias],
+                                                "mult": [int(x) for x in mult],
+                                                "shift": [int(x) for x in shift]},
+                             q_rng if idle else None, max_idle=3)
 
     async def sink_tb(ctx):
-        while len(got) < total:
-            ready = int(snk_rng.random() < 0.5) if backpressure else 1
-            ctx.set(dut.o_stream.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
-                                                           Value.cast(dut.o_stream.payload))
-            if valid and ready:
-                got.append(payload)
+        got.extend(await stream_get(ctx, dut.o_stream, total, snk_rng if backpressure else None,
+                                    ready_rate=0.5))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(rows_tb)
-    sim.add_testbench(quant_tb)
-    sim.add_testbench(sink_tb)
-    sim.run_until(5000e-6)
+    run_testbenches(dut, rows_tb, quant_tb, sink_tb, deadline_us=5000)
     assert len(got) == total
-    data = np.array([_lanes(p, 0, 8, cols) for p in got], dtype=np.int8)
+    data = np.array([unpack_lanes(p, cols) for p in got], dtype=np.int8)
     last = [(p >> (8 * cols)) & 1 for p in got]
     return data, last
 
@@ -222,7 +196,7 @@ def test_requant_latency_and_back_to_back_tiles():
                                                            Value.cast(dut.o_stream.payload))
             if valid:
                 valid_cycles.append(cycle)
-                assert _lanes(payload, 0, 8, cols) == \
+                assert unpack_lanes(payload, cols) == \
                     _expected(rows[len(valid_cycles) - 1], 0, 1 << 14, 15).tolist()
 
     sim = Simulator(dut)
