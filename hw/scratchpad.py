@@ -36,10 +36,34 @@ from amaranth.lib.wiring import In, Out
 from hw.bram import BlockRAM, make_block_ram
 from hw.bus import HostBus
 from hw.checks import check_int
+from hw.isa import INSTR_BYTES, QUANT_WORD_BYTES, memory_map
 
-__all__ = ["Scratchpad"]
+__all__ = ["SCRATCHPAD_REGIONS", "Scratchpad", "unit_bytes_of", "unit_port_signature"]
 
 HOST_BYTES = 4
+#: The regions of ``hw.isa.memory_map`` that are scratchpads (``csr`` is the register block).
+SCRATCHPAD_REGIONS = ("instr", "act", "wgt", "quant", "lut")
+
+
+def unit_bytes_of(params, region: str) -> int:
+    """Unit-port word of ``region`` for ``params``: an instruction, an activation column word of
+    ``rows`` tokens, a weight row of ``cols`` channels, a quant word, a LUT entry."""
+    return {"instr": INSTR_BYTES, "act": params.rows, "wgt": params.cols,
+            "quant": QUANT_WORD_BYTES, "lut": 1}[region]
+
+
+def _unit_addr_width(size: int, unit_bytes: int) -> int:
+    """Bits of a unit word address, one more than the words need: the first address past the
+    region is representable (and refused), never wrapped onto word 0."""
+    return (-(-size // unit_bytes)).bit_length()
+
+
+def unit_port_signature(params, region: str) -> Scratchpad.Port.Signature:
+    """The unit port of ``region``'s scratchpad, as the controller sees it."""
+    size = memory_map(params).region(region).size
+    unit_bytes = unit_bytes_of(params, region)
+    return Scratchpad.Port.Signature(unit_bytes=unit_bytes,
+                                     addr_width=_unit_addr_width(size, unit_bytes))
 
 
 class Scratchpad(wiring.Component):
@@ -127,8 +151,14 @@ class Scratchpad(wiring.Component):
         super().__init__({
             "host": In(HostBus.Signature(addr_width=self.host_addr_width(size))),
             "unit": In(Scratchpad.Port.Signature(
-                unit_bytes=unit_bytes, addr_width=self._unit_words.bit_length())),
+                unit_bytes=unit_bytes, addr_width=_unit_addr_width(size, unit_bytes))),
         })
+
+    @classmethod
+    def for_region(cls, params, region: str, *, family: str | None = None) -> Scratchpad:
+        """The scratchpad of ``region`` (one of :data:`SCRATCHPAD_REGIONS`) of ``params``."""
+        size = memory_map(params).region(region).size
+        return cls(size=size, unit_bytes=unit_bytes_of(params, region), family=family)
 
     @staticmethod
     def host_addr_width(size: int) -> int:

@@ -65,3 +65,50 @@ class HostDriver:
         for i in range(-(-size // 4)):
             out += (await self.read(addr + i)).to_bytes(4, "little")
         return bytes(out[:size])
+
+
+# -- the accelerator top: memory images, programs, status -------------------------------------
+
+def word_address(image, region: str, offset: int = 0) -> int:
+    """Host word address of byte ``offset`` of ``region`` (``hw.isa.memory_map``)."""
+    return (image.map.region(region).base + offset) >> 2
+
+
+async def write_image(host: HostDriver, image, regions=("instr", "act", "wgt", "quant", "lut"),
+                      *, skip_zero: bool = True) -> int:
+    """Write ``image``'s scratchpads through the host port; words that are 0 are skipped with
+    ``skip_zero`` (simulated block RAM starts at 0). Returns the words written."""
+    written = 0
+    for region in regions:
+        data = bytes(image.regions[region])
+        base = word_address(image, region)
+        for i in range(0, len(data), 4):
+            word = int.from_bytes(data[i:i + 4], "little")
+            if word or not skip_zero:
+                await host.write(base + i // 4, word)
+                written += 1
+    return written
+
+
+async def read_region(host: HostDriver, image, region: str, offset: int = 0,
+                      size: int | None = None) -> bytes:
+    size = len(image.regions[region]) - offset if size is None else size
+    return await host.read_bytes(word_address(image, region, offset), size)
+
+
+async def run_program(host: HostDriver, image, entry: int = 0, *,
+                      max_polls: int = 20_000) -> int:
+    """Write ``ENTRY``, ``CONTROL.START``, poll ``STATUS`` until not BUSY; returns STATUS."""
+    from hw.isa import Control, Csr, Status
+
+    await host.write(word_address(image, "csr", Csr.ENTRY), entry)
+    await host.write(word_address(image, "csr", Csr.CONTROL), int(Control.START))
+    for _ in range(max_polls):
+        status = await host.read(word_address(image, "csr", Csr.STATUS))
+        if not status & Status.BUSY:
+            return status
+    raise AssertionError("the program did not end")
+
+
+async def read_csr(host: HostDriver, image, csr) -> int:
+    return await host.read(word_address(image, "csr", csr))

@@ -1,0 +1,185 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``Accelerator``: the one top -- scratchpads, controller and CSRs behind one host port.
+
+This component is what the Verilator benches and the virtual board simulate and what the board
+builds synthesize (a board adds only clocks, pins and the host link, whose frame engine is the
+only master of ``host``). Everything the host sees is the memory map of
+:func:`hw.isa.memory_map`: a 32-bit word at bus byte address ``b`` is host word ``b // 4``
+(``hw.bus.HostBus``: ``addr`` is the word address); region ``i`` starts at ``i << 24``.
+
+* ``csr`` -- the :class:`hw.isa.Csr` registers: ``DESIGN_ID`` (``params.design_id``),
+  ``ISA_VERSION``, ``STATUS`` (:class:`hw.isa.Status` bits, the :class:`hw.isa.ErrorCode` in
+  bits 8..15), ``CONTROL`` (write :class:`hw.isa.Control` bits: ``START``, ``CLEAR``; reads 0),
+  ``ENTRY``, ``PC`` and the ``PERF_*`` counters. Writes to read-only registers are ignored.
+* ``instr``, ``act``, ``wgt``, ``quant``, ``lut`` -- one :class:`hw.scratchpad.Scratchpad`
+  each, readable and writable by the host at any time (a host access waits while the
+  controller uses the same scratchpad in that cycle).
+
+Every read is answered exactly :attr:`Accelerator.read_latency` cycles after its transfer, in
+order; an address outside every region (or past a region's size) reads 0 and ignores writes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib.wiring import In, Out, connect
+
+from hw import isa
+from hw.bus import HostBus
+from hw.controller import PERF_LAYOUT, Controller
+from hw.isa import Control, Csr, Status
+from hw.params import AccelParams
+from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad
+from hw.unit import Setting, Unit, check_params
+
+__all__ = ["Accelerator"]
+
+_WORD_SHIFT = 2                                  # host words are 4 bytes
+_REGION_WORD_BITS = isa.REGION_SHIFT - _WORD_SHIFT
+
+
+class Accelerator(Unit):
+    """The accelerator top (module docstring).
+
+    Parameters
+    ----------
+    params : AccelParams
+        Everything: geometry, scratchpads, limits; ``DESIGN_ID`` is ``params.design_id``.
+    use_dsp : bool or None
+        DSP multipliers (``None``: ``params.dsp_multipliers``).
+
+    Members
+    -------
+    host : In(HostBus.Signature(addr_width=...))
+        The host port (word addresses of the memory map).
+    start : Out(1)
+        One-cycle pulse: a program starts (``CONTROL.START`` taken).
+    busy : Out(1)
+        A program runs (``STATUS.BUSY``).
+    done : Out(1)
+        The last program reached HALT (``STATUS.DONE``).
+
+    Attributes
+    ----------
+    read_latency : int
+        Cycles from a read transfer to ``r_valid``: :attr:`hw.scratchpad.Scratchpad.latency`
+        for every address, CSRs and holes included, so answers stay in order.
+    """
+
+    params_fields = tuple(f for f in AccelParams.__dataclass_fields__
+                          if AccelParams.__dataclass_fields__[f].init)
+    params = Setting("The AccelParams the top was built from.")
+    read_latency = Scratchpad.latency
+
+    def __init__(self, params, *, use_dsp: bool | None = None) -> None:
+        self._params = check_params(params)
+        self._use_dsp = use_dsp
+        self._map = isa.memory_map(params)
+        super().__init__({
+            "host": In(HostBus.Signature(addr_width=self._map.address_width - _WORD_SHIFT)),
+            "start": Out(1),
+            "busy": Out(1),
+            "done": Out(1),
+        })
+
+    @classmethod
+    def params_arguments(cls, params) -> dict[str, object]:
+        return {"params": check_params(params)}
+
+    @property
+    def memory_map(self) -> isa.MemoryMap:
+        return self._map
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        m.submodules.ctrl = ctrl = Controller(p, use_dsp=self._use_dsp)
+        host = self.host
+        region = host.addr[_REGION_WORD_BITS:]
+        offset = host.addr[:_REGION_WORD_BITS]
+        r_valid = Signal()
+        r_data = Signal(32)
+        answered = []
+        csr_sel = region == isa.REGION_NAMES.index("csr")
+        mapped = csr_sel
+        for name in SCRATCHPAD_REGIONS:
+            spad = Scratchpad.for_region(p, name)
+            m.submodules[f"{name}_spad"] = spad
+            connect(m, getattr(ctrl, name), spad.unit)
+            # An offset past the region is a hole: it must not reach the scratchpad's narrower
+            # address, where it would wrap onto another word.
+            sel = (region == isa.REGION_NAMES.index(name)) & (offset < spad.size >> _WORD_SHIFT)
+            mapped |= sel
+            m.d.comb += [
+                spad.host.addr.eq(offset),
+                spad.host.write.eq(host.write),
+                spad.host.w_data.eq(host.w_data),
+                spad.host.w_en.eq(host.w_en),
+                spad.host.valid.eq(host.valid & sel),
+            ]
+            with m.If(sel):
+                m.d.comb += host.ready.eq(spad.host.ready)
+            answered.append(spad.host)
+
+        hole = Signal()
+        m.d.comb += hole.eq(~mapped)
+        with m.If(csr_sel | hole):
+            m.d.comb += host.ready.eq(1)
+        csr_read = self._csr(m, ctrl, offset, host.valid & host.ready & csr_sel)
+
+        # Holes and CSR reads travel the same two stages as a scratchpad read.
+        other = host.valid & host.ready & ~host.write & (csr_sel | hole)
+        stage = [Signal(name=f"other_valid{i}") for i in range(self.read_latency)]
+        data = [Signal(32, name=f"other_data{i}") for i in range(self.read_latency)]
+        m.d.sync += [stage[0].eq(other), data[0].eq(Mux(csr_sel, csr_read, 0))]
+        for i in range(1, self.read_latency):
+            m.d.sync += [stage[i].eq(stage[i - 1]), data[i].eq(data[i - 1])]
+        valid_any = stage[-1]
+        data_any = Mux(stage[-1], data[-1], 0)
+        for port in answered:
+            valid_any |= port.r_valid
+            data_any |= Mux(port.r_valid, port.r_data, 0)
+        m.d.comb += [r_valid.eq(valid_any), r_data.eq(data_any),
+                     host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
+        return m
+
+    def _csr(self, m, ctrl, offset, take):
+        """The CSR block: writes on ``take``; returns the word read at ``offset``."""
+        p = self._params
+        host = self.host
+        entry = Signal(32)
+        write = take & host.write
+        byte = Signal(8)                      # CSR byte offset (the block is 256 bytes)
+        m.d.comb += byte.eq(offset << _WORD_SHIFT)
+        in_block = offset < isa.CSR_BLOCK_BYTES >> _WORD_SHIFT
+        control = write & in_block & (byte == Csr.CONTROL) & host.w_en[0]
+        m.d.comb += [
+            ctrl.start.eq(control & host.w_data[0]),
+            ctrl.clear.eq(control & host.w_data[1]),
+            ctrl.entry.eq(entry),
+            self.start.eq(ctrl.start & ~ctrl.busy),
+            self.busy.eq(ctrl.busy),
+            self.done.eq(ctrl.done),
+        ]
+        assert int(Control.START) == 1 and int(Control.CLEAR) == 2
+        with m.If(write & in_block & (byte == Csr.ENTRY)):
+            for b in range(4):
+                with m.If(host.w_en[b]):
+                    m.d.sync += entry[8 * b:8 * b + 8].eq(host.w_data[8 * b:8 * b + 8])
+        status = Signal(32)
+        m.d.comb += status.eq((ctrl.busy * int(Status.BUSY)) | (ctrl.done * int(Status.DONE))
+                              | (ctrl.error * int(Status.ERROR))
+                              | (ctrl.code << isa.STATUS_CODE_SHIFT))
+        values = {
+            Csr.DESIGN_ID: p.design_id, Csr.ISA_VERSION: isa.ISA_VERSION, Csr.STATUS: status,
+            Csr.ENTRY: entry, Csr.PC: ctrl.pc,
+        }
+        for name in PERF_LAYOUT.members:
+            values[Csr[f"PERF_{name.upper()}"]] = getattr(ctrl.perf, name)
+        word = Signal(32)
+        with m.If(in_block):
+            with m.Switch(byte):
+                for csr, value in values.items():
+                    with m.Case(int(csr)):
+                        m.d.comb += word.eq(value)
+        return word

@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``GemmAccPipeline``: :class:`hw.gemm.GemmPipeline` with an int32 output path beside the int8.
+
+The controller's GEMM unit is :class:`hw.gemm_core.GemmCore` built around this pipeline: with
+``out32`` low a tile goes through the :class:`hw.requant.Requantizer` to ``o_stream`` exactly as
+in ``GemmPipeline`` (``sw.ref.gemm_requant``); with ``out32`` high the array's int32 rows plus
+the tile's bias leave on ``o_acc`` instead (``sw.ref.gemm_acc``: the int32 head, no requant).
+The bias comes from the tile's ``i_quant`` transfer, which is taken when no earlier int32 tile
+still holds its bias; the mult and shift of that transfer are unused.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from hw.numerics import ACC_WIDTH
+from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
+from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
+from hw.unit import Setting, Unit
+
+__all__ = ["GemmAccPipeline", "acc_layout"]
+
+
+def acc_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`GemmAccPipeline.o_acc`: one int32 row and ``last``."""
+    return data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), cols), "last": 1})
+
+
+class GemmAccPipeline(Unit):
+    """int8 GEMM tile pipeline with a selectable int32 output (module docstring).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array geometry, 1..32 each.
+    use_dsp : bool
+        DSP multipliers in the array and the requantizer where the platform has them.
+
+    Members
+    -------
+    i_stream, i_quant, o_stream
+        As :class:`hw.gemm.GemmPipeline`.
+    out32 : In(1)
+        Route the tiles to ``o_acc``; change it only while no tile is in the pipeline.
+    o_acc : Out(stream.Signature(acc_layout(cols)))
+        ``acc[c] + bias[c]`` (int32, wraps like the requantizer's bias add), ``rows`` rows per
+        tile, ``last`` on the final row, straight from the array's output buffer.
+
+    Attributes
+    ----------
+    latency : int
+        As :attr:`hw.gemm.GemmPipeline.latency` for ``o_stream``; ``o_acc`` rows leave
+        ``array_latency`` cycles after the tile's last operand.
+    """
+
+    params_fields = ("rows", "cols", "dsp_multipliers")
+    rows = Setting("Output rows per tile.")
+    cols = Setting("Output columns per tile.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True):
+        check_geometry(rows, cols, use_dsp=use_dsp)
+        self._rows, self._cols, self._use_dsp = rows, cols, use_dsp
+        super().__init__({
+            "i_stream": In(stream.Signature(operand_layout(rows, cols))),
+            "i_quant": In(stream.Signature(quant_layout(cols))),
+            "o_stream": Out(stream.Signature(output_layout(cols))),
+            "out32": In(1),
+            "o_acc": Out(stream.Signature(acc_layout(cols))),
+        })
+
+    @property
+    def array_latency(self) -> int:
+        return systolic_latency(self._rows, self._cols)
+
+    @property
+    def latency(self) -> int:
+        return self.array_latency + REQUANT_LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+        m.submodules.array = array = SystolicArray(self._rows, cols, use_dsp=self._use_dsp)
+        m.submodules.requant = requant = Requantizer(cols, use_dsp=self._use_dsp)
+        m.d.comb += [
+            array.i_stream.payload.eq(self.i_stream.payload),
+            array.i_stream.valid.eq(self.i_stream.valid),
+            self.i_stream.ready.eq(array.i_stream.ready),
+            requant.i_stream.payload.eq(array.o_stream.payload),
+            requant.i_quant.payload.eq(self.i_quant.payload),
+            self.o_stream.payload.eq(requant.o_stream.payload),
+            self.o_stream.valid.eq(requant.o_stream.valid),
+            requant.o_stream.ready.eq(self.o_stream.ready),
+        ]
+
+        # int32 path: the bias of one tile at a time, released by the tile's last row.
+        bias = Signal(data.ArrayLayout(signed(ACC_WIDTH), cols))
+        loaded = Signal()
+        take_q = Signal()
+        take_row = Signal()
+        m.d.comb += [
+            take_q.eq(self.out32 & self.i_quant.valid & ~loaded),
+            take_row.eq(self.out32 & array.o_stream.valid & loaded & self.o_acc.ready),
+            self.o_acc.valid.eq(self.out32 & array.o_stream.valid & loaded),
+            self.o_acc.payload.last.eq(array.o_stream.payload.last),
+        ]
+        for c in range(cols):
+            m.d.comb += self.o_acc.payload.acc[c].eq(array.o_stream.payload.acc[c] + bias[c])
+        with m.If(take_q):
+            m.d.sync += [bias.eq(self.i_quant.payload.bias), loaded.eq(1)]
+        with m.Elif(take_row & array.o_stream.payload.last):
+            m.d.sync += loaded.eq(0)
+
+        m.d.comb += [
+            requant.i_stream.valid.eq(~self.out32 & array.o_stream.valid),
+            requant.i_quant.valid.eq(~self.out32 & self.i_quant.valid),
+            array.o_stream.ready.eq(Mux(self.out32, loaded & self.o_acc.ready,
+                                        requant.i_stream.ready)),
+            self.i_quant.ready.eq(Mux(self.out32, ~loaded, requant.i_quant.ready)),
+        ]
+        return m

@@ -1,0 +1,144 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``hw.controller.Controller`` in amaranth.sim, through the accelerator top's host port: GEMM
+programs of ragged shapes (int8, LUT, int32) against ``sw.isasim`` bit for bit, the whole
+activation scratchpad compared (so no byte outside the result changes either)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hostbus import HostDriver, read_csr, read_region, run_program, write_image
+from numpy.testing import assert_array_equal
+
+from hw import isa
+from hw.accelerator import Accelerator
+from hw.controller import Controller, instruction_fields
+from hw.isa import Csr, Opcode, Status
+from hw.params import preset
+from sw import isasim, ref
+
+#: ``tiny``'s 4x4 array with small scratchpads, so that images load and read back quickly.
+PARAMS = preset("tiny").replace(act_depth=1024, wgt_depth=1024, instr_depth=16, lut_count=2)
+DST = 512                                    # act byte offset of every result
+
+
+def run_on_accelerator(image, *, entry: int = 0, read_back=("act",), program_runs: int = 1):
+    """Load ``image``, run it ``program_runs`` times; returns (status, csrs, regions read)."""
+    dut = Accelerator.from_params(image.params)
+    out: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        out["written"] = await write_image(host, image)
+        for _ in range(program_runs):
+            out["status"] = await run_program(host, image, entry)
+        out["csr"] = {c: await read_csr(host, image, c) for c in Csr}
+        out["regions"] = {r: await read_region(host, image, r) for r in read_back}
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bool = False):
+    """An image with a random act background, A, W, quant words, LUTs and one GEMM + HALT."""
+    p = PARAMS
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    a = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, n)
+    mult = rng.integers(1 << 14, 1 << 15, n)
+    shift = rng.integers(8, 16, n)
+    image.write("act", 0, isasim.pack_act(a, p.rows))
+    image.write("wgt", 64, isasim.pack_wgt(w, p.cols))
+    image.write("quant", 8 * 3, isasim.pack_quant(isa.CHANNEL_WORD, bias=bias, mult=mult,
+                                                  shift=shift))
+    for i in range(p.lut_count):
+        image.write("lut", i * 256, rng.integers(-128, 128, 256, dtype=np.int8).tobytes())
+    prog = [isa.gemm(a_addr=0, w_addr=64, dst_addr=DST, quant_addr=3, m=m, k=k, n=n, lut=lut,
+                     out32=out32), isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    return image, (a, w, bias, mult, shift)
+
+
+def _check_against_isasim(image, result, entry: int = 0):
+    expected = image.copy()
+    isasim.run(expected, entry=entry)
+    assert result["status"] == Status.DONE
+    assert result["regions"]["act"] == bytes(expected.regions["act"])
+    for c in (Csr.PC, Csr.PERF_INSTRET, Csr.STATUS, Csr.DESIGN_ID, Csr.ISA_VERSION):
+        assert result["csr"][c] == expected.read_csr(c), c.name
+    return expected
+
+
+@pytest.mark.parametrize("m,k,n,lut,out32", [
+    (5, 7, 6, None, False),                  # ragged M, K and N on the 4x4 array
+    (5, 7, 6, 1, False),                     # with LUT 1 on the int8 result
+    (5, 7, 6, None, True),                   # int32 result (the head)
+    (8, 16, 4, None, False),                 # whole tiles
+    (1, 1, 1, 0, False),                     # the smallest GEMM
+])
+def test_controller_gemm_matches_isasim(m, k, n, lut, out32):
+    rng = np.random.default_rng(m * 100 + k * 10 + n + (lut or 0) + 7 * out32)
+    image, (a, w, bias, mult, shift) = gemm_image(rng, m, k, n, lut=lut, out32=out32)
+    result = run_on_accelerator(image)
+    expected = _check_against_isasim(image, result)
+    got = isasim.unpack_act(result["regions"]["act"][DST:], m, n, PARAMS.rows,
+                            np.int32 if out32 else np.int8)
+    if out32:
+        want = ref.gemm_acc(a, w, bias.astype(np.int32))
+    else:
+        want = ref.gemm_requant(a, w, bias.astype(np.int32), mult, shift)
+        if lut is not None:
+            want = ref.lut_apply(want, np.frombuffer(expected.regions["lut"], np.int8)
+                                 [lut * 256:(lut + 1) * 256])
+    assert_array_equal(got, want)
+    assert got.size == m * n
+    csr = result["csr"]
+    assert csr[Csr.PERF_INSTRET] == 2 and csr[Csr.PC] == 1
+    tiles = -(-m // PARAMS.rows) * -(-n // PARAMS.cols)
+    assert csr[Csr.PERF_GEMM_BUSY] >= tiles * k
+    assert csr[Csr.PERF_CYCLES] >= csr[Csr.PERF_GEMM_BUSY] + csr[Csr.PERF_GEMM_STALL]
+
+
+def test_controller_runs_a_chained_program():
+    """Two dependent GEMMs (the second reads the first's result) separated by a BARRIER, NOPs,
+    from a non-zero ENTRY; the program runs twice (the second START restarts it cleanly)."""
+    rng = np.random.default_rng(3)
+    p = PARAMS
+    image, _ = gemm_image(rng, 6, 5, 9)
+    w2 = rng.integers(-127, 128, (9, 3), dtype=np.int8)
+    image.write("wgt", 512, isasim.pack_wgt(w2, p.cols))
+    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, bias=[5, -9, 100],
+                                                   mult=[20000, 17000, 30000], shift=[10, 9, 11]))
+    first = isa.from_bytes(image.read("instr", 0, isa.INSTR_BYTES))[0]
+    prog = [isa.encode(isa.halt()), isa.encode(isa.nop()), first, isa.encode(isa.barrier()),
+            isa.encode(isa.gemm(a_addr=DST, w_addr=512, dst_addr=768, quant_addr=20, m=6, k=9,
+                                n=3, lut=0)),
+            isa.encode(isa.halt())]
+    image.load_program(prog)
+    image.write_csr(Csr.ENTRY, 1)
+    result = run_on_accelerator(image, entry=1, program_runs=2)
+    _check_against_isasim(image, result, entry=1)
+    assert result["csr"][Csr.PERF_INSTRET] == 5
+
+
+def test_controller_fields_come_from_the_isa_table():
+    from amaranth.hdl import Signal
+
+    ir = Signal(isa.INSTR_BITS)
+    fields = instruction_fields(ir, Opcode.GEMM)
+    assert sorted(fields) == sorted(f.name for f in isa.FORMATS[Opcode.GEMM])
+    for f in isa.FORMATS[Opcode.GEMM]:
+        assert len(fields[f.name]) == f.width
+
+
+def test_controller_from_params_reads_its_fields():
+    ctrl = Controller.from_params(PARAMS)
+    assert ctrl.params is PARAMS
+    with pytest.raises(TypeError):
+        Controller.from_params("tiny")
