@@ -358,6 +358,12 @@ def test_build_steps_follow_the_nextpnr_log(tmp_path, log):
     assert steps.current()[0] == log[-1][0]                     # steps never go back
 
 
+def test_build_steps_pass_over_a_step_logged_between_two_reads(tmp_path):
+    steps = BuildSteps(tmp_path)
+    (tmp_path / "top.tim").write_text(NEXTPNR_ICE40_LOG[0][1] + NEXTPNR_ICE40_LOG[1][1])
+    assert steps.current() == ("placement", "nextpnr")
+
+
 def _fake_script(tmp_path, body):
     (tmp_path / "fake.sh").write_text("set -e\n" + body)
     return BuildSteps(tmp_path, yosys="yosys-x", nextpnr="nextpnr-x", packer="pack-x")
