@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What the benchmark commands share: arguments, the Verilated build, one bench run, reports.
+"""What the benchmark commands share: arguments, one bench run, the report.
 
 ``lightformer bench gemm``, ``lightformer bench attention`` and ``lightformer demo`` all take
 ``--preset``, ``--seed`` and ``--json PATH`` (``-`` for stdout), build one unit under Verilator,
-run one cocotb bench test that writes its numbers to a JSON file, and print a table. Each bench
-module builds on these functions and imports none of the others.
+run one cocotb bench test that writes its numbers to a JSON file, print a table and write a
+report. The pieces they share live here, so no bench module needs another's internals:
+``sim.bench`` (the command) dispatches to ``sim.bench_attention``, which imports only this
+module.
 
 Top-level imports stay light (argparse and the standard library): amaranth and cocotb load when
 a bench runs, so ``lightformer --help`` stays fast.
@@ -54,12 +56,16 @@ seed_type = int_type("seed", 0, "non-negative")
 
 
 def preset_type(text: str) -> str:
-    """argparse ``type=`` for ``--preset``: a name of :data:`hw.params.PRESETS`."""
+    """argparse ``type=`` for ``--preset``: a name of :data:`hw.params.PRESETS`. Preset names
+    use underscores (board names hyphens): ``ulx3s-85f`` is refused with a hint."""
     from hw.params import preset_names
 
-    if text not in preset_names():
+    names = preset_names()
+    if text not in names:
+        spelled = text.replace("-", "_")
+        hint = f"; did you mean {spelled!r}?" if spelled in names else ""
         raise argparse.ArgumentTypeError(
-            f"preset must be one of {', '.join(preset_names())}, not {text!r}")
+            f"preset must be one of {', '.join(names)}, not {text!r}{hint}")
     return text
 
 

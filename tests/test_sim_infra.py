@@ -295,6 +295,7 @@ def test_tb_gemm_random_tiles_respect_the_model_limits():
     (["bench", "gemm", "--seed", "-1"], "seed must be a non-negative integer, not '-1'"),
     (["demo", "--seed", "x"], "seed must be a non-negative integer, not 'x'"),
     (["demo", "--preset", "big"], "preset must be one of tiny"),
+    (["bench", "attention", "--preset", "ulx3s-85f"], "did you mean 'ulx3s_85f'?"),
     (["demo", "--m", "0"], "dimension must be a positive integer, not '0'"),
 ])
 def test_cli_bench_and_demo_argument_errors_are_clear(argv, message, capsys):
