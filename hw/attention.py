@@ -39,6 +39,7 @@ from hw.numerics import (
     SHIFT_BITS,
     SOFTMAX_EXP_BITS,
     SOFTMAX_MAX_WINDOW,
+    SOFTMAX_PROB_BITS,
 )
 from hw.params import MAX_ATTN_LANES
 from hw.requant import RequantLane
@@ -58,7 +59,9 @@ from hw.unit import Setting, Unit
 __all__ = ["ATTN_ACC_WIDTH", "SEQ_LEN_BITS", "WindowedAttention"]
 
 SEQ_LEN_BITS = 16            # sequences of up to 65535 rows
-ATTN_ACC_WIDTH = 24          # |sum_j p_j v_j| <= 128 * (2**15 + 256) < 2**23
+#: Signed width of the P.V sums: ``|sum_j p_j v_j| <= 128 * (2**15 + 256) < 2**23`` (the
+#: probabilities of a row sum to 1.0 = 2**15 plus at most one rounding step per key).
+ATTN_ACC_WIDTH = (-INT8_MIN * ((1 << SOFTMAX_PROB_BITS) + SOFTMAX_MAX_WINDOW)).bit_length() + 1
 
 
 def _pow2_ceil(x: int) -> int:

@@ -82,7 +82,7 @@ class AccelParams:
     target_mhz: float = 25.0
     baud: int = 115200
 
-    # Fixed numerics (see sw/quant.py); part of the contract, not knobs.
+    # Fixed numerics (hw.numerics); part of the contract, not knobs.
     act_width: int = dataclasses.field(default=ACT_WIDTH, init=False)
     wgt_width: int = dataclasses.field(default=WGT_WIDTH, init=False)
     acc_width: int = dataclasses.field(default=ACC_WIDTH, init=False)
