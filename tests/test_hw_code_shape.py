@@ -1,0 +1,42 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The gateware stays readable: no function in ``hw/`` is longer than 120 lines."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import hw
+
+MAX_FUNCTION_LINES = 120
+HW_ROOT = Path(hw.__file__).parent
+HW_FILES = sorted(HW_ROOT.rglob("*.py"))
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``"name() at line N has L lines"`` for each function of ``path`` longer than ``limit``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limit:
+                found.append(f"{node.name}() at line {node.lineno} has {lines} lines")
+    return found
+
+
+def test_hw_package_found():
+    assert len(HW_FILES) >= 10
+
+
+@pytest.mark.parametrize("path", HW_FILES, ids=lambda p: str(p.relative_to(HW_ROOT.parent)))
+def test_hw_functions_at_most_120_lines(path):
+    assert long_functions(path) == [], "split long functions into named helpers"
+
+
+def test_long_function_check_can_fail(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "long.py").write_text(f"def short():\n    return 1\n\n\ndef long():\n{body}\n",
+                                      encoding="utf-8")
+    assert long_functions(tmp_path / "long.py") == ["long() at line 5 has 121 lines"]
