@@ -1,0 +1,162 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``hw.accelerator.Accelerator`` in amaranth.sim through its host port: the CSR block, holes of
+the memory map, and bad programs -- each ends with the documented error code in ``STATUS``
+(equal to ``sw.isasim``'s), writes nothing, and the next START runs a good program."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hostbus import HostDriver, read_csr, read_region, run_program, word_address, write_image
+from test_hw_controller import PARAMS, gemm_image
+
+from hw import isa
+from hw.accelerator import Accelerator
+from hw.bus import HostBus
+from hw.isa import Control, Csr, ErrorCode, IsaError, Status
+from sw import isasim
+
+
+def _simulate(dut, bench) -> None:
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _isasim_outcome(image, entry: int):
+    """(STATUS, PC, PERF_INSTRET) and the image after ``sw.isasim`` runs from ``entry``."""
+    expected = image.copy()
+    try:
+        isasim.run(expected, entry=entry)
+    except IsaError:
+        pass
+    return tuple(expected.read_csr(c) for c in (Csr.STATUS, Csr.PC, Csr.PERF_INSTRET)), expected
+
+
+def _bad_program(image):
+    """Instruction memory: one bad instruction per entry, a good GEMM + HALT, then NOPs to the
+    end. Returns ``{entry: expected error code}``."""
+    p = PARAMS
+    good = dict(a_addr=0, w_addr=64, dst_addr=512, quant_addr=3, m=5, k=7, n=6)
+    # Quant words with shift 0 at word 40: a BAD_QUANT for an int8 GEMM.
+    image.write("quant", 8 * 40, isasim.pack_quant(isa.CHANNEL_WORD, bias=[1] * 6,
+                                                   mult=[1 << 14] * 6, shift=[9, 9, 0, 9, 9, 9]))
+    cases = {
+        0: (0x42, ErrorCode.ILLEGAL_OPCODE),
+        1: (isa.encode(isa.gemm(**{**good, "dst_addr": p.act_depth - 4})), ErrorCode.BAD_ADDRESS),
+        2: (isa.encode(isa.gemm(**{**good, "a_addr": 2})), ErrorCode.BAD_ADDRESS),
+        3: (isa.encode(isa.gemm(**{**good, "k": p.k_depth + 1})), ErrorCode.BAD_SHAPE),
+        4: (isa.encode(isa.gemm(**good)) | 1 << 100, ErrorCode.BAD_FIELD),
+        5: (isa.encode(isa.gemm(**{**good, "quant_addr": 40})), ErrorCode.BAD_QUANT),
+        6: (isa.encode(isa.gemm(**good, lut=p.lut_count)), ErrorCode.BAD_FIELD),
+        7: (isa.encode(isa.gemm(**{**good, "quant_addr": 60})), ErrorCode.BAD_ADDRESS),
+        10: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+    }
+    words = [isa.encode(isa.nop())] * p.instr_depth
+    for entry, (word, _) in cases.items():
+        words[entry] = word
+    words[8] = isa.encode(isa.gemm(**good))
+    words[9] = isa.encode(isa.halt())
+    image.load_program(words)
+    return {entry: code for entry, (_, code) in cases.items()}
+
+
+def test_accelerator_bad_programs_fail_cleanly():
+    rng = np.random.default_rng(11)
+    image, _ = gemm_image(rng, 5, 7, 6)
+    codes = _bad_program(image)
+    dut = Accelerator.from_params(PARAMS)
+    seen: dict[int, tuple] = {}
+    regions = ("act", "wgt", "quant", "lut")
+    out: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        for entry in codes:
+            status = await run_program(host, image, entry)
+            seen[entry] = (status, await read_csr(host, image, Csr.PC),
+                           await read_csr(host, image, Csr.PERF_INSTRET))
+            assert ctx.get(dut.busy) == 0 and ctx.get(dut.done) == 0
+        out["untouched"] = {r: await read_region(host, image, r) for r in regions}
+        out["good"] = await run_program(host, image, 8)
+        out["act"] = await read_region(host, image, "act")
+        assert ctx.get(dut.done) == 1
+
+    _simulate(dut, bench)
+    for entry, code in codes.items():
+        want, _ = _isasim_outcome(image, entry)
+        assert seen[entry] == want, (entry, code)
+        assert seen[entry][0] == Status.ERROR | int(code) << isa.STATUS_CODE_SHIFT
+    for region in regions:                   # no failed instruction wrote anything
+        assert out["untouched"][region] == bytes(image.regions[region]), region
+    _, expected = _isasim_outcome(image, 8)
+    assert out["good"] == Status.DONE
+    assert out["act"] == bytes(expected.regions["act"])
+    assert out["act"] != bytes(image.regions["act"])
+    assert len(seen) == 9
+
+
+def test_accelerator_csrs_and_holes():
+    image = isasim.MemoryImage(PARAMS)
+    dut = Accelerator.from_params(PARAMS)
+    seen: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        csr = lambda c: word_address(image, "csr", c)   # noqa: E731
+        seen["id"] = await host.read(csr(Csr.DESIGN_ID))
+        seen["version"] = await host.read(csr(Csr.ISA_VERSION))
+        await host.write(csr(Csr.ENTRY), 0x12345678)
+        await host.write(csr(Csr.ENTRY), 0xAB, en=0b0001)
+        seen["entry"] = await host.read(csr(Csr.ENTRY))
+        await host.write(csr(Csr.DESIGN_ID), 0)          # read-only: ignored
+        seen["id_after"] = await host.read(csr(Csr.DESIGN_ID))
+        seen["control"] = await host.read(csr(Csr.CONTROL))
+        seen["status"] = await host.read(csr(Csr.STATUS))
+        # Holes: past a region, past the CSR block, past every region.
+        holes = [word_address(image, "act", PARAMS.act_depth), csr(isa.CSR_BLOCK_BYTES),
+                 (len(isa.REGION_NAMES) << isa.REGION_SHIFT) >> 2]
+        for addr in holes:
+            await host.write(addr, 0xFFFFFFFF)
+        seen["holes"] = [await host.read(addr) for addr in holes]
+        seen["act0"] = await host.read(word_address(image, "act", 0))
+        # A program at ENTRY 0x...AB is past the instruction memory: NO_HALT, start pulses.
+        ctx.set(dut.host.addr, csr(Csr.CONTROL))
+        ctx.set(dut.host.w_data, int(Control.START))
+        ctx.set(dut.host.w_en, 0xF)
+        ctx.set(dut.host.write, 1)
+        ctx.set(dut.host.valid, 1)
+        seen["start"] = [ctx.get(dut.start)]
+        await ctx.tick()
+        ctx.set(dut.host.valid, 0)
+        seen["start"] += [ctx.get(dut.start), ctx.get(dut.busy)]
+        for _ in range(10):
+            await ctx.tick()
+        seen["status_err"] = await host.read(csr(Csr.STATUS))
+        seen["pc"] = await host.read(csr(Csr.PC))
+        await host.write(csr(Csr.CONTROL), int(Control.CLEAR))
+        seen["status_clear"] = await host.read(csr(Csr.STATUS))
+
+    _simulate(dut, bench)
+    assert seen["id"] == seen["id_after"] == PARAMS.design_id
+    assert seen["version"] == isa.ISA_VERSION
+    assert seen["entry"] == 0x123456AB
+    assert seen["control"] == 0 and seen["status"] == 0
+    assert seen["holes"] == [0, 0, 0] and seen["act0"] == 0
+    assert seen["status_err"] == Status.ERROR | ErrorCode.NO_HALT << isa.STATUS_CODE_SHIFT
+    assert seen["pc"] == 0x123456AB
+    assert seen["start"] == [1, 0, 1]
+    assert seen["status_clear"] == 0
+
+
+def test_accelerator_host_port_signature():
+    dut = Accelerator.from_params(PARAMS)
+    width = isa.memory_map(PARAMS).address_width - 2
+    assert dut.host.signature.flip() == HostBus.Signature(addr_width=width)
+    assert dut.memory_map == isa.memory_map(PARAMS)
+    assert Accelerator.read_latency == 2
+    with pytest.raises(TypeError):
+        Accelerator.from_params(None)
