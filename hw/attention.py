@@ -419,10 +419,10 @@ class WindowedAttention(Unit):
         a_meta_we = Signal()
         a_lo_slot = Signal(range(self._kv_slots))
         m.d.sync += a_meta_we.eq(self.i_q.valid & a_take)
+        meta_n, meta_lo, meta_brem, meta_drem = u.meta_n, u.meta_lo, u.meta_brem, u.meta_drem
         with m.If(a_meta_we):
-            m.d.sync += [u.meta_n[a_slot].eq(a_n), u.meta_lo[a_slot].eq(a_lo_slot),
-                         u.meta_brem[a_slot].eq(a_n - 1),
-                         u.meta_drem[a_slot].eq(a_n * chunks - 1)]
+            m.d.sync += [meta_n[a_slot].eq(a_n), meta_lo[a_slot].eq(a_lo_slot),
+                         meta_brem[a_slot].eq(a_n - 1), meta_drem[a_slot].eq(a_n * chunks - 1)]
         with m.If(self.i_q.valid & a_take):
             slot = self._slot_of(u.a_row)
             lo_slot = a_lo[:self._kv_slots.bit_length() - 1]
@@ -620,10 +620,11 @@ class WindowedAttention(Unit):
                              u.kv_lim.eq(u.kv_lim + (u.d_done >= u.behind))]
         with m.If(d_take):
             slot = self._slot_of(u.d_row)
+            lo, r_table = u.meta_lo[slot], u.r_table[slot]
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(u.meta_n[slot]),
                          d_rem.eq(u.meta_drem[slot]),
-                         d_slot.eq(slot), d_addr.eq(u.meta_lo[slot] * chunks),
-                         d_r.eq(u.r_table[slot]), u.d_row.eq(u.d_row + 1)]
+                         d_slot.eq(slot), d_addr.eq(lo * chunks), d_r.eq(r_table),
+                         u.d_row.eq(u.d_row + 1)]
         with m.If(u.cfg_take):
             m.d.sync += d_busy.eq(0)
         m.d.comb += [u.emem.r_addr.eq(self._window_addr(d_i, d_slot)),
