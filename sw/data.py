@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Offline data sets for the LightTransformer, each with a fixed, seeded train/val/test split.
 
-Nothing here downloads anything (DESIGN.md §5):
+Nothing here downloads anything:
 
 ``digits``        scikit-learn ``load_digits``: 8x8 images -> 8 tokens (rows) of 8 pixels / 16.
 ``mnist1d``       MNIST-1D built locally with the ``mnist1d`` package's templates and generator
