@@ -1,0 +1,479 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integer LayerNorm unit: exactly :func:`sw.ref.layernorm_int`, one row at a time.
+
+For a row ``x`` of width ``d`` (int8), with ``S1 = sum x``, ``Q = sum x**2`` and the constant
+``k = layernorm_pre_shift(d)``, the reference computes ``c = d * x - S1``,
+``S = sum c**2 = d * (d * Q - S1**2)`` and::
+
+    r   = max(isqrt((d * S + eps_q) << 2k), 1)
+    inv = 2**48 // r
+    n   = round_shift(c * d * inv, 38 - k)              # Q.10, |n| < 2**15
+    y   = requantize(n * gamma + beta, mult, shift)
+
+The unit runs each row in three phases:
+
+1. **Load** (``ceil(d / cols)`` beats, one per cycle): the row goes into a row buffer
+   (:func:`hw.bram.make_block_ram`) while ``S1`` and ``Q`` accumulate (one squaring
+   multiplier per lane).
+2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 176 cycles for ``max_dim = 1024``): a
+   sequential engine computes ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its
+   multiplies are one bit per cycle, as wide as ``d`` or ``|S1|``), the square root by the
+   digit-by-digit rule of :func:`sw.ref.isqrt_int` (exactly 32 steps), ``inv`` by a restoring
+   division (49 steps), then the per-row constants ``G = d**2 * inv`` and
+   ``H = S1 * d * inv - 2**(37 - k)``.
+3. **Normalize** (``ceil(d / cols)`` beats, one per cycle with the per-channel ``i_param``):
+   ``c * d * inv + 2**(37 - k) = x * G - H`` (the rounding constant folded into ``H``), so each
+   element needs one int8 x 56-bit product, computed modulo ``2**56`` from four
+   DSP-sized products (the true value is below ``2**54`` in magnitude, so the residue is
+   exact); then the arithmetic shift, ``n * gamma + beta`` and a
+   :class:`hw.requant.RequantLane`.
+
+A row therefore takes ``2 * ceil(d / cols) + scalar_cycles`` cycles when nothing stalls;
+LayerNorm is a small share of a layer's work, so the scalar phase is sequential.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.bram import BlockRAM, make_block_ram
+from hw.checks import check_int
+from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
+from hw.numerics import (
+    ACC_WIDTH,
+    ACT_WIDTH,
+    ISQRT_ITERATIONS,
+    LN_FRAC_BITS,
+    LN_MAX_DIM,
+    LN_RECIP_BITS,
+    MULT_BITS,
+    SHIFT_BITS,
+)
+from hw.requant import RequantLane, output_layout
+from hw.systolic import MAX_DIM, OutputBuffer
+
+__all__ = ["LayerNorm", "layernorm_pre_shift", "ln_cfg_layout", "ln_input_layout",
+           "ln_param_layout"]
+
+#: Width of the product residue ``x * G - H`` (|value| < 2**54 for every legal row).
+PROD_BITS = 56
+#: Chunk width of ``G`` per DSP product (17 unsigned bits are an 18-bit signed operand).
+CHUNK_BITS = 17
+#: Width of the normalized value ``n`` (|n| <= sqrt(d - 1) * 2**10 < 2**15).
+NORM_BITS = 18
+ENGINE_BITS = 64
+DIV_STEPS = LN_RECIP_BITS + 1          # quotient bits of 2**48 // r
+#: Cycles between the row's last load beat and the first scalar step (stats pipeline).
+STATS_DRAIN = 2
+
+
+def layernorm_pre_shift(d: int) -> int:
+    """``k`` of :func:`sw.ref.layernorm_pre_shift` (the same rule; tests compare every ``d``):
+    the largest shift with ``(d * S + eps_q) << 2k < 2**61`` for every int8 row of width ``d``.
+    """
+    return max(0, (61 - (d ** 4 << 17).bit_length()) // 2)
+
+
+def _eps_bits(max_dim: int) -> int:
+    return (max_dim ** 4 << 16).bit_length()
+
+
+def ln_cfg_layout(max_dim: int) -> data.StructLayout:
+    """Payload of :attr:`LayerNorm.i_cfg`: row width ``dim`` and ``eps`` (``eps_q``)."""
+    return data.StructLayout({
+        "dim": unsigned(max_dim.bit_length()),
+        "eps": unsigned(_eps_bits(max_dim)),
+    })
+
+
+def ln_input_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`LayerNorm.i_stream`: ``cols`` int8 elements of a row and ``last``."""
+    return data.StructLayout({
+        "x": data.ArrayLayout(signed(ACT_WIDTH), cols),
+        "last": 1,
+    })
+
+
+def ln_param_layout(cols: int) -> data.StructLayout:
+    """Payload of :attr:`LayerNorm.i_param`: per-channel affine and requant constants."""
+    return data.StructLayout({
+        "gamma": data.ArrayLayout(signed(ACT_WIDTH), cols),
+        "beta": data.ArrayLayout(signed(ACC_WIDTH), cols),
+        "mult": data.ArrayLayout(unsigned(MULT_BITS), cols),
+        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), cols),
+    })
+
+
+class LayerNorm(wiring.Component):
+    """Integer LayerNorm of rows of width ``1 <= d <= max_dim``, ``cols`` elements per beat.
+
+    Bit-exact with :func:`sw.ref.layernorm_int` (module docstring). A job is one ``i_cfg``
+    transfer and the rows after it, up to the row whose final beat has ``last``. Each row is
+    ``ceil(d / cols)`` beats on ``i_stream`` (lanes past ``d`` in the final beat are ignored),
+    then, after the scalar phase, ``ceil(d / cols)`` beats on ``i_param`` (the channels' affine
+    and requant constants; taken one per output element group) give as many beats on
+    ``o_stream``. The next row loads while the previous row's outputs drain. Stream rules:
+    ``hw/README.md``.
+
+    Parameters
+    ----------
+    cols : int
+        Elements per beat, 1..32 (the GEMM core's ``cols``).
+    max_dim : int
+        Largest row width ``d``, 1..``LN_MAX_DIM`` (1024): sizes the row buffer and the
+        sequential multiplies (:meth:`scalar_cycles`).
+    use_dsp : bool
+        Use DSP blocks for the per-lane products (squaring, four ``x * G`` chunks,
+        ``n * gamma`` and the requant lane's two: eight per lane).
+    family : str or None
+        Force the multiplier / block-RAM family (``"ecp5"``).
+
+    Members
+    -------
+    i_cfg : In(stream.Signature(ln_cfg_layout(max_dim)))
+        ``dim`` (``d``, 1..``max_dim``; others: unspecified results) and ``eps``
+        (:func:`sw.ref.layernorm_eps_q`, at most ``d**4 * 2**16``). Taken when the unit is
+        idle (``IDLE``: before a job's first row).
+    i_stream : In(stream.Signature(ln_input_layout(cols)))
+        int8 ``x`` (Q0 at the input scale; the scale cancels), ``last`` on the job's final beat
+        (read only on a row's final beat). Ready while the unit loads a row.
+    i_param : In(stream.Signature(ln_param_layout(cols)))
+        Per channel: ``gamma`` int8 and ``beta`` int32 (Q.10 at ``scale_gamma``), ``mult``
+        15-bit and ``shift`` 1..47 (``sw.ref.layernorm_int``'s per-channel requant).
+    o_stream : Out(stream.Signature(output_layout(cols)))
+        int8 ``data`` (lanes past ``d`` unspecified), ``last`` on the job's final beat.
+
+    Attributes
+    ----------
+    latency : int
+        Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
+        its first output beat, with ``i_param`` offered and no backpressure:
+        ``1 + scalar_cycles + 1 + pipeline (17)``; 194 for ``max_dim = 1024``.
+    """
+
+    #: The :class:`hw.params.AccelParams` fields :meth:`from_params` reads (build-cache key).
+    params_fields = ("cols", "dsp_multipliers")
+
+    def __init__(self, cols: int, *, max_dim: int = LN_MAX_DIM, use_dsp: bool = True,
+                 family: str | None = None):
+        self._cols = check_int("cols", cols, 1, MAX_DIM)
+        self._max_dim = check_int("max_dim", max_dim, 1, LN_MAX_DIM)
+        check_dsp_options(use_dsp, family)
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "i_cfg": In(stream.Signature(ln_cfg_layout(self._max_dim))),
+            "i_stream": In(stream.Signature(ln_input_layout(self._cols))),
+            "i_param": In(stream.Signature(ln_param_layout(self._cols))),
+            "o_stream": Out(stream.Signature(output_layout(self._cols))),
+        })
+
+    @classmethod
+    def from_params(cls, params, *, max_dim: int = LN_MAX_DIM,
+                    family: str | None = None) -> LayerNorm:
+        """The LayerNorm unit of an :class:`hw.params.AccelParams` (:attr:`params_fields`)."""
+        from hw.params import AccelParams
+        if not isinstance(params, AccelParams):
+            raise TypeError(f"params must be an AccelParams, not {params!r}")
+        return cls(params.cols, max_dim=max_dim, use_dsp=params.dsp_multipliers, family=family)
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    @property
+    def max_dim(self) -> int:
+        return self._max_dim
+
+    @property
+    def use_dsp(self) -> bool:
+        return self._use_dsp
+
+    @property
+    def dim_bits(self) -> int:
+        """Steps of a sequential multiply by ``d``."""
+        return self._max_dim.bit_length()
+
+    @property
+    def sum_bits(self) -> int:
+        """Steps of a sequential multiply by ``|S1|`` (``|S1| <= 128 * max_dim``)."""
+        return (128 * self._max_dim).bit_length()
+
+    @property
+    def scalar_cycles(self) -> int:
+        """Cycles of the scalar phase: the stats drain, five multiplies by ``d`` and two by
+        ``|S1|`` (one bit per cycle), the pre-shift, the square root, the division and the
+        commit of the row constants."""
+        return (STATS_DRAIN + 5 * self.dim_bits + 2 * self.sum_bits + 1 + ISQRT_ITERATIONS
+                + DIV_STEPS + 1)
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Normalize phase: beat taken -> output valid."""
+        return (BlockRAM.latency + 2 * Multiplier.latency + 3 + 1 + RequantLane.latency
+                + OutputBuffer.latency)
+
+    @property
+    def latency(self) -> int:
+        return 1 + self.scalar_cycles + self.pipeline_latency
+
+    def row_cycles(self, dim: int) -> int:
+        """Cycles per row of width ``dim`` at full rate: load, scalar phase, normalize."""
+        beats = -(-check_int("dim", dim, 1, self._max_dim) // self._cols)
+        return 2 * beats + self.scalar_cycles
+
+    def elaborate(self, platform):
+        m = Module()
+        cols = self._cols
+        max_dim = self._max_dim
+
+        m.submodules.obuf = obuf = OutputBuffer(output_layout(cols))
+        ce = obuf.ce
+        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
+
+        def mul(a_width, b_width):
+            return make_multiplier(platform, a_width, b_width, use_dsp=self._use_dsp,
+                                   family=self._family)
+
+        # -- job constants --------------------------------------------------------------------
+        dim = Signal(unsigned(max_dim.bit_length()))
+        eps = Signal(unsigned(_eps_bits(max_dim)))
+        k = Signal(range(layernorm_pre_shift(1) + 1))
+        job_last = Signal()                                      # this row ends the job
+        # k as a priority chain over d (a step function with ~20 steps for d <= 1024).
+        cfg_k = Signal.like(k)
+        steps = [(d, layernorm_pre_shift(d)) for d in range(1, max_dim + 1)
+                 if d == 1 or layernorm_pre_shift(d) != layernorm_pre_shift(d - 1)]
+        m.d.comb += cfg_k.eq(steps[0][1])
+        for d_from, val in steps[1:]:
+            with m.If(self.i_cfg.payload.dim >= d_from):
+                m.d.comb += cfg_k.eq(val)
+
+        # -- load: row buffer and statistics ---------------------------------------------------
+        depth = max(2, -(-max_dim // cols))
+        m.submodules.rowbuf = rowbuf = make_block_ram(platform, width=ACT_WIDTH * cols,
+                                                      depth=depth, family=self._family)
+        elem = Signal(range(max_dim + cols + 1))                 # first element of this beat
+        beat_in = Signal(range(depth))
+        take_in = Signal()
+        row_done_in = Signal()
+        m.d.comb += [
+            take_in.eq(self.i_stream.valid & self.i_stream.ready),
+            row_done_in.eq(elem + cols >= dim),
+            rowbuf.w_en.eq(take_in),
+            rowbuf.w_addr.eq(beat_in),
+            rowbuf.w_data.eq(self.i_stream.payload.x),
+        ]
+        sum_w = (128 * max_dim).bit_length() + 1
+        sq_w = (128 * 128 * max_dim).bit_length()
+        s1 = Signal(signed(sum_w))                               # sum x
+        q = Signal(unsigned(sq_w))                               # sum x**2
+        clear_stats = Signal()
+        masked = [Mux((elem + c < dim) & take_in, self.i_stream.payload.x[c], 0)
+                  for c in range(cols)]
+        sx1 = Signal(signed(sum_w))
+        sx2 = Signal(signed(sum_w))
+        m.d.sync += [sx1.eq(sum(masked)), sx2.eq(sx1)]
+        squares = []
+        for c in range(cols):
+            sq = mul(ACT_WIDTH, ACT_WIDTH)
+            m.submodules[f"sq{c}"] = sq
+            m.d.comb += [sq.en.eq(1), sq.a.eq(masked[c]), sq.b.eq(masked[c])]
+            squares.append(sq.p.as_unsigned())
+        with m.If(clear_stats):
+            m.d.sync += [s1.eq(0), q.eq(0)]
+        with m.Else():
+            m.d.sync += [s1.eq(s1 + sx2), q.eq(q + sum(squares))]
+        s1_neg = s1 < 0
+        s1_abs = Signal(unsigned(sum_w - 1))
+        m.d.comb += s1_abs.eq(Mux(s1_neg, -s1, s1))
+
+        # -- scalar engine ---------------------------------------------------------------------
+        macc = Signal(ENGINE_BITS)
+        ma = Signal(ENGINE_BITS)
+        mb = Signal(max(self.dim_bits, self.sum_bits))
+        cnt = Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1))
+        t1 = Signal(ENGINE_BITS)                                 # d * Q
+        rem = Signal(ENGINE_BITS)
+        res = Signal(ENGINE_BITS)
+        bit = Signal(ENGINE_BITS)
+        drem = Signal(33)
+        inv = Signal(DIV_STEPS)
+        g1 = Signal(ENGINE_BITS)                                 # d * inv
+        g_next = Signal(PROD_BITS)
+        # Row constants of the normalize phase (committed when it is empty).
+        g_row = Signal(PROD_BITS)
+        h_row = Signal(PROD_BITS)
+        # Shift of the normalized value: 48 - k - 10 (the reference's round_shift).
+        n_shift = Signal(range(LN_RECIP_BITS - LN_FRAC_BITS + 1))
+        inflight = Signal(range(64))
+
+        def mul_step(a_src, b_src, bits, nxt):
+            """One shift-and-add step of ``a_src * b_src`` (``bits`` steps) into ``macc``."""
+            first = cnt == 0
+            a_cur = Mux(first, a_src, ma)
+            b_cur = Mux(first, b_src, mb)
+            m.d.sync += [
+                macc.eq(Mux(first, 0, macc) + Mux(b_cur[0], a_cur, 0)),
+                ma.eq(a_cur << 1),
+                mb.eq(b_cur >> 1),
+                cnt.eq(cnt + 1),
+            ]
+            with m.If(cnt == bits - 1):
+                m.d.sync += cnt.eq(0)
+                m.next = nxt
+
+        # -- normalize: the element pipeline ------------------------------------------------
+        beat_out = Signal(range(depth))
+        elem_out = Signal(range(max_dim + cols + 1))
+        take_out = Signal()
+        out_state = Signal()
+        m.d.comb += [
+            self.i_param.ready.eq(out_state & ce),
+            take_out.eq(self.i_param.valid & self.i_param.ready),
+            rowbuf.r_en.eq(ce),
+            rowbuf.r_oce.eq(ce),
+            rowbuf.r_addr.eq(beat_out),
+        ]
+        row_done_out = elem_out + cols >= dim
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [self.i_cfg.ready.eq(1), clear_stats.eq(1)]
+                with m.If(self.i_cfg.valid):
+                    m.d.sync += [dim.eq(self.i_cfg.payload.dim), eps.eq(self.i_cfg.payload.eps),
+                                 k.eq(cfg_k), elem.eq(0), beat_in.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.i_stream.ready.eq(1)
+                with m.If(take_in):
+                    m.d.sync += [elem.eq(elem + cols), beat_in.eq(beat_in + 1)]
+                    with m.If(row_done_in):
+                        m.d.sync += [job_last.eq(self.i_stream.payload.last), cnt.eq(0)]
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == STATS_DRAIN - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.next = "MUL_DQ"
+            with m.State("MUL_DQ"):                              # d * Q
+                mul_step(q, dim, self.dim_bits, "MUL_SS")
+            with m.State("MUL_SS"):                              # S1**2
+                with m.If(cnt == 0):
+                    m.d.sync += t1.eq(macc)
+                mul_step(s1_abs, s1_abs, self.sum_bits, "MUL_DV")
+            with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
+                mul_step((t1 - macc)[:ENGINE_BITS], dim, self.dim_bits, "MUL_DS")
+            with m.State("MUL_DS"):                              # d * S
+                mul_step(macc, dim, self.dim_bits, "PRESHIFT")
+            with m.State("PRESHIFT"):
+                m.d.sync += [rem.eq((macc + eps) << Cat(Const(0, 1), k)), res.eq(0),
+                             bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
+                m.next = "ISQRT"
+            with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
+                trial = (res + bit)[:ENGINE_BITS]
+                with m.If(rem >= trial):
+                    m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
+                with m.Else():
+                    m.d.sync += res.eq(res >> 1)
+                m.d.sync += [bit.eq(bit >> 2), cnt.eq(cnt + 1)]
+                with m.If(cnt == ISQRT_ITERATIONS - 1):
+                    m.d.sync += [cnt.eq(0), drem.eq(0), inv.eq(0)]
+                    m.next = "DIV"
+            with m.State("DIV"):                                 # 2**48 // max(r, 1)
+                r = Mux(res == 0, 1, res)[:32]
+                rem2 = Cat(cnt == 0, drem)[:34]
+                with m.If(rem2 >= r):
+                    m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
+                with m.Else():
+                    m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == DIV_STEPS - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.next = "MUL_G1"
+            with m.State("MUL_G1"):                              # d * inv
+                mul_step(inv, dim, self.dim_bits, "MUL_G")
+            with m.State("MUL_G"):                               # G = d * d * inv
+                with m.If(cnt == 0):
+                    m.d.sync += g1.eq(macc)
+                mul_step(macc, dim, self.dim_bits, "MUL_H")
+            with m.State("MUL_H"):                               # |S1| * d * inv
+                with m.If(cnt == 0):
+                    m.d.sync += g_next.eq(macc)
+                mul_step(g1, s1_abs, self.sum_bits, "COMMIT")
+            with m.State("COMMIT"):
+                # The previous row's elements may still be in the pipeline (backpressure):
+                # the row constants change only once it is empty.
+                with m.If(inflight == 0):
+                    half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> k
+                    h = Mux(s1_neg, -macc, macc)[:PROD_BITS]
+                    m.d.sync += [g_row.eq(g_next), h_row.eq(h - half),
+                                 n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - k),
+                                 elem_out.eq(0), beat_out.eq(0)]
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += [out_state.eq(1), clear_stats.eq(1)]
+                with m.If(take_out):
+                    m.d.sync += [elem_out.eq(elem_out + cols), beat_out.eq(beat_out + 1)]
+                    with m.If(row_done_out):
+                        m.d.sync += [elem.eq(0), beat_in.eq(0)]
+                        with m.If(job_last):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "LOAD"
+
+        # -- element pipeline (one clock enable, as every other unit) ------------------------
+        def stage(sig, name, shape=None):
+            d = Signal(shape if shape is not None else Value.cast(sig).shape(), name=name)
+            with m.If(ce):
+                m.d.sync += d.eq(sig)
+            return d
+
+        def delay(sig, n, name):
+            for i in range(n):
+                sig = stage(sig, f"{name}_s{i + 1}")
+            return sig
+
+        prm = self.i_param.payload
+        last0 = job_last & row_done_out
+        n_lat = BlockRAM.latency + Multiplier.latency + 3    # row buffer, chunks, sums, shift
+        g_lat = n_lat + Multiplier.latency                  # n * gamma
+        b_lat = g_lat + 1                       # + beta
+        total = b_lat + RequantLane.latency
+        valid_o = delay(take_out, total, "valid")
+        last_o = delay(last0, total, "last")
+        # in flight: taken but not yet pushed into the output buffer
+        push = valid_o & ce
+        m.d.sync += inflight.eq(inflight + (take_out & ce) - push)
+        for c in range(cols):
+            x2 = rowbuf.r_data[c * ACT_WIDTH:(c + 1) * ACT_WIDTH].as_signed()
+            prods = []
+            for i in range(0, PROD_BITS, CHUNK_BITS):
+                width = min(CHUNK_BITS, PROD_BITS - i)
+                pm = mul(ACT_WIDTH, width + 1)
+                m.submodules[f"xg{c}_{i // CHUNK_BITS}"] = pm
+                m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(g_row[i:i + width])]
+                prods.append((pm.p, i))
+            # S5: two partial sums (the rounding constant and -H folded into one); S6: P.
+            t_lo = stage(sum(p << i for p, i in prods[:2])[:PROD_BITS], f"tlo{c}",
+                         unsigned(PROD_BITS))
+            t_hi = stage((sum(p << i for p, i in prods[2:]) - h_row)[:PROD_BITS], f"thi{c}",
+                         unsigned(PROD_BITS))
+            p6 = stage((t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{c}", signed(PROD_BITS))
+            n7 = stage((p6 >> n_shift)[:NORM_BITS].as_signed(), f"n{c}", signed(NORM_BITS))
+            gm = mul(NORM_BITS, ACT_WIDTH)
+            m.submodules[f"gamma{c}"] = gm
+            m.d.comb += [gm.en.eq(ce), gm.a.eq(n7), gm.b.eq(delay(prm.gamma[c], n_lat,
+                                                                      f"gamma{c}"))]
+            acc = stage((gm.p + delay(prm.beta[c], g_lat, f"beta{c}"))[:ACC_WIDTH].as_signed(),
+                        f"acc{c}", signed(ACC_WIDTH))
+            lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
+            m.submodules[f"lane{c}"] = lane
+            m.d.comb += [lane.s.eq(acc), lane.mult.eq(delay(prm.mult[c], b_lat, f"mult{c}")),
+                         lane.shift.eq(delay(prm.shift[c], b_lat, f"shift{c}")),
+                         lane.en.eq(ce)]
+            m.d.comb += obuf.data.data[c].eq(lane.y)
+        m.d.comb += [obuf.push.eq(valid_o), obuf.data.last.eq(last_o)]
+        return m
