@@ -133,7 +133,7 @@ class _Toy(wiring.Component):
         return m
 
 
-class _FakePlatform:
+class _HarnessHooksOnly:
     def __init__(self, n_out):
         self.din = Signal()
         self.outs = [Signal(name=f"led{i}") for i in range(n_out)]
@@ -150,8 +150,8 @@ class _FakePlatform:
 def test_harness_shifts_inputs_and_folds_outputs(n_out):
     unit = _Toy()
     harness = UnitHarness(unit, frequency_hz=1e6)
-    plat = _FakePlatform(n_out)
-    # Elaborate with our fake platform (the harness only calls the two hooks).
+    plat = _HarnessHooksOnly(n_out)
+    # The harness calls only these two platform hooks, so no board is needed.
     frag_top = Fragment.get(harness, plat)
     bits = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 0, 1, 0, 0, 1, 1, 1, 1, 0, 1, 0]
 
