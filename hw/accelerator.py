@@ -58,6 +58,8 @@ class Accelerator(Unit):
         A program runs (``STATUS.BUSY``).
     done : Out(1)
         The last program reached HALT (``STATUS.DONE``).
+    status : Out(32)
+        The ``STATUS`` CSR's value (the link's STATUS reply carries it).
 
     Attributes
     ----------
@@ -80,6 +82,7 @@ class Accelerator(Unit):
             "start": Out(1),
             "busy": Out(1),
             "done": Out(1),
+            "status": Out(32),
         })
 
     @classmethod
@@ -170,6 +173,7 @@ class Accelerator(Unit):
         m.d.comb += status.eq((ctrl.busy * int(Status.BUSY)) | (ctrl.done * int(Status.DONE))
                               | (ctrl.error * int(Status.ERROR))
                               | (ctrl.code << isa.STATUS_CODE_SHIFT))
+        m.d.comb += self.status.eq(status)
         values = {
             Csr.DESIGN_ID: p.design_id, Csr.ISA_VERSION: isa.ISA_VERSION, Csr.STATUS: status,
             Csr.ENTRY: entry, Csr.PC: ctrl.pc,
