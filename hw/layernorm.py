@@ -51,8 +51,10 @@ from hw.numerics import (
     MULT_BITS,
     SHIFT_BITS,
 )
+from hw.params import MAX_DIM
 from hw.requant import RequantLane, output_layout
-from hw.systolic import MAX_DIM, OutputBuffer
+from hw.systolic import OutputBuffer
+from hw.unit import Setting, Unit
 
 __all__ = ["LayerNorm", "layernorm_pre_shift", "ln_cfg_layout", "ln_input_layout",
            "ln_param_layout"]
@@ -106,7 +108,7 @@ def ln_param_layout(cols: int) -> data.StructLayout:
     })
 
 
-class LayerNorm(wiring.Component):
+class LayerNorm(Unit):
     """Integer LayerNorm of rows of width ``1 <= d <= max_dim``, ``cols`` elements per beat.
 
     Bit-exact with :func:`sw.ref.layernorm_int` (module docstring). A job is one ``i_cfg``
@@ -153,8 +155,10 @@ class LayerNorm(wiring.Component):
         ``1 + scalar_cycles + 1 + pipeline (17)``; 194 for ``max_dim = 1024``.
     """
 
-    #: The :class:`hw.params.AccelParams` fields :meth:`from_params` reads (build-cache key).
     params_fields = ("cols", "dsp_multipliers")
+    cols = Setting("Elements per beat.")
+    max_dim = Setting("Largest row width d.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
 
     def __init__(self, cols: int, *, max_dim: int = LN_MAX_DIM, use_dsp: bool = True,
                  family: str | None = None):
@@ -169,27 +173,6 @@ class LayerNorm(wiring.Component):
             "i_param": In(stream.Signature(ln_param_layout(self._cols))),
             "o_stream": Out(stream.Signature(output_layout(self._cols))),
         })
-
-    @classmethod
-    def from_params(cls, params, *, max_dim: int = LN_MAX_DIM,
-                    family: str | None = None) -> LayerNorm:
-        """The LayerNorm unit of an :class:`hw.params.AccelParams` (:attr:`params_fields`)."""
-        from hw.params import AccelParams
-        if not isinstance(params, AccelParams):
-            raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.cols, max_dim=max_dim, use_dsp=params.dsp_multipliers, family=family)
-
-    @property
-    def cols(self) -> int:
-        return self._cols
-
-    @property
-    def max_dim(self) -> int:
-        return self._max_dim
-
-    @property
-    def use_dsp(self) -> bool:
-        return self._use_dsp
 
     @property
     def dim_bits(self) -> int:

@@ -38,8 +38,10 @@ from hw.bram import make_block_ram
 from hw.checks import check_int
 from hw.multiplier import check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, LUT_SIZE, MULT_BITS, SHIFT_BITS
+from hw.params import MAX_DIM
 from hw.requant import RequantLane
-from hw.systolic import MAX_DIM, OutputBuffer
+from hw.systolic import OutputBuffer
+from hw.unit import Setting, Unit
 
 __all__ = ["MAX_LUT_COUNT", "VecOp", "VectorUnit", "vec_cfg_layout", "vec_input_layout",
            "vec_lut_layout", "vec_output_layout"]
@@ -94,7 +96,7 @@ def vec_lut_layout(lut_count: int) -> data.StructLayout:
     })
 
 
-class VectorUnit(wiring.Component):
+class VectorUnit(Unit):
     """Residual add, LUT activation, mean pool and int32 pass-through, ``cols`` lanes.
 
     Bit-exact with :func:`sw.ref.residual_add`, :func:`sw.ref.lut_apply`,
@@ -152,8 +154,10 @@ class VectorUnit(wiring.Component):
         ``cols`` outside ``[1, 32]`` or ``lut_count`` outside ``[1, 64]``.
     """
 
-    #: The :class:`hw.params.AccelParams` fields :meth:`from_params` reads (build-cache key).
     params_fields = ("cols", "lut_count", "dsp_multipliers")
+    cols = Setting("Lanes (elements per beat).")
+    lut_count = Setting("Activation tables.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
 
     def __init__(self, cols: int, *, lut_count: int = 4, use_dsp: bool = True,
                  family: str | None = None):
@@ -168,27 +172,6 @@ class VectorUnit(wiring.Component):
             "i_lut": In(stream.Signature(vec_lut_layout(self._lut_count))),
             "o_stream": Out(stream.Signature(vec_output_layout(self._cols))),
         })
-
-    @classmethod
-    def from_params(cls, params, *, family: str | None = None) -> VectorUnit:
-        """The vector unit of an :class:`hw.params.AccelParams` (:attr:`params_fields`)."""
-        from hw.params import AccelParams
-        if not isinstance(params, AccelParams):
-            raise TypeError(f"params must be an AccelParams, not {params!r}")
-        return cls(params.cols, lut_count=params.lut_count, use_dsp=params.dsp_multipliers,
-                   family=family)
-
-    @property
-    def cols(self) -> int:
-        return self._cols
-
-    @property
-    def lut_count(self) -> int:
-        return self._lut_count
-
-    @property
-    def use_dsp(self) -> bool:
-        return self._use_dsp
 
     @property
     def latency(self) -> int:

@@ -245,6 +245,7 @@ def test_layernorm_from_params_and_checks():
     u = LayerNorm.from_params(p)
     assert (u.cols, u.max_dim, u.use_dsp) == (p.cols, ref.LN_MAX_DIM, p.dsp_multipliers)
     assert set(LayerNorm.params_fields) <= set(p.to_dict())
+    assert LayerNorm.from_params(p, max_dim=64).max_dim == 64
     with pytest.raises(TypeError, match="params must be an AccelParams"):
         LayerNorm.from_params(4)
     for bad, exc in ((0, ValueError), (33, ValueError), ("4", TypeError), (None, TypeError)):
