@@ -419,6 +419,9 @@ class WindowedAttention(Unit):
         a_meta_we = Signal()
         a_lo_slot = Signal(range(self._kv_slots))
         m.d.sync += a_meta_we.eq(self.i_q.valid & a_take)
+        # Amaranth emits a slot decoder per source line of slot-indexed accesses (merged later,
+        # but numbered first): on these two lines the generated Verilog, names included, stays
+        # that of the board builds measured, and so does nextpnr's placement.
         meta_n, meta_lo, meta_brem, meta_drem = u.meta_n, u.meta_lo, u.meta_brem, u.meta_drem
         with m.If(a_meta_we):
             m.d.sync += [meta_n[a_slot].eq(a_n), meta_lo[a_slot].eq(a_lo_slot),
@@ -620,7 +623,7 @@ class WindowedAttention(Unit):
                              u.kv_lim.eq(u.kv_lim + (u.d_done >= u.behind))]
         with m.If(d_take):
             slot = self._slot_of(u.d_row)
-            lo, r_table = u.meta_lo[slot], u.r_table[slot]
+            lo, r_table = u.meta_lo[slot], u.r_table[slot]     # one slot decoder (see A)
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_c.eq(0), d_n.eq(u.meta_n[slot]),
                          d_rem.eq(u.meta_drem[slot]),
                          d_slot.eq(slot), d_addr.eq(lo * chunks), d_r.eq(r_table),
