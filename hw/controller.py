@@ -42,10 +42,11 @@ from amaranth.lib.wiring import In, Out
 from hw import isa
 from hw.gemm_core import GemmCore
 from hw.gemm_unit import GemmAccPipeline
-from hw.isa import ErrorCode, GemmFlag, Opcode
-from hw.numerics import ACC_WIDTH, SHIFT_MAX, SHIFT_MIN
+from hw.isa import ErrorCode, GemmFlag, Opcode, VecFunc
+from hw.numerics import ACC_WIDTH, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, unit_port_signature
 from hw.unit import Setting, Unit, check_params
+from hw.vector import VecOp, VectorUnit
 
 __all__ = ["Controller", "PERF_LAYOUT", "instruction_fields"]
 
@@ -54,7 +55,7 @@ PERF_LAYOUT = data.StructLayout({name: unsigned(32) for name in (
     "cycles", "instret", "gemm_busy", "gemm_stall", "attn_busy", "attn_stall",
     "vec_busy", "vec_stall", "lnorm_busy", "lnorm_stall")})
 
-_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.BARRIER, Opcode.HALT)
+_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.VEC, Opcode.BARRIER, Opcode.HALT)
 _OUT32_WORDS = 4                    # an int32 column word is four ``rows``-byte act words
 
 
@@ -77,6 +78,13 @@ def _reserved_mask(opcode: Opcode) -> int:
 
 def _ceil_div(value, d: int):
     return (value + (d - 1)) // d
+
+
+def _act_bad(p, addr, m, width, elem_shift=0):
+    """An activation tensor ``(m, width)`` at byte ``addr`` is misaligned or leaves the act
+    scratchpad (``hw.isa.act_span`` of a whole tensor: ``ceil(m / rows) * rows * width``)."""
+    span = (_ceil_div(m, p.rows) * p.rows * width) << elem_shift
+    return ((addr % p.rows) != 0) | (addr + span > p.act_depth)
 
 
 class Controller(Unit):
@@ -139,9 +147,12 @@ class Controller(Unit):
         pipe = GemmAccPipeline(p.rows, p.cols, use_dsp=self._use_dsp)
         m.submodules.gemm = core = GemmCore(p.rows, p.cols, k_depth=p.k_depth,
                                             use_dsp=self._use_dsp, pipeline=pipe)
+        m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
+                                            use_dsp=self._use_dsp)
         s = _State(m, p)
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe)
+        self._vec(m, s, vec)
         self._perf(m, s)
         return m
 
@@ -188,6 +199,7 @@ class Controller(Unit):
                 m.d.sync += [self.busy.eq(0), self.error.eq(1), self.code.eq(s.fail_code)]
                 m.next = "IDLE"
             self._gemm_states(m, s)
+            self._vec_states(m, s)
         with m.If(s.next_pc):
             m.d.sync += self.pc.eq(self.pc + 1)
 
@@ -197,8 +209,11 @@ class Controller(Unit):
             m.d.comb += s.retire.eq(1)
             m.next = "IDLE"
         elif op == Opcode.GEMM:
-            s.latch_gemm(instruction_fields(ir, Opcode.GEMM))
+            s.latch(s.g, instruction_fields(ir, Opcode.GEMM))
             m.next = "GEMM_CHECK"
+        elif op == Opcode.VEC:
+            s.latch(s.v, instruction_fields(ir, Opcode.VEC))
+            m.next = "VEC_CHECK"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
 
@@ -213,6 +228,10 @@ class Controller(Unit):
                 m.d.sync += s.perf.gemm_busy.eq(s.perf.gemm_busy + 1)
             with m.If(s.gemm_stall):
                 m.d.sync += s.perf.gemm_stall.eq(s.perf.gemm_stall + 1)
+            with m.If(s.vec_busy):
+                m.d.sync += s.perf.vec_busy.eq(s.perf.vec_busy + 1)
+            with m.If(s.vec_stall):
+                m.d.sync += s.perf.vec_stall.eq(s.perf.vec_stall + 1)
         m.d.comb += self.perf.eq(s.perf)
 
     # -- GEMM -------------------------------------------------------------------------------------
@@ -221,17 +240,14 @@ class Controller(Unit):
         """``hw.isa.validate`` of a GEMM, on the latched fields, in its order."""
         p, g = self._params, s.g
         quant_depth = isa.quant_depth(p)
-        m_pad = _ceil_div(g.m, p.rows) * p.rows
-        span_a = m_pad * g.k
         span_w = _ceil_div(g.n, p.cols) * p.cols * g.k
-        span_d = (m_pad * g.n) << (g.out32 * 2)
         flags_ok = (g.flags & ~int(GemmFlag.LUT | GemmFlag.OUT32)) == 0
         flags_ok &= g.flags != int(GemmFlag.LUT | GemmFlag.OUT32)
         with m.If(~flags_ok):
             s.fail(ErrorCode.BAD_FIELD)
         with m.Elif((g.m == 0) | (g.k == 0) | (g.k > p.k_depth) | (g.n == 0)):
             s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(((g.a_addr % p.rows) != 0) | (g.a_addr + span_a > p.act_depth)):
+        with m.Elif(_act_bad(p, g.a_addr, g.m, g.k)):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(((g.w_addr % p.cols) != 0) | (g.w_addr + span_w > p.wgt_depth)):
             s.fail(ErrorCode.BAD_ADDRESS)
@@ -239,7 +255,7 @@ class Controller(Unit):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0)):
             s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif(((g.dst_addr % p.rows) != 0) | (g.dst_addr + span_d > p.act_depth)):
+        with m.Elif(_act_bad(p, g.dst_addr, g.m, g.n, g.out32 * 2)):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Else():
             m.d.sync += [
@@ -253,7 +269,7 @@ class Controller(Unit):
 
     def _gemm_states(self, m, s):
         p, g = self._params, s.g
-        copy_done = (s.i == s.length) & ~s.d1.valid & ~s.d2.valid
+        copy_done = s.copy_done
         with m.State("GEMM_CHECK"):
             self._gemm_check(m, s)
         with m.State("GEMM_QCHECK"):
@@ -303,6 +319,173 @@ class Controller(Unit):
             with m.If(s.i == s.length):
                 m.d.sync += s.i.eq(0)
                 s.next_block()
+
+    # -- VEC ---------------------------------------------------------------------------------
+
+    def _vec_check(self, m, s):
+        """``hw.isa.validate`` of a VEC, on the latched fields, in its order."""
+        p, v = self._params, s.v
+        add, lut = v.func == VecFunc.ADD, v.func == VecFunc.LUT
+        pool = v.func == VecFunc.MEANPOOL
+        with m.If(v.func > max(VecFunc)):
+            s.fail(ErrorCode.BAD_FIELD)
+        with m.Elif((v.m == 0) | (v.c == 0)):
+            s.fail(ErrorCode.BAD_SHAPE)
+        with m.Elif(_act_bad(p, v.a_addr, v.m, v.c)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Elif(add & (v.lut != 0)
+                    | lut & ((v.b_addr != 0) | (v.quant_addr != 0) | (v.lut >= p.lut_count))
+                    | pool & ((v.b_addr != 0) | (v.lut != 0))):
+            s.fail(ErrorCode.BAD_FIELD)
+        with m.Elif(add & _act_bad(p, v.b_addr, v.m, v.c)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Elif(~lut & (v.quant_addr + 1 > isa.quant_depth(p))):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Elif(_act_bad(p, v.dst_addr, Mux(pool, 1, v.m), v.c)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Else():
+            blocks = _ceil_div(v.m, p.rows)
+            m.d.sync += [
+                v.blocks.eq(blocks), v.words.eq(blocks * v.c), v.out.eq(0), v.c0.eq(0),
+                v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
+                v.dbase.eq(v.dst_addr // p.rows), s.i.eq(0), s.cfg_pending.eq(0),
+            ]
+            m.next = "VEC_QUANT"
+            with m.If(lut):
+                m.next = "VEC_LUT_LOAD"
+
+    def _vec_states(self, m, s):
+        p, v = self._params, s.v
+        add, pool = v.func == VecFunc.ADD, v.func == VecFunc.MEANPOOL
+        with m.State("VEC_CHECK"):
+            self._vec_check(m, s)
+        with m.State("VEC_QUANT"):
+            m.d.comb += [s.length.eq(1), s.vec_stall.eq(1)]
+            s.issue(self.quant, v.quant_addr, _NO_SEL, core=False)
+            word = self.quant.r_data
+            shift = Mux(add, _quant_field(word, isa.RESID_WORD, "shift"),
+                        _quant_field(word, isa.CHANNEL_WORD, "shift"))
+            with m.If(s.d2.valid):
+                m.d.sync += [
+                    v.mult0.eq(Mux(add, _quant_field(word, isa.RESID_WORD, "mult_a"),
+                                   _quant_field(word, isa.CHANNEL_WORD, "mult"))),
+                    v.mult1.eq(_quant_field(word, isa.RESID_WORD, "mult_b")),
+                    v.shift.eq(shift),
+                ]
+                with m.If((shift < SHIFT_MIN) | (shift > SHIFT_MAX)):
+                    s.fail(ErrorCode.BAD_QUANT)
+            with m.Elif(s.copy_done):
+                m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
+                m.next = "VEC_RUN"
+                with m.If(pool):
+                    m.next = "VEC_POOL"
+        with m.State("VEC_LUT_LOAD"):
+            m.d.comb += [s.length.eq(LUT_SIZE), s.vec_stall.eq(1)]
+            m.d.comb += s.vec_lut_load.eq(1)
+            s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL, core=False)
+            with m.If(s.copy_done):
+                m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
+                m.next = "VEC_RUN"
+        with m.State("VEC_RUN"):
+            m.d.comb += [s.length.eq(v.words << add), s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
+            word, is_b = Mux(add, s.i >> 1, s.i), add & s.i[0]
+            s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b, core=False)
+            with m.If(s.copy_done & (v.out == v.words)):
+                s.next_instruction("FETCH")
+        with m.State("VEC_POOL"):
+            m.d.comb += [s.length.eq(v.m * p.rows), s.vec_busy.eq(1), s.vec_pooling.eq(1)]
+            t, r = _divmod(s.i, p.rows)
+            blk, _ = _divmod(t, p.rows)
+            live = v.c0 + r < v.c
+            s.issue(self.act, v.abase + blk * v.c + v.c0 + r, _NO_SEL, live, core=False)
+            with m.If(s.copy_done & s.pool_ready):
+                m.d.sync += [s.i.eq(0), s.pool_ready.eq(0)]
+                m.next = "VEC_POOL_WB"
+        with m.State("VEC_POOL_WB"):
+            m.d.comb += [s.length.eq(p.rows), s.vec_stall.eq(1)]
+            with m.If((s.i < p.rows) & (v.c0 + s.i < v.c)):
+                m.d.comb += [
+                    self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.c0 + s.i),
+                    self.act.w_data.eq(s.pool_out.word_select(s.i[:max(1, (p.rows - 1)
+                                                                       .bit_length())], 8)),
+                    self.act.w_mask.eq(1),
+                ]
+                with m.If(self.act.error):
+                    s.fail(ErrorCode.BAD_ADDRESS)
+            with m.If(s.i < p.rows):
+                m.d.sync += s.i.eq(s.i + 1)
+            with m.Elif(v.c0 + p.rows < v.c):
+                m.d.sync += [s.i.eq(0), v.c0.eq(v.c0 + p.rows), s.cfg_pending.eq(1)]
+                m.next = "VEC_POOL"
+            with m.Else():
+                s.next_instruction("FETCH")
+
+    def _vec(self, m, s, vec):
+        """The vector unit's configuration, LUT load, input beats and result write back."""
+        p, v = self._params, s.v
+        rows = p.rows
+        add = v.func == VecFunc.ADD
+        cfg = vec.i_cfg.payload
+        with m.Switch(v.func):
+            for func, op in ((VecFunc.ADD, VecOp.ADD), (VecFunc.LUT, VecOp.LUT),
+                             (VecFunc.MEANPOOL, VecOp.POOL)):
+                with m.Case(func):
+                    m.d.comb += cfg.op.eq(op)
+        m.d.comb += [
+            vec.i_cfg.valid.eq(s.cfg_pending), cfg.table.eq(v.lut), cfg.mult0.eq(v.mult0),
+            cfg.mult1.eq(v.mult1), cfg.shift.eq(v.shift),
+            vec.i_lut.valid.eq(s.d2.valid & s.vec_lut_load),
+            vec.i_lut.payload.table.eq(v.lut), vec.i_lut.payload.index.eq(s.d2.index[:8]),
+            vec.i_lut.payload.value.eq(self.lut.r_data),
+            vec.o_stream.ready.eq(1),
+        ]
+        with m.If(vec.i_cfg.valid & vec.i_cfg.ready):
+            m.d.sync += s.cfg_pending.eq(0)
+
+        # Input beats: an act word (``rows`` tokens of one channel) per beat for ADD / LUT; a
+        # token's ``rows`` channels, gathered byte by byte, for the mean pool.
+        data = self.act.r_data
+        a_word = Signal(8 * rows)
+        pool_beat = Signal(8 * rows)
+        pool_push = Signal()
+        pool_last = Signal()
+        elem = s.d2.valid & s.vec_elementwise
+        with m.If(elem & add & (s.d2.sel == 0)):
+            m.d.sync += a_word.eq(data)
+        t, r = _divmod(s.d2.index, rows)
+        _, lane = _divmod(t, rows)
+        m.d.sync += [pool_push.eq(s.d2.valid & s.vec_pooling & (r == rows - 1)),
+                     pool_last.eq(t == v.m - 1)]
+        with m.If(s.d2.valid & s.vec_pooling):
+            m.d.sync += pool_beat.word_select(r, 8).eq(data.word_select(lane, 8))
+        beat = vec.i_stream.payload
+        index = Mux(add, s.d2.index >> 1, s.d2.index)
+        with m.If(s.vec_pooling):
+            m.d.comb += [vec.i_stream.valid.eq(pool_push), beat.last.eq(pool_last)]
+            m.d.comb += [beat.a[i].eq(pool_beat.word_select(i, 8).as_signed())
+                         for i in range(rows)]
+        with m.Else():
+            m.d.comb += [vec.i_stream.valid.eq(elem & (~add | (s.d2.sel == 1))),
+                         beat.last.eq(index == v.words - 1)]
+            a_src = Mux(add, a_word, data)
+            m.d.comb += [beat.a[i].eq(a_src.word_select(i, 8).as_signed()) for i in range(rows)]
+            m.d.comb += [beat.b[i].eq(data.word_select(i, 8).as_signed()) for i in range(rows)]
+
+        # Results: ADD / LUT words straight to dst (tokens past M masked), the pool's one row
+        # to a register that VEC_POOL_WB spreads over the channel words.
+        out = vec.o_stream
+        low = Cat(out.payload.data[i][:8] for i in range(rows))
+        with m.If(out.valid & s.vec_pooling):
+            m.d.sync += [s.pool_out.eq(low), s.pool_ready.eq(1)]
+        with m.If(out.valid & s.vec_elementwise):
+            last_block = v.out >= (v.blocks - 1) * v.c
+            rows_valid = v.m - (v.blocks - 1) * rows
+            m.d.comb += [
+                self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.out), self.act.w_data.eq(low),
+                self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(rows)),
+                                       (1 << rows) - 1)),
+            ]
+            m.d.sync += v.out.eq(v.out + 1)
 
     def _gemm(self, m, s, core, pipe):
         """The GEMM core's write port, start and result capture."""
@@ -357,6 +540,32 @@ class Controller(Unit):
 _NO_SEL = 3                        # copy-engine reads that go to no GemmCore buffer
 
 
+def _registers(opcode: Opcode, prefix: str, extra: tuple[str, ...]) -> SimpleNamespace:
+    """A register per field of ``opcode`` (its width from ``hw.isa.FORMATS``) and 32-bit
+    registers ``extra``."""
+    regs = SimpleNamespace()
+    for f in isa.FORMATS[opcode]:
+        setattr(regs, f.name, Signal(f.width, name=f"{prefix}_{f.name}"))
+    for name in extra:
+        setattr(regs, name, Signal(32, name=f"{prefix}_{name}"))
+    return regs
+
+
+def _quant_field(word, layout, name: str):
+    """Field ``name`` of quant-word layout ``layout`` (``hw.isa.CHANNEL_WORD`` ...) in ``word``."""
+    f = next(f for f in layout if f.name == name)
+    return word[f.lsb:f.lsb + f.width]
+
+
+def _divmod(value, d: int):
+    """``(value // d, value % d)`` for a constant ``d``: bit slices when ``d`` is a power of
+    two (every preset's ``rows``), a divider otherwise."""
+    if d & (d - 1) == 0:
+        bits = d.bit_length() - 1
+        return value[bits:], value[:bits]
+    return value // d, value % d
+
+
 class _State:
     """Registers and helpers shared by the controller's FSM states (one per elaboration)."""
 
@@ -385,16 +594,24 @@ class _State:
         self.d2 = Signal(stage)
         m.d.sync += [self.d1.valid.eq(0), self.d2.eq(self.d1)]
         self.wb_words = Signal(w)
-        fields = {f.name: f for f in isa.FORMATS[Opcode.GEMM]}
-        g = self.g = SimpleNamespace()
-        for name, f in fields.items():
-            setattr(g, name, Signal(f.width, name=f"g_{name}"))
-        for name in ("m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk",
-                     "wtile", "atile"):
-            setattr(g, name, Signal(w, name=f"g_{name}"))
+        g = self.g = _registers(Opcode.GEMM, "g", (
+            "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
+            "atile"))
         g.lut_en = g.flags[0]
         g.out32 = g.flags[1]
         assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
+        self.v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "out",
+                                               "c0", "mult0", "mult1", "shift"))
+        self.vec_busy = Signal()
+        self.vec_stall = Signal()
+        self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats
+        self.vec_pooling = Signal()             # VEC_POOL: gathered mean-pool beats
+        self.vec_lut_load = Signal()
+        self.cfg_pending = Signal()
+        self.pool_ready = Signal()
+        self.pool_out = Signal(8 * p.rows)
+        self.copy_done = Signal()
+        m.d.comb += self.copy_done.eq((self.i == self.length) & ~self.d1.valid & ~self.d2.valid)
 
     def fail(self, code: ErrorCode) -> None:
         self.m.d.sync += self.fail_code.eq(code)
@@ -404,8 +621,8 @@ class _State:
         self.m.d.comb += [self.retire.eq(1), self.next_pc.eq(1)]
         self.m.next = state
 
-    def latch_gemm(self, fields) -> None:
-        self.m.d.sync += [getattr(self.g, n).eq(v) for n, v in fields.items()]
+    def latch(self, regs, fields) -> None:
+        self.m.d.sync += [getattr(regs, n).eq(v) for n, v in fields.items()]
 
     def issue(self, port, addr, sel, live=1, *, core: bool = True) -> None:
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, bound for GEMM core

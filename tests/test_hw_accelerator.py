@@ -52,7 +52,13 @@ def _bad_program(image):
         5: (isa.encode(isa.gemm(**{**good, "quant_addr": 40})), ErrorCode.BAD_QUANT),
         6: (isa.encode(isa.gemm(**good, lut=p.lut_count)), ErrorCode.BAD_FIELD),
         7: (isa.encode(isa.gemm(**{**good, "quant_addr": 60})), ErrorCode.BAD_ADDRESS),
-        10: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+        10: (isa.encode(isa.vec(isa.VecFunc.ADD, a_addr=0, b_addr=0, dst_addr=512, m=5, c=7))
+             | 3 << 16, ErrorCode.BAD_FIELD),                  # VEC func 3
+        11: (isa.encode(isa.vec(isa.VecFunc.ADD, a_addr=0, b_addr=0, dst_addr=512, m=5, c=7,
+                                quant_addr=50)), ErrorCode.BAD_QUANT),   # shift 0
+        12: (isa.encode(isa.vec(isa.VecFunc.LUT, a_addr=0, dst_addr=512, m=5, c=7, lut=0,
+                                quant_addr=1)), ErrorCode.BAD_FIELD),
+        13: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
     }
     words = [isa.encode(isa.nop())] * p.instr_depth
     for entry, (word, _) in cases.items():
@@ -96,7 +102,7 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert out["good"] == Status.DONE
     assert out["act"] == bytes(expected.regions["act"])
     assert out["act"] != bytes(image.regions["act"])
-    assert len(seen) == 9
+    assert len(seen) == 12
 
 
 def test_accelerator_csrs_and_holes():
