@@ -71,24 +71,18 @@ _YOWASP_TOOLS = {
 REPORT_NAME = "nextpnr-report.json"
 
 
-def _did_you_mean(what: str, value: object, known) -> str:
-    """``"<what> must be one of ..., not 'x'"`` plus a hint when only the spelling differs
-    (``ulx3s_85f`` for the board ``ulx3s-85f``, or the other way round for the preset)."""
-    message = f"{what} must be one of {', '.join(known)}, not {value!r}"
-    if isinstance(value, str):
-        key = value.lower().replace("_", "-")
-        near = [k for k in known if k.lower().replace("_", "-") == key]
-        if near:
-            message += f"; did you mean {near[0]!r}?"
-    return message
-
-
 def board_platform(board: str):
-    """The platform class for ``board``; ``ValueError`` names the known boards."""
+    """The platform class for ``board``; ``ValueError`` names the known boards, with a hint
+    when ``board`` is a board name in the preset spelling (``ulx3s_85f`` for ``ulx3s-85f``)."""
     if not isinstance(board, str):
         raise TypeError(f"board must be a board name (str), not {board!r}")
     if board not in BOARDS:
-        raise ValueError(_did_you_mean("board", board, BOARDS))
+        message = f"board must be one of {', '.join(BOARDS)}, not {board!r}"
+        spelled = board.lower().replace("_", "-")
+        if spelled in BOARDS:
+            message += (f"; did you mean {spelled!r}? (board names use hyphens, preset names "
+                        f"underscores)")
+        raise ValueError(message)
     module, cls = BOARDS[board]
     return getattr(importlib.import_module(module), cls)
 
@@ -96,17 +90,14 @@ def board_platform(board: str):
 def preset_for_board(board: str, preset=None):
     """``AccelParams`` for a build: ``preset`` by name (or an ``AccelParams`` itself), or the
     board's default preset."""
-    from hw.params import PRESETS, AccelParams
+    from hw.params import AccelParams
+    from hw.params import preset as named_preset
 
     plat = board_platform(board)
     if isinstance(preset, AccelParams):
         return preset
-    name = plat.default_preset if preset is None else preset
-    if not isinstance(name, str):
-        raise TypeError(f"preset must be a preset name (str), not {name!r}")
-    if name not in PRESETS:
-        raise ValueError(_did_you_mean("preset", name, PRESETS))
-    return PRESETS[name]
+    # hw.params.preset lists the names and answers the board spelling with a hint.
+    return named_preset(plat.default_preset if preset is None else preset)
 
 
 def make_unit(unit: str, params):
@@ -409,28 +400,30 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     return {"schema_version": SCHEMA_VERSION, "kind": "synth", **result}
 
 
-def _choice_type(what: str, known):
-    """argparse ``type=`` accepting the names in ``known``; anything else is an argparse error
-    (exit 2) that lists them and, for a near spelling, suggests the right one."""
+def _checked_by(check):
+    """argparse ``type=`` that keeps a name ``check(name)`` accepts; its ``ValueError`` becomes
+    an argparse error (exit 2)."""
 
     def parse(text: str) -> str:
-        if text in known:
-            return text
-        raise argparse.ArgumentTypeError(_did_you_mean(what, text, known))
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
 
-    parse.__name__ = what                       # argparse names the type in some errors
+    parse.__name__ = check.__name__             # argparse names the type in some messages
     return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from hw.params import PRESETS
+    from hw.params import PRESETS, preset
     from sw.report import add_json_argument, json_path_type
 
-    parser.add_argument("--board", required=True, type=_choice_type("board", BOARDS),
+    parser.add_argument("--board", required=True, type=_checked_by(board_platform),
                         metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")
     parser.add_argument("--unit", default="gemm", choices=list(UNITS),
                         help="unit to build (default: gemm)")
-    parser.add_argument("--preset", default=None, type=_choice_type("preset", PRESETS),
+    parser.add_argument("--preset", default=None, type=_checked_by(preset),
                         metavar="PRESET", help=f"AccelParams preset: {', '.join(PRESETS)} "
                                                "(default: the board's own preset)")
     parser.add_argument("--target-mhz", default=None, type=float, metavar="MHZ",

@@ -239,7 +239,7 @@ def test_bad_unit_name():
 
 
 def test_bad_preset_name():
-    with pytest.raises(ValueError, match=r"preset must be one of .*tiny.*not 'huge'$"):
+    with pytest.raises(ValueError, match=r"Unknown preset 'huge'; choose one of: tiny, .*"):
         preset_for_board("icebreaker", "huge")
     with pytest.raises(ValueError, match=r"did you mean 'colorlight_5a75b'\?"):
         preset_for_board("icebreaker", "colorlight-5a75b")
