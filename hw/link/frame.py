@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Assert, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -41,6 +41,7 @@ from hw.link import protocol as p
 __all__ = ["FrameEngine", "crc16_next"]
 
 _BUF_WORDS = (p.MAX_LENGTH + p.WORD_BYTES) // p.WORD_BYTES   # 64: any length byte fits
+_RX_STATES = ("IDLE", "OPCODE", "SEQ", "LENGTH", "PAYLOAD", "CRC_HI", "CRC_LO")
 
 
 def _crc16_taps() -> list[tuple[int, int]]:
@@ -150,7 +151,7 @@ class FrameEngine(wiring.Component):
         self._run_tracker(m, r)
         code, rlen, n_write = self._check(m, r)
         m.d.comb += r.rd.addr.eq(r.index)
-        with m.FSM():
+        with m.FSM() as fsm:
             self._receive(m, r)
             with m.State("CHECK"):
                 m.d.sync += [r.code.eq(code), r.rlen.eq(Mux(code == p.Status.OK, rlen, 0)),
@@ -158,7 +159,38 @@ class FrameEngine(wiring.Component):
                 m.next = "DISPATCH"
             self._dispatch(m, r)
             self._reply(m, r)
+        if platform == "formal":
+            self._invariants(m, r, fsm)
         return m
+
+    def _invariants(self, m, r, fsm):
+        """Assertions for the proofs (``tests/test_link_formal.py``, elaborated with
+        ``platform="formal"``): "no write outside a valid WRITE's range" (the last one; the
+        others make it provable by induction: they tie the write address to the checked base
+        and word count while a WRITE executes) and :meth:`_answer_once`."""
+        c = r.checks
+        checked = (r.crc == 0) & c["known"] & c["length_ok"] & c["addr_ok"]
+        executing = fsm.ongoing("W_ADDR") | fsm.ongoing("W_BUS")
+        running = (fsm.ongoing("RUN_ENTRY") | fsm.ongoing("RUN_START")
+                   if self._run_csrs is not None else Const(0))
+        with m.If(fsm.ongoing("DISPATCH") & (r.code == p.Status.OK)):
+            m.d.comb += Assert(checked & (r.index == 1)
+                               & (r.baddr == r.arg0[2:2 + self._addr_width])
+                               & (r.nwords == c["n_write"]))
+        with m.If(executing):
+            m.d.comb += Assert((r.opcode == p.Opcode.WRITE) & (r.code == p.Status.OK) & checked
+                               & (r.index >= 1) & (r.index <= r.nwords)
+                               & (r.nwords == c["n_write"])
+                               & (r.baddr == (r.arg0[2:] + r.index - 1)[:self._addr_width]))
+        with m.If(running):
+            m.d.comb += Assert((r.opcode == p.Opcode.RUN) & (r.code == p.Status.OK))
+        self._answer_once(m, r, fsm)
+        bus = self.bus
+        inside = Cat(*((bus.addr >= rg.base >> 2) & (bus.addr < (rg.base + rg.size) >> 2)
+                       for rg in self._ranges if rg.writable)).any()
+        allowed = (executing & inside) | running
+        with m.If(bus.valid & bus.write):
+            m.d.comb += Assert(allowed)
 
     # -- run state --------------------------------------------------------------------------
 
@@ -254,6 +286,8 @@ class FrameEngine(wiring.Component):
                 m.d.comb += length_ok.eq(r.length == 0)
         known = Cat(*(r.opcode == o for o in op)).any()
         addr_ok = Mux(r.opcode == op.READ, read_ok, Mux(r.opcode == op.WRITE, write_ok, 1))
+        r.checks = {"known": known, "length_ok": length_ok, "addr_ok": addr_ok,
+                    "write_ok": write_ok, "n_write": n_write}
         blocked = ((r.opcode == op.RUN) | (r.opcode == op.WRITE)) & r.busy_any
         code = Mux(r.crc != 0, p.Status.BAD_CRC,
                    Mux(~known, p.Status.BAD_OPCODE,
@@ -320,6 +354,45 @@ class FrameEngine(wiring.Component):
                 m.d.sync += r.frames_failed.eq(r.frames_failed + 1)
             m.d.sync += [r.index.eq(0), r.baddr.eq(r.arg0[2:])]
             m.next = "HEADER"
+
+    def _answer_once(self, m, r, fsm):
+        """Assertions: every request that ends (its last byte or its timeout) gets exactly one
+        reply header before the next request can end, and every reply ends after a header."""
+        receiving = Cat(*(fsm.ongoing(s) for s in _RX_STATES)).any()
+        was_receiving = Signal(init=1)
+        was_last = Signal()
+        owed = Signal()
+        headed = Signal()
+        o = self.o_stream
+        frame_end = was_receiving & ~receiving
+        reply_end = was_last & fsm.ongoing("IDLE")
+        header_sof = fsm.ongoing("HEADER") & (r.index == 0) & o.valid & o.ready
+        m.d.sync += [was_receiving.eq(receiving),
+                     was_last.eq(fsm.ongoing("CRC_OUT_LO") & o.ready)]
+        with m.If(frame_end):
+            m.d.sync += owed.eq(1)
+        with m.If(reply_end):
+            m.d.sync += [owed.eq(0), headed.eq(0)]
+        with m.If(header_sof):
+            m.d.sync += headed.eq(1)
+        sent = (fsm.ongoing("HEADER") & (r.index != 0)) | Cat(
+            *(fsm.ongoing(s) for s in ("FETCH", "R_WAIT", "BYTES", "CRC_OUT_HI",
+                                      "CRC_OUT_LO"))).any()
+        payload = Cat(*(fsm.ongoing(s) for s in ("FETCH", "R_WAIT", "BYTES"))).any()
+        with m.If(fsm.ongoing("HEADER")):
+            m.d.comb += Assert(r.index <= 4)
+        with m.If(payload):
+            m.d.comb += Assert(r.index < (r.rlen >> 2))
+        m.d.comb += [
+            Assert(r.rlen[:2] == 0),                        # whole words, always
+            Assert(~(frame_end & owed)),                    # no second request before a reply
+            Assert(~(header_sof & headed)),                 # one header per request
+            Assert(~reply_end | (owed & headed)),           # a reply ends only after its header
+            Assert(receiving | owed | frame_end),           # a request in flight is owed
+            Assert(~receiving | ~owed | reply_end),
+            Assert(headed == (sent | reply_end)),
+            Assert(was_last == reply_end),
+        ]
 
     def _start_run(self, r):
         return [self.start.eq(1), self.entry.eq(r.arg0), r.running.eq(1), r.done.eq(0),
