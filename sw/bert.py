@@ -1,0 +1,153 @@
+# SPDX-License-Identifier: Apache-2.0
+"""fp32 twin of an imported BERT-family encoder (PyTorch), the reference for its int8 model.
+
+Post-LN, as BERT (unlike the pre-LN ``sw.model.LightTransformer``)::
+
+    x = LN(word[ids] + pos[t] + type[0])                 embedding LayerNorm
+    per layer:  x = LN1(x + proj(attn(x)))               additive padding mask on the scores
+                x = LN2(x + fc2(gelu(fc1(x))))           exact erf GELU
+
+Parameters carry the names of ``sw.import_hf`` (``embed.word.weight``, ``layers.0.attn.qkv.weight``
+...), so an import loads with ``load_state_dict(strict=True)``. ``forward(..., record=dict)``
+stores every activation the integer model quantizes (``sw.bert_int`` calibrates from it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sw.import_hf import BertConfig, ImportedBert
+
+__all__ = ["BertEncoder", "mean_pool"]
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = nn.Embedding(cfg.max_positions, cfg.d_model)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.d_model)
+        self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+
+class _Attention(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rec: dict, p: str) -> torch.Tensor:
+        B, T, C = x.shape
+        hd = C // self.n_heads
+        q, k, v = self.qkv(x).split(C, dim=-1)                          # 3 x (B, T, C)
+        rec[p + "q"], rec[p + "k"], rec[p + "v"] = q, k, v
+        q, k, v = (t.view(B, T, self.n_heads, hd).transpose(1, 2)
+                   for t in (q, k, v))                                  # (B, nh, T, hs)
+        att = (q @ k.transpose(-2, -1)) / hd ** 0.5 + bias              # (B, nh, T, T)
+        y = att.softmax(dim=-1) @ v                                     # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)                          # (B, T, C)
+        rec[p + "attn"] = y
+        return self.proj(y)
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, rec: dict, p: str) -> torch.Tensor:
+        h = self.fc1(x)                                                 # (B, T, d_ff)
+        g = F.gelu(h)                                                   # exact erf form
+        rec[p + "fc1"], rec[p + "gelu"] = h, g
+        return self.fc2(g)
+
+
+class _Layer(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.attn = _Attention(cfg)
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.ffn = _FeedForward(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rec: dict, p: str) -> torch.Tensor:
+        o = self.attn(x, bias, rec, p)                                  # (B, T, C)
+        rec[p + "proj"] = o
+        rec[p + "x1"] = x + o
+        x = self.ln1(x + o)
+        rec[p + "ln1"] = x
+        f = self.ffn(x, rec, p)                                         # (B, T, C)
+        rec[p + "fc2"] = f
+        rec[p + "x2"] = x + f
+        x = self.ln2(x + f)
+        rec[p + "ln2"] = x
+        return x
+
+
+class BertEncoder(nn.Module):
+    """BERT encoder (embeddings + post-LN layers, optional pooler) in float32."""
+
+    def __init__(self, cfg: BertConfig, pooler: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = _Embeddings(cfg)
+        self.layers = nn.ModuleList(_Layer(cfg) for _ in range(cfg.n_layers))
+        self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if pooler else None
+
+    @classmethod
+    def from_imported(cls, imp: ImportedBert) -> BertEncoder:
+        """The twin of an :func:`sw.import_hf.load_hf` result (strict: every tensor used)."""
+        model = cls(imp.config, pooler=imp.has_pooler)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in imp.tensors.items()},
+                              strict=True)
+        return model.eval()
+
+    def check_ids(self, ids: torch.Tensor) -> None:
+        """``ValueError`` for ids outside the vocabulary or sequences past the position table."""
+        if ids.ndim != 2 or ids.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"ids must be an integer (B, T) tensor, not {ids.dtype} "
+                             f"{tuple(ids.shape)}")
+        if ids.shape[1] > self.cfg.max_positions:
+            raise ValueError(f"sequence of {ids.shape[1]} tokens is longer than the model's "
+                             f"{self.cfg.max_positions} positions")
+        bad = (ids < 0) | (ids >= self.cfg.vocab_size)
+        if bool(bad.any()):
+            b, t = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"token id {int(ids[b, t])} (sentence {b + 1}, position {t}) is "
+                             f"outside the vocabulary of {self.cfg.vocab_size}; the tokenizer "
+                             "does not belong to this checkpoint")
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
+                record: dict | None = None) -> torch.Tensor:
+        """Token ids ``(B, T)`` (+ bool key mask ``(B, T)``, True = token) -> ``(B, T, C)``.
+
+        Token type 0 everywhere (single sentences). ``record``: filled with the activations
+        named as the integer model's quantization points (``emb``, ``x0``, ``layers.i.q`` ...).
+        """
+        self.check_ids(ids)
+        B, T = ids.shape
+        rec = {} if record is None else record
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool)
+        # Additive mask as BERT: masked keys get the most negative float, so exp() is 0.
+        bias = torch.zeros(B, 1, 1, T).masked_fill(~mask[:, None, None, :],
+                                                   torch.finfo(torch.float32).min)
+        e = self.embed
+        pos = torch.arange(T)
+        x = e.word(ids) + e.pos(pos)[None] + e.token_type(torch.zeros_like(ids))  # (B, T, C)
+        rec["emb"] = x
+        x = e.ln(x)                                                            # (B, T, C)
+        rec["x0"] = x
+        for i, layer in enumerate(self.layers):
+            x = layer(x, bias, rec, f"layers.{i}.")
+        return x
+
+
+def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``h (B, T, C)`` over the tokens where ``mask (B, T)`` is True -> ``(B, C)``."""
+    m = mask.to(h.dtype)[..., None]                                           # (B, T, 1)
+    return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
