@@ -64,51 +64,46 @@ class Bench(Elaboratable):
         return m
 
 
-def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_busy=0,
-              run_csrs=None):
-    """Feed ``script`` (bytes, SILENCE, ("busy", 0/1) or ("wait", cycles)) to the engine.
+def simulate(top, engine, script, *, seed=0, per_cycle=None, finish=None, settle=1200):
+    """Feed ``script`` (bytes, SILENCE, ("busy", 0/1) or ("wait", cycles)) to ``engine``
+    inside ``top``; collect its reply bytes (with random sink backpressure).
 
-    With ``run_busy``, a fake accelerator holds ``busy`` for that many cycles after each start
-    pulse. Returns (reply bytes, final memory words, [entry of each start pulse]).
+    ``per_cycle(ctx, start, entry)`` runs once per cycle (a bus slave's or an accelerator's
+    stand-in); ``finish(ctx)`` runs ``settle`` cycles after the last byte. Returns (reply bytes,
+    [entry of each start pulse]).
     """
-    init = memory_init()
-    bench = Bench(comb_read=comb_read, init=init, run_csrs=run_csrs)
-    e = bench.engine
+    e = engine
     rng = random.Random(seed)
     out = bytearray()
     starts = []
-    final = {}
     done = []
 
     async def feeder(ctx):
-        ctx.set(e.status, status_word)
         for item in script:
             if item == SILENCE:
-                await ctx.tick().repeat(TIMEOUT + 20)
-                continue
-            if isinstance(item, tuple) and item[0] == "wait":
+                await ctx.tick().repeat(e.timeout_cycles + 20)
+            elif isinstance(item, tuple) and item[0] == "wait":
                 await ctx.tick().repeat(item[1])
-                continue
-            if isinstance(item, tuple):
+            elif isinstance(item, tuple):
                 # After the previous request's reply (ready again), as the model sees it.
                 await ctx.tick()
                 await ctx.tick().until(e.i_stream.ready)
                 ctx.set(e.busy, item[1])
-                continue
-            for byte in item:
-                ctx.set(e.i_stream.payload, byte)
-                ctx.set(e.i_stream.valid, 1)
-                await ctx.tick().until(e.i_stream.ready)
-                ctx.set(e.i_stream.valid, 0)
-                if rng.random() < 0.05:
-                    await ctx.tick().repeat(rng.randrange(1, 5))
-        await ctx.tick().repeat(4 * 300)
-        final["mem"] = [ctx.get(bench.mem.data[i]) for i in range(MEM_WORDS)]
+            else:
+                for byte in item:
+                    ctx.set(e.i_stream.payload, byte)
+                    ctx.set(e.i_stream.valid, 1)
+                    await ctx.tick().until(e.i_stream.ready)
+                    ctx.set(e.i_stream.valid, 0)
+                    if rng.random() < 0.05:
+                        await ctx.tick().repeat(rng.randrange(1, 5))
+        await ctx.tick().repeat(settle)
+        if finish is not None:
+            finish(ctx)
         done.append(1)
 
-    async def sink_and_slave(ctx):
-        slave_rng = random.Random(seed + 1)
-        busy_left = 0
+    async def sink(ctx):
+        sink_rng = random.Random(seed + 1)
         async for _, _, valid, ready, payload, start, entry in ctx.tick().sample(
                 e.o_stream.valid, e.o_stream.ready, e.o_stream.payload, e.start, e.entry):
             if done:
@@ -117,19 +112,43 @@ def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_bu
                 out.append(payload)
             if start:
                 starts.append(entry)
-                busy_left = run_busy
-            if run_busy:
-                ctx.set(e.busy, busy_left > 0)
-                busy_left = max(0, busy_left - 1)
-            ctx.set(e.o_stream.ready, slave_rng.random() < 0.8)
-            ctx.set(bench.ready, slave_rng.random() < 0.7)
+            if per_cycle is not None:
+                per_cycle(ctx, start, entry)
+            ctx.set(e.o_stream.ready, sink_rng.random() < 0.8)
 
-    sim = Simulator(bench)
+    sim = Simulator(top)
     sim.add_clock(1e-6)
     sim.add_testbench(feeder)
-    sim.add_process(sink_and_slave)
+    sim.add_process(sink)
     sim.run()
-    return bytes(out), final["mem"], starts
+    return bytes(out), starts
+
+
+def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_busy=0,
+              run_csrs=None):
+    """:func:`simulate` the engine with a memory slave (random ``ready``). With ``run_busy``, a
+    fake accelerator holds ``busy`` for that many cycles after each start pulse. Returns
+    (reply bytes, final memory words, [entry of each start pulse])."""
+    bench = Bench(comb_read=comb_read, init=memory_init(), run_csrs=run_csrs)
+    e = bench.engine
+    slave_rng = random.Random(seed + 2)
+    busy_left = [0]
+    final = {}
+
+    def per_cycle(ctx, start, entry):
+        ctx.set(e.status, status_word)
+        if start:
+            busy_left[0] = run_busy
+        if run_busy:
+            ctx.set(e.busy, busy_left[0] > 0)
+            busy_left[0] = max(0, busy_left[0] - 1)
+        ctx.set(bench.ready, slave_rng.random() < 0.7)
+
+    def finish(ctx):
+        final["mem"] = [ctx.get(bench.mem.data[i]) for i in range(MEM_WORDS)]
+
+    out, starts = simulate(bench, e, script, seed=seed, per_cycle=per_cycle, finish=finish)
+    return out, final["mem"], starts
 
 
 def run_model(script, *, status_word=0x1234ABCD, run_csrs=None):

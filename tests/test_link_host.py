@@ -81,5 +81,5 @@ def test_link_host_bit_level_round_trip():
 def test_link_host_from_params():
     params = preset("tiny")
     link = HostLink.from_params(params, ranges=[(0, 0x100, True)], addr_width=8)
-    assert link._uart.divisor == round(params.target_mhz * 1e6 / params.baud)
-    assert link._engine._timeout == p.timeout_cycles(params.target_mhz * 1e6, params.baud)
+    assert link.divisor == round(params.target_mhz * 1e6 / params.baud)
+    assert link.timeout_cycles == p.timeout_cycles(params.target_mhz * 1e6, params.baud)

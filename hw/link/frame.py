@@ -141,6 +141,10 @@ class FrameEngine(wiring.Component):
             "status": In(32),
         })
 
+    @property
+    def timeout_cycles(self) -> int:
+        return self._timeout
+
     def elaborate(self, platform):
         m = Module()
         r = _Regs(self._addr_width, self._timeout)

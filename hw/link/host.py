@@ -71,6 +71,14 @@ class HostLink(wiring.Component):
                    addr_width=addr_width, divisor=p.uart_divisor(clk_hz, params.baud),
                    timeout_cycles=p.timeout_cycles(clk_hz, params.baud), run_csrs=run_csrs)
 
+    @property
+    def divisor(self) -> int:
+        return self._uart.divisor
+
+    @property
+    def timeout_cycles(self) -> int:
+        return self._engine.timeout_cycles
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.uart = uart = self._uart
