@@ -127,10 +127,6 @@ class WindowedAttention(Unit):
     """
 
     params_fields = ("head_dim", "window", "attn_lanes", "dsp_multipliers")
-    head_dim = Setting("Head dimension.")
-    window = Setting("Largest window (keys per query row).")
-    lanes = Setting("Multipliers of each MAC stage.")
-    use_dsp = Setting("DSP multipliers where the platform has them.")
     kv_slots = Setting("K/V rows held on chip (a power of two >= window + ring).")
     ring = Setting("Rows that may be in flight between the score stage and the P.V stage.")
 

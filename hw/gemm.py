@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
 from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
-from hw.unit import Setting, Unit
+from hw.unit import Unit
 
 __all__ = ["GemmPipeline"]
 
@@ -54,9 +54,6 @@ class GemmPipeline(Unit):
     """
 
     params_fields = ("rows", "cols", "dsp_multipliers")
-    rows = Setting("Output rows per tile.")
-    cols = Setting("Output columns per tile.")
-    use_dsp = Setting("DSP multipliers where the platform has them.")
 
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
                  family: str | None = None):

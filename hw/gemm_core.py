@@ -105,10 +105,6 @@ class GemmCore(Unit):
         QUANT = 2
 
     params_fields = ("rows", "cols", "k_depth", "dsp_multipliers")
-    rows = Setting("Output rows per tile.")
-    cols = Setting("Output columns per tile.")
-    k_depth = Setting("Largest reduction length of one tile.")
-    use_dsp = Setting("DSP multipliers where the platform has them.")
     wr_data_width = Setting("Width of ``wr_data``.")
     pipeline = Setting("The GEMM pipeline inside.")
 

@@ -35,7 +35,7 @@ from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_BITS
 from hw.params import MAX_DIM
 from hw.systolic import OutputBuffer, result_layout
-from hw.unit import Setting, Unit
+from hw.unit import Unit
 
 __all__ = ["REQUANT_LATENCY", "RequantLane", "Requantizer", "output_layout", "quant_layout"]
 
@@ -229,8 +229,6 @@ class Requantizer(Unit):
     """
 
     params_fields = ("cols", "dsp_multipliers")
-    cols = Setting("Lanes (output columns).")
-    use_dsp = Setting("DSP multipliers where the platform has them.")
 
     def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None):
         self._cols = check_int("cols", cols, 1, MAX_DIM)

@@ -37,7 +37,7 @@ from hw.multiplier import Multiplier, check_dsp_options
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
 from hw.params import MAX_DIM
 from hw.pe import ProcessingElement
-from hw.unit import Setting, Unit
+from hw.unit import Unit
 
 __all__ = ["OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
            "or_tree_stages", "result_layout", "systolic_latency"]
@@ -205,9 +205,6 @@ class SystolicArray(Unit):
     """
 
     params_fields = ("rows", "cols", "dsp_multipliers")
-    rows = Setting("Output rows per tile.")
-    cols = Setting("Output columns per tile.")
-    use_dsp = Setting("DSP multipliers where the platform has them.")
 
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
                  family: str | None = None):

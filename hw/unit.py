@@ -6,7 +6,6 @@ from :class:`Unit` and names the fields it reads in ``params_fields``::
 
     class SystolicArray(Unit):
         params_fields = ("rows", "cols", "dsp_multipliers")
-        rows = Setting("Output rows per tile.")
 
         def __init__(self, rows, cols, *, use_dsp=True, family=None):
             self._rows = check_int("rows", rows, 1, MAX_DIM)
@@ -16,7 +15,9 @@ from :class:`Unit` and names the fields it reads in ``params_fields``::
 constructor's argument name (:data:`ARGUMENT_NAMES`: ``dsp_multipliers`` is ``use_dsp``,
 ``attn_lanes`` is ``lanes``), with keyword overrides on top (``family="ecp5"``). The constructor
 checks every argument with :mod:`hw.checks` (wrong type: ``TypeError``; illegal value:
-``ValueError``) and keeps it in ``self._<name>``; a :class:`Setting` publishes it read-only.
+``ValueError``) and keeps it in ``self._<name>``. Each such argument is published read-only
+(``unit.rows``, ``unit.use_dsp``) by a :class:`Setting` that :class:`Unit` adds by itself; a unit
+declares a ``Setting`` only for its other parameters (``kv_slots = Setting("...")``).
 
 :func:`unit_digest` names a unit's build caches by the same fields, so a change to a field the
 unit does not read (the link's ``baud``) does not rebuild it.
@@ -73,6 +74,15 @@ class Unit(wiring.Component):
     """
 
     params_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        for field in cls.params_fields:
+            name = ARGUMENT_NAMES.get(field, field)
+            if not hasattr(cls, name):
+                setting = Setting(f"``AccelParams.{field}`` of this unit (read-only).")
+                setting.__set_name__(cls, name)
+                setattr(cls, name, setting)
 
     @classmethod
     def params_arguments(cls, params: AccelParams) -> dict[str, object]:

@@ -11,7 +11,7 @@ from hw.gemm_core import GemmCore
 from hw.params import AccelParams, preset
 from hw.requant import Requantizer
 from hw.systolic import SystolicArray
-from hw.unit import ARGUMENT_NAMES, Unit, unit_digest
+from hw.unit import ARGUMENT_NAMES, Setting, Unit, unit_digest
 
 UNITS = [SystolicArray, GemmPipeline, Requantizer, GemmCore, WindowedAttention]
 
@@ -67,3 +67,20 @@ def test_unit_digest_rejects_non_units():
         unit_digest(int, preset("tiny"))
     with pytest.raises(TypeError, match="params must be an AccelParams"):
         unit_digest(SystolicArray, {"rows": 2})
+
+
+def test_unit_adds_a_setting_per_field_unless_declared():
+    class Toy(Unit):
+        params_fields = ("rows", "attn_lanes")
+        rows = Setting("Declared by the unit.")
+
+        def __init__(self, rows, lanes):
+            self._rows, self._lanes = rows, lanes
+            super().__init__({})
+
+    toy = Toy.from_params(preset("tiny"))
+    assert (toy.rows, toy.lanes) == (4, 4)
+    assert Toy.rows.__doc__ == "Declared by the unit."
+    assert "AccelParams.attn_lanes" in Toy.lanes.__doc__
+    with pytest.raises(AttributeError, match="lanes is read-only"):
+        toy.lanes = 2
