@@ -175,7 +175,7 @@ def test_driver_checks_arguments():
 
 
 def test_driver_imports_neither_torch_nor_amaranth():
-    code = ("import sys, sw.driver, sw.driver.model; "
+    code = ("import sys, sw.driver, sw.driver.model, sw.driver.isaboard, sw.program; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'amaranth')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -177,6 +177,29 @@ class Device:
             payload = struct.pack(f"<I{len(chunk)}I", addr + 4 * i, *chunk)
             self.request(p.Opcode.WRITE, payload, reply_bytes=0)
 
+    def read_bytes(self, addr: int, size: int) -> bytes:
+        """``size`` bytes from any byte address (whole words are read around them)."""
+        start = addr - addr % p.WORD_BYTES
+        n = -(-(addr + size - start) // p.WORD_BYTES)
+        data = struct.pack(f"<{n}I", *self.read(start, n))
+        return data[addr - start:addr - start + size]
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        """Write ``data`` at any byte address: a partly covered first or last word is read
+        first, so the bytes around ``data`` keep their values."""
+        if not data:
+            return
+        start = addr - addr % p.WORD_BYTES
+        end = addr + len(data)
+        stop = -(-end // p.WORD_BYTES) * p.WORD_BYTES
+        buf = bytearray(stop - start)
+        if start != addr:
+            buf[:p.WORD_BYTES] = self.read_bytes(start, p.WORD_BYTES)
+        if stop != end and stop - p.WORD_BYTES >= start + (p.WORD_BYTES if start != addr else 0):
+            buf[-p.WORD_BYTES:] = self.read_bytes(stop - p.WORD_BYTES, p.WORD_BYTES)
+        buf[addr - start:end - start] = data
+        self.write(start, struct.unpack(f"<{len(buf) // 4}I", buf))
+
     def run(self, entry: int = 0) -> None:
         """Start the accelerator's program at ``entry``."""
         if isinstance(entry, bool) or not isinstance(entry, int) or not 0 <= entry < 1 << 32:

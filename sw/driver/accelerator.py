@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: Apache-2.0
+""":class:`Accelerator`: a compiled model resident on the device, one inference per call.
+
+:meth:`Accelerator.load` checks the device's design id against the program's, then writes the
+program's constant blocks (weights, quant words, LUTs, tables) and its instructions once;
+:meth:`Accelerator.predict` writes only each sample's input, runs the program and reads the
+logits back -- the same array as ``sw.ref.model_forward_int`` (and ``sw.isasim.simulate``).
+Programs come from ``sw.program.compile_program(artifact, params)`` or a file written by
+``sw.program.save_program``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from hw import isa
+from sw.driver.device import Device
+from sw.driver.errors import AccelError
+
+__all__ = ["Accelerator", "ProgramError"]
+
+
+class ProgramError(AccelError):
+    """The program stopped with an error code in the accelerator's STATUS register."""
+
+    def __init__(self, url: str, code: int, pc: int):
+        self.code = code
+        self.pc = pc
+        try:
+            name = isa.ErrorCode(code).name
+        except ValueError:
+            name = f"error {code}"
+        super().__init__(f"the program on {url} stopped with {name} at instruction {pc}; "
+                         f"docs/isa.md lists the error codes")
+
+
+class Accelerator(Device):
+    """A :class:`Device` with a program loaded (``docs/protocol.md``, ``docs/isa.md``).
+
+    Attributes
+    ----------
+    program : sw.program.Program or None
+        The resident program.
+    run_cycles : list of int
+        Device cycles of each inference of the last :meth:`predict` (PERF's run cycles).
+    """
+
+    program = None
+    run_cycles: list[int] = []     # replaced (never mutated) by predict
+
+    def load(self, program) -> None:
+        """Make ``program`` (a ``sw.program.Program`` or a saved program's path) resident."""
+        if isinstance(program, (str, os.PathLike)):
+            from sw.program import load_program
+            program = load_program(program)
+        params = program.params
+        self.check_design(params.design_id, params.name)
+        mmap = isa.memory_map(params)
+        for block in program.blocks:
+            self.write_bytes(mmap.region(block.region).base + block.offset, block.data)
+        instr = mmap.region("instr").base + program.entry * isa.INSTR_BYTES
+        self.write_bytes(instr, isa.to_bytes(program.words))
+        self.program = program
+
+    def predict(self, x_q: np.ndarray, *, timeout: float = 10.0) -> np.ndarray:
+        """int32 logits of ``x_q`` (one sample or a batch, as ``sw.ref.model_forward_int``
+        takes it); :class:`ProgramError` if the program fails."""
+        program = self.program
+        if program is None:
+            raise AccelError("no program is loaded: call load(program) first")
+        x = np.asarray(x_q)
+        single = x.ndim == program.input_ndim
+        out = []
+        self.run_cycles = []
+        csr = isa.memory_map(program.params).region("csr").base
+        for sample in (x[None] if single else x):
+            self.write_bytes(program.input.bus_address, program.pack_input(sample))
+            self.run(program.entry)
+            status = self.wait(timeout).acc_status
+            if status & isa.Status.ERROR:
+                pc = self.read(csr + isa.Csr.PC, 1)[0]
+                raise ProgramError(self.url, (status >> isa.STATUS_CODE_SHIFT) & 0xFF, pc)
+            self.run_cycles.append(self.perf().run_cycles)
+            out.append(program.unpack_output(
+                self.read_bytes(program.output.bus_address, program.output.size)))
+        logits = np.stack(out)
+        return logits[0] if single else logits

@@ -1,0 +1,84 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The driver's Accelerator end to end over a TCP link: load a compiled model, predict, and
+get exactly ``sw.ref.model_forward_int``'s logits (the device is the ISA simulator behind the
+byte-level frame-engine model, sw.driver.isaboard)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw import isa
+from hw.params import preset
+from sw import ref
+from sw.driver import DesignMismatchError
+from sw.driver.accelerator import Accelerator, ProgramError
+from sw.driver.isaboard import isa_board
+from sw.driver.model import LinkServer
+from sw.program import compile_program, random_artifact
+
+#: ``tiny`` with room for the model below (head_dim 16, 32 KiB of weights).
+PARAMS = preset("tiny").replace(head_dim=16, wgt_depth=32768)
+#: Nothing divides the 4x4 array: d_model 42 = 3 heads of 14, d_ff 72, T 11, patch_dim 13.
+CONFIG = dict(task="classify", input_kind="patches", patch_dim=13, seq_len=11, n_classes=7,
+              d_model=42, n_heads=3, n_layers=2, d_ff=72, window=5)
+
+
+@pytest.fixture(scope="module")
+def model():
+    art = random_artifact(CONFIG, seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, size=(6, 11, 13), dtype=np.int8)
+    return art, compile_program(art, PARAMS), x
+
+
+@pytest.fixture
+def board():
+    with LinkServer(isa_board(PARAMS)) as srv:
+        yield srv
+
+
+def test_driver_accelerator_predict_bit_exact(model, board):
+    art, program, x = model
+    with Accelerator.open(board.url, timeout=2.0) as acc:
+        acc.load(program)
+        sent = acc.bytes_sent
+        got = acc.predict(x)
+        per_inference = (acc.bytes_sent + acc.bytes_received - sent) / len(x)
+        one = acc.predict(x[0])
+    want = ref.model_forward_int(art, x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(one, want[0])
+    assert got.shape == (6, 7) and got.dtype == np.int32
+    assert len(acc.run_cycles) == 1 and acc.run_cycles[0] > 0
+    assert per_inference < 1500                # input + logits + RUN/STATUS/PERF, no weights
+
+
+def test_driver_accelerator_refuses_another_design(model, board):
+    _, program, _ = model
+    other = preset("tiny")
+    with LinkServer(isa_board(other)) as srv, Accelerator.open(srv.url, timeout=1.0) as acc:
+        with pytest.raises(DesignMismatchError, match="preset tiny"):
+            acc.load(program)
+
+
+def test_driver_accelerator_reports_a_failing_program(model, board):
+    _, program, x = model
+    with Accelerator.open(board.url, timeout=2.0) as acc:
+        acc.load(program)
+        instr = isa.memory_map(PARAMS).region("instr").base
+        acc.write_bytes(instr + program.entry * isa.INSTR_BYTES, bytes(isa.INSTR_BYTES * 2))
+        acc.write_bytes(instr, isa.to_bytes([isa.encode(isa.nop())] * PARAMS.instr_depth))
+        with pytest.raises(ProgramError, match="NO_HALT"):
+            acc.predict(x[0])
+
+
+def test_driver_unaligned_byte_access(board):
+    with Accelerator.open(board.url, timeout=1.0) as acc:
+        act = isa.memory_map(PARAMS).region("act").base
+        acc.write_bytes(act, bytes(range(16)))
+        acc.write_bytes(act + 3, b"\xAA\xBB")          # inside words 0 and 1
+        acc.write_bytes(act + 9, b"\xCC")              # inside word 2
+        assert acc.read_bytes(act, 16) == bytes([0, 1, 2, 0xAA, 0xBB, 5, 6, 7, 8, 0xCC, 10, 11,
+                                                  12, 13, 14, 15])
+        assert acc.read_bytes(act + 5, 3) == bytes([5, 6, 7])
