@@ -7,9 +7,11 @@ the file's metadata the manifest (JSON: format version, model config, scales, re
 checksums). One file means one atomic write and nothing that can be copied half.
 
 ``load_artifact`` checks everything before anything runs: the container's header and sizes, the
-format and its version, the config, every tensor's name, dtype, shape and SHA-256 against the
-manifest *and* against the shapes the config implies, and the range of every requant constant.
-Each failure raises one :class:`ArtifactError` saying what is wrong, where, and what to do.
+format and its version, the type of every manifest field, the ``model_id`` (a SHA-256 over every
+manifest field that changes a result, so an edited manifest is refused), the config, every
+tensor's name, dtype, shape and SHA-256 against the manifest *and* against the shapes the config
+implies, and the range of every requant constant. Each failure raises one :class:`ArtifactError`
+saying what is wrong, where, and what to do.
 
 The two-file layout of format version 1 (``NAME.npz`` + ``NAME.json``) is still read, with a
 ``DeprecationWarning``, until the next release; ``python -m sw.artifact convert NAME`` rewrites
@@ -49,7 +51,8 @@ from sw.report import atomic_write_bytes, check_output_path
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "SUFFIX", "Artifact", "ArtifactError", "artifact_file",
     "artifact_path_type", "convert_artifact", "default_artifact_path", "expected_arrays",
-    "load_artifact", "requirements", "save_artifact", "tensors_sha256", "validate_config",
+    "load_artifact", "model_id", "requirements", "save_artifact", "tensors_sha256",
+    "validate_config",
 ]
 
 FORMAT = "lightformer-int8"
@@ -62,6 +65,9 @@ _LEGACY_SUFFIXES = (".npz", ".json")
 # hash map, so with more than one key the header's order (and the file's bytes) would vary.
 _META_KEY = FORMAT
 _HEADER_MAX = 64 << 20                     # a manifest is kilobytes; refuse absurd headers unread
+#: Manifest fields that describe the export but change no result; ``model_id`` leaves them out.
+INFORMATIONAL = ("created", "model_id")
+_HEX64 = frozenset("0123456789abcdef")
 _CONVERT = "python -m sw.artifact convert"
 
 
@@ -103,6 +109,12 @@ class Artifact:
     def digest(self) -> str:
         """SHA-256 (hex) of the tensors (:func:`tensors_sha256`): names these exact weights."""
         return self.manifest["tensors_sha256"]
+
+    @property
+    def model_id(self) -> str:
+        """SHA-256 (hex) of the manifest less :data:`INFORMATIONAL` (:func:`model_id`): names
+        this model, its config, scales, task and tensors."""
+        return self.manifest["model_id"]
 
     @property
     def requirements(self) -> dict[str, Any]:
@@ -338,6 +350,15 @@ def tensors_sha256(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def model_id(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of every manifest field except :data:`INFORMATIONAL`, as canonical JSON
+    (sorted keys, no spaces). It covers the config, the scales, the task and its seed, the
+    recorded accuracies and ``tensors_sha256``: any edit to them changes it."""
+    core = {k: v for k, v in manifest.items() if k not in INFORMATIONAL}
+    text = json.dumps(core, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(f"{FORMAT} model_id\n{text}".encode()).hexdigest()
+
+
 def _array_records(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     return {name: {"dtype": arrays[name].dtype.name, "shape": list(arrays[name].shape),
                    "sha256": _sha256(np.asarray(arrays[name], order="C").tobytes())}
@@ -369,7 +390,7 @@ def save_artifact(path: str | os.PathLike[str], *, config: Mapping[str, Any],
     for name, s in scales.items():
         if not isinstance(s, float) or not math.isfinite(s) or s <= 0:
             raise ValueError(f"scale {name!r} must be a positive finite float, not {s!r}")
-    reserved = ("format", "format_version", "tensors_sha256", "arrays")
+    reserved = ("format", "format_version", "tensors_sha256", "arrays", "model_id")
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -380,6 +401,8 @@ def save_artifact(path: str | os.PathLike[str], *, config: Mapping[str, Any],
         "tensors_sha256": tensors_sha256(arrays),
         "arrays": _array_records(arrays),
     }
+    _check_fields(manifest, out)
+    manifest["model_id"] = model_id(manifest)
     return _write(out, manifest, arrays)
 
 
@@ -404,10 +427,14 @@ def _check_schema(arrays: Mapping[str, np.ndarray], cfg: Mapping[str, Any], wher
                        "belong together; " + _REEXPORT)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json(text: str | bytes, where: object, what: str) -> Any:
     try:
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return json.loads(text, parse_constant=_no_constant)   # NaN / Infinity are not JSON
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise _err(where, f"{what} is not valid JSON ({reason}); the file is truncated or "
                    "corrupt", _REEXPORT) from None
@@ -425,14 +452,69 @@ def _check_manifest(manifest: Any, where: object, version: int) -> dict[str, Any
                    "NAME.npz + NAME.json)", "use the lightformer release that wrote it, or "
                    + _REEXPORT)
     fields = ("config", "scales", "arrays", "requirements") + (
-        ("tensors_sha256",) if version == FORMAT_VERSION else ("data_bytes", "data_sha256"))
+        ("tensors_sha256", "model_id") if version == FORMAT_VERSION
+        else ("data_bytes", "data_sha256"))
     for key in fields:
         if key not in manifest:
             raise _err(where, f"manifest lacks the field {key!r}", _REEXPORT)
-    if not isinstance(manifest["arrays"], dict) or not all(
-            isinstance(r, dict) for r in manifest["arrays"].values()):
-        raise _err(where, "manifest field 'arrays' must map tensor names to records", _REEXPORT)
+    if version == FORMAT_VERSION:
+        _check_fields(manifest, where)
+        recorded, computed = manifest.get("model_id"), model_id(manifest)
+        if recorded != computed:
+            raise _err(where, f"the manifest does not match its model_id (recorded "
+                       f"{str(recorded)[:12]}, contents {computed[:12]}): a field that changes "
+                       "results (config, scales, task, task_seed, accuracies, tensors_sha256) was "
+                       "edited after export", "restore the original file or " + _REEXPORT)
     return validate_config(manifest["config"], where)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _natural(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+#: Type of each manifest field (required ones are checked present first), and what it must be.
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "task": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "task_seed": (_natural, "an integer >= 0"),
+    "method": (lambda v: v in ("ptq", "qat"), '"ptq" or "qat"'),
+    "calibration": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "calibration_samples": (_natural, "an integer >= 0"),
+    "accuracy_fp32": (lambda v: v is None or (_number(v) and 0 <= v <= 1),
+                      "a number in [0, 1] or null"),
+    "accuracy_int8": (lambda v: v is None or (_number(v) and 0 <= v <= 1),
+                      "a number in [0, 1] or null"),
+    "eval_samples": (lambda v: v is None or _natural(v), "an integer >= 0 or null"),
+    "eval_split": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "created": (lambda v: isinstance(v, dict), "an object"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "scales": (lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and _number(s) and s > 0 for k, s in v.items()),
+        "an object of positive finite numbers"),
+    "requirements": (lambda v: isinstance(v, dict), "an object"),
+    "arrays": (lambda v: isinstance(v, dict) and all(isinstance(r, dict) for r in v.values()),
+               "an object mapping tensor names to records"),
+    "tensors_sha256": (lambda v: isinstance(v, str) and len(v) == 64 and set(v) <= _HEX64,
+                       "64 lower-case hex digits"),
+    "model_id": (lambda v: isinstance(v, str) and len(v) == 64 and set(v) <= _HEX64,
+                 "64 lower-case hex digits"),
+}
+
+
+def _check_fields(manifest: Mapping[str, Any], where: object) -> None:
+    """Every known manifest field that is present has its type (unknown fields are free)."""
+    for key, (ok, what) in _FIELD_TYPES.items():
+        if key in manifest and not ok(manifest[key]):
+            raise _err(where, f"manifest field {key!r} must be {what}, not "
+                       f"{_short(manifest[key])}", _REEXPORT)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], manifest: Mapping[str, Any],
@@ -457,12 +539,7 @@ def _check_arrays(arrays: dict[str, np.ndarray], manifest: Mapping[str, Any],
                    "modified", "copy it again or " + _REEXPORT)
     _check_schema(arrays, cfg, where)
     _check_ranges(arrays, where)
-    scales = manifest["scales"]
-    if not isinstance(scales, dict) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-            for v in scales.values()):
-        raise _err(where, "manifest scales must be positive finite numbers", _REEXPORT)
-    if cfg["input_kind"] == "patches" and "input" not in scales:
+    if cfg["input_kind"] == "patches" and "input" not in manifest["scales"]:
         raise _err(where, "manifest lacks the input scale (scales.input)", _REEXPORT)
 
 
@@ -512,6 +589,10 @@ def _read_legacy(npz_path: Path, json_path: Path) -> tuple[dict[str, Any], dict[
                        "plus NAME.json side by side; check the path or " + _REEXPORT)
     manifest = _json(json_path.read_bytes(), json_path, "the manifest")
     cfg = _check_manifest(manifest, json_path, _LEGACY_VERSION)
+    if not _natural(manifest["data_bytes"]) or not _FIELD_TYPES["tensors_sha256"][0](
+            manifest["data_sha256"]):
+        raise _err(json_path, "manifest fields 'data_bytes' and 'data_sha256' must be an integer "
+                   ">= 0 and 64 hex digits", _REEXPORT)
     size = npz_path.stat().st_size
     if size != manifest["data_bytes"]:
         kind = "truncated" if size < manifest["data_bytes"] else "longer than recorded"
@@ -532,6 +613,9 @@ def _read_legacy(npz_path: Path, json_path: Path) -> tuple[dict[str, Any], dict[
     upgraded["format_version"] = FORMAT_VERSION
     upgraded["tensors_sha256"] = tensors_sha256(arrays)
     upgraded["arrays"] = manifest["arrays"]
+    _check_fields(upgraded, json_path)
+    # A version-1 manifest carries no model_id (nothing guards its fields): it gets one here.
+    upgraded["model_id"] = model_id(upgraded)
     _check_arrays(arrays, upgraded, cfg, npz_path)
     return upgraded, arrays
 

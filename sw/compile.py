@@ -404,6 +404,7 @@ def run(args: argparse.Namespace) -> int:
             "calibration_samples": m["calibration_samples"],
             "accuracy_fp32": m["accuracy_fp32"], "accuracy_int8": m["accuracy_int8"],
             "eval_samples": m["eval_samples"], "digest": art.digest,
+            "model_id": art.model_id,
             "onnx": None if onnx_path is None else str(onnx_path),
         }, kind="compile")
     return 0

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "reproduces_recorded": (m.get("accuracy_int8") == acc
                                 and m.get("eval_samples") == int(y.size)),
         "method": m.get("method"), "artifact": str(art.path), "digest": art.digest,
+        "model_id": art.model_id,
         "format_version": m.get("format_version"), "model": "sw.ref.model_forward_int",
         "seconds": round(seconds, 3),
     }

@@ -60,8 +60,13 @@ def read_manifest(path: Path) -> dict:
         return json.loads(f.metadata()[art.FORMAT])
 
 
-def write_container(path: Path, arrays: dict[str, np.ndarray], manifest: dict | str) -> None:
-    """Write a container behind the loader's back (the manifest as given, valid or not)."""
+def write_container(path: Path, arrays: dict[str, np.ndarray], manifest: dict | str,
+                    seal: bool = True) -> None:
+    """Write a container behind the loader's back (the manifest as given, valid or not).
+    ``seal`` recomputes its ``model_id``, as a tool that knows the scheme would, so the checks
+    behind the model_id are reached; ``seal=False`` is a hand edit."""
+    if isinstance(manifest, dict) and seal:
+        manifest = dict(manifest, model_id=art.model_id(manifest))
     text = manifest if isinstance(manifest, str) else json.dumps(manifest)
     path.write_bytes(safetensors.numpy.save(arrays, metadata={art.FORMAT: text}))
 
@@ -79,10 +84,10 @@ def rewrite(path: Path, arrays: dict[str, np.ndarray], *, fix_digest: bool,
     write_container(path, arrays, m)
 
 
-def edit_manifest(path: Path, **changes) -> None:
+def edit_manifest(path: Path, seal: bool = True, **changes) -> None:
     m = read_manifest(path)
     m.update(changes)
-    write_container(path, dict(art.load_artifact(path).arrays), m)
+    write_container(path, dict(art.load_artifact(path).arrays), m, seal=seal)
 
 
 def save_legacy(stem: Path) -> dict[str, np.ndarray]:
@@ -115,6 +120,18 @@ def test_artifact_round_trip(tmp_path):
     assert a.digest == art.tensors_sha256(arrays) == a.manifest["tensors_sha256"]
     assert a.scales["input"] == 1 / 127
     assert art.load_artifact(p).manifest == a.manifest
+    assert a.model_id == art.model_id(a.manifest) and len(a.model_id) == 64
+
+
+def test_model_id_names_config_scales_and_tensors(tmp_path):
+    ids = {art.load_artifact(save(tmp_path / "a")).model_id,
+           art.load_artifact(save(tmp_path / "b", cfg=dict(CFG, window=2))).model_id,
+           art.load_artifact(save(tmp_path / "c", task_seed=1)).model_id,
+           art.load_artifact(save(tmp_path / "d", arrays=random_arrays(CFG, 5))).model_id}
+    assert len(ids) == 4
+    m = read_manifest(tmp_path / "a.safetensors")
+    assert art.model_id(dict(m, created={"utc": "another day"})) == m["model_id"]
+    assert art.model_id(dict(m, scales=dict(m["scales"], input=0.5))) != m["model_id"]
 
 
 def test_artifact_bytes_are_deterministic(tmp_path):
@@ -256,6 +273,72 @@ def test_load_truncated_manifest(tmp_path):
     with pytest.raises(art.ArtifactError, match="manifest is not valid JSON \\(nested too "
                        "deeply\\)"):
         art.load_artifact(p)
+
+
+@pytest.mark.parametrize("field, change", [
+    ("config", dict(attention="full")), ("config", dict(window=2)),
+    ("config", dict(causal=False)), ("config", dict(n_heads=4)),
+    ("scales", dict(input=2 / 127)), ("task_seed", 1), ("task", "mnist1d"),
+    ("accuracy_int8", 0.99), ("tensors_sha256", "0" * 64), ("model_id", "f" * 64),
+])
+def test_load_refuses_an_edited_manifest(tmp_path, field, change):
+    p = save(tmp_path / "m", task_seed=0, accuracy_int8=0.5)
+    m = read_manifest(p)
+    value = dict(m[field], **change) if isinstance(change, dict) else change
+    edit_manifest(p, seal=False, **{field: value})
+    with pytest.raises(art.ArtifactError, match="m.safetensors: the manifest does not match its "
+                       "model_id .* edited after export; restore the original file or re-export"):
+        art.load_artifact(p)
+
+
+def test_load_accepts_an_edited_created_field(tmp_path):
+    p = save(tmp_path / "m")
+    before = art.load_artifact(p).model_id
+    edit_manifest(p, seal=False, created={"utc": "2000-01-01", "by": "hand"})
+    assert art.load_artifact(p).model_id == before
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("task", 3, "'task' must be a non-empty string, not 3"),
+    ("task_seed", "0", "'task_seed' must be an integer >= 0, not '0'"),
+    ("task_seed", True, "'task_seed' must be an integer >= 0, not True"),
+    ("task_seed", -1, "'task_seed' must be an integer >= 0"),
+    ("method", "fp8", "'method' must be \"ptq\" or \"qat\""),
+    ("accuracy_int8", "0.9", "'accuracy_int8' must be a number in \\[0, 1\\] or null"),
+    ("accuracy_fp32", 1.5, "'accuracy_fp32' must be a number in \\[0, 1\\]"),
+    ("eval_samples", 2.5, "'eval_samples' must be an integer >= 0 or null"),
+    ("scales", {"input": "0.1"}, "'scales' must be an object of positive finite numbers"),
+    ("scales", {"input": -0.1}, "'scales' must be an object of positive finite numbers"),
+    ("scales", [1.0], "'scales' must be an object"),
+    ("config", [1], "'config' must be an object, not \\[1\\]"),
+    ("requirements", None, "'requirements' must be an object, not None"),
+    ("arrays", {"head.w": 3}, "'arrays' must be an object mapping tensor names"),
+    ("created", "today", "'created' must be an object"),
+    ("tensors_sha256", "ABC", "'tensors_sha256' must be 64 lower-case hex digits"),
+    ("model_id", 7, "'model_id' must be 64 lower-case hex digits, not 7"),
+])
+def test_load_manifest_field_of_the_wrong_type(tmp_path, field, value, message):
+    p = save(tmp_path / "m")
+    edit_manifest(p, seal=field != "model_id", **{field: value})
+    with pytest.raises(art.ArtifactError, match="manifest field " + message):
+        art.load_artifact(p)
+
+
+def test_load_manifest_with_nan(tmp_path):
+    p = save(tmp_path / "m")
+    text = json.dumps(read_manifest(p)).replace('"input": 0.007874015748031496', '"input": NaN')
+    assert "NaN" in text
+    write_container(p, dict(art.load_artifact(save(tmp_path / "n")).arrays), text)
+    with pytest.raises(art.ArtifactError, match="manifest is not valid JSON \\(NaN is not a JSON "
+                       "number\\)"):
+        art.load_artifact(p)
+
+
+def test_save_refuses_a_reserved_or_mistyped_info_field(tmp_path):
+    with pytest.raises(art.ArtifactError, match="'task_seed' must be an integer >= 0"):
+        save(tmp_path / "m", task_seed="1")
+    a = art.load_artifact(save(tmp_path / "m", model_id="0" * 64))   # reserved: recomputed
+    assert a.model_id == art.model_id(a.manifest) != "0" * 64
 
 
 def test_load_foreign_manifest(tmp_path):

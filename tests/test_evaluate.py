@@ -105,6 +105,31 @@ def test_eval_reports_a_bad_artifact_clearly(tmp_path, capsys):
     assert "--json must be a file path" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("field, change", [
+    ("config", dict(window=2)), ("config", dict(causal=False)), ("config", dict(n_heads=4)),
+    ("config", dict(attention="full")), ("scales", dict(input=0.01)), ("task_seed", 1),
+])
+def test_eval_refuses_an_edited_manifest(tmp_path, field, change):
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    with safe_open(SHIPPED, "np") as f:
+        meta = f.metadata()
+        m = json.loads(meta["lightformer-int8"])
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    m[field] = dict(m[field], **change) if isinstance(change, dict) else change
+    (tmp_path / "m.safetensors").write_bytes(save(arrays, {"lightformer-int8": json.dumps(m)}))
+    with pytest.raises(SystemExit, match="lightformer eval: .*m.safetensors: the manifest does "
+                       "not match its model_id .* edited after export"):
+        main(["eval", "--artifact", str(tmp_path / "m"), "--no-progress"])
+
+
+def test_documented_model_id_matches_the_artifact(shipped):
+    doc = (ROOT / "docs" / "artifact.md").read_text()
+    assert f"| `model_id` | `{shipped.model_id}` |" in doc
+    assert f"(file {SHIPPED.stat().st_size:,} bytes)" in doc
+
+
 def test_evaluate_artifact_counts_correct_samples(shipped):
     from sw.data import load_task
     from sw.evaluate import evaluate_artifact
