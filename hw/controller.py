@@ -40,9 +40,10 @@ from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from hw import isa
+from hw.attention import WindowedAttention
 from hw.gemm_core import GemmCore
 from hw.gemm_unit import GemmAccPipeline
-from hw.isa import ErrorCode, GemmFlag, Opcode, VecFunc
+from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.numerics import ACC_WIDTH, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, unit_port_signature
 from hw.unit import Setting, Unit, check_params
@@ -55,7 +56,7 @@ PERF_LAYOUT = data.StructLayout({name: unsigned(32) for name in (
     "cycles", "instret", "gemm_busy", "gemm_stall", "attn_busy", "attn_stall",
     "vec_busy", "vec_stall", "lnorm_busy", "lnorm_stall")})
 
-_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.VEC, Opcode.BARRIER, Opcode.HALT)
+_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.ATTN, Opcode.VEC, Opcode.BARRIER, Opcode.HALT)
 _OUT32_WORDS = 4                    # an int32 column word is four ``rows``-byte act words
 
 
@@ -149,10 +150,13 @@ class Controller(Unit):
                                             use_dsp=self._use_dsp, pipeline=pipe)
         m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
                                             use_dsp=self._use_dsp)
+        m.submodules.attn = attn = WindowedAttention(head_dim=p.head_dim, window=p.window,
+                                                     lanes=p.attn_lanes, use_dsp=self._use_dsp)
         s = _State(m, p)
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe)
         self._vec(m, s, vec)
+        self._attn(m, s, attn)
         self._perf(m, s)
         return m
 
@@ -200,6 +204,7 @@ class Controller(Unit):
                 m.next = "IDLE"
             self._gemm_states(m, s)
             self._vec_states(m, s)
+            self._attn_states(m, s)
         with m.If(s.next_pc):
             m.d.sync += self.pc.eq(self.pc + 1)
 
@@ -211,6 +216,9 @@ class Controller(Unit):
         elif op == Opcode.GEMM:
             s.latch(s.g, instruction_fields(ir, Opcode.GEMM))
             m.next = "GEMM_CHECK"
+        elif op == Opcode.ATTN:
+            s.latch(s.a, instruction_fields(ir, Opcode.ATTN))
+            m.next = "ATTN_CHECK"
         elif op == Opcode.VEC:
             s.latch(s.v, instruction_fields(ir, Opcode.VEC))
             m.next = "VEC_CHECK"
@@ -232,6 +240,10 @@ class Controller(Unit):
                 m.d.sync += s.perf.vec_busy.eq(s.perf.vec_busy + 1)
             with m.If(s.vec_stall):
                 m.d.sync += s.perf.vec_stall.eq(s.perf.vec_stall + 1)
+            with m.If(s.attn_busy):
+                m.d.sync += s.perf.attn_busy.eq(s.perf.attn_busy + 1)
+            with m.If(s.attn_stall):
+                m.d.sync += s.perf.attn_stall.eq(s.perf.attn_stall + 1)
         m.d.comb += self.perf.eq(s.perf)
 
     # -- GEMM -------------------------------------------------------------------------------------
@@ -392,6 +404,8 @@ class Controller(Unit):
             s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b, core=False)
             with m.If(s.copy_done & (v.out == v.words)):
                 s.next_instruction("FETCH")
+            with m.If(s.write_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
         with m.State("VEC_POOL"):
             m.d.comb += [s.length.eq(v.m * p.rows), s.vec_busy.eq(1), s.vec_pooling.eq(1)]
             t, r = _divmod(s.i, p.rows)
@@ -485,7 +499,173 @@ class Controller(Unit):
                 self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(rows)),
                                        (1 << rows) - 1)),
             ]
+            m.d.comb += s.write_error.eq(self.act.error)
             m.d.sync += v.out.eq(v.out + 1)
+
+    # -- ATTN ---------------------------------------------------------------------------------
+
+    def _attn_check(self, m, s):
+        """``hw.isa.validate`` of an ATTN, on the latched fields, in its order."""
+        p, a = self._params, s.a
+        width = a.heads * a.head_dim
+
+        def span_bad(addr, cols):
+            span = ((_ceil_div(a.t, p.rows) - 1) * cols + width) * p.rows
+            return ((addr % p.rows) != 0) | (addr + span > p.act_depth)
+
+        with m.If((a.flags & ~int(AttnFlag.CAUSAL)) != 0):
+            s.fail(ErrorCode.BAD_FIELD)
+        with m.Elif((a.t == 0) | (a.heads == 0) | (a.head_dim == 0) | (a.head_dim > p.head_dim)
+                    | (a.window == 0) | (a.window > p.window) | (a.src_cols < width)
+                    | (a.dst_cols < width)):
+            s.fail(ErrorCode.BAD_SHAPE)
+        with m.Elif(span_bad(a.q_addr, a.src_cols) | span_bad(a.k_addr, a.src_cols)
+                    | span_bad(a.v_addr, a.src_cols)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Elif(a.quant_addr + 1 > isa.quant_depth(p)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Elif(span_bad(a.dst_addr, a.dst_cols)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Else():
+            m.d.sync += [
+                a.qbase.eq(a.q_addr // p.rows), a.kbase.eq(a.k_addr // p.rows),
+                a.vbase.eq(a.v_addr // p.rows), a.dbase.eq(a.dst_addr // p.rows),
+                a.h.eq(0), a.hoff.eq(0), s.i.eq(0),
+            ]
+            m.next = "ATTN_QUANT"
+
+    def _attn_states(self, m, s):
+        a = s.a
+        with m.State("ATTN_CHECK"):
+            self._attn_check(m, s)
+        with m.State("ATTN_QUANT"):
+            m.d.comb += [s.length.eq(1), s.attn_stall.eq(1)]
+            s.issue(self.quant, a.quant_addr, _NO_SEL, core=False)
+            word = self.quant.r_data
+            fields = {name: _quant_field(word, isa.ATTN_WORD, name)
+                      for name in ("score_mult", "score_shift", "out_mult", "out_shift")}
+            with m.If(s.d2.valid):
+                m.d.sync += [getattr(a, name).eq(value) for name, value in fields.items()]
+                for name in ("score_shift", "out_shift"):
+                    with m.If((fields[name] < SHIFT_MIN) | (fields[name] > SHIFT_MAX)):
+                        s.fail(ErrorCode.BAD_QUANT)
+            with m.Elif(s.copy_done):
+                m.next = "ATTN_HEAD"
+        with m.State("ATTN_HEAD"):
+            m.d.comb += [s.attn_stall.eq(1), s.attn_head.eq(1)]
+            m.next = "ATTN_RUN"
+        with m.State("ATTN_RUN"):
+            m.d.comb += [s.attn_busy.eq(1), s.attn_run.eq(1)]
+            with m.If(s.attn_head_done):
+                m.d.sync += [a.h.eq(a.h + 1), a.hoff.eq(a.hoff + a.head_dim)]
+                with m.If(a.h + 1 < a.heads):
+                    m.next = "ATTN_HEAD"
+                with m.Else():
+                    s.next_instruction("FETCH")
+            with m.If(s.write_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+
+    def _attn(self, m, s, attn):
+        """Row gathers into the attention unit and the scatter of its rows, one head at a time.
+
+        Q, K and V rows are column slices of act tensors: element ``(t, c)`` is byte ``t % rows``
+        of act word ``base + (t // rows) * src_cols + h * head_dim + c``, so a row is
+        ``head_dim`` word reads. Two gatherers share the act read port (alternating when both
+        want it): K/V rows (``2 * head_dim`` reads each) run ahead of Q rows as far as the unit
+        takes them, so a centred window's later keys are never held back behind a query.
+        Elements past the instruction's ``head_dim`` stay 0 (a zero-padded head is exact).
+        Each output row is written back element by element (one byte lane per word)."""
+        p, a = self._params, s.a
+        rows, hd_max = p.rows, p.head_dim
+        cfg = attn.i_cfg.payload
+        cfg_pending = Signal()
+        m.d.comb += [
+            attn.i_cfg.valid.eq(cfg_pending), cfg.seq_len.eq(a.t), cfg.window.eq(a.window),
+            cfg.causal.eq(a.flags[0]), cfg.score_mult.eq(a.score_mult),
+            cfg.score_shift.eq(a.score_shift), cfg.out_mult.eq(a.out_mult),
+            cfg.out_shift.eq(a.out_shift),
+        ]
+        assert int(AttnFlag.CAUSAL) == 1
+        with m.If(attn.i_cfg.valid & attn.i_cfg.ready):
+            m.d.sync += cfg_pending.eq(0)
+
+        gathers = []
+        for name, stream, count in (("kv", attn.i_kv, 2), ("q", attn.i_q, 1)):
+            g = SimpleNamespace(name=name, stream=stream, count=count,
+                                t=Signal(16, name=f"{name}_t"), c=Signal(9, name=f"{name}_c"),
+                                blk=Signal(32, name=f"{name}_blk"),
+                                full=Signal(name=f"{name}_full"),
+                                row=Signal(count * 8 * hd_max, name=f"{name}_row"))
+            g.want = (g.t < a.t) & (g.c < count * a.head_dim) & ~g.full & s.attn_run
+            gathers.append(g)
+        kv, q = gathers
+        turn = Signal()
+        pick_kv = kv.want & (~q.want | ~turn)
+        pick_q = q.want & ~pick_kv
+        m.d.sync += turn.eq(Mux(pick_kv, 1, Mux(pick_q, 0, turn)))
+        is_v = kv.c >= a.head_dim
+        kv_addr = Mux(is_v, a.vbase + kv.c - a.head_dim, a.kbase + kv.c)
+        with m.If(pick_kv | pick_q):
+            m.d.comb += [self.act.r_en.eq(1),
+                         self.act.r_addr.eq(Mux(pick_kv, kv_addr + kv.blk, a.qbase + q.c + q.blk)
+                                            + a.hoff)]
+            m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q), s.d1.core.eq(0),
+                         s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
+        for g, picked in ((kv, pick_kv), (q, pick_q)):
+            with m.If(picked):
+                m.d.sync += g.c.eq(g.c + 1)
+            _, lane = _divmod(g.t, rows)
+            byte = self.act.r_data.word_select(lane, 8)
+            mine = s.d2.valid & s.attn_run & (s.d2.sel == (g is q))
+            # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim.
+            slot = Mux(s.d2.index >= a.head_dim, s.d2.index - a.head_dim + hd_max, s.d2.index)
+            with m.If(mine):
+                m.d.sync += g.row.word_select(slot[:(g.count * hd_max - 1).bit_length() or 1],
+                                              8).eq(byte)
+                with m.If(s.d2.index == g.count * a.head_dim - 1):
+                    m.d.sync += g.full.eq(1)
+            m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
+            with m.If(g.stream.valid & g.stream.ready):
+                m.d.sync += [g.full.eq(0), g.c.eq(0), g.t.eq(g.t + 1)]
+                with m.If(lane == rows - 1):
+                    m.d.sync += g.blk.eq(g.blk + a.src_cols)
+            with m.If(s.attn_head):
+                m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0)]
+        with m.If(s.attn_head):
+            m.d.sync += cfg_pending.eq(1)
+        self._attn_scatter(m, s, attn)
+
+    def _attn_scatter(self, m, s, attn):
+        p, a = self._params, s.a
+        rows, hd_max = p.rows, p.head_dim
+        o_row = Signal(8 * hd_max)
+        o_busy = Signal()
+        o_last = Signal()
+        o_c = Signal(8)
+        o_t = Signal(16)
+        o_blk = Signal(32)
+        _, lane = _divmod(o_t, rows)
+        m.d.comb += [attn.o_stream.ready.eq(~o_busy & s.attn_run),
+                     s.attn_head_done.eq(o_busy & o_last & (o_c == a.head_dim - 1))]
+        with m.If(attn.o_stream.valid & attn.o_stream.ready):
+            m.d.sync += [o_row.eq(attn.o_stream.payload.data), o_busy.eq(1), o_c.eq(0),
+                         o_last.eq(attn.o_stream.payload.last)]
+        with m.If(o_busy):
+            byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
+            m.d.comb += [
+                self.act.w_en.eq(1),
+                self.act.w_addr.eq(a.dbase + o_blk + a.hoff + o_c),
+                self.act.w_data.eq(Cat(byte for _ in range(rows))),
+                self.act.w_mask.eq(1 << lane),
+            ]
+            m.d.comb += s.write_error.eq(self.act.error)
+            m.d.sync += o_c.eq(o_c + 1)
+            with m.If(o_c == a.head_dim - 1):
+                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1)]
+                with m.If(lane == rows - 1):
+                    m.d.sync += o_blk.eq(o_blk + a.dst_cols)
+        with m.If(s.attn_head):
+            m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0)]
 
     def _gemm(self, m, s, core, pipe):
         """The GEMM core's write port, start and result capture."""
@@ -602,6 +782,15 @@ class _State:
         assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
         self.v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "out",
                                                "c0", "mult0", "mult1", "shift"))
+        self.a = _registers(Opcode.ATTN, "a", (
+            "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
+            "out_mult", "out_shift"))
+        self.attn_busy = Signal()
+        self.attn_stall = Signal()
+        self.attn_run = Signal()
+        self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
+        self.attn_head_done = Signal()
+        self.write_error = Signal()             # a result write the act scratchpad refused
         self.vec_busy = Signal()
         self.vec_stall = Signal()
         self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats

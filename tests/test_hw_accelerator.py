@@ -58,7 +58,13 @@ def _bad_program(image):
                                 quant_addr=50)), ErrorCode.BAD_QUANT),   # shift 0
         12: (isa.encode(isa.vec(isa.VecFunc.LUT, a_addr=0, dst_addr=512, m=5, c=7, lut=0,
                                 quant_addr=1)), ErrorCode.BAD_FIELD),
-        13: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+        13: (isa.encode(isa.attn(q_addr=0, k_addr=0, v_addr=0, dst_addr=512, quant_addr=2, t=5,
+                                 heads=1, head_dim=p.head_dim + 1, window=2, causal=True,
+                                 src_cols=16, dst_cols=16)), ErrorCode.BAD_SHAPE),
+        14: (isa.encode(isa.attn(q_addr=0, k_addr=0, v_addr=0, dst_addr=512, quant_addr=50, t=5,
+                                 heads=1, head_dim=2, window=2, causal=True, src_cols=7,
+                                 dst_cols=7)), ErrorCode.BAD_QUANT),
+        15: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
     }
     words = [isa.encode(isa.nop())] * p.instr_depth
     for entry, (word, _) in cases.items():
@@ -102,7 +108,7 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert out["good"] == Status.DONE
     assert out["act"] == bytes(expected.regions["act"])
     assert out["act"] != bytes(image.regions["act"])
-    assert len(seen) == 12
+    assert len(seen) == 14
 
 
 def test_accelerator_csrs_and_holes():

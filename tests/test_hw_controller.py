@@ -177,3 +177,34 @@ def test_controller_vec_matches_isasim():
     assert_array_equal(isasim.unpack_act(act[256:], 1, 6, p.rows)[0], pooled)
     assert result["csr"][Csr.PERF_INSTRET] == len(prog)
     assert result["csr"][Csr.PERF_VEC_BUSY] > 0
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_controller_attn_matches_isasim(causal):
+    """ATTN over 2 heads of a ragged head_dim (6 of the unit's 8) and T = 7 (not a multiple of
+    the 4 rows of a block), Q/K/V column slices of one (T, 36) tensor."""
+    rng = np.random.default_rng(17 + causal)
+    p = PARAMS
+    t, heads, hd, window = 7, 2, 6, 5
+    width = heads * hd
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    qkv = rng.integers(-128, 128, (t, 3 * width), dtype=np.int8)
+    image.write("act", 0, isasim.pack_act(qkv, p.rows))
+    quant = dict(score_mult=23000, score_shift=17, out_mult=20000, out_shift=26)
+    image.write("quant", 16, isasim.pack_quant(isa.ATTN_WORD, **quant))
+    prog = [isa.attn(q_addr=0, k_addr=width * p.rows, v_addr=2 * width * p.rows, dst_addr=512,
+                     quant_addr=2, t=t, heads=heads, head_dim=hd, window=window, causal=causal,
+                     src_cols=3 * width, dst_cols=width),
+            isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    got = isasim.unpack_act(result["regions"]["act"][512:], t, width, p.rows)
+    params = ref.AttentionQuant(**quant)
+    for h in range(heads):
+        cols = slice(h * hd, (h + 1) * hd)
+        want = ref.windowed_attention_int(qkv[:, cols], qkv[:, width:][:, cols],
+                                          qkv[:, 2 * width:][:, cols], window, causal, params)
+        assert_array_equal(got[:, cols], want)
+    assert result["csr"][Csr.PERF_ATTN_BUSY] > 0
