@@ -20,7 +20,7 @@ from torch import nn
 
 from sw.import_hf import BertConfig, ImportedBert
 
-__all__ = ["BertEncoder", "mean_pool"]
+__all__ = ["BertEncoder", "mean_pool", "random_bert"]
 
 
 class _Embeddings(nn.Module):
@@ -151,3 +151,25 @@ def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``h (B, T, C)`` over the tokens where ``mask (B, T)`` is True -> ``(B, C)``."""
     m = mask.to(h.dtype)[..., None]                                           # (B, T, 1)
     return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def random_bert(cfg: BertConfig, seed: int = 0, gain: float = 1.0) -> BertEncoder:
+    """A BERT encoder with random weights whose activations stay O(1) through every layer.
+
+    For tests and measurements without a download: dense weights ``N(0, gain**2 / fan_in)``,
+    embeddings ``N(0, 1)``, biases and LayerNorm shifts ``N(0, 0.1**2)``, LayerNorm gains
+    ``N(1, 0.1**2)``. (BERT's own init, std 0.02, makes every layer nearly the identity, which
+    would test nothing.) ``gain > 1`` gives peakier attention and wider activation ranges.
+    """
+    g = torch.Generator().manual_seed(seed)
+    model = BertEncoder(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and name.startswith("embed."):
+                std, mean = 1.0, 0.0
+            elif p.ndim == 2:
+                std, mean = gain / p.shape[1] ** 0.5, 0.0
+            else:
+                std, mean = 0.1, (1.0 if ".ln" in name and name.endswith("weight") else 0.0)
+            p.copy_(torch.randn(p.shape, generator=g) * std + mean)
+    return model

@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "EMBEDDING_KEYS", "LAYER_KEYS", "POOLER_KEYS", "BertConfig", "ImportedBert", "KeyMap",
     "encode_batch", "load_config", "load_hf", "load_tokenizer", "load_weights",
+    "wordpiece_from_text",
 ]
 
 
@@ -88,6 +89,8 @@ POOLER_KEYS: tuple[KeyMap, ...] = (
 
 # Buffers some checkpoints carry that hold no weights (position ids 0..max-1).
 _BUFFERS = ("embeddings.position_ids",)
+# BERT vocabularies start with these (ids 0..4 in the uncased models).
+_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # Task heads (BertForMaskedLM, BertForSequenceClassification, ...) prefix the encoder with this.
 _ENCODER_PREFIX = "bert."
 # Checkpoints converted from TensorFlow name LayerNorm parameters gamma/beta.
@@ -281,7 +284,7 @@ def load_weights(folder: Path | str, cfg: BertConfig) -> tuple[dict[str, np.ndar
 
 
 def load_tokenizer(folder: Path | str):
-    """The folder's tokenizer as a ``tokenizers.Tokenizer`` (padding and truncation off).
+    """The folder's tokenizer (a ``tokenizers`` tokenizer; padding and truncation off).
 
     ``tokenizer.json`` when present, else a WordPiece tokenizer over ``vocab.txt``, lower-casing
     as ``tokenizer_config.json``'s ``do_lower_case`` says (default True, as BERT's tokenizer).
@@ -302,13 +305,31 @@ def load_tokenizer(folder: Path | str):
         if cfg_path.is_file():
             lower = bool(json.loads(cfg_path.read_text(encoding="utf-8")).get(
                 "do_lower_case", True))
-        tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)._tokenizer
+        tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)
     else:
         raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt; copy the model's "
                                 "tokenizer files into the folder")
     tok.no_padding()
     tok.no_truncation()
     return tok
+
+
+def wordpiece_from_text(sentences: list[str], size: int = 1000):
+    """A lower-casing WordPiece tokenizer over the ``size`` most common words of ``sentences``.
+
+    For random test models (no download): ids 0..4 are [PAD] [UNK] [CLS] [SEP] [MASK], as in
+    BERT's vocabularies; words are split as BERT's pre-tokenizer splits them (word characters,
+    single punctuation marks). Returns ``(tokenizer, vocab list)``.
+    """
+    import collections
+    import re
+
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    words = collections.Counter(w for s in sentences
+                                for w in re.findall(r"\w+|[^\w\s]", s.lower()))
+    vocab = [*_SPECIAL_TOKENS, *(w for w, _ in words.most_common(size))]
+    return BertWordPieceTokenizer({w: i for i, w in enumerate(vocab)}, lowercase=True), vocab
 
 
 def encode_batch(tokenizer, sentences: list[str], max_seq_len: int,

@@ -1,0 +1,316 @@
+# SPDX-License-Identifier: Apache-2.0
+"""int8 integer-only model of an imported BERT encoder (NumPy), built on ``sw.ref``'s operators.
+
+Quantization points (one int8 scale each, calibrated on sentences run through the fp32 twin
+``sw.bert.BertEncoder``; q, k and v get one scale per head)::
+
+    word[ids] (+) (pos + type[0])[t] -> emb -> LN -> x0
+    per layer i:  x -> qkv -> q, k, v (per head) -> masked attention -> attn -> proj
+                  (x + proj) x1 -> LN1 -> ln1
+                  ln1 -> fc1 -> GELU LUT -> gelu -> fc2 -> (ln1 + fc2) x2 -> LN2 -> ln2
+    mean over the sentence's tokens -> pool
+
+Every operator is ``sw.ref``'s (``linear_int``, ``layernorm_int``, ``residual_add``,
+``lut_apply``, ``softmax_int``, ``mean_pool_int``, ``embedding_int``) with the compile-time
+constants of ``sw.compile`` / ``sw.quant``. Two things ``sw.ref`` does not have are composed here
+from its pieces: the padding mask of BERT's attention (the additive ``-inf`` on padded keys is, in
+integers, ``softmax_int``'s key mask: a masked key neither sets the row maximum nor adds to the
+sum) and a mean pool over a variable number of tokens (one ``(mult, shift)`` per length, so
+``1/L`` folds into the requant as ``mean_pool_int``'s fixed ``1/T`` does).
+
+The token-type embedding of type 0 (single sentences) is folded into the position table at
+compile time (an exact float add before quantization).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sw import quant
+from sw.import_hf import BertConfig, encode_batch
+from sw.ref import (
+    AttentionQuant,
+    attention_window_bounds,
+    build_gelu_lut,
+    embedding_int,
+    layernorm_int,
+    linear_int,
+    lut_apply,
+    mean_pool_int,
+    residual_add,
+    softmax_int,
+)
+
+__all__ = [
+    "BertInt", "attention_int", "calibration_sentences", "cosine", "embed_int", "encode_int",
+    "quantize_bert", "quantize_from_text",
+]
+
+
+# -- calibration text ------------------------------------------------------------------------------
+
+def calibration_sentences(path: Path | str | None = None) -> tuple[list[str], list[str]]:
+    """``(calibration, held_out)`` sentences.
+
+    ``path``: a UTF-8 text file, one sentence per line (blank lines skipped). ``None``: prose
+    sentences of CPython's own help text (``pydoc_data.topics``, part of the standard library, so
+    nothing is downloaded). Duplicates are dropped, then every fourth sentence is held out for
+    measuring, never calibrated on.
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such calibration file; give a text file with "
+                                    "one sentence per line")
+        lines = [s.strip() for s in path.read_text(encoding="utf-8").splitlines()]
+        sentences = [s for s in lines if s]
+    else:
+        from pydoc_data.topics import topics  # part of CPython's stdlib
+
+        text = re.sub(r"\s+", " ", " ".join(topics[k] for k in sorted(topics)))
+        # Prose only: code, grammar rules and tables would calibrate on punctuation runs.
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", text)
+                     if 40 <= len(s) <= 160 and s[0].isupper()
+                     and not any(c in s for c in "*=>{}[]()`:_")]
+    sentences = list(dict.fromkeys(sentences))     # the help text repeats some sentences
+    if len(sentences) < 2:
+        raise ValueError(f"{path or 'pydoc_data.topics'}: {len(sentences)} sentence(s); need at "
+                         "least 2 (one to calibrate, one held out)")
+    held = [s for i, s in enumerate(sentences) if i % 4 == 3]
+    calib = [s for i, s in enumerate(sentences) if i % 4 != 3]
+    return calib, held
+
+
+# -- integer operators this model adds on top of sw.ref ------------------------------------------
+
+def attention_int(q: np.ndarray, k: np.ndarray, v: np.ndarray, key_mask: np.ndarray,
+                  params: list[AttentionQuant], window: int | None = None) -> np.ndarray:
+    """Multi-head attention with a padding mask: int8 ``(B, T, H, hd)`` x3 -> int8 same shape.
+
+    ``key_mask (B, T)`` bool marks real tokens; padded keys are masked out of ``softmax_int``
+    (BERT's additive mask) for every real query. ``window``: optionally also restrict keys to a
+    centred window (``sw.ref.attention_window_bounds``). ``params[h]`` holds head ``h``'s
+    constants.
+    """
+    B, T, H, _ = q.shape
+    real = np.asarray(key_mask, dtype=bool)                              # (B, T)
+    span = np.ones((T, T), dtype=bool)                                   # (T, T) query x key
+    if window is not None:
+        lo, hi = attention_window_bounds(T, window, False)
+        j = np.arange(T)
+        span = (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
+    # Real queries see the real keys of their span (never empty: it holds the query itself).
+    # Padded queries, whose rows nobody reads, see their whole span so that no row is empty.
+    keep = np.where(real[:, :, None], span[None] & real[:, None, :], span[None])   # (B, T, T)
+    out = np.empty_like(q)                                                # (B, T, H, hd) int8
+    for h, p in enumerate(params):
+        qh, kh, vh = (t[:, :, h].astype(np.int64) for t in (q, k, v))   # (B, T, hd) int64
+        scores = qh @ kh.transpose(0, 2, 1)                              # (B, T, T) int32 range
+        prob = softmax_int(scores, p.score_mult, p.score_shift, keep)    # (B, T, T) Q1.15
+        acc = prob.astype(np.int64) @ vh                                 # (B, T, hd) < 2**23
+        out[:, :, h] = quant.requantize(acc, p.out_mult, p.out_shift)
+    return out
+
+
+def _pool_table(scale_in: float, scale_out: float, max_len: int) -> np.ndarray:
+    """``(max_len, 2)`` int64: the ``(mult, shift)`` of a mean over ``L = 1..max_len`` tokens."""
+    return np.array([quant.quantize_multiplier(scale_in / (n * scale_out))
+                     for n in range(1, max_len + 1)], dtype=np.int64)
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+@dataclass
+class BertInt:
+    """A quantized BERT encoder: integer tensors, their real scales, the sequence limit."""
+
+    config: BertConfig
+    arrays: dict[str, np.ndarray]
+    scales: dict[str, float | list[float]]
+    max_seq_len: int
+
+    def check_input(self, ids: np.ndarray, mask: np.ndarray) -> None:
+        """``ValueError`` for a bad shape, a sequence over ``max_seq_len`` or an unknown id."""
+        ids, mask = np.asarray(ids), np.asarray(mask)
+        if ids.ndim != 2 or ids.dtype.kind not in "iu" or mask.shape != ids.shape \
+                or mask.dtype != np.bool_:
+            raise ValueError(f"ids must be integer (B, T) with a bool mask of the same shape, "
+                             f"not {ids.dtype.name} {ids.shape} and {mask.dtype.name} "
+                             f"{mask.shape}")
+        if ids.shape[1] > self.max_seq_len:
+            raise ValueError(f"sequence of {ids.shape[1]} tokens is longer than max_seq_len "
+                             f"{self.max_seq_len}; shorten it or quantize with a larger limit")
+        if not mask.any(axis=1).all():
+            raise ValueError("every sentence needs at least one token (a row of mask is empty)")
+        bad = (ids < 0) | (ids >= self.config.vocab_size)
+        if bad.any():
+            b, t = np.argwhere(bad)[0]
+            raise ValueError(f"token id {int(ids[b, t])} (sentence {b + 1}, position {t}) is "
+                             f"outside the vocabulary of {self.config.vocab_size}; the tokenizer "
+                             "does not belong to this checkpoint")
+
+
+def _absmax(t, mask: np.ndarray, heads: int | None = None) -> float | np.ndarray:
+    """Largest |t| over real tokens (per head when ``heads``); padded rows are never seen."""
+    x = np.abs(t.detach().double().numpy())[mask]                             # (N, C) float64
+    if heads is not None:
+        return x.reshape(len(x), heads, -1).max(axis=(0, 2))                 # (H,)
+    return float(x.max())
+
+
+def _scale(amax: float | np.ndarray) -> float | np.ndarray:
+    return np.maximum(np.asarray(amax, dtype=np.float64), 1e-8) / quant.INT8_MAX
+
+
+def quantize_bert(twin, calib_ids: np.ndarray, calib_mask: np.ndarray, *,
+                  max_seq_len: int | None = None, batch_size: int = 32) -> BertInt:
+    """Calibrate the fp32 ``twin`` (``sw.bert.BertEncoder``) on token ids and quantize it.
+
+    Activation scales are ``max|x| / 127`` over the real tokens of the calibration batch (q, k,
+    v: per head); weights are int8 per output channel (``sw.compile``'s Linear/LayerNorm export).
+    ``max_seq_len`` (default: 128 or the model's positions, the smaller) bounds the inputs.
+    """
+    import torch
+
+    from sw.bert import mean_pool
+    from sw.compile import _layernorm_arrays, _linear_arrays, _residual, _table_q
+
+    cfg = twin.cfg
+    if max_seq_len is None:
+        max_seq_len = min(128, cfg.max_positions)
+    if not 1 <= max_seq_len <= cfg.max_positions:
+        raise ValueError(f"max_seq_len must be in [1, {cfg.max_positions}] (the model's "
+                         f"positions), not {max_seq_len}")
+    calib_ids, calib_mask = np.asarray(calib_ids), np.asarray(calib_mask, dtype=bool)
+    if calib_ids.ndim != 2 or len(calib_ids) == 0:
+        raise ValueError(f"calibration ids must be a non-empty (B, T) array, not "
+                         f"{calib_ids.shape}")
+    H = cfg.n_heads
+    amax: dict[str, float | np.ndarray] = {}
+    with torch.no_grad():
+        for i in range(0, len(calib_ids), batch_size):
+            ids, mask = calib_ids[i:i + batch_size], calib_mask[i:i + batch_size]
+            rec: dict = {}
+            h = twin(torch.from_numpy(ids), torch.from_numpy(mask), record=rec)
+            rec["pool"] = mean_pool(h, torch.from_numpy(mask))[:, None]     # (B, 1, C)
+            for name, t in rec.items():
+                m = np.ones(t.shape[:2], bool) if name == "pool" else mask
+                per_head = H if name.rsplit(".", 1)[-1] in ("q", "k", "v") else None
+                amax[name] = np.maximum(amax.get(name, 0.0), _absmax(t, m, per_head))
+    s = {name: _scale(a) for name, a in amax.items()}
+
+    arrays: dict[str, np.ndarray] = {}
+
+    def put(prefix: str, items: dict[str, np.ndarray]) -> None:
+        arrays.update({f"{prefix}.{k}": v for k, v in items.items()})
+
+    e = twin.embed
+    word = e.word.weight.detach().double().numpy()                           # (V, C) float64
+    pos = (e.pos.weight.detach().double().numpy()[:max_seq_len]
+           + e.token_type.weight.detach().double().numpy()[0])               # (T, C) float64
+    arrays["embed.word"], s_word = _table_q(word)
+    arrays["embed.pos"], s_pos = _table_q(pos)
+    put("embed.add", _residual(s_word, s_pos, s["emb"]))
+    put("embed.ln", _layernorm_arrays(e.ln, s["emb"], s["x0"]))
+    hd = cfg.head_dim
+    x_prev = "x0"
+    for i, layer in enumerate(twin.layers):
+        p = f"layers.{i}."
+        s_qkv = np.concatenate([np.repeat(s[p + n], hd) for n in ("q", "k", "v")])  # (3C,)
+        put(p + "attn.qkv", _linear_arrays(layer.attn.qkv, s[x_prev], s_qkv))
+        arrays[p + "attn.quant"] = np.array(
+            [[getattr(AttentionQuant.from_scales(s[p + "q"][h], s[p + "k"][h], s[p + "v"][h],
+                                                 s[p + "attn"], hd), f)
+              for f in ("score_mult", "score_shift", "out_mult", "out_shift")]
+             for h in range(H)], dtype=np.int32)                             # (H, 4)
+        put(p + "attn.proj", _linear_arrays(layer.attn.proj, s[p + "attn"], s[p + "proj"]))
+        put(p + "add1", _residual(s[x_prev], s[p + "proj"], s[p + "x1"]))
+        put(p + "ln1", _layernorm_arrays(layer.ln1, s[p + "x1"], s[p + "ln1"]))
+        put(p + "ffn.fc1", _linear_arrays(layer.ffn.fc1, s[p + "ln1"], s[p + "fc1"]))
+        arrays[p + "ffn.gelu_lut"] = build_gelu_lut(s[p + "fc1"], s[p + "gelu"])
+        put(p + "ffn.fc2", _linear_arrays(layer.ffn.fc2, s[p + "gelu"], s[p + "fc2"]))
+        put(p + "add2", _residual(s[p + "ln1"], s[p + "fc2"], s[p + "x2"]))
+        put(p + "ln2", _layernorm_arrays(layer.ln2, s[p + "x2"], s[p + "ln2"]))
+        x_prev = p + "ln2"
+    arrays["pool.table"] = _pool_table(s[x_prev], s["pool"], max_seq_len)
+    scales = {k: (v.tolist() if np.ndim(v) else float(v)) for k, v in s.items()}
+    scales.update(embed_word=float(s_word), embed_pos=float(s_pos))
+    return BertInt(config=cfg, arrays=arrays, scales=scales, max_seq_len=max_seq_len)
+
+
+def encode_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,
+               window: int | None = None) -> np.ndarray:
+    """Token ids ``(B, T)`` + bool mask -> int8 last hidden state ``(B, T, C)`` (integers only).
+
+    Rows of padded positions are computed but meaningless (as in BERT); :func:`embed_int`
+    ignores them. ``window``: optional centred attention window (the accelerator's).
+    """
+    model.check_input(ids, mask)
+    a, cfg = model.arrays, model.config
+    B, T = np.shape(ids)
+    C, H = cfg.d_model, cfg.n_heads
+
+    def lin(name: str, t: np.ndarray) -> np.ndarray:
+        return linear_int(t, a[name + ".w"], a[name + ".b"], a[name + ".mult"],
+                          a[name + ".shift"])
+
+    def ln(name: str, t: np.ndarray) -> np.ndarray:
+        return layernorm_int(t, a[name + ".gamma"], a[name + ".beta"], a[name + ".mult"],
+                             a[name + ".shift"], int(a[name + ".eps"]))
+
+    def add(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return residual_add(x, y, a[name + ".mult"], int(a[name + ".shift"]))
+
+    word = embedding_int(ids, a["embed.word"])                          # (B, T, C) int8
+    pos = np.broadcast_to(a["embed.pos"][:T], word.shape)                # (B, T, C) int8
+    x = ln("embed.ln", add("embed.add", word, pos))                      # (B, T, C) int8
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        qkv = lin(p + "attn.qkv", x)                                     # (B, T, 3C) int8
+        q, k, v = (qkv[..., j * C:(j + 1) * C].reshape(B, T, H, C // H)
+                   for j in range(3))                                    # (B, T, H, hd) int8
+        params = [AttentionQuant(*(int(c) for c in row)) for row in a[p + "attn.quant"]]
+        att = attention_int(q, k, v, mask, params, window)               # (B, T, H, hd) int8
+        o = lin(p + "attn.proj", att.reshape(B, T, C))                   # (B, T, C) int8
+        x = ln(p + "ln1", add(p + "add1", x, o))                         # (B, T, C) int8
+        f = lut_apply(lin(p + "ffn.fc1", x), a[p + "ffn.gelu_lut"])      # (B, T, d_ff) int8
+        x = ln(p + "ln2", add(p + "add2", x, lin(p + "ffn.fc2", f)))     # (B, T, C) int8
+    return x
+
+
+def embed_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,
+              window: int | None = None) -> np.ndarray:
+    """Mean-pooled sentence embeddings, int8 ``(B, C)``; real values are ``* scales['pool']``."""
+    h = encode_int(model, ids, mask, window)                             # (B, T, C) int8
+    table = model.arrays["pool.table"]
+    out = np.empty((h.shape[0], h.shape[2]), dtype=np.int8)              # (B, C) int8
+    for b in range(h.shape[0]):
+        n = int(mask[b].sum())
+        out[b] = mean_pool_int(h[b][mask[b]], int(table[n - 1, 0]), int(table[n - 1, 1]))
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two ``(B, C)`` float arrays -> ``(B,)`` float64."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(den, 1e-30)
+
+
+def quantize_from_text(twin, tokenizer, sentences: list[str], max_seq_len: int = 128) -> BertInt:
+    """:func:`quantize_bert` on sentences (tokenized with the checkpoint's tokenizer).
+
+    Sentences longer than ``max_seq_len`` tokens are left out of the calibration (the model
+    never sees them); ``ValueError`` when none is short enough.
+    """
+    fit = [s for s, e in zip(sentences, tokenizer.encode_batch(list(sentences)))
+           if len(e.ids) <= max_seq_len]
+    if not fit:
+        raise ValueError(f"none of the {len(sentences)} calibration sentences fits in "
+                         f"max_seq_len {max_seq_len} tokens; give shorter sentences")
+    ids, mask = encode_batch(tokenizer, fit, max_seq_len, twin.cfg.pad_token_id)
+    return quantize_bert(twin, ids, mask, max_seq_len=max_seq_len)
