@@ -148,7 +148,8 @@ def fuzz(dev: Device, *, window: tuple[int, int], outside: int, n_bytes: int, se
 
     ``window`` = (base, size): a writable, word-aligned part of the memory map the valid WRITEs
     use (its old contents are overwritten); ``outside``: a byte address outside every window of
-    the map. ``silence_s`` must exceed the device's receive timeout. Returns the report: bytes,
+    the map. ``silence_s`` must exceed the device's receive timeout with a margin (else a bad
+    frame still open swallows the next valid one). Returns the report: bytes,
     valid_frames, valid_answered_ok, error_replies (by status name), memory_corruptions, hangs,
     unexpected_ok (OK replies to bad bytes: a mutation that happened to be valid).
     """
@@ -157,15 +158,20 @@ def fuzz(dev: Device, *, window: tuple[int, int], outside: int, n_bytes: int, se
         raise ValueError(f"window must be a word-aligned (base, size), not {window!r}")
     f = _Fuzzer(dev, (base, size), outside, seed, silence_s)
     f.shadow = dev.read(base, size // 4)
-    while f.stats["bytes"] < n_bytes:
-        if f.rng.random() < 0.5:
-            f.valid(timeout)
-        else:
-            kind, data = f.bad_bytes()
-            f.send(data)
-            f.drain(time.monotonic() + silence_s, kind == "during_run")
-        if progress is not None:
-            progress(f.stats["bytes"])
+    saved = dev.transport.read_timeout
+    dev.transport.read_timeout = min(saved, silence_s / 4)   # drain() ends on time
+    try:
+        while f.stats["bytes"] < n_bytes:
+            if f.rng.random() < 0.5:
+                f.valid(timeout)
+            else:
+                kind, data = f.bad_bytes()
+                f.send(data)
+                f.drain(time.monotonic() + silence_s, kind == "during_run")
+            if progress is not None:
+                progress(f.stats["bytes"])
+    finally:
+        dev.transport.read_timeout = saved
     dev.transport.discard_input()
     final = dev.read(base, size // 4)
     report = dict(f.stats)

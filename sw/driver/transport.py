@@ -64,6 +64,14 @@ class Transport:
         except (serial.SerialException, OSError) as exc:
             raise LinkClosedError(f"{self.url} closed the connection ({exc})") from None
 
+    @property
+    def read_timeout(self) -> float:
+        return float(self._port.timeout)
+
+    @read_timeout.setter
+    def read_timeout(self, seconds: float) -> None:
+        self._port.timeout = seconds
+
     def close(self) -> None:
         self._port.close()
 
