@@ -25,13 +25,32 @@ __all__ = ["UART", "UARTReceiver", "UARTTransmitter"]
 _DIVISOR_MAX = 1 << 20
 
 
-class UARTReceiver(wiring.Component):
-    """8N1 receiver with mid-bit sampling.
+class _UARTPart(wiring.Component):
+    """Holds the checked ``divisor`` shared by the receiver, the transmitter and the PHY."""
 
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, 4..2**20.
+    def __init__(self, divisor: int, members: dict):
+        self._divisor = check_int("divisor", divisor, 4, _DIVISOR_MAX)
+        super().__init__(members)
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+
+_RX_MEMBERS = {
+    "rx": In(1, init=1),
+    "o_stream": Out(stream.Signature(8)),
+    "frame_error": Out(1),
+    "overrun": Out(1),
+}
+_TX_MEMBERS = {
+    "i_stream": In(stream.Signature(8)),
+    "tx": Out(1, init=1),
+}
+
+
+class UARTReceiver(_UARTPart):
+    """8N1 receiver with mid-bit sampling; ``divisor`` (4..2**20) clock cycles per bit.
 
     Members
     -------
@@ -47,17 +66,7 @@ class UARTReceiver(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self._divisor = check_int("divisor", divisor, 4, _DIVISOR_MAX)
-        super().__init__({
-            "rx": In(1, init=1),
-            "o_stream": Out(stream.Signature(8)),
-            "frame_error": Out(1),
-            "overrun": Out(1),
-        })
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(divisor, _RX_MEMBERS)
 
     def elaborate(self, platform):
         m = Module()
@@ -111,13 +120,8 @@ class UARTReceiver(wiring.Component):
         return m
 
 
-class UARTTransmitter(wiring.Component):
-    """8N1 transmitter.
-
-    Parameters
-    ----------
-    divisor : int
-        Clock cycles per bit, 4..2**20.
+class UARTTransmitter(_UARTPart):
+    """8N1 transmitter; ``divisor`` (4..2**20) clock cycles per bit.
 
     Members
     -------
@@ -128,15 +132,7 @@ class UARTTransmitter(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self._divisor = check_int("divisor", divisor, 4, _DIVISOR_MAX)
-        super().__init__({
-            "i_stream": In(stream.Signature(8)),
-            "tx": Out(1, init=1),
-        })
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(divisor, _TX_MEMBERS)
 
     def elaborate(self, platform):
         m = Module()
@@ -156,7 +152,7 @@ class UARTTransmitter(wiring.Component):
         return m
 
 
-class UART(wiring.Component):
+class UART(_UARTPart):
     """:class:`UARTReceiver` and :class:`UARTTransmitter` sharing one ``divisor``.
 
     Members
@@ -172,19 +168,7 @@ class UART(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self._divisor = check_int("divisor", divisor, 4, _DIVISOR_MAX)
-        super().__init__({
-            "rx": In(1, init=1),
-            "tx": Out(1, init=1),
-            "o_stream": Out(stream.Signature(8)),
-            "i_stream": In(stream.Signature(8)),
-            "frame_error": Out(1),
-            "overrun": Out(1),
-        })
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
+        super().__init__(divisor, {**_RX_MEMBERS, **_TX_MEMBERS})
 
     def elaborate(self, platform):
         m = Module()
