@@ -44,7 +44,8 @@ from hw.attention import WindowedAttention
 from hw.gemm_core import GemmCore
 from hw.gemm_unit import GemmAccPipeline
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
-from hw.numerics import ACC_WIDTH, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
+from hw.layernorm import LayerNorm
+from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, unit_port_signature
 from hw.unit import Setting, Unit, check_params
 from hw.vector import VecOp, VectorUnit
@@ -56,7 +57,8 @@ PERF_LAYOUT = data.StructLayout({name: unsigned(32) for name in (
     "cycles", "instret", "gemm_busy", "gemm_stall", "attn_busy", "attn_stall",
     "vec_busy", "vec_stall", "lnorm_busy", "lnorm_stall")})
 
-_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.ATTN, Opcode.VEC, Opcode.BARRIER, Opcode.HALT)
+_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.ATTN, Opcode.LNORM, Opcode.VEC, Opcode.BARRIER,
+                Opcode.HALT)
 _OUT32_WORDS = 4                    # an int32 column word is four ``rows``-byte act words
 
 
@@ -150,6 +152,7 @@ class Controller(Unit):
                                             use_dsp=self._use_dsp, pipeline=pipe)
         m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
                                             use_dsp=self._use_dsp)
+        m.submodules.lnorm = lnorm = LayerNorm(p.cols, use_dsp=self._use_dsp)
         m.submodules.attn = attn = WindowedAttention(head_dim=p.head_dim, window=p.window,
                                                      lanes=p.attn_lanes, use_dsp=self._use_dsp)
         s = _State(m, p)
@@ -157,6 +160,7 @@ class Controller(Unit):
         self._gemm(m, s, core, pipe)
         self._vec(m, s, vec)
         self._attn(m, s, attn)
+        self._lnorm(m, s, lnorm)
         self._perf(m, s)
         return m
 
@@ -205,6 +209,7 @@ class Controller(Unit):
             self._gemm_states(m, s)
             self._vec_states(m, s)
             self._attn_states(m, s)
+            self._lnorm_states(m, s)
         with m.If(s.next_pc):
             m.d.sync += self.pc.eq(self.pc + 1)
 
@@ -219,6 +224,9 @@ class Controller(Unit):
         elif op == Opcode.ATTN:
             s.latch(s.a, instruction_fields(ir, Opcode.ATTN))
             m.next = "ATTN_CHECK"
+        elif op == Opcode.LNORM:
+            s.latch(s.n, instruction_fields(ir, Opcode.LNORM))
+            m.next = "LNORM_CHECK"
         elif op == Opcode.VEC:
             s.latch(s.v, instruction_fields(ir, Opcode.VEC))
             m.next = "VEC_CHECK"
@@ -244,6 +252,10 @@ class Controller(Unit):
                 m.d.sync += s.perf.attn_busy.eq(s.perf.attn_busy + 1)
             with m.If(s.attn_stall):
                 m.d.sync += s.perf.attn_stall.eq(s.perf.attn_stall + 1)
+            with m.If(s.lnorm_busy):
+                m.d.sync += s.perf.lnorm_busy.eq(s.perf.lnorm_busy + 1)
+            with m.If(s.lnorm_stall):
+                m.d.sync += s.perf.lnorm_stall.eq(s.perf.lnorm_stall + 1)
         m.d.comb += self.perf.eq(s.perf)
 
     # -- GEMM -------------------------------------------------------------------------------------
@@ -667,6 +679,113 @@ class Controller(Unit):
         with m.If(s.attn_head):
             m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0)]
 
+    # -- LNORM --------------------------------------------------------------------------------
+
+    def _lnorm_states(self, m, s):
+        """``hw.isa.validate`` of an LNORM, then the epsilon and shift checks of
+        ``sw.isasim`` (``BAD_QUANT`` before any write), then the rows."""
+        p, n = self._params, s.n
+        with m.State("LNORM_CHECK"):
+            with m.If((n.m == 0) | (n.c == 0) | (n.c > LN_MAX_DIM)):
+                s.fail(ErrorCode.BAD_SHAPE)
+            with m.Elif(_act_bad(p, n.a_addr, n.m, n.c)):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(n.quant_addr + 1 + n.c > isa.quant_depth(p)):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(_act_bad(p, n.dst_addr, n.m, n.c)):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Else():
+                c2 = Signal(22)
+                m.d.comb += c2.eq(n.c * n.c)
+                m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
+                             n.beats.eq(_ceil_div(n.c, p.cols)), s.i.eq(0)]
+                m.d.sync += n.eps_max.eq(c2 * c2)
+                m.next = "LNORM_QCHECK"
+        with m.State("LNORM_QCHECK"):
+            # Word 0: epsilon; words 1..c: the channels' shifts.
+            m.d.comb += [s.length.eq(n.c + 1), s.lnorm_stall.eq(1)]
+            s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, core=False)
+            word = self.quant.r_data
+            eps = _quant_field(word, isa.EPS_WORD, "eps")
+            shift = _quant_field(word, isa.LNORM_WORD, "shift")
+            with m.If(s.d2.valid & (s.d2.index == 0)):
+                m.d.sync += n.eps.eq(eps)
+                with m.If(eps > (n.eps_max << 16)):
+                    s.fail(ErrorCode.BAD_QUANT)
+            with m.Elif(s.d2.valid & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
+                s.fail(ErrorCode.BAD_QUANT)
+            with m.Elif(s.copy_done):
+                m.next = "LNORM_RUN"
+        with m.State("LNORM_RUN"):
+            m.d.comb += [s.lnorm_busy.eq(1), s.lnorm_run.eq(1)]
+            with m.If(s.lnorm_done):
+                s.next_instruction("FETCH")
+            with m.If(s.write_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+
+    def _lnorm(self, m, s, ln):
+        """Rows into the LayerNorm unit, ``cols`` elements per beat, its per-channel words,
+        and its rows back: element ``(t, c)`` is byte ``t % rows`` of act word
+        ``base + (t // rows) * C + c`` (one read or write per element)."""
+        p, n = self._params, s.n
+        lanes = p.cols
+        cfg_pending = Signal()
+        m.d.comb += [ln.i_cfg.valid.eq(cfg_pending), ln.i_cfg.payload.dim.eq(n.c),
+                     ln.i_cfg.payload.eps.eq(n.eps)]
+        with m.If(ln.i_cfg.valid & ln.i_cfg.ready):
+            m.d.sync += cfg_pending.eq(0)
+        start = Signal()
+        m.d.comb += start.eq(s.lnorm_stall & s.copy_done)       # LNORM_QCHECK -> LNORM_RUN
+        with m.If(start):
+            m.d.sync += cfg_pending.eq(1)
+        x = _BeatWalker(m, "ln_x", lanes, n, start, s.lnorm_run)
+        q = _BeatWalker(m, "ln_q", lanes, n, start, s.lnorm_run)
+        o = _BeatWalker(m, "ln_o", lanes, n, start, s.lnorm_run, gather=False)
+        _, x_lane = _divmod(x.t, p.rows)
+        x_beat = Signal(8 * lanes)
+        q_beat = Signal(ln.i_param.payload.shape())
+        with m.If(x.issue):
+            m.d.comb += [self.act.r_en.eq(x.live), self.act.r_addr.eq(n.abase + x.blk + x.c)]
+        with m.If(x.land):
+            m.d.sync += x_beat.word_select(x.land_lane, 8).eq(
+                self.act.r_data.word_select(x_lane, 8))
+        with m.If(q.issue):
+            m.d.comb += [self.quant.r_en.eq(q.live),
+                         self.quant.r_addr.eq(n.quant_addr + 1 + q.c)]
+        word = self.quant.r_data
+        with m.If(q.land):
+            with m.Switch(q.land_lane):
+                for i in range(lanes):
+                    with m.Case(i):
+                        m.d.sync += [
+                            q_beat.gamma[i].eq(_quant_field(word, isa.LNORM_WORD, "gamma")),
+                            q_beat.beta[i].eq(_quant_field(word, isa.LNORM_WORD, "beta")),
+                            q_beat.mult[i].eq(_quant_field(word, isa.LNORM_WORD, "mult")),
+                            q_beat.shift[i].eq(_quant_field(word, isa.LNORM_WORD, "shift")),
+                        ]
+        m.d.comb += [
+            ln.i_stream.valid.eq(x.full), ln.i_stream.payload.x.eq(x_beat),
+            ln.i_stream.payload.last.eq(x.final),
+            x.taken.eq(ln.i_stream.valid & ln.i_stream.ready),
+            ln.i_param.valid.eq(q.full), ln.i_param.payload.eq(q_beat),
+            q.taken.eq(ln.i_param.valid & ln.i_param.ready),
+        ]
+        # Output beats: held while their elements are written one per cycle.
+        o_beat = Signal(8 * lanes)
+        _, o_lane = _divmod(o.t, p.rows)
+        m.d.comb += [ln.o_stream.ready.eq(~o.full & s.lnorm_run),
+                     o.taken.eq(o.full & o.c_last)]
+        with m.If(ln.o_stream.valid & ln.o_stream.ready):
+            m.d.sync += [o_beat.eq(ln.o_stream.payload.data), o.full.eq(1)]
+        with m.If(o.full & o.live):
+            m.d.comb += [
+                self.act.w_en.eq(1), self.act.w_addr.eq(n.dbase + o.blk + o.c),
+                self.act.w_data.eq(Cat(o_beat.word_select(o.lane, 8) for _ in range(p.rows))),
+                self.act.w_mask.eq(1 << o_lane),
+                s.write_error.eq(self.act.error),
+            ]
+        m.d.comb += [o.step.eq(o.full), s.lnorm_done.eq(o.done)]
+
     def _gemm(self, m, s, core, pipe):
         """The GEMM core's write port, start and result capture."""
         p, g = self._params, s.g
@@ -785,6 +904,14 @@ class _State:
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
             "out_mult", "out_shift"))
+        self.n = _registers(Opcode.LNORM, "n", ("abase", "dbase", "beats"))
+        self.n.rows = p.rows
+        self.n.eps = Signal(64, name="n_eps")
+        self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
+        self.lnorm_busy = Signal()
+        self.lnorm_stall = Signal()
+        self.lnorm_run = Signal()
+        self.lnorm_done = Signal()
         self.attn_busy = Signal()
         self.attn_stall = Signal()
         self.attn_run = Signal()
@@ -885,3 +1012,66 @@ class _State:
             m.next = "GEMM_LOAD_W"
         with m.Else():
             m.next = "NEXT"
+
+
+class _BeatWalker:
+    """Walks the elements of an LNORM tensor ``(n.m, n.c)`` in beats of ``lanes``: row ``t``,
+    beat ``b``, lane ``lane`` (element ``c = b * lanes + lane``; ``live`` while ``c < n.c``),
+    with ``blk`` the act word offset of row ``t``'s block (``(t // rows) * n.c``).
+
+    Gather use: ``issue`` reads one element per cycle until the beat is read, ``land`` /
+    ``land_lane`` tell when and where its data arrives ``Scratchpad.latency`` later, ``full``
+    holds the complete beat until ``taken``. Scatter use: the user sets ``full`` and ``step``
+    (one element per cycle) and ``taken`` at the beat's last lane (``c_last``). ``done``: every
+    row has passed."""
+
+    def __init__(self, m, name: str, lanes: int, n, start, run, *, gather: bool = True):
+        from hw.scratchpad import Scratchpad
+
+        self.t = Signal(16, name=f"{name}_t")
+        self.b = Signal(16, name=f"{name}_b")
+        self.lane = Signal(range(lanes + 1), name=f"{name}_lane")
+        self.blk = Signal(32, name=f"{name}_blk")
+        self.full = Signal(name=f"{name}_full")
+        self.taken = Signal(name=f"{name}_taken")
+        self.step = Signal(name=f"{name}_step")
+        self.c = Signal(32, name=f"{name}_c")
+        self.live = Signal(name=f"{name}_live")
+        self.issue = Signal(name=f"{name}_issue")
+        self.land = Signal(name=f"{name}_land")
+        self.land_lane = Signal.like(self.lane, name=f"{name}_land_lane")
+        self.done = Signal(name=f"{name}_done")
+        self.c_last = Signal(name=f"{name}_c_last")
+        self.final = Signal(name=f"{name}_final")
+        m.d.comb += [
+            self.c.eq(self.b * lanes + self.lane),
+            self.live.eq(self.c < n.c),
+            self.done.eq(self.t == n.m),
+            self.c_last.eq(self.lane == lanes - 1),
+            self.final.eq((self.t == n.m - 1) & (self.b == n.beats - 1)),
+            self.issue.eq(run & ~self.done & ~self.full & (self.lane < lanes) & gather),
+        ]
+        tags = [(Signal(name=f"{name}_v{i}"), Signal.like(self.lane, name=f"{name}_l{i}"))
+                for i in range(Scratchpad.latency)]
+        m.d.sync += [tags[0][0].eq(self.issue), tags[0][1].eq(self.lane)]
+        for (v, lane), (v0, lane0) in zip(tags[1:], tags[:-1]):
+            m.d.sync += [v.eq(v0), lane.eq(lane0)]
+        m.d.comb += [self.land.eq(tags[-1][0]), self.land_lane.eq(tags[-1][1])]
+        with m.If(self.issue | self.step):
+            m.d.sync += self.lane.eq(self.lane + 1)
+        with m.If(self.land & (self.land_lane == lanes - 1)):
+            m.d.sync += self.full.eq(1)
+        with m.If(self.taken):
+            m.d.sync += [self.full.eq(0), self.lane.eq(0), self.b.eq(self.b + 1)]
+            with m.If(self.b == n.beats - 1):
+                m.d.sync += [self.b.eq(0), self.t.eq(self.t + 1)]
+                self._next_row(m, n)
+        with m.If(start):
+            m.d.sync += [self.t.eq(0), self.b.eq(0), self.lane.eq(0), self.blk.eq(0),
+                         self.full.eq(0)]
+
+    def _next_row(self, m, n):
+        rows = n.rows
+        _, lane = _divmod(self.t, rows)
+        with m.If(lane == rows - 1):
+            m.d.sync += self.blk.eq(self.blk + n.c)

@@ -64,7 +64,11 @@ def _bad_program(image):
         14: (isa.encode(isa.attn(q_addr=0, k_addr=0, v_addr=0, dst_addr=512, quant_addr=50, t=5,
                                  heads=1, head_dim=2, window=2, causal=True, src_cols=7,
                                  dst_cols=7)), ErrorCode.BAD_QUANT),
-        15: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+        15: (isa.encode(isa.lnorm(a_addr=0, dst_addr=512, quant_addr=3, m=5, c=0)),
+             ErrorCode.BAD_SHAPE),
+        16: (isa.encode(isa.lnorm(a_addr=0, dst_addr=512, quant_addr=40, m=5, c=3)),
+             ErrorCode.BAD_QUANT),              # epsilon 1 | 2**14 << 32 > 3**4 * 2**16
+        17: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
     }
     words = [isa.encode(isa.nop())] * p.instr_depth
     for entry, (word, _) in cases.items():
@@ -108,7 +112,7 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert out["good"] == Status.DONE
     assert out["act"] == bytes(expected.regions["act"])
     assert out["act"] != bytes(image.regions["act"])
-    assert len(seen) == 14
+    assert len(seen) == 16
 
 
 def test_accelerator_csrs_and_holes():

@@ -19,7 +19,7 @@ from hw.params import preset
 from sw import isasim, ref
 
 #: ``tiny``'s 4x4 array with small scratchpads, so that images load and read back quickly.
-PARAMS = preset("tiny").replace(act_depth=1024, wgt_depth=1024, instr_depth=16, lut_count=2)
+PARAMS = preset("tiny").replace(act_depth=1024, wgt_depth=1024, instr_depth=32, lut_count=2)
 DST = 512                                    # act byte offset of every result
 
 
@@ -208,3 +208,29 @@ def test_controller_attn_matches_isasim(causal):
                                           qkv[:, 2 * width:][:, cols], window, causal, params)
         assert_array_equal(got[:, cols], want)
     assert result["csr"][Csr.PERF_ATTN_BUSY] > 0
+
+
+def test_controller_lnorm_matches_isasim():
+    """LNORM of a ragged (6, 7) tensor (7 channels over 4-lane beats) against sw.isasim."""
+    rng = np.random.default_rng(23)
+    p = PARAMS
+    m, c = 6, 7
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    x = rng.integers(-128, 128, (m, c), dtype=np.int8)
+    image.write("act", 0, isasim.pack_act(x, p.rows))
+    gamma = rng.integers(-128, 128, c)
+    beta = rng.integers(-20000, 20000, c)
+    mult = rng.integers(1 << 14, 1 << 15, c)
+    shift = rng.integers(14, 20, c)
+    eps = 1000
+    image.write("quant", 8 * 4, isasim.pack_quant(isa.EPS_WORD, eps=eps))
+    image.write("quant", 8 * 5, isasim.pack_quant(isa.LNORM_WORD, gamma=gamma, beta=beta,
+                                                  mult=mult, shift=shift))
+    prog = [isa.lnorm(a_addr=0, dst_addr=512, quant_addr=4, m=m, c=c), isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    want = ref.layernorm_int(x, gamma.astype(np.int8), beta.astype(np.int32), mult, shift, eps)
+    assert_array_equal(isasim.unpack_act(result["regions"]["act"][512:], m, c, p.rows), want)
+    assert result["csr"][Csr.PERF_LNORM_BUSY] > 0
