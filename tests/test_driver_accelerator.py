@@ -13,6 +13,7 @@ from hw.params import preset
 from sw import ref
 from sw.driver import DesignMismatchError
 from sw.driver.accelerator import Accelerator, ProgramError
+from sw.driver.infer import infer, list_ports, transport_kind
 from sw.driver.isaboard import isa_board
 from sw.driver.model import LinkServer
 from sw.program import compile_program, random_artifact
@@ -52,6 +53,28 @@ def test_driver_accelerator_predict_bit_exact(model, board):
     assert got.shape == (6, 7) and got.dtype == np.int32
     assert len(acc.run_cycles) == 1 and acc.run_cycles[0] > 0
     assert per_inference < 1500                # input + logits + RUN/STATUS/PERF, no weights
+
+
+def test_driver_infer_report(model, board):
+    art, program, x = model
+    want = ref.model_forward_int(art, x)
+    labels = np.argmax(want, axis=-1)
+    labels[0] = (labels[0] + 1) % 7                       # one wrong label: accuracy 5/6
+    seen = []
+    with Accelerator.open(board.url, timeout=2.0) as acc:
+        acc.load(program)
+        report = infer(acc, x, labels=labels, want=want, progress=seen.append)
+    np.testing.assert_array_equal(report.pop("logits"), want)
+    assert report["samples"] == 6 and seen == [1, 2, 3, 4, 5, 6]
+    assert report["bit_exact"] is True and report["mismatches"] == 0
+    assert report["accuracy"] == report["accuracy_ref"] == 5 / 6
+    assert report["transport"] == "socket" and report["mode"] == "resident"
+    assert report["cycles_per_inference"] > 0
+    assert report["projected_latency_us"] == report["cycles_per_inference"] / 25.0
+    # Resident mode: the link carries little more than the input and the logits.
+    assert report["link_bytes_per_inference"] <= 2 * (x[0].nbytes + want[0].nbytes) + 64
+    assert transport_kind("/dev/ttyUSB0") == "serial" and transport_kind("loop://") == "loop"
+    assert all(set(port) == {"device", "description", "hwid"} for port in list_ports())
 
 
 def test_driver_accelerator_refuses_another_design(model, board):
