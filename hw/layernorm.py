@@ -293,6 +293,13 @@ class LayerNorm(Unit):
         n_shift = Signal(range(LN_RECIP_BITS - LN_FRAC_BITS + 1))
         inflight = Signal(range(64))
 
+        def count(steps, nxt, *done):
+            """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
+            m.d.sync += cnt.eq(cnt + 1)
+            with m.If(cnt == steps - 1):
+                m.d.sync += [cnt.eq(0), *done]
+                m.next = nxt
+
         def mul_step(a_src, b_src, bits, nxt):
             """One shift-and-add step of ``a_src * b_src`` (``bits`` steps) into ``macc``."""
             first = cnt == 0
@@ -302,11 +309,8 @@ class LayerNorm(Unit):
                 macc.eq(Mux(first, 0, macc) + Mux(b_cur[0], a_cur, 0)),
                 ma.eq(a_cur << 1),
                 mb.eq(b_cur >> 1),
-                cnt.eq(cnt + 1),
             ]
-            with m.If(cnt == bits - 1):
-                m.d.sync += cnt.eq(0)
-                m.next = nxt
+            count(bits, nxt)
 
         # -- normalize: the element pipeline ------------------------------------------------
         beat_out = Signal(range(depth))
@@ -337,10 +341,7 @@ class LayerNorm(Unit):
                         m.d.sync += [job_last.eq(self.i_stream.payload.last), cnt.eq(0)]
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == STATS_DRAIN - 1):
-                    m.d.sync += cnt.eq(0)
-                    m.next = "MUL_DQ"
+                count(STATS_DRAIN, "MUL_DQ")
             with m.State("MUL_DQ"):                              # d * Q
                 mul_step(q, dim, self.dim_bits, "MUL_SS")
             with m.State("MUL_SS"):                              # S1**2
@@ -361,10 +362,8 @@ class LayerNorm(Unit):
                     m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
                 with m.Else():
                     m.d.sync += res.eq(res >> 1)
-                m.d.sync += [bit.eq(bit >> 2), cnt.eq(cnt + 1)]
-                with m.If(cnt == ISQRT_ITERATIONS - 1):
-                    m.d.sync += [cnt.eq(0), drem.eq(0), inv.eq(0)]
-                    m.next = "DIV"
+                m.d.sync += bit.eq(bit >> 2)
+                count(ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
             with m.State("DIV"):                                 # 2**48 // max(r, 1)
                 r = Mux(res == 0, 1, res)[:32]
                 rem2 = Cat(cnt == 0, drem)[:34]
@@ -372,10 +371,7 @@ class LayerNorm(Unit):
                     m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
                 with m.Else():
                     m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == DIV_STEPS - 1):
-                    m.d.sync += cnt.eq(0)
-                    m.next = "MUL_G1"
+                count(DIV_STEPS, "MUL_G1")
             with m.State("MUL_G1"):                              # d * inv
                 mul_step(inv, dim, self.dim_bits, "MUL_G")
             with m.State("MUL_G"):                               # G = d * d * inv

@@ -26,58 +26,9 @@ import cocotb
 import numpy as np
 
 from sim.harness import Harness, Scoreboard, write_result
+from sim.stimulus import ln_corner_jobs, ln_random_job
 from sim.streams import Codec
-from sw import quant, ref
-
-MULT_MAX = (1 << quant.MULT_BITS) - 1
-
-
-# -- jobs ----------------------------------------------------------------------------------------
-
-def job(x: Any, gamma: Any, beta: Any, mult: Any, shift: Any, eps: int,
-        kind: str = "random") -> dict[str, Any]:
-    x = np.asarray(x, dtype=np.int64)
-    d = x.shape[1]
-    return {"x": x, "gamma": np.broadcast_to(np.asarray(gamma, np.int64), (d,)),
-            "beta": np.broadcast_to(np.asarray(beta, np.int64), (d,)),
-            "mult": np.broadcast_to(np.asarray(mult, np.int64), (d,)),
-            "shift": np.broadcast_to(np.asarray(shift, np.int64), (d,)), "eps": int(eps),
-            "kind": kind}
-
-
-def random_job(rng: np.random.Generator, d: int, rows: int) -> dict[str, Any]:
-    style = rng.random()
-    if style < 0.6:
-        x = rng.integers(-128, 128, (rows, d))
-    elif style < 0.8:                                   # small spread around an offset
-        x = np.clip(rng.integers(-3, 4, (rows, d)) + rng.integers(-120, 120), -128, 127)
-    else:                                               # mostly constant with outliers
-        x = np.full((rows, d), int(rng.integers(-128, 128)))
-        x[rng.random((rows, d)) < 0.1] = rng.choice([-128, 127])
-    pairs = [quant.quantize_multiplier(2.0 ** rng.uniform(-16, -4)) for _ in range(d)]
-    eps = int(rng.choice([0, 1, int(rng.integers(0, d ** 4 << 16, endpoint=True)),
-                          ref.layernorm_eps_q(d, 1e-5, 0.05)]))
-    return job(x, rng.integers(-128, 128, d), rng.integers(-(1 << 24), 1 << 24, d),
-               [p[0] for p in pairs], [p[1] for p in pairs], eps)
-
-
-def corner_jobs(max_dim: int) -> list[dict[str, Any]]:
-    d = max_dim
-    outlier = [[127] + [-128] * (d - 1), [-128] + [127] * (d - 1)]
-    half = [[127] * (d // 2) + [-128] * (d - d // 2)]
-    return [
-        job([[5], [-128], [127]], 7, -300, 1 << 14, 15, 0, "d1"),
-        job(np.full((2, 7), -128), 3, np.arange(7) * 1000, 1 << 14, 20, 0, "constant"),
-        job(np.full((1, 9), 127), -128, 0, MULT_MAX, 1, 1, "constant"),
-        job(outlier, 127, 0, MULT_MAX, 12, 0, "max_d"),
-        job(half, -128, (1 << 31) - (1 << 23), 1 << 14, 24, 1, "max_d"),
-        job(outlier, 1, 0, 1 << 14, 10, d ** 4 << 16, "max_eps"),
-        job([[1, -1, 2, -2, 3]], [127, -128, 127, -128, 1], 0, MULT_MAX, 1, 5 ** 4 << 16,
-            "max_eps"),
-        job([[100, -100, 50, 0, 1]], [127, -128, 127, -128, 1], 0, MULT_MAX, 1, 0, "saturate"),
-        job([[3, -3, 0, 0]], 0, [1, -1, 3, -3], 1, 1, 0, "ties"),
-    ]
-
+from sw import ref
 
 # -- scoreboard ----------------------------------------------------------------------------------
 
@@ -214,11 +165,12 @@ async def layernorm_rows(dut: Any, idle: bool, backpressure: bool) -> None:
     max_dim = int(os.environ["LF_MAX_DIM"])
     d_max = min(max_dim, int(os.environ.get("LF_DMAX", "64")))
     rng = np.random.default_rng([seed, variant])
-    jobs = corner_jobs(max_dim)
+    jobs = ln_corner_jobs(max_dim)
     n_corner = len(jobs)
     random_rows = 0
     while random_rows < n_rows:
-        jobs.append(random_job(rng, int(rng.integers(1, d_max + 1)), int(rng.integers(1, 5))))
+        jobs.append(ln_random_job(rng, int(rng.integers(1, d_max + 1)),
+                                  int(rng.integers(1, 5))))
         random_rows += jobs[-1]["x"].shape[0]
     await h.start()
     for j in jobs:

@@ -26,72 +26,9 @@ import numpy as np
 
 from hw.vector import VecOp
 from sim.harness import Harness, Scoreboard, write_result
+from sim.stimulus import vec_corner_jobs, vec_outputs, vec_random_job, vec_tables
 from sim.streams import Codec
-from sw import quant, ref
-
-MULT_MAX = (1 << quant.MULT_BITS) - 1
-MAX_BEATS = 8                 # random job length 1..8 beats
-
-
-# -- jobs ----------------------------------------------------------------------------------------
-
-def job(op: VecOp, a: Any, b: Any = None, *, table: int = 0, mult0: int = 0, mult1: int = 0,
-        shift: int = 1, kind: str = "random") -> dict[str, Any]:
-    a = np.asarray(a, dtype=np.int64)
-    b = np.zeros_like(a) if b is None else np.asarray(b, dtype=np.int64)
-    return {"cfg": {"op": op.value, "table": table, "mult0": mult0, "mult1": mult1,
-                    "shift": shift}, "a": a, "b": b, "kind": kind}
-
-
-def random_job(rng: np.random.Generator, cols: int, lut_count: int) -> dict[str, Any]:
-    op = VecOp(int(rng.integers(0, 4)))
-    n = int(rng.integers(1, MAX_BEATS + 1))
-    if op == VecOp.PASS:
-        return job(op, rng.integers(quant.ACC_MIN, quant.ACC_MAX, (n, cols), endpoint=True))
-    a = rng.integers(-128, 128, (n, cols))
-    if op == VecOp.ADD:
-        mult, shift = ref.residual_params(*2.0 ** rng.uniform(-4, 2, 3))
-        if rng.random() < 0.2:                                # raw corner pairs
-            mult = rng.choice([0, 1, MULT_MAX, int(rng.integers(0, MULT_MAX))], 2)
-            shift = int(rng.choice([1, 47, int(rng.integers(1, 48))]))
-        return job(op, a, rng.integers(-128, 128, (n, cols)), mult0=int(mult[0]),
-                   mult1=int(mult[1]), shift=int(shift))
-    if op == VecOp.LUT:
-        return job(op, a, table=int(rng.integers(0, lut_count)))
-    if rng.random() < 0.8:
-        mult, shift = quant.quantize_multiplier(2.0 ** rng.uniform(-3, 1) / n)
-    else:
-        mult, shift = int(rng.integers(0, MULT_MAX + 1)), int(rng.integers(1, 48))
-    return job(op, a, mult0=mult, shift=shift)
-
-
-def corner_jobs(cols: int, lut_count: int) -> list[dict[str, Any]]:
-    """Saturation, -128, ties, every LUT address of every table, pool extremes, int32 ends."""
-    full = np.full
-    lanes = np.arange(cols)
-    tie_a = np.where(lanes % 2 == 0, 1, -1)                       # +-0.5 with shift 1
-    jobs = [
-        job(VecOp.ADD, full((1, cols), 127), full((1, cols), 127), mult0=MULT_MAX,
-            mult1=MULT_MAX, shift=1, kind="sat"),
-        job(VecOp.ADD, full((1, cols), -128), full((1, cols), -128), mult0=MULT_MAX,
-            mult1=MULT_MAX, shift=1, kind="sat"),
-        job(VecOp.ADD, [tie_a], [-3 * tie_a], mult0=1, mult1=1, shift=1, kind="ties"),
-        job(VecOp.ADD, [tie_a * 3], [tie_a * 0], mult0=16384, mult1=0, shift=15, kind="ties"),
-        job(VecOp.ADD, full((2, cols), -128), full((2, cols), 127), mult0=MULT_MAX,
-            mult1=MULT_MAX, shift=47, kind="shift47"),
-        job(VecOp.POOL, full((16, cols), -128), mult0=1 << 14, shift=18, kind="pool_min"),
-        job(VecOp.POOL, full((16, cols), 127), mult0=MULT_MAX, shift=1, kind="pool_sat"),
-        job(VecOp.POOL, [tie_a], mult0=1, shift=1, kind="pool_tie"),
-        job(VecOp.PASS, [np.where(lanes % 2 == 0, quant.ACC_MIN, quant.ACC_MAX)], kind="int32"),
-    ]
-    every = np.arange(-128, 128 + (-256) % cols).clip(max=127).reshape(-1, cols)
-    jobs += [job(VecOp.LUT, every, table=t, kind="lut_all") for t in range(lut_count)]
-    return jobs
-
-
-def job_outputs(j: dict[str, Any]) -> int:
-    return 1 if j["cfg"]["op"] == VecOp.POOL.value else len(j["a"])
-
+from sw import ref
 
 # -- scoreboard ----------------------------------------------------------------------------------
 
@@ -189,7 +126,7 @@ class VectorHarness(Harness):
 
     def queue(self, j: dict[str, Any]) -> None:
         n = len(j["a"])
-        self.csrc.send(self.csrc.codec.pack(j["cfg"]))
+        self.csrc.send(self.csrc.codec.pack({**j["cfg"], "op": j["cfg"]["op"].value}))
         self.src.extend(self.src.codec.pack_many({"a": j["a"], "b": j["b"],
                                                   "last": np.arange(n) == n - 1}))
 
@@ -202,25 +139,24 @@ async def vector_jobs(dut: Any, idle: bool, backpressure: bool) -> None:
     variant = 2 * int(idle) + int(backpressure)
     h = VectorHarness(dut, idle=idle, backpressure=backpressure, seed=seed * 8 + variant)
     rng = np.random.default_rng([seed, variant])
-    luts = rng.integers(-128, 128, (h.lut_count, ref.LUT_SIZE)).astype(np.int8)
-    luts[0] = ref.build_gelu_lut(0.05, 0.04)
-    jobs = corner_jobs(h.cols, h.lut_count)
+    luts = vec_tables(rng, h.lut_count)
+    jobs = vec_corner_jobs(h.cols, h.lut_count)
     n_corner = len(jobs)
     random_rows = 0
     while random_rows < n_rows:
-        jobs.append(random_job(rng, h.cols, h.lut_count))
+        jobs.append(vec_random_job(rng, h.cols, h.lut_count))
         random_rows += len(jobs[-1]["a"])
     await h.start()
     h.load_luts(luts)
     await h.wait_for(lambda: h.sb.lut_writes, luts.size, "table writes")
     for j in jobs:
         h.queue(j)
-    want = sum(job_outputs(j) for j in jobs)
+    want = sum(vec_outputs(j) for j in jobs)
     await h.wait_for(lambda: h.sb.rows_out, want, "output beats")
     h.stop()
     sb = h.sb
     name = f"idle={'on' if idle else 'off'} backpressure={'on' if backpressure else 'off'}"
-    ops = collections.Counter(VecOp(j["cfg"]["op"]).name for j in jobs)
+    ops = collections.Counter(j["cfg"]["op"].name for j in jobs)
     summary = {"variant": name, "jobs": sb.jobs_in, "corner_jobs": n_corner,
                "random_jobs": len(jobs) - n_corner, "random_rows": random_rows,
                "input_rows": sb.beats_in, "output_rows": sb.rows_out,

@@ -73,13 +73,17 @@ async def stream_get(ctx, port, count: int, rng=None, *, ready_rate: float = 0.6
     return out
 
 
-def run_testbenches(dut, *testbenches, deadline_us: float = 2000) -> None:
-    """Simulate ``dut`` at 1 MHz with ``testbenches`` until ``deadline_us``."""
+def run_testbenches(dut, *testbenches, deadline_us: float | None = 2000) -> None:
+    """Simulate ``dut`` at 1 MHz with ``testbenches`` until ``deadline_us`` (``None``: until
+    every testbench has returned)."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for tb in testbenches:
         sim.add_testbench(tb)
-    sim.run_until(deadline_us * 1e-6)
+    if deadline_us is None:
+        sim.run()
+    else:
+        sim.run_until(deadline_us * 1e-6)
 
 
 def array_operands(A: np.ndarray, W: np.ndarray, k: int) -> dict:

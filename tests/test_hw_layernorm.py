@@ -7,44 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from helpers import run_testbenches, stream_get, stream_put, unpack_lanes
 
 from hw.layernorm import LayerNorm, layernorm_pre_shift
 from hw.params import preset
-from sw import quant, ref
+from sim.stimulus import ln_corner_jobs, ln_expected, ln_job, ln_random_job
+from sw import ref
 
 COLS = 3                  # odd on purpose: rows rarely fill their final beat
 MAX_DIM = 40
 
-
-def _job(x, gamma, beta, mult, shift, eps):
-    x = np.asarray(x, dtype=np.int8)
-    d = x.shape[1]
-    return {"x": x, "gamma": np.asarray(gamma, np.int8), "beta": np.asarray(beta, np.int32),
-            "mult": np.broadcast_to(np.asarray(mult, np.int64), (d,)),
-            "shift": np.broadcast_to(np.asarray(shift, np.int64), (d,)), "eps": int(eps)}
-
-
-def _expected(job) -> np.ndarray:
-    return ref.layernorm_int(job["x"], job["gamma"], job["beta"], job["mult"], job["shift"],
-                             job["eps"]).astype(np.int64)
-
-
-def _random_job(rng, d, rows):
-    style = rng.random()
-    if style < 0.6:
-        x = rng.integers(-128, 128, (rows, d))
-    elif style < 0.8:                                   # small spread around an offset
-        x = np.clip(rng.integers(-3, 4, (rows, d)) + rng.integers(-120, 120), -128, 127)
-    else:                                               # mostly constant with outliers
-        x = np.full((rows, d), int(rng.integers(-128, 128)))
-        x[rng.random((rows, d)) < 0.1] = rng.choice([-128, 127])
-    gamma = rng.integers(-128, 128, d)
-    beta = rng.integers(-(1 << 20), 1 << 20, d)
-    pairs = [quant.quantize_multiplier(2.0 ** rng.uniform(-16, -4)) for _ in range(d)]
-    eps = rng.choice([0, 1, int(rng.integers(0, d ** 4 << 16, endpoint=True)),
-                      ref.layernorm_eps_q(d, 1e-5, 0.05)])
-    return _job(x, gamma, beta, [p[0] for p in pairs], [p[1] for p in pairs], eps)
 
 
 def _simulate(jobs, *, cols=COLS, max_dim=MAX_DIM, idle=False, backpressure=False, seed=0,
@@ -64,18 +36,11 @@ def _simulate(jobs, *, cols=COLS, max_dim=MAX_DIM, idle=False, backpressure=Fals
             out[v.shape[0]:] = rng.integers(-128, 128, b * cols - v.shape[0])
         return out.reshape(b, cols)
 
-    async def put(ctx, s, payload):
-        if idle and rng.random() < 0.3:
-            ctx.set(s.valid, 0)
-            await ctx.tick().repeat(int(rng.integers(1, 4)))
-        ctx.set(s.valid, 1)
-        ctx.set(s.payload, payload)
-        await ctx.tick().until(s.ready)
-        ctx.set(s.valid, 0)
+    pause = rng if idle else None
 
     async def cfg_tb(ctx):
         for j in jobs:
-            await put(ctx, dut.i_cfg, {"dim": j["x"].shape[1], "eps": j["eps"]})
+            await stream_put(ctx, dut.i_cfg, {"dim": j["x"].shape[1], "eps": j["eps"]}, pause)
 
     async def data_tb(ctx):
         for b, j in zip(beats, jobs):
@@ -83,7 +48,8 @@ def _simulate(jobs, *, cols=COLS, max_dim=MAX_DIM, idle=False, backpressure=Fals
                 xs = pad(row.astype(np.int64), b, noise=True)
                 for i in range(b):
                     end = r == j["x"].shape[0] - 1 and i == b - 1
-                    await put(ctx, dut.i_stream, {"x": xs[i].tolist(), "last": int(end)})
+                    await stream_put(ctx, dut.i_stream, {"x": xs[i].tolist(), "last": int(end)},
+                                     pause)
 
     async def param_tb(ctx):
         for b, j in zip(beats, jobs):
@@ -92,25 +58,18 @@ def _simulate(jobs, *, cols=COLS, max_dim=MAX_DIM, idle=False, backpressure=Fals
             cols_p["shift"][cols_p["shift"] == 0] = 1
             for _ in range(j["x"].shape[0]):
                 for i in range(b):
-                    await put(ctx, dut.i_param, {f: v[i].tolist() for f, v in cols_p.items()})
+                    await stream_put(ctx, dut.i_param,
+                                     {f: v[i].tolist() for f, v in cols_p.items()}, pause)
 
     async def sink_tb(ctx):
-        while len(got) < total:
-            ready = int(rng.random() < 0.5) if backpressure else 1
-            ctx.set(dut.o_stream.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
-                                                           dut.o_stream.payload)
-            if valid and ready:
-                got.append([payload.data[c] for c in range(cols)])
-                lasts.append(payload.last)
+        raw = await stream_get(ctx, dut.o_stream, total, rng if backpressure else None)
+        got.extend(unpack_lanes(p, cols) for p in raw)
+        lasts.extend((p >> (8 * cols)) & 1 for p in raw)
+        ctx.set(dut.o_stream.ready, 1)
         await ctx.tick().repeat(30)
         assert not ctx.get(dut.o_stream.valid), "an extra output beat appeared"
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for tb in (cfg_tb, data_tb, param_tb, sink_tb):
-        sim.add_testbench(tb)
-    sim.run()
+    run_testbenches(dut, cfg_tb, data_tb, param_tb, sink_tb, deadline_us=None)
     assert len(got) == total
     out, pos = [], 0
     for b, j in zip(beats, jobs):
@@ -125,7 +84,7 @@ def _check(jobs, **kw):
     out, lasts, beats = _simulate(jobs, **kw)
     rows = 0
     for got, j in zip(out, jobs):
-        np.testing.assert_array_equal(got, _expected(j))
+        np.testing.assert_array_equal(got, ln_expected(j))
         rows += j["x"].shape[0]
     want_last = []
     for b, j in zip(beats, jobs):
@@ -135,40 +94,17 @@ def _check(jobs, **kw):
     return rows
 
 
-def _corner_jobs(d_max):
-    ones = np.ones
-    big = (1 << 15) - 1
-    jobs = [
-        # d = 1: c = 0, so y = requantize(beta).
-        _job([[5], [-128]], [7], [-300], 1 << 14, 15, 0),
-        # Constant rows with eps 0 (S = 0: r = max(isqrt(0), 1) = 1).
-        _job(np.full((2, 7), -128), ones(7) * 3, np.arange(7) * 1000, 1 << 14, 20, 0),
-        # Extreme spread, both polarities of the outlier, maximum d.
-        _job([[127] + [-128] * (d_max - 1), [-128] + [127] * (d_max - 1)],
-             np.full(d_max, 127), np.zeros(d_max), big, 12, 0),
-        _job([[127] * (d_max // 2) + [-128] * (d_max - d_max // 2)], np.full(d_max, -128),
-             np.full(d_max, (1 << 31) - (1 << 23)), 1 << 14, 24, 1),
-        # Largest epsilon (d**4 * 2**16) and saturation both ways.
-        _job([[1, -1, 2, -2, 3]], [127, -128, 127, -128, 1], [0] * 5, big, 1, 5 ** 4 << 16),
-        _job([[100, -100, 50, 0, 1]], [127, -128, 127, -128, 1], [0] * 5, big, 1, 0),
-        # Ties in the final requant: acc odd, mult 1, shift 1.
-        _job([[3, -3, 0, 0]], [0, 0, 0, 0], [1, -1, 3, -3], 1, 1, 0),
-    ]
-    return jobs
-
-
 def test_layernorm_pre_shift_matches_reference_for_every_width():
     for d in range(1, ref.LN_MAX_DIM + 1):
         assert layernorm_pre_shift(d) == ref.layernorm_pre_shift(d)
 
 
 def test_layernorm_corners():
-    jobs = _corner_jobs(MAX_DIM)
-    assert _check(jobs) == 10
-    want = [_expected(j) for j in jobs]
-    assert want[4].max() == 127 or want[5].max() == 127
-    assert want[5].min() == -128
-    assert want[6][0].tolist() == [1, 0, 2, -1]                # ties toward +infinity
+    jobs = ln_corner_jobs(MAX_DIM)
+    assert _check(jobs) == 14
+    want = [ln_expected(j) for j in jobs]
+    assert want[7].max() == 127 and want[7].min() == -128      # saturation both ways
+    assert want[8][0].tolist() == [1, 0, 2, -1]                # ties toward +infinity
 
 
 @pytest.mark.parametrize("idle, backpressure", [(False, False), (True, False), (False, True),
@@ -176,7 +112,7 @@ def test_layernorm_corners():
                          ids=["plain", "idle", "backpressure", "idle+backpressure"])
 def test_layernorm_random_rows(idle, backpressure):
     rng = np.random.default_rng(20 + 2 * idle + backpressure)
-    jobs = [_random_job(rng, int(rng.integers(1, MAX_DIM + 1)), int(rng.integers(1, 4)))
+    jobs = [ln_random_job(rng, int(rng.integers(1, MAX_DIM + 1)), int(rng.integers(1, 4)))
             for _ in range(14)]
     rows = _check(jobs, idle=idle, backpressure=backpressure, seed=int(rng.integers(1000)))
     assert rows == sum(j["x"].shape[0] for j in jobs) >= 14
@@ -186,8 +122,8 @@ def test_layernorm_maximum_width():
     """d = LN_MAX_DIM (1024) with the unit's full-size row buffer and engine."""
     rng = np.random.default_rng(5)
     d = ref.LN_MAX_DIM
-    jobs = [_random_job(rng, d, 1),
-            _job([[127] + [-128] * (d - 1)], np.full(d, 127), np.zeros(d), (1 << 15) - 1, 13,
+    jobs = [ln_random_job(rng, d, 1),
+            ln_job([[127] + [-128] * (d - 1)], np.full(d, 127), np.zeros(d), (1 << 15) - 1, 13,
                  0)]
     assert _check(jobs, cols=8, max_dim=d) == 2
 
@@ -196,7 +132,7 @@ def test_layernorm_latency_and_row_cycles():
     cols, max_dim, d = 2, 16, 5
     dut = LayerNorm(cols, max_dim=max_dim, use_dsp=False)
     rng = np.random.default_rng(2)
-    job = _random_job(rng, d, 3)
+    job = ln_random_job(rng, d, 3)
     beats = -(-d // cols)
     in_cycles, out_cycles = [], []
 
@@ -226,10 +162,7 @@ def test_layernorm_latency_and_row_cycles():
             if valid:
                 out_cycles.append(cycle)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
+    run_testbenches(dut, tb, deadline_us=None)
     assert len(in_cycles) == len(out_cycles) == 3 * beats
     starts = in_cycles[::beats]
     assert [b - a for a, b in zip(starts, starts[1:])] == [dut.row_cycles(d)] * 2
