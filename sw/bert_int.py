@@ -46,8 +46,9 @@ from sw.ref import (
 )
 
 __all__ = [
-    "BertInt", "attention_int", "calibration_sentences", "cosine", "embed_int", "encode_int",
-    "quantize_bert", "quantize_from_text",
+    "FORMAT", "FORMAT_VERSION", "BertInt", "add_arguments", "attention_int",
+    "calibration_sentences", "cosine", "cosine_to_fp32", "embed_int", "encode_int",
+    "load_bert_int", "quantize_bert", "quantize_from_text", "run", "save_bert_int",
 ]
 
 
@@ -301,6 +302,23 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(den, 1e-30)
 
 
+def cosine_to_fp32(model: BertInt, twin, ids: np.ndarray, mask: np.ndarray,
+                   window: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(cosine (B,), int8 embeddings dequantized (B, C), fp32 embeddings (B, C))``.
+
+    The fp32 side is the twin's mean-pooled last hidden state over the same tokens.
+    """
+    import torch
+
+    from sw.bert import mean_pool
+
+    e_int = embed_int(model, ids, mask, window).astype(np.float64) * model.scales["pool"]
+    with torch.no_grad():
+        h = twin(torch.from_numpy(np.asarray(ids)), torch.from_numpy(np.asarray(mask)))
+        e_f = mean_pool(h, torch.from_numpy(np.asarray(mask))).double().numpy()
+    return cosine(e_int, e_f), e_int, e_f
+
+
 def quantize_from_text(twin, tokenizer, sentences: list[str], max_seq_len: int = 128) -> BertInt:
     """:func:`quantize_bert` on sentences (tokenized with the checkpoint's tokenizer).
 
@@ -314,3 +332,158 @@ def quantize_from_text(twin, tokenizer, sentences: list[str], max_seq_len: int =
                          f"max_seq_len {max_seq_len} tokens; give shorter sentences")
     ids, mask = encode_batch(tokenizer, fit, max_seq_len, twin.cfg.pad_token_id)
     return quantize_bert(twin, ids, mask, max_seq_len=max_seq_len)
+
+
+# -- artifact: one safetensors file, integer tensors + a JSON manifest in its metadata -------------
+
+FORMAT = "lightformer-bert-int8"
+FORMAT_VERSION = 1
+
+
+def _array_names(cfg: BertConfig) -> set[str]:
+    """Every tensor name of a quantized model of ``cfg`` (what a loaded artifact must hold)."""
+    lin, ln, add = ("w", "b", "mult", "shift"), ("gamma", "beta", "mult", "shift", "eps"), (
+        "mult", "shift")
+    names = {"embed.word", "embed.pos", "pool.table"}
+    names |= {f"embed.add.{k}" for k in add} | {f"embed.ln.{k}" for k in ln}
+    for i in range(cfg.n_layers):
+        p = f"layers.{i}."
+        names |= {p + "attn.quant", p + "ffn.gelu_lut"}
+        for name, keys in (("attn.qkv", lin), ("attn.proj", lin), ("ffn.fc1", lin),
+                           ("ffn.fc2", lin), ("ln1", ln), ("ln2", ln), ("add1", add),
+                           ("add2", add)):
+            names |= {f"{p}{name}.{k}" for k in keys}
+    return names
+
+
+def save_bert_int(path: Path | str, model: BertInt, tokenizer, info: dict | None = None) -> Path:
+    """Write ``model`` (and the tokenizer, as JSON) to ``path`` atomically; returns the path."""
+    import json
+
+    import safetensors.numpy
+
+    from sw.report import atomic_write_bytes
+
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "config": model.config.to_dict(), "max_seq_len": model.max_seq_len,
+                "scales": model.scales, "tokenizer": tokenizer.to_str(), "info": info or {}}
+    # np.array, not np.ascontiguousarray: the latter turns 0-d constants (shifts) into 1-d.
+    data = safetensors.numpy.save({k: np.array(v, order="C") for k, v in model.arrays.items()},
+                                  metadata={FORMAT: json.dumps(manifest)})
+    return atomic_write_bytes(path, data)
+
+
+def load_bert_int(path: Path | str) -> tuple[BertInt, object, dict]:
+    """Read an artifact of :func:`save_bert_int`: ``(model, tokenizer, info)``.
+
+    ``ValueError`` (what, where, what to do) for a file that is not such an artifact, of another
+    format version, or whose tensors do not match its config.
+    """
+    import json
+
+    from safetensors import SafetensorError, safe_open
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such artifact; write one with "
+                                "`lightformer import-hf DIR --out ARTIFACT`")
+    redo = "write it again with `lightformer import-hf DIR --out ARTIFACT`"
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as exc:
+        raise ValueError(f"{path}: not a safetensors file ({exc}); {redo}") from None
+    if FORMAT not in meta:
+        raise ValueError(f"{path}: not a BERT artifact (no {FORMAT!r} manifest; a "
+                         f"LightTransformer artifact is read by `lightformer eval`); {redo}")
+    try:
+        m = json.loads(meta[FORMAT])
+        version = m["format_version"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: damaged manifest ({exc!r}); {redo}") from None
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {version!r}, this lightformer reads "
+                         f"{FORMAT_VERSION}; {redo}")
+    try:
+        cfg = BertConfig(**m["config"])
+        model = BertInt(config=cfg, arrays=arrays, scales=m["scales"],
+                        max_seq_len=int(m["max_seq_len"]))
+        tokenizer = Tokenizer.from_str(m["tokenizer"])
+    except Exception as exc:                  # the tokenizer parser (Rust) raises plain Exception
+        raise ValueError(f"{path}: damaged manifest ({exc!r}); {redo}") from None
+    want = _array_names(cfg)
+    if set(arrays) != want:
+        missing, extra = sorted(want - set(arrays)), sorted(set(arrays) - want)
+        raise ValueError(f"{path}: tensors do not match the config (missing {missing[:4]}, "
+                         f"unexpected {extra[:4]}); {redo}")
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return model, tokenizer, m.get("info", {})
+
+
+# -- `lightformer embed` ---------------------------------------------------------------------------
+
+def add_arguments(p) -> None:
+    import argparse
+
+    from sw.report import json_path_type
+
+    def existing_file(text: str) -> Path:
+        if not Path(text).is_file():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+        return Path(text)
+
+    p.add_argument("--artifact", type=existing_file, required=True, metavar="ARTIFACT",
+                   help="artifact written by `lightformer import-hf`")
+    p.add_argument("--text-file", type=existing_file, required=True, metavar="FILE",
+                   help="UTF-8 text, one sentence per line (blank lines are skipped)")
+    p.add_argument("--json", type=json_path_type, required=True, metavar="PATH",
+                   help="write the embeddings as JSON to PATH, or - for stdout")
+    p.add_argument("--reference", action="store_true",
+                   help="also run the fp32 twin (re-imported from the folder the artifact was "
+                        "made from) and report cosine_to_fp32 per sentence")
+    p.add_argument("--hf-dir", type=Path, default=None, metavar="DIR",
+                   help="with --reference: the Hugging Face folder, if it has moved")
+
+
+def run(args) -> int:
+    import hashlib
+
+    from sw.report import info_stream, write_json
+
+    try:
+        model, tokenizer, info = load_bert_int(args.artifact)
+        lines = [s.strip() for s in args.text_file.read_text(encoding="utf-8").splitlines()]
+        sentences = [s for s in lines if s]
+        ids, mask = encode_batch(tokenizer, sentences, model.max_seq_len,
+                                 model.config.pad_token_id)
+        emb = embed_int(model, ids, mask).astype(np.float64) * model.scales["pool"]
+    except (ValueError, FileNotFoundError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"lightformer embed: {exc}") from None
+    report = {"artifact": str(args.artifact), "sentences": len(sentences),
+              "tokens": [int(n) for n in mask.sum(axis=1)], "embeddings": emb.tolist()}
+    out = info_stream(args.json)
+    if args.reference:
+        from sw.bert import BertEncoder
+        from sw.import_hf import load_hf
+
+        source = info.get("source", {})
+        folder = args.hf_dir or Path(source.get("folder", ""))
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise SystemExit(f"lightformer embed: --reference needs the Hugging Face folder the "
+                             f"artifact was made from ({str(folder)!r} has no model.safetensors);"
+                             " pass it with --hf-dir DIR")
+        if hashlib.sha256(weights.read_bytes()).hexdigest() != source.get("model_sha256"):
+            raise SystemExit(f"lightformer embed: {weights} is not the checkpoint the artifact "
+                             "was made from (its SHA-256 differs); pass the right --hf-dir")
+        twin = BertEncoder.from_imported(load_hf(folder))
+        cos, _, e_f = cosine_to_fp32(model, twin, ids, mask)
+        report.update(reference_embeddings=e_f.tolist(), cosine_to_fp32=cos.tolist(),
+                      mean_cosine_to_fp32=float(cos.mean()))
+        print(f"mean cosine to fp32 {cos.mean():.4f} (min {cos.min():.4f})", file=out)
+    where = write_json(args.json, report, kind="embed")
+    print(f"{len(sentences)} embedding(s) of {model.config.d_model} values -> {where}", file=out)
+    return 0

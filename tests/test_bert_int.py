@@ -153,3 +153,42 @@ def test_bert_int_errors(text):
         embed_int(model, ids[:, :2] * 0 + 2, np.zeros((1, 2), dtype=bool))
     with pytest.raises(ValueError, match="non-empty"):
         quantize_bert(twin, np.zeros((0, 4), dtype=np.int64), np.zeros((0, 4), dtype=bool))
+
+
+def test_bert_int_artifact_round_trip(text, tmp_path):
+    import json
+
+    import safetensors.numpy
+
+    from sw.bert_int import load_bert_int, save_bert_int
+
+    tok, vocab, calib, held = text
+    model = quantize_from_text(_model(vocab, d=32, layers=1, heads=2), tok, calib[:16], 48)
+    path = save_bert_int(tmp_path / "m.safetensors", model, tok, {"note": "x"})
+    loaded, tok2, info = load_bert_int(path)
+    assert info == {"note": "x"} and loaded.config == model.config
+    assert set(loaded.arrays) == set(model.arrays)
+    for k, v in model.arrays.items():
+        np.testing.assert_array_equal(loaded.arrays[k], v)
+        assert loaded.arrays[k].dtype == v.dtype and loaded.arrays[k].shape == np.shape(v)
+    ids, mask = encode_batch(tok, held[:3], 48)
+    ids2, mask2 = encode_batch(tok2, held[:3], 48)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_array_equal(embed_int(model, ids, mask), embed_int(loaded, ids2, mask2))
+    # A tensor removed, and a manifest of another version, are refused by name.
+    arrays = {k: np.array(v, order="C") for k, v in model.arrays.items()}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        manifest = json.loads(f.metadata()["lightformer-bert-int8"])
+    bad = dict(arrays)
+    del bad["layers.0.ln2.eps"]
+    safetensors.numpy.save_file(bad, tmp_path / "bad.safetensors",
+                                metadata={"lightformer-bert-int8": json.dumps(manifest)})
+    with pytest.raises(ValueError, match=r"missing \['layers.0.ln2.eps'\]"):
+        load_bert_int(tmp_path / "bad.safetensors")
+    manifest["format_version"] = 99
+    safetensors.numpy.save_file(arrays, tmp_path / "v99.safetensors",
+                                metadata={"lightformer-bert-int8": json.dumps(manifest)})
+    with pytest.raises(ValueError, match="format version 99"):
+        load_bert_int(tmp_path / "v99.safetensors")

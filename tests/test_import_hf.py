@@ -238,3 +238,64 @@ def test_import_hf_error_long_sentence_and_unknown_id(checkpoint):
     ids = torch.tensor([[2, 5, imp.config.vocab_size, 3]])
     with pytest.raises(ValueError, match=r"token id \d+ \(sentence 1, position 2\) is outside"):
         twin(ids)
+
+
+# -- commands (import-hf, embed), run through their own parsers ----------------------------------
+
+def _command(module, argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    return module.run(p.parse_args(argv))
+
+
+def test_import_hf_and_embed_commands(checkpoint, tmp_path, capsys):
+    import sw.bert_int
+    import sw.import_hf
+    from sw.bert_int import load_bert_int
+
+    folder, model = checkpoint
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS[:-5], size=rng.integers(3, 12))) + "." for _ in range(40)]
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    art = tmp_path / "bert.safetensors"
+    summary = tmp_path / "import.json"
+    assert _command(sw.import_hf, [str(folder), "--out", str(art), "--max-seq-len", "24",
+                                   "--calibration", str(calib), "--json", str(summary)]) == 0
+    rep = json.loads(summary.read_text(encoding="utf-8"))
+    assert rep["kind"] == "import-hf" and rep["schema_version"] == 1
+    assert rep["calibration"]["sentences"] == 30 and rep["calibration"]["held_out"] == 10
+    assert rep["calibration"]["mean_cosine_to_fp32"] >= 0.98
+    loaded, tok, info = load_bert_int(art)
+    assert loaded.max_seq_len == 24 and info["source"]["pooler"]
+
+    text = tmp_path / "in.txt"
+    text.write_text("\n".join(SENTENCES) + "\n\n", encoding="utf-8")
+    out = tmp_path / "emb.json"
+    assert _command(sw.bert_int, ["--artifact", str(art), "--text-file", str(text),
+                                  "--json", str(out), "--reference"]) == 0
+    rep = json.loads(out.read_text(encoding="utf-8"))
+    assert rep["kind"] == "embed" and rep["sentences"] == 3
+    emb = np.array(rep["embeddings"])
+    assert emb.shape == (3, loaded.config.d_model)
+    ids, mask = encode_batch(tok, SENTENCES, 24)
+    assert rep["tokens"] == mask.sum(axis=1).tolist()
+    with torch.no_grad():
+        ref = _reference(model, ids, mask)
+    want = np.stack([ref[i][mask[i]].mean(axis=0) for i in range(3)])
+    assert np.max(np.abs(np.array(rep["reference_embeddings"]) - want)) <= 1e-4
+    assert len(rep["cosine_to_fp32"]) == 3
+    assert rep["mean_cosine_to_fp32"] == pytest.approx(np.mean(rep["cosine_to_fp32"]))
+    assert rep["mean_cosine_to_fp32"] >= 0.95
+    capsys.readouterr()
+
+    # Errors: a too-long sentence, a limit over the model's positions, a foreign file.
+    text.write_text(" ".join(["cat"] * 30) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="sentence 1 has 32 tokens, more than max_seq_len 24"):
+        _command(sw.bert_int, ["--artifact", str(art), "--text-file", str(text), "--json", "-"])
+    with pytest.raises(SystemExit, match="--max-seq-len 64 is more than the model's 32"):
+        _command(sw.import_hf, [str(folder), "--out", str(art), "--max-seq-len", "64"])
+    with pytest.raises(ValueError, match="not a BERT artifact"):
+        load_bert_int(folder / "model.safetensors")
