@@ -9,18 +9,23 @@ with an :class:`hw.isa.ErrorCode` in ``code``). Either way ``pc`` holds the inst
 halted or failed, ``busy`` falls, and the next ``start`` runs a new program.
 
 Checks, in the order ``hw.isa.decode`` / ``validate`` report them (the first failing one wins):
-an opcode this controller does not execute (``ILLEGAL_OPCODE``), a reserved bit set or a bad
+an opcode outside :class:`hw.isa.Opcode` (``ILLEGAL_OPCODE``), a reserved bit set or a bad
 flag / LUT index (``BAD_FIELD``), a shape out of range (``BAD_SHAPE``), an operand that leaves
 its scratchpad or is misaligned (``BAD_ADDRESS``), a requant shift outside ``[1, 47]`` in the
-quant words of an int8 GEMM (``BAD_QUANT``, checked before the first write), and a program
-counter that leaves the instruction memory (``NO_HALT``). An instruction that fails writes
+quant words of an instruction, or a LayerNorm epsilon out of range (``BAD_QUANT``), a token
+id outside ``[0, vocab)`` (``BAD_TOKEN``) -- both checked before the first write -- and a
+program counter that leaves the instruction memory (``NO_HALT``). An instruction that fails writes
 nothing; the scratchpads' own bounds checks stop any access the checks above missed
 (``BAD_ADDRESS``).
 
-Executed here: ``NOP``, ``BARRIER`` (every unit finishes before the next instruction starts, so
-it only retires), ``HALT`` and ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
-:class:`hw.gemm_unit.GemmAccPipeline`. ``ATTN``, ``LNORM``, ``VEC`` and ``EMBED`` are refused
-with ``ILLEGAL_OPCODE`` by this version of the controller.
+Units (each instruction runs to completion before the next is fetched, so ``BARRIER`` only
+retires): ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
+:class:`hw.gemm_unit.GemmAccPipeline`; ``ATTN`` head by head on
+:class:`hw.attention.WindowedAttention`; ``VEC`` on :class:`hw.vector.VectorUnit` (``rows``
+lanes: one act word per beat); ``LNORM`` row by row on :class:`hw.layernorm.LayerNorm`;
+``EMBED`` as a byte gather from the weight scratchpad. Operands are read and results written
+in the layouts of :func:`hw.isa.act_offset` / :func:`hw.isa.wgt_offset`; the per-opcode methods
+below say how each unit is fed.
 
 GEMM ``dst (M, N) = A (M, K) x W (K, N)`` runs tile by tile: for each tile of ``cols`` output
 columns the weight tile (``K`` words, the ``hw.isa.wgt_offset`` layout) and its quant words go
@@ -57,8 +62,7 @@ PERF_LAYOUT = data.StructLayout({name: unsigned(32) for name in (
     "cycles", "instret", "gemm_busy", "gemm_stall", "attn_busy", "attn_stall",
     "vec_busy", "vec_stall", "lnorm_busy", "lnorm_stall")})
 
-_IMPLEMENTED = (Opcode.NOP, Opcode.GEMM, Opcode.ATTN, Opcode.LNORM, Opcode.VEC, Opcode.BARRIER,
-                Opcode.HALT)
+_IMPLEMENTED = tuple(Opcode)
 _OUT32_WORDS = 4                    # an int32 column word is four ``rows``-byte act words
 
 
@@ -161,6 +165,7 @@ class Controller(Unit):
         self._vec(m, s, vec)
         self._attn(m, s, attn)
         self._lnorm(m, s, lnorm)
+        self._embed(m, s)
         self._perf(m, s)
         return m
 
@@ -210,6 +215,7 @@ class Controller(Unit):
             self._vec_states(m, s)
             self._attn_states(m, s)
             self._lnorm_states(m, s)
+            self._embed_states(m, s)
         with m.If(s.next_pc):
             m.d.sync += self.pc.eq(self.pc + 1)
 
@@ -227,6 +233,9 @@ class Controller(Unit):
         elif op == Opcode.LNORM:
             s.latch(s.n, instruction_fields(ir, Opcode.LNORM))
             m.next = "LNORM_CHECK"
+        elif op == Opcode.EMBED:
+            s.latch(s.e, instruction_fields(ir, Opcode.EMBED))
+            m.next = "EMBED_CHECK"
         elif op == Opcode.VEC:
             s.latch(s.v, instruction_fields(ir, Opcode.VEC))
             m.next = "VEC_CHECK"
@@ -786,6 +795,81 @@ class Controller(Unit):
             ]
         m.d.comb += [o.step.eq(o.full), s.lnorm_done.eq(o.done)]
 
+    # -- EMBED --------------------------------------------------------------------------------
+
+    def _embed_states(self, m, s):
+        """``dst (T, C) = table[ids]``: ``hw.isa.validate``, every id checked (``BAD_TOKEN``,
+        before any write), then per token its id (4 bytes of the int32 ids tensor, which the
+        act layout stores contiguously: id ``t`` is bytes ``4t .. 4t+3``) and its table row
+        (``C`` bytes of the weight scratchpad from ``table_addr + id * C``), one byte per
+        cycle into byte lane ``t % rows`` of the dst words. (EMBED is the VEC unit's work in
+        ``hw.isa.unit_of``; it counts as VEC busy time.)"""
+        p, e = self._params, s.e
+        with m.State("EMBED_CHECK"):
+            with m.If((e.t == 0) | (e.c == 0) | (e.vocab == 0)):
+                s.fail(ErrorCode.BAD_SHAPE)
+            with m.Elif(_act_bad(p, e.ids_addr, e.t, 1, 2)):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(((e.table_addr % p.cols) != 0)
+                        | (e.table_addr + e.vocab * e.c > p.wgt_depth)):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(_act_bad(p, e.dst_addr, e.t, e.c)):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Else():
+                m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
+                             s.i.eq(0), e.t_i.eq(0), e.blk.eq(0)]
+                m.next = "EMBED_IDS"
+        byte_word, _ = _divmod(s.i, p.rows)
+        with m.State("EMBED_IDS"):
+            m.d.comb += [s.length.eq(e.t << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
+            s.issue(self.act, e.ibase + byte_word, _NO_SEL, core=False)
+            with m.If(s.d2.valid & (s.d2.index[:2] == 3) & (e.ident >= e.vocab)):
+                s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
+            with m.Elif(s.copy_done):
+                m.d.sync += s.i.eq(0)
+                m.next = "EMBED_ID"
+        with m.State("EMBED_ID"):
+            m.d.comb += [s.length.eq((e.t_i + 1) << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
+            s.issue(self.act, e.ibase + byte_word, _NO_SEL, core=False)
+            with m.If(s.copy_done):
+                m.d.sync += [s.i.eq(0), e.row.eq(e.table_addr + e.id * e.c)]
+                m.next = "EMBED_COPY"
+        with m.State("EMBED_COPY"):
+            self._embed_copy(m, s)
+
+    def _embed(self, m, s):
+        """The ids' bytes land in ``e.id``; ``e.ident`` is the id whose last byte lands now."""
+        e = s.e
+        _, land_lane = _divmod(s.d2.index, self._params.rows)
+        landed = self.act.r_data.word_select(land_lane, 8)
+        with m.If(s.d2.valid & s.embed_ids):
+            m.d.sync += e.id.word_select(s.d2.index[:2], 8).eq(landed)
+        m.d.comb += e.ident.eq(Cat(e.id[:24], landed))
+
+    def _embed_copy(self, m, s):
+        p, e = self._params, s.e
+        m.d.comb += [s.length.eq(e.c), s.vec_busy.eq(1)]
+        word, _ = _divmod(e.row + s.i, p.cols)
+        _, lane = _divmod(e.row + s.d2.index, p.cols)
+        _, row_lane = _divmod(e.t_i, p.rows)
+        s.issue(self.wgt, word, _NO_SEL, core=False)
+        with m.If(s.d2.valid):
+            byte = self.wgt.r_data.word_select(lane, 8)
+            m.d.comb += [
+                self.act.w_en.eq(1), self.act.w_addr.eq(e.dbase + e.blk + s.d2.index),
+                self.act.w_data.eq(Cat(byte for _ in range(p.rows))),
+                self.act.w_mask.eq(1 << row_lane),
+            ]
+            with m.If(self.act.error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+        with m.If(s.copy_done):
+            m.d.sync += [s.i.eq((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
+            with m.If(row_lane == p.rows - 1):
+                m.d.sync += e.blk.eq(e.blk + e.c)
+            m.next = "EMBED_ID"
+            with m.If(e.t_i + 1 == e.t):
+                s.next_instruction("FETCH")
+
     def _gemm(self, m, s, core, pipe):
         """The GEMM core's write port, start and result capture."""
         p, g = self._params, s.g
@@ -908,6 +992,9 @@ class _State:
         self.n.rows = p.rows
         self.n.eps = Signal(64, name="n_eps")
         self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
+        self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
+        self.e.ident = Signal(32, name="e_ident")
+        self.embed_ids = Signal()
         self.lnorm_busy = Signal()
         self.lnorm_stall = Signal()
         self.lnorm_run = Signal()

@@ -68,7 +68,9 @@ def _bad_program(image):
              ErrorCode.BAD_SHAPE),
         16: (isa.encode(isa.lnorm(a_addr=0, dst_addr=512, quant_addr=40, m=5, c=3)),
              ErrorCode.BAD_QUANT),              # epsilon 1 | 2**14 << 32 > 3**4 * 2**16
-        17: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+        17: (isa.encode(isa.embed(ids_addr=0, table_addr=0, dst_addr=512, t=5, c=3, vocab=9)),
+             ErrorCode.BAD_TOKEN),              # the ids are A's random bytes
+        18: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
     }
     words = [isa.encode(isa.nop())] * p.instr_depth
     for entry, (word, _) in cases.items():
@@ -112,7 +114,7 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert out["good"] == Status.DONE
     assert out["act"] == bytes(expected.regions["act"])
     assert out["act"] != bytes(image.regions["act"])
-    assert len(seen) == 16
+    assert len(seen) == 17
 
 
 def test_accelerator_csrs_and_holes():

@@ -234,3 +234,25 @@ def test_controller_lnorm_matches_isasim():
     want = ref.layernorm_int(x, gamma.astype(np.int8), beta.astype(np.int32), mult, shift, eps)
     assert_array_equal(isasim.unpack_act(result["regions"]["act"][512:], m, c, p.rows), want)
     assert result["csr"][Csr.PERF_LNORM_BUSY] > 0
+
+
+def test_controller_embed_matches_isasim():
+    """EMBED of 6 token ids (ragged: 6 tokens over 4-row blocks) from a (10, 5) table."""
+    rng = np.random.default_rng(29)
+    p = PARAMS
+    t, c, vocab = 6, 5, 10
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    ids = rng.integers(0, vocab, (t, 1)).astype(np.int32)
+    ids[0, 0], ids[1, 0] = 0, vocab - 1
+    table = rng.integers(-128, 128, (vocab, c), dtype=np.int8)
+    image.write("act", 64, isasim.pack_act(ids, p.rows))
+    image.write("wgt", 128, table.tobytes())
+    prog = [isa.embed(ids_addr=64, table_addr=128, dst_addr=512, t=t, c=c, vocab=vocab),
+            isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    got = isasim.unpack_act(result["regions"]["act"][512:], t, c, p.rows)
+    assert_array_equal(got, ref.embedding_int(ids[:, 0], table))
+    assert got.size == t * c
