@@ -188,3 +188,13 @@ def test_layernorm_from_params_and_checks():
         LayerNorm(2, max_dim=1025)
     with pytest.raises(TypeError, match="use_dsp must be a bool"):
         LayerNorm(2, use_dsp=0)
+
+
+def test_layernorm_ecp5_primitives():
+    """On ECP5: eight MULT18X18D per lane (square, four x * G chunks, n * gamma, the requant
+    lane's two) and the row buffer in DP16KD (32-bit words of 4 lanes: two 18-bit slices)."""
+    from amaranth.back import rtlil
+
+    text = rtlil.convert(LayerNorm(4, family="ecp5"), name="top")
+    assert text.count("cell \\MULT18X18D") == 8 * 4
+    assert text.count("cell \\DP16KD") == 2

@@ -235,3 +235,15 @@ def test_vector_from_params_and_checks():
         VectorUnit(2, lut_count=65)
     with pytest.raises(TypeError, match="use_dsp must be a bool"):
         VectorUnit(2, use_dsp=1)
+
+
+def test_vector_ecp5_primitives():
+    """On ECP5 every multiply is a MULT18X18D (two residual products and the requant lane's
+    two per lane) and each lane's tables are one DP16KD."""
+    from amaranth.back import rtlil
+
+    text = rtlil.convert(VectorUnit(4, lut_count=8, family="ecp5"), name="top")
+    assert text.count("cell \\MULT18X18D") == 4 * 4
+    assert text.count("cell \\DP16KD") == 4
+    text = rtlil.convert(VectorUnit(2, lut_count=8, use_dsp=False, family="ecp5"), name="top")
+    assert text.count("cell \\MULT18X18D") == 0
