@@ -68,9 +68,9 @@ def simulate(top, engine, script, *, seed=0, per_cycle=None, finish=None, settle
     """Feed ``script`` (bytes, SILENCE, ("busy", 0/1) or ("wait", cycles)) to ``engine``
     inside ``top``; collect its reply bytes (with random sink backpressure).
 
-    ``per_cycle(ctx, start, entry)`` runs once per cycle (a bus slave's or an accelerator's
-    stand-in); ``finish(ctx)`` runs ``settle`` cycles after the last byte. Returns (reply bytes,
-    [entry of each start pulse]).
+    ``per_cycle(ctx, start, entry, soft_reset)`` runs once per cycle (a bus slave's or an
+    accelerator's stand-in); ``finish(ctx)`` runs ``settle`` cycles after the last byte.
+    Returns (reply bytes, [entry of each start pulse]).
     """
     e = engine
     rng = random.Random(seed)
@@ -104,8 +104,9 @@ def simulate(top, engine, script, *, seed=0, per_cycle=None, finish=None, settle
 
     async def sink(ctx):
         sink_rng = random.Random(seed + 1)
-        async for _, _, valid, ready, payload, start, entry in ctx.tick().sample(
-                e.o_stream.valid, e.o_stream.ready, e.o_stream.payload, e.start, e.entry):
+        async for _, _, valid, ready, payload, start, entry, soft_reset in ctx.tick().sample(
+                e.o_stream.valid, e.o_stream.ready, e.o_stream.payload, e.start, e.entry,
+                e.soft_reset):
             if done:
                 return
             if valid and ready:
@@ -113,7 +114,7 @@ def simulate(top, engine, script, *, seed=0, per_cycle=None, finish=None, settle
             if start:
                 starts.append(entry)
             if per_cycle is not None:
-                per_cycle(ctx, start, entry)
+                per_cycle(ctx, start, entry, soft_reset)
             ctx.set(e.o_stream.ready, sink_rng.random() < 0.8)
 
     sim = Simulator(top)
@@ -135,10 +136,12 @@ def run_bench(script, *, comb_read=False, seed=0, status_word=0x1234ABCD, run_bu
     busy_left = [0]
     final = {}
 
-    def per_cycle(ctx, start, entry):
+    def per_cycle(ctx, start, entry, soft_reset):
         ctx.set(e.status, status_word)
         if start:
             busy_left[0] = run_busy
+        if soft_reset:
+            busy_left[0] = 0                            # the soft reset ends a run
         if run_busy:
             ctx.set(e.busy, busy_left[0] > 0)
             busy_left[0] = max(0, busy_left[0] - 1)

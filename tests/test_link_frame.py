@@ -133,6 +133,19 @@ def test_frame_run_busy_done_and_perf():
     assert struct.unpack("<4I", replies[6][3]) == (0, 0, 2, 0)
 
 
+def test_frame_reset_during_a_run_then_run_again():
+    busy = 200
+    script = [_req(Op.RUN, 1, 5), _req(Op.RESET, 2), _req(Op.RUN, 3, 6), _req(Op.STATUS, 4),
+              ("wait", busy + 50), _req(Op.STATUS, 5), _req(Op.PERF, 6)]
+    got, _, starts = lb.run_bench(script, run_busy=busy, status_word=0)
+    replies = lb.split_replies(got)
+    assert [st for _, _, st, _ in replies] == [St.OK] * 6
+    assert starts == [5, 6]
+    assert struct.unpack("<2I", replies[3][3]) == (p.STATUS_BUSY, 0)     # the second run runs
+    assert struct.unpack("<2I", replies[4][3]) == (p.STATUS_DONE, 0)
+    assert struct.unpack("<4I", replies[5][3]) == (busy + 2, 1, 5, 0)
+
+
 def test_frame_run_writes_the_run_csrs():
     entry_addr, control_addr, start_value = lb.RUN_CSRS
     script = [_req(Op.RUN, 1, 0xABCD), _req(Op.READ, 2, entry_addr, 2)]

@@ -207,6 +207,8 @@ class FrameEngine(wiring.Component):
             m.d.sync += [r.run_cycles.eq(r.run_cycles + 1), armed.eq(1)]
             with m.If(armed & ~self.busy):
                 m.d.sync += [r.running.eq(0), r.done.eq(1), armed.eq(0)]
+        with m.Else():
+            m.d.sync += armed.eq(0)                 # also after a RESET ends a run early
 
     # -- receive ----------------------------------------------------------------------------
 
