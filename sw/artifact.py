@@ -45,6 +45,8 @@ from hw.numerics import (
     SHIFT_MAX,
     SHIFT_MIN,
     SOFTMAX_MAX_WINDOW,
+    WEIGHT_MAX,
+    WEIGHT_MIN,
 )
 from sw.report import atomic_write_bytes, check_output_path
 
@@ -273,7 +275,13 @@ def _check_ranges(arrays: Mapping[str, np.ndarray], where: object) -> None:
     """Requant constants within the hardware's ranges (``sw.quant``)."""
     for name, arr in arrays.items():
         a = np.asarray(arr, dtype=np.int64)
-        if name.endswith(".gelu_lut") or name.endswith((".w", ".b", ".table", ".gamma", ".beta")):
+        if name.endswith((".w", ".table", ".gamma")):
+            if a.size and int(a.min()) < WEIGHT_MIN:
+                raise _err(where, f"tensor {name!r} holds {int(a.min())}, outside the weights' "
+                           f"[{WEIGHT_MIN}, {WEIGHT_MAX}]", "the file is corrupt or was written "
+                           "by another tool; " + _REEXPORT)
+            continue
+        if name.endswith((".gelu_lut", ".b", ".beta")):
             continue
         if name.endswith(".attn.quant"):
             mults, shifts = a[[0, 2]], a[[1, 3]]

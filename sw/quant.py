@@ -15,6 +15,12 @@ Conventions (``docs/numerics.md``):
 
 Every function widens to int64 *before* arithmetic. Floats appear only where real-valued scales
 are turned into integers (compile time); nothing here is used with floats at run time.
+
+The API is strict, because a silent conversion would change a result: where an integer is meant,
+a float, bool or string raises ``TypeError`` (a multiplier of 1.9 is not truncated to 1); a value
+whose int64 intermediate could overflow raises ``ValueError`` (``round_shift`` takes
+``|x| < 2**62``); NaN or infinity in a float input, and a scale that is not positive, raise
+``ValueError``. The checks are vectorised (one pass over each array).
 """
 
 from __future__ import annotations
@@ -39,26 +45,107 @@ from hw.numerics import (
 
 __all__ = [
     "ACC_MAX", "ACC_MIN", "INT8_MAX", "INT8_MIN", "MULT_BITS", "ROUNDING", "Round", "SHIFT_MAX",
-    "SHIFT_MIN", "WEIGHT_MAX", "WEIGHT_MIN", "quantize_act", "quantize_bias",
-    "quantize_multiplier", "quantize_weight_per_channel", "requant_params", "requantize",
-    "round_shift", "saturate",
+    "SHIFT_MIN", "WEIGHT_MAX", "WEIGHT_MIN", "as_int64", "check_scale", "check_weights",
+    "quantize_act", "quantize_bias", "quantize_multiplier", "quantize_weight_per_channel",
+    "requant_params", "requantize", "round_shift", "saturate",
 ]
+
+#: ``round_shift`` takes ``|x| < 2**62``: ``x + 2**(shift - 1)`` then cannot leave int64.
+ROUND_SHIFT_LIMIT = 1 << 62
+_INT64_MAX = (1 << 63) - 1
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def as_int64(name: str, x: object) -> np.ndarray:
+    """``x`` as an int64 array, refusing anything that is not already integer-valued.
+
+    ``TypeError`` for floats, bools, strings and other objects (no truncation, no parsing);
+    ``ValueError`` for Python integers outside int64.
+    """
+    try:
+        a = np.asarray(x)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"{name} must be integers within int64, not {_show(x)} ({exc})") from None
+    if a.dtype.kind == "O" and a.size and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in a.ravel()):
+        raise ValueError(f"{name} must be within int64, not {_show(x)}")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer or an integer array, not "
+                        f"{a.dtype.name} {_show(x)}")
+    if a.dtype == np.uint64 and a.size and int(a.max()) > _INT64_MAX:
+        raise ValueError(f"{name} must be within int64, not {int(a.max())}")
+    return a.astype(np.int64, copy=False)
+
+
+def _as_real(name: str, x: object) -> np.ndarray:
+    """``x`` as a float64 array of finite values: ``TypeError`` for bools, strings and objects,
+    ``ValueError`` for NaN or infinity."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real number or array, not {a.dtype.name} {_show(x)}")
+    a = a.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinity; cannot quantize")
+    return a
+
+
+def check_scale(name: str, value: object) -> float:
+    """A positive finite scale as a float: ``TypeError`` for a non-number (bool, string),
+    ``ValueError`` for zero, a negative value, NaN or infinity."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a positive finite number, not {_show(value)}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, not {value!r}")
+    return value
+
+
+def _check_scales(name: str, values: object) -> np.ndarray:
+    a = _as_real(name, values)
+    if np.any(a <= 0):
+        raise ValueError(f"{name} must be positive, not {float(a[a <= 0].ravel()[0])!r}")
+    return a
+
+
+def check_weights(name: str, w: np.ndarray) -> np.ndarray:
+    """An int8 weight array in the narrow range ``[WEIGHT_MIN, WEIGHT_MAX]`` (``-128`` is not a
+    weight: ``-w`` must be representable); returns it."""
+    w = np.asarray(w)
+    if w.dtype != np.int8:
+        raise TypeError(f"{name} must be an int8 array, not {w.dtype.name}")
+    if w.size and int(w.min()) < WEIGHT_MIN:
+        raise ValueError(f"{name} holds {int(w.min())}; int8 weights are in [{WEIGHT_MIN}, "
+                         f"{WEIGHT_MAX}] (quantize with quantize_weight_per_channel)")
+    return w
 
 
 def saturate(x: np.ndarray | int, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
-    """Clamp to ``[lo, hi]`` (int64 in, int64 out)."""
-    return np.clip(np.asarray(x, dtype=np.int64), lo, hi)
+    """Clamp to ``[lo, hi]`` (int64 in, int64 out); ``TypeError`` for non-integers."""
+    return np.clip(as_int64("saturate input", x), lo, hi)
 
 
 def round_shift(x: np.ndarray | int, shift: np.ndarray | int,
                 rounding: Round = ROUNDING) -> np.ndarray:
-    """``x / 2**shift`` rounded by ``rounding``; ``shift >= 1``; int64 arithmetic."""
+    """``x / 2**shift`` rounded by ``rounding``; int64 arithmetic.
+
+    ``x`` and ``shift`` are integers (``TypeError`` otherwise), ``shift`` in
+    ``[SHIFT_MIN, SHIFT_MAX]`` and ``|x| < 2**62`` (``ValueError``), so the rounding term cannot
+    overflow int64.
+    """
     if rounding is not Round.HALF_UP:
         raise ValueError(f"Unsupported rounding rule {rounding!r}; lightformer uses {ROUNDING}")
-    x = np.asarray(x, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
-    if np.any(shift < 1) or np.any(shift > 62):
-        raise ValueError(f"shift must be in [1, 62], not {shift!r}")
+    x = as_int64("round_shift x", x)
+    shift = as_int64("shift", shift)
+    if np.any(shift < SHIFT_MIN) or np.any(shift > SHIFT_MAX):
+        raise ValueError(f"shift must be in [{SHIFT_MIN}, {SHIFT_MAX}], not {_show(shift)}")
+    if x.size and (int(x.max()) >= ROUND_SHIFT_LIMIT or int(x.min()) <= -ROUND_SHIFT_LIMIT):
+        raise ValueError("round_shift input must be in (-2**62, 2**62) so that the rounding term "
+                         "cannot overflow int64")
     return (x + (np.int64(1) << (shift - 1))) >> shift
 
 
@@ -80,12 +167,12 @@ def requantize(acc: np.ndarray | int, mult: np.ndarray | int, shift: np.ndarray 
     """int32 accumulator -> int8: ``sat8(round_shift(acc * mult, shift))``.
 
     ``mult``/``shift`` broadcast against ``acc`` (per output channel along the last axis).
-    Returns ``np.int8``. Raises ``ValueError`` for an accumulator outside int32 or a
-    (mult, shift) pair outside the hardware's range.
+    Returns ``np.int8``. Raises ``TypeError`` for non-integer arguments and ``ValueError`` for
+    an accumulator outside int32 or a (mult, shift) pair outside the hardware's range.
     """
-    acc = np.asarray(acc, dtype=np.int64)
-    mult = np.asarray(mult, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
+    acc = as_int64("accumulator", acc)
+    mult = as_int64("requant multiplier", mult)
+    shift = as_int64("requant shift", shift)
     if np.any(acc < ACC_MIN) or np.any(acc > ACC_MAX):
         raise ValueError("requantize: accumulator outside int32; the sum overflowed the "
                          "32-bit accumulator (reduce K or the bias magnitude)")
@@ -98,9 +185,13 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
     ``mult`` is normalised to ``[2**14, 2**15)`` (15 significant bits) when ``shift`` allows;
     very small scales are denormalised at ``shift = SHIFT_MAX`` (possibly to ``mult = 0``).
-    Rounds half up. ``ValueError`` if ``real`` is negative, not finite or ``>= 2**14``.
+    Rounds half up. ``TypeError`` if ``real`` is not a number (a bool or a string);
+    ``ValueError`` if it is negative, not finite or ``>= 2**14``.
     """
-    if not isinstance(real, (int, float, np.floating, np.integer)) or not math.isfinite(real):
+    if isinstance(real, (bool, np.bool_)) or not isinstance(
+            real, (int, float, np.floating, np.integer)):
+        raise TypeError(f"requant scale must be a finite number, not {_show(real)}")
+    if not math.isfinite(real):
         raise ValueError(f"requant scale must be a finite number, not {real!r}")
     real = float(real)
     if real < 0:
@@ -126,10 +217,10 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
 
 def requant_params(scale_in: float | np.ndarray, scale_out: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(mult, shift)`` arrays (int64) for ``acc * scale_in / scale_out``."""
-    scale_in = np.atleast_1d(np.asarray(scale_in, dtype=np.float64))
-    if not np.isfinite(scale_out) or scale_out <= 0:
-        raise ValueError(f"output scale must be positive and finite, not {scale_out!r}")
+    """Per-channel ``(mult, shift)`` arrays (int64) for ``acc * scale_in / scale_out``; every
+    scale positive and finite."""
+    scale_in = np.atleast_1d(_check_scales("input scales", scale_in))
+    scale_out = check_scale("output scale", scale_out)
     pairs = [quantize_multiplier(float(s) / float(scale_out)) for s in scale_in]
     return (np.array([p[0] for p in pairs], dtype=np.int64),
             np.array([p[1] for p in pairs], dtype=np.int64))
@@ -145,9 +236,7 @@ def quantize_weight_per_channel(w_f: np.ndarray, axis: int = -1) -> tuple[np.nda
     Scale is ``max|w| / 127`` per channel (a zero channel gets scale 1). Rounds half away
     from zero (compile time only).
     """
-    w_f = np.asarray(w_f, dtype=np.float64)
-    if not np.all(np.isfinite(w_f)):
-        raise ValueError("weights contain NaN or infinity; cannot quantize")
+    w_f = _as_real("weights", w_f)
     axis = axis % w_f.ndim
     reduce = tuple(i for i in range(w_f.ndim) if i != axis)
     absmax = np.max(np.abs(w_f), axis=reduce) if reduce else np.abs(w_f)
@@ -159,15 +248,22 @@ def quantize_weight_per_channel(w_f: np.ndarray, axis: int = -1) -> tuple[np.nda
 
 
 def quantize_act(x_f: np.ndarray, scale: float) -> np.ndarray:
-    """Float activations -> int8 at per-tensor ``scale`` (half away from zero, saturating)."""
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"activation scale must be positive and finite, not {scale!r}")
-    x = _round_half_away(np.asarray(x_f, dtype=np.float64) / scale)
+    """Float activations -> int8 at per-tensor ``scale`` (half away from zero, saturating).
+
+    ``ValueError`` for NaN or infinity in ``x_f`` (saturating them would hide a broken input)
+    and for a scale that is not positive and finite.
+    """
+    scale = check_scale("activation scale", scale)
+    x = _round_half_away(_as_real("activations", x_f) / scale)
     return np.clip(x, INT8_MIN, INT8_MAX).astype(np.int8)
 
 
 def quantize_bias(b_f: np.ndarray, scale_x: float, scale_w: np.ndarray) -> np.ndarray:
-    """Float bias -> int32 at scale ``scale_x * scale_w`` (saturating to int32)."""
-    s = float(scale_x) * np.asarray(scale_w, dtype=np.float64)
-    b = _round_half_away(np.asarray(b_f, dtype=np.float64) / s)
+    """Float bias -> int32 at scale ``scale_x * scale_w`` (saturating to int32).
+
+    ``ValueError`` for NaN or infinity in ``b_f`` and for scales that are not positive and finite
+    (a negative scale would flip the bias's sign).
+    """
+    s = check_scale("input scale", scale_x) * _check_scales("weight scales", scale_w)
+    b = _round_half_away(_as_real("bias", b_f) / s)
     return np.clip(b, ACC_MIN, ACC_MAX).astype(np.int32)

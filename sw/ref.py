@@ -91,8 +91,8 @@ def gemm_requant(a_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray, mult: np.
     """
     acc = gemm_acc(a_q, w_q, bias_q)                                      # (M, N) int32
     n = acc.shape[1]
-    mult = np.broadcast_to(np.asarray(mult, dtype=np.int64), (n,))
-    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (n,))
+    mult = np.broadcast_to(quant.as_int64("mult", mult), (n,))
+    shift = np.broadcast_to(quant.as_int64("shift", shift), (n,))
     return quant.requantize(acc, mult[None, :], shift[None, :])          # (M, N) int8
 
 
@@ -117,15 +117,6 @@ def gemm_requant(a_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray, mult: np.
 
 #: ``numerics.SOFTMAX_EXP_TABLE`` as an int64 array for vectorised lookups (Q1.15).
 SOFTMAX_EXP_TABLE = np.array(numerics.SOFTMAX_EXP_TABLE, dtype=np.int64)
-
-
-def _check_scale(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a positive finite number, not {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, not {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -178,10 +169,10 @@ class AttentionQuant:
         ``y ~= out / scale_out``. ``ValueError`` if a scale is not positive and finite or the
         score scale is too large for a 15-bit multiplier (``scale_q * scale_k`` >~ 20).
         """
-        scale_q = _check_scale("scale_q", scale_q)
-        scale_k = _check_scale("scale_k", scale_k)
-        scale_v = _check_scale("scale_v", scale_v)
-        scale_out = _check_scale("scale_out", scale_out)
+        scale_q = quant.check_scale("scale_q", scale_q)
+        scale_k = quant.check_scale("scale_k", scale_k)
+        scale_v = quant.check_scale("scale_v", scale_v)
+        scale_out = quant.check_scale("scale_out", scale_out)
         if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) \
                 or not 1 <= head_dim <= ATTN_MAX_HEAD_DIM:
             raise ValueError(
@@ -199,7 +190,7 @@ def softmax_exp_int(u: np.ndarray) -> np.ndarray:
 
     A 64 x 16-bit ROM and a 0..15 right shift. ``u = 0 -> 32768`` (1.0), ``u >= 961 -> 0``.
     """
-    u = np.asarray(u, dtype=np.int64)
+    u = quant.as_int64("softmax input u", u)
     if np.any(u < 0) or np.any(u > SOFTMAX_U_MAX):
         raise ValueError(f"softmax input u must be in [0, {SOFTMAX_U_MAX}], not {u!r}")
     frac = u & ((1 << SOFTMAX_EXP_FRAC_BITS) - 1)
@@ -211,9 +202,12 @@ def softmax_u_int(diff: np.ndarray, score_mult: int, score_shift: int) -> np.nda
 
     ``min(round_shift(diff * score_mult, score_shift), SOFTMAX_U_MAX)`` (``Round.HALF_UP``).
     """
-    diff = np.asarray(diff, dtype=np.int64)
+    diff = quant.as_int64("score differences", diff)
     if np.any(diff < 0):
         raise ValueError("score differences m - s must be non-negative (m is the row maximum)")
+    AttentionQuant(score_mult, score_shift, 1, 1)                     # types and ranges
+    if diff.size and int(diff.max()) >= 1 << 32:                     # |m - s| < 2**32 for int32
+        raise ValueError("score differences m - s must be below 2**32 (int32 scores)")
     return np.minimum(quant.round_shift(diff * np.int64(score_mult), score_shift),
                       SOFTMAX_U_MAX)
 
@@ -223,7 +217,7 @@ def softmax_recip_int(total: np.ndarray) -> np.ndarray:
 
     One unsigned division with a constant dividend: a 24-step restoring divider in hardware.
     """
-    total = np.asarray(total, dtype=np.int64)
+    total = quant.as_int64("exp sum", total)
     most = SOFTMAX_MAX_WINDOW << SOFTMAX_EXP_BITS                      # 2**23: a full window of 1.0
     if np.any(total < (1 << SOFTMAX_EXP_BITS)) or np.any(total > most):
         raise ValueError(f"exp sum must be in [2**15, 2**23], not {total!r}")
@@ -232,8 +226,10 @@ def softmax_recip_int(total: np.ndarray) -> np.ndarray:
 
 def softmax_normalize_int(e: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Probability ``p = (e * r + 2**22) >> 23`` (Q1.15, ``0 <= p <= 2**15``) as int64."""
-    e = np.asarray(e, dtype=np.int64)
-    r = np.asarray(r, dtype=np.int64)
+    e = quant.as_int64("e", e)
+    r = quant.as_int64("r", r)
+    if np.any(e < 0) or np.any(e > 1 << SOFTMAX_EXP_BITS) or np.any(r < 0) or np.any(r >= 1 << 24):
+        raise ValueError("softmax_normalize_int takes e in [0, 2**15] and r in [0, 2**24)")
     return quant.round_shift(e * r, SOFTMAX_NORM_SHIFT)
 
 
@@ -400,7 +396,7 @@ def layernorm_int(x_q: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, mult
     if gamma_q.shape[0] != d or beta_q.shape[0] != d:
         raise ValueError(f"gamma_q and beta_q must have d={d} entries, not "
                          f"{gamma_q.shape[0]} and {beta_q.shape[0]}")
-    eps_q = int(eps_q)
+    eps_q = int(quant.as_int64("eps_q", eps_q))
     if not 0 <= eps_q <= (d ** 4 << 16):
         raise ValueError(f"eps_q must be in [0, d**4 * 2**16], not {eps_q!r}")
     k = layernorm_pre_shift(d)
@@ -440,8 +436,8 @@ def lut_apply(x_q: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 def build_lut(fn, scale_in: float, scale_out: float) -> np.ndarray:
     """Compile time: the exact LUT of float ``fn`` for int8 in/out scales (half away from 0)."""
-    scale_in = _check_scale("scale_in", scale_in)
-    scale_out = _check_scale("scale_out", scale_out)
+    scale_in = quant.check_scale("scale_in", scale_in)
+    scale_out = quant.check_scale("scale_out", scale_out)
     x = np.arange(LUT_SIZE, dtype=np.int64).astype(np.uint8).view(np.int8)   # address -> int8
     y = np.asarray(fn(x.astype(np.float64) * scale_in), dtype=np.float64)
     return quant.quantize_act(y, scale_out)                             # (256,) int8
@@ -465,8 +461,8 @@ def residual_params(scale_a: float, scale_b: float, scale_out: float) -> tuple[n
     ``mult[i] / 2**shift ~= scale_i / scale_out`` (half up); the larger multiplier is normalised
     to 15 bits. ``ValueError`` if a ratio is 2**14 or more.
     """
-    ra = _check_scale("scale_a", scale_a) / _check_scale("scale_out", scale_out)
-    rb = _check_scale("scale_b", scale_b) / scale_out
+    ra = quant.check_scale("scale_a", scale_a) / quant.check_scale("scale_out", scale_out)
+    rb = quant.check_scale("scale_b", scale_b) / scale_out
     shift = quant.MULT_BITS - int(np.frexp(max(ra, rb))[1])
     shift = min(shift, quant.SHIFT_MAX)
     mults = [int(np.floor(r * 2.0 ** shift + 0.5)) for r in (ra, rb)]
@@ -491,19 +487,25 @@ def residual_add(a_q: np.ndarray, b_q: np.ndarray, mult: np.ndarray, shift: int)
         raise TypeError(f"a_q and b_q must be int8 arrays, not {a.dtype.name}, {b.dtype.name}")
     if a.shape != b.shape:
         raise ValueError(f"a_q and b_q must have one shape, not {a.shape} and {b.shape}")
-    mult = np.asarray(mult, dtype=np.int64)
+    mult = quant.as_int64("residual mult", mult)
     if mult.shape != (2,) or np.any(mult < 0) or np.any(mult >= (1 << quant.MULT_BITS)):
         raise ValueError(f"residual mult must be two 15-bit unsigned integers, not {mult!r}")
     acc = a.astype(np.int64) * mult[0] + b.astype(np.int64) * mult[1]
-    if not quant.SHIFT_MIN <= int(shift) <= quant.SHIFT_MAX:
-        raise ValueError(f"residual shift must be in [{quant.SHIFT_MIN}, {quant.SHIFT_MAX}], "
-                         f"not {shift!r}")
+    shift = quant.as_int64("residual shift", shift)
+    if shift.ndim or not quant.SHIFT_MIN <= int(shift) <= quant.SHIFT_MAX:
+        raise ValueError(f"residual shift must be one integer in [{quant.SHIFT_MIN}, "
+                         f"{quant.SHIFT_MAX}], not {shift!r}")
     return quant.saturate(quant.round_shift(acc, int(shift))).astype(np.int8)
 
 
 def linear_int(x_q: np.ndarray, w_q: np.ndarray, bias_q: np.ndarray, mult: np.ndarray,
                shift: np.ndarray) -> np.ndarray:
-    """:func:`gemm_requant` over the last axis of ``x_q (..., K)`` -> int8 ``(..., N)``."""
+    """:func:`gemm_requant` over the last axis of ``x_q (..., K)`` -> int8 ``(..., N)``.
+
+    A model layer: its weights ``w_q`` are in the narrow range ``[-127, 127]`` (``ValueError``
+    for ``-128``); the GEMM itself (:func:`gemm_acc`) takes any int8.
+    """
+    quant.check_weights("w_q", w_q)
     x = np.asarray(x_q)
     lead = x.shape[:-1]
     y = gemm_requant(x.reshape(-1, x.shape[-1]), w_q, bias_q, mult, shift)   # (M, N) int8

@@ -437,6 +437,20 @@ def test_load_requant_constant_out_of_range(tmp_path):
         art.load_artifact(p)
 
 
+@pytest.mark.parametrize("name", ["blocks.0.ffn.fc1.w", "pos.table", "ln_f.gamma", "head.w"])
+def test_load_weight_of_minus_128(tmp_path, name):
+    p = save(tmp_path / "m")
+    arrays = dict(art.load_artifact(p).arrays)
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[3] = -128
+    rewrite(p, arrays, fix_digest=True, fix_arrays_meta=True)
+    with pytest.raises(art.ArtifactError, match=f"'{name}' holds -128, outside the weights' "
+                       "\\[-127, 127\\]"):
+        art.load_artifact(p)
+    with pytest.raises(art.ArtifactError, match="holds -128"):
+        save(tmp_path / "n", arrays=arrays)
+
+
 def test_default_artifact_path_points_into_package():
     p = art.default_artifact_path()
     assert p.name == "digits_int8.safetensors" and p.parent.name == "artifacts"

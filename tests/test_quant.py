@@ -128,10 +128,102 @@ def test_quantize_multiplier_relative_error(real):
     assert abs(mult / 2.0 ** shift - real) <= real * 2.0 ** -15
 
 
-@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "0.5"])
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_quantize_multiplier_rejects(bad):
     with pytest.raises(ValueError):
         quantize_multiplier(bad)
+
+
+@pytest.mark.parametrize("bad", ["0.5", True, None, [0.5]])
+def test_quantize_multiplier_rejects_non_numbers(bad):
+    with pytest.raises(TypeError, match="requant scale must be a finite number"):
+        quantize_multiplier(bad)
+
+
+# -- the strict integer API: no truncation, no wrap-around, no NaN --------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda: requantize(100, 1.9, 3), lambda: requantize(100, 1 << 14, "3"),
+    lambda: requantize(100.0, 1 << 14, 3), lambda: requantize(True, 1 << 14, 3),
+    lambda: requantize(np.array([1.5]), 1 << 14, 3), lambda: round_shift(7.9, 1),
+    lambda: round_shift(7, 2.0), lambda: round_shift("7", 1), lambda: round_shift(None, 1),
+    lambda: quant.saturate(300.7), lambda: quant.saturate(np.array(["1"])),
+])
+def test_integer_arguments_refuse_floats_bools_and_strings(call):
+    with pytest.raises(TypeError, match="must be an integer or an integer array"):
+        call()
+
+
+@pytest.mark.parametrize("x, shift, match", [
+    (1 << 62, 1, "round_shift input must be in \\(-2\\*\\*62, 2\\*\\*62\\)"),
+    (-(1 << 62), 5, "round_shift input must be in"),
+    (np.array([0, (1 << 63) - 1]), 47, "round_shift input must be in"),
+    (1, 0, "shift must be in \\[1, 47\\]"), (1, 48, "shift must be in \\[1, 47\\]"),
+    (1, 62, "shift must be in \\[1, 47\\]"),
+    (1 << 63, 1, "must be within int64"), (1 << 70, 1, "must be within int64"),
+    ([1, 1 << 70], 1, "must be within int64"),
+])
+def test_round_shift_cannot_wrap(x, shift, match):
+    with pytest.raises(ValueError, match=match):
+        round_shift(x, shift)
+
+
+def test_round_shift_largest_inputs_are_exact():
+    big = (1 << 62) - 1
+    np.testing.assert_array_equal(round_shift(np.array([big, -big]), 47),
+                                  [(big + (1 << 46)) >> 47, (-big + (1 << 46)) >> 47])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_quantizers_refuse_nan_and_infinity(bad):
+    x = np.array([0.5, bad])
+    with pytest.raises(ValueError, match="activations contains NaN or infinity"):
+        quant.quantize_act(x, 0.1)
+    with pytest.raises(ValueError, match="bias contains NaN or infinity"):
+        quant.quantize_bias(x, 0.1, np.array([1.0, 1.0]))
+    with pytest.raises(ValueError, match="weights contains NaN or infinity"):
+        quant.quantize_weight_per_channel(x[None])
+    with pytest.raises(ValueError, match="weight scales contains NaN"):
+        quant.quantize_bias(np.ones(2), 0.1, x)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.5, np.nan, np.inf])
+def test_quantizers_refuse_bad_scales(scale):
+    with pytest.raises(ValueError, match="activation scale must be a positive finite number"):
+        quant.quantize_act(np.ones(2), scale)
+    with pytest.raises(ValueError, match="input scale must be a positive finite number"):
+        quant.quantize_bias(np.ones(2), scale, np.ones(2))
+    with pytest.raises(ValueError, match="output scale must be a positive finite number"):
+        quant.requant_params(0.5, scale)
+
+
+def test_negative_weight_scale_does_not_flip_the_bias():
+    with pytest.raises(ValueError, match="weight scales must be positive, not -1.0"):
+        quant.quantize_bias(np.ones(2), 0.5, np.array([0.25, -1.0]))
+    with pytest.raises(ValueError, match="input scales must be positive, not 0.0"):
+        quant.requant_params(np.array([0.5, 0.0]), 1.0)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: quant.quantize_act(np.array(["1.0"]), 0.1),
+    lambda: quant.quantize_act(np.ones(2), "0.1"),
+    lambda: quant.quantize_act(np.ones(2), True),
+    lambda: quant.quantize_bias(np.ones(2), "0.5", np.ones(2)),
+    lambda: quant.quantize_weight_per_channel(np.array([[True, False]])),
+    lambda: quant.requant_params(np.array(["0.5"]), 1.0),
+])
+def test_quantizers_refuse_non_numbers(call):
+    with pytest.raises(TypeError, match="must be a (real|positive finite) number"):
+        call()
+
+
+def test_weights_of_minus_128_are_refused():
+    with pytest.raises(ValueError, match="w holds -128; int8 weights are in \\[-127, 127\\]"):
+        quant.check_weights("w", np.array([[0, -128]], np.int8))
+    with pytest.raises(TypeError, match="w must be an int8 array, not int16"):
+        quant.check_weights("w", np.zeros(2, np.int16))
+    np.testing.assert_array_equal(quant.check_weights("w", np.array([-127, 127], np.int8)),
+                                  [-127, 127])
 
 
 def test_weight_quantization_per_channel_narrow_range():

@@ -220,6 +220,40 @@ def test_linear_int_matches_gemm_requant():
                                   ref.gemm_requant(x.reshape(10, 7), w, b, mult, shift))
 
 
+def test_model_ops_refuse_non_integer_constants_and_minus_128_weights():
+    x = np.ones((2, 7), np.int8)
+    w, b = np.ones((7, 3), np.int8), np.zeros(3, np.int32)
+    mult, shift = np.full(3, 1 << 14), np.full(3, 15)
+    with pytest.raises(ValueError, match="w_q holds -128"):
+        ref.linear_int(x, np.full((7, 3), -128, np.int8), b, mult, shift)
+    with pytest.raises(TypeError, match="mult must be an integer"):
+        ref.gemm_requant(x, w, b, mult + 0.9, shift)
+    with pytest.raises(TypeError, match="shift must be an integer"):
+        ref.gemm_requant(x, w, b, mult, "15")
+    a = np.ones((2, 4), np.int8)
+    with pytest.raises(TypeError, match="residual shift must be an integer"):
+        ref.residual_add(a, a, np.array([1 << 14, 1 << 14]), 15.9)
+    with pytest.raises(TypeError, match="residual mult must be an integer"):
+        ref.residual_add(a, a, np.array([16384.5, 1.0]), 15)
+    g, bb, m, s = _ln_unit(4)
+    with pytest.raises(TypeError, match="eps_q must be an integer"):
+        ref.layernorm_int(a, g, bb, m, s, 2.5)
+    with pytest.raises(TypeError, match="requant multiplier must be an integer"):
+        ref.mean_pool_int(np.ones((1, 4, 2), np.int8), 8192.0, 15)
+    with pytest.raises(TypeError, match="AttentionQuant.score_mult must be an integer"):
+        ref.softmax_u_int(np.array([1, 2]), 100.5, 10)
+
+
+def test_quantize_input_refuses_nan_pixels():
+    class Art:
+        config = {"input_kind": "patches", "patch_dim": 2}
+        scales = {"input": 0.1}
+    with pytest.raises(ValueError, match="activations contains NaN or infinity"):
+        ref.quantize_input(Art(), np.array([[[0.5, np.nan]]]))
+    np.testing.assert_array_equal(ref.quantize_input(Art(), np.array([[[0.5, -0.5]]])),
+                                  [[[5, -5]]])
+
+
 @pytest.mark.parametrize("d, std", [(16, 5), (32, 20), (64, 40), (256, 60)])
 def test_layernorm_int_accuracy_vs_float(d, std):
     """docs/numerics.md numbers: full LayerNorm (gamma, beta, eps) against float at one scale."""
