@@ -23,6 +23,7 @@ tools run, :class:`BuildSteps` tells their step from their logs for the progress
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
 import os
@@ -42,8 +43,9 @@ from amaranth.lib.wiring import In
 
 from hw.checks import check_number
 
-__all__ = ["BOARDS", "UNITS", "BuildSteps", "UnitHarness", "add_arguments", "board_platform",
-           "default_build_dir", "make_unit", "preset_for_board", "run", "synth", "tool_env"]
+__all__ = ["BOARDS", "UNITS", "BuildSteps", "UnitHarness", "add_arguments", "bitstream_entry",
+           "board_platform", "checked_name_type", "default_build_dir", "file_sha256", "make_unit",
+           "preset_for_board", "run", "synth", "tool_env"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
 BOARDS: dict[str, tuple[str, str]] = {
@@ -56,6 +58,8 @@ BOARDS: dict[str, tuple[str, str]] = {
 UNITS: dict[str, tuple[str, str]] = {
     "gemm": ("hw.gemm_core", "GemmCore"),
     "attention": ("hw.attention", "WindowedAttention"),
+    # The whole accelerator (controller, units, scratchpads, CSRs) without its host link.
+    "accelerator": ("hw.accelerator", "Accelerator"),
 }
 
 # YoWASP tools under the names Amaranth looks up: its build scripts run ``$YOSYS``,
@@ -319,6 +323,25 @@ def default_build_dir(board: str, unit: str, params) -> Path:
     return Path("build") / "synth" / f"{board}-{unit}-{params.name}-{params.digest()}"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bitstream_entry(build_dir: str | os.PathLike, suffix: str) -> dict[str, str]:
+    """The report's ``bitstream`` (``<build_dir>/top<suffix>``) and its ``bitstream_sha256``,
+    which ``lightformer program`` checks before it loads the file."""
+    path = Path(build_dir) / f"top{suffix}"
+    if not path.is_file():
+        raise RuntimeError(f"the build finished without its bitstream {path}; see "
+                           f"{Path(build_dir) / 'build.log'}")
+    return {"bitstream": str(path), "bitstream_sha256": file_sha256(path)}
+
+
 def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
           show_progress: bool = True) -> dict:
@@ -388,6 +411,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "step_seconds": step_seconds,
         "build_seconds": round(seconds, 1),
         "build_dir": str(build_dir),
+        **bitstream_entry(build_dir, plat_cls.bitstream_suffix),
     }
     write_json(build_dir / "report.json", result, kind="synth")
     if json_path is not None:
@@ -400,7 +424,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     return {"schema_version": SCHEMA_VERSION, "kind": "synth", **result}
 
 
-def _checked_by(check):
+def checked_name_type(check):
     """argparse ``type=`` that keeps a name ``check(name)`` accepts; its ``ValueError`` becomes
     an argparse error (exit 2)."""
 
@@ -419,11 +443,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hw.params import PRESETS, preset
     from sw.report import add_json_argument, json_path_type
 
-    parser.add_argument("--board", required=True, type=_checked_by(board_platform),
+    parser.add_argument("--board", required=True, type=checked_name_type(board_platform),
                         metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")
     parser.add_argument("--unit", default="gemm", choices=list(UNITS),
-                        help="unit to build (default: gemm)")
-    parser.add_argument("--preset", default=None, type=_checked_by(preset),
+                        help="unit to build (default: gemm; accelerator: the whole top "
+                             "without its host link)")
+    parser.add_argument("--preset", default=None, type=checked_name_type(preset),
                         metavar="PRESET", help=f"AccelParams preset: {', '.join(PRESETS)} "
                                                "(default: the board's own preset)")
     parser.add_argument("--target-mhz", default=None, type=float, metavar="MHZ",

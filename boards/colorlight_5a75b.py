@@ -24,3 +24,5 @@ class Colorlight5A75BPlatform(ECP5Board, Colorlight_5A75B_R70Platform):
     default_preset = "colorlight_5a75b"
     serial_in = ("button", None)
     led_count = 1
+    # No programmer on the board: openFPGALoader needs a JTAG cable on its pads (--cable).
+    loader_board = None

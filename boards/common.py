@@ -52,12 +52,19 @@ class HarnessBoard:
         (``("uart", "rx")``), or ``None`` when the resource is the pin (``("button", None)``).
     led_count : int
         How many ``led`` resources show the harness' output checksum.
+    bitstream_suffix : str
+        The file the bitstream packer writes, ``top`` + this suffix (the family mixin sets it).
+    loader_board : str or None
+        openFPGALoader's ``-b`` name for the programmer on the board; ``None`` when the board
+        has none, so ``lightformer program`` needs ``--cable``.
     """
 
     board_name: str
     default_preset: str
     serial_in: tuple[str, str | None] = ("uart", "rx")
     led_count: int = 1
+    bitstream_suffix: str
+    loader_board: str | None = None
 
     def harness_pins(self, m: Module) -> tuple[Value, list[Value]]:
         """Request the serial input and the LEDs; return ``(input bit, [LED bits])``."""

@@ -58,6 +58,8 @@ def ecp5_pll_params(f_in_hz: float, f_out_hz: float) -> dict[str, int | float]:
 class ECP5Board(HarnessBoard):
     """Mixin for an ECP5 board: the ``sync`` domain from an ``EHXPLLL`` on ``default_clk``."""
 
+    bitstream_suffix = ".bit"                   # ecppack's output, what openFPGALoader loads
+
     def add_main_clock(self, m: Module, frequency_hz: float) -> float:
         """Create the ``sync`` domain at ``frequency_hz``; return the achieved frequency in Hz.
 

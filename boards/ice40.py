@@ -52,6 +52,8 @@ class ICE40Board(HarnessBoard):
     """Mixin for an iCE40 board: ``sync`` from ``default_clk``, through ``SB_PLL40_PAD`` when
     the target differs from the oscillator."""
 
+    bitstream_suffix = ".bin"                   # icepack's output, what openFPGALoader loads
+
     def add_main_clock(self, m: Module, frequency_hz: float) -> float:
         """Create the ``sync`` domain at ``frequency_hz``; return the achieved frequency in Hz."""
         f_in = self.lookup(self.default_clk).clock.frequency

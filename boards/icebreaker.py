@@ -25,6 +25,8 @@ class ICEBreakerPlatform(ICE40Board, _ICEBreakerPlatform):
     board_name = "icebreaker"
     default_preset = "icebreaker"
     led_count = 7
+    # The on-board FT2232H drives the SPI flash and the UP5K's SPI configuration port.
+    loader_board = "ice40_generic"
 
     def harness_pins(self, m: Module) -> tuple[Value, list[Value]]:
         """LEDs 0-1 are on the board, 2-6 on the break-off PMOD, which is a resource to add."""

@@ -22,3 +22,4 @@ class ULX3S85FPlatform(ECP5Board, ULX3S_85F_Platform):
     board_name = "ulx3s-85f"
     default_preset = "ulx3s_85f"
     led_count = 8
+    loader_board = "ulx3s"                      # the on-board FT231X's JTAG

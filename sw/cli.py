@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sw.evaluate", "evaluate an int8 artifact with the integer NumPy model"),
     "sim": ("sim.suites", "run the cocotb/Verilator suites"),
     "synth": ("boards.build", "synthesize a unit for a board with YoWASP and write a JSON report"),
+    "program": ("boards.program", "load a board's bitstream with openFPGALoader"),
     "bench": ("sim.bench", "run a benchmark on the Verilated hardware and write JSON"),
 }
 
