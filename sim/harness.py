@@ -25,6 +25,7 @@ from cocotb.triggers import ClockCycles, Timer
 
 from sim import runner
 from sim.streams import EdgeLoop, StreamSink, StreamSource, pause_generator, start_clock_and_drivers
+from sim.suites import env_seed
 
 __all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "bench_inputs",
            "steps_per_cycle", "write_result"]
@@ -50,7 +51,7 @@ def bench_inputs(default_cases: list[list[Any]]) -> tuple[list[list[Any]], int]:
     (``LF_SEED``, else 1)."""
     blob = os.environ.get("LF_BENCH_CASES")
     cases = json.loads(blob) if blob else default_cases
-    return cases, int(os.environ.get("LF_SEED", "1"))
+    return cases, env_seed()
 
 
 def steps_per_cycle() -> int:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EFFORTS", "SUITES", "add_arguments", "available_suites", "effort_samples", "run",
-           "run_with_summary", "suite_path"]
+__all__ = ["EFFORTS", "SUITES", "add_arguments", "available_suites", "check_knobs",
+           "effort_samples", "env_int", "env_seed", "run", "run_with_summary", "suite_path"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORTS = ("fast", "default", "slow")
@@ -46,11 +46,44 @@ def available_suites() -> list[str]:
     return [name for name in SUITES if suite_path(name).is_file()]
 
 
+def env_int(name: str, default: int, lo: int, env: Mapping[str, str] | None = None) -> int:
+    """The integer environment knob ``name`` (``default`` when unset or empty). ``ValueError``
+    naming it unless it is an integer ``>= lo``: a knob that generates no vectors (``0``, ``-1``)
+    or cannot be read (``abc``) must fail, not pass vacuously."""
+    text = (os.environ if env is None else env).get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = lo - 1
+    if value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, not {text!r}")
+    return value
+
+
+def env_seed() -> int:
+    """``LF_SEED``, the base seed of a suite's random vectors (default 1)."""
+    return env_int("LF_SEED", 1, 0)
+
+
+def check_knobs(env: Mapping[str, str] | None = None) -> None:
+    """``NUM_SAMPLES``, ``LF_SEED`` and ``LF_EFFORT``: ``ValueError`` for the first bad one."""
+    env = os.environ if env is None else env
+    env_int("NUM_SAMPLES", 0, 1, env)
+    env_int("LF_SEED", 1, 0, env)
+    effort = env.get("LF_EFFORT", "default")
+    if effort not in EFFORTS:
+        raise ValueError(f"LF_EFFORT must be one of {', '.join(EFFORTS)}, not {effort!r}")
+
+
 def effort_samples(per_effort: Mapping[str, int]) -> int:
-    """Random samples for a suite: ``NUM_SAMPLES`` if set, else ``per_effort[LF_EFFORT]``
-    (``LF_EFFORT`` defaults to ``default``)."""
-    if os.environ.get("NUM_SAMPLES"):
-        return int(os.environ["NUM_SAMPLES"])
+    """Random samples for a suite (at least 1): ``NUM_SAMPLES`` if set, else
+    ``per_effort[LF_EFFORT]`` (``LF_EFFORT`` defaults to ``default``); :func:`check_knobs`
+    first."""
+    check_knobs()
+    if os.environ.get("NUM_SAMPLES", "").strip():
+        return env_int("NUM_SAMPLES", 0, 1)
     effort = os.environ.get("LF_EFFORT", "default")
     if effort not in per_effort:
         raise ValueError(f"LF_EFFORT must be one of {', '.join(per_effort)}, not {effort!r}")
@@ -114,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
         env["LF_SEED"] = str(args.seed)
     if args.waves:
         env["WAVES"] = "1"
+    try:
+        check_knobs(env)
+    except ValueError as exc:
+        print(f"lightformer sim: {exc}", file=sys.stderr)
+        return 2
     cmd = [sys.executable, "-m", "pytest", "-m", "sim", *files]
     print("+ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT, env=env)

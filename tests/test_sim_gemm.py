@@ -9,12 +9,11 @@ The bench is ``sim/tb_gemm.py``; one cached Verilator build serves every test he
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from sim.runner import have_verilator
-from sim.suites import effort_samples, run_with_summary
+from sim.suites import effort_samples, env_seed, run_with_summary
 
 pytestmark = [pytest.mark.sim,
               pytest.mark.skipif(not have_verilator(), reason="verilator not installed")]
@@ -34,7 +33,7 @@ def gemm_build():
 
 def test_sim_gemm_tiles_bit_exact_in_four_stream_variants(gemm_build, tmp_path, capsys):
     tiles = effort_samples(EFFORT_TILES)
-    seed = int(os.environ.get("LF_SEED", "1"))
+    seed = env_seed()
     with capsys.disabled():
         summary = run_with_summary(
             gemm_build, "sim.tb_gemm", "gemm_tiles", tmp_path / "gemm_tiles.json", tag="tiles",
@@ -46,7 +45,7 @@ def test_sim_gemm_tiles_bit_exact_in_four_stream_variants(gemm_build, tmp_path, 
     assert sorted(summary) == sorted(
         f"idle={i} backpressure={b}" for i in ("on", "off") for b in ("on", "off"))
     for name, v in summary.items():
-        assert v["random_tiles"] == tiles, name
+        assert v["random_tiles"] == tiles > 0, name
         assert v["tiles"] == v["random_tiles"] + v["corner_tiles"], name
         assert v["mismatches"] == 0 and v["row_mismatches"] == 0, (name, v["errors"])
 
