@@ -198,3 +198,47 @@ def test_layernorm_ecp5_primitives():
     text = rtlil.convert(LayerNorm(4, family="ecp5"), name="top")
     assert text.count("cell \\MULT18X18D") == 8 * 4
     assert text.count("cell \\DP16KD") == 2
+
+
+def test_layernorm_long_stall_keeps_row_constants():
+    """The sink stalls from the start: the output buffer fills while the first row's last
+    beats are still in the early stages (16 beats, the pipeline is 17 deep); the next rows
+    load and run their scalar phase meanwhile, but their constants wait until the stalled
+    row's elements are out."""
+    cols, d = 2, 32
+    dut = LayerNorm(cols, max_dim=d, use_dsp=False)
+    rng = np.random.default_rng(8)
+    # Row means far apart (the constant H of each row differs by thousands of n's LSBs).
+    x = np.array([[off] for off in (-100, 100, -90, 90)]) + rng.integers(-3, 4, (4, d))
+    job = ln_job(x, rng.integers(-64, 65, d), 0, 1 << 14, 22, 1)
+    beats = -(-d // cols)
+    got = []
+
+    def lanes(v):
+        out = np.zeros(beats * cols, np.int64)
+        out[:d] = v
+        return out.reshape(beats, cols)
+
+    async def src_tb(ctx):
+        await stream_put(ctx, dut.i_cfg, {"dim": d, "eps": job["eps"]})
+        for r, row in enumerate(job["x"]):
+            for i, x in enumerate(lanes(row)):
+                await stream_put(ctx, dut.i_stream, {"x": x.tolist(),
+                                                     "last": int(r == 3 and i == beats - 1)})
+
+    async def param_tb(ctx):
+        prm = {f: lanes(job[f]) for f in ("gamma", "beta", "mult", "shift")}
+        prm["shift"][prm["shift"] == 0] = 1
+        for _ in range(4):
+            for i in range(beats):
+                await stream_put(ctx, dut.i_param, {f: v[i].tolist() for f, v in prm.items()})
+
+    async def sink_tb(ctx):
+        ctx.set(dut.o_stream.ready, 0)
+        await ctx.tick().repeat(dut.row_cycles(d) + dut.latency + 300)
+        got.extend(unpack_lanes(p, cols) for p in await stream_get(ctx, dut.o_stream,
+                                                                    4 * beats))
+
+    run_testbenches(dut, src_tb, param_tb, sink_tb, deadline_us=None)
+    out = np.array(got, np.int64).reshape(4, beats * cols)[:, :d]
+    np.testing.assert_array_equal(out, ln_expected(job))
