@@ -152,7 +152,9 @@ class LayerNorm(Unit):
     latency : int
         Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
         its first output beat, with ``i_param`` offered and no backpressure:
-        ``1 + scalar_cycles + 1 + pipeline (17)``; 194 for ``max_dim = 1024``.
+        ``1 + scalar_cycles + pipeline_latency (17)``: 194 for ``max_dim = 1024``. Under
+        backpressure the scalar phase's last step waits until the previous row's elements
+        have left the normalize pipeline (they still read the row constants).
     """
 
     params_fields = ("cols", "dsp_multipliers")
