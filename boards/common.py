@@ -5,7 +5,8 @@
 (the ``sync`` domain; the family modules :mod:`boards.ecp5` and :mod:`boards.ice40` provide it),
 ``harness_pins(m)`` (one serial input pin and the output pins) and ``synth_overrides()`` (extra
 options for the toolchain). :class:`HarnessBoard` implements the last two from class attributes,
-so a board file only names its pins.
+so a board file only names its pins. The board top (:class:`boards.top.BoardTop`) asks for the
+clock, ``uart_pins(m)`` and ``status_leds(m, n)``.
 """
 
 from __future__ import annotations
@@ -72,11 +73,23 @@ class HarnessBoard:
         res = self.request(name, 0, dir="-")
         m.submodules.serial_in = pin = io.Buffer("i", getattr(res, subsignal) if subsignal
                                                  else res)
+        return pin.i, self.status_leds(m, self.led_count)
+
+    def status_leds(self, m: Module, count: int) -> list[Value]:
+        """Request the first ``min(count, led_count)`` LEDs; return their output bits."""
         leds = []
-        for i in range(self.led_count):
+        for i in range(min(count, self.led_count)):
             m.submodules[f"led_{i}"] = led = io.Buffer("o", self.request("led", i, dir="-"))
             leds.append(led.o)
-        return pin.i, leds
+        return leds
+
+    def uart_pins(self, m: Module) -> tuple[Value, Value]:
+        """Request the board's ``uart`` resource (the USB-UART where the board has one); return
+        ``(rx input bit, tx output bit)``."""
+        res = self.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", res.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", res.tx)
+        return rx.i, tx.o
 
     @staticmethod
     def sync_domain(m: Module, clk: Value, locked: Value | None = None) -> None:

@@ -28,10 +28,11 @@ class ICEBreakerPlatform(ICE40Board, _ICEBreakerPlatform):
     # The on-board FT2232H drives the SPI flash and the UP5K's SPI configuration port.
     loader_board = "ice40_generic"
 
-    def harness_pins(self, m: Module) -> tuple[Value, list[Value]]:
+    def status_leds(self, m: Module, count: int) -> list[Value]:
         """LEDs 0-1 are on the board, 2-6 on the break-off PMOD, which is a resource to add."""
-        self.add_resources(self.break_off_pmod)
-        return super().harness_pins(m)
+        if count > 2:
+            self.add_resources(self.break_off_pmod)
+        return super().status_leds(m, count)
 
     def synth_overrides(self) -> dict[str, str]:
         return {"synth_opts": "-dsp"}
