@@ -87,7 +87,7 @@ def test_bert_int_masked_attention_equals_unpadded():
 def test_bert_int_padding_invariant(text):
     tok, vocab, calib, held = text
     twin = _model(vocab)
-    model = quantize_from_text(twin, tok, calib, max_seq_len=64)
+    model = quantize_from_text(twin, tok, calib[:16], max_seq_len=64)
     ids, mask = encode_batch(tok, held[:4], 64)
     assert (~mask).sum() > 0
     h = encode_int(model, ids, mask)

@@ -299,3 +299,17 @@ def test_import_hf_and_embed_commands(checkpoint, tmp_path, capsys):
         _command(sw.import_hf, [str(folder), "--out", str(art), "--max-seq-len", "64"])
     with pytest.raises(ValueError, match="not a BERT artifact"):
         load_bert_int(folder / "model.safetensors")
+
+
+def test_import_hf_twin_matches_transformers_d384(tmp_path):
+    """The shape of the small sentence-embedding models (d 384, 12 heads, 6 layers)."""
+    from sw.bert import BertEncoder
+
+    model = _tiny_bert(tmp_path, 384, 6, 12, 1536, seed=3)
+    imp = load_hf(tmp_path)
+    assert (imp.config.d_model, imp.config.n_layers, imp.config.n_heads) == (384, 6, 12)
+    ids, mask = encode_batch(imp.tokenizer, SENTENCES, max_seq_len=32)
+    with torch.no_grad():
+        ours = BertEncoder.from_imported(imp)(torch.from_numpy(ids), torch.from_numpy(mask))
+    ref = _reference(model, ids, mask)
+    assert np.max(np.abs(ours.numpy() - ref)[mask]) <= 1e-4
