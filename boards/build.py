@@ -43,9 +43,9 @@ from amaranth.lib.wiring import In
 
 from hw.checks import check_number
 
-__all__ = ["BOARDS", "UNITS", "BuildSteps", "UnitHarness", "add_arguments", "bitstream_entry",
-           "board_platform", "checked_name_type", "default_build_dir", "file_sha256", "make_unit",
-           "preset_for_board", "run", "synth", "tool_env"]
+__all__ = ["BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness", "add_arguments",
+           "bitstream_entry", "board_platform", "checked_name_type", "default_build_dir",
+           "file_sha256", "make_top", "make_unit", "preset_for_board", "run", "synth", "tool_env"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
 BOARDS: dict[str, tuple[str, str]] = {
@@ -61,6 +61,10 @@ UNITS: dict[str, tuple[str, str]] = {
     # The whole accelerator (controller, units, scratchpads, CSRs) without its host link.
     "accelerator": ("hw.accelerator", "Accelerator"),
 }
+
+#: The ``--unit`` that builds the board top (:class:`boards.top.BoardTop`): the accelerator with
+#: its UART link (``hw.system.LinkedAccelerator``) on the board's pins, the one a host talks to.
+BOARD_TOP = "top"
 
 # YoWASP tools under the names Amaranth looks up: its build scripts run ``$YOSYS``,
 # ``$NEXTPNR_ECP5``, ... (the tool's name in upper case, "-" -> "_").
@@ -110,6 +114,20 @@ def make_unit(unit: str, params):
         raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
     module, cls = UNITS[unit]
     return getattr(importlib.import_module(module), cls).from_params(params)
+
+
+def make_top(unit: str, params):
+    """What a board build elaborates: the board top for :data:`BOARD_TOP`, else ``unit`` in
+    :class:`UnitHarness`; both run ``sync`` at ``params.target_mhz``."""
+    frequency_hz = params.target_mhz * 1e6
+    if unit == BOARD_TOP:
+        from boards.top import BoardTop
+        from hw.system import LinkedAccelerator
+
+        return BoardTop(LinkedAccelerator(params, link="uart"), frequency_hz=frequency_hz)
+    if not isinstance(unit, str) or unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join([*UNITS, BOARD_TOP])}, not {unit!r}")
+    return UnitHarness(make_unit(unit, params), frequency_hz=frequency_hz)
 
 
 class UnitHarness(Elaboratable):
@@ -356,8 +374,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
 
     plat_cls = board_platform(board)
     params = preset_for_board(board, preset)
-    if not isinstance(unit, str) or unit not in UNITS:
-        raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {unit!r}")
+    if not isinstance(unit, str) or unit not in (*UNITS, BOARD_TOP):
+        raise ValueError(f"unit must be one of {', '.join([*UNITS, BOARD_TOP])}, not {unit!r}")
     build_dir = Path(default_build_dir(board, unit, params) if build_dir is None else build_dir)
     check_output_path(build_dir / "report.json", option="build_dir")
     if json_path is not None and os.fspath(json_path) != STDOUT:
@@ -378,7 +396,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     say(f"synth: {unit} ({params.name}, {params.rows}x{params.cols}, digest "
         f"{params.digest()}) for {board} ({plat_cls.device}) at {params.target_mhz} MHz "
         f"-> {build_dir}")
-    top = UnitHarness(make_unit(unit, params), frequency_hz=params.target_mhz * 1e6)
+    top = make_top(unit, params)
     platform = plat_cls()
     overrides = dict(platform.synth_overrides())
     # --timing-allow-fail: a missed target is a result (timing_met false), not a crash.
@@ -445,9 +463,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--board", required=True, type=checked_name_type(board_platform),
                         metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")
-    parser.add_argument("--unit", default="gemm", choices=list(UNITS),
-                        help="unit to build (default: gemm; accelerator: the whole top "
-                             "without its host link)")
+    parser.add_argument("--unit", default="gemm", choices=[*UNITS, BOARD_TOP],
+                        help="unit to build in the test harness (default: gemm; accelerator: "
+                             f"the whole top without its host link), or {BOARD_TOP}: the board "
+                             "top, the accelerator and its UART link on the board's pins")
     parser.add_argument("--preset", default=None, type=checked_name_type(preset),
                         metavar="PRESET", help=f"AccelParams preset: {', '.join(PRESETS)} "
                                                "(default: the board's own preset)")

@@ -11,7 +11,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from boards.build import board_platform
+from boards.build import BOARD_TOP, board_platform, make_top
 from boards.top import STATUS_LEDS, ActivityStretcher, BoardTop
 from hw.params import preset
 
@@ -134,14 +134,16 @@ def test_board_top_rejects_a_design_without_a_uart():
         BoardTop(object(), frequency_hz=1e6)
     with pytest.raises(ValueError, match="frequency_hz"):
         BoardTop(_Link(), frequency_hz=0)
+    with pytest.raises(ValueError, match="unit must be one of .*, top, not 'fft'"):
+        make_top("fft", preset("tiny"))
 
 
 def test_linked_accelerator_on_the_ulx3s_uart_pins():
     system = pytest.importorskip("hw.system")
     params = preset("tiny")
     plat = board_platform("ulx3s-85f")()
-    top = BoardTop(system.LinkedAccelerator(params, link="uart"),
-                   frequency_hz=params.target_mhz * 1e6)
+    top = make_top(BOARD_TOP, params)                  # what `synth --unit top` builds
+    assert isinstance(top, BoardTop) and isinstance(top.design, system.LinkedAccelerator)
     plan = plat.build(top, do_build=False, **plat.synth_overrides())
     il, lpf = plan.files["top.il"], plan.files["top.lpf"]
     assert "EHXPLLL" in il and "module \\top.design.accel\n" in il
