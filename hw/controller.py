@@ -224,21 +224,11 @@ class Controller(Unit):
             m.d.sync += [self.busy.eq(0), self.done.eq(1)]
             m.d.comb += s.retire.eq(1)
             m.next = "IDLE"
-        elif op == Opcode.GEMM:
-            s.latch(s.g, instruction_fields(ir, Opcode.GEMM))
-            m.next = "GEMM_CHECK"
-        elif op == Opcode.ATTN:
-            s.latch(s.a, instruction_fields(ir, Opcode.ATTN))
-            m.next = "ATTN_CHECK"
-        elif op == Opcode.LNORM:
-            s.latch(s.n, instruction_fields(ir, Opcode.LNORM))
-            m.next = "LNORM_CHECK"
-        elif op == Opcode.EMBED:
-            s.latch(s.e, instruction_fields(ir, Opcode.EMBED))
-            m.next = "EMBED_CHECK"
-        elif op == Opcode.VEC:
-            s.latch(s.v, instruction_fields(ir, Opcode.VEC))
-            m.next = "VEC_CHECK"
+        elif op in s.fields_of:
+            # The fields go into the opcode's registers; its CHECK state validates them.
+            regs = s.fields_of[op]
+            m.d.sync += [getattr(regs, n).eq(v) for n, v in instruction_fields(ir, op).items()]
+            m.next = f"{op.name}_CHECK"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
 
@@ -247,24 +237,13 @@ class Controller(Unit):
             m.d.sync += s.perf.eq(0)
         with m.Elif(self.busy):
             m.d.sync += s.perf.cycles.eq(s.perf.cycles + 1)
-            with m.If(s.retire):
-                m.d.sync += s.perf.instret.eq(s.perf.instret + 1)
-            with m.If(s.gemm_busy):
-                m.d.sync += s.perf.gemm_busy.eq(s.perf.gemm_busy + 1)
-            with m.If(s.gemm_stall):
-                m.d.sync += s.perf.gemm_stall.eq(s.perf.gemm_stall + 1)
-            with m.If(s.vec_busy):
-                m.d.sync += s.perf.vec_busy.eq(s.perf.vec_busy + 1)
-            with m.If(s.vec_stall):
-                m.d.sync += s.perf.vec_stall.eq(s.perf.vec_stall + 1)
-            with m.If(s.attn_busy):
-                m.d.sync += s.perf.attn_busy.eq(s.perf.attn_busy + 1)
-            with m.If(s.attn_stall):
-                m.d.sync += s.perf.attn_stall.eq(s.perf.attn_stall + 1)
-            with m.If(s.lnorm_busy):
-                m.d.sync += s.perf.lnorm_busy.eq(s.perf.lnorm_busy + 1)
-            with m.If(s.lnorm_stall):
-                m.d.sync += s.perf.lnorm_stall.eq(s.perf.lnorm_stall + 1)
+            events = {"instret": s.retire}
+            events.update({name: getattr(s, name) for name in PERF_LAYOUT.members
+                           if name not in ("cycles", "instret")})
+            for name, event in events.items():
+                counter = getattr(s.perf, name)
+                with m.If(event):
+                    m.d.sync += counter.eq(counter + 1)
         m.d.comb += self.perf.eq(s.perf)
 
     # -- GEMM -------------------------------------------------------------------------------------
@@ -995,6 +974,9 @@ class _State:
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
         self.e.ident = Signal(32, name="e_ident")
         self.embed_ids = Signal()
+        #: The registers each opcode's fields are latched into.
+        self.fields_of = {Opcode.GEMM: self.g, Opcode.ATTN: self.a, Opcode.LNORM: self.n,
+                          Opcode.EMBED: self.e, Opcode.VEC: self.v}
         self.lnorm_busy = Signal()
         self.lnorm_stall = Signal()
         self.lnorm_run = Signal()
@@ -1023,9 +1005,6 @@ class _State:
     def next_instruction(self, state: str) -> None:
         self.m.d.comb += [self.retire.eq(1), self.next_pc.eq(1)]
         self.m.next = state
-
-    def latch(self, regs, fields) -> None:
-        self.m.d.sync += [getattr(regs, n).eq(v) for n, v in fields.items()]
 
     def issue(self, port, addr, sel, live=1, *, core: bool = True) -> None:
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, bound for GEMM core

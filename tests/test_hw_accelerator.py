@@ -154,6 +154,7 @@ def test_accelerator_csrs_and_holes():
         for _ in range(10):
             await ctx.tick()
         seen["status_err"] = await host.read(csr(Csr.STATUS))
+        seen["status_port"] = ctx.get(dut.status)
         seen["pc"] = await host.read(csr(Csr.PC))
         await host.write(csr(Csr.CONTROL), int(Control.CLEAR))
         seen["status_clear"] = await host.read(csr(Csr.STATUS))
@@ -165,6 +166,7 @@ def test_accelerator_csrs_and_holes():
     assert seen["control"] == 0 and seen["status"] == 0
     assert seen["holes"] == [0, 0, 0] and seen["act0"] == 0
     assert seen["status_err"] == Status.ERROR | ErrorCode.NO_HALT << isa.STATUS_CODE_SHIFT
+    assert seen["status_port"] == seen["status_err"]
     assert seen["pc"] == 0x123456AB
     assert seen["start"] == [1, 0, 1]
     assert seen["status_clear"] == 0
