@@ -385,18 +385,6 @@ def load_hf(folder: Path | str) -> ImportedBert:
 
 # -- `lightformer import-hf` -----------------------------------------------------------------------
 
-def _positive_int(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
-
 def _output_path(text: str) -> Path:
     import argparse
 
@@ -409,6 +397,7 @@ def _output_path(text: str) -> Path:
 
 
 def add_arguments(p) -> None:
+    from sw.compile import _positive_int
     from sw.report import add_json_argument
 
     p.add_argument("folder", type=Path,
