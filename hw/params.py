@@ -151,17 +151,20 @@ class AccelParams:
 
 PRESETS: dict[str, AccelParams] = {
     # Fast tests: small enough to Verilate in ~10 s.
-    "tiny": AccelParams(name="tiny", rows=4, cols=4, k_depth=256, window=8, head_dim=8,
-                        attn_lanes=4, act_depth=4096, wgt_depth=16384, target_mhz=25.0),
+    # head_dim 16 and 32 KiB of weights: the shipped digits model (2 heads of 16, 17 KiB of
+    # weights) runs on it end to end.
+    "tiny": AccelParams(name="tiny", rows=4, cols=4, k_depth=256, window=8, head_dim=16,
+                        attn_lanes=4, act_depth=4096, wgt_depth=32768, target_mhz=25.0),
     # iCE40UP5K: 5280 LUT4, 8 SB_MAC16, 30 EBR (120 kbit), 1 Mbit SPRAM. A 2x2 array: its 4 PE
     # products and the requantizer's 2 x 2 partial products use exactly the 8 SB_MAC16
     # (a 2x4 array needed 16 and 5333 of 5280 logic cells; docs/boards.md).
     "icebreaker": AccelParams(name="icebreaker", rows=2, cols=2, k_depth=256, window=8,
                               head_dim=8, attn_lanes=2, act_depth=2048, wgt_depth=8192,
                               instr_depth=64, lut_count=2, target_mhz=12.0),
-    # ECP5 LFE5U-85F speed grade 6: 156 MULT18X18D, 208 EBR (18 kbit each).
+    # ECP5 LFE5U-85F speed grade 6: 156 MULT18X18D, 208 EBR (18 kbit each). 32 KiB of
+    # activations hold one encoder layer at d_model 64, T 64 (at least 5 T d bytes live at once).
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
-                             head_dim=32, attn_lanes=8, act_depth=16384, wgt_depth=131072,
+                             head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
                              instr_depth=1024, lut_count=8, target_mhz=125.0),
     # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR.
     "colorlight_5a75b": AccelParams(name="colorlight_5a75b", rows=4, cols=4, k_depth=512,

@@ -119,7 +119,7 @@ def test_program_layout_and_blocks(digits):
 def test_program_fit_error_names_every_limit(digits):
     art, _ = digits
     with pytest.raises(FitError) as info:
-        compile_program(art, preset("tiny"))
+        compile_program(art, preset("tiny").replace(head_dim=8, wgt_depth=16384))
     msg = str(info.value)
     assert "weight bytes: needs 17024, has 16384 (AccelParams.wgt_depth)" in msg
     assert "head_dim: needs 16, has 8 (AccelParams.head_dim)" in msg
