@@ -252,7 +252,7 @@ def _command(module, argv: list[str]) -> int:
 
 def test_import_hf_and_embed_commands(checkpoint, tmp_path, capsys):
     import sw.bert_int
-    import sw.import_hf
+    import sw.import_hf_command
     from sw.bert_int import load_bert_int
 
     folder, model = checkpoint
@@ -262,7 +262,7 @@ def test_import_hf_and_embed_commands(checkpoint, tmp_path, capsys):
     calib.write_text("\n".join(lines) + "\n", encoding="utf-8")
     art = tmp_path / "bert.safetensors"
     summary = tmp_path / "import.json"
-    assert _command(sw.import_hf, [str(folder), "--out", str(art), "--max-seq-len", "24",
+    assert _command(sw.import_hf_command, [str(folder), "--out", str(art), "--max-seq-len", "24",
                                    "--calibration", str(calib), "--json", str(summary)]) == 0
     rep = json.loads(summary.read_text(encoding="utf-8"))
     assert rep["kind"] == "import-hf" and rep["schema_version"] == 1
@@ -296,7 +296,7 @@ def test_import_hf_and_embed_commands(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit, match="sentence 1 has 32 tokens, more than max_seq_len 24"):
         _command(sw.bert_int, ["--artifact", str(art), "--text-file", str(text), "--json", "-"])
     with pytest.raises(SystemExit, match="--max-seq-len 64 is more than the model's 32"):
-        _command(sw.import_hf, [str(folder), "--out", str(art), "--max-seq-len", "64"])
+        _command(sw.import_hf_command, [str(folder), "--out", str(art), "--max-seq-len", "64"])
     with pytest.raises(ValueError, match="not a BERT artifact"):
         load_bert_int(folder / "model.safetensors")
 
