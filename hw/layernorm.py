@@ -15,9 +15,9 @@ The unit runs each row in three phases:
 1. **Load** (``ceil(d / cols)`` beats, one per cycle): the row goes into a row buffer
    (:func:`hw.bram.make_block_ram`) while ``S1`` and ``Q`` accumulate (one squaring
    multiplier per lane).
-2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 176 cycles for ``max_dim = 1024``): a
+2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 133 cycles for ``max_dim = 1024``): a
    sequential engine computes ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its
-   multiplies are one bit per cycle, as wide as ``d`` or ``|S1|``), the square root by the
+   multiplies take two bits of ``d`` or ``|S1|`` per cycle), the square root by the
    digit-by-digit rule of :func:`sw.ref.isqrt_int` (exactly 32 steps), ``inv`` by a restoring
    division (49 steps), then the per-row constants ``G = d**2 * inv`` and
    ``H = S1 * d * inv - 2**(37 - k)``.
@@ -69,6 +69,10 @@ ENGINE_BITS = 64
 DIV_STEPS = LN_RECIP_BITS + 1          # quotient bits of 2**48 // r
 #: Cycles between the row's last load beat and the first scalar step (stats pipeline).
 STATS_DRAIN = 2
+
+
+def _half(bits: int) -> int:
+    return (bits + 1) // 2
 
 
 def layernorm_pre_shift(d: int) -> int:
@@ -152,7 +156,7 @@ class LayerNorm(Unit):
     latency : int
         Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
         its first output beat, with ``i_param`` offered and no backpressure:
-        ``1 + scalar_cycles + pipeline_latency (17)``: 194 for ``max_dim = 1024``. Under
+        ``1 + scalar_cycles + pipeline_latency (17)``: 151 for ``max_dim = 1024``. Under
         backpressure the scalar phase's last step waits until the previous row's elements
         have left the normalize pipeline (they still read the row constants).
     """
@@ -178,21 +182,21 @@ class LayerNorm(Unit):
 
     @property
     def dim_bits(self) -> int:
-        """Steps of a sequential multiply by ``d``."""
+        """Bits of ``d``: a sequential multiply by ``d`` takes ``ceil(dim_bits / 2)`` steps."""
         return self._max_dim.bit_length()
 
     @property
     def sum_bits(self) -> int:
-        """Steps of a sequential multiply by ``|S1|`` (``|S1| <= 128 * max_dim``)."""
+        """Bits of ``|S1| <= 128 * max_dim`` (a multiply by it: ``ceil(sum_bits / 2)`` steps)."""
         return (128 * self._max_dim).bit_length()
 
     @property
     def scalar_cycles(self) -> int:
         """Cycles of the scalar phase: the stats drain, five multiplies by ``d`` and two by
-        ``|S1|`` (one bit per cycle), the pre-shift, the square root, the division and the
+        ``|S1|`` (two bits per cycle), the pre-shift, the square root, the division and the
         commit of the row constants."""
-        return (STATS_DRAIN + 5 * self.dim_bits + 2 * self.sum_bits + 1 + ISQRT_ITERATIONS
-                + DIV_STEPS + 1)
+        return (STATS_DRAIN + 5 * _half(self.dim_bits) + 2 * _half(self.sum_bits) + 1
+                + ISQRT_ITERATIONS + DIV_STEPS + 1)
 
     @property
     def pipeline_latency(self) -> int:
@@ -277,7 +281,8 @@ class LayerNorm(Unit):
 
         # -- scalar engine ---------------------------------------------------------------------
         macc = Signal(ENGINE_BITS)
-        ma = Signal(ENGINE_BITS)
+        ma = Signal(ENGINE_BITS)                                 # a * 4**step
+        ma3 = Signal(ENGINE_BITS)                                # 3 * a * 4**step
         mb = Signal(max(self.dim_bits, self.sum_bits))
         cnt = Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1))
         t1 = Signal(ENGINE_BITS)                                 # d * Q
@@ -303,16 +308,22 @@ class LayerNorm(Unit):
                 m.next = nxt
 
         def mul_step(a_src, b_src, bits, nxt):
-            """One shift-and-add step of ``a_src * b_src`` (``bits`` steps) into ``macc``."""
+            """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
+            modulo ``2**64``) into ``macc``: one adder per cycle, ``3 * a`` kept beside ``a``."""
             first = cnt == 0
-            a_cur = Mux(first, a_src, ma)
+            a_cur = Mux(first, a_src, ma)[:ENGINE_BITS]
+            a3_cur = Mux(first, (a_src << 1) + a_src, ma3)[:ENGINE_BITS]
             b_cur = Mux(first, b_src, mb)
+            digit = b_cur[:2]
+            addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
+                         Mux(digit[0], a_cur, 0))
             m.d.sync += [
-                macc.eq(Mux(first, 0, macc) + Mux(b_cur[0], a_cur, 0)),
-                ma.eq(a_cur << 1),
-                mb.eq(b_cur >> 1),
+                macc.eq(Mux(first, 0, macc) + addend),
+                ma.eq(a_cur << 2),
+                ma3.eq(a3_cur << 2),
+                mb.eq(b_cur >> 2),
             ]
-            count(bits, nxt)
+            count(_half(bits), nxt)
 
         # -- normalize: the element pipeline ------------------------------------------------
         beat_out = Signal(range(depth))

@@ -170,7 +170,7 @@ def test_layernorm_latency_and_row_cycles():
     assert [f - in_cycles[(r + 1) * beats - 1] for r, f in enumerate(firsts)] == \
         [dut.latency] * 3
     assert dut.latency == 1 + dut.scalar_cycles + dut.pipeline_latency
-    assert LayerNorm(4).latency == 194
+    assert LayerNorm(4).latency == 151
 
 
 def test_layernorm_from_params_and_checks():
