@@ -313,3 +313,36 @@ def test_import_hf_twin_matches_transformers_d384(tmp_path):
         ours = BertEncoder.from_imported(imp)(torch.from_numpy(ids), torch.from_numpy(mask))
     ref = _reference(model, ids, mask)
     assert np.max(np.abs(ours.numpy() - ref)[mask]) <= 1e-4
+
+
+def test_import_hf_legacy_names_prefix_and_buffers(checkpoint, tmp_path):
+    """TensorFlow-era names (LayerNorm gamma/beta), a ``bert.`` prefix and the position-id
+    buffer import to the same tensors; a bfloat16 tensor is refused with what to do."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder, _ = checkpoint
+    want = load_hf(folder).tensors
+    shutil.copytree(folder, tmp_path / "m")
+    raw = load_file(folder / "model.safetensors")
+    renamed = {}
+    for key, value in raw.items():
+        if "LayerNorm." in key:
+            key = key.replace(".weight", ".gamma").replace(".bias", ".beta")
+        renamed["bert." + key] = value
+    renamed["bert.embeddings.position_ids"] = np.arange(32, dtype=np.int64)[None]
+    renamed["cls.predictions.bias"] = np.zeros(3, dtype=np.float32)
+    save_file(renamed, tmp_path / "m" / "model.safetensors")
+    imp = load_hf(tmp_path / "m")
+    assert imp.unexpected_keys == ["cls.predictions.bias"]
+    assert set(imp.tensors) == set(want)
+    for k, v in want.items():
+        np.testing.assert_array_equal(imp.tensors[k], v)
+
+    from safetensors.torch import save_file as save_torch
+    bf16 = {k: torch.from_numpy(v) for k, v in raw.items()}
+    bf16["pooler.dense.bias"] = bf16["pooler.dense.bias"].to(torch.bfloat16)
+    save_torch(bf16, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(ValueError, match="'pooler.dense.bias' has a dtype NumPy cannot read"):
+        load_hf(tmp_path / "m")
