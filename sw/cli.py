@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("boards.build", "synthesize a unit for a board with YoWASP and write a JSON report"),
     "program": ("boards.program", "load a board's bitstream with openFPGALoader"),
     "bench": ("sim.bench", "run a benchmark on the Verilated hardware and write JSON"),
+    "infer": ("sw.infer_command", "run an artifact's test inputs on a device through the driver"),
 }
 
 

@@ -411,7 +411,8 @@ def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
     int32 logits in the same shape as ``sw.ref.model_forward_int``.
 
     ``image`` (default: ``program.image()``) is reused between samples, as the device keeps
-    the model resident and only the input changes.
+    the model resident and only the input changes; a streamed program's layer blocks are
+    written before each layer's run, as the driver does (``Program.steps``).
     """
     image = program.image() if image is None else image
     x = np.asarray(x_q)
@@ -420,7 +421,10 @@ def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
     out = []
     for sample in batch:
         program.write_input(image, sample)
-        run(image, entry=program.entry, stats=stats)
+        for entry, blocks in program.steps():
+            for b in blocks:
+                image.write(b.region, b.offset, b.data)
+            run(image, entry=entry, stats=stats)
         out.append(program.read_output(image))
     logits = np.stack(out)
     return logits[0] if single else logits

@@ -14,9 +14,16 @@ scratchpads in the layouts the units stream (``docs/isa.md``):
   narrow one for LayerNorm, attention and FFN outputs, plus the input and the logits.
 
 The result is a :class:`Program`: the instruction words, the constant contents as named
-:class:`Block` s (one per tensor, grouped by layer so that a later streamed plan can write the
-weight blocks of one layer at a time), where the input goes and where the logits come out.
-A model that does not fit raises :class:`FitError` naming every exceeded limit.
+:class:`Block` s (one per tensor, grouped by layer), where the input goes and where the logits
+come out. A model that does not fit raises :class:`FitError` naming every exceeded limit.
+
+Two modes (:attr:`Program.mode`). *Resident*: every constant is written once and one run from
+``entry`` to HALT is an inference. *Streamed*, for a model whose weights (or quant words or
+LUTs) exceed the preset's scratchpads: every layer (``embed``, ``blocks.i``, ``head``) ends
+with a HALT and its weight, quant and LUT blocks are laid out from offset 0 of their regions,
+so one layer's constants fit at a time; the host writes a layer's blocks, runs it from its
+entry, waits for the HALT and goes on with the next (:meth:`Program.steps`). The activations
+stay in the activation scratchpad between the runs, so both modes compute the same logits.
 """
 
 from __future__ import annotations
@@ -38,12 +45,20 @@ from hw.params import AccelParams
 from sw import quant, ref
 from sw.isasim import MemoryImage, pack_act, pack_quant, pack_wgt, unpack_act
 
-__all__ = ["PROGRAM_FORMAT", "PROGRAM_FORMAT_VERSION", "Block", "FitError", "Program",
+__all__ = ["MODES", "PROGRAM_FORMAT", "PROGRAM_FORMAT_VERSION", "STREAMED_REGIONS", "Block",
+           "FitError", "Program",
            "ProgramFileError", "RandomArtifact", "TensorRef", "compile_program", "load_program",
            "random_artifact", "save_program"]
 
 PROGRAM_FORMAT = "lightformer-program"
-PROGRAM_FORMAT_VERSION = 1
+PROGRAM_FORMAT_VERSION = 2            # 2: mode and runs (version 1 files are resident)
+#: ``Program.mode`` values.
+MODES = ("resident", "streamed")
+#: Regions whose blocks a streamed program writes layer by layer (the activation scratchpad's
+#: constants stay resident: the activations between layers live there too).
+STREAMED_REGIONS = ("wgt", "quant", "lut")
+#: Limits that streaming can relieve (``FitError.limits`` entries' first field).
+_STREAMABLE = ("weight bytes", "quant words", "GELU LUTs")
 
 
 class FitError(ValueError):
@@ -106,7 +121,12 @@ class Program:
         Where one sample goes (int8 patches ``(T, patch_dim)`` or int32 token ids ``(T, 1)``)
         and where the int32 logits come out (``(1, n_classes)`` or ``(T, n_classes)``).
     usage : dict
-        Bytes (instructions: words) used per region, and each region's capacity.
+        Bytes (instructions: words) used per region, and each region's capacity (streamed:
+        the largest layer's bytes in the streamed regions).
+    mode : str
+        ``"resident"`` or ``"streamed"`` (module docstring).
+    runs : tuple of (str, int)
+        Streamed: ``(layer, entry)`` of each run, in order; resident: empty.
     """
 
     params: AccelParams
@@ -120,6 +140,21 @@ class Program:
     artifact_digest: str
     usage: dict[str, dict[str, int]]
     entry: int = 0
+    mode: str = "resident"
+    runs: tuple[tuple[str, int], ...] = ()
+
+    def resident_blocks(self) -> list[Block]:
+        """The blocks written once, when the program is loaded."""
+        if self.mode == "resident":
+            return list(self.blocks)
+        return [b for b in self.blocks if b.region not in STREAMED_REGIONS]
+
+    def steps(self) -> list[tuple[int, list[Block]]]:
+        """One inference: ``(entry, blocks to write first)`` per run, in order."""
+        if self.mode == "resident":
+            return [(self.entry, [])]
+        return [(entry, [b for b in self.layer_blocks(layer) if b.region in STREAMED_REGIONS])
+                for layer, entry in self.runs]
 
     @property
     def words(self) -> tuple[int, ...]:
@@ -133,9 +168,10 @@ class Program:
         return [b for b in self.blocks if b.layer == layer]
 
     def image(self) -> MemoryImage:
-        """A fresh memory image holding the program and every constant block."""
+        """A fresh memory image holding the program and its resident blocks (every constant
+        block of a resident program)."""
         image = MemoryImage(self.params)
-        for b in self.blocks:
+        for b in self.resident_blocks():
             image.write(b.region, b.offset, b.data)
         image.load_program(self.words, self.entry)
         image.write_csr(isa.Csr.ENTRY, self.entry)
@@ -183,6 +219,7 @@ class Program:
         return {"preset": self.params.name, "design_id": f"{self.params.design_id:08x}",
                 "artifact_sha256": self.artifact_digest, "seq_len": self.seq_len,
                 "instructions": len(self.instructions), "entry": self.entry,
+                "mode": self.mode, "runs": [list(r) for r in self.runs],
                 "input": ref_dict(self.input), "output": ref_dict(self.output),
                 "usage": self.usage, "layers": self.layers()}
 
@@ -216,6 +253,24 @@ class _Builder:
         self.code: list[isa.Instruction] = []
         self.layer = "embed"
         self.k_max = 0
+        self.streamed = False
+        self.runs: list[tuple[str, int]] = [("embed", 0)]
+        self.peak = dict.fromkeys(STREAMED_REGIONS, 0)
+
+    def start_layer(self, name: str) -> None:
+        """Constants from here on belong to layer ``name``; streamed, the previous layer's
+        run ends with a HALT and the streamed regions are laid out from offset 0 again."""
+        if self.streamed:
+            self.code.append(isa.halt())
+            for region in STREAMED_REGIONS:
+                self.peak[region] = max(self.peak[region], self.mem[region].top)
+                self.mem[region].top = 0
+            self.runs.append((name, len(self.code)))
+        self.layer = name
+
+    def top(self, region: str) -> int:
+        """The region's use: its allocator's top, or streamed the largest layer's."""
+        return max(self.peak.get(region, 0), self.mem[region].top)
 
     # constants
     def block(self, name: str, region: str, data: bytes, unit: int = 1) -> int:
@@ -282,14 +337,30 @@ def _span(cfg: dict[str, Any], seq_len: int) -> tuple[int, bool]:
     return min(window, seq_len if causal else 2 * seq_len - 1), causal
 
 
-def compile_program(artifact: Any, params: AccelParams, *,
-                    seq_len: int | None = None) -> Program:
+def compile_program(artifact: Any, params: AccelParams, *, seq_len: int | None = None,
+                    mode: str | None = None) -> Program:
     """Lower ``artifact`` (:class:`sw.artifact.Artifact`) to a :class:`Program` for ``params``.
 
     ``seq_len``: tokens per sample (default and, for classifiers, required: the model's).
+    ``mode``: ``"resident"``, ``"streamed"`` or ``None`` (default): resident when the model's
+    constants fit the scratchpads, else streamed (module docstring).
     Raises :class:`FitError` naming every limit the model exceeds (weights, quant words,
-    activations, instructions, LUTs, head_dim, window, GEMM depth).
+    activations, instructions, LUTs, head_dim, window, GEMM depth); in the default mode, the
+    streamed program's limits when streaming does not make it fit either.
     """
+    if mode is None:
+        try:
+            return _compile(artifact, params, seq_len, "resident")
+        except FitError as exc:
+            if not all(what in _STREAMABLE for what, *_ in exc.limits):
+                raise
+        return _compile(artifact, params, seq_len, "streamed")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES} or None, not {mode!r}")
+    return _compile(artifact, params, seq_len, mode)
+
+
+def _compile(artifact: Any, params: AccelParams, seq_len: int | None, mode: str) -> Program:
     cfg, a = artifact.config, artifact.arrays
     t = cfg["seq_len"] if seq_len is None else seq_len
     if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= cfg["seq_len"]:
@@ -300,6 +371,7 @@ def compile_program(artifact: Any, params: AccelParams, *,
     hd = d // n_heads
     window, causal = _span(cfg, t)
     b = _Builder(artifact, params, t)
+    b.streamed = mode == "streamed"
 
     # Activation buffers (reused by every layer).
     if cfg["input_kind"] == "patches":
@@ -330,7 +402,7 @@ def compile_program(artifact: Any, params: AccelParams, *,
 
     for i in range(n_layers):
         p = f"blocks.{i}."
-        b.layer = f"blocks.{i}"
+        b.start_layer(f"blocks.{i}")
         b.lnorm(p + "ln1", x, narrow)
         b.gemm(p + "attn.qkv", narrow, qkv)
         quant = a[p + "attn.quant"]
@@ -349,7 +421,7 @@ def compile_program(artifact: Any, params: AccelParams, *,
         b.gemm(p + "ffn.fc2", ffn, narrow)
         b.add(p + "add2", x, narrow.offset)
 
-    b.layer = "head"
+    b.start_layer("head")
     b.lnorm("ln_f", x, narrow)
     head_in = narrow
     if classify:
@@ -366,16 +438,17 @@ def compile_program(artifact: Any, params: AccelParams, *,
 
     mmap = isa.memory_map(params)
     used = {"instr": len(b.code) * isa.INSTR_BYTES, "act": b.mem["act"].top,
-            "wgt": b.mem["wgt"].top, "quant": b.mem["quant"].top * isa.QUANT_WORD_BYTES,
-            "lut": b.mem["lut"].top * LUT_SIZE}
+            "wgt": b.top("wgt"), "quant": b.top("quant") * isa.QUANT_WORD_BYTES,
+            "lut": b.top("lut") * LUT_SIZE}
     usage = {name: {"used": used[name], "size": mmap.region(name).size} for name in used}
+    per = " of the largest layer" if b.streamed else ""
     limits = [
-        ("weight bytes", used["wgt"], params.wgt_depth, "wgt_depth"),
-        ("quant words", b.mem["quant"].top, isa.quant_depth(params),
+        ("weight bytes" + per, used["wgt"], params.wgt_depth, "wgt_depth"),
+        ("quant words" + per, b.top("quant"), isa.quant_depth(params),
          "wgt_depth; the quant scratchpad holds wgt_depth // 32 words"),
         ("activation bytes", used["act"], params.act_depth, "act_depth"),
         ("instructions", len(b.code), params.instr_depth, "instr_depth"),
-        ("GELU LUTs", b.mem["lut"].top, params.lut_count, "lut_count"),
+        ("GELU LUTs" + per, b.top("lut"), params.lut_count, "lut_count"),
         ("head_dim", hd, params.head_dim, "head_dim"),
         ("attention window", window, params.window, "window"),
         ("GEMM reduction length K", b.k_max, params.k_depth, "k_depth"),
@@ -385,7 +458,8 @@ def compile_program(artifact: Any, params: AccelParams, *,
         raise FitError(params, over)
     return Program(params=params, instructions=tuple(b.code), blocks=tuple(b.blocks),
                    input=inp, output=logits, input_kind=cfg["input_kind"], task=cfg["task"],
-                   seq_len=t, artifact_digest=artifact.digest, usage=usage)
+                   seq_len=t, artifact_digest=artifact.digest, usage=usage, mode=mode,
+                   runs=tuple(b.runs) if b.streamed else ())
 
 
 # -- program files --------------------------------------------------------------------------------
@@ -410,6 +484,7 @@ def save_program(program: Program, path: str | os.PathLike[str]) -> Path:
         "params": {f.name: getattr(program.params, f.name)
                    for f in dataclasses.fields(program.params) if f.init},
         "design_id": program.params.design_id, "entry": program.entry,
+        "mode": program.mode, "runs": [list(r) for r in program.runs],
         "input_kind": program.input_kind, "task": program.task, "seq_len": program.seq_len,
         "artifact_digest": program.artifact_digest, "usage": program.usage,
         "input": dataclasses.asdict(program.input), "output": dataclasses.asdict(program.output),
@@ -437,7 +512,7 @@ def load_program(path: str | os.PathLike[str]) -> Program:
         manifest = json.loads(meta[PROGRAM_FORMAT])
     except (KeyError, ValueError, OSError, safetensors.SafetensorError) as exc:
         raise ProgramFileError(f"{path}: not a {PROGRAM_FORMAT} file ({exc}); {redo}") from None
-    if manifest.get("format_version") != PROGRAM_FORMAT_VERSION \
+    if manifest.get("format_version") not in (1, PROGRAM_FORMAT_VERSION) \
             or manifest.get("isa_version") != isa.ISA_VERSION:
         raise ProgramFileError(
             f"{path}: program format {manifest.get('format_version')!r} / ISA "
@@ -460,7 +535,9 @@ def load_program(path: str | os.PathLike[str]) -> Program:
                    output=TensorRef(**manifest["output"]), input_kind=manifest["input_kind"],
                    task=manifest["task"], seq_len=manifest["seq_len"],
                    artifact_digest=manifest["artifact_digest"], usage=manifest["usage"],
-                   entry=manifest["entry"])
+                   entry=manifest["entry"], mode=manifest.get("mode", "resident"),
+                   runs=tuple((str(layer), int(entry))
+                              for layer, entry in manifest.get("runs", [])))
 
 
 # -- random models (tests and benchmarks) ---------------------------------------------------------

@@ -79,7 +79,7 @@ def test_driver_infer_report(model, board):
 
 def test_driver_accelerator_refuses_another_design(model, board):
     _, program, _ = model
-    other = preset("tiny")
+    other = PARAMS.replace(wgt_depth=2 * PARAMS.wgt_depth)     # another design, same name
     with LinkServer(isa_board(other)) as srv, Accelerator.open(srv.url, timeout=1.0) as acc:
         with pytest.raises(DesignMismatchError, match="preset tiny"):
             acc.load(program)

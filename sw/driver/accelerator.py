@@ -5,6 +5,8 @@
 program's constant blocks (weights, quant words, LUTs, tables) and its instructions once;
 :meth:`Accelerator.predict` writes only each sample's input, runs the program and reads the
 logits back -- the same array as ``sw.ref.model_forward_int`` (and ``sw.isasim.simulate``).
+A streamed program (``Program.mode``) keeps only its activation constants resident: per
+inference, each layer's weight, quant and LUT blocks are written before that layer runs.
 Programs come from ``sw.program.compile_program(artifact, params)`` or a file written by
 ``sw.program.save_program``.
 """
@@ -44,7 +46,8 @@ class Accelerator(Device):
     program : sw.program.Program or None
         The resident program.
     run_cycles : list of int
-        Device cycles of each inference of the last :meth:`predict` (PERF's run cycles).
+        Device cycles of each inference of the last :meth:`predict` (PERF's run cycles; the
+        sum over the layer runs of a streamed program).
     """
 
     program = None
@@ -58,7 +61,7 @@ class Accelerator(Device):
         params = program.params
         self.check_design(params.design_id, params.name)
         mmap = isa.memory_map(params)
-        for block in program.blocks:
+        for block in program.resident_blocks():
             self.write_bytes(mmap.region(block.region).base + block.offset, block.data)
         instr = mmap.region("instr").base + program.entry * isa.INSTR_BYTES
         self.write_bytes(instr, isa.to_bytes(program.words))
@@ -74,15 +77,22 @@ class Accelerator(Device):
         single = x.ndim == program.input_ndim
         out = []
         self.run_cycles = []
-        csr = isa.memory_map(program.params).region("csr").base
+        mmap = isa.memory_map(program.params)
+        csr = mmap.region("csr").base
+        steps = program.steps()
         for sample in (x[None] if single else x):
             self.write_bytes(program.input.bus_address, program.pack_input(sample))
-            self.run(program.entry)
-            status = self.wait(timeout).acc_status
-            if status & isa.Status.ERROR:
-                pc = self.read(csr + isa.Csr.PC, 1)[0]
-                raise ProgramError(self.url, (status >> isa.STATUS_CODE_SHIFT) & 0xFF, pc)
-            self.run_cycles.append(self.perf().run_cycles)
+            cycles = 0
+            for entry, blocks in steps:
+                for block in blocks:
+                    self.write_bytes(mmap.region(block.region).base + block.offset, block.data)
+                self.run(entry)
+                status = self.wait(timeout).acc_status
+                if status & isa.Status.ERROR:
+                    pc = self.read(csr + isa.Csr.PC, 1)[0]
+                    raise ProgramError(self.url, (status >> isa.STATUS_CODE_SHIFT) & 0xFF, pc)
+                cycles += self.perf().run_cycles
+            self.run_cycles.append(cycles)
             out.append(program.unpack_output(
                 self.read_bytes(program.output.bus_address, program.output.size)))
         logits = np.stack(out)

@@ -72,7 +72,7 @@ def infer(acc: Accelerator, x_q: np.ndarray, *, labels: np.ndarray | None = None
         "cycles_per_inference": mean_cycles,
         "projected_latency_us": mean_cycles / program.params.target_mhz,
         "link_bytes_per_inference": (acc.bytes_sent + acc.bytes_received - before) / n,
-        "mode": "resident",
+        "mode": program.mode,
         "transport": transport_kind(acc.url),
         "logits": got,
     }
