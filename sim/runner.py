@@ -169,11 +169,12 @@ def tool_versions() -> str:
 
 
 def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False,
-              fields: Iterable[str] | None = None) -> str:
+              fields: Iterable[str] | None = None, extra: str = "") -> str:
     """16 hex digits naming a build: Verilog text + params digest + flags + tools + waves.
 
     ``fields`` names the :class:`~hw.params.AccelParams` fields the unit reads: only they enter
-    the params digest (``params.digest(fields)``); ``None`` takes every field.
+    the params digest (``params.digest(fields)``); ``None`` takes every field. ``extra`` is
+    whatever else the build depends on (a C++ harness and its flags).
     """
     h = hashlib.blake2s(digest_size=8)
     h.update(verilog_text.encode())
@@ -183,6 +184,8 @@ def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False,
     if WAIVERS.exists():
         h.update(b"\0waivers:" + WAIVERS.read_bytes())
     h.update(b"\0waves:" + (b"1" if waves else b"0"))
+    if extra:
+        h.update(b"\0extra:" + extra.encode())
     return h.hexdigest()
 
 
@@ -211,7 +214,9 @@ def _check_name(name: object) -> str:
 
 
 def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None,
-          waves: bool | None = None, progress: bool = False) -> Build:
+          waves: bool | None = None, progress: bool = False,
+          verilate: Callable[[Path, Path, str, bool], None] | None = None,
+          extra_key: str = "") -> Build:
     """Export ``top_factory()`` to Verilog and Verilate it (cached).
 
     Parameters
@@ -230,6 +235,13 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
     progress : bool
         Show the Verilog export and the Verilator build as progress lines on stderr
         (:func:`sw.progress.step`); the CLI turns this on, tests leave it off.
+    verilate : callable, optional
+        ``verilate(directory, verilog_file, name, waves)`` makes the build instead of the
+        cocotb runner's (the virtual board builds its own C++ executable); it raises
+        :class:`SimulationError` on failure.
+    extra_key : str
+        Anything else the build depends on (``verilate``'s sources and flags), hashed into the
+        key.
 
     Raises
     ------
@@ -248,7 +260,7 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
         top = top_factory if is_instance else top_factory()
         text = to_verilog(top, name=name)
     fields = getattr(top, "params_fields", None)
-    key = cache_key(text, params, waves=waves, fields=fields)
+    key = cache_key(text, params, waves=waves, fields=fields, extra=extra_key)
     sim_root = build_root() / "sim"
     directory = sim_root / f"{name}-{key}"
     stamp = directory / _STAMP
@@ -267,7 +279,7 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
             vfile.write_text(text)
             with step(f"verilate {name}", enabled=progress) as s:
                 s.note(f"new build, ~10-60 s: {directory}")
-                _verilate(directory, vfile, name, waves)
+                (verilate or _verilate)(directory, vfile, name, waves)
             # The stamp marks a finished build, so it must never exist half-written.
             atomic_write_text(stamp, json.dumps({
                 "name": name, "key": key, "params": params_dict,

@@ -33,6 +33,7 @@ SUITES: dict[str, str] = {
     "attention": "windowed-attention unit vs sw.ref.windowed_attention_int, and its bench",
     "vector": "vector unit (bias, residual, requant, LUT) vs the NumPy model",
     "layernorm": "LayerNorm unit vs the NumPy model",
+    "vboard": "virtual board: the driver over socket:// to the Verilated board design",
 }
 
 
