@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("boards.build", "synthesize a unit for a board with YoWASP and write a JSON report"),
     "program": ("boards.program", "load a board's bitstream with openFPGALoader"),
     "bench": ("sim.bench", "run a benchmark on the Verilated hardware and write JSON"),
+    "vboard": ("sim.vboard", "serve the Verilated board design on a TCP port (a virtual board)"),
+    "ports": ("sw.ports", "list the serial ports a board could be on"),
     "infer": ("sw.infer_command", "run an artifact's test inputs on a device through the driver"),
 }
 
