@@ -274,7 +274,7 @@ class Controller(Unit):
                 g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(_ceil_div(g.n, p.cols)),
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
-                g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0),
+                g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.pass_.eq(0),
                 g.atile.eq(0), s.i.eq(0),
             ]
             m.next = "GEMM_QCHECK"
@@ -293,15 +293,21 @@ class Controller(Unit):
             with m.Elif(copy_done):
                 m.d.sync += s.i.eq(0)
                 m.next = "GEMM_LOAD_W"
-        with m.State("GEMM_LOAD_W"):
-            m.d.comb += [s.length.eq(g.k), s.gemm_stall.eq(1)]
-            s.issue(self.wgt, g.wbase + g.wtile + s.i, GemmCore.Buffer.WGT)
-            s.next_after_copy(copy_done, "GEMM_LOAD_Q")
-        with m.State("GEMM_LOAD_Q"):
-            m.d.comb += [s.length.eq(p.cols), s.gemm_stall.eq(1)]
-            live = g.col0 + s.i < g.n
-            s.issue(self.quant, g.quant_addr + g.col0 + s.i, GemmCore.Buffer.QUANT, live)
-            s.next_after_copy(copy_done, "GEMM_LOAD_A")
+        # The weight tile and its quant words go into both banks of the core (one pass each),
+        # so that the A block of the next token block can load into the idle bank while the
+        # current tile runs on the other.
+        for state, nxt, length, port, addr, buf, live in (
+                ("GEMM_LOAD_W", "GEMM_LOAD_Q", g.k, self.wgt, g.wbase + g.wtile + s.i,
+                 GemmCore.Buffer.WGT, 1),
+                ("GEMM_LOAD_Q", "GEMM_LOAD_A", p.cols, self.quant, g.quant_addr + g.col0 + s.i,
+                 GemmCore.Buffer.QUANT, g.col0 + s.i < g.n)):
+            with m.State(state):
+                m.d.comb += [s.length.eq(length), s.gemm_stall.eq(1), s.issue_bank.eq(g.pass_)]
+                s.issue(port, addr, buf, live)
+                with m.If(copy_done):
+                    m.d.sync += [s.i.eq(0), g.pass_.eq(~g.pass_)]
+                    with m.If(g.pass_):
+                        m.next = nxt
         with m.State("GEMM_LOAD_A"):
             m.d.comb += [s.length.eq(g.k), s.gemm_stall.eq(1)]
             s.issue(self.act, g.abase + g.atile + s.i, GemmCore.Buffer.ACT)
@@ -310,11 +316,17 @@ class Controller(Unit):
             m.d.comb += s.gemm_busy.eq(1)
             with m.If(~s.core_busy):
                 m.d.comb += s.core_start.eq(1)
-                m.d.sync += s.row.eq(0)
+                m.d.sync += [s.row.eq(0), g.tile_done.eq(0)]
                 m.next = "GEMM_RUN"
         with m.State("GEMM_RUN"):
-            m.d.comb += s.gemm_busy.eq(1)
+            # Prefetch the next token block's A words into the other bank.
+            has_next = g.mb + 1 < g.m_blocks
+            m.d.comb += [s.gemm_busy.eq(1), s.length.eq(Mux(has_next, g.k, 0)),
+                         s.issue_bank.eq(~g.mb[0])]
+            s.issue(self.act, g.abase + g.atile + g.k + s.i, GemmCore.Buffer.ACT)
             with m.If(s.tile_last):
+                m.d.sync += g.tile_done.eq(1)
+            with m.If((g.tile_done | s.tile_last) & copy_done):
                 m.d.sync += s.i.eq(0)
                 m.next = "GEMM_LUT"
         with m.State("GEMM_LUT"):
@@ -855,10 +867,10 @@ class Controller(Unit):
         m.d.comb += [
             core.wr_en.eq(s.d2.valid & s.d2.core),
             core.wr_sel.eq(s.d2.sel),
-            core.wr_bank.eq(0),
+            core.wr_bank.eq(s.d2.bank),
             core.wr_addr.eq(s.d2.index),
             core.start.eq(s.core_start),
-            core.bank.eq(0),
+            core.bank.eq(g.mb[0]),
             core.k_len.eq(g.k),
             s.core_busy.eq(core.busy),
             pipe.out32.eq(g.out32),
@@ -951,7 +963,9 @@ class _State:
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
         self.length = Signal(w)
-        stage = data.StructLayout({"valid": 1, "live": 1, "core": 1, "sel": 2, "index": w})
+        stage = data.StructLayout({"valid": 1, "live": 1, "core": 1, "bank": 1, "sel": 2,
+                                   "index": w})
+        self.issue_bank = Signal()              # GEMM core bank the issued reads go to
         self.d1 = Signal(stage)
         self.d2 = Signal(stage)
         m.d.sync += [self.d1.valid.eq(0), self.d2.eq(self.d1)]
@@ -959,6 +973,8 @@ class _State:
         g = self.g = _registers(Opcode.GEMM, "g", (
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
             "atile"))
+        g.pass_ = Signal(name="g_pass")        # bank written by a W / quant load pass
+        g.tile_done = Signal(name="g_tile_done")
         g.lut_en = g.flags[0]
         g.out32 = g.flags[1]
         assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
@@ -1015,6 +1031,7 @@ class _State:
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.core.eq(core), self.d1.index.eq(self.i),
+                         self.d1.bank.eq(self.issue_bank),
                          self.d1.sel.eq(sel)]
             with m.If(port.error):
                 self.fail(ErrorCode.BAD_ADDRESS)
@@ -1070,8 +1087,9 @@ class _State:
         """After a tile's write back: the next token block, or the next column tile, or done."""
         m, p, g = self.m, self.p, self.g
         with m.If(g.mb + 1 < g.m_blocks):
+            # The next block's A words were prefetched into the other bank during the run.
             m.d.sync += [g.mb.eq(g.mb + 1), g.blk.eq(g.blk + g.n), g.atile.eq(g.atile + g.k)]
-            m.next = "GEMM_LOAD_A"
+            m.next = "GEMM_START"
         with m.Elif(g.nt + 1 < g.n_tiles):
             m.d.sync += [g.mb.eq(0), g.blk.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
                          g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k)]
