@@ -13,6 +13,17 @@ import hw
 MAX_FUNCTION_LINES = 120
 HW_ROOT = Path(hw.__file__).parent
 HW_FILES = sorted(HW_ROOT.rglob("*.py"))
+# Files known to break the rule, each with what is left to do. strict: the entry must go as soon
+# as the file complies.
+KNOWN_LONG = {
+    "layernorm.py": "LayerNorm.elaborate() is to be split into stage helpers",
+}
+
+
+def _case(path: Path):
+    reason = KNOWN_LONG.get(str(path.relative_to(HW_ROOT)))
+    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+    return pytest.param(path, marks=marks, id=str(path.relative_to(HW_ROOT.parent)))
 
 
 def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
@@ -28,9 +39,10 @@ def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
 
 def test_hw_package_found():
     assert len(HW_FILES) >= 10
+    assert all((HW_ROOT / name).exists() for name in KNOWN_LONG)
 
 
-@pytest.mark.parametrize("path", HW_FILES, ids=lambda p: str(p.relative_to(HW_ROOT.parent)))
+@pytest.mark.parametrize("path", [_case(p) for p in HW_FILES])
 def test_hw_functions_at_most_120_lines(path):
     assert long_functions(path) == [], "split long functions into named helpers"
 
