@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sim import bench_attention
+from sim import bench_attention, bench_fuzz
 from sim.benchkit import (
     Say,
     add_common,
@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = sub.add_parser("attention", help=bench_attention.DESCRIPTION,
                        description=bench_attention.DESCRIPTION)
     bench_attention.add_arguments(a)
+    f = sub.add_parser("fuzz", help=bench_fuzz.DESCRIPTION, description=bench_fuzz.DESCRIPTION)
+    bench_fuzz.add_arguments(f)
 
 
 def gemm_cases(rows: int, cols: int, k_depth: int,
@@ -134,13 +136,14 @@ def bench(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 BENCHES: dict[str, tuple[Callable[[argparse.Namespace, Say], dict[str, Any]], str, str]] = {
     "gemm": (bench, KIND, "elements"),
     "attention": (bench_attention.bench, bench_attention.KIND, "rows"),
+    "fuzz": (bench_fuzz.bench, bench_fuzz.KIND, "corrupted memory words"),
 }
 
 
 def run(args: argparse.Namespace) -> int:
     which = getattr(args, "bench", None)
     if which is None:
-        print("lightformer bench: choose a benchmark: gemm or attention "
+        print("lightformer bench: choose a benchmark: gemm, attention or fuzz "
               "(e.g. `lightformer bench gemm --json build/bench/gemm.json`)", file=sys.stderr)
         return 2
     from sim.runner import SimulationError

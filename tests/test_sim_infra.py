@@ -318,7 +318,7 @@ def test_cli_bench_json_must_be_a_file(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["demo", "--m", "6"], "--m must be a multiple of rows=4, not 6"),
     (["demo", "--k", "512"], "--k must be at most k_depth=256, not 512"),
-    (["bench"], "choose a benchmark: gemm or attention"),
+    (["bench"], "choose a benchmark: gemm, attention or fuzz"),
     (["sim", "nosuchsuite"], "unknown suite(s) 'nosuchsuite'"),
 ])
 def test_cli_semantic_errors_exit_2_before_simulating(argv, message, capsys):

@@ -1,9 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Link fuzzing: random and mutated bytes interleaved with valid frames, against any device URL.
 
-:func:`fuzz` sends bit-flipped, truncated, wrong-length, bad-CRC and unknown-opcode frames,
-frames to addresses outside the memory map, RUN followed at once by a WRITE, and plain garbage,
-each followed by a silence longer than the device's receive timeout; between them it sends
+:func:`fuzz` sends bursts of bit-flipped, truncated, wrong-length, bad-CRC and
+unknown-opcode frames, frames to addresses outside the memory map, RUN followed at once by a
+STATUS, and plain garbage, back to back (a truncated frame swallows what follows as its
+payload: more garbage), each burst followed by a silence longer than the device's receive
+timeout so that the engine is idle again, then a flush of zero bytes (one maximal frame's worth:
+it completes a frame the engine still holds -- a host stalled longer than the silence -- and an
+idle engine ignores it; such replies count as ``late_replies``); between the bursts it sends
 valid frames (IDENTIFY, STATUS, READ, WRITE inside ``window``) and requires each to be answered
 OK. A shadow copy of ``window`` follows the valid writes; at the end the window is read back
 and every word that differs is a memory corruption. It never raises on a device's misbehaviour:
@@ -21,11 +25,13 @@ from typing import Any
 
 from hw.link import protocol as p
 from sw.driver.device import Device
-from sw.driver.errors import AccelError
+from sw.driver.errors import AccelError, CrcError
 from sw.driver.framing import encode_request, read_reply
 
 __all__ = ["fuzz"]
 
+#: Zero bytes that complete any partial request (opcode, seq, length, 255 bytes, CRC).
+_FLUSH = bytes(3 + 255 + 2)
 _BAD_KINDS = ("bit_flip", "truncated", "wrong_length", "bad_crc", "bad_opcode", "bad_address",
               "garbage", "during_run")
 
@@ -41,8 +47,10 @@ class _Fuzzer:
         self.seq = 0
         self.shadow: list[int] = []
         self.stats: dict[str, Any] = {"bytes": 0, "valid_frames": 0, "valid_answered_ok": 0,
-                                      "hangs": 0, "unexpected_ok": 0}
+                                      "hangs": 0, "unexpected_ok": 0, "late_replies": 0,
+                                      "flush_bytes": 0}
         self.errors: Counter[str] = Counter()
+        self.mutations: Counter[str] = Counter()
 
     def send(self, data: bytes) -> None:
         self.dev.transport.write(data)
@@ -95,16 +103,22 @@ class _Fuzzer:
             frame = bytearray(encode_request(p.Opcode.RUN, self.next_seq(), struct.pack("<I", 0))
                               + encode_request(p.Opcode.STATUS, self.next_seq()))
         else:
-            frame = bytearray(rng.randbytes(rng.randrange(1, 64)))
+            frame = bytearray(rng.randbytes(rng.randrange(1, 512)))
+        self.mutations[kind] += 1
         return kind, bytes(frame)
 
-    def drain(self, deadline: float, ok_expected: bool) -> None:
-        """Count every reply until ``deadline`` (replies to bad bytes)."""
+    def drain(self, ok_expected: bool) -> None:
+        """Count the replies to bad bytes until none has come for ``silence_s`` (a loaded
+        host may deliver them late: each one restarts the wait)."""
+        deadline = time.monotonic() + self.silence_s
         while time.monotonic() < deadline:
             try:
                 reply = read_reply(self.dev.transport.read, deadline)
+            except CrcError:
+                continue                    # a stop mid-reply: skip to the next start byte
             except AccelError:
                 return
+            deadline = time.monotonic() + self.silence_s
             if reply.status == p.Status.OK:
                 self.stats["unexpected_ok"] += not ok_expected
             else:
@@ -119,12 +133,15 @@ class _Fuzzer:
         while True:
             try:
                 reply = read_reply(self.dev.transport.read, deadline)
+            except CrcError:
+                continue                    # the tail of a reply to bad bytes: resynchronise
             except AccelError:
                 self.stats["hangs"] += 1
                 return
             if reply.seq == seq and reply.opcode == opcode:
                 break
             self.errors[_status_name(reply.status)] += 1       # a late answer to bad bytes
+            self.stats["late_replies"] += 1
         if reply.status != p.Status.OK:
             self.errors[_status_name(reply.status)] += 1
             return
@@ -142,17 +159,23 @@ def _status_name(code: int) -> str:
 
 
 def fuzz(dev: Device, *, window: tuple[int, int], outside: int, n_bytes: int, seed: int = 0,
-         silence_s: float = 0.05, timeout: float = 1.0,
+         silence_s: float = 0.05, timeout: float = 1.0, burst: int = 8,
          progress: Any = None) -> dict[str, Any]:
     """Fuzz the device behind ``dev`` with about ``n_bytes`` bytes (module docstring).
 
     ``window`` = (base, size): a writable, word-aligned part of the memory map the valid WRITEs
     use (its old contents are overwritten); ``outside``: a byte address outside every window of
-    the map. ``silence_s`` must exceed the device's receive timeout with a margin (else a bad
-    frame still open swallows the next valid one). Returns the report: bytes,
+    the map; the accelerator must never write ``window`` itself (a RUN may start whatever
+    program is loaded): the weight scratchpad is such a window. ``silence_s`` must exceed the
+    device's receive timeout with a margin (else a bad frame still open swallows the next valid
+    one); ``burst``: at most this many bad items per silence. Returns the report: bytes,
     valid_frames, valid_answered_ok, error_replies (by status name), memory_corruptions, hangs,
-    unexpected_ok (OK replies to bad bytes: a mutation that happened to be valid).
+    unexpected_ok (OK replies to bad bytes: a mutation that happened to be valid), mutations
+    (bad items sent, by kind), late_replies (replies to bad bytes after the silence), flush_bytes
+    (not counted in bytes).
     """
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError(f"burst must be a positive integer, not {burst!r}")
     base, size = window
     if base % 4 or size % 4 or size <= 0:
         raise ValueError(f"window must be a word-aligned (base, size), not {window!r}")
@@ -165,9 +188,14 @@ def fuzz(dev: Device, *, window: tuple[int, int], outside: int, n_bytes: int, se
             if f.rng.random() < 0.5:
                 f.valid(timeout)
             else:
-                kind, data = f.bad_bytes()
-                f.send(data)
-                f.drain(time.monotonic() + silence_s, kind == "during_run")
+                kinds = []
+                for _ in range(f.rng.randint(1, burst)):
+                    kind, data = f.bad_bytes()
+                    f.send(data)
+                    kinds.append(kind)
+                f.drain("during_run" in kinds)
+                f.dev.transport.write(_FLUSH)
+                f.stats["flush_bytes"] += len(_FLUSH)
             if progress is not None:
                 progress(f.stats["bytes"])
     finally:
@@ -176,6 +204,7 @@ def fuzz(dev: Device, *, window: tuple[int, int], outside: int, n_bytes: int, se
     final = dev.read(base, size // 4)
     report = dict(f.stats)
     report["error_replies"] = dict(sorted(f.errors.items()))
+    report["mutations"] = dict(sorted(f.mutations.items()))
     report["memory_corruptions"] = sum(a != b for a, b in zip(final, f.shadow))
     return report
 
