@@ -11,6 +11,7 @@ wall time of the integer model on this machine.
 
     python bench/bert_cosine.py --json build/bench/bert_cosine.json
     python bench/bert_cosine.py --shapes 64x2x4 --calib 32 --held-out 16 --json -
+    python bench/bert_cosine.py --gains 1 --outlier-gains 10,30 --json build/bench/outliers.json
 
 Random weights are a weak test of quantization: real checkpoints have outlier channels in the
 residual stream that random ones lack.
@@ -32,6 +33,10 @@ import numpy as np  # noqa: E402
 
 from sw.report import json_path_type, write_json  # noqa: E402
 
+# Trained BERTs carry a few residual-stream channels tens of times larger than the rest (they
+# come from LayerNorm gains and shifts); --outlier-gains imitates that in this many channels.
+OUTLIER_CHANNELS = 2
+
 
 def _shape(text: str) -> tuple[int, int, int]:
     try:
@@ -43,7 +48,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def measure(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_seq_len: int,
-            gain: float, seed: int) -> dict:
+            gain: float, seed: int, outlier_gain: float = 1.0) -> dict:
     import torch
 
     from sw.bert import random_bert
@@ -56,6 +61,10 @@ def measure(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_s
     cfg = BertConfig(vocab_size=len(vocab), d_model=d, n_layers=layers, n_heads=heads,
                      d_ff=4 * d, max_positions=max_seq_len)
     twin = random_bert(cfg, seed=seed, gain=gain)
+    with torch.no_grad():                  # outlier channels, as trained BERTs have them
+        for name, p in twin.named_parameters():
+            if ".ln." in name or ".ln1." in name or ".ln2." in name:
+                p[:OUTLIER_CHANNELS] *= outlier_gain
     t0 = time.perf_counter()
     model = quantize_from_text(twin, tok, calib[:calib_n], max_seq_len)
     t1 = time.perf_counter()
@@ -65,7 +74,8 @@ def measure(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_s
     mu = e_f.mean(axis=0)
     centred = cosine(e_int - mu, e_f - mu)
     return {"d_model": d, "n_layers": layers, "n_heads": heads, "d_ff": 4 * d, "gain": gain,
-            "seed": seed, "calib_sentences": calib_n, "held_out": len(cos),
+            "ln_outlier_gain": outlier_gain, "seed": seed, "calib_sentences": calib_n,
+            "held_out": len(cos),
             "tokens_per_sentence": float(mask.sum(axis=1).mean()),
             "unk_fraction": float((ids[mask] == vocab.index("[UNK]")).mean()),
             "mean_cosine_to_fp32": float(cos.mean()), "min_cosine_to_fp32": float(cos.min()),
@@ -82,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="encoder shapes (default: 64x2x4,384x6x12)")
     p.add_argument("--gains", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 2.0],
                    help="random-weight gains (sw.bert.random_bert; default: 1,2)")
+    p.add_argument("--outlier-gains", type=lambda s: [float(x) for x in s.split(",")],
+                   default=[1.0], metavar="G[,...]",
+                   help=f"multiply every LayerNorm's gain and shift in {OUTLIER_CHANNELS} channels "
+                        "by G (default: 1, no outliers)")
     p.add_argument("--calib", type=int, default=128, help="calibration sentences (default 128)")
     p.add_argument("--held-out", type=int, default=64, help="held-out sentences (default 64)")
     p.add_argument("--max-seq-len", type=int, default=128)
@@ -92,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for d, layers, heads in args.shapes:
         for gain in args.gains:
-            row = measure(d, layers, heads, calib_n=args.calib, held_n=args.held_out,
-                          max_seq_len=args.max_seq_len, gain=gain, seed=args.seed)
-            print(", ".join(f"{k} {v}" for k, v in row.items()), file=sys.stderr)
-            rows.append(row)
+            for og in args.outlier_gains:
+                row = measure(d, layers, heads, calib_n=args.calib, held_n=args.held_out,
+                              max_seq_len=args.max_seq_len, gain=gain, seed=args.seed,
+                              outlier_gain=og)
+                print(", ".join(f"{k} {v}" for k, v in row.items()), file=sys.stderr)
+                rows.append(row)
     write_json(args.json, {"rows": rows, "machine": platform.machine(),
                            "python": platform.python_version(), "numpy": np.__version__},
                kind="bench.bert_cosine")
