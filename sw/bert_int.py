@@ -33,6 +33,9 @@ import numpy as np
 from sw import quant
 from sw.import_hf import BertConfig, encode_batch
 from sw.ref import (
+    ATTN_MAX_HEAD_DIM,
+    LN_MAX_DIM,
+    SOFTMAX_MAX_WINDOW,
     AttentionQuant,
     attention_window_bounds,
     build_gelu_lut,
@@ -186,6 +189,13 @@ def quantize_bert(twin, calib_ids: np.ndarray, calib_mask: np.ndarray, *,
     if not 1 <= max_seq_len <= cfg.max_positions:
         raise ValueError(f"max_seq_len must be in [1, {cfg.max_positions}] (the model's "
                          f"positions), not {max_seq_len}")
+    limits = [(f"head size {cfg.head_dim}", cfg.head_dim, ATTN_MAX_HEAD_DIM),
+              (f"d_model {cfg.d_model}", cfg.d_model, LN_MAX_DIM),
+              (f"max_seq_len {max_seq_len}", max_seq_len, SOFTMAX_MAX_WINDOW)]
+    over = [f"{what} is more than {most}" for what, value, most in limits if value > most]
+    if over:
+        raise ValueError("the integer model cannot run this encoder: " + "; ".join(over) +
+                         " (limits of the integer attention and LayerNorm, hw.numerics)")
     calib_ids, calib_mask = np.asarray(calib_ids), np.asarray(calib_mask, dtype=bool)
     if calib_ids.ndim != 2 or len(calib_ids) == 0:
         raise ValueError(f"calibration ids must be a non-empty (B, T) array, not "

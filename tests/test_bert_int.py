@@ -151,6 +151,11 @@ def test_bert_int_errors(text):
         embed_int(model, ids, np.ones_like(ids, dtype=bool))
     with pytest.raises(ValueError, match="at least one token"):
         embed_int(model, ids[:, :2] * 0 + 2, np.zeros((1, 2), dtype=bool))
+    wide = BertConfig(vocab_size=len(vocab), d_model=260, n_layers=1, n_heads=1, d_ff=8,
+                      max_positions=300)
+    with pytest.raises(ValueError, match="head size 260 is more than 128; max_seq_len 300 is"):
+        quantize_bert(random_bert(wide), np.full((1, 4), 2), np.ones((1, 4), dtype=bool),
+                      max_seq_len=300)
     with pytest.raises(ValueError, match="non-empty"):
         quantize_bert(twin, np.zeros((0, 4), dtype=np.int64), np.zeros((0, 4), dtype=bool))
 
