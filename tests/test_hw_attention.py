@@ -117,8 +117,9 @@ def test_attention_parameters():
 
 def test_attention_matches_reference(tiny_unit):
     rng = np.random.default_rng(0)
-    seqs = [_random_seq(rng, 11, 8, 8, True), _random_seq(rng, 12, 8, 5, False),
-            _random_seq(rng, 3, 8, 8, False), _random_seq(rng, 1, 8, 8, True)]
+    d, w = tiny_unit.head_dim, tiny_unit.window
+    seqs = [_random_seq(rng, 11, d, w, True), _random_seq(rng, 12, d, 5, False),
+            _random_seq(rng, 3, d, w, False), _random_seq(rng, 1, d, w, True)]
     outs, lasts, _, _ = run_unit(tiny_unit, seqs)
     for out, last, (q, k, v, window, causal, params) in zip(outs, lasts, seqs):
         want = ref.windowed_attention_int(q, k, v, window, causal, params)
@@ -129,7 +130,7 @@ def test_attention_matches_reference(tiny_unit):
 def test_attention_latency_and_throughput(tiny_unit):
     """The first row's latency is ``row_latency(1)``; full rows leave every cycles_per_row."""
     rng = np.random.default_rng(1)
-    seq = _random_seq(rng, 24, 8, 8, True)
+    seq = _random_seq(rng, 24, tiny_unit.head_dim, tiny_unit.window, True)
     outs, _, q_times, o_times = run_unit(tiny_unit, [seq])
     np.testing.assert_array_equal(outs[0], ref.windowed_attention_int(*seq))
     assert o_times[0] - q_times[0] == tiny_unit.row_latency(1)
@@ -139,7 +140,7 @@ def test_attention_latency_and_throughput(tiny_unit):
 
 def test_attention_corner_cases(tiny_unit):
     """One-hot rows, all-equal scores, saturating scores, the 1.0 edge, window 1, T=1."""
-    d = 8
+    d, w = tiny_unit.head_dim, tiny_unit.window
     ones = np.ones((6, d), dtype=np.int8)
     v = np.arange(6 * d).reshape(6, d).astype(np.int8) - 24
     loud = np.full((6, d), -128, dtype=np.int8)
@@ -149,12 +150,12 @@ def test_attention_corner_cases(tiny_unit):
     onehot_k = np.zeros((6, d), dtype=np.int8)
     onehot_k[3] = 127
     seqs = [
-        (ones, ones, v, 8, True, params),                              # all-equal scores
-        (ones * 10, onehot_k, v, 8, False, params),                    # one-hot rows
-        (loud, loud, v, 8, True, params),                              # |q.k| = 2**17, equal
-        (loud, alt, v, 8, False, big),                                 # saturating differences
+        (ones, ones, v, w, True, params),                              # all-equal scores
+        (ones * 10, onehot_k, v, w, False, params),                    # one-hot rows
+        (loud, loud, v, w, True, params),                              # |q.k| = 128 * 128 * d
+        (loud, alt, v, w, False, big),                                 # saturating differences
         (ones, ones, v, 1, True, params),                              # window 1: p = 1.0
-        (ones[:1], ones[:1], v[:1], 8, False, params),                 # T = 1
+        (ones[:1], ones[:1], v[:1], w, False, params),                 # T = 1
     ]
     outs, lasts, _, _ = run_unit(tiny_unit, seqs)
     for out, last, seq in zip(outs, lasts, seqs):
@@ -166,7 +167,7 @@ def test_attention_corner_cases(tiny_unit):
 def test_attention_small_windows_full_speed(tiny_unit, window, causal):
     """Runtime windows below the build's keep one row per window * CH cycles."""
     rng = np.random.default_rng(window)
-    seq = _random_seq(rng, 40, 8, window, causal)
+    seq = _random_seq(rng, 40, tiny_unit.head_dim, window, causal)
     outs, _, _, o_times = run_unit(tiny_unit, [seq])
     np.testing.assert_array_equal(outs[0], ref.windowed_attention_int(*seq))
     chunks = tiny_unit.head_dim // tiny_unit.lanes
