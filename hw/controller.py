@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
@@ -209,7 +209,9 @@ class Controller(Unit):
             with m.State("NEXT"):
                 s.next_instruction("FETCH")
             with m.State("FAIL"):
-                m.d.sync += [self.busy.eq(0), self.error.eq(1), self.code.eq(s.fail_code)]
+                m.d.sync += [self.busy.eq(0), self.error.eq(1), self.code.eq(s.fail_code),
+                             s.g.active.eq(0)]
+                m.d.comb += s.drain_abort.eq(1)
                 m.next = "IDLE"
             self._gemm_states(m, s)
             self._vec_states(m, s)
@@ -275,8 +277,9 @@ class Controller(Unit):
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.pass_.eq(0),
-                g.atile.eq(0), s.i.eq(0),
+                g.atile.eq(0), s.i.eq(0), g.active.eq(1),
             ]
+            m.d.comb += s.drain_start.eq(1)
             m.next = "GEMM_QCHECK"
 
     def _gemm_states(self, m, s):
@@ -285,7 +288,7 @@ class Controller(Unit):
         with m.State("GEMM_CHECK"):
             self._gemm_check(m, s)
         with m.State("GEMM_QCHECK"):
-            m.d.comb += [s.length.eq(g.n), s.gemm_stall.eq(1)]
+            m.d.comb += s.length.eq(g.n)
             s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, core=False)
             shift = self.quant.r_data[47:53]
             with m.If(s.d2.valid & ~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
@@ -293,56 +296,112 @@ class Controller(Unit):
             with m.Elif(copy_done):
                 m.d.sync += s.i.eq(0)
                 m.next = "GEMM_LOAD_W"
-        # The weight tile and its quant words go into both banks of the core (one pass each),
-        # so that the A block of the next token block can load into the idle bank while the
-        # current tile runs on the other.
+        # The feeder: per column tile, the weight tile and its quant words go into both banks of
+        # the core (one pass each); then per token block the A words go into the bank the
+        # previous tile is not reading, and the tile starts as soon as the core is free. The
+        # drainer (_gemm_drain) takes the results meanwhile.
+        with m.State("GEMM_WAIT_CORE"):
+            with m.If(~s.core_busy):
+                m.next = "GEMM_LOAD_W"
         for state, nxt, length, port, addr, buf, live in (
                 ("GEMM_LOAD_W", "GEMM_LOAD_Q", g.k, self.wgt, g.wbase + g.wtile + s.i,
                  GemmCore.Buffer.WGT, 1),
                 ("GEMM_LOAD_Q", "GEMM_LOAD_A", p.cols, self.quant, g.quant_addr + g.col0 + s.i,
                  GemmCore.Buffer.QUANT, g.col0 + s.i < g.n)):
             with m.State(state):
-                m.d.comb += [s.length.eq(length), s.gemm_stall.eq(1), s.issue_bank.eq(g.pass_)]
+                m.d.comb += [s.length.eq(length), s.issue_bank.eq(g.pass_)]
                 s.issue(port, addr, buf, live)
                 with m.If(copy_done):
                     m.d.sync += [s.i.eq(0), g.pass_.eq(~g.pass_)]
                     with m.If(g.pass_):
                         m.next = nxt
         with m.State("GEMM_LOAD_A"):
-            m.d.comb += [s.length.eq(g.k), s.gemm_stall.eq(1)]
+            m.d.comb += [s.length.eq(g.k), s.issue_bank.eq(g.mb[0])]
             s.issue(self.act, g.abase + g.atile + s.i, GemmCore.Buffer.ACT)
             s.next_after_copy(copy_done, "GEMM_START")
         with m.State("GEMM_START"):
-            m.d.comb += s.gemm_busy.eq(1)
             with m.If(~s.core_busy):
                 m.d.comb += s.core_start.eq(1)
-                m.d.sync += [s.row.eq(0), g.tile_done.eq(0)]
-                m.next = "GEMM_RUN"
-        with m.State("GEMM_RUN"):
-            # Prefetch the next token block's A words into the other bank.
-            has_next = g.mb + 1 < g.m_blocks
-            m.d.comb += [s.gemm_busy.eq(1), s.length.eq(Mux(has_next, g.k, 0)),
-                         s.issue_bank.eq(~g.mb[0])]
-            s.issue(self.act, g.abase + g.atile + g.k + s.i, GemmCore.Buffer.ACT)
-            with m.If(s.tile_last):
-                m.d.sync += g.tile_done.eq(1)
-            with m.If((g.tile_done | s.tile_last) & copy_done):
-                m.d.sync += s.i.eq(0)
-                m.next = "GEMM_LUT"
-        with m.State("GEMM_LUT"):
-            m.d.comb += [s.length.eq(Const(p.rows * p.cols)), s.gemm_stall.eq(1)]
-            with m.If(~g.lut_en):
-                m.next = "GEMM_WB"
-            with m.Else():
-                m.d.comb += s.in_lut.eq(1)
-                s.issue(self.lut, Cat(s.lut_in, g.lut), _NO_SEL, core=False)
-                s.next_after_copy(copy_done, "GEMM_WB")
-        with m.State("GEMM_WB"):
-            m.d.comb += [s.length.eq(s.wb_words), s.gemm_stall.eq(1)]
-            s.write_back(self.act)
-            with m.If(s.i == s.length):
-                m.d.sync += s.i.eq(0)
-                s.next_block()
+                self._gemm_next_tile(m, s)
+        with m.State("GEMM_DRAIN"):
+            with m.If(s.drain_done):
+                m.d.sync += g.active.eq(0)
+                s.next_instruction("FETCH")
+            with m.If(s.write_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+
+    def _gemm_next_tile(self, m, s):
+        """After a tile start: the next token block, or the next column tile, or the drain."""
+        p, g = self._params, s.g
+        with m.If(g.mb + 1 < g.m_blocks):
+            m.d.sync += [g.mb.eq(g.mb + 1), g.atile.eq(g.atile + g.k)]
+            m.next = "GEMM_LOAD_A"
+        with m.Elif(g.nt + 1 < g.n_tiles):
+            m.d.sync += [g.mb.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
+                         g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k)]
+            m.next = "GEMM_WAIT_CORE"
+        with m.Else():
+            m.next = "GEMM_DRAIN"
+
+    def _gemm_drain(self, m, s):
+        """The drainer: capture a tile's rows, apply the LUT in place, write its columns back,
+        tile after tile in the feeder's order, while the feeder loads and starts later tiles
+        (the core's output waits while the drainer is busy)."""
+        p, g = self._params, s.g
+        d = g.drain
+        elements = p.rows * p.cols
+        lut_tags = [(Signal(name=f"lut_v{i}"), Signal(range(elements), name=f"lut_e{i}"))
+                    for i in range(2)]
+        m.d.sync += [lut_tags[0][0].eq(0), lut_tags[1][0].eq(lut_tags[0][0]),
+                     lut_tags[1][1].eq(lut_tags[0][1])]
+        with m.FSM(name="drain"):
+            with m.State("IDLE"):
+                m.d.comb += s.drain_done.eq(1)
+                with m.If(s.drain_start):
+                    m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
+                                 s.row.eq(0)]
+                    m.next = "CAPTURE"
+            with m.State("CAPTURE"):
+                m.d.comb += s.capturing.eq(1)
+                with m.If(s.tile_last):
+                    m.d.sync += [d.c.eq(0), s.row.eq(0)]
+                    m.next = "LUT"
+                    with m.If(~g.lut_en):
+                        m.next = "WB"
+                with m.If(s.drain_abort):
+                    m.next = "IDLE"
+            with m.State("LUT"):
+                with m.If(d.c < elements):
+                    m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(s.lut_in, g.lut))]
+                    m.d.sync += [d.c.eq(d.c + 1), lut_tags[0][0].eq(1), lut_tags[0][1].eq(d.c)]
+                with m.Elif(~lut_tags[0][0] & ~lut_tags[1][0]):
+                    m.d.sync += d.c.eq(0)
+                    m.next = "WB"
+                with m.If(s.drain_abort):
+                    m.next = "IDLE"
+            with m.State("WB"):
+                s.write_back(self.act, d)
+                with m.If(d.c == s.wb_words):
+                    m.d.sync += d.c.eq(0)
+                    m.next = "CAPTURE"
+                    with m.If(d.mb + 1 < g.m_blocks):
+                        m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n)]
+                    with m.Else():
+                        m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
+                                     d.col0.eq(d.col0 + p.cols)]
+                        with m.If(d.nt + 1 == g.n_tiles):
+                            m.next = "IDLE"
+                with m.If(s.drain_abort):
+                    m.next = "IDLE"
+        with m.Switch(d.c):
+            for e in range(elements):
+                with m.Case(e):
+                    m.d.comb += s.lut_in.eq(s.tile[e][:8])
+        with m.If(lut_tags[1][0]):
+            with m.Switch(lut_tags[1][1]):
+                for e in range(elements):
+                    with m.Case(e):
+                        m.d.sync += s.tile[e].eq(self.lut.r_data)
 
     # -- VEC ---------------------------------------------------------------------------------
 
@@ -874,8 +933,6 @@ class Controller(Unit):
             core.k_len.eq(g.k),
             s.core_busy.eq(core.busy),
             pipe.out32.eq(g.out32),
-            core.o_stream.ready.eq(1),
-            pipe.o_acc.ready.eq(1),
         ]
         with m.Switch(s.d2.sel):
             with m.Case(GemmCore.Buffer.ACT):
@@ -884,8 +941,9 @@ class Controller(Unit):
                 m.d.comb += core.wr_data.eq(self.wgt.r_data)
             with m.Case(GemmCore.Buffer.QUANT):
                 m.d.comb += core.wr_data.eq(Mux(s.d2.live, self.quant.r_data[:53], 0))
-        take8 = core.o_stream.valid
-        take32 = pipe.o_acc.valid
+        m.d.comb += [core.o_stream.ready.eq(s.capturing), pipe.o_acc.ready.eq(s.capturing)]
+        take8 = core.o_stream.valid & s.capturing
+        take32 = pipe.o_acc.valid & s.capturing
         with m.If(take8 | take32):
             m.d.sync += s.row.eq(s.row + 1)
             with m.Switch(s.row):
@@ -899,16 +957,9 @@ class Controller(Unit):
                                 m.d.sync += value.eq(core.o_stream.payload.data[c])
         m.d.comb += s.tile_last.eq(
             (take8 & core.o_stream.payload.last) | (take32 & pipe.o_acc.payload.last))
-        # LUT results land in the tile in place; the LUT is indexed by the result's byte.
-        with m.Switch(s.i):
-            for e in range(p.rows * p.cols):
-                with m.Case(e):
-                    m.d.comb += s.lut_in.eq(s.tile[e][:8])
-        with m.If(s.d2.valid & s.in_lut):
-            with m.Switch(s.d2.index):
-                for e in range(p.rows * p.cols):
-                    with m.Case(e):
-                        m.d.sync += s.tile[e].eq(self.lut.r_data)
+        m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),
+                     s.gemm_stall.eq(g.active & ~s.core_busy)]
+        self._gemm_drain(m, s)
 
 
 _NO_SEL = 3                        # copy-engine reads that go to no GemmCore buffer
@@ -959,7 +1010,6 @@ class _State:
         self.row = Signal(range(p.rows + 1))
         self.tile = Array(Signal(ACC_WIDTH, name=f"tile{e}") for e in range(p.rows * p.cols))
         self.lut_in = Signal(8)
-        self.in_lut = Signal()
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
         self.length = Signal(w)
@@ -974,7 +1024,13 @@ class _State:
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
             "atile"))
         g.pass_ = Signal(name="g_pass")        # bank written by a W / quant load pass
-        g.tile_done = Signal(name="g_tile_done")
+        g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
+        g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
+                                     for n in ("nt", "mb", "col0", "blk", "c")})
+        self.drain_start = Signal()
+        self.drain_done = Signal()
+        self.drain_abort = Signal()
+        self.capturing = Signal()
         g.lut_en = g.flags[0]
         g.out32 = g.flags[1]
         assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
@@ -1041,22 +1097,24 @@ class _State:
             self.m.d.sync += self.i.eq(0)
             self.m.next = state
 
-    def write_back(self, act) -> None:
+    def write_back(self, act, d) -> None:
+        """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
+        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each."""
         m, p, g = self.m, self.p, self.g
-        cols_left = g.n - g.col0
+        cols_left = g.n - d.col0
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
         with m.If(cols_left > p.cols):
             m.d.comb += jmax.eq(p.cols)
         m.d.comb += self.wb_words.eq(jmax << (g.out32 * 2))
-        rows_left = g.m - g.mb * p.rows
+        rows_left = g.m - d.mb * p.rows
         j = Signal(range(p.cols + 1))
         q = Signal(2)
         with m.If(g.out32):
-            m.d.comb += [j.eq(self.i >> 2), q.eq(self.i[:2])]
+            m.d.comb += [j.eq(d.c >> 2), q.eq(d.c[:2])]
         with m.Else():
-            m.d.comb += [j.eq(self.i), q.eq(0)]
-        off = g.blk + g.col0 + j
+            m.d.comb += [j.eq(d.c), q.eq(0)]
+        off = d.blk + d.col0 + j
         word = Signal(ACC_WIDTH * p.rows)
         with m.Switch(j):
             for jj in range(p.cols):
@@ -1064,12 +1122,11 @@ class _State:
                     m.d.comb += word.eq(Cat(self.tile[r * p.cols + jj] for r in range(p.rows)))
         bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
         mask8 = Cat((r < rows_left) for r in range(p.rows))
-        with m.If(self.i < self.length):
+        with m.If(d.c < self.wb_words):
             m.d.comb += [act.w_en.eq(1),
-                         act.w_addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off))]
-            m.d.sync += self.i.eq(self.i + 1)
-            with m.If(act.error):
-                self.fail(ErrorCode.BAD_ADDRESS)
+                         act.w_addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off)),
+                         self.write_error.eq(act.error)]
+            m.d.sync += d.c.eq(d.c + 1)
             with m.If(g.out32):
                 with m.Switch(q):
                     for qq in range(_OUT32_WORDS):
@@ -1083,19 +1140,6 @@ class _State:
             with m.Else():
                 m.d.comb += [act.w_data.eq(bytes8), act.w_mask.eq(mask8)]
 
-    def next_block(self) -> None:
-        """After a tile's write back: the next token block, or the next column tile, or done."""
-        m, p, g = self.m, self.p, self.g
-        with m.If(g.mb + 1 < g.m_blocks):
-            # The next block's A words were prefetched into the other bank during the run.
-            m.d.sync += [g.mb.eq(g.mb + 1), g.blk.eq(g.blk + g.n), g.atile.eq(g.atile + g.k)]
-            m.next = "GEMM_START"
-        with m.Elif(g.nt + 1 < g.n_tiles):
-            m.d.sync += [g.mb.eq(0), g.blk.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
-                         g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k)]
-            m.next = "GEMM_LOAD_W"
-        with m.Else():
-            m.next = "NEXT"
 
 
 class _BeatWalker:
