@@ -136,6 +136,7 @@ class BertInt:
     arrays: dict[str, np.ndarray]
     scales: dict[str, float | list[float]]
     max_seq_len: int
+    calib_sentences: int = 0               # how many sentences set the scales (0: not recorded)
 
     def check_input(self, ids: np.ndarray, mask: np.ndarray) -> None:
         """``ValueError`` for a bad shape, a sequence over ``max_seq_len`` or an unknown id."""
@@ -250,7 +251,8 @@ def quantize_bert(twin, calib_ids: np.ndarray, calib_mask: np.ndarray, *,
     arrays["pool.table"] = _pool_table(s[x_prev], s["pool"], max_seq_len)
     scales = {k: (v.tolist() if np.ndim(v) else float(v)) for k, v in s.items()}
     scales.update(embed_word=float(s_word), embed_pos=float(s_pos))
-    return BertInt(config=cfg, arrays=arrays, scales=scales, max_seq_len=max_seq_len)
+    return BertInt(config=cfg, arrays=arrays, scales=scales, max_seq_len=max_seq_len,
+                   calib_sentences=len(calib_ids))
 
 
 def encode_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,

@@ -54,6 +54,7 @@ def run(args) -> int:
     from sw.bert import BertEncoder
     from sw.bert_int import (
         calibration_sentences,
+        cosine,
         cosine_to_fp32,
         quantize_from_text,
         save_bert_int,
@@ -74,26 +75,29 @@ def run(args) -> int:
         raise SystemExit(f"lightformer import-hf: {exc}") from None
     encs = imp.tokenizer.encode_batch(held)
     held = [s for s, e in zip(held, encs) if len(e.ids) <= args.max_seq_len][:args.held_out]
-    cos = None
+    cos = centred = None
     if held:
         ids, mask = encode_batch(imp.tokenizer, held, args.max_seq_len, cfg.pad_token_id)
-        cos = cosine_to_fp32(model, twin, ids, mask)[0]
+        cos, e_int, e_f = cosine_to_fp32(model, twin, ids, mask)
+        # Without the shared mean: the part of the embeddings that tells sentences apart.
+        centred = cosine(e_int - e_f.mean(axis=0), e_f - e_f.mean(axis=0))
     weights = imp.folder / "model.safetensors"
     info = {"source": {"folder": str(imp.folder.resolve()),
                        "model_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
                        "unexpected_keys": imp.unexpected_keys, "pooler": imp.has_pooler},
             "calibration": {"source": str(args.calibration or "pydoc_data.topics"),
-                            "sentences": min(len(calib), args.calib_sentences),
-                            "held_out": len(held),
-                            "mean_cosine_to_fp32": None if cos is None else float(cos.mean())}}
+                            "sentences": model.calib_sentences, "held_out": len(held),
+                            "mean_cosine_to_fp32": None if cos is None else float(cos.mean()),
+                            "mean_centred_cosine_to_fp32":
+                                None if centred is None else float(centred.mean())}}
     path = save_bert_int(args.out, model, imp.tokenizer, info)
     out = info_stream(args.json)
     if imp.unexpected_keys:
         print(f"ignored {len(imp.unexpected_keys)} checkpoint tensor(s) that are not part of the "
               f"encoder: {', '.join(imp.unexpected_keys[:6])}", file=out)
     shown = "no held-out sentence fits" if cos is None else (
-        f"mean cosine to fp32 {cos.mean():.4f} (min {cos.min():.4f}) on {len(held)} held-out "
-        "sentences")
+        f"mean cosine to fp32 {cos.mean():.4f} (min {cos.min():.4f}; centred "
+        f"{centred.mean():.4f}) on {len(held)} held-out sentences")
     print(f"wrote {path}: d_model {cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
           f"max_seq_len {model.max_seq_len}; {shown}", file=out)
     if args.json is not None:

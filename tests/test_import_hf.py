@@ -268,6 +268,7 @@ def test_import_hf_and_embed_commands(checkpoint, tmp_path, capsys):
     assert rep["kind"] == "import-hf" and rep["schema_version"] == 1
     assert rep["calibration"]["sentences"] == 30 and rep["calibration"]["held_out"] == 10
     assert rep["calibration"]["mean_cosine_to_fp32"] >= 0.98
+    assert 0.95 <= rep["calibration"]["mean_centred_cosine_to_fp32"] <= 1.0
     loaded, tok, info = load_bert_int(art)
     assert loaded.max_seq_len == 24 and info["source"]["pooler"]
 
