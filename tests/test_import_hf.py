@@ -129,6 +129,10 @@ def test_import_hf_tokenizers_match_transformers(tmp_path):
         ids, mask = encode_batch(tok, SENTENCES, max_seq_len=32)
         got = [list(ids[i][mask[i]]) for i in range(len(SENTENCES))]
         assert got == want
+    # A cased vocabulary: "The" is then not the vocabulary's "the".
+    (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": false}', encoding="utf-8")
+    ids, _ = encode_batch(load_tokenizer(tmp_path), SENTENCES[:1], max_seq_len=32)
+    assert ids[0, 1] == VOCAB.index("[UNK]") and ids[0, 2] == VOCAB.index("cat")
 
 
 def test_import_hf_without_pooler_and_with_task_head(tmp_path):
@@ -318,7 +322,8 @@ def test_import_hf_twin_matches_transformers_d384(tmp_path):
 
 def test_import_hf_legacy_names_prefix_and_buffers(checkpoint, tmp_path):
     """TensorFlow-era names (LayerNorm gamma/beta), a ``bert.`` prefix and the position-id
-    buffer import to the same tensors; a bfloat16 tensor is refused with what to do."""
+    buffer import to the same tensors; float16 is widened; a bfloat16 tensor is refused with
+    what to do."""
     import shutil
 
     from safetensors.numpy import load_file, save_file
@@ -340,6 +345,13 @@ def test_import_hf_legacy_names_prefix_and_buffers(checkpoint, tmp_path):
     assert set(imp.tensors) == set(want)
     for k, v in want.items():
         np.testing.assert_array_equal(imp.tensors[k], v)
+
+    half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in raw.items()}
+    save_file(half, tmp_path / "m" / "model.safetensors")
+    imp = load_hf(tmp_path / "m")
+    assert all(v.dtype == np.float32 for v in imp.tensors.values())
+    np.testing.assert_array_equal(imp.tensors["layers.0.ln1.weight"],
+                                  want["layers.0.ln1.weight"].astype(np.float16))
 
     from safetensors.torch import save_file as save_torch
     bf16 = {k: torch.from_numpy(v) for k, v in raw.items()}
