@@ -276,7 +276,8 @@ class Controller(Unit):
                 g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(_ceil_div(g.n, p.cols)),
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
-                g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.pass_.eq(0),
+                g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
+                g.bank_nt0.eq(0), g.bank_nt1.eq(0),
                 g.atile.eq(0), s.i.eq(0), g.active.eq(1),
             ]
             m.d.comb += s.drain_start.eq(1)
@@ -295,33 +296,38 @@ class Controller(Unit):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
                 m.d.sync += s.i.eq(0)
-                m.next = "GEMM_LOAD_W"
-        # The feeder: per column tile, the weight tile and its quant words go into both banks of
-        # the core (one pass each); then per token block the A words go into the bank the
-        # previous tile is not reading, and the tile starts as soon as the core is free. The
-        # drainer (_gemm_drain) takes the results meanwhile.
-        with m.State("GEMM_WAIT_CORE"):
-            with m.If(~s.core_busy):
+                m.next = "GEMM_PREP"
+        # The feeder: tiles alternate between the core's two banks. Before a tile's A words go
+        # into its bank, the bank gets the tile's weight tile and quant words unless it already
+        # holds them (``bank_nt``: the column tile + 1 each bank holds). The bank written is
+        # never the one the running tile reads, so loads overlap compute; the tile starts as
+        # soon as the core is free. The drainer (_gemm_drain) takes the results meanwhile.
+        held = Mux(g.bank, g.bank_nt1, g.bank_nt0)
+        with m.State("GEMM_PREP"):
+            m.next = "GEMM_LOAD_A"
+            with m.If(held != g.nt + 1):
                 m.next = "GEMM_LOAD_W"
         for state, nxt, length, port, addr, buf, live in (
                 ("GEMM_LOAD_W", "GEMM_LOAD_Q", g.k, self.wgt, g.wbase + g.wtile + s.i,
                  GemmCore.Buffer.WGT, 1),
                 ("GEMM_LOAD_Q", "GEMM_LOAD_A", p.cols, self.quant, g.quant_addr + g.col0 + s.i,
-                 GemmCore.Buffer.QUANT, g.col0 + s.i < g.n)):
+                 GemmCore.Buffer.QUANT, g.col0 + s.i < g.n),
+                ("GEMM_LOAD_A", "GEMM_START", g.k, self.act, g.abase + g.atile + s.i,
+                 GemmCore.Buffer.ACT, 1)):
             with m.State(state):
-                m.d.comb += [s.length.eq(length), s.issue_bank.eq(g.pass_)]
+                m.d.comb += [s.length.eq(length), s.issue_bank.eq(g.bank)]
                 s.issue(port, addr, buf, live)
-                with m.If(copy_done):
-                    m.d.sync += [s.i.eq(0), g.pass_.eq(~g.pass_)]
-                    with m.If(g.pass_):
-                        m.next = nxt
-        with m.State("GEMM_LOAD_A"):
-            m.d.comb += [s.length.eq(g.k), s.issue_bank.eq(g.mb[0])]
-            s.issue(self.act, g.abase + g.atile + s.i, GemmCore.Buffer.ACT)
-            s.next_after_copy(copy_done, "GEMM_START")
+                s.next_after_copy(copy_done, nxt)
+                if state == "GEMM_LOAD_Q":
+                    with m.If(copy_done):
+                        with m.If(g.bank):
+                            m.d.sync += g.bank_nt1.eq(g.nt + 1)
+                        with m.Else():
+                            m.d.sync += g.bank_nt0.eq(g.nt + 1)
         with m.State("GEMM_START"):
             with m.If(~s.core_busy):
                 m.d.comb += s.core_start.eq(1)
+                m.d.sync += g.bank.eq(~g.bank)
                 self._gemm_next_tile(m, s)
         with m.State("GEMM_DRAIN"):
             with m.If(s.drain_done):
@@ -335,11 +341,11 @@ class Controller(Unit):
         p, g = self._params, s.g
         with m.If(g.mb + 1 < g.m_blocks):
             m.d.sync += [g.mb.eq(g.mb + 1), g.atile.eq(g.atile + g.k)]
-            m.next = "GEMM_LOAD_A"
+            m.next = "GEMM_PREP"
         with m.Elif(g.nt + 1 < g.n_tiles):
             m.d.sync += [g.mb.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
                          g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k)]
-            m.next = "GEMM_WAIT_CORE"
+            m.next = "GEMM_PREP"
         with m.Else():
             m.next = "GEMM_DRAIN"
 
@@ -929,7 +935,7 @@ class Controller(Unit):
             core.wr_bank.eq(s.d2.bank),
             core.wr_addr.eq(s.d2.index),
             core.start.eq(s.core_start),
-            core.bank.eq(g.mb[0]),
+            core.bank.eq(g.bank),
             core.k_len.eq(g.k),
             s.core_busy.eq(core.busy),
             pipe.out32.eq(g.out32),
@@ -1023,7 +1029,9 @@ class _State:
         g = self.g = _registers(Opcode.GEMM, "g", (
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
             "atile"))
-        g.pass_ = Signal(name="g_pass")        # bank written by a W / quant load pass
+        g.bank = Signal(name="g_bank")          # bank of the next tile
+        g.bank_nt0 = Signal(32, name="g_bank_nt0")
+        g.bank_nt1 = Signal(32, name="g_bank_nt1")
         g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
         g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
                                      for n in ("nt", "mb", "col0", "blk", "c")})
