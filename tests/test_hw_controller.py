@@ -81,6 +81,7 @@ def _check_against_isasim(image, result, entry: int = 0):
     (5, 7, 6, None, True),                   # int32 result (the head)
     (8, 16, 4, None, False),                 # whole tiles
     (1, 1, 1, 0, False),                     # the smallest GEMM
+    (9, 5, 11, 0, False),                    # 3 x 3 tiles: odd counts on the two banks
 ])
 def test_controller_gemm_matches_isasim(m, k, n, lut, out32):
     rng = np.random.default_rng(m * 100 + k * 10 + n + (lut or 0) + 7 * out32)
