@@ -137,11 +137,13 @@ def artifact_file(path: str | os.PathLike[str]) -> Path:
 def artifact_path_type(text: str) -> Path:
     """argparse ``type=`` for an artifact to write: :func:`artifact_file`, checked writable."""
     try:
+        if not text.strip():
+            raise ValueError("artifact path must name a file (NAME or NAME.safetensors), not an "
+                             "empty string")
         if Path(text).is_dir():
             raise ValueError(f"artifact path must name a file (e.g. {text.rstrip('/')}/model), "
                              f"not the folder {text!r}")
-        return check_output_path(artifact_file(text) if text.strip() else text,
-                                 option="artifact path")
+        return check_output_path(artifact_file(text), option="artifact path")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

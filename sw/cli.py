@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 
 from sw.info import version
+from sw.report import UsageError
 
 __all__ = ["COMMANDS", "build_parser", "main", "version"]
 
@@ -50,10 +51,17 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): the line says what to run for help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser with the options of ``command`` (the others take any arguments: only the
     command being run imports its module)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lightformer",
         description="Open FPGA co-design stack for small, efficient Transformers.")
     parser.add_argument("--version", action="version", version=f"lightformer {version()}")
@@ -89,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ModuleNotFoundError as exc:
             _missing(exc)
             raise
-        return int(mod.run(args) or 0)
+        try:
+            return int(mod.run(args) or 0)
+        except UsageError as exc:               # its code is 2; Python would not print it
+            print(exc, file=sys.stderr)
+            raise
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 
 from sw import quant
 from sw.qat import as_model_input, calibrate, check_exportable
-from sw.report import atomic_write_bytes
+from sw.report import UsageError, atomic_write_bytes
 
 __all__ = ["add_arguments", "build_arrays", "export_artifact", "export_onnx_linears", "run"]
 
@@ -283,7 +283,7 @@ def _positive_int(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sw.artifact import artifact_path_type
     from sw.data import TASKS
-    from sw.report import add_json_argument, check_output_path
+    from sw.report import add_json_argument, check_output_path, path_type
 
     def onnx_path(text: str) -> Path:
         try:
@@ -291,7 +291,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    p.add_argument("checkpoint", type=Path,
+    p.add_argument("checkpoint", type=path_type,
                    help="model.pt from `lightformer train --out DIR` (or DIR itself)")
     p.add_argument("--out", type=artifact_path_type, required=True, metavar="NAME",
                    help="artifact to write: NAME.safetensors (the suffix is added if missing)")
@@ -325,13 +325,18 @@ def _read_log(ckpt: Path) -> dict[str, Any]:
     try:
         log = json.loads(log_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise SystemExit(f"lightformer compile: {log_path}: not valid JSON ({exc}); delete it "
+        raise UsageError(f"lightformer compile: {log_path}: not valid JSON ({exc}); delete it "
                          "and pass --task") from None
     if not isinstance(log, dict):
         return {}
+    seed = log.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 \
+            or not isinstance(log.get("task", ""), str):
+        raise UsageError(f"lightformer compile: {log_path}: 'seed' must be an integer >= 0 and "
+                         "'task' a string; train again, or move the log away and pass --task")
     recorded = log.get("model_sha256")
     if recorded is not None and recorded != hashlib.sha256(ckpt.read_bytes()).hexdigest():
-        raise SystemExit(f"lightformer compile: {log_path} describes another model.pt (its "
+        raise UsageError(f"lightformer compile: {log_path} describes another model.pt (its "
                          "model_sha256 differs); train again, or move the log away and pass "
                          "--task")
     return log
@@ -347,22 +352,22 @@ def run(args: argparse.Namespace) -> int:
     if ckpt.is_dir():
         ckpt = ckpt / "model.pt"
     if not ckpt.is_file():
-        raise SystemExit(f"lightformer compile: checkpoint must be a model.pt file or a "
+        raise UsageError(f"lightformer compile: checkpoint must be a model.pt file or a "
                          f"`lightformer train --out` folder, not {str(args.checkpoint)!r}")
     if args.qat_epochs < 0 or not args.qat_lr > 0:
-        raise SystemExit(f"lightformer compile: --qat-epochs must be >= 0 and --qat-lr > 0, not "
+        raise UsageError(f"lightformer compile: --qat-epochs must be >= 0 and --qat-lr > 0, not "
                          f"{args.qat_epochs!r} and {args.qat_lr!r}")
     log = _read_log(ckpt)
     task_name = args.task or log.get("task")
     if task_name is None:
-        raise SystemExit("lightformer compile: --task is needed (no train_log.json next to the "
+        raise UsageError("lightformer compile: --task is needed (no train_log.json next to the "
                          "checkpoint)")
     try:
         model = load_model(ckpt)
     except ValueError as exc:
-        raise SystemExit(f"lightformer compile: {exc}") from None
+        raise UsageError(f"lightformer compile: {exc}") from None
     cfg = model.cfg
-    seed = int(log.get("seed", 0)) if log.get("task") == task_name else 0
+    seed = log.get("seed", 0) if log.get("task") == task_name else 0
     task = load_task(task_name, seed=seed, **task_options(task_name, cfg.to_dict()))
     acc = log.get("test_acc") if log.get("task") == task_name else None
     if acc is None:
@@ -383,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
                                task=task_name, accuracy_fp32=acc, method=method,
                                calibration=args.calibration, task_seed=seed, extra=extra)
     except ValueError as exc:
-        raise SystemExit(f"lightformer compile: {exc}") from None
+        raise UsageError(f"lightformer compile: {exc}") from None
     art = load_artifact(path)
     m = art.manifest
     out = info_stream(args.json)

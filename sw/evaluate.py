@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from sw.report import UsageError
+
 __all__ = ["add_arguments", "evaluate_artifact", "run"]
 
 
@@ -40,11 +42,13 @@ def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from sw.report import add_json_argument
+    from sw.data import TASKS
+    from sw.report import add_json_argument, path_type
 
-    p.add_argument("--artifact", default=None, metavar="NAME",
+    p.add_argument("--artifact", type=path_type, default=None,
+                   metavar="NAME",
                    help="artifact NAME or NAME.safetensors (default: the shipped digits model)")
-    p.add_argument("--task", default=None,
+    p.add_argument("--task", default=None, choices=TASKS,
                    help="data set (default: the task recorded in the artifact)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate only the first N test samples (default: all)")
@@ -58,21 +62,21 @@ def run(args: argparse.Namespace) -> int:
     from sw.report import info_stream, write_json
 
     if args.limit is not None and args.limit < 1:
-        raise SystemExit(f"lightformer eval: --limit must be >= 1, not {args.limit!r}")
+        raise UsageError(f"lightformer eval: --limit must be >= 1, not {args.limit!r}")
     path = args.artifact if args.artifact is not None else default_artifact_path()
     try:
         art = load_artifact(path)
     except ArtifactError as exc:
-        raise SystemExit(f"lightformer eval: {exc}") from None
+        raise UsageError(f"lightformer eval: {exc}") from None
     m = art.manifest
     task_name = args.task or m.get("task")
     if not task_name:
-        raise SystemExit("lightformer eval: the artifact records no task; pass --task")
+        raise UsageError("lightformer eval: the artifact records no task; pass --task")
     seed = int(m.get("task_seed", 0))
     try:
         task = load_task(task_name, seed=seed, **task_options(task_name, art.config))
     except ValueError as exc:
-        raise SystemExit(f"lightformer eval: {exc}") from None
+        raise UsageError(f"lightformer eval: {exc}") from None
     except ModuleNotFoundError as exc:
         raise SystemExit(f"lightformer eval: the {task_name!r} data needs the Python package "
                          f"{exc.name!r}; `pip install -e .[ml]` installs it") from None
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         acc = evaluate_artifact(art, x, y, progress=not args.no_progress)
     except ValueError as exc:
-        raise SystemExit(f"lightformer eval: the artifact does not fit task {task_name!r}: "
+        raise UsageError(f"lightformer eval: the artifact does not fit task {task_name!r}: "
                          f"{exc}") from None
     seconds = time.perf_counter() - t0
     result = {

@@ -21,14 +21,27 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["SCHEMA_VERSION", "STDOUT", "add_json_argument", "atomic_write_bytes",
-           "atomic_write_text", "check_output_path", "info_stream", "json_path_type",
+__all__ = ["SCHEMA_VERSION", "STDOUT", "UsageError", "add_json_argument", "atomic_write_bytes",
+           "atomic_write_text", "check_output_path", "info_stream", "json_path_type", "path_type",
            "write_json"]
 
 #: Version of the JSON reports' layout; bumped when a key is renamed or removed.
 SCHEMA_VERSION = 1
 #: The ``--json`` value that means standard output.
 STDOUT = "-"
+
+
+class UsageError(SystemExit):
+    """A bad argument, input file or environment variable, found before the long job.
+
+    ``str(exc)`` is the one-line message naming the command; ``exc.code`` is 2, argparse's exit
+    status for bad arguments (``lightformer`` prints the message and exits with it). Runtime
+    failures stay ``SystemExit(message)``, status 1.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.code = 2
 
 
 def check_output_path(text: str | os.PathLike[str], *, option: str = "output") -> Path:
@@ -52,11 +65,26 @@ def check_output_path(text: str | os.PathLike[str], *, option: str = "output") -
         probe = probe.parent
     if not probe.is_dir():
         raise ValueError(f"{option} {s!r}: {str(probe)!r} is a file, so the folder cannot exist")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {s!r}: the folder {str(probe)!r} is not writable")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{option} {s!r} exists and is not writable")
+    # Create and remove a file there: os.access answers "yes" to root even on read-only or
+    # virtual file systems (/proc), where the write would fail only after the long job.
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".lightformer-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ValueError(f"{option} {s!r}: cannot write in the folder {str(probe)!r} "
+                         f"({exc.strerror or exc})") from None
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{option} {s!r} exists and is not a regular file")
     return path
+
+
+def path_type(text: str) -> Path:
+    """argparse ``type=`` for an input file or folder: any path but the empty string (which
+    ``Path`` would read as the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, not an empty string")
+    return Path(text)
 
 
 def json_path_type(text: str) -> Path | str:

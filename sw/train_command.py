@@ -18,6 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sw.report import UsageError
+
 __all__ = ["add_arguments", "run"]
 
 #: (option, attribute, smallest legal value) of the numeric options checked before training.
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from sw.artifact import artifact_path_type
     from sw.data import TASKS
     from sw.model import ATTENTIONS
-    from sw.report import add_json_argument
+    from sw.report import add_json_argument, path_type
 
     d = " (default: %(default)s)"
     p.add_argument("--task", default="digits", choices=[t for t in TASKS if "digit_" not in t],
@@ -73,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fine-tuning epochs after pruning" + d)
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware training (fake quantization, sw.qat; default: off)")
-    p.add_argument("--out", type=Path, default=Path("build/train"), metavar="DIR",
+    p.add_argument("--out", type=path_type, default=Path("build/train"), metavar="DIR",
                    help="output folder for model.pt, train_log.json (and prune_log.json)" + d)
     p.add_argument("--artifact", type=artifact_path_type, default=None, metavar="NAME",
                    help="also export the int8 artifact NAME.safetensors (default: none)")
@@ -87,24 +89,24 @@ def _check_args(args: argparse.Namespace) -> None:
 
     for option, attr, lo in _LIMITS:
         if getattr(args, attr) < lo:
-            raise SystemExit(f"lightformer train: {option} must be >= {lo}, not "
+            raise UsageError(f"lightformer train: {option} must be >= {lo}, not "
                              f"{getattr(args, attr)!r}")
     if not args.lr > 0 or not 0 <= args.dropout < 1 or not args.kd_temperature > 0 \
             or not 0 <= args.kd_alpha <= 1:
-        raise SystemExit("lightformer train: --lr and --kd-temperature must be > 0, --dropout "
+        raise UsageError("lightformer train: --lr and --kd-temperature must be > 0, --dropout "
                          "in [0, 1) and --kd-alpha in [0, 1]")
     if args.prune_heads is not None and args.prune_heads < 1:
-        raise SystemExit(f"lightformer train: --prune-heads must be >= 1, not "
+        raise UsageError(f"lightformer train: --prune-heads must be >= 1, not "
                          f"{args.prune_heads!r}")
     if args.prune_ffn is not None and not 0 < args.prune_ffn <= 1:
-        raise SystemExit(f"lightformer train: --prune-ffn must be in (0, 1], not "
+        raise UsageError(f"lightformer train: --prune-ffn must be in (0, 1], not "
                          f"{args.prune_ffn!r}")
     if args.teacher is not None and not args.teacher.is_file():
-        raise SystemExit(f"lightformer train: --teacher {str(args.teacher)!r} is not a file")
+        raise UsageError(f"lightformer train: --teacher {str(args.teacher)!r} is not a file")
     try:
         check_output_path(Path(args.out) / "model.pt", option="--out")
     except ValueError as exc:
-        raise SystemExit(f"lightformer train: {exc}") from None
+        raise UsageError(f"lightformer train: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         task = load_task(args.task, seed=args.seed, **opts)
     except ValueError as exc:
-        raise SystemExit(f"lightformer train: {exc}") from None
+        raise UsageError(f"lightformer train: {exc}") from None
     over = dict(attention=args.attention, window=args.window, d_model=args.d_model,
                 n_heads=args.n_heads, n_layers=args.n_layers, d_ff=args.d_ff,
                 dropout=args.dropout)
@@ -131,9 +133,12 @@ def run(args: argparse.Namespace) -> int:
         over["causal"] = True
     try:
         cfg = config_from_task(task, **over)
+    except ValueError as exc:
+        raise UsageError(f"lightformer train: {exc}") from None
+    try:
         teacher = load_model(args.teacher) if args.teacher else None
     except ValueError as exc:
-        raise SystemExit(f"lightformer train: {exc}") from None
+        raise UsageError(f"lightformer train: --teacher: {exc}") from None
     out = Path(args.out)
     try:
         model, hist = train(cfg, task, epochs=args.epochs, lr=args.lr,
@@ -141,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                             teacher=teacher, kd_temperature=args.kd_temperature,
                             kd_alpha=args.kd_alpha, qat=args.qat, progress=not args.no_progress)
     except ValueError as exc:
-        raise SystemExit(f"lightformer train: {exc}") from None
+        raise UsageError(f"lightformer train: {exc}") from None
     print(f"{task.name} {cfg.attention}: val {hist['val_acc']:.4f} test {hist['test_acc']:.4f} "
           f"params {hist['params']} MACs/sample {hist['macs']} ({hist['time_s']:.1f} s)",
           file=out_stream)

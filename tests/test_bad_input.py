@@ -63,3 +63,84 @@ def test_sim_command_refuses_bad_knobs_before_running(monkeypatch, capsys, env, 
     assert main(["sim", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err
+
+
+# -- command arguments and output paths: one line, exit status 2, before any work -----------------
+
+BAD = "/proc/lightformer-test/x.json"          # /proc takes no new files, not even from root
+
+
+def _cases(tmp: str) -> list[tuple[list[str], str]]:
+    garbage = f"{tmp}/garbage.pt"
+    return [
+        (["train", "--epochs", "0"], "--epochs must be >= 1, not 0"),
+        (["train", "--epochs", "-1"], "--epochs must be >= 1, not -1"),
+        (["train", "--batch-size", "0"], "--batch-size must be >= 1, not 0"),
+        (["train", "--lr", "0"], "--lr and --kd-temperature must be > 0"),
+        (["train", "--lr", "-0.001"], "--lr and --kd-temperature must be > 0"),
+        (["train", "--lr", "nan"], "--lr and --kd-temperature must be > 0"),
+        (["train", "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+        (["train", "--artifact", ""], "artifact path must name a file .* not an empty string"),
+        (["train", "--artifact", "/proc/x"], "cannot write in the folder '/proc'"),
+        (["train", "--out", ""], "argument --out: must be a path, not an empty string"),
+        (["train", "--out", "/proc/x"], "--out '/proc/x/model.pt': cannot write in the folder"),
+        (["train", "--json", BAD], "argument --json: .*cannot write in the folder '/proc'"),
+        (["train", "--json", "/dev/null"], "'/dev/null' exists and is not a regular file"),
+        (["train", "--json", tmp], "--json must be a file path"),
+        (["train", "--teacher", garbage], "--teacher: checkpoint .* it cannot be read"),
+        (["compile", garbage, "--task", "digits", "--out", f"{tmp}/o"],
+         "lightformer compile: checkpoint must be a lightformer-torch-1 file"),
+        (["compile", "", "--out", f"{tmp}/o"], "argument checkpoint: must be a path, not an empty"),
+        (["compile", f"{tmp}/none.pt", "--out", f"{tmp}/o"], "checkpoint must be a model.pt file"),
+        (["compile", garbage, "--out", ""], "artifact path must name a file"),
+        (["compile", garbage, "--out", "/proc/o"], "cannot write in the folder '/proc'"),
+        (["compile", garbage, "--out", f"{tmp}/o", "--json", BAD], "cannot write in the folder"),
+        (["compile", garbage, "--out", f"{tmp}/o", "--onnx", BAD], "--onnx: .*cannot write"),
+        (["compile", garbage, "--out", f"{tmp}/o", "--calib-samples", "0"],
+         "--calib-samples: must be an integer >= 1, not '0'"),
+        (["compile", garbage, "--out", f"{tmp}/o", "--qat-epochs", "-1"],
+         "--qat-epochs must be >= 0"),
+        (["compile", garbage, "--out", f"{tmp}/o", "--task", "bogus"],
+         "argument --task: invalid choice: 'bogus'"),
+        (["eval", "--artifact", ""], "argument --artifact: must be a path, not an empty string"),
+        (["eval", "--artifact", tmp], "is a folder, not an artifact"),
+        (["eval", "--artifact", f"{tmp}/none"], "none.safetensors: file not found"),
+        (["eval", "--artifact", garbage], "not a safetensors file, or truncated"),
+        (["eval", "--json", BAD], "cannot write in the folder '/proc'"),
+        (["eval", "--limit", "0"], "--limit must be >= 1, not 0"),
+        (["eval", "--task", "bogus"], "argument --task: invalid choice: 'bogus'"),
+        (["info", "--json", BAD], "cannot write in the folder '/proc'"),
+        (["bench", "gemm", "--json", BAD], "cannot write in the folder '/proc'"),
+        (["demo", "--json", BAD], "cannot write in the folder '/proc'"),
+        (["demo", "--samples", "0"], "samples must be a positive integer"),
+        (["synth", "--json", BAD], "cannot write in the folder '/proc'"),
+        (["synth", "--report-json", BAD], "cannot write in the folder '/proc'"),
+        (["sim", "--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
+        (["sim", "nosuch"], "unknown suite"),
+    ]
+
+
+CASES = _cases("{tmp}")
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_command_refuses_bad_arguments_with_one_line(tmp_path, capsys, monkeypatch, argv,
+                                                     message):
+    import subprocess
+
+    from sw.cli import main
+
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint\n" * 4)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a job was started"))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a job was started"))
+    try:
+        rc = main(argv)
+    except SystemExit as exc:                       # argparse exits by itself
+        rc = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, (rc, err)
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    import re
+    assert re.search(message, err[0]), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt"]    # nothing written
