@@ -234,3 +234,28 @@ def test_vboard_stops_cleanly_with_the_totals(board):
     assert s["bytes_in"] == TALLY["in"] and s["bytes_out"] == TALLY["out"]
     assert s["clients"] == TALLY["clients"] and s["bytes_lost"] == 0
     assert s["cycles"] > s["busy_cycles"] > 0
+
+
+@pytest.mark.slow
+def test_vboard_uart_link_bit_by_bit():
+    """The same board with the UART PHY: every byte crosses the pins at the preset's divisor."""
+    timing = vboard.link_timing(PARAMS, uart=True)
+    words = [0xA5A5A5A5, 0x5A5A5A5A, 0, 0xFFFFFFFF, 0x12345678]
+    with vboard.start(PARAMS, uart=True) as vb:
+        with Device.open(vb.url, timeout=60.0, retries=0) as dev:
+            ident = dev.identify()
+            dev.write(_region("wgt").base + 4, words)
+            got = dev.read(_region("wgt").base + 4, len(words))
+            st = dev.status()
+        time.sleep(0.5)
+    assert ident.design_id == PARAMS.design_id and got == words
+    assert not st.busy and st.acc_status == 0
+    s = vb.stats
+    assert (s["bytes_in"], s["bytes_out"]) == (dev.bytes_sent, dev.bytes_received)
+    assert s["bytes_lost"] == 0
+    # Each byte is 10 bits of `divisor` cycles on its wire, the wires take turns, and the clock
+    # stops in between; a reply may start half a bit before its request's stop bit ends, and
+    # the harness takes a reply byte in the middle of its stop bit.
+    bit_times = s["cycles"] / timing["divisor"]
+    assert 9.5 * (s["bytes_in"] + s["bytes_out"]) <= bit_times
+    assert bit_times <= 10 * (s["bytes_in"] + s["bytes_out"]) + 50
