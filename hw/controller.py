@@ -449,9 +449,7 @@ class Controller(Unit):
         with m.State("VEC_CHECK"):
             self._vec_check(m, s)
         with m.State("VEC_QUANT"):
-            m.d.comb += [s.length.eq(1), s.vec_stall.eq(1)]
-            s.issue(self.quant, v.quant_addr, _NO_SEL, core=False)
-            word = self.quant.r_data
+            word = s.read_quant_word(self.quant, v.quant_addr, s.vec_stall)
             shift = Mux(add, _quant_field(word, isa.RESID_WORD, "shift"),
                         _quant_field(word, isa.CHANNEL_WORD, "shift"))
             with m.If(s.d2.valid):
@@ -616,9 +614,7 @@ class Controller(Unit):
         with m.State("ATTN_CHECK"):
             self._attn_check(m, s)
         with m.State("ATTN_QUANT"):
-            m.d.comb += [s.length.eq(1), s.attn_stall.eq(1)]
-            s.issue(self.quant, a.quant_addr, _NO_SEL, core=False)
-            word = self.quant.r_data
+            word = s.read_quant_word(self.quant, a.quant_addr, s.attn_stall)
             fields = {name: _quant_field(word, isa.ATTN_WORD, name)
                       for name in ("score_mult", "score_shift", "out_mult", "out_shift")}
             with m.If(s.d2.valid):
@@ -1099,6 +1095,13 @@ class _State:
                          self.d1.sel.eq(sel)]
             with m.If(port.error):
                 self.fail(ErrorCode.BAD_ADDRESS)
+
+    def read_quant_word(self, quant, addr, stall):
+        """Read quant word ``addr`` (counting ``stall``); it is on the returned value while
+        ``d2.valid``, and ``copy_done`` follows."""
+        self.m.d.comb += [self.length.eq(1), stall.eq(1)]
+        self.issue(quant, addr, _NO_SEL, core=False)
+        return quant.r_data
 
     def next_after_copy(self, done, state: str) -> None:
         with self.m.If(done):
