@@ -31,7 +31,7 @@ EFFORTS = ("fast", "default", "slow")
 SUITES: dict[str, str] = {
     "gemm": "GEMM pipeline vs sw.ref.gemm_requant, four stream variants, and its bench",
     "attention": "windowed-attention unit vs sw.ref.windowed_attention_int, and its bench",
-    "vector": "vector unit (bias, residual, requant, LUT) vs the NumPy model",
+    "vector": "residual add, LUT, mean pool, int32 pass vs sw.ref",
     "layernorm": "LayerNorm unit vs the NumPy model",
     "vboard": "virtual board: the driver over socket:// to the Verilated board design",
 }
