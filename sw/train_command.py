@@ -101,6 +101,12 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.prune_ffn is not None and not 0 < args.prune_ffn <= 1:
         raise UsageError(f"lightformer train: --prune-ffn must be in (0, 1], not "
                          f"{args.prune_ffn!r}")
+    try:
+        from sw.train import train_threads
+
+        train_threads()
+    except ValueError as exc:
+        raise UsageError(f"lightformer train: {exc}") from None
     if args.teacher is not None and not args.teacher.is_file():
         raise UsageError(f"lightformer train: --teacher {str(args.teacher)!r} is not a file")
     try:

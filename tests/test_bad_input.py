@@ -144,3 +144,27 @@ def test_command_refuses_bad_arguments_with_one_line(tmp_path, capsys, monkeypat
     import re
     assert re.search(message, err[0]), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt"]    # nothing written
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_train_refuses_a_bad_thread_count(monkeypatch, capsys, tmp_path, value):
+    import sw.data
+    from sw.cli import main
+
+    monkeypatch.setattr(sw.data, "load_task", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setenv("LIGHTFORMER_THREADS", value)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"lightformer train: LIGHTFORMER_THREADS must be an integer >= 1, not {value!r}")
+
+
+def test_training_threads_do_not_follow_the_machine(monkeypatch):
+    from sw.train import TRAIN_THREADS, train_threads
+
+    monkeypatch.delenv("LIGHTFORMER_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")           # the weights must not depend on it
+    assert train_threads() == TRAIN_THREADS == 2
+    monkeypatch.setenv("LIGHTFORMER_THREADS", "3")
+    assert train_threads() == 3
