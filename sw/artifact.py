@@ -614,6 +614,7 @@ def _read_legacy(npz_path: Path, json_path: Path) -> tuple[dict[str, Any], dict[
         raise _err(npz_path, "tensor file checksum (SHA-256) does not match the manifest: the "
                    "file is corrupt or was modified", "copy it again or " + _REEXPORT)
     try:
+        _check_npz_sizes(blob, npz_path)
         with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -628,6 +629,24 @@ def _read_legacy(npz_path: Path, json_path: Path) -> tuple[dict[str, Any], dict[
     upgraded["model_id"] = model_id(upgraded)
     _check_arrays(arrays, upgraded, cfg, npz_path)
     return upgraded, arrays
+
+
+def _check_npz_sizes(blob: bytes, where: Path) -> None:
+    """Every ``.npy`` member's header against the member's size, before any array is read: a
+    header that claims a huge shape would otherwise make NumPy allocate it."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        for info in z.infolist():
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                claimed = f.tell() + math.prod(shape) * dtype.itemsize
+            if claimed != info.file_size:
+                raise _err(where, f"tensor {info.filename!r} claims {claimed} bytes but holds "
+                           f"{info.file_size}", "the file is corrupt; copy it again or "
+                           + _REEXPORT)
 
 
 def _pair(path: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -485,6 +485,30 @@ def test_legacy_pair_errors_stay_clear(tmp_path):
         art.load_artifact(npz)
 
 
+def test_legacy_pair_with_a_huge_tensor_header(tmp_path):
+    """A member whose .npy header claims 10**12 bytes is refused before NumPy allocates them."""
+    import zipfile
+
+    arrays = save_legacy(tmp_path / "old")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for k, v in arrays.items():
+            head = np.lib.format.header_data_from_array_1_0(v)
+            if k == "head.w":
+                head["shape"] = (10 ** 11, 10)
+            member = io.BytesIO()
+            np.lib.format.write_array_header_1_0(member, head)
+            z.writestr(k + ".npy", member.getvalue() + v.tobytes())
+    blob = buf.getvalue()
+    (tmp_path / "old.npz").write_bytes(blob)
+    m = json.loads((tmp_path / "old.json").read_text())
+    m.update(data_bytes=len(blob), data_sha256=hashlib.sha256(blob).hexdigest())
+    (tmp_path / "old.json").write_text(json.dumps(m))
+    with pytest.raises(art.ArtifactError, match="old.npz: tensor 'head.w.npy' claims "
+                       "1000000000128 bytes but holds 288"):
+        art.load_artifact(tmp_path / "old")
+
+
 def test_convert_legacy_pair(tmp_path, capsys):
     arrays = save_legacy(tmp_path / "old")
     assert art.main(["convert", str(tmp_path / "old")]) == 0
