@@ -459,7 +459,7 @@ def checked_name_type(check):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hw.params import PRESETS, preset
-    from sw.report import add_json_argument, json_path_type
+    from sw.report import add_json_argument, json_path_type, path_type
 
     parser.add_argument("--board", required=True, type=checked_name_type(board_platform),
                         metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")
@@ -477,7 +477,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_argument(out, what="the report (always also written to <build-dir>/report.json)")
     out.add_argument("--report-json", type=json_path_type, default=None, metavar="PATH",
                      help="deprecated spelling of --json")
-    parser.add_argument("--build-dir", default=None, metavar="DIR",
+    parser.add_argument("--build-dir", type=path_type, default=None, metavar="DIR",
                         help="build directory (default: build/synth/<board>-<unit>-<preset>-"
                              "<digest>)")
 

@@ -115,6 +115,16 @@ def _cases(tmp: str) -> list[tuple[list[str], str]]:
         (["demo", "--samples", "0"], "samples must be a positive integer"),
         (["synth", "--json", BAD], "cannot write in the folder '/proc'"),
         (["synth", "--report-json", BAD], "cannot write in the folder '/proc'"),
+        (["synth", "--board", "bogus"], "argument --board: board must be one of"),
+        (["synth", "--board", "icebreaker", "--target-mhz", "0"], "target_mhz must be a finite"),
+        (["synth", "--board", "icebreaker", "--target-mhz", "nan"], "target_mhz must be a finite"),
+        (["synth", "--board", "icebreaker", "--build-dir", ""], "--build-dir: must be a path"),
+        (["synth", "--board", "icebreaker", "--build-dir", "/proc/x"], "in the folder '/proc'"),
+        (["bench", "gemm", "--preset", "bogus"], "argument --preset: preset must be one of"),
+        (["bench", "gemm", "--seed", "-1"], "seed must be a non-negative integer"),
+        (["bench", "gemm", "--json", ""], "--json must be a file path, not an empty string"),
+        (["demo", "--preset", "bogus"], "argument --preset: preset must be one of"),
+        (["sim", "--effort", "bogus"], "argument --effort: invalid choice: 'bogus'"),
         (["sim", "--seed", "abc"], "argument --seed: invalid int value: 'abc'"),
         (["sim", "nosuch"], "unknown suite"),
     ]
@@ -134,6 +144,7 @@ def test_command_refuses_bad_arguments_with_one_line(tmp_path, capsys, monkeypat
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("a job was started"))
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a job was started"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a job was started"))
     try:
         rc = main(argv)
     except SystemExit as exc:                       # argparse exits by itself
