@@ -23,10 +23,12 @@ The unit runs each row in three phases:
    ``H = S1 * d * inv - 2**(37 - k)``.
 3. **Normalize** (``ceil(d / cols)`` beats, one per cycle with the per-channel ``i_param``):
    ``c * d * inv + 2**(37 - k) = x * G - H`` (the rounding constant folded into ``H``), so each
-   element needs one int8 x 56-bit product, computed modulo ``2**56`` from four
-   DSP-sized products (the true value is below ``2**54`` in magnitude, so the residue is
+   element needs one int8 x 56-bit product, computed modulo ``2**56`` from four int8 x
+   17-bit chunk products (the true value is below ``2**54`` in magnitude, so the residue is
    exact); then the arithmetic shift, ``n * gamma + beta`` and a
-   :class:`hw.requant.RequantLane`.
+   :class:`hw.requant.RequantLane`. Every product with an int8 operand (the squares, the
+   chunks, ``n * gamma``) is a :class:`hw.lut_multiplier.LutMultiplier`; only the requant
+   lane's 32 x 15-bit product uses DSP blocks (two per lane).
 
 A row therefore takes ``2 * ceil(d / cols) + scalar_cycles`` cycles when nothing stalls;
 LayerNorm is a small share of a layer's work, so the scalar phase is sequential.
@@ -40,7 +42,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bram import BlockRAM, make_block_ram
 from hw.checks import check_int
-from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
+from hw.lut_multiplier import LutMultiplier
+from hw.multiplier import Multiplier, check_dsp_options
 from hw.numerics import (
     ACC_WIDTH,
     ACT_WIDTH,
@@ -50,18 +53,19 @@ from hw.numerics import (
     LN_RECIP_BITS,
     MULT_BITS,
     SHIFT_BITS,
+    layernorm_pre_shift,
 )
 from hw.params import MAX_DIM
 from hw.requant import RequantLane, output_layout
 from hw.systolic import OutputBuffer
 from hw.unit import Setting, Unit
 
-__all__ = ["LayerNorm", "layernorm_pre_shift", "ln_cfg_layout", "ln_input_layout",
-           "ln_param_layout"]
+__all__ = ["LayerNorm", "ln_cfg_layout", "ln_input_layout", "ln_param_layout"]
 
 #: Width of the product residue ``x * G - H`` (|value| < 2**54 for every legal row).
 PROD_BITS = 56
-#: Chunk width of ``G`` per DSP product (17 unsigned bits are an 18-bit signed operand).
+#: Chunk width of ``G`` per ``x * G`` partial product (a LUT multiplier each: four short
+#: adder trees instead of one 64-bit one between the multiplier's register ranks).
 CHUNK_BITS = 17
 #: Width of the normalized value ``n`` (|n| <= sqrt(d - 1) * 2**10 < 2**15).
 NORM_BITS = 18
@@ -73,13 +77,6 @@ STATS_DRAIN = 2
 
 def _half(bits: int) -> int:
     return (bits + 1) // 2
-
-
-def layernorm_pre_shift(d: int) -> int:
-    """``k`` of :func:`sw.ref.layernorm_pre_shift` (the same rule; tests compare every ``d``):
-    the largest shift with ``(d * S + eps_q) << 2k < 2**61`` for every int8 row of width ``d``.
-    """
-    return max(0, (61 - (d ** 4 << 17).bit_length()) // 2)
 
 
 def _eps_bits(max_dim: int) -> int:
@@ -131,8 +128,8 @@ class LayerNorm(Unit):
         Largest row width ``d``, 1..``LN_MAX_DIM`` (1024): sizes the row buffer and the
         sequential multiplies (:meth:`scalar_cycles`).
     use_dsp : bool
-        Use DSP blocks for the per-lane products (squaring, four ``x * G`` chunks,
-        ``n * gamma`` and the requant lane's two: eight per lane).
+        Use DSP blocks for the requant lane's two products per lane; the int8 products
+        (squaring, four ``x * G`` chunks, ``n * gamma``) are LUT multipliers always.
     family : str or None
         Force the multiplier / block-RAM family (``"ecp5"``).
 
@@ -222,10 +219,6 @@ class LayerNorm(Unit):
         ce = obuf.ce
         wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
 
-        def mul(a_width, b_width):
-            return make_multiplier(platform, a_width, b_width, use_dsp=self._use_dsp,
-                                   family=self._family)
-
         # -- job constants --------------------------------------------------------------------
         dim = Signal(unsigned(max_dim.bit_length()))
         eps = Signal(unsigned(_eps_bits(max_dim)))
@@ -267,7 +260,7 @@ class LayerNorm(Unit):
         m.d.sync += [sx1.eq(sum(masked)), sx2.eq(sx1)]
         squares = []
         for c in range(cols):
-            sq = mul(ACT_WIDTH, ACT_WIDTH)
+            sq = LutMultiplier(ACT_WIDTH, ACT_WIDTH)
             m.submodules[f"sq{c}"] = sq
             m.d.comb += [sq.en.eq(1), sq.a.eq(masked[c]), sq.b.eq(masked[c])]
             squares.append(sq.p.as_unsigned())
@@ -444,7 +437,7 @@ class LayerNorm(Unit):
             prods = []
             for i in range(0, PROD_BITS, CHUNK_BITS):
                 width = min(CHUNK_BITS, PROD_BITS - i)
-                pm = mul(ACT_WIDTH, width + 1)
+                pm = LutMultiplier(ACT_WIDTH, width + 1)
                 m.submodules[f"xg{c}_{i // CHUNK_BITS}"] = pm
                 m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(g_row[i:i + width])]
                 prods.append((pm.p, i))
@@ -455,10 +448,10 @@ class LayerNorm(Unit):
                          unsigned(PROD_BITS))
             p6 = stage((t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{c}", signed(PROD_BITS))
             n7 = stage((p6 >> n_shift)[:NORM_BITS].as_signed(), f"n{c}", signed(NORM_BITS))
-            gm = mul(NORM_BITS, ACT_WIDTH)
+            gm = LutMultiplier(ACT_WIDTH, NORM_BITS)              # int8 gamma selects
             m.submodules[f"gamma{c}"] = gm
-            m.d.comb += [gm.en.eq(ce), gm.a.eq(n7), gm.b.eq(delay(prm.gamma[c], n_lat,
-                                                                      f"gamma{c}"))]
+            m.d.comb += [gm.en.eq(ce), gm.a.eq(delay(prm.gamma[c], n_lat, f"gamma{c}")),
+                         gm.b.eq(n7)]
             acc = stage((gm.p + delay(prm.beta[c], g_lat, f"beta{c}"))[:ACC_WIDTH].as_signed(),
                         f"acc{c}", signed(ACC_WIDTH))
             lane = RequantLane(use_dsp=self._use_dsp, family=self._family)

@@ -18,7 +18,7 @@ __all__ = [
     "MULT_LIMIT", "ROUNDING", "Round", "SHIFT_BITS", "SHIFT_MAX", "SHIFT_MIN",
     "SOFTMAX_EXP_BITS", "SOFTMAX_EXP_FRAC_BITS", "SOFTMAX_EXP_TABLE", "SOFTMAX_MAX_WINDOW",
     "SOFTMAX_NORM_SHIFT", "SOFTMAX_PROB_BITS", "SOFTMAX_RECIP_BITS", "SOFTMAX_U_INT_BITS",
-    "SOFTMAX_U_MAX", "WEIGHT_MAX", "WEIGHT_MIN", "WGT_WIDTH",
+    "SOFTMAX_U_MAX", "WEIGHT_MAX", "WEIGHT_MIN", "WGT_WIDTH", "layernorm_pre_shift",
 ]
 
 # -- operand and accumulator formats --------------------------------------------------------------
@@ -74,3 +74,11 @@ LN_FRAC_BITS = 10                          # normalized value n = (x - mean) / s
 LN_RECIP_BITS = 48                         # LayerNorm reciprocal 2**48 // r (r < 2**31)
 ISQRT_ITERATIONS = 32                      # digit-by-digit sqrt of a 64-bit value: 2 bits/step
 LN_MAX_DIM = 1024                          # |n| <= sqrt(d) * 2**10 <= 2**15 for d <= 1024
+
+
+def layernorm_pre_shift(d: int) -> int:
+    """Left shift ``k`` (by 2k bits) of the variance term before the square root, so that
+    ``(d * S + eps_q) << 2k < 2**61`` for every int8 row of width ``d``: the root then carries
+    ``k`` extra fraction bits. A constant of the hardware unit (it depends on ``d`` only);
+    ``sw.ref.layernorm_int`` and ``hw.layernorm.LayerNorm`` both use this one definition."""
+    return max(0, (61 - (d ** 4 << 17).bit_length()) // 2)

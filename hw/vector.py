@@ -15,7 +15,7 @@ elements (one GEMM output row), so the unit keeps up with the GEMM core. Per lan
 Pipeline (one registered clock enable from the :class:`hw.systolic.OutputBuffer`, so
 backpressure stalls every register and nothing is lost)::
 
-    S1  residual products a*mult0, b*mult1 (multiplier input regs) | pool sum acc + a
+    S1  residual products a*mult0, b*mult1 (LUT multiplier input regs) | pool sum acc + a
         | LUT read address {table, a & 0xFF} (block-RAM first rank) | a
     S2  multiplier output regs | LUT output register | pool sum, a delayed
     S3  s = a*mult0 + b*mult1 (ADD) or the pool sum (POOL), lane multiplier 1 or mult0
@@ -36,7 +36,8 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
 from hw.checks import check_int
-from hw.multiplier import check_dsp_options, make_multiplier
+from hw.lut_multiplier import LutMultiplier
+from hw.multiplier import check_dsp_options
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, LUT_SIZE, MULT_BITS, SHIFT_BITS
 from hw.params import MAX_DIM
 from hw.requant import RequantLane
@@ -112,8 +113,8 @@ class VectorUnit(Unit):
         Activation tables, 1..64, each ``LUT_SIZE`` (256) int8 entries, replicated per lane
         (one block RAM of ``lut_count * 256`` bytes per lane).
     use_dsp : bool
-        Use DSP blocks for the multiplies (per lane: two residual products and the
-        :class:`~hw.requant.RequantLane`'s two).
+        Use DSP blocks for the :class:`~hw.requant.RequantLane`'s two products per lane. The two
+        int8 x 16-bit residual products are :class:`~hw.lut_multiplier.LutMultiplier` always.
     family : str or None
         Force the multiplier / block-RAM family (``"ecp5"``).
 
@@ -235,10 +236,9 @@ class VectorUnit(Unit):
             a = beat.a[c]
             a8 = a[:ACT_WIDTH].as_signed()
             # Residual products (S1 input registers, S2 output registers).
-            mul_a = make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
-                                    use_dsp=self._use_dsp, family=self._family)
-            mul_b = make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
-                                    use_dsp=self._use_dsp, family=self._family)
+            # int8 x 16-bit: LUT multipliers, so the DSP blocks stay with the wide products.
+            mul_a = LutMultiplier(ACT_WIDTH, MULT_BITS + 1)
+            mul_b = LutMultiplier(ACT_WIDTH, MULT_BITS + 1)
             m.submodules[f"mul_a{c}"] = mul_a
             m.submodules[f"mul_b{c}"] = mul_b
             m.d.comb += [

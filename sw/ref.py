@@ -28,6 +28,7 @@ from hw.numerics import (
     SOFTMAX_RECIP_BITS,
     SOFTMAX_U_INT_BITS,
     SOFTMAX_U_MAX,
+    layernorm_pre_shift,
 )
 from sw import quant
 
@@ -36,7 +37,7 @@ __all__ = ["gemm_acc", "gemm_requant"]
 __all__ += [
     "ATTN_MAX_HEAD_DIM", "LN_MAX_DIM", "SOFTMAX_EXP_BITS", "SOFTMAX_EXP_FRAC_BITS",
     "SOFTMAX_MAX_WINDOW", "SOFTMAX_NORM_SHIFT", "SOFTMAX_PROB_BITS", "SOFTMAX_RECIP_BITS",
-    "SOFTMAX_U_INT_BITS", "SOFTMAX_U_MAX",
+    "SOFTMAX_U_INT_BITS", "SOFTMAX_U_MAX", "layernorm_pre_shift",
 ]
 __all__ += [
     "AttentionQuant", "SOFTMAX_EXP_TABLE", "attention_window_bounds", "softmax_exp_int",
@@ -46,7 +47,6 @@ __all__ += [
 __all__ += [
     "ISQRT_ITERATIONS", "LN_FRAC_BITS", "LN_RECIP_BITS", "LUT_SIZE", "build_gelu_lut",
     "build_lut", "embedding_int", "gelu_f", "isqrt_int", "layernorm_eps_q", "layernorm_int",
-    "layernorm_pre_shift",
     "linear_int", "lut_apply", "mean_pool_int", "model_forward_int", "quantize_input",
     "residual_add", "residual_params",
 ]
@@ -357,13 +357,6 @@ def isqrt_int(x: np.ndarray | int) -> np.ndarray:
         res = np.where(take, (res >> 1) + bit, res >> 1)
         bit = bit >> 2
     return res
-
-
-def layernorm_pre_shift(d: int) -> int:
-    """Left shift ``k`` (by 2k bits) of the variance term before the square root, so that
-    ``(d * S + eps_q) << 2k < 2**61`` for every int8 row of width ``d``: the root then carries
-    ``k`` extra fraction bits. A constant of the hardware unit (it depends on ``d`` only)."""
-    return max(0, (61 - (d ** 4 << 17).bit_length()) // 2)
 
 
 def layernorm_int(x_q: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, mult: np.ndarray,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from helpers import run_testbenches, stream_get, stream_put, unpack_lanes
 
-from hw.layernorm import LayerNorm, layernorm_pre_shift
+from hw import numerics
+from hw.layernorm import LayerNorm
 from hw.params import preset
 from sim.stimulus import ln_corner_jobs, ln_expected, ln_job, ln_random_job
 from sw import ref
@@ -94,9 +95,14 @@ def _check(jobs, **kw):
     return rows
 
 
-def test_layernorm_pre_shift_matches_reference_for_every_width():
-    for d in range(1, ref.LN_MAX_DIM + 1):
-        assert layernorm_pre_shift(d) == ref.layernorm_pre_shift(d)
+def test_layernorm_pre_shift_one_definition_and_bound():
+    """One definition (hw.numerics) for the unit and sw.ref; the pre-shifted variance term
+    ``(d * S + eps_q) << 2k <= d**4 * 2**17 << 2k`` stays within 61 bits for every width."""
+    assert ref.layernorm_pre_shift is numerics.layernorm_pre_shift
+    k = [numerics.layernorm_pre_shift(d) for d in range(1, ref.LN_MAX_DIM + 1)]
+    assert (k[0], k[-1]) == (21, 1)
+    assert all((d ** 4 << 17) << (2 * kd) <= 1 << 61 for d, kd in enumerate(k, 1))
+    assert all(a >= b for a, b in zip(k, k[1:], strict=False))       # falls with d
 
 
 def test_layernorm_corners():
@@ -191,12 +197,14 @@ def test_layernorm_from_params_and_checks():
 
 
 def test_layernorm_ecp5_primitives():
-    """On ECP5: eight MULT18X18D per lane (square, four x * G chunks, n * gamma, the requant
-    lane's two) and the row buffer in DP16KD (32-bit words of 4 lanes: two 18-bit slices)."""
+    """On ECP5: two MULT18X18D per lane (the requant lane's 32 x 15 product); the square, the
+    four x * G chunks and n * gamma in LUTs (no ``$mul``, which synth_ecp5 would map to DSPs
+    too); the row buffer in DP16KD (32-bit words of 4 lanes: two 18-bit slices)."""
     from amaranth.back import rtlil
 
     text = rtlil.convert(LayerNorm(4, family="ecp5"), name="top")
-    assert text.count("cell \\MULT18X18D") == 8 * 4
+    assert text.count("cell \\MULT18X18D") == 2 * 4
+    assert text.count("cell $mul ") == 0
     assert text.count("cell \\DP16KD") == 2
 
 

@@ -238,12 +238,15 @@ def test_vector_from_params_and_checks():
 
 
 def test_vector_ecp5_primitives():
-    """On ECP5 every multiply is a MULT18X18D (two residual products and the requant lane's
-    two per lane) and each lane's tables are one DP16KD."""
+    """On ECP5 two MULT18X18D per lane (the requant lane's 32 x 15 product), the int8 residual
+    products in LUTs (no ``$mul``, which synth_ecp5 would map to DSPs too), and each lane's
+    tables in one DP16KD."""
     from amaranth.back import rtlil
 
     text = rtlil.convert(VectorUnit(4, lut_count=8, family="ecp5"), name="top")
-    assert text.count("cell \\MULT18X18D") == 4 * 4
+    assert text.count("cell \\MULT18X18D") == 2 * 4
+    assert text.count("cell $mul ") == 0
     assert text.count("cell \\DP16KD") == 4
     text = rtlil.convert(VectorUnit(2, lut_count=8, use_dsp=False, family="ecp5"), name="top")
     assert text.count("cell \\MULT18X18D") == 0
+    assert text.count("cell $mul ") == 2 * 2             # the requant lanes' portable products

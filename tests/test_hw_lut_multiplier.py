@@ -1,0 +1,82 @@
+# amaranth: UnusedElaboratable=no
+# SPDX-License-Identifier: Apache-2.0
+"""Tier-1 tests of hw.lut_multiplier: exact signed products, the Multiplier timing, no ``$mul``."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from amaranth.back import rtlil
+from helpers import run_testbenches
+
+from hw.lut_multiplier import LutMultiplier
+from hw.multiplier import Multiplier
+
+
+def _corners(width: int) -> list[int]:
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return sorted({lo, lo + 1, -1, 0, 1, hi - 1, hi} & set(range(lo, hi + 1)))
+
+
+def _expected(ops: list[tuple[int, int]], ens: list[int]) -> list[int]:
+    """``p`` after each cycle of two register ranks behind one enable."""
+    held, out, seen = (0, 0), 0, []
+    for op, en in zip(ops, ens, strict=True):
+        if en:
+            held, out = op, held[0] * held[1]
+        seen.append(out)
+    return seen
+
+
+def _check_products(dut: LutMultiplier, ops: list[tuple[int, int]], ens: list[int]) -> list[int]:
+    """Drive ``ops`` with enables ``ens``; assert ``p`` of every cycle; return it."""
+    got = []
+
+    async def tb(ctx):
+        for (a, b), en in zip(ops, ens, strict=True):
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.en, en)
+            await ctx.tick()
+            got.append(ctx.get(dut.p))
+
+    run_testbenches(dut, tb, deadline_us=None)
+    np.testing.assert_array_equal(got, _expected(ops, ens))
+    return got
+
+
+@pytest.mark.parametrize("a_width, b_width", [(1, 5), (2, 3), (3, 4), (4, 4)])
+def test_lut_multiplier_exhaustive_small(a_width, b_width):
+    dut = LutMultiplier(a_width, b_width)
+    ops = list(itertools.product(range(-(1 << (a_width - 1)), 1 << (a_width - 1)),
+                                 range(-(1 << (b_width - 1)), 1 << (b_width - 1))))
+    ops += [(0, 0)] * 2                                  # flush the last two products out
+    seen = _check_products(dut, ops, [1] * len(ops))
+    assert len(seen) == len(ops) == (1 << (a_width + b_width)) + 2
+
+
+@pytest.mark.parametrize("a_width, b_width", [(8, 8), (8, 16), (8, 18)])
+def test_lut_multiplier_random_and_corners_with_enable(a_width, b_width):
+    """The widths the vector and LayerNorm units use; ``en`` low holds both ranks."""
+    rng = np.random.default_rng(a_width * 100 + b_width)
+    ops = list(itertools.product(_corners(a_width), _corners(b_width)))
+    ops += [(int(rng.integers(-(1 << (a_width - 1)), 1 << (a_width - 1))),
+             int(rng.integers(-(1 << (b_width - 1)), 1 << (b_width - 1)))) for _ in range(300)]
+    ens = [int(rng.random() < 0.8) for _ in ops]
+    seen = _check_products(LutMultiplier(a_width, b_width), ops, ens)
+    # The extreme product (-2**(a-1)) * (-2**(b-1)) appears, so the top bit is exercised.
+    assert (1 << (a_width + b_width - 2)) in seen
+    assert sum(ens) > 250
+
+
+def test_lut_multiplier_has_no_mul_cell():
+    """No ``$mul``: synth_ecp5 would map one to MULT18X18D blocks."""
+    text = rtlil.convert(LutMultiplier(8, 18), name="top")
+    assert text.count("cell $mul ") == 0
+    assert text.count("cell $add ") + text.count("cell $sub ") == 7     # 8 partial products
+    assert "MULT18X18D" not in text
+    assert LutMultiplier(8, 8).latency == Multiplier.latency == 2
+    with pytest.raises(ValueError, match="a_width must be an integer >= 1"):
+        LutMultiplier(0, 8)
