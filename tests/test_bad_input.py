@@ -179,3 +179,22 @@ def test_training_threads_do_not_follow_the_machine(monkeypatch):
     assert train_threads() == TRAIN_THREADS == 2
     monkeypatch.setenv("LIGHTFORMER_THREADS", "3")
     assert train_threads() == 3
+
+
+@pytest.mark.parametrize("log, message", [
+    ('{"task": "digits", "seed": "abc"}', "'seed' must be an integer >= 0 and 'task' a string"),
+    ('{"task": "digits", "seed": -1}', "'seed' must be an integer >= 0"),
+    ('{"task": 7, "seed": 0}', "'task' a string"),
+    ("[" * 100_000, "not valid JSON"),
+    ('{"task": "digits"', "not valid JSON"),
+])
+def test_compile_refuses_a_bad_train_log(tmp_path, capsys, log, message):
+    from sw.cli import main
+
+    (tmp_path / "model.pt").write_bytes(b"not read: the log is checked first")
+    (tmp_path / "train_log.json").write_text(log)
+    with pytest.raises(SystemExit) as exc:
+        main(["compile", str(tmp_path), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "m.safetensors").exists()
