@@ -26,6 +26,7 @@ from cocotb.triggers import ClockCycles, Timer
 from sim import runner
 from sim.streams import EdgeLoop, StreamSink, StreamSource, pause_generator, start_clock_and_drivers
 from sim.suites import env_seed
+from sw.report import atomic_write_text
 
 __all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "bench_inputs",
            "steps_per_cycle", "write_result"]
@@ -43,7 +44,7 @@ def write_result(key: str, value: Any) -> None:
     p = Path(path)
     blob = json.loads(p.read_text()) if p.exists() else {}
     blob[key] = value
-    p.write_text(json.dumps(blob, indent=1))
+    atomic_write_text(p, json.dumps(blob, indent=1))       # a killed run leaves the old file
 
 
 def bench_inputs(default_cases: list[list[Any]]) -> tuple[list[list[Any]], int]:
