@@ -67,7 +67,8 @@ _LEGACY_SUFFIXES = (".npz", ".json")
 # hash map, so with more than one key the header's order (and the file's bytes) would vary.
 _META_KEY = FORMAT
 _HEADER_MAX = 64 << 20                     # a manifest is kilobytes; refuse absurd headers unread
-#: Manifest fields that describe the export but change no result; ``model_id`` leaves them out.
+#: Manifest fields that describe the export but change no result; ``model_id`` leaves them out,
+#: and ``requirements.fits_presets``, which follows the presets of the release that wrote it.
 INFORMATIONAL = ("created", "model_id")
 _HEX64 = frozenset("0123456789abcdef")
 _CONVERT = "python -m sw.artifact convert"
@@ -365,6 +366,9 @@ def model_id(manifest: Mapping[str, Any]) -> str:
     (sorted keys, no spaces). It covers the config, the scales, the task and its seed, the
     recorded accuracies and ``tensors_sha256``: any edit to them changes it."""
     core = {k: v for k, v in manifest.items() if k not in INFORMATIONAL}
+    if isinstance(core.get("requirements"), dict):
+        core["requirements"] = {k: v for k, v in core["requirements"].items()
+                                if k != "fits_presets"}
     text = json.dumps(core, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(f"{FORMAT} model_id\n{text}".encode()).hexdigest()
 

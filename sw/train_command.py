@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         path = export_artifact(model.cpu(), model.cfg, task.x_train[:512], args.artifact,
                                task=task.name, accuracy_fp32=final["test_acc"],
                                method="qat" if args.qat else "ptq",
-                               eval_data=(task.x_test, task.y_test), task_seed=args.seed)
+                               task_seed=args.seed)   # evaluated on the task's test split
         from sw.artifact import load_artifact
 
         summary["artifact"] = str(path)

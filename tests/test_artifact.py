@@ -132,6 +132,10 @@ def test_model_id_names_config_scales_and_tensors(tmp_path):
     m = read_manifest(tmp_path / "a.safetensors")
     assert art.model_id(dict(m, created={"utc": "another day"})) == m["model_id"]
     assert art.model_id(dict(m, scales=dict(m["scales"], input=0.5))) != m["model_id"]
+    # which presets fit follows the release's presets, not the model
+    moved = dict(m["requirements"], fits_presets=["another"])
+    assert art.model_id(dict(m, requirements=moved)) == m["model_id"]
+    assert art.model_id(dict(m, requirements=dict(moved, window=8))) != m["model_id"]
 
 
 def test_artifact_bytes_are_deterministic(tmp_path):

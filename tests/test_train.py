@@ -206,3 +206,21 @@ def test_evaluate_fp32_checks_inputs():
     t = Task("x", x, np.zeros(3, np.int64), x, np.zeros(3, np.int64), x,
              np.array([7, 7, 1], np.int64))
     assert evaluate_fp32(m, t.x_test, t.y_test) == pytest.approx(2 / 3)
+
+
+@pytest.mark.slow
+def test_documented_command_rebuilds_the_shipped_artifact(tmp_path):
+    """docs/artifact.md's command (minutes of CPU): the same tensors, scales and model_id."""
+    pytest.importorskip("sklearn")
+    from sw.artifact import default_artifact_path, load_artifact
+    from sw.cli import main
+
+    assert main(["train", "--task", "digits", "--attention", "window", "--window", "4",
+                 "--causal", "--epochs", "40", "--seed", "0", "--out", str(tmp_path / "train"),
+                 "--artifact", str(tmp_path / "digits_int8"), "--no-progress"]) == 0
+    new, shipped = load_artifact(tmp_path / "digits_int8"), load_artifact(default_artifact_path())
+    assert set(new.arrays) == set(shipped.arrays)
+    for name, a in shipped.arrays.items():
+        np.testing.assert_array_equal(new.arrays[name], a, err_msg=name)
+    assert new.scales == shipped.scales and new.digest == shipped.digest
+    assert new.model_id == shipped.model_id              # config, task, accuracies too
