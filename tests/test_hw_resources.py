@@ -76,3 +76,13 @@ def test_ulx3s_85f_vector_and_layernorm_dsp_budget(top_rtlil):
     total = sum(counts.values())
     assert total == _in_unit(counts, "top.ctrl")           # every DSP is in a compute unit
     assert total <= ECP5_85F_DSPS
+
+
+@pytest.mark.xfail(strict=True, reason="still over: the attention unit's int8 q.k and p.v "
+                   "products (16 MULT18X18D) and the controller's address products ($mul)")
+def test_ulx3s_85f_top_within_dsp_target(top_rtlil):
+    """Target: at most 140 of the 156 blocks, counting every ``$mul`` between signals as at
+    least one more (synth_ecp5 maps it to ``MULT18X18D``), so a board build can place the top
+    with room to spare."""
+    total = sum(dsp_instances(top_rtlil).values()) + len(variable_products(top_rtlil))
+    assert total <= 140
