@@ -1,73 +1,124 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``lightformer demo``: a random int8 GEMM + requant on the Verilated GEMM pipeline.
+"""``lightformer demo``: the shipped digits model on the virtual board, through the real driver.
 
-Runs ``(M, K) @ (K, N)`` (default 16x64 @ 64x16) tile by tile on :class:`hw.gemm.GemmPipeline`
-under Verilator, compares the int8 result with :func:`sw.ref.gemm_requant` element by element
-and prints bit-exact yes/no, mismatches, cycles and utilization (ideal MAC cycles / cycles).
-Exit status 1 when the result is not bit-exact. Needs only the ``sim`` extra (no torch, no
-YoWASP): ``make demo``. ``--json PATH`` (``-`` for stdout) writes the result; its keys are listed
-in ``docs/cli.md``.
+Builds (or reuses) the Verilated virtual board of ``--preset`` (``sim.vboard``: the accelerator
+behind its frame engine, what a board builds), starts it on a free loopback port, and then does
+exactly what ``lightformer infer --port socket://...`` does against a board: identify and check
+the design id, compile and load the shipped digits model, run every test image (the quantized
+test set shipped beside the artifact: no scikit-learn, no torch), compare every logit with
+``sw.ref.model_forward_int``, and report accuracy, mismatches, cycles per inference, the latency
+they project at the preset's clock and the link bytes per inference; then it stops the board.
+
+``--backend python`` runs the same driver code against the Python virtual board instead (the
+frame-engine model in front of the ISA simulator; its cycles are retired instructions), for a
+machine without Verilator. Exit status 0 when every logit is bit-exact and the accuracy equals
+the NumPy model's, 1 otherwise, 2 on a bad argument. ``--json PATH`` keys: ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
+from collections.abc import Iterator
+from typing import Any
 
-from sim.benchkit import add_common, int_type, say_for, write_report
+from sim.benchkit import int_type, preset_type, say_for, write_report
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["BACKENDS", "add_arguments", "run", "run_demo"]
 
 #: ``kind`` of the JSON report (``sw.report.write_json``).
 KIND = "demo"
+#: Where the demo runs: the Verilated virtual board, or the Python one.
+BACKENDS = ("vboard", "python")
 
-
-_dim = int_type("dimension", 1, "positive")
+_samples = int_type("samples", 1, "positive")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, None)
-    parser.add_argument("--m", type=_dim, default=16, help="rows of A (multiple of rows)")
-    parser.add_argument("--k", type=_dim, default=64, help="inner dimension (<= k_depth)")
-    parser.add_argument("--n", type=_dim, default=16, help="columns of W (multiple of cols)")
+    from sw.report import add_json_argument
+
+    add_json_argument(parser)
+    parser.add_argument("--preset", type=preset_type, default="tiny",
+                        help="accelerator preset of the virtual board (default: tiny)")
+    parser.add_argument("--samples", type=_samples, default=None, metavar="N",
+                        help="run the first N test images (default: all)")
+    parser.add_argument("--backend", choices=BACKENDS, default="vboard",
+                        help="vboard: the Verilated board (default); python: the Python "
+                             "virtual board (no Verilator; cycles are instructions)")
+    parser.add_argument("--uart", action="store_true",
+                        help="drive the virtual board's UART PHY bit by bit (slower)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@contextlib.contextmanager
+def _board(params: Any, backend: str, uart: bool, progress: bool,
+           stats: dict[str, Any]) -> Iterator[str]:
+    """Start the virtual board, yield its URL, stop it; its totals go into ``stats``."""
+    if backend == "python":
+        from sw.driver.isaboard import isa_board
+        from sw.driver.model import LinkServer
+
+        with LinkServer(isa_board(params)) as srv:
+            yield srv.url
+        return
+    from sim import vboard
+
+    vb = vboard.start(params, uart=uart, progress=progress)
+    try:
+        yield vb.url
+    finally:
+        rc = vb.stop()
+        stats.update(vb.stats or {}, exit_status=rc)
+
+
+def run_demo(params: Any, *, backend: str = "vboard", samples: int | None = None,
+             uart: bool = False, progress: bool = True, say=print) -> dict[str, Any]:
+    """Run the demo (module docstring); the JSON-ready report."""
+    from sw.artifact import default_artifact_path, load_artifact
+    from sw.infer_command import run_inference
+    from sw.testset import task_inputs
+
+    art = load_artifact(default_artifact_path())
+    x_q, y, source = task_inputs(art, samples)
+    stats: dict[str, Any] = {}
+    t0 = time.monotonic()
+    with _board(params, backend, uart, progress, stats) as url:
+        say(f"demo: virtual board ({backend}{', UART' if uart else ''}) serving {url}, "
+            f"started in {time.monotonic() - t0:.1f} s")
+        report = run_inference(url, art, x_q, y, params=params, progress=progress, say=say)
+    report.update(backend=backend, uart=uart, inputs=source,
+                  vboard=stats or None, wall_s=round(time.monotonic() - t0, 1))
+    return report
 
 
 def run(args: argparse.Namespace) -> int:
     from hw.params import preset
-    from sim.bench import print_table, run_gemm
     from sim.runner import SimulationError
+    from sw.driver import AccelError
+    from sw.infer_command import summary
+    from sw.program import FitError
 
-    params = preset(args.preset)
-    m, k, n = args.m, args.k, args.n
-    problems = []
-    if m % params.rows:
-        problems.append(f"--m must be a multiple of rows={params.rows}, not {m}")
-    if n % params.cols:
-        problems.append(f"--n must be a multiple of cols={params.cols}, not {n}")
-    if k > params.k_depth:
-        problems.append(f"--k must be at most k_depth={params.k_depth}, not {k}")
-    if problems:
-        print("lightformer demo: " + "; ".join(problems), file=sys.stderr)
+    if args.uart and args.backend == "python":
+        print("lightformer demo: --uart needs --backend vboard (the Python board has no UART)",
+              file=sys.stderr)
         return 2
+    params = preset(args.preset)
     say = say_for(args.json)
-    say(f"lightformer demo: int8 GEMM {m}x{k} @ {k}x{n} + requant on the Verilated "
-        f"{params.rows}x{params.cols} GEMM pipeline (preset {params.name}, "
-        f"digest {params.digest()}, seed {args.seed})")
+    say(f"lightformer demo: the shipped digits model on the {params.name} accelerator "
+        f"(design id 0x{params.design_id:08x}) through the host driver")
     try:
-        data = run_gemm(params, [(m, k, n)], seed=args.seed)
-    except SimulationError as exc:
-        print(f"lightformer demo: simulation failed: {exc}", file=sys.stderr)
+        report = run_demo(params, backend=args.backend, samples=args.samples, uart=args.uart,
+                          progress=not args.no_progress, say=say)
+    except (AccelError, FitError, OSError, SimulationError) as exc:
+        print(f"lightformer demo: {exc}", file=sys.stderr)
         return 1
-    case = data["cases"][0]
-    print_table(data, say, steady=False)
-    say(f"bit-exact vs sw.ref.gemm_requant: {'yes' if case['mismatches'] == 0 else 'NO'} "
-        f"({case['mismatches']} of {m * n} elements differ)")
-    say(f"cycles: {case['cycles']} (ideal {case['ideal_cycles']}), utilization "
-        f"{case['utilization']:.3f}, pipeline latency {data['latency']} cycles")
-    out = {"bit_exact": case["mismatches"] == 0, "mismatches": case["mismatches"],
-           "cycles": case["cycles"], "ideal_cycles": case["ideal_cycles"],
-           "utilization": case["utilization"], "M": m, "K": k, "N": n,
-           "preset": params.name, "digest": params.digest(), "seed": args.seed,
-           "latency": data["latency"], "date": data["date"]}
-    write_report(args.json, out, kind=KIND, say=say)
-    return 0 if case["mismatches"] == 0 else 1
+    except ImportError as exc:
+        print(f"lightformer demo: {exc}; `make demo` installs what the demo needs",
+              file=sys.stderr)
+        return 1
+    summary(report, say)
+    ok = report["bit_exact"] and report["accuracy"] == report["accuracy_ref"]
+    write_report(args.json, report, kind=KIND, say=say)
+    return 0 if ok else 1

@@ -46,16 +46,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _preset(text: str) -> str:
-    from hw.params import preset
-
-    try:
-        preset(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sw.report import add_json_argument
 
@@ -64,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "board), loop:// is refused")
     parser.add_argument("--artifact", default=None, metavar="PATH",
                         help="int8 artifact (default: the shipped digits model)")
-    parser.add_argument("--preset", type=_preset, default=None,
+    parser.add_argument("--preset", default=None,
                         help="compile for this preset (default: the one the device names)")
     parser.add_argument("--samples", type=_positive("samples"), default=None, metavar="N",
                         help="run the first N test inputs (default: all)")
@@ -161,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
     from sw.report import info_stream, write_json
     from sw.testset import task_inputs
 
+    try:
+        params = preset(args.preset) if args.preset is not None else None
+    except ValueError as exc:
+        print(f"lightformer infer: --preset: {exc}", file=sys.stderr)
+        return 2
     if transport_kind(args.port) == "loop":
         print("lightformer infer: --port loop:// has no device behind it; give a serial port or "
               "a virtual board's socket:// URL (lightformer vboard prints one)", file=sys.stderr)
@@ -182,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    params = preset(args.preset) if args.preset is not None else None
     try:
         report = run_inference(args.port, art, x_q, y, params=params, baud=args.baud,
                                timeout=args.timeout, progress=not args.no_progress, say=say)

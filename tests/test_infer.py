@@ -70,13 +70,13 @@ def test_infer_command_digits_bit_exact(board, tmp_path, capsys):
 
 
 def test_infer_refuses_bad_arguments_before_the_link(tmp_path, capsys):
-    bad = [["--samples", "0"], ["--preset", "ulx3s-85f"], ["--timeout", "0"],
-           ["--json", str(tmp_path)]]
+    bad = [["--samples", "0"], ["--timeout", "0"], ["--json", str(tmp_path)]]
     for extra in bad:
         with pytest.raises(SystemExit) as exc:
             cli.main(["infer", "--port", "socket://127.0.0.1:1", *extra])
         assert exc.value.code == 2, extra
     assert cli.main(["infer", "--port", "loop://"]) == 2
+    assert cli.main(["infer", "--port", "socket://127.0.0.1:1", "--preset", "ulx3s-85f"]) == 2
     assert cli.main(["infer", "--port", "socket://127.0.0.1:1",
                      "--artifact", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err

@@ -293,10 +293,10 @@ def test_tb_gemm_random_tiles_respect_the_model_limits():
 @pytest.mark.parametrize("argv, message", [
     (["bench", "gemm", "--preset", "nope"], "preset must be one of tiny"),
     (["bench", "gemm", "--seed", "-1"], "seed must be a non-negative integer, not '-1'"),
-    (["demo", "--seed", "x"], "seed must be a non-negative integer, not 'x'"),
+    (["demo", "--samples", "x"], "samples must be a positive integer, not 'x'"),
     (["demo", "--preset", "big"], "preset must be one of tiny"),
     (["bench", "attention", "--preset", "ulx3s-85f"], "did you mean 'ulx3s_85f'?"),
-    (["demo", "--m", "0"], "dimension must be a positive integer, not '0'"),
+    (["demo", "--backend", "fpga"], "invalid choice: 'fpga'"),
 ])
 def test_cli_bench_and_demo_argument_errors_are_clear(argv, message, capsys):
     from sw.cli import main
@@ -316,8 +316,7 @@ def test_cli_bench_json_must_be_a_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["demo", "--m", "6"], "--m must be a multiple of rows=4, not 6"),
-    (["demo", "--k", "512"], "--k must be at most k_depth=256, not 512"),
+    (["demo", "--backend", "python", "--uart"], "--uart needs --backend vboard"),
     (["bench"], "choose a benchmark: gemm, attention or fuzz"),
     (["sim", "nosuchsuite"], "unknown suite(s) 'nosuchsuite'"),
 ])

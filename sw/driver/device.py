@@ -217,8 +217,11 @@ class Device:
         """Pulse the accelerator's soft reset and clear the link's counters."""
         self.request(p.Opcode.RESET, reply_bytes=0)
 
-    def wait(self, timeout: float = 10.0, poll: float = 0.001) -> DeviceStatus:
-        """Poll STATUS until the run started by :meth:`run` ends.
+    def wait(self, timeout: float = 10.0, poll: float = 0.001,
+             max_poll: float = 0.02) -> DeviceStatus:
+        """Poll STATUS until the run started by :meth:`run` ends, ``poll`` seconds apart at
+        first, doubling up to ``max_poll`` (a long run costs few polls, a short one little
+        delay).
 
         :class:`LinkTimeoutError` after ``timeout`` seconds; :class:`DeviceResetError` when the
         accelerator is idle without a finished run (it was reset during the run).
@@ -237,6 +240,7 @@ class Device:
                 raise LinkTimeoutError(f"the accelerator at {self.url} is still busy after "
                                        f"{timeout:g} s (status word 0x{st.acc_status:08x})")
             time.sleep(poll)
+            poll = min(2 * poll, max(poll, max_poll))
 
 
 def _check_options(timeout: object, retries: object) -> None:
