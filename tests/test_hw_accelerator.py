@@ -15,6 +15,7 @@ from hw import isa
 from hw.accelerator import Accelerator
 from hw.bus import HostBus
 from hw.isa import Control, Csr, ErrorCode, IsaError, Status
+from hw.params import preset
 from sw import isasim
 
 
@@ -216,3 +217,46 @@ def test_accelerator_runs_a_whole_model():
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, isasim.simulate(program, x))
     assert got.shape == (3,) and out["cycles"] > 0
+
+
+@pytest.mark.slow                    # ~35k cycles per image: about 2 CPU minutes in amaranth.sim
+def test_accelerator_runs_the_shipped_digits_model():
+    """The shipped int8 digits model, resident on ``tiny`` grown to its head_dim of 16: two
+    test images (the second writes only its input, as the driver does), logits equal to
+    ``sw.ref.model_forward_int`` bit for bit."""
+    from pathlib import Path
+
+    from sw import ref
+    from sw.artifact import load_artifact
+    from sw.program import compile_program
+    from sw.testset import load_testset
+
+    art = load_artifact(Path(__file__).resolve().parent.parent / "sw" / "artifacts"
+                        / "digits_int8.safetensors")
+    x_q, _ = load_testset(art)
+    params = preset("tiny").replace(head_dim=16)
+    program = compile_program(art, params)
+    assert program.mode == "resident"
+    image = program.image()
+    dut = Accelerator.from_params(params)
+    samples = x_q[:2]
+    got: list = []
+    cycles: list = []
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        for sample in samples:
+            await host.write_bytes(word_address(image, "act", program.input.offset),
+                                   program.pack_input(sample))
+            assert await run_program(host, image, program.entry,
+                                     max_polls=200_000) == Status.DONE
+            got.append(program.unpack_output(await read_region(
+                host, image, "act", program.output.offset, program.output.size)))
+            cycles.append(await read_csr(host, image, Csr.PERF_CYCLES))
+
+    _simulate(dut, bench)
+    want = ref.model_forward_int(art, samples)
+    np.testing.assert_array_equal(np.stack(got), want)
+    assert len(got) == 2 and min(cycles) > 0
+    print(f"digits on tiny (head_dim 16): {cycles} cycles per inference")
