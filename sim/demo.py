@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_demo(params, backend=args.backend, samples=args.samples, uart=args.uart,
                           progress=not args.no_progress, say=say)
-    except (AccelError, FitError, OSError, SimulationError) as exc:
+    except (AccelError, FitError, OSError, SimulationError, ValueError) as exc:
         print(f"lightformer demo: {exc}", file=sys.stderr)
         return 1
     except ImportError as exc:

@@ -20,10 +20,11 @@ __all__ = ["add_arguments", "evaluate_artifact", "run"]
 
 
 def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int = 256,
-                      progress: bool = False) -> float:
+                      progress: bool = False, quantized: bool = False) -> float:
     """Accuracy of the integer model (``sw.ref.model_forward_int``) on ``(x, y)``.
 
     Classifiers: argmax of the int32 logits per sample; language models: per token.
+    ``quantized``: ``x`` is already ``sw.ref.quantize_input``'s output (a shipped test set).
     """
     from sw.ref import model_forward_int, quantize_input
 
@@ -36,7 +37,8 @@ def evaluate_artifact(artifact, x: np.ndarray, y: np.ndarray, *, batch_size: int
         starts = tqdm(starts, desc="eval int8", unit="batch", leave=False)
     correct = 0
     for i in starts:
-        logits = model_forward_int(artifact, quantize_input(artifact, x[i:i + batch_size]))
+        xb = x[i:i + batch_size]
+        logits = model_forward_int(artifact, xb if quantized else quantize_input(artifact, xb))
         correct += int((logits.argmax(axis=-1) == y[i:i + batch_size]).sum())
     return correct / max(1, y.size)
 
@@ -73,17 +75,27 @@ def run(args: argparse.Namespace) -> int:
     if not task_name:
         raise UsageError("lightformer eval: the artifact records no task; pass --task")
     seed = int(m.get("task_seed", 0))
+    quantized = False
     try:
         task = load_task(task_name, seed=seed, **task_options(task_name, art.config))
+        x, y = task.x_test[:args.limit], task.y_test[:args.limit]
     except ValueError as exc:
         raise UsageError(f"lightformer eval: {exc}") from None
     except ModuleNotFoundError as exc:
-        raise SystemExit(f"lightformer eval: the {task_name!r} data needs the Python package "
-                         f"{exc.name!r}; `pip install -e .[ml]` installs it") from None
-    x, y = task.x_test[:args.limit], task.y_test[:args.limit]
+        # Without the data set's package (after `make demo`), the test set shipped beside the
+        # artifact (sw.testset) is the same split, already quantized.
+        from sw.testset import load_testset
+        try:
+            if task_name != art.task:
+                raise FileNotFoundError(task_name)
+            x, y = load_testset(art)
+        except (FileNotFoundError, ValueError):
+            raise SystemExit(f"lightformer eval: the {task_name!r} data needs the Python "
+                             f"package {exc.name!r}; `pip install -e .[ml]` installs it") from None
+        x, y, quantized = x[:args.limit], y[:args.limit], True
     t0 = time.perf_counter()
     try:
-        acc = evaluate_artifact(art, x, y, progress=not args.no_progress)
+        acc = evaluate_artifact(art, x, y, progress=not args.no_progress, quantized=quantized)
     except ValueError as exc:
         raise UsageError(f"lightformer eval: the artifact does not fit task {task_name!r}: "
                          f"{exc}") from None

@@ -3,9 +3,10 @@
 
 ``NAME.test.safetensors`` next to ``NAME.safetensors`` holds the task's test split as the integer
 model takes it: ``x_q`` (``sw.ref.quantize_input`` of the test inputs) and ``y`` (the labels),
-with the artifact's ``model_id`` in its metadata -- a test set made for other weights or scales
-is refused, never silently used. :func:`task_inputs` prefers that file and falls back to
-:func:`sw.data.load_task` (which needs scikit-learn for digits).
+with what the quantization read in its metadata (task, split seed, input kind and input scale) --
+a test set quantized for another input scale or split is refused, never silently used.
+:func:`task_inputs` prefers that file and falls back to :func:`sw.data.load_task` (which needs
+scikit-learn for digits).
 
 Regenerate the shipped digits test set after a new digits artifact is shipped::
 
@@ -50,11 +51,18 @@ def save_testset(artifact: Any, path: str | os.PathLike[str] | None = None) -> P
     seed = int(m.get("task_seed", 0))
     task = load_task(artifact.task, seed=seed, **task_options(artifact.task, artifact.config))
     x_q = np.ascontiguousarray(quantize_input(artifact, task.x_test))
-    meta = {"model_id": artifact.model_id, "task": artifact.task, "task_seed": seed,
-            "split": "test", "source": f"sw.data.load_task({artifact.task!r}, seed={seed})"}
+    meta = dict(_inputs_key(artifact), split="test", model_id=artifact.model_id,
+                source=f"sw.data.load_task({artifact.task!r}, seed={seed})")
     data = safetensors.numpy.save({"x_q": x_q, "y": np.ascontiguousarray(task.y_test)},
                                   metadata={TESTSET_FORMAT: json.dumps(meta)})
     return atomic_write_bytes(inputs_path(artifact.path) if path is None else path, data)
+
+
+def _inputs_key(artifact: Any) -> dict[str, Any]:
+    """What the quantized test inputs depend on (``sw.ref.quantize_input``, ``sw.data``)."""
+    return {"task": artifact.task, "task_seed": int(artifact.manifest.get("task_seed", 0)),
+            "input_kind": artifact.config["input_kind"],
+            "input_scale": artifact.scales.get("input")}
 
 
 def load_testset(artifact: Any,
@@ -75,10 +83,11 @@ def load_testset(artifact: Any,
     except (KeyError, ValueError, OSError, safetensors.SafetensorError) as exc:
         raise ValueError(f"{path}: not a {TESTSET_FORMAT} file ({exc}); regenerate it with "
                          f"`python -m sw.testset --artifact {artifact.path}`") from None
-    if meta.get("model_id") != artifact.model_id:
-        raise ValueError(f"{path}: made for model {str(meta.get('model_id'))[:12]}, not "
-                         f"{artifact.model_id[:12]} ({artifact.path.name}); regenerate it with "
-                         f"`python -m sw.testset --artifact {artifact.path}`")
+    want = _inputs_key(artifact)
+    got = {k: meta.get(k) for k in want}
+    if got != want:
+        raise ValueError(f"{path}: quantized for {got}, not for {artifact.path.name}'s {want}; "
+                         f"regenerate it with `python -m sw.testset --artifact {artifact.path}`")
     if len(x_q) != len(y):
         raise ValueError(f"{path}: {len(x_q)} inputs but {len(y)} labels")
     return x_q, y

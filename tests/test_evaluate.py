@@ -142,7 +142,7 @@ def test_evaluate_artifact_counts_correct_samples(shipped):
         evaluate_artifact(shipped, x, y[:3])
 
 
-def test_eval_names_a_missing_data_package(tmp_path):
+def _eval_without_sklearn(*argv: str) -> subprocess.CompletedProcess:
     code = ("import sys\n"
             "class NoSklearn:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
@@ -150,8 +150,22 @@ def test_eval_names_a_missing_data_package(tmp_path):
             "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
             "sys.meta_path.insert(0, NoSklearn())\n"
             "from sw.cli import main\n"
-            "sys.exit(main(['eval', '--no-progress']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+            f"sys.exit(main(['eval', '--no-progress', *{list(argv)!r}]))\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
+
+
+def test_eval_without_sklearn_uses_the_shipped_test_set(tmp_path):
+    out = tmp_path / "eval.json"
+    proc = _eval_without_sklearn("--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["samples"] == 270 and res["reproduces_recorded"] is True
+
+
+def test_eval_names_a_missing_data_package(tmp_path):
+    lone = tmp_path / "digits_int8.safetensors"             # no test set beside it
+    lone.write_bytes(SHIPPED.read_bytes())
+    proc = _eval_without_sklearn("--artifact", str(lone))
     assert proc.returncode == 1
     assert "the 'digits' data needs the Python package 'sklearn'" in proc.stderr

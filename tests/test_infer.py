@@ -46,8 +46,9 @@ def test_shipped_testset_matches_the_artifact():
 
 def test_testset_of_another_model_is_refused(tmp_path):
     art = load_artifact(default_artifact_path())
-    other = type(art)(dict(art.manifest, model_id="0" * 64), art.arrays, art.path)
-    with pytest.raises(ValueError, match="made for model"):
+    scales = dict(art.manifest["scales"], input=art.manifest["scales"]["input"] * 2)
+    other = type(art)(dict(art.manifest, scales=scales), art.arrays, art.path)
+    with pytest.raises(ValueError, match="quantized for"):
         load_testset(other)
 
 
