@@ -5,9 +5,11 @@ paths, checked before any long job starts. Each case is fast (no simulation, no 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sim import suites
+from sw import quant, ref
 
 GOOD = {"NUM_SAMPLES": "", "LF_SEED": "", "LF_EFFORT": "default"}
 
@@ -198,3 +200,63 @@ def test_compile_refuses_a_bad_train_log(tmp_path, capsys, log, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "m.safetensors").exists()
+
+
+# -- the integer API (sw.quant, sw.ref): one exception with one clear line per bad call ----------
+
+def _i8(*shape: int) -> np.ndarray:
+    return np.zeros(shape, np.int8)
+
+
+API = [
+    (lambda: ref.gemm_acc(np.zeros((2, 3)), _i8(3, 2)), TypeError, "a_q must be a int8 array"),
+    (lambda: ref.gemm_acc(_i8(2, 0), _i8(0, 2)), ValueError, "K must be at least 1"),
+    (lambda: ref.gemm_acc(_i8(2, 3), _i8(4, 2)), ValueError, "inner dimensions differ"),
+    (lambda: ref.gemm_acc(_i8(2, 3), _i8(3, 2), np.zeros(2, np.int64)), TypeError,
+     "bias_q must be a int32 array"),
+    (lambda: ref.softmax_int(np.zeros((1, 4)), 1 << 14, 10), TypeError, "scores must be an "),
+    (lambda: ref.softmax_int(np.zeros((1, 4), np.int32), 1 << 14, 10, np.ones((1, 4), np.int8)),
+     ValueError, "mask must be a bool array"),
+    (lambda: ref.softmax_int(np.zeros((1, 4), np.int32), 1 << 14, 0), ValueError,
+     "score_shift must be in \\[1, 47\\]"),
+    (lambda: ref.softmax_int(np.zeros((1, 300), np.int32), 1 << 14, 10), ValueError,
+     "every softmax row needs 1..256 valid keys"),
+    (lambda: ref.softmax_exp_int(np.array([1024])), ValueError, "u must be in \\[0, 1023\\]"),
+    (lambda: ref.softmax_exp_int(np.array([1.5])), TypeError, "u must be an integer"),
+    (lambda: ref.softmax_recip_int(np.array([5])), ValueError, "exp sum must be in"),
+    (lambda: ref.attention_window_bounds(4, 0, True), ValueError, "window must be a positive"),
+    (lambda: ref.AttentionQuant.from_scales("a", 1, 1, 1, 16), TypeError,
+     "scale_q must be a positive finite number"),
+    (lambda: ref.AttentionQuant.from_scales(0.01, 0.01, 0.01, 0.01, 0), ValueError,
+     "head_dim must be an integer in \\[1, 128\\]"),
+    (lambda: ref.AttentionQuant(1.5, 10, 1, 1), TypeError, "score_mult must be an integer"),
+    (lambda: ref.isqrt_int(np.array([2.0])), TypeError, "must be an integer array"),
+    (lambda: ref.isqrt_int(np.array([-1])), ValueError, "must be in \\[0, 2\\*\\*62\\)"),
+    (lambda: ref.layernorm_eps_q(4, float("nan"), 1.0), ValueError, "finite and >= 0"),
+    (lambda: ref.lut_apply(_i8(3), _i8(10)), ValueError, "lut must have 256 entries"),
+    (lambda: ref.lut_apply(np.zeros(3), _i8(256)), TypeError, "x_q must be an int8 array"),
+    (lambda: ref.build_gelu_lut(0.0, 1.0), ValueError, "scale_in must be a positive finite"),
+    (lambda: ref.residual_params(-1.0, 1.0, 1.0), ValueError, "scale_a must be a positive"),
+    (lambda: ref.residual_params(1e6, 1.0, 1e-3), ValueError, "must be < 2\\*\\*14"),
+    (lambda: ref.residual_add(_i8(2), _i8(3), np.array([1, 1]), 3), ValueError,
+     "must have one shape"),
+    (lambda: ref.embedding_int(np.array([0.5]), _i8(4, 2)), TypeError, "tokens must be an "),
+    (lambda: ref.embedding_int(np.array([-1]), _i8(4, 2)), ValueError, "token ids must be in"),
+    (lambda: ref.mean_pool_int(_i8(4), 1, 1), TypeError, "x_q must be an int8 array"),
+    (lambda: quant.requantize(1 << 31, 1, 1), ValueError, "accumulator outside int32"),
+    (lambda: quant.requantize(1, 1 << 15, 1), ValueError, "multiplier must be in \\[0, 2\\*\\*15"),
+    (lambda: quant.quantize_multiplier(2.0 ** 14), ValueError, "is too large"),
+    (lambda: quant.quantize_multiplier(-0.5), ValueError, "must be non-negative"),
+    (lambda: quant.round_shift(1, 1, "half_even"), ValueError, "Unsupported rounding rule"),
+    (lambda: quant.quantize_weight_per_channel(np.array([["a"]])), TypeError,
+     "weights must be a real number or array"),
+    (lambda: quant.requant_params(np.array([np.nan]), 1.0), ValueError,
+     "input scales contains NaN or infinity"),
+]
+
+
+@pytest.mark.parametrize("call, kind, message", API)
+def test_integer_api_refuses_bad_input(call, kind, message):
+    with pytest.raises(kind, match=message) as exc:
+        call()
+    assert "\n" not in str(exc.value)
