@@ -234,7 +234,8 @@ def test_bad_board_name():
 
 
 def test_bad_unit_name():
-    with pytest.raises(ValueError, match=r"unit must be one of gemm, attention, accelerator, not 'fft'"):
+    with pytest.raises(ValueError,
+                       match=r"unit must be one of gemm, attention, accelerator, not 'fft'"):
         make_unit("fft", preset_for_board("icebreaker"))
 
 
@@ -534,27 +535,16 @@ def test_overused_resources_from_nextpnr_log(tmp_path):
     assert _overused(tmp_path / "missing.tim") == []
 
 
-@pytest.fixture(scope="module")
-def ulx3s_accelerator():
-    """The whole top (controller, units, scratchpads) in the harness, elaborated once."""
+def test_accelerator_top_elaborates_for_the_ulx3s():
+    # The whole top (controller, units, scratchpads) in the harness.
     params = preset_for_board("ulx3s-85f")
     plan, top = _plan("ulx3s-85f", params, unit="accelerator")
-    return params, plan.files["top.il"], top
-
-
-def test_accelerator_top_elaborates_for_the_ulx3s(ulx3s_accelerator):
-    params, il, top = ulx3s_accelerator
+    il = plan.files["top.il"]
     for name in ("ctrl", "instr_spad", "act_spad", "wgt_spad", "quant_spad", "lut_spad"):
         assert f"module \\top.unit.{name}\n" in il
-    # Every block RAM it instantiates exists on the LFE5U-85F (208 DP16KD).
+    # Every block RAM and hard multiplier it instantiates exists on the LFE5U-85F (208 DP16KD,
+    # 156 MULT18X18D); Yosys may add multipliers of its own for products it infers.
     wgt_blocks = -(-params.wgt_depth * 8 // 16384)          # 16 kbit of data per DP16KD
     assert wgt_blocks <= il.count("cell \\DP16KD ") <= 208
-    assert il.count("cell \\MULT18X18D ") > 0
+    assert 0 < il.count("cell \\MULT18X18D ") <= 156
     assert top.frequency_hz_achieved == pytest.approx(params.target_mhz * 1e6)
-
-
-@pytest.mark.xfail(strict=True, reason="the ulx3s_85f top instantiates more MULT18X18D than the "
-                                       "LFE5U-85F has (docs/boards.md, the accelerator build)")
-def test_accelerator_top_fits_the_ulx3s_multipliers(ulx3s_accelerator):
-    _, il, _ = ulx3s_accelerator
-    assert il.count("cell \\MULT18X18D ") <= 156
