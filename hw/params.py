@@ -107,7 +107,10 @@ class AccelParams:
         check_pow2(at + "wgt_depth", self.wgt_depth, 64, 1 << 22)
         check_pow2(at + "instr_depth", self.instr_depth, 16, 1 << 16)
         check_int(at + "lut_count", self.lut_count, 1, 64)
-        check_number(at + "target_mhz", self.target_mhz, 1.0, 500.0)
+        # Stored as a float so that 25 and 25.0 name the same design (the digest is over
+        # the JSON of the fields, where 25 and 25.0 differ).
+        object.__setattr__(self, "target_mhz",
+                           check_number(at + "target_mhz", self.target_mhz, 1.0, 500.0))
         check_int(at + "baud", self.baud, 9600, 12_000_000)
 
     # -- identity -------------------------------------------------------------------------------

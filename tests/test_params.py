@@ -68,3 +68,11 @@ def test_params_digest_stable_and_sensitive():
 def test_params_replace_revalidates():
     with pytest.raises(ValueError, match="rows"):
         preset("tiny").replace(rows=0)
+
+
+def test_params_integer_and_float_clock_are_one_design():
+    from hw.params import AccelParams
+
+    a, b = AccelParams(target_mhz=25), AccelParams(target_mhz=25.0)
+    assert a == b and a.digest() == b.digest() and a.design_id == b.design_id
+    assert isinstance(a.target_mhz, float)
