@@ -25,6 +25,7 @@ the harness's source and flags.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -53,17 +54,21 @@ def _link(uart: bool) -> str:
     return "uart" if uart else "stream"
 
 
-def _verilate(directory: Path, vfile: Path, name: str, waves: bool) -> None:
-    """``verilator --cc --exe --build`` of the design and the harness into ``directory``."""
+def _verilate(directory: Path, vfile: Path, name: str, waves: bool, *, harness: str) -> None:
+    """``verilator --cc --exe --build`` of the design and the ``harness`` source into
+    ``directory``. The source is the text the cache key was computed from, copied into the
+    build, so an edit of ``main.cpp`` during a build cannot slip into it unkeyed."""
     del waves                                     # no traces: the harness has no dump
     log = directory / "build.log"
+    source = directory / HARNESS.name
+    source.write_text(harness)
     cflags = _CFLAGS + (" -DVB_UART" if name.endswith("_uart") else "")
     cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", name,
            "--prefix", "Vvboard", "-o", _EXE, "--Mdir", str(directory / "obj_dir"),
            *runner.BUILD_ARGS, "-CFLAGS", cflags]
     if runner.WAIVERS.exists():
         cmd.append(str(runner.WAIVERS))
-    cmd += [str(vfile), str(HARNESS)]
+    cmd += [str(vfile), str(source)]
     env = dict(os.environ)
     env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"), runner.MAKEFLAGS]))
     with open(log, "w") as f:
@@ -80,10 +85,11 @@ def build(params, *, uart: bool = False, progress: bool = False) -> runner.Build
     from hw.system import LinkedAccelerator
 
     link = _link(uart)
+    harness = HARNESS.read_text()
     return runner.build(lambda: LinkedAccelerator.from_params(params, link=link),
                         name=f"vboard_{link}", params=params, waves=False, progress=progress,
-                        verilate=_verilate,
-                        extra_key=HARNESS.read_text() + _CFLAGS + runner.BUILD_ARGS[0])
+                        verilate=functools.partial(_verilate, harness=harness),
+                        extra_key=f"{harness}\0{_CFLAGS}")
 
 
 def executable(b: runner.Build) -> Path:
@@ -231,10 +237,17 @@ def run(args: argparse.Namespace) -> int:
           f"open {vb.url} with the driver; Ctrl-C stops" + (", or the client hanging up"
                                                              if args.once else ""),
           file=sys.stderr, flush=True)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    # SIGTERM to the command stops the board as Ctrl-C does, so no harness outlives it.
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         rc = vb.wait()
     except KeyboardInterrupt:
         rc = vb.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if vb.stats is not None:
         s = vb.stats
         print(f"vboard: {s['cycles']} cycles simulated ({s['busy_cycles']} busy), "

@@ -26,6 +26,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <unistd.h>
 
 #include <cerrno>
@@ -384,6 +387,10 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);   // no SA_RESTART: poll() returns at once
     sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
+#ifdef __linux__
+    // A parent that dies without stopping us (killed by SIGKILL) must not leave a board running.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
 
     const int listener = listen_on(o);
     std::printf("socket://%s:%d\n", o.host.c_str(), bound_port(listener));
