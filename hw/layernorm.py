@@ -36,6 +36,8 @@ LayerNorm is a small share of a layer's work, so the scalar phase is sequential.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -210,16 +212,40 @@ class LayerNorm(Unit):
         beats = -(-check_int("dim", dim, 1, self._max_dim) // self._cols)
         return 2 * beats + self.scalar_cycles
 
+    # -- gateware --------------------------------------------------------------------------------
+    #
+    # elaborate() wires the phases of the module docstring; each _elaborate_* helper adds one
+    # part to the same Module (one flat hierarchy) and records the signals later parts use on a
+    # shared namespace ``u``. The helpers run in the order of the netlist they emit, so the
+    # generated design stays the same as the row's phases are edited one at a time.
+
     def elaborate(self, platform):
         m = Module()
-        cols = self._cols
-        max_dim = self._max_dim
+        u = SimpleNamespace()
+        self._elaborate_output_buffer(m, u)
+        self._elaborate_job_constants(m, u)
+        self._elaborate_load(m, platform, u)
+        self._elaborate_scalar_registers(m, u)
+        self._elaborate_normalize_issue(m, u)
+        with m.FSM():
+            self._elaborate_load_states(m, u)
+            self._elaborate_variance_states(m, u)
+            self._elaborate_isqrt_states(m, u)
+            self._elaborate_row_constant_states(m, u)
+            self._elaborate_output_state(m, u)
+        self._elaborate_normalize_pipeline(m, u)
+        return m
 
-        m.submodules.obuf = obuf = OutputBuffer(output_layout(cols))
+    def _elaborate_output_buffer(self, m, u):
+        """``o_stream`` behind an :class:`OutputBuffer`, whose clock enable every stage uses."""
+        m.submodules.obuf = obuf = OutputBuffer(output_layout(self._cols))
         ce = obuf.ce
         wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
+        vars(u).update(obuf=obuf, ce=ce)
 
-        # -- job constants --------------------------------------------------------------------
+    def _elaborate_job_constants(self, m, u):
+        """The registers ``i_cfg`` sets for a job, and the pre-shift ``k`` of its ``dim``."""
+        max_dim = self._max_dim
         dim = Signal(unsigned(max_dim.bit_length()))
         eps = Signal(unsigned(_eps_bits(max_dim)))
         k = Signal(range(layernorm_pre_shift(1) + 1))
@@ -232,8 +258,11 @@ class LayerNorm(Unit):
         for d_from, val in steps[1:]:
             with m.If(self.i_cfg.payload.dim >= d_from):
                 m.d.comb += cfg_k.eq(val)
+        vars(u).update(dim=dim, eps=eps, k=k, job_last=job_last, cfg_k=cfg_k)
 
-        # -- load: row buffer and statistics ---------------------------------------------------
+    def _elaborate_load(self, m, platform, u):
+        """Load phase datapath: ``i_stream`` beats into the row buffer, ``S1`` and ``Q``."""
+        cols, max_dim, dim = self._cols, self._max_dim, u.dim
         depth = max(2, -(-max_dim // cols))
         m.submodules.rowbuf = rowbuf = make_block_ram(platform, width=ACT_WIDTH * cols,
                                                       depth=depth, family=self._family)
@@ -271,8 +300,12 @@ class LayerNorm(Unit):
         s1_neg = s1 < 0
         s1_abs = Signal(unsigned(sum_w - 1))
         m.d.comb += s1_abs.eq(Mux(s1_neg, -s1, s1))
+        vars(u).update(depth=depth, rowbuf=rowbuf, elem=elem, beat_in=beat_in, take_in=take_in,
+                       row_done_in=row_done_in, q=q, clear_stats=clear_stats, s1_neg=s1_neg,
+                       s1_abs=s1_abs)
 
-        # -- scalar engine ---------------------------------------------------------------------
+    def _elaborate_scalar_registers(self, m, u):
+        """The scalar engine's registers and the row constants it hands the normalize phase."""
         macc = Signal(ENGINE_BITS)
         ma = Signal(ENGINE_BITS)                                 # a * 4**step
         ma3 = Signal(ENGINE_BITS)                                # 3 * a * 4**step
@@ -292,173 +325,211 @@ class LayerNorm(Unit):
         # Shift of the normalized value: 48 - k - 10 (the reference's round_shift).
         n_shift = Signal(range(LN_RECIP_BITS - LN_FRAC_BITS + 1))
         inflight = Signal(range(64))
+        vars(u).update(macc=macc, ma=ma, ma3=ma3, mb=mb, cnt=cnt, t1=t1, rem=rem, res=res,
+                       bit=bit, drem=drem, inv=inv, g1=g1, g_next=g_next, g_row=g_row,
+                       h_row=h_row, n_shift=n_shift, inflight=inflight)
 
-        def count(steps, nxt, *done):
-            """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
-            m.d.sync += cnt.eq(cnt + 1)
-            with m.If(cnt == steps - 1):
-                m.d.sync += [cnt.eq(0), *done]
-                m.next = nxt
+    def _count(self, m, u, steps, nxt, *done):
+        """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
+        m.d.sync += u.cnt.eq(u.cnt + 1)
+        with m.If(u.cnt == steps - 1):
+            m.d.sync += [u.cnt.eq(0), *done]
+            m.next = nxt
 
-        def mul_step(a_src, b_src, bits, nxt):
-            """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
-            modulo ``2**64``) into ``macc``: one adder per cycle, ``3 * a`` kept beside ``a``."""
-            first = cnt == 0
-            a_cur = Mux(first, a_src, ma)[:ENGINE_BITS]
-            a3_cur = Mux(first, (a_src << 1) + a_src, ma3)[:ENGINE_BITS]
-            b_cur = Mux(first, b_src, mb)
-            digit = b_cur[:2]
-            addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
-                         Mux(digit[0], a_cur, 0))
-            m.d.sync += [
-                macc.eq(Mux(first, 0, macc) + addend),
-                ma.eq(a_cur << 2),
-                ma3.eq(a3_cur << 2),
-                mb.eq(b_cur >> 2),
-            ]
-            count(_half(bits), nxt)
+    def _mul_step(self, m, u, a_src, b_src, bits, nxt):
+        """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
+        modulo ``2**64``) into ``macc``: one adder per cycle, ``3 * a`` kept beside ``a``."""
+        first = u.cnt == 0
+        a_cur = Mux(first, a_src, u.ma)[:ENGINE_BITS]
+        a3_cur = Mux(first, (a_src << 1) + a_src, u.ma3)[:ENGINE_BITS]
+        b_cur = Mux(first, b_src, u.mb)
+        digit = b_cur[:2]
+        addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
+                     Mux(digit[0], a_cur, 0))
+        m.d.sync += [
+            u.macc.eq(Mux(first, 0, u.macc) + addend),
+            u.ma.eq(a_cur << 2),
+            u.ma3.eq(a3_cur << 2),
+            u.mb.eq(b_cur >> 2),
+        ]
+        self._count(m, u, _half(bits), nxt)
 
-        # -- normalize: the element pipeline ------------------------------------------------
-        beat_out = Signal(range(depth))
+    def _elaborate_normalize_issue(self, m, u):
+        """Normalize phase control: ``i_param`` beats read the row buffer, one per cycle."""
+        cols, max_dim, rowbuf = self._cols, self._max_dim, u.rowbuf
+        beat_out = Signal(range(u.depth))
         elem_out = Signal(range(max_dim + cols + 1))
         take_out = Signal()
         out_state = Signal()
         m.d.comb += [
-            self.i_param.ready.eq(out_state & ce),
+            self.i_param.ready.eq(out_state & u.ce),
             take_out.eq(self.i_param.valid & self.i_param.ready),
-            rowbuf.r_en.eq(ce),
-            rowbuf.r_oce.eq(ce),
+            rowbuf.r_en.eq(u.ce),
+            rowbuf.r_oce.eq(u.ce),
             rowbuf.r_addr.eq(beat_out),
         ]
-        row_done_out = elem_out + cols >= dim
+        row_done_out = elem_out + cols >= u.dim
+        vars(u).update(beat_out=beat_out, elem_out=elem_out, take_out=take_out,
+                       out_state=out_state, row_done_out=row_done_out)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += [self.i_cfg.ready.eq(1), clear_stats.eq(1)]
-                with m.If(self.i_cfg.valid):
-                    m.d.sync += [dim.eq(self.i_cfg.payload.dim), eps.eq(self.i_cfg.payload.eps),
-                                 k.eq(cfg_k), elem.eq(0), beat_in.eq(0)]
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.comb += self.i_stream.ready.eq(1)
-                with m.If(take_in):
-                    m.d.sync += [elem.eq(elem + cols), beat_in.eq(beat_in + 1)]
-                    with m.If(row_done_in):
-                        m.d.sync += [job_last.eq(self.i_stream.payload.last), cnt.eq(0)]
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                count(STATS_DRAIN, "MUL_DQ")
-            with m.State("MUL_DQ"):                              # d * Q
-                mul_step(q, dim, self.dim_bits, "MUL_SS")
-            with m.State("MUL_SS"):                              # S1**2
-                with m.If(cnt == 0):
-                    m.d.sync += t1.eq(macc)
-                mul_step(s1_abs, s1_abs, self.sum_bits, "MUL_DV")
-            with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
-                mul_step((t1 - macc)[:ENGINE_BITS], dim, self.dim_bits, "MUL_DS")
-            with m.State("MUL_DS"):                              # d * S
-                mul_step(macc, dim, self.dim_bits, "PRESHIFT")
-            with m.State("PRESHIFT"):
-                m.d.sync += [rem.eq((macc + eps) << Cat(Const(0, 1), k)), res.eq(0),
-                             bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
-                m.next = "ISQRT"
-            with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
-                trial = (res + bit)[:ENGINE_BITS]
-                with m.If(rem >= trial):
-                    m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
-                with m.Else():
-                    m.d.sync += res.eq(res >> 1)
-                m.d.sync += bit.eq(bit >> 2)
-                count(ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
-            with m.State("DIV"):                                 # 2**48 // max(r, 1)
-                r = Mux(res == 0, 1, res)[:32]
-                rem2 = Cat(cnt == 0, drem)[:34]
-                with m.If(rem2 >= r):
-                    m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
-                with m.Else():
-                    m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
-                count(DIV_STEPS, "MUL_G1")
-            with m.State("MUL_G1"):                              # d * inv
-                mul_step(inv, dim, self.dim_bits, "MUL_G")
-            with m.State("MUL_G"):                               # G = d * d * inv
-                with m.If(cnt == 0):
-                    m.d.sync += g1.eq(macc)
-                mul_step(macc, dim, self.dim_bits, "MUL_H")
-            with m.State("MUL_H"):                               # |S1| * d * inv
-                with m.If(cnt == 0):
-                    m.d.sync += g_next.eq(macc)
-                mul_step(g1, s1_abs, self.sum_bits, "COMMIT")
-            with m.State("COMMIT"):
-                # The previous row's elements may still be in the pipeline (backpressure):
-                # the row constants change only once it is empty.
-                with m.If(inflight == 0):
-                    half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> k
-                    h = Mux(s1_neg, -macc, macc)[:PROD_BITS]
-                    m.d.sync += [g_row.eq(g_next), h_row.eq(h - half),
-                                 n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - k),
-                                 elem_out.eq(0), beat_out.eq(0)]
-                    m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [out_state.eq(1), clear_stats.eq(1)]
-                with m.If(take_out):
-                    m.d.sync += [elem_out.eq(elem_out + cols), beat_out.eq(beat_out + 1)]
-                    with m.If(row_done_out):
-                        m.d.sync += [elem.eq(0), beat_in.eq(0)]
-                        with m.If(job_last):
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.next = "LOAD"
+    def _elaborate_load_states(self, m, u):
+        """``IDLE`` takes a job's ``i_cfg``; ``LOAD`` takes a row's ``i_stream`` beats."""
+        cols, cfg = self._cols, self.i_cfg.payload
+        with m.State("IDLE"):
+            m.d.comb += [self.i_cfg.ready.eq(1), u.clear_stats.eq(1)]
+            with m.If(self.i_cfg.valid):
+                m.d.sync += [u.dim.eq(cfg.dim), u.eps.eq(cfg.eps),
+                             u.k.eq(u.cfg_k), u.elem.eq(0), u.beat_in.eq(0)]
+                m.next = "LOAD"
+        with m.State("LOAD"):
+            m.d.comb += self.i_stream.ready.eq(1)
+            with m.If(u.take_in):
+                m.d.sync += [u.elem.eq(u.elem + cols), u.beat_in.eq(u.beat_in + 1)]
+                with m.If(u.row_done_in):
+                    m.d.sync += [u.job_last.eq(self.i_stream.payload.last), u.cnt.eq(0)]
+                    m.next = "DRAIN"
 
-        # -- element pipeline (one clock enable, as every other unit) ------------------------
-        def stage(sig, name, shape=None):
-            d = Signal(shape if shape is not None else Value.cast(sig).shape(), name=name)
-            with m.If(ce):
-                m.d.sync += d.eq(sig)
-            return d
+    def _elaborate_variance_states(self, m, u):
+        """Scalar phase, first part: the stats drain, then ``d * S = d * d * (d * Q - S1**2)``."""
+        dim = u.dim
+        with m.State("DRAIN"):
+            self._count(m, u, STATS_DRAIN, "MUL_DQ")
+        with m.State("MUL_DQ"):                              # d * Q
+            self._mul_step(m, u, u.q, dim, self.dim_bits, "MUL_SS")
+        with m.State("MUL_SS"):                              # S1**2
+            with m.If(u.cnt == 0):
+                m.d.sync += u.t1.eq(u.macc)
+            self._mul_step(m, u, u.s1_abs, u.s1_abs, self.sum_bits, "MUL_DV")
+        with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
+            self._mul_step(m, u, (u.t1 - u.macc)[:ENGINE_BITS], dim, self.dim_bits, "MUL_DS")
+        with m.State("MUL_DS"):                              # d * S
+            self._mul_step(m, u, u.macc, dim, self.dim_bits, "PRESHIFT")
 
-        def delay(sig, n, name):
-            for i in range(n):
-                sig = stage(sig, f"{name}_s{i + 1}")
-            return sig
+    def _elaborate_isqrt_states(self, m, u):
+        """Scalar phase, second part: ``r = isqrt((d * S + eps_q) << 2k)`` and
+        ``inv = 2**48 // max(r, 1)``."""
+        rem, res, bit, cnt, drem, inv = u.rem, u.res, u.bit, u.cnt, u.drem, u.inv
+        with m.State("PRESHIFT"):
+            m.d.sync += [rem.eq((u.macc + u.eps) << Cat(Const(0, 1), u.k)), res.eq(0),
+                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
+            m.next = "ISQRT"
+        with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
+            trial = (res + bit)[:ENGINE_BITS]
+            with m.If(rem >= trial):
+                m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
+            with m.Else():
+                m.d.sync += res.eq(res >> 1)
+            m.d.sync += bit.eq(bit >> 2)
+            self._count(m, u, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
+        with m.State("DIV"):                                 # 2**48 // max(r, 1)
+            r = Mux(res == 0, 1, res)[:32]
+            rem2 = Cat(cnt == 0, drem)[:34]
+            with m.If(rem2 >= r):
+                m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
+            with m.Else():
+                m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
+            self._count(m, u, DIV_STEPS, "MUL_G1")
 
-        prm = self.i_param.payload
-        last0 = job_last & row_done_out
+    def _elaborate_row_constant_states(self, m, u):
+        """Scalar phase, last part: ``G = d**2 * inv`` and ``H = S1 * d * inv - 2**(37 - k)``,
+        committed to the normalize phase."""
+        dim, macc, k = u.dim, u.macc, u.k
+        with m.State("MUL_G1"):                              # d * inv
+            self._mul_step(m, u, u.inv, dim, self.dim_bits, "MUL_G")
+        with m.State("MUL_G"):                               # G = d * d * inv
+            with m.If(u.cnt == 0):
+                m.d.sync += u.g1.eq(macc)
+            self._mul_step(m, u, macc, dim, self.dim_bits, "MUL_H")
+        with m.State("MUL_H"):                               # |S1| * d * inv
+            with m.If(u.cnt == 0):
+                m.d.sync += u.g_next.eq(macc)
+            self._mul_step(m, u, u.g1, u.s1_abs, self.sum_bits, "COMMIT")
+        with m.State("COMMIT"):
+            # The previous row's elements may still be in the pipeline (backpressure):
+            # the row constants change only once it is empty.
+            with m.If(u.inflight == 0):
+                half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> k
+                h = Mux(u.s1_neg, -macc, macc)[:PROD_BITS]
+                m.d.sync += [u.g_row.eq(u.g_next), u.h_row.eq(h - half),
+                             u.n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - k),
+                             u.elem_out.eq(0), u.beat_out.eq(0)]
+                m.next = "OUT"
+
+    def _elaborate_output_state(self, m, u):
+        """``OUT`` takes a row's ``i_param`` beats, then loads the next row or ends the job."""
+        cols = self._cols
+        with m.State("OUT"):
+            m.d.comb += [u.out_state.eq(1), u.clear_stats.eq(1)]
+            with m.If(u.take_out):
+                m.d.sync += [u.elem_out.eq(u.elem_out + cols), u.beat_out.eq(u.beat_out + 1)]
+                with m.If(u.row_done_out):
+                    m.d.sync += [u.elem.eq(0), u.beat_in.eq(0)]
+                    with m.If(u.job_last):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "LOAD"
+
+    def _elaborate_normalize_pipeline(self, m, u):
+        """Normalize phase datapath: one element pipeline per lane, on the output buffer's
+        clock enable as in every other unit, and the in-flight count ``COMMIT`` waits on."""
+        ce = u.ce
+        last0 = u.job_last & u.row_done_out
         n_lat = BlockRAM.latency + Multiplier.latency + 3    # row buffer, chunks, sums, shift
         g_lat = n_lat + Multiplier.latency                  # n * gamma
         b_lat = g_lat + 1                       # + beta
         total = b_lat + RequantLane.latency
-        valid_o = delay(take_out, total, "valid")
-        last_o = delay(last0, total, "last")
+        valid_o = _delay(m, ce, u.take_out, total, "valid")
+        last_o = _delay(m, ce, last0, total, "last")
         # in flight: taken but not yet pushed into the output buffer
         push = valid_o & ce
-        m.d.sync += inflight.eq(inflight + (take_out & ce) - push)
-        for c in range(cols):
-            x2 = rowbuf.r_data[c * ACT_WIDTH:(c + 1) * ACT_WIDTH].as_signed()
-            prods = []
-            for i in range(0, PROD_BITS, CHUNK_BITS):
-                width = min(CHUNK_BITS, PROD_BITS - i)
-                pm = LutMultiplier(ACT_WIDTH, width + 1)
-                m.submodules[f"xg{c}_{i // CHUNK_BITS}"] = pm
-                m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(g_row[i:i + width])]
-                prods.append((pm.p, i))
-            # S5: two partial sums (the rounding constant and -H folded into one); S6: P.
-            t_lo = stage(sum(p << i for p, i in prods[:2])[:PROD_BITS], f"tlo{c}",
-                         unsigned(PROD_BITS))
-            t_hi = stage((sum(p << i for p, i in prods[2:]) - h_row)[:PROD_BITS], f"thi{c}",
-                         unsigned(PROD_BITS))
-            p6 = stage((t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{c}", signed(PROD_BITS))
-            n7 = stage((p6 >> n_shift)[:NORM_BITS].as_signed(), f"n{c}", signed(NORM_BITS))
-            gm = LutMultiplier(ACT_WIDTH, NORM_BITS)              # int8 gamma selects
-            m.submodules[f"gamma{c}"] = gm
-            m.d.comb += [gm.en.eq(ce), gm.a.eq(delay(prm.gamma[c], n_lat, f"gamma{c}")),
-                         gm.b.eq(n7)]
-            acc = stage((gm.p + delay(prm.beta[c], g_lat, f"beta{c}"))[:ACC_WIDTH].as_signed(),
-                        f"acc{c}", signed(ACC_WIDTH))
-            lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
-            m.submodules[f"lane{c}"] = lane
-            m.d.comb += [lane.s.eq(acc), lane.mult.eq(delay(prm.mult[c], b_lat, f"mult{c}")),
-                         lane.shift.eq(delay(prm.shift[c], b_lat, f"shift{c}")),
-                         lane.en.eq(ce)]
-            m.d.comb += obuf.data.data[c].eq(lane.y)
-        m.d.comb += [obuf.push.eq(valid_o), obuf.data.last.eq(last_o)]
-        return m
+        m.d.sync += u.inflight.eq(u.inflight + (u.take_out & ce) - push)
+        for c in range(self._cols):
+            self._elaborate_normalize_lane(m, u, c, n_lat=n_lat, g_lat=g_lat, b_lat=b_lat)
+        m.d.comb += [u.obuf.push.eq(valid_o), u.obuf.data.last.eq(last_o)]
+
+    def _elaborate_normalize_lane(self, m, u, c, *, n_lat, g_lat, b_lat):
+        """Lane ``c``: ``n = (x * G - H) >> n_shift``, ``n * gamma + beta``, requantized."""
+        ce, prm = u.ce, self.i_param.payload
+        x2 = u.rowbuf.r_data[c * ACT_WIDTH:(c + 1) * ACT_WIDTH].as_signed()
+        prods = []
+        for i in range(0, PROD_BITS, CHUNK_BITS):
+            width = min(CHUNK_BITS, PROD_BITS - i)
+            pm = LutMultiplier(ACT_WIDTH, width + 1)
+            m.submodules[f"xg{c}_{i // CHUNK_BITS}"] = pm
+            m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(u.g_row[i:i + width])]
+            prods.append((pm.p, i))
+        # S5: two partial sums (the rounding constant and -H folded into one); S6: P.
+        t_lo = _stage(m, ce, sum(p << i for p, i in prods[:2])[:PROD_BITS], f"tlo{c}",
+                      unsigned(PROD_BITS))
+        t_hi = _stage(m, ce, (sum(p << i for p, i in prods[2:]) - u.h_row)[:PROD_BITS],
+                      f"thi{c}", unsigned(PROD_BITS))
+        p6 = _stage(m, ce, (t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{c}", signed(PROD_BITS))
+        n7 = _stage(m, ce, (p6 >> u.n_shift)[:NORM_BITS].as_signed(), f"n{c}",
+                    signed(NORM_BITS))
+        gm = LutMultiplier(ACT_WIDTH, NORM_BITS)              # int8 gamma selects
+        m.submodules[f"gamma{c}"] = gm
+        m.d.comb += [gm.en.eq(ce), gm.a.eq(_delay(m, ce, prm.gamma[c], n_lat, f"gamma{c}")),
+                     gm.b.eq(n7)]
+        beta = _delay(m, ce, prm.beta[c], g_lat, f"beta{c}")
+        acc = _stage(m, ce, (gm.p + beta)[:ACC_WIDTH].as_signed(), f"acc{c}", signed(ACC_WIDTH))
+        lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
+        m.submodules[f"lane{c}"] = lane
+        m.d.comb += [lane.s.eq(acc), lane.mult.eq(_delay(m, ce, prm.mult[c], b_lat, f"mult{c}")),
+                     lane.shift.eq(_delay(m, ce, prm.shift[c], b_lat, f"shift{c}")),
+                     lane.en.eq(ce)]
+        m.d.comb += u.obuf.data.data[c].eq(lane.y)
+
+
+def _stage(m: Module, ce, sig, name: str, shape=None):
+    """``sig`` through one register named ``name`` that loads when ``ce`` is high."""
+    d = Signal(shape if shape is not None else Value.cast(sig).shape(), name=name)
+    with m.If(ce):
+        m.d.sync += d.eq(sig)
+    return d
+
+
+def _delay(m: Module, ce, sig, n: int, name: str):
+    """``sig`` through ``n`` :func:`_stage` registers, named ``{name}_s1`` onwards."""
+    for i in range(n):
+        sig = _stage(m, ce, sig, f"{name}_s{i + 1}")
+    return sig
