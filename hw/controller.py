@@ -87,11 +87,16 @@ def _ceil_div(value, d: int):
     return (value + (d - 1)) // d
 
 
-def _act_bad(p, addr, m, width, elem_shift=0):
-    """An activation tensor ``(m, width)`` at byte ``addr`` is misaligned or leaves the act
-    scratchpad (``hw.isa.act_span`` of a whole tensor: ``ceil(m / rows) * rows * width``)."""
-    span = (_ceil_div(m, p.rows) * p.rows * width) << elem_shift
+def _act_bad(p, addr, span):
+    """An activation operand of ``span`` bytes at byte ``addr`` is misaligned or leaves the
+    act scratchpad (``span``: ``hw.isa.act_span``, for a whole ``(m, c)`` tensor
+    ``ceil(m / rows) * rows * c``)."""
     return ((addr % p.rows) != 0) | (addr + span > p.act_depth)
+
+
+def _pad(value, d: int):
+    """``value`` rounded up to a multiple of the constant ``d``."""
+    return _ceil_div(value, d) * d
 
 
 class Controller(Unit):
@@ -206,6 +211,8 @@ class Controller(Unit):
                                 self._dispatch(m, s, op, ir)
                     with m.Default():
                         s.fail(ErrorCode.ILLEGAL_OPCODE)
+            with m.State("MUL"):
+                self._products(m, s, opcode)
             with m.State("NEXT"):
                 s.next_instruction("FETCH")
             with m.State("FAIL"):
@@ -230,9 +237,39 @@ class Controller(Unit):
             # The fields go into the opcode's registers; its CHECK state validates them.
             regs = s.fields_of[op]
             m.d.sync += [getattr(regs, n).eq(v) for n, v in instruction_fields(ir, op).items()]
-            m.next = f"{op.name}_CHECK"
+            m.d.sync += s.i.eq(0)
+            m.next = "MUL"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
+
+    def _products(self, m, s, opcode):
+        """The MUL state: the products the opcode's checks need, one per cycle through the
+        controller's one multiplier (``prod = mul_a * mul_b``, registered), into ``pr[k]``;
+        then the opcode's CHECK state. (One shared multiplier instead of a DSP per product.)"""
+        p, g, v, n, a, e = self._params, s.g, s.v, s.n, s.a, s.e
+        blocks_1 = _ceil_div(a.t, p.rows) - 1
+        pairs = {
+            Opcode.GEMM: [(_pad(g.m, p.rows), g.k), (_pad(g.n, p.cols), g.k),
+                          (_pad(g.m, p.rows), g.n)],
+            Opcode.VEC: [(_pad(v.m, p.rows), v.c), (_ceil_div(v.m, p.rows), v.c)],
+            Opcode.LNORM: [(_pad(n.m, p.rows), n.c), (n.c, n.c), (s.prod, n.c), (s.prod, n.c)],
+            Opcode.ATTN: [(a.heads, a.head_dim), (blocks_1, a.src_cols), (blocks_1, a.dst_cols)],
+            Opcode.EMBED: [(e.vocab, e.c), (_pad(e.t, p.rows), e.c)],
+        }
+        m.d.sync += s.i.eq(s.i + 1)
+        with m.Switch(opcode):
+            for op, ops in pairs.items():
+                with m.Case(op):
+                    with m.Switch(s.i):
+                        for k, (x, y) in enumerate(ops):
+                            with m.Case(k):
+                                m.d.comb += [s.mul_a.eq(x), s.mul_b.eq(y)]
+                    for k in range(len(ops)):
+                        with m.If(s.i == k + 1):
+                            m.d.sync += s.pr[k].eq(s.prod)
+                    with m.If(s.i == len(ops)):
+                        m.d.sync += s.i.eq(0)
+                        m.next = f"{op.name}_CHECK"
 
     def _perf(self, m, s):
         with m.If(s.clear_perf):
@@ -254,14 +291,14 @@ class Controller(Unit):
         """``hw.isa.validate`` of a GEMM, on the latched fields, in its order."""
         p, g = self._params, s.g
         quant_depth = isa.quant_depth(p)
-        span_w = _ceil_div(g.n, p.cols) * p.cols * g.k
+        span_a, span_w, span_d = s.pr[0], s.pr[1], s.pr[2] << (g.out32 * 2)
         flags_ok = (g.flags & ~int(GemmFlag.LUT | GemmFlag.OUT32)) == 0
         flags_ok &= g.flags != int(GemmFlag.LUT | GemmFlag.OUT32)
         with m.If(~flags_ok):
             s.fail(ErrorCode.BAD_FIELD)
         with m.Elif((g.m == 0) | (g.k == 0) | (g.k > p.k_depth) | (g.n == 0)):
             s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(_act_bad(p, g.a_addr, g.m, g.k)):
+        with m.Elif(_act_bad(p, g.a_addr, span_a)):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(((g.w_addr % p.cols) != 0) | (g.w_addr + span_w > p.wgt_depth)):
             s.fail(ErrorCode.BAD_ADDRESS)
@@ -269,7 +306,7 @@ class Controller(Unit):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0)):
             s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif(_act_bad(p, g.dst_addr, g.m, g.n, g.out32 * 2)):
+        with m.Elif(_act_bad(p, g.dst_addr, span_d)):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Else():
             m.d.sync += [
@@ -420,22 +457,22 @@ class Controller(Unit):
             s.fail(ErrorCode.BAD_FIELD)
         with m.Elif((v.m == 0) | (v.c == 0)):
             s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(_act_bad(p, v.a_addr, v.m, v.c)):
+        with m.Elif(_act_bad(p, v.a_addr, s.pr[0])):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(add & (v.lut != 0)
                     | lut & ((v.b_addr != 0) | (v.quant_addr != 0) | (v.lut >= p.lut_count))
                     | pool & ((v.b_addr != 0) | (v.lut != 0))):
             s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif(add & _act_bad(p, v.b_addr, v.m, v.c)):
+        with m.Elif(add & _act_bad(p, v.b_addr, s.pr[0])):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(~lut & (v.quant_addr + 1 > isa.quant_depth(p))):
             s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(_act_bad(p, v.dst_addr, Mux(pool, 1, v.m), v.c)):
+        with m.Elif(_act_bad(p, v.dst_addr, Mux(pool, v.c * p.rows, s.pr[0]))):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Else():
             blocks = _ceil_div(v.m, p.rows)
             m.d.sync += [
-                v.blocks.eq(blocks), v.words.eq(blocks * v.c), v.out.eq(0), v.c0.eq(0),
+                v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
                 v.dbase.eq(v.dst_addr // p.rows), s.i.eq(0), s.cfg_pending.eq(0),
             ]
@@ -484,11 +521,14 @@ class Controller(Unit):
         with m.State("VEC_POOL"):
             m.d.comb += [s.length.eq(v.m * p.rows), s.vec_busy.eq(1), s.vec_pooling.eq(1)]
             t, r = _divmod(s.i, p.rows)
-            blk, _ = _divmod(t, p.rows)
+            _, t_lane = _divmod(t, p.rows)
             live = v.c0 + r < v.c
-            s.issue(self.act, v.abase + blk * v.c + v.c0 + r, _NO_SEL, live, core=False)
+            # v.poff: (t // rows) * C, stepped at the last read of a block's last token.
+            s.issue(self.act, v.abase + v.poff + v.c0 + r, _NO_SEL, live, core=False)
+            with m.If((s.i < s.length) & (r == p.rows - 1) & (t_lane == p.rows - 1)):
+                m.d.sync += v.poff.eq(v.poff + v.c)
             with m.If(s.copy_done & s.pool_ready):
-                m.d.sync += [s.i.eq(0), s.pool_ready.eq(0)]
+                m.d.sync += [s.i.eq(0), s.pool_ready.eq(0), v.poff.eq(0)]
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += [s.length.eq(p.rows), s.vec_stall.eq(1)]
@@ -567,7 +607,7 @@ class Controller(Unit):
         with m.If(out.valid & s.vec_pooling):
             m.d.sync += [s.pool_out.eq(low), s.pool_ready.eq(1)]
         with m.If(out.valid & s.vec_elementwise):
-            last_block = v.out >= (v.blocks - 1) * v.c
+            last_block = v.out >= v.words - v.c
             rows_valid = v.m - (v.blocks - 1) * rows
             m.d.comb += [
                 self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.out), self.act.w_data.eq(low),
@@ -582,11 +622,11 @@ class Controller(Unit):
     def _attn_check(self, m, s):
         """``hw.isa.validate`` of an ATTN, on the latched fields, in its order."""
         p, a = self._params, s.a
-        width = a.heads * a.head_dim
+        width = s.pr[0]
 
-        def span_bad(addr, cols):
-            span = ((_ceil_div(a.t, p.rows) - 1) * cols + width) * p.rows
-            return ((addr % p.rows) != 0) | (addr + span > p.act_depth)
+        def span_bad(addr, gap):
+            # act_span(t, width, cols): ((ceil(t / rows) - 1) * cols + width) * rows
+            return ((addr % p.rows) != 0) | (addr + (gap + width) * p.rows > p.act_depth)
 
         with m.If((a.flags & ~int(AttnFlag.CAUSAL)) != 0):
             s.fail(ErrorCode.BAD_FIELD)
@@ -594,12 +634,12 @@ class Controller(Unit):
                     | (a.window == 0) | (a.window > p.window) | (a.src_cols < width)
                     | (a.dst_cols < width)):
             s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(span_bad(a.q_addr, a.src_cols) | span_bad(a.k_addr, a.src_cols)
-                    | span_bad(a.v_addr, a.src_cols)):
+        with m.Elif(span_bad(a.q_addr, s.pr[1]) | span_bad(a.k_addr, s.pr[1])
+                    | span_bad(a.v_addr, s.pr[1])):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(a.quant_addr + 1 > isa.quant_depth(p)):
             s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(span_bad(a.dst_addr, a.dst_cols)):
+        with m.Elif(span_bad(a.dst_addr, s.pr[2])):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Else():
             m.d.sync += [
@@ -749,18 +789,16 @@ class Controller(Unit):
         with m.State("LNORM_CHECK"):
             with m.If((n.m == 0) | (n.c == 0) | (n.c > LN_MAX_DIM)):
                 s.fail(ErrorCode.BAD_SHAPE)
-            with m.Elif(_act_bad(p, n.a_addr, n.m, n.c)):
+            with m.Elif(_act_bad(p, n.a_addr, s.pr[0])):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(n.quant_addr + 1 + n.c > isa.quant_depth(p)):
                 s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(_act_bad(p, n.dst_addr, n.m, n.c)):
+            with m.Elif(_act_bad(p, n.dst_addr, s.pr[0])):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Else():
-                c2 = Signal(22)
-                m.d.comb += c2.eq(n.c * n.c)
                 m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
-                             n.beats.eq(_ceil_div(n.c, p.cols)), s.i.eq(0)]
-                m.d.sync += n.eps_max.eq(c2 * c2)
+                             n.beats.eq(_ceil_div(n.c, p.cols)), s.i.eq(0),
+                             n.eps_max.eq(s.pr[3])]
                 m.next = "LNORM_QCHECK"
         with m.State("LNORM_QCHECK"):
             # Word 0: epsilon; words 1..c: the channels' shifts.
@@ -860,12 +898,12 @@ class Controller(Unit):
         with m.State("EMBED_CHECK"):
             with m.If((e.t == 0) | (e.c == 0) | (e.vocab == 0)):
                 s.fail(ErrorCode.BAD_SHAPE)
-            with m.Elif(_act_bad(p, e.ids_addr, e.t, 1, 2)):
+            with m.Elif(_act_bad(p, e.ids_addr, _pad(e.t, p.rows) << 2)):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(((e.table_addr % p.cols) != 0)
-                        | (e.table_addr + e.vocab * e.c > p.wgt_depth)):
+                        | (e.table_addr + s.pr[0] > p.wgt_depth)):
                 s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(_act_bad(p, e.dst_addr, e.t, e.c)):
+            with m.Elif(_act_bad(p, e.dst_addr, s.pr[1])):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Else():
                 m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
@@ -884,8 +922,16 @@ class Controller(Unit):
             m.d.comb += [s.length.eq((e.t_i + 1) << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
             s.issue(self.act, e.ibase + byte_word, _NO_SEL, core=False)
             with m.If(s.copy_done):
-                m.d.sync += [s.i.eq(0), e.row.eq(e.table_addr + e.id * e.c)]
-                m.next = "EMBED_COPY"
+                m.d.sync += s.i.eq(0)
+                m.next = "EMBED_ROW"
+        with m.State("EMBED_ROW"):
+            # The controller's one multiplier: id * C lands in `prod` a cycle later.
+            m.d.comb += [s.mul_a.eq(e.id), s.mul_b.eq(e.c), s.vec_stall.eq(1)]
+            m.next = "EMBED_ROW_ADDR"
+        with m.State("EMBED_ROW_ADDR"):
+            m.d.comb += s.vec_stall.eq(1)
+            m.d.sync += e.row.eq(e.table_addr + s.prod)
+            m.next = "EMBED_COPY"
         with m.State("EMBED_COPY"):
             self._embed_copy(m, s)
 
@@ -1038,7 +1084,8 @@ class _State:
         g.lut_en = g.flags[0]
         g.out32 = g.flags[1]
         assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
-        self.v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "out",
+        self.v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "poff",
+                                               "out",
                                                "c0", "mult0", "mult1", "shift"))
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
@@ -1048,6 +1095,11 @@ class _State:
         self.n.eps = Signal(64, name="n_eps")
         self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
+        self.mul_a = Signal(32)
+        self.mul_b = Signal(16)
+        self.prod = Signal(48)
+        m.d.sync += self.prod.eq(self.mul_a * self.mul_b)
+        self.pr = [Signal(48, name=f"pr{k}") for k in range(4)]
         self.e.ident = Signal(32, name="e_ident")
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
