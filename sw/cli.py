@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vboard": ("sim.vboard", "serve the Verilated board design on a TCP port (a virtual board)"),
     "ports": ("sw.ports", "list the serial ports a board could be on"),
     "infer": ("sw.infer_command", "run an artifact's test inputs on a device through the driver"),
+    "import-hf": ("sw.import_hf_command",
+                  "import a BERT-family encoder from a local Hugging Face folder (int8)"),
+    "embed": ("sw.bert_int", "sentence embeddings of an imported BERT artifact (integer model)"),
 }
 
 
