@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import boards.build
-from boards.build import preset_for_board
+from boards.build import board_platform, file_sha256, preset_for_board
 
 pytestmark = [
     pytest.mark.synth,
@@ -25,7 +25,8 @@ pytestmark = [
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
 KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit", "digest",
         "rows", "cols", "fmax_mhz", "target_mhz", "timing_met", "clock", "clocks", "resources",
-        "critical_path", "tools", "step_seconds", "build_seconds", "build_dir"}
+        "critical_path", "tools", "step_seconds", "build_seconds", "build_dir", "bitstream",
+        "bitstream_sha256"}
 
 
 def _build(board: str, unit: str = "gemm") -> dict:
@@ -57,6 +58,10 @@ def _build(board: str, unit: str = "gemm") -> dict:
     assert {"synthesis", "placement", "routing"} <= set(seen), seen
     assert sum(data["step_seconds"].values()) <= data["build_seconds"] + 1.0
     assert json.loads((Path(data["build_dir"]) / "report.json").read_text()) == data
+    # The bitstream `lightformer program` loads, with the hash it checks.
+    bitstream = Path(data["bitstream"])
+    assert bitstream == Path(data["build_dir"]) / f"top{board_platform(board).bitstream_suffix}"
+    assert file_sha256(bitstream) == data["bitstream_sha256"]
     return data
 
 
