@@ -140,7 +140,8 @@ class _Fuzzer:
                 return
             if reply.seq == seq and reply.opcode == opcode:
                 break
-            self.errors[_status_name(reply.status)] += 1       # a late answer to bad bytes
+            if reply.status != p.Status.OK:                     # a late answer to bad bytes
+                self.errors[_status_name(reply.status)] += 1
             self.stats["late_replies"] += 1
         if reply.status != p.Status.OK:
             self.errors[_status_name(reply.status)] += 1
