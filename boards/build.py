@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 
 # Amaranth is a core dependency and imports in ~0.1 s; torch/cocotb are not needed here.
-from amaranth import Cat, Elaboratable, Module, Signal, Value
-from amaranth.lib import wiring
+from amaranth import Cat, Signal, Value
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In
 
-from hw.checks import check_number
+from boards.common import ClockedTop
 
 __all__ = ["BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness", "add_arguments",
            "bitstream_entry", "board_platform", "checked_name_type", "default_build_dir",
@@ -130,7 +129,7 @@ def make_top(unit: str, params):
     return UnitHarness(make_unit(unit, params), frequency_hz=frequency_hz)
 
 
-class UnitHarness(Elaboratable):
+class UnitHarness(ClockedTop):
     """Board top: main clock, pins -> registers -> unit inputs, unit outputs -> checksum -> pins.
 
     Parameters
@@ -147,21 +146,16 @@ class UnitHarness(Elaboratable):
     """
 
     def __init__(self, unit, *, frequency_hz: float) -> None:
-        if not isinstance(unit, wiring.Component):
-            raise TypeError(f"unit must be an amaranth wiring.Component, not {unit!r}")
-        self._unit = unit
-        self._frequency_hz = check_number("frequency_hz", frequency_hz, 1.0, 1e9)
-        self.frequency_hz_achieved: float | None = None
+        super().__init__(unit, frequency_hz=frequency_hz, what="unit")
 
     @property
     def unit(self):
-        return self._unit
+        return self._component
 
     def elaborate(self, platform):
-        m = Module()
-        self.frequency_hz_achieved = platform.add_main_clock(m, self._frequency_hz)
+        m = self.clocked_module(platform)
         serial_in, out_pins = platform.harness_pins(m)
-        m.submodules.unit = unit = self._unit
+        m.submodules.unit = unit = self._component
 
         inputs, outputs = [], []
         for _path, member, value in unit.signature.flatten(unit):

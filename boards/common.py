@@ -13,11 +13,34 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth import ClockDomain, Const, Module, Value
-from amaranth.lib import io
+from amaranth import ClockDomain, Const, Elaboratable, Module, Value
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
-__all__ = ["HarnessBoard", "PllRange"]
+from hw.checks import check_number
+
+__all__ = ["ClockedTop", "HarnessBoard", "PllRange"]
+
+
+class ClockedTop(Elaboratable):
+    """Base of the board tops: a component run on the board's main clock.
+
+    ``frequency_hz_achieved`` holds the PLL's real frequency after elaboration (``None``
+    before).
+    """
+
+    def __init__(self, component, *, frequency_hz: float, what: str) -> None:
+        if not isinstance(component, wiring.Component):
+            raise TypeError(f"{what} must be an amaranth wiring.Component, not {component!r}")
+        self._component = component
+        self._frequency_hz = check_number("frequency_hz", frequency_hz, 1.0, 1e9)
+        self.frequency_hz_achieved: float | None = None
+
+    def clocked_module(self, platform) -> Module:
+        """A module with the ``sync`` domain from the platform's ``add_main_clock``."""
+        m = Module()
+        self.frequency_hz_achieved = platform.add_main_clock(m, self._frequency_hz)
+        return m
 
 
 class PllRange(NamedTuple):

@@ -26,7 +26,8 @@ from amaranth import Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 
-from hw.checks import check_int, check_number
+from boards.common import ClockedTop
+from hw.checks import check_int
 
 __all__ = ["STATUS_LEDS", "ActivityStretcher", "BoardTop"]
 
@@ -62,7 +63,7 @@ class ActivityStretcher(Elaboratable):
         return m
 
 
-class BoardTop(Elaboratable):
+class BoardTop(ClockedTop):
     """Board top around ``design`` (module docstring).
 
     Parameters
@@ -82,27 +83,22 @@ class BoardTop(Elaboratable):
     """
 
     def __init__(self, design, *, frequency_hz: float) -> None:
-        if not isinstance(design, wiring.Component):
-            raise TypeError(f"design must be an amaranth wiring.Component, not {design!r}")
+        super().__init__(design, frequency_hz=frequency_hz, what="design")
         members = design.signature.members
         for name, flow in (("rx", wiring.In), ("tx", wiring.Out), ("busy", wiring.Out)):
             if name not in members or members[name].flow != flow:
                 raise ValueError(f"design must have a one-bit {flow.name} port {name!r} (a UART "
                                  f"link), like hw.system.LinkedAccelerator with link='uart'")
-        self._design = design
-        self._frequency_hz = check_number("frequency_hz", frequency_hz, 1.0, 1e9)
-        self.frequency_hz_achieved: float | None = None
         self.leds: dict[str, Signal] = {}
 
     @property
     def design(self):
-        return self._design
+        return self._component
 
     def elaborate(self, platform):
-        m = Module()
-        self.frequency_hz_achieved = platform.add_main_clock(m, self._frequency_hz)
+        m = self.clocked_module(platform)
         rx_pin, tx_pin = platform.uart_pins(m)
-        m.submodules.design = design = self._design
+        m.submodules.design = design = self._component
         m.d.comb += [design.rx.eq(rx_pin), tx_pin.eq(design.tx)]
 
         # The LED logic reads the line through its own synchronizer (the design has one too).
