@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_int
 from hw.multiplier import _platform_family, check_family
+from hw.unit import Setting
 
 __all__ = ["DP16KD_MODES", "BlockRAM", "ECP5BlockRAM", "PortableBlockRAM", "make_block_ram"]
 
@@ -81,6 +82,8 @@ class BlockRAM(wiring.Component):
     """
 
     latency = 2
+    width = Setting("Bits of a word.")
+    depth = Setting("Words.")
 
     def __init__(self, *, width: int, depth: int) -> None:
         self._width = check_int("BlockRAM width", width, 1)
@@ -94,14 +97,6 @@ class BlockRAM(wiring.Component):
             "r_oce": In(1),
             "r_data": Out(width),
         })
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def depth(self) -> int:
-        return self._depth
 
 
 class PortableBlockRAM(BlockRAM):
@@ -218,12 +213,10 @@ def make_block_ram(platform: object, *, width: int, depth: int,
 
     Parameters
     ----------
-    platform : Platform or None
-        The platform being elaborated for (``None`` in simulation).
     width, depth : int
         Word width in bits and number of words (``depth >= 2``).
-    family : str or None
-        Overrides the platform's family (``"ecp5"`` selects ``DP16KD`` without a board).
+    platform, family
+        As for :func:`hw.multiplier.make_multiplier`; family ``"ecp5"`` selects ``DP16KD``.
 
     Raises
     ------

@@ -30,10 +30,10 @@ Timing (``docs/protocol.md`` draws it)::
 
 from __future__ import annotations
 
-from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_int
+from hw.unit import ParamSignature, Setting
 
 __all__ = ["HostBus"]
 
@@ -41,7 +41,7 @@ __all__ = ["HostBus"]
 class HostBus:
     """Namespace of the host port's :class:`HostBus.Signature`."""
 
-    class Signature(wiring.Signature):
+    class Signature(ParamSignature):
         """Signature of the host port, seen from the master.
 
         Parameters
@@ -71,9 +71,12 @@ class HostBus:
             One cycle per accepted read, in order, at or after its transfer.
         """
 
+        addr_width = Setting("Width of the word address.")
+        data_width = Setting("Width of a word.")
+
         def __init__(self, *, addr_width: int, data_width: int = 32):
-            self._addr_width = check_int("addr_width", addr_width, 1, 30)
-            self._data_width = check_int("data_width", data_width, 32, 32)
+            check_int("addr_width", addr_width, 1, 30)
+            check_int("data_width", data_width, 32, 32)
             super().__init__({
                 "addr": Out(addr_width),
                 "write": Out(1),
@@ -83,20 +86,4 @@ class HostBus:
                 "ready": In(1),
                 "r_data": In(data_width),
                 "r_valid": In(1),
-            })
-
-        @property
-        def addr_width(self) -> int:
-            return self._addr_width
-
-        @property
-        def data_width(self) -> int:
-            return self._data_width
-
-        def __eq__(self, other):
-            return (type(self) is type(other) and self.addr_width == other.addr_width
-                    and self.data_width == other.data_width)
-
-        def __repr__(self):
-            return (f"HostBus.Signature(addr_width={self.addr_width}, "
-                    f"data_width={self.data_width})")
+            }, addr_width=addr_width, data_width=data_width)

@@ -23,6 +23,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_bool, check_int
+from hw.unit import Setting
 
 __all__ = ["DSP_WIDTH", "ECP5Multiplier", "Multiplier", "PipelinedMultiplier", "check_dsp_options",
            "check_family", "make_multiplier"]
@@ -59,6 +60,8 @@ class Multiplier(wiring.Component):
     """
 
     latency = 2
+    a_width = Setting("Bits of ``a``.")
+    b_width = Setting("Bits of ``b``.")
 
     def __init__(self, a_width: int, b_width: int, *, max_width: int | None = None):
         self._a_width = _check_width("a_width", a_width, max_width)
@@ -69,14 +72,6 @@ class Multiplier(wiring.Component):
             "en": In(1),
             "p": Out(signed(self._a_width + self._b_width)),
         })
-
-    @property
-    def a_width(self) -> int:
-        return self._a_width
-
-    @property
-    def b_width(self) -> int:
-        return self._b_width
 
 
 class PipelinedMultiplier(Multiplier):

@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
+from hw.unit import Setting
 
 __all__ = ["ProcessingElement"]
 
@@ -61,6 +62,8 @@ class ProcessingElement(wiring.Component):
         (multiplier, a fabric product register, the accumulator).
     """
 
+    use_dsp = Setting("DSP multiplier where the platform has one.")
+
     def __init__(self, *, use_dsp: bool = True, family: str | None = None):
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
@@ -78,10 +81,6 @@ class ProcessingElement(wiring.Component):
             "result": Out(signed(ACC_WIDTH)),
             "done": Out(1),
         })
-
-    @property
-    def use_dsp(self) -> bool:
-        return self._use_dsp
 
     @property
     def latency(self) -> int:

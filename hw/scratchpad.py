@@ -37,6 +37,7 @@ from hw.bram import BlockRAM, make_block_ram
 from hw.bus import HostBus
 from hw.checks import check_int
 from hw.isa import INSTR_BYTES, QUANT_WORD_BYTES, memory_map
+from hw.unit import ParamSignature, Setting
 
 __all__ = ["SCRATCHPAD_REGIONS", "Scratchpad", "unit_bytes_of", "unit_port_signature"]
 
@@ -95,7 +96,7 @@ class Scratchpad(wiring.Component):
     class Port:
         """Namespace of the unit port's signature."""
 
-        class Signature(wiring.Signature):
+        class Signature(ParamSignature):
             """Unit port, seen from the unit (the controller): ``Out`` drives the scratchpad.
 
             Members
@@ -113,32 +114,22 @@ class Scratchpad(wiring.Component):
                 The read or write address of this cycle is past the last word (dropped).
             """
 
+            unit_bytes = Setting("Bytes of a unit word.")
+            addr_width = Setting("Width of the unit word address.")
+
             def __init__(self, *, unit_bytes: int, addr_width: int):
-                self._unit_bytes = check_int("unit_bytes", unit_bytes, 1, 64)
-                self._addr_width = check_int("addr_width", addr_width, 1, 32)
+                check_int("unit_bytes", unit_bytes, 1, 64)
+                check_int("addr_width", addr_width, 1, 32)
                 super().__init__({
                     "r_en": Out(1), "r_addr": Out(addr_width), "r_data": In(8 * unit_bytes),
                     "w_en": Out(1), "w_addr": Out(addr_width), "w_data": Out(8 * unit_bytes),
                     "w_mask": Out(unit_bytes), "error": In(1),
-                })
-
-            @property
-            def unit_bytes(self) -> int:
-                return self._unit_bytes
-
-            @property
-            def addr_width(self) -> int:
-                return self._addr_width
-
-            def __eq__(self, other):
-                return (type(self) is type(other) and self.unit_bytes == other.unit_bytes
-                        and self.addr_width == other.addr_width)
-
-            def __repr__(self):
-                return (f"Scratchpad.Port.Signature(unit_bytes={self.unit_bytes}, "
-                        f"addr_width={self.addr_width})")
+                }, unit_bytes=unit_bytes, addr_width=addr_width)
 
     latency = BlockRAM.latency
+    size = Setting("Bytes of the scratchpad.")
+    unit_bytes = Setting("Bytes of a unit-port word.")
+    unit_words = Setting("Unit words of the region (``ceil(size / unit_bytes)``).")
 
     def __init__(self, *, size: int, unit_bytes: int, family: str | None = None) -> None:
         self._size = check_int("size", size, HOST_BYTES, 1 << 24)
@@ -165,19 +156,6 @@ class Scratchpad(wiring.Component):
         """Bits of a host word address of a ``size``-byte region, one more than the words need
         so that the first address past the region is representable (and refused)."""
         return (size // HOST_BYTES).bit_length()
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def unit_bytes(self) -> int:
-        return self._unit_bytes
-
-    @property
-    def unit_words(self) -> int:
-        """Unit words of the region (``ceil(size / unit_bytes)``): addresses ``0 .. - 1``."""
-        return self._unit_words
 
     def elaborate(self, platform):
         m = Module()

@@ -77,6 +77,8 @@ class LinkedAccelerator(Unit):
     params_fields = Accelerator.params_fields
     params = Setting("The AccelParams the design was built from.")
     link = Setting("The link's edge: 'uart' or 'stream'.")
+    divisor = Setting("Clock cycles per UART bit.")
+    timeout_cycles = Setting("Silence inside a request after which the engine answers TIMEOUT.")
 
     def __init__(self, params: AccelParams, *, link: str = "uart",
                  use_dsp: bool | None = None) -> None:
@@ -87,7 +89,7 @@ class LinkedAccelerator(Unit):
         self._use_dsp = use_dsp
         clk_hz = params.target_mhz * 1e6
         self._divisor = lp.uart_divisor(clk_hz, params.baud)
-        self._timeout = lp.timeout_cycles(clk_hz, params.baud)
+        self._timeout_cycles = lp.timeout_cycles(clk_hz, params.baud)
         if link == "uart":
             members = {"rx": In(1, init=1), "tx": Out(1, init=1),
                        "frame_error": Out(1), "overrun": Out(1)}
@@ -99,14 +101,6 @@ class LinkedAccelerator(Unit):
     def params_arguments(cls, params) -> dict[str, object]:
         return {"params": check_params(params)}
 
-    @property
-    def divisor(self) -> int:
-        return self._divisor
-
-    @property
-    def timeout_cycles(self) -> int:
-        return self._timeout
-
     def _engine_arguments(self, accel: Accelerator) -> dict[str, object]:
         p = self._params
         csr = accel.memory_map.region("csr").base
@@ -114,7 +108,7 @@ class LinkedAccelerator(Unit):
             "identity": lp.identify_payload(p.digest(), p.name),
             "ranges": accel.memory_map.regions,
             "addr_width": len(accel.host.addr),
-            "timeout_cycles": self._timeout,
+            "timeout_cycles": self._timeout_cycles,
             "run_csrs": (csr + isa.Csr.ENTRY, csr + isa.Csr.CONTROL, int(isa.Control.START)),
         }
 

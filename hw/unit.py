@@ -31,7 +31,7 @@ from amaranth.lib import wiring
 
 from hw.params import AccelParams
 
-__all__ = ["ARGUMENT_NAMES", "Setting", "Unit", "check_params", "unit_digest"]
+__all__ = ["ARGUMENT_NAMES", "ParamSignature", "Setting", "Unit", "check_params", "unit_digest"]
 
 #: Constructor argument of each ``AccelParams`` field whose name differs from the field's.
 ARGUMENT_NAMES: dict[str, str] = {"dsp_multipliers": "use_dsp", "attn_lanes": "lanes"}
@@ -61,6 +61,30 @@ class Setting:
 
     def __set__(self, obj: object, value: object) -> None:
         raise AttributeError(f"{self._name} is read-only")
+
+
+class ParamSignature(wiring.Signature):
+    """A signature fixed by a few named, already checked parameters.
+
+    A subclass checks its arguments, then calls ``super().__init__(members, name=value, ...)``
+    and declares each parameter as a :class:`Setting` (``addr_width = Setting(...)``). Two such
+    signatures are equal when they are of one class with equal parameters (Amaranth compares a
+    ``Signature`` subclass by identity otherwise), and the ``repr`` names the class and the
+    parameters, as the constructor call that builds it.
+    """
+
+    def __init__(self, members: dict[str, object], **params: object) -> None:
+        self._params = params
+        for name, value in params.items():
+            setattr(self, "_" + name, value)
+        super().__init__(members)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._params == other._params
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={value!r}" for name, value in self._params.items())
+        return f"{type(self).__qualname__}({args})"
 
 
 class Unit(wiring.Component):
