@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 import warnings
 from collections.abc import Sequence
 
@@ -68,6 +69,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="lightformer",
         description="Open FPGA co-design stack for small, efficient Transformers.")
     parser.add_argument("--version", action="version", version=f"lightformer {version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of its one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -83,7 +86,51 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(exc: BaseException) -> str:
+    """One line for an error; a longer message (a simulator's log tail) says where the rest is."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    more = f" (+{len(lines) - 1} lines; --debug shows them)" if len(lines) > 1 else ""
+    return lines[0] + more
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command, with every error ending in one place: a user error (``UsageError``)
+    exits 2, anything else 1; each is one line on stderr, or its traceback with ``--debug``."""
+    command = f"lightformer {args.command}"
+    try:
+        try:
+            mod = importlib.import_module(args._module)
+        except ModuleNotFoundError as exc:
+            _missing(exc)
+            raise
+        return int(mod.run(args) or 0)
+    except UsageError as exc:
+        if args.debug:
+            traceback.print_exc()
+            raise SystemExit(2) from None
+        print(exc, file=sys.stderr)             # its code is 2; Python would not print it
+        raise
+    except SystemExit as exc:
+        if isinstance(exc.code, int) or exc.code is None:
+            raise                               # a status the command chose, already reported
+        if args.debug:
+            traceback.print_exc()
+            raise SystemExit(1) from None
+        raise                                   # Python prints the message and exits 1
+    except Exception as exc:                    # KeyboardInterrupt still ends with a traceback
+        if args.debug:
+            traceback.print_exc()
+            raise SystemExit(1) from None
+        line = _first_line(exc)
+        if not line.startswith("lightformer"):
+            line = f"{command}: {type(exc).__name__}: {line}"
+        raise SystemExit(line) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lightformer`` with ``argv``; the return value is the exit status. Errors raise
+    :class:`SystemExit`: status 2 for bad input (the line is already on stderr), or the one-line
+    message of a runtime failure (status 1 when it reaches Python)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
@@ -95,16 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ours (e.g. an artifact in a layout the next release will not read).
         warnings.filterwarnings("default", category=DeprecationWarning,
                                 module=r"(sw|sim|hw|boards)(\.|$)")
-        try:
-            mod = importlib.import_module(args._module)
-        except ModuleNotFoundError as exc:
-            _missing(exc)
-            raise
-        try:
-            return int(mod.run(args) or 0)
-        except UsageError as exc:               # its code is 2; Python would not print it
-            print(exc, file=sys.stderr)
-            raise
+        return _run(args)
 
 
 if __name__ == "__main__":

@@ -260,3 +260,63 @@ def test_integer_api_refuses_bad_input(call, kind, message):
     with pytest.raises(kind, match=message) as exc:
         call()
     assert "\n" not in str(exc.value)
+
+
+# -- one place for errors: one line and status 2 / 1, or the traceback with --debug -------------
+
+def _exit_status(call) -> int:
+    try:
+        return call()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):               # Python prints it and exits 1
+            print(exc.code, file=__import__("sys").stderr)
+            return 1
+        return exc.code
+
+
+def _crash(args):
+    raise ValueError("broken in the middle of a job\nsecond line of detail")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_runtime_error_is_one_line_and_status_1_unless_debug(monkeypatch, capsys, debug):
+    import sw.info
+
+    monkeypatch.setattr(sw.info, "run", _crash)
+    from sw.cli import main
+
+    rc = _exit_status(lambda: main(["--debug", "info"] if debug else ["info"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1, (rc, err)
+    if debug:
+        assert err[0].startswith("Traceback") and "ValueError: broken" in "\n".join(err)
+    else:
+        assert err == [("lightformer info: ValueError: broken in the middle of a job "
+                        "(+1 lines; --debug shows them)")]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_usage_error_is_one_line_and_status_2_unless_debug(capsys, debug):
+    from sw.cli import main
+
+    argv = ["eval", "--limit", "0"]
+    rc = _exit_status(lambda: main(["--debug", *argv] if debug else argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, (rc, err)
+    if debug:
+        assert err[0].startswith("Traceback") and "UsageError" in err[-1]
+    else:
+        assert err == ["lightformer eval: --limit must be >= 1, not 0"]
+
+
+def test_a_runtime_exit_message_keeps_its_line_and_status_1(monkeypatch, capsys):
+    import sw.info
+
+    def stop(args):
+        raise SystemExit("lightformer info: the board did not answer")
+
+    monkeypatch.setattr(sw.info, "run", stop)
+    from sw.cli import main
+
+    assert _exit_status(lambda: main(["info"])) == 1
+    assert capsys.readouterr().err.strip() == "lightformer info: the board did not answer"
