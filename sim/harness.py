@@ -18,18 +18,28 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cocotb
+import numpy as np
 from cocotb.triggers import ClockCycles, Timer
 
 from sim import runner
-from sim.streams import EdgeLoop, StreamSink, StreamSource, pause_generator, start_clock_and_drivers
+from sim.streams import (
+    Codec,
+    EdgeLoop,
+    StreamSink,
+    StreamSource,
+    pause_generator,
+    start_clock_and_drivers,
+)
 from sim.suites import env_seed
 from sw.report import atomic_write_text
 
-__all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "bench_inputs",
-           "steps_per_cycle", "write_result"]
+__all__ = ["CLOCK_NS", "STALL_CYCLES", "Harness", "Scoreboard", "StreamVariant", "bench_inputs",
+           "steps_per_cycle", "stream_variant_test", "write_result"]
 
 CLOCK_NS = 10
 STALL_CYCLES = 20_000         # no output for this long (with work pending) fails the test
@@ -55,6 +65,54 @@ def bench_inputs(default_cases: list[list[Any]]) -> tuple[list[list[Any]], int]:
     return cases, env_seed()
 
 
+@dataclass(frozen=True)
+class StreamVariant:
+    """One stream variant of a bit-exact bench: idle input cycles and output backpressure on or
+    off, and the seeds that make its run reproducible from ``LF_SEED``.
+
+    Variant ``index = offset + 2 * idle + backpressure`` pauses with seed
+    ``LF_SEED * SEED_STRIDE + index`` and draws its stimulus from ``rng()``, so every variant
+    (and every ``offset`` group, such as the attention bench's causal runs) sees other vectors.
+    """
+
+    idle: bool
+    backpressure: bool
+    offset: int = 0
+
+    @property
+    def seed(self) -> int:
+        """``LF_SEED`` (default 1)."""
+        return env_seed()
+
+    @property
+    def index(self) -> int:
+        return self.offset + 2 * int(self.idle) + int(self.backpressure)
+
+    @property
+    def name(self) -> str:
+        """``"idle=on backpressure=off"``: the key of the variant's result entry."""
+        return f"idle={_on(self.idle)} backpressure={_on(self.backpressure)}"
+
+    def harness_options(self) -> dict[str, Any]:
+        """The :class:`Harness` keyword arguments of the variant."""
+        return {"idle": self.idle, "backpressure": self.backpressure,
+                "seed": self.seed * SEED_STRIDE + self.index}
+
+    def rng(self) -> np.random.Generator:
+        """The generator of the variant's random stimulus."""
+        return np.random.default_rng([self.seed, self.index])
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def stream_variant_test(func: Callable[..., Any]) -> Any:
+    """``async func(dut, idle, backpressure)`` as a cocotb test run in the four stream
+    variants (:class:`StreamVariant`)."""
+    return cocotb.test()(cocotb.parametrize(idle=[False, True], backpressure=[False, True])(func))
+
+
 def steps_per_cycle() -> int:
     """Simulator time steps per clock cycle (transfer times are recorded in steps)."""
     from cocotb.utils import get_sim_steps
@@ -65,7 +123,9 @@ def steps_per_cycle() -> int:
 class Scoreboard:
     """Base of a bench's scoreboard: output-row counters and the first ``keep`` messages."""
 
-    def __init__(self, *, keep: int = 5) -> None:
+    def __init__(self, ports: dict[str, Any] | None = None, *, keep: int = 5) -> None:
+        #: A :class:`~sim.streams.Codec` per stream port of the DUT (``LF_PORTS`` layouts).
+        self.codec = {port: Codec(layout) for port, layout in (ports or {}).items()}
         self.rows_out = 0                # output rows received
         self.row_mismatches = 0          # of those, rows that differ from the model
         self.errors: list[str] = []      # the first ``keep`` error messages

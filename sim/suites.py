@@ -21,11 +21,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EFFORTS", "SUITES", "add_arguments", "available_suites", "check_knobs",
-           "effort_samples", "env_int", "env_seed", "run", "run_with_summary", "suite_path"]
+__all__ = ["EFFORTS", "EFFORT_SAMPLES", "STREAM_VARIANTS", "SUITES", "add_arguments",
+           "available_suites", "build_unit", "check_knobs", "check_stream_variants",
+           "effort_samples", "env_int", "env_seed", "run", "run_stream_variants",
+           "run_with_summary", "suite_marks", "suite_path"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORTS = ("fast", "default", "slow")
+#: Random samples per ``LF_EFFORT`` of a unit suite (``NUM_SAMPLES`` overrides).
+EFFORT_SAMPLES = {"fast": 100, "default": 1000, "slow": 10_000}
+#: The result keys of the four stream variants of a unit bench (``sim.harness.StreamVariant``).
+STREAM_VARIANTS = tuple(f"idle={i} backpressure={b}" for i in ("on", "off") for b in ("on", "off"))
 
 #: Suite name -> what it checks (its pytest module is ``tests/test_sim_<name>.py``).
 SUITES: dict[str, str] = {
@@ -78,7 +84,7 @@ def check_knobs(env: Mapping[str, str] | None = None) -> None:
         raise ValueError(f"LF_EFFORT must be one of {', '.join(EFFORTS)}, not {effort!r}")
 
 
-def effort_samples(per_effort: Mapping[str, int]) -> int:
+def effort_samples(per_effort: Mapping[str, int] = EFFORT_SAMPLES) -> int:
     """Random samples for a suite (at least 1): ``NUM_SAMPLES`` if set, else
     ``per_effort[LF_EFFORT]`` (``LF_EFFORT`` defaults to ``default``); :func:`check_knobs`
     first."""
@@ -110,6 +116,61 @@ def run_with_summary(b: Any, test_module: str, testcase: str, result_json: Path,
         for name, entry in summary.items():
             print(line(name, entry))
     return summary
+
+
+def suite_marks() -> list[Any]:
+    """``pytestmark`` of a suite module: the ``sim`` mark, and a skip where no Verilator is."""
+    import pytest
+
+    from sim.runner import have_verilator
+
+    return [pytest.mark.sim,
+            pytest.mark.skipif(not have_verilator(), reason="verilator not installed")]
+
+
+def build_unit(unit: str, name: str, params: Any = None) -> Any:
+    """The cached Verilator build (:func:`sim.runner.build`) of ``unit`` (``"module:Class"``,
+    a :class:`hw.unit.Unit`) built ``from_params(params)``; ``params`` defaults to preset
+    ``tiny``. Imports the unit only when called, so collecting a suite needs no Amaranth."""
+    import importlib
+
+    from hw.params import preset
+    from sim import runner
+
+    module, cls = unit.split(":")
+    unit_cls = getattr(importlib.import_module(module), cls)
+    params = preset("tiny") if params is None else params
+    return runner.build(lambda: unit_cls.from_params(params), name=name, params=params)
+
+
+def check_stream_variants(summary: Mapping[str, Mapping[str, Any]], samples_key: str,
+                          samples: int) -> None:
+    """``AssertionError`` unless ``summary`` has exactly the four :data:`STREAM_VARIANTS`, each
+    with at least ``samples`` random ``samples_key`` and no mismatch."""
+    if sorted(summary) != sorted(STREAM_VARIANTS):
+        raise AssertionError(f"variants {sorted(summary)}, expected {sorted(STREAM_VARIANTS)}")
+    for name, v in summary.items():
+        if not v[samples_key] >= samples > 0:
+            raise AssertionError(f"{name}: {v[samples_key]} {samples_key}, expected >= {samples}")
+        if v["mismatches"] or v["row_mismatches"]:
+            raise AssertionError(f"{name}: {v['mismatches']} mismatches: {v['errors']}")
+
+
+def run_stream_variants(b: Any, test_module: str, testcase: str, result_json: Path, *,
+                        samples_env: str, samples_key: str, line: Callable[[str, Any], str],
+                        env: Mapping[str, object] | None = None,
+                        tag: str | None = None) -> tuple[dict[str, Any], int]:
+    """Run a unit bench's bit-exact ``testcase`` in its four stream variants with
+    :func:`effort_samples` random samples (``samples_env``) at ``LF_SEED``, print
+    ``line(name, entry)`` and the seed per variant, :func:`check_stream_variants` the result
+    and return it with the sample count."""
+    samples = effort_samples()
+    seed = env_seed()
+    summary = run_with_summary(b, test_module, testcase, result_json, tag=tag,
+                               env={samples_env: samples, "LF_SEED": seed, **(env or {})},
+                               line=lambda name, v: f"{line(name, v)}, seed {seed}")
+    check_stream_variants(summary, samples_key, samples)
+    return summary, samples
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,15 +21,15 @@ Environment: ``LF_ROWS`` (default 1000) · ``LF_SEED`` (default 1) · ``LF_RESUL
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
+from sim import harness
 from sim.harness import Harness, Scoreboard, bench_inputs, steps_per_cycle, write_result
-from sim.streams import Codec
+from sim.suites import env_int
 from sw import ref
 
 PAUSE_P = 0.5                  # idle / backpressure probability per cycle in those variants
@@ -117,11 +117,7 @@ class AttentionScoreboard(Scoreboard):
     """
 
     def __init__(self, ports: dict[str, Any], *, keep: int = 5) -> None:
-        super().__init__(keep=keep)
-        self.cfg_codec = Codec(ports["i_cfg"])
-        self.kv_codec = Codec(ports["i_kv"])
-        self.q_codec = Codec(ports["i_q"])
-        self.out_codec = Codec(ports["o_stream"])
+        super().__init__(ports, keep=keep)
         self.seqs: list[dict[str, Any]] = []
         self._kv_seq = 0
         self._q_seq = 0
@@ -130,7 +126,7 @@ class AttentionScoreboard(Scoreboard):
         self.seqs_bad: set[int] = set()
 
     def on_cfg(self, raw: int) -> None:
-        c = self.cfg_codec.unpack(raw)
+        c = self.codec["i_cfg"].unpack(raw)
         self.seqs.append({"cfg": c, "k": [], "v": [], "q": [], "out": [], "want": None})
 
     def _owner(self, attr: str, field: str) -> dict[str, Any]:
@@ -141,13 +137,13 @@ class AttentionScoreboard(Scoreboard):
         return self.seqs[s]
 
     def on_kv(self, raw: int) -> None:
-        p = self.kv_codec.unpack(raw)
+        p = self.codec["i_kv"].unpack(raw)
         seq = self._owner("_kv_seq", "k")
         seq["k"].append(p["k"])
         seq["v"].append(p["v"])
 
     def on_q(self, raw: int) -> None:
-        self._owner("_q_seq", "q")["q"].append(self.q_codec.unpack(raw))
+        self._owner("_q_seq", "q")["q"].append(self.codec["i_q"].unpack(raw))
 
     def _expected(self, s: int) -> np.ndarray:
         seq = self.seqs[s]
@@ -164,7 +160,7 @@ class AttentionScoreboard(Scoreboard):
         return seq["want"]
 
     def on_output(self, raw: int) -> None:
-        p = self.out_codec.unpack(raw)
+        p = self.codec["o_stream"].unpack(raw)
         while self._out_seq < len(self.seqs) and \
                 self._out_row >= self.seqs[self._out_seq]["cfg"]["seq_len"]:
             self._out_seq += 1
@@ -253,11 +249,10 @@ def variant_name(causal: bool, window: int, head_dim: int, idle: bool, bp: bool)
 @cocotb.test()
 @cocotb.parametrize(causal=[True, False], idle=[False, True], backpressure=[False, True])
 async def attention_rows(dut: Any, causal: bool, idle: bool, backpressure: bool) -> None:
-    seed = int(os.environ.get("LF_SEED", "1"))
-    n_rows = int(os.environ.get("LF_ROWS", "1000"))
-    variant = 4 * int(causal) + 2 * int(idle) + int(backpressure)
-    h = AttentionHarness(dut, idle=idle, backpressure=backpressure, seed=seed * 8 + variant)
-    rng = np.random.default_rng([seed, variant])
+    v = harness.StreamVariant(idle, backpressure, offset=4 * int(causal))
+    n_rows = env_int("LF_ROWS", 1000, 0)
+    h = AttentionHarness(dut, **v.harness_options())
+    rng = v.rng()
     d, w = h.head_dim, h.window
     seqs = corner_sequences(d, w, causal)
     n_corner_rows = sum(s["q"].shape[0] for s in seqs)

@@ -30,8 +30,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
+from sim import harness
 from sim.harness import Harness, Scoreboard, bench_inputs, steps_per_cycle, write_result
-from sim.streams import Codec
+from sim.suites import env_int
 from sw import quant, ref
 
 # -- tiles ---------------------------------------------------------------------------------------
@@ -161,13 +162,10 @@ class GemmScoreboard(Scoreboard):
     """
 
     def __init__(self, ports: dict[str, Any], rows: int, cols: int, *, keep: int = 5) -> None:
-        super().__init__(keep=keep)
+        super().__init__(ports, keep=keep)
         self.rows, self.cols = rows, cols
-        self.op_codec = Codec(ports["i_stream"])
-        self.q_codec = Codec(ports["i_quant"])
-        self.out_codec = Codec(ports["o_stream"])
         self._pending: list[int] = []          # raw operand transfers of the open tile
-        self._last_bit = 1 << self.op_codec.field_offset("last")
+        self._last_bit = 1 << self.codec["i_stream"].field_offset("last")
         self._tiles: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()
         self._quants: collections.deque[dict[str, np.ndarray]] = collections.deque()
         self.expected: collections.deque[tuple[np.ndarray, bool]] = collections.deque()
@@ -179,7 +177,7 @@ class GemmScoreboard(Scoreboard):
     def on_operand(self, raw: int) -> None:
         self._pending.append(raw)
         if raw & self._last_bit:                                   # decode the tile at once
-            p = self.op_codec.unpack_many(self._pending)
+            p = self.codec["i_stream"].unpack_many(self._pending)
             self._pending = []
             a = p["act"].T.astype(np.int8)                         # (rows, K)
             w = p["wgt"].astype(np.int8)                           # (K, cols)
@@ -187,7 +185,7 @@ class GemmScoreboard(Scoreboard):
             self._match()
 
     def on_quant(self, raw: int) -> None:
-        self._quants.append(self.q_codec.unpack(raw))
+        self._quants.append(self.codec["i_quant"].unpack(raw))
         self._match()
 
     def _match(self) -> None:
@@ -208,7 +206,7 @@ class GemmScoreboard(Scoreboard):
             self.tiles_in += 1
 
     def on_output(self, raw: int) -> None:
-        p = self.out_codec.unpack(raw)
+        p = self.codec["o_stream"].unpack(raw)
         got = p["data"]
         self.outputs.append(got)
         tile = self.rows_out // self.rows
@@ -263,17 +261,16 @@ class GemmHarness(Harness):
         await self.wait_for(lambda: self.sb.rows_out, tiles_total * self.rows, "output rows")
 
 
-@cocotb.test()
-@cocotb.parametrize(idle=[False, True], backpressure=[False, True])
+@harness.stream_variant_test
 async def gemm_tiles(dut: Any, idle: bool, backpressure: bool) -> None:
-    seed = int(os.environ.get("LF_SEED", "1"))
-    n_random = int(os.environ.get("LF_TILES", "1000"))
-    variant = 2 * int(idle) + int(backpressure)
-    h = GemmHarness(dut, idle=idle, backpressure=backpressure, seed=seed * 8 + variant)
+    v = harness.StreamVariant(idle, backpressure)
+    seed = v.seed
+    n_random = env_int("LF_TILES", 1000, 0)
+    h = GemmHarness(dut, **v.harness_options())
     kmax = int(os.environ.get("LF_KMAX", str(h.params.k_depth)))
     if not 1 <= kmax <= h.params.k_depth:
         raise ValueError(f"LF_KMAX must be in [1, {h.params.k_depth}], not {kmax!r}")
-    rng = np.random.default_rng([seed, variant])
+    rng = v.rng()
     tiles = corner_tiles(h.rows, h.cols, kmax, seed)
     tiles += [random_tile(rng, h.rows, h.cols, kmax) for _ in range(n_random)]
     await h.start()
@@ -281,8 +278,7 @@ async def gemm_tiles(dut: Any, idle: bool, backpressure: bool) -> None:
         h.queue(t)
     await h.drain(len(tiles))
     h.stop()
-    sb = h.sb
-    name = f"idle={'on' if idle else 'off'} backpressure={'on' if backpressure else 'off'}"
+    sb, name = h.sb, v.name
     summary = {"variant": name, "tiles": sb.tiles_out, "random_tiles": n_random,
                "corner_tiles": len(tiles) - n_random, "rows": sb.rows_out,
                "mismatches": len(sb.tiles_bad), "row_mismatches": sb.row_mismatches,

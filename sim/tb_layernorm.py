@@ -22,12 +22,11 @@ import collections
 import os
 from typing import Any
 
-import cocotb
 import numpy as np
 
-from sim.harness import Harness, Scoreboard, write_result
+from sim.harness import Harness, Scoreboard, StreamVariant, stream_variant_test, write_result
 from sim.stimulus import ln_corner_jobs, ln_random_job
-from sim.streams import Codec
+from sim.suites import env_int
 from sw import ref
 
 # -- scoreboard ----------------------------------------------------------------------------------
@@ -36,12 +35,8 @@ class LayerNormScoreboard(Scoreboard):
     """Model fed by what the DUT accepted (configs, row beats, parameter beats)."""
 
     def __init__(self, ports: dict[str, Any], cols: int) -> None:
-        super().__init__()
+        super().__init__(ports)
         self.cols = cols
-        self.cfg_codec = Codec(ports["i_cfg"])
-        self.in_codec = Codec(ports["i_stream"])
-        self.prm_codec = Codec(ports["i_param"])
-        self.out_codec = Codec(ports["o_stream"])
         self._cfgs: collections.deque[dict[str, int]] = collections.deque()
         self._row: list[np.ndarray] = []
         self._rows: collections.deque[tuple[np.ndarray, int, int]] = collections.deque()
@@ -55,13 +50,13 @@ class LayerNormScoreboard(Scoreboard):
         self.bad_rows: set[int] = set()
 
     def on_cfg(self, raw: int) -> None:
-        self._cfgs.append(self.cfg_codec.unpack(raw))
+        self._cfgs.append(self.codec["i_cfg"].unpack(raw))
 
     def _beats(self) -> int:
         return -(-self._cfgs[0]["dim"] // self.cols)
 
     def on_beat(self, raw: int) -> None:
-        p = self.in_codec.unpack(raw)
+        p = self.codec["i_stream"].unpack(raw)
         self.beats_in += 1
         self._row.append(p["x"])
         if len(self._row) == self._beats():                  # the row is complete
@@ -76,7 +71,7 @@ class LayerNormScoreboard(Scoreboard):
 
     def on_param(self, raw: int) -> None:
         # Parameters are taken only in the normalize phase, after the whole row arrived.
-        self._prm.append(self.prm_codec.unpack(raw))
+        self._prm.append(self.codec["i_param"].unpack(raw))
         x, eps, last = self._rows[0]
         d = x.shape[0]
         if len(self._prm) * self.cols < d:
@@ -99,7 +94,7 @@ class LayerNormScoreboard(Scoreboard):
     def on_output(self, raw: int) -> None:
         # A row's first outputs come out before its last parameter beats are taken, so
         # outputs wait here until the model has the row.
-        self._outs.append(self.out_codec.unpack(raw))
+        self._outs.append(self.codec["o_stream"].unpack(raw))
         self.rows_out += 1
         self._match()
 
@@ -155,16 +150,14 @@ class LayerNormHarness(Harness):
         self.psrc.extend(self.psrc.codec.pack_many(prm) * rows)
 
 
-@cocotb.test()
-@cocotb.parametrize(idle=[False, True], backpressure=[False, True])
+@stream_variant_test
 async def layernorm_rows(dut: Any, idle: bool, backpressure: bool) -> None:
-    seed = int(os.environ.get("LF_SEED", "1"))
-    n_rows = int(os.environ.get("LF_ROWS", "1000"))
-    variant = 2 * int(idle) + int(backpressure)
-    h = LayerNormHarness(dut, idle=idle, backpressure=backpressure, seed=seed * 8 + variant)
+    v = StreamVariant(idle, backpressure)
+    n_rows = env_int("LF_ROWS", 1000, 0)
+    h = LayerNormHarness(dut, **v.harness_options())
     max_dim = int(os.environ["LF_MAX_DIM"])
     d_max = min(max_dim, int(os.environ.get("LF_DMAX", "64")))
-    rng = np.random.default_rng([seed, variant])
+    rng = v.rng()
     jobs = ln_corner_jobs(max_dim)
     n_corner = len(jobs)
     random_rows = 0
@@ -178,8 +171,7 @@ async def layernorm_rows(dut: Any, idle: bool, backpressure: bool) -> None:
     want = sum(j["x"].shape[0] * -(-j["x"].shape[1] // h.cols) for j in jobs)
     await h.wait_for(lambda: h.sb.rows_out, want, "output beats")
     h.stop()
-    sb = h.sb
-    name = f"idle={'on' if idle else 'off'} backpressure={'on' if backpressure else 'off'}"
+    sb, name = h.sb, v.name
     summary = {"variant": name, "jobs": sb.jobs_in, "corner_jobs": n_corner,
                "random_jobs": len(jobs) - n_corner, "random_rows": random_rows,
                "rows": sb.rows_done, "input_beats": sb.beats_in, "output_beats": sb.rows_out,

@@ -18,16 +18,14 @@ Environment: ``LF_ROWS`` random rows per variant (default 1000) · ``LF_SEED`` b
 from __future__ import annotations
 
 import collections
-import os
 from typing import Any
 
-import cocotb
 import numpy as np
 
 from hw.vector import VecOp
-from sim.harness import Harness, Scoreboard, write_result
+from sim.harness import Harness, Scoreboard, StreamVariant, stream_variant_test, write_result
 from sim.stimulus import vec_corner_jobs, vec_outputs, vec_random_job, vec_tables
-from sim.streams import Codec
+from sim.suites import env_int
 from sw import ref
 
 # -- scoreboard ----------------------------------------------------------------------------------
@@ -36,12 +34,8 @@ class VectorScoreboard(Scoreboard):
     """Model fed by what the DUT accepted (tables, configs, beats); compares every output."""
 
     def __init__(self, ports: dict[str, Any], cols: int, lut_count: int) -> None:
-        super().__init__()
+        super().__init__(ports)
         self.cols = cols
-        self.cfg_codec = Codec(ports["i_cfg"])
-        self.in_codec = Codec(ports["i_stream"])
-        self.lut_codec = Codec(ports["i_lut"])
-        self.out_codec = Codec(ports["o_stream"])
         self.luts = np.zeros((lut_count, ref.LUT_SIZE), dtype=np.int8)
         self._cfgs: collections.deque[dict[str, Any]] = collections.deque()
         self._beats: list[dict[str, Any]] = []
@@ -52,17 +46,17 @@ class VectorScoreboard(Scoreboard):
         self.beats_in = 0
 
     def on_lut(self, raw: int) -> None:
-        p = self.lut_codec.unpack(raw)
+        p = self.codec["i_lut"].unpack(raw)
         self.luts[p["table"], p["index"]] = p["value"]
         self.lut_writes += 1
 
     def on_cfg(self, raw: int) -> None:
-        self._cfgs.append(self.cfg_codec.unpack(raw))
+        self._cfgs.append(self.codec["i_cfg"].unpack(raw))
 
     def on_beat(self, raw: int) -> None:
         # A job's config is accepted no later than its first beat, and its source is stepped
         # first within a cycle, so it is always here by now.
-        p = self.in_codec.unpack(raw)
+        p = self.codec["i_stream"].unpack(raw)
         cfg = self._cfgs[0]
         op = VecOp(cfg["op"])
         a, b = p["a"], p["b"]
@@ -89,7 +83,7 @@ class VectorScoreboard(Scoreboard):
         self.expected.append((np.asarray(want, dtype=np.int64), int(last), self.jobs_in))
 
     def on_output(self, raw: int) -> None:
-        p = self.out_codec.unpack(raw)
+        p = self.codec["o_stream"].unpack(raw)
         self.rows_out += 1
         if not self.expected:
             self.row_mismatches += 1
@@ -131,14 +125,12 @@ class VectorHarness(Harness):
                                                   "last": np.arange(n) == n - 1}))
 
 
-@cocotb.test()
-@cocotb.parametrize(idle=[False, True], backpressure=[False, True])
+@stream_variant_test
 async def vector_jobs(dut: Any, idle: bool, backpressure: bool) -> None:
-    seed = int(os.environ.get("LF_SEED", "1"))
-    n_rows = int(os.environ.get("LF_ROWS", "1000"))
-    variant = 2 * int(idle) + int(backpressure)
-    h = VectorHarness(dut, idle=idle, backpressure=backpressure, seed=seed * 8 + variant)
-    rng = np.random.default_rng([seed, variant])
+    v = StreamVariant(idle, backpressure)
+    n_rows = env_int("LF_ROWS", 1000, 0)
+    h = VectorHarness(dut, **v.harness_options())
+    rng = v.rng()
     luts = vec_tables(rng, h.lut_count)
     jobs = vec_corner_jobs(h.cols, h.lut_count)
     n_corner = len(jobs)
@@ -154,8 +146,7 @@ async def vector_jobs(dut: Any, idle: bool, backpressure: bool) -> None:
     want = sum(vec_outputs(j) for j in jobs)
     await h.wait_for(lambda: h.sb.rows_out, want, "output beats")
     h.stop()
-    sb = h.sb
-    name = f"idle={'on' if idle else 'off'} backpressure={'on' if backpressure else 'off'}"
+    sb, name = h.sb, v.name
     ops = collections.Counter(j["cfg"]["op"].name for j in jobs)
     summary = {"variant": name, "jobs": sb.jobs_in, "corner_jobs": n_corner,
                "random_jobs": len(jobs) - n_corner, "random_rows": random_rows,
