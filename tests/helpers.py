@@ -17,7 +17,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 __all__ = ["FakePlatform", "array_operands", "pack_lanes", "random_operand_tiles",
-           "run_testbenches", "stream_get", "stream_put", "unpack_lanes"]
+           "run_testbenches", "set_ports", "stream_get", "stream_put", "unpack_lanes"]
 
 
 class FakePlatform:
@@ -42,6 +42,12 @@ def unpack_lanes(bits: int, count: int, width: int = 8, offset: int = 0) -> list
         v = (bits >> (offset + i * width)) & ((1 << width) - 1)
         out.append(v - (1 << width) if v >> (width - 1) else v)
     return out
+
+
+def set_ports(ctx, dut, **values: int) -> None:
+    """``ctx.set`` each port ``dut.<name>`` named in ``values`` (they take effect together)."""
+    for name, value in values.items():
+        ctx.set(getattr(dut, name), value)
 
 
 async def stream_put(ctx, port, payload, rng=None, *, max_idle: int = 2) -> None:

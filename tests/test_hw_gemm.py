@@ -5,18 +5,11 @@ bit for bit against sw.ref.gemm_requant."""
 
 from __future__ import annotations
 
+import helpers
 import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import Value
-from helpers import (
-    array_operands,
-    random_operand_tiles,
-    run_testbenches,
-    stream_get,
-    stream_put,
-    unpack_lanes,
-)
 
 from hw.gemm import GemmPipeline
 from hw.params import AccelParams
@@ -49,7 +42,7 @@ def test_gemm_pipeline_matches_gemm_requant(idle, backpressure):
     rng = np.random.default_rng(11 + idle)
     tiles = []
     for K in [1, 4, 3, 2, 6]:
-        A, W = random_operand_tiles(rng, rows, cols, [K])[0]
+        A, W = helpers.random_operand_tiles(rng, rows, cols, [K])[0]
         bias = rng.integers(-20000, 20000, cols).astype(np.int32)
         mult = rng.integers(0, 1 << 15, cols)
         shift = rng.integers(8, 24, cols)
@@ -62,23 +55,24 @@ def test_gemm_pipeline_matches_gemm_requant(idle, backpressure):
     async def operands(ctx):
         for A, W, *_ in tiles:
             for k in range(A.shape[1]):
-                await stream_put(ctx, dut.i_stream, array_operands(A, W, k), src_rng)
+                operand = helpers.array_operands(A, W, k)
+                await helpers.stream_put(ctx, dut.i_stream, operand, src_rng)
 
     async def quant(ctx):
         qrng = np.random.default_rng(3) if idle else None
         for _, _, bias, mult, shift in tiles:
-            await stream_put(ctx, dut.i_quant, {"bias": [int(x) for x in bias],
-                                          "mult": [int(x) for x in mult],
-                                          "shift": [int(x) for x in shift]}, qrng)
+            await helpers.stream_put(ctx, dut.i_quant, {"bias": [int(x) for x in bias],
+                                                        "mult": [int(x) for x in mult],
+                                                        "shift": [int(x) for x in shift]}, qrng)
 
     async def consumer(ctx):
-        got.extend(await stream_get(ctx, dut.o_stream, rows * len(tiles), snk_rng))
+        got.extend(await helpers.stream_get(ctx, dut.o_stream, rows * len(tiles), snk_rng))
 
-    run_testbenches(dut, operands, quant, consumer)
+    helpers.run_testbenches(dut, operands, quant, consumer)
     assert len(got) == rows * len(tiles)
     for t, (A, W, bias, mult, shift) in enumerate(tiles):
         raw = got[t * rows:(t + 1) * rows]
-        y = np.array([unpack_lanes(p, cols) for p in raw], dtype=np.int8)
+        y = np.array([helpers.unpack_lanes(p, cols) for p in raw], dtype=np.int8)
         np.testing.assert_array_equal(y, gemm_requant(A, W, bias, mult, shift))
         assert [(p >> (8 * cols)) & 1 for p in raw] == [0] * (rows - 1) + [1]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
 from amaranth.sim import Simulator
-from helpers import pack_lanes
+from helpers import pack_lanes, set_ports
 
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from sw.ref import gemm_requant
@@ -39,11 +39,7 @@ def run_core(core: GemmCore, tiles, *, backpressure: bool = False, seed: int = 0
 
     async def writer(ctx):
         async def write(sel, bank, addr, word):
-            ctx.set(core.wr_en, 1)
-            ctx.set(core.wr_sel, sel)
-            ctx.set(core.wr_bank, bank)
-            ctx.set(core.wr_addr, addr)
-            ctx.set(core.wr_data, word)
+            set_ports(ctx, core, wr_en=1, wr_sel=sel, wr_bank=bank, wr_addr=addr, wr_data=word)
             await ctx.tick()
             ctx.set(core.wr_en, 0)
 

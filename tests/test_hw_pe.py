@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from helpers import set_ports
 
 from hw.pe import ProcessingElement
 
@@ -36,11 +37,7 @@ def test_pe_accumulates_tiles_with_enable():
                 before = (ctx.get(dut.result), ctx.get(dut.done), ctx.get(dut.a_o))
                 await ctx.tick()
                 assert (ctx.get(dut.result), ctx.get(dut.done), ctx.get(dut.a_o)) == before
-            ctx.set(dut.en, 1)
-            ctx.set(dut.a_i, a)
-            ctx.set(dut.w_i, w)
-            ctx.set(dut.valid_i, v)
-            ctx.set(dut.last_i, lst)
+            set_ports(ctx, dut, en=1, a_i=a, w_i=w, valid_i=v, last_i=lst)
             await ctx.tick()
             pass_through.append((ctx.get(dut.a_o), ctx.get(dut.w_o), ctx.get(dut.valid_o),
                                  ctx.get(dut.last_o)) == (a, w, v, lst))
