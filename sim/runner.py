@@ -11,7 +11,10 @@ Two calls cover every bench (``docs/simulation.md``)::
 not depend on the checkout path) and Verilates it under ``build/sim/<name>-<key>/``, where
 ``key`` hashes the Verilog text, the digest of the :class:`~hw.params.AccelParams` fields the
 unit reads (its class's ``params_fields``; all fields when it declares none), the build flags,
-the Verilator and cocotb versions and ``WAVES``. An unchanged design reuses the build (a few
+the Verilator and cocotb versions, the C++ compiler's version, the Python environment
+(``sys.prefix`` and the Python version: the VPI glue links against it) and ``WAVES``. A cached
+build is trusted only while the file it made (the simulator executable) is there and not empty;
+otherwise it is rebuilt, with a line saying why. An unchanged design reuses the build (a few
 seconds, mostly the Verilog export), and so does a change of a parameter the unit does not read
 (the link's ``baud`` for the GEMM pipeline); changed RTL gets a new key and a fresh build. A
 file lock per key keeps concurrent builds of the same design (several pytest processes, the CLI)
@@ -33,11 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import platform
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
@@ -47,9 +54,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "Build", "Results", "SimulationError", "BUILD_ARGS", "MAKEFLAGS", "build", "build_root",
-    "cache_key", "have_verilator", "params_from_env", "ports_from_env", "prepend_verilator_path",
-    "run", "to_verilog", "tool_versions", "verilator_bin_dir", "waves_enabled",
+    "Build", "KnobError", "Results", "SimulationError", "BUILD_ARGS", "MAKEFLAGS", "build",
+    "build_env", "build_root", "cache_key", "check_knobs", "have_verilator",
+    "params_from_env", "ports_from_env", "prepend_verilator_path", "run", "to_verilog",
+    "tool_versions", "verilator_bin_dir", "waves_enabled",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +77,12 @@ _STAMP = "lightformer-build.json"
 
 class SimulationError(RuntimeError):
     """A Verilator build failed, the simulator died, or a cocotb test failed."""
+
+
+class KnobError(ValueError):
+    """A bad ``WAVES`` or ``LIGHTFORMER_BUILD``: a user error (``lightformer`` exits 2)."""
+
+    user_error = True
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,33 @@ class Results:
 
 
 def build_root() -> Path:
-    """Where builds go: ``$LIGHTFORMER_BUILD`` or ``<repo>/build``."""
-    return Path(os.environ.get("LIGHTFORMER_BUILD", ROOT / "build")).resolve()
+    """Where builds go: ``$LIGHTFORMER_BUILD`` or ``<repo>/build``.
+
+    Raises :class:`KnobError` unless ``LIGHTFORMER_BUILD`` is a folder we can write in, or a
+    path whose nearest existing ancestor is one (the build makes the rest), so a bad value is
+    one line before the Verilog export rather than an ``OSError`` deep in a build.
+    """
+    raw = os.environ.get("LIGHTFORMER_BUILD")
+    if raw is None:
+        return (ROOT / "build").resolve()
+    what = f"LIGHTFORMER_BUILD must be a writable folder path, not {raw!r}"
+    if not raw.strip():
+        raise KnobError(what)
+    path = Path(raw).expanduser().resolve()
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise KnobError(f"{what} ({str(probe)!r} is not a folder)")
+    # Create and remove a file: os.access says "yes" to root even on /proc or a read-only mount.
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".lightformer-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise KnobError(f"{what} (cannot write in {str(probe)!r}: {exc.strerror or exc})") \
+            from None
+    return path
 
 
 def verilator_bin_dir() -> Path | None:
@@ -143,8 +182,19 @@ def _prepare_env() -> None:
 
 
 def waves_enabled() -> bool:
-    """``WAVES=1`` in the environment turns on VCD traces (separate cached build)."""
-    return os.environ.get("WAVES", "0").strip().lower() in ("1", "yes", "true", "on")
+    """``WAVES=1`` in the environment turns on VCD traces (separate cached build); unset, empty
+    or ``0`` leaves them off. Anything else is a :class:`KnobError`: a typo such as ``WAVES=ture``
+    must not quietly run without the traces it asked for."""
+    raw = os.environ.get("WAVES", "")
+    if raw.strip() not in ("", "0", "1"):
+        raise KnobError(f"WAVES must be 0 or 1, not {raw!r}")
+    return raw.strip() == "1"
+
+
+def check_knobs() -> None:
+    """Check ``WAVES`` and ``LIGHTFORMER_BUILD`` (raises :class:`KnobError`)."""
+    waves_enabled()
+    build_root()
 
 
 def to_verilog(top: Any, *, name: str) -> str:
@@ -168,6 +218,25 @@ def tool_versions() -> str:
     return " ".join(found)
 
 
+@functools.lru_cache(maxsize=8)
+def _cxx_version(cxx: str) -> str:
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60,
+                             check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+    return out.splitlines()[0].strip() if out.strip() else "-"
+
+
+def build_env() -> str:
+    """The C++ compiler's ``--version`` line and the Python environment (``sys.prefix`` and the
+    Python version), part of the cache key: a new compiler or another venv (whose libpython and
+    cocotb the simulator loads) must not reuse a build made for the old one."""
+    cxx = os.environ.get("CXX", "").strip() or "c++"
+    return (f"cxx={_cxx_version(cxx)} python={sys.prefix}:{platform.python_version()}:"
+            f"{sys.implementation.cache_tag}")
+
+
 def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False,
               fields: Iterable[str] | None = None, extra: str = "") -> str:
     """16 hex digits naming a build: Verilog text + params digest + flags + tools + waves.
@@ -181,6 +250,7 @@ def cache_key(verilog_text: str, params: Any = None, *, waves: bool = False,
     h.update(b"\0params:" + (params.digest(fields).encode() if params is not None else b"-"))
     h.update(b"\0flags:" + " ".join(BUILD_ARGS).encode() + MAKEFLAGS.encode())
     h.update(b"\0tools:" + tool_versions().encode())
+    h.update(b"\0env:" + build_env().encode())
     if WAIVERS.exists():
         h.update(b"\0waivers:" + WAIVERS.read_bytes())
     h.update(b"\0waves:" + (b"1" if waves else b"0"))
@@ -216,7 +286,7 @@ def _check_name(name: object) -> str:
 def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None,
           waves: bool | None = None, progress: bool = False,
           verilate: Callable[[Path, Path, str, bool], None] | None = None,
-          extra_key: str = "") -> Build:
+          extra_key: str = "", product: str | None = None) -> Build:
     """Export ``top_factory()`` to Verilog and Verilate it (cached).
 
     Parameters
@@ -242,6 +312,9 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
     extra_key : str
         Anything else the build depends on (``verilate``'s sources and flags), hashed into the
         key.
+    product : str, optional
+        The file the build makes, relative to its folder (default ``name``, the cocotb runner's
+        simulator executable); a cached build whose product is missing or empty is rebuilt.
 
     Raises
     ------
@@ -253,6 +326,7 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
 
     _check_name(name)
     t0 = time.monotonic()
+    check_knobs()
     _prepare_env()
     waves = waves_enabled() if waves is None else bool(waves)
     with step(f"verilog {name}", enabled=progress):
@@ -269,7 +343,14 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
 
     ports = stream_ports(top) if hasattr(top, "signature") else {}
     cached = True
+    made = directory / (product or name)
     with _locked(sim_root / f".{name}-{key}.lock"):
+        if stamp.exists() and not (made.is_file() and made.stat().st_size > 0):
+            # The stamp alone is not proof: a cleaned obj_dir or a full disk can leave it
+            # beside a missing or empty executable.
+            print(f"verilate {name}: rebuilding, the cached build's {made.name} is missing or "
+                  f"empty ({made})", file=sys.stderr, flush=True)
+            stamp.unlink()
         if not stamp.exists():
             cached = False
             if directory.exists():                 # a build that died half-way
@@ -285,7 +366,7 @@ def build(top_factory: Callable[[], Any] | Any, *, name: str, params: Any = None
                 "name": name, "key": key, "params": params_dict,
                 "params_fields": sorted(fields) if fields is not None else None,
                 "waves": waves, "build_args": list(BUILD_ARGS), "makeflags": MAKEFLAGS,
-                "tools": tool_versions()}, indent=1))
+                "tools": tool_versions(), "env": build_env()}, indent=1))
         elif progress:
             print(f"verilate {name}: reusing the cached build {directory}", file=sys.stderr,
                   flush=True)
@@ -414,6 +495,7 @@ def run(b: Build, test_module: str, *, testcase: str | None = None,
     """
     from cocotb_tools.runner import get_runner
 
+    check_knobs()
     _prepare_env()
     if verbose is None:
         verbose = os.environ.get("LF_SIM_VERBOSE", "0") == "1"

@@ -90,7 +90,7 @@ def build(params, *, uart: bool = False, progress: bool = False) -> runner.Build
     return runner.build(lambda: LinkedAccelerator.from_params(params, link=link),
                         name=f"vboard_{link}", params=params, waves=False, progress=progress,
                         verilate=functools.partial(_verilate, harness=harness),
-                        extra_key=f"{harness}\0{_CFLAGS}")
+                        extra_key=f"{harness}\0{_CFLAGS}", product=f"obj_dir/{_EXE}")
 
 
 def executable(b: runner.Build) -> Path:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from sw.info import version
 from sw.report import UsageError
 
-__all__ = ["COMMANDS", "build_parser", "main", "version"]
+__all__ = ["BUILDS", "COMMANDS", "build_parser", "main", "version"]
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,6 +39,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "import a BERT-family encoder from a local Hugging Face folder (int8)"),
     "embed": ("sw.bert_int", "sentence embeddings of an imported BERT artifact (integer model)"),
 }
+# Commands that Verilate: their build knobs (WAVES, LIGHTFORMER_BUILD) are checked before the
+# command starts, not after a minute of Verilog export.
+BUILDS = frozenset({"demo", "bench", "sim", "vboard"})
 
 
 def _missing(exc: ModuleNotFoundError) -> None:
@@ -98,6 +101,11 @@ def _run(args: argparse.Namespace) -> int:
     exits 2, anything else 1; each is one line on stderr, or its traceback with ``--debug``."""
     command = f"lightformer {args.command}"
     try:
+        if args.command in BUILDS:
+            # sim.runner imports only the standard library at the top: no amaranth, no cocotb.
+            from sim.runner import check_knobs
+
+            check_knobs()
         try:
             mod = importlib.import_module(args._module)
         except ModuleNotFoundError as exc:
@@ -118,10 +126,15 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit(1) from None
         raise                                   # Python prints the message and exits 1
     except Exception as exc:                    # KeyboardInterrupt still ends with a traceback
+        # A library error that marks itself a user error (a bad environment knob) exits 2.
+        status = 2 if getattr(exc, "user_error", False) else 1
         if args.debug:
             traceback.print_exc()
-            raise SystemExit(1) from None
+            raise SystemExit(status) from None
         line = _first_line(exc)
+        if status == 2:
+            print(f"{command}: {line}", file=sys.stderr)
+            raise SystemExit(2) from None
         if not line.startswith("lightformer"):
             line = f"{command}: {type(exc).__name__}: {line}"
         raise SystemExit(line) from None

@@ -320,3 +320,155 @@ def test_a_runtime_exit_message_keeps_its_line_and_status_1(monkeypatch, capsys)
 
     assert _exit_status(lambda: main(["info"])) == 1
     assert capsys.readouterr().err.strip() == "lightformer info: the board did not answer"
+
+
+# -- the build knobs and the build cache (sim.runner) ----------------------------------------------
+
+@pytest.mark.parametrize("value", ["2", "-1", "yes", "true", "on", "ture", "1.0", "0x1", "1 1"])
+def test_waves_must_be_0_or_1(monkeypatch, value):
+    from sim import runner
+
+    monkeypatch.setenv("WAVES", value)
+    with pytest.raises(runner.KnobError, match=f"^WAVES must be 0 or 1, not {value!r}$"):
+        runner.waves_enabled()
+
+
+@pytest.mark.parametrize("value, on", [("1", True), (" 1 ", True), ("0", False), ("", False),
+                                       (None, False)])
+def test_waves_good_values(monkeypatch, value, on):
+    from sim import runner
+
+    if value is None:
+        monkeypatch.delenv("WAVES", raising=False)
+    else:
+        monkeypatch.setenv("WAVES", value)
+    assert runner.waves_enabled() is on
+
+
+def _build_cases(tmp: str) -> list[tuple[str, str]]:
+    return [
+        ("", "not ''$"),
+        ("   ", "not '   '$"),
+        (f"{tmp}/file", "is not a folder"),
+        (f"{tmp}/file/sub", "is not a folder"),
+        ("/proc/lightformer-test", "cannot write in '/proc'"),
+        ("/proc/lightformer-test/deeper", "cannot write in '/proc'"),
+        ("/dev/null", "is not a folder"),
+        ("/dev/null/x", "is not a folder"),
+    ]
+
+
+@pytest.mark.parametrize("value, message", _build_cases("{tmp}"))
+def test_lightformer_build_must_be_a_writable_folder(monkeypatch, tmp_path, value, message):
+    import re
+
+    from sim import runner
+
+    (tmp_path / "file").write_text("a file, not a folder")
+    value = value.replace("{tmp}", str(tmp_path))
+    monkeypatch.setenv("LIGHTFORMER_BUILD", value)
+    with pytest.raises(runner.KnobError) as exc:
+        runner.build_root()
+    text = str(exc.value)
+    assert text.startswith(f"LIGHTFORMER_BUILD must be a writable folder path, not {value!r}")
+    assert re.search(message, text) and "\n" not in text, text
+
+
+def test_lightformer_build_may_name_a_folder_still_to_make(monkeypatch, tmp_path):
+    from sim import runner
+
+    monkeypatch.setenv("LIGHTFORMER_BUILD", str(tmp_path / "a" / "b"))
+    assert runner.build_root() == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()            # checked, not made
+    assert list(tmp_path.iterdir()) == []           # the probe file is gone
+    monkeypatch.delenv("LIGHTFORMER_BUILD")
+    assert runner.build_root() == runner.ROOT / "build"
+
+
+@pytest.mark.parametrize("command", [["bench", "gemm"], ["demo", "--backend", "python"],
+                                     ["vboard"], ["sim"]])
+@pytest.mark.parametrize("knob, value, message", [
+    ("WAVES", "yes", "WAVES must be 0 or 1, not 'yes'"),
+    ("LIGHTFORMER_BUILD", "/proc/x", "LIGHTFORMER_BUILD must be a writable folder path, not "),
+])
+def test_building_commands_refuse_a_bad_build_knob_first(monkeypatch, capsys, command, knob,
+                                                         value, message):
+    import importlib
+
+    from sw.cli import COMMANDS, main
+
+    monkeypatch.setenv(knob, value)
+    module = importlib.import_module(COMMANDS[command[0]][0])
+    monkeypatch.setattr(module, "run", lambda args: pytest.fail("the command started"))
+    rc = _exit_status(lambda: main(command))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"lightformer {command[0]}: {err[0].split(': ', 1)[1]}"], err
+    assert err[0].split(": ", 1)[1].startswith(message), err
+
+
+def test_cache_key_covers_the_compiler_and_the_python_environment(monkeypatch):
+    import shutil
+    import subprocess
+    import sys
+
+    from sim import runner
+
+    key = runner.cache_key("module m; endmodule")
+    env = runner.build_env()
+    assert f"python={sys.prefix}:" in env
+    if shutil.which("c++"):
+        first = subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout
+        assert f"cxx={first.splitlines()[0].strip()} " in env
+    monkeypatch.setattr(runner, "_cxx_version", lambda cxx: "c++ (Other) 99.1")
+    assert runner.cache_key("module m; endmodule") != key
+    monkeypatch.undo()
+    assert runner.cache_key("module m; endmodule") == key
+    monkeypatch.setattr(sys, "prefix", "/another/venv")
+    assert runner.cache_key("module m; endmodule") != key
+    monkeypatch.undo()
+    monkeypatch.setenv("CXX", "clang++-that-is-not-installed")
+    assert "cxx=- " in runner.build_env()
+
+
+def test_a_cached_build_without_its_executable_is_rebuilt(monkeypatch, tmp_path, capsys):
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from sim import runner
+
+    class Inverter(wiring.Component):
+        def __init__(self):            # annotations are strings here (postponed evaluation)
+            super().__init__({"a": In(1), "y": Out(1)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.y.eq(~self.a)
+            return m
+
+    made: list[str] = []
+
+    def verilate(directory, vfile, name, waves):
+        made.append(name)
+        (directory / "obj").mkdir()
+        (directory / "obj" / "sim").write_bytes(b"\x7fELF not really")
+
+    monkeypatch.setenv("LIGHTFORMER_BUILD", str(tmp_path))
+    monkeypatch.delenv("WAVES", raising=False)
+    monkeypatch.setattr(runner, "_prepare_env", lambda: None)
+
+    def build():
+        return runner.build(Inverter, name="inv", verilate=verilate, product="obj/sim")
+
+    first = build()
+    assert not first.cached and made == ["inv"]
+    assert build().cached and made == ["inv"]
+    exe = first.directory / "obj" / "sim"
+    for damage in (lambda: exe.write_bytes(b""), exe.unlink):
+        capsys.readouterr()
+        damage()
+        again = build()
+        assert not again.cached and again.key == first.key, "the stamp alone was trusted"
+        assert "rebuilding, the cached build's sim is missing or empty" in capsys.readouterr().err
+        assert exe.stat().st_size > 0
+    assert made == ["inv"] * 3
