@@ -17,7 +17,8 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 __all__ = ["FakePlatform", "array_operands", "pack_lanes", "random_operand_tiles",
-           "run_testbenches", "set_ports", "stream_get", "stream_put", "unpack_lanes"]
+           "check_lane_unit_arguments", "run_testbenches", "set_ports", "stream_get", "stream_put",
+           "unpack_lanes"]
 
 
 class FakePlatform:
@@ -42,6 +43,21 @@ def unpack_lanes(bits: int, count: int, width: int = 8, offset: int = 0) -> list
         v = (bits >> (offset + i * width)) & ((1 << width) - 1)
         out.append(v - (1 << width) if v >> (width - 1) else v)
     return out
+
+
+def check_lane_unit_arguments(cls: type) -> None:
+    """The argument checks every ``cols``-lane unit shares: ``from_params`` refuses what is not
+    an ``AccelParams``, ``cols`` outside ``[1, 32]`` or not an integer, ``use_dsp`` not a bool."""
+    import pytest
+
+    with pytest.raises(TypeError, match="params must be an AccelParams"):
+        cls.from_params(4)
+    for bad, exc in ((0, ValueError), (33, ValueError), ("4", TypeError), (True, TypeError),
+                     (None, TypeError)):
+        with pytest.raises(exc, match="cols must be"):
+            cls(bad)
+    with pytest.raises(TypeError, match="use_dsp must be a bool"):
+        cls(2, use_dsp=0)
 
 
 def set_ports(ctx, dut, **values: int) -> None:

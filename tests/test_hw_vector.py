@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import run_testbenches, stream_get, stream_put, unpack_lanes
+from helpers import check_lane_unit_arguments, run_testbenches, stream_get, stream_put, unpack_lanes
 
 from hw.params import preset
 from hw.vector import VecOp, VectorUnit
@@ -226,15 +226,9 @@ def test_vector_from_params_and_checks():
     u = VectorUnit.from_params(p)
     assert (u.cols, u.lut_count, u.use_dsp) == (p.cols, p.lut_count, p.dsp_multipliers)
     assert set(VectorUnit.params_fields) <= set(p.to_dict())
-    with pytest.raises(TypeError, match="params must be an AccelParams"):
-        VectorUnit.from_params(4)
-    for bad, exc in ((0, ValueError), (33, ValueError), ("4", TypeError), (True, TypeError)):
-        with pytest.raises(exc, match="cols must be"):
-            VectorUnit(bad)
+    check_lane_unit_arguments(VectorUnit)
     with pytest.raises(ValueError, match="lut_count must be"):
         VectorUnit(2, lut_count=65)
-    with pytest.raises(TypeError, match="use_dsp must be a bool"):
-        VectorUnit(2, use_dsp=1)
 
 
 def test_vector_ecp5_primitives():

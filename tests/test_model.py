@@ -53,16 +53,20 @@ def test_model_classify_forward_backward(attention):
     assert m(torch.randn(2, 5, 4)).shape == (2, 5)  # shorter sequences work
 
 
+def _outputs_before_after(f, x, pos, change):
+    """``f(x)`` and ``f`` of ``x`` with position ``pos`` replaced by ``change(x[:, pos])``."""
+    x2 = x.clone()
+    x2[:, pos] = change(x2[:, pos])
+    with torch.no_grad():
+        return f(x), f(x2)
+
+
 @pytest.mark.parametrize("attention", CAUSAL_OK)
 def test_model_lm_causality(attention):
     """Changing a future token leaves every earlier position's logits unchanged."""
     torch.manual_seed(0)
     m = LightTransformer(_lm_cfg(attention=attention)).eval()
-    x = torch.randint(0, 7, (2, 12))
-    x2 = x.clone()
-    x2[:, 7] = (x2[:, 7] + 1) % 7
-    with torch.no_grad():
-        a, b = m(x), m(x2)
+    a, b = _outputs_before_after(m, torch.randint(0, 7, (2, 12)), 7, lambda t: (t + 1) % 7)
     assert a.shape == (2, 12, 7)
     torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=1e-5)
     assert not torch.allclose(a[:, 7:], b[:, 7:])
@@ -75,11 +79,7 @@ def test_model_windowed_variants_stay_in_window(attention, causal):
     torch.manual_seed(0)
     m = LightTransformer(_cfg(attention=attention, window=3, n_random=0, n_layers=1,
                               causal=causal)).eval()
-    x = torch.randn(2, 12, 4)
-    x2 = x.clone()
-    x2[:, 9] += 5.0
-    with torch.no_grad():
-        a, b = m.features(x), m.features(x2)
+    a, b = _outputs_before_after(m.features, torch.randn(2, 12, 4), 9, lambda t: t + 5.0)
     # keys of query 5: causal 3..5, centred 4..6; token 0 is a global key for random_sparse
     torch.testing.assert_close(a[:, 5], b[:, 5], rtol=0, atol=1e-6)
     assert not torch.allclose(a[:, 9], b[:, 9])
@@ -89,11 +89,7 @@ def test_model_windowed_variants_stay_in_window(attention, causal):
 def test_model_lm_causality_with_funnel(attention):
     torch.manual_seed(0)
     m = LightTransformer(_lm_cfg(attention=attention, funnel_stride=2, n_layers=3)).eval()
-    x = torch.randint(0, 7, (2, 12))
-    x2 = x.clone()
-    x2[:, 6] = (x2[:, 6] + 3) % 7
-    with torch.no_grad():
-        a, b = m(x), m(x2)
+    a, b = _outputs_before_after(m, torch.randint(0, 7, (2, 12)), 6, lambda t: (t + 3) % 7)
     assert a.shape == (2, 12, 7)
     torch.testing.assert_close(a[:, :6], b[:, :6], rtol=0, atol=1e-5)
 
