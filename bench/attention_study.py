@@ -209,34 +209,26 @@ def section_accuracy(args, plan, name: str) -> dict:
                 seq_len=task.config_hints["seq_len"], epochs=epochs, rows=rows)
 
 
-FAMILY = [
-    dict(attention="full"),
-    dict(attention="window", window=16),
-    dict(attention="dynamic_window", window=32),
-    dict(attention="random_sparse", window=16, n_random=8),
-    dict(attention="linformer", proj_len=32),
-    dict(attention="performer", n_features=32),
-    dict(attention="nystrom", n_landmarks=16),
-    dict(attention="conv", conv_kernel=7),
-    dict(attention="lsh", lsh_buckets=16, lsh_rounds=2, lsh_chunk=32),
-    dict(attention="full", funnel_stride=2),
-    dict(attention="window", window=16, funnel_stride=2),
-]
+def _family(window: int, **lsh: int) -> list[dict]:
+    """The attention variants compared, sized by ``window``: the dynamic window twice as wide,
+    half as many random keys, a Linformer projection of ``2 * window``, ``window`` landmarks."""
+    return [
+        dict(attention="full"),
+        dict(attention="window", window=window),
+        dict(attention="dynamic_window", window=2 * window),
+        dict(attention="random_sparse", window=window, n_random=window // 2),
+        dict(attention="linformer", proj_len=2 * window),
+        dict(attention="performer", n_features=32),
+        dict(attention="nystrom", n_landmarks=window),
+        dict(attention="conv", conv_kernel=7),
+        dict(attention="lsh", **lsh),
+        dict(attention="full", funnel_stride=2),
+        dict(attention="window", window=window, funnel_stride=2),
+    ]
 
 
-FAMILY_SEQ = [
-    dict(attention="full"),
-    dict(attention="window", window=8),
-    dict(attention="dynamic_window", window=16),
-    dict(attention="random_sparse", window=8, n_random=4),
-    dict(attention="linformer", proj_len=16),
-    dict(attention="performer", n_features=32),
-    dict(attention="nystrom", n_landmarks=8),
-    dict(attention="conv", conv_kernel=7),
-    dict(attention="lsh", lsh_buckets=4, lsh_rounds=2),
-    dict(attention="full", funnel_stride=2),
-    dict(attention="window", window=8, funnel_stride=2),
-]
+FAMILY = _family(16, lsh_buckets=16, lsh_rounds=2, lsh_chunk=32)
+FAMILY_SEQ = _family(8, lsh_buckets=4, lsh_rounds=2)
 
 
 def _label(v: dict) -> str:
