@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["EFFORTS", "EFFORT_SAMPLES", "STREAM_VARIANTS", "SUITES", "add_arguments",
            "available_suites", "build_unit", "check_knobs", "check_stream_variants",
            "effort_samples", "env_int", "env_seed", "run", "run_stream_variants",
-           "run_with_summary", "suite_marks", "suite_path"]
+           "run_with_summary", "suite_marks", "suite_path", "unit_build_fixture"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EFFORTS = ("fast", "default", "slow")
@@ -143,6 +143,17 @@ def build_unit(unit: str, name: str, params: Any = None) -> Any:
     return runner.build(lambda: unit_cls.from_params(params), name=name, params=params)
 
 
+def unit_build_fixture(unit: str, name: str) -> Any:
+    """A module-scoped pytest fixture ``<name>_build``: :func:`build_unit` of ``unit``."""
+    import pytest
+
+    @pytest.fixture(scope="module", name=f"{name}_build")
+    def fixture() -> Any:
+        return build_unit(unit, name)
+
+    return fixture
+
+
 def check_stream_variants(summary: Mapping[str, Mapping[str, Any]], samples_key: str,
                           samples: int) -> None:
     """``AssertionError`` unless ``summary`` has exactly the four :data:`STREAM_VARIANTS`, each
@@ -156,19 +167,22 @@ def check_stream_variants(summary: Mapping[str, Mapping[str, Any]], samples_key:
             raise AssertionError(f"{name}: {v['mismatches']} mismatches: {v['errors']}")
 
 
-def run_stream_variants(b: Any, test_module: str, testcase: str, result_json: Path, *,
-                        samples_env: str, samples_key: str, line: Callable[[str, Any], str],
+def run_stream_variants(b: Any, test_module: str, testcase: str, out_dir: Path, capsys: Any,
+                        *, samples_env: str, samples_key: str, line: Callable[[str, Any], str],
                         env: Mapping[str, object] | None = None,
                         tag: str | None = None) -> tuple[dict[str, Any], int]:
     """Run a unit bench's bit-exact ``testcase`` in its four stream variants with
-    :func:`effort_samples` random samples (``samples_env``) at ``LF_SEED``, print
-    ``line(name, entry)`` and the seed per variant, :func:`check_stream_variants` the result
-    and return it with the sample count."""
+    :func:`effort_samples` random samples (``samples_env``) at ``LF_SEED``, its result in
+    ``out_dir/<testcase>.json``; print ``line(name, entry)`` and the seed per variant past
+    pytest's capture (``capsys``), :func:`check_stream_variants` the result and return it with
+    the sample count."""
     samples = effort_samples()
     seed = env_seed()
-    summary = run_with_summary(b, test_module, testcase, result_json, tag=tag,
-                               env={samples_env: samples, "LF_SEED": seed, **(env or {})},
-                               line=lambda name, v: f"{line(name, v)}, seed {seed}")
+    with capsys.disabled():
+        summary = run_with_summary(
+            b, test_module, testcase, out_dir / f"{testcase}.json", tag=tag,
+            env={samples_env: samples, "LF_SEED": seed, **(env or {})},
+            line=lambda name, v: f"{line(name, v)}, seed {seed}")
     check_stream_variants(summary, samples_key, samples)
     return summary, samples
 

@@ -119,10 +119,8 @@ class AttentionScoreboard(Scoreboard):
     def __init__(self, ports: dict[str, Any], *, keep: int = 5) -> None:
         super().__init__(ports, keep=keep)
         self.seqs: list[dict[str, Any]] = []
-        self._kv_seq = 0
-        self._q_seq = 0
-        self._out_seq = 0
-        self._out_row = 0
+        # Sequence of the next K/V, query and output transfer; row of the next output.
+        self._kv_seq = self._q_seq = self._out_seq = self._out_row = 0
         self.seqs_bad: set[int] = set()
 
     def on_cfg(self, raw: int) -> None:

@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from sim.suites import build_unit, run_stream_variants, suite_marks
+from sim.suites import run_stream_variants, suite_marks, unit_build_fixture
 
 pytestmark = suite_marks()
 
 
-@pytest.fixture(scope="module")
-def gemm_build():
-    return build_unit("hw.gemm:GemmPipeline", "gemm")
+gemm_build = unit_build_fixture("hw.gemm:GemmPipeline", "gemm")
 
 
 def test_sim_gemm_tiles_bit_exact_in_four_stream_variants(gemm_build, tmp_path, capsys):
-    with capsys.disabled():
-        summary, tiles = run_stream_variants(
-            gemm_build, "sim.tb_gemm", "gemm_tiles", tmp_path / "gemm_tiles.json", tag="tiles",
-            samples_env="LF_TILES", samples_key="random_tiles",
-            line=lambda name, v: (f"variant {name}: {v['tiles']} tiles, {v['mismatches']} "
-                                  f"mismatches ({v['corner_tiles']} corner + "
-                                  f"{v['random_tiles']} random, {v['operand_transfers']} "
-                                  f"operand transfers)"))
+    summary, tiles = run_stream_variants(
+        gemm_build, "sim.tb_gemm", "gemm_tiles", tmp_path, capsys, tag="tiles",
+        samples_env="LF_TILES", samples_key="random_tiles",
+        line=lambda name, v: (f"variant {name}: {v['tiles']} tiles, {v['mismatches']} mismatches "
+                              f"({v['corner_tiles']} corner + {v['random_tiles']} random, "
+                              f"{v['operand_transfers']} operand transfers)"))
     for name, v in summary.items():
         assert v["random_tiles"] == tiles, name
         assert v["tiles"] == v["random_tiles"] + v["corner_tiles"], name

@@ -8,28 +8,22 @@ random input rows per variant, else ``LF_EFFORT`` = ``fast`` (100), ``default`` 
 
 from __future__ import annotations
 
-import pytest
-
-from sim.suites import build_unit, run_stream_variants, suite_marks
+from sim.suites import run_stream_variants, suite_marks, unit_build_fixture
 
 pytestmark = suite_marks()
 
 
-@pytest.fixture(scope="module")
-def vector_build():
-    return build_unit("hw.vector:VectorUnit", "vector")
+vector_build = unit_build_fixture("hw.vector:VectorUnit", "vector")
 
 
 def test_sim_vector_jobs_bit_exact_in_four_stream_variants(vector_build, tmp_path, capsys):
-    with capsys.disabled():
-        summary, _ = run_stream_variants(
-            vector_build, "sim.tb_vector", "vector_jobs", tmp_path / "vector_jobs.json",
-            samples_env="LF_ROWS", samples_key="random_rows",
-            line=lambda name, v: (f"variant {name}: {v['jobs']} jobs ({v['corner_jobs']} corner "
-                                  f"+ {v['random_jobs']} random: {v['ops']}), "
-                                  f"{v['input_rows']} rows in, {v['output_rows']} out, "
-                                  f"{v['table_writes']} table writes, {v['row_mismatches']} "
-                                  f"mismatches"))
+    summary, _ = run_stream_variants(
+        vector_build, "sim.tb_vector", "vector_jobs", tmp_path, capsys,
+        samples_env="LF_ROWS", samples_key="random_rows",
+        line=lambda name, v: (
+            f"variant {name}: {v['jobs']} jobs ({v['corner_jobs']} corner + {v['random_jobs']} "
+            f"random: {v['ops']}), {v['input_rows']} rows in, {v['output_rows']} out, "
+            f"{v['table_writes']} table writes, {v['row_mismatches']} mismatches"))
     for name, v in summary.items():
         assert v["jobs"] == v["corner_jobs"] + v["random_jobs"], name
         assert set(v["ops"]) == {"ADD", "LUT", "POOL", "PASS"}, name
