@@ -46,11 +46,13 @@ _bytes = int_type("bytes", 1, "positive")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sw.report import url_type
+
     add_common(parser, "build/bench/fuzz.json")
     parser.add_argument("--bytes", type=_bytes, default=1_000_000, metavar="N",
                         help="bytes to send, about (default 1000000)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--port", default=None, metavar="URL",
+    where.add_argument("--port", default=None, metavar="URL", type=url_type,
                        help="fuzz this device (/dev/ttyUSB0, socket://HOST:PORT) instead of "
                             "starting a virtual board")
     where.add_argument("--python", action="store_true",

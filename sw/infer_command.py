@@ -47,9 +47,9 @@ def _seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sw.report import add_json_argument
+    from sw.report import add_json_argument, url_type
 
-    parser.add_argument("--port", required=True, metavar="URL",
+    parser.add_argument("--port", required=True, metavar="URL", type=url_type,
                         help="the device: /dev/ttyUSB0, socket://127.0.0.1:PORT (a virtual "
                              "board), loop:// is refused")
     parser.add_argument("--artifact", default=None, metavar="PATH",

@@ -87,6 +87,15 @@ def path_type(text: str) -> Path:
     return Path(text)
 
 
+def url_type(text: str) -> str:
+    """argparse ``type=`` for ``--port``: a serial port or a pyserial URL, never blank (which
+    would reach the driver and fail there as a ``TypeError``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "must be a serial port or a URL such as socket://127.0.0.1:PORT, not an empty string")
+    return text
+
+
 def json_path_type(text: str) -> Path | str:
     """argparse ``type=`` for ``--json``: ``-`` (stdout) or a checked file path."""
     if text == STDOUT:

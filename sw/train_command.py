@@ -15,6 +15,7 @@ A digits run with the hardware's windowed attention (seconds on 2 CPU cores)::
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,11 @@ def _check_args(args: argparse.Namespace) -> None:
         if getattr(args, attr) < lo:
             raise UsageError(f"lightformer train: {option} must be >= {lo}, not "
                              f"{getattr(args, attr)!r}")
-    if not args.lr > 0 or not 0 <= args.dropout < 1 or not args.kd_temperature > 0 \
-            or not 0 <= args.kd_alpha <= 1:
-        raise UsageError("lightformer train: --lr and --kd-temperature must be > 0, --dropout "
-                         "in [0, 1) and --kd-alpha in [0, 1]")
+    # inf passes "> 0" and trains every epoch to a NaN loss, so finiteness is checked too.
+    if not 0 < args.lr < math.inf or not 0 <= args.dropout < 1 \
+            or not 0 < args.kd_temperature < math.inf or not 0 <= args.kd_alpha <= 1:
+        raise UsageError("lightformer train: --lr and --kd-temperature must be > 0 and finite, "
+                         "--dropout in [0, 1) and --kd-alpha in [0, 1]")
     if args.prune_heads is not None and args.prune_heads < 1:
         raise UsageError(f"lightformer train: --prune-heads must be >= 1, not "
                          f"{args.prune_heads!r}")
