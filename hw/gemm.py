@@ -18,7 +18,17 @@ from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
 from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
 from hw.unit import Unit
 
-__all__ = ["GemmPipeline"]
+__all__ = ["GemmPipeline", "gemm_members"]
+
+
+def gemm_members(rows: int, cols: int) -> dict[str, object]:
+    """The streams of a GEMM pipeline (:class:`GemmPipeline`, and the first members of
+    :class:`hw.gemm_unit.GemmAccPipeline`): operands and per-tile parameters in, int8 rows out."""
+    return {
+        "i_stream": In(stream.Signature(operand_layout(rows, cols))),
+        "i_quant": In(stream.Signature(quant_layout(cols))),
+        "o_stream": Out(stream.Signature(output_layout(cols))),
+    }
 
 
 class GemmPipeline(Unit):
@@ -62,11 +72,7 @@ class GemmPipeline(Unit):
         check_geometry(rows, cols, use_dsp=use_dsp, family=family)
         self._rows, self._cols = rows, cols
         self._use_dsp, self._family = use_dsp, family
-        super().__init__({
-            "i_stream": In(stream.Signature(operand_layout(rows, cols))),
-            "i_quant": In(stream.Signature(quant_layout(cols))),
-            "o_stream": Out(stream.Signature(output_layout(cols))),
-        })
+        super().__init__(gemm_members(rows, cols))
 
     @property
     def array_latency(self) -> int:

@@ -15,9 +15,10 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
+from hw.gemm import gemm_members
 from hw.numerics import ACC_WIDTH
-from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
-from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
+from hw.requant import REQUANT_LATENCY, Requantizer
+from hw.systolic import SystolicArray, check_geometry, systolic_latency
 from hw.unit import Setting, Unit
 
 __all__ = ["GemmAccPipeline", "acc_layout"]
@@ -64,9 +65,7 @@ class GemmAccPipeline(Unit):
         check_geometry(rows, cols, use_dsp=use_dsp)
         self._rows, self._cols, self._use_dsp = rows, cols, use_dsp
         super().__init__({
-            "i_stream": In(stream.Signature(operand_layout(rows, cols))),
-            "i_quant": In(stream.Signature(quant_layout(cols))),
-            "o_stream": Out(stream.Signature(output_layout(cols))),
+            **gemm_members(rows, cols),
             "out32": In(1),
             "o_acc": Out(stream.Signature(acc_layout(cols))),
         })

@@ -39,7 +39,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import BlockRAM, make_block_ram
@@ -238,9 +238,8 @@ class LayerNorm(Unit):
 
     def _elaborate_output_buffer(self, m, u):
         """``o_stream`` behind an :class:`OutputBuffer`, whose clock enable every stage uses."""
-        m.submodules.obuf = obuf = OutputBuffer(output_layout(self._cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(self._cols))
         ce = obuf.ce
-        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
         vars(u).update(obuf=obuf, ce=ce)
 
     def _elaborate_job_constants(self, m, u):

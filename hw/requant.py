@@ -196,10 +196,8 @@ class Requantizer(Unit):
     ----------
     cols : int
         Lanes (output columns), 1..32.
-    use_dsp : bool
-        Use DSP blocks (``MULT18X18D`` on ECP5; two per lane) for the multiply.
-    family : str or None
-        Force the multiplier family (``"ecp5"``).
+    use_dsp, family
+        Those of each lane's :class:`RequantLane`.
 
     Members
     -------
@@ -249,9 +247,8 @@ class Requantizer(Unit):
         m = Module()
         cols = self._cols
 
-        m.submodules.obuf = obuf = OutputBuffer(output_layout(cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(cols))
         ce = obuf.ce
-        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
 
         # -- per-tile parameters -------------------------------------------------------------
         q = Signal(quant_layout(cols))

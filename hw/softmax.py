@@ -12,7 +12,7 @@ requantizer's lane, :class:`hw.requant.RequantLane` (``sw.quant.requantize``); t
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,6 +31,7 @@ from hw.numerics import (
     SOFTMAX_U_INT_BITS,
     SOFTMAX_U_MAX,
 )
+from hw.unit import Setting
 
 __all__ = [
     "EXP_WIDTH", "MULT_LATENCY", "PROB_WIDTH", "RECIP_WIDTH", "SLICED_LATENCY", "SUM_WIDTH",
@@ -125,7 +126,21 @@ class SoftmaxExp(wiring.Component):
         return m
 
 
-class ScoreScaler(wiring.Component):
+class _SlicedProductStage(wiring.Component):
+    """A stage built around one :func:`sliced_product` with the multiplier options
+    ``use_dsp``/``family`` (checked here, as :func:`hw.multiplier.check_dsp_options`)."""
+
+    def __init__(self, members: dict[str, object], *, use_dsp: bool, family: str | None):
+        check_dsp_options(use_dsp, family)
+        self._use_dsp, self._family = use_dsp, family
+        super().__init__(members)
+
+    def _product(self, m: Module, platform, a, b, name: str) -> Value:
+        return sliced_product(m, platform, a, b, name=name, use_dsp=self._use_dsp,
+                              family=self._family)
+
+
+class ScoreScaler(_SlicedProductStage):
     """``u = min((diff * mult + 2**(shift-1)) >> shift, 1023)`` (``sw.ref.softmax_u_int``).
 
     ``SLICED_LATENCY + 4`` register stages: partial products (registered DSPs), product,
@@ -153,26 +168,20 @@ class ScoreScaler(wiring.Component):
     """
 
     latency = SLICED_LATENCY + 4
+    diff_width = Setting("Bits of ``diff``.")
 
     def __init__(self, diff_width: int, *, use_dsp: bool = True, family: str | None = None):
-        check_dsp_options(use_dsp, family)
-        self._use_dsp, self._family = use_dsp, family
         self._diff_width = check_int("diff_width", diff_width, 1, 32)
         super().__init__({
             "diff": In(unsigned(diff_width)),
             "mult": In(unsigned(MULT_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
             "u": Out(unsigned(U_WIDTH)),
-        })
-
-    @property
-    def diff_width(self) -> int:
-        return self._diff_width
+        }, use_dsp=use_dsp, family=family)
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, platform, self.mult, self.diff, name="score",
-                              use_dsp=self._use_dsp, family=self._family)
+        prod = self._product(m, platform, self.mult, self.diff, "score")
         pw = len(prod)
         rounded = Signal(unsigned(pw + 1))
         # 2**(shift-1) (0 for shift 0), registered: shift is static, so this only takes the
@@ -220,12 +229,8 @@ class Reciprocal(wiring.Component):
 
     def __init__(self, tag_width: int = 1):
         self._tag_width = check_int("tag_width", tag_width, 1, 64)
-        super().__init__({
-            "total": In(unsigned(SUM_WIDTH)),
-            "tag": In(unsigned(tag_width)),
-            "r": Out(unsigned(RECIP_WIDTH)),
-            "o_tag": Out(unsigned(tag_width)),
-        })
+        super().__init__({"total": In(unsigned(SUM_WIDTH)), "tag": In(unsigned(tag_width)),
+                          "r": Out(unsigned(RECIP_WIDTH)), "o_tag": Out(unsigned(tag_width))})
 
     def elaborate(self, platform):
         m = Module()
@@ -252,7 +257,7 @@ class Reciprocal(wiring.Component):
         return m
 
 
-class Normalizer(wiring.Component):
+class Normalizer(_SlicedProductStage):
     """``p = (e * r + 2**22) >> 23`` (``sw.ref.softmax_normalize_int``), Q1.15 in 0..2**15.
 
     Parameters
@@ -273,17 +278,12 @@ class Normalizer(wiring.Component):
     latency = SLICED_LATENCY + 1
 
     def __init__(self, *, use_dsp: bool = True, family: str | None = None):
-        check_dsp_options(use_dsp, family)
-        self._use_dsp, self._family = use_dsp, family
-        super().__init__({
-            "e": In(unsigned(EXP_WIDTH)),
-            "r": In(unsigned(RECIP_WIDTH)),
-            "p": Out(unsigned(PROB_WIDTH)),
-        })
+        members = {"e": In(unsigned(EXP_WIDTH)), "r": In(unsigned(RECIP_WIDTH)),
+                   "p": Out(unsigned(PROB_WIDTH))}
+        super().__init__(members, use_dsp=use_dsp, family=family)
 
     def elaborate(self, platform):
         m = Module()
-        prod = sliced_product(m, platform, self.e, self.r, name="norm",
-                              use_dsp=self._use_dsp, family=self._family)
+        prod = self._product(m, platform, self.e, self.r, "norm")
         m.d.sync += self.p.eq((prod + (1 << (SOFTMAX_NORM_SHIFT - 1))) >> SOFTMAX_NORM_SHIFT)
         return m

@@ -121,6 +121,15 @@ class OutputBuffer(wiring.Component):
             "o_stream": Out(stream.Signature(layout)),
         })
 
+    @classmethod
+    def driving(cls, m: Module, o_stream: object, layout: object) -> OutputBuffer:
+        """A buffer of ``layout`` added to ``m`` as ``obuf`` and driving ``o_stream`` (the
+        ``Out`` stream member of the unit that ``m`` elaborates): the tail of every unit whose
+        pipeline runs on the buffer's ``ce``."""
+        m.submodules.obuf = obuf = cls(layout)
+        wiring.connect(m, wiring.flipped(o_stream), obuf.o_stream)
+        return obuf
+
     def elaborate(self, platform):
         m = Module()
         head = Signal(self._layout)
@@ -233,9 +242,8 @@ class SystolicArray(Unit):
         m = Module()
         rows, cols = self._rows, self._cols
 
-        m.submodules.obuf = obuf = OutputBuffer(result_layout(cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, result_layout(cols))
         ce = obuf.ce
-        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
 
         # -- input register and tile spacing ------------------------------------------------
         # Consecutive `last` operands enter the skew at least `rows` enabled cycles apart (two

@@ -31,7 +31,7 @@ which is exactly ``residual_add``'s single rounding. Stream rules: ``hw/README.m
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, enum, stream
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
@@ -182,9 +182,8 @@ class VectorUnit(Unit):
         m = Module()
         cols = self._cols
 
-        m.submodules.obuf = obuf = OutputBuffer(vec_output_layout(cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, vec_output_layout(cols))
         ce = obuf.ce
-        wiring.connect(m, wiring.flipped(self.o_stream), obuf.o_stream)
 
         # -- per-job configuration (held from the first beat until `last`) -------------------
         cfg = Signal(vec_cfg_layout(self._lut_count))
