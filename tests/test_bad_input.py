@@ -623,3 +623,76 @@ def test_a_cached_build_without_its_executable_is_rebuilt(monkeypatch, tmp_path,
         assert "rebuilding, the cached build's sim is missing or empty" in capsys.readouterr().err
         assert exe.stat().st_size > 0
     assert made == ["inv"] * 3
+
+
+# -- AccelParams: every field, wrong type, out of range, not a power of two ----------------------
+
+def _accel_cases() -> list[tuple[str, object, type, str]]:
+    from hw.numerics import ATTN_MAX_HEAD_DIM, SOFTMAX_MAX_WINDOW
+    from hw.params import MAX_ATTN_LANES, MAX_DIM
+
+    ints = {"rows": (1, MAX_DIM), "cols": (1, MAX_DIM), "k_depth": (16, 4096),
+            "window": (1, SOFTMAX_MAX_WINDOW), "head_dim": (1, ATTN_MAX_HEAD_DIM),
+            "attn_lanes": (1, MAX_ATTN_LANES), "act_depth": (64, 1 << 20),
+            "wgt_depth": (64, 1 << 22), "instr_depth": (16, 1 << 16), "lut_count": (1, 64),
+            "baud": (9600, 12_000_000)}
+    pow2 = {"k_depth": 24, "act_depth": 100, "wgt_depth": 96, "instr_depth": 48}
+    out: list[tuple[str, object, type, str]] = []
+    for name, (lo, hi) in ints.items():
+        # A float, a string, None, a bool and a NumPy integer: none is silently converted.
+        for bad in (float(lo), str(lo), None, True, np.int64(lo)):
+            out.append((name, bad, TypeError, "must be an integer, not"))
+        for bad in (lo - 1, hi + 1):
+            out.append((name, bad, ValueError, f"must be an integer in \\[{lo}, {hi}\\], not"))
+    for name, bad in pow2.items():
+        out.append((name, bad, ValueError, f"must be a power of two, not {bad}"))
+    for name in ("dsp_multipliers", "attn_causal"):
+        for bad in (1, 0, "True", None):
+            out.append((name, bad, TypeError, "must be a bool, not"))
+    for bad in ("25", None, True, [25]):
+        out.append(("target_mhz", bad, TypeError, "must be a number, not"))
+    for bad in (0.5, 500.5, -25, float("nan"), float("inf"), float("-inf")):
+        out.append(("target_mhz", bad, ValueError, "must be a finite number in \\[1, 500\\]"))
+    for bad in ("", 7, None):
+        out.append(("name", bad, TypeError, "must be a non-empty string, not"))
+    out.append(("attn_lanes", 3, ValueError, "must divide head_dim \\([0-9]+\\), not 3"))
+    return out
+
+
+ACCEL = _accel_cases()
+
+
+@pytest.mark.parametrize("field, value, kind, message", ACCEL,
+                         ids=[f"{f}={v!r}" for f, v, _, _ in ACCEL])
+def test_accel_params_refuse_bad_fields(field, value, kind, message):
+    from hw.params import AccelParams, preset
+
+    for make in (lambda: AccelParams(**{field: value}),
+                 lambda: preset("tiny").replace(**{field: value})):
+        with pytest.raises(kind, match=f"^AccelParams.{field} {message}") as exc:
+            make()
+        assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("name, kind, message", [
+    ("bogus", ValueError, "^Unknown preset 'bogus'; choose one of: tiny, icebreaker"),
+    ("ulx3s-85f", ValueError, "did you mean 'ulx3s_85f'"),
+    ("", ValueError, "^Unknown preset ''; choose one of"),
+    ("TINY", ValueError, "^Unknown preset 'TINY'; choose one of"),
+    (7, TypeError, "preset name must be a str, not 7"),
+    (None, TypeError, "preset name must be a str, not None"),
+])
+def test_preset_refuses_bad_names(name, kind, message):
+    from hw.params import preset
+
+    with pytest.raises(kind, match=message) as exc:
+        preset(name)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("fields", [["bogus"], ["rows", "nope"], ["Rows"]])
+def test_accel_params_digest_refuses_unknown_fields(fields):
+    from hw.params import AccelParams
+
+    with pytest.raises(ValueError, match="^digest fields must be AccelParams fields, not "):
+        AccelParams().digest(fields)
