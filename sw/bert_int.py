@@ -38,7 +38,6 @@ from sw.ref import (
     SOFTMAX_MAX_WINDOW,
     AttentionQuant,
     attention_window_bounds,
-    build_gelu_lut,
     embedding_int,
     layernorm_int,
     linear_int,
@@ -182,7 +181,13 @@ def quantize_bert(twin, calib_ids: np.ndarray, calib_mask: np.ndarray, *,
     import torch
 
     from sw.bert import mean_pool
-    from sw.compile import _layernorm_arrays, _linear_arrays, _residual, _table_q
+    from sw.compile import (
+        _block_tail_arrays,
+        _layernorm_arrays,
+        _linear_arrays,
+        _residual,
+        _table_q,
+    )
 
     cfg = twin.cfg
     if max_seq_len is None:
@@ -239,13 +244,8 @@ def quantize_bert(twin, calib_ids: np.ndarray, calib_mask: np.ndarray, *,
                                                  s[p + "attn"], hd), f)
               for f in ("score_mult", "score_shift", "out_mult", "out_shift")]
              for h in range(H)], dtype=np.int32)                             # (H, 4)
-        put(p + "attn.proj", _linear_arrays(layer.attn.proj, s[p + "attn"], s[p + "proj"]))
-        put(p + "add1", _residual(s[x_prev], s[p + "proj"], s[p + "x1"]))
-        put(p + "ln1", _layernorm_arrays(layer.ln1, s[p + "x1"], s[p + "ln1"]))
-        put(p + "ffn.fc1", _linear_arrays(layer.ffn.fc1, s[p + "ln1"], s[p + "fc1"]))
-        arrays[p + "ffn.gelu_lut"] = build_gelu_lut(s[p + "fc1"], s[p + "gelu"])
-        put(p + "ffn.fc2", _linear_arrays(layer.ffn.fc2, s[p + "gelu"], s[p + "fc2"]))
-        put(p + "add2", _residual(s[p + "ln1"], s[p + "fc2"], s[p + "x2"]))
+        # Post-LN: the FFN reads ln1 and adds onto it; ln2 closes the layer.
+        arrays.update(_block_tail_arrays(layer, p, s, x_prev, "ln1", p + "ln1"))
         put(p + "ln2", _layernorm_arrays(layer.ln2, s[p + "x2"], s[p + "ln2"]))
         x_prev = p + "ln2"
     arrays["pool.table"] = _pool_table(s[x_prev], s["pool"], max_seq_len)

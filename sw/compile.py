@@ -83,6 +83,28 @@ def _residual(s_a: float, s_b: float, s_out: float) -> dict[str, np.ndarray]:
     return {"mult": mult.astype(np.int32), "shift": np.array(shift, dtype=np.int32)}
 
 
+def _block_tail_arrays(blk, p: str, s: dict, x_prev: str, ln: str,
+                       ffn_residual: str) -> dict[str, np.ndarray]:
+    """Arrays of block ``p`` after its attention, the same in a pre-LN and a post-LN block:
+    the output projection and its residual add onto ``x_prev`` (``x1``), LayerNorm ``ln`` of
+    ``x1``, the FFN on that and the residual add of its output onto ``ffn_residual`` (``x2``)."""
+    from sw.ref import build_gelu_lut
+
+    out: dict[str, np.ndarray] = {}
+
+    def put(name: str, items: dict[str, np.ndarray]) -> None:
+        out.update({f"{p}{name}.{k}": v for k, v in items.items()})
+
+    put("attn.proj", _linear_arrays(blk.attn.proj, s[p + "attn"], s[p + "proj"]))
+    put("add1", _residual(s[x_prev], s[p + "proj"], s[p + "x1"]))
+    put(ln, _layernorm_arrays(getattr(blk, ln), s[p + "x1"], s[p + ln]))
+    put("ffn.fc1", _linear_arrays(blk.ffn.fc1, s[p + ln], s[p + "fc1"]))
+    out[p + "ffn.gelu_lut"] = build_gelu_lut(s[p + "fc1"], s[p + "gelu"])
+    put("ffn.fc2", _linear_arrays(blk.ffn.fc2, s[p + "gelu"], s[p + "fc2"]))
+    put("add2", _residual(s[ffn_residual], s[p + "fc2"], s[p + "x2"]))
+    return out
+
+
 def build_arrays(model, scales: dict[str, float]) -> tuple[dict[str, np.ndarray],
                                                            dict[str, float]]:
     """Integer tensors of the artifact from a model and its activation scales.
@@ -90,7 +112,7 @@ def build_arrays(model, scales: dict[str, float]) -> tuple[dict[str, np.ndarray]
     Returns ``(arrays, scales)``; the returned scales add the weight-table scales
     (``embed``/``pos`` tables) and ``logits`` (real logit = int32 logit * scale).
     """
-    from sw.ref import AttentionQuant, build_gelu_lut
+    from sw.ref import AttentionQuant
 
     cfg = check_exportable(model)
     s = dict(scales)
@@ -116,13 +138,7 @@ def build_arrays(model, scales: dict[str, float]) -> tuple[dict[str, np.ndarray]
         aq = AttentionQuant.from_scales(s[p + "q"], s[p + "k"], s[p + "v"], s[p + "attn"], hd)
         arrays[p + "attn.quant"] = np.array(
             [aq.score_mult, aq.score_shift, aq.out_mult, aq.out_shift], dtype=np.int32)
-        put(p + "attn.proj", _linear_arrays(blk.attn.proj, s[p + "attn"], s[p + "proj"]))
-        put(p + "add1", _residual(s[x_prev], s[p + "proj"], s[p + "x1"]))
-        put(p + "ln2", _layernorm_arrays(blk.ln2, s[p + "x1"], s[p + "ln2"]))
-        put(p + "ffn.fc1", _linear_arrays(blk.ffn.fc1, s[p + "ln2"], s[p + "fc1"]))
-        arrays[p + "ffn.gelu_lut"] = build_gelu_lut(s[p + "fc1"], s[p + "gelu"])
-        put(p + "ffn.fc2", _linear_arrays(blk.ffn.fc2, s[p + "gelu"], s[p + "fc2"]))
-        put(p + "add2", _residual(s[p + "x1"], s[p + "fc2"], s[p + "x2"]))
+        arrays.update(_block_tail_arrays(blk, p, s, x_prev, "ln2", p + "x1"))     # pre-LN
         x_prev = p + "x2"
     put("ln_f", _layernorm_arrays(model.ln_f, s[x_prev], s["ln_f"]))
     if cfg.task == "classify":
