@@ -696,3 +696,181 @@ def test_accel_params_digest_refuses_unknown_fields(fields):
 
     with pytest.raises(ValueError, match="^digest fields must be AccelParams fields, not "):
         AccelParams().digest(fields)
+
+
+# -- the artifact loader: damaged, edited and foreign files, each one ArtifactError line --------
+
+@pytest.fixture(scope="module")
+def shipped_parts():
+    """The shipped artifact's manifest and tensors: every case edits a copy of them."""
+    from sw import artifact as art
+
+    a = art.load_artifact(art.default_artifact_path())
+    return dict(a.manifest), dict(a.arrays)
+
+
+def _container(manifest: dict | str, arrays: dict) -> bytes:
+    import json
+
+    import safetensors.numpy
+
+    from sw import artifact as art
+
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    return safetensors.numpy.save(arrays, metadata={art.FORMAT: text})
+
+
+def _seal(m: dict) -> dict:
+    """Recompute the model_id, as a tool that knows the scheme would: the checks behind it run."""
+    from sw import artifact as art
+
+    return dict(m, model_id=art.model_id(m))
+
+
+def _edit(seal: bool = False, **changes):
+    def make(m: dict, arrays: dict) -> bytes:
+        m = dict(m, **changes)
+        return _container(_seal(m) if seal else m, arrays)
+    return make
+
+
+def _edit_config(seal: bool = False, **changes):
+    def make(m: dict, arrays: dict) -> bytes:
+        m = dict(m, config=dict(m["config"], **changes))
+        return _container(_seal(m) if seal else m, arrays)
+    return make
+
+
+def _without(field: str):
+    def make(m: dict, arrays: dict) -> bytes:
+        return _container({k: v for k, v in m.items() if k != field}, arrays)
+    return make
+
+
+def _raw(make_bytes):
+    return lambda m, arrays: make_bytes(_container(m, arrays))
+
+
+_TYPES = [
+    ("task", 7, "a non-empty string"), ("task", "", "a non-empty string"),
+    ("task", None, "a non-empty string"),
+    ("task_seed", -1, "an integer >= 0"), ("task_seed", "0", "an integer >= 0"),
+    ("task_seed", 1.5, "an integer >= 0"), ("task_seed", True, "an integer >= 0"),
+    ("method", "int4", '"ptq" or "qat"'), ("method", None, '"ptq" or "qat"'),
+    ("calibration", 7, "a string or null"), ("calibration", ["max"], "a string or null"),
+    ("calibration_samples", -1, "an integer >= 0"),
+    ("calibration_samples", "512", "an integer >= 0"),
+    ("accuracy_fp32", 1.5, "a number in \\[0, 1\\] or null"),
+    ("accuracy_fp32", "0.9", "a number in \\[0, 1\\] or null"),
+    ("accuracy_fp32", -0.1, "a number in \\[0, 1\\] or null"),
+    ("accuracy_int8", 2, "a number in \\[0, 1\\] or null"),
+    ("accuracy_int8", True, "a number in \\[0, 1\\] or null"),
+    ("eval_samples", -1, "an integer >= 0 or null"),
+    ("eval_samples", 1.5, "an integer >= 0 or null"),
+    ("eval_split", 7, "a string or null"),
+    ("created", "today", "an object"), ("created", [], "an object"),
+    ("config", [], "an object"), ("config", "x", "an object"),
+    ("scales", [], "an object of positive finite numbers"),
+    ("scales", {"input": 0}, "an object of positive finite numbers"),
+    ("scales", {"input": -1}, "an object of positive finite numbers"),
+    ("scales", {"input": "x"}, "an object of positive finite numbers"),
+    ("scales", {"input": None}, "an object of positive finite numbers"),
+    ("requirements", [], "an object"), ("requirements", 7, "an object"),
+    ("arrays", [], "an object mapping tensor names to records"),
+    ("arrays", {"x": 1}, "an object mapping tensor names to records"),
+    ("tensors_sha256", "abc", "64 lower-case hex digits"),
+    ("tensors_sha256", "g" * 64, "64 lower-case hex digits"),
+    ("tensors_sha256", 7, "64 lower-case hex digits"),
+    ("model_id", "abc", "64 lower-case hex digits"),
+    ("model_id", "A" * 64, "64 lower-case hex digits"),
+    ("model_id", None, "64 lower-case hex digits"),
+]
+
+_EDITED = "does not match its model_id .* was edited after export"
+
+ARTIFACT = [
+    *[(f"{f}={v!r}", _edit(**{f: v}), f"manifest field '{f}' must be {what}, not")
+      for f, v, what in _TYPES],
+    # Edits that change results (the accuracy moved 0.97 -> 0.11..0.99 under one model ID).
+    ("attention=full", _edit_config(attention="full"), _EDITED),
+    ("window=8", _edit_config(window=8), _EDITED),
+    ("causal=false", _edit_config(causal=False), _EDITED),
+    ("n_heads=4", _edit_config(n_heads=4), _EDITED),
+    ("n_layers=1", _edit_config(n_layers=1), _EDITED),
+    ("input scale x2", lambda m, a: _container(
+        dict(m, scales=dict(m["scales"], input=m["scales"]["input"] * 2)), a), _EDITED),
+    ("task_seed=1", _edit(task_seed=1), _EDITED),
+    ("task=mnist1d", _edit(task="mnist1d"), _EDITED),
+    ("accuracy_int8=0.5", _edit(accuracy_int8=0.5), _EDITED),
+    ("tensors_sha256 of another file", _edit(tensors_sha256="0" * 64), _EDITED),
+    # Sealed edits reach the config checks (and the tensors' schema).
+    ("sealed attention=bogus", _edit_config(True, attention="bogus"),
+     "config attention must be one of window, full, not 'bogus'"),
+    ("sealed causal=yes", _edit_config(True, causal="yes"), "config causal must be true or"),
+    ("sealed task=x", _edit_config(True, task="x"), "config task must be one of classify, lm"),
+    ("sealed input_kind=x", _edit_config(True, input_kind="x"), "config input_kind must be"),
+    ("sealed d_model=0", _edit_config(True, d_model=0), "d_model"),
+    ("sealed n_heads=3", _edit_config(True, n_heads=3), "n_heads \\(3\\) must divide d_model"),
+    ("sealed window=0", _edit_config(True, window=0), "window"),
+    ("sealed seq_len=0", _edit_config(True, seq_len=0), "seq_len"),
+    ("sealed n_layers='2'", _edit_config(True, n_layers="2"), "n_layers"),
+    ("sealed funnel_stride=2", _edit_config(True, funnel_stride=2), "funnel pooling"),
+    ("sealed tensors_sha256 of another file", _edit(True, tensors_sha256="0" * 64),
+     "tensors_sha256 does not match the tensors"),
+    ("sealed scales without input", lambda m, a: _container(_seal(dict(m, scales={
+        k: v for k, v in m["scales"].items() if k != "input"})), a), "lacks the input scale"),
+    # The container and the manifest's framing.
+    ("format=other", _edit(format="other"), "not a lightformer-int8 manifest \\(format 'other'\\)"),
+    ("format_version=1", _edit(format_version=1), "unsupported format version 1"),
+    ("format_version=3", _edit(format_version=3), "unsupported format version 3"),
+    ("format_version='2'", _edit(format_version="2"), "unsupported format version '2'"),
+    *[(f"without {f}", _without(f), f"manifest lacks the field '{f}'")
+      for f in ("config", "scales", "arrays", "requirements", "tensors_sha256", "model_id")],
+    ("manifest cut short", lambda m, a: _container(__import__("json").dumps(m)[:-20], a),
+     "manifest is not valid JSON"),
+    ("manifest a list", lambda m, a: _container("[]", a), "not a lightformer-int8 manifest"),
+    ("manifest nested deep", lambda m, a: _container("[" * 100_000, a), "not valid JSON"),
+    ("manifest with NaN", lambda m, a: _container(
+        __import__("json").dumps(m).replace('"task_seed": 0', '"task_seed": NaN'), a),
+     "not valid JSON"),
+    ("a tensor changed", lambda m, a: _container(m, dict(a, **{
+        "head.w": np.ascontiguousarray(a["head.w"][::-1])})), "checksum \\(SHA-256\\) does not"),
+    ("a tensor dropped", lambda m, a: _container(m, {k: v for k, v in a.items()
+                                                     if k != "head.w"}),
+     "tensor names differ from the manifest"),
+    ("a tensor widened", lambda m, a: _container(m, dict(a, **{
+        "head.w": a["head.w"].astype(np.int16)})), "but the manifest says int8"),
+    ("empty file", lambda m, a: b"", "not a safetensors file, or truncated"),
+    ("seven bytes", lambda m, a: b"\x01" * 7, "not a safetensors file, or truncated"),
+    ("huge header length", lambda m, a: (1 << 60).to_bytes(8, "little") + b"{}",
+     "not a safetensors file, or truncated"),
+    ("cut in half", _raw(lambda b: b[:len(b) // 2]), "truncated"),
+    ("cut by one byte", _raw(lambda b: b[:-1]), "file is truncated"),
+    ("trailing bytes", _raw(lambda b: b + b"\0" * 16), "longer than its header says"),
+    ("other tool's safetensors", lambda m, a: __import__("safetensors.numpy").numpy.save(a),
+     "safetensors metadata holds no"),
+    ("text file", lambda m, a: b"hello, not an artifact\n", "not a safetensors file"),
+]
+
+
+@pytest.mark.parametrize("make, message", [c[1:] for c in ARTIFACT],
+                         ids=[c[0] for c in ARTIFACT])
+def test_artifact_loader_refuses_bad_files_with_one_line(tmp_path, capsys, shipped_parts, make,
+                                                         message):
+    import re
+
+    from sw import artifact as art
+    from sw.cli import main
+
+    manifest, arrays = shipped_parts
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(make(dict(manifest), dict(arrays)))
+    with pytest.raises(art.ArtifactError) as exc:
+        art.load_artifact(path)
+    text = str(exc.value)
+    assert "\n" not in text and text.startswith(f"{path}: "), text
+    assert re.search(message, text), text
+    # The command says the same in one line and exits 2 before evaluating anything.
+    assert _exit_status(lambda: main(["eval", "--artifact", str(path), "--no-progress"])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]) and "Traceback" not in err[0], err
