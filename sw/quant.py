@@ -237,7 +237,16 @@ def quantize_weight_per_channel(w_f: np.ndarray, axis: int = -1) -> tuple[np.nda
     from zero (compile time only).
     """
     w_f = _as_real("weights", w_f)
-    axis = axis % w_f.ndim
+    # An empty array or a scalar has no channel to scale (NumPy would say "zero-size array to
+    # reduction operation" or divide by zero), and axis % ndim would wrap any axis into range.
+    if w_f.ndim == 0 or w_f.size == 0:
+        raise ValueError(f"weights must be a non-empty array with a channel axis, not shape "
+                         f"{w_f.shape}")
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)) \
+            or not -w_f.ndim <= axis < w_f.ndim:
+        raise ValueError(f"axis must be an integer in [{-w_f.ndim}, {w_f.ndim}) for weights of "
+                         f"shape {w_f.shape}, not {axis!r}")
+    axis = int(axis) % w_f.ndim
     reduce = tuple(i for i in range(w_f.ndim) if i != axis)
     absmax = np.max(np.abs(w_f), axis=reduce) if reduce else np.abs(w_f)
     scale = np.where(absmax > 0, absmax / WEIGHT_MAX, 1.0)

@@ -406,7 +406,11 @@ def layernorm_int(x_q: np.ndarray, gamma_q: np.ndarray, beta_q: np.ndarray, mult
 def layernorm_eps_q(d: int, eps: float, scale_x: float) -> int:
     """``round(d**4 * eps / scale_x**2)`` (capped at ``d**4 * 2**16``, where epsilon already
     outweighs any int8 variance): LayerNorm epsilon in the units of :func:`layernorm_int`."""
-    value = float(d) ** 4 * float(eps) / float(scale_x) ** 2
+    if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise ValueError(f"LayerNorm width d must be a positive integer, not {d!r}")
+    # A zero scale divided by zero here (ZeroDivisionError); a negative one squared away its sign.
+    scale_x = quant.check_scale("LayerNorm input scale", scale_x)
+    value = float(d) ** 4 * float(eps) / scale_x ** 2
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"LayerNorm epsilon term must be finite and >= 0, not {value!r}")
     return int(min(np.floor(value + 0.5), float(d ** 4 << 16)))
