@@ -25,6 +25,15 @@ GOOD = {"NUM_SAMPLES": "", "LF_SEED": "", "LF_EFFORT": "default"}
     ("LF_SEED", "-3", "LF_SEED must be an integer >= 0, not '-3'"),
     ("LF_EFFORT", "bogus", "LF_EFFORT must be one of fast, default, slow, not 'bogus'"),
     ("LF_EFFORT", "", "LF_EFFORT must be one of fast, default, slow, not ''"),
+    ("NUM_SAMPLES", "1e3", "NUM_SAMPLES must be an integer >= 1, not '1e3'"),
+    ("NUM_SAMPLES", "0x10", "NUM_SAMPLES must be an integer >= 1, not '0x10'"),
+    ("LF_SEED", "1.0", "LF_SEED must be an integer >= 0, not '1.0'"),
+    ("LF_SEED", "0x1", "LF_SEED must be an integer >= 0, not '0x1'"),
+    ("LF_SEED", "nan", "LF_SEED must be an integer >= 0, not 'nan'"),
+    ("LF_EFFORT", "FAST", "LF_EFFORT must be one of fast, default, slow, not 'FAST'"),
+    ("LF_EFFORT", " fast", "LF_EFFORT must be one of fast, default, slow, not ' fast'"),
+    ("LF_EFFORT", "none", "LF_EFFORT must be one of fast, default, slow, not 'none'"),
+    ("LF_EFFORT", "1", "LF_EFFORT must be one of fast, default, slow, not '1'"),
 ])
 def test_knobs_refuse_values_that_would_check_nothing(monkeypatch, name, value, message):
     for key, good in GOOD.items():
@@ -310,7 +319,7 @@ def test_command_refuses_bad_arguments_with_one_line(tmp_path, capsys, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt"]    # nothing written
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5", "inf", "+2", "-0", "2 threads"])
 def test_train_refuses_a_bad_thread_count(monkeypatch, capsys, tmp_path, value):
     import sw.data
     from sw.cli import main
@@ -955,3 +964,77 @@ def test_artifact_loader_refuses_bad_files_with_one_line(tmp_path, capsys, shipp
     assert _exit_status(lambda: main(["eval", "--artifact", str(path), "--no-progress"])) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]) and "Traceback" not in err[0], err
+
+
+# -- a handful through a real process: the console entry prints exactly what the in-process runs see
+
+@pytest.mark.parametrize("env, argv, status, first", [
+    ({}, ["eval", "--limit", "0"], 2, "lightformer eval: --limit must be >= 1, not 0"),
+    ({}, ["--debug", "eval", "--limit", "0"], 2, "Traceback (most recent call last):"),
+    ({"WAVES": "yes"}, ["bench", "gemm"], 2, "lightformer bench: WAVES must be 0 or 1, not 'yes'"),
+    ({}, ["infer", "--port", "socket://127.0.0.1:1", "--samples", "1", "--no-progress"], 1,
+     "lightformer infer: cannot open socket://127.0.0.1:1"),
+])
+def test_the_console_entry_gives_one_line_and_the_status(env, argv, status, first):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "sw.cli", *argv], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env})
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == status, (proc.returncode, err)
+    assert err and err[0].startswith(first), err
+    if "--debug" not in argv:
+        assert len(err) == 1, err
+
+
+# -- the corpus's size, as docs/cli.md states it ---------------------------------------------------
+
+CORPUS = {
+    "environment knobs": ["test_knobs_refuse_values_that_would_check_nothing",
+                          "test_sim_command_refuses_bad_knobs_before_running",
+                          "test_train_refuses_a_bad_thread_count", "test_waves_must_be_0_or_1",
+                          "test_lightformer_build_must_be_a_writable_folder",
+                          "test_building_commands_refuse_a_bad_build_knob_first"],
+    "commands": ["test_command_refuses_bad_arguments_with_one_line",
+                 "test_compile_refuses_a_bad_train_log",
+                 "test_a_runtime_error_is_one_line_and_status_1_unless_debug",
+                 "test_a_usage_error_is_one_line_and_status_2_unless_debug",
+                 "test_a_runtime_exit_message_keeps_its_line_and_status_1",
+                 "test_the_console_entry_gives_one_line_and_the_status"],
+    "artifact loader": ["test_artifact_loader_refuses_bad_files_with_one_line"],
+    "integer API": ["test_integer_api_refuses_bad_input"],
+    "AccelParams": ["test_accel_params_refuse_bad_fields", "test_preset_refuses_bad_names",
+                    "test_accel_params_digest_refuses_unknown_fields"],
+}
+
+
+def corpus_sizes() -> dict[str, int]:
+    """Cases per area: each listed test's parametrized cases (the product over its tables)."""
+    sizes = {}
+    for area, names in CORPUS.items():
+        total = 0
+        for name in names:
+            n = 1
+            for mark in getattr(globals()[name], "pytestmark", []):
+                if mark.name == "parametrize":
+                    n *= len(mark.args[1])
+            total += n
+        sizes[area] = total
+    return sizes
+
+
+def test_the_corpus_holds_at_least_300_cases_and_the_docs_say_how_many():
+    from pathlib import Path
+
+    sizes = corpus_sizes()
+    total = sum(sizes.values())
+    assert total >= 300, sizes
+    assert min(sizes.values()) >= 10, sizes            # no area is a token
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    assert f"{total} cases" in doc, f"docs/cli.md should state the corpus size: {total} cases"
+    for area, n in sizes.items():
+        assert f"{area}: {n}" in doc, (area, n)
