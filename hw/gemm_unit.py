@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from hw.gemm import gemm_members
 from hw.numerics import ACC_WIDTH
 from hw.requant import REQUANT_LATENCY, Requantizer
-from hw.systolic import SystolicArray, check_geometry, systolic_latency
+from hw.systolic import SystolicArray, check_geometry, lanes_layout, systolic_latency
 from hw.unit import Setting, Unit
 
 __all__ = ["GemmAccPipeline", "acc_layout"]
@@ -26,7 +26,7 @@ __all__ = ["GemmAccPipeline", "acc_layout"]
 
 def acc_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`GemmAccPipeline.o_acc`: one int32 row and ``last``."""
-    return data.StructLayout({"acc": data.ArrayLayout(signed(ACC_WIDTH), cols), "last": 1})
+    return lanes_layout(cols, acc=signed(ACC_WIDTH))
 
 
 class GemmAccPipeline(Unit):

@@ -59,7 +59,7 @@ from hw.numerics import (
 )
 from hw.params import MAX_DIM
 from hw.requant import RequantLane, output_layout
-from hw.systolic import OutputBuffer
+from hw.systolic import OutputBuffer, lanes_layout
 from hw.unit import Setting, Unit
 
 __all__ = ["LayerNorm", "ln_cfg_layout", "ln_input_layout", "ln_param_layout"]
@@ -95,20 +95,13 @@ def ln_cfg_layout(max_dim: int) -> data.StructLayout:
 
 def ln_input_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`LayerNorm.i_stream`: ``cols`` int8 elements of a row and ``last``."""
-    return data.StructLayout({
-        "x": data.ArrayLayout(signed(ACT_WIDTH), cols),
-        "last": 1,
-    })
+    return lanes_layout(cols, x=signed(ACT_WIDTH))
 
 
 def ln_param_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`LayerNorm.i_param`: per-channel affine and requant constants."""
-    return data.StructLayout({
-        "gamma": data.ArrayLayout(signed(ACT_WIDTH), cols),
-        "beta": data.ArrayLayout(signed(ACC_WIDTH), cols),
-        "mult": data.ArrayLayout(unsigned(MULT_BITS), cols),
-        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), cols),
-    })
+    return lanes_layout(cols, last=False, gamma=signed(ACT_WIDTH), beta=signed(ACC_WIDTH),
+                        mult=unsigned(MULT_BITS), shift=unsigned(SHIFT_BITS))
 
 
 class LayerNorm(Unit):

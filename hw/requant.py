@@ -34,7 +34,7 @@ from hw.checks import check_int
 from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_BITS
 from hw.params import MAX_DIM
-from hw.systolic import OutputBuffer, result_layout
+from hw.systolic import OutputBuffer, lanes_layout, result_layout
 from hw.unit import Unit
 
 __all__ = ["REQUANT_LATENCY", "RequantLane", "Requantizer", "output_layout", "quant_layout"]
@@ -44,19 +44,13 @@ PROD_WIDTH = ACC_WIDTH + MULT_BITS + 1    # 48: |s * mult| < 2**31 * 2**15 = 2**
 
 def quant_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`Requantizer.i_quant`: per-column ``bias``, ``mult``, ``shift``."""
-    return data.StructLayout({
-        "bias": data.ArrayLayout(signed(ACC_WIDTH), cols),
-        "mult": data.ArrayLayout(unsigned(MULT_BITS), cols),
-        "shift": data.ArrayLayout(unsigned(SHIFT_BITS), cols),
-    })
+    return lanes_layout(cols, last=False, bias=signed(ACC_WIDTH), mult=unsigned(MULT_BITS),
+                        shift=unsigned(SHIFT_BITS))
 
 
 def output_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`Requantizer.o_stream`: one int8 row and ``last``."""
-    return data.StructLayout({
-        "data": data.ArrayLayout(signed(ACT_WIDTH), cols),
-        "last": 1,
-    })
+    return lanes_layout(cols, data=signed(ACT_WIDTH))
 
 
 class RequantLane(wiring.Component):

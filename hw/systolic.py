@@ -40,7 +40,7 @@ from hw.pe import ProcessingElement
 from hw.unit import Unit
 
 __all__ = ["OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
-           "or_tree_stages", "result_layout", "systolic_latency"]
+           "lanes_layout", "or_tree_stages", "result_layout", "systolic_latency"]
 
 
 def check_geometry(rows: int, cols: int, *, use_dsp: bool = True,
@@ -61,12 +61,19 @@ def operand_layout(rows: int, cols: int) -> data.StructLayout:
     })
 
 
+def lanes_layout(cols: int, *, last: bool = True, **fields: object) -> data.StructLayout:
+    """A payload of ``cols`` lanes: each of ``fields`` (name=shape) an array of ``cols``
+    elements, in order, then the ``last`` bit (unless ``last=False``)."""
+    members: dict[str, object] = {name: data.ArrayLayout(shape, cols)
+                                  for name, shape in fields.items()}
+    if last:
+        members["last"] = 1
+    return data.StructLayout(members)
+
+
 def result_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`SystolicArray.o_stream`: one int32 output row and ``last``."""
-    return data.StructLayout({
-        "acc": data.ArrayLayout(signed(ACC_WIDTH), cols),
-        "last": 1,
-    })
+    return lanes_layout(cols, acc=signed(ACC_WIDTH))
 
 
 def or_tree_stages(n: int, fan_in: int = 4) -> int:

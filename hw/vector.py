@@ -41,7 +41,7 @@ from hw.multiplier import check_dsp_options
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, LUT_SIZE, MULT_BITS, SHIFT_BITS
 from hw.params import MAX_DIM
 from hw.requant import RequantLane
-from hw.systolic import OutputBuffer
+from hw.systolic import OutputBuffer, lanes_layout
 from hw.unit import Setting, Unit
 
 __all__ = ["MAX_LUT_COUNT", "VecOp", "VectorUnit", "vec_cfg_layout", "vec_input_layout",
@@ -73,19 +73,12 @@ def vec_cfg_layout(lut_count: int) -> data.StructLayout:
 
 def vec_input_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`VectorUnit.i_stream`: operands ``a`` (int32 lanes) and ``b`` (int8)."""
-    return data.StructLayout({
-        "a": data.ArrayLayout(signed(ACC_WIDTH), cols),
-        "b": data.ArrayLayout(signed(ACT_WIDTH), cols),
-        "last": 1,
-    })
+    return lanes_layout(cols, a=signed(ACC_WIDTH), b=signed(ACT_WIDTH))
 
 
 def vec_output_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`VectorUnit.o_stream`: int32 lanes (int8 results sign-extended)."""
-    return data.StructLayout({
-        "data": data.ArrayLayout(signed(ACC_WIDTH), cols),
-        "last": 1,
-    })
+    return lanes_layout(cols, data=signed(ACC_WIDTH))
 
 
 def vec_lut_layout(lut_count: int) -> data.StructLayout:
