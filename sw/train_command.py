@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the data split, the initialisation and the batch order" + d)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N" + d)
-    p.add_argument("--teacher", type=Path, default=None, metavar="MODEL_PT",
+    p.add_argument("--teacher", type=path_type, default=None, metavar="MODEL_PT",
                    help="checkpoint of a teacher for knowledge distillation (default: none)")
     p.add_argument("--kd-temperature", type=float, default=2.0,
                    help="distillation temperature" + d)

@@ -175,6 +175,7 @@ def _more_cases(tmp: str) -> list[tuple[list[str], str]]:
         (["train", "--prune-heads", "-1"], "--prune-heads must be >= 1, not -1"),
         (["train", "--finetune-epochs", "-1"], "--finetune-epochs must be >= 1, not -1"),
         (["train", "--teacher", tmp], "--teacher '.*' is not a file"),
+        (["train", "--teacher", ""], "argument --teacher: must be a path, not an empty string"),
         (["train", "--epochs", "1.5"], "argument --epochs: invalid int value: '1.5'"),
         (["train", "--device", "bogus"], "device must be 'cpu' or 'cuda', not 'bogus'"),
         (["train", "--n-heads", "3"], "n_heads must divide d_model \\(32\\), not 3"),
