@@ -65,6 +65,21 @@ def loader_tool() -> str:
     return os.environ.get("OPENFPGALOADER") or "openFPGALoader"
 
 
+def check_cable(cable: object) -> str:
+    """``cable`` if it can be an openFPGALoader cable name; ``ValueError`` otherwise."""
+    if not isinstance(cable, str) or not cable.strip() or cable.startswith("-"):
+        raise ValueError(f"--cable must be an openFPGALoader cable name, not {cable!r}")
+    return cable
+
+
+def _cable_type(text: str) -> str:
+    """argparse ``type=`` for ``--cable``: checked while parsing, before any report is read."""
+    try:
+        return check_cable(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def loader_command(board: str, bitstream: str | os.PathLike, *, flash: bool = False,
                    cable: str | None = None, tool: str | None = None) -> list[str]:
     """openFPGALoader's argument vector for ``bitstream`` on ``board`` (module docstring).
@@ -72,9 +87,8 @@ def loader_command(board: str, bitstream: str | os.PathLike, *, flash: bool = Fa
     ``ValueError`` when the board has no programmer of its own and ``cable`` is not given.
     """
     plat = board_platform(board)
-    if cable is not None and (not isinstance(cable, str) or not cable.strip()
-                              or cable.startswith("-")):
-        raise ValueError(f"--cable must be an openFPGALoader cable name, not {cable!r}")
+    if cable is not None:
+        check_cable(cable)
     command = [tool or loader_tool()]
     if plat.loader_board is not None:
         command += ["-b", plat.loader_board]
@@ -233,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flash", action="store_true",
                         help="write the configuration flash (kept at power-off) instead of "
                              "loading the FPGA's configuration RAM")
-    parser.add_argument("--cable", default=None, metavar="NAME",
+    parser.add_argument("--cable", default=None, metavar="NAME", type=_cable_type,
                         help="openFPGALoader cable (-c); required for colorlight-5a75b, which "
                              "has no programmer on the board")
     parser.add_argument("--dry-run", action="store_true",

@@ -200,6 +200,9 @@ def _key_table(cfg: BertConfig) -> list[KeyMap]:
     return rows
 
 
+_FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError, safe_open
 
@@ -208,11 +211,20 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         with safe_open(str(path), framework="numpy") as f:
             for key in f.keys():
                 try:
-                    out[key] = f.get_tensor(key)
-                except TypeError as exc:               # NumPy has no bfloat16
-                    raise _fail(path, f"tensor {key!r} has a dtype NumPy cannot read ({exc})",
+                    tensor = f.get_tensor(key)
+                    problem = None
+                except TypeError as exc:               # NumPy has no bfloat16 of its own
+                    tensor, problem = None, str(exc)
+                # With ml_dtypes imported (onnx, jax and others do), NumPy reads bfloat16 as a
+                # kind-'V' dtype: refuse it the same way, whatever was imported before.
+                if tensor is not None and not (tensor.dtype in _FLOAT_DTYPES
+                                               or tensor.dtype.kind in "iub"):
+                    problem = f"dtype {tensor.dtype}"
+                if problem is not None:
+                    raise _fail(path, f"tensor {key!r} has a dtype NumPy cannot read ({problem})",
                                 "save the model in float32 or float16 (e.g. "
-                                "model.float().save_pretrained(DIR))") from None
+                                "model.float().save_pretrained(DIR))")
+                out[key] = tensor
     except SafetensorError as exc:
         raise _fail(path, f"not a readable safetensors file ({exc})",
                     "re-save the model with save_pretrained(DIR)") from None
