@@ -44,7 +44,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
@@ -52,6 +51,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sw.report import probe_writable_folder
 
 __all__ = [
     "Build", "KnobError", "Results", "SimulationError", "BUILD_ARGS", "MAKEFLAGS", "build",
@@ -130,18 +131,12 @@ def build_root() -> Path:
     if not raw.strip():
         raise KnobError(what)
     path = Path(raw).expanduser().resolve()
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise KnobError(f"{what} ({str(probe)!r} is not a folder)")
-    # Create and remove a file: os.access says "yes" to root even on /proc or a read-only mount.
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".lightformer-probe-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
+        probe_writable_folder(path)
+    except NotADirectoryError as exc:
+        raise KnobError(f"{what} ({exc.filename!r} is not a folder)") from None
     except OSError as exc:
-        raise KnobError(f"{what} (cannot write in {str(probe)!r}: {exc.strerror or exc})") \
+        raise KnobError(f"{what} (cannot write in {exc.filename!r}: {exc.strerror or exc})") \
             from None
     return path
 

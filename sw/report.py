@@ -14,6 +14,7 @@ Imports only the standard library: the NumPy-only paths (``eval``, the driver) u
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from typing import Any, TextIO
 
 __all__ = ["SCHEMA_VERSION", "STDOUT", "UsageError", "add_json_argument", "atomic_write_bytes",
            "atomic_write_text", "check_output_path", "info_stream", "json_path_type", "path_type",
-           "write_json"]
+           "probe_writable_folder", "write_json"]
 
 #: Version of the JSON reports' layout; bumped when a key is renamed or removed.
 SCHEMA_VERSION = 1
@@ -44,6 +45,28 @@ class UsageError(SystemExit):
         self.code = 2
 
 
+def probe_writable_folder(folder: str | os.PathLike[str]) -> Path:
+    """The nearest existing ancestor of ``folder`` (itself included), proven writable.
+
+    Creates and removes a file there: ``os.access`` answers "yes" to root even on read-only or
+    virtual file systems (``/proc``), where a write would fail only after the long job. Raises
+    ``NotADirectoryError`` when that ancestor is a file and ``OSError`` when it cannot be
+    written; both carry the ancestor in ``filename``.
+    """
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(probe))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".lightformer-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(probe)) from None
+    return probe
+
+
 def check_output_path(text: str | os.PathLike[str], *, option: str = "output") -> Path:
     """``text`` as a writable file path: not a folder, parent creatable and writable.
 
@@ -56,23 +79,14 @@ def check_output_path(text: str | os.PathLike[str], *, option: str = "output") -
     if path.is_dir() or s.endswith(("/", os.sep)):
         raise ValueError(
             f"{option} must be a file path (e.g. build/out.json), not the folder {s!r}")
-    parent = path.parent
     # The nearest existing ancestor must be a writable folder (mkdir will create the rest).
-    probe = parent
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"{option} {s!r}: {str(probe)!r} is a file, so the folder cannot exist")
-    # Create and remove a file there: os.access answers "yes" to root even on read-only or
-    # virtual file systems (/proc), where the write would fail only after the long job.
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".lightformer-probe-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
+        probe_writable_folder(path.parent)
+    except NotADirectoryError as exc:
+        raise ValueError(f"{option} {s!r}: {exc.filename!r} is a file, so the folder cannot "
+                         f"exist") from None
     except OSError as exc:
-        raise ValueError(f"{option} {s!r}: cannot write in the folder {str(probe)!r} "
+        raise ValueError(f"{option} {s!r}: cannot write in the folder {exc.filename!r} "
                          f"({exc.strerror or exc})") from None
     if path.exists() and not path.is_file():
         raise ValueError(f"{option} {s!r} exists and is not a regular file")
