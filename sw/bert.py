@@ -14,13 +14,15 @@ stores every activation the integer model quantizes (``sw.bert_int`` calibrates 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sw.import_hf import BertConfig, ImportedBert
+from sw.import_hf import BertConfig, ImportedBert, check_head_keep
+from sw.ref import attention_window_bounds
 
-__all__ = ["BertEncoder", "mean_pool", "random_bert"]
+__all__ = ["BertEncoder", "head_importance", "mean_pool", "random_bert"]
 
 
 class _Embeddings(nn.Module):
@@ -39,7 +41,8 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rec: dict, p: str) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rec: dict, p: str,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         hd = C // self.n_heads
         q, k, v = self.qkv(x).split(C, dim=-1)                          # 3 x (B, T, C)
@@ -48,6 +51,8 @@ class _Attention(nn.Module):
                    for t in (q, k, v))                                  # (B, nh, T, hs)
         att = (q @ k.transpose(-2, -1)) / hd ** 0.5 + bias              # (B, nh, T, T)
         y = att.softmax(dim=-1) @ v                                     # (B, nh, T, hs)
+        if keep is not None:                                            # pruned heads give 0
+            y = y * keep.to(y.dtype)[None, :, None, None]
         y = y.transpose(1, 2).reshape(B, T, C)                          # (B, T, C)
         rec[p + "attn"] = y
         return self.proj(y)
@@ -74,8 +79,9 @@ class _Layer(nn.Module):
         self.ffn = _FeedForward(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rec: dict, p: str) -> torch.Tensor:
-        o = self.attn(x, bias, rec, p)                                  # (B, T, C)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rec: dict, p: str,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        o = self.attn(x, bias, rec, p, keep)                                # (B, T, C)
         rec[p + "proj"] = o
         rec[p + "x1"] = x + o
         x = self.ln1(x + o)
@@ -122,20 +128,30 @@ class BertEncoder(nn.Module):
                              "does not belong to this checkpoint")
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None,
-                record: dict | None = None) -> torch.Tensor:
+                record: dict | None = None, *, window: int | None = None,
+                head_keep: np.ndarray | None = None) -> torch.Tensor:
         """Token ids ``(B, T)`` (+ bool key mask ``(B, T)``, True = token) -> ``(B, T, C)``.
 
         Token type 0 everywhere (single sentences). ``record``: filled with the activations
         named as the integer model's quantization points (``emb``, ``x0``, ``layers.i.q`` ...).
+        ``window``: restrict every query to a centred window of keys
+        (``sw.ref.attention_window_bounds``, as the integer model and the accelerator do).
+        ``head_keep``: bool ``(n_layers, n_heads)``; a False head's output is zero (pruned).
         """
         self.check_ids(ids)
         B, T = ids.shape
         rec = {} if record is None else record
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool)
+        keep = check_head_keep(head_keep, self.cfg)
         # Additive mask as BERT: masked keys get the most negative float, so exp() is 0.
-        bias = torch.zeros(B, 1, 1, T).masked_fill(~mask[:, None, None, :],
-                                                   torch.finfo(torch.float32).min)
+        allowed = mask[:, None, None, :]                                       # (B, 1, 1, T)
+        if window is not None:
+            lo, hi = attention_window_bounds(T, window, False)
+            j = np.arange(T)
+            span = torch.from_numpy((j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None]))
+            allowed = allowed & span[None, None]                               # (B, 1, T, T)
+        bias = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
         e = self.embed
         pos = torch.arange(T)
         x = e.word(ids) + e.pos(pos)[None] + e.token_type(torch.zeros_like(ids))  # (B, T, C)
@@ -143,8 +159,33 @@ class BertEncoder(nn.Module):
         x = e.ln(x)                                                            # (B, T, C)
         rec["x0"] = x
         for i, layer in enumerate(self.layers):
-            x = layer(x, bias, rec, f"layers.{i}.")
+            x = layer(x, bias, rec, f"layers.{i}.",
+                      None if keep is None else torch.from_numpy(keep[i]))
         return x
+
+
+def head_importance(twin: BertEncoder, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Importance of every head, ``(n_layers, n_heads)`` float64: the mean L2 norm of the
+    head's contribution to the attention output (``y_h @ W_proj[:, h].T``) over real tokens.
+
+    A forward-only proxy (no task loss to differentiate): a head whose output the projection
+    maps to small vectors adds little to the residual stream.
+    """
+    cfg = twin.cfg
+    hd = cfg.d_model // cfg.n_heads
+    rec: dict = {}
+    with torch.no_grad():
+        twin(ids, mask, record=rec)
+    real = mask.to(torch.float64)                                              # (B, T)
+    out = np.zeros((cfg.n_layers, cfg.n_heads))
+    for i, layer in enumerate(twin.layers):
+        y = rec[f"layers.{i}.attn"].double()                                   # (B, T, C)
+        w = layer.attn.proj.weight.detach().double()                           # (C, C)
+        for h in range(cfg.n_heads):
+            s = slice(h * hd, (h + 1) * hd)
+            norm = (y[..., s] @ w[:, s].T).norm(dim=-1)                        # (B, T)
+            out[i, h] = float((norm * real).sum() / real.sum())
+    return out
 
 
 def mean_pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

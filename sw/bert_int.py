@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sw import quant
-from sw.import_hf import BertConfig, encode_batch
+from sw.import_hf import BertConfig, check_head_keep, encode_batch
 from sw.ref import (
     ATTN_MAX_HEAD_DIM,
     LN_MAX_DIM,
@@ -49,8 +49,9 @@ from sw.ref import (
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "BertInt", "add_arguments", "attention_int",
-    "calibration_sentences", "cosine", "cosine_to_fp32", "embed_int", "encode_int",
-    "load_bert_int", "quantize_bert", "quantize_from_text", "run", "save_bert_int",
+    "calibration_sentences", "check_head_keep", "cosine", "cosine_to_fp32", "embed_int",
+    "encode_int", "load_bert_int", "prune_by_importance", "quantize_bert", "quantize_from_text",
+    "run", "save_bert_int",
 ]
 
 
@@ -117,6 +118,18 @@ def attention_int(q: np.ndarray, k: np.ndarray, v: np.ndarray, key_mask: np.ndar
         acc = prob.astype(np.int64) @ vh                                 # (B, T, hd) < 2**23
         out[:, :, h] = quant.requantize(acc, p.out_mult, p.out_shift)
     return out
+
+
+def prune_by_importance(importance: np.ndarray, fraction: float) -> np.ndarray:
+    """Bool keep mask that drops the ``round(fraction * heads)`` least important heads of the
+    whole model (a global ranking, as Michel et al. 2019; ties broken by position)."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction of heads to prune must be in [0, 1), not {fraction!r}")
+    imp = np.asarray(importance, dtype=np.float64)
+    n = int(round(fraction * imp.size))
+    keep = np.ones(imp.size, dtype=bool)
+    keep[np.argsort(imp, axis=None, kind="stable")[:n]] = False
+    return keep.reshape(imp.shape)
 
 
 def _pool_table(scale_in: float, scale_out: float, max_len: int) -> np.ndarray:
@@ -256,13 +269,16 @@ def quantize_bert(twin, calib_ids: np.ndarray, calib_mask: np.ndarray, *,
 
 
 def encode_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,
-               window: int | None = None) -> np.ndarray:
+               window: int | None = None, head_keep: np.ndarray | None = None) -> np.ndarray:
     """Token ids ``(B, T)`` + bool mask -> int8 last hidden state ``(B, T, C)`` (integers only).
 
     Rows of padded positions are computed but meaningless (as in BERT); :func:`embed_int`
     ignores them. ``window``: optional centred attention window (the accelerator's).
+    ``head_keep``: optional bool ``(n_layers, n_heads)``; a pruned (False) head's int8 output
+    is 0 before the output projection (symmetric int8: 0 is exactly 0.0).
     """
     model.check_input(ids, mask)
+    keep = check_head_keep(head_keep, model.config)
     a, cfg = model.arrays, model.config
     B, T = np.shape(ids)
     C, H = cfg.d_model, cfg.n_heads
@@ -288,6 +304,8 @@ def encode_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,
                    for j in range(3))                                    # (B, T, H, hd) int8
         params = [AttentionQuant(*(int(c) for c in row)) for row in a[p + "attn.quant"]]
         att = attention_int(q, k, v, mask, params, window)               # (B, T, H, hd) int8
+        if keep is not None:
+            att[:, :, ~keep[i]] = 0
         o = lin(p + "attn.proj", att.reshape(B, T, C))                   # (B, T, C) int8
         x = ln(p + "ln1", add(p + "add1", x, o))                         # (B, T, C) int8
         f = lut_apply(lin(p + "ffn.fc1", x), a[p + "ffn.gelu_lut"])      # (B, T, d_ff) int8
@@ -296,9 +314,12 @@ def encode_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,
 
 
 def embed_int(model: BertInt, ids: np.ndarray, mask: np.ndarray,
-              window: int | None = None) -> np.ndarray:
-    """Mean-pooled sentence embeddings, int8 ``(B, C)``; real values are ``* scales['pool']``."""
-    h = encode_int(model, ids, mask, window)                             # (B, T, C) int8
+              window: int | None = None, head_keep: np.ndarray | None = None) -> np.ndarray:
+    """Mean-pooled sentence embeddings, int8 ``(B, C)``; real values are ``* scales['pool']``.
+
+    ``window``, ``head_keep``: as :func:`encode_int`.
+    """
+    h = encode_int(model, ids, mask, window, head_keep)                 # (B, T, C) int8
     table = model.arrays["pool.table"]
     out = np.empty((h.shape[0], h.shape[2]), dtype=np.int8)              # (B, C) int8
     for b in range(h.shape[0]):
@@ -315,16 +336,20 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def cosine_to_fp32(model: BertInt, twin, ids: np.ndarray, mask: np.ndarray,
-                   window: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   window: int | None = None, head_keep: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(cosine (B,), int8 embeddings dequantized (B, C), fp32 embeddings (B, C))``.
 
-    The fp32 side is the twin's mean-pooled last hidden state over the same tokens.
+    The fp32 side is the twin's mean-pooled last hidden state over the same tokens, always of
+    the whole model (full attention, every head): ``window`` and ``head_keep`` restrict only the
+    integer model, so the cosine is what quantization and the restriction cost together.
     """
     import torch
 
     from sw.bert import mean_pool
 
-    e_int = embed_int(model, ids, mask, window).astype(np.float64) * model.scales["pool"]
+    e_int = embed_int(model, ids, mask, window, head_keep).astype(np.float64)
+    e_int *= model.scales["pool"]
     with torch.no_grad():
         h = twin(torch.from_numpy(np.asarray(ids)), torch.from_numpy(np.asarray(mask)))
         e_f = mean_pool(h, torch.from_numpy(np.asarray(mask))).double().numpy()

@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = [
     "EMBEDDING_KEYS", "LAYER_KEYS", "POOLER_KEYS", "BertConfig", "ImportedBert", "KeyMap",
-    "encode_batch", "load_config", "load_hf", "load_tokenizer", "load_weights",
+    "check_head_keep", "encode_batch", "load_config", "load_hf", "load_tokenizer", "load_weights",
     "wordpiece_from_text",
 ]
 
@@ -131,6 +131,20 @@ class BertConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def check_head_keep(head_keep, cfg) -> np.ndarray | None:
+    """``head_keep`` as a bool ``(n_layers, n_heads)`` array (``None`` stays ``None``).
+
+    ``ValueError`` naming the expected shape when it does not match the model.
+    """
+    if head_keep is None:
+        return None
+    keep = np.asarray(head_keep)
+    if keep.dtype != np.bool_ or keep.shape != (cfg.n_layers, cfg.n_heads):
+        raise ValueError(f"head_keep must be a bool array of shape (n_layers, n_heads) = "
+                         f"({cfg.n_layers}, {cfg.n_heads}), not {keep.dtype} {keep.shape}")
+    return keep
 
 
 def load_config(folder: Path | str) -> BertConfig:

@@ -197,3 +197,69 @@ def test_bert_int_artifact_round_trip(text, tmp_path):
                                 metadata={"lightformer-bert-int8": json.dumps(manifest)})
     with pytest.raises(ValueError, match="format version 99"):
         load_bert_int(tmp_path / "v99.safetensors")
+
+
+# -- sliding window and head pruning (the seed's methods on an imported model) -------------------
+
+def test_bert_window_in_fp32_twin_equals_an_explicit_key_mask(text):
+    """The twin's ``window`` is the integer model's centred window: a window that covers the whole
+    sequence changes nothing, and a window of 1 makes attention the identity on V."""
+    tok, vocab, _, held = text
+    twin = _model(vocab)
+    ids, mask = encode_batch(tok, held[:6], 64)
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+    T = ids.shape[1]
+    with torch.no_grad():
+        full = twin(ids_t, mask_t)
+        assert torch.equal(twin(ids_t, mask_t, window=2 * T - 1), full)
+        rec: dict = {}
+        twin(ids_t, mask_t, rec, window=1)
+    real = mask_t                                          # padded queries' rows are meaningless
+    torch.testing.assert_close(rec["layers.0.attn"][real], rec["layers.0.v"][real],
+                               rtol=0, atol=1e-6)          # the softmax of one key is 1
+    assert not torch.allclose(twin(ids_t, mask_t, window=3), full)
+
+
+def test_bert_head_keep_zeroes_exactly_the_pruned_heads(text):
+    """Pruning a head equals zeroing its columns of the output projection, in both models; every
+    head kept equals no pruning at all (bit for bit in the integer model)."""
+    from sw.bert import head_importance
+    from sw.bert_int import prune_by_importance
+
+    tok, vocab, calib, held = text
+    twin = _model(vocab)
+    ids, mask = encode_batch(tok, held[:8], 64)
+    model = quantize_from_text(twin, tok, calib, max_seq_len=64)
+    cfg = twin.cfg
+    all_kept = np.ones((cfg.n_layers, cfg.n_heads), dtype=bool)
+    np.testing.assert_array_equal(encode_int(model, ids, mask, head_keep=all_kept),
+                                  encode_int(model, ids, mask))
+    imp = head_importance(twin, torch.from_numpy(ids), torch.from_numpy(mask))
+    assert imp.shape == (cfg.n_layers, cfg.n_heads) and (imp > 0).all()
+    keep = prune_by_importance(imp, 0.25)
+    assert int((~keep).sum()) == 2 and imp[~keep].max() <= imp[keep].min()
+    # Integer model: pruning equals zeroing the heads' input rows of the projection (K, N).
+    hd = cfg.d_model // cfg.n_heads
+    zeroed = type(model)(model.config, dict(model.arrays), model.scales, model.max_seq_len)
+    for i in range(cfg.n_layers):
+        w = model.arrays[f"layers.{i}.attn.proj.w"].copy()                 # (C, C) int8
+        for h in np.flatnonzero(~keep[i]):
+            w[h * hd:(h + 1) * hd] = 0
+        zeroed.arrays[f"layers.{i}.attn.proj.w"] = w
+    pruned = encode_int(model, ids, mask, head_keep=keep)
+    np.testing.assert_array_equal(pruned, encode_int(zeroed, ids, mask))
+    assert not np.array_equal(pruned, encode_int(model, ids, mask))
+    # fp32 twin: the same heads pruned by zeroing the projection's input columns.
+    ref = BertEncoder(cfg)
+    ref.load_state_dict(twin.state_dict())
+    with torch.no_grad():
+        for i in range(cfg.n_layers):
+            for h in np.flatnonzero(~keep[i]):
+                ref.layers[i].attn.proj.weight[:, h * hd:(h + 1) * hd] = 0
+        ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+        torch.testing.assert_close(twin(ids_t, mask_t, head_keep=keep), ref(ids_t, mask_t),
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"shape \(n_layers, n_heads\) = \(2, 4\)"):
+        encode_int(model, ids, mask, head_keep=np.ones((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        prune_by_importance(imp, 1.0)
