@@ -315,8 +315,19 @@ class Controller(Unit):
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
                 g.bank_nt0.eq(0), g.bank_nt1.eq(0),
-                g.atile.eq(0), s.i.eq(0), g.active.eq(1),
+                g.atile.eq(0), s.i.eq(0),
+                g.a_end.eq(g.a_addr + span_a), g.d_end.eq(g.dst_addr + span_d),
             ]
+            m.next = "GEMM_OVERLAP"
+
+    def _gemm_overlap(self, m, s):
+        """The last check of ``hw.isa.validate``: dst must not overlap A (no in-place GEMM),
+        on the ends registered by GEMM_CHECK (two comparators, nothing else in the cycle)."""
+        g = s.g
+        with m.If((g.a_addr < g.d_end) & (g.dst_addr < g.a_end)):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Else():
+            m.d.sync += g.active.eq(1)
             m.d.comb += s.drain_start.eq(1)
             m.next = "GEMM_QCHECK"
 
@@ -325,6 +336,8 @@ class Controller(Unit):
         copy_done = s.copy_done
         with m.State("GEMM_CHECK"):
             self._gemm_check(m, s)
+        with m.State("GEMM_OVERLAP"):
+            self._gemm_overlap(m, s)
         with m.State("GEMM_QCHECK"):
             m.d.comb += s.length.eq(g.n)
             s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, core=False)
@@ -1070,7 +1083,7 @@ class _State:
         self.wb_words = Signal(w)
         g = self.g = _registers(Opcode.GEMM, "g", (
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
-            "atile"))
+            "atile", "a_end", "d_end"))
         g.bank = Signal(name="g_bank")          # bank of the next tile
         g.bank_nt0 = Signal(32, name="g_bank_nt0")
         g.bank_nt1 = Signal(32, name="g_bank_nt1")

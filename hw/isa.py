@@ -88,7 +88,7 @@ class ErrorCode(enum.IntEnum):
     ILLEGAL_OPCODE = 1   # opcode not in Opcode
     BAD_FIELD = 2        # a reserved bit set, an unknown flag / VEC func, a LUT index >= lut_count
     BAD_SHAPE = 3        # M, K, N, T, C, heads, head_dim or window outside the unit's range
-    BAD_ADDRESS = 4      # an operand outside its scratchpad, or misaligned
+    BAD_ADDRESS = 4      # an operand outside its scratchpad, misaligned, or a GEMM dst over A
     NO_HALT = 5          # the program counter left the instruction memory without a HALT
     BAD_QUANT = 6        # a quant word holds a shift outside [1, 47] or epsilon out of range
     BAD_TOKEN = 7        # an embedding id outside [0, vocab)
@@ -602,6 +602,13 @@ def validate(instr: Instruction, params: AccelParams, pc: int | None = None) -> 
         else:
             zero("lut")
         tensor("dst_addr", m, n, True, 4 if flags & GemmFlag.OUT32 else 1)
+        a, d = out[0], out[-1]
+        if a.offset < d.offset + d.size and d.offset < a.offset + a.size:
+            # The hardware writes a tile's results while later tiles still read A (and, with
+            # the next tile's operands loaded under the current one's compute, before this
+            # tile's own A block is done), so a result overlapping A would corrupt it.
+            _fail(ErrorCode.BAD_ADDRESS, pc, f"GEMM dst_addr {d.offset} + {d.size} bytes "
+                  f"overlaps A at a_addr {a.offset} + {a.size} bytes (no in-place GEMM)")
     elif op is Opcode.ATTN:
         if f["flags"] & ~int(AttnFlag.CAUSAL):
             _fail(ErrorCode.BAD_FIELD, pc, f"ATTN flags {f['flags']:#x}: only CAUSAL")

@@ -71,7 +71,8 @@ def _bad_program(image):
              ErrorCode.BAD_QUANT),              # epsilon 1 | 2**14 << 32 > 3**4 * 2**16
         17: (isa.encode(isa.embed(ids_addr=0, table_addr=0, dst_addr=512, t=5, c=3, vocab=9)),
              ErrorCode.BAD_TOKEN),              # the ids are A's random bytes
-        18: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+        18: (isa.encode(isa.gemm(**{**good, "dst_addr": 48})), ErrorCode.BAD_ADDRESS),  # over A
+        19: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
     }
     words = [isa.encode(isa.nop())] * p.instr_depth
     for entry, (word, _) in cases.items():
@@ -115,7 +116,7 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert out["good"] == Status.DONE
     assert out["act"] == bytes(expected.regions["act"])
     assert out["act"] != bytes(image.regions["act"])
-    assert len(seen) == 17
+    assert len(seen) == 18
 
 
 def test_accelerator_csrs_and_holes():

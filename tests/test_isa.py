@@ -164,6 +164,10 @@ def test_isa_validate_gemm_accesses():
     (_gemm(w_addr=TINY.wgt_depth), ErrorCode.BAD_ADDRESS, "leaves the wgt scratchpad"),
     (_gemm(quant_addr=isa.quant_depth(TINY) - 5), ErrorCode.BAD_ADDRESS, "quant"),
     (_gemm(lut=TINY.lut_count), ErrorCode.BAD_FIELD, "lut_count"),
+    (_gemm(dst_addr=0), ErrorCode.BAD_ADDRESS, "overlaps A"),           # in place
+    (_gemm(dst_addr=60), ErrorCode.BAD_ADDRESS, "overlaps A"),          # A's last 4 bytes
+    (_gemm(a_addr=96, dst_addr=64), ErrorCode.BAD_ADDRESS, "overlaps A"),   # A inside dst
+    (_gemm(a_addr=64, dst_addr=0, out32=True), ErrorCode.BAD_ADDRESS, "overlaps A"),
     (isa.Instruction(Opcode.GEMM, dict(flags=3, m=1, k=1, n=1)), ErrorCode.BAD_FIELD, "flags"),
     (isa.Instruction(Opcode.GEMM, dict(lut=1, m=1, k=1, n=1)), ErrorCode.BAD_FIELD, "unused"),
     (isa.attn(q_addr=0, k_addr=0, v_addr=0, dst_addr=0, quant_addr=0, t=4, heads=1,
@@ -186,6 +190,52 @@ def test_isa_validate_rejects(instr, code, match):
     with pytest.raises(IsaError, match=match) as info:
         isa.validate(instr, TINY, pc=3)
     assert info.value.code is code and info.value.pc == 3
+
+
+def test_isa_validate_gemm_dst_may_touch_a():
+    """dst right before or right after A is not an overlap (spans are half-open)."""
+    assert isa.validate(_gemm(a_addr=64, dst_addr=0), TINY)[-1] == isa.Access("act", 0, 48, True)
+    isa.validate(_gemm(dst_addr=64), TINY)
+    isa.validate(_gemm(a_addr=48, dst_addr=0), TINY)
+
+
+def test_isasim_refuses_an_in_place_gemm():
+    """``sw.isasim`` stops an in-place GEMM with BAD_ADDRESS before it writes anything (the
+    hardware's tiling would overwrite A while later tiles still read it)."""
+    from sw import isasim
+
+    image = isasim.MemoryImage(TINY)
+    rng = np.random.default_rng(4)
+    image.write("act", 0, rng.integers(0, 256, 256, dtype=np.uint8).tobytes())
+    image.write("quant", 0, pack_quant(isa.CHANNEL_WORD, bias=[0] * 6, mult=[1 << 14] * 6,
+                                       shift=[9] * 6))
+    image.load_program([isa.encode(i) for i in (_gemm(dst_addr=32), isa.halt())])
+    before = bytes(image.regions["act"])
+    with pytest.raises(IsaError, match="overlaps A") as info:
+        isasim.run(image, entry=0)
+    assert info.value.code is ErrorCode.BAD_ADDRESS and info.value.pc == 0
+    assert bytes(image.regions["act"]) == before
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(task="classify", input_kind="patches", patch_dim=13, seq_len=11, n_classes=3,
+         d_model=42, n_heads=3, n_layers=2, d_ff=72, window=4),
+    dict(task="lm", input_kind="tokens", vocab_size=20, seq_len=9, n_classes=20, d_model=16,
+         n_heads=2, n_layers=1, d_ff=24, window=3),
+])
+def test_compiler_emits_no_in_place_gemm(cfg):
+    """Every GEMM the compiler emits passes ``validate`` (so none overlaps its A)."""
+    from sw.program import compile_program, random_artifact
+
+    params = TINY.replace(head_dim=16)
+    program = compile_program(random_artifact(cfg, seed=1), params)
+    image = program.image()
+    words = isa.from_bytes(image.read("instr", 0, params.instr_depth * isa.INSTR_BYTES))
+    gemms = [isa.decode(w) for w in words if w & 0xFF == Opcode.GEMM]
+    assert gemms
+    for instr in gemms:
+        a, *_, d = isa.validate(instr, params)
+        assert a.offset + a.size <= d.offset or d.offset + d.size <= a.offset
 
 
 # -- layouts ---------------------------------------------------------------------------------------
