@@ -7,7 +7,8 @@ Nothing here downloads anything:
 ``mnist1d``       MNIST-1D built locally with the ``mnist1d`` package's templates and generator
                   (``make_dataset`` with its default arguments; its downloader is never called):
                   40-sample signals -> ``40 // patch_dim`` tokens of ``patch_dim`` samples.
-``listops``       ListOps (Nangia & Bowman 2018), our own generator, ``seq_len`` 128..512 tokens.
+``listops``       ListOps (Nangia & Bowman 2018), our own generator, ``seq_len`` 128..512 tokens;
+                  ``lra=True``: the Long Range Arena distribution (500..2000 tokens, 96k/2k/2k).
 ``pydoc_lm``      char-level language modelling on ``pydoc_data.topics`` (the stdlib's help text).
 ``digit_copy``    seq2seq on digit strings: copy / reverse / sort (our own generator), used by
 ``digit_reverse`` :class:`sw.model.SeedLightTransformer`.
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Task", "TASKS", "load_task", "listops_generate", "LISTOPS_VOCAB", "task_options"]
+__all__ = ["Task", "TASKS", "load_task", "listops_generate", "listops_lra_generate",
+           "LRA_LISTOPS", "LISTOPS_VOCAB", "task_options"]
 
 TASKS = ("digits", "mnist1d", "listops", "pydoc_lm", "digit_copy", "digit_reverse", "digit_sort")
 
@@ -179,9 +181,171 @@ def listops_generate(n: int, *, seq_len: int = 128, min_len: int | None = None,
     return x, y
 
 
-def _listops(seed: int, seq_len: int = 128, n_train: int = 4000, n_eval: int = 500,
-             max_depth: int | None = None) -> Task:
-    seq_len = _check_int("seq_len", seq_len, 16, 4096)
+# ---------------------------------------------------------------------------------------------
+# ListOps at Long Range Arena settings
+#: LRA's ListOps distribution (google-research/long-range-arena, lra_benchmarks/data/listops.py,
+#: flag defaults): 96,000 / 2,000 / 2,000 samples, depth <= 10, 2..10 arguments per operator,
+#: lengths strictly between 500 and 2000 tokens, an operator node with probability 0.25.
+LRA_LISTOPS = dict(n_train=96_000, n_val=2_000, n_test=2_000, min_len=500, max_len=2000,
+                   max_depth=10, max_args=10, p_op=0.25)
+#: Accepted samples per seeded chunk: the unit of parallel work, so the output does not depend on
+#: the number of worker processes.
+_LRA_CHUNK = 500
+_OPEN = tuple(_TOK[o] for o in LISTOPS_OPS)
+_END = _TOK["]"]
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _lra_tree(rnd, depth: int, max_depth: int, max_args: int, p_op: float, out: list[int],
+              limit: int) -> int:
+    """One LRA ListOps node appended to ``out`` as token ids; returns its value.
+
+    LRA's ``generate_tree``: below ``max_depth`` a node is an operator with probability ``p_op``
+    (``r <= VALUE_P``), else a digit 0..9; an operator has ``randint(2, max_args)`` children and a
+    uniformly drawn operator. Raises :class:`_TooLong` as soon as ``out`` reaches ``limit`` tokens
+    (such a tree would be rejected anyway; stopping early only saves time).
+    """
+    if depth < max_depth and rnd.random() <= p_op:
+        at = len(out)
+        out.append(0)  # the operator token, drawn after the children (LRA's order)
+        vals = [_lra_tree(rnd, depth + 1, max_depth, max_args, p_op, out, limit)
+                for _ in range(rnd.randint(2, max_args))]
+        k = rnd.randrange(4)
+        out[at] = _OPEN[k]
+        out.append(_END)
+        if len(out) >= limit:
+            raise _TooLong
+        if k == 0:
+            return max(vals)
+        if k == 1:
+            return min(vals)
+        if k == 2:  # int(np.median(vals)): the mean of the two middle values, truncated
+            vals.sort()
+            m = len(vals) // 2
+            return vals[m] if len(vals) % 2 else (vals[m - 1] + vals[m]) // 2
+        return sum(vals) % 10
+    out.append(_TOK[str(rnd.randrange(10))])
+    if len(out) >= limit:
+        raise _TooLong
+    return out[-1] - _TOK["0"]
+
+
+def _lra_raw_tree(rnd, max_depth: int, max_args: int, p_op: float,
+                  limit: int = 1 << 62) -> tuple[list[int], int] | None:
+    """One unconditioned LRA tree (root at depth 1, as LRA calls ``generate_tree(1, ...)``):
+    ``(tokens, value)``, or ``None`` when it reaches ``limit`` tokens."""
+    out: list[int] = []
+    try:
+        value = _lra_tree(rnd, 1, max_depth, max_args, p_op, out, limit)
+    except _TooLong:
+        return None
+    return out, value
+
+
+def _lra_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Worker: ``count`` accepted samples of chunk ``index`` -> (tokens uint8 (count, max_len),
+    lengths int16, values int64, trees drawn)."""
+    import random
+
+    seed, index, count, min_len, max_len, max_depth, max_args, p_op = job
+    rnd = random.Random(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
+    x = np.zeros((count, max_len), dtype=np.uint8)
+    lengths = np.zeros(count, dtype=np.int16)
+    y = np.zeros(count, dtype=np.int64)
+    i = drawn = 0
+    while i < count:
+        drawn += 1
+        t = _lra_raw_tree(rnd, max_depth, max_args, p_op, limit=max_len)
+        if t is None or len(t[0]) <= min_len:  # LRA keeps min_len < length < max_len
+            continue
+        x[i, :len(t[0])] = t[0]
+        lengths[i], y[i] = len(t[0]), t[1]
+        i += 1
+    return x, lengths, y, drawn
+
+
+def listops_lra_generate(n: int, *, seed: int = 0, min_len: int = LRA_LISTOPS["min_len"],
+                         max_len: int = LRA_LISTOPS["max_len"],
+                         max_depth: int = LRA_LISTOPS["max_depth"],
+                         max_args: int = LRA_LISTOPS["max_args"], workers: int | None = None,
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` distinct ListOps samples drawn from the Long Range Arena distribution.
+
+    Same process as LRA's ``lra_benchmarks/data/listops.py``: unconditioned random trees (see
+    :func:`_lra_tree`) kept when ``min_len < length < max_len`` tokens, duplicates dropped. Tokens
+    are :data:`LISTOPS_VOCAB` ids: digits, the operator (LRA's ``[MAX`` etc.) and ``]``; LRA's
+    parentheses are dropped by its own input pipeline before tokenising, so they are never made.
+
+    Returns ``(x, lengths, y)``: (n, max_len) uint8 token ids right-padded with 0 (uint8 keeps
+    96,000 x 2000 tokens at 192 MB), (n,) int16 lengths and (n,) int64 values 0..9. The result
+    depends only on the arguments, not on ``workers``: samples come in seeded chunks of
+    ``_LRA_CHUNK``, chunk ``i`` seeded by ``SeedSequence([seed, i])``. ``workers`` > 1 spreads the
+    chunks over that many processes (default: ``os.cpu_count()`` when ``n`` > 2 chunks).
+    """
+    import os
+
+    n = _check_int("n", n, 1)
+    _check_int("seed", seed, 0)
+    max_len = _check_int("max_len", max_len, 3)
+    min_len = _check_int("min_len", min_len, 0, max_len - 2)
+    max_depth = _check_int("max_depth", max_depth, 2)
+    max_args = _check_int("max_args", max_args, 2)
+    if len(LISTOPS_VOCAB) > 256:
+        raise AssertionError("uint8 tokens need a vocabulary of at most 256")
+    if workers is None:
+        workers = (os.cpu_count() or 1) if n > 2 * _LRA_CHUNK else 1
+    workers = _check_int("workers", workers, 1)
+    p_op = LRA_LISTOPS["p_op"]
+    parts: list[tuple] = []
+    seen: set[bytes] = set()
+    have = index = 0
+    pool = None
+    try:
+        while have < n:
+            # a few spare chunks cover duplicates (vanishingly rare at LRA lengths)
+            want = -(-(n - have) // _LRA_CHUNK) + (1 if index else 0)
+            jobs = [(seed, index + j, _LRA_CHUNK, min_len, max_len, max_depth, max_args, p_op)
+                    for j in range(want)]
+            index += want
+            if workers > 1 and len(jobs) > 1:
+                if pool is None:
+                    import multiprocessing
+                    from concurrent.futures import ProcessPoolExecutor
+
+                    pool = ProcessPoolExecutor(min(workers, len(jobs)),
+                                               mp_context=multiprocessing.get_context("spawn"))
+                results = list(pool.map(_lra_chunk, jobs))
+            else:
+                results = [_lra_chunk(j) for j in jobs]
+            for x, lengths, y, _ in results:
+                keep = []
+                for i in range(len(y)):
+                    key = x[i, :lengths[i]].tobytes()
+                    if key not in seen and have + len(keep) < n:
+                        seen.add(key)
+                        keep.append(i)
+                parts.append((x[keep], lengths[keep], y[keep]))
+                have += len(keep)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]))
+
+
+def _listops(seed: int, seq_len: int | None = None, n_train: int | None = None,
+             n_eval: int | None = None, max_depth: int | None = None, lra: bool = False,
+             workers: int | None = None) -> Task:
+    if lra:
+        return _listops_lra(seed, seq_len, n_train, n_eval, max_depth, workers)
+    if workers is not None:
+        raise ValueError("workers applies to lra=True only")
+    seq_len = _check_int("seq_len", 128 if seq_len is None else seq_len, 16, 4096)
+    n_train = 4000 if n_train is None else n_train
+    n_eval = 500 if n_eval is None else n_eval
     depth = max_depth if max_depth is not None else (6 if seq_len <= 256 else 8)
     gen = dict(seq_len=seq_len, max_depth=depth, max_args=5)
     xtr, ytr = listops_generate(n_train, seed=seed * 3 + 0, **gen)
@@ -191,6 +355,27 @@ def _listops(seed: int, seq_len: int = 128, n_train: int = 4000, n_eval: int = 5
                 dict(task="classify", input_kind="tokens", vocab_size=len(LISTOPS_VOCAB),
                      seq_len=seq_len, n_classes=10),
                 dict(source="sw.data.listops_generate", generator=gen, split_seed=seed))
+
+
+def _listops_lra(seed: int, seq_len: int | None, n_train: int | None, n_eval: int | None,
+                 max_depth: int | None, workers: int | None) -> Task:
+    """LRA ListOps: one pool of distinct samples from :func:`listops_lra_generate`, split in order
+    into train / val / test (LRA splits its de-duplicated set the same way)."""
+    lra = LRA_LISTOPS
+    seq_len = _check_int("seq_len", lra["max_len"] if seq_len is None else seq_len, 16, 4096)
+    n_train = _check_int("n_train", lra["n_train"] if n_train is None else n_train, 1)
+    n_eval = _check_int("n_eval", lra["n_val"] if n_eval is None else n_eval, 1)
+    gen = dict(min_len=lra["min_len"] if seq_len == lra["max_len"] else seq_len // 4,
+               max_len=seq_len, max_depth=lra["max_depth"] if max_depth is None else max_depth,
+               max_args=lra["max_args"])
+    x, _, y = listops_lra_generate(n_train + 2 * n_eval, seed=seed, workers=workers, **gen)
+    s = slice(0, n_train), slice(n_train, n_train + n_eval), slice(n_train + n_eval, None)
+    return Task("listops", x[s[0]], y[s[0]], x[s[1]], y[s[1]], x[s[2]], y[s[2]],
+                dict(task="classify", input_kind="tokens", vocab_size=len(LISTOPS_VOCAB),
+                     seq_len=seq_len, n_classes=10),
+                dict(source="sw.data.listops_lra_generate (Long Range Arena distribution)",
+                     generator=dict(gen, p_op=lra["p_op"]), split_seed=seed,
+                     token_dtype="uint8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,8 +440,10 @@ def load_task(name: str, *, seed: int = 0, **options) -> Task:
     """Load one of :data:`TASKS` with a fixed split seeded by ``seed``.
 
     ``options``: mnist1d ``patch_dim`` (divides 40, default 4); listops ``seq_len`` (default 128),
-    ``n_train``, ``n_eval``, ``max_depth``; pydoc_lm ``seq_len`` (default 64), ``max_chars``;
-    digit_* ``length`` (default 8), ``n_train``, ``n_eval``.
+    ``n_train``, ``n_eval``, ``max_depth``, ``lra`` (True: :func:`listops_lra_generate`'s Long
+    Range Arena distribution; seq_len 2000, 96,000 train and 2,000 val/test samples by default,
+    uint8 tokens) and ``workers`` (lra only: generator processes); pydoc_lm ``seq_len``
+    (default 64), ``max_chars``; digit_* ``length`` (default 8), ``n_train``, ``n_eval``.
     """
     if name not in TASKS:
         raise ValueError(f"task name must be one of {TASKS}, not {name!r}")
