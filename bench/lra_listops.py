@@ -560,10 +560,12 @@ def main(argv=None) -> int:
     if args.time_only:
         doc["timing"] = []
         for v in args.variants:
-            doc["timing"].append(time_variant(v, args, device, args.time_batch))
+            try:
+                doc["timing"].append(time_variant(v, args, device, args.time_batch))
+            except torch.OutOfMemoryError as exc:  # recorded; the other variants still run
+                doc["timing"].append(dict(variant=v, error=f"out of memory: {exc}"[:300]))
             print(doc["timing"][-1], flush=True)
             report()
-            del v
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         return 0
