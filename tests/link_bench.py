@@ -193,7 +193,15 @@ def _words(values) -> bytes:
 
 
 def valid_frame(rng: random.Random, seq: int) -> bytes:
-    kind = rng.choice(["IDENTIFY", "STATUS", "PERF", "WRITE", "WRITE", "READ", "READ", "RUN"])
+    kind = rng.choice(["IDENTIFY", "STATUS", "PERF", "WRITE", "WRITE", "READ", "READ", "RUN",
+                       "STRIDED", "WAIT"])
+    if kind == "STRIDED":
+        base, size, _ = rng.choice(RANGES)
+        stride = rng.choice([1, 2, 3, 4, 16, 255])
+        n = rng.randint(1, min(p.MAX_WORDS, (size // 4 - 1) // stride + 1, 12))
+        span = p.read_span(n, stride)
+        addr = base + 4 * rng.randrange(size // 4 - span + 1)
+        return encode_request(p.Opcode.READ, seq, _words([addr, n, stride]))
     op = p.Opcode[kind]
     if op == p.Opcode.WRITE:
         base, size, _ = rng.choice([r for r in RANGES if r[2]])
@@ -206,6 +214,8 @@ def valid_frame(rng: random.Random, seq: int) -> bytes:
         payload = _words([base + 4 * rng.randrange(size // 4 - n + 1), n])
     elif op == p.Opcode.RUN:
         payload = _words([rng.getrandbits(32)])
+    elif op == p.Opcode.WAIT:
+        payload = _words([rng.choice([0, 1, 7, 30])])
     else:
         payload = b""
     return encode_request(op, seq, payload)
@@ -213,22 +223,27 @@ def valid_frame(rng: random.Random, seq: int) -> bytes:
 
 def bad_frame(rng: random.Random, seq: int) -> list:
     """One malformed request (with the silence that flushes it, where it needs one)."""
-    kind = rng.choice(["crc", "opcode", "length", "read_n", "address", "readonly", "truncated",
-                       "garbage"])
+    kind = rng.choice(["crc", "opcode", "length", "read_n", "stride", "address", "readonly",
+                       "truncated", "garbage"])
     if kind == "crc":
         frame = bytearray(valid_frame(rng, seq))
         i = rng.randrange(4, len(frame))          # payload or CRC: the length stays right
         frame[i] ^= 1 << rng.randrange(8)
         return [bytes(frame)]
     if kind == "opcode":
-        return [encode_request(rng.choice([0x00, 0x08, 0x7F, 0xFF]), seq, b"")]
+        return [encode_request(rng.choice([0x00, 0x09, 0x7F, 0xFF]), seq, b"")]
     if kind == "length":
         op, payload = rng.choice([(p.Opcode.IDENTIFY, b"\0"), (p.Opcode.WRITE, bytes(6)),
                                   (p.Opcode.WRITE, bytes(4)), (p.Opcode.RUN, bytes(8)),
+                                  (p.Opcode.WAIT, bytes(8)), (p.Opcode.READ, bytes(16)),
                                   (p.Opcode.WRITE, bytes(p.MAX_LENGTH))])
         return [encode_request(op, seq, payload)]
     if kind == "read_n":
         return [encode_request(p.Opcode.READ, seq, _words([0, rng.choice([0, 63, 1 << 31])]))]
+    if kind == "stride":
+        # A stride out of 1..MAX_STRIDE (BAD_LENGTH), or one that leaves the window.
+        stride, n = rng.choice([(0, 1), (256, 2), (1 << 31, 2), (0x40, 2), (255, 3)])
+        return [encode_request(p.Opcode.READ, seq, _words([0x3F0, n, stride]))]
     if kind == "address":
         addr = rng.choice([0x2, 0x3FC, 0x400, 0x5FC, 0x800, 0xFFFFFFFC, 0x7FC])
         n = 2 if addr in (0x3FC, 0x7FC) else 1

@@ -175,3 +175,36 @@ def test_frame_checks_its_parameters():
                     run_csrs=(0, 4))
     with pytest.raises(TypeError, match="timeout_cycles"):
         FrameEngine(identity=ident, ranges=[(0, 4, True)], addr_width=4, timeout_cycles=1.5)
+
+
+def test_frame_strided_read():
+    init = lb.memory_init()
+    script = [_req(Op.READ, 1, 0x10, 3, 4), _req(Op.READ, 2, 0x3F0, 2, 4),      # 4: one past
+              _req(Op.READ, 3, 0x3F0, 2, 2), _req(Op.READ, 4, 0x0, 1, 0),
+              _req(Op.READ, 5, 0x0, 2, p.MAX_STRIDE + 1), _req(Op.READ, 6, 0x600, 2, 1)]
+    got, _, _ = lb.run_bench(script)
+    replies = lb.split_replies(got)
+    assert _statuses(replies) == [
+        (Op.READ, 1, St.OK), (Op.READ, 2, St.BAD_ADDRESS), (Op.READ, 3, St.OK),
+        (Op.READ, 4, St.BAD_LENGTH), (Op.READ, 5, St.BAD_LENGTH), (Op.READ, 6, St.OK)]
+    words = [0x10 // 4, 0x20 // 4, 0x30 // 4]
+    assert replies[0][3] == struct.pack("<3I", *(init[i] for i in words))
+    assert replies[2][3] == struct.pack("<2I", init[0x3F0 // 4], init[0x3F8 // 4])
+    assert got == lb.run_model(script)[0]
+
+
+def test_frame_wait_answers_when_the_run_ends():
+    busy = 300
+    script = [_req(Op.RUN, 1, 7), _req(Op.WAIT, 2, 5000), _req(Op.RUN, 3, 8),
+              _req(Op.WAIT, 4, 20), _req(Op.WAIT, 5, 1 << 31), _req(Op.WAIT, 6, 0),
+              _req(Op.PERF, 7)]
+    got, _, starts = lb.run_bench(script, run_busy=busy, status_word=0xC0FFEE)
+    replies = lb.split_replies(got)
+    assert [st for _, _, st, _ in replies] == [St.OK] * 7
+    assert starts == [7, 8]
+    assert struct.unpack("<3I", replies[1][3]) == (p.STATUS_DONE, 0xC0FFEE, busy + 2)
+    flags, word, cycles = struct.unpack("<3I", replies[3][3])      # the budget ran out first
+    assert (flags, word) == (p.STATUS_BUSY, 0xC0FFEE) and 20 <= cycles < busy
+    assert struct.unpack("<3I", replies[4][3]) == (p.STATUS_DONE, 0xC0FFEE, busy + 2)
+    assert struct.unpack("<3I", replies[5][3]) == (p.STATUS_DONE, 0xC0FFEE, busy + 2)
+    assert struct.unpack("<4I", replies[6][3])[:2] == (busy + 2, 2)

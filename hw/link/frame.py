@@ -11,25 +11,28 @@ Phases (one FSM)::
 
     IDLE -> OPCODE -> SEQ -> LENGTH -> PAYLOAD* -> CRC_HI -> CRC_LO     receive
          silence for timeout_cycles in any receive state after IDLE: code TIMEOUT -> COUNT
-    CHECK      first failing check: CRC, opcode, length (and READ's n), address, busy
+    CHECK      first failing check: CRC, opcode, length (and READ's n and stride), address,
+               busy
     DISPATCH   WRITE -> W_ADDR/W_BUS per word; RUN: start pulse (with ``run_csrs``: after the
-               RUN_ENTRY, RUN_START CSR writes); RESET: soft_reset pulse
+               RUN_ENTRY, RUN_START CSR writes); RESET: soft_reset pulse; WAIT -> WAIT until
+               the run ends or its budget of cycles is spent
     COUNT      frames_ok or frames_failed += 1 (so a PERF reply counts itself)
     HEADER -> FETCH/R_WAIT -> BYTES (per payload word) -> CRC_HI/CRC_LO     reply -> IDLE
 
 Safety: the only bus writes happen in W_BUS, reached only from a frame whose CRC, opcode,
 length and address range all passed, with the bus address counting from the checked base for
 the checked number of words -- and in RUN_ENTRY/RUN_START, at the two fixed ``run_csrs``
-addresses of a checked RUN. Every receive state leaves on a byte or on the silence timeout, and
-every other state leaves after at most the bus's and the stream sink's waits, so the engine
-returns to IDLE in bounded time whenever the bus slave and the UART transmitter keep going.
+addresses of a checked RUN. Every receive state leaves on a byte or on the silence timeout,
+WAIT after at most ``max_wait_cycles``, and every other state after at most the bus's and the
+stream sink's waits, so the engine returns to IDLE in bounded time whenever the bus slave and
+the UART transmitter keep going (proved for small parameters in ``tests/test_link_formal.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from amaranth.hdl import Array, Assert, Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Assert, Assume, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -38,7 +41,12 @@ from hw.bus import HostBus
 from hw.checks import check_int
 from hw.link import protocol as p
 
-__all__ = ["FrameEngine", "crc16_next"]
+__all__ = ["FORMAL_PLATFORMS", "FrameEngine", "crc16_next"]
+
+#: ``platform`` values that elaborate the proofs' assertions (``tests/test_link_formal.py``):
+#: the safety properties, and with ``"formal_progress"`` also the bounded return to IDLE under
+#: a cooperative environment (:meth:`FrameEngine._progress`).
+FORMAL_PLATFORMS = ("formal", "formal_progress")
 
 _BUF_WORDS = (p.MAX_LENGTH + p.WORD_BYTES) // p.WORD_BYTES   # 64: any length byte fits
 _RX_STATES = ("IDLE", "OPCODE", "SEQ", "LENGTH", "PAYLOAD", "CRC_HI", "CRC_LO")
@@ -92,6 +100,8 @@ class FrameEngine(wiring.Component):
         ``entry_addr`` and then ``start_value`` to ``control_addr`` on the host port, for an
         accelerator started through CSRs (:mod:`hw.accelerator`'s ENTRY and CONTROL); ``start``
         pulses after the second write's transfer. ``None``: RUN only pulses ``start``.
+    max_wait_cycles : int
+        The longest WAIT (:data:`hw.link.protocol.MAX_WAIT_CYCLES`; the proofs use fewer).
 
     Members
     -------
@@ -117,7 +127,8 @@ class FrameEngine(wiring.Component):
 
     def __init__(self, *, identity: bytes, ranges: Iterable[Sequence[object]],
                  addr_width: int, timeout_cycles: int,
-                 run_csrs: tuple[int, int, int] | None = None):
+                 run_csrs: tuple[int, int, int] | None = None,
+                 max_wait_cycles: int = p.MAX_WAIT_CYCLES):
         if not isinstance(identity, (bytes, bytearray)) or len(identity) != p.IDENTIFY_BYTES:
             raise ValueError(f"identity must be {p.IDENTIFY_BYTES} bytes, not {identity!r}")
         self._identity = bytes(identity)
@@ -130,6 +141,7 @@ class FrameEngine(wiring.Component):
                     f"{addr_width}), not (0x{r.base:x}, 0x{r.size:x})")
         self._timeout = check_int("timeout_cycles", timeout_cycles, 1, 1 << 30)
         self._run_csrs = None if run_csrs is None else _check_run_csrs(run_csrs, addr_width)
+        self._max_wait = check_int("max_wait_cycles", max_wait_cycles, 1, p.MAX_WAIT_CYCLES)
         super().__init__({
             "i_stream": In(stream.Signature(8)),
             "o_stream": Out(stream.Signature(8)),
@@ -145,27 +157,122 @@ class FrameEngine(wiring.Component):
     def timeout_cycles(self) -> int:
         return self._timeout
 
+    @property
+    def max_wait_cycles(self) -> int:
+        return self._max_wait
+
     def elaborate(self, platform):
         m = Module()
-        r = _Regs(self._addr_width, self._timeout)
+        r = _Regs(self._addr_width, self._timeout, self._max_wait)
         m.submodules.buf = buf = Memory(shape=32, depth=_BUF_WORDS, init=[])
         r.wr = buf.write_port(granularity=8)
         r.rd = buf.read_port()
         m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]
         self._run_tracker(m, r)
-        code, rlen, n_write = self._check(m, r)
+        code, rlen, n_write, stride = self._check(m, r)
         m.d.comb += r.rd.addr.eq(r.index)
         with m.FSM() as fsm:
             self._receive(m, r)
             with m.State("CHECK"):
                 m.d.sync += [r.code.eq(code), r.rlen.eq(Mux(code == p.Status.OK, rlen, 0)),
-                             r.baddr.eq(r.arg0[2:]), r.index.eq(1), r.nwords.eq(n_write)]
+                             r.baddr.eq(r.arg0[2:]), r.index.eq(1), r.nwords.eq(n_write),
+                             r.stride.eq(stride)]
                 m.next = "DISPATCH"
             self._dispatch(m, r)
             self._reply(m, r)
-        if platform == "formal":
+        if platform in FORMAL_PLATFORMS:
             self._invariants(m, r, fsm)
+        if platform == "formal_progress":
+            self._progress(m, r, fsm)
         return m
+
+    def progress_bound(self) -> int:
+        """Cycles after which the engine is back in IDLE, at most, once it leaves it (under
+        :meth:`_progress`'s environment): the ranking of a fresh request."""
+        return self._rank_check() + 1 + 260 * self._timeout
+
+    def _rank_check(self) -> int:
+        # CHECK: the costliest DISPATCH after it (any reply length: 63 words).
+        return self._rank_count(63) + 2 + max(2 * p.MAX_WORDS + 1, self._max_wait + 1)
+
+    @staticmethod
+    def _rank_count(words):
+        # COUNT, then HEADER (5 bytes), per word FETCH (+ R_WAIT) and 4 BYTES, then 2 CRC bytes.
+        return 6 * words + 8
+
+    def _progress(self, m, r, fsm):
+        """Assertions for "returns to IDLE within a bounded number of cycles after any input"
+        (:meth:`progress_bound`), proved by a ranking function: outside IDLE, ``rank`` (an upper
+        bound on the cycles left until IDLE, computed from the state) falls every cycle.
+
+        The environment must let the engine move: the UART transmitter and the bus slave are
+        always ready, and a read's data comes by the cycle after its transfer (the bus contract
+        asks for *bounded* time; one cycle is that bound here). Input bytes and ``busy`` stay
+        free: a request may arrive a byte per cycle or stall up to the receive timeout per byte,
+        and the accelerator may stay busy for ever (WAIT ends on its budget)."""
+        t = self._timeout
+        m.d.comb += [Assume(self.o_stream.ready), Assume(self.bus.ready)]
+        with m.If(fsm.ongoing("R_WAIT")):
+            m.d.comb += Assume(self.bus.r_valid)
+        words = r.rlen >> 2
+        count = self._rank_count(words)
+        rank = Signal(24)
+        rx_left = {"OPCODE": 260, "SEQ": 259, "LENGTH": 258, "CRC_HI": 2, "CRC_LO": 1}
+        check = self._rank_check()
+        with m.Switch(fsm.state):
+            for state, left in (*rx_left.items(), ("PAYLOAD", None)):
+                with m.Case(fsm.encoding[state]):
+                    left = (r.length - r.count + 2) if left is None else left
+                    # A byte within the timeout or the timeout itself, for every byte left.
+                    m.d.comb += rank.eq(check + 1 + (left - 1) * t + (t - r.timer))
+            with m.Case(fsm.encoding["CHECK"]):
+                m.d.comb += rank.eq(check)
+            with m.Case(fsm.encoding["DISPATCH"]):
+                m.d.comb += rank.eq(count + 1 + max(2 * p.MAX_WORDS + 1, self._max_wait + 1))
+            with m.Case(fsm.encoding["W_ADDR"]):
+                m.d.comb += rank.eq(count + 2 + 2 * (r.nwords - r.index))
+            with m.Case(fsm.encoding["W_BUS"]):
+                m.d.comb += rank.eq(count + 1 + 2 * (r.nwords - r.index))
+            if self._run_csrs is not None:
+                with m.Case(fsm.encoding["RUN_ENTRY"]):
+                    m.d.comb += rank.eq(count + 2)
+                with m.Case(fsm.encoding["RUN_START"]):
+                    m.d.comb += rank.eq(count + 1)
+            with m.Case(fsm.encoding["WAIT"]):
+                m.d.comb += rank.eq(count + 1 + r.wait_left)
+            with m.Case(fsm.encoding["COUNT"]):
+                m.d.comb += rank.eq(count)
+            with m.Case(fsm.encoding["HEADER"]):
+                m.d.comb += rank.eq(6 * words + 2 + 5 - r.index)
+            with m.Case(fsm.encoding["FETCH"]):
+                m.d.comb += rank.eq(6 * (words - r.index) + 2)
+            with m.Case(fsm.encoding["R_WAIT"]):
+                m.d.comb += rank.eq(6 * (words - r.index) + 1)
+            with m.Case(fsm.encoding["BYTES"]):
+                m.d.comb += rank.eq(6 * (words - r.index) - r.byte)
+            with m.Case(fsm.encoding["CRC_OUT_HI"]):
+                m.d.comb += rank.eq(2)
+            with m.Case(fsm.encoding["CRC_OUT_LO"]):
+                m.d.comb += rank.eq(1)
+        prev_rank = Signal.like(rank)
+        was_idle = Signal(init=1)
+        m.d.sync += [prev_rank.eq(rank), was_idle.eq(fsm.ongoing("IDLE"))]
+        receiving = Cat(*(fsm.ongoing(s) for s in _RX_STATES[1:])).any()
+        with m.If(receiving):
+            m.d.comb += Assert(r.timer < t)
+        with m.If(fsm.ongoing("PAYLOAD")):
+            m.d.comb += Assert(r.count < r.length)
+        with m.If(fsm.ongoing("W_ADDR") | fsm.ongoing("W_BUS")):
+            m.d.comb += Assert(r.nwords <= p.MAX_WORDS)
+        with m.If(fsm.ongoing("WAIT")):
+            m.d.comb += Assert(r.wait_left <= self._max_wait)
+        with m.If(fsm.ongoing("BYTES") | fsm.ongoing("FETCH") | fsm.ongoing("R_WAIT")):
+            m.d.comb += Assert(r.index < words)
+        m.d.comb += [
+            Assert(rank <= self.progress_bound()),
+            Assert(fsm.ongoing("IDLE") | (rank > 0)),
+            Assert(was_idle | (rank < prev_rank)),       # falls every cycle outside IDLE
+        ]
 
     def _invariants(self, m, r, fsm):
         """Assertions for the proofs (``tests/test_link_formal.py``, elaborated with
@@ -258,6 +365,8 @@ class FrameEngine(wiring.Component):
             m.d.sync += r.arg0.eq(Cat(r.arg0[8:], byte))
         with m.Elif(r.count < 8):
             m.d.sync += r.arg1.eq(Cat(r.arg1[8:], byte))
+        with m.Elif(r.count < 12):
+            m.d.sync += r.arg2.eq(Cat(r.arg2[8:], byte))
 
     # -- check ------------------------------------------------------------------------------
 
@@ -272,11 +381,20 @@ class FrameEngine(wiring.Component):
         return ok
 
     def _check(self, m, r):
-        """Comb: the reply's status code and payload length, WRITE's word count."""
+        """Comb: the reply's status code and payload length, WRITE's word count, READ's
+        stride."""
         op = p.Opcode
         n_write = Signal(8)
         m.d.comb += n_write.eq((r.length >> 2) - 1)
-        read_ok = self._access_ok(m, r, r.arg1[:7], write=False)
+        # READ: n words `stride` apart span (n - 1) * stride + 1 words (protocol.read_span);
+        # only n in 1..62 and stride in 1..255 reach the range check's verdict.
+        strided = r.length == 3 * p.WORD_BYTES
+        stride = Signal(8)
+        span = Signal(14)
+        m.d.comb += [stride.eq(Mux(strided, r.arg2[:8], 1)),
+                     span.eq((r.arg1[:6] - 1) * stride + 1)]
+        stride_ok = ~strided | ((r.arg2 >= 1) & (r.arg2 <= p.MAX_STRIDE))
+        read_ok = self._access_ok(m, r, span, write=False)
         write_ok = self._access_ok(m, r, n_write, write=True)
         length_ok = Signal()
         with m.Switch(r.opcode):
@@ -284,9 +402,9 @@ class FrameEngine(wiring.Component):
                 m.d.comb += length_ok.eq((r.length >= 8) & (r.length <= p.MAX_PAYLOAD)
                                          & (r.length[:2] == 0))
             with m.Case(op.READ):
-                m.d.comb += length_ok.eq((r.length == 8) & (r.arg1 >= 1)
-                                         & (r.arg1 <= p.MAX_WORDS))
-            with m.Case(op.RUN):
+                m.d.comb += length_ok.eq(((r.length == 8) | strided) & (r.arg1 >= 1)
+                                         & (r.arg1 <= p.MAX_WORDS) & stride_ok)
+            with m.Case(op.RUN, op.WAIT):
                 m.d.comb += length_ok.eq(r.length == 4)
             with m.Default():
                 m.d.comb += length_ok.eq(r.length == 0)
@@ -310,7 +428,9 @@ class FrameEngine(wiring.Component):
                 m.d.comb += rlen.eq(4 * p.STATUS_WORDS)
             with m.Case(op.PERF):
                 m.d.comb += rlen.eq(4 * p.PERF_WORDS)
-        return code, rlen, n_write
+            with m.Case(op.WAIT):
+                m.d.comb += rlen.eq(4 * p.WAIT_WORDS)
+        return code, rlen, n_write, stride
 
     # -- execute ----------------------------------------------------------------------------
 
@@ -332,6 +452,15 @@ class FrameEngine(wiring.Component):
                         m.d.sync += [self.soft_reset.eq(1), r.running.eq(0), r.done.eq(0),
                                      r.run_cycles.eq(0), r.runs.eq(0),
                                      r.frames_ok.eq(0), r.frames_failed.eq(0)]
+                    with m.Case(op.WAIT):
+                        m.d.sync += r.wait_left.eq(Mux(r.arg0 > self._max_wait,
+                                                       self._max_wait, r.arg0))
+                        m.next = "WAIT"
+        with m.State("WAIT"):
+            with m.If(self._wait_over(r)):
+                m.next = "COUNT"
+            with m.Else():
+                m.d.sync += r.wait_left.eq(r.wait_left - 1)
         if self._run_csrs is not None:
             entry_addr, control_addr, start_value = self._run_csrs
             for state, addr, value, after in (("RUN_ENTRY", entry_addr, r.arg0, "RUN_START"),
@@ -400,6 +529,12 @@ class FrameEngine(wiring.Component):
             Assert(was_last == reply_end),
         ]
 
+    @staticmethod
+    def _wait_over(r):
+        """WAIT ends: the accelerator's busy fell (and the run's armed cycle passed), or the
+        budget is spent."""
+        return ~r.busy_any | (r.wait_left == 0)
+
     def _start_run(self, r):
         return [self.start.eq(1), self.entry.eq(r.arg0), r.running.eq(1), r.done.eq(0),
                 r.run_cycles.eq(0), r.runs.eq(r.runs + 1)]
@@ -451,6 +586,7 @@ class FrameEngine(wiring.Component):
         flags = Cat(r.busy_any, r.done)
         status = Array([flags, self.status])
         perf = Array([r.run_cycles, r.runs, r.frames_ok, r.frames_failed])
+        waited = Array([flags, self.status, r.run_cycles])
         with m.State("FETCH"):
             m.d.sync += r.byte.eq(0)
             m.next = "BYTES"
@@ -461,11 +597,13 @@ class FrameEngine(wiring.Component):
                     m.d.sync += r.word.eq(status[r.index[:1]])
                 with m.Case(op.PERF):
                     m.d.sync += r.word.eq(perf[r.index[:2]])
+                with m.Case(op.WAIT):
+                    m.d.sync += r.word.eq(waited[r.index[:2]])
                 with m.Case(op.READ):
                     m.d.comb += [bus.valid.eq(1), bus.addr.eq(r.baddr)]
                     m.next = "FETCH"
                     with m.If(bus.ready):
-                        m.d.sync += r.baddr.eq(r.baddr + 1)
+                        m.d.sync += r.baddr.eq(r.baddr + r.stride)
                         m.next = "R_WAIT"
                         with m.If(bus.r_valid):
                             m.d.sync += r.word.eq(bus.r_data)
@@ -492,7 +630,7 @@ def _check_run_csrs(run_csrs, addr_width: int) -> tuple[int, int, int]:
 class _Regs:
     """The engine's registers, shared by the FSM's phases."""
 
-    def __init__(self, addr_width: int, timeout: int):
+    def __init__(self, addr_width: int, timeout: int, max_wait: int):
         self.opcode = Signal(8)
         self.seq = Signal(8)
         self.length = Signal(8)
@@ -500,6 +638,9 @@ class _Regs:
         self.crc = Signal(16)
         self.arg0 = Signal(32)          # payload bytes 0..3: address or entry
         self.arg1 = Signal(32)          # payload bytes 4..7: READ's word count
+        self.arg2 = Signal(32)          # payload bytes 8..11: READ's stride
+        self.stride = Signal(8)         # READ's stride in words (1 without one)
+        self.wait_left = Signal(range(max_wait + 1))   # WAIT's cycles still to wait
         self.timer = Signal(range(timeout))
         self.code = Signal(8)           # the reply's status
         self.rlen = Signal(8)           # the reply's payload length

@@ -35,11 +35,13 @@ __all__ = [
     "REPLY_HEADER_BYTES", "SOF_REPLY", "SOF_REQUEST", "STATUS_BUSY", "STATUS_DONE",
     "STATUS_WORDS", "Status", "TIMEOUT_BYTES", "TIMEOUT_MIN_S", "WORD_BYTES", "AddressRange",
     "check_access", "crc16", "identify_payload", "request_length_ok", "timeout_cycles",
-    "uart_divisor", "check_ranges", "Identity", "parse_identify", "CRC_BYTES",
+    "uart_divisor", "check_ranges", "Identity", "parse_identify", "CRC_BYTES", "MAX_STRIDE",
+    "MAX_WAIT_CYCLES", "WAIT_WORDS", "read_span",
 ]
 
 #: Bumped whenever a byte on the wire changes meaning; IDENTIFY reports it.
-PROTOCOL_VERSION = 1
+#: 2: READ takes an optional stride; WAIT (0x08).
+PROTOCOL_VERSION = 2
 #: First byte of a request (host -> device) and of a reply (device -> host).
 SOF_REQUEST = 0xA5
 SOF_REPLY = 0x5A
@@ -54,6 +56,11 @@ MAX_LENGTH = 255
 #: payload (a WRITE: address + ``MAX_WORDS`` words).
 MAX_WORDS = 62
 MAX_PAYLOAD = WORD_BYTES * (1 + MAX_WORDS)
+#: Largest stride (in words) of a strided READ: an int32 row of the activation layout spreads
+#: its words ``AccelParams.rows`` apart (``docs/isa.md``, "Tensor layouts").
+MAX_STRIDE = 255
+#: Longest WAIT, in clock cycles (0.67 s at 25 MHz); a larger budget waits this long.
+MAX_WAIT_CYCLES = (1 << 24) - 1
 CRC_INIT = 0xFFFF
 #: A partial request is answered with ``Status.TIMEOUT`` after this much silence: the longer of
 #: ``TIMEOUT_BYTES`` byte times and ``TIMEOUT_MIN_S`` (USB serial adapters can pause a
@@ -67,11 +74,14 @@ class Opcode(enum.IntEnum):
 
     IDENTIFY = 0x01   # -> identity (IDENTIFY_BYTES): magic, version, max words, digest, name
     WRITE = 0x02      # addr u32, words u32[n] (1 <= n <= MAX_WORDS) -> empty
-    READ = 0x03       # addr u32, n u32 (1 <= n <= MAX_WORDS) -> words u32[n]
+    READ = 0x03       # addr u32, n u32 (1 <= n <= MAX_WORDS) [, stride u32 (1..MAX_STRIDE)]
+                      # -> words u32[n] from addr, addr + 4 * stride, ...
     RUN = 0x04        # entry u32 -> empty; pulses the accelerator's start
     STATUS = 0x05     # -> STATUS_WORDS words: flags, the accelerator's status word
     PERF = 0x06       # -> PERF_WORDS words: run cycles, runs, frames ok, frames failed
     RESET = 0x07      # -> empty; pulses the accelerator's soft reset, clears the counters
+    WAIT = 0x08       # budget u32 (cycles) -> WAIT_WORDS words: flags, status word, run cycles;
+                      # answered when the run ends or after min(budget, MAX_WAIT_CYCLES) cycles
 
 
 class Status(enum.IntEnum):
@@ -80,7 +90,7 @@ class Status(enum.IntEnum):
     OK = 0
     BAD_CRC = 1       # the request's CRC did not match
     BAD_OPCODE = 2    # opcode not in :class:`Opcode`
-    BAD_LENGTH = 3    # length does not fit the opcode, or n outside [1, MAX_WORDS]
+    BAD_LENGTH = 3    # length does not fit the opcode, or READ's n or stride out of range
     BAD_ADDRESS = 4   # address unaligned or the range leaves the memory map (or is read-only)
     BUSY = 5          # RUN or WRITE while the accelerator runs
     TIMEOUT = 6       # silence inside a request; the partial request was dropped
@@ -92,7 +102,8 @@ ERROR_TEXT: dict[Status, str] = {
     Status.BAD_CRC: "the device received a request with a bad CRC (line noise or a baud "
                     "rate mismatch)",
     Status.BAD_OPCODE: "the device does not know this opcode (protocol version mismatch?)",
-    Status.BAD_LENGTH: "the request's length does not fit its opcode",
+    Status.BAD_LENGTH: "the request's length does not fit its opcode (or READ's word count "
+                       "or stride is out of range)",
     Status.BAD_ADDRESS: "the address is unaligned, outside the device's memory map, or "
                         "read-only",
     Status.BUSY: "the accelerator is running; wait for STATUS to clear BUSY",
@@ -104,6 +115,7 @@ STATUS_BUSY = 1 << 0    # the accelerator runs (its ``busy`` or a RUN not yet se
 STATUS_DONE = 1 << 1    # a RUN finished since the last RUN or RESET
 STATUS_WORDS = 2        # flags, the accelerator's status word
 PERF_WORDS = 4          # cycles of the last (or current) run, runs, frames ok, frames failed
+WAIT_WORDS = 3          # STATUS's two words, then the run cycles (PERF word 0)
 
 MAGIC = b"LFRM"
 NAME_BYTES = 16
@@ -117,12 +129,13 @@ def crc16(data: bytes | bytearray | memoryview, crc: int = CRC_INIT) -> int:
 
 
 def request_length_ok(opcode: int, length: int) -> bool:
-    """Whether ``length`` payload bytes fit ``opcode`` (READ's n is checked separately)."""
+    """Whether ``length`` payload bytes fit ``opcode`` (READ's n and stride are checked
+    separately)."""
     if opcode == Opcode.WRITE:
         return WORD_BYTES * 2 <= length <= MAX_PAYLOAD and length % WORD_BYTES == 0
     if opcode == Opcode.READ:
-        return length == 2 * WORD_BYTES
-    if opcode == Opcode.RUN:
+        return length in (2 * WORD_BYTES, 3 * WORD_BYTES)
+    if opcode in (Opcode.RUN, Opcode.WAIT):
         return length == WORD_BYTES
     return length == 0
 
@@ -163,6 +176,12 @@ def check_ranges(ranges: Iterable[object]) -> tuple[AddressRange, ...]:
     if not out:
         raise ValueError("ranges must name at least one address window, not none")
     return tuple(out)
+
+
+def read_span(n_words: int, stride: int) -> int:
+    """Words from the first to the last word (both included) of a READ of ``n_words`` words
+    ``stride`` words apart."""
+    return (n_words - 1) * stride + 1
 
 
 def check_access(ranges: Sequence[AddressRange], addr: int, n_words: int, write: bool) -> bool:

@@ -48,6 +48,9 @@ class FrameEngineModel:
         it then ends the run (STATUS reports DONE).
     acc_status : int
         The accelerator's status word (STATUS word 1).
+
+    The model has no clock: a WAIT is answered at once, with what the gateware answers when
+    the run has ended or the budget is spent (``busy`` only changes between requests here).
     """
 
     def __init__(self, identity: bytes, ranges: Iterable[Sequence[object]], *,
@@ -140,8 +143,10 @@ class FrameEngineModel:
             addr = int.from_bytes(payload[:4], "little")
             if opcode == p.Opcode.READ:
                 n = int.from_bytes(payload[4:8], "little")
-                if not 1 <= n <= p.MAX_WORDS:
+                stride = int.from_bytes(payload[8:12], "little") if length == 12 else 1
+                if not 1 <= n <= p.MAX_WORDS or not 1 <= stride <= p.MAX_STRIDE:
                     return p.Status.BAD_LENGTH
+                n = p.read_span(n, stride)
             else:
                 n = length // 4 - 1
             if not p.check_access(self.ranges, addr, n, opcode == p.Opcode.WRITE):
@@ -184,10 +189,13 @@ class FrameEngineModel:
         if opcode == p.Opcode.IDENTIFY:
             payload = self.identity
         elif opcode == p.Opcode.READ:
-            payload = _words([self.memory.get(args[0] // 4 + i, 0) for i in range(args[1])])
-        elif opcode == p.Opcode.STATUS:
+            stride = args[2] if len(args) > 2 else 1
+            payload = _words([self.memory.get(args[0] // 4 + stride * i, 0)
+                              for i in range(args[1])])
+        elif opcode in (p.Opcode.STATUS, p.Opcode.WAIT):
             flags = (p.STATUS_BUSY if self.busy else 0) | (p.STATUS_DONE if self.done else 0)
-            payload = _words([flags, self.acc_status])
+            payload = _words([flags, self.acc_status]
+                             + ([self.run_cycles] if opcode == p.Opcode.WAIT else []))
         elif opcode == p.Opcode.PERF:
             payload = _words([self.run_cycles, self.runs, self.frames_ok, self.frames_failed])
         else:
