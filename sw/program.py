@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import numpy as np
 
 from hw import isa
 from hw.isa import VecFunc
+from hw.link import protocol as lp
 from hw.numerics import LUT_SIZE
 from hw.params import AccelParams
 from sw import quant, ref
@@ -202,6 +204,24 @@ class Program:
         ``(T, n_classes)`` for a language model (as ``sw.ref.model_forward_int``)."""
         y = unpack_act(data, self.output.m, self.output.c, self.params.rows, np.int32)
         return y[0] if self.task == "classify" else y
+
+    def output_read(self) -> tuple[int, int, int] | None:
+        """``(bus address, words, stride in words)`` of one strided READ that fetches a
+        classifier's logits, or ``None`` (read the whole ``output.size`` block). The logits are
+        one int32 row: logit ``n`` is the word at ``n * rows * 4`` (``docs/isa.md``), so the
+        ``n_classes`` words are all the host needs of the ``rows * n_classes * 4`` bytes."""
+        out, rows = self.output, self.params.rows
+        if self.task != "classify" or out.m != 1 or out.dtype != "int32" \
+                or rows > lp.MAX_STRIDE:
+            return None
+        return out.bus_address, out.c, rows
+
+    def output_from_words(self, words: Sequence[int]) -> np.ndarray:
+        """The logits from the words :meth:`output_read` names (as :meth:`unpack_output`)."""
+        if self.output_read() is None or len(words) != self.output.c:
+            raise ValueError(f"output_from_words takes the {self.output.c} words of a "
+                             f"classifier's logits row, not {len(words)}")
+        return np.array(words, dtype=np.uint32).view(np.int32)
 
     def read_output(self, image: MemoryImage) -> np.ndarray:
         return self.unpack_output(image.read("act", self.output.offset, self.output.size))

@@ -32,6 +32,9 @@ def test_demo_python_board(tmp_path, capsys):
     report = _demo(tmp_path, "--backend", "python", "--samples", "30")
     assert report["samples"] == 30 and report["backend"] == "python"
     assert report["projected_latency_us"] == report["cycles_per_inference"] / 25.0
+    # Per inference: WRITE of the 64 input bytes (74 out, 7 back), RUN (10, 7), one WAIT
+    # (10, 19), a strided READ of the 10 logits (18, 47); the bound is 2 * (64 + 40) + 64.
+    assert report["link_bytes_per_inference"] == 81 + 17 + 29 + 65 == 192 <= 272
     assert "bit-exact vs sw.ref.model_forward_int: yes" in capsys.readouterr().out
 
 

@@ -69,6 +69,26 @@ def test_driver_write_read_chunked(dev, server):
     assert server.model.memory[0x100 // 4 + len(words) - 1] == words[-1]
 
 
+def test_driver_strided_read_and_wait(dev, server):
+    words = [(i * 40503) & 0xFFFFFFFF for i in range(4 * 70)]
+    dev.write(0x200, words)
+    sent = dev.bytes_sent
+    assert dev.read(0x200, 70, stride=4) == words[::4]                # two READs: 62 + 8
+    assert dev.bytes_sent - sent == 2 * (4 + 12 + 2)
+    assert dev.read(0x200, 3, stride=p.MAX_STRIDE) == [words[0], words[255], 0]
+    for stride in (0, p.MAX_STRIDE + 1, True):
+        with pytest.raises(ValueError, match="stride must be"):
+            dev.read(0x200, 1, stride=stride)
+    dev.run(5)
+    st = dev.wait_once(100)
+    assert (st.busy, st.done, st.run_cycles) == (False, True, 1005)
+    assert dev.wait() == st
+    server.model.busy = True
+    assert dev.wait_once(1 << 40).busy                                 # clamped, not refused
+    with pytest.raises(ValueError, match="budget must be"):
+        dev.wait_once(-1)
+
+
 def test_driver_device_errors_are_clear(dev):
     with pytest.raises(DeviceError, match="BAD_ADDRESS") as info:
         dev.write(0x8000, [1])                 # read-only window

@@ -29,7 +29,7 @@ from sw.driver.errors import (
 from sw.driver.framing import Reply, encode_request, read_reply
 from sw.driver.transport import Transport
 
-__all__ = ["Device", "DeviceStatus", "Perf"]
+__all__ = ["Device", "DeviceStatus", "Perf", "Waited"]
 
 _RETRY_STATUS = (p.Status.BAD_CRC, p.Status.TIMEOUT)
 
@@ -38,6 +38,13 @@ class DeviceStatus(NamedTuple):
     busy: bool          # the accelerator runs
     done: bool          # a RUN finished since the last RUN or RESET
     acc_status: int     # the accelerator's status word
+
+
+class Waited(NamedTuple):
+    busy: bool          # the budget ran out first: the run goes on
+    done: bool
+    acc_status: int
+    run_cycles: int     # clock cycles of the run (so far, when still busy)
 
 
 class Perf(NamedTuple):
@@ -91,8 +98,9 @@ class Device:
     # -- requests -------------------------------------------------------------------------------
 
     def request(self, opcode: p.Opcode, payload: bytes = b"", *,
-                reply_bytes: int | None = None) -> bytes:
-        """Send one request, return the OK reply's payload (retrying as the module says)."""
+                reply_bytes: int | None = None, extra_s: float = 0.0) -> bytes:
+        """Send one request, return the OK reply's payload (retrying as the module says);
+        ``extra_s``: seconds the device may take on top of :attr:`timeout` (a WAIT)."""
         last: AccelError | None = None
         for attempt in range(self.retries + 1):
             self._seq = (self._seq + 1) & 0xFF
@@ -103,7 +111,7 @@ class Device:
             self.transport.write(frame)
             self.bytes_sent += len(frame)
             try:
-                reply = self._await(seq, time.monotonic() + self.timeout)
+                reply = self._await(seq, time.monotonic() + self.timeout + extra_s)
             except (LinkTimeoutError, CrcError) as exc:
                 last = exc
                 continue
@@ -152,16 +160,22 @@ class Device:
             raise DesignMismatchError(self.url, ident.design_id, ident.name, design_id, preset)
         return ident
 
-    def read(self, addr: int, n_words: int) -> list[int]:
-        """``n_words`` 32-bit words from byte address ``addr`` (chunked to ``MAX_WORDS``)."""
+    def read(self, addr: int, n_words: int, stride: int = 1) -> list[int]:
+        """``n_words`` 32-bit words from byte address ``addr``, ``stride`` words apart
+        (1..``MAX_STRIDE``; chunked to ``MAX_WORDS`` per READ)."""
         _check_addr(addr)
         if isinstance(n_words, bool) or not isinstance(n_words, int) or n_words < 0:
             raise ValueError(f"n_words must be a non-negative integer, not {n_words!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) \
+                or not 1 <= stride <= p.MAX_STRIDE:
+            raise ValueError(f"stride must be an integer in [1, {p.MAX_STRIDE}], not {stride!r}")
         out: list[int] = []
         while len(out) < n_words:
             n = min(p.MAX_WORDS, n_words - len(out))
-            payload = self.request(p.Opcode.READ, struct.pack("<II", addr + 4 * len(out), n),
-                                   reply_bytes=4 * n)
+            at = addr + 4 * stride * len(out)
+            # A plain READ when the stride is 1: 4 bytes less, and what protocol 1 had.
+            args = struct.pack("<II", at, n) if stride == 1 else struct.pack("<3I", at, n, stride)
+            payload = self.request(p.Opcode.READ, args, reply_bytes=4 * n)
             out += struct.unpack(f"<{n}I", payload)
         return out
 
@@ -217,18 +231,42 @@ class Device:
         """Pulse the accelerator's soft reset and clear the link's counters."""
         self.request(p.Opcode.RESET, reply_bytes=0)
 
-    def wait(self, timeout: float = 10.0, poll: float = 0.001,
-             max_poll: float = 0.02) -> DeviceStatus:
-        """Poll STATUS until the run started by :meth:`run` ends, ``poll`` seconds apart at
-        first, doubling up to ``max_poll`` (a long run costs few polls, a short one little
-        delay).
+    def wait_once(self, budget: int) -> Waited:
+        """One WAIT: the device answers when the run ends or after ``budget`` clock cycles
+        (at most ``MAX_WAIT_CYCLES``), whichever comes first."""
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+            raise ValueError(f"budget must be a non-negative integer, not {budget!r}")
+        budget = min(budget, p.MAX_WAIT_CYCLES)
+        rate = self._cycles_per_s
+        extra = budget / rate if rate else 0.0
+        t0 = time.monotonic()
+        flags, acc, cycles = struct.unpack(
+            "<3I", self.request(p.Opcode.WAIT, struct.pack("<I", budget),
+                                reply_bytes=4 * p.WAIT_WORDS, extra_s=extra))
+        spent = time.monotonic() - t0
+        if flags & p.STATUS_BUSY and spent > 0.01:
+            # The device spent the whole budget: its clock rate (a board's, or a simulator's
+            # far slower one) bounds the next budgets to well inside the reply timeout.
+            self._cycles_per_s = budget / spent
+        return Waited(bool(flags & p.STATUS_BUSY), bool(flags & p.STATUS_DONE), acc, cycles)
+
+    _cycles_per_s: float | None = None
+
+    def wait(self, timeout: float = 10.0, budget: int = 1 << 16) -> Waited:
+        """WAIT until the run started by :meth:`run` ends: one request when it ends within
+        ``budget`` cycles, else further ones with doubling budgets, each kept to about half
+        the reply timeout at the device's measured clock rate. No polling: the device answers
+        as soon as the run ends.
 
         :class:`LinkTimeoutError` after ``timeout`` seconds; :class:`DeviceResetError` when the
         accelerator is idle without a finished run (it was reset during the run).
         """
         deadline = time.monotonic() + timeout
         while True:
-            st = self.status()
+            rate = self._cycles_per_s
+            if rate:
+                budget = min(budget, max(1, int(rate * self.timeout / 2)))
+            st = self.wait_once(budget)
             if not st.busy:
                 if not st.done:
                     raise DeviceResetError(
@@ -239,8 +277,9 @@ class Device:
             if time.monotonic() > deadline:
                 raise LinkTimeoutError(f"the accelerator at {self.url} is still busy after "
                                        f"{timeout:g} s (status word 0x{st.acc_status:08x})")
-            time.sleep(poll)
-            poll = min(2 * poll, max(poll, max_poll))
+            if not self._cycles_per_s:
+                time.sleep(0.001)       # a device without a clock (a model) answers at once
+            budget = min(2 * budget, p.MAX_WAIT_CYCLES)
 
 
 def _check_options(timeout: object, retries: object) -> None:

@@ -8,10 +8,10 @@ payload: more garbage), each burst followed by a silence longer than the device'
 timeout so that the engine is idle again, then a flush of zero bytes (one maximal frame's worth:
 it completes a frame the engine still holds -- a host stalled longer than the silence -- and an
 idle engine ignores it; such replies count as ``late_replies``); between the bursts it sends
-valid frames (IDENTIFY, STATUS, READ, WRITE inside ``window``) and requires each to be answered
-OK. A shadow copy of ``window`` follows the valid writes; at the end the window is read back
-and every word that differs is a memory corruption. It never raises on a device's misbehaviour:
-it counts it.
+valid frames (IDENTIFY, STATUS, WAIT, READ -- plain and strided -- and WRITE inside
+``window``) and requires each to be answered OK. A shadow copy of ``window`` follows the valid
+writes; at the end the window is read back and every word that differs is a memory
+corruption. It never raises on a device's misbehaviour: it counts it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ __all__ = ["fuzz"]
 #: Zero bytes that complete any partial request (opcode, seq, length, 255 bytes, CRC).
 _FLUSH = bytes(3 + 255 + 2)
 _BAD_KINDS = ("bit_flip", "truncated", "wrong_length", "bad_crc", "bad_opcode", "bad_address",
-              "garbage", "during_run")
+              "bad_stride", "garbage", "during_run")
+#: Opcodes no protocol version has used.
+_UNKNOWN_OPCODES = (0x00, 0x09, 0x42, 0xFF)
 
 
 class _Fuzzer:
@@ -63,7 +65,7 @@ class _Fuzzer:
     def valid_frame(self) -> tuple[int, bytes, list[int] | None]:
         """(opcode, frame, the words a WRITE stores at the window offset it names)."""
         rng, seq = self.rng, self.next_seq()
-        kind = rng.choice(["IDENTIFY", "STATUS", "READ", "WRITE", "WRITE"])
+        kind = rng.choice(["IDENTIFY", "STATUS", "WAIT", "READ", "STRIDED", "WRITE", "WRITE"])
         n_max = min(p.MAX_WORDS, self.size // 4)
         n = rng.randint(1, n_max)
         index = rng.randrange(self.size // 4 - n + 1)
@@ -75,6 +77,17 @@ class _Fuzzer:
         if kind == "READ":
             return p.Opcode.READ, encode_request(p.Opcode.READ, seq,
                                                  struct.pack("<2I", addr, n)), None
+        if kind == "STRIDED":
+            stride = rng.choice([2, 4, 16, p.MAX_STRIDE])
+            n = rng.randint(1, min(n_max, (self.size // 4 - 1) // stride + 1))
+            span = p.read_span(n, stride)
+            addr = self.base + 4 * rng.randrange(self.size // 4 - span + 1)
+            return p.Opcode.READ, encode_request(p.Opcode.READ, seq,
+                                                 struct.pack("<3I", addr, n, stride)), None
+        if kind == "WAIT":
+            budget = rng.choice([0, 1, 100, 10_000])
+            return p.Opcode.WAIT, encode_request(p.Opcode.WAIT, seq,
+                                                 struct.pack("<I", budget)), None
         op = p.Opcode[kind]
         return op, encode_request(op, seq), None
 
@@ -93,11 +106,16 @@ class _Fuzzer:
         elif kind == "bad_crc":
             frame[-1] ^= 0xFF
         elif kind == "bad_opcode":
-            frame = bytearray(encode_request(rng.choice([0, 8, 0x42, 0xFF]), self.next_seq()))
+            frame = bytearray(encode_request(rng.choice(_UNKNOWN_OPCODES), self.next_seq()))
         elif kind == "bad_address":
             addr = rng.choice([self.outside, self.base + 2, 0xFFFFFFFC])
             frame = bytearray(encode_request(p.Opcode.WRITE, self.next_seq(),
                                              struct.pack("<2I", addr, 0xDEAD)))
+        elif kind == "bad_stride":
+            # A stride out of 1..MAX_STRIDE, or one whose second word is past the map.
+            stride = rng.choice([0, p.MAX_STRIDE + 1, 1 << 31, 2])
+            frame = bytearray(encode_request(p.Opcode.READ, self.next_seq(), struct.pack(
+                "<3I", self.outside - 4 if stride == 2 else self.base, 2, stride)))
         elif kind == "during_run":
             # RUN, then at once a request without side effects (answered OK or BUSY).
             frame = bytearray(encode_request(p.Opcode.RUN, self.next_seq(), struct.pack("<I", 0))
