@@ -28,12 +28,13 @@ in the layouts of :func:`hw.isa.act_offset` / :func:`hw.isa.wgt_offset`; the per
 below say how each unit is fed.
 
 GEMM ``dst (M, N) = A (M, K) x W (K, N)`` runs tile by tile: for each tile of ``cols`` output
-columns the weight tile (``K`` words, the ``hw.isa.wgt_offset`` layout) and its quant words go
-into the core's buffers, then for each block of ``rows`` tokens the A block (``K`` column words,
-the ``hw.isa.act_offset`` layout), one tile run, the optional LUT over the tile, and the write
-back of the tile's columns. Ragged edges: quant words of columns past ``N`` are not read (zero
-goes to the core), and results of tokens past ``M`` / columns past ``N`` are not written
-(byte masks), so the bytes outside the result tensor stay as they were.
+columns, for each block of ``rows`` tokens, the tile's A block (``K`` column words, the
+``hw.isa.act_offset`` layout), weight tile (``K`` words, the ``hw.isa.wgt_offset`` layout) and
+quant words load in parallel into one bank of the core while the previous tile computes from
+the other, then the tile run, the optional LUT over the tile, and the write back of the tile's
+columns, under the next tiles' loads and compute. Ragged edges: quant words of columns past
+``N`` are not read (zero goes to the core), and results of tokens past ``M`` / columns past
+``N`` are not written (byte masks), so the bytes outside the result tensor stay as they were.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ from amaranth.lib.wiring import In, Out
 
 from hw import isa
 from hw.attention import WindowedAttention
-from hw.gemm_core import GemmCore
+from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.layernorm import LayerNorm
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
-from hw.scratchpad import SCRATCHPAD_REGIONS, unit_port_signature
+from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature
 from hw.unit import Setting, Unit, check_params
 from hw.vector import VecOp, VectorUnit
 
@@ -314,7 +315,6 @@ class Controller(Unit):
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
-                g.bank_nt0.eq(0), g.bank_nt1.eq(0),
                 g.atile.eq(0), s.i.eq(0),
                 g.a_end.eq(g.a_addr + span_a), g.d_end.eq(g.dst_addr + span_d),
             ]
@@ -332,7 +332,7 @@ class Controller(Unit):
             m.next = "GEMM_QCHECK"
 
     def _gemm_states(self, m, s):
-        p, g = self._params, s.g
+        g = s.g
         copy_done = s.copy_done
         with m.State("GEMM_CHECK"):
             self._gemm_check(m, s)
@@ -340,43 +340,33 @@ class Controller(Unit):
             self._gemm_overlap(m, s)
         with m.State("GEMM_QCHECK"):
             m.d.comb += s.length.eq(g.n)
-            s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, core=False)
+            s.issue(self.quant, g.quant_addr + s.i, _NO_SEL)
             shift = self.quant.r_data[47:53]
             with m.If(s.d2.valid & ~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
                 m.d.sync += s.i.eq(0)
-                m.next = "GEMM_PREP"
-        # The feeder: tiles alternate between the core's two banks. Before a tile's A words go
-        # into its bank, the bank gets the tile's weight tile and quant words unless it already
-        # holds them (``bank_nt``: the column tile + 1 each bank holds). The bank written is
-        # never the one the running tile reads, so loads overlap compute; the tile starts as
-        # soon as the core is free. The drainer (_gemm_drain) takes the results meanwhile.
-        held = Mux(g.bank, g.bank_nt1, g.bank_nt0)
-        with m.State("GEMM_PREP"):
-            m.next = "GEMM_LOAD_A"
-            with m.If(held != g.nt + 1):
-                m.next = "GEMM_LOAD_W"
-        for state, nxt, length, port, addr, buf, live in (
-                ("GEMM_LOAD_W", "GEMM_LOAD_Q", g.k, self.wgt, g.wbase + g.wtile + s.i,
-                 GemmCore.Buffer.WGT, 1),
-                ("GEMM_LOAD_Q", "GEMM_LOAD_A", p.cols, self.quant, g.quant_addr + g.col0 + s.i,
-                 GemmCore.Buffer.QUANT, g.col0 + s.i < g.n),
-                ("GEMM_LOAD_A", "GEMM_START", g.k, self.act, g.abase + g.atile + s.i,
-                 GemmCore.Buffer.ACT, 1)):
-            with m.State(state):
-                m.d.comb += [s.length.eq(length), s.issue_bank.eq(g.bank)]
-                s.issue(port, addr, buf, live)
-                s.next_after_copy(copy_done, nxt)
-                if state == "GEMM_LOAD_Q":
-                    with m.If(copy_done):
-                        with m.If(g.bank):
-                            m.d.sync += g.bank_nt1.eq(g.nt + 1)
-                        with m.Else():
-                            m.d.sync += g.bank_nt0.eq(g.nt + 1)
+                m.d.comb += s.feed_reset.eq(1)
+                m.next = "GEMM_LOAD"
+        # The feeder (_gemm_feeder): tiles alternate between the core's two banks; a tile's A
+        # block, weight tile and quant words load in parallel (three scratchpads, three core
+        # write ports) into the bank the running tile does not read, so the load of tile t+1
+        # overlaps the compute of tile t and the write-back of tile t-1 (the drainer,
+        # _gemm_drain). GEMM_LOAD issues the reads (max(K, cols) cycles) and leaves at the last
+        # one; GEMM_START starts the tile as soon as the core has read the previous one, so a
+        # tile costs max(K, cols) + 1 feeder cycles against the core's K + 2.
+        with m.State("GEMM_LOAD"):
+            m.d.comb += s.feeding.eq(1)
+            with m.If(s.feed_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(s.feed_last):
+                m.next = "GEMM_START"
         with m.State("GEMM_START"):
             with m.If(~s.core_busy):
-                m.d.comb += s.core_start.eq(1)
+                # The tile's last words land in the core 2 cycles after their reads were
+                # issued (the cycle before this one at the latest); the core reads its first
+                # word 3 cycles after `start` (GemmCore.latency), so no read overtakes a write.
+                m.d.comb += [s.core_start.eq(1), s.feed_reset.eq(1)]
                 m.d.sync += g.bank.eq(~g.bank)
                 self._gemm_next_tile(m, s)
         with m.State("GEMM_DRAIN"):
@@ -391,11 +381,11 @@ class Controller(Unit):
         p, g = self._params, s.g
         with m.If(g.mb + 1 < g.m_blocks):
             m.d.sync += [g.mb.eq(g.mb + 1), g.atile.eq(g.atile + g.k)]
-            m.next = "GEMM_PREP"
+            m.next = "GEMM_LOAD"
         with m.Elif(g.nt + 1 < g.n_tiles):
             m.d.sync += [g.mb.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
                          g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k)]
-            m.next = "GEMM_PREP"
+            m.next = "GEMM_LOAD"
         with m.Else():
             m.next = "GEMM_DRAIN"
 
@@ -519,14 +509,14 @@ class Controller(Unit):
         with m.State("VEC_LUT_LOAD"):
             m.d.comb += [s.length.eq(LUT_SIZE), s.vec_stall.eq(1)]
             m.d.comb += s.vec_lut_load.eq(1)
-            s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL, core=False)
+            s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL)
             with m.If(s.copy_done):
                 m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
         with m.State("VEC_RUN"):
             m.d.comb += [s.length.eq(v.words << add), s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
             word, is_b = Mux(add, s.i >> 1, s.i), add & s.i[0]
-            s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b, core=False)
+            s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b)
             with m.If(s.copy_done & (v.out == v.words)):
                 s.next_instruction("FETCH")
             with m.If(s.write_error):
@@ -537,7 +527,7 @@ class Controller(Unit):
             _, t_lane = _divmod(t, p.rows)
             live = v.c0 + r < v.c
             # v.poff: (t // rows) * C, stepped at the last read of a block's last token.
-            s.issue(self.act, v.abase + v.poff + v.c0 + r, _NO_SEL, live, core=False)
+            s.issue(self.act, v.abase + v.poff + v.c0 + r, _NO_SEL, live)
             with m.If((s.i < s.length) & (r == p.rows - 1) & (t_lane == p.rows - 1)):
                 m.d.sync += v.poff.eq(v.poff + v.c)
             with m.If(s.copy_done & s.pool_ready):
@@ -735,7 +725,7 @@ class Controller(Unit):
             m.d.comb += [self.act.r_en.eq(1),
                          self.act.r_addr.eq(Mux(pick_kv, kv_addr + kv.blk, a.qbase + q.c + q.blk)
                                             + a.hoff)]
-            m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q), s.d1.core.eq(0),
+            m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q),
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
         for g, picked in ((kv, pick_kv), (q, pick_q)):
             with m.If(picked):
@@ -816,7 +806,7 @@ class Controller(Unit):
         with m.State("LNORM_QCHECK"):
             # Word 0: epsilon; words 1..c: the channels' shifts.
             m.d.comb += [s.length.eq(n.c + 1), s.lnorm_stall.eq(1)]
-            s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, core=False)
+            s.issue(self.quant, n.quant_addr + s.i, _NO_SEL)
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
             shift = _quant_field(word, isa.LNORM_WORD, "shift")
@@ -925,7 +915,7 @@ class Controller(Unit):
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
             m.d.comb += [s.length.eq(e.t << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            s.issue(self.act, e.ibase + byte_word, _NO_SEL, core=False)
+            s.issue(self.act, e.ibase + byte_word, _NO_SEL)
             with m.If(s.d2.valid & (s.d2.index[:2] == 3) & (e.ident >= e.vocab)):
                 s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
             with m.Elif(s.copy_done):
@@ -933,7 +923,7 @@ class Controller(Unit):
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
             m.d.comb += [s.length.eq((e.t_i + 1) << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            s.issue(self.act, e.ibase + byte_word, _NO_SEL, core=False)
+            s.issue(self.act, e.ibase + byte_word, _NO_SEL)
             with m.If(s.copy_done):
                 m.d.sync += s.i.eq(0)
                 m.next = "EMBED_ROW"
@@ -963,7 +953,7 @@ class Controller(Unit):
         word, _ = _divmod(e.row + s.i, p.cols)
         _, lane = _divmod(e.row + s.d2.index, p.cols)
         _, row_lane = _divmod(e.t_i, p.rows)
-        s.issue(self.wgt, word, _NO_SEL, core=False)
+        s.issue(self.wgt, word, _NO_SEL)
         with m.If(s.d2.valid):
             byte = self.wgt.r_data.word_select(lane, 8)
             m.d.comb += [
@@ -981,27 +971,60 @@ class Controller(Unit):
             with m.If(e.t_i + 1 == e.t):
                 s.next_instruction("FETCH")
 
+    def _gemm_feeder(self, m, s, core):
+        """The feeder's three channels, each on its own scratchpad read port and GemmCore write
+        port: A (``K`` act words of token block ``mb``), W (``K`` weight rows of column tile
+        ``nt``) and the quant words of the tile's ``cols`` columns (those past ``N`` not read:
+        zero goes to the core). While ``feeding``, channel ``i < length`` issues read ``i``;
+        its word lands ``Scratchpad.latency`` cycles later and goes straight into word ``i``
+        of the tile's bank (index, bank and ``live`` ride along in registers)."""
+        p, g = self._params, s.g
+        errors, last = [], []
+        bank = GemmCore.Buffer
+        for buf, port, length, base in (
+                (bank.ACT, self.act, g.k, g.abase + g.atile),
+                (bank.WGT, self.wgt, g.k, g.wbase + g.wtile),
+                (bank.QUANT, self.quant, p.cols, g.quant_addr + g.col0)):
+            b, name = buf.value, buf.name.lower()
+            i = Signal(range(max(p.k_depth, p.cols) + 1), name=f"feed_{name}_i")
+            go = Signal(name=f"feed_{name}_go")
+            live = (g.col0 + i < g.n) if buf is bank.QUANT else 1
+            m.d.comb += go.eq(s.feeding & (i < length))
+            with m.If(go):
+                m.d.comb += [port.r_en.eq(live), port.r_addr.eq(base + i)]
+                m.d.sync += i.eq(i + 1)
+            with m.If(s.feed_reset):
+                m.d.sync += i.eq(0)
+            errors.append(go & port.error)
+            last.append(i + 1 >= length)
+            tags = [SimpleNamespace(valid=Signal(name=f"feed_{name}_v{k}"),
+                                    live=Signal(name=f"feed_{name}_live{k}"),
+                                    bank=Signal(name=f"feed_{name}_bank{k}"),
+                                    index=Signal.like(i, name=f"feed_{name}_index{k}"))
+                    for k in range(Scratchpad.latency)]
+            m.d.sync += [tags[0].valid.eq(go), tags[0].live.eq(live), tags[0].bank.eq(g.bank),
+                         tags[0].index.eq(i)]
+            for t1, t0 in zip(tags[1:], tags[:-1]):
+                m.d.sync += [t1.valid.eq(t0.valid), t1.live.eq(t0.live), t1.bank.eq(t0.bank),
+                             t1.index.eq(t0.index)]
+            land = tags[-1]
+            word = port.r_data[:QUANT_LAYOUT.size] if buf is bank.QUANT else port.r_data
+            m.d.comb += [core.wr_en[b].eq(land.valid), core.wr_bank[b].eq(land.bank),
+                         core.wr_addr[b].eq(land.index),
+                         core.wr_data[b].eq(Mux(land.live, word, 0))]
+        m.d.comb += [s.feed_error.eq(Cat(errors).any()), s.feed_last.eq(Cat(last).all())]
+
     def _gemm(self, m, s, core, pipe):
-        """The GEMM core's write port, start and result capture."""
+        """The GEMM core's start, its write ports (_gemm_feeder) and result capture."""
         p, g = self._params, s.g
         m.d.comb += [
-            core.wr_en.eq(s.d2.valid & s.d2.core),
-            core.wr_sel.eq(s.d2.sel),
-            core.wr_bank.eq(s.d2.bank),
-            core.wr_addr.eq(s.d2.index),
             core.start.eq(s.core_start),
             core.bank.eq(g.bank),
             core.k_len.eq(g.k),
             s.core_busy.eq(core.busy),
             pipe.out32.eq(g.out32),
         ]
-        with m.Switch(s.d2.sel):
-            with m.Case(GemmCore.Buffer.ACT):
-                m.d.comb += core.wr_data.eq(self.act.r_data)
-            with m.Case(GemmCore.Buffer.WGT):
-                m.d.comb += core.wr_data.eq(self.wgt.r_data)
-            with m.Case(GemmCore.Buffer.QUANT):
-                m.d.comb += core.wr_data.eq(Mux(s.d2.live, self.quant.r_data[:53], 0))
+        self._gemm_feeder(m, s, core)
         m.d.comb += [core.o_stream.ready.eq(s.capturing), pipe.o_acc.ready.eq(s.capturing)]
         take8 = core.o_stream.valid & s.capturing
         take32 = pipe.o_acc.valid & s.capturing
@@ -1023,7 +1046,7 @@ class Controller(Unit):
         self._gemm_drain(m, s)
 
 
-_NO_SEL = 3                        # copy-engine reads that go to no GemmCore buffer
+_NO_SEL = 3                        # copy-engine reads without a tag of their own
 
 
 def _registers(opcode: Opcode, prefix: str, extra: tuple[str, ...]) -> SimpleNamespace:
@@ -1067,6 +1090,10 @@ class _State:
         self.gemm_stall = Signal()
         self.core_busy = Signal()
         self.core_start = Signal()
+        self.feeding = Signal()                 # GEMM_LOAD: the feeder's channels issue reads
+        self.feed_reset = Signal()              # the next tile's loads start from word 0
+        self.feed_error = Signal()              # a feeder read the scratchpad refused
+        self.feed_last = Signal()               # every channel issues its last read now
         self.tile_last = Signal()
         self.row = Signal(range(p.rows + 1))
         self.tile = Array(Signal(ACC_WIDTH, name=f"tile{e}") for e in range(p.rows * p.cols))
@@ -1074,9 +1101,7 @@ class _State:
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
         self.length = Signal(w)
-        stage = data.StructLayout({"valid": 1, "live": 1, "core": 1, "bank": 1, "sel": 2,
-                                   "index": w})
-        self.issue_bank = Signal()              # GEMM core bank the issued reads go to
+        stage = data.StructLayout({"valid": 1, "live": 1, "sel": 2, "index": w})
         self.d1 = Signal(stage)
         self.d2 = Signal(stage)
         m.d.sync += [self.d1.valid.eq(0), self.d2.eq(self.d1)]
@@ -1085,8 +1110,6 @@ class _State:
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
             "atile", "a_end", "d_end"))
         g.bank = Signal(name="g_bank")          # bank of the next tile
-        g.bank_nt0 = Signal(32, name="g_bank_nt0")
-        g.bank_nt1 = Signal(32, name="g_bank_nt1")
         g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
         g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
                                      for n in ("nt", "mb", "col0", "blk", "c")})
@@ -1147,17 +1170,15 @@ class _State:
         self.m.d.comb += [self.retire.eq(1), self.next_pc.eq(1)]
         self.m.next = state
 
-    def issue(self, port, addr, sel, live=1, *, core: bool = True) -> None:
-        """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, bound for GEMM core
-        buffer ``sel`` (``core``); ``live`` 0: no read, a zero word goes on (ragged quant
-        columns). An address the scratchpad refuses stops the program."""
+    def issue(self, port, addr, sel, live=1) -> None:
+        """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
+        ``live`` 0: no read (the word is skipped). An address the scratchpad refuses stops the
+        program."""
         m = self.m
         with m.If(self.i < self.length):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
-                         self.d1.core.eq(core), self.d1.index.eq(self.i),
-                         self.d1.bank.eq(self.issue_bank),
-                         self.d1.sel.eq(sel)]
+                         self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
             with m.If(port.error):
                 self.fail(ErrorCode.BAD_ADDRESS)
 
@@ -1165,7 +1186,7 @@ class _State:
         """Read quant word ``addr`` (counting ``stall``); it is on the returned value while
         ``d2.valid``, and ``copy_done`` follows."""
         self.m.d.comb += [self.length.eq(1), stall.eq(1)]
-        self.issue(quant, addr, _NO_SEL, core=False)
+        self.issue(quant, addr, _NO_SEL)
         return quant.r_data
 
     def next_after_copy(self, done, state: str) -> None:

@@ -1,17 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """``GemmCore``: the board-level GEMM core -- ``GemmPipeline`` plus its block-RAM operand buffers.
 
-A host (the controller, or a board harness) fills the operand buffers through a simple write
-port, then issues ``start`` with the reduction length ``k_len``; the sequencer streams the
-buffers into :class:`hw.gemm.GemmPipeline` and the int8 result rows come out of ``o_stream``.
+A host (the controller, or a board harness) fills the operand buffers through their write
+ports -- one per buffer, so the A column words, the W rows and the quant words of a tile can all
+be written in the same cycle -- then issues ``start`` with the reduction length ``k_len``; the
+sequencer streams the buffers into :class:`hw.gemm.GemmPipeline` and the int8 result rows come
+out of ``o_stream``.
 
-Buffers (double-buffered: two banks, selected by ``wr_bank`` for writes, ``bank`` for a tile):
+Buffers (double-buffered: two banks, selected by ``wr_bank[b]`` for writes, ``bank`` for a
+tile; ``b`` the :class:`GemmCore.Buffer` value):
 
 * ``ACT`` -- word ``k`` = column ``k`` of the A tile, ``A[r, k]`` (int8) at bits ``8*r``.
 * ``WGT`` -- word ``k`` = row ``k`` of the W tile, ``W[k, c]`` (int8) at ``8*c``.
-* ``QUANT`` -- one word per (bank, output column ``c = wr_addr``), written one column at a
-  time: a :data:`QUANT_LAYOUT` word, bias (int32) at bit 0 of ``wr_data``, mult (u15) at 32,
-  shift (u6) at 47.
+* ``QUANT`` -- one word per (bank, output column ``c = wr_addr[2]``), written one column at a
+  time: a :data:`QUANT_LAYOUT` word, bias (int32) at bit 0 of ``wr_data[2]``, mult (u15) at
+  32, shift (u6) at 47.
 
 Each buffer is a :func:`hw.bram.make_block_ram` RAM (``2*k_depth`` x ``rows*8`` bits for A,
 ``2*k_depth`` x ``cols*8`` for W, ``2*cols`` x 53 for the quant words) with a registered read:
@@ -62,16 +65,17 @@ class GemmCore(Unit):
 
     Members
     -------
-    wr_en : In(1)
-        Write strobe: ``wr_data`` goes into buffer ``wr_sel``, bank ``wr_bank``, at ``wr_addr``.
-    wr_sel : In(GemmCore.Buffer)
-        ``ACT``, ``WGT`` or ``QUANT`` (see the module docstring for the word packing).
-    wr_bank : In(1)
+    wr_en : In(1).array(3)
+        Write strobes, one per buffer (index: the :class:`GemmCore.Buffer` value ``ACT`` 0,
+        ``WGT`` 1, ``QUANT`` 2): ``wr_data[b]`` goes into buffer ``b``, bank ``wr_bank[b]``, at
+        ``wr_addr[b]``. The three ports are independent (each buffer is its own RAM).
+    wr_bank : In(1).array(3)
         Buffer bank written.
-    wr_addr : In(range(k_depth))
+    wr_addr : In(range(k_depth)).array(3)
         Reduction index ``k`` (``ACT``/``WGT``) or output column ``c`` (``QUANT``).
-    wr_data : In(wr_data_width)
-        Packed int8 lanes (``ACT``/``WGT``) or a :data:`QUANT_LAYOUT` word (``QUANT``).
+    wr_data : In(wr_data_width).array(3)
+        Packed int8 lanes (``ACT``/``WGT``) or a :data:`QUANT_LAYOUT` word (``QUANT``); the low
+        ``rows * 8``, ``cols * 8`` and 53 bits are used.
     start : In(1)
         Start a tile over bank ``bank`` with reduction length ``k_len``. Taken only while ``busy``
         is low and ``1 <= k_len <= k_depth``; ignored otherwise.
@@ -124,11 +128,10 @@ class GemmCore(Unit):
         self._pipeline = pipeline
         self._wr_data_width = max(ACT_WIDTH * rows, WGT_WIDTH * cols, QUANT_LAYOUT.size)
         super().__init__({
-            "wr_en": In(1),
-            "wr_sel": In(GemmCore.Buffer),
-            "wr_bank": In(1),
-            "wr_addr": In(range(k_depth)),
-            "wr_data": In(self._wr_data_width),
+            "wr_en": In(1).array(3),
+            "wr_bank": In(1).array(3),
+            "wr_addr": In(range(k_depth)).array(3),
+            "wr_data": In(self._wr_data_width).array(3),
             "start": In(1),
             "bank": In(1),
             "k_len": In(range(k_depth + 1)),
@@ -158,7 +161,7 @@ class GemmCore(Unit):
 
     def _elaborate_buffers(self, m, platform):
         """A, W and quant buffers in block RAM, two banks each (bank = address MSB), and their
-        write port."""
+        write ports."""
         rows, cols, depth = self._rows, self._cols, self._k_depth
         # Every buffer reads through two register ranks (hw.bram: on ECP5 the DP16KD's own output
         # register; Yosys maps an inferred memory without it, and its 5.8 ns clock-to-out then
@@ -174,18 +177,18 @@ class GemmCore(Unit):
         # block RAM's output, which missed 125 MHz.)
         m.submodules.quant_buf = quant_buf = make_block_ram(platform, width=qw,
                                                             depth=2 << col_bits)
+        a, w, q = (b.value for b in GemmCore.Buffer)
         m.d.comb += [
-            act_buf.w_addr.eq(Cat(self.wr_addr, self.wr_bank)),
-            act_buf.w_data.eq(self.wr_data[:ACT_WIDTH * rows]),
-            act_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.ACT)),
-            wgt_buf.w_addr.eq(Cat(self.wr_addr, self.wr_bank)),
-            wgt_buf.w_data.eq(self.wr_data[:WGT_WIDTH * cols]),
-            wgt_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.WGT)),
-            quant_buf.w_addr.eq(Cat(self.wr_addr[:col_bits], self.wr_bank)),
-            quant_buf.w_data.eq(self.wr_data[:qw]),
+            act_buf.w_addr.eq(Cat(self.wr_addr[a], self.wr_bank[a])),
+            act_buf.w_data.eq(self.wr_data[a][:ACT_WIDTH * rows]),
+            act_buf.w_en.eq(self.wr_en[a]),
+            wgt_buf.w_addr.eq(Cat(self.wr_addr[w], self.wr_bank[w])),
+            wgt_buf.w_data.eq(self.wr_data[w][:WGT_WIDTH * cols]),
+            wgt_buf.w_en.eq(self.wr_en[w]),
+            quant_buf.w_addr.eq(Cat(self.wr_addr[q][:col_bits], self.wr_bank[q])),
+            quant_buf.w_data.eq(self.wr_data[q][:qw]),
             # No column for wr_addr >= cols.
-            quant_buf.w_en.eq(self.wr_en & (self.wr_sel == GemmCore.Buffer.QUANT)
-                              & (self.wr_addr < cols)),
+            quant_buf.w_en.eq(self.wr_en[q] & (self.wr_addr[q] < cols)),
         ]
         return act_buf, wgt_buf, quant_buf
 

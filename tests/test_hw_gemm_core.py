@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
 from amaranth.sim import Simulator
-from helpers import pack_lanes, set_ports
+from helpers import pack_lanes
 
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from sw.ref import gemm_requant
@@ -31,24 +31,49 @@ def _random_tile(rng, rows, cols, k):
 
 
 def run_core(core: GemmCore, tiles, *, backpressure: bool = False, seed: int = 0,
-             max_cycles: int = 20_000):
-    """Write each tile into alternating banks, run them, return the received (rows, cols) tiles."""
+             max_cycles: int = 20_000, parallel: bool = False):
+    """Write each tile into alternating banks, run them, return the received (rows, cols) tiles.
+    ``parallel``: write A word ``k``, W word ``k`` and quant word ``k`` in the same cycle, on
+    the three write ports (as the controller does)."""
     rng = np.random.default_rng(seed)
     results: list[np.ndarray] = []
     rows, cols = core.rows, core.cols
 
     async def writer(ctx):
         async def write(sel, bank, addr, word):
-            set_ports(ctx, core, wr_en=1, wr_sel=sel, wr_bank=bank, wr_addr=addr, wr_data=word)
+            b = sel.value
+            for port, value in ((core.wr_en, 1), (core.wr_bank, bank), (core.wr_addr, addr),
+                                (core.wr_data, word)):
+                ctx.set(port[b], value)
             await ctx.tick()
-            ctx.set(core.wr_en, 0)
+            ctx.set(core.wr_en[b], 0)
+
+        async def write_all(bank, words):
+            for sel, addr, word in words:
+                b = sel.value
+                for port, value in ((core.wr_en, 1), (core.wr_bank, bank), (core.wr_addr, addr),
+                                    (core.wr_data, word)):
+                    ctx.set(port[b], value)
+            await ctx.tick()
+            for b in range(3):
+                ctx.set(core.wr_en[b], 0)
 
         for t, (a, w, bias, mult, shift) in enumerate(tiles):
             bank = t % 2
-            for kk in range(a.shape[1]):
+            if parallel:
+                for kk in range(max(a.shape[1], cols)):
+                    words = []
+                    if kk < a.shape[1]:
+                        words += [(GemmCore.Buffer.ACT, kk, pack_lanes(a[:, kk])),
+                                  (GemmCore.Buffer.WGT, kk, pack_lanes(w[kk, :]))]
+                    if kk < cols:
+                        words.append((GemmCore.Buffer.QUANT, kk,
+                                      _pack_quant(bias[kk], mult[kk], shift[kk])))
+                    await write_all(bank, words)
+            for kk in range(a.shape[1] if not parallel else 0):
                 await write(GemmCore.Buffer.ACT, bank, kk, pack_lanes(a[:, kk]))
                 await write(GemmCore.Buffer.WGT, bank, kk, pack_lanes(w[kk, :]))
-            for c in range(cols):
+            for c in range(cols if not parallel else 0):
                 await write(GemmCore.Buffer.QUANT, bank, c, _pack_quant(bias[c], mult[c], shift[c]))
             while ctx.get(core.busy):
                 await ctx.tick()
@@ -86,12 +111,13 @@ def run_core(core: GemmCore, tiles, *, backpressure: bool = False, seed: int = 0
     return results
 
 
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-port", "three-ports"])
 @pytest.mark.parametrize("backpressure", [False, True], ids=["no-bp", "bp"])
-def test_gemm_core_matches_reference(backpressure):
+def test_gemm_core_matches_reference(backpressure, parallel):
     rng = np.random.default_rng(7)
     core = GemmCore(2, 3, k_depth=16)
     tiles = [_random_tile(rng, 2, 3, k) for k in (5, 1, 16)]
-    got = run_core(core, tiles, backpressure=backpressure, seed=1)
+    got = run_core(core, tiles, backpressure=backpressure, seed=1, parallel=parallel)
     assert len(got) == len(tiles)
     for (a, w, bias, mult, shift), out in zip(tiles, got):
         np.testing.assert_array_equal(out, gemm_requant(a, w, bias, mult, shift))
