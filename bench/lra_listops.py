@@ -371,10 +371,16 @@ def train_variant(variant: str, d: dict, args, device, report) -> dict:
                 loss = F.cross_entropy(logits, yt[s:s + micro], reduction="sum") / len(idx)
                 loss.backward()
                 total += float(loss.detach())
-            opt.step()
+            norm = float(torch.nn.utils.clip_grad_norm_(
+                model.parameters(), args.clip_norm if args.clip_norm > 0 else float("inf")))
+            if math.isfinite(total) and math.isfinite(norm):
+                opt.step()
+            else:  # skip the update, as a loss scaler would; give up after 10
+                run["skipped_steps"] = run.get("skipped_steps", 0) + 1
+                if run["skipped_steps"] > 10:
+                    stop = "non-finite loss"
             opt.zero_grad(set_to_none=True)
-            if not math.isfinite(total):
-                stop = "non-finite loss"
+            if stop:
                 break
             last = step >= args.steps
             out_of_time = (args.time_budget_s is not None
@@ -503,6 +509,8 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=_positive(int), default=None,
                    help="split each batch into parts of this size (default: per variant)")
     p.add_argument("--grad-checkpoint", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--clip-norm", type=float, default=1.0,
+                   help="clip the global gradient norm to this (default 1.0; 0 = off, as LRA)")
     p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
                    help="a run stopped by --time-budget-s saves its state to DIR/VARIANT.pt; "
                         "the next run with the same DIR continues it")
@@ -548,6 +556,7 @@ def main(argv=None) -> int:
     doc = dict(meta=_meta(args, torch), settings=dict(
         PAPER, source=SOURCE, precision=args.precision, eval_every=args.eval_every,
         steps=args.steps, time_budget_s=args.time_budget_s, smoke=args.smoke,
+        clip_norm=args.clip_norm,
         pooling="mean over non-pad tokens", pad_multiple=PAD_MULTIPLE,
         generator=dict(fn="sw.data.listops_lra_generate", seed=args.data_seed,
                        seq_len=args.seq_len)))
