@@ -41,8 +41,9 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw import isa
@@ -828,7 +829,8 @@ class Controller(Unit):
     def _lnorm(self, m, s, ln):
         """Rows into the LayerNorm unit, ``cols`` elements per beat, its per-channel words,
         and its rows back: element ``(t, c)`` is byte ``t % rows`` of act word
-        ``base + (t // rows) * C + c`` (one read or write per element)."""
+        ``base + (t // rows) * C + c`` (one read or write per element), through beat FIFOs
+        so that the byte moves overlap the unit's scalar phase."""
         p, n = self._params, s.n
         lanes = p.cols
         cfg_pending = Signal()
@@ -865,20 +867,33 @@ class Controller(Unit):
                             q_beat.mult[i].eq(_quant_field(word, isa.LNORM_WORD, "mult")),
                             q_beat.shift[i].eq(_quant_field(word, isa.LNORM_WORD, "shift")),
                         ]
+        # Beat FIFOs between the walkers and the unit (emptied at every LNORM start): the
+        # gathers of the next rows' elements and channel words run during the unit's scalar
+        # phase, and a row's outputs leave the unit at one beat per cycle while their bytes
+        # are written under the next row's load and scalar phase.
+        x_fifo = _beat_fifo(m, "ln_x_fifo", 8 * lanes + 1, start)
+        q_fifo = _beat_fifo(m, "ln_q_fifo", q_beat.shape().size, start)
+        o_fifo = _beat_fifo(m, "ln_o_fifo", 8 * lanes, start)
         m.d.comb += [
-            ln.i_stream.valid.eq(x.full), ln.i_stream.payload.x.eq(x_beat),
-            ln.i_stream.payload.last.eq(x.final),
-            x.taken.eq(ln.i_stream.valid & ln.i_stream.ready),
-            ln.i_param.valid.eq(q.full), ln.i_param.payload.eq(q_beat),
-            q.taken.eq(ln.i_param.valid & ln.i_param.ready),
+            x_fifo.w_en.eq(x.full), x_fifo.w_data.eq(Cat(x_beat, x.final)),
+            x.taken.eq(x.full & x_fifo.w_rdy),
+            ln.i_stream.valid.eq(x_fifo.r_rdy), ln.i_stream.payload.x.eq(x_fifo.r_data),
+            ln.i_stream.payload.last.eq(x_fifo.r_data[8 * lanes]),
+            x_fifo.r_en.eq(ln.i_stream.ready),
+            q_fifo.w_en.eq(q.full), q_fifo.w_data.eq(q_beat),
+            q.taken.eq(q.full & q_fifo.w_rdy),
+            ln.i_param.valid.eq(q_fifo.r_rdy), ln.i_param.payload.eq(q_fifo.r_data),
+            q_fifo.r_en.eq(ln.i_param.ready),
+            o_fifo.w_en.eq(ln.o_stream.valid), o_fifo.w_data.eq(ln.o_stream.payload.data),
+            ln.o_stream.ready.eq(o_fifo.w_rdy & s.lnorm_run),
         ]
         # Output beats: held while their elements are written one per cycle.
         o_beat = Signal(8 * lanes)
         _, o_lane = _divmod(o.t, p.rows)
-        m.d.comb += [ln.o_stream.ready.eq(~o.full & s.lnorm_run),
+        m.d.comb += [o_fifo.r_en.eq(~o.full & s.lnorm_run),
                      o.taken.eq(o.full & o.c_last)]
-        with m.If(ln.o_stream.valid & ln.o_stream.ready):
-            m.d.sync += [o_beat.eq(ln.o_stream.payload.data), o.full.eq(1)]
+        with m.If(o_fifo.r_rdy & o_fifo.r_en):
+            m.d.sync += [o_beat.eq(o_fifo.r_data), o.full.eq(1)]
         with m.If(o.full & o.live):
             m.d.comb += [
                 self.act.w_en.eq(1), self.act.w_addr.eq(n.dbase + o.blk + o.c),
@@ -1064,6 +1079,19 @@ def _quant_field(word, layout, name: str):
     """Field ``name`` of quant-word layout ``layout`` (``hw.isa.CHANNEL_WORD`` ...) in ``word``."""
     f = next(f for f in layout if f.name == name)
     return word[f.lsb:f.lsb + f.width]
+
+
+#: Beats each LNORM FIFO holds: a whole row of up to ``16 * cols`` channels (d 64 on the 4x4
+#: array, 128 on 8x8), so the gathers run a row ahead of the unit.
+_LN_FIFO_DEPTH = 16
+
+
+def _beat_fifo(m, name: str, width: int, flush):
+    """A :class:`~amaranth.lib.fifo.SyncFIFOBuffered` of ``_LN_FIFO_DEPTH`` words of ``width``
+    bits (registered output), emptied while ``flush``."""
+    fifo = SyncFIFOBuffered(width=width, depth=_LN_FIFO_DEPTH)
+    m.submodules[name] = ResetInserter(flush)(fifo)
+    return fifo
 
 
 def _divmod(value, d: int):

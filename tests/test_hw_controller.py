@@ -211,11 +211,15 @@ def test_controller_attn_matches_isasim(causal):
     assert result["csr"][Csr.PERF_ATTN_BUSY] > 0
 
 
-def test_controller_lnorm_matches_isasim():
-    """LNORM of a ragged (6, 7) tensor (7 channels over 4-lane beats) against sw.isasim."""
-    rng = np.random.default_rng(23)
-    p = PARAMS
-    m, c = 6, 7
+@pytest.mark.parametrize("m,c", [
+    (6, 7),                                  # ragged: 7 channels over 4-lane beats
+    (5, 90),                                 # 23 beats a row: more than the beat FIFOs hold
+])
+def test_controller_lnorm_matches_isasim(m, c):
+    """LNORM of a ragged tensor against sw.isasim."""
+    rng = np.random.default_rng(23 + c)
+    p = PARAMS if c < 64 else PARAMS.replace(act_depth=2048, wgt_depth=4096)
+    dst = 512 if c < 64 else 1024
     image = isasim.MemoryImage(p)
     image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
     x = rng.integers(-128, 128, (m, c), dtype=np.int8)
@@ -228,12 +232,12 @@ def test_controller_lnorm_matches_isasim():
     image.write("quant", 8 * 4, isasim.pack_quant(isa.EPS_WORD, eps=eps))
     image.write("quant", 8 * 5, isasim.pack_quant(isa.LNORM_WORD, gamma=gamma, beta=beta,
                                                   mult=mult, shift=shift))
-    prog = [isa.lnorm(a_addr=0, dst_addr=512, quant_addr=4, m=m, c=c), isa.halt()]
+    prog = [isa.lnorm(a_addr=0, dst_addr=dst, quant_addr=4, m=m, c=c), isa.halt()]
     image.load_program([isa.encode(i) for i in prog])
     result = run_on_accelerator(image)
     _check_against_isasim(image, result)
     want = ref.layernorm_int(x, gamma.astype(np.int8), beta.astype(np.int32), mult, shift, eps)
-    assert_array_equal(isasim.unpack_act(result["regions"]["act"][512:], m, c, p.rows), want)
+    assert_array_equal(isasim.unpack_act(result["regions"]["act"][dst:], m, c, p.rows), want)
     assert result["csr"][Csr.PERF_LNORM_BUSY] > 0
 
 
