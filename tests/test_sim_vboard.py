@@ -4,7 +4,9 @@ a TCP port, driven by ``sw.driver`` over ``socket://`` as a board would be.
 
 One build and one running board serve the module; every test opens its own connection (the
 board serves one client at a time and keeps its memory between clients, as a board does), and
-the last test stops the board and checks that it moved exactly the bytes the tests sent."""
+the last test stops the board and checks that it moved exactly the bytes the tests sent. The
+shipped digits model runs resident within the link-byte bound, and a model larger than the
+scratchpads runs streamed, both bit-exact."""
 
 from __future__ import annotations
 
@@ -23,10 +25,15 @@ from hw.isa import Csr, Status
 from hw.link import protocol as lp
 from hw.params import preset
 from sim import runner, vboard
-from sw import isasim
+from sw import isasim, ref
+from sw.artifact import default_artifact_path, load_artifact
 from sw.driver import Device
+from sw.driver.accelerator import Accelerator
 from sw.driver.framing import encode_request, read_reply
+from sw.driver.infer import infer
 from sw.driver.transport import Transport
+from sw.program import compile_program, random_artifact
+from sw.testset import task_inputs
 
 pytestmark = [pytest.mark.sim, requires_verilator]
 
@@ -148,6 +155,55 @@ def test_vboard_runs_a_gemm_program_like_isasim(board):
     for c, value in csrs.items():
         assert value == expected.read_csr(c), c.name
     assert perf.runs == 1 and perf.run_cycles > 0
+
+
+def _accelerator(vb) -> Accelerator:
+    TALLY["clients"] += 1
+    return Accelerator.open(vb.url, timeout=30.0, retries=0)
+
+
+def test_vboard_digits_resident_within_the_link_byte_bound(board):
+    """Resident mode moves only the input, a RUN, one WAIT and the logits row per inference:
+    at most 2 * (input bytes + logits bytes) + 64 link bytes (issue 11)."""
+    art = load_artifact(default_artifact_path())
+    x, _, _ = task_inputs(art, 4)
+    want = ref.model_forward_int(art, x)
+    program = compile_program(art, PARAMS)
+    acc = _accelerator(board)
+    try:
+        acc.load(program)
+        report = infer(acc, x, want=want)
+    finally:
+        _close(acc)
+    assert program.mode == "resident" and report["mismatches"] == 0
+    assert_array_equal(report["logits"], want)
+    bound = 2 * (program.input.size + 4 * program.output.c) + 64
+    assert (program.input.size, program.output.c, bound) == (64, 10, 272)
+    assert report["link_bytes_per_inference"] <= bound
+    assert report["cycles_per_inference"] > 0
+
+
+def test_vboard_streamed_model_larger_than_the_scratchpads_is_bit_exact(board):
+    """A model whose weights exceed the tiny preset's weight scratchpad runs layer by layer
+    (each layer's weights written before its run) through the driver, bit-exact."""
+    cfg = dict(task="classify", input_kind="patches", patch_dim=8, seq_len=4, n_classes=10,
+               d_model=32, n_heads=4, n_layers=PARAMS.wgt_depth // 8192 + 1, d_ff=64, window=4)
+    art = random_artifact(cfg, seed=5)
+    weights = sum(v.size for k, v in art.arrays.items() if k.endswith(".w"))
+    program = compile_program(art, PARAMS)
+    x = np.random.default_rng(6).integers(-128, 128, (3, 4, 8), dtype=np.int8)
+    want = ref.model_forward_int(art, x)
+    acc = _accelerator(board)
+    try:
+        acc.load(program)
+        report = infer(acc, x, want=want)
+    finally:
+        _close(acc)
+    assert weights > PARAMS.wgt_depth and program.mode == "streamed"
+    assert [layer for layer, _ in program.runs] == program.layers()   # a run per layer
+    assert report["mode"] == "streamed" and report["mismatches"] == 0 and report["samples"] == 3
+    assert_array_equal(report["logits"], want)
+    assert report["link_bytes_per_inference"] > weights          # the weights go every time
 
 
 def _exchange(port: Transport, frame: bytes, *, timeout: float = 30.0):

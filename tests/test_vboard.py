@@ -94,3 +94,34 @@ def test_ports_lists_ports_or_says_there_are_none(monkeypatch, capsys):
     assert len(lines) == 3 and lines[0].split() == ["PORT", "USB", "ID", "DESCRIPTION"]
     assert lines[1].split() == ["/dev/ttyS0", "-", "-"]
     assert lines[2].split() == ["/dev/ttyUSB1", "0403:6015", "FT231X", "USB", "UART"]
+
+
+def test_vboard_build_is_remembered_by_its_sources(tmp_path, monkeypatch):
+    """A second build() of unchanged sources reuses the stamped build without the Verilog
+    export; a build whose executable is gone, or other params, go through the runner again."""
+    from sim import runner
+
+    monkeypatch.setenv("LIGHTFORMER_BUILD", str(tmp_path))
+    calls = []
+
+    def fake_build(top_factory, *, name, params, **kwargs):
+        calls.append(params.name)
+        directory = tmp_path / "sim" / f"{name}-{len(calls):016x}"
+        (directory / "obj_dir").mkdir(parents=True)
+        (directory / "obj_dir" / "vboard_sim").write_bytes(b"\x7fELF")
+        (directory / runner._STAMP).write_text("{}")
+        return runner.Build(name=name, key=f"{len(calls):016x}", directory=directory,
+                            verilog=directory / f"{name}.v", params=params.to_dict(),
+                            waves=False, ports={}, latency=None, cached=False, seconds=1.0)
+
+    monkeypatch.setattr(runner, "build", fake_build)
+    first = vboard.build(TINY)
+    again = vboard.build(TINY)
+    assert calls == ["tiny"] and not first.cached and again.cached
+    assert again.directory == first.directory and again.key == first.key
+    assert vboard.executable(again).exists()
+    vboard.executable(first).unlink()
+    third = vboard.build(TINY)
+    assert calls == ["tiny", "tiny"] and third.directory != first.directory
+    vboard.build(preset("icebreaker"))
+    assert calls == ["tiny", "tiny", "icebreaker"]

@@ -260,9 +260,9 @@ struct Board {
         top->i_stream___05Fvalid = 0;
         top->o_stream___05Fready = 0;
 #endif
-        top->rst = 1;
-        for (int i = 0; i < 4; ++i) edge();
-        top->rst = 0;
+        // The design resets itself for its first 4 cycles (sim.vboard.POWER_ON_CYCLES): it
+        // has no rst port, so that Verilator evaluates its logic once per clock edge.
+        for (int i = 0; i < 6; ++i) edge();
         cycles = 0;
     }
     ~Board() { top->final(); }
