@@ -224,7 +224,8 @@ def build_model(variant: str, args, device):
     cfg = model_config(variant, args)
     torch.manual_seed(args.seed)
     model = LightTransformer(cfg)
-    fused = [b.attn for b in model.blocks if isinstance(b.attn, SoftmaxAttention)]
+    fused = [b.attn for b in model.blocks if isinstance(b.attn, SoftmaxAttention)
+             and args.softmax_impl == "sdpa"]
     if fused:
         # the fused path must compute the module's own function (fp32, eval, T = 64)
         a = fused[0].eval()
@@ -509,6 +510,9 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=_positive(int), default=None,
                    help="split each batch into parts of this size (default: per variant)")
     p.add_argument("--grad-checkpoint", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--softmax-impl", choices=("sdpa", "module"), default="sdpa",
+                   help="full/window/random_sparse: the fused SDPA kernel (default) or the "
+                        "module's own dense forward")
     p.add_argument("--clip-norm", type=float, default=1.0,
                    help="clip the global gradient norm to this (default 1.0; 0 = off, as LRA)")
     p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
@@ -556,7 +560,7 @@ def main(argv=None) -> int:
     doc = dict(meta=_meta(args, torch), settings=dict(
         PAPER, source=SOURCE, precision=args.precision, eval_every=args.eval_every,
         steps=args.steps, time_budget_s=args.time_budget_s, smoke=args.smoke,
-        clip_norm=args.clip_norm,
+        clip_norm=args.clip_norm, softmax_impl=args.softmax_impl,
         pooling="mean over non-pad tokens", pad_multiple=PAD_MULTIPLE,
         generator=dict(fn="sw.data.listops_lra_generate", seed=args.data_seed,
                        seq_len=args.seq_len)))
