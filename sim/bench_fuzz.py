@@ -2,8 +2,9 @@
 """``lightformer bench fuzz``: fuzz a device's host link and count what goes wrong.
 
 Streams about ``--bytes`` bytes of bursts of mutated frames (bit flips, truncations, wrong
-lengths, bad CRCs, unknown opcodes, addresses outside the memory map, RUN then STATUS) and
-garbage, each burst followed by a silence, interleaved with valid frames, into a device
+lengths, bad CRCs, unknown opcodes, addresses outside the memory map, bad READ strides, RUN then
+STATUS) and garbage, each burst followed by a silence, interleaved with valid frames (IDENTIFY,
+STATUS, WAIT, plain and strided READs, WRITEs), into a device
 (:func:`sw.driver.fuzz.fuzz`). The valid WRITEs go to the weight scratchpad (the accelerator
 only reads it, so a RUN among the bad bytes cannot change it) and a shadow copy follows them;
 the final read-back counts ``memory_corruptions``.

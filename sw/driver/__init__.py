@@ -14,7 +14,7 @@ Nothing here imports torch or Amaranth.
 """
 
 from sw.driver.accelerator import Accelerator, ProgramError
-from sw.driver.device import Device, DeviceStatus, Perf
+from sw.driver.device import Device, DeviceStatus, Perf, Waited
 from sw.driver.errors import (
                               AccelError,
                               CrcError,
@@ -29,4 +29,4 @@ from sw.driver.errors import (
 
 __all__ = ["AccelError", "Accelerator", "CrcError", "DesignMismatchError", "Device", "DeviceError",
            "DeviceResetError", "DeviceStatus", "LinkClosedError", "LinkError",
-           "LinkTimeoutError", "Perf", "ProgramError", "ProtocolError"]
+           "LinkTimeoutError", "Perf", "ProgramError", "ProtocolError", "Waited"]

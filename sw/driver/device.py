@@ -252,7 +252,7 @@ class Device:
 
     _cycles_per_s: float | None = None
 
-    def wait(self, timeout: float = 10.0, budget: int = 1 << 16) -> Waited:
+    def wait(self, timeout: float = 10.0, budget: int = 1 << 14) -> Waited:
         """WAIT until the run started by :meth:`run` ends: one request when it ends within
         ``budget`` cycles, else further ones with doubling budgets, each kept to about half
         the reply timeout at the device's measured clock rate. No polling: the device answers
