@@ -251,3 +251,27 @@ def test_memory_image_bus_access():
     assert image.read("act", 8, 4) == b"\x01\x02\x03\x04"
     with pytest.raises(ValueError, match="outside every region"):
         image.bus_write(mm.region("act").end - 2, b"\x00" * 4)
+
+
+@pytest.mark.parametrize("params", [TINY16, ULX3S], ids=["tiny16", "ulx3s_85f"])
+def test_program_output_read_is_the_logits_row(params):
+    """A classifier's logits are one int32 row: logit n is the word at n * rows * 4 of the
+    output block, so one strided READ of n_classes words fetches them (docs/isa.md)."""
+    art = _random_artifact(7, **RAGGED)
+    program = compile_program(art, params)
+    x = np.random.default_rng(3).integers(-128, 128, (11, 13), dtype=np.int8)
+    image = program.image()
+    program.write_input(image, x)
+    run(image, entry=program.entry)
+    addr, n, stride = program.output_read()
+    assert (addr, n, stride) == (program.output.bus_address, 7, params.rows)
+    words = [int.from_bytes(image.bus_read(addr + 4 * stride * i, 4), "little")
+             for i in range(n)]
+    got = program.output_from_words(words)
+    np.testing.assert_array_equal(got, program.read_output(image))
+    np.testing.assert_array_equal(got, ref.model_forward_int(art, x))
+    assert got.dtype == np.int32 and got.shape == (7,)
+    with pytest.raises(ValueError, match="the 7 words"):
+        program.output_from_words(words[:-1])
+    lm = compile_program(_random_artifact(9, **RAGGED_LM), params)
+    assert lm.output_read() is None                      # (T, vocab): the whole block
