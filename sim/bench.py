@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sim import bench_attention, bench_fuzz
+from sim import bench_attention, bench_fuzz, bench_model
 from sim.benchkit import (
     Say,
     add_common,
@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bench_attention.add_arguments(a)
     f = sub.add_parser("fuzz", help=bench_fuzz.DESCRIPTION, description=bench_fuzz.DESCRIPTION)
     bench_fuzz.add_arguments(f)
+    md = sub.add_parser("model", help=bench_model.MODEL_DESCRIPTION,
+                        description=bench_model.MODEL_DESCRIPTION)
+    bench_model.add_model_arguments(md)
+    ly = sub.add_parser("layer", help=bench_model.LAYER_DESCRIPTION,
+                        description=bench_model.LAYER_DESCRIPTION)
+    bench_model.add_layer_arguments(ly)
 
 
 def gemm_cases(rows: int, cols: int, k_depth: int,
@@ -137,14 +143,17 @@ BENCHES: dict[str, tuple[Callable[[argparse.Namespace, Say], dict[str, Any]], st
     "gemm": (bench, KIND, "elements"),
     "attention": (bench_attention.bench, bench_attention.KIND, "rows"),
     "fuzz": (bench_fuzz.bench, bench_fuzz.KIND, "corrupted memory words"),
+    "model": (bench_model.bench_model, bench_model.KIND_MODEL, "samples"),
+    "layer": (bench_model.bench_layer, bench_model.KIND_LAYER, "samples"),
 }
 
 
 def run(args: argparse.Namespace) -> int:
     which = getattr(args, "bench", None)
     if which is None:
-        print("lightformer bench: choose a benchmark: gemm, attention or fuzz "
-              "(e.g. `lightformer bench gemm --json build/bench/gemm.json`)", file=sys.stderr)
+        print("lightformer bench: choose a benchmark: gemm, attention or fuzz, or a whole "
+              "program: model or layer (e.g. `lightformer bench gemm --json "
+              "build/bench/gemm.json`)", file=sys.stderr)
         return 2
     from sim.runner import SimulationError
 
