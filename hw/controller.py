@@ -523,16 +523,31 @@ class Controller(Unit):
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
         with m.State("VEC_POOL"):
-            m.d.comb += [s.length.eq(v.m * p.rows), s.vec_busy.eq(1), s.vec_pooling.eq(1)]
-            t, r = _divmod(s.i, p.rows)
-            _, t_lane = _divmod(t, p.rows)
-            live = v.c0 + r < v.c
-            # v.poff: (t // rows) * C, stepped at the last read of a block's last token.
-            s.issue(self.act, v.abase + v.poff + v.c0 + r, _NO_SEL, live)
-            with m.If((s.i < s.length) & (r == p.rows - 1) & (t_lane == p.rows - 1)):
-                m.d.sync += v.poff.eq(v.poff + v.c)
-            with m.If(s.copy_done & s.pool_ready):
-                m.d.sync += [s.i.eq(0), s.pool_ready.eq(0), v.poff.eq(0)]
+            # One token block of the channel group c0 .. c0 + rows - 1: its `rows` channel words
+            # (word c0 + r of the block holds channel c0 + r of the block's tokens), one word a
+            # cycle (v.poff: the block's offset, (t // rows) * C) ...
+            m.d.comb += [s.length.eq(p.rows), s.vec_busy.eq(1), s.vec_pooling.eq(1)]
+            s.issue(self.act, v.abase + v.poff + v.c0 + s.i, _NO_SEL, v.c0 + s.i < v.c)
+            with m.If(s.copy_done):
+                m.d.sync += s.i.eq(0)
+                m.next = "VEC_POOL_PUSH"
+        with m.State("VEC_POOL_PUSH"):
+            # ... transposed into one beat a cycle: beat i is token v.out + i (v.out: the
+            # block's first token), its channels c0 .. in the lanes.
+            last = v.out + s.i == v.m - 1
+            m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
+                         s.pool_last.eq(last)]
+            m.d.sync += s.i.eq(s.i + 1)
+            with m.If(last):
+                m.d.sync += [s.i.eq(0), v.out.eq(0), v.poff.eq(0)]
+                m.next = "VEC_POOL_WAIT"
+            with m.Elif(s.i == p.rows - 1):
+                m.d.sync += [s.i.eq(0), v.out.eq(v.out + p.rows), v.poff.eq(v.poff + v.c)]
+                m.next = "VEC_POOL"
+        with m.State("VEC_POOL_WAIT"):
+            m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
+            with m.If(s.pool_ready):
+                m.d.sync += [s.i.eq(0), s.pool_ready.eq(0)]
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += [s.length.eq(p.rows), s.vec_stall.eq(1)]
@@ -575,28 +590,28 @@ class Controller(Unit):
         with m.If(vec.i_cfg.valid & vec.i_cfg.ready):
             m.d.sync += s.cfg_pending.eq(0)
 
-        # Input beats: an act word (``rows`` tokens of one channel) per beat for ADD / LUT; a
-        # token's ``rows`` channels, gathered byte by byte, for the mean pool.
+        # Input beats: an act word (``rows`` tokens of one channel) per beat for ADD / LUT; for
+        # the mean pool a token's ``rows`` channels, from a block's ``rows`` channel words held
+        # in ``pool_words`` (a ``rows`` x ``rows`` byte transpose: beat i, lane r = byte i of
+        # word r; channels past C read as 0).
         data = self.act.r_data
         a_word = Signal(8 * rows)
-        pool_beat = Signal(8 * rows)
-        pool_push = Signal()
-        pool_last = Signal()
+        pool_words = [Signal(8 * rows, name=f"pool_word{r}") for r in range(rows)]
         elem = s.d2.valid & s.vec_elementwise
         with m.If(elem & add & (s.d2.sel == 0)):
             m.d.sync += a_word.eq(data)
-        t, r = _divmod(s.d2.index, rows)
-        _, lane = _divmod(t, rows)
-        m.d.sync += [pool_push.eq(s.d2.valid & s.vec_pooling & (r == rows - 1)),
-                     pool_last.eq(t == v.m - 1)]
         with m.If(s.d2.valid & s.vec_pooling):
-            m.d.sync += pool_beat.word_select(r, 8).eq(data.word_select(lane, 8))
+            with m.Switch(s.d2.index):
+                for r in range(rows):
+                    with m.Case(r):
+                        m.d.sync += pool_words[r].eq(Mux(s.d2.live, data, 0))
         beat = vec.i_stream.payload
         index = Mux(add, s.d2.index >> 1, s.d2.index)
         with m.If(s.vec_pooling):
-            m.d.comb += [vec.i_stream.valid.eq(pool_push), beat.last.eq(pool_last)]
-            m.d.comb += [beat.a[i].eq(pool_beat.word_select(i, 8).as_signed())
-                         for i in range(rows)]
+            push_beat = s.i[:max(1, (rows - 1).bit_length())]
+            m.d.comb += [vec.i_stream.valid.eq(s.pool_push), beat.last.eq(s.pool_last)]
+            m.d.comb += [beat.a[r].eq(pool_words[r].word_select(push_beat, 8).as_signed())
+                         for r in range(rows)]
         with m.Else():
             m.d.comb += [vec.i_stream.valid.eq(elem & (~add | (s.d2.sel == 1))),
                          beat.last.eq(index == v.words - 1)]
@@ -1182,10 +1197,12 @@ class _State:
         self.vec_busy = Signal()
         self.vec_stall = Signal()
         self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats
-        self.vec_pooling = Signal()             # VEC_POOL: gathered mean-pool beats
+        self.vec_pooling = Signal()             # VEC_POOL*: mean-pool words and beats
         self.vec_lut_load = Signal()
         self.cfg_pending = Signal()
         self.pool_ready = Signal()
+        self.pool_push = Signal()               # VEC_POOL_PUSH: a mean-pool beat (token s.i)
+        self.pool_last = Signal()               # ... and it is the last token
         self.pool_out = Signal(8 * p.rows)
         self.copy_done = Signal()
         m.d.comb += self.copy_done.eq((self.i == self.length) & ~self.d1.valid & ~self.d2.valid)

@@ -180,6 +180,26 @@ def test_controller_vec_matches_isasim():
     assert result["csr"][Csr.PERF_VEC_BUSY] > 0
 
 
+@pytest.mark.parametrize("m,c", [(8, 4), (1, 9), (13, 5)])
+def test_controller_meanpool_matches_isasim(m, c):
+    """VEC MEANPOOL of whole, single-token and ragged blocks: the controller reads a block's
+    channel words and transposes them into token beats."""
+    rng = np.random.default_rng(m * 31 + c)
+    p = PARAMS
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    x = rng.integers(-128, 128, (m, c), dtype=np.int8)
+    image.write("act", 0, isasim.pack_act(x, p.rows))
+    image.write("quant", 8, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
+    prog = [isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=512, quant_addr=1, m=m, c=c),
+            isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    assert_array_equal(isasim.unpack_act(result["regions"]["act"][512:], 1, c, p.rows)[0],
+                       ref.mean_pool_int(x, 29000, 18))
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_controller_attn_matches_isasim(causal):
     """ATTN over 2 heads of a ragged head_dim (6 of the unit's 8) and T = 7 (not a multiple of
