@@ -10,6 +10,7 @@ scratchpads runs streamed, both bit-exact."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import struct
@@ -25,7 +26,7 @@ from hw.isa import Csr, Status
 from hw.link import protocol as lp
 from hw.params import preset
 from sim import runner, vboard
-from sw import isasim, ref
+from sw import cli, isasim, ref
 from sw.artifact import default_artifact_path, load_artifact
 from sw.driver import Device
 from sw.driver.accelerator import Accelerator
@@ -204,6 +205,20 @@ def test_vboard_streamed_model_larger_than_the_scratchpads_is_bit_exact(board):
     assert report["mode"] == "streamed" and report["mismatches"] == 0 and report["samples"] == 3
     assert_array_equal(report["logits"], want)
     assert report["link_bytes_per_inference"] > weights          # the weights go every time
+
+
+def test_vboard_bench_fuzz_small(tmp_path):
+    """``lightformer bench fuzz`` on the Verilated board (its own, from the cached build): a
+    few kilobytes here; docs/protocol.md records a 10^6-byte run."""
+    out = tmp_path / "fuzz.json"
+    assert cli.main(["bench", "fuzz", "--bytes", "12000", "--seed", "4", "--json",
+                     str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["device"] == "vboard" and report["bytes"] >= 12_000
+    assert report["valid_frames"] >= 10
+    assert report["valid_answered_ok"] == report["valid_frames"]
+    assert report["memory_corruptions"] == 0 and report["hangs"] == 0
+    assert report["error"] is None and sum(report["error_replies"].values()) > 0
 
 
 def _exchange(port: Transport, frame: bytes, *, timeout: float = 30.0):
