@@ -4,14 +4,19 @@
 Several JSON files may be given; a section found in a later file replaces the same section of an
 earlier one (e.g. a quick CPU run for digits/MNIST-1D plus a GPU run for the family section).
 Every section states where, when and with which command its numbers were produced.
+``--lra`` adds the Long Range Arena ListOps section (bench/lra_listops.py JSON) and ``--plot`` its
+accuracy-vs-cost PNG; given alone, it replaces just that section of an existing page.
 
     python bench/results_table.py build/bench/attention_study.json --out docs/results.md
+    python bench/results_table.py --lra docs/lra/* --plot docs/lra_listops.png \\
+        --out docs/results.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -211,6 +216,243 @@ def render(data: dict, note: str | None = None, longer: dict | None = None) -> s
     return "\n".join(lines).rstrip() + "\n"
 
 
+# ---------------------------------------------------------------------------------------------
+# Long Range Arena ListOps (bench/lra_listops.py)
+#: Tay et al., "Long Range Arena", ICLR 2021, Table 1, ListOps column (test accuracy %).
+LRA_PUBLISHED = {"Transformer": 36.37, "Local Attention": 15.82, "Sparse Transformer": 17.07,
+                 "Longformer": 35.63, "Linformer": 35.70, "Reformer": 37.27,
+                 "Sinkhorn Transformer": 33.67, "Synthesizer": 36.99, "BigBird": 36.05,
+                 "Linear Transformer": 16.13, "Performer": 18.01}
+#: Xiong et al., "Nyströmformer", AAAI 2021, its LRA table, ListOps.
+NYSTROM_PUBLISHED = 37.15
+#: Our variant -> (its published counterpart, that number); None: no counterpart.
+LRA_COUNTERPART = {"full": ("Transformer", 36.37), "window": ("Local Attention", 15.82),
+                   "random_sparse": ("BigBird", 36.05), "linformer": ("Linformer", 35.70),
+                   "performer": ("Performer", 18.01),
+                   "nystrom": ("Nyströmformer (its paper)", NYSTROM_PUBLISHED),
+                   "lsh": ("Reformer", 37.27), "conv": None, "dynamic_window": None}
+LRA_ORDER = tuple(LRA_COUNTERPART)
+LRA_BEGIN, LRA_END = "<!-- lra:begin -->", "<!-- lra:end -->"
+_LOG_STEP = re.compile(r"^(\w+): step (\d+) loss [\d.naninf]+ val ([\d.]+) \((\d+) s\)$")
+_LOG_BEST = re.compile(r"^(\w+): best val ([\d.]+) at step (\d+), test ([\d.]+)$")
+
+
+def lra_runs_from_log(path: Path) -> list[dict]:
+    """Runs whose JSON did not come back, from a committed verbatim training log: the last
+    ``VARIANT: step N ...`` line and the ``VARIANT: best val ... test ...`` line."""
+    last: dict = {}
+    runs = []
+    for line in path.read_text().splitlines():
+        m = _LOG_STEP.match(line.strip())
+        if m:
+            last[m[1]] = (int(m[2]), int(m[4]))
+            continue
+        m = _LOG_BEST.match(line.strip())
+        if m and m[1] in last:
+            runs.append(dict(variant=m[1], steps=last[m[1]][0], train_s=last[m[1]][1],
+                             best_val_acc=float(m[2]), best_step=int(m[3]),
+                             test_acc=float(m[4]), stopped_by="(log only)", file=path.name,
+                             from_log=True))
+    return runs
+
+
+def load_lra(paths: list[Path]) -> dict:
+    """``{"runs": [...], "timing": {variant: row}, "notes": {...}}`` from lra_listops.py JSON
+    reports, verbatim logs (``*.log``) and ``notes.json`` (reasons and code commits)."""
+    out: dict = dict(runs=[], timing={}, notes={}, timing_meta=None)
+    for f in paths:
+        if f.name == "notes.json":
+            out["notes"] = json.loads(f.read_text())
+        elif f.suffix == ".log":
+            out["runs"] += lra_runs_from_log(f)
+        else:
+            doc = json.loads(f.read_text())
+            if doc.get("kind") != "bench.lra_listops":
+                raise ValueError(f"{f} must be a bench/lra_listops.py report")
+            for t in doc.get("timing", []):
+                out["timing"][t["variant"]] = t
+                out["timing_meta"] = dict(doc["meta"], file=f.name)
+            for r in doc.get("runs", []):
+                out["runs"].append(dict(r, file=f.name, meta=doc["meta"],
+                                        settings=doc["settings"], data=doc.get("data")))
+    # a log only stands in for a report that did not come back from the same device call
+    have = {(r["variant"], r["file"].split("_", 1)[0]) for r in out["runs"]
+            if not r.get("from_log")}
+    out["runs"] = [r for r in out["runs"] if not r.get("from_log")
+                   or (r["variant"], r["file"].split("_", 1)[0]) not in have]
+    return out
+
+
+def _primary(runs: list[dict]) -> dict:
+    """The run shown for a variant: one that finished its steps, else the one with most steps."""
+    return max(runs, key=lambda r: (r.get("stopped_by") == "steps", r.get("steps", 0)))
+
+
+def _g(x) -> str:
+    return "–" if x is None else f"{x / 1e9:.2f}"
+
+
+def render_lra(lra: dict) -> list[str]:
+    notes = lra["notes"]
+    by: dict = {}
+    for r in lra["runs"]:
+        by.setdefault(r["variant"], []).append(r)
+    data = next((r["data"] for r in lra["runs"] if r.get("data")), {})
+    st = next((r["settings"] for r in lra["runs"] if r.get("settings")), {})
+    lines = [LRA_BEGIN, "# Long Range Arena ListOps (GPU)", "",
+             ("ListOps at the LRA distribution from our own generator "
+              "(`sw.data.listops_lra_generate`: 500 < length < 2000 tokens, depth <= 10, 2..10 "
+              f"arguments; {data.get('n_train', '?'):,} train / {data.get('n_val', '?'):,} val / "
+              f"{data.get('n_test', '?'):,} test, data seed {st.get('generator', {}).get('seed')}, "
+              f"mean training length {data.get('length_mean_train')} tokens; majority class of "
+              f"the test split {_pct(data.get('test_majority_acc'))} %). LRA's model and budget: "
+              f"{st.get('n_layers')} layers, d_model {st.get('d_model')}, {st.get('n_heads')} "
+              f"heads, MLP {st.get('d_ff')}, dropout {st.get('dropout')}, batch {st.get('batch')}, "
+              f"{st.get('steps')} steps, lr {st.get('lr')} with {st.get('warmup')} warm-up steps "
+              "and rsqrt decay, Adam(0.9, 0.98) with weight decay "
+              f"{st.get('weight_decay')}; bf16 autocast on one H200, model seed 0, mean pooling "
+              "over the real tokens, the checkpoint with the best validation accuracy tested once. "
+              "Settings, sources and deviations: [docs/lra.md](lra.md). Published: Tay et al. "
+              "2021 (LRA), Table 1; Nyströmformer from its own paper. MACs are analytic per "
+              "sample at T = 2000 (`sw.model.count_macs`); time is the measured bf16 forward "
+              "pass per sample at T = 2000, batch 32, on the H200 (full, window and "
+              "random_sparse through the fused SDPA kernel, whose dense-mask kernel visits all "
+              "T x T pairs, so their times barely differ)."), ""]
+    rows = []
+    for v in LRA_ORDER:
+        if v not in by:
+            continue
+        r = _primary(by[v])
+        cp = LRA_COUNTERPART[v]
+        t = lra["timing"].get(v, {})
+        macs = r.get("macs") or t.get("macs") or {}
+        gap = None if cp is None or r.get("test_acc") is None else \
+            round(100 * r["test_acc"] - cp[1], 2) + 0.0  # + 0.0: no "-0.00"
+        rows.append([v, cp[0] if cp else "–", f"{cp[1]:.2f}" if cp else "–",
+                     _pct(r.get("test_acc")), "–" if gap is None else f"{gap:+.2f}",
+                     f"{_pct(r.get('best_val_acc'))} @ {r.get('best_step', '?')}",
+                     f"{r.get('steps', '?'):,} / {st.get('steps', 5000):,}",
+                     r.get("stopped_by", "?"),
+                     _int(r.get("params") or t.get("params")), _g(macs.get("total")),
+                     _g(macs.get("attention")),
+                     "–" if "ms_per_sample" not in t else f"{t['ms_per_sample']:.3f}",
+                     f"`{r['file']}`"])
+    lines += _table(["variant", "LRA counterpart", "published %", "test acc %", "vs published",
+                     "best val % @ step", "steps run", "stopped by", "params", "GMACs/sample",
+                     "attention GMACs", "H200 ms/sample", "run"], rows)
+    others = [k for k in LRA_PUBLISHED
+              if k not in {c[0] for c in LRA_COUNTERPART.values() if c}]
+    lines += ["Published ListOps numbers with no counterpart here: " +
+              ", ".join(f"{k} {LRA_PUBLISHED[k]:.2f}" for k in others) + ".", ""]
+    reasons = notes.get("reasons", {})
+    flagged = []
+    for v in LRA_ORDER:
+        if v in by:
+            r, cp = _primary(by[v]), LRA_COUNTERPART[v]
+            if cp and r.get("test_acc") is not None and 100 * r["test_acc"] < cp[1] - 3:
+                flagged.append(f"- **{v}** ({100 * r['test_acc']:.2f} vs {cp[1]:.2f}): "
+                               + reasons.get(v, "no reason recorded yet."))
+    if flagged:
+        lines += ["More than 3 points below the published number:", ""] + flagged + [""]
+    for v, text in notes.get("remarks", {}).items():
+        if v in by:
+            lines += [f"- {v}: {text}"]
+    if notes.get("remarks"):
+        lines += [""]
+    lines += [("Every run (the table shows, per variant, the run that finished its steps, else "
+               "the longest):"), ""]
+    code = notes.get("code_commits", {})
+    all_rows = []
+    for v in LRA_ORDER:
+        for r in sorted(by.get(v, []), key=lambda r: r["file"]):
+            s = r.get("settings", {})
+            m = r.get("meta", {})
+            all_rows.append([v, f"`{r['file']}`", m.get("utc", "–"),
+                             code.get(r["file"].split("_", 1)[0], m.get("commit", "–")),
+                             s.get("softmax_impl", "sdpa") if v in ("full", "window",
+                                                                     "random_sparse") else "–",
+                             str(s.get("clip_norm") or "none"), r.get("micro_batch", "–"),
+                             f"{r.get('steps', '?'):,}", r.get("stopped_by", "?"),
+                             r.get("skipped_steps", 0), _pct(r.get("best_val_acc")),
+                             _pct(r.get("test_acc")), r.get("train_s", "–")])
+    lines += _table(["variant", "run", "started (UTC)", "code", "softmax", "clip", "micro-batch",
+                     "steps", "stopped by", "skipped steps", "best val %", "test acc %",
+                     "train s"], all_rows)
+    if notes.get("code_note"):
+        lines += [notes["code_note"], ""]
+    tm = lra.get("timing_meta")
+    if tm:
+        lines += [(f"*Timing: {tm['utc']} on `{tm['host']}` ({tm['device_name']}, torch "
+                   f"{tm['torch']}), `{tm['command']}` (`{tm['file']}`).*"), ""]
+    if notes.get("plot"):
+        lines += [f"![ListOps accuracy vs attention cost]({notes['plot']})", ""]
+    lines += ["Regenerate this section and the plot from the committed JSON (no GPU):", "",
+              "```sh", (".venv/bin/python bench/results_table.py --lra docs/lra/* "
+                        "--plot docs/lra_listops.png --out docs/results.md"), "```", "", LRA_END]
+    return lines
+
+
+def plot_lra(lra: dict, path: Path) -> None:
+    """Test accuracy against attention MACs (analytic) and measured time per sample, T = 2000;
+    published counterparts as open markers at our variant's cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    by: dict = {}
+    for r in lra["runs"]:
+        by.setdefault(r["variant"], []).append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, xlabel in ((axes[0], "attention", "attention (token-mixing) GMACs per sample"),
+                            (axes[1], "ms", "H200 bf16 forward ms per sample")):
+        for i, v in enumerate(LRA_ORDER):
+            if v not in by:
+                continue
+            r = _primary(by[v])
+            t = lra["timing"].get(v, {})
+            macs = r.get("macs") or t.get("macs") or {}
+            x = macs.get("attention", 0) / 1e9 if key == "attention" else t.get("ms_per_sample")
+            if x is None or r.get("test_acc") is None:
+                continue
+            y = 100 * r["test_acc"]
+            ax.scatter([x], [y], color="C0", zorder=3)
+            # stagger the labels: several variants share a cost or an accuracy
+            ax.annotate(f"{v} ({r.get('steps', '?')} st.)", (x, y), textcoords="offset points",
+                        xytext=(6, -14 + 9 * (i % 4)), fontsize=7)
+            cp = LRA_COUNTERPART[v]
+            if cp:
+                ax.scatter([x], [cp[1]], facecolors="none", edgecolors="C3", zorder=3)
+                ax.plot([x, x], [y, cp[1]], color="0.7", lw=0.8, zorder=1)
+        data = next((r["data"] for r in lra["runs"] if r.get("data")), None)
+        if data:
+            ax.axhline(100 * data["test_majority_acc"], color="0.5", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ListOps test accuracy %")
+        ax.grid(alpha=0.3)
+    axes[0].scatter([], [], color="C0", label="ours (this project, see steps run)")
+    axes[0].scatter([], [], facecolors="none", edgecolors="C3", label="published counterpart")
+    axes[0].plot([], [], color="0.5", ls="--", lw=0.8, label="majority class")
+    axes[0].legend(fontsize=8, loc="center right")
+    fig.suptitle("Long Range Arena ListOps, T <= 2000: accuracy vs attention cost")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def splice_lra(page: str, lra_lines: list[str]) -> str:
+    """``page`` with its LRA section (between the markers) replaced, or appended."""
+    block = "\n".join(lra_lines)
+    if LRA_BEGIN in page and LRA_END in page:
+        a, b = page.index(LRA_BEGIN), page.index(LRA_END) + len(LRA_END)
+        return page[:a] + block + page[b:]
+    return page.rstrip() + "\n\n" + block + "\n"
+
 def _patch(base: dict, new: dict) -> None:
     """Replace rows (and scaling entries) of ``base`` by label with those of ``new``."""
     labels = {r["label"] for r in new["rows"]}
@@ -224,7 +466,7 @@ def _patch(base: dict, new: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("json", type=Path, nargs="+", help="attention_study JSON file(s)")
+    p.add_argument("json", type=Path, nargs="*", help="attention_study JSON file(s)")
     p.add_argument("--out", type=Path, default=Path("docs/results.md"))
     p.add_argument("--note", default=None, help="a paragraph placed under the introduction")
     p.add_argument("--patch", type=Path, nargs="*", default=[],
@@ -232,7 +474,40 @@ def main(argv=None) -> int:
                         "entries replace those with the same label in the same section")
     p.add_argument("--longer", type=Path, nargs="*", default=[],
                    help="JSON of longer (full-mode) runs, rendered in a second part")
+    p.add_argument("--lra", type=Path, nargs="*", default=[],
+                   help="bench/lra_listops.py JSON reports, verbatim *.log files and notes.json: "
+                        "render the LRA ListOps section; without attention_study JSON, only "
+                        "that section of --out is replaced (or appended)")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="with --lra: write the accuracy-vs-cost plot (PNG) here")
     args = p.parse_args(argv)
+    if not args.json and not args.lra:
+        p.error("give attention_study JSON files, --lra files, or both")
+    for f in args.lra:
+        if not f.is_file():
+            p.error(f"--lra file must exist, not {str(f)!r}")
+    if args.plot is not None and not args.lra:
+        p.error("--plot needs --lra")
+    lra_lines: list[str] = []
+    if args.lra:
+        try:
+            lra = load_lra(args.lra)
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            p.error(f"--lra: {exc}")
+        if not lra["runs"]:
+            p.error("--lra files must hold at least one training run")
+        lra_lines = render_lra(lra)
+        if args.plot is not None:
+            plot_lra(lra, args.plot)
+            print(f"wrote {args.plot}")
+    if not args.json:
+        from sw.report import atomic_write_text
+
+        if not args.out.is_file():
+            p.error(f"--out must be an existing page to update, not {str(args.out)!r}")
+        atomic_write_text(args.out, splice_lra(args.out.read_text(), lra_lines))
+        print(f"wrote {args.out}")
+        return 0
     data: dict = {}
     for f in args.json:
         if not f.is_file():
@@ -254,7 +529,8 @@ def main(argv=None) -> int:
         longer.update({k: v for k, v in json.loads(f.read_text()).items() if k in ORDER})
     from sw.report import atomic_write_text
 
-    atomic_write_text(args.out, render(data, args.note, longer))
+    page = render(data, args.note, longer)
+    atomic_write_text(args.out, splice_lra(page, lra_lines) if lra_lines else page)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Long Range Arena ListOps generator (``sw.data.listops_lra_generate``) against LRA's own
+process, and smoke runs of ``bench/lra_listops.py`` and its results renderer (seconds, CPU)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sw import data  # noqa: E402
+
+OPS = {data.LISTOPS_VOCAB.index(o): o for o in data.LISTOPS_OPS}
+END = data.LISTOPS_VOCAB.index("]")
+
+
+def _lra_reference(rnd: random.Random, depth: int, max_depth: int, max_args: int):
+    """LRA's ``generate_tree`` + ``to_value`` (lra_benchmarks/data/listops.py), rewritten here
+    without the nested-tuple form: returns (length, value)."""
+    r = rnd.random() if depth < max_depth else 1
+    if r > 0.25:
+        return 1, rnd.choice(range(10))
+    length, vals = 2, []
+    for _ in range(rnd.randint(2, max_args)):
+        sub_l, sub_v = _lra_reference(rnd, depth + 1, max_depth, max_args)
+        length += sub_l
+        vals.append(sub_v)
+    op = rnd.choice(["[MIN", "[MAX", "[MED", "[SM"])
+    value = {"[MIN": min(vals), "[MAX": max(vals), "[MED": int(np.median(vals)),
+             "[SM": int(np.sum(vals) % 10)}[op]
+    return length, value
+
+
+def _evaluate(tokens) -> tuple[int, int, int]:
+    """Independent stack evaluation of a token sequence -> (value, max depth, max arguments)."""
+    stack: list[tuple[str, list[int]]] = []
+    depth = max_args = 0
+    result = None
+    for t in tokens:
+        t = int(t)
+        if t in OPS:
+            stack.append((OPS[t], []))
+            depth = max(depth, len(stack))
+        elif t == END:
+            op, vals = stack.pop()
+            max_args = max(max_args, len(vals))
+            v = {"[MIN": min, "[MAX": max}.get(op)
+            v = v(vals) if v else (int(np.median(vals)) if op == "[MED" else sum(vals) % 10)
+            if stack:
+                stack[-1][1].append(v)
+            else:
+                result = v
+        else:
+            d = int(data.LISTOPS_VOCAB[t])
+            if stack:
+                stack[-1][1].append(d)
+            else:
+                result = d
+    assert not stack
+    return result, depth, max_args
+
+
+def test_lra_constants_are_lras():
+    assert data.LRA_LISTOPS == dict(n_train=96_000, n_val=2_000, n_test=2_000, min_len=500,
+                                    max_len=2000, max_depth=10, max_args=10, p_op=0.25)
+
+
+def test_raw_trees_follow_lras_distribution():
+    # unconditioned trees (before the length window), max_depth 6 to keep it fast
+    n = 4000
+    rnd = random.Random(1)
+    ref = np.array([_lra_reference(rnd, 1, 6, 10) for _ in range(n)])
+    rnd = random.Random(2)
+    ours = []
+    for _ in range(n):
+        toks, value = data._lra_raw_tree(rnd, 6, 10, 0.25)
+        ours.append((len(toks), value))
+    ours = np.array(ours)
+    # a root is a digit with probability 0.75
+    assert abs((ours[:, 0] == 1).mean() - 0.75) < 0.03
+    assert abs((ref[:, 0] == 1).mean() - (ours[:, 0] == 1).mean()) < 0.04
+    # two-sample Kolmogorov-Smirnov distance of the lengths and of the values
+    for col in (0, 1):
+        grid = np.union1d(ref[:, col], ours[:, col])
+        cdf = lambda a, g=grid: np.searchsorted(np.sort(a), g, side="right") / len(a)  # noqa: E731
+        assert np.abs(cdf(ref[:, col]) - cdf(ours[:, col])).max() < 0.05
+
+
+def test_generated_samples_are_in_range_and_labelled_right():
+    x, lengths, y = data.listops_lra_generate(60, seed=3, min_len=40, max_len=160)
+    assert x.shape == (60, 160) and x.dtype == np.uint8
+    assert lengths.dtype == np.int16 and y.dtype == np.int64
+    assert ((lengths > 40) & (lengths < 160)).all()  # LRA: min_len < length < max_len
+    assert ((x != 0).sum(1) == lengths).all()
+    assert len({row.tobytes() for row in x}) == 60  # distinct
+    for row, n, label in zip(x, lengths, y):
+        assert (row[n:] == 0).all() and row[0] in OPS and row[n - 1] == END
+        value, depth, max_args = _evaluate(row[:n])
+        assert value == label
+        assert depth <= 9 and 2 <= max_args <= 10  # operators sit at depth 1..max_depth - 1
+
+
+def test_generation_is_reproducible_and_independent_of_workers():
+    a = data.listops_lra_generate(30, seed=5, min_len=20, max_len=80)
+    b = data.listops_lra_generate(30, seed=5, min_len=20, max_len=80)
+    c = data.listops_lra_generate(30, seed=6, min_len=20, max_len=80)
+    assert all((u == v).all() for u, v in zip(a, b))
+    assert not (a[0] == c[0]).all()
+    n = data._LRA_CHUNK + 20  # two chunks: the parallel path
+    one = data.listops_lra_generate(n, seed=7, min_len=5, max_len=40, workers=1)
+    two = data.listops_lra_generate(n, seed=7, min_len=5, max_len=40, workers=2)
+    assert all((u == v).all() for u, v in zip(one, two))
+
+
+def test_load_task_lra_and_old_api():
+    t = data.load_task("listops", seed=1, lra=True, n_train=20, n_eval=5, seq_len=128)
+    assert t.x_train.shape == (20, 128) and t.x_val.shape == t.x_test.shape == (5, 128)
+    assert t.config_hints["seq_len"] == 128 and t.info["generator"]["p_op"] == 0.25
+    rows = {r.tobytes() for r in np.concatenate([t.x_train, t.x_val, t.x_test])}
+    assert len(rows) == 30  # splits are disjoint
+    old = data.load_task("listops", seed=0, n_train=8, n_eval=4, seq_len=32)
+    assert old.x_train.shape == (8, 32) and old.x_train.dtype == np.int64
+    with pytest.raises(ValueError, match="workers"):
+        data.load_task("listops", seed=0, n_train=8, n_eval=4, workers=2)
+    with pytest.raises(ValueError, match="max_len"):
+        data.listops_lra_generate(4, max_len=2)
+
+
+def test_sw_data_stays_torch_free():
+    import ast
+
+    tree = ast.parse((ROOT / "sw" / "data.py").read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+             for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and n.module}
+    assert "torch" not in names
+
+
+def test_training_script_smoke_and_render(tmp_path):
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import lra_listops
+    import results_table
+
+    out = tmp_path / "lra.json"
+    assert lra_listops.main(["--smoke", "--variants", "full,conv", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "bench.lra_listops" and doc["settings"]["smoke"]
+    assert [r["variant"] for r in doc["runs"]] == ["full", "conv"]
+    for r in doc["runs"]:
+        assert r["status"] == "done" and r["steps"] == 3 and 0 <= r["test_acc"] <= 1
+        assert r["test_evaluations"] == 1 and r["curve"]
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n")
+    png = tmp_path / "lra.png"
+    assert results_table.main(["--lra", str(out), "--plot", str(png), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert text.count(results_table.LRA_BEGIN) == 1 and "| full | Transformer | 36.37 |" in text
+    assert png.stat().st_size > 1000
+    assert results_table.main(["--lra", str(out), "--out", str(page)]) == 0  # replaced, not added
+    assert page.read_text().count(results_table.LRA_BEGIN) == 1
+
+
+def test_script_rejects_bad_arguments_before_work(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import lra_listops
+
+    for argv in (["--variants", "nope"], ["--make-data"], ["--steps", "0"],
+                 ["--json", str(tmp_path)], ["--smoke", "--data-cache", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            lra_listops.parse_args(argv)
+        assert exc.value.code == 2
