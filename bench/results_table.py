@@ -386,7 +386,9 @@ def render_lra(lra: dict) -> list[str]:
                    f"{tm['torch']}), `{tm['command']}` (`{tm['file']}`).*"), ""]
     if notes.get("plot"):
         lines += [f"![ListOps accuracy vs attention cost]({notes['plot']})", ""]
-    lines += ["Regenerate this section and the plot from the committed JSON (no GPU):", "",
+    lines += [("Regenerate this section and the plot from the committed JSON (no GPU); when "
+               "the whole page is rebuilt from attention-study JSON, add the same `--lra` "
+               "files, or this section is left out:"), "",
               "```sh", (".venv/bin/python bench/results_table.py --lra docs/lra/* "
                         "--plot docs/lra_listops.png --out docs/results.md"), "```", "", LRA_END]
     return lines
