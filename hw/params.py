@@ -52,8 +52,10 @@ class AccelParams:
     attn_lanes : int
         Multiply lanes of the attention unit (MACs per cycle), 1..64; must divide ``head_dim``.
     attn_causal : bool
-        Causal (keys ``t-window+1 .. t``) or centred (``t-window//2 .. t+(window-1)//2``, exactly
-        ``window`` keys) window, clipped to ``[0, T)``.
+        Recorded in the design id only: the attention unit takes a causal (keys
+        ``t-window+1 .. t``) or centred (``t-window//2 .. t+(window-1)//2``, exactly ``window``
+        keys) window per ``ATTN`` instruction (its ``CAUSAL`` flag), clipped to ``[0, T)``,
+        whatever this field says. Kept so that existing design ids do not change.
     act_depth, wgt_depth : int
         Activation / weight scratchpad depth in bytes (power of two).
     instr_depth : int

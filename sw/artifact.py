@@ -332,10 +332,11 @@ def requirements(cfg: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> di
     }
     fits = []
     for name, p in PRESETS.items():
-        # a causal model needs a causal unit; a centred window needs a centred one (full
-        # attention with window >= T is causal-full on a causal unit).
+        # The attention unit takes causal or centred per ATTN instruction, so ``causal`` does
+        # not constrain the preset. A quick screen only: the compiler (``lightformer compile
+        # --preset``) is the authority, and streams weights that do not fit resident.
         if (p.window >= need["window"] and p.head_dim >= need["head_dim"]
-                and p.attn_causal == need["causal"] and p.k_depth >= need["k_depth"]
+                and p.k_depth >= need["k_depth"]
                 and p.wgt_depth >= need["weight_bytes"] and p.act_depth >= need["act_bytes"]
                 and p.lut_count >= need["lut_count"]):
             fits.append(name)

@@ -169,6 +169,9 @@ def test_artifact_requirements_and_presets(tmp_path):
     big = dict(CFG, d_model=256, n_heads=4, d_ff=256)                 # ~0.8 MB of weights
     r = art.requirements(big, random_arrays(big))
     assert r["head_dim"] == 64 and r["fits_presets"] == ["sim_large"]
+    # The attention unit runs causal and centred windows alike (per ATTN instruction).
+    centred = dict(CFG, causal=False)
+    assert "tiny" in art.requirements(centred, random_arrays(centred))["fits_presets"]
 
 
 def test_artifact_file_names():
