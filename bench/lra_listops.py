@@ -18,14 +18,18 @@ batches are bucketed by length and cut to a multiple of 64 tokens, which keeps p
 tokens a row). ``full``/``window``/``random_sparse`` run their softmax through
 ``torch.nn.functional.scaled_dot_product_attention`` (same weights, same function; checked
 against the module's own forward at start-up), because the reference code's dense (B, H, T, T)
-fp32 scores at T = 2000 would not fit nine runs on one GPU. The checkpoint with the best
+fp32 scores at T = 2000 would not fit nine runs on one GPU; on the H200 every run on that path
+ended in non-finite losses (docs/lra.md), so ``--softmax-impl module`` runs the module's own
+forward instead. Gradients are clipped to norm 1.0 (``--clip-norm``; LRA does not clip) and an
+update with a non-finite loss is skipped. The checkpoint with the best
 validation accuracy (all 2,000 samples, every ``--eval-every`` steps) is evaluated once on test.
 
     python bench/lra_listops.py --smoke                       # seconds, CPU: checks the script
     python bench/lra_listops.py --variants full --device cuda --data-cache build/lra/data.npz \\
         --json build/lra/lra_full.json
     python bench/lra_listops.py --time-only --device cuda --json build/lra/lra_timing.json
-    python bench/results_table.py --lra docs/lra/*.json --out docs/results.md
+    python bench/results_table.py --lra docs/lra/* --plot docs/lra_listops.png \
+        --out docs/results.md
 """
 
 from __future__ import annotations
