@@ -516,8 +516,8 @@ def bench_model(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 
 def _run_entry(run: dict[str, Any], params: Any) -> dict[str, Any]:
     s = _summary(run["counters"], run["macs"], params)
-    return {"layer": run["layer"], **s, "cycles_min": run["cycles_min"],
-            "cycles_max": run["cycles_max"]}
+    return {"layer": run["layer"], **s, "isa_instructions": run["isa_instructions"],
+            "cycles_min": run["cycles_min"], "cycles_max": run["cycles_max"]}
 
 
 # -- bench layer ------------------------------------------------------------------------------

@@ -171,6 +171,7 @@ def test_bench_model_on_the_tiny_board(tmp_path):
     # One run per inference (resident): it holds every counter.
     assert [r["layer"] for r in data["runs"]] == ["model"]
     assert data["runs"][0]["cycles"] == cycles
+    assert data["runs"][0]["instructions"] == data["runs"][0]["isa_instructions"]
     assert data["instructions"] == data["program_instructions"]      # no branches: all retire
     assert (data["plot"] is None) == (data["plot_note"] is not None)
 
@@ -191,6 +192,7 @@ def test_bench_layer_on_the_tiny_board(tmp_path):
     assert data["cycles"] == layer["cycles"] and data["program_cycles"] == sum(
         r["cycles"] for r in data["runs"])
     _per_unit_ok(data, data["cycles"])
+    assert all(r["instructions"] == r["isa_instructions"] for r in data["runs"])
     # MACs of the layer: QKV, projection, FFN (T*d*(3d + d + 2 d_ff)) and attention.
     assert data["macs"]["gemm"] == 8 * 16 * (3 * 16 + 16 + 2 * 64)
     assert data["macs"]["attn"] == 2 * sum(min(t + 1, 8) for t in range(8)) * 16
