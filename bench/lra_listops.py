@@ -15,14 +15,14 @@ Differences from LRA, on purpose: the model is this project's :class:`sw.model.L
 The classifier mean-pools the final features over the real tokens (the LightTransformer's own
 pooling, masked because batches carry padding; the attention modules have no padding mask, so
 batches are bucketed by length and cut to a multiple of 64 tokens, which keeps padding under 64
-tokens a row). ``full``/``window``/``random_sparse`` run their softmax through
+tokens a row). ``full``/``window``/``random_sparse`` run the attention module's own dense
+forward by default; ``--softmax-impl sdpa`` swaps in
 ``torch.nn.functional.scaled_dot_product_attention`` (same weights, same function; checked
-against the module's own forward at start-up), because the reference code's dense (B, H, T, T)
-fp32 scores at T = 2000 would not fit nine runs on one GPU; on the H200 every run on that path
-ended in non-finite losses (docs/lra.md), so ``--softmax-impl module`` runs the module's own
-forward instead. Gradients are clipped to norm 1.0 (``--clip-norm``; LRA does not clip) and an
-update with a non-finite loss is skipped. The checkpoint with the best
-validation accuracy (all 2,000 samples, every ``--eval-every`` steps) is evaluated once on test.
+against the module at start-up), which fits nine runs on one GPU, but on the H200 every run on
+that path ended in non-finite losses (docs/lra.md). Gradients are clipped to norm 1.0
+(``--clip-norm``; LRA does not clip) and an update with a non-finite loss is skipped. The
+checkpoint with the best validation accuracy (all 2,000 samples, every ``--eval-every`` steps)
+is evaluated once on test.
 
     python bench/lra_listops.py --smoke                       # seconds, CPU: checks the script
     python bench/lra_listops.py --variants full --device cuda --data-cache build/lra/data.npz \\
@@ -514,9 +514,9 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=_positive(int), default=None,
                    help="split each batch into parts of this size (default: per variant)")
     p.add_argument("--grad-checkpoint", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--softmax-impl", choices=("sdpa", "module"), default="sdpa",
-                   help="full/window/random_sparse: the fused SDPA kernel (default) or the "
-                        "module's own dense forward")
+    p.add_argument("--softmax-impl", choices=("module", "sdpa"), default="module",
+                   help="full/window/random_sparse: the module's own dense forward (default) or "
+                        "the fused SDPA kernel (its H200 runs ended in non-finite losses)")
     p.add_argument("--clip-norm", type=float, default=1.0,
                    help="clip the global gradient norm to this (default 1.0; 0 = off, as LRA)")
     p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
