@@ -51,10 +51,10 @@ from hw.numerics import (
 from sw.report import atomic_write_bytes, check_output_path
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "SUFFIX", "Artifact", "ArtifactError", "artifact_file",
-    "artifact_path_type", "convert_artifact", "default_artifact_path", "expected_arrays",
-    "load_artifact", "model_id", "requirements", "save_artifact", "tensors_sha256",
-    "validate_config",
+    "FORMAT", "FORMAT_VERSION", "SHIPPED_ARTIFACTS", "SUFFIX", "Artifact", "ArtifactError",
+    "artifact_file", "artifact_path_type", "convert_artifact", "default_artifact_path",
+    "expected_arrays", "load_artifact", "model_id", "requirements", "save_artifact",
+    "shipped_artifact_path", "tensors_sha256", "validate_config",
 ]
 
 FORMAT = "lightformer-int8"
@@ -149,10 +149,24 @@ def artifact_path_type(text: str) -> Path:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: The models shipped as package data in ``sw/artifacts``, in order of preference: the digits
+#: model, and a smaller digits model for presets that cannot hold it (the iCEBreaker's).
+SHIPPED_ARTIFACTS = ("digits_int8", "digits_ice40_int8")
+
+
+def shipped_artifact_path(name: str = SHIPPED_ARTIFACTS[0]) -> Path:
+    """Path of a shipped model (package data ``sw/artifacts/NAME.safetensors``)."""
+    from importlib import resources
+
+    if name not in SHIPPED_ARTIFACTS:
+        raise ValueError(f"no shipped artifact is named {name!r}; the shipped ones are "
+                         f"{', '.join(SHIPPED_ARTIFACTS)}")
+    return Path(str(resources.files("sw") / "artifacts" / (name + SUFFIX)))
+
+
 def default_artifact_path() -> Path:
     """The shipped digits model (package data ``sw/artifacts/digits_int8.safetensors``)."""
-    from importlib import resources
-    return Path(str(resources.files("sw") / "artifacts" / ("digits_int8" + SUFFIX)))
+    return shipped_artifact_path()
 
 
 # -- schema --------------------------------------------------------------------------------------

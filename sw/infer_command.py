@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run", "run_inference"]
+__all__ = ["add_arguments", "run", "run_inference", "shipped_artifact_for"]
 
 #: ``kind`` of the JSON report (``sw.report.write_json``).
 KIND = "infer"
@@ -53,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the device: /dev/ttyUSB0, socket://127.0.0.1:PORT (a virtual "
                              "board), loop:// is refused")
     parser.add_argument("--artifact", default=None, metavar="PATH",
-                        help="int8 artifact (default: the shipped digits model)")
+                        help="int8 artifact (default: the shipped digits model; with --preset, "
+                             "the first shipped model that fits it)")
     parser.add_argument("--preset", default=None,
                         help="compile for this preset (default: the one the device names)")
     parser.add_argument("--samples", type=_positive("samples"), default=None, metavar="N",
@@ -64,6 +66,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for one reply (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json_argument(parser)
+
+
+def shipped_artifact_for(params: Any) -> Path:
+    """The first shipped model (``sw.artifact.SHIPPED_ARTIFACTS``) the compiler fits ``params``.
+
+    The digits model everywhere it fits; the smaller ``digits_ice40_int8`` where it does not
+    (the ``icebreaker`` preset). :class:`sw.program.FitError` from the last one when none fits.
+    """
+    from sw.artifact import SHIPPED_ARTIFACTS, load_artifact, shipped_artifact_path
+    from sw.program import FitError, compile_program
+
+    for i, name in enumerate(SHIPPED_ARTIFACTS):
+        path = shipped_artifact_path(name)
+        try:
+            compile_program(load_artifact(path), params)
+        except FitError:
+            if i == len(SHIPPED_ARTIFACTS) - 1:
+                raise
+            continue
+        return path
+    raise AssertionError("unreachable")
 
 
 def run_inference(url: str, artifact: Any, x_q, y, *, params=None, baud: int | None = None,
@@ -161,10 +184,13 @@ def run(args: argparse.Namespace) -> int:
               "a virtual board's socket:// URL (lightformer vboard prints one)", file=sys.stderr)
         return 2
     try:
-        art = load_artifact(args.artifact if args.artifact is not None
-                            else default_artifact_path())
+        if args.artifact is not None:
+            art = load_artifact(args.artifact)
+        else:
+            art = load_artifact(default_artifact_path() if params is None
+                                else shipped_artifact_for(params))
         x_q, y, source = task_inputs(art, args.samples)
-    except (ArtifactError, ValueError) as exc:
+    except (ArtifactError, ValueError, FitError) as exc:
         print(f"lightformer infer: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

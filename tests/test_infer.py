@@ -135,3 +135,30 @@ def test_streamed_and_resident_agree_and_survive_a_program_file(tmp_path):
         np.testing.assert_array_equal(isasim.simulate(program, x), want)
     with pytest.raises(ValueError, match="mode must be"):
         compile_program(art, TINY, mode="paged")
+
+
+def test_infer_shipped_artifact_for_each_preset_fits_and_runs_on_the_python_board():
+    """Every board preset has a shipped model that compiles for it, and 20 test images of it run
+    bit-exact through the driver on the Python virtual board (the Verilated boards: docs)."""
+    from hw.params import preset
+    from sw.artifact import load_artifact, shipped_artifact_path
+    from sw.driver.isaboard import isa_board
+    from sw.driver.model import LinkServer
+    from sw.infer_command import run_inference, shipped_artifact_for
+    from sw.testset import task_inputs
+
+    expected = {"tiny": "digits_int8", "ulx3s_85f": "digits_int8",
+                "colorlight_5a75b": "digits_int8", "icebreaker": "digits_ice40_int8"}
+    checked = 0
+    for name, model in expected.items():
+        params = preset(name)
+        path = shipped_artifact_for(params)
+        assert path == shipped_artifact_path(model), name
+        art = load_artifact(path)
+        x_q, y, _ = task_inputs(art, 20)
+        with LinkServer(isa_board(params)) as srv:
+            r = run_inference(srv.url, art, x_q, y, params=params, progress=False,
+                              say=lambda *_: None)
+        assert (r["samples"], r["mismatches"], r["mode"]) == (20, 0, "resident"), name
+        checked += r["samples"]
+    assert checked == 80
