@@ -26,8 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sim.demo", "run the demo on the Verilated accelerator and check it bit for bit"),
     "info": ("sw.info", "show presets, their digests and the installed toolchain"),
     "train": ("sw.train_command", "train a LightTransformer on offline data"),
-    "compile": ("sw.compile_command", "quantize a trained model into a versioned int8 artifact; "
-                "--preset: compile an artifact to a device program"),
+    "compile": ("sw.compile_command", ("quantize a trained model into a versioned int8 artifact; "
+                                       "--preset: compile an artifact to a device program")),
     "eval": ("sw.evaluate", "evaluate an int8 artifact with the integer NumPy model"),
     "sim": ("sim.suites", "run the cocotb/Verilator suites"),
     "synth": ("boards.build", "synthesize a unit for a board with YoWASP and write a JSON report"),

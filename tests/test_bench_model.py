@@ -38,14 +38,14 @@ def _refused(argv: list[str], capsys) -> str:
 
 @pytest.mark.parametrize("argv, message", [
     (["--heads", "3"], r"--heads \(3\) must divide --d-model \(64\)"),
-    (["--heads", "1"], r"head_dim 64 .* exceeds the ulx3s_85f preset's head_dim 32 "
-                       r"\(AccelParams.head_dim\)"),
-    (["--window", "64"], r"--window 64 exceeds the ulx3s_85f preset's window 32 "
-                         r"\(AccelParams.window\)"),
-    (["--d-ff", "2048"], r"--d-ff 2048 exceeds .* GEMM reduction length 1024 "
-                         r"\(AccelParams.k_depth\)"),
-    (["--seq-len", "1024"], r"does not fit the 'ulx3s_85f' accelerator: activation bytes: "
-                            r"needs \d+, has 32768 \(AccelParams.act_depth\)"),
+    (["--heads", "1"], (r"head_dim 64 .* exceeds the ulx3s_85f preset's head_dim 32 "
+                        r"\(AccelParams.head_dim\)")),
+    (["--window", "64"], (r"--window 64 exceeds the ulx3s_85f preset's window 32 "
+                          r"\(AccelParams.window\)")),
+    (["--d-ff", "2048"], (r"--d-ff 2048 exceeds .* GEMM reduction length 1024 "
+                          r"\(AccelParams.k_depth\)")),
+    (["--seq-len", "1024"], (r"does not fit the 'ulx3s_85f' accelerator: activation bytes: "
+                             r"needs \d+, has 32768 \(AccelParams.act_depth\)")),
     (["--d-model", "2048"], r"--d-model must be at most 1024"),
     (["--d-model", "0"], r"dimension must be a positive integer, not '0'"),
     (["--samples", "-1"], r"samples must be a positive integer"),
