@@ -87,7 +87,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", type=preset_type, default="tiny",
                         help="accelerator preset (default: tiny; see `lightformer info`)")
     parser.add_argument("--artifact", default=None, metavar="PATH",
-                        help="int8 artifact (default: the shipped digits model)")
+                        help="int8 artifact (default: the first shipped digits model that "
+                             "fits the preset)")
     parser.add_argument("--samples", type=_samples, default=100, metavar="N",
                         help="run the first N test inputs (default: 100, or all when fewer)")
     parser.add_argument("--no-torch", action="store_true",
@@ -448,7 +449,8 @@ def bench_model(args: argparse.Namespace, say: Say) -> dict[str, Any]:
 
     from hw.params import preset
     from sw import ref
-    from sw.artifact import ArtifactError, default_artifact_path, load_artifact
+    from sw.artifact import ArtifactError, load_artifact
+    from sw.infer_command import shipped_artifact_for
     from sw.program import FitError, compile_program
     from sw.testset import task_inputs
 
@@ -456,9 +458,9 @@ def bench_model(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     where = "lightformer bench model"
     try:
         art = load_artifact(args.artifact if args.artifact is not None
-                            else default_artifact_path())
+                            else shipped_artifact_for(params))
         x_q, y, source = task_inputs(art, args.samples)
-    except (ArtifactError, ValueError) as exc:
+    except (ArtifactError, ValueError, FitError) as exc:
         raise UsageError(f"{where}: {exc}") from None
     except ModuleNotFoundError as exc:
         raise UsageError(f"{where}: the {art.task!r} test inputs need the Python package "

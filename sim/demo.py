@@ -4,7 +4,9 @@
 Builds (or reuses) the Verilated virtual board of ``--preset`` (``sim.vboard``: the accelerator
 behind its frame engine, what a board builds), starts it on a free loopback port, and then does
 exactly what ``lightformer infer --port socket://...`` does against a board: identify and check
-the design id, compile and load the shipped digits model, run every test image (the quantized
+the design id, compile and load the shipped digits model (``digits_int8``; on a preset that
+cannot hold it, the smaller ``digits_ice40_int8``: ``sw.infer_command.shipped_artifact_for``),
+run every test image (the quantized
 test set shipped beside the artifact: no scikit-learn, no torch), compare every logit with
 ``sw.ref.model_forward_int``, and report accuracy, mismatches, cycles per inference, the latency
 they project at the preset's clock and the link bytes per inference; then it stops the board.
@@ -76,11 +78,11 @@ def _board(params: Any, backend: str, uart: bool, progress: bool,
 def run_demo(params: Any, *, backend: str = "vboard", samples: int | None = None,
              uart: bool = False, progress: bool = True, say=print) -> dict[str, Any]:
     """Run the demo (module docstring); the JSON-ready report."""
-    from sw.artifact import default_artifact_path, load_artifact
-    from sw.infer_command import run_inference
+    from sw.artifact import load_artifact
+    from sw.infer_command import run_inference, shipped_artifact_for
     from sw.testset import task_inputs
 
-    art = load_artifact(default_artifact_path())
+    art = load_artifact(shipped_artifact_for(params))
     x_q, y, source = task_inputs(art, samples)
     stats: dict[str, Any] = {}
     t0 = time.monotonic()
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     params = preset(args.preset)
     say = say_for(args.json)
-    say(f"lightformer demo: the shipped digits model on the {params.name} accelerator "
+    say(f"lightformer demo: a shipped digits model on the {params.name} accelerator "
         f"(design id 0x{params.design_id:08x}) through the host driver")
     try:
         report = run_demo(params, backend=args.backend, samples=args.samples, uart=args.uart,
