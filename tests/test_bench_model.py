@@ -62,7 +62,8 @@ def test_bench_layer_refuses_what_does_not_fit(argv, message, capsys, tmp_path):
     (["--samples", "0"], "samples must be a positive integer, not '0'"),
     (["--preset", "ulx3s-85f"], "did you mean 'ulx3s_85f'?"),
     (["--artifact", "/nonexistent/model.safetensors"], "lightformer bench model: "),
-    (["--preset", "icebreaker"], "head_dim: needs 16, has 8 (AccelParams.head_dim)"),
+    (["--preset", "icebreaker", "--artifact", str(default_artifact_path())],
+     "head_dim: needs 16, has 8 (AccelParams.head_dim)"),
     (["--json", "/proc/x.json"], "cannot write in the folder '/proc'"),
 ])
 def test_bench_model_refuses_bad_arguments(argv, message, capsys, tmp_path):
