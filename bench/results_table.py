@@ -447,13 +447,50 @@ def plot_lra(lra: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def splice_lra(page: str, lra_lines: list[str]) -> str:
-    """``page`` with its LRA section (between the markers) replaced, or appended."""
-    block = "\n".join(lra_lines)
-    if LRA_BEGIN in page and LRA_END in page:
-        a, b = page.index(LRA_BEGIN), page.index(LRA_END) + len(LRA_END)
+def splice(page: str, lines: list[str], begin: str, end: str) -> str:
+    """``page`` with its section between the markers ``begin``/``end`` replaced, or appended."""
+    block = "\n".join(lines)
+    if begin in page and end in page:
+        a, b = page.index(begin), page.index(end) + len(end)
         return page[:a] + block + page[b:]
     return page.rstrip() + "\n\n" + block + "\n"
+
+
+def splice_lra(page: str, lra_lines: list[str]) -> str:
+    """``page`` with its LRA section (between the markers) replaced, or appended."""
+    return splice(page, lra_lines, LRA_BEGIN, LRA_END)
+
+
+# BERT path: sliding window and head pruning (bench/bert_cosine.py --study) -----------------------
+
+BERT_BEGIN, BERT_END = "<!-- bert-study:begin -->", "<!-- bert-study:end -->"
+
+
+def render_bert_study(doc: dict, source: str) -> list[str]:
+    """The BERT window / head-pruning section from a ``bench.bert_window_prune`` report."""
+    rows = doc["rows"]
+    r0 = rows[0]
+    intro = (f"Random BERT-family encoders (`sw.bert.random_bert`, gain {r0['gain']:g}, "
+             f"d_ff = 4 d) on {r0['passages']} held-out `pydoc_data.topics` passages of "
+             f"{r0['tokens_per_passage']:.0f} tokens on average; every cosine is to the **full** "
+             "fp32 model's mean-pooled embedding. \"fp32, same restriction\" applies the window "
+             "or pruning to the fp32 twin too, so the gap to the int8 columns is what int8 adds. "
+             "\"Centred\" subtracts the fp32 embeddings' mean first (the part that tells passages "
+             "apart). Method, caveats (random weights have no redundant heads) and how to run it: "
+             "[bert.md](bert.md).")
+    out = [BERT_BEGIN, "", "## Imported BERT path: sliding window and head pruning", "", intro, ""]
+    out += _table(["d / heads / layers", "variant", "int8 mean cosine", "int8 centred",
+                   "fp32, same restriction: mean", "fp32 centred"],
+                  [[f"{r['d_model']} / {r['n_heads']} / {r['n_layers']}", r["variant"]
+                    + (f" ({r['heads_pruned']} of {r['n_heads'] * r['n_layers']})"
+                       if r["heads_pruned"] else ""),
+                    f"{r['int8_mean_cosine']:.4f}", f"{r['int8_centred_cosine']:.3f}",
+                    f"{r['fp32_mean_cosine']:.4f}", f"{r['fp32_centred_cosine']:.3f}"]
+                   for r in rows])
+    out += ["", (f"*From `{source}` (`python bench/bert_cosine.py --study --gains 1 --calib 128 "
+                 "--held-out 32`); regenerate this section with `python bench/results_table.py "
+                 f"--bert {source} --out docs/results.md`.*"), "", BERT_END]
+    return out
 
 def _patch(base: dict, new: dict) -> None:
     """Replace rows (and scaling entries) of ``base`` by label with those of ``new``."""
@@ -482,9 +519,24 @@ def main(argv=None) -> int:
                         "that section of --out is replaced (or appended)")
     p.add_argument("--plot", type=Path, default=None,
                    help="with --lra: write the accuracy-vs-cost plot (PNG) here")
+    p.add_argument("--bert", type=Path, default=None, metavar="JSON",
+                   help="bench/bert_cosine.py --study report: render the BERT window / pruning "
+                        "section; without attention_study JSON, only that section of --out is "
+                        "replaced (or appended)")
     args = p.parse_args(argv)
-    if not args.json and not args.lra:
-        p.error("give attention_study JSON files, --lra files, or both")
+    if not args.json and not args.lra and args.bert is None:
+        p.error("give attention_study JSON files, --lra files, --bert, or several")
+    bert_lines: list[str] = []
+    if args.bert is not None:
+        if not args.bert.is_file():
+            p.error(f"--bert file must exist, not {str(args.bert)!r}")
+        try:
+            doc = json.loads(args.bert.read_text())
+            if doc.get("kind") != "bench.bert_window_prune" or not doc.get("rows"):
+                raise ValueError("must be a bench/bert_cosine.py --study report with rows")
+            bert_lines = render_bert_study(doc, args.bert.as_posix())
+        except (ValueError, KeyError, TypeError) as exc:
+            p.error(f"--bert {args.bert}: {exc}")
     for f in args.lra:
         if not f.is_file():
             p.error(f"--lra file must exist, not {str(f)!r}")
@@ -507,7 +559,12 @@ def main(argv=None) -> int:
 
         if not args.out.is_file():
             p.error(f"--out must be an existing page to update, not {str(args.out)!r}")
-        atomic_write_text(args.out, splice_lra(args.out.read_text(), lra_lines))
+        page = args.out.read_text()
+        if lra_lines:
+            page = splice_lra(page, lra_lines)
+        if bert_lines:
+            page = splice(page, bert_lines, BERT_BEGIN, BERT_END)
+        atomic_write_text(args.out, page)
         print(f"wrote {args.out}")
         return 0
     data: dict = {}
@@ -532,7 +589,11 @@ def main(argv=None) -> int:
     from sw.report import atomic_write_text
 
     page = render(data, args.note, longer)
-    atomic_write_text(args.out, splice_lra(page, lra_lines) if lra_lines else page)
+    if lra_lines:
+        page = splice_lra(page, lra_lines)
+    if bert_lines:
+        page = splice(page, bert_lines, BERT_BEGIN, BERT_END)
+    atomic_write_text(args.out, page)
     print(f"wrote {args.out}")
     return 0
 

@@ -263,3 +263,34 @@ def test_bert_head_keep_zeroes_exactly_the_pruned_heads(text):
         encode_int(model, ids, mask, head_keep=np.ones((2, 3), dtype=bool))
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         prune_by_importance(imp, 1.0)
+
+
+def test_bert_study_bench_and_results_section(text, tmp_path):
+    """``bench/bert_cosine.py --study`` writes one row per variant, and ``results_table.py --bert``
+    renders them into a page (replacing its own section on a second run, never duplicating)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    import bert_cosine
+    import results_table
+
+    out = tmp_path / "study.json"
+    assert bert_cosine.main(["--study", "--shapes", "32x1x2", "--gains", "1", "--calib", "16",
+                             "--held-out", "3", "--windows", "8", "--prune", "0.5",
+                             "--max-seq-len", "64", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "bench.bert_window_prune"
+    assert [r["variant"] for r in doc["rows"]] == ["full", "window 8", "prune 50% of heads"]
+    assert doc["rows"][0]["fp32_mean_cosine"] == pytest.approx(1.0)
+    assert doc["rows"][2]["heads_pruned"] == 1 and doc["rows"][1]["window"] == 8
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n")
+    for _ in range(2):
+        assert results_table.main(["--bert", str(out), "--out", str(page)]) == 0
+    body = page.read_text()
+    assert body.count(results_table.BERT_BEGIN) == 1 and "| 32 / 2 / 1 | window 8 |" in body
+    with pytest.raises(SystemExit):
+        results_table.main(["--bert", str(tmp_path / "none.json"), "--out", str(page)])
