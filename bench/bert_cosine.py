@@ -75,20 +75,31 @@ def _fractions(text: str) -> list[float]:
     return out
 
 
-def measure(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_seq_len: int,
-            gain: float, seed: int, outlier_gain: float = 1.0) -> dict:
+def _encoder(d: int, layers: int, heads: int, max_seq_len: int, gain: float, seed: int):
+    """``(calib, held, tokenizer, vocab, twin)``: the pydoc sentences, a WordPiece vocabulary of
+    their 1000 commonest words and a random BERT encoder of that shape (1 torch thread)."""
     import torch
 
     from sw.bert import random_bert
-    from sw.bert_int import calibration_sentences, cosine, cosine_to_fp32, quantize_from_text
-    from sw.import_hf import BertConfig, encode_batch, wordpiece_from_text
+    from sw.bert_int import calibration_sentences
+    from sw.import_hf import BertConfig, wordpiece_from_text
 
     torch.set_num_threads(1)
     calib, held = calibration_sentences()
     tok, vocab = wordpiece_from_text(calib, size=1000)
     cfg = BertConfig(vocab_size=len(vocab), d_model=d, n_layers=layers, n_heads=heads,
                      d_ff=4 * d, max_positions=max_seq_len)
-    twin = random_bert(cfg, seed=seed, gain=gain)
+    return calib, held, tok, vocab, random_bert(cfg, seed=seed, gain=gain)
+
+
+def measure(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_seq_len: int,
+            gain: float, seed: int, outlier_gain: float = 1.0) -> dict:
+    import torch
+
+    from sw.bert_int import cosine, cosine_to_fp32, quantize_from_text
+    from sw.import_hf import encode_batch
+
+    calib, held, tok, vocab, twin = _encoder(d, layers, heads, max_seq_len, gain, seed)
     with torch.no_grad():                  # outlier channels, as trained BERTs have them
         for name, p in twin.named_parameters():
             if ".ln." in name or ".ln1." in name or ".ln2." in name:
@@ -135,22 +146,16 @@ def study(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_seq
     """Sliding window and head pruning: one row per variant (``full`` first)."""
     import torch
 
-    from sw.bert import head_importance, mean_pool, random_bert
+    from sw.bert import head_importance, mean_pool
     from sw.bert_int import (
-        calibration_sentences,
         cosine,
         embed_int,
         prune_by_importance,
         quantize_from_text,
     )
-    from sw.import_hf import BertConfig, encode_batch, wordpiece_from_text
+    from sw.import_hf import encode_batch
 
-    torch.set_num_threads(1)
-    calib, held = calibration_sentences()
-    tok, vocab = wordpiece_from_text(calib, size=1000)
-    cfg = BertConfig(vocab_size=len(vocab), d_model=d, n_layers=layers, n_heads=heads,
-                     d_ff=4 * d, max_positions=max_seq_len)
-    twin = random_bert(cfg, seed=seed, gain=gain)
+    calib, held, tok, vocab, twin = _encoder(d, layers, heads, max_seq_len, gain, seed)
     model = quantize_from_text(twin, tok, calib[:calib_n], max_seq_len)
     ids, mask = encode_batch(tok, passages(tok, held, max_seq_len, held_n), max_seq_len)
     c_ids, c_mask = encode_batch(tok, passages(tok, calib, max_seq_len, 16), max_seq_len)

@@ -492,6 +492,15 @@ def render_bert_study(doc: dict, source: str) -> list[str]:
                  f"--bert {source} --out docs/results.md`.*"), "", BERT_END]
     return out
 
+def _splice_all(page: str, lra_lines: list[str], bert_lines: list[str]) -> str:
+    """``page`` with the LRA and BERT sections that were rendered (non-empty) spliced in."""
+    if lra_lines:
+        page = splice_lra(page, lra_lines)
+    if bert_lines:
+        page = splice(page, bert_lines, BERT_BEGIN, BERT_END)
+    return page
+
+
 def _patch(base: dict, new: dict) -> None:
     """Replace rows (and scaling entries) of ``base`` by label with those of ``new``."""
     labels = {r["label"] for r in new["rows"]}
@@ -559,12 +568,7 @@ def main(argv=None) -> int:
 
         if not args.out.is_file():
             p.error(f"--out must be an existing page to update, not {str(args.out)!r}")
-        page = args.out.read_text()
-        if lra_lines:
-            page = splice_lra(page, lra_lines)
-        if bert_lines:
-            page = splice(page, bert_lines, BERT_BEGIN, BERT_END)
-        atomic_write_text(args.out, page)
+        atomic_write_text(args.out, _splice_all(args.out.read_text(), lra_lines, bert_lines))
         print(f"wrote {args.out}")
         return 0
     data: dict = {}
@@ -588,12 +592,8 @@ def main(argv=None) -> int:
         longer.update({k: v for k, v in json.loads(f.read_text()).items() if k in ORDER})
     from sw.report import atomic_write_text
 
-    page = render(data, args.note, longer)
-    if lra_lines:
-        page = splice_lra(page, lra_lines)
-    if bert_lines:
-        page = splice(page, bert_lines, BERT_BEGIN, BERT_END)
-    atomic_write_text(args.out, page)
+    atomic_write_text(args.out, _splice_all(render(data, args.note, longer), lra_lines,
+                                            bert_lines))
     print(f"wrote {args.out}")
     return 0
 
