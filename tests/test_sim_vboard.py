@@ -163,6 +163,16 @@ def _accelerator(vb) -> Accelerator:
     return Accelerator.open(vb.url, timeout=30.0, retries=0)
 
 
+def _load_and_infer(board, program, x, want) -> dict:
+    """Load ``program`` on the board through the driver and run ``x`` (``infer``'s report)."""
+    acc = _accelerator(board)
+    try:
+        acc.load(program)
+        return infer(acc, x, want=want)
+    finally:
+        _close(acc)
+
+
 def test_vboard_digits_resident_within_the_link_byte_bound(board):
     """Resident mode moves only the input, a RUN, one WAIT and the logits row per inference:
     at most 2 * (input bytes + logits bytes) + 64 link bytes (issue 11)."""
@@ -170,12 +180,7 @@ def test_vboard_digits_resident_within_the_link_byte_bound(board):
     x, _, _ = task_inputs(art, 4)
     want = ref.model_forward_int(art, x)
     program = compile_program(art, PARAMS)
-    acc = _accelerator(board)
-    try:
-        acc.load(program)
-        report = infer(acc, x, want=want)
-    finally:
-        _close(acc)
+    report = _load_and_infer(board, program, x, want)
     assert program.mode == "resident" and report["mismatches"] == 0
     assert_array_equal(report["logits"], want)
     bound = 2 * (program.input.size + 4 * program.output.c) + 64
@@ -194,12 +199,7 @@ def test_vboard_streamed_model_larger_than_the_scratchpads_is_bit_exact(board):
     program = compile_program(art, PARAMS)
     x = np.random.default_rng(6).integers(-128, 128, (3, 4, 8), dtype=np.int8)
     want = ref.model_forward_int(art, x)
-    acc = _accelerator(board)
-    try:
-        acc.load(program)
-        report = infer(acc, x, want=want)
-    finally:
-        _close(acc)
+    report = _load_and_infer(board, program, x, want)
     assert weights > PARAMS.wgt_depth and program.mode == "streamed"
     assert [layer for layer, _ in program.runs] == program.layers()   # a run per layer
     assert report["mode"] == "streamed" and report["mismatches"] == 0 and report["samples"] == 3
