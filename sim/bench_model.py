@@ -24,10 +24,9 @@ MACs (``docs/cli.md``): the multiply-accumulates the ISA simulator counts
 window). ``ideal_cycles`` = MACs / ``AccelParams.macs_per_cycle`` (``rows * cols``);
 ``utilization`` = ``ideal_cycles / cycles``.
 
-Why the bench runs the steps itself rather than calling ``Accelerator.predict``: the counters
-are per run (START clears them) and ``predict`` keeps only each inference's total cycles, so the
-bench makes the same driver calls (``write_bytes``, ``run``, ``wait``, ``read``) and reads
-``PERF_*`` after each run.
+The device runs through ``Accelerator.predict``, the path ``infer`` and the demo take; the
+counters are per run (START clears them), so its ``after_run`` hook reads ``PERF_*`` as each run
+ends.
 
 Top-level imports stay light: the board, the driver, NumPy and torch load inside the benches.
 """
@@ -157,26 +156,18 @@ def _isa_runs(program: Any, x_q: Any) -> tuple[list[Any], list[Any]]:
 
 def _device_sample(acc: Any, program: Any, sample: Any, csrs: Sequence[Any],
                    timeout: float) -> tuple[Any, list[dict[str, int]]]:
-    """One inference on the device: the logits and the perf counters of each run."""
+    """One inference through the driver (``Accelerator.predict``, the path ``infer`` and the demo
+    take): the logits and the perf counters of each run, read as each run ends."""
     from hw import isa
-    from sw.driver import ProgramError
 
-    mmap = isa.memory_map(program.params)
-    csr = mmap.region("csr").base
-    acc.write_bytes(program.input.bus_address, program.pack_input(sample))
-    runs = []
-    for entry, blocks in program.steps():
-        for b in blocks:
-            acc.write_bytes(mmap.region(b.region).base + b.offset, b.data)
-        acc.run(entry)
-        status = acc.wait(timeout).acc_status
-        if status & isa.Status.ERROR:
-            pc = acc.read(csr + isa.Csr.PC, 1)[0]
-            raise ProgramError(acc.url, (status >> isa.STATUS_CODE_SHIFT) & 0xFF, pc)
+    csr = isa.memory_map(program.params).region("csr").base
+    runs: list[dict[str, int]] = []
+
+    def read_perf(entry: int) -> None:
         words = acc.read(csr + int(csrs[0]), len(csrs))
         runs.append({_counter_name(c): w for c, w in zip(csrs, words)})
-    logits = program.unpack_output(acc.read_bytes(program.output.bus_address,
-                                                  program.output.size))
+
+    logits = acc.predict(sample, timeout=timeout, after_run=read_perf)
     return logits, runs
 
 

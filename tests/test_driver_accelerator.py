@@ -55,6 +55,23 @@ def test_driver_accelerator_predict_bit_exact(model, board):
     assert per_inference < 1500                # input + logits + RUN/STATUS/PERF, no weights
 
 
+def test_driver_accelerator_after_run_sees_every_run(model, board):
+    """``after_run(entry)`` follows every run, resident (one per sample) and streamed (one per
+    layer), before the next run clears the perf counters, and changes no logit."""
+    art, program, x = model
+    streamed = compile_program(art, PARAMS, mode="streamed")
+    want = ref.model_forward_int(art, x[:2])
+    for prog, runs_per_sample in ((program, 1), (streamed, len(streamed.runs))):
+        entries: list[int] = []
+        with Accelerator.open(board.url, timeout=2.0) as acc:
+            acc.load(prog)
+            got = acc.predict(x[:2], after_run=entries.append)
+        np.testing.assert_array_equal(got, want)
+        assert len(entries) == 2 * runs_per_sample
+        assert entries == [entry for entry, _ in prog.steps()] * 2
+    assert len(streamed.runs) > 1                 # streamed really runs layer by layer
+
+
 def test_driver_infer_report(model, board):
     art, program, x = model
     want = ref.model_forward_int(art, x)

@@ -14,6 +14,7 @@ Programs come from ``sw.program.compile_program(artifact, params)`` or a file wr
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -69,9 +70,15 @@ class Accelerator(Device):
         self.program = program
         self._last = {}
 
-    def predict(self, x_q: np.ndarray, *, timeout: float = 10.0) -> np.ndarray:
+    def predict(self, x_q: np.ndarray, *, timeout: float = 10.0,
+                after_run: Callable[[int], None] | None = None) -> np.ndarray:
         """int32 logits of ``x_q`` (one sample or a batch, as ``sw.ref.model_forward_int``
-        takes it); :class:`ProgramError` if the program fails."""
+        takes it); :class:`ProgramError` if the program fails.
+
+        ``after_run(entry)`` is called after every run that ended without an error, before the
+        next one starts (one per sample in resident mode, one per layer in streamed mode):
+        the moment to read the ``PERF_*`` counters, which the next run clears.
+        """
         program = self.program
         if program is None:
             raise AccelError("no program is loaded: call load(program) first")
@@ -100,6 +107,8 @@ class Accelerator(Device):
                                        pc)
                 self._last[entry] = st.run_cycles
                 cycles += st.run_cycles
+                if after_run is not None:
+                    after_run(entry)
             self.run_cycles.append(cycles)
             out.append(self._read_output(program))
         logits = np.stack(out)
