@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In
 from boards.common import ClockedTop
 
 __all__ = ["BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness", "add_arguments",
-           "bitstream_entry", "board_platform", "checked_name_type", "default_build_dir",
+           "bitstream_entry", "board_platform", "default_build_dir",
            "file_sha256", "make_top", "make_unit", "preset_for_board", "run", "synth", "tool_env"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
@@ -436,24 +436,9 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     return {"schema_version": SCHEMA_VERSION, "kind": "synth", **result}
 
 
-def checked_name_type(check):
-    """argparse ``type=`` that keeps a name ``check(name)`` accepts; its ``ValueError`` becomes
-    an argparse error (exit 2)."""
-
-    def parse(text: str) -> str:
-        try:
-            check(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
-
-    parse.__name__ = check.__name__             # argparse names the type in some messages
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from hw.params import PRESETS, preset
-    from sw.report import add_json_argument, json_path_type, path_type
+    from sw.report import add_json_argument, checked_name_type, json_path_type, path_type
 
     parser.add_argument("--board", required=True, type=checked_name_type(board_platform),
                         metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")

@@ -237,7 +237,8 @@ def plan(board: str, bitstream: str | os.PathLike | None = None, *, flash: bool 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from boards.build import BOARDS, checked_name_type
+    from boards.build import BOARDS
+    from sw.report import checked_name_type
 
     parser.add_argument("--board", required=True, type=checked_name_type(board_platform),
                         metavar="BOARD", help=f"board to program: {', '.join(BOARDS)}")

@@ -41,21 +41,13 @@ def program_file(artifact: str | Path, preset: str) -> Path:
     return path.with_name(f"{path.name[:-len('.safetensors')]}.{preset}.program.safetensors")
 
 
-def _preset_type(text: str) -> str:
-    from hw.params import preset
-
-    try:
-        preset(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hw.params import preset
     from sw import compile as quantize
+    from sw.report import checked_name_type
 
     quantize.add_arguments(parser)
-    parser.add_argument("--preset", type=_preset_type, default=None, metavar="PRESET",
+    parser.add_argument("--preset", type=checked_name_type(preset), default=None, metavar="PRESET",
                         help="also compile the artifact to a device program for this "
                              "accelerator preset, written beside it as "
                              "NAME.PRESET.program.safetensors; with an int8 artifact "

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 __all__ = ["SCHEMA_VERSION", "STDOUT", "UsageError", "add_json_argument", "atomic_write_bytes",
-           "atomic_write_text", "check_output_path", "info_stream", "json_path_type", "path_type",
-           "probe_writable_folder", "write_json"]
+           "atomic_write_text", "check_output_path", "checked_name_type", "info_stream",
+           "json_path_type", "path_type", "probe_writable_folder", "write_json"]
 
 #: Version of the JSON reports' layout; bumped when a key is renamed or removed.
 SCHEMA_VERSION = 1
@@ -99,6 +99,21 @@ def path_type(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("must be a path, not an empty string")
     return Path(text)
+
+
+def checked_name_type(check):
+    """argparse ``type=`` that keeps a name ``check(name)`` accepts; its ``ValueError`` becomes
+    an argparse error (exit 2)."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    parse.__name__ = check.__name__             # argparse names the type in some messages
+    return parse
 
 
 def url_type(text: str) -> str:
