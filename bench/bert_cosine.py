@@ -176,7 +176,7 @@ def study(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_seq
         t0 = time.perf_counter()
         e_int = embed_int(model, ids, mask, **kw).astype(np.float64) * model.scales["pool"]
         seconds = time.perf_counter() - t0
-        e_f = fp32(**kw)
+        e_f = fp32(**kw) if kw else ref                                 # full: computed once
         keep = kw.get("head_keep")
         rows.append({
             "d_model": d, "n_layers": layers, "n_heads": heads, "gain": gain, "seed": seed,
