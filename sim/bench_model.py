@@ -136,22 +136,11 @@ def _run_names(program: Any) -> list[str]:
 def _isa_runs(program: Any, x_q: Any) -> tuple[list[Any], list[Any]]:
     """The ISA simulator's logits of every sample and the :class:`sw.isasim.SimStats` of each
     run of the first sample (the work a program does does not depend on its input)."""
-    import numpy as np
-
     from sw import isasim
 
-    image = program.image()
-    logits, first = [], []
-    for i, sample in enumerate(x_q):
-        program.write_input(image, sample)
-        for entry, blocks in program.steps():
-            for b in blocks:
-                image.write(b.region, b.offset, b.data)
-            stats = isasim.run(image, entry=entry)
-            if i == 0:
-                first.append(stats)
-        logits.append(program.read_output(image))
-    return list(np.stack(logits)), first
+    per_run: list[Any] = []
+    logits = isasim.simulate(program, x_q, after_run=lambda entry, one: per_run.append(one))
+    return list(logits), per_run[:len(program.steps())]
 
 
 def _device_sample(acc: Any, program: Any, sample: Any, csrs: Sequence[Any],

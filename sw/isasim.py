@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +194,15 @@ class SimStats:
     macs: Counter = field(default_factory=Counter)
     array_macs: int = 0
     elements: Counter = field(default_factory=Counter)
+
+    def add(self, other: SimStats) -> None:
+        """Accumulate ``other``'s counts into these."""
+        self.instructions += other.instructions
+        self.runs += other.runs
+        self.by_opcode.update(other.by_opcode)
+        self.macs.update(other.macs)
+        self.array_macs += other.array_macs
+        self.elements.update(other.elements)
 
     def to_dict(self) -> dict[str, Any]:
         return {"instructions": self.instructions, "runs": self.runs,
@@ -405,14 +415,18 @@ def run(image: MemoryImage, *, entry: int | None = None, stats: SimStats | None 
 
 
 def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
-             stats: SimStats | None = None) -> np.ndarray:
+             stats: SimStats | None = None,
+             after_run: Callable[[int, SimStats], None] | None = None) -> np.ndarray:
     """Run a compiled :class:`sw.program.Program` on each sample of ``x_q`` (as
     :func:`sw.ref.model_forward_int` takes it: with or without the batch axis); returns the
     int32 logits in the same shape as ``sw.ref.model_forward_int``.
 
     ``image`` (default: ``program.image()``) is reused between samples, as the device keeps
     the model resident and only the input changes; a streamed program's layer blocks are
-    written before each layer's run, as the driver does (``Program.steps``).
+    written before each layer's run, as the driver does (``Program.steps``). ``stats``
+    accumulates every run's counts; ``after_run(entry, run_stats)`` is called after every run
+    with that run's own (as ``sw.driver.Accelerator.predict``'s hook, where the device's perf
+    counters are read).
     """
     image = program.image() if image is None else image
     x = np.asarray(x_q)
@@ -424,7 +438,11 @@ def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
         for entry, blocks in program.steps():
             for b in blocks:
                 image.write(b.region, b.offset, b.data)
-            run(image, entry=entry, stats=stats)
+            one = run(image, entry=entry)
+            if stats is not None:
+                stats.add(one)
+            if after_run is not None:
+                after_run(entry, one)
         out.append(program.read_output(image))
     logits = np.stack(out)
     return logits[0] if single else logits

@@ -275,3 +275,20 @@ def test_program_output_read_is_the_logits_row(params):
         program.output_from_words(words[:-1])
     lm = compile_program(_random_artifact(9, **RAGGED_LM), params)
     assert lm.output_read() is None                      # (T, vocab): the whole block
+
+
+def test_program_simulate_after_run_sees_each_run_and_stats_add_up():
+    """``simulate(after_run=)`` hands over every run's own counts (one per layer and sample in
+    streamed mode), and they add up to what ``stats`` accumulates."""
+    art = _random_artifact(7, **RAGGED)
+    program = compile_program(art, TINY16, mode="streamed")
+    x = np.random.default_rng(5).integers(-128, 128, (2, 11, 13), dtype=np.int8)
+    total, seen = SimStats(), []
+    got = simulate(program, x, stats=total, after_run=lambda entry, one: seen.append((entry, one)))
+    np.testing.assert_array_equal(got, ref.model_forward_int(art, x))
+    assert [entry for entry, _ in seen] == [entry for entry, _ in program.steps()] * 2
+    summed = SimStats()
+    for _, one in seen:
+        assert one.runs == 1
+        summed.add(one)
+    assert summed.to_dict() == total.to_dict() and total.runs == len(seen) > 2
