@@ -178,3 +178,28 @@ def test_script_rejects_bad_arguments_before_work(tmp_path):
         with pytest.raises(SystemExit) as exc:
             lra_listops.parse_args(argv)
         assert exc.value.code == 2
+
+
+def test_render_averages_finished_seeds_of_one_setting():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results_table
+
+    st = dict(softmax_impl="module", clip_norm=1.0, steps=5000, batch=32, precision="bf16")
+
+    def run(seed, acc, steps=5000, stop="steps", **kw):
+        return dict(variant="full", seed=seed, test_acc=acc, best_val_acc=0.37, best_step=250,
+                    steps=steps, stopped_by=stop, micro_batch=16, file=f"c{seed}_full.json",
+                    settings=dict(st, **kw), meta={},
+                    data=dict(n_train=96000, n_val=2000, n_test=2000, test_majority_acc=0.173))
+
+    runs = [run(2, 0.362), run(0, 0.3615), run(1, 0.3625),
+            run(0, 0.3095, steps=1961, stop="non-finite loss"),  # unfinished: not averaged
+            run(3, 0.40, softmax_impl="sdpa")]                   # another setting: not averaged
+    seeds = results_table._seed_runs(runs)
+    assert [r["seed"] for r in seeds] == [0, 1, 2]
+    mean, sd = results_table._seed_mean(seeds)
+    assert mean == pytest.approx(36.20) and sd == pytest.approx(0.05)
+    lines = results_table.render_lra(dict(runs=runs, timing={}, notes={}, timing_meta=None))
+    row = next(ln for ln in lines if ln.startswith("| full |"))
+    assert "36.20 ± 0.05 (3 seeds: 36.15, 36.25, 36.20)" in row and "| -0.17 |" in row
+    assert sum(ln.startswith("| full | `c") for ln in lines) == 5   # every run still listed
