@@ -5,6 +5,9 @@
     python bench/gpu_baseline.py --device cpu  --json build/bench/baseline_cpu.json
     python bench/gpu_baseline.py --from-json A.json [B.json ...] --markdown docs/baselines.md
 
+``--from-json`` also takes the accelerator's ``lightformer bench model`` (digits) and ``bench
+layer`` reports: their rows give the projected latency (Verilated cycles at the preset's clock).
+
 Times, in PyTorch, the same two workloads the FPGA path runs:
 
 * ``digits`` -- the shipped int8 digits model's architecture (``LightTransformer`` built from the
@@ -264,21 +267,92 @@ def plot(reports: list[dict[str, Any]], png: Path) -> Path:
     return png
 
 
-def markdown(reports: list[dict[str, Any]]) -> str:
-    lines = [("| workload | device | precision | batch-1 latency (us) | saturating batch | "
-              "per sample at saturation (us) | samples/s at saturation |"),
-             "|---|---|---|---|---|---|---|"]
-    for rep in reports:
+#: ``kind`` of the accelerator's reports (``lightformer bench model`` / ``bench layer``).
+ACCEL_KINDS = ("bench.model", "bench.layer")
+
+
+def accelerator_rows(report: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """A ``bench model`` (digits) or ``bench layer`` report as a summary row: its cycles per
+    inference at the preset's clock. The accelerator runs one sample at a time, so batch 1 is
+    also its saturated throughput."""
+    if report.get("bench") == "model" and report.get("task") != "digits":
+        return []  # only the digits model has GPU/CPU rows to stand beside
+    if not report.get("bit_exact"):
+        raise ValueError(f"{source}: the accelerator's run was not bit-exact; it is no baseline")
+    us = float(report["projected_latency_us"])
+    cycles = report["cycles_per_inference" if report["bench"] == "model" else "cycles"]
+    return [{"workload": "digits" if report["bench"] == "model" else "layer",
+             "device": (f"accelerator, preset `{report['preset']}` ({report['rows']}x"
+                        f"{report['cols']} MACs)"),
+             "precision": "int8", "batch1_latency_us": us, "batch1_compiled": False,
+             "saturating_batch": 1, "saturated_compiled": False, "saturated_per_sample_us": us,
+             "saturated_samples_per_s": 1e6 / us,
+             "where": (f"projected: {cycles:,.0f} Verilated cycles at the preset's "
+                       f"{report['clock_mhz']:g} MHz target clock (commit "
+                       f"`{report['commit']}`, `{Path(source).name}`)")}]
+
+
+def _where(env: dict[str, Any], source: str) -> str:
+    return (f"measured: PyTorch {env['torch']} on host `{env['host']}` "
+            f"(`{Path(source).name}`)")
+
+
+def summary_rows(reports: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every report's summary rows, GPU/CPU and accelerator alike, each saying where it ran."""
+    out = []
+    for source, rep in reports:
+        if rep.get("kind") in ACCEL_KINDS:
+            out += accelerator_rows(rep, source)
+            continue
         env = rep["environment"]
         dev = env.get("gpu") or f"CPU {env['machine']}, {env['threads']} threads"
-        for s in rep["summary"]:
-            b1 = "n/a" if s["batch1_latency_us"] is None else \
-                f"{s['batch1_latency_us']:.1f}{' (compiled)' if s['batch1_compiled'] else ''}"
-            lines.append(
-                f"| {s['workload']} | {dev} | {s['precision']} | {b1} | "
-                f"{s['saturating_batch']}{' (compiled)' if s['saturated_compiled'] else ''} | "
-                f"{s['saturated_per_sample_us']:.3f} | {s['saturated_samples_per_s']:,.0f} |")
+        out += [dict(s, device=dev, where=_where(env, source)) for s in rep["summary"]]
+    return sorted(out, key=lambda r: (r["workload"], r["precision"] != "int8"))
+
+
+def markdown(reports: list[tuple[str, dict[str, Any]]]) -> str:
+    lines = [("| workload | device | precision | batch-1 latency (us) | saturating batch | "
+              "per sample at saturation (us) | samples/s at saturation | where it ran |"),
+             "|---|---|---|---|---|---|---|---|"]
+    for s in summary_rows(reports):
+        b1 = "n/a" if s["batch1_latency_us"] is None else \
+            f"{s['batch1_latency_us']:.1f}{' (compiled)' if s['batch1_compiled'] else ''}"
+        lines.append(
+            f"| {s['workload']} | {s['device']} | {s['precision']} | {b1} | "
+            f"{s['saturating_batch']}{' (compiled)' if s['saturated_compiled'] else ''} | "
+            f"{s['saturated_per_sample_us']:.3f} | {s['saturated_samples_per_s']:,.0f} | "
+            f"{s['where']} |")
     return "\n".join(lines) + "\n"
+
+
+BASELINES_BEGIN, BASELINES_END = "<!-- baselines:begin -->", "<!-- baselines:end -->"
+
+
+def results_section(reports: list[tuple[str, dict[str, Any]]], command: str) -> str:
+    """The ``docs/results.md`` section: the table, what each kind of row means, and how to
+    regenerate it."""
+    accel = [r for _, r in reports if r.get("kind") in ACCEL_KINDS]
+    lines = [BASELINES_BEGIN, "# GPU, CPU and the accelerator on the same models", "",
+             ("The digits model (the shipped int8 model's architecture: d_model 32, 2 layers, "
+              "T 8) and one encoder layer at the `bench layer` shape (d_model 64, T 64, d_ff "
+              "256, window 32). GPU and CPU rows are PyTorch wall-clock times, the best of "
+              "several runs after warm-up, at batch 1 and at the batch that gave the most "
+              "samples per second. Accelerator rows are projections: cycles counted on the "
+              "Verilated accelerator (bit-exact with the NumPy integer model on every sample) "
+              "times the preset's target clock period. The accelerator runs one sample at a "
+              "time, so its batch-1 row is also its throughput. Methods, machines and the raw "
+              "sweeps: [baselines.md](baselines.md)."), "", markdown(reports).rstrip(), ""]
+    if accel:
+        lines += [("Read the accelerator rows with two caveats. The target clock is the "
+                   "preset's, not a measured one: the whole `ulx3s_85f` top has not been "
+                   "routed yet (see [boards.md](boards.md)), and `tiny` is a simulation "
+                   "preset with no board. The layer differs slightly between the two sides: "
+                   "`bench layer` runs 2 heads of 32 with a causal window, the PyTorch layer 4 "
+                   "heads of 16 with a centred one (the same projection and FFN MACs; a dense "
+                   "GPU kernel visits all 64 x 64 attention pairs either way)."), ""]
+    lines += ["Regenerate this section (no GPU needed):", "", "```sh", command, "```", "",
+              BASELINES_END]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="only render: read these JSON reports")
     p.add_argument("--markdown", type=Path, default=None, help="write the summary table here")
     p.add_argument("--plot", type=Path, default=None, help="write the throughput plot here")
+    p.add_argument("--results", type=Path, default=None, metavar="PAGE",
+                   help="replace (or append) the GPU/CPU/accelerator section of this Markdown "
+                        "page, e.g. docs/results.md")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.min_run_s <= 0 or args.threads < 1:
         p.error("--repeats and --threads must be >= 1 and --min-run-s > 0")
@@ -309,18 +386,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         import json
 
-        reports = [json.loads(f.read_text()) for f in args.from_json]
+        reports = [(str(f), json.loads(f.read_text())) for f in args.from_json]
     else:
         if args.json is None:
             p.error("--json PATH is required when measuring")
         report = run(args)
         where = write_json(args.json, report, kind="bench.baseline")
         print(f"wrote {where}", file=sys.stderr)
-        reports = [report]
+        reports = [(str(args.json), report)]
     if args.markdown:
         atomic_write_text(args.markdown, markdown(reports))
     if args.plot:
-        plot(reports, args.plot)
+        plot([r for _, r in reports if r.get("kind") not in ACCEL_KINDS], args.plot)
+    if args.results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from results_table import splice
+
+        page = args.results.read_text() if args.results.exists() else ""
+        command = ".venv/bin/python bench/gpu_baseline.py --from-json " + " ".join(
+            f for f, _ in reports) + f" --results {args.results}"
+        section = results_section(reports, command)
+        atomic_write_text(args.results, splice(page, section.splitlines(), BASELINES_BEGIN,
+                                               BASELINES_END) + "\n")
+        print(f"wrote {args.results}", file=sys.stderr)
     return 0
 
 

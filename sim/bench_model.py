@@ -43,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sim.benchkit import Say, add_common, int_type, preset_type
+from sim.benchkit import Say, add_common, int_type, preset_type, report_path
 from sw.report import STDOUT, UsageError
 
 __all__ = ["KIND_LAYER", "KIND_MODEL", "LAYER_DESCRIPTION", "MODEL_DESCRIPTION",
@@ -389,7 +389,7 @@ def _plot(args: argparse.Namespace, data: dict[str, Any], cycles: float, title: 
         note = "no --json file to put the plot beside"
     else:
         note = write_plot(data, cycles, path, title)
-    data["plot"] = str(path) if note is None else None
+    data["plot"] = report_path(path) if note is None else None
     data["plot_note"] = note
     if note is None:
         say(f"wrote {path}")
@@ -459,8 +459,8 @@ def bench_model(args: argparse.Namespace, say: Say) -> dict[str, Any]:
     summary = _summary(counters, macs, params)
     cycles = summary.pop("cycles")
     data: dict[str, Any] = {**_header(params, "model"),
-                            "artifact": str(art.path), "model_id": art.model_id,
-                            "task": art.task, "inputs": source, "mode": program.mode,
+                            "artifact": report_path(art.path), "model_id": art.model_id,
+                            "task": art.task, "inputs": report_path(source), "mode": program.mode,
                             "program_instructions": len(program.instructions),
                             "samples": res["samples"], "mismatches": res["mismatches"],
                             "isa_mismatches": res["isa_mismatches"],

@@ -87,6 +87,21 @@ def say_for(json_path: object) -> Say:
     return say
 
 
+def report_path(path: object) -> str:
+    """``path`` as a report records it: relative to the working directory when it is a file or
+    folder under it (so a committed report names no machine's folders), else as given."""
+    import os
+
+    text = str(path)
+    if not os.path.exists(text):  # e.g. "sw.data.load_task(...)": a description, not a path
+        return text
+    try:
+        rel = os.path.relpath(os.path.abspath(text))
+    except ValueError:  # another drive
+        return text
+    return text if rel.startswith(os.pardir) else rel
+
+
 def write_report(json_path: object, data: dict[str, Any], *, kind: str, say: Say) -> None:
     """Write ``data`` with :func:`sw.report.write_json` (atomic; ``-`` = stdout) and say where."""
     if json_path is None:

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import requires_verilator
@@ -198,3 +199,20 @@ def test_bench_layer_on_the_tiny_board(tmp_path):
     assert data["macs"]["gemm"] == 8 * 16 * (3 * 16 + 16 + 2 * 64)
     assert data["macs"]["attn"] == 2 * sum(min(t + 1, 8) for t in range(8)) * 16
     assert data["plot"] is None and data["plot_note"] == "--no-plot"
+
+
+def test_reports_record_paths_under_the_working_directory_relatively(tmp_path, monkeypatch):
+    from sim.benchkit import report_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "m.safetensors").write_bytes(b"")
+    assert report_path(tmp_path / "a" / "m.safetensors") == "a/m.safetensors"
+    assert report_path("sw.data.load_task('digits', seed=0)") == \
+        "sw.data.load_task('digits', seed=0)"                    # a description stays as it is
+    outside = tmp_path.parent
+    assert report_path(outside) == str(outside)                 # not under the working dir
+    for f in (Path(__file__).resolve().parents[1] / "docs" / "bench").glob("bench_*.json"):
+        doc = json.loads(f.read_text())                          # committed: no machine folders
+        assert not any(str(doc.get(k) or "").startswith("/") for k in ("artifact", "inputs",
+                                                                          "plot")), f
