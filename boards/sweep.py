@@ -312,11 +312,17 @@ def run_sweep(configs: Sequence[dict[str, Any]], *, jobs: int | None = None,
     return [r if r is not None else failed_row(c, "no result") for r, c in zip(rows, configs)]
 
 
+def _largest_first(configs: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of ``configs``, the largest arrays (the longest builds) first, so that a long
+    build does not start last and run alone."""
+    return sorted(range(len(configs)), key=lambda i: -configs[i]["rows"] * configs[i]["cols"])
+
+
 def _run_local(configs, jobs, build, done) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(build, config): i for i, config in enumerate(configs)}
+        futures = {pool.submit(build, configs[i]): i for i in _largest_first(configs)}
         for fut in as_completed(futures):
             i = futures[fut]
             try:
@@ -344,9 +350,9 @@ def _run_dask(configs, address, build, done) -> None:
         raise RuntimeError(f"cannot reach the Dask scheduler at {address} "
                            f"({type(exc).__name__}: {exc})") from None
     with client:
-        futures = {client.submit(build, config, pure=False): i
-                   for i, config in enumerate(configs)}
-        for fut in distributed.as_completed(list(futures)):
+        futures = {client.submit(build, configs[i], pure=False): i
+                   for i in _largest_first(configs)}
+        for fut in distributed.as_completed(list(futures), loop=client.loop):
             i = futures[fut]
             try:
                 row = fut.result()
@@ -509,12 +515,14 @@ def _check(args: argparse.Namespace) -> list[dict[str, Any]]:
     return configs
 
 
-def run(args: argparse.Namespace, *, build: Build = build_config) -> int:
+def run(args: argparse.Namespace, *, build: Build | None = None) -> int:
     """``lightformer bench sweep``: exit 0 when every configuration built (timing met or not),
-    1 when one failed (its row says why; the report and plot are still written)."""
+    1 when one failed (its row says why; the report and plot are still written). ``build``
+    (default :func:`build_config`) builds one configuration."""
     from sw.progress import step
 
     configs = _check(args)
+    build = build_config if build is None else build
     out = sys.stderr if args.json == STDOUT else sys.stdout
 
     def say(line: str) -> None:
