@@ -473,9 +473,9 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "build_dir": str(build_dir),
         **bitstream_entry(build_dir, plat_cls.bitstream_suffix),
         "build_key": key,
+        "cache_hit": False,
     }
     write_json(build_dir / "report.json", result, kind="synth")
-    result["cache_hit"] = False
     if json_path is not None:
         where = write_json(json_path, result, kind="synth")
         say(f"synth: wrote {where}")

