@@ -257,9 +257,6 @@ def test_json_on_stdout_and_plot_elsewhere(tmp_path, capsys):
     assert plot.read_bytes()[:8] == PNG_MAGIC and data["plot"] == str(plot)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_dask_local_cluster_sweep(tmp_path):
     distributed = pytest.importorskip("distributed")
 
@@ -284,7 +281,6 @@ def test_dask_local_cluster_sweep(tmp_path):
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_dask_scheduler_that_does_not_answer(tmp_path):
     pytest.importorskip("distributed")
     configs = sweep.sweep_configs(["icebreaker"], [(2, 2)])
