@@ -431,8 +431,10 @@ def write_plot(data: dict[str, Any], path: str | os.PathLike) -> str | None:
     ok = [r["error"] is None for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(max(6.4, 1.1 * len(rows) + 2), 8.0), sharex=True)
     ax = axes[0]
-    ax.bar(x, [r["fmax_mhz"] or 0 for r in rows],
-           color=["tab:blue" if r["timing_met"] else "tab:red" for r in rows])
+    bars = ax.bar(x, [r["fmax_mhz"] or 0 for r in rows],
+                  color=["tab:blue" if r["timing_met"] else "tab:red" for r in rows])
+    ax.bar_label(bars, [f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "" for r in rows],
+                 fontsize=7)
     ax.scatter(x, [r["target_mhz"] for r in rows], marker="_", s=400, color="black",
                label="target", zorder=3)
     ax.set_ylabel("Fmax (MHz)")
@@ -447,7 +449,11 @@ def write_plot(data: dict[str, Any], path: str | os.PathLike) -> str | None:
     ax.set_ylabel("used (% of device)")
     ax.legend(fontsize=7, ncol=len(RESOURCES), loc="upper left")
     ax = axes[2]
-    ax.bar(x, [r["peak_gops"] or 0 for r in rows], color="tab:green")
+    bars = ax.bar(x, [r["peak_gops"] or 0 for r in rows], color="tab:green")
+    ax.bar_label(bars, [f"{r['peak_gops']:.1f}" if r["peak_gops"] else "" for r in rows],
+                 fontsize=7)
+    for ax in axes:
+        ax.margins(y=0.12)
     ax.set_ylabel("peak GOPS\n(2 x MACs x Fmax)")
     for ax in axes:
         for i in x:
@@ -456,7 +462,8 @@ def write_plot(data: dict[str, Any], path: str | os.PathLike) -> str | None:
                         color="tab:red")
     axes[2].set_xticks(x, labels, fontsize=8)
     meta = data["meta"]
-    fig.suptitle(f"lightformer bench sweep: {data['unit']} unit, commit {meta['commit']}, "
+    commit = f"{meta['commit']}{' + changes' if meta['commit_dirty'] else ''}"
+    fig.suptitle(f"lightformer bench sweep: {data['unit']} unit, commit {commit}, "
                  f"{meta['date'][:10]}", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
