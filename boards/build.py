@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In
 from boards.common import ClockedTop
 
 __all__ = ["BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness", "add_arguments",
-           "bitstream_entry", "board_platform", "default_build_dir",
+           "bitstream_entry", "board_platform", "build_key", "cached_report", "default_build_dir",
            "file_sha256", "make_top", "make_unit", "preset_for_board", "run", "synth", "tool_env"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
@@ -354,14 +354,54 @@ def bitstream_entry(build_dir: str | os.PathLike, suffix: str) -> dict[str, str]
     return {"bitstream": str(path), "bitstream_sha256": file_sha256(path)}
 
 
+def build_key(plan, env: dict[str, str], tools: dict[str, str]) -> str:
+    """16 hex digits naming a board build: Amaranth's ``plan.digest()`` (every file the tools
+    read, the netlist and constraints included, and the build script) plus the tool commands
+    (``$YOSYS``, ...) and their version lines. Equal keys build the same bitstream (nextpnr
+    runs with a fixed seed)."""
+    h = hashlib.blake2s(digest_size=8)
+    h.update(plan.digest())
+    for var in sorted(_YOWASP_TOOLS):
+        h.update(f"\0{var}={env.get(var, '')}".encode())
+    h.update(b"\0tools:" + json.dumps(tools, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
+    """The synth report in ``build_dir`` when it has build key ``key`` and its bitstream is
+    still there with the recorded SHA-256 (then with ``cache_hit`` true), else ``None``."""
+    path = Path(build_dir) / "report.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("kind") != "synth" \
+            or report.get("build_key") != key:
+        return None
+    bitstream = report.get("bitstream")
+    try:
+        if not bitstream or file_sha256(bitstream) != report.get("bitstream_sha256"):
+            return None
+    except OSError:
+        return None
+    report = {k: v for k, v in report.items() if k not in ("schema_version", "kind")}
+    report["cache_hit"] = True
+    return report
+
+
 def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
-          show_progress: bool = True) -> dict:
+          show_progress: bool = True, reuse: bool = False) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
     ``docs/cli.md`` (section ``synth``). Progress goes to standard error.
+
+    Every report records its ``build_key`` (:func:`build_key`: the build plan's files and script,
+    the tool names and versions). With ``reuse``, a ``<build_dir>/report.json`` of the same key
+    whose bitstream is still there with its recorded SHA-256 is returned instead of building
+    again (``cache_hit`` true; its ``build_seconds`` are the original build's).
     """
     from boards.report import parse_nextpnr_report
     from sw.report import SCHEMA_VERSION, STDOUT, check_output_path, write_json
@@ -397,6 +437,14 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     overrides["nextpnr_opts"] = " ".join(filter(None, [
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail"]))
     plan = platform.prepare(top, "top", **overrides)
+    key = build_key(plan, env, tools)
+    cached = cached_report(build_dir, key) if reuse else None
+    if cached is not None:
+        say(f"synth: reusing the build in {build_dir} (same build key {key})")
+        if json_path is not None:
+            where = write_json(json_path, cached, kind="synth")
+            say(f"synth: wrote {where}")
+        return {"schema_version": SCHEMA_VERSION, "kind": "synth", **cached}
     build_dir.mkdir(parents=True, exist_ok=True)
     report_path = build_dir / REPORT_NAME
     report_path.unlink(missing_ok=True)
@@ -424,6 +472,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "build_seconds": round(seconds, 1),
         "build_dir": str(build_dir),
         **bitstream_entry(build_dir, plat_cls.bitstream_suffix),
+        "build_key": key,
+        "cache_hit": False,
     }
     write_json(build_dir / "report.json", result, kind="synth")
     if json_path is not None:

@@ -9,7 +9,8 @@ the last output transfer against the ideal ``M*K*N / (rows*cols)`` (one MAC per 
 ``steady_state_utilization`` = sum of ideal cycles / sum of measured cycles over the cases with
 ``K >= 128`` (long enough that fill/drain is amortised, as in a real layer). Target: >= 0.90.
 
-``lightformer bench attention ...`` is :mod:`sim.bench_attention`. The arguments, the bench run
+``lightformer bench attention ...`` is :mod:`sim.bench_attention`; ``lightformer bench sweep``
+(board builds over boards and array sizes) is :mod:`boards.sweep`. The arguments, the bench run
 and the report writing both share live in :mod:`sim.benchkit`; the JSON keys are listed in
 ``docs/cli.md``.
 
@@ -63,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ly = sub.add_parser("layer", help=bench_model.LAYER_DESCRIPTION,
                         description=bench_model.LAYER_DESCRIPTION)
     bench_model.add_layer_arguments(ly)
+    from boards import sweep
+
+    sw = sub.add_parser("sweep", help=sweep.DESCRIPTION, description=sweep.DESCRIPTION)
+    sweep.add_arguments(sw)
 
 
 def gemm_cases(rows: int, cols: int, k_depth: int,
@@ -152,9 +157,13 @@ def run(args: argparse.Namespace) -> int:
     which = getattr(args, "bench", None)
     if which is None:
         print("lightformer bench: choose a benchmark: gemm, attention or fuzz, or a whole "
-              "program: model or layer (e.g. `lightformer bench gemm --json "
-              "build/bench/gemm.json`)", file=sys.stderr)
+              "program: model or layer, or a board build sweep: sweep (e.g. `lightformer bench "
+              "gemm --json build/bench/gemm.json`)", file=sys.stderr)
         return 2
+    if which == "sweep":                        # board builds, not a Verilated bench
+        from boards import sweep
+
+        return sweep.run(args)
     from sim.runner import SimulationError
 
     fn, kind, counted = BENCHES[which]

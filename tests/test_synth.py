@@ -26,7 +26,7 @@ BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
 KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit", "digest",
         "rows", "cols", "fmax_mhz", "target_mhz", "timing_met", "clock", "clocks", "resources",
         "critical_path", "tools", "step_seconds", "build_seconds", "build_dir", "bitstream",
-        "bitstream_sha256"}
+        "bitstream_sha256", "build_key", "cache_hit"}
 
 
 def _build(board: str, unit: str = "gemm") -> dict:
@@ -62,6 +62,7 @@ def _build(board: str, unit: str = "gemm") -> dict:
     bitstream = Path(data["bitstream"])
     assert bitstream == Path(data["build_dir"]) / f"top{board_platform(board).bitstream_suffix}"
     assert file_sha256(bitstream) == data["bitstream_sha256"]
+    assert data["cache_hit"] is False and len(data["build_key"]) == 16    # synth always builds
     return data
 
 
