@@ -860,43 +860,49 @@ class Controller(Unit):
         x = _BeatWalker(m, "ln_x", lanes, n, start, s.lnorm_run)
         q = _BeatWalker(m, "ln_q", lanes, n, start, s.lnorm_run)
         o = _BeatWalker(m, "ln_o", lanes, n, start, s.lnorm_run, gather=False)
-        _, x_lane = _divmod(x.t, p.rows)
         x_beat = Signal(8 * lanes)
         q_beat = Signal(ln.i_param.payload.shape())
         with m.If(x.issue):
             m.d.comb += [self.act.r_en.eq(x.live), self.act.r_addr.eq(n.abase + x.blk + x.c)]
+        x_byte = self.act.r_data.word_select(x.land_row_lane, 8)
         with m.If(x.land):
-            m.d.sync += x_beat.word_select(x.land_lane, 8).eq(
-                self.act.r_data.word_select(x_lane, 8))
+            m.d.sync += x_beat.word_select(x.land_lane, 8).eq(x_byte)
         with m.If(q.issue):
             m.d.comb += [self.quant.r_en.eq(q.live),
                          self.quant.r_addr.eq(n.quant_addr + 1 + q.c)]
         word = self.quant.r_data
+        q_land = Signal.like(q_beat)                      # q_beat with the landing word in
+        m.d.comb += q_land.eq(q_beat)
         with m.If(q.land):
             with m.Switch(q.land_lane):
                 for i in range(lanes):
                     with m.Case(i):
-                        m.d.sync += [
-                            q_beat.gamma[i].eq(_quant_field(word, isa.LNORM_WORD, "gamma")),
-                            q_beat.beta[i].eq(_quant_field(word, isa.LNORM_WORD, "beta")),
-                            q_beat.mult[i].eq(_quant_field(word, isa.LNORM_WORD, "mult")),
-                            q_beat.shift[i].eq(_quant_field(word, isa.LNORM_WORD, "shift")),
+                        m.d.comb += [
+                            q_land.gamma[i].eq(_quant_field(word, isa.LNORM_WORD, "gamma")),
+                            q_land.beta[i].eq(_quant_field(word, isa.LNORM_WORD, "beta")),
+                            q_land.mult[i].eq(_quant_field(word, isa.LNORM_WORD, "mult")),
+                            q_land.shift[i].eq(_quant_field(word, isa.LNORM_WORD, "shift")),
                         ]
+        m.d.sync += q_beat.eq(q_land)
         # Beat FIFOs between the walkers and the unit (emptied at every LNORM start): the
         # gathers of the next rows' elements and channel words run during the unit's scalar
-        # phase, and a row's outputs leave the unit at one beat per cycle while their bytes
-        # are written under the next row's load and scalar phase.
+        # phase, one element per cycle; a beat goes into its FIFO as its last element lands
+        # (the walker issues only while the FIFO has room for every beat in flight), and a row's
+        # outputs leave the unit at one beat per cycle while their bytes are written under the
+        # next rows' load and scalar phase.
         x_fifo = _beat_fifo(m, "ln_x_fifo", 8 * lanes + 1, start)
         q_fifo = _beat_fifo(m, "ln_q_fifo", q_beat.shape().size, start)
         o_fifo = _beat_fifo(m, "ln_o_fifo", 8 * lanes, start)
+        in_flight = -(-(Scratchpad.latency + 1) // lanes) + 1
+        x_last = Cat(x_beat[:8 * (lanes - 1)], x_byte)
         m.d.comb += [
-            x_fifo.w_en.eq(x.full), x_fifo.w_data.eq(Cat(x_beat, x.final)),
-            x.taken.eq(x.full & x_fifo.w_rdy),
+            x.room.eq(x_fifo.w_level + in_flight < _LN_FIFO_DEPTH),
+            x_fifo.w_en.eq(x.land_end), x_fifo.w_data.eq(Cat(x_last, x.land_final)),
             ln.i_stream.valid.eq(x_fifo.r_rdy), ln.i_stream.payload.x.eq(x_fifo.r_data),
             ln.i_stream.payload.last.eq(x_fifo.r_data[8 * lanes]),
             x_fifo.r_en.eq(ln.i_stream.ready),
-            q_fifo.w_en.eq(q.full), q_fifo.w_data.eq(q_beat),
-            q.taken.eq(q.full & q_fifo.w_rdy),
+            q.room.eq(q_fifo.w_level + in_flight < _LN_FIFO_DEPTH),
+            q_fifo.w_en.eq(q.land_end), q_fifo.w_data.eq(q_land),
             ln.i_param.valid.eq(q_fifo.r_rdy), ln.i_param.payload.eq(q_fifo.r_data),
             q_fifo.r_en.eq(ln.i_param.ready),
             o_fifo.w_en.eq(ln.o_stream.valid), o_fifo.w_data.eq(ln.o_stream.payload.data),
@@ -905,9 +911,9 @@ class Controller(Unit):
         # Output beats: held while their elements are written one per cycle.
         o_beat = Signal(8 * lanes)
         _, o_lane = _divmod(o.t, p.rows)
-        m.d.comb += [o_fifo.r_en.eq(~o.full & s.lnorm_run),
+        m.d.comb += [o_fifo.r_en.eq((~o.full | o.taken) & s.lnorm_run),
                      o.taken.eq(o.full & o.c_last)]
-        with m.If(o_fifo.r_rdy & o_fifo.r_en):
+        with m.If(o_fifo.r_rdy & o_fifo.r_en):       # the next beat right after the last write
             m.d.sync += [o_beat.eq(o_fifo.r_data), o.full.eq(1)]
         with m.If(o.full & o.live):
             m.d.comb += [
@@ -1289,11 +1295,13 @@ class _BeatWalker:
     beat ``b``, lane ``lane`` (element ``c = b * lanes + lane``; ``live`` while ``c < n.c``),
     with ``blk`` the act word offset of row ``t``'s block (``(t // rows) * n.c``).
 
-    Gather use: ``issue`` reads one element per cycle until the beat is read, ``land`` /
-    ``land_lane`` tell when and where its data arrives ``Scratchpad.latency`` later, ``full``
-    holds the complete beat until ``taken``. Scatter use: the user sets ``full`` and ``step``
+    Gather use: ``issue`` reads one element per cycle while the user's ``room`` is high, beat
+    after beat without a gap (the walk moves to the next beat as its last lane is issued);
+    ``land`` / ``land_lane`` / ``land_row_lane`` (``t % rows`` of the element) tell when and
+    where its data arrives ``Scratchpad.latency`` later, ``land_end`` on a beat's last lane and
+    ``land_final`` on the tensor's last beat. Scatter use: the user sets ``full`` and ``step``
     (one element per cycle) and ``taken`` at the beat's last lane (``c_last``). ``done``: every
-    row has passed."""
+    row has been issued (gather) or has passed (scatter)."""
 
     def __init__(self, m, name: str, lanes: int, n, start, run, *, gather: bool = True):
         from hw.scratchpad import Scratchpad
@@ -1305,33 +1313,38 @@ class _BeatWalker:
         self.full = Signal(name=f"{name}_full")
         self.taken = Signal(name=f"{name}_taken")
         self.step = Signal(name=f"{name}_step")
+        self.room = Signal(name=f"{name}_room")
         self.c = Signal(32, name=f"{name}_c")
         self.live = Signal(name=f"{name}_live")
         self.issue = Signal(name=f"{name}_issue")
-        self.land = Signal(name=f"{name}_land")
-        self.land_lane = Signal.like(self.lane, name=f"{name}_land_lane")
         self.done = Signal(name=f"{name}_done")
         self.c_last = Signal(name=f"{name}_c_last")
         self.final = Signal(name=f"{name}_final")
+        _, row_lane = _divmod(self.t, n.rows)
         m.d.comb += [
             self.c.eq(self.b * lanes + self.lane),
             self.live.eq(self.c < n.c),
             self.done.eq(self.t == n.m),
             self.c_last.eq(self.lane == lanes - 1),
             self.final.eq((self.t == n.m - 1) & (self.b == n.beats - 1)),
-            self.issue.eq(run & ~self.done & ~self.full & (self.lane < lanes) & gather),
+            self.issue.eq(run & ~self.done & self.room & gather),
         ]
-        tags = [(Signal(name=f"{name}_v{i}"), Signal.like(self.lane, name=f"{name}_l{i}"))
-                for i in range(Scratchpad.latency)]
-        m.d.sync += [tags[0][0].eq(self.issue), tags[0][1].eq(self.lane)]
-        for (v, lane), (v0, lane0) in zip(tags[1:], tags[:-1]):
-            m.d.sync += [v.eq(v0), lane.eq(lane0)]
-        m.d.comb += [self.land.eq(tags[-1][0]), self.land_lane.eq(tags[-1][1])]
+        # Per issued element: (valid, lane, t % rows, beat end, tensor end), Scratchpad.latency
+        # cycles to its data.
+        tag = Cat(self.issue, self.lane, row_lane, self.c_last, self.final & self.c_last)
+        for i in range(Scratchpad.latency):
+            nxt = Signal.like(tag, name=f"{name}_tag{i}")
+            m.d.sync += nxt.eq(tag)
+            tag = nxt
+        lane_w, row_w = len(self.lane), len(row_lane)
+        self.land = tag[0]
+        self.land_lane = tag[1:1 + lane_w]
+        self.land_row_lane = tag[1 + lane_w:1 + lane_w + row_w]
+        self.land_end = tag[0] & tag[1 + lane_w + row_w]
+        self.land_final = tag[2 + lane_w + row_w]
         with m.If(self.issue | self.step):
             m.d.sync += self.lane.eq(self.lane + 1)
-        with m.If(self.land & (self.land_lane == lanes - 1)):
-            m.d.sync += self.full.eq(1)
-        with m.If(self.taken):
+        with m.If(self.taken | (self.issue & self.c_last)):
             m.d.sync += [self.full.eq(0), self.lane.eq(0), self.b.eq(self.b + 1)]
             with m.If(self.b == n.beats - 1):
                 m.d.sync += [self.b.eq(0), self.t.eq(self.t + 1)]
