@@ -48,6 +48,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw import isa
 from hw.attention import WindowedAttention
+from hw.bram import BlockRAM, make_block_ram
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
@@ -168,7 +169,7 @@ class Controller(Unit):
                                                      lanes=p.attn_lanes, use_dsp=self._use_dsp)
         s = _State(m, p)
         self._sequencer(m, s)
-        self._gemm(m, s, core, pipe)
+        self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
         self._attn(m, s, attn)
         self._lnorm(m, s, lnorm)
@@ -349,6 +350,15 @@ class Controller(Unit):
                 m.d.sync += s.i.eq(0)
                 m.d.comb += s.feed_reset.eq(1)
                 m.next = "GEMM_LOAD"
+                with m.If(g.lut_en):
+                    m.next = "GEMM_LUT_LOAD"
+        with m.State("GEMM_LUT_LOAD"):
+            # The LUT into every result lane's copy (_gemm_lane_luts), one entry per cycle.
+            m.d.comb += [s.length.eq(LUT_SIZE), s.gemm_lut_load.eq(1)]
+            s.issue(self.lut, Cat(s.i[:8], g.lut), _NO_SEL)
+            with m.If(copy_done):
+                m.d.sync += s.i.eq(0)
+                m.next = "GEMM_LOAD"
         # The feeder (_gemm_feeder): tiles alternate between the core's two banks; a tile's A
         # block, weight tile and quant words load in parallel (three scratchpads, three core
         # write ports) into the bank the running tile does not read, so the load of tile t+1
@@ -391,16 +401,12 @@ class Controller(Unit):
             m.next = "GEMM_DRAIN"
 
     def _gemm_drain(self, m, s):
-        """The drainer: capture a tile's rows, apply the LUT in place, write its columns back,
-        tile after tile in the feeder's order, while the feeder loads and starts later tiles
-        (the core's output waits while the drainer is busy)."""
+        """The drainer: capture a tile's rows (with a LUT: each row through the lane copies of
+        _gemm_lane_luts, ``LUT`` waits for the last one), write its columns back, tile after tile
+        in the feeder's order, while the feeder loads and starts later tiles (the core's output
+        waits while the drainer is busy)."""
         p, g = self._params, s.g
         d = g.drain
-        elements = p.rows * p.cols
-        lut_tags = [(Signal(name=f"lut_v{i}"), Signal(range(elements), name=f"lut_e{i}"))
-                    for i in range(2)]
-        m.d.sync += [lut_tags[0][0].eq(0), lut_tags[1][0].eq(lut_tags[0][0]),
-                     lut_tags[1][1].eq(lut_tags[0][1])]
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -418,11 +424,8 @@ class Controller(Unit):
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
             with m.State("LUT"):
-                with m.If(d.c < elements):
-                    m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(s.lut_in, g.lut))]
-                    m.d.sync += [d.c.eq(d.c + 1), lut_tags[0][0].eq(1), lut_tags[0][1].eq(d.c)]
-                with m.Elif(~lut_tags[0][0] & ~lut_tags[1][0]):
-                    m.d.sync += d.c.eq(0)
+                # The tile's last looked-up rows land (_gemm_lane_luts).
+                with m.If(~s.lut_busy):
                     m.next = "WB"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
@@ -440,15 +443,6 @@ class Controller(Unit):
                             m.next = "IDLE"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
-        with m.Switch(d.c):
-            for e in range(elements):
-                with m.Case(e):
-                    m.d.comb += s.lut_in.eq(s.tile[e][:8])
-        with m.If(lut_tags[1][0]):
-            with m.Switch(lut_tags[1][1]):
-                for e in range(elements):
-                    with m.Case(e):
-                        m.d.sync += s.tile[e].eq(self.lut.r_data)
 
     # -- VEC ---------------------------------------------------------------------------------
 
@@ -1050,7 +1044,35 @@ class Controller(Unit):
                          core.wr_data[b].eq(Mux(land.live, word, 0))]
         m.d.comb += [s.feed_error.eq(Cat(errors).any()), s.feed_last.eq(Cat(last).all())]
 
-    def _gemm(self, m, s, core, pipe):
+    def _gemm_lane_luts(self, m, s, core, platform):
+        """One copy of the GEMM's LUT per result lane (block RAMs loaded by GEMM_LUT_LOAD), so
+        that a captured row's ``cols`` results are looked up together; the looked-up row lands
+        in the tile ``BlockRAM.latency`` cycles after the row (``lut_busy`` meanwhile)."""
+        p = self._params
+        take = core.o_stream.valid & s.capturing & s.g.lut_en
+        tags = [(Signal(name=f"glut_v{i}"), Signal(range(p.rows), name=f"glut_row{i}"))
+                for i in range(BlockRAM.latency)]
+        m.d.sync += [tags[0][0].eq(take), tags[0][1].eq(s.row)]
+        for (v, r), (v0, r0) in zip(tags[1:], tags[:-1]):
+            m.d.sync += [v.eq(v0), r.eq(r0)]
+        land, land_row = tags[-1]
+        for c in range(p.cols):
+            ram = make_block_ram(platform, width=8, depth=LUT_SIZE)
+            m.submodules[f"gemm_lut{c}"] = ram
+            m.d.comb += [
+                ram.w_en.eq(s.d2.valid & s.gemm_lut_load), ram.w_addr.eq(s.d2.index[:8]),
+                ram.w_data.eq(self.lut.r_data),
+                ram.r_en.eq(1), ram.r_oce.eq(1),
+                ram.r_addr.eq(core.o_stream.payload.data[c].as_unsigned()),
+            ]
+            with m.If(land):
+                with m.Switch(land_row):
+                    for r in range(p.rows):
+                        with m.Case(r):
+                            m.d.sync += s.tile[r * p.cols + c].eq(ram.r_data)
+        m.d.comb += s.lut_busy.eq(Cat(v for v, _ in tags).any())
+
+    def _gemm(self, m, s, core, pipe, platform):
         """The GEMM core's start, its write ports (_gemm_feeder) and result capture."""
         p, g = self._params, s.g
         m.d.comb += [
@@ -1079,6 +1101,7 @@ class Controller(Unit):
             (take8 & core.o_stream.payload.last) | (take32 & pipe.o_acc.payload.last))
         m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),
                      s.gemm_stall.eq(g.active & ~s.core_busy)]
+        self._gemm_lane_luts(m, s, core, platform)
         self._gemm_drain(m, s)
 
 
@@ -1146,7 +1169,8 @@ class _State:
         self.tile_last = Signal()
         self.row = Signal(range(p.rows + 1))
         self.tile = Array(Signal(ACC_WIDTH, name=f"tile{e}") for e in range(p.rows * p.cols))
-        self.lut_in = Signal(8)
+        self.gemm_lut_load = Signal()       # GEMM_LUT_LOAD: the LUT into the lane copies
+        self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
         self.length = Signal(w)
