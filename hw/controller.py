@@ -351,14 +351,7 @@ class Controller(Unit):
                 m.d.comb += s.feed_reset.eq(1)
                 m.next = "GEMM_LOAD"
                 with m.If(g.lut_en):
-                    m.next = "GEMM_LUT_LOAD"
-        with m.State("GEMM_LUT_LOAD"):
-            # The LUT into every result lane's copy (_gemm_lane_luts), one entry per cycle.
-            m.d.comb += [s.length.eq(LUT_SIZE), s.gemm_lut_load.eq(1)]
-            s.issue(self.lut, Cat(s.i[:8], g.lut), _NO_SEL)
-            with m.If(copy_done):
-                m.d.sync += s.i.eq(0)
-                m.next = "GEMM_LOAD"
+                    m.d.comb += s.lut_load_start.eq(1)
         # The feeder (_gemm_feeder): tiles alternate between the core's two banks; a tile's A
         # block, weight tile and quant words load in parallel (three scratchpads, three core
         # write ports) into the bank the running tile does not read, so the load of tile t+1
@@ -415,7 +408,7 @@ class Controller(Unit):
                                  s.row.eq(0)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
-                m.d.comb += s.capturing.eq(1)
+                m.d.comb += s.capturing.eq(~s.lut_loading)
                 with m.If(s.tile_last):
                     m.d.sync += [d.c.eq(0), s.row.eq(0)]
                     m.next = "LUT"
@@ -1045,10 +1038,28 @@ class Controller(Unit):
         m.d.comb += [s.feed_error.eq(Cat(errors).any()), s.feed_last.eq(Cat(last).all())]
 
     def _gemm_lane_luts(self, m, s, core, platform):
-        """One copy of the GEMM's LUT per result lane (block RAMs loaded by GEMM_LUT_LOAD), so
-        that a captured row's ``cols`` results are looked up together; the looked-up row lands
-        in the tile ``BlockRAM.latency`` cycles after the row (``lut_busy`` meanwhile)."""
+        """One copy of the GEMM's LUT per result lane (block RAMs), so that a captured row's
+        ``cols`` results are looked up together; the looked-up row lands in the tile
+        ``BlockRAM.latency`` cycles after the row (``lut_busy`` meanwhile). The copies load
+        after GEMM_QCHECK, one entry per cycle, under the first tiles' loads and compute
+        (``lut_loading``: the drainer captures no row meanwhile)."""
         p = self._params
+        ld_i = Signal(range(LUT_SIZE + 1), init=LUT_SIZE)      # next entry; LUT_SIZE: idle
+        ld_tags = [(Signal(name=f"glut_ld_v{i}"), Signal(8, name=f"glut_ld_a{i}"))
+                   for i in range(Scratchpad.latency)]
+        ld_issue = ld_i < LUT_SIZE
+        with m.If(ld_issue):
+            m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(ld_i[:8], s.g.lut))]
+            m.d.sync += ld_i.eq(ld_i + 1)
+        with m.If(s.lut_load_start):
+            m.d.sync += ld_i.eq(0)
+        with m.If(s.drain_abort):
+            m.d.sync += ld_i.eq(LUT_SIZE)
+        m.d.sync += [ld_tags[0][0].eq(ld_issue & ~s.drain_abort), ld_tags[0][1].eq(ld_i[:8])]
+        for (v, a), (v0, a0) in zip(ld_tags[1:], ld_tags[:-1]):
+            m.d.sync += [v.eq(v0), a.eq(a0)]
+        ld_land, ld_addr = ld_tags[-1]
+        m.d.comb += s.lut_loading.eq(ld_issue | Cat(v for v, _ in ld_tags).any())
         take = core.o_stream.valid & s.capturing & s.g.lut_en
         tags = [(Signal(name=f"glut_v{i}"), Signal(range(p.rows), name=f"glut_row{i}"))
                 for i in range(BlockRAM.latency)]
@@ -1060,7 +1071,7 @@ class Controller(Unit):
             ram = make_block_ram(platform, width=8, depth=LUT_SIZE)
             m.submodules[f"gemm_lut{c}"] = ram
             m.d.comb += [
-                ram.w_en.eq(s.d2.valid & s.gemm_lut_load), ram.w_addr.eq(s.d2.index[:8]),
+                ram.w_en.eq(ld_land), ram.w_addr.eq(ld_addr),
                 ram.w_data.eq(self.lut.r_data),
                 ram.r_en.eq(1), ram.r_oce.eq(1),
                 ram.r_addr.eq(core.o_stream.payload.data[c].as_unsigned()),
@@ -1169,7 +1180,8 @@ class _State:
         self.tile_last = Signal()
         self.row = Signal(range(p.rows + 1))
         self.tile = Array(Signal(ACC_WIDTH, name=f"tile{e}") for e in range(p.rows * p.cols))
-        self.gemm_lut_load = Signal()       # GEMM_LUT_LOAD: the LUT into the lane copies
+        self.lut_load_start = Signal()      # a GEMM with a LUT: load the lane copies
+        self.lut_loading = Signal()         # the lane copies are loading
         self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
