@@ -86,6 +86,24 @@ def _half(bits: int) -> int:
     return (bits + 1) // 2
 
 
+def dim_bits(max_dim: int) -> int:
+    """Bits of ``d <= max_dim``: a sequential multiply by ``d`` takes ``ceil(bits / 2)`` steps."""
+    return max_dim.bit_length()
+
+
+def sum_bits(max_dim: int) -> int:
+    """Bits of ``|S1| <= 128 * max_dim`` (a multiply by it: ``ceil(bits / 2)`` steps)."""
+    return (128 * max_dim).bit_length()
+
+
+def scalar_cycles(max_dim: int) -> int:
+    """Cycles of a row's scalar phase: the stats drain, five multiplies by ``d`` and two by
+    ``|S1|`` (two bits per cycle), the pre-shift, the square root, the division and the
+    commit of the row constants."""
+    return (STATS_DRAIN + 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim)) + 1
+            + ISQRT_ITERATIONS + DIV_STEPS + 1)
+
+
 def _eps_bits(max_dim: int) -> int:
     return (max_dim ** 4 << 16).bit_length()
 
@@ -107,6 +125,11 @@ def ln_param_layout(cols: int) -> data.StructLayout:
     """Payload of :attr:`LayerNorm.i_param`: per-channel affine and requant constants."""
     return lanes_layout(cols, last=False, gamma=signed(ACT_WIDTH), beta=signed(ACC_WIDTH),
                         mult=unsigned(MULT_BITS), shift=unsigned(SHIFT_BITS))
+
+
+#: Normalize phase of a row element: beat taken -> output valid.
+PIPELINE_LATENCY = (BlockRAM.latency + 2 * Multiplier.latency + 3 + 1 + RequantLane.latency
+                    + OutputBuffer.latency)
 
 
 class LayerNorm(Unit):
@@ -183,26 +206,22 @@ class LayerNorm(Unit):
     @property
     def dim_bits(self) -> int:
         """Bits of ``d``: a sequential multiply by ``d`` takes ``ceil(dim_bits / 2)`` steps."""
-        return self._max_dim.bit_length()
+        return dim_bits(self._max_dim)
 
     @property
     def sum_bits(self) -> int:
         """Bits of ``|S1| <= 128 * max_dim`` (a multiply by it: ``ceil(sum_bits / 2)`` steps)."""
-        return (128 * self._max_dim).bit_length()
+        return sum_bits(self._max_dim)
 
     @property
     def scalar_cycles(self) -> int:
-        """Cycles of the scalar phase: the stats drain, five multiplies by ``d`` and two by
-        ``|S1|`` (two bits per cycle), the pre-shift, the square root, the division and the
-        commit of the row constants."""
-        return (STATS_DRAIN + 5 * _half(self.dim_bits) + 2 * _half(self.sum_bits) + 1
-                + ISQRT_ITERATIONS + DIV_STEPS + 1)
+        """Cycles of the scalar phase (:func:`scalar_cycles`)."""
+        return scalar_cycles(self._max_dim)
 
     @property
     def pipeline_latency(self) -> int:
         """Normalize phase: beat taken -> output valid."""
-        return (BlockRAM.latency + 2 * Multiplier.latency + 3 + 1 + RequantLane.latency
-                + OutputBuffer.latency)
+        return PIPELINE_LATENCY
 
     @property
     def latency(self) -> int:
