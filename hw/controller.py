@@ -22,7 +22,8 @@ Units (each instruction runs to completion before the next is fetched, so ``BARR
 retires): ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
 :class:`hw.gemm_unit.GemmAccPipeline`; ``ATTN`` head by head on
 :class:`hw.attention.WindowedAttention`; ``VEC`` on :class:`hw.vector.VectorUnit` (``rows``
-lanes: one act word per beat); ``LNORM`` row by row on :class:`hw.layernorm.LayerNorm`;
+lanes: one act word per beat); ``LNORM`` block by block on
+:class:`hw.layernorm_tokens.TokenLayerNorm` (``rows`` tokens, one act word per beat);
 ``EMBED`` as a byte gather from the weight scratchpad. Operands are read and results written
 in the layouts of :func:`hw.isa.act_offset` / :func:`hw.isa.wgt_offset`; the per-opcode methods
 below say how each unit is fed.
@@ -48,10 +49,11 @@ from amaranth.lib.wiring import In, Out
 
 from hw import isa
 from hw.attention import WindowedAttention
+from hw.bram import BlockRAM, make_block_ram
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
-from hw.layernorm import LayerNorm
+from hw.layernorm_tokens import TokenLayerNorm
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature
 from hw.unit import Setting, Unit, check_params
@@ -163,12 +165,12 @@ class Controller(Unit):
                                             use_dsp=self._use_dsp, pipeline=pipe)
         m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
                                             use_dsp=self._use_dsp)
-        m.submodules.lnorm = lnorm = LayerNorm(p.cols, use_dsp=self._use_dsp)
+        m.submodules.lnorm = lnorm = TokenLayerNorm(p.rows, use_dsp=self._use_dsp)
         m.submodules.attn = attn = WindowedAttention(head_dim=p.head_dim, window=p.window,
                                                      lanes=p.attn_lanes, use_dsp=self._use_dsp)
         s = _State(m, p)
         self._sequencer(m, s)
-        self._gemm(m, s, core, pipe)
+        self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
         self._attn(m, s, attn)
         self._lnorm(m, s, lnorm)
@@ -349,6 +351,8 @@ class Controller(Unit):
                 m.d.sync += s.i.eq(0)
                 m.d.comb += s.feed_reset.eq(1)
                 m.next = "GEMM_LOAD"
+                with m.If(g.lut_en):
+                    m.d.comb += s.lut_load_start.eq(1)
         # The feeder (_gemm_feeder): tiles alternate between the core's two banks; a tile's A
         # block, weight tile and quant words load in parallel (three scratchpads, three core
         # write ports) into the bank the running tile does not read, so the load of tile t+1
@@ -391,16 +395,12 @@ class Controller(Unit):
             m.next = "GEMM_DRAIN"
 
     def _gemm_drain(self, m, s):
-        """The drainer: capture a tile's rows, apply the LUT in place, write its columns back,
-        tile after tile in the feeder's order, while the feeder loads and starts later tiles
-        (the core's output waits while the drainer is busy)."""
+        """The drainer: capture a tile's rows (with a LUT: each row through the lane copies of
+        _gemm_lane_luts, ``LUT`` waits for the last one), write its columns back, tile after tile
+        in the feeder's order, while the feeder loads and starts later tiles (the core's output
+        waits while the drainer is busy)."""
         p, g = self._params, s.g
         d = g.drain
-        elements = p.rows * p.cols
-        lut_tags = [(Signal(name=f"lut_v{i}"), Signal(range(elements), name=f"lut_e{i}"))
-                    for i in range(2)]
-        m.d.sync += [lut_tags[0][0].eq(0), lut_tags[1][0].eq(lut_tags[0][0]),
-                     lut_tags[1][1].eq(lut_tags[0][1])]
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -409,7 +409,7 @@ class Controller(Unit):
                                  s.row.eq(0)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
-                m.d.comb += s.capturing.eq(1)
+                m.d.comb += s.capturing.eq(~s.lut_loading)
                 with m.If(s.tile_last):
                     m.d.sync += [d.c.eq(0), s.row.eq(0)]
                     m.next = "LUT"
@@ -418,11 +418,8 @@ class Controller(Unit):
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
             with m.State("LUT"):
-                with m.If(d.c < elements):
-                    m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(s.lut_in, g.lut))]
-                    m.d.sync += [d.c.eq(d.c + 1), lut_tags[0][0].eq(1), lut_tags[0][1].eq(d.c)]
-                with m.Elif(~lut_tags[0][0] & ~lut_tags[1][0]):
-                    m.d.sync += d.c.eq(0)
+                # The tile's last looked-up rows land (_gemm_lane_luts).
+                with m.If(~s.lut_busy):
                     m.next = "WB"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
@@ -440,15 +437,6 @@ class Controller(Unit):
                             m.next = "IDLE"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
-        with m.Switch(d.c):
-            for e in range(elements):
-                with m.Case(e):
-                    m.d.comb += s.lut_in.eq(s.tile[e][:8])
-        with m.If(lut_tags[1][0]):
-            with m.Switch(lut_tags[1][1]):
-                for e in range(elements):
-                    with m.Case(e):
-                        m.d.sync += s.tile[e].eq(self.lut.r_data)
 
     # -- VEC ---------------------------------------------------------------------------------
 
@@ -816,7 +804,7 @@ class Controller(Unit):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Else():
                 m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
-                             n.beats.eq(_ceil_div(n.c, p.cols)), s.i.eq(0),
+                             n.blocks.eq(_ceil_div(n.m, p.rows)), s.i.eq(0),
                              n.eps_max.eq(s.pr[3])]
                 m.next = "LNORM_QCHECK"
         with m.State("LNORM_QCHECK"):
@@ -842,12 +830,11 @@ class Controller(Unit):
                 s.fail(ErrorCode.BAD_ADDRESS)
 
     def _lnorm(self, m, s, ln):
-        """Rows into the LayerNorm unit, ``cols`` elements per beat, its per-channel words,
-        and its rows back: element ``(t, c)`` is byte ``t % rows`` of act word
-        ``base + (t // rows) * C + c`` (one read or write per element), through beat FIFOs
-        so that the byte moves overlap the unit's scalar phase."""
+        """Token blocks into the token-parallel LayerNorm unit and back, one act word (``rows``
+        tokens of one channel) a beat: block ``b``'s channel ``c`` is act word
+        ``base + b * C + c``; the channel's LNORM word goes with it as the parameter beat. Each
+        stream runs through a beat FIFO (emptied at every LNORM start), one word a cycle."""
         p, n = self._params, s.n
-        lanes = p.cols
         cfg_pending = Signal()
         m.d.comb += [ln.i_cfg.valid.eq(cfg_pending), ln.i_cfg.payload.dim.eq(n.c),
                      ln.i_cfg.payload.eps.eq(n.eps)]
@@ -857,66 +844,53 @@ class Controller(Unit):
         m.d.comb += start.eq(s.lnorm_stall & s.copy_done)       # LNORM_QCHECK -> LNORM_RUN
         with m.If(start):
             m.d.sync += cfg_pending.eq(1)
-        x = _BeatWalker(m, "ln_x", lanes, n, start, s.lnorm_run)
-        q = _BeatWalker(m, "ln_q", lanes, n, start, s.lnorm_run)
-        o = _BeatWalker(m, "ln_o", lanes, n, start, s.lnorm_run, gather=False)
-        _, x_lane = _divmod(x.t, p.rows)
-        x_beat = Signal(8 * lanes)
-        q_beat = Signal(ln.i_param.payload.shape())
-        with m.If(x.issue):
-            m.d.comb += [self.act.r_en.eq(x.live), self.act.r_addr.eq(n.abase + x.blk + x.c)]
-        with m.If(x.land):
-            m.d.sync += x_beat.word_select(x.land_lane, 8).eq(
-                self.act.r_data.word_select(x_lane, 8))
-        with m.If(q.issue):
-            m.d.comb += [self.quant.r_en.eq(q.live),
-                         self.quant.r_addr.eq(n.quant_addr + 1 + q.c)]
+        x = _BlockWalker(m, "ln_x", n, start)
+        q = _BlockWalker(m, "ln_q", n, start)
+        o = _BlockWalker(m, "ln_o", n, start)
+        x_fifo = _beat_fifo(m, "ln_x_fifo", 8 * p.rows + 1, start)
+        q_fifo = _beat_fifo(m, "ln_q_fifo", ln.i_param.payload.shape().size, start)
+        o_fifo = _beat_fifo(m, "ln_o_fifo", 8 * p.rows + 1, start)
+        in_flight = Scratchpad.latency + 1
+        # Gathers: a read a cycle while the FIFO has room for every read in flight.
+        for w, port, fifo, addr in ((x, self.act, x_fifo, n.abase + x.blk + x.c),
+                                    (q, self.quant, q_fifo, n.quant_addr + 1 + q.c)):
+            m.d.comb += w.step.eq(s.lnorm_run & ~w.done
+                                  & (fifo.w_level + in_flight < _LN_FIFO_DEPTH))
+            with m.If(w.step):
+                m.d.comb += [port.r_en.eq(1), port.r_addr.eq(addr)]
+        x_tags = _tags(m, "ln_x", Cat(x.step, x.final), Scratchpad.latency)
+        q_tags = _tags(m, "ln_q", q.step, Scratchpad.latency)
         word = self.quant.r_data
-        with m.If(q.land):
-            with m.Switch(q.land_lane):
-                for i in range(lanes):
-                    with m.Case(i):
-                        m.d.sync += [
-                            q_beat.gamma[i].eq(_quant_field(word, isa.LNORM_WORD, "gamma")),
-                            q_beat.beta[i].eq(_quant_field(word, isa.LNORM_WORD, "beta")),
-                            q_beat.mult[i].eq(_quant_field(word, isa.LNORM_WORD, "mult")),
-                            q_beat.shift[i].eq(_quant_field(word, isa.LNORM_WORD, "shift")),
-                        ]
-        # Beat FIFOs between the walkers and the unit (emptied at every LNORM start): the
-        # gathers of the next rows' elements and channel words run during the unit's scalar
-        # phase, and a row's outputs leave the unit at one beat per cycle while their bytes
-        # are written under the next row's load and scalar phase.
-        x_fifo = _beat_fifo(m, "ln_x_fifo", 8 * lanes + 1, start)
-        q_fifo = _beat_fifo(m, "ln_q_fifo", q_beat.shape().size, start)
-        o_fifo = _beat_fifo(m, "ln_o_fifo", 8 * lanes, start)
+        prm = Signal(ln.i_param.payload.shape())
         m.d.comb += [
-            x_fifo.w_en.eq(x.full), x_fifo.w_data.eq(Cat(x_beat, x.final)),
-            x.taken.eq(x.full & x_fifo.w_rdy),
+            prm.gamma.eq(_quant_field(word, isa.LNORM_WORD, "gamma")),
+            prm.beta.eq(_quant_field(word, isa.LNORM_WORD, "beta")),
+            prm.mult.eq(_quant_field(word, isa.LNORM_WORD, "mult")),
+            prm.shift.eq(_quant_field(word, isa.LNORM_WORD, "shift")),
+            x_fifo.w_en.eq(x_tags[0]), x_fifo.w_data.eq(Cat(self.act.r_data, x_tags[1])),
             ln.i_stream.valid.eq(x_fifo.r_rdy), ln.i_stream.payload.x.eq(x_fifo.r_data),
-            ln.i_stream.payload.last.eq(x_fifo.r_data[8 * lanes]),
+            ln.i_stream.payload.last.eq(x_fifo.r_data[8 * p.rows]),
             x_fifo.r_en.eq(ln.i_stream.ready),
-            q_fifo.w_en.eq(q.full), q_fifo.w_data.eq(q_beat),
-            q.taken.eq(q.full & q_fifo.w_rdy),
+            q_fifo.w_en.eq(q_tags[0]), q_fifo.w_data.eq(prm),
             ln.i_param.valid.eq(q_fifo.r_rdy), ln.i_param.payload.eq(q_fifo.r_data),
             q_fifo.r_en.eq(ln.i_param.ready),
             o_fifo.w_en.eq(ln.o_stream.valid), o_fifo.w_data.eq(ln.o_stream.payload.data),
             ln.o_stream.ready.eq(o_fifo.w_rdy & s.lnorm_run),
         ]
-        # Output beats: held while their elements are written one per cycle.
-        o_beat = Signal(8 * lanes)
-        _, o_lane = _divmod(o.t, p.rows)
-        m.d.comb += [o_fifo.r_en.eq(~o.full & s.lnorm_run),
-                     o.taken.eq(o.full & o.c_last)]
-        with m.If(o_fifo.r_rdy & o_fifo.r_en):
-            m.d.sync += [o_beat.eq(o_fifo.r_data), o.full.eq(1)]
-        with m.If(o.full & o.live):
+        # Write back: a word a cycle, tokens past M masked.
+        last_block = o.b == n.blocks - 1
+        rows_valid = n.m - (n.blocks - 1) * p.rows
+        m.d.comb += [o.step.eq(o_fifo.r_rdy & s.lnorm_run & ~o.done),
+                     o_fifo.r_en.eq(o.step)]
+        with m.If(o.step):
             m.d.comb += [
                 self.act.w_en.eq(1), self.act.w_addr.eq(n.dbase + o.blk + o.c),
-                self.act.w_data.eq(Cat(o_beat.word_select(o.lane, 8) for _ in range(p.rows))),
-                self.act.w_mask.eq(1 << o_lane),
+                self.act.w_data.eq(o_fifo.r_data[:8 * p.rows]),
+                self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(p.rows)),
+                                       (1 << p.rows) - 1)),
                 s.write_error.eq(self.act.error),
             ]
-        m.d.comb += [o.step.eq(o.full), s.lnorm_done.eq(o.done)]
+        m.d.comb += s.lnorm_done.eq(o.done)
 
     # -- EMBED --------------------------------------------------------------------------------
 
@@ -1044,7 +1018,53 @@ class Controller(Unit):
                          core.wr_data[b].eq(Mux(land.live, word, 0))]
         m.d.comb += [s.feed_error.eq(Cat(errors).any()), s.feed_last.eq(Cat(last).all())]
 
-    def _gemm(self, m, s, core, pipe):
+    def _gemm_lane_luts(self, m, s, core, platform):
+        """One copy of the GEMM's LUT per result lane (block RAMs), so that a captured row's
+        ``cols`` results are looked up together; the looked-up row lands in the tile
+        ``BlockRAM.latency`` cycles after the row (``lut_busy`` meanwhile). The copies load
+        after GEMM_QCHECK, one entry per cycle, under the first tiles' loads and compute
+        (``lut_loading``: the drainer captures no row meanwhile)."""
+        p = self._params
+        ld_i = Signal(range(LUT_SIZE + 1), init=LUT_SIZE)      # next entry; LUT_SIZE: idle
+        ld_tags = [(Signal(name=f"glut_ld_v{i}"), Signal(8, name=f"glut_ld_a{i}"))
+                   for i in range(Scratchpad.latency)]
+        ld_issue = ld_i < LUT_SIZE
+        with m.If(ld_issue):
+            m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(ld_i[:8], s.g.lut))]
+            m.d.sync += ld_i.eq(ld_i + 1)
+        with m.If(s.lut_load_start):
+            m.d.sync += ld_i.eq(0)
+        with m.If(s.drain_abort):
+            m.d.sync += ld_i.eq(LUT_SIZE)
+        m.d.sync += [ld_tags[0][0].eq(ld_issue & ~s.drain_abort), ld_tags[0][1].eq(ld_i[:8])]
+        for (v, a), (v0, a0) in zip(ld_tags[1:], ld_tags[:-1]):
+            m.d.sync += [v.eq(v0), a.eq(a0)]
+        ld_land, ld_addr = ld_tags[-1]
+        m.d.comb += s.lut_loading.eq(ld_issue | Cat(v for v, _ in ld_tags).any())
+        take = core.o_stream.valid & s.capturing & s.g.lut_en
+        tags = [(Signal(name=f"glut_v{i}"), Signal(range(p.rows), name=f"glut_row{i}"))
+                for i in range(BlockRAM.latency)]
+        m.d.sync += [tags[0][0].eq(take), tags[0][1].eq(s.row)]
+        for (v, r), (v0, r0) in zip(tags[1:], tags[:-1]):
+            m.d.sync += [v.eq(v0), r.eq(r0)]
+        land, land_row = tags[-1]
+        for c in range(p.cols):
+            ram = make_block_ram(platform, width=8, depth=LUT_SIZE)
+            m.submodules[f"gemm_lut{c}"] = ram
+            m.d.comb += [
+                ram.w_en.eq(ld_land), ram.w_addr.eq(ld_addr),
+                ram.w_data.eq(self.lut.r_data),
+                ram.r_en.eq(1), ram.r_oce.eq(1),
+                ram.r_addr.eq(core.o_stream.payload.data[c].as_unsigned()),
+            ]
+            with m.If(land):
+                with m.Switch(land_row):
+                    for r in range(p.rows):
+                        with m.Case(r):
+                            m.d.sync += s.tile[r * p.cols + c].eq(ram.r_data)
+        m.d.comb += s.lut_busy.eq(Cat(v for v, _ in tags).any())
+
+    def _gemm(self, m, s, core, pipe, platform):
         """The GEMM core's start, its write ports (_gemm_feeder) and result capture."""
         p, g = self._params, s.g
         m.d.comb += [
@@ -1073,6 +1093,7 @@ class Controller(Unit):
             (take8 & core.o_stream.payload.last) | (take32 & pipe.o_acc.payload.last))
         m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),
                      s.gemm_stall.eq(g.active & ~s.core_busy)]
+        self._gemm_lane_luts(m, s, core, platform)
         self._gemm_drain(m, s)
 
 
@@ -1096,8 +1117,7 @@ def _quant_field(word, layout, name: str):
     return word[f.lsb:f.lsb + f.width]
 
 
-#: Beats each LNORM FIFO holds: a whole row of up to ``16 * cols`` channels (d 64 on the 4x4
-#: array, 128 on 8x8), so the gathers run a row ahead of the unit.
+#: Words each LNORM FIFO holds.
 _LN_FIFO_DEPTH = 16
 
 
@@ -1140,7 +1160,9 @@ class _State:
         self.tile_last = Signal()
         self.row = Signal(range(p.rows + 1))
         self.tile = Array(Signal(ACC_WIDTH, name=f"tile{e}") for e in range(p.rows * p.cols))
-        self.lut_in = Signal(8)
+        self.lut_load_start = Signal()      # a GEMM with a LUT: load the lane copies
+        self.lut_loading = Signal()         # the lane copies are loading
+        self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
         self.length = Signal(w)
@@ -1169,7 +1191,7 @@ class _State:
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
             "out_mult", "out_shift"))
-        self.n = _registers(Opcode.LNORM, "n", ("abase", "dbase", "beats"))
+        self.n = _registers(Opcode.LNORM, "n", ("abase", "dbase", "blocks"))
         self.n.rows = p.rows
         self.n.eps = Signal(64, name="n_eps")
         self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
@@ -1284,64 +1306,32 @@ class _State:
 
 
 
-class _BeatWalker:
-    """Walks the elements of an LNORM tensor ``(n.m, n.c)`` in beats of ``lanes``: row ``t``,
-    beat ``b``, lane ``lane`` (element ``c = b * lanes + lane``; ``live`` while ``c < n.c``),
-    with ``blk`` the act word offset of row ``t``'s block (``(t // rows) * n.c``).
+class _BlockWalker:
+    """Walks the act words of an LNORM tensor ``(n.m, n.c)`` block by block: block ``b`` (of
+    ``n.blocks``), channel ``c``, ``blk`` = ``b * n.c`` (the block's first word); ``step``
+    moves to the next word, ``final`` marks the tensor's last word and ``done`` the end."""
 
-    Gather use: ``issue`` reads one element per cycle until the beat is read, ``land`` /
-    ``land_lane`` tell when and where its data arrives ``Scratchpad.latency`` later, ``full``
-    holds the complete beat until ``taken``. Scatter use: the user sets ``full`` and ``step``
-    (one element per cycle) and ``taken`` at the beat's last lane (``c_last``). ``done``: every
-    row has passed."""
-
-    def __init__(self, m, name: str, lanes: int, n, start, run, *, gather: bool = True):
-        from hw.scratchpad import Scratchpad
-
-        self.t = Signal(16, name=f"{name}_t")
+    def __init__(self, m, name: str, n, start):
         self.b = Signal(16, name=f"{name}_b")
-        self.lane = Signal(range(lanes + 1), name=f"{name}_lane")
+        self.c = Signal(16, name=f"{name}_c")
         self.blk = Signal(32, name=f"{name}_blk")
-        self.full = Signal(name=f"{name}_full")
-        self.taken = Signal(name=f"{name}_taken")
         self.step = Signal(name=f"{name}_step")
-        self.c = Signal(32, name=f"{name}_c")
-        self.live = Signal(name=f"{name}_live")
-        self.issue = Signal(name=f"{name}_issue")
-        self.land = Signal(name=f"{name}_land")
-        self.land_lane = Signal.like(self.lane, name=f"{name}_land_lane")
         self.done = Signal(name=f"{name}_done")
-        self.c_last = Signal(name=f"{name}_c_last")
         self.final = Signal(name=f"{name}_final")
-        m.d.comb += [
-            self.c.eq(self.b * lanes + self.lane),
-            self.live.eq(self.c < n.c),
-            self.done.eq(self.t == n.m),
-            self.c_last.eq(self.lane == lanes - 1),
-            self.final.eq((self.t == n.m - 1) & (self.b == n.beats - 1)),
-            self.issue.eq(run & ~self.done & ~self.full & (self.lane < lanes) & gather),
-        ]
-        tags = [(Signal(name=f"{name}_v{i}"), Signal.like(self.lane, name=f"{name}_l{i}"))
-                for i in range(Scratchpad.latency)]
-        m.d.sync += [tags[0][0].eq(self.issue), tags[0][1].eq(self.lane)]
-        for (v, lane), (v0, lane0) in zip(tags[1:], tags[:-1]):
-            m.d.sync += [v.eq(v0), lane.eq(lane0)]
-        m.d.comb += [self.land.eq(tags[-1][0]), self.land_lane.eq(tags[-1][1])]
-        with m.If(self.issue | self.step):
-            m.d.sync += self.lane.eq(self.lane + 1)
-        with m.If(self.land & (self.land_lane == lanes - 1)):
-            m.d.sync += self.full.eq(1)
-        with m.If(self.taken):
-            m.d.sync += [self.full.eq(0), self.lane.eq(0), self.b.eq(self.b + 1)]
-            with m.If(self.b == n.beats - 1):
-                m.d.sync += [self.b.eq(0), self.t.eq(self.t + 1)]
-                self._next_row(m, n)
+        m.d.comb += [self.done.eq(self.b == n.blocks),
+                     self.final.eq((self.b == n.blocks - 1) & (self.c == n.c - 1))]
+        with m.If(self.step):
+            m.d.sync += self.c.eq(self.c + 1)
+            with m.If(self.c == n.c - 1):
+                m.d.sync += [self.c.eq(0), self.b.eq(self.b + 1), self.blk.eq(self.blk + n.c)]
         with m.If(start):
-            m.d.sync += [self.t.eq(0), self.b.eq(0), self.lane.eq(0), self.blk.eq(0),
-                         self.full.eq(0)]
+            m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0)]
 
-    def _next_row(self, m, n):
-        rows = n.rows
-        _, lane = _divmod(self.t, rows)
-        with m.If(lane == rows - 1):
-            m.d.sync += self.blk.eq(self.blk + n.c)
+
+def _tags(m, name: str, value, n: int):
+    """``value`` through ``n`` registers (a read's tag until its data lands)."""
+    for i in range(n):
+        nxt = Signal.like(value, name=f"{name}_tag{i}")
+        m.d.sync += nxt.eq(value)
+        value = nxt
+    return value

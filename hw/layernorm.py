@@ -10,17 +10,17 @@ For a row ``x`` of width ``d`` (int8), with ``S1 = sum x``, ``Q = sum x**2`` and
     n   = round_shift(c * d * inv, 38 - k)              # Q.10, |n| < 2**15
     y   = requantize(n * gamma + beta, mult, shift)
 
-The unit runs each row in three phases:
+The unit runs each row in three phases, and different rows' phases at the same time:
 
-1. **Load** (``ceil(d / cols)`` beats, one per cycle): the row goes into a row buffer
-   (:func:`hw.bram.make_block_ram`) while ``S1`` and ``Q`` accumulate (one squaring
-   multiplier per lane).
-2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 133 cycles for ``max_dim = 1024``): a
-   sequential engine computes ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its
-   multiplies take two bits of ``d`` or ``|S1|`` per cycle), the square root by the
-   digit-by-digit rule of :func:`sw.ref.isqrt_int` (exactly 32 steps), ``inv`` by a restoring
-   division (49 steps), then the per-row constants ``G = d**2 * inv`` and
-   ``H = S1 * d * inv - 2**(37 - k)``.
+1. **Load** (``ceil(d / cols)`` beats, one per cycle): the row goes into its slot of a row
+   buffer (:func:`hw.bram.make_block_ram`, ``ROW_SLOTS`` rows) while ``S1`` and ``Q``
+   accumulate (one squaring multiplier per lane); the next row loads right after it.
+2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 133 cycles for ``max_dim = 1024``): one of
+   ``engines`` sequential engines (they take the rows in turn) computes
+   ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its multiplies take two bits of
+   ``d`` or ``|S1|`` per cycle), the square root by the digit-by-digit rule of
+   :func:`sw.ref.isqrt_int` (exactly 32 steps), ``inv`` by a restoring division (49 steps),
+   then the per-row constants ``G = d**2 * inv`` and ``H = S1 * d * inv - 2**(37 - k)``.
 3. **Normalize** (``ceil(d / cols)`` beats, one per cycle with the per-channel ``i_param``):
    ``c * d * inv + 2**(37 - k) = x * G - H`` (the rounding constant folded into ``H``), so each
    element needs one int8 x 56-bit product, computed modulo ``2**56`` from four int8 x
@@ -30,15 +30,17 @@ The unit runs each row in three phases:
    chunks, ``n * gamma``) is a :class:`hw.lut_multiplier.LutMultiplier`; only the requant
    lane's 32 x 15-bit product uses DSP blocks (two per lane).
 
-A row therefore takes ``2 * ceil(d / cols) + scalar_cycles`` cycles when nothing stalls;
-LayerNorm is a small share of a layer's work, so the scalar phase is sequential.
+Each engine is sequential (one adder a cycle), so a long job takes
+:meth:`LayerNorm.row_cycles` = ``(scalar_cycles - 1) / engines`` cycles a row when nothing
+stalls (at least ``ceil(d / cols) + 1``); the row constants travel down the normalize pipeline
+beside their elements, so rows follow each other there without a gap.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -75,10 +77,31 @@ ENGINE_BITS = 64
 DIV_STEPS = LN_RECIP_BITS + 1          # quotient bits of 2**48 // r
 #: Cycles between the row's last load beat and the first scalar step (stats pipeline).
 STATS_DRAIN = 2
+#: Rows the row buffer holds: the one loading, the ones in the holding register and the
+#: engines, the one being read out.
+ROW_SLOTS = 4
 
 
 def _half(bits: int) -> int:
     return (bits + 1) // 2
+
+
+def dim_bits(max_dim: int) -> int:
+    """Bits of ``d <= max_dim``: a sequential multiply by ``d`` takes ``ceil(bits / 2)`` steps."""
+    return max_dim.bit_length()
+
+
+def sum_bits(max_dim: int) -> int:
+    """Bits of ``|S1| <= 128 * max_dim`` (a multiply by it: ``ceil(bits / 2)`` steps)."""
+    return (128 * max_dim).bit_length()
+
+
+def scalar_cycles(max_dim: int) -> int:
+    """Cycles of a row's scalar phase: the stats drain, five multiplies by ``d`` and two by
+    ``|S1|`` (two bits per cycle), the pre-shift, the square root, the division and the
+    commit of the row constants."""
+    return (STATS_DRAIN + 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim)) + 1
+            + ISQRT_ITERATIONS + DIV_STEPS + 1)
 
 
 def _eps_bits(max_dim: int) -> int:
@@ -104,6 +127,11 @@ def ln_param_layout(cols: int) -> data.StructLayout:
                         mult=unsigned(MULT_BITS), shift=unsigned(SHIFT_BITS))
 
 
+#: Normalize phase of a row element: beat taken -> output valid.
+PIPELINE_LATENCY = (BlockRAM.latency + 2 * Multiplier.latency + 3 + 1 + RequantLane.latency
+                    + OutputBuffer.latency)
+
+
 class LayerNorm(Unit):
     """Integer LayerNorm of rows of width ``1 <= d <= max_dim``, ``cols`` elements per beat.
 
@@ -112,8 +140,8 @@ class LayerNorm(Unit):
     ``ceil(d / cols)`` beats on ``i_stream`` (lanes past ``d`` in the final beat are ignored),
     then, after the scalar phase, ``ceil(d / cols)`` beats on ``i_param`` (the channels' affine
     and requant constants; taken one per output element group) give as many beats on
-    ``o_stream``. The next row loads while the previous row's outputs drain. Stream rules:
-    ``hw/README.md``.
+    ``o_stream``. The next rows load while earlier rows are in their scalar phase or drain
+    (up to ``ROW_SLOTS`` rows in the unit). Stream rules: ``hw/README.md``.
 
     Parameters
     ----------
@@ -125,6 +153,8 @@ class LayerNorm(Unit):
     use_dsp : bool
         Use DSP blocks for the requant lane's two products per lane; the int8 products
         (squaring, four ``x * G`` chunks, ``n * gamma``) are LUT multipliers always.
+    engines : int
+        Scalar engines, 1..``ROW_SLOTS - 1`` (default 2): rows in their scalar phase at once.
     family : str or None
         Force the multiplier / block-RAM family (``"ecp5"``).
 
@@ -148,20 +178,21 @@ class LayerNorm(Unit):
     latency : int
         Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
         its first output beat, with ``i_param`` offered and no backpressure:
-        ``1 + scalar_cycles + pipeline_latency (17)``: 151 for ``max_dim = 1024``. Under
-        backpressure the scalar phase's last step waits until the previous row's elements
-        have left the normalize pipeline (they still read the row constants).
+        ``1 + scalar_cycles + pipeline_latency (17)``: 151 for ``max_dim = 1024``, when the
+        row's engine and the output are free (later rows wait for them).
     """
 
     params_fields = ("cols", "dsp_multipliers")
     cols = Setting("Elements per beat.")
     max_dim = Setting("Largest row width d.")
     use_dsp = Setting("DSP multipliers where the platform has them.")
+    engines = Setting("Scalar engines (rows in their scalar phase at the same time).")
 
     def __init__(self, cols: int, *, max_dim: int = LN_MAX_DIM, use_dsp: bool = True,
-                 family: str | None = None):
+                 engines: int = 2, family: str | None = None):
         self._cols = check_int("cols", cols, 1, MAX_DIM)
         self._max_dim = check_int("max_dim", max_dim, 1, LN_MAX_DIM)
+        self._engines = check_int("engines", engines, 1, ROW_SLOTS - 1)
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
@@ -175,42 +206,43 @@ class LayerNorm(Unit):
     @property
     def dim_bits(self) -> int:
         """Bits of ``d``: a sequential multiply by ``d`` takes ``ceil(dim_bits / 2)`` steps."""
-        return self._max_dim.bit_length()
+        return dim_bits(self._max_dim)
 
     @property
     def sum_bits(self) -> int:
         """Bits of ``|S1| <= 128 * max_dim`` (a multiply by it: ``ceil(sum_bits / 2)`` steps)."""
-        return (128 * self._max_dim).bit_length()
+        return sum_bits(self._max_dim)
 
     @property
     def scalar_cycles(self) -> int:
-        """Cycles of the scalar phase: the stats drain, five multiplies by ``d`` and two by
-        ``|S1|`` (two bits per cycle), the pre-shift, the square root, the division and the
-        commit of the row constants."""
-        return (STATS_DRAIN + 5 * _half(self.dim_bits) + 2 * _half(self.sum_bits) + 1
-                + ISQRT_ITERATIONS + DIV_STEPS + 1)
+        """Cycles of the scalar phase (:func:`scalar_cycles`)."""
+        return scalar_cycles(self._max_dim)
 
     @property
     def pipeline_latency(self) -> int:
         """Normalize phase: beat taken -> output valid."""
-        return (BlockRAM.latency + 2 * Multiplier.latency + 3 + 1 + RequantLane.latency
-                + OutputBuffer.latency)
+        return PIPELINE_LATENCY
 
     @property
     def latency(self) -> int:
         return 1 + self.scalar_cycles + self.pipeline_latency
 
-    def row_cycles(self, dim: int) -> int:
-        """Cycles per row of width ``dim`` at full rate: load, scalar phase, normalize."""
+    def row_cycles(self, dim: int) -> float:
+        """Cycles per row of width ``dim`` in a long job at full rate: each engine is busy
+        ``scalar_cycles - 1`` cycles a row and they take turns; the load needs ``ceil(d / cols)``
+        beats a row (and ``STATS_DRAIN + 1`` cycles between final beats), the output one more
+        (the cycle that takes the row's constants)."""
         beats = -(-check_int("dim", dim, 1, self._max_dim) // self._cols)
-        return 2 * beats + self.scalar_cycles
+        return max(beats + 1, STATS_DRAIN + 1, (self.scalar_cycles - 1) / self._engines)
 
     # -- gateware --------------------------------------------------------------------------------
     #
-    # elaborate() wires the phases of the module docstring; each _elaborate_* helper adds one
-    # part to the same Module (one flat hierarchy) and records the signals later parts use on a
-    # shared namespace ``u``. The helpers run in the order of the netlist they emit, so the
-    # generated design stays the same as the row's phases are edited one at a time.
+    # elaborate() wires three processes that run at the same time: the load (``i_cfg``, then the
+    # rows' beats into a ring of ROW_SLOTS row slots while ``S1`` and ``Q`` accumulate), the
+    # scalar engines (:class:`_ScalarEngine`, one row each, taken in turn) and the output (a row's
+    # ``i_param`` beats read its slot; its row constants travel down the normalize pipeline beside
+    # its elements). Each _elaborate_* helper adds one part to the same Module and records the
+    # signals later parts use on a shared namespace ``u``.
 
     def elaborate(self, platform):
         m = Module()
@@ -218,14 +250,10 @@ class LayerNorm(Unit):
         self._elaborate_output_buffer(m, u)
         self._elaborate_job_constants(m, u)
         self._elaborate_load(m, platform, u)
-        self._elaborate_scalar_registers(m, u)
+        self._elaborate_engines(m, u)
         self._elaborate_normalize_issue(m, u)
-        with m.FSM():
-            self._elaborate_load_states(m, u)
-            self._elaborate_variance_states(m, u)
-            self._elaborate_isqrt_states(m, u)
-            self._elaborate_row_constant_states(m, u)
-            self._elaborate_output_state(m, u)
+        self._elaborate_load_states(m, u)
+        self._elaborate_output_states(m, u)
         self._elaborate_normalize_pipeline(m, u)
         return m
 
@@ -241,7 +269,6 @@ class LayerNorm(Unit):
         dim = Signal(unsigned(max_dim.bit_length()))
         eps = Signal(unsigned(_eps_bits(max_dim)))
         k = Signal(range(layernorm_pre_shift(1) + 1))
-        job_last = Signal()                                      # this row ends the job
         # k as a priority chain over d (a step function with ~20 steps for d <= 1024).
         cfg_k = Signal.like(k)
         steps = [(d, layernorm_pre_shift(d)) for d in range(1, max_dim + 1)
@@ -250,30 +277,33 @@ class LayerNorm(Unit):
         for d_from, val in steps[1:]:
             with m.If(self.i_cfg.payload.dim >= d_from):
                 m.d.comb += cfg_k.eq(val)
-        vars(u).update(dim=dim, eps=eps, k=k, job_last=job_last, cfg_k=cfg_k)
+        vars(u).update(dim=dim, eps=eps, k=k, cfg_k=cfg_k)
 
     def _elaborate_load(self, m, platform, u):
-        """Load phase datapath: ``i_stream`` beats into the row buffer, ``S1`` and ``Q``."""
+        """Load phase datapath: ``i_stream`` beats into the row's slot of the row buffer,
+        ``S1`` and ``Q``; two cycles after a row's final beat (:data:`STATS_DRAIN`) its totals
+        go to the next scalar engine, or wait in a holding register while none is free."""
         cols, max_dim, dim = self._cols, self._max_dim, u.dim
-        depth = max(2, -(-max_dim // cols))
+        slot_bits = (-(-max_dim // cols) - 1).bit_length()     # beats of a slot: 2**slot_bits
+        depth = max(2, ROW_SLOTS << slot_bits)
         m.submodules.rowbuf = rowbuf = make_block_ram(platform, width=ACT_WIDTH * cols,
                                                       depth=depth, family=self._family)
         elem = Signal(range(max_dim + cols + 1))                 # first element of this beat
-        beat_in = Signal(range(depth))
+        beat_in = Signal(max(1, slot_bits))
+        slot_in = Signal(range(ROW_SLOTS))
         take_in = Signal()
         row_done_in = Signal()
         m.d.comb += [
             take_in.eq(self.i_stream.valid & self.i_stream.ready),
             row_done_in.eq(elem + cols >= dim),
             rowbuf.w_en.eq(take_in),
-            rowbuf.w_addr.eq(beat_in),
+            rowbuf.w_addr.eq(Cat(beat_in[:slot_bits], slot_in)),
             rowbuf.w_data.eq(self.i_stream.payload.x),
         ]
         sum_w = (128 * max_dim).bit_length() + 1
         sq_w = (128 * 128 * max_dim).bit_length()
         s1 = Signal(signed(sum_w))                               # sum x
         q = Signal(unsigned(sq_w))                               # sum x**2
-        clear_stats = Signal()
         masked = [Mux((elem + c < dim) & take_in, self.i_stream.payload.x[c], 0)
                   for c in range(cols)]
         sx1 = Signal(signed(sum_w))
@@ -285,71 +315,69 @@ class LayerNorm(Unit):
             m.submodules[f"sq{c}"] = sq
             m.d.comb += [sq.en.eq(1), sq.a.eq(masked[c]), sq.b.eq(masked[c])]
             squares.append(sq.p.as_unsigned())
-        with m.If(clear_stats):
+        # The row's end, STATS_DRAIN cycles behind its final beat (with the job's last flag).
+        ends = [(take_in & row_done_in, self.i_stream.payload.last)]
+        for i in range(STATS_DRAIN):
+            end, last = Signal(name=f"end{i + 1}"), Signal(name=f"end_last{i + 1}")
+            m.d.sync += [end.eq(ends[-1][0]), last.eq(ends[-1][1])]
+            ends.append((end, last))
+        end, end_last = ends[-1]
+        s1_tot = Signal(signed(sum_w))
+        q_tot = Signal(unsigned(sq_w))
+        m.d.comb += [s1_tot.eq(s1 + sx2), q_tot.eq(q + sum(squares))]
+        with m.If(end):
             m.d.sync += [s1.eq(0), q.eq(0)]
         with m.Else():
-            m.d.sync += [s1.eq(s1 + sx2), q.eq(q + sum(squares))]
-        s1_neg = s1 < 0
-        s1_abs = Signal(unsigned(sum_w - 1))
-        m.d.comb += s1_abs.eq(Mux(s1_neg, -s1, s1))
-        vars(u).update(depth=depth, rowbuf=rowbuf, elem=elem, beat_in=beat_in, take_in=take_in,
-                       row_done_in=row_done_in, q=q, clear_stats=clear_stats, s1_neg=s1_neg,
-                       s1_abs=s1_abs)
+            m.d.sync += [s1.eq(s1_tot), q.eq(q_tot)]
+        # Holding register: a row's totals while every engine is busy.
+        hold = Signal()
+        hold_s1, hold_q, hold_last = Signal.like(s1), Signal.like(q), Signal()
+        accept = Signal()                                        # an engine takes the totals
+        with m.If(end & ~accept):
+            m.d.sync += [hold.eq(1), hold_s1.eq(s1_tot), hold_q.eq(q_tot),
+                         hold_last.eq(end_last)]
+        with m.Elif(accept):
+            m.d.sync += hold.eq(0)
+        # A row's final beat waits while an earlier row's totals are not yet in an engine.
+        end_free = ~hold & ~Cat(e for e, _ in ends[1:]).any()
+        vars(u).update(slot_bits=slot_bits, rowbuf=rowbuf, elem=elem, beat_in=beat_in,
+                       slot_in=slot_in, take_in=take_in, row_done_in=row_done_in,
+                       end_free=end_free, accept=accept, sum_w=sum_w, sq_w=sq_w,
+                       src_valid=hold | end, src_s1=Mux(hold, hold_s1, s1_tot),
+                       src_q=Mux(hold, hold_q, q_tot), src_last=Mux(hold, hold_last, end_last))
 
-    def _elaborate_scalar_registers(self, m, u):
-        """The scalar engine's registers and the row constants it hands the normalize phase."""
-        macc = Signal(ENGINE_BITS)
-        ma = Signal(ENGINE_BITS)                                 # a * 4**step
-        ma3 = Signal(ENGINE_BITS)                                # 3 * a * 4**step
-        mb = Signal(max(self.dim_bits, self.sum_bits))
-        cnt = Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1))
-        t1 = Signal(ENGINE_BITS)                                 # d * Q
-        rem = Signal(ENGINE_BITS)
-        res = Signal(ENGINE_BITS)
-        bit = Signal(ENGINE_BITS)
-        drem = Signal(33)
-        inv = Signal(DIV_STEPS)
-        g1 = Signal(ENGINE_BITS)                                 # d * inv
-        g_next = Signal(PROD_BITS)
-        # Row constants of the normalize phase (committed when it is empty).
-        g_row = Signal(PROD_BITS)
-        h_row = Signal(PROD_BITS)
-        # Shift of the normalized value: 48 - k - 10 (the reference's round_shift).
-        n_shift = Signal(range(LN_RECIP_BITS - LN_FRAC_BITS + 1))
-        inflight = Signal(range(64))
-        vars(u).update(macc=macc, ma=ma, ma3=ma3, mb=mb, cnt=cnt, t1=t1, rem=rem, res=res,
-                       bit=bit, drem=drem, inv=inv, g1=g1, g_next=g_next, g_row=g_row,
-                       h_row=h_row, n_shift=n_shift, inflight=inflight)
+    def _elaborate_engines(self, m, u):
+        """:attr:`engines` scalar engines, taking rows in turn (``eng_in``) and handing their
+        row constants to the output in the same order (``eng_out``)."""
+        n = self._engines
+        eng_in = Signal(range(n))
+        eng_out = Signal(range(n))
+        engines = []
+        for i in range(n):
+            e = _ScalarEngine(self.dim_bits, self.sum_bits, u)
+            m.submodules[f"engine{i}"] = e
+            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k), e.s1_in.eq(u.src_s1),
+                         e.q_in.eq(u.src_q), e.last_in.eq(u.src_last),
+                         e.start.eq(u.src_valid & (eng_in == i) & e.idle)]
+            engines.append(e)
+        m.d.comb += u.accept.eq(Cat(e.start for e in engines).any())
+        with m.If(u.accept):
+            m.d.sync += eng_in.eq(Mux(eng_in == n - 1, 0, eng_in + 1))
 
-    def _count(self, m, u, steps, nxt, *done):
-        """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
-        m.d.sync += u.cnt.eq(u.cnt + 1)
-        with m.If(u.cnt == steps - 1):
-            m.d.sync += [u.cnt.eq(0), *done]
-            m.next = nxt
+        def pick(name):
+            """Engine ``eng_out``'s ``name``."""
+            sel = getattr(engines[0], name)
+            for i, e in enumerate(engines[1:], 1):
+                sel = Mux(eng_out == i, getattr(e, name), sel)
+            return sel
 
-    def _mul_step(self, m, u, a_src, b_src, bits, nxt):
-        """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
-        modulo ``2**64``) into ``macc``: one adder per cycle, ``3 * a`` kept beside ``a``."""
-        first = u.cnt == 0
-        a_cur = Mux(first, a_src, u.ma)[:ENGINE_BITS]
-        a3_cur = Mux(first, (a_src << 1) + a_src, u.ma3)[:ENGINE_BITS]
-        b_cur = Mux(first, b_src, u.mb)
-        digit = b_cur[:2]
-        addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
-                     Mux(digit[0], a_cur, 0))
-        m.d.sync += [
-            u.macc.eq(Mux(first, 0, u.macc) + addend),
-            u.ma.eq(a_cur << 2),
-            u.ma3.eq(a3_cur << 2),
-            u.mb.eq(b_cur >> 2),
-        ]
-        self._count(m, u, _half(bits), nxt)
+        vars(u).update(engines=engines, eng_out=eng_out, pick=pick)
 
     def _elaborate_normalize_issue(self, m, u):
-        """Normalize phase control: ``i_param`` beats read the row buffer, one per cycle."""
+        """Normalize phase control: ``i_param`` beats read the row's slot, one per cycle."""
         cols, max_dim, rowbuf = self._cols, self._max_dim, u.rowbuf
-        beat_out = Signal(range(u.depth))
+        beat_out = Signal(max(1, u.slot_bits))
+        slot_out = Signal(range(ROW_SLOTS))
         elem_out = Signal(range(max_dim + cols + 1))
         take_out = Signal()
         out_state = Signal()
@@ -358,123 +386,88 @@ class LayerNorm(Unit):
             take_out.eq(self.i_param.valid & self.i_param.ready),
             rowbuf.r_en.eq(u.ce),
             rowbuf.r_oce.eq(u.ce),
-            rowbuf.r_addr.eq(beat_out),
+            rowbuf.r_addr.eq(Cat(beat_out[:u.slot_bits], slot_out)),
         ]
         row_done_out = elem_out + cols >= u.dim
-        vars(u).update(beat_out=beat_out, elem_out=elem_out, take_out=take_out,
-                       out_state=out_state, row_done_out=row_done_out)
+        # Rows in the slots: loaded (final beat taken) and not yet read by the output.
+        occupied = Signal(range(ROW_SLOTS + 1))
+        m.d.sync += occupied.eq(occupied + (u.take_in & u.row_done_in)
+                                - (take_out & row_done_out))
+        vars(u).update(beat_out=beat_out, slot_out=slot_out, elem_out=elem_out,
+                       take_out=take_out, out_state=out_state, row_done_out=row_done_out,
+                       occupied=occupied)
 
     def _elaborate_load_states(self, m, u):
-        """``IDLE`` takes a job's ``i_cfg``; ``LOAD`` takes a row's ``i_stream`` beats."""
+        """``IDLE`` takes a job's ``i_cfg``; ``LOAD`` takes its rows' ``i_stream`` beats while
+        a slot is free; ``FLUSH`` waits until the job's last row has been read out."""
         cols, cfg = self._cols, self.i_cfg.payload
-        with m.State("IDLE"):
-            m.d.comb += [self.i_cfg.ready.eq(1), u.clear_stats.eq(1)]
-            with m.If(self.i_cfg.valid):
-                m.d.sync += [u.dim.eq(cfg.dim), u.eps.eq(cfg.eps),
-                             u.k.eq(u.cfg_k), u.elem.eq(0), u.beat_in.eq(0)]
-                m.next = "LOAD"
-        with m.State("LOAD"):
-            m.d.comb += self.i_stream.ready.eq(1)
-            with m.If(u.take_in):
-                m.d.sync += [u.elem.eq(u.elem + cols), u.beat_in.eq(u.beat_in + 1)]
-                with m.If(u.row_done_in):
-                    m.d.sync += [u.job_last.eq(self.i_stream.payload.last), u.cnt.eq(0)]
-                    m.next = "DRAIN"
+        with m.FSM(name="load"):
+            with m.State("IDLE"):
+                m.d.comb += self.i_cfg.ready.eq(1)
+                with m.If(self.i_cfg.valid):
+                    m.d.sync += [u.dim.eq(cfg.dim), u.eps.eq(cfg.eps),
+                                 u.k.eq(u.cfg_k), u.elem.eq(0), u.beat_in.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += self.i_stream.ready.eq((u.occupied < ROW_SLOTS)
+                                                   & (~u.row_done_in | u.end_free))
+                with m.If(u.take_in):
+                    m.d.sync += [u.elem.eq(u.elem + cols), u.beat_in.eq(u.beat_in + 1)]
+                    with m.If(u.row_done_in):
+                        m.d.sync += [u.elem.eq(0), u.beat_in.eq(0),
+                                     u.slot_in.eq(u.slot_in + 1)]
+                        with m.If(self.i_stream.payload.last):
+                            m.next = "FLUSH"
+            with m.State("FLUSH"):
+                with m.If(u.occupied == 0):
+                    m.next = "IDLE"
 
-    def _elaborate_variance_states(self, m, u):
-        """Scalar phase, first part: the stats drain, then ``d * S = d * d * (d * Q - S1**2)``."""
-        dim = u.dim
-        with m.State("DRAIN"):
-            self._count(m, u, STATS_DRAIN, "MUL_DQ")
-        with m.State("MUL_DQ"):                              # d * Q
-            self._mul_step(m, u, u.q, dim, self.dim_bits, "MUL_SS")
-        with m.State("MUL_SS"):                              # S1**2
-            with m.If(u.cnt == 0):
-                m.d.sync += u.t1.eq(u.macc)
-            self._mul_step(m, u, u.s1_abs, u.s1_abs, self.sum_bits, "MUL_DV")
-        with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
-            self._mul_step(m, u, (u.t1 - u.macc)[:ENGINE_BITS], dim, self.dim_bits, "MUL_DS")
-        with m.State("MUL_DS"):                              # d * S
-            self._mul_step(m, u, u.macc, dim, self.dim_bits, "PRESHIFT")
-
-    def _elaborate_isqrt_states(self, m, u):
-        """Scalar phase, second part: ``r = isqrt((d * S + eps_q) << 2k)`` and
-        ``inv = 2**48 // max(r, 1)``."""
-        rem, res, bit, cnt, drem, inv = u.rem, u.res, u.bit, u.cnt, u.drem, u.inv
-        with m.State("PRESHIFT"):
-            m.d.sync += [rem.eq((u.macc + u.eps) << Cat(Const(0, 1), u.k)), res.eq(0),
-                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
-            m.next = "ISQRT"
-        with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
-            trial = (res + bit)[:ENGINE_BITS]
-            with m.If(rem >= trial):
-                m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
-            with m.Else():
-                m.d.sync += res.eq(res >> 1)
-            m.d.sync += bit.eq(bit >> 2)
-            self._count(m, u, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
-        with m.State("DIV"):                                 # 2**48 // max(r, 1)
-            r = Mux(res == 0, 1, res)[:32]
-            rem2 = Cat(cnt == 0, drem)[:34]
-            with m.If(rem2 >= r):
-                m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
-            with m.Else():
-                m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
-            self._count(m, u, DIV_STEPS, "MUL_G1")
-
-    def _elaborate_row_constant_states(self, m, u):
-        """Scalar phase, last part: ``G = d**2 * inv`` and ``H = S1 * d * inv - 2**(37 - k)``,
-        committed to the normalize phase."""
-        dim, macc, k = u.dim, u.macc, u.k
-        with m.State("MUL_G1"):                              # d * inv
-            self._mul_step(m, u, u.inv, dim, self.dim_bits, "MUL_G")
-        with m.State("MUL_G"):                               # G = d * d * inv
-            with m.If(u.cnt == 0):
-                m.d.sync += u.g1.eq(macc)
-            self._mul_step(m, u, macc, dim, self.dim_bits, "MUL_H")
-        with m.State("MUL_H"):                               # |S1| * d * inv
-            with m.If(u.cnt == 0):
-                m.d.sync += u.g_next.eq(macc)
-            self._mul_step(m, u, u.g1, u.s1_abs, self.sum_bits, "COMMIT")
-        with m.State("COMMIT"):
-            # The previous row's elements may still be in the pipeline (backpressure):
-            # the row constants change only once it is empty.
-            with m.If(u.inflight == 0):
-                half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> k
-                h = Mux(u.s1_neg, -macc, macc)[:PROD_BITS]
-                m.d.sync += [u.g_row.eq(u.g_next), u.h_row.eq(h - half),
-                             u.n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - k),
-                             u.elem_out.eq(0), u.beat_out.eq(0)]
-                m.next = "OUT"
-
-    def _elaborate_output_state(self, m, u):
-        """``OUT`` takes a row's ``i_param`` beats, then loads the next row or ends the job."""
-        cols = self._cols
-        with m.State("OUT"):
-            m.d.comb += [u.out_state.eq(1), u.clear_stats.eq(1)]
-            with m.If(u.take_out):
-                m.d.sync += [u.elem_out.eq(u.elem_out + cols), u.beat_out.eq(u.beat_out + 1)]
-                with m.If(u.row_done_out):
-                    m.d.sync += [u.elem.eq(0), u.beat_in.eq(0)]
-                    with m.If(u.job_last):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "LOAD"
+    def _elaborate_output_states(self, m, u):
+        """``WAIT`` takes the next row's constants from its engine (freeing it); ``OUT`` takes
+        the row's ``i_param`` beats."""
+        cols, k = self._cols, u.k
+        g_row = Signal(PROD_BITS)
+        h_row = Signal(PROD_BITS)
+        last_row = Signal()                                      # this row ends the job
+        with m.FSM(name="out"):
+            with m.State("WAIT"):
+                with m.If(u.pick("done")):
+                    half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> k
+                    m.d.sync += [g_row.eq(u.pick("g")), h_row.eq(u.pick("h") - half),
+                                 last_row.eq(u.pick("last")), u.elem_out.eq(0),
+                                 u.beat_out.eq(0)]
+                    for i, e in enumerate(u.engines):
+                        m.d.comb += e.ack.eq(u.eng_out == i)
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += u.out_state.eq(1)
+                with m.If(u.take_out):
+                    m.d.sync += [u.elem_out.eq(u.elem_out + cols),
+                                 u.beat_out.eq(u.beat_out + 1)]
+                    with m.If(u.row_done_out):
+                        m.d.sync += [u.slot_out.eq(u.slot_out + 1),
+                                     u.eng_out.eq(Mux(u.eng_out == self._engines - 1, 0,
+                                                      u.eng_out + 1))]
+                        m.next = "WAIT"
+        vars(u).update(g_row=g_row, h_row=h_row, last_row=last_row)
 
     def _elaborate_normalize_pipeline(self, m, u):
         """Normalize phase datapath: one element pipeline per lane, on the output buffer's
-        clock enable as in every other unit, and the in-flight count ``COMMIT`` waits on."""
+        clock enable as in every other unit; the row constants follow their elements."""
         ce = u.ce
-        last0 = u.job_last & u.row_done_out
+        last0 = u.last_row & u.row_done_out
         n_lat = BlockRAM.latency + Multiplier.latency + 3    # row buffer, chunks, sums, shift
         g_lat = n_lat + Multiplier.latency                  # n * gamma
         b_lat = g_lat + 1                       # + beta
         total = b_lat + RequantLane.latency
         valid_o = _delay(m, ce, u.take_out, total, "valid")
         last_o = _delay(m, ce, last0, total, "last")
-        # in flight: taken but not yet pushed into the output buffer
-        push = valid_o & ce
-        m.d.sync += u.inflight.eq(u.inflight + (u.take_out & ce) - push)
+        # The row constants of the element at each stage: G beside the row buffer's data, H
+        # beside the chunk products, the shift beside P.
+        u.g_at = _delay(m, ce, u.g_row, BlockRAM.latency, "g_row")
+        u.h_at = _delay(m, ce, u.h_row, BlockRAM.latency + Multiplier.latency, "h_row")
+        n_shift = Const(LN_RECIP_BITS - LN_FRAC_BITS, 6) - u.k
+        u.n_shift_at = _delay(m, ce, n_shift[:6], n_lat - 1, "n_shift")
         for c in range(self._cols):
             self._elaborate_normalize_lane(m, u, c, n_lat=n_lat, g_lat=g_lat, b_lat=b_lat)
         m.d.comb += [u.obuf.push.eq(valid_o), u.obuf.data.last.eq(last_o)]
@@ -488,15 +481,15 @@ class LayerNorm(Unit):
             width = min(CHUNK_BITS, PROD_BITS - i)
             pm = LutMultiplier(ACT_WIDTH, width + 1)
             m.submodules[f"xg{c}_{i // CHUNK_BITS}"] = pm
-            m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(u.g_row[i:i + width])]
+            m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(u.g_at[i:i + width])]
             prods.append((pm.p, i))
         # S5: two partial sums (the rounding constant and -H folded into one); S6: P.
         t_lo = _stage(m, ce, sum(p << i for p, i in prods[:2])[:PROD_BITS], f"tlo{c}",
                       unsigned(PROD_BITS))
-        t_hi = _stage(m, ce, (sum(p << i for p, i in prods[2:]) - u.h_row)[:PROD_BITS],
+        t_hi = _stage(m, ce, (sum(p << i for p, i in prods[2:]) - u.h_at)[:PROD_BITS],
                       f"thi{c}", unsigned(PROD_BITS))
         p6 = _stage(m, ce, (t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{c}", signed(PROD_BITS))
-        n7 = _stage(m, ce, (p6 >> u.n_shift)[:NORM_BITS].as_signed(), f"n{c}",
+        n7 = _stage(m, ce, (p6 >> u.n_shift_at)[:NORM_BITS].as_signed(), f"n{c}",
                     signed(NORM_BITS))
         gm = LutMultiplier(ACT_WIDTH, NORM_BITS)              # int8 gamma selects
         m.submodules[f"gamma{c}"] = gm
@@ -510,6 +503,139 @@ class LayerNorm(Unit):
                      lane.shift.eq(_delay(m, ce, prm.shift[c], b_lat, f"shift{c}")),
                      lane.en.eq(ce)]
         m.d.comb += u.obuf.data.data[c].eq(lane.y)
+
+
+class _ScalarEngine(Elaboratable):
+    """The scalar phase of one row: from its ``S1`` and ``Q`` (taken on ``start`` while
+    ``idle``) to ``G = d**2 * inv`` and ``|S1| * d * inv`` (``h``, its sign not yet applied:
+    ``h`` is the signed value), held with ``done`` until ``ack``. Sequential: one adder or
+    comparator step per cycle (:attr:`LayerNorm.scalar_cycles`)."""
+
+    def __init__(self, dim_bits: int, sum_bits: int, u):
+        self.dim_bits, self.sum_bits = dim_bits, sum_bits
+        self.start = Signal()
+        self.s1_in = Signal(signed(u.sum_w))
+        self.q_in = Signal(unsigned(u.sq_w))
+        self.last_in = Signal()
+        self.dim = Signal.like(u.dim)
+        self.eps = Signal.like(u.eps)
+        self.k = Signal.like(u.k)
+        self.idle = Signal()
+        self.done = Signal()
+        self.ack = Signal()
+        self.g = Signal(PROD_BITS)
+        self.h = Signal(PROD_BITS)
+        self.last = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        e = SimpleNamespace(
+            s1=Signal.like(self.s1_in), q=Signal.like(self.q_in),
+            macc=Signal(ENGINE_BITS), ma=Signal(ENGINE_BITS),     # a * 4**step
+            ma3=Signal(ENGINE_BITS),                               # 3 * a * 4**step
+            mb=Signal(max(self.dim_bits, self.sum_bits)),
+            cnt=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1)),
+            t1=Signal(ENGINE_BITS),                                # d * Q
+            rem=Signal(ENGINE_BITS), res=Signal(ENGINE_BITS), bit=Signal(ENGINE_BITS),
+            drem=Signal(33), inv=Signal(DIV_STEPS),
+            g1=Signal(ENGINE_BITS),                                # d * inv
+            g_next=Signal(PROD_BITS))
+        e.s1_neg = e.s1 < 0
+        e.s1_abs = Signal(unsigned(self.s1_in.shape().width - 1))
+        m.d.comb += e.s1_abs.eq(Mux(e.s1_neg, -e.s1, e.s1))
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.start):
+                    m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in),
+                                 self.last.eq(self.last_in), e.cnt.eq(0)]
+                    m.next = "MUL_DQ"
+            self._variance_states(m, e)
+            self._isqrt_states(m, e)
+            self._row_constant_states(m, e)
+            with m.State("DONE"):
+                m.d.comb += [self.done.eq(1), self.g.eq(e.g_next),
+                             self.h.eq(Mux(e.s1_neg, -e.macc, e.macc)[:PROD_BITS])]
+                with m.If(self.ack):
+                    m.next = "IDLE"
+        return m
+
+    def _count(self, m, e, steps, nxt, *done):
+        """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
+        m.d.sync += e.cnt.eq(e.cnt + 1)
+        with m.If(e.cnt == steps - 1):
+            m.d.sync += [e.cnt.eq(0), *done]
+            m.next = nxt
+
+    def _mul_step(self, m, e, a_src, b_src, bits, nxt):
+        """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
+        modulo ``2**64``) into ``macc``: one adder per cycle, ``3 * a`` kept beside ``a``."""
+        first = e.cnt == 0
+        a_cur = Mux(first, a_src, e.ma)[:ENGINE_BITS]
+        a3_cur = Mux(first, (a_src << 1) + a_src, e.ma3)[:ENGINE_BITS]
+        b_cur = Mux(first, b_src, e.mb)
+        digit = b_cur[:2]
+        addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
+                     Mux(digit[0], a_cur, 0))
+        m.d.sync += [
+            e.macc.eq(Mux(first, 0, e.macc) + addend),
+            e.ma.eq(a_cur << 2),
+            e.ma3.eq(a3_cur << 2),
+            e.mb.eq(b_cur >> 2),
+        ]
+        self._count(m, e, _half(bits), nxt)
+
+    def _variance_states(self, m, e):
+        """``d * S = d * d * (d * Q - S1**2)``."""
+        dim = self.dim
+        with m.State("MUL_DQ"):                              # d * Q
+            self._mul_step(m, e, e.q, dim, self.dim_bits, "MUL_SS")
+        with m.State("MUL_SS"):                              # S1**2
+            with m.If(e.cnt == 0):
+                m.d.sync += e.t1.eq(e.macc)
+            self._mul_step(m, e, e.s1_abs, e.s1_abs, self.sum_bits, "MUL_DV")
+        with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
+            self._mul_step(m, e, (e.t1 - e.macc)[:ENGINE_BITS], dim, self.dim_bits, "MUL_DS")
+        with m.State("MUL_DS"):                              # d * S
+            self._mul_step(m, e, e.macc, dim, self.dim_bits, "PRESHIFT")
+
+    def _isqrt_states(self, m, e):
+        """``r = isqrt((d * S + eps_q) << 2k)`` and ``inv = 2**48 // max(r, 1)``."""
+        rem, res, bit, cnt, drem, inv = e.rem, e.res, e.bit, e.cnt, e.drem, e.inv
+        with m.State("PRESHIFT"):
+            m.d.sync += [rem.eq((e.macc + self.eps) << Cat(Const(0, 1), self.k)), res.eq(0),
+                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
+            m.next = "ISQRT"
+        with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
+            trial = (res + bit)[:ENGINE_BITS]
+            with m.If(rem >= trial):
+                m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
+            with m.Else():
+                m.d.sync += res.eq(res >> 1)
+            m.d.sync += bit.eq(bit >> 2)
+            self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
+        with m.State("DIV"):                                 # 2**48 // max(r, 1)
+            r = Mux(res == 0, 1, res)[:32]
+            rem2 = Cat(cnt == 0, drem)[:34]
+            with m.If(rem2 >= r):
+                m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
+            with m.Else():
+                m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
+            self._count(m, e, DIV_STEPS, "MUL_G1")
+
+    def _row_constant_states(self, m, e):
+        """``G = d**2 * inv`` and ``|S1| * d * inv``."""
+        dim, macc = self.dim, e.macc
+        with m.State("MUL_G1"):                              # d * inv
+            self._mul_step(m, e, e.inv, dim, self.dim_bits, "MUL_G")
+        with m.State("MUL_G"):                               # G = d * d * inv
+            with m.If(e.cnt == 0):
+                m.d.sync += e.g1.eq(macc)
+            self._mul_step(m, e, macc, dim, self.dim_bits, "MUL_H")
+        with m.State("MUL_H"):                               # |S1| * d * inv
+            with m.If(e.cnt == 0):
+                m.d.sync += e.g_next.eq(macc)
+            self._mul_step(m, e, e.g1, e.s1_abs, self.sum_bits, "DONE")
 
 
 def _stage(m: Module, ce, sig, name: str, shape=None):

@@ -39,6 +39,7 @@ SUITES: dict[str, str] = {
     "attention": "windowed-attention unit vs sw.ref.windowed_attention_int, and its bench",
     "vector": "residual add, LUT, mean pool, int32 pass vs sw.ref",
     "layernorm": "LayerNorm unit vs the NumPy model",
+    "layernorm_tokens": "token-parallel LayerNorm unit (the controller's) vs the NumPy model",
     "vboard": "virtual board: the driver over socket:// to the Verilated board design",
 }
 

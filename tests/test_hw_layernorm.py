@@ -134,12 +134,17 @@ def test_layernorm_maximum_width():
     assert _check(jobs, cols=8, max_dim=d) == 2
 
 
-def test_layernorm_latency_and_row_cycles():
-    cols, max_dim, d = 2, 16, 5
-    dut = LayerNorm(cols, max_dim=max_dim, use_dsp=False)
+@pytest.mark.parametrize("engines", [1, 2, 3])
+def test_layernorm_latency_and_row_cycles(engines):
+    """At full rate: the first row's first output ``latency`` cycles after its final beat (the
+    others no sooner), the next rows load at once, and the engines take turns: each ``E``
+    rows' first outputs ``E * row_cycles`` apart."""
+    cols, max_dim, d, n_rows = 2, 16, 5, 7
+    dut = LayerNorm(cols, max_dim=max_dim, use_dsp=False, engines=engines)
     rng = np.random.default_rng(2)
-    job = ln_random_job(rng, d, 3)
+    job = ln_random_job(rng, d, n_rows)
     beats = -(-d // cols)
+    n_beats = n_rows * beats
     in_cycles, out_cycles = [], []
 
     async def tb(ctx):
@@ -151,30 +156,34 @@ def test_layernorm_latency_and_row_cycles():
                                       "mult": [1] * cols, "shift": [1] * cols})
         ctx.set(dut.i_stream.valid, 1)
         n_in = 0
-        for cycle in range(3 * dut.row_cycles(d) + dut.latency):
+        for cycle in range(int(n_rows * dut.row_cycles(d)) + 2 * dut.latency):
             r, i = divmod(n_in, beats)
             row = np.zeros(beats * cols, np.int64)
-            if r < 3:
+            if r < n_rows:
                 row[:d] = job["x"][r]
             ctx.set(dut.i_stream.payload, {"x": row.reshape(beats, cols)[i % beats].tolist(),
-                                           "last": int(n_in == 3 * beats - 1)})
+                                           "last": int(n_in == n_beats - 1)})
             _, _, ready, valid = await ctx.tick().sample(dut.i_stream.ready, dut.o_stream.valid)
             ctx.set(dut.i_cfg.valid, 0)
-            if ready and n_in < 3 * beats:
+            if ready and n_in < n_beats:
                 in_cycles.append(cycle)
                 n_in += 1
-                if n_in == 3 * beats:
+                if n_in == n_beats:
                     ctx.set(dut.i_stream.valid, 0)
             if valid:
                 out_cycles.append(cycle)
 
     run_testbenches(dut, tb, deadline_us=None)
-    assert len(in_cycles) == len(out_cycles) == 3 * beats
+    assert len(in_cycles) == len(out_cycles) == n_beats
     starts = in_cycles[::beats]
-    assert [b - a for a, b in zip(starts, starts[1:])] == [dut.row_cycles(d)] * 2
+    assert [b - a for a, b in zip(starts, starts[1:engines])] == [beats] * (engines - 1)
     firsts = out_cycles[::beats]
-    assert [f - in_cycles[(r + 1) * beats - 1] for r, f in enumerate(firsts)] == \
-        [dut.latency] * 3
+    waits = [f - in_cycles[(r + 1) * beats - 1] for r, f in enumerate(firsts)]
+    assert waits[0] == dut.latency and min(waits) == dut.latency
+    if engines < 3:                       # 3 engines: the output (beats + 1 a row) binds
+        period = [b - a for a, b in zip(firsts, firsts[engines:])]
+        assert period == [engines * dut.row_cycles(d)] * (n_rows - engines)
+    assert dut.row_cycles(d) == (dut.scalar_cycles - 1) / engines
     assert dut.latency == 1 + dut.scalar_cycles + dut.pipeline_latency
     assert LayerNorm(4).latency == 151
 
@@ -205,8 +214,8 @@ def test_layernorm_ecp5_primitives():
 def test_layernorm_long_stall_keeps_row_constants():
     """The sink stalls from the start: the output buffer fills while the first row's last
     beats are still in the early stages (16 beats, the pipeline is 17 deep); the next rows
-    load and run their scalar phase meanwhile, but their constants wait until the stalled
-    row's elements are out."""
+    load and run their scalar phase meanwhile, and each row's constants follow its elements
+    down the pipeline."""
     cols, d = 2, 32
     dut = LayerNorm(cols, max_dim=d, use_dsp=False)
     rng = np.random.default_rng(8)
@@ -237,7 +246,7 @@ def test_layernorm_long_stall_keeps_row_constants():
 
     async def sink_tb(ctx):
         ctx.set(dut.o_stream.ready, 0)
-        await ctx.tick().repeat(dut.row_cycles(d) + dut.latency + 300)
+        await ctx.tick().repeat(int(dut.row_cycles(d)) + dut.latency + 300)
         got.extend(unpack_lanes(p, cols) for p in await stream_get(ctx, dut.o_stream,
                                                                     4 * beats))
 

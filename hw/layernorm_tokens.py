@@ -1,0 +1,394 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Token-parallel integer LayerNorm: exactly :func:`sw.ref.layernorm_int`, ``lanes`` rows at once.
+
+:class:`hw.layernorm.LayerNorm` takes a row as beats of ``cols`` channels of one token; the
+activation scratchpad stores a block of ``rows`` tokens as one word per channel (byte ``t`` is
+token ``t``), so feeding it takes one byte move per element. :class:`TokenLayerNorm` takes the
+words as they are: a *block* is ``d`` beats, beat ``c`` holding channel ``c`` of ``lanes``
+tokens, and its outputs are beats of the same shape, one per channel, with one channel's
+affine and requant constants per beat. The arithmetic per element is that of
+:class:`~hw.layernorm.LayerNorm` (its module docstring), with a token's row constants in the
+token's lane:
+
+1. **Load** (``d`` beats, one per cycle): the block goes into one of two block slots of a
+   block buffer while each lane accumulates its token's ``S1`` and ``Q``.
+2. **Scalar**: ``STATS_DRAIN`` cycles after the block's last beat its ``lanes`` totals wait in
+   a holding register; ``engines`` :class:`~hw.layernorm._ScalarEngine` take them one lane at a
+   time, in turn, each ``scalar_cycles - 1`` cycles a lane, and leave each lane's ``G`` and
+   ``H`` in its result register.
+3. **Normalize** (``d`` beats, one per cycle with ``i_param``): once every lane's result is in
+   and the previous block's elements have left the pipeline, the lanes take their row
+   constants and the block's beats go through one element pipeline per lane.
+
+The next block loads while the previous one is in its scalar phase or drains, so a long job
+takes :meth:`TokenLayerNorm.block_cycles` a block (the engines' ``lanes * (scalar_cycles - 1) /
+engines`` cycles when ``d`` is smaller).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from hw.bram import BlockRAM, make_block_ram
+from hw.checks import check_int
+from hw.layernorm import (
+    CHUNK_BITS,
+    NORM_BITS,
+    PIPELINE_LATENCY,
+    PROD_BITS,
+    STATS_DRAIN,
+    _delay,
+    _ScalarEngine,
+    _stage,
+    dim_bits,
+    ln_cfg_layout,
+    scalar_cycles,
+    sum_bits,
+)
+from hw.lut_multiplier import LutMultiplier
+from hw.multiplier import Multiplier, check_dsp_options
+from hw.numerics import (
+    ACC_WIDTH,
+    ACT_WIDTH,
+    LN_FRAC_BITS,
+    LN_MAX_DIM,
+    LN_RECIP_BITS,
+    MULT_BITS,
+    SHIFT_BITS,
+    layernorm_pre_shift,
+)
+from hw.params import MAX_DIM
+from hw.requant import RequantLane, output_layout
+from hw.systolic import OutputBuffer, lanes_layout
+from hw.unit import Setting, Unit
+
+__all__ = ["TokenLayerNorm", "token_ln_param_layout"]
+
+#: Blocks the block buffer holds: the one loading and the one in its scalar phase or output.
+BLOCK_SLOTS = 2
+
+
+def token_ln_param_layout() -> data.StructLayout:
+    """Payload of :attr:`TokenLayerNorm.i_param`: one channel's affine and requant constants."""
+    return data.StructLayout({"gamma": signed(ACT_WIDTH), "beta": signed(ACC_WIDTH),
+                              "mult": unsigned(MULT_BITS), "shift": unsigned(SHIFT_BITS)})
+
+
+class TokenLayerNorm(Unit):
+    """Integer LayerNorm of ``lanes`` rows of width ``1 <= d <= max_dim`` at once, one channel
+    of every row per beat.
+
+    Bit-exact with :func:`sw.ref.layernorm_int` per lane (module docstring). A job is one
+    ``i_cfg`` transfer and the blocks after it, up to the block whose final beat has ``last``.
+    Each block is ``d`` beats on ``i_stream`` (beat ``c``: channel ``c`` of each lane's row),
+    then ``d`` beats on ``i_param`` (channel ``c``'s constants) give as many beats on
+    ``o_stream``. A lane's row is its own: lanes that carry no row compute garbage, which the
+    user ignores. Stream rules: ``hw/README.md``.
+
+    Parameters
+    ----------
+    rows : int
+        Rows per block (its lanes), 1..32: the array's ``rows``, one act word.
+    max_dim : int
+        Largest row width ``d``, 1..``LN_MAX_DIM`` (1024).
+    engines : int
+        Scalar engines, 1..``lanes`` (default ``lanes // 2``, at least 1).
+    use_dsp : bool
+        Use DSP blocks for the requant lanes' products (as :class:`~hw.layernorm.LayerNorm`).
+    family : str or None
+        Force the multiplier / block-RAM family (``"ecp5"``).
+
+    Members
+    -------
+    i_cfg : In(stream.Signature(ln_cfg_layout(max_dim)))
+        ``dim`` and ``eps``, as for :class:`~hw.layernorm.LayerNorm`; taken when idle.
+    i_stream : In(stream.Signature(lanes_layout(lanes, x=signed(8))))
+        int8 ``x``, one channel of each lane's row; ``last`` on the job's final beat (read on a
+        block's final beat only).
+    i_param : In(stream.Signature(token_ln_param_layout()))
+        The channel's ``gamma``, ``beta``, ``mult`` and ``shift``.
+    o_stream : Out(stream.Signature(output_layout(lanes)))
+        int8 ``data`` per lane, ``last`` on the job's final beat.
+    """
+
+    params_fields = ("rows", "dsp_multipliers")
+    max_dim = Setting("Largest row width d.")
+    engines = Setting("Scalar engines.")
+    use_dsp = Setting("DSP multipliers where the platform has them.")
+
+    def __init__(self, rows: int, *, max_dim: int = LN_MAX_DIM, engines: int | None = None,
+                 use_dsp: bool = True, family: str | None = None):
+        self._rows = self._lanes = check_int("rows", rows, 1, MAX_DIM)
+        self._max_dim = check_int("max_dim", max_dim, 1, LN_MAX_DIM)
+        if engines is None:
+            engines = max(1, self._lanes // 2)
+        self._engines = check_int("engines", engines, 1, self._lanes)
+        check_dsp_options(use_dsp, family)
+        self._use_dsp = use_dsp
+        self._family = family
+        super().__init__({
+            "i_cfg": In(stream.Signature(ln_cfg_layout(self._max_dim))),
+            "i_stream": In(stream.Signature(lanes_layout(self._lanes, x=signed(ACT_WIDTH)))),
+            "i_param": In(stream.Signature(token_ln_param_layout())),
+            "o_stream": Out(stream.Signature(output_layout(self._lanes))),
+        })
+
+    @property
+    def scalar_cycles(self) -> int:
+        """Cycles of one lane's scalar phase (:attr:`hw.layernorm.LayerNorm.scalar_cycles`)."""
+        return scalar_cycles(self._max_dim)
+
+    @property
+    def pipeline_latency(self) -> int:
+        """Normalize phase: beat taken -> output valid (that of
+        :attr:`hw.layernorm.LayerNorm.pipeline_latency`)."""
+        return PIPELINE_LATENCY
+
+    def block_cycles(self, dim: int) -> float:
+        """Cycles per block of width ``dim`` in a long job at full rate: the engines'
+        ``lanes * (scalar_cycles - 1) / engines``, or the ``d`` load and output beats (and the
+        wait for the pipeline to empty before a block's constants go in) when more."""
+        dim = check_int("dim", dim, 1, self._max_dim)
+        engine = -(-self._lanes // self._engines) * (self.scalar_cycles - 1)
+        return max(engine, dim + self.pipeline_latency + 2)
+
+    # -- gateware --------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        u = SimpleNamespace()
+        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(self._lanes))
+        u.obuf, u.ce = obuf, obuf.ce
+        self._elaborate_job(m, u)
+        self._elaborate_load(m, platform, u)
+        self._elaborate_engines(m, u)
+        self._elaborate_output(m, u)
+        self._elaborate_pipeline(m, u)
+        return m
+
+    def _elaborate_job(self, m, u):
+        """Job registers (``i_cfg``), and the load FSM: ``IDLE``, ``LOAD``, ``FLUSH``."""
+        max_dim = self._max_dim
+        u.dim = Signal(unsigned(max_dim.bit_length()))
+        u.eps = Signal(ln_cfg_layout(max_dim)["eps"].shape)
+        u.k = Signal(range(layernorm_pre_shift(1) + 1))
+        cfg_k = Signal.like(u.k)
+        steps = [(d, layernorm_pre_shift(d)) for d in range(1, max_dim + 1)
+                 if d == 1 or layernorm_pre_shift(d) != layernorm_pre_shift(d - 1)]
+        m.d.comb += cfg_k.eq(steps[0][1])
+        for d_from, val in steps[1:]:
+            with m.If(self.i_cfg.payload.dim >= d_from):
+                m.d.comb += cfg_k.eq(val)
+        u.elem = Signal(range(max_dim + 1))                       # channel of the next beat
+        u.slot_in = Signal(range(BLOCK_SLOTS))
+        u.take_in = Signal()
+        u.block_done_in = Signal()
+        u.occupied = Signal(range(BLOCK_SLOTS + 1))               # blocks loaded, not yet out
+        u.end_free = Signal()
+        u.in_load = Signal()
+        m.d.comb += [u.take_in.eq(self.i_stream.valid & self.i_stream.ready),
+                     u.block_done_in.eq(u.elem + 1 >= u.dim),
+                     self.i_stream.ready.eq(u.in_load & (u.occupied < BLOCK_SLOTS)
+                                            & (~u.block_done_in | u.end_free))]
+        with m.FSM(name="load"):
+            with m.State("IDLE"):
+                m.d.comb += self.i_cfg.ready.eq(1)
+                with m.If(self.i_cfg.valid):
+                    m.d.sync += [u.dim.eq(self.i_cfg.payload.dim),
+                                 u.eps.eq(self.i_cfg.payload.eps), u.k.eq(cfg_k),
+                                 u.elem.eq(0)]
+                    m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += u.in_load.eq(1)
+                with m.If(u.take_in):
+                    m.d.sync += u.elem.eq(u.elem + 1)
+                    with m.If(u.block_done_in):
+                        m.d.sync += [u.elem.eq(0), u.slot_in.eq(u.slot_in + 1)]
+                        with m.If(self.i_stream.payload.last):
+                            m.next = "FLUSH"
+            with m.State("FLUSH"):
+                with m.If(u.occupied == 0):
+                    m.next = "IDLE"
+
+    def _elaborate_load(self, m, platform, u):
+        """The block buffer and each lane's ``S1`` and ``Q``; ``STATS_DRAIN`` cycles after a
+        block's final beat the totals go into the holding register."""
+        lanes, max_dim = self._lanes, self._max_dim
+        dim_bits = (max_dim - 1).bit_length()
+        m.submodules.blockbuf = buf = make_block_ram(
+            platform, width=ACT_WIDTH * lanes, depth=max(2, BLOCK_SLOTS << dim_bits),
+            family=self._family)
+        m.d.comb += [buf.w_en.eq(u.take_in), buf.w_addr.eq(Cat(u.elem[:dim_bits], u.slot_in)),
+                     buf.w_data.eq(self.i_stream.payload.x)]
+        u.sum_w = (128 * max_dim).bit_length() + 1
+        u.sq_w = (128 * 128 * max_dim).bit_length()
+        ends = [(u.take_in & u.block_done_in, self.i_stream.payload.last)]
+        for i in range(STATS_DRAIN):
+            end, last = Signal(name=f"end{i + 1}"), Signal(name=f"end_last{i + 1}")
+            m.d.sync += [end.eq(ends[-1][0]), last.eq(ends[-1][1])]
+            ends.append((end, last))
+        end, end_last = ends[-1]
+        u.hold = Signal()
+        u.hold_last = Signal()
+        u.hold_s1, u.hold_q = [], []
+        for t in range(lanes):
+            x = Mux(u.take_in, self.i_stream.payload.x[t], 0)
+            sx1, sx2 = Signal(signed(u.sum_w), name=f"sx1_{t}"), Signal(signed(u.sum_w),
+                                                                          name=f"sx2_{t}")
+            m.d.sync += [sx1.eq(x), sx2.eq(sx1)]
+            sq = LutMultiplier(ACT_WIDTH, ACT_WIDTH)
+            m.submodules[f"sq{t}"] = sq
+            m.d.comb += [sq.en.eq(1), sq.a.eq(x), sq.b.eq(x)]
+            s1, q = Signal(signed(u.sum_w), name=f"s1_{t}"), Signal(unsigned(u.sq_w), name=f"q_{t}")
+            s1_tot, q_tot = s1 + sx2, q + sq.p.as_unsigned()
+            with m.If(end):
+                m.d.sync += [s1.eq(0), q.eq(0)]
+            with m.Else():
+                m.d.sync += [s1.eq(s1_tot), q.eq(q_tot)]
+            hs1, hq = Signal.like(s1, name=f"hold_s1_{t}"), Signal.like(q, name=f"hold_q_{t}")
+            with m.If(end):
+                m.d.sync += [hs1.eq(s1_tot), hq.eq(q_tot)]
+            u.hold_s1.append(hs1)
+            u.hold_q.append(hq)
+        with m.If(end):
+            m.d.sync += [u.hold.eq(1), u.hold_last.eq(end_last)]
+        # A block's final beat waits while the holding register is (or is about to be) full.
+        m.d.comb += u.end_free.eq(~u.hold & ~Cat(e for e, _ in ends[1:]).any())
+        u.buf, u.dim_bits = buf, dim_bits
+
+    def _elaborate_engines(self, m, u):
+        """Engines take the held lanes in turn (``disp``); each engine's lane result goes into
+        the lane's result register once that is free."""
+        lanes, n = self._lanes, self._engines
+        disp = Signal(range(lanes + 1))                           # next lane to dispatch
+        eng = Signal(range(n))                                    # engine it goes to
+        u.res_full = Signal(lanes)
+        u.res_g = [Signal(PROD_BITS, name=f"res_g{t}") for t in range(lanes)]
+        u.res_h = [Signal(PROD_BITS, name=f"res_h{t}") for t in range(lanes)]
+        u.res_last = Signal()
+        u.res_release = Signal()                                  # the output took them
+        hs1 = Signal.like(u.hold_s1[0])
+        hq = Signal.like(u.hold_q[0])
+        with m.Switch(disp):
+            for t in range(lanes):
+                with m.Case(t):
+                    m.d.comb += [hs1.eq(u.hold_s1[t]), hq.eq(u.hold_q[t])]
+        fake = SimpleNamespace(sum_w=u.sum_w, sq_w=u.sq_w, dim=u.dim, eps=u.eps, k=u.k)
+        starts, fills = [], []
+        for i in range(n):
+            e = _ScalarEngine(dim_bits(self._max_dim), sum_bits(self._max_dim), fake)
+            m.submodules[f"engine{i}"] = e
+            lane = Signal(range(lanes), name=f"engine{i}_lane")
+            start = u.hold & (eng == i) & e.idle
+            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k), e.s1_in.eq(hs1),
+                         e.q_in.eq(hq), e.last_in.eq(u.hold_last), e.start.eq(start)]
+            with m.If(start):
+                m.d.sync += lane.eq(disp)
+            fill = e.done & ~u.res_full.bit_select(lane, 1)
+            m.d.comb += e.ack.eq(fill)
+            fills.append((fill, lane))
+            with m.If(fill):
+                for t in range(lanes):
+                    with m.If(lane == t):
+                        m.d.sync += [u.res_g[t].eq(e.g), u.res_h[t].eq(e.h)]
+                        if t == 0:
+                            m.d.sync += u.res_last.eq(e.last)
+            starts.append(start)
+        with m.If(Cat(starts).any()):
+            m.d.sync += [disp.eq(disp + 1), eng.eq(Mux(eng == n - 1, 0, eng + 1))]
+            with m.If(disp == lanes - 1):
+                m.d.sync += [disp.eq(0), u.hold.eq(0)]
+        set_bits = Cat(*[Cat(f & (ln == t) for f, ln in fills).any() for t in range(lanes)])
+        with m.If(u.res_release):
+            m.d.sync += u.res_full.eq(set_bits)
+        with m.Else():
+            m.d.sync += u.res_full.eq(u.res_full | set_bits)
+
+    def _elaborate_output(self, m, u):
+        """``WAIT``: every lane's constants in and the pipeline empty: the lanes take them.
+        ``OUT``: the block's ``i_param`` beats, one per channel."""
+        lanes = self._lanes
+        u.g_row = [Signal(PROD_BITS, name=f"g_row{t}") for t in range(lanes)]
+        u.h_row = [Signal(PROD_BITS, name=f"h_row{t}") for t in range(lanes)]
+        u.n_shift = Signal(range(LN_RECIP_BITS - LN_FRAC_BITS + 1))
+        u.last_row = Signal()
+        u.elem_out = Signal(range(self._max_dim + 1))
+        u.slot_out = Signal(range(BLOCK_SLOTS))
+        u.inflight = Signal(range(64))
+        out_state = Signal()
+        u.take_out = Signal()
+        u.block_done_out = Signal()
+        m.d.comb += [
+            self.i_param.ready.eq(out_state & u.ce),
+            u.take_out.eq(self.i_param.valid & self.i_param.ready),
+            u.block_done_out.eq(u.elem_out + 1 >= u.dim),
+            u.buf.r_en.eq(u.ce), u.buf.r_oce.eq(u.ce),
+            u.buf.r_addr.eq(Cat(u.elem_out[:u.dim_bits], u.slot_out)),
+        ]
+        m.d.sync += u.occupied.eq(u.occupied + (u.take_in & u.block_done_in)
+                                  - (u.take_out & u.block_done_out))
+        half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> u.k
+        with m.FSM(name="out"):
+            with m.State("WAIT"):
+                with m.If((u.res_full == (1 << lanes) - 1) & (u.inflight == 0)):
+                    m.d.comb += u.res_release.eq(1)
+                    m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.res_g)]
+                    m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.res_h)]
+                    m.d.sync += [u.last_row.eq(u.res_last), u.elem_out.eq(0),
+                                 u.n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - u.k)]
+                    m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += out_state.eq(1)
+                with m.If(u.take_out):
+                    m.d.sync += u.elem_out.eq(u.elem_out + 1)
+                    with m.If(u.block_done_out):
+                        m.d.sync += u.slot_out.eq(u.slot_out + 1)
+                        m.next = "WAIT"
+
+    def _elaborate_pipeline(self, m, u):
+        """One element pipeline per lane (as :class:`~hw.layernorm.LayerNorm`'s), the channel's
+        constants shared by the lanes."""
+        ce, prm = u.ce, self.i_param.payload
+        n_lat = BlockRAM.latency + Multiplier.latency + 3
+        g_lat = n_lat + Multiplier.latency
+        b_lat = g_lat + 1
+        total = b_lat + RequantLane.latency
+        valid_o = _delay(m, ce, u.take_out, total, "valid")
+        last_o = _delay(m, ce, u.last_row & u.block_done_out, total, "last")
+        push = valid_o & ce
+        m.d.sync += u.inflight.eq(u.inflight + (u.take_out & ce) - push)
+        gamma = _delay(m, ce, prm.gamma, n_lat, "gamma")
+        beta = _delay(m, ce, prm.beta, g_lat, "beta")
+        mult = _delay(m, ce, prm.mult, b_lat, "mult")
+        shift = _delay(m, ce, prm.shift, b_lat, "shift")
+        for t in range(self._lanes):
+            x2 = u.buf.r_data[t * ACT_WIDTH:(t + 1) * ACT_WIDTH].as_signed()
+            prods = []
+            for i in range(0, PROD_BITS, CHUNK_BITS):
+                width = min(CHUNK_BITS, PROD_BITS - i)
+                pm = LutMultiplier(ACT_WIDTH, width + 1)
+                m.submodules[f"xg{t}_{i // CHUNK_BITS}"] = pm
+                m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(u.g_row[t][i:i + width])]
+                prods.append((pm.p, i))
+            t_lo = _stage(m, ce, sum(p << i for p, i in prods[:2])[:PROD_BITS], f"tlo{t}",
+                          unsigned(PROD_BITS))
+            t_hi = _stage(m, ce, (sum(p << i for p, i in prods[2:]) - u.h_row[t])[:PROD_BITS],
+                          f"thi{t}", unsigned(PROD_BITS))
+            p6 = _stage(m, ce, (t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{t}",
+                        signed(PROD_BITS))
+            n7 = _stage(m, ce, (p6 >> u.n_shift)[:NORM_BITS].as_signed(), f"n{t}",
+                        signed(NORM_BITS))
+            gm = LutMultiplier(ACT_WIDTH, NORM_BITS)
+            m.submodules[f"gamma{t}"] = gm
+            m.d.comb += [gm.en.eq(ce), gm.a.eq(gamma), gm.b.eq(n7)]
+            acc = _stage(m, ce, (gm.p + beta)[:ACC_WIDTH].as_signed(), f"acc{t}",
+                         signed(ACC_WIDTH))
+            lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
+            m.submodules[f"lane{t}"] = lane
+            m.d.comb += [lane.s.eq(acc), lane.mult.eq(mult), lane.shift.eq(shift),
+                         lane.en.eq(ce), u.obuf.data.data[t].eq(lane.y)]
+        m.d.comb += [u.obuf.push.eq(valid_o), u.obuf.data.last.eq(last_o)]
