@@ -29,7 +29,8 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
-from hw.checks import check_int
+from hw.checks import check_bool, check_int
+from hw.lut_multiplier import LutMultiplier
 from hw.multiplier import check_dsp_options
 from hw.numerics import (
     ACT_WIDTH,
@@ -98,6 +99,13 @@ class WindowedAttention(Unit):
     use_dsp : bool
         DSP multipliers where the platform has them (``MULT18X18D`` on ECP5); ``False`` builds
         every product of the unit in fabric logic.
+    lut_int8_products : bool
+        Compute the ``2 * lanes`` int8 products of the two MAC stages (``q.k`` and ``p.v``) with
+        :class:`hw.lut_multiplier.LutMultiplier` (adders and carry chains, never a DSP block,
+        whatever ``use_dsp`` says) instead of :func:`hw.softmax.dsp_product`. Same latency and
+        results; the score scaler, the normalizer and the requant lanes keep ``use_dsp``.
+        ``False`` (the default, the stand-alone board build) leaves the netlist as it was; the
+        accelerator top asks for it on ECP5 (:class:`hw.controller.Controller`) to save DSPs.
     family : str or None
         Force the multiplier family (``"ecp5"``).
 
@@ -129,9 +137,11 @@ class WindowedAttention(Unit):
     params_fields = ("head_dim", "window", "attn_lanes", "dsp_multipliers")
     kv_slots = Setting("K/V rows held on chip (a power of two >= window + ring).")
     ring = Setting("Rows that may be in flight between the score stage and the P.V stage.")
+    lut_int8_products = Setting("The int8 q.k and p.v products in LUTs (LutMultiplier), "
+                                "not DSP blocks.")
 
     def __init__(self, *, head_dim: int, window: int, lanes: int, use_dsp: bool = True,
-                 family: str | None = None):
+                 lut_int8_products: bool = False, family: str | None = None):
         self._head_dim = check_int("head_dim", head_dim, 1, ATTN_MAX_HEAD_DIM)
         self._window = check_int("window", window, 1, SOFTMAX_MAX_WINDOW)
         self._lanes = check_int("lanes", lanes, 1, MAX_ATTN_LANES)
@@ -139,6 +149,7 @@ class WindowedAttention(Unit):
             raise ValueError(f"lanes must divide head_dim ({head_dim}), not {lanes!r}")
         check_dsp_options(use_dsp, family)
         self._use_dsp, self._family = use_dsp, family
+        self._lut_int8_products = check_bool("lut_int8_products", lut_int8_products)
         self._chunks = head_dim // lanes
         self._row_stride = _pow2_ceil(window)
         # Rows in flight between A's start and the end of D's reads: about (48 + keys) cycles
@@ -236,6 +247,25 @@ class WindowedAttention(Unit):
 
     def _dsp_options(self) -> dict[str, object]:
         return {"use_dsp": self._use_dsp, "family": self._family}
+
+    def _int8_product(self, m, platform, a, b, *, name: str):
+        """``a * b`` (one of them int8) on one registered multiplier (``MULT_LATENCY`` cycles):
+        :func:`hw.softmax.dsp_product`, or with ``lut_int8_products`` a
+        :class:`~hw.lut_multiplier.LutMultiplier` whose partial products the int8 operand
+        selects (eight of them, whatever the other operand's width)."""
+        if not self._lut_int8_products:
+            return dsp_product(m, platform, a, b, name=name, **self._dsp_options())
+
+        def is_int8(v):
+            return len(v) == ACT_WIDTH and v.shape().signed
+
+        x, y = (a, b) if is_int8(a) else (b, a)
+        assert is_int8(x)
+        y_width = len(y) + (0 if y.shape().signed else 1)
+        m.submodules[name] = mul = LutMultiplier(ACT_WIDTH, y_width)
+        assert mul.latency == MULT_LATENCY
+        m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.en.eq(1)]
+        return mul.p
 
     def _slot_of(self, row):
         """Ring slot of row counter ``row`` (the ring size is a power of two)."""
@@ -461,8 +491,8 @@ class WindowedAttention(Unit):
         a1b_k, a1b_q = Signal(lane_bits), Signal(lane_bits)
         m.d.comb += a1b_k.eq(u.kmem.r_data)
         m.d.sync += a1b_q.eq(a1_q)
-        a2_p = [dsp_product(m, platform, _lane(a1b_k, l), _lane(a1b_q, l), name=f"qk_mul{l}",
-                            **self._dsp_options())
+        a2_p = [self._int8_product(m, platform, _lane(a1b_k, l), _lane(a1b_q, l),
+                                   name=f"qk_mul{l}")
                 for l in range(self._lanes)]
         a3_sum, tree_regs = self._lane_sum(m, a2_p)
         # The flags travel beside: K register, products, tree ranks.
@@ -649,8 +679,8 @@ class WindowedAttention(Unit):
         # D2: the block RAM's output register; delayed to line up with norm.p.
         v_chunk = _delay(m, u.vmem.r_data, Normalizer.latency, name="d_v", first=3)
         # The products register beside the tag.
-        d4_p = [dsp_product(m, platform, norm.p, _lane(v_chunk, l), name=f"pv_mul{l}",
-                            **self._dsp_options()) for l in range(lanes)]
+        d4_p = [self._int8_product(m, platform, norm.p, _lane(v_chunk, l), name=f"pv_mul{l}")
+                for l in range(lanes)]
         acc = Array(Array(Signal(signed(ATTN_ACC_WIDTH), name=f"acc{c}_{l}")
                           for l in range(lanes))
                     for c in range(chunks))

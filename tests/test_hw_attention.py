@@ -90,9 +90,10 @@ def _random_seq(rng, seq_len, d, window, causal, *, scale=0.02):
     return q, k, v, window, causal, params
 
 
-@pytest.fixture(scope="module")
-def tiny_unit():
-    return WindowedAttention.from_params(preset("tiny"))
+@pytest.fixture(scope="module", params=[False, True], ids=["dsp_products", "lut_products"])
+def tiny_unit(request):
+    """The ``tiny`` unit, its int8 products on (portable) multipliers or LUT multipliers."""
+    return WindowedAttention.from_params(preset("tiny"), lut_int8_products=request.param)
 
 
 def test_attention_parameters():
@@ -174,9 +175,10 @@ def test_attention_small_windows_full_speed(tiny_unit, window, causal):
     assert np.all(np.diff(o_times[10:30]) == window * chunks)
 
 
-def test_attention_one_chunk_per_row():
+@pytest.mark.parametrize("lut_int8_products", [False, True])
+def test_attention_one_chunk_per_row(lut_int8_products):
     """lanes == head_dim (one chunk per key): every counter and flag at its shortest."""
-    dut = WindowedAttention(head_dim=4, window=3, lanes=4)
+    dut = WindowedAttention(head_dim=4, window=3, lanes=4, lut_int8_products=lut_int8_products)
     rng = np.random.default_rng(3)
     seqs = [_random_seq(rng, 9, 4, 3, True), _random_seq(rng, 7, 4, 1, False),
             _random_seq(rng, 2, 4, 3, False), _random_seq(rng, 10, 4, 2, True)]
@@ -197,3 +199,27 @@ def test_attention_dsp_multipliers_flag():
                                         family="ecp5")
     assert lut.use_dsp is False
     assert "MULT18X18D" not in rtlil.convert(lut, name="attention")
+
+
+def test_attention_lut_int8_products():
+    """``lut_int8_products`` takes the q.k and p.v products (one per lane each) off the DSPs:
+    on ECP5 only the requant lanes, the score scaler and the normalizer keep ``MULT18X18D``,
+    no ``$mul`` between two signals is left for synthesis to map, and the latency is the same."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        dsp = WindowedAttention.from_params(preset("tiny"), family="ecp5")
+        lut = WindowedAttention.from_params(preset("tiny"), family="ecp5", lut_int8_products=True)
+        assert (dsp.lut_int8_products, lut.lut_int8_products) == (False, True)
+        assert lut.latency == dsp.latency and lut.row_latency(1) == dsp.row_latency(1)
+        with pytest.raises(TypeError, match="lut_int8_products must be a bool"):
+            WindowedAttention(head_dim=8, window=8, lanes=4, lut_int8_products=1)
+        del dsp
+        gc.collect()
+    text = rtlil.convert(lut, name="attention")
+    assert len(re.findall(r"^\s*cell \\MULT18X18D ", text, re.M)) == 2 * lut.lanes + 4
+    products = re.findall(r"^module \\attention\.((?:qk|pv)_mul\d+)$", text, re.M)
+    assert sorted(products) == sorted([f"qk_mul{l}" for l in range(lut.lanes)]
+                                      + [f"pv_mul{l}" for l in range(lut.lanes)])
+    for body in re.findall(r"cell \$mul \S+\n(.*?)\n +end", text, re.S):
+        operands = re.findall(r"connect \\[AB] (.*)", body)
+        assert any(re.fullmatch(r"\d+'[01x-]+", o.strip()) for o in operands), body

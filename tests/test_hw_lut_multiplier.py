@@ -57,7 +57,7 @@ def test_lut_multiplier_exhaustive_small(a_width, b_width):
     assert len(seen) == len(ops) == (1 << (a_width + b_width)) + 2
 
 
-@pytest.mark.parametrize("a_width, b_width", [(8, 8), (8, 16), (8, 18)])
+@pytest.mark.parametrize("a_width, b_width", [(8, 8), (8, 16), (8, 17), (8, 18)])
 def test_lut_multiplier_random_and_corners_with_enable(a_width, b_width):
     """The widths the vector and LayerNorm units use; ``en`` low holds both ranks."""
     rng = np.random.default_rng(a_width * 100 + b_width)

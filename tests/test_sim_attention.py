@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """cocotb + Verilator: ``hw.attention.WindowedAttention`` against ``sw.ref.windowed_attention_int``.
 
-The bench is ``sim/tb_attention.py``. Two builds: the ``tiny`` preset (head_dim 8, window 8,
-lanes 4) and a non-power-of-two one (head_dim 12, window 6, lanes 4: three chunks per row).
+The bench is ``sim/tb_attention.py``. Three builds: the ``tiny`` preset (head_dim 16, window 8,
+lanes 4), a non-power-of-two one (head_dim 12, window 6, lanes 4: three chunks per row) and the
+``tiny`` preset with ``lut_int8_products`` (the q.k and p.v products on
+``hw.lut_multiplier.LutMultiplier``, as the accelerator top builds the unit on ECP5).
 The window (1..max) and causal/centred are chosen per sequence at run time, so one build covers
 both modes and every smaller window. Effort: ``NUM_SAMPLES`` random query rows per mode and
 stream variant, else ``LF_EFFORT`` = ``fast`` (200), ``default`` (1000) or ``slow`` (10000).
@@ -26,19 +28,20 @@ EFFORT_ROWS = {"fast": 200, "default": 1000, "slow": 10_000}
 def _params(name: str):
     from hw.params import AccelParams, preset
 
-    if name == "tiny":
+    if name in ("tiny", "tiny_lut"):
         return preset("tiny")
     return AccelParams(name="attn_d12_w6", head_dim=12, window=6, attn_lanes=4)
 
 
-@pytest.fixture(scope="module", params=["tiny", "d12_w6"])
+@pytest.fixture(scope="module", params=["tiny", "d12_w6", "tiny_lut"])
 def attention_build(request):
     from hw.attention import WindowedAttention
     from sim import runner
 
     params = _params(request.param)
-    return runner.build(lambda: WindowedAttention.from_params(params), name="attention",
-                        params=params)
+    lut = request.param.endswith("_lut")
+    return runner.build(lambda: WindowedAttention.from_params(params, lut_int8_products=lut),
+                        name="attention_lut" if lut else "attention", params=params)
 
 
 def test_sim_attention_rows_bit_exact(attention_build, tmp_path, capsys):
