@@ -54,6 +54,7 @@ from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.layernorm_tokens import TokenLayerNorm
+from hw.multiplier import _platform_family
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature
 from hw.unit import Setting, Unit, check_params
@@ -166,8 +167,11 @@ class Controller(Unit):
         m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
                                             use_dsp=self._use_dsp)
         m.submodules.lnorm = lnorm = TokenLayerNorm(p.rows, use_dsp=self._use_dsp)
-        m.submodules.attn = attn = WindowedAttention(head_dim=p.head_dim, window=p.window,
-                                                     lanes=p.attn_lanes, use_dsp=self._use_dsp)
+        # On ECP5 the attention unit's int8 q.k / p.v products go to LUTs (as the vector and
+        # LayerNorm units' always do): the top's DSP budget (tests/test_hw_resources.py).
+        m.submodules.attn = attn = WindowedAttention(
+            head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
+            lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe, platform)
