@@ -111,18 +111,30 @@ def compile_bert(model, params: AccelParams, *, seq_len: int, window: int | None
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} or None, not {mode!r}")
     digest = digest or model_digest(model)
-    modes = [mode] if mode else ["resident", "streamed"]
+    # Cheapest first: resident, then streamed one run per layer, then three runs per layer;
+    # each with the FFN over all tokens at once, then over row chunks (less activation room).
+    plans = [(m, split, chunked) for m in ([mode] if mode else list(MODES))
+             for split in (_SPLITS if m == "streamed" else ("layer",))
+             for chunked in (False, True)]
     last: FitError | None = None
-    for m in modes:
-        for split in (_SPLITS if m == "streamed" else ("layer",)):
-            try:
-                return _compile(model, params, int(seq_len), window, pool, m, split, digest)
-            except FitError as exc:
-                last = exc
-                if not all(_streamable(what) for what, *_ in exc.limits):
-                    raise
+    for m, split, chunked in plans:
+        try:
+            return _compile(model, params, int(seq_len), window, pool, m, split, chunked,
+                            digest)
+        except FitError as exc:
+            last = exc
     assert last is not None
     raise last
+
+
+def _ffn_rows(params: AccelParams, t: int, d: int, d_ff: int) -> int:
+    """Tokens per FFN chunk: the most whole row blocks whose hidden layer fits the activation
+    room left by the other buffers (at least one block)."""
+    rows = params.rows
+    t_pad = -(-t // rows) * rows
+    fixed = 2 * t_pad * d + 2 * t_pad * 4 + rows * d          # x, n, ids, position ids, pooled
+    room = max(params.act_depth - fixed, 3 * d * t_pad)
+    return max(rows, min(t_pad, room // d_ff // rows * rows))
 
 
 def _streamable(what: str) -> bool:
@@ -130,7 +142,7 @@ def _streamable(what: str) -> bool:
 
 
 def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool, mode: str,
-             split: str, digest: str) -> Program:
+             split: str, chunked: bool, digest: str) -> Program:
     cfg, a = model.config, model.arrays
     d, n_heads, n_layers, d_ff = cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.d_ff
     hd = d // n_heads
@@ -138,10 +150,15 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
     b = _Builder(_Model(a, cfg), params, t)
     b.streamed = mode == "streamed"
 
+    ffn_rows = _ffn_rows(params, t, d, d_ff) if chunked else t
+    chunks = [(r, min(ffn_rows, t - r)) for r in range(0, t, ffn_rows)]
     ids = b.tensor("input", t, 1, "int32")
     x = b.tensor("x", t, d)
     n = b.tensor("n", t, d)
-    wide = b.tensor("wide", t, max(3 * d, d_ff))
+    wide = b.tensor("wide", t, 3 * d)
+    if wide.size < isa.act_span(ffn_rows, width=d_ff, cols=d_ff, rows=rows):
+        b.mem["act"].top = wide.offset
+        wide = b.tensor("wide", ffn_rows, d_ff)
     pooled = b.tensor("pooled", 1, d) if pool else None
     pos_ids = b.block("embed.pos_ids", "act",
                       pack_act(np.arange(t, dtype=np.int32)[:, None], rows))
@@ -181,14 +198,35 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
         b.gemm(p + "attn.proj", n, proj)
         b.add(p + "add1", x, proj.offset)                             # x + proj -> x
         b.lnorm(p + "ln1", x, n)
-        if split == "part":
-            b.start_layer(f"layers.{i}.fc1")
-        lut = b.block(p + "ffn.gelu_lut", "lut", np.asarray(a[p + "ffn.gelu_lut"]).tobytes(),
-                      LUT_SIZE)
-        b.gemm(p + "ffn.fc1", n, at(wide, d_ff, "ffn"), lut=lut)
-        if split == "part":
-            b.start_layer(f"layers.{i}.fc2")
-        b.gemm(p + "ffn.fc2", at(wide, d_ff, "ffn"), x)
+        # FFN: over every token at once, or chunk by chunk of ffn_rows tokens (row blocks of
+        # N and X are contiguous: rows r.. of a (t, c) tensor start at r * c bytes). Cut into
+        # runs, every chunk's fc1 and fc2 run alone and write their weights again.
+        placed: dict[str, tuple[int, ...]] = {}          # constants of this run, by name
+
+        def const(name: str, tag: str) -> tuple[int, ...]:
+            if name not in placed:
+                if name.endswith("gelu_lut"):
+                    placed[name] = (b.block(name + tag, "lut", np.asarray(a[name]).tobytes(),
+                                            LUT_SIZE),)
+                else:
+                    placed[name] = b.linear(name, name + tag)
+            return placed[name]
+
+        for j, (r, m) in enumerate(chunks):
+            tag = f".{j}" if len(chunks) > 1 and split == "part" else ""
+            if split == "part":
+                b.start_layer(f"layers.{i}.fc1{tag}")
+                placed.clear()
+            (lut,) = const(p + "ffn.gelu_lut", tag)
+            w_addr, q_addr, k, _ = const(p + "ffn.fc1", tag)
+            b.emit(isa.gemm(a_addr=n.offset + r * d, w_addr=w_addr, dst_addr=wide.offset,
+                            quant_addr=q_addr, m=m, k=k, n=d_ff, lut=lut))
+            if split == "part":
+                b.start_layer(f"layers.{i}.fc2{tag}")
+                placed.clear()
+            w_addr, q_addr, k, _ = const(p + "ffn.fc2", tag)
+            b.emit(isa.gemm(a_addr=wide.offset, w_addr=w_addr, dst_addr=x.offset + r * d,
+                            quant_addr=q_addr, m=m, k=k, n=d))
         b.add(p + "add2", n, x.offset)                                # ln1 + fc2 -> n
         b.lnorm(p + "ln2", n, x)
 

@@ -306,12 +306,14 @@ class _Builder:
     def quant(self, name: str, layout, **values) -> int:
         return self.block(name, "quant", pack_quant(layout, **values), isa.QUANT_WORD_BYTES)
 
-    def linear(self, name: str) -> tuple[int, int, int, int]:
-        """``(w_addr, quant_addr, K, N)`` of a linear layer's weight and channel words."""
+    def linear(self, name: str, label: str | None = None) -> tuple[int, int, int, int]:
+        """``(w_addr, quant_addr, K, N)`` of a linear layer's weight and channel words (blocks
+        named ``label``, default ``name``: a layer placed twice needs two names)."""
         w = self.a[name + ".w"]
+        label = name if label is None else label
         self.k_max = max(self.k_max, w.shape[0])
-        w_addr = self.block(name + ".w", "wgt", pack_wgt(w, self.params.cols))
-        q_addr = self.quant(name + ".quant", isa.CHANNEL_WORD, bias=self.a[name + ".b"],
+        w_addr = self.block(label + ".w", "wgt", pack_wgt(w, self.params.cols))
+        q_addr = self.quant(label + ".quant", isa.CHANNEL_WORD, bias=self.a[name + ".b"],
                             mult=self.a[name + ".mult"], shift=self.a[name + ".shift"])
         return w_addr, q_addr, w.shape[0], w.shape[1]
 
