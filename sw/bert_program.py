@@ -55,7 +55,7 @@ from sw.isasim import pack_act
 from sw.program import MODES, FitError, Program, TensorRef, _Builder
 from sw.ref import LN_MAX_DIM
 
-__all__ = ["TASK_ENCODE", "TASK_EMBED", "board_fit", "compile_bert", "model_digest"]
+__all__ = ["TASK_EMBED", "TASK_ENCODE", "board_fit", "compile_bert", "model_digest", "run_bert"]
 
 #: ``Program.task`` of a BERT program: last hidden state ``(T, d)`` or pooled embedding ``(d,)``.
 TASK_ENCODE = "bert-encode"
@@ -180,6 +180,18 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
     b.lnorm("embed.ln", n, x)
 
     unit_window = _unit_window(t, window)
+    placed: dict[str, tuple[int, ...]] = {}          # FFN constants of the current run
+
+    def const(name: str, tag: str) -> tuple[int, ...]:
+        """The FFN constant ``name`` placed once per run (blocks named ``name + tag``)."""
+        if name not in placed:
+            if name.endswith("gelu_lut"):
+                placed[name] = (b.block(name + tag, "lut", np.asarray(a[name]).tobytes(),
+                                        LUT_SIZE),)
+            else:
+                placed[name] = b.linear(name, name + tag)
+        return placed[name]
+
     for i in range(n_layers):
         p = f"layers.{i}."
         b.start_layer(f"layers.{i}" + (".attn" if split == "part" else ""))
@@ -201,17 +213,7 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
         # FFN: over every token at once, or chunk by chunk of ffn_rows tokens (row blocks of
         # N and X are contiguous: rows r.. of a (t, c) tensor start at r * c bytes). Cut into
         # runs, every chunk's fc1 and fc2 run alone and write their weights again.
-        placed: dict[str, tuple[int, ...]] = {}          # constants of this run, by name
-
-        def const(name: str, tag: str) -> tuple[int, ...]:
-            if name not in placed:
-                if name.endswith("gelu_lut"):
-                    placed[name] = (b.block(name + tag, "lut", np.asarray(a[name]).tobytes(),
-                                            LUT_SIZE),)
-                else:
-                    placed[name] = b.linear(name, name + tag)
-            return placed[name]
-
+        placed.clear()
         for j, (r, m) in enumerate(chunks):
             tag = f".{j}" if len(chunks) > 1 and split == "part" else ""
             if split == "part":
@@ -288,3 +290,45 @@ def board_fit(model, presets: dict[str, AccelParams], seq_len: int,
                          "limits": [f"{what}: needs {need}, has {have}"
                                     for what, need, have, _ in exc.limits]})
     return rows
+
+
+# -- running on a device ---------------------------------------------------------------------------
+
+def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None = None,
+             pool: bool = False, mode: str | None = "streamed",
+             progress=None) -> dict[str, Any]:
+    """Run token-id sentences on ``acc`` (an open ``sw.driver.Accelerator`` of ``params``).
+
+    ``sentences``: a list of 1-d integer arrays, one sentence's ids each (no padding: each runs
+    with its own length). One program per length is compiled (:func:`compile_bert`) and loaded
+    when the length changes; streamed, each run's weights are written before it
+    (``Accelerator.predict``). Returns ``outputs`` (per sentence: int8 ``(T, d)``, or ``(d,)``
+    with ``pool``), ``cycles`` (device cycles per sentence, summed over its runs), ``runs``
+    (per sentence), ``link_bytes`` (per sentence, program loads included), ``mode``.
+    ``progress(i)`` is called after sentence ``i + 1``.
+    """
+    digest = model_digest(model)
+    programs: dict[int, Program] = {}
+    outputs, cycles, runs, link = [], [], [], []
+    for i, ids in enumerate(sentences):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or not len(ids):
+            raise ValueError(f"sentence {i + 1}: token ids must be a non-empty 1-d integer "
+                             f"array, not {ids.dtype.name} {ids.shape}")
+        model.check_input(ids[None], np.ones((1, len(ids)), bool))
+        t = len(ids)
+        if t not in programs:
+            programs[t] = compile_bert(model, params, seq_len=t, window=window, pool=pool,
+                                       mode=mode, digest=digest)
+        program = programs[t]
+        before = acc.bytes_sent + acc.bytes_received
+        if acc.program is not program:
+            acc.load(program)
+        outputs.append(acc.predict(ids))
+        cycles.append(int(acc.run_cycles[0]))
+        runs.append(len(program.steps()))
+        link.append(acc.bytes_sent + acc.bytes_received - before)
+        if progress is not None:
+            progress(i + 1)
+    return {"outputs": outputs, "cycles": cycles, "runs": runs, "link_bytes": link,
+            "mode": sorted({p.mode for p in programs.values()})}
