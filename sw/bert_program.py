@@ -302,33 +302,39 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
     ``sentences``: a list of 1-d integer arrays, one sentence's ids each (no padding: each runs
     with its own length). One program per length is compiled (:func:`compile_bert`) and loaded
     when the length changes; streamed, each run's weights are written before it
-    (``Accelerator.predict``). Returns ``outputs`` (per sentence: int8 ``(T, d)``, or ``(d,)``
+    (``Accelerator.predict``); sentences run grouped by length, each length's program loaded
+    once (its load counted in ``link_bytes`` of the first sentence of that length), and every
+    length is compiled before anything runs (a :class:`FitError` comes first). Returns
+    ``outputs`` (per sentence: int8 ``(T, d)``, or ``(d,)``
     with ``pool``), ``cycles`` (device cycles per sentence, summed over its runs), ``runs``
     (per sentence), ``link_bytes`` (per sentence, program loads included), ``mode``.
     ``progress(i)`` is called after sentence ``i + 1``.
     """
     digest = model_digest(model)
-    programs: dict[int, Program] = {}
-    outputs, cycles, runs, link = [], [], [], []
+    sentences = [np.asarray(ids) for ids in sentences]
     for i, ids in enumerate(sentences):
-        ids = np.asarray(ids)
         if ids.ndim != 1 or ids.dtype.kind not in "iu" or not len(ids):
             raise ValueError(f"sentence {i + 1}: token ids must be a non-empty 1-d integer "
                              f"array, not {ids.dtype.name} {ids.shape}")
         model.check_input(ids[None], np.ones((1, len(ids)), bool))
-        t = len(ids)
-        if t not in programs:
-            programs[t] = compile_bert(model, params, seq_len=t, window=window, pool=pool,
-                                       mode=mode, digest=digest)
-        program = programs[t]
+    programs: dict[int, Program] = {}
+    for t in sorted({len(ids) for ids in sentences}):        # all fit before any runs
+        programs[t] = compile_bert(model, params, seq_len=t, window=window, pool=pool,
+                                   mode=mode, digest=digest)
+    n = len(sentences)
+    outputs: list[Any] = [None] * n
+    cycles, runs, link = [0] * n, [0] * n, [0] * n
+    # By length, so that each length's program is loaded once; results in sentence order.
+    for done, i in enumerate(sorted(range(n), key=lambda j: len(sentences[j]))):
+        program = programs[len(sentences[i])]
         before = acc.bytes_sent + acc.bytes_received
         if acc.program is not program:
             acc.load(program)
-        outputs.append(acc.predict(ids))
-        cycles.append(int(acc.run_cycles[0]))
-        runs.append(len(program.steps()))
-        link.append(acc.bytes_sent + acc.bytes_received - before)
+        outputs[i] = acc.predict(sentences[i])
+        cycles[i] = int(acc.run_cycles[0])
+        runs[i] = len(program.steps())
+        link[i] = acc.bytes_sent + acc.bytes_received - before
         if progress is not None:
-            progress(i + 1)
+            progress(done + 1)
     return {"outputs": outputs, "cycles": cycles, "runs": runs, "link_bytes": link,
             "mode": sorted({p.mode for p in programs.values()})}

@@ -190,3 +190,36 @@ def test_board_fit_table(model):
     assert rows["tiny"]["fits"] and rows["sim_large"]["fits"]
     assert not rows["icebreaker"]["fits"] and rows["icebreaker"]["limits"]
     assert model_digest(model) == model_digest(model) and len(model_digest(model)) == 64
+
+
+def test_embed_command_device_backend_equals_ref(tmp_path, text, model, capsys):
+    """`lightformer embed --backend device --port URL` writes the same JSON embeddings as
+    `--backend ref` (mean pool on the device), and refuses what does not fit by name."""
+    import json
+
+    from sw import cli
+    from sw.bert_int import save_bert_int
+
+    tok, _, _, held = text
+    art = save_bert_int(tmp_path / "bert.safetensors", model, tok)
+    lines = [s for s in held[:40] if len(tok.encode(s).ids) <= 12][:3]
+    assert len(lines) == 3
+    (tmp_path / "s.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    base = ["embed", "--artifact", str(art), "--text-file", str(tmp_path / "s.txt"),
+            "--window", "8"]
+    assert cli.main(base + ["--json", str(tmp_path / "ref.json")]) == 0
+    with LinkServer(isa_board(TINY)) as srv:
+        assert cli.main(base + ["--backend", "device", "--port", srv.url, "--check",
+                                "--json", str(tmp_path / "dev.json")]) == 0
+        with pytest.raises(SystemExit, match=r"attention window \(full attention over \d+ "
+                                              r"tokens"):
+            cli.main(base[:-2] + ["--backend", "device", "--port", srv.url,
+                                  "--json", str(tmp_path / "x.json")])
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    dev = json.loads((tmp_path / "dev.json").read_text())
+    assert dev["embeddings"] == ref["embeddings"] and dev["tokens"] == ref["tokens"]
+    assert len(dev["embeddings"]) == 3
+    assert dev["device"]["mismatches"] == 0 and dev["device"]["preset"] == "tiny"
+    assert dev["backend"] == "device" and ref["backend"] == "ref"
+    with pytest.raises(SystemExit, match="--backend device needs --port"):
+        cli.main(base + ["--backend", "device", "--json", str(tmp_path / "x.json")])
