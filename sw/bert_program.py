@@ -55,11 +55,16 @@ from sw.isasim import pack_act
 from sw.program import MODES, FitError, Program, TensorRef, _Builder
 from sw.ref import LN_MAX_DIM
 
-__all__ = ["TASK_EMBED", "TASK_ENCODE", "board_fit", "compile_bert", "model_digest", "run_bert"]
+__all__ = ["TASK_EMBED", "TASK_ENCODE", "WORD_LOOKUPS", "WORD_ROWS", "board_fit", "compile_bert",
+           "model_digest", "run_bert", "word_rows"]
 
 #: ``Program.task`` of a BERT program: last hidden state ``(T, d)`` or pooled embedding ``(d,)``.
 TASK_ENCODE = "bert-encode"
 TASK_EMBED = "bert-embed"
+#: Where the word embedding rows are gathered (:func:`compile_bert`), and the input kind of a
+#: program whose input is the gathered rows.
+WORD_LOOKUPS = ("device", "host")
+WORD_ROWS = "word-rows"
 #: How a layer is cut into streamed runs: whole, or attention / fc1 / fc2.
 _SPLITS = ("layer", "part")
 
@@ -81,6 +86,14 @@ def model_digest(model) -> str:
     return h.hexdigest()
 
 
+def word_rows(model, ids: np.ndarray) -> np.ndarray:
+    """The int8 word-embedding rows ``(T, d)`` of token ids ``(T,)``: the input of a
+    ``word_lookup="host"`` program (``sw.ref.embedding_int``, the device's EMBED)."""
+    from sw.ref import embedding_int
+
+    return embedding_int(np.asarray(ids), model.arrays["embed.word"])
+
+
 def _unit_window(seq_len: int, window: int | None) -> int:
     """The ``ATTN`` window that gives the model's attention at ``seq_len`` tokens: full
     attention is a centred window of ``2T - 1``; a model window wider than that is the same."""
@@ -89,7 +102,7 @@ def _unit_window(seq_len: int, window: int | None) -> int:
 
 
 def compile_bert(model, params: AccelParams, *, seq_len: int, window: int | None = None,
-                 pool: bool = False, mode: str | None = None,
+                 pool: bool = False, mode: str | None = None, word_lookup: str = "device",
                  digest: str | None = None) -> Program:
     """Lower ``model`` (``sw.bert_int.BertInt``) for sentences of ``seq_len`` tokens.
 
@@ -97,6 +110,11 @@ def compile_bert(model, params: AccelParams, *, seq_len: int, window: int | None
     BERT's full attention. ``pool``: end with ``VEC MEANPOOL`` (the output is
     ``embed_int``'s embedding) instead of the last hidden state (``encode_int``'s rows).
     ``mode``: ``"resident"``, ``"streamed"`` or ``None`` (resident when the constants fit).
+    ``word_lookup``: ``"device"`` (an ``EMBED`` from the word table in the weight scratchpad;
+    the input is the token ids) or ``"host"`` (the host gathers the sentence's int8 word rows,
+    :func:`word_rows`, and writes them as the input ``(T, d)``: for a vocabulary table larger
+    than the weight scratchpad, 11.7 MB for a 30522-word d 384 model; a gather is a copy, so
+    the result is the same bit for bit).
     ``digest``: the model's :func:`model_digest`, if already known (it hashes every tensor).
     Raises :class:`sw.program.FitError` naming every limit the preset breaks; ``ValueError``
     for a bad argument.
@@ -110,6 +128,8 @@ def compile_bert(model, params: AccelParams, *, seq_len: int, window: int | None
         raise ValueError(f"window must be a positive integer or None, not {window!r}")
     if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {MODES} or None, not {mode!r}")
+    if word_lookup not in WORD_LOOKUPS:
+        raise ValueError(f"word_lookup must be one of {WORD_LOOKUPS}, not {word_lookup!r}")
     digest = digest or model_digest(model)
     # Cheapest first: resident, then streamed one run per layer, then three runs per layer;
     # each with the FFN over all tokens at once, then over row chunks (less activation room).
@@ -120,7 +140,7 @@ def compile_bert(model, params: AccelParams, *, seq_len: int, window: int | None
     for m, split, chunked in plans:
         try:
             return _compile(model, params, int(seq_len), window, pool, m, split, chunked,
-                            digest)
+                            digest, word_lookup)
         except FitError as exc:
             last = exc
     assert last is not None
@@ -142,7 +162,7 @@ def _streamable(what: str) -> bool:
 
 
 def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool, mode: str,
-             split: str, chunked: bool, digest: str) -> Program:
+             split: str, chunked: bool, digest: str, word_lookup: str) -> Program:
     cfg, a = model.config, model.arrays
     d, n_heads, n_layers, d_ff = cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.d_ff
     hd = d // n_heads
@@ -152,9 +172,9 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
 
     ffn_rows = _ffn_rows(params, t, d, d_ff) if chunked else t
     chunks = [(r, min(ffn_rows, t - r)) for r in range(0, t, ffn_rows)]
-    ids = b.tensor("input", t, 1, "int32")
+    ids = b.tensor("input", t, 1, "int32") if word_lookup == "device" else None
     x = b.tensor("x", t, d)
-    n = b.tensor("n", t, d)
+    n = b.tensor("n", t, d)                  # host lookup: the word rows are the input, here
     wide = b.tensor("wide", t, 3 * d)
     if wide.size < isa.act_span(ffn_rows, width=d_ff, cols=d_ff, rows=rows):
         b.mem["act"].top = wide.offset
@@ -169,11 +189,12 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
 
     # Embeddings: word rows + (position + type 0) rows, added, normalised.
     word, pos = a["embed.word"], a["embed.pos"]
-    w_word = b.block("embed.word", "wgt", np.ascontiguousarray(word).tobytes())
+    if word_lookup == "device":
+        w_word = b.block("embed.word", "wgt", np.ascontiguousarray(word).tobytes())
+        b.emit(isa.embed(ids_addr=ids.offset, table_addr=w_word, dst_addr=n.offset, t=t, c=d,
+                         vocab=word.shape[0]))
     w_pos = b.block("embed.pos", "wgt", np.ascontiguousarray(pos[:t]).tobytes())
-    table_bytes = word.nbytes + t * d
-    b.emit(isa.embed(ids_addr=ids.offset, table_addr=w_word, dst_addr=n.offset, t=t, c=d,
-                     vocab=word.shape[0]))
+    table_bytes = (word.nbytes if word_lookup == "device" else 0) + t * d
     b.emit(isa.embed(ids_addr=pos_ids, table_addr=w_pos, dst_addr=wide.offset, t=t, c=d,
                      vocab=t))
     b.add("embed.add", n, wide.offset)
@@ -249,8 +270,9 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
     per = " of the largest run" if b.streamed else ""
     limits = [
         ("weight bytes" + per, used["wgt"], params.wgt_depth, "wgt_depth"),
-        ("embedding tables (word + position) bytes", table_bytes, params.wgt_depth,
-         "wgt_depth"),
+        ("embedding tables (word + position) bytes" + (
+            "; word_lookup='host' gathers the word rows on the host"
+            if word_lookup == "device" else ""), table_bytes, params.wgt_depth, "wgt_depth"),
         ("quant words" + per, b.top("quant"), isa.quant_depth(params),
          "wgt_depth; the quant scratchpad holds wgt_depth // 32 words"),
         ("activation bytes", used["act"], params.act_depth, "act_depth"),
@@ -268,7 +290,9 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
     if over:
         raise FitError(params, over)
     return Program(params=params, instructions=tuple(b.code), blocks=tuple(b.blocks),
-                   input=ids, output=out, input_kind="tokens",
+                   input=ids if word_lookup == "device" else
+                   TensorRef("input", n.offset, t, d, "int8", n.bus_address, n.size),
+                   output=out, input_kind="tokens" if word_lookup == "device" else WORD_ROWS,
                    task=TASK_EMBED if pool else TASK_ENCODE, seq_len=t,
                    artifact_digest=digest, usage=usage, mode=mode,
                    runs=tuple(b.runs) if b.streamed else ())
@@ -295,7 +319,7 @@ def board_fit(model, presets: dict[str, AccelParams], seq_len: int,
 # -- running on a device ---------------------------------------------------------------------------
 
 def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None = None,
-             pool: bool = False, mode: str | None = "streamed",
+             pool: bool = False, mode: str | None = "streamed", word_lookup: str | None = None,
              progress=None) -> dict[str, Any]:
     """Run token-id sentences on ``acc`` (an open ``sw.driver.Accelerator`` of ``params``).
 
@@ -307,7 +331,9 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
     length is compiled before anything runs (a :class:`FitError` comes first). Returns
     ``outputs`` (per sentence: int8 ``(T, d)``, or ``(d,)``
     with ``pool``), ``cycles`` (device cycles per sentence, summed over its runs), ``runs``
-    (per sentence), ``link_bytes`` (per sentence, program loads included), ``mode``.
+    (per sentence), ``link_bytes`` (per sentence, program loads included), ``mode``,
+    ``word_lookup`` (``None``: on the device when the word table fits its weight scratchpad
+    with the position rows, else on the host, :func:`compile_bert`).
     ``progress(i)`` is called after sentence ``i + 1``.
     """
     digest = model_digest(model)
@@ -317,10 +343,14 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
             raise ValueError(f"sentence {i + 1}: token ids must be a non-empty 1-d integer "
                              f"array, not {ids.dtype.name} {ids.shape}")
         model.check_input(ids[None], np.ones((1, len(ids)), bool))
+    if word_lookup is None:                 # the device's EMBED when the word table fits
+        fits = model.arrays["embed.word"].nbytes + model.max_seq_len * model.config.d_model \
+            <= params.wgt_depth
+        word_lookup = "device" if fits else "host"
     programs: dict[int, Program] = {}
     for t in sorted({len(ids) for ids in sentences}):        # all fit before any runs
         programs[t] = compile_bert(model, params, seq_len=t, window=window, pool=pool,
-                                   mode=mode, digest=digest)
+                                   mode=mode, word_lookup=word_lookup, digest=digest)
     n = len(sentences)
     outputs: list[Any] = [None] * n
     cycles, runs, link = [0] * n, [0] * n, [0] * n
@@ -330,11 +360,12 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
         before = acc.bytes_sent + acc.bytes_received
         if acc.program is not program:
             acc.load(program)
-        outputs[i] = acc.predict(sentences[i])
+        x = sentences[i] if word_lookup == "device" else word_rows(model, sentences[i])
+        outputs[i] = acc.predict(x)
         cycles[i] = int(acc.run_cycles[0])
         runs[i] = len(program.steps())
         link[i] = acc.bytes_sent + acc.bytes_received - before
         if progress is not None:
             progress(done + 1)
     return {"outputs": outputs, "cycles": cycles, "runs": runs, "link_bytes": link,
-            "mode": sorted({p.mode for p in programs.values()})}
+            "mode": sorted({p.mode for p in programs.values()}), "word_lookup": word_lookup}

@@ -4,6 +4,8 @@ the driver on the Python board equal sw.bert_int bit for bit; limits are refused
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
@@ -18,10 +20,12 @@ from sw.bert_int import calibration_sentences, embed_int, encode_int, quantize_f
 from sw.bert_program import (  # noqa: E402
     TASK_EMBED,
     TASK_ENCODE,
+    WORD_ROWS,
     board_fit,
     compile_bert,
     model_digest,
     run_bert,
+    word_rows,
 )
 from sw.driver.accelerator import Accelerator  # noqa: E402
 from sw.driver.isaboard import isa_board  # noqa: E402
@@ -141,10 +145,13 @@ def test_driver_runs_streamed_on_the_python_board(text, model):
     with LinkServer(isa_board(TINY)) as srv, Accelerator.open(srv.url, timeout=5.0) as acc:
         rep = run_bert(acc, model, rows, params=TINY, window=window)
         pooled = run_bert(acc, model, rows, params=TINY, window=window, pool=True)
+        host = run_bert(acc, model, rows[:1], params=TINY, window=window, word_lookup="host")
     want = encode_int(model, ids, mask, window=window)
     for b, out in enumerate(rep["outputs"]):
         assert_array_equal(out, want[b, :len(rows[b])])
     assert_array_equal(np.stack(pooled["outputs"]), embed_int(model, ids, mask, window=window))
+    assert rep["word_lookup"] == "device" and host["word_lookup"] == "host"
+    assert_array_equal(host["outputs"][0], want[0, :len(rows[0])])
     assert rep["mode"] == ["streamed"] and all(r == 1 + model.config.n_layers
                                                for r in rep["runs"])
     assert len(rep["cycles"]) == 3 and all(c > 0 for c in rep["cycles"])
@@ -172,10 +179,20 @@ def test_limits_are_named(text, model):
                                        r"\(AccelParams.instr_depth\)"):
         compile_bert(model, TINY.replace(name="few", instr_depth=16), seq_len=2)
     big_vocab = _model(vocab, tok, calib)
-    big_vocab.arrays["embed.word"] = np.zeros((2000, 32), np.int8)
-    with pytest.raises(FitError, match=r"embedding tables \(word \+ position\) bytes: needs "
-                                       r"64128, has 32768"):
+    big_vocab.arrays["embed.word"] = np.random.default_rng(0).integers(
+        -127, 128, (2000, 32)).astype(np.int8)
+    big_vocab.config = dataclasses.replace(big_vocab.config, vocab_size=2000)
+    with pytest.raises(FitError, match=r"embedding tables \(word \+ position\) bytes; "
+                                       r"word_lookup='host' .*: needs 64128, has 32768"):
         compile_bert(big_vocab, TINY, seq_len=4)
+    # Gathered on the host, the same vocabulary runs, and equals the integer model.
+    ids = np.array([1999, 5, 1234, 7])
+    prog = compile_bert(big_vocab, TINY, seq_len=4, word_lookup="host")
+    assert prog.input_kind == WORD_ROWS and prog.input.c == 32
+    assert_array_equal(isasim.simulate(prog, word_rows(big_vocab, ids)),
+                       _want(big_vocab, ids, None, False))
+    with pytest.raises(ValueError, match="word_lookup must be one of"):
+        compile_bert(model, TINY, seq_len=4, word_lookup="table")
     with pytest.raises(ValueError, match=r"seq_len must be an integer in \[1, 64\]"):
         compile_bert(model, TINY, seq_len=65)
     with pytest.raises(ValueError, match="window must be a positive integer"):
