@@ -301,18 +301,25 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
 def board_fit(model, presets: dict[str, AccelParams], seq_len: int,
               window: int | None = None) -> list[dict[str, Any]]:
     """Per preset: whether ``model`` compiles for ``seq_len`` tokens, in which mode, how many
-    runs, or the limits it breaks (``{"preset", "fits", "mode", "runs", "limits"}``)."""
+    runs, where the word rows are gathered (the device when its table fits, else the host), or
+    the limits it breaks (``{"preset", "fits", "mode", "runs", "word_lookup", "limits"}``)."""
     digest = model_digest(model)
     rows = []
     for name, params in presets.items():
-        try:
-            prog = compile_bert(model, params, seq_len=seq_len, window=window, digest=digest)
-            rows.append({"preset": name, "fits": True, "mode": prog.mode,
-                         "runs": max(1, len(prog.runs)), "limits": []})
-        except FitError as exc:
-            rows.append({"preset": name, "fits": False, "mode": None, "runs": 0,
-                         "limits": [f"{what}: needs {need}, has {have}"
-                                    for what, need, have, _ in exc.limits]})
+        row: dict[str, Any] = {"preset": name, "fits": False, "mode": None, "runs": 0,
+                               "word_lookup": None, "limits": []}
+        for lookup in WORD_LOOKUPS:
+            try:
+                prog = compile_bert(model, params, seq_len=seq_len, window=window,
+                                    word_lookup=lookup, digest=digest)
+            except FitError as exc:
+                row["limits"] = [f"{what}: needs {need}, has {have}"
+                                 for what, need, have, _ in exc.limits]
+                continue
+            row.update(fits=True, mode=prog.mode, runs=max(1, len(prog.runs)),
+                       word_lookup=lookup, limits=[])
+            break
+        rows.append(row)
     return rows
 
 
@@ -369,3 +376,33 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
             progress(done + 1)
     return {"outputs": outputs, "cycles": cycles, "runs": runs, "link_bytes": link,
             "mode": sorted({p.mode for p in programs.values()}), "word_lookup": word_lookup}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sw.bert_program ARTIFACT --seq-len T [--window W]``: which presets hold the
+    model for sentences of ``T`` tokens, in which mode, or the limits each one breaks."""
+    import argparse
+
+    from hw.params import PRESETS
+    from sw.bert_int import load_bert_int
+
+    p = argparse.ArgumentParser(prog="python -m sw.bert_program", description=main.__doc__)
+    p.add_argument("artifact", help="a `lightformer import-hf` artifact")
+    p.add_argument("--seq-len", type=int, required=True, metavar="T")
+    p.add_argument("--window", type=int, default=None, metavar="W")
+    args = p.parse_args(argv)
+    try:
+        model, _, _ = load_bert_int(args.artifact)
+        rows = board_fit(model, PRESETS, args.seq_len, args.window)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"python -m sw.bert_program: {exc}") from None
+    for r in rows:
+        what = (f"fits, {r['mode']}, {r['runs']} run(s), word lookup on the "
+                f"{r['word_lookup']}" if r["fits"]
+                else "does not fit: " + "; ".join(r["limits"]))
+        print(f"{r['preset']:<18} {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
