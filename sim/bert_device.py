@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["device_run", "random_model", "short_sentences"]
+__all__ = ["device_run", "hf_checkpoint", "import_checkpoint", "random_model",
+           "short_sentences"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +47,53 @@ def random_model(d: int, layers: int, heads: int, *, vocab_words: int = 1000,
     model = quantize_from_text(random_bert(cfg, seed=seed), tok, sentences[:calib],
                                max_seq_len=max_seq_len)
     return model, tok
+
+
+def hf_checkpoint(folder: Path, d: int, layers: int, heads: int, *, vocab_words: int = 1000,
+                  seed: int = 0) -> Path:
+    """Write a random ``transformers.BertModel`` (d_ff = 4 d) and its ``vocab.txt`` (the
+    calibration text's ``vocab_words`` commonest words) to ``folder`` with ``save_pretrained``,
+    with ``sw.bert.random_bert``'s weight distribution (BERT's own init, std 0.02, makes every
+    layer nearly the identity). Needs ``transformers`` (a test-only dependency)."""
+    import torch
+    import transformers
+
+    from sw.bert_int import calibration_sentences
+    from sw.import_hf import wordpiece_from_text
+
+    sentences, _ = calibration_sentences()
+    _, vocab = wordpiece_from_text(sentences, size=vocab_words)
+    cfg = transformers.BertConfig(vocab_size=len(vocab), hidden_size=d, num_hidden_layers=layers,
+                                  num_attention_heads=heads, intermediate_size=4 * d,
+                                  max_position_embeddings=128)
+    torch.manual_seed(seed)
+    model = transformers.BertModel(cfg, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and name.startswith("embeddings."):
+                p.normal_(0.0, 1.0)
+            elif p.ndim == 2:
+                p.normal_(0.0, p.shape[1] ** -0.5)
+            else:
+                p.normal_(1.0 if "LayerNorm.weight" in name else 0.0, 0.1)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return folder
+
+
+def import_checkpoint(folder: Path, *, calib: int = 128, max_seq_len: int = 128):
+    """``(BertInt, tokenizer)`` of a Hugging Face folder, as ``lightformer import-hf`` does:
+    ``sw.import_hf.load_hf``, the fp32 twin, calibration on ``calib`` pydoc sentences."""
+    from sw.bert import BertEncoder
+    from sw.bert_int import calibration_sentences, quantize_from_text
+    from sw.import_hf import load_hf
+
+    imp = load_hf(folder)
+    sentences, _ = calibration_sentences()
+    model = quantize_from_text(BertEncoder.from_imported(imp), imp.tokenizer,
+                               sentences[:calib], max_seq_len=max_seq_len)
+    return model, imp.tokenizer
 
 
 def short_sentences(tokenizer, n: int, max_tokens: int) -> list[str]:
@@ -150,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="random encoder: d_model x layers x heads (default 384x6x12)")
     p.add_argument("--artifact", type=Path, default=None,
                    help="a `lightformer import-hf` artifact instead of a random encoder")
+    p.add_argument("--hf-checkpoint", type=Path, default=None, metavar="DIR",
+                   help="write a random transformers BertModel of --shape to DIR with "
+                        "save_pretrained and import it from there (needs transformers)")
     p.add_argument("--sentences", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=None,
                    help="longest sentence (default: the preset's full attention, (window+1)/2)")
@@ -168,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.artifact is not None:
         from sw.bert_int import load_bert_int
         model, tok, _ = load_bert_int(args.artifact)
+    elif args.hf_checkpoint is not None:
+        model, tok = import_checkpoint(hf_checkpoint(args.hf_checkpoint, *args.shape))
     else:
         model, tok = random_model(*args.shape)
     say(f"bert_device: model ready in {time.perf_counter() - t0:.0f} s")
@@ -177,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                         say=say)
     report["sentences_text"] = sentences
     report["artifact"] = None if args.artifact is None else str(args.artifact)
+    report["source"] = ("artifact" if args.artifact is not None else "hf-checkpoint (imported "
+                        "with sw.import_hf.load_hf)" if args.hf_checkpoint is not None
+                        else "sw.bert.random_bert")
     write_json(args.json, report, kind="bert-device")
     say(f"bert_device: {report['sentences']} sentences, {report['mismatched_sentences']} "
         f"mismatched ({report['values_differing']} of {report['values_compared']} values "
