@@ -120,6 +120,7 @@ def device_run(model, tokenizer, sentences: list[str], params, *, url: str | Non
     from sw.import_hf import encode_batch
 
     say = say or (lambda line: None)
+    commit = _commit()                      # the code that runs (before anything changes)
     ids, mask = encode_batch(tokenizer, sentences, model.max_seq_len, model.config.pad_token_id)
     t0 = time.perf_counter()
     want = encode_int(model, ids, mask, window=window)                  # (B, T, C) int8
@@ -160,7 +161,7 @@ def device_run(model, tokenizer, sentences: list[str], params, *, url: str | Non
         "cycles": rep["cycles"], "link_bytes": rep["link_bytes"],
         "wall_seconds": round(wall, 1), "reference_seconds": round(ref_s, 2),
         "vboard": None if board is None else board.stats,
-        "commit": _commit(),
+        "commit": commit,
     }
 
 
@@ -208,8 +209,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="the model's centred attention window (default: full attention)")
     p.add_argument("--port", default=None, metavar="URL",
                    help="a running device (default: start the preset's virtual board)")
-    p.add_argument("--json", type=json_path_type, required=True, metavar="PATH")
+    p.add_argument("--fit", type=int, default=None, metavar="T",
+                   help="only print, per preset, whether the model fits sentences of T tokens "
+                        "(sw.bert_program.board_fit; with --window) and exit")
+    p.add_argument("--json", type=json_path_type, default=None, metavar="PATH")
     args = p.parse_args(argv)
+    if args.fit is None and args.json is None:
+        p.error("--json PATH is required (unless --fit T)")
     params = preset(args.preset)
 
     def say(line: str) -> None:
@@ -224,6 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, tok = random_model(*args.shape)
     say(f"bert_device: model ready in {time.perf_counter() - t0:.0f} s")
+    if args.fit is not None:
+        from hw.params import PRESETS
+        from sw.bert_program import board_fit
+
+        for r in board_fit(model, PRESETS, args.fit, args.window):
+            what = (f"fits, {r['mode']}, {r['runs']} run(s), word lookup on the "
+                    f"{r['word_lookup']}" if r["fits"]
+                    else "does not fit: " + "; ".join(r["limits"]))
+            print(f"{r['preset']:<18} {what}")
+        return 0
     longest = args.max_tokens or ((params.window + 1) // 2 if args.window is None else 64)
     sentences = short_sentences(tok, args.sentences, longest)
     report = device_run(model, tok, sentences, params, url=args.port, window=args.window,

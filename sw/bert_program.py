@@ -377,32 +377,3 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
     return {"outputs": outputs, "cycles": cycles, "runs": runs, "link_bytes": link,
             "mode": sorted({p.mode for p in programs.values()}), "word_lookup": word_lookup}
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sw.bert_program ARTIFACT --seq-len T [--window W]``: which presets hold the
-    model for sentences of ``T`` tokens, in which mode, or the limits each one breaks."""
-    import argparse
-
-    from hw.params import PRESETS
-    from sw.bert_int import load_bert_int
-
-    p = argparse.ArgumentParser(prog="python -m sw.bert_program", description=main.__doc__)
-    p.add_argument("artifact", help="a `lightformer import-hf` artifact")
-    p.add_argument("--seq-len", type=int, required=True, metavar="T")
-    p.add_argument("--window", type=int, default=None, metavar="W")
-    args = p.parse_args(argv)
-    try:
-        model, _, _ = load_bert_int(args.artifact)
-        rows = board_fit(model, PRESETS, args.seq_len, args.window)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"python -m sw.bert_program: {exc}") from None
-    for r in rows:
-        what = (f"fits, {r['mode']}, {r['runs']} run(s), word lookup on the "
-                f"{r['word_lookup']}" if r["fits"]
-                else "does not fit: " + "; ".join(r["limits"]))
-        print(f"{r['preset']:<18} {what}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
