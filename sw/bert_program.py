@@ -157,10 +157,6 @@ def _ffn_rows(params: AccelParams, t: int, d: int, d_ff: int) -> int:
     return max(rows, min(t_pad, room // d_ff // rows * rows))
 
 
-def _streamable(what: str) -> bool:
-    return what.split(" of ")[0] in ("weight bytes", "quant words", "GELU LUTs")
-
-
 def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool, mode: str,
              split: str, chunked: bool, digest: str, word_lookup: str) -> Program:
     cfg, a = model.config, model.arrays
