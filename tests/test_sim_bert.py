@@ -33,6 +33,32 @@ def test_bert_streamed_on_the_tiny_virtual_board():
     assert rep["vboard"]["cycles"] > sum(rep["cycles"])
 
 
+def test_embed_command_on_the_tiny_virtual_board(tmp_path):
+    """`lightformer embed --backend device --port URL` on the Verilated board equals
+    `--backend ref` (JSON embeddings, mean pool on the device)."""
+    import json
+
+    from sim import vboard
+    from sw import cli
+    from sw.bert_int import save_bert_int
+
+    params = preset("tiny")
+    model, tok = random_model(32, 2, 2, vocab_words=300, calib=16)
+    art = save_bert_int(tmp_path / "bert.safetensors", model, tok)
+    (tmp_path / "s.txt").write_text("\n".join(short_sentences(tok, 2, 12)) + "\n",
+                                    encoding="utf-8")
+    base = ["embed", "--artifact", str(art), "--text-file", str(tmp_path / "s.txt"),
+            "--window", str(params.window)]
+    assert cli.main(base + ["--json", str(tmp_path / "ref.json")]) == 0
+    with vboard.start(params) as vb:
+        assert cli.main(base + ["--backend", "device", "--port", vb.url, "--check",
+                                "--json", str(tmp_path / "dev.json")]) == 0
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    dev = json.loads((tmp_path / "dev.json").read_text())
+    assert len(dev["embeddings"]) == 2 and dev["embeddings"] == ref["embeddings"]
+    assert dev["device"]["mismatches"] == 0 and dev["device"]["preset"] == "tiny"
+
+
 @pytest.mark.slow
 def test_bert_384x12x6_streamed_on_the_sim_large_virtual_board():
     params = preset("sim_large")
