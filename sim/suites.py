@@ -40,6 +40,7 @@ SUITES: dict[str, str] = {
     "vector": "residual add, LUT, mean pool, int32 pass vs sw.ref",
     "layernorm": "LayerNorm unit vs the NumPy model",
     "vboard": "virtual board: the driver over socket:// to the Verilated board design",
+    "bert": "an imported BERT encoder streamed on the virtual board vs sw.bert_int.encode_int",
 }
 
 
