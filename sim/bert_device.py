@@ -135,6 +135,7 @@ def device_run(model, tokenizer, sentences: list[str], params, *, url: str | Non
         t0 = time.perf_counter()
         with Accelerator.open(url, baud=params.baud, timeout=timeout) as acc:
             rep = run_bert(acc, model, rows, params=params, window=window, mode=mode,
+                           timeout=timeout,
                            progress=lambda i: say(f"bert_device: sentence {i} of {len(rows)} "
                                                   f"done ({time.perf_counter() - t0:.0f} s)"))
         wall = time.perf_counter() - t0

@@ -601,7 +601,7 @@ def _embed_on_device(args, model: BertInt, ids: np.ndarray, mask: np.ndarray
                 params = preset(name)
             t0 = time.perf_counter()
             rep = run_bert(acc, model, rows, params=params, window=args.window, pool=True,
-                           mode=None)
+                           mode=None, timeout=args.timeout)
             seconds = time.perf_counter() - t0
     except (AccelError, FitError, OSError) as exc:
         raise SystemExit(f"lightformer embed: {exc}") from None

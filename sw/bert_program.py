@@ -323,7 +323,7 @@ def board_fit(model, presets: dict[str, AccelParams], seq_len: int,
 
 def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None = None,
              pool: bool = False, mode: str | None = "streamed", word_lookup: str | None = None,
-             progress=None) -> dict[str, Any]:
+             timeout: float = 60.0, progress=None) -> dict[str, Any]:
     """Run token-id sentences on ``acc`` (an open ``sw.driver.Accelerator`` of ``params``).
 
     ``sentences``: a list of 1-d integer arrays, one sentence's ids each (no padding: each runs
@@ -337,7 +337,8 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
     (per sentence), ``link_bytes`` (per sentence, program loads included), ``mode``,
     ``word_lookup`` (``None``: on the device when the word table fits its weight scratchpad
     with the position rows, else on the host, :func:`compile_bert`).
-    ``progress(i)`` is called after sentence ``i + 1``.
+    ``timeout``: seconds to wait for one run. ``progress(i)`` is called after the ``i``-th
+    sentence.
     """
     digest = model_digest(model)
     sentences = [np.asarray(ids) for ids in sentences]
@@ -364,7 +365,7 @@ def run_bert(acc, model, sentences, *, params: AccelParams, window: int | None =
         if acc.program is not program:
             acc.load(program)
         x = sentences[i] if word_lookup == "device" else word_rows(model, sentences[i])
-        outputs[i] = acc.predict(x)
+        outputs[i] = acc.predict(x, timeout=timeout)
         cycles[i] = int(acc.run_cycles[0])
         runs[i] = len(program.steps())
         link[i] = acc.bytes_sent + acc.bytes_received - before

@@ -157,6 +157,15 @@ def test_driver_runs_streamed_on_the_python_board(text, model):
     assert len(rep["cycles"]) == 3 and all(c > 0 for c in rep["cycles"])
 
 
+def test_run_bert_refuses_bad_sentences_before_touching_the_device(model):
+    with pytest.raises(ValueError, match=r"sentence 2: token ids must be a non-empty 1-d"):
+        run_bert(None, model, [np.arange(3), np.zeros((2, 2), int)], params=TINY)
+    with pytest.raises(ValueError, match=r"token id 999 \(sentence 1, position 1\) is outside"):
+        run_bert(None, model, [np.array([2, 999])], params=TINY)
+    with pytest.raises(FitError, match="attention window"):
+        run_bert(None, model, [np.arange(3), np.arange(9)], params=TINY)
+
+
 def test_program_file_round_trip(tmp_path, model):
     prog = compile_bert(model, TINY, seq_len=6, window=8, mode="streamed")
     back = load_program(save_program(prog, tmp_path / "bert.safetensors"))
