@@ -41,6 +41,7 @@ SUITES: dict[str, str] = {
     "layernorm": "LayerNorm unit vs the NumPy model",
     "layernorm_tokens": "token-parallel LayerNorm unit (the controller's) vs the NumPy model",
     "vboard": "virtual board: the driver over socket:// to the Verilated board design",
+    "bert": "an imported BERT encoder streamed on the virtual board vs sw.bert_int.encode_int",
 }
 
 

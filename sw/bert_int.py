@@ -483,6 +483,25 @@ def add_arguments(p) -> None:
                         "made from) and report cosine_to_fp32 per sentence")
     p.add_argument("--hf-dir", type=Path, default=None, metavar="DIR",
                    help="with --reference: the Hugging Face folder, if it has moved")
+    p.add_argument("--backend", choices=("ref", "device"), default="ref",
+                   help="ref: the NumPy integer model (default); device: the accelerator at "
+                        "--port, through the driver (sw.bert_program), bit-exact with ref")
+    p.add_argument("--port", default=None, metavar="URL",
+                   help="with --backend device: the device, a serial port or a virtual board's "
+                        "socket://127.0.0.1:PORT (lightformer vboard prints it)")
+    p.add_argument("--preset", default=None, metavar="PRESET",
+                   help="with --backend device: the device's AccelParams preset (default: the "
+                        "one it names)")
+    p.add_argument("--window", type=int, default=None, metavar="W",
+                   help="centred attention window of W keys (the accelerator's; default: full "
+                        "attention). A device runs full attention over T tokens only if "
+                        "2T - 1 <= its window")
+    p.add_argument("--check", action="store_true",
+                   help="with --backend device: also run the integer model and report "
+                        "mismatches (sentences whose embedding differs in any value)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="with --backend device: seconds to wait for one device run "
+                        "(default 60)")
 
 
 def run(args) -> int:
@@ -496,12 +515,29 @@ def run(args) -> int:
         sentences = [s for s in lines if s]
         ids, mask = encode_batch(tokenizer, sentences, model.max_seq_len,
                                  model.config.pad_token_id)
-        emb = embed_int(model, ids, mask).astype(np.float64) * model.scales["pool"]
+        if args.window is not None and args.window < 1:
+            raise ValueError(f"--window must be a positive integer, not {args.window}")
+        device = None
+        if args.backend == "device":
+            emb_q, device = _embed_on_device(args, model, ids, mask)
+        else:
+            if args.port is not None or args.preset is not None or args.check:
+                raise ValueError("--port, --preset and --check go with --backend device")
+            emb_q = embed_int(model, ids, mask, window=args.window)
+        emb = emb_q.astype(np.float64) * model.scales["pool"]
     except (ValueError, FileNotFoundError, UnicodeDecodeError) as exc:
         raise SystemExit(f"lightformer embed: {exc}") from None
     report = {"artifact": str(args.artifact), "sentences": len(sentences),
-              "tokens": [int(n) for n in mask.sum(axis=1)], "embeddings": emb.tolist()}
+              "tokens": [int(n) for n in mask.sum(axis=1)], "embeddings": emb.tolist(),
+              "backend": args.backend, "window": args.window}
+    if device is not None:
+        report["device"] = device
     out = info_stream(args.json)
+    if device is not None:
+        print(f"device {device['preset']} at {device['url']}: {device['mode']} mode, "
+              f"{sum(device['cycles'])} cycles for {len(sentences)} sentence(s)"
+              + ("" if device["mismatches"] is None else
+                 f"; {device['mismatches']} mismatch(es) vs the integer model"), file=out)
     if args.reference:
         from sw.bert import BertEncoder
         from sw.import_hf import load_hf
@@ -516,11 +552,67 @@ def run(args) -> int:
         if hashlib.sha256(weights.read_bytes()).hexdigest() != source.get("model_sha256"):
             raise SystemExit(f"lightformer embed: {weights} is not the checkpoint the artifact "
                              "was made from (its SHA-256 differs); pass the right --hf-dir")
+        import torch
+
+        from sw.bert import mean_pool
+
         twin = BertEncoder.from_imported(load_hf(folder))
-        cos, _, e_f = cosine_to_fp32(model, twin, ids, mask)
+        with torch.no_grad():
+            m = torch.from_numpy(mask)
+            e_f = mean_pool(twin(torch.from_numpy(ids), m), m).double().numpy()
+        cos = cosine(emb, e_f)                # the same as cosine_to_fp32 on this backend
         report.update(reference_embeddings=e_f.tolist(), cosine_to_fp32=cos.tolist(),
                       mean_cosine_to_fp32=float(cos.mean()))
         print(f"mean cosine to fp32 {cos.mean():.4f} (min {cos.min():.4f})", file=out)
     where = write_json(args.json, report, kind="embed")
     print(f"{len(sentences)} embedding(s) of {model.config.d_model} values -> {where}", file=out)
-    return 0
+    return 1 if device is not None and device["mismatches"] else 0
+
+
+def _embed_on_device(args, model: BertInt, ids: np.ndarray, mask: np.ndarray
+                     ) -> tuple[np.ndarray, dict]:
+    """int8 embeddings ``(B, C)`` from the accelerator at ``args.port``: each sentence runs
+    unpadded, the mean pool on the device (``VEC MEANPOOL``, equal to :func:`embed_int`); and
+    the report's ``device`` entry. ``SystemExit`` on a device or fit error."""
+    import time
+
+    from hw.params import preset, preset_names
+    from sw.bert_program import run_bert
+    from sw.driver import Accelerator, AccelError
+    from sw.driver.infer import transport_kind
+    from sw.program import FitError
+
+    if args.port is None:
+        raise ValueError("--backend device needs --port URL (a serial port, or the socket:// "
+                         "URL `lightformer vboard` prints)")
+    if transport_kind(args.port) == "loop":
+        raise ValueError("--port loop:// has no device behind it; give a serial port or a "
+                         "virtual board's socket:// URL")
+    params = preset(args.preset) if args.preset is not None else None
+    rows = [ids[b, :int(mask[b].sum())] for b in range(len(ids))]
+    try:
+        baud = params.baud if params is not None else 115200
+        with Accelerator.open(args.port, baud=baud, timeout=args.timeout) as acc:
+            if params is None:
+                name = acc.identify().name
+                if name not in preset_names():
+                    raise ValueError(f"the device at {args.port} names preset {name!r}, which "
+                                     "this lightformer does not have; pass --preset")
+                params = preset(name)
+            t0 = time.perf_counter()
+            rep = run_bert(acc, model, rows, params=params, window=args.window, pool=True,
+                           mode=None, timeout=args.timeout)
+            seconds = time.perf_counter() - t0
+    except (AccelError, FitError, OSError) as exc:
+        raise SystemExit(f"lightformer embed: {exc}") from None
+    emb = np.stack(rep["outputs"])                                       # (B, C) int8
+    mismatches = None
+    if args.check:
+        want = embed_int(model, ids, mask, window=args.window)
+        mismatches = int(sum(not np.array_equal(g, w) for g, w in zip(emb, want)))
+    device = {"url": args.port, "preset": params.name, "design_id": f"{params.design_id:08x}",
+              "mode": ", ".join(rep["mode"]), "cycles": rep["cycles"],
+              "runs": rep["runs"], "link_bytes": rep["link_bytes"],
+              "seconds": round(seconds, 3), "pooling": "device (VEC MEANPOOL)",
+              "mismatches": mismatches}
+    return emb, device

@@ -65,11 +65,13 @@ _STREAMABLE = ("weight bytes", "quant words", "GELU LUTs")
 
 class FitError(ValueError):
     """The model does not fit the accelerator; ``limits`` lists every exceeded limit as
-    ``(what, need, have, AccelParams field)``."""
+    ``(what, need, have, AccelParams field)`` (or, for a limit of the ISA itself, the
+    ``hw.`` constant that sets it)."""
 
     def __init__(self, params: AccelParams, limits: list[tuple[str, int, int, str]]) -> None:
         self.limits = limits
-        lines = "; ".join(f"{what}: needs {need}, has {have} (AccelParams.{knob})"
+        lines = "; ".join(f"{what}: needs {need}, has {have} "
+                          f"({knob if knob.startswith('hw.') else 'AccelParams.' + knob})"
                           for what, need, have, knob in limits)
         super().__init__(f"the model does not fit the {params.name!r} accelerator: {lines}; "
                          "choose a larger preset (lightformer info lists them) or a smaller "
@@ -200,10 +202,13 @@ class Program:
         image.write("act", self.input.offset, self.pack_input(sample))
 
     def unpack_output(self, data: bytes) -> np.ndarray:
-        """int32 logits from the bytes at ``output.offset``: ``(n_classes,)`` for a classifier,
-        ``(T, n_classes)`` for a language model (as ``sw.ref.model_forward_int``)."""
-        y = unpack_act(data, self.output.m, self.output.c, self.params.rows, np.int32)
-        return y[0] if self.task == "classify" else y
+        """The output from the bytes at ``output.offset``, in ``output.dtype``: int32 logits
+        ``(n_classes,)`` for a classifier, ``(T, n_classes)`` for a language model (as
+        ``sw.ref.model_forward_int``); a BERT program's int8 last hidden state ``(T, d)`` or
+        pooled embedding ``(d,)`` (``sw.bert_program``)."""
+        y = unpack_act(data, self.output.m, self.output.c, self.params.rows,
+                       np.dtype(self.output.dtype))
+        return y[0] if self.task in ("classify", "bert-embed") else y
 
     def output_read(self) -> tuple[int, int, int] | None:
         """``(bus address, words, stride in words)`` of one strided READ that fetches a
@@ -301,12 +306,14 @@ class _Builder:
     def quant(self, name: str, layout, **values) -> int:
         return self.block(name, "quant", pack_quant(layout, **values), isa.QUANT_WORD_BYTES)
 
-    def linear(self, name: str) -> tuple[int, int, int, int]:
-        """``(w_addr, quant_addr, K, N)`` of a linear layer's weight and channel words."""
+    def linear(self, name: str, label: str | None = None) -> tuple[int, int, int, int]:
+        """``(w_addr, quant_addr, K, N)`` of a linear layer's weight and channel words (blocks
+        named ``label``, default ``name``: a layer placed twice needs two names)."""
         w = self.a[name + ".w"]
+        label = name if label is None else label
         self.k_max = max(self.k_max, w.shape[0])
-        w_addr = self.block(name + ".w", "wgt", pack_wgt(w, self.params.cols))
-        q_addr = self.quant(name + ".quant", isa.CHANNEL_WORD, bias=self.a[name + ".b"],
+        w_addr = self.block(label + ".w", "wgt", pack_wgt(w, self.params.cols))
+        q_addr = self.quant(label + ".quant", isa.CHANNEL_WORD, bias=self.a[name + ".b"],
                             mult=self.a[name + ".mult"], shift=self.a[name + ".shift"])
         return w_addr, q_addr, w.shape[0], w.shape[1]
 
