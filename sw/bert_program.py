@@ -258,22 +258,10 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
         out = pooled
     b.code[-1] = isa.halt()                  # the last barrier: HALT waits for every unit
 
-    mmap = isa.memory_map(params)
-    used = {"instr": len(b.code) * isa.INSTR_BYTES, "act": b.mem["act"].top,
-            "wgt": b.top("wgt"), "quant": b.top("quant") * isa.QUANT_WORD_BYTES,
-            "lut": b.top("lut") * LUT_SIZE}
-    usage = {name: {"used": used[name], "size": mmap.region(name).size} for name in used}
-    per = " of the largest run" if b.streamed else ""
-    limits = [
-        ("weight bytes" + per, used["wgt"], params.wgt_depth, "wgt_depth"),
+    usage = b.check_fit("run", [
         ("embedding tables (word + position) bytes" + (
             "; word_lookup='host' gathers the word rows on the host"
             if word_lookup == "device" else ""), table_bytes, params.wgt_depth, "wgt_depth"),
-        ("quant words" + per, b.top("quant"), isa.quant_depth(params),
-         "wgt_depth; the quant scratchpad holds wgt_depth // 32 words"),
-        ("activation bytes", used["act"], params.act_depth, "act_depth"),
-        ("instructions", len(b.code), params.instr_depth, "instr_depth"),
-        ("GELU LUTs" + per, b.top("lut"), params.lut_count, "lut_count"),
         ("head_dim", hd, params.head_dim, "head_dim"),
         ("attention window" + ("" if window is not None else
                                f" (full attention over {t} tokens is a centred window of "
@@ -281,10 +269,7 @@ def _compile(model, params: AccelParams, t: int, window: int | None, pool: bool,
          unit_window, params.window, "window"),
         ("GEMM reduction length K", b.k_max, params.k_depth, "k_depth"),
         ("LayerNorm width d", d, LN_MAX_DIM, "hw.numerics.LN_MAX_DIM, fixed by the ISA"),
-    ]
-    over = [lim for lim in limits if lim[1] > lim[2]]
-    if over:
-        raise FitError(params, over)
+    ])
     return Program(params=params, instructions=tuple(b.code), blocks=tuple(b.blocks),
                    input=ids if word_lookup == "device" else
                    TensorRef("input", n.offset, t, d, "int8", n.bus_address, n.size),

@@ -298,6 +298,30 @@ class _Builder:
         return max(self.peak.get(region, 0), self.mem[region].top)
 
     # constants
+
+    def check_fit(self, unit: str, extra: list[tuple[str, int, int, str]]) -> dict[str, Any]:
+        """The scratchpad usage of the program built so far (``unit``: what one streamed run
+        holds, e.g. "layer"); :class:`FitError` naming every limit it exceeds, the scratchpads'
+        and instructions' first, then ``extra`` ``(what, needed, available, knob)`` rows."""
+        params = self.params
+        mmap = isa.memory_map(params)
+        used = {"instr": len(self.code) * isa.INSTR_BYTES, "act": self.mem["act"].top,
+                "wgt": self.top("wgt"), "quant": self.top("quant") * isa.QUANT_WORD_BYTES,
+                "lut": self.top("lut") * LUT_SIZE}
+        per = f" of the largest {unit}" if self.streamed else ""
+        limits = [
+            ("weight bytes" + per, used["wgt"], params.wgt_depth, "wgt_depth"),
+            ("quant words" + per, self.top("quant"), isa.quant_depth(params),
+             "wgt_depth; the quant scratchpad holds wgt_depth // 32 words"),
+            ("activation bytes", used["act"], params.act_depth, "act_depth"),
+            ("instructions", len(self.code), params.instr_depth, "instr_depth"),
+            ("GELU LUTs" + per, self.top("lut"), params.lut_count, "lut_count"),
+            *extra,
+        ]
+        over = [lim for lim in limits if lim[1] > lim[2]]
+        if over:
+            raise FitError(params, over)
+        return {name: {"used": used[name], "size": mmap.region(name).size} for name in used}
     def block(self, name: str, region: str, data: bytes, unit: int = 1) -> int:
         offset = self.mem[region].take(len(data) // unit)
         self.blocks.append(Block(name, self.layer, region, offset * unit, data))
@@ -463,26 +487,11 @@ def _compile(artifact: Any, params: AccelParams, seq_len: int | None, mode: str)
     b.k_max = max(b.k_max, d)
     b.code.append(isa.halt())
 
-    mmap = isa.memory_map(params)
-    used = {"instr": len(b.code) * isa.INSTR_BYTES, "act": b.mem["act"].top,
-            "wgt": b.top("wgt"), "quant": b.top("quant") * isa.QUANT_WORD_BYTES,
-            "lut": b.top("lut") * LUT_SIZE}
-    usage = {name: {"used": used[name], "size": mmap.region(name).size} for name in used}
-    per = " of the largest layer" if b.streamed else ""
-    limits = [
-        ("weight bytes" + per, used["wgt"], params.wgt_depth, "wgt_depth"),
-        ("quant words" + per, b.top("quant"), isa.quant_depth(params),
-         "wgt_depth; the quant scratchpad holds wgt_depth // 32 words"),
-        ("activation bytes", used["act"], params.act_depth, "act_depth"),
-        ("instructions", len(b.code), params.instr_depth, "instr_depth"),
-        ("GELU LUTs" + per, b.top("lut"), params.lut_count, "lut_count"),
+    usage = b.check_fit("layer", [
         ("head_dim", hd, params.head_dim, "head_dim"),
         ("attention window", window, params.window, "window"),
         ("GEMM reduction length K", b.k_max, params.k_depth, "k_depth"),
-    ]
-    over = [lim for lim in limits if lim[1] > lim[2]]
-    if over:
-        raise FitError(params, over)
+    ])
     return Program(params=params, instructions=tuple(b.code), blocks=tuple(b.blocks),
                    input=inp, output=logits, input_kind=cfg["input_kind"], task=cfg["task"],
                    seq_len=t, artifact_digest=artifact.digest, usage=usage, mode=mode,
