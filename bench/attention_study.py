@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,12 +68,9 @@ PLAN = {
 def _meta(args, section: str) -> dict:
     import torch
 
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    commit = commit or os.environ.get("LIGHTFORMER_COMMIT", "?")
+    from sw.report import source_commit
+
+    commit = source_commit() or os.environ.get("LIGHTFORMER_COMMIT", "?")
     dev = args.device
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev_name = torch.cuda.get_device_name(0)

@@ -38,20 +38,11 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from sw.report import json_path_type, write_json  # noqa: E402
+from sw.report import bert_shape_type, json_path_type, write_json  # noqa: E402
 
 # Trained BERTs carry a few residual-stream channels tens of times larger than the rest (they
 # come from LayerNorm gains and shifts); --outlier-gains imitates that in this many channels.
 OUTLIER_CHANNELS = 2
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        d, layers, heads = (int(x) for x in text.split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"shape must be DxLxH (e.g. 384x6x12), not {text!r}") from None
-    return d, layers, heads
 
 
 def _ints(text: str) -> list[int]:
@@ -195,7 +186,7 @@ def study(d: int, layers: int, heads: int, *, calib_n: int, held_n: int, max_seq
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shapes", type=lambda s: [_shape(x) for x in s.split(",")],
+    p.add_argument("--shapes", type=lambda s: [bert_shape_type(x) for x in s.split(",")],
                    default=[(64, 2, 4), (384, 6, 12)], metavar="DxLxH[,...]",
                    help="encoder shapes (default: 64x2x4,384x6x12)")
     p.add_argument("--gains", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 2.0],

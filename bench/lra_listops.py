@@ -39,7 +39,6 @@ import datetime
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import types
@@ -109,12 +108,9 @@ def _positive(kind):
 
 
 def _commit() -> str:
-    try:
-        c = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                           capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        c = ""
-    return c or os.environ.get("LIGHTFORMER_COMMIT", "?")
+    from sw.report import source_commit
+
+    return source_commit() or os.environ.get("LIGHTFORMER_COMMIT", "?")
 
 
 def _meta(args, torch) -> dict:

@@ -30,7 +30,6 @@ import io
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -364,16 +363,13 @@ def _run_dask(configs, address, build, done) -> None:
 # -- report -----------------------------------------------------------------------------------
 
 def _git_commit() -> tuple[str | None, bool | None]:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=30, check=True)
-        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                 "--untracked-files=no"], capture_output=True, text=True,
-                                timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
+    """``(hash, dirty)`` of :func:`sw.report.source_commit`."""
+    from sw.report import source_commit
+
+    c = source_commit()
+    if c is None:
         return None, None
-    return head.stdout.strip() or None, bool(status.stdout.strip())
+    return c.removesuffix("-dirty"), c.endswith("-dirty")
 
 
 def sweep_meta(rows: Sequence[dict[str, Any]], *, executor: str, jobs: int | None,

@@ -37,14 +37,13 @@ import argparse
 import contextlib
 import datetime
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sim.benchkit import Say, add_common, int_type, preset_type, report_path
-from sw.report import STDOUT, UsageError
+from sw.report import STDOUT, UsageError, source_commit
 
 __all__ = ["KIND_LAYER", "KIND_MODEL", "LAYER_DESCRIPTION", "MODEL_DESCRIPTION",
            "add_layer_arguments", "add_model_arguments", "bench_layer", "bench_model",
@@ -281,20 +280,7 @@ def _header(params: Any, bench: str) -> dict[str, Any]:
             "macs_per_cycle": params.macs_per_cycle, "attn_lanes": params.attn_lanes,
             "clock_mhz": params.target_mhz,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": _commit()}
-
-
-def _commit() -> str | None:
-    """``git describe --always --dirty`` of the source tree, or ``None`` outside a checkout."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
-                             cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+            "commit": source_commit()}
 
 
 def cpu_torch_latency(config: dict[str, Any], *, warmup: int = TORCH_WARMUP,

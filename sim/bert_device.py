@@ -19,13 +19,14 @@ held-out ones short enough for the preset's full attention (``2T - 1 <= window``
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sw.report import bert_shape_type, source_commit
 
 __all__ = ["device_run", "hf_checkpoint", "import_checkpoint", "random_model",
            "short_sentences"]
@@ -120,7 +121,7 @@ def device_run(model, tokenizer, sentences: list[str], params, *, url: str | Non
     from sw.import_hf import encode_batch
 
     say = say or (lambda line: None)
-    commit = _commit()                      # the code that runs (before anything changes)
+    commit = source_commit()                      # the code that runs (before anything changes)
     ids, mask = encode_batch(tokenizer, sentences, model.max_seq_len, model.config.pad_token_id)
     t0 = time.perf_counter()
     want = encode_int(model, ids, mask, window=window)                  # (B, T, C) int8
@@ -166,28 +167,6 @@ def device_run(model, tokenizer, sentences: list[str], params, *, url: str | Non
     }
 
 
-def _commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "sw",
-                                "hw", "sim"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        d, layers, heads = (int(x) for x in text.split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"shape must be DxLxH (e.g. 384x6x12), not {text!r}") from None
-    return d, layers, heads
-
-
 def main(argv: list[str] | None = None) -> int:
     from hw.params import preset
     from sim.benchkit import preset_type
@@ -196,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sim.bert_device", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", type=preset_type, default="sim_large")
-    p.add_argument("--shape", type=_shape, default=(384, 6, 12), metavar="DxLxH",
+    p.add_argument("--shape", type=bert_shape_type, default=(384, 6, 12), metavar="DxLxH",
                    help="random encoder: d_model x layers x heads (default 384x6x12)")
     p.add_argument("--artifact", type=Path, default=None,
                    help="a `lightformer import-hf` artifact instead of a random encoder")

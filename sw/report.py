@@ -125,6 +125,17 @@ def url_type(text: str) -> str:
     return text
 
 
+def bert_shape_type(text: str) -> tuple[int, int, int]:
+    """argparse type of an encoder shape ``DxLxH`` (d_model x layers x heads, e.g. ``384x6x12``)
+    -> ``(d, layers, heads)``."""
+    try:
+        d, layers, heads = (int(x) for x in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"shape must be DxLxH (e.g. 384x6x12), not {text!r}") from None
+    return d, layers, heads
+
+
 def json_path_type(text: str) -> Path | str:
     """argparse ``type=`` for ``--json``: ``-`` (stdout) or a checked file path."""
     if text == STDOUT:
@@ -193,3 +204,20 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any], *, kind: s
         sys.stdout.flush()
         return "stdout"
     return str(atomic_write_text(path, text))
+
+
+def source_commit() -> str | None:
+    """The commit of the source tree these modules run from, as ``git describe --always
+    --dirty --abbrev=12`` writes it (``-dirty``: tracked files changed), or ``None`` outside a
+    git checkout. Reports record it so their numbers name the code that produced them."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                             cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
