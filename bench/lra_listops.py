@@ -510,6 +510,10 @@ def parse_args(argv=None):
     p.add_argument("--micro-batch", type=_positive(int), default=None,
                    help="split each batch into parts of this size (default: per variant)")
     p.add_argument("--grad-checkpoint", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--sdpa-backend", choices=("auto", "flash", "efficient", "math"),
+                   default="auto",
+                   help="with --softmax-impl sdpa: the only fused kernel torch may pick "
+                        "(default: torch's choice); to find which kernel diverges")
     p.add_argument("--softmax-impl", choices=("module", "sdpa"), default="module",
                    help="full/window/random_sparse: the module's own dense forward (default) or "
                         "the fused SDPA kernel (its H200 runs ended in non-finite losses)")
@@ -554,6 +558,10 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("lra_listops: --device cuda needs a CUDA GPU; none is visible")
     args.device = str(device)
+    if args.sdpa_backend != "auto":
+        torch.backends.cuda.enable_flash_sdp(args.sdpa_backend == "flash")
+        torch.backends.cuda.enable_mem_efficient_sdp(args.sdpa_backend == "efficient")
+        torch.backends.cuda.enable_math_sdp(args.sdpa_backend == "math")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     t_start = time.time()
@@ -561,6 +569,7 @@ def main(argv=None) -> int:
         PAPER, source=SOURCE, precision=args.precision, eval_every=args.eval_every,
         steps=args.steps, time_budget_s=args.time_budget_s, smoke=args.smoke,
         clip_norm=args.clip_norm, softmax_impl=args.softmax_impl,
+        sdpa_backend=args.sdpa_backend,
         pooling="mean over non-pad tokens", pad_multiple=PAD_MULTIPLE,
         generator=dict(fn="sw.data.listops_lra_generate", seed=args.data_seed,
                        seq_len=args.seq_len)))
