@@ -512,8 +512,8 @@ def parse_args(argv=None):
     p.add_argument("--grad-checkpoint", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--sdpa-backend", choices=("auto", "flash", "efficient", "math"),
                    default="auto",
-                   help="with --softmax-impl sdpa: the only fused kernel torch may pick "
-                        "(default: torch's choice); to find which kernel diverges")
+                   help="with --softmax-impl sdpa: the one fused kernel torch may pick (math, "
+                        "the unfused fallback, is always allowed; default: torch's choice)")
     p.add_argument("--softmax-impl", choices=("module", "sdpa"), default="module",
                    help="full/window/random_sparse: the module's own dense forward (default) or "
                         "the fused SDPA kernel (its H200 runs ended in non-finite losses)")
@@ -561,7 +561,9 @@ def main(argv=None) -> int:
     if args.sdpa_backend != "auto":
         torch.backends.cuda.enable_flash_sdp(args.sdpa_backend == "flash")
         torch.backends.cuda.enable_mem_efficient_sdp(args.sdpa_backend == "efficient")
-        torch.backends.cuda.enable_math_sdp(args.sdpa_backend == "math")
+        # math stays allowed: the start-up check runs on the CPU, where only math exists; on
+        # the GPU torch prefers any enabled fused kernel to it
+        torch.backends.cuda.enable_math_sdp(True)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     t_start = time.time()
