@@ -315,6 +315,14 @@ def _seed_mean(runs: list[dict]) -> tuple[float, float]:
     return m, sd
 
 
+def _softmax_label(settings: dict) -> str:
+    """How a softmax-attention run computed attention: the module's forward or SDPA (with the
+    kernel it was held to, if any)."""
+    impl = settings.get("softmax_impl", "sdpa")
+    backend = settings.get("sdpa_backend", "auto")
+    return f"{impl} ({backend})" if impl == "sdpa" and backend != "auto" else impl
+
+
 def _g(x) -> str:
     return "–" if x is None else f"{x / 1e9:.2f}"
 
@@ -408,8 +416,8 @@ def render_lra(lra: dict) -> list[str]:
             m = r.get("meta", {})
             all_rows.append([v, f"`{r['file']}`", r.get("seed", "–"), m.get("utc", "–"),
                              code.get(r["file"].split("_", 1)[0], m.get("commit", "–")),
-                             s.get("softmax_impl", "sdpa") if v in ("full", "window",
-                                                                     "random_sparse") else "–",
+                             _softmax_label(s) if v in ("full", "window", "random_sparse")
+                             else "–",
                              str(s.get("clip_norm") or "none"), r.get("micro_batch", "–"),
                              f"{r.get('steps', '?'):,}", r.get("stopped_by", "?"),
                              r.get("skipped_steps", 0), _pct(r.get("best_val_acc")),
