@@ -405,6 +405,7 @@ class Controller(Unit):
         waits while the drainer is busy)."""
         p, g = self._params, s.g
         d = g.drain
+        s.write_back_words(d)
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -719,8 +720,13 @@ class Controller(Unit):
                                 t=Signal(16, name=f"{name}_t"), c=Signal(9, name=f"{name}_c"),
                                 blk=Signal(32, name=f"{name}_blk"),
                                 full=Signal(name=f"{name}_full"),
-                                row=Signal(count * 8 * hd_max, name=f"{name}_row"))
-            g.want = (g.t < a.t) & (g.c < count * a.head_dim) & ~g.full & s.attn_run
+                                row=Signal(count * 8 * hd_max, name=f"{name}_row"),
+                                t_more=Signal(name=f"{name}_t_more"),
+                                c_more=Signal(name=f"{name}_c_more"))
+            # g.t < a.t and g.c < count * head_dim, kept in registers beside g.t and g.c (both
+            # only count up by one or restart at 0, and ATTN_CHECK refused t == 0 and
+            # head_dim == 0), so the act read enable does not wait for the extent arithmetic.
+            g.want = g.t_more & g.c_more & ~g.full & s.attn_run
             gathers.append(g)
         kv, q = gathers
         turn = Signal()
@@ -737,7 +743,7 @@ class Controller(Unit):
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
         for g, picked in ((kv, pick_kv), (q, pick_q)):
             with m.If(picked):
-                m.d.sync += g.c.eq(g.c + 1)
+                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim)]
             _, lane = _divmod(g.t, rows)
             byte = self.act.r_data.word_select(lane, 8)
             mine = s.d2.valid & s.attn_run & (s.d2.sel == (g is q))
@@ -750,11 +756,13 @@ class Controller(Unit):
                     m.d.sync += g.full.eq(1)
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
-                m.d.sync += [g.full.eq(0), g.c.eq(0), g.t.eq(g.t + 1)]
+                m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
+                             g.t_more.eq(g.t + 1 != a.t)]
                 with m.If(lane == rows - 1):
                     m.d.sync += g.blk.eq(g.blk + a.src_cols)
             with m.If(s.attn_head):
-                m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0)]
+                m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0),
+                             g.t_more.eq(1), g.c_more.eq(1)]
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
@@ -1265,16 +1273,24 @@ class _State:
             self.m.d.sync += self.i.eq(0)
             self.m.next = state
 
-    def write_back(self, act, d) -> None:
-        """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
-        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each."""
+    def write_back_words(self, d) -> None:
+        """``wb_words``, the act words of the drainer's tile (``jmax`` columns, 4 words each for
+        int32), in a register: outside the drainer's FSM, one cycle behind ``d.col0``, ``g.n``
+        and ``g.out32``. ``WB`` is only entered from ``CAPTURE`` or ``LUT``, at least one cycle
+        after ``d.col0`` moved (at the end of the previous ``WB``, or at ``drain_start``), so the
+        write enable never waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
         cols_left = g.n - d.col0
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
         with m.If(cols_left > p.cols):
             m.d.comb += jmax.eq(p.cols)
-        m.d.comb += self.wb_words.eq(jmax << (g.out32 * 2))
+        m.d.sync += self.wb_words.eq(jmax << (g.out32 * 2))
+
+    def write_back(self, act, d) -> None:
+        """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
+        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each."""
+        m, p, g = self.m, self.p, self.g
         rows_left = g.m - d.mb * p.rows
         j = Signal(range(p.cols + 1))
         q = Signal(2)
