@@ -128,10 +128,14 @@ class Accelerator(Unit):
         m.d.comb += hole.eq(~mapped)
         with m.If(csr_sel | hole):
             m.d.comb += host.ready.eq(1)
-        csr_read = self._csr(m, ctrl, offset, host.valid & host.ready & csr_sel)
+        # CSRs and holes are always ready: their transfers do not look at ``host.ready``, whose
+        # multiplexer also carries the scratchpads' arbitration (the unit ports' enables), so no
+        # path runs from the controller's scratchpad enables through a CSR write (CONTROL.CLEAR)
+        # back into the controller.
+        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel)
 
         # Holes and CSR reads travel the same two stages as a scratchpad read.
-        other = host.valid & host.ready & ~host.write & (csr_sel | hole)
+        other = host.valid & ~host.write & (csr_sel | hole)
         stage = [Signal(name=f"other_valid{i}") for i in range(self.read_latency)]
         data = [Signal(32, name=f"other_data{i}") for i in range(self.read_latency)]
         m.d.sync += [stage[0].eq(other), data[0].eq(Mux(csr_sel, csr_read, 0))]
