@@ -726,7 +726,7 @@ class Controller(Unit):
             # g.t < a.t and g.c < count * head_dim, kept in registers beside g.t and g.c (both
             # only count up by one or restart at 0, and ATTN_CHECK refused t == 0 and
             # head_dim == 0), so the act read enable does not wait for the extent arithmetic.
-            g.want = g.t_more & g.c_more & ~g.full & s.attn_run
+            g.want = (g.t_more & g.c_more) & (~g.full & s.attn_run)
             gathers.append(g)
         kv, q = gathers
         turn = Signal()
@@ -735,7 +735,7 @@ class Controller(Unit):
         m.d.sync += turn.eq(Mux(pick_kv, 1, Mux(pick_q, 0, turn)))
         is_v = kv.c >= a.head_dim
         kv_addr = Mux(is_v, a.vbase + kv.c - a.head_dim, a.kbase + kv.c)
-        with m.If(pick_kv | pick_q):
+        with m.If(kv.want | q.want):                # = pick_kv | pick_q, one gate shorter
             m.d.comb += [self.act.r_en.eq(1),
                          self.act.r_addr.eq(Mux(pick_kv, kv_addr + kv.blk, a.qbase + q.c + q.blk)
                                             + a.hoff)]
