@@ -584,4 +584,4 @@ def test_ulx3s_85f_top_logic_depth():
     path = longest_path(text)
     assert path.length <= 23
     host = longest_path(text, "host__ready")
-    assert host.length <= 18 and host.end == "\\host__ready"
+    assert host.length <= 16 and host.end == "\\host__ready"
