@@ -173,6 +173,8 @@ class Controller(Unit):
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
+        # One AND after the act port's error, not a priority chain of the writers' conditions.
+        m.d.comb += s.write_error.eq(self.act.error & s.write_check)
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
@@ -626,7 +628,7 @@ class Controller(Unit):
                 self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(rows)),
                                        (1 << rows) - 1)),
             ]
-            m.d.comb += s.write_error.eq(self.act.error)
+            m.d.comb += s.write_check.eq(1)
             m.d.sync += v.out.eq(v.out + 1)
 
     # -- ATTN ---------------------------------------------------------------------------------
@@ -790,7 +792,7 @@ class Controller(Unit):
                 self.act.w_data.eq(Cat(byte for _ in range(rows))),
                 self.act.w_mask.eq(1 << lane),
             ]
-            m.d.comb += s.write_error.eq(self.act.error)
+            m.d.comb += s.write_check.eq(1)
             m.d.sync += o_c.eq(o_c + 1)
             with m.If(o_c == a.head_dim - 1):
                 m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1)]
@@ -900,7 +902,7 @@ class Controller(Unit):
                 self.act.w_data.eq(o_fifo.r_data[:8 * p.rows]),
                 self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(p.rows)),
                                        (1 << p.rows) - 1)),
-                s.write_error.eq(self.act.error),
+                s.write_check.eq(1),
             ]
         m.d.comb += s.lnorm_done.eq(o.done)
 
@@ -1228,6 +1230,7 @@ class _State:
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
         self.attn_head_done = Signal()
         self.write_error = Signal()             # a result write the act scratchpad refused
+        self.write_check = Signal()             # a result write is on the act port this cycle
         self.vec_busy = Signal()
         self.vec_stall = Signal()
         self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats
@@ -1309,7 +1312,7 @@ class _State:
         with m.If(d.c < self.wb_words):
             m.d.comb += [act.w_en.eq(1),
                          act.w_addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off)),
-                         self.write_error.eq(act.error)]
+                         self.write_check.eq(1)]
             m.d.sync += d.c.eq(d.c + 1)
             with m.If(g.out32):
                 with m.Switch(q):
