@@ -105,6 +105,7 @@ class Accelerator(Unit):
         answered = []
         csr_sel = region == isa.REGION_NAMES.index("csr")
         mapped = csr_sel
+        spad_ready = []
         for name in SCRATCHPAD_REGIONS:
             spad = Scratchpad.for_region(p, name)
             m.submodules[f"{name}_spad"] = spad
@@ -120,18 +121,25 @@ class Accelerator(Unit):
                 spad.host.w_en.eq(host.w_en),
                 spad.host.valid.eq(host.valid & sel),
             ]
-            with m.If(sel):
-                m.d.comb += host.ready.eq(spad.host.ready)
+            spad_ready.append(sel & spad.host.ready)
             answered.append(spad.host)
 
         hole = Signal()
         m.d.comb += hole.eq(~mapped)
-        with m.If(csr_sel | hole):
-            m.d.comb += host.ready.eq(1)
-        csr_read = self._csr(m, ctrl, offset, host.valid & host.ready & csr_sel)
+        # The selects are exclusive: a balanced OR of the selected readies, not a priority chain.
+        ready = [csr_sel | hole, *spad_ready]
+        while len(ready) > 1:
+            ready = [ready[i] | ready[i + 1] if i + 1 < len(ready) else ready[i]
+                     for i in range(0, len(ready), 2)]
+        m.d.comb += host.ready.eq(ready[0])
+        # CSRs and holes are always ready: their transfers do not look at ``host.ready``, whose
+        # multiplexer also carries the scratchpads' arbitration (the unit ports' enables), so no
+        # path runs from the controller's scratchpad enables through a CSR write (CONTROL.CLEAR)
+        # back into the controller.
+        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel)
 
         # Holes and CSR reads travel the same two stages as a scratchpad read.
-        other = host.valid & host.ready & ~host.write & (csr_sel | hole)
+        other = host.valid & ~host.write & (csr_sel | hole)
         stage = [Signal(name=f"other_valid{i}") for i in range(self.read_latency)]
         data = [Signal(32, name=f"other_data{i}") for i in range(self.read_latency)]
         m.d.sync += [stage[0].eq(other), data[0].eq(Mux(csr_sel, csr_read, 0))]

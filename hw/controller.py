@@ -173,6 +173,8 @@ class Controller(Unit):
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
+        # One AND after the act port's error, not a priority chain of the writers' conditions.
+        m.d.comb += s.write_error.eq(self.act.error & s.write_check)
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
@@ -405,6 +407,7 @@ class Controller(Unit):
         waits while the drainer is busy)."""
         p, g = self._params, s.g
         d = g.drain
+        s.write_back_words(d)
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -625,7 +628,7 @@ class Controller(Unit):
                 self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(rows)),
                                        (1 << rows) - 1)),
             ]
-            m.d.comb += s.write_error.eq(self.act.error)
+            m.d.comb += s.write_check.eq(1)
             m.d.sync += v.out.eq(v.out + 1)
 
     # -- ATTN ---------------------------------------------------------------------------------
@@ -719,8 +722,13 @@ class Controller(Unit):
                                 t=Signal(16, name=f"{name}_t"), c=Signal(9, name=f"{name}_c"),
                                 blk=Signal(32, name=f"{name}_blk"),
                                 full=Signal(name=f"{name}_full"),
-                                row=Signal(count * 8 * hd_max, name=f"{name}_row"))
-            g.want = (g.t < a.t) & (g.c < count * a.head_dim) & ~g.full & s.attn_run
+                                row=Signal(count * 8 * hd_max, name=f"{name}_row"),
+                                t_more=Signal(name=f"{name}_t_more"),
+                                c_more=Signal(name=f"{name}_c_more"))
+            # g.t < a.t and g.c < count * head_dim, kept in registers beside g.t and g.c (both
+            # only count up by one or restart at 0, and ATTN_CHECK refused t == 0 and
+            # head_dim == 0), so the act read enable does not wait for the extent arithmetic.
+            g.want = (g.t_more & g.c_more) & (~g.full & s.attn_run)
             gathers.append(g)
         kv, q = gathers
         turn = Signal()
@@ -729,7 +737,7 @@ class Controller(Unit):
         m.d.sync += turn.eq(Mux(pick_kv, 1, Mux(pick_q, 0, turn)))
         is_v = kv.c >= a.head_dim
         kv_addr = Mux(is_v, a.vbase + kv.c - a.head_dim, a.kbase + kv.c)
-        with m.If(pick_kv | pick_q):
+        with m.If(kv.want | q.want):                # = pick_kv | pick_q, one gate shorter
             m.d.comb += [self.act.r_en.eq(1),
                          self.act.r_addr.eq(Mux(pick_kv, kv_addr + kv.blk, a.qbase + q.c + q.blk)
                                             + a.hoff)]
@@ -737,7 +745,7 @@ class Controller(Unit):
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
         for g, picked in ((kv, pick_kv), (q, pick_q)):
             with m.If(picked):
-                m.d.sync += g.c.eq(g.c + 1)
+                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim)]
             _, lane = _divmod(g.t, rows)
             byte = self.act.r_data.word_select(lane, 8)
             mine = s.d2.valid & s.attn_run & (s.d2.sel == (g is q))
@@ -750,11 +758,13 @@ class Controller(Unit):
                     m.d.sync += g.full.eq(1)
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
-                m.d.sync += [g.full.eq(0), g.c.eq(0), g.t.eq(g.t + 1)]
+                m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
+                             g.t_more.eq(g.t + 1 != a.t)]
                 with m.If(lane == rows - 1):
                     m.d.sync += g.blk.eq(g.blk + a.src_cols)
             with m.If(s.attn_head):
-                m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0)]
+                m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0),
+                             g.t_more.eq(1), g.c_more.eq(1)]
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
@@ -782,7 +792,7 @@ class Controller(Unit):
                 self.act.w_data.eq(Cat(byte for _ in range(rows))),
                 self.act.w_mask.eq(1 << lane),
             ]
-            m.d.comb += s.write_error.eq(self.act.error)
+            m.d.comb += s.write_check.eq(1)
             m.d.sync += o_c.eq(o_c + 1)
             with m.If(o_c == a.head_dim - 1):
                 m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1)]
@@ -892,7 +902,7 @@ class Controller(Unit):
                 self.act.w_data.eq(o_fifo.r_data[:8 * p.rows]),
                 self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(p.rows)),
                                        (1 << p.rows) - 1)),
-                s.write_error.eq(self.act.error),
+                s.write_check.eq(1),
             ]
         m.d.comb += s.lnorm_done.eq(o.done)
 
@@ -1220,6 +1230,7 @@ class _State:
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
         self.attn_head_done = Signal()
         self.write_error = Signal()             # a result write the act scratchpad refused
+        self.write_check = Signal()             # a result write is on the act port this cycle
         self.vec_busy = Signal()
         self.vec_stall = Signal()
         self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats
@@ -1265,16 +1276,24 @@ class _State:
             self.m.d.sync += self.i.eq(0)
             self.m.next = state
 
-    def write_back(self, act, d) -> None:
-        """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
-        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each."""
+    def write_back_words(self, d) -> None:
+        """``wb_words``, the act words of the drainer's tile (``jmax`` columns, 4 words each for
+        int32), in a register: outside the drainer's FSM, one cycle behind ``d.col0``, ``g.n``
+        and ``g.out32``. ``WB`` is only entered from ``CAPTURE`` or ``LUT``, at least one cycle
+        after ``d.col0`` moved (at the end of the previous ``WB``, or at ``drain_start``), so the
+        write enable never waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
         cols_left = g.n - d.col0
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
         with m.If(cols_left > p.cols):
             m.d.comb += jmax.eq(p.cols)
-        m.d.comb += self.wb_words.eq(jmax << (g.out32 * 2))
+        m.d.sync += self.wb_words.eq(jmax << (g.out32 * 2))
+
+    def write_back(self, act, d) -> None:
+        """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
+        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each."""
+        m, p, g = self.m, self.p, self.g
         rows_left = g.m - d.mb * p.rows
         j = Signal(range(p.cols + 1))
         q = Signal(2)
@@ -1293,7 +1312,7 @@ class _State:
         with m.If(d.c < self.wb_words):
             m.d.comb += [act.w_en.eq(1),
                          act.w_addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off)),
-                         self.write_error.eq(act.error)]
+                         self.write_check.eq(1)]
             m.d.sync += d.c.eq(d.c + 1)
             with m.If(g.out32):
                 with m.Switch(q):

@@ -179,10 +179,17 @@ class TokenLayerNorm(Unit):
         cfg_k = Signal.like(u.k)
         steps = [(d, layernorm_pre_shift(d)) for d in range(1, max_dim + 1)
                  if d == 1 or layernorm_pre_shift(d) != layernorm_pre_shift(d - 1)]
-        m.d.comb += cfg_k.eq(steps[0][1])
-        for d_from, val in steps[1:]:
-            with m.If(self.i_cfg.payload.dim >= d_from):
-                m.d.comb += cfg_k.eq(val)
+        dim = self.i_cfg.payload.dim
+
+        def pick(lo, hi):
+            # The value of the last step of steps[lo:hi] whose d_from <= dim (steps[lo] is taken
+            # for granted): a balanced tree of comparisons, not a priority chain of all steps.
+            if hi - lo == 1:
+                return Const(steps[lo][1], cfg_k.shape())
+            mid = (lo + hi) // 2
+            return Mux(dim >= steps[mid][0], pick(mid, hi), pick(lo, mid))
+
+        m.d.comb += cfg_k.eq(pick(0, len(steps)))
         u.elem = Signal(range(max_dim + 1))                       # channel of the next beat
         u.slot_in = Signal(range(BLOCK_SLOTS))
         u.take_in = Signal()
