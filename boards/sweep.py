@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import os
 import platform
 import re
@@ -419,7 +418,7 @@ def write_plot(data: dict[str, Any], path: str | os.PathLike) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sw.report import atomic_write_bytes
+    from sw.report import write_figure
 
     rows = data["rows"]
     labels = [f"{r['board']}\n{r['rows']}x{r['cols']}" for r in rows]
@@ -462,10 +461,7 @@ def write_plot(data: dict[str, Any], path: str | os.PathLike) -> str | None:
     fig.suptitle(f"lightformer bench sweep: {data['unit']} unit, commit {commit}, "
                  f"{meta['date'][:10]}", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_figure(fig, path)
     return None
 
 

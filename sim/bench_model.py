@@ -339,7 +339,7 @@ def write_plot(data: dict[str, Any], cycles: float, path: Path, title: str) -> s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sw.report import atomic_write_bytes
+    from sw.report import write_figure
 
     units = list(data["per_unit"])
     busy = [data["per_unit"][u]["busy"] for u in units]
@@ -356,12 +356,7 @@ def write_plot(data: dict[str, Any], cycles: float, path: Path, title: str) -> s
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_figure(fig, path)
     return None
 
 

@@ -189,6 +189,19 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_figure(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically (rendered in memory, then
+    :func:`atomic_write_bytes`) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any], *, kind: str) -> str:
     """Write a report: ``{"schema_version", "kind", **payload}``; returns where it went.
 
