@@ -198,7 +198,8 @@ def model_config(variant: str, args):
     if args.smoke:
         knobs.update({k: v for k, v in SMOKE_KNOBS.items() if k in knobs})
     return ModelConfig(task="classify", input_kind="tokens", vocab_size=len(LISTOPS_VOCAB),
-                       seq_len=args.seq_len, n_classes=10, d_model=args.d_model,
+                       seq_len=args.seq_len + (getattr(args, "classifier", "mean") == "cls"),
+                       n_classes=10, d_model=args.d_model,
                        n_heads=args.n_heads, n_layers=args.n_layers, d_ff=args.d_ff,
                        dropout=args.dropout, variant_seed=1234, **knobs)
 
@@ -215,6 +216,91 @@ def _sdpa_forward(self, x):
     return self._merge(y)  # (B, T, C)
 
 
+def sinusoidal_positions(n: int, d: int):
+    """LRA's fixed position table (``AddPositionEmbs`` with ``posemb_init=None``: sin on even
+    channels, cos on odd ones, wavelengths up to 10000): (n, d) float32."""
+    import torch
+
+    pos = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
+    div = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : d // 2]
+    return pe  # (n, d) float32
+
+
+def _key_masked_forward(self, x):
+    """:class:`sw.model.SoftmaxAttention`'s forward with LRA's padding mask: keys that are
+    padding (``self.key_mask``, (B, T) bool, set by :class:`LraClassifier` before each pass) get
+    no probability. A large finite negative (not -inf) keeps a row without real keys finite."""
+    q, k, v = self._split(x)  # (B, H, T, hd) each
+    T = x.shape[1]
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
+    m = self.mask(T, x.device)
+    if m is not None:
+        att = att.masked_fill(~m, float("-inf"))
+    att = att.masked_fill(~self.key_mask[:, None, None, :], -1e9)
+    att = self.drop(att.softmax(dim=-1))
+    return self._merge(att @ v)  # (B, T, C)
+
+
+def _lra_classifier_class():
+    import torch
+    from torch import nn
+
+    class LraClassifier(nn.Module):
+        """LRA's classifier around a :class:`sw.model.LightTransformer` (``--classifier``,
+        ``--positions``, ``--pad-mask``): optionally a learned CLS vector (zeros at start, as
+        LRA's ``cls`` parameter) before the tokens and an MLP head on it (``classifier_head``:
+        Dense(mlp_dim) -> ReLU -> Dense(classes)), LRA's fixed sinusoidal positions instead of
+        the learned ones, and padding keys masked in softmax attention. The blocks, embedding
+        and final LayerNorm are the LightTransformer's own. ``forward(x)``: (B, T) int64 ->
+        (B, classes) float32."""
+
+        def __init__(self, base, classifier: str, positions: str, pad_mask: bool):
+            super().__init__()
+            cfg = base.cfg
+            self.base, self.classifier, self.pad_mask = base, classifier, pad_mask
+            self.cls = (nn.Parameter(torch.zeros(1, 1, cfg.d_model))
+                        if classifier == "cls" else None)
+            if classifier == "cls":  # the MLP head replaces the Linear one (no unused weights)
+                base.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.ReLU(),
+                                          nn.Linear(cfg.d_ff, cfg.n_classes))
+            if positions == "sinusoidal":
+                del base.pos  # the fixed table replaces the learned one
+                self.register_buffer("pos", sinusoidal_positions(cfg.seq_len, cfg.d_model),
+                                     persistent=False)
+            else:
+                self.pos = None
+
+        def forward(self, x):
+            base = self.base
+            real = x != 0  # (B, T) bool
+            h = base.embed(x)  # (B, T, C)
+            if self.cls is not None:
+                B = x.shape[0]
+                h = torch.cat([self.cls.expand(B, 1, -1).to(h.dtype), h], dim=1)
+                real = torch.cat([real.new_ones(B, 1), real], dim=1)
+            T = h.shape[1]
+            h = base.drop(h + (self.pos if self.pos is not None else base.pos)[:T])
+            for blk in base.blocks:
+                if self.pad_mask:
+                    blk.attn.key_mask = real
+                h = blk(h)
+            h = base.ln_f(h)  # (B, T, C)
+            if self.cls is not None:
+                return base.head(h[:, 0]).float()
+            m = real.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            return base.head((h * m).sum(1) / m.sum(1).clamp_min(1)).float()
+
+    return LraClassifier
+
+
+def lra_head_settings(args) -> dict:
+    """The classifier settings a run records (and a resumed run must match)."""
+    return dict(classifier=args.classifier, positions=args.positions, pad_mask=args.pad_mask)
+
+
 def build_model(variant: str, args, device):
     import torch
     from torch.utils.checkpoint import checkpoint
@@ -224,6 +310,12 @@ def build_model(variant: str, args, device):
     cfg = model_config(variant, args)
     torch.manual_seed(args.seed)
     model = LightTransformer(cfg)
+    if args.pad_mask:
+        if not all(isinstance(b.attn, SoftmaxAttention) for b in model.blocks):
+            raise UsageError(f"lra_listops: --pad-mask masks softmax attention only (full, "
+                             f"window, random_sparse), not {variant!r}")
+        for b in model.blocks:
+            b.attn.forward = types.MethodType(_key_masked_forward, b.attn)
     fused = [b.attn for b in model.blocks if isinstance(b.attn, SoftmaxAttention)
              and args.softmax_impl == "sdpa"]
     if fused:
@@ -248,12 +340,16 @@ def build_model(variant: str, args, device):
                     return checkpoint(_f, h, use_reentrant=False)
                 return _f(h)
             blk.forward = fwd
+    if (args.classifier, args.positions, args.pad_mask) != ("mean", "learned", False):
+        model = _lra_classifier_class()(model, args.classifier, args.positions, args.pad_mask)
     return cfg, model.to(device), ckpt
 
 
 def logits_of(model, xb):
     """The LightTransformer's head on its final features mean-pooled over the real (non-pad)
-    tokens: (B, T) int64 -> (B, 10) float32."""
+    tokens, or the LRA classifier's logits: (B, T) int64 -> (B, 10) float32."""
+    if not hasattr(model, "features"):  # LraClassifier
+        return model(xb)
     h = model.features(xb)  # (B, T, C)
     m = (xb != 0).unsqueeze(-1).to(h.dtype)  # (B, T, 1)
     return model.head((h * m).sum(1) / m.sum(1).clamp_min(1)).float()
@@ -326,14 +422,15 @@ def train_variant(variant: str, d: dict, args, device, report) -> dict:
     lengths = (d["x_train"] != 0).sum(1)
     run = dict(variant=variant, config=cfg.to_dict(), params=count_params(model), macs=macs(cfg),
                micro_batch=micro, grad_checkpoint=ckpt, seed=args.seed,
-               steps_planned=args.steps, steps=0, curve=[], status="running")
+               head=lra_head_settings(args), steps_planned=args.steps, steps=0, curve=[], status="running")
     best_acc, best_state, best_step = -1.0, None, 0
     step, epoch, skip, stop, done_s = 0, 0, 0, None, 0.0
     ck = None if args.resume_dir is None else args.resume_dir / f"{variant}.pt"
     if ck is not None and ck.is_file():
         # resume a run cut by --time-budget-s (same variant and settings)
         st = torch.load(ck, map_location=device, weights_only=False)
-        if st["config"] != cfg.to_dict() or st["seed"] != args.seed:
+        if (st["config"] != cfg.to_dict() or st["seed"] != args.seed
+                or st.get("head", lra_head_settings(args)) != lra_head_settings(args)):
             raise UsageError(f"lra_listops: {str(ck)!r} holds another run; give another "
                              "--resume-dir")
         model.load_state_dict(st["model"])
@@ -417,7 +514,8 @@ def train_variant(variant: str, d: dict, args, device, report) -> dict:
                    test_evaluations=run.get("test_evaluations", 0) + 1)
     if save:
         ck.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(dict(config=cfg.to_dict(), seed=args.seed, model=cur_state,
+        torch.save(dict(config=cfg.to_dict(), seed=args.seed, head=lra_head_settings(args),
+                        model=cur_state,
                         opt=opt.state_dict(), best_acc=best_acc, best_state=best_state,
                         best_step=best_step, step=step, epoch=epoch, pos=pos + 1,
                         epoch_rng=epoch_rng, train_s=time.time() - t0,
@@ -519,6 +617,15 @@ def parse_args(argv=None):
                         "the fused SDPA kernel (its H200 runs ended in non-finite losses)")
     p.add_argument("--clip-norm", type=float, default=1.0,
                    help="clip the global gradient norm to this (default 1.0; 0 = off, as LRA)")
+    p.add_argument("--classifier", choices=("mean", "cls"), default="mean",
+                   help="mean: the LightTransformer's head on features mean-pooled over the "
+                        "real tokens (default); cls: LRA's CLS token and MLP head")
+    p.add_argument("--positions", choices=("learned", "sinusoidal"), default="learned",
+                   help="learned: the LightTransformer's table (default); sinusoidal: LRA's "
+                        "fixed table")
+    p.add_argument("--pad-mask", action="store_true",
+                   help="mask padding keys in softmax attention, as LRA does (module forward "
+                        "of full, window, random_sparse only)")
     p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
                    help="a run stopped by --time-budget-s saves its state to DIR/VARIANT.pt; "
                         "the next run with the same DIR continues it")
@@ -536,6 +643,8 @@ def parse_args(argv=None):
         PAPER["dropout"]
     if args.seed < 0 or args.data_seed < 0:
         p.error("--seed and --data-seed must be >= 0")
+    if args.pad_mask and args.softmax_impl != "module":
+        p.error("--pad-mask needs --softmax-impl module")
     if args.make_data and args.data_cache is None:
         p.error("--make-data needs --data-cache")
     if args.data_cache is not None:
@@ -572,7 +681,10 @@ def main(argv=None) -> int:
         steps=args.steps, time_budget_s=args.time_budget_s, smoke=args.smoke,
         clip_norm=args.clip_norm, softmax_impl=args.softmax_impl,
         sdpa_backend=args.sdpa_backend,
-        pooling="mean over non-pad tokens", pad_multiple=PAD_MULTIPLE,
+        pooling=("CLS token, MLP head" if args.classifier == "cls"
+                 else "mean over non-pad tokens"),
+        classifier=args.classifier, positions=args.positions, pad_mask=args.pad_mask,
+        pad_multiple=PAD_MULTIPLE,
         generator=dict(fn="sw.data.listops_lra_generate", seed=args.data_seed,
                        seq_len=args.seq_len)))
 

@@ -5,6 +5,7 @@ process, and smoke runs of ``bench/lra_listops.py`` and its results renderer (se
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -203,3 +204,52 @@ def test_render_averages_finished_seeds_of_one_setting():
     row = next(ln for ln in lines if ln.startswith("| full |"))
     assert "36.20 ± 0.05 (3 seeds: 36.15, 36.25, 36.20)" in row and "| -0.17 |" in row
     assert sum(ln.startswith("| full | `c") for ln in lines) == 5   # every run still listed
+
+
+def test_lra_classifier_ignores_padding_and_trains(tmp_path):
+    """--classifier cls --positions sinusoidal --pad-mask: with padding keys masked, a row's
+    logits do not depend on how much padding follows it (eval mode); without the mask they do,
+    so the check can fail. Then the options run through the training script."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import lra_listops
+
+    torch.manual_seed(0)
+    n_checked = 0
+    for pad_mask in (True, False):
+        argv = ["--smoke", "--classifier", "cls", "--positions", "sinusoidal"]
+        args = lra_listops.parse_args(argv + (["--pad-mask"] if pad_mask else []))
+        _, model, _ = lra_listops.build_model("full", args, torch.device("cpu"))
+        assert model.cls is not None and model.pos.shape == (args.seq_len + 1, args.d_model)
+        assert "pos" not in dict(model.base.named_parameters())  # the fixed table replaced it
+        model.eval()
+        x = torch.randint(1, 10, (3, 40))
+        x[1, 25:] = 0  # row 1 is 25 real tokens + padding
+        with torch.no_grad():
+            a = lra_listops.logits_of(model, x)
+            b = lra_listops.logits_of(model, x[:, :30])  # less padding after the same rows
+        diff = float((a[1] - b[1]).abs().max())
+        if pad_mask:
+            torch.testing.assert_close(a[1], b[1], rtol=1e-5, atol=1e-5)
+        else:
+            assert diff > 1e-4, diff
+        n_checked += 1
+    assert n_checked == 2
+    pe = lra_listops.sinusoidal_positions(5, 4)
+    torch.testing.assert_close(pe[3], torch.tensor([math.sin(3), math.cos(3),
+                                                    math.sin(3 / 100), math.cos(3 / 100)]))
+    out = tmp_path / "lra_cls.json"
+    assert lra_listops.main(["--smoke", "--variants", "full", "--classifier", "cls",
+                             "--positions", "sinusoidal", "--pad-mask",
+                             "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    run = doc["runs"][0]
+    assert run["status"] == "done" and run["steps"] == 3
+    assert run["head"] == dict(classifier="cls", positions="sinusoidal", pad_mask=True)
+    assert doc["settings"]["classifier"] == "cls" and doc["settings"]["pad_mask"]
+    for argv in (["--pad-mask", "--softmax-impl", "sdpa"], ["--classifier", "max"]):
+        with pytest.raises(SystemExit):
+            lra_listops.parse_args(argv)
+    with pytest.raises(lra_listops.UsageError, match="softmax attention only"):
+        lra_listops.build_model("conv", lra_listops.parse_args(["--smoke", "--pad-mask"]),
+                                torch.device("cpu"))
