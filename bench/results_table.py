@@ -288,12 +288,44 @@ def _primary(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: (r.get("stopped_by") == "steps", r.get("steps", 0)))
 
 
+#: The classifier of runs before ``--classifier``/``--positions``/``--pad-mask`` existed.
+DEFAULT_HEAD = dict(classifier="mean", positions="learned", pad_mask=False)
+
+
+def _head(run: dict) -> tuple:
+    """The run's classifier settings (LRA's CLS head, positions, padding mask) as a key."""
+    h = dict(DEFAULT_HEAD, **run.get("head", {}))
+    return h["classifier"], h["positions"], bool(h["pad_mask"])
+
+
+def _head_label(run: dict) -> str:
+    c, pos, mask = _head(run)
+    return ", ".join([("CLS + MLP head" if c == "cls" else "mean pooling"), f"{pos} positions"]
+                     + (["padding mask"] if mask else []))
+
+
+def _lra_groups(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """``(variant, label, runs)`` in LRA_ORDER, one group per classifier setting of a variant:
+    the LightTransformer's own (label = the variant) first, then LRA's, labelled with it."""
+    out = []
+    for v in LRA_ORDER:
+        heads: dict = {}
+        for r in runs:
+            if r["variant"] == v:
+                heads.setdefault(_head(r), []).append(r)
+        default = _head({})
+        for h in sorted(heads, key=lambda h: (h != default, h)):
+            rs = heads[h]
+            out.append((v, v if h == default else f"{v} ({_head_label(rs[0])})", rs))
+    return out
+
+
 def _same_setting(a: dict, b: dict) -> bool:
     """Runs that differ only in the model seed (and the call that ran them)."""
     keys = ("softmax_impl", "clip_norm", "steps", "batch", "precision")
     sa, sb = a.get("settings", {}), b.get("settings", {})
     return (all(sa.get(k) == sb.get(k) for k in keys)
-            and a.get("micro_batch") == b.get("micro_batch"))
+            and a.get("micro_batch") == b.get("micro_batch") and _head(a) == _head(b))
 
 
 def _seed_runs(runs: list[dict]) -> list[dict]:
@@ -347,7 +379,8 @@ def render_lra(lra: dict) -> list[str]:
               "and rsqrt decay, Adam(0.9, 0.98) with weight decay "
               f"{st.get('weight_decay')}; bf16 autocast on one H200, model seed 0 unless the row "
               "gives more seeds (then their mean ± standard deviation), mean pooling "
-              "over the real tokens, the checkpoint with the best validation accuracy tested once. "
+              "over the real tokens and learned positions unless the row names LRA's classifier "
+              "(`--classifier cls`: a CLS token and an MLP head), the checkpoint with the best validation accuracy tested once. "
               "Settings, sources and deviations: [docs/lra.md](lra.md). Published: Tay et al. "
               "2021 (LRA), Table 1; Nyströmformer from its own paper. MACs are analytic per "
               "sample at T = 2000 (`sw.model.count_macs`); time is the measured bf16 forward "
@@ -355,14 +388,13 @@ def render_lra(lra: dict) -> list[str]:
               "random_sparse through the fused SDPA kernel, whose dense-mask kernel visits all "
               "T x T pairs, so their times barely differ)."), ""]
     rows = []
-    for v in LRA_ORDER:
-        if v not in by:
-            continue
-        r = _primary(by[v])
+    groups = _lra_groups(lra["runs"])
+    for v, label, group in groups:
+        r = _primary(group)
         cp = LRA_COUNTERPART[v]
         t = lra["timing"].get(v, {})
         macs = r.get("macs") or t.get("macs") or {}
-        seeds = _seed_runs(by[v]) if r.get("test_acc") is not None else [r]
+        seeds = _seed_runs(group) if r.get("test_acc") is not None else [r]
         acc = None if r.get("test_acc") is None else _seed_mean(seeds)[0]
         gap = None if cp is None or acc is None else round(acc - cp[1], 2) + 0.0  # no "-0.00"
         if len(seeds) > 1:
@@ -374,7 +406,7 @@ def render_lra(lra: dict) -> list[str]:
         else:
             shown = _pct(r.get("test_acc"))
             val = f"{_pct(r.get('best_val_acc'))} @ {r.get('best_step', '?')}"
-        rows.append([v, cp[0] if cp else "–", f"{cp[1]:.2f}" if cp else "–",
+        rows.append([label, cp[0] if cp else "–", f"{cp[1]:.2f}" if cp else "–",
                      shown, "–" if gap is None else f"{gap:+.2f}", val,
                      f"{r.get('steps', '?'):,} / {st.get('steps', 5000):,}",
                      r.get("stopped_by", "?"),
@@ -391,13 +423,12 @@ def render_lra(lra: dict) -> list[str]:
               ", ".join(f"{k} {LRA_PUBLISHED[k]:.2f}" for k in others) + ".", ""]
     reasons = notes.get("reasons", {})
     flagged = []
-    for v in LRA_ORDER:
-        if v in by:
-            r, cp = _primary(by[v]), LRA_COUNTERPART[v]
-            acc = None if r.get("test_acc") is None else _seed_mean(_seed_runs(by[v]))[0]
-            if cp and acc is not None and acc < cp[1] - 3:
-                flagged.append(f"- **{v}** ({acc:.2f} vs {cp[1]:.2f}): "
-                               + reasons.get(v, "no reason recorded yet."))
+    for v, label, group in groups:
+        r, cp = _primary(group), LRA_COUNTERPART[v]
+        acc = None if r.get("test_acc") is None else _seed_mean(_seed_runs(group))[0]
+        if cp and acc is not None and acc < cp[1] - 3:
+            flagged.append(f"- **{label}** ({acc:.2f} vs {cp[1]:.2f}): "
+                           + reasons.get(label, "no reason recorded yet."))
     if flagged:
         lines += ["More than 3 points below the published number:", ""] + flagged + [""]
     for v, text in notes.get("remarks", {}).items():
@@ -418,11 +449,13 @@ def render_lra(lra: dict) -> list[str]:
                              code.get(r["file"].split("_", 1)[0], m.get("commit", "–")),
                              _softmax_label(s) if v in ("full", "window", "random_sparse")
                              else "–",
+                             _head_label(r),
                              str(s.get("clip_norm") or "none"), r.get("micro_batch", "–"),
                              f"{r.get('steps', '?'):,}", r.get("stopped_by", "?"),
                              r.get("skipped_steps", 0), _pct(r.get("best_val_acc")),
                              _pct(r.get("test_acc")), r.get("train_s", "–")])
-    lines += _table(["variant", "run", "seed", "started (UTC)", "code", "softmax", "clip",
+    lines += _table(["variant", "run", "seed", "started (UTC)", "code", "softmax", "classifier",
+                     "clip",
                      "micro-batch", "steps", "stopped by", "skipped steps", "best val %",
                      "test acc %", "train s"], all_rows)
     if notes.get("code_note"):
@@ -450,22 +483,19 @@ def plot_lra(lra: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    by: dict = {}
-    for r in lra["runs"]:
-        by.setdefault(r["variant"], []).append(r)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, key, xlabel in ((axes[0], "attention", "attention (token-mixing) GMACs per sample"),
                             (axes[1], "ms", "H200 bf16 forward ms per sample")):
-        for i, v in enumerate(LRA_ORDER):
-            if v not in by:
+        for i, (v, label, group) in enumerate(_lra_groups(lra["runs"])):
+            if label != v:  # one point per variant: the LightTransformer's own classifier
                 continue
-            r = _primary(by[v])
+            r = _primary(group)
             t = lra["timing"].get(v, {})
             macs = r.get("macs") or t.get("macs") or {}
             x = macs.get("attention", 0) / 1e9 if key == "attention" else t.get("ms_per_sample")
             if x is None or r.get("test_acc") is None:
                 continue
-            y = _seed_mean(_seed_runs(by[v]))[0]
+            y = _seed_mean(_seed_runs(group))[0]
             ax.scatter([x], [y], color="C0", zorder=3)
             # stagger the labels: several variants share a cost or an accuracy
             ax.annotate(f"{v} ({r.get('steps', '?')} st.)", (x, y), textcoords="offset points",
