@@ -296,6 +296,10 @@ class SoftmaxAttention(_HeadedAttention):
         return self._merge(att @ v)  # (B, T, C) float32
 
 
+#: Query rows per block of :class:`DynamicWindowAttention`'s banded forward.
+_DW_BLOCK = 64
+
+
 class DynamicWindowAttention(_HeadedAttention):
     """Content-dependent window inside the fixed one: each head predicts a span per query.
 
@@ -305,7 +309,8 @@ class DynamicWindowAttention(_HeadedAttention):
     causal, ``window / 2`` centred), applied as ``log(m)`` to the scores so that the span is
     learned by gradient descent. The mask is cut to :func:`window_mask` (``window``), so a
     banded kernel never visits more keys than the fixed window; :func:`count_macs` counts that
-    band.
+    band. :meth:`forward` is that banded computation (blocks of ``_DW_BLOCK`` queries);
+    :meth:`_forward_reference` is the dense (T, T) code it is tested equal to.
     """
 
     def __init__(self, cfg: ModelConfig, n_heads: int):
@@ -317,6 +322,45 @@ class DynamicWindowAttention(_HeadedAttention):
         self.ramp = max(1.0, self.r_max / 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Banded: query blocks of ``_DW_BLOCK`` rows against the key slice that covers their
+        windows (``block + window - 1`` keys), so the scores are (B, H, T/b, b, b + window - 1)
+        rather than (B, H, T, T). For block i, row a, slice column l the distance is
+        ``t - j = a + left - l`` whatever i, so ramp, band and diagonal are one (b, L) pattern;
+        keys outside [0, T) are masked. Computes :meth:`_forward_reference`'s function."""
+        q, k, v = self._split(x)  # (B, H, T, hd) each
+        B, H, T, hd = q.shape
+        w = self.cfg.window
+        left, right = (w - 1, 0) if self.cfg.causal else (w // 2, (w - 1) // 2)
+        b = min(T, _DW_BLOCK)
+        nb = -(-T // b)
+        L = b + left + right  # keys per query block
+        dev = x.device
+        r = self.r_max * torch.sigmoid(self.span(x)).transpose(1, 2)  # (B, H, T)
+        r = F.pad(r, (0, nb * b - T)).view(B, H, nb, b, 1)  # padded queries: r = 0
+        qb = F.pad(q, (0, 0, 0, nb * b - T)).view(B, H, nb, b, hd)
+        pad_k = (left, nb * b - T + right)
+        kb = F.pad(k, (0, 0) + pad_k).unfold(2, L, b).transpose(-2, -1)  # (B, H, nb, L, hd)
+        vb = F.pad(v, (0, 0) + pad_k).unfold(2, L, b).transpose(-2, -1)  # (B, H, nb, L, hd)
+        a = torch.arange(b, device=dev).view(b, 1)
+        col = torch.arange(L, device=dev).view(1, L)
+        d = (a + left - col).to(x.dtype)  # (b, L) t - j
+        dist = d if self.cfg.causal else d.abs()
+        band = (d >= 0) & (d < w) if self.cfg.causal else (d <= w // 2) & (d >= -((w - 1) // 2))
+        j = (torch.arange(nb, device=dev) * b).view(nb, 1, 1) + col - left  # (nb, 1, L) key
+        band = band & (j >= 0) & (j < T)  # (nb, b, L) bool
+        soft = ((r - dist) / self.ramp + 1).clamp(0, 1)  # (B, H, nb, b, L)
+        soft = soft * band
+        diag = (a + left == col).expand(nb, b, L)  # (nb, b, L) bool: j == t
+        soft = soft.masked_fill(diag, 1.0)  # a query always sees itself
+        att = (qb @ kb.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, nb, b, L)
+        att = att + torch.log(soft.clamp_min(1e-30))
+        att = att.masked_fill(soft == 0, float("-inf"))
+        att = self.drop(att.softmax(dim=-1))
+        y = (att @ vb).reshape(B, H, nb * b, hd)[:, :, :T]  # (B, H, T, hd)
+        return self._merge(y)  # (B, T, C)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense (B, H, T, T) soft-mask code :meth:`forward` is tested equal to."""
         q, k, v = self._split(x)  # (B, H, T, hd) float32
         B, T, _ = x.shape
         r = self.r_max * torch.sigmoid(self.span(x)).transpose(1, 2)  # (B, H, T) float32
