@@ -296,6 +296,10 @@ class SoftmaxAttention(_HeadedAttention):
         return self._merge(att @ v)  # (B, T, C) float32
 
 
+#: Query rows per block of :class:`DynamicWindowAttention`'s banded forward.
+_DW_BLOCK = 64
+
+
 class DynamicWindowAttention(_HeadedAttention):
     """Content-dependent window inside the fixed one: each head predicts a span per query.
 
@@ -305,7 +309,8 @@ class DynamicWindowAttention(_HeadedAttention):
     causal, ``window / 2`` centred), applied as ``log(m)`` to the scores so that the span is
     learned by gradient descent. The mask is cut to :func:`window_mask` (``window``), so a
     banded kernel never visits more keys than the fixed window; :func:`count_macs` counts that
-    band.
+    band. :meth:`forward` is that banded computation (blocks of ``_DW_BLOCK`` queries);
+    :meth:`_forward_reference` is the dense (T, T) code it is tested equal to.
     """
 
     def __init__(self, cfg: ModelConfig, n_heads: int):
@@ -317,6 +322,45 @@ class DynamicWindowAttention(_HeadedAttention):
         self.ramp = max(1.0, self.r_max / 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Banded: query blocks of ``_DW_BLOCK`` rows against the key slice that covers their
+        windows (``block + window - 1`` keys), so the scores are (B, H, T/b, b, b + window - 1)
+        rather than (B, H, T, T). For block i, row a, slice column l the distance is
+        ``t - j = a + left - l`` whatever i, so ramp, band and diagonal are one (b, L) pattern;
+        keys outside [0, T) are masked. Computes :meth:`_forward_reference`'s function."""
+        q, k, v = self._split(x)  # (B, H, T, hd) each
+        B, H, T, hd = q.shape
+        w = self.cfg.window
+        left, right = (w - 1, 0) if self.cfg.causal else (w // 2, (w - 1) // 2)
+        b = min(T, _DW_BLOCK)
+        nb = -(-T // b)
+        L = b + left + right  # keys per query block
+        dev = x.device
+        r = self.r_max * torch.sigmoid(self.span(x)).transpose(1, 2)  # (B, H, T)
+        r = F.pad(r, (0, nb * b - T)).view(B, H, nb, b, 1)  # padded queries: r = 0
+        qb = F.pad(q, (0, 0, 0, nb * b - T)).view(B, H, nb, b, hd)
+        pad_k = (left, nb * b - T + right)
+        kb = F.pad(k, (0, 0) + pad_k).unfold(2, L, b).transpose(-2, -1)  # (B, H, nb, L, hd)
+        vb = F.pad(v, (0, 0) + pad_k).unfold(2, L, b).transpose(-2, -1)  # (B, H, nb, L, hd)
+        a = torch.arange(b, device=dev).view(b, 1)
+        col = torch.arange(L, device=dev).view(1, L)
+        d = (a + left - col).to(x.dtype)  # (b, L) t - j
+        dist = d if self.cfg.causal else d.abs()
+        band = (d >= 0) & (d < w) if self.cfg.causal else (d <= w // 2) & (d >= -((w - 1) // 2))
+        j = (torch.arange(nb, device=dev) * b).view(nb, 1, 1) + col - left  # (nb, 1, L) key
+        band = band & (j >= 0) & (j < T)  # (nb, b, L) bool
+        soft = ((r - dist) / self.ramp + 1).clamp(0, 1)  # (B, H, nb, b, L)
+        soft = soft * band
+        diag = (a + left == col).expand(nb, b, L)  # (nb, b, L) bool: j == t
+        soft = soft.masked_fill(diag, 1.0)  # a query always sees itself
+        att = (qb @ kb.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, nb, b, L)
+        att = att + torch.log(soft.clamp_min(1e-30))
+        att = att.masked_fill(soft == 0, float("-inf"))
+        att = self.drop(att.softmax(dim=-1))
+        y = (att @ vb).reshape(B, H, nb * b, hd)[:, :, :T]  # (B, H, T, hd)
+        return self._merge(y)  # (B, T, C)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The dense (B, H, T, T) soft-mask code :meth:`forward` is tested equal to."""
         q, k, v = self._split(x)  # (B, H, T, hd) float32
         B, T, _ = x.shape
         r = self.r_max * torch.sigmoid(self.span(x)).transpose(1, 2)  # (B, H, T) float32
@@ -441,6 +485,110 @@ class ConvMixer(nn.Module):
         return self.drop(self.proj(F.gelu(y.transpose(1, 2))))  # (B, T, C) float32
 
 
+def _rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _chunk_blocked(qb, kb, qp, kp) -> torch.Tensor:
+    """(..., c, kc) bool, True where a query may not see a key: another bucket, or (when
+    ``qp``/``kp`` are given, causal) a key after the query."""
+    blocked = qb.unsqueeze(-1) != kb.unsqueeze(-2)
+    if qp is not None:
+        blocked |= kp.unsqueeze(-2) > qp.unsqueeze(-1)
+    return blocked
+
+
+#: Most float32 score elements :class:`_ChunkAttention` materialises at once (1 GiB).
+_SCORE_BUDGET = 1 << 28
+
+
+def _slices(n: int, per_row: int) -> list[slice]:
+    """Split ``n`` rows of ``per_row`` score elements into slices of at most ``_SCORE_BUDGET``
+    elements (one row at least), bounding the transient (c, kc) tensors of
+    :class:`_ChunkAttention`."""
+    step = max(1, _SCORE_BUDGET // max(per_row, 1))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+class _ChunkAttention(torch.autograd.Function):
+    """Masked softmax attention of each query chunk to its key block, returning the output and
+    the row log-sum-exp, flash-attention style: nothing of size (c, kc) is saved for backward.
+
+    ``q`` (N, nc, c, hd), ``k``/``v`` (N, nc, kc, hd), already in the compute dtype;
+    ``qb``/``kb`` (N, nc, c) / (N, nc, kc) bucket ids, a key is allowed where they are equal;
+    ``qp``/``kp`` positions for the causal rule ``kp <= qp`` (or None). Every query row must
+    allow at least one key (LSH: itself). Scores, log-sum-exp and probabilities are float32 (or
+    the inputs' dtype if wider); ``o = dropout(exp(s - lse)) @ v`` in the compute dtype, ``lse``
+    (N, nc, c).
+
+    ``q`` is multiplied by ``scale`` before the scores (the saved ``q`` is the scaled one).
+    Backward recomputes the scores slice by slice; dropout is replayed from the RNG state saved
+    in forward (the same draws in the same order). With D = rowsum(dO * o) (dropout included):
+    ``ds = p * (dropout'(dO v^T) - D + dlse)``.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, qb, kb, qp, kp, scale: float, drop: float):
+        N, nc, c, hd = q.shape
+        kc = k.shape[2]
+        acc = torch.promote_types(q.dtype, torch.float32)  # scores: float32 at least
+        state = _rng_state(q.device) if drop > 0 else None
+        o = q.new_empty(N, nc, c, v.shape[-1])  # (N, nc, c, hd) compute dtype
+        lse = torch.empty(N, nc, c, device=q.device, dtype=acc)
+        q = q * scale  # scaled once here, not the (c, kc) scores
+        for sl in _slices(N, nc * c * kc):
+            s = (q[sl] @ k[sl].transpose(-2, -1)).to(acc)  # (n, nc, c, kc) acc
+            s.masked_fill_(_chunk_blocked(qb[sl], kb[sl], None if qp is None else qp[sl],
+                                          None if kp is None else kp[sl]), float("-inf"))
+            lse[sl] = s.logsumexp(-1)
+            p = s.sub_(lse[sl].unsqueeze(-1)).exp_()  # (n, nc, c, kc) float32, in place
+            if drop > 0:
+                p.mul_(torch.empty_like(p).bernoulli_(1 - drop)).div_(1 - drop)
+            o[sl] = p.to(v.dtype) @ v[sl]
+        ctx.save_for_backward(q, k, v, qb, kb, qp, kp, o, lse)
+        ctx.scale, ctx.drop, ctx.state = scale, drop, state
+        return o, lse
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        q, k, v, qb, kb, qp, kp, o, lse = ctx.saved_tensors
+        scale, drop = ctx.scale, ctx.drop
+        N, nc, c, hd = q.shape
+        kc = k.shape[2]
+        if do is None:
+            do = torch.zeros_like(o)
+        do = do.to(v.dtype)
+        if dlse is None:
+            dlse = torch.zeros_like(lse)
+        delta = (do.to(lse.dtype) * o.to(lse.dtype)).sum(-1) - dlse  # (N, nc, c) acc
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        devices = [q.device] if q.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=drop > 0):
+            if drop > 0:
+                if q.device.type == "cuda":
+                    torch.cuda.set_rng_state(ctx.state, q.device)
+                else:
+                    torch.set_rng_state(ctx.state)
+            for sl in _slices(N, nc * c * kc):
+                s = (q[sl] @ k[sl].transpose(-2, -1)).to(lse.dtype)  # (n, nc, c, kc)
+                s.masked_fill_(_chunk_blocked(qb[sl], kb[sl], None if qp is None else qp[sl],
+                                              None if kp is None else kp[sl]), float("-inf"))
+                p = s.sub_(lse[sl].unsqueeze(-1)).exp_()  # (n, nc, c, kc) float32
+                dp = (do[sl] @ v[sl].transpose(-2, -1)).to(lse.dtype)  # (n, nc, c, kc)
+                if drop > 0:
+                    keep = torch.empty_like(p).bernoulli_(1 - drop).div_(1 - drop)
+                    dv[sl] = (p * keep).to(v.dtype).transpose(-2, -1) @ do[sl]
+                    dp.mul_(keep)
+                    del keep
+                else:
+                    dv[sl] = p.to(v.dtype).transpose(-2, -1) @ do[sl]
+                ds = p.mul_(dp.sub_(delta[sl].unsqueeze(-1))).to(q.dtype)  # d(scaled scores)
+                del dp
+                dq[sl] = (ds @ k[sl]).mul_(scale)
+                dk[sl] = ds.transpose(-2, -1) @ q[sl]  # q is the scaled q
+        return dq, dk, dv, None, None, None, None, None, None
+
+
 class LSHAttention(_HeadedAttention):
     """Reformer LSH attention (Kitaev et al. 2020).
 
@@ -451,6 +599,10 @@ class LSHAttention(_HeadedAttention):
     dense), since chunking by sorted order would leak future hashes into past outputs. Rounds are
     combined with weights ``softmax`` of their log-sum-exp. With one bucket and one chunk it is
     exactly full shared-QK attention. Self-attention is not masked (unlike the paper) for that.
+
+    :meth:`forward` does all rounds in one sort and one gather and runs :class:`_ChunkAttention`
+    (scores recomputed in backward), so no (T, T) or (c, 2c)-sized tensor outlives the call;
+    :meth:`_forward_reference` is the plain per-round code it is tested equal to.
     """
 
     qkv_parts = 2
@@ -465,7 +617,74 @@ class LSHAttention(_HeadedAttention):
     def chunk_len(self, T: int) -> int:
         return self.cfg.lsh_chunk or -(-T // self.cfg.lsh_buckets)
 
+    def _hash(self, key: torch.Tensor) -> torch.Tensor:
+        """(R, B, H, T) int64 bucket of every unit key in every round (one rotation each)."""
+        R = self.cfg.lsh_rounds
+        if self.cfg.lsh_buckets == 1:
+            return torch.zeros(R, *key.shape[:-1], dtype=torch.long, device=key.device)
+        buckets = []
+        for r in range(R):  # per round, so that each projection is the reference's matmul
+            proj = key @ self.rotations[r]  # (B, H, T, nb/2)
+            buckets.append(torch.cat([proj, -proj], -1).argmax(-1))  # (B, H, T) int64
+        return torch.stack(buckets)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All rounds at once: one sort of (R, B, H, T), one gather into chunks of the sorted
+        order, :class:`_ChunkAttention` on [this chunk | previous chunk] (no (T, T) tensor and
+        nothing of size (c, 2c) kept for backward), one inverse-permutation gather back.
+        Computes :meth:`_forward_reference`'s function (same buckets, order, chunks, masks)."""
+        qk, v = self._split(x)  # (B, H, T, hd) each
+        B, H, T, hd = qk.shape
+        R = self.cfg.lsh_rounds
+        dev = x.device
+        # Causal: one chunk (dense same-bucket mask); see the class docstring.
+        c = T if self.cfg.causal else min(self.chunk_len(T), T)
+        nc = -(-T // c)
+        pad = nc * c - T
+        pos = torch.arange(T, device=dev)
+        bucket = self._hash(F.normalize(qk, dim=-1))  # (R, B, H, T) int64
+        order = (bucket * T + pos).argsort(-1)  # (R, B, H, T) int64, keys unique: a total order
+        inv = torch.empty_like(order).scatter_(-1, order, pos.expand_as(order))  # undo the sort
+        # sorted [qk | v]; the key is normalised after the gather (a per-row op: same values)
+        qkv = torch.cat([qk, v], -1).expand(R, B, H, T, 2 * hd)
+        s = qkv.gather(3, order.unsqueeze(-1).expand(-1, -1, -1, -1, 2 * hd))
+        s = s.reshape(R * B * H, T, 2 * hd)  # (N, T, 2hd) sorted order
+        sb = bucket.gather(3, order).reshape(R * B * H, T)  # (N, T) int64
+        sp = order.reshape(R * B * H, T)  # sorted position = the sort index
+        if pad:  # padded keys get bucket -1: no real query sees them, padded queries see them
+            s = F.pad(s, (0, 0, 0, pad))
+            sb = F.pad(sb, (0, pad), value=-1)
+        N = R * B * H
+        sq, sv = s[..., :hd], s[..., hd:]
+        sk = F.normalize(sq, dim=-1)
+        if torch.is_autocast_enabled(dev.type):
+            dt = torch.get_autocast_dtype(dev.type)
+        else:
+            dt = torch.promote_types(torch.promote_types(sq.dtype, sk.dtype), sv.dtype)
+        cq = sq.to(dt).view(N, nc, c, hd)  # (N, nc, c, hd) compute dtype
+        ck, cv = sk.to(dt).view(N, nc, c, hd), sv.to(dt).view(N, nc, c, hd)
+        cb = sb.view(N, nc, c)  # (N, nc, c) int64
+        if nc > 1:  # look one chunk back (chunk 0 looks at the last one, as roll does)
+            look = lambda t: torch.cat([t, t.roll(1, dims=1)], dim=2)  # noqa: E731
+            kk, vv, kb = look(ck), look(cv), look(cb)  # (N, nc, 2c, ...)
+        else:
+            kk, vv, kb = ck, cv, cb
+        qp = kp = None
+        if self.cfg.causal:  # nc == 1, no padding
+            qp = kp = sp.view(N, 1, T)
+        drop = self.drop.p if self.training else 0.0
+        o, lse = _ChunkAttention.apply(cq, kk, vv, cb, kb, qp, kp, 1 / math.sqrt(hd), drop)
+        o = o.reshape(R, B, H, nc * c, hd)[..., :T, :]  # (R, B, H, T, hd) sorted order
+        lse = lse.reshape(R, B, H, nc * c)[..., :T]  # (R, B, H, T) float32
+        o = o.gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, hd))  # (R, B, H, T, hd)
+        lse = lse.gather(3, inv)  # (R, B, H, T) float32
+        w = lse.softmax(0).unsqueeze(-1)  # (R, B, H, T, 1) float32
+        y = (o * w).sum(0)  # (B, H, T, hd)
+        return self._merge(y)  # (B, T, C)
+
+    def _forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain per-round implementation :meth:`forward` is tested against: each round
+        sorts, gathers and builds (B, H, nc, c, 2c) scores and masks, all kept by autograd."""
         qk, v = self._split(x)  # (B, H, T, hd) float32 each
         B, H, T, hd = qk.shape
         key = F.normalize(qk, dim=-1)  # (B, H, T, hd) float32
