@@ -15,7 +15,9 @@ Differences from LRA, on purpose: the model is this project's :class:`sw.model.L
 The classifier mean-pools the final features over the real tokens (the LightTransformer's own
 pooling, masked because batches carry padding; the attention modules have no padding mask, so
 batches are bucketed by length and cut to a multiple of 64 tokens, which keeps padding under 64
-tokens a row). ``full``/``window``/``random_sparse`` run the attention module's own dense
+tokens a row). ``--classifier cls --positions sinusoidal --pad-mask`` put LRA's classifier in
+instead (CLS token and MLP head, fixed positions, padding keys masked in softmax attention).
+``full``/``window``/``random_sparse`` run the attention module's own dense
 forward by default; ``--softmax-impl sdpa`` swaps in
 ``torch.nn.functional.scaled_dot_product_attention`` (same weights, same function; checked
 against the module at start-up), which fits nine runs on one GPU, but on the H200 every run on
