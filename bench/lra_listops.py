@@ -424,7 +424,8 @@ def train_variant(variant: str, d: dict, args, device, report) -> dict:
     lengths = (d["x_train"] != 0).sum(1)
     run = dict(variant=variant, config=cfg.to_dict(), params=count_params(model), macs=macs(cfg),
                micro_batch=micro, grad_checkpoint=ckpt, seed=args.seed,
-               head=lra_head_settings(args), steps_planned=args.steps, steps=0, curve=[], status="running")
+               head=lra_head_settings(args), steps_planned=args.steps, steps=0, curve=[],
+               status="running")
     best_acc, best_state, best_step = -1.0, None, 0
     step, epoch, skip, stop, done_s = 0, 0, 0, None, 0.0
     ck = None if args.resume_dir is None else args.resume_dir / f"{variant}.pt"

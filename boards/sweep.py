@@ -37,9 +37,9 @@ from typing import Any
 
 from sw.report import STDOUT, UsageError, add_json_argument, check_output_path, write_json
 
-__all__ = ["DEFAULT_JSON", "DEFAULT_UNIT", "KIND", "RESOURCES", "add_arguments", "arrays_type",
-           "boards_type", "build_config", "failed_row", "peak_gops", "run", "run_sweep",
-           "sweep_configs", "sweep_meta", "write_plot"]
+__all__ = ["DEFAULT_JSON", "DEFAULT_UNIT", "KIND", "RESOURCES", "add_arguments", "array_label",
+           "arrays_type", "boards_type", "build_config", "failed_row", "peak_gops", "run",
+           "run_sweep", "sweep_configs", "sweep_meta", "write_plot"]
 
 #: ``kind`` of the JSON report (``sw.report.write_json``).
 KIND = "bench.sweep"
@@ -88,26 +88,46 @@ def boards_type(text: str) -> list[str]:
     return names
 
 
-_ARRAY = re.compile(r"(\d+)x(\d+)")
+_ARRAY = re.compile(r"(\d+)x(\d+)(?:[lL](\d+))?")
 
 
-def arrays_type(text: str) -> list[tuple[int, int]]:
-    """argparse ``type=`` for ``--arrays``: ``ROWSxCOLS`` entries such as ``4x4,8x8,8x4``."""
+def array_label(rows: int, cols: int, lut_columns: int = 0) -> str:
+    """``RxC``, or ``RxCLk`` for an array whose last ``k`` columns multiply in LUTs."""
+    return f"{rows}x{cols}" + (f"L{lut_columns}" if lut_columns else "")
+
+
+def _array(spec: Sequence[int]) -> tuple[int, int, int]:
+    """``(rows, cols)`` or ``(rows, cols, lut_columns)`` as a triple."""
+    rows, cols, *rest = spec
+    return rows, cols, (rest[0] if rest else 0)
+
+
+def arrays_type(text: str) -> list[tuple[int, ...]]:
+    """argparse ``type=`` for ``--arrays``: ``ROWSxCOLS`` entries such as ``4x4,8x8,8x4``, each
+    optionally with ``Lk``: the last ``k`` columns on LUT multipliers (``12x12L4``, a mixed
+    array, ``AccelParams.lut_columns``). An entry is ``(rows, cols)``, or
+    ``(rows, cols, k)`` with ``k``."""
     from hw.params import MAX_DIM
 
-    arrays = []
+    arrays: list[tuple[int, ...]] = []
     for item in _items(text, "--arrays"):
         m = _ARRAY.fullmatch(item)
         if m is None:
             raise argparse.ArgumentTypeError(
-                f"each --arrays entry must be ROWSxCOLS such as 4x4 or 8x4, not {item!r}")
+                f"each --arrays entry must be ROWSxCOLS such as 4x4 or 8x4, or ROWSxCOLSLk "
+                f"such as 12x12L4 (the last k columns on LUT multipliers), not {item!r}")
         rows, cols = int(m.group(1)), int(m.group(2))
+        lut = int(m.group(3) or 0)
         if not (1 <= rows <= MAX_DIM and 1 <= cols <= MAX_DIM):
             raise argparse.ArgumentTypeError(
                 f"--arrays entry {item!r}: rows and cols must be 1..{MAX_DIM}")
-        if (rows, cols) in arrays:
-            raise argparse.ArgumentTypeError(f"--arrays lists {rows}x{cols} twice")
-        arrays.append((rows, cols))
+        if lut > cols:
+            raise argparse.ArgumentTypeError(
+                f"--arrays entry {item!r}: at most {cols} LUT columns (L{cols}), not {lut}")
+        spec = (rows, cols, lut) if lut else (rows, cols)
+        if spec in arrays:
+            raise argparse.ArgumentTypeError(f"--arrays lists {array_label(*spec)!r} twice")
+        arrays.append(spec)
     return arrays
 
 
@@ -144,9 +164,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boards", required=True, type=boards_type, metavar="BOARD,...",
                         help=f"boards to build for, comma-separated: {', '.join(BOARDS)}")
     parser.add_argument("--arrays", default="4x4,8x8", type=arrays_type,
-                        metavar="RxC,...",
+                        metavar="RxC[Lk],...",
                         help="array sizes (rows x cols), comma-separated; each replaces the "
-                             "rows and cols of the board's preset (default: 4x4,8x8)")
+                             "rows and cols of the board's preset (default: 4x4,8x8); RxCLk "
+                             "puts the last k columns on LUT multipliers (e.g. 12x12L4)")
     parser.add_argument("--unit", default=DEFAULT_UNIT, choices=[*UNITS, BOARD_TOP],
                         help=f"unit to build (default: {DEFAULT_UNIT}, the GEMM core; see "
                              "`lightformer synth --help`)")
@@ -171,10 +192,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- configurations and builds ----------------------------------------------------------------
 
-def sweep_configs(boards: Sequence[str], arrays: Sequence[tuple[int, int]],
+def sweep_configs(boards: Sequence[str], arrays: Sequence[Sequence[int]],
                   unit: str = DEFAULT_UNIT, *, reuse: bool = True) -> list[dict[str, Any]]:
     """One plain-data configuration per (board, array), board-major: what :func:`build_config`
-    takes. ``ValueError`` for a bad board, unit or array (before anything is built)."""
+    takes; an array is ``(rows, cols)`` or ``(rows, cols, lut_columns)``. ``ValueError`` for a
+    bad board, unit or array (before anything is built)."""
     from boards.build import (
         BOARD_TOP,
         UNITS,
@@ -189,11 +211,13 @@ def sweep_configs(boards: Sequence[str], arrays: Sequence[tuple[int, int]],
     for board in boards:
         plat = board_platform(board)
         base = preset_for_board(board)
-        for rows, cols in arrays:
-            params = base.replace(rows=rows, cols=cols)
+        for spec in arrays:
+            rows, cols, lut = _array(spec)
+            params = base.replace(rows=rows, cols=cols, lut_columns=lut)
             configs.append({
                 "board": board, "device": plat.device, "preset": base.name,
-                "digest": params.digest(), "rows": rows, "cols": cols, "unit": unit,
+                "digest": params.digest(), "rows": rows, "cols": cols, "lut_columns": lut,
+                "unit": unit,
                 "target_mhz": params.target_mhz,
                 "build_dir": str(default_build_dir(board, unit, params)), "reuse": reuse,
             })
@@ -210,7 +234,8 @@ def peak_gops(macs_per_cycle: int, fmax_mhz: float | None) -> float | None:
 def _row_base(config: dict[str, Any]) -> dict[str, Any]:
     return {"board": config["board"], "device": config["device"], "preset": config["preset"],
             "digest": config["digest"], "unit": config["unit"], "rows": config["rows"],
-            "cols": config["cols"], "macs_per_cycle": config["rows"] * config["cols"]}
+            "cols": config["cols"], "lut_columns": config.get("lut_columns", 0),
+            "macs_per_cycle": config["rows"] * config["cols"]}
 
 
 def failed_row(config: dict[str, Any], error: str,
@@ -243,7 +268,7 @@ def build_config(config: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         params = preset_for_board(config["board"], config["preset"]).replace(
-            rows=config["rows"], cols=config["cols"])
+            rows=config["rows"], cols=config["cols"], lut_columns=config.get("lut_columns", 0))
         if params.digest() != config["digest"]:
             raise RuntimeError(f"this worker's {config['preset']} preset has digest "
                                f"{params.digest()}, not {config['digest']}: another version of "
@@ -270,7 +295,9 @@ def build_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _label(config: dict[str, Any]) -> str:
-    return f"{config['board']} {config['rows']}x{config['cols']} {config['unit']}"
+    return (f"{config['board']} "
+            f"{array_label(config['rows'], config['cols'], config.get('lut_columns', 0))} "
+            f"{config['unit']}")
 
 
 def _summary(row: dict[str, Any]) -> str:
@@ -421,7 +448,8 @@ def write_plot(data: dict[str, Any], path: str | os.PathLike) -> str | None:
     from sw.report import write_figure
 
     rows = data["rows"]
-    labels = [f"{r['board']}\n{r['rows']}x{r['cols']}" for r in rows]
+    labels = [f"{r['board']}\n{array_label(r['rows'], r['cols'], r.get('lut_columns', 0))}"
+              for r in rows]
     x = list(range(len(rows)))
     ok = [r["error"] is None for r in rows]
     fig, axes = plt.subplots(3, 1, figsize=(max(6.4, 1.1 * len(rows) + 2), 8.0), sharex=True)
@@ -553,7 +581,7 @@ def run(args: argparse.Namespace, *, build: Build | None = None) -> int:
     data: dict[str, Any] = {
         "unit": args.unit,
         "boards": list(args.boards),
-        "arrays": [f"{r}x{c}" for r, c in args.arrays],
+        "arrays": [array_label(*a) for a in args.arrays],
         "configurations": len(rows),
         "built": len(rows) - failed,
         "failed": failed,

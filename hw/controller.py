@@ -139,7 +139,7 @@ class Controller(Unit):
 
     params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "window", "head_dim",
                      "attn_lanes", "attn_causal", "act_depth", "wgt_depth", "instr_depth",
-                     "lut_count")
+                     "lut_count", "lut_columns")
     params = Setting("The AccelParams the controller was built from.")
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
@@ -161,9 +161,11 @@ class Controller(Unit):
     def elaborate(self, platform):
         m = Module()
         p = self._params
-        pipe = GemmAccPipeline(p.rows, p.cols, use_dsp=self._use_dsp)
+        pipe = GemmAccPipeline(p.rows, p.cols, use_dsp=self._use_dsp,
+                               lut_columns=p.lut_columns)
         m.submodules.gemm = core = GemmCore(p.rows, p.cols, k_depth=p.k_depth,
-                                            use_dsp=self._use_dsp, pipeline=pipe)
+                                            use_dsp=self._use_dsp, lut_columns=p.lut_columns,
+                                            pipeline=pipe)
         m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
                                             use_dsp=self._use_dsp)
         m.submodules.lnorm = lnorm = TokenLayerNorm(p.rows, use_dsp=self._use_dsp)

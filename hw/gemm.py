@@ -42,6 +42,8 @@ class GemmPipeline(Unit):
         DSP multipliers in the array and the requantizer where the platform has them.
     family : str or None
         Force the multiplier family (``"ecp5"``).
+    lut_columns : int
+        Array columns with fabric multipliers (:class:`~hw.systolic.SystolicArray`).
 
     Members
     -------
@@ -63,15 +65,16 @@ class GemmPipeline(Unit):
         ``i_quant`` transfer already offered.
     """
 
-    params_fields = ("rows", "cols", "dsp_multipliers")
+    params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
 
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
-                 family: str | None = None):
+                 family: str | None = None, lut_columns: int = 0):
         # The sub-components are built in elaborate(), so that an unused pipeline leaves no
         # unused children behind (UnusedElaboratable); check their parameters here.
-        check_geometry(rows, cols, use_dsp=use_dsp, family=family)
+        check_geometry(rows, cols, use_dsp=use_dsp, family=family, lut_columns=lut_columns)
         self._rows, self._cols = rows, cols
         self._use_dsp, self._family = use_dsp, family
+        self._lut_columns = lut_columns
         super().__init__(gemm_members(rows, cols))
 
     @property
@@ -91,7 +94,8 @@ class GemmPipeline(Unit):
     def elaborate(self, platform):
         m = Module()
         m.submodules.array = array = SystolicArray(self._rows, self._cols, use_dsp=self._use_dsp,
-                                                   family=self._family)
+                                                   family=self._family,
+                                                   lut_columns=self._lut_columns)
         m.submodules.requant = requant = Requantizer(self._cols, use_dsp=self._use_dsp,
                                                      family=self._family)
         wiring.connect(m, wiring.flipped(self.i_stream), array.i_stream)

@@ -58,6 +58,8 @@ class GemmCore(Unit):
         Largest reduction length of one tile (depth of one buffer bank), a power of two >= 2.
     use_dsp : bool
         Passed to :class:`hw.gemm.GemmPipeline` (hard multipliers where the platform has them).
+    lut_columns : int
+        Passed to :class:`hw.gemm.GemmPipeline`: array columns with fabric multipliers.
     pipeline : wiring.Component, optional
         A pipeline to use instead of ``GemmPipeline(rows, cols, use_dsp=use_dsp)``; it must
         have the ``GemmPipeline`` ports (``i_stream``, ``i_quant``, ``o_stream``) for ``rows``
@@ -108,19 +110,20 @@ class GemmCore(Unit):
         WGT = 1
         QUANT = 2
 
-    params_fields = ("rows", "cols", "k_depth", "dsp_multipliers")
+    params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "lut_columns")
     wr_data_width = Setting("Width of ``wr_data``.")
     pipeline = Setting("The GEMM pipeline inside.")
 
     def __init__(self, rows: int, cols: int, *, k_depth: int, use_dsp: bool = True,
-                 pipeline: wiring.Component | None = None) -> None:
+                 lut_columns: int = 0, pipeline: wiring.Component | None = None) -> None:
         self._rows = check_int("rows", rows, 1, MAX_DIM)
         self._cols = check_int("cols", cols, 1, MAX_DIM)
         self._k_depth = check_pow2("k_depth", k_depth, 2)
         self._use_dsp = check_bool("use_dsp", use_dsp)
+        self._lut_columns = check_int("lut_columns", lut_columns, 0, cols)
         if pipeline is None:
             from hw.gemm import GemmPipeline
-            pipeline = GemmPipeline(rows, cols, use_dsp=use_dsp)
+            pipeline = GemmPipeline(rows, cols, use_dsp=use_dsp, lut_columns=lut_columns)
         for port in ("i_stream", "i_quant", "o_stream"):
             if not hasattr(pipeline, port):
                 raise TypeError(f"GemmCore pipeline must have a {port!r} port like "

@@ -56,14 +56,15 @@ class GemmAccPipeline(Unit):
         ``array_latency`` cycles after the tile's last operand.
     """
 
-    params_fields = ("rows", "cols", "dsp_multipliers")
+    params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
     rows = Setting("Output rows per tile.")
     cols = Setting("Output columns per tile.")
     use_dsp = Setting("DSP multipliers where the platform has them.")
 
-    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True):
-        check_geometry(rows, cols, use_dsp=use_dsp)
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, lut_columns: int = 0):
+        check_geometry(rows, cols, use_dsp=use_dsp, lut_columns=lut_columns)
         self._rows, self._cols, self._use_dsp = rows, cols, use_dsp
+        self._lut_columns = lut_columns
         super().__init__({
             **gemm_members(rows, cols),
             "out32": In(1),
@@ -81,7 +82,8 @@ class GemmAccPipeline(Unit):
     def elaborate(self, platform):
         m = Module()
         cols = self._cols
-        m.submodules.array = array = SystolicArray(self._rows, cols, use_dsp=self._use_dsp)
+        m.submodules.array = array = SystolicArray(self._rows, cols, use_dsp=self._use_dsp,
+                                                   lut_columns=self._lut_columns)
         m.submodules.requant = requant = Requantizer(cols, use_dsp=self._use_dsp)
         m.d.comb += [
             array.i_stream.payload.eq(self.i_stream.payload),

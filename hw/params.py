@@ -45,6 +45,10 @@ class AccelParams:
     dsp_multipliers : bool
         Map PE multipliers to hard DSP blocks (``MULT18X18D`` on ECP5, ``SB_MAC16`` on iCE40)
         where the platform has them; ``False`` forces LUT multipliers.
+    lut_columns : int
+        The array's last ``lut_columns`` columns (0..cols) multiply with
+        :class:`hw.lut_multiplier.LutMultiplier` (adders in the fabric, no DSP block) instead:
+        a mixed array that holds more MACs than the part has DSP blocks. 0 (default): none.
     window : int
         Sliding attention window (keys per query row), 1..256.
     head_dim : int
@@ -83,6 +87,7 @@ class AccelParams:
     lut_count: int = 4
     target_mhz: float = 25.0
     baud: int = 115200
+    lut_columns: int = 0
 
     # Fixed numerics (hw.numerics); part of the contract, not knobs.
     act_width: int = dataclasses.field(default=ACT_WIDTH, init=False)
@@ -114,6 +119,7 @@ class AccelParams:
         object.__setattr__(self, "target_mhz",
                            check_number(at + "target_mhz", self.target_mhz, 1.0, 500.0))
         check_int(at + "baud", self.baud, 9600, 12_000_000)
+        check_int(at + "lut_columns", self.lut_columns, 0, self.cols)
 
     # -- identity -------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.checks import check_bool
+from hw.lut_multiplier import LutMultiplier
 from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
 from hw.unit import Setting
@@ -37,6 +39,9 @@ class ProcessingElement(wiring.Component):
         Let :func:`hw.multiplier.make_multiplier` use a hard DSP block where the platform has one.
     family : str or None
         Force a platform family for the multiplier (``"ecp5"``), see :func:`make_multiplier`.
+    lut_multiplier : bool
+        Multiply with :class:`hw.lut_multiplier.LutMultiplier` (fabric adders, never a DSP
+        block, same latency) instead of :func:`make_multiplier`'s choice.
 
     Members
     -------
@@ -63,11 +68,14 @@ class ProcessingElement(wiring.Component):
     """
 
     use_dsp = Setting("DSP multiplier where the platform has one.")
+    lut_multiplier = Setting("Fabric (LUT) multiplier instead of make_multiplier's choice.")
 
-    def __init__(self, *, use_dsp: bool = True, family: str | None = None):
+    def __init__(self, *, use_dsp: bool = True, family: str | None = None,
+                 lut_multiplier: bool = False):
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
+        self._lut_multiplier = check_bool("lut_multiplier", lut_multiplier)
         super().__init__({
             "en": In(1),
             "a_i": In(signed(ACT_WIDTH)),
@@ -90,8 +98,12 @@ class ProcessingElement(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul = mul = make_multiplier(platform, ACT_WIDTH, WGT_WIDTH,
-                                                 use_dsp=self._use_dsp, family=self._family)
+        if self._lut_multiplier:
+            mul = LutMultiplier(ACT_WIDTH, WGT_WIDTH)
+        else:
+            mul = make_multiplier(platform, ACT_WIDTH, WGT_WIDTH, use_dsp=self._use_dsp,
+                                  family=self._family)
+        m.submodules.mul = mul
         assert mul.latency + 2 == self.latency
 
         m.d.comb += [

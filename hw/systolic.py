@@ -44,11 +44,13 @@ __all__ = ["OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
 
 
 def check_geometry(rows: int, cols: int, *, use_dsp: bool = True,
-                   family: str | None = None) -> None:
+                   family: str | None = None, lut_columns: int = 0) -> None:
     """Raise ``TypeError``/``ValueError`` for parameters :class:`SystolicArray` rejects
-    (``rows``/``cols`` in ``[1, MAX_DIM]``, :func:`hw.multiplier.check_dsp_options`)."""
+    (``rows``/``cols`` in ``[1, MAX_DIM]``, ``lut_columns`` in ``[0, cols]``,
+    :func:`hw.multiplier.check_dsp_options`)."""
     check_int("rows", rows, 1, MAX_DIM)
     check_int("cols", cols, 1, MAX_DIM)
+    check_int("lut_columns", lut_columns, 0, cols)
     check_dsp_options(use_dsp, family)
 
 
@@ -191,6 +193,10 @@ class SystolicArray(Unit):
         Map PE multipliers to DSP blocks where the platform has them (``MULT18X18D`` on ECP5).
     family : str or None
         Force the multiplier family (``"ecp5"``) independent of the platform.
+    lut_columns : int
+        The last ``lut_columns`` columns (0..cols) multiply in the fabric
+        (:class:`hw.lut_multiplier.LutMultiplier`, same latency) whatever ``use_dsp`` says: a
+        mixed array with more PEs than the part has DSP blocks (``AccelParams.lut_columns``).
 
     Members
     -------
@@ -217,17 +223,18 @@ class SystolicArray(Unit):
     TypeError
         ``rows``/``cols`` not integers, ``use_dsp`` not a bool.
     ValueError
-        ``rows``/``cols`` outside ``[1, 32]``.
+        ``rows``/``cols`` outside ``[1, 32]``, ``lut_columns`` outside ``[0, cols]``.
     """
 
-    params_fields = ("rows", "cols", "dsp_multipliers")
+    params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
 
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
-                 family: str | None = None):
-        check_geometry(rows, cols, use_dsp=use_dsp, family=family)
+                 family: str | None = None, lut_columns: int = 0):
+        check_geometry(rows, cols, use_dsp=use_dsp, family=family, lut_columns=lut_columns)
         self._rows, self._cols = rows, cols
         self._use_dsp = use_dsp
         self._family = family
+        self._lut_columns = lut_columns
         super().__init__({
             "i_stream": In(stream.Signature(operand_layout(self._rows, self._cols))),
             "o_stream": Out(stream.Signature(result_layout(self._cols))),
@@ -301,7 +308,8 @@ class SystolicArray(Unit):
         pes = [[None] * cols for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
-                pe = ProcessingElement(use_dsp=self._use_dsp, family=self._family)
+                pe = ProcessingElement(use_dsp=self._use_dsp, family=self._family,
+                                       lut_multiplier=c >= cols - self._lut_columns)
                 assert pe.latency == self.pe_latency
                 m.submodules[f"pe_{r}_{c}"] = pe
                 pes[r][c] = pe

@@ -100,3 +100,19 @@ def test_ulx3s_85f_top_within_dsp_target(top_rtlil):
     total = sum(counts.values()) + len(variable_products(top_rtlil))
     assert total == 133
     assert total <= 140
+
+
+@pytest.mark.parametrize("lut_columns", [0, 2, 4])
+def test_lut_columns_take_pe_products_off_the_dsps(lut_columns):
+    """A mixed 4x4 GEMM core on ECP5: every PE of the last ``lut_columns`` columns multiplies
+    in the fabric, so the core has ``4 * lut_columns`` fewer ``MULT18X18D`` (the requantizer's
+    two per column stay) and no new ``$mul``."""
+    from hw.gemm_core import GemmCore
+
+    core = GemmCore(4, 4, k_depth=16, lut_columns=lut_columns)
+    text = rtlil.convert(core, name="core", platform=FakePlatform("ecp5"))
+    dsps = dsp_instances(text)
+    pe = sum(n for name, n in dsps.items() if ".pe_" in name)
+    assert pe == 4 * (4 - lut_columns)
+    assert sum(dsps.values()) == 4 * (4 - lut_columns) + 2 * 4
+    assert not variable_products(text)

@@ -57,7 +57,7 @@ def test_unit_digest_keys_only_the_fields_read(cls):
     assert unit_digest(cls, p.replace(baud=9600)) == unit_digest(cls, p)
     # ... and each field it reads changes it.
     changed = {"rows": 2, "cols": 2, "k_depth": 128, "dsp_multipliers": False, "head_dim": 4,
-               "window": 4, "attn_lanes": 2}
+               "window": 4, "attn_lanes": 2, "lut_columns": 1}
     for field in cls.params_fields:
         assert unit_digest(cls, p.replace(**{field: changed[field]})) != unit_digest(cls, p)
 

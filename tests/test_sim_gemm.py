@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""cocotb + Verilator: ``hw.gemm.GemmPipeline`` (preset ``tiny``) against ``sw.ref.gemm_requant``.
+"""cocotb + Verilator: ``hw.gemm.GemmPipeline`` (preset ``tiny``, and ``tiny`` with two LUT
+columns) against ``sw.ref.gemm_requant``.
 
 The bench is ``sim/tb_gemm.py``; one cached Verilator build serves every test here. Effort:
 ``NUM_SAMPLES`` random tiles per variant, else ``LF_EFFORT`` = ``fast`` (100), ``default``
@@ -10,12 +11,22 @@ from __future__ import annotations
 
 import json
 
-from sim.suites import run_stream_variants, suite_marks, unit_build_fixture
+import pytest
+
+from sim.suites import build_unit, run_stream_variants, suite_marks
 
 pytestmark = suite_marks()
 
 
-gemm_build = unit_build_fixture("hw.gemm:GemmPipeline", "gemm")
+@pytest.fixture(scope="module", params=["tiny", "tiny_lut2"])
+def gemm_build(request):
+    """Preset ``tiny``, and the same with its last two columns on fabric multipliers
+    (``lut_columns=2``: a mixed DSP/LUT array, cycle for cycle the same)."""
+    from hw.params import preset
+
+    if request.param == "tiny":
+        return build_unit("hw.gemm:GemmPipeline", "gemm")
+    return build_unit("hw.gemm:GemmPipeline", "gemm_lut2", preset("tiny").replace(lut_columns=2))
 
 
 def test_sim_gemm_tiles_bit_exact_in_four_stream_variants(gemm_build, tmp_path, capsys):

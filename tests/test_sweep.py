@@ -16,7 +16,8 @@ from boards import sweep
 from boards.build import build_key, cached_report
 from sw.cli import main
 
-ROW_KEYS = {"board", "device", "preset", "digest", "unit", "rows", "cols", "macs_per_cycle",
+ROW_KEYS = {"board", "device", "preset", "digest", "unit", "rows", "cols", "lut_columns",
+            "macs_per_cycle",
             "fmax_mhz", "target_mhz", "timing_met", "resources", "peak_gops",
             "peak_gops_at_target", "build_seconds", "cache_hit", "build_dir", "build_key",
             "critical_path", "tools", "error"}
@@ -41,7 +42,8 @@ def fake_build(config):
                  for name in sweep.RESOURCES}
     return {"board": config["board"], "device": config["device"], "preset": config["preset"],
             "digest": config["digest"], "unit": config["unit"], "rows": config["rows"],
-            "cols": config["cols"], "macs_per_cycle": macs, "fmax_mhz": fmax,
+            "cols": config["cols"], "lut_columns": config["lut_columns"],
+            "macs_per_cycle": macs, "fmax_mhz": fmax,
             "target_mhz": config["target_mhz"], "timing_met": fmax >= config["target_mhz"],
             "resources": resources, "peak_gops": sweep.peak_gops(macs, fmax),
             "peak_gops_at_target": sweep.peak_gops(macs, config["target_mhz"]),
@@ -77,6 +79,8 @@ def _check_report(data, n_rows):
 
 def test_arrays_and_boards_parse():
     assert sweep.arrays_type("4x4,8x8, 12x4") == [(4, 4), (8, 8), (12, 4)]
+    assert sweep.arrays_type("12x12L4,12x12,4x4l0") == [(12, 12, 4), (12, 12), (4, 4)]
+    assert [sweep.array_label(*a) for a in sweep.arrays_type("12x12L4,8x8")] == ["12x12L4", "8x8"]
     assert sweep.boards_type("ulx3s-85f,icebreaker") == ["ulx3s-85f", "icebreaker"]
 
 
@@ -90,6 +94,9 @@ def test_arrays_and_boards_parse():
     ("4x33", "rows and cols must be 1..32"),
     ("4x4,4x4", "lists .4x4. twice"),
     ("4x4,,8x8", "without empty entries"),
+    ("4x4L5", "at most 4 LUT columns"),
+    ("4x4L", "must be ROWSxCOLS"),
+    ("8x8L2,8x8l2", "lists .8x8L2. twice"),
     ("", "without empty entries"),
 ])
 def test_bad_arrays(text, message):
@@ -178,11 +185,13 @@ def test_dask_missing_is_a_usage_error(capsys, monkeypatch, tmp_path):
 def test_configs_are_the_board_presets_with_the_array_replaced():
     from boards.build import default_build_dir, preset_for_board
 
-    configs = sweep.sweep_configs(["ulx3s-85f", "icebreaker"], [(4, 4), (2, 3)])
-    assert [(c["board"], c["rows"], c["cols"]) for c in configs] == [
-        ("ulx3s-85f", 4, 4), ("ulx3s-85f", 2, 3), ("icebreaker", 4, 4), ("icebreaker", 2, 3)]
+    configs = sweep.sweep_configs(["ulx3s-85f", "icebreaker"], [(4, 4), (2, 3, 1)])
+    assert [(c["board"], c["rows"], c["cols"], c["lut_columns"]) for c in configs] == [
+        ("ulx3s-85f", 4, 4, 0), ("ulx3s-85f", 2, 3, 1), ("icebreaker", 4, 4, 0),
+        ("icebreaker", 2, 3, 1)]
     for c in configs:
-        params = preset_for_board(c["board"]).replace(rows=c["rows"], cols=c["cols"])
+        params = preset_for_board(c["board"]).replace(rows=c["rows"], cols=c["cols"],
+                                                      lut_columns=c["lut_columns"])
         assert c["digest"] == params.digest() and c["preset"] == params.name
         assert c["build_dir"] == str(default_build_dir(c["board"], "gemm", params))
         assert c["target_mhz"] == params.target_mhz and c["unit"] == "gemm"
