@@ -2,10 +2,11 @@
 """Colorlight 5A-75B v7.0 (ECP5 LFE5U-25F-6BG256): the third, low-cost open-flow board.
 
 The LFE5U-25F has 24 k LUT4, 28 ``MULT18X18D`` and 56 EBR, so it has its own preset,
-``colorlight_5a75b`` (4x4 array at 125 MHz). The main clock comes from an ``EHXPLLL`` fed by the
-25 MHz oscillator (:class:`boards.ecp5.ECP5Board`). The board has one button and one LED: the
-harness (:class:`boards.build.UnitHarness`) reads its serial bit stream from the button pin and
-shows a 1-bit checksum of the unit's outputs on the LED.
+``colorlight_5a75b`` (2x2 array at 125 MHz, its hard blocks sized for the whole board top). The
+main clock comes from an ``EHXPLLL`` fed by the 25 MHz oscillator
+(:class:`boards.ecp5.ECP5Board`). The board has one button and one LED: the harness
+(:class:`boards.build.UnitHarness`) reads its serial bit stream from the button pin and shows a
+1-bit checksum of the unit's outputs on the LED.
 
 The board has no USB-UART: amaranth-boards' ``uart`` resource puts RX on the button pin (M13)
 and TX on the LED pin (P11), so the board top (:class:`boards.top.BoardTop`), which takes the
