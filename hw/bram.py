@@ -12,14 +12,15 @@ offered (``latency == 2``):
 Implementations:
 
 * on ECP5 (an Amaranth ``LatticePlatform`` whose ``family`` is ``"ecp5"``, or ``family="ecp5"``)
-  a RAM of more than :data:`ECP5_DISTRIBUTED_MAX_BITS` bits is a column of ``DP16KD`` instances with the port B output register switched on
-  (``REGMODE_B = "OUTREG"``, ``CEB = r_en``, ``OCEB = r_oce``). Yosys (0.70 here) maps memories
-  to ``DP16KD`` without that register (``REGMODE NOREG``), which nextpnr times at a 5.8 ns
-  clock-to-out on speed grade 6 -- most of a 125 MHz cycle spent before the word leaves the
-  block (``docs/boards.md``). A smaller RAM is the portable model below with
-  ``ram_style = "distributed"``: Yosys builds it from ``TRELLIS_DPR16X4`` LUT RAM and
-  flip-flops. One ``DP16KD`` per RAM wastes most of an 18 kbit block on a small one (a
-  scratchpad byte lane of 64 words, a 4-column quant buffer), and the LFE5U-25F has only 56;
+  a RAM of more than :data:`ECP5_DISTRIBUTED_MAX_BITS` bits is a column of ``DP16KD`` instances
+  with the port B output register switched on (``REGMODE_B = "OUTREG"``, ``CEB = r_en``,
+  ``OCEB = r_oce``). Yosys (0.70 here) maps memories to ``DP16KD`` without that register
+  (``REGMODE NOREG``), which nextpnr times at a 5.8 ns clock-to-out on speed grade 6 -- most
+  of a 125 MHz cycle spent before the word leaves the block (``docs/boards.md``). A smaller RAM
+  is the portable model below with ``ram_style = "distributed"``: Yosys builds it from
+  ``TRELLIS_DPR16X4`` LUT RAM and flip-flops. One ``DP16KD`` per RAM wastes most of an 18 kbit
+  block on a small one (a scratchpad byte lane of 64 words, the quant buffer of up to 4
+  columns), and the LFE5U-25F has only 56;
 * everywhere else, and in simulation (``platform is None``), it is an Amaranth ``Memory`` read
   port (``en = r_en``) followed by a fabric register (enable ``r_oce``): the same latency and
   enable behaviour, cycle for cycle.
