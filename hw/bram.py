@@ -12,11 +12,15 @@ offered (``latency == 2``):
 Implementations:
 
 * on ECP5 (an Amaranth ``LatticePlatform`` whose ``family`` is ``"ecp5"``, or ``family="ecp5"``)
-  it is a column of ``DP16KD`` instances with the port B output register switched on
-  (``REGMODE_B = "OUTREG"``, ``CEB = r_en``, ``OCEB = r_oce``). Yosys (0.70 here) maps memories
-  to ``DP16KD`` without that register (``REGMODE NOREG``), which nextpnr times at a 5.8 ns
-  clock-to-out on speed grade 6 -- most of a 125 MHz cycle spent before the word leaves the
-  block (``docs/boards.md``);
+  a RAM of more than :data:`ECP5_DISTRIBUTED_MAX_BITS` bits is a column of ``DP16KD`` instances
+  with the port B output register switched on (``REGMODE_B = "OUTREG"``, ``CEB = r_en``,
+  ``OCEB = r_oce``). Yosys (0.70 here) maps memories to ``DP16KD`` without that register
+  (``REGMODE NOREG``), which nextpnr times at a 5.8 ns clock-to-out on speed grade 6 -- most
+  of a 125 MHz cycle spent before the word leaves the block (``docs/boards.md``). A smaller RAM
+  is the portable model below with ``ram_style = "distributed"``: Yosys builds it from
+  ``TRELLIS_DPR16X4`` LUT RAM and flip-flops. One ``DP16KD`` per RAM wastes most of an 18 kbit
+  block on a small one (a scratchpad byte lane of 64 words, the quant buffer of up to 4
+  columns), and the LFE5U-25F has only 56;
 * everywhere else, and in simulation (``platform is None``), it is an Amaranth ``Memory`` read
   port (``en = r_en``) followed by a fabric register (enable ``r_oce``): the same latency and
   enable behaviour, cycle for cycle.
@@ -45,13 +49,19 @@ from hw.checks import check_int
 from hw.multiplier import _platform_family, check_family
 from hw.unit import Setting
 
-__all__ = ["DP16KD_MODES", "BlockRAM", "ECP5BlockRAM", "PortableBlockRAM", "make_block_ram"]
+__all__ = ["DP16KD_MODES", "ECP5_DISTRIBUTED_MAX_BITS", "BlockRAM", "ECP5BlockRAM",
+           "PortableBlockRAM", "make_block_ram"]
 
 #: ``DP16KD`` port geometries as ``(data width, depth, low address bits unused)``: the 14-bit
 #: address ``ADx13..ADx0`` counts bits, so a ``w``-bit word uses ``ADx13..ADx(k)`` with
 #: ``2**k`` the word size rounded down to a power of two (18-bit words: ``ADx1``/``ADx0`` are
 #: the two 9-bit byte enables).
 DP16KD_MODES = ((18, 1024, 4), (9, 2048, 3), (4, 4096, 2), (2, 8192, 1), (1, 16384, 0))
+
+#: The largest ECP5 RAM (``width * depth`` bits) built in LUT RAM instead of ``DP16KD``: 512 bits
+#: are eight ``TRELLIS_DPR16X4`` (16 x 4 bits each) and a 4:1 read multiplexer per bit at most,
+#: under 1/32 of a block's 18 kbit.
+ECP5_DISTRIBUTED_MAX_BITS = 512
 
 
 class BlockRAM(wiring.Component):
@@ -105,14 +115,28 @@ class PortableBlockRAM(BlockRAM):
     Synthesis tools infer block RAM for the memory (``ram_style = "block"``, also for small
     ones, and ``no_rw_check``: no bypass logic for a same-address read and write, which users
     must avoid anyway); the output register is a
-    plain flip-flop rank. Used in simulation and on platforms without a dedicated mapping.
+    plain flip-flop rank. Used in simulation and on platforms without a dedicated mapping,
+    and with ``ram_style = "distributed"`` (LUT RAM) for the small RAMs of ECP5.
+
+    Parameters
+    ----------
+    ram_style : str
+        The memory's ``ram_style`` attribute for synthesis: ``"block"`` or ``"distributed"``.
     """
+
+    ram_style = Setting("The memory's ram_style attribute (block or distributed).")
+
+    def __init__(self, *, width: int, depth: int, ram_style: str = "block") -> None:
+        if ram_style not in ("block", "distributed"):
+            raise ValueError(f"ram_style must be 'block' or 'distributed', not {ram_style!r}")
+        self._ram_style = ram_style
+        super().__init__(width=width, depth=depth)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.mem = mem = Memory(shape=unsigned(self._width), depth=self._depth,
                                         init=[],
-                                        attrs={"no_rw_check": 1, "ram_style": "block"})
+                                        attrs={"no_rw_check": 1, "ram_style": self._ram_style})
         wr = mem.write_port()
         rd = mem.read_port()
         m.d.comb += [
@@ -216,7 +240,8 @@ def make_block_ram(platform: object, *, width: int, depth: int,
     width, depth : int
         Word width in bits and number of words (``depth >= 2``).
     platform, family
-        As for :func:`hw.multiplier.make_multiplier`; family ``"ecp5"`` selects ``DP16KD``.
+        As for :func:`hw.multiplier.make_multiplier`; family ``"ecp5"`` selects ``DP16KD``, or
+        LUT RAM for at most :data:`ECP5_DISTRIBUTED_MAX_BITS` bits.
 
     Raises
     ------
@@ -229,5 +254,8 @@ def make_block_ram(platform: object, *, width: int, depth: int,
     if family is None:
         family = _platform_family(platform)
     if family == "ecp5":
+        if check_int("BlockRAM width", width, 1) * check_int("BlockRAM depth", depth, 2) \
+                <= ECP5_DISTRIBUTED_MAX_BITS:
+            return PortableBlockRAM(width=width, depth=depth, ram_style="distributed")
         return ECP5BlockRAM(width=width, depth=depth)
     return PortableBlockRAM(width=width, depth=depth)

@@ -177,10 +177,15 @@ PRESETS: dict[str, AccelParams] = {
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
                              head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
                              instr_depth=1024, lut_count=8, target_mhz=125.0),
-    # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR.
-    "colorlight_5a75b": AccelParams(name="colorlight_5a75b", rows=4, cols=4, k_depth=512,
-                                    window=16, head_dim=16, attn_lanes=4, act_depth=8192,
-                                    wgt_depth=32768, instr_depth=256, lut_count=4,
+    # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR. Sized for the
+    # whole board top (tests/test_hw_resources.py): a 2x2 array, as every product of the
+    # GEMM core (rows * cols + 2 * cols), vector (2 * rows) and LayerNorm (2 * rows) units, the
+    # attention unit (2 * attn_lanes + 4) and the controller and link checks (3) is a
+    # MULT18X18D: 27 of 28 (a 4x4 array alone took 24). 64 instructions (the digits model has
+    # 46): each of the 32 instruction byte lanes is then LUT RAM, not a DP16KD (hw.bram).
+    "colorlight_5a75b": AccelParams(name="colorlight_5a75b", rows=2, cols=2, k_depth=512,
+                                    window=16, head_dim=16, attn_lanes=2, act_depth=8192,
+                                    wgt_depth=32768, instr_depth=64, lut_count=4,
                                     target_mhz=125.0),
     # Simulation only: larger models than any board holds.
     "sim_large": AccelParams(name="sim_large", rows=16, cols=16, k_depth=4096, window=64,

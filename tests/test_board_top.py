@@ -154,3 +154,20 @@ def test_linked_accelerator_on_the_ulx3s_uart_pins():
         assert f'LOCATE COMP "led_{i}__io" SITE' in lpf
     assert 'LOCATE COMP "led_4__io"' not in lpf
     assert top.frequency_hz_achieved == pytest.approx(params.target_mhz * 1e6)
+
+
+def test_colorlight_board_top_gives_the_led_pin_to_the_uart():
+    """The Colorlight has no USB-UART: its ``uart`` resource is RX on the button pin (M13) and TX
+    on the LED pin (P11), so the board top lights no LED there, while the generic harness
+    (no UART) still drives the LED."""
+    plat = board_platform("colorlight-5a75b")()
+    plan = plat.build(BoardTop(_Link(), frequency_hz=25e6), do_build=False,
+                      **plat.synth_overrides())
+    lpf = plan.files["top.lpf"]
+    assert 'LOCATE COMP "uart_0__rx__io" SITE "M13";' in lpf
+    assert 'LOCATE COMP "uart_0__tx__io" SITE "P11";' in lpf
+    assert "led_0__io" not in lpf
+    plat = board_platform("colorlight-5a75b")()
+    m = Module()
+    _, leds = plat.harness_pins(m)
+    assert len(leds) == 1

@@ -25,7 +25,7 @@ from boards.build import (
 from boards.ecp5 import ecp5_pll_params
 from boards.ice40 import ice40_pll_params
 from boards.report import critical_path_summary, parse_nextpnr_report, yosys_ff_count
-from hw.bram import dp16kd_mode
+from hw.bram import ECP5_DISTRIBUTED_MAX_BITS, dp16kd_mode
 from hw.params import AccelParams
 
 # -- elaboration ------------------------------------------------------------------------------
@@ -60,11 +60,16 @@ def test_board_elaborates_default_preset(board):
         assert "DP16KD" not in il
     else:
         lane, lane_q = dp16kd_mode(depth)[0], dp16kd_mode(quant_depth)[0]
-        expected = (-(-8 * params.rows // lane) + -(-8 * params.cols // lane)
-                    + -(-53 // lane_q))
+        expected = -(-8 * params.rows // lane) + -(-8 * params.cols // lane)
+        if 53 * quant_depth <= ECP5_DISTRIBUTED_MAX_BITS:
+            # A small quant buffer (the colorlight_5a75b's 2 columns) is LUT RAM.
+            assert f"memory width 53 size {quant_depth} \\mem" in il
+            assert il.count('\\ram_style "distributed"') == 1
+        else:
+            expected += -(-53 // lane_q)
+            assert "memory width" not in il
         assert il.count("cell \\DP16KD ") == expected
         assert il.count('parameter \\REGMODE_B "OUTREG"') == expected
-        assert "memory width" not in il
     assert top.frequency_hz_achieved == pytest.approx(params.target_mhz * 1e6)
     if board_platform(board).device.startswith("iCE40"):
         assert "synth_ice40 -dsp" in files["top.ys"]
@@ -248,7 +253,7 @@ def test_bad_preset_name():
 
 def test_colorlight_preset():
     params = preset_for_board("colorlight-5a75b")
-    assert (params.name, params.rows, params.cols) == ("colorlight_5a75b", 4, 4)
+    assert (params.name, params.rows, params.cols) == ("colorlight_5a75b", 2, 2)
 
 
 def _synth_cli(argv):

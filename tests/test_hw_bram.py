@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Const, Fragment, Signal
 from amaranth.hdl._ast import Slice
 from amaranth.sim import Simulator
@@ -12,6 +13,7 @@ from helpers import FakePlatform
 
 from hw.bram import (
     DP16KD_MODES,
+    ECP5_DISTRIBUTED_MAX_BITS,
     BlockRAM,
     ECP5BlockRAM,
     PortableBlockRAM,
@@ -22,14 +24,39 @@ from hw.bram import (
 # -- factory and parameters ------------------------------------------------------------------
 
 def test_block_ram_factory_selects_by_family():
-    assert isinstance(make_block_ram(None, width=8, depth=16), PortableBlockRAM)
-    assert isinstance(make_block_ram(FakePlatform("ecp5"), width=8, depth=16), ECP5BlockRAM)
-    assert isinstance(make_block_ram(None, width=8, depth=16, family="ecp5"), ECP5BlockRAM)
-    assert isinstance(make_block_ram(FakePlatform("iCE40"), width=8, depth=16),
+    assert isinstance(make_block_ram(None, width=8, depth=1024), PortableBlockRAM)
+    assert isinstance(make_block_ram(FakePlatform("ecp5"), width=8, depth=1024), ECP5BlockRAM)
+    assert isinstance(make_block_ram(None, width=8, depth=1024, family="ecp5"), ECP5BlockRAM)
+    assert isinstance(make_block_ram(FakePlatform("iCE40"), width=8, depth=1024),
                       PortableBlockRAM)
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
-    assert isinstance(make_block_ram(ULX3S_85F_Platform(), width=8, depth=16), ECP5BlockRAM)
+    assert isinstance(make_block_ram(ULX3S_85F_Platform(), width=8, depth=1024), ECP5BlockRAM)
     assert BlockRAM.latency == 2
+
+
+@pytest.mark.parametrize("width, depth, distributed", [
+    (8, 64, True), (53, 8, True), (1, ECP5_DISTRIBUTED_MAX_BITS, True), (8, 65, False),
+    (53, 16, False), (8, 16384, False),
+])
+def test_small_ecp5_rams_are_lut_ram(width, depth, distributed):
+    """On ECP5 a RAM of at most ``ECP5_DISTRIBUTED_MAX_BITS`` bits is the portable model with
+    ``ram_style = "distributed"`` (LUT RAM), a larger one ``DP16KD``; elsewhere the portable
+    model asks for block RAM whatever the size."""
+    ram = make_block_ram(None, width=width, depth=depth, family="ecp5")
+    if distributed:
+        assert type(ram) is PortableBlockRAM and ram.ram_style == "distributed"
+        text = rtlil.convert(ram, name="top", platform=FakePlatform("ecp5"))
+        assert '\\ram_style "distributed"' in text and "DP16KD" not in text
+    else:
+        assert isinstance(ram, ECP5BlockRAM)
+    other = make_block_ram(None, width=width, depth=depth)
+    assert type(other) is PortableBlockRAM and other.ram_style == "block"
+    assert (other.width, other.depth) == (ram.width, ram.depth) == (width, depth)
+
+
+def test_portable_block_ram_rejects_a_bad_ram_style():
+    with pytest.raises(ValueError, match="ram_style must be 'block' or 'distributed', not 'x'"):
+        PortableBlockRAM(width=8, depth=16, ram_style="x")
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [

@@ -1,25 +1,33 @@
 # amaranth: UnusedElaboratable=no
 # SPDX-License-Identifier: Apache-2.0
-"""The accelerator top's DSP budget on the ULX3S-85F (ECP5-85F: 156 ``MULT18X18D``).
+"""The accelerator top's DSP budget on the ULX3S-85F (ECP5-85F: 156 ``MULT18X18D``), and the
+Colorlight 5A-75B's whole board top on its LFE5U-25F (28 ``MULT18X18D``, 56 ``DP16KD``).
 
-The top is elaborated for an ECP5 stand-in platform and its RTLIL counted: ``MULT18X18D``
-instances per unit, and ``$mul`` cells between two signals, which ``synth_ecp5`` would map to
-further ``MULT18X18D`` blocks (a constant power-of-two factor becomes a shift instead).
+The top is elaborated for an ECP5 stand-in platform (the Colorlight's on its real platform) and
+its RTLIL counted: ``MULT18X18D`` and ``DP16KD`` instances per unit, ``$mul`` cells between two
+signals, which ``synth_ecp5`` would map to further ``MULT18X18D`` blocks (a constant
+power-of-two factor becomes a shift instead), and memories left to Yosys.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 from amaranth.back import rtlil
 from helpers import FakePlatform
 
+from boards.build import BOARD_TOP, board_platform, make_top, preset_for_board
 from hw.accelerator import Accelerator
 from hw.params import preset
 
 #: ``MULT18X18D`` blocks of the ECP5-85F.
 ECP5_85F_DSPS = 156
+#: ``MULT18X18D`` and ``DP16KD`` blocks and LUT4s of the LFE5U-25F (Colorlight 5A-75B).
+ECP5_25F_DSPS, ECP5_25F_BRAMS, ECP5_25F_LUTS = 28, 56, 24288
+#: Bits of one ``DP16KD``.
+DP16KD_BITS = 18432
 
 
 def dsp_instances(text: str) -> dict[str, int]:
@@ -44,6 +52,30 @@ def variable_products(text: str) -> list[str]:
     return found
 
 
+def product_blocks(text: str) -> int:
+    """``MULT18X18D`` blocks for the ``$mul`` cells between two signals: Yosys' ``mul2dsp``
+    splits an operand wider than one block into 17-bit slices (unsigned)."""
+    total = 0
+    for module in text.split("\nmodule ")[1:]:
+        for body in re.findall(r"cell \$mul \S+\n(.*?)\n +end", module, re.S):
+            operands = re.findall(r"connect \\[AB] (.*)", body)
+            if any(re.fullmatch(r"\d+'[01x-]+", o.strip()) for o in operands):
+                continue
+            widths = [int(w) for w in re.findall(r"parameter \\[AB]_WIDTH (\d+)", body)]
+            total += math.prod(-(-w // 17) for w in widths)
+    return total
+
+
+def inferred_memories(text: str) -> list[tuple[int, int, str]]:
+    """``(width, depth, ram_style)`` of each RTLIL ``memory`` (left to Yosys to map)."""
+    found = []
+    for attrs, width, depth in re.findall(
+            r"((?:  attribute [^\n]*\n)*)  memory width (\d+) size (\d+) ", text):
+        style = re.search(r'ram_style "(\w+)"', attrs)
+        found.append((int(width), int(depth), style.group(1) if style else ""))
+    return found
+
+
 def _in_unit(counts: dict[str, int], unit: str) -> int:
     return sum(n for name, n in counts.items() if name == unit or name.startswith(unit + "."))
 
@@ -57,10 +89,15 @@ def top_rtlil() -> str:
 def test_counters_see_dsps_and_products():
     """The counting helpers can fail: a hand-written module with one of each."""
     text = ("module \\top.u\n  cell \\MULT18X18D \\dsp\n  end\n  cell $mul $1\n"
-            "    connect \\A \\x [7:0]\n    connect \\B \\y\n  end\n  cell $mul $2\n"
-            "    connect \\A \\x\n    connect \\B 4'0100\n  end\nend\n")
+            "    parameter \\A_WIDTH 32\n    parameter \\B_WIDTH 16\n"
+            "    connect \\A \\x [31:0]\n    connect \\B \\y\n  end\n  cell $mul $2\n"
+            "    connect \\A \\x\n    connect \\B 4'0100\n  end\n"
+            "  attribute \\ram_style \"distributed\"\n  memory width 8 size 64 \\lut\n"
+            "  memory width 32 size 64 \\buf\nend\n")
     assert dsp_instances("\n" + text) == {"top.u": 1}
     assert variable_products("\n" + text) == ["top.u"]
+    assert product_blocks("\n" + text) == 2
+    assert inferred_memories(text) == [(8, 64, "distributed"), (32, 64, "")]
 
 
 def test_ulx3s_85f_vector_and_layernorm_dsp_budget(top_rtlil):
@@ -116,3 +153,37 @@ def test_lut_columns_take_pe_products_off_the_dsps(lut_columns):
     assert pe == 4 * (4 - lut_columns)
     assert sum(dsps.values()) == 4 * (4 - lut_columns) + 2 * 4
     assert not variable_products(text)
+@pytest.fixture(scope="module")
+def colorlight_top_rtlil() -> str:
+    """The whole board top (``lightformer synth --board colorlight-5a75b --unit top``) as the
+    build elaborates it: the Colorlight platform, its default preset."""
+    params = preset_for_board("colorlight-5a75b")
+    platform = board_platform("colorlight-5a75b")()
+    plan = platform.prepare(make_top(BOARD_TOP, params), "top", **platform.synth_overrides())
+    return plan.files["top.il"]
+
+
+def test_colorlight_top_fits_the_lfe5u_25f(colorlight_top_rtlil):
+    """The colorlight_5a75b board top fits the LFE5U-25F's hard blocks: every ``MULT18X18D``
+    instance and the blocks of every variable ``$mul`` within 28, every ``DP16KD`` instance and
+    one block per started 18 kbit of each memory left to Yosys (LUT RAM excepted) within 56."""
+    text = colorlight_top_rtlil
+    p = preset_for_board("colorlight-5a75b")
+    counts = dsp_instances(text)
+    # GEMM core: rows * cols PE products and two per requantizer column; the vector and
+    # LayerNorm units two per lane (rows); attention two per lane and four for its scalers.
+    assert _in_unit(counts, "top.design.accel.ctrl.gemm") == p.rows * p.cols + 2 * p.cols
+    assert _in_unit(counts, "top.design.accel.ctrl.vec") == 2 * p.rows
+    assert _in_unit(counts, "top.design.accel.ctrl.lnorm") == 2 * p.rows
+    assert _in_unit(counts, "top.design.accel.ctrl.attn") == 2 * p.attn_lanes + 4
+    dsps = sum(counts.values()) + product_blocks(text)
+    assert dsps <= ECP5_25F_DSPS
+    left_to_yosys = [(w, d) for w, d, style in inferred_memories(text) if style != "distributed"]
+    brams = text.count("cell \\DP16KD ") + sum(-(-w * d // DP16KD_BITS)
+                                                 for w, d in left_to_yosys)
+    assert brams <= ECP5_25F_BRAMS
+    # The 32 instruction byte lanes are LUT RAM (64 words each), not 32 DP16KD.
+    lanes = [m for m in text.split("\nmodule ")[1:]
+             if m.startswith("\\top.design.accel.instr_spad.lane")]
+    assert len(lanes) == 32
+    assert all("DP16KD" not in m and 'ram_style "distributed"' in m for m in lanes)

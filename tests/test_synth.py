@@ -91,14 +91,15 @@ def test_synth_ulx3s_85f_gemm_8x8_meets_125mhz():
 
 
 def test_synth_colorlight_5a75b_gemm_meets_125mhz():
-    """The third board (LFE5U-25F): the colorlight_5a75b 4x4 GemmCore at 125 MHz."""
+    """The third board (LFE5U-25F): the colorlight_5a75b 2x2 GemmCore at 125 MHz."""
     data = _build("colorlight-5a75b")
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 125.0
-    # 16 PE multipliers + 2 per requantizer column, of the 25F's 28 MULT18X18D.
-    assert data["resources"]["DSP"]["used"] == 16 + 2 * 4
-    # hw.bram: A and W 1024 x 32 bit = 2 DP16KD of 1024 x 18 each; quant words 3.
-    assert data["resources"]["BRAM"]["used"] == 2 + 2 + 3
+    # 4 PE multipliers + 2 per requantizer column, of the 25F's 28 MULT18X18D.
+    assert data["resources"]["DSP"]["used"] == 4 + 2 * 2
+    # hw.bram: A and W 1024 x 16 bit = 1 DP16KD of 1024 x 18 each; the quant words (4 x 53
+    # bit, at most hw.bram.ECP5_DISTRIBUTED_MAX_BITS) are LUT RAM.
+    assert data["resources"]["BRAM"]["used"] == 1 + 1
 
 
 def test_synth_ulx3s_85f_attention_meets_125mhz():
