@@ -507,7 +507,7 @@ def _table(rows: Sequence[dict[str, Any]], say: Callable[[str], None]) -> None:
     say(f"{'board':<18} {'array':>6} {'Fmax':>7} {'target':>6} {'LUT':>13} {'FF':>13} "
         f"{'DSP':>9} {'BRAM':>9} {'GOPS':>7} {'build s':>8}")
     for r in rows:
-        array = f"{r['rows']}x{r['cols']}"
+        array = array_label(r['rows'], r['cols'], r.get('lut_columns', 0))
         if r["error"] is not None:
             say(f"{r['board']:<18} {array:>6} failed: {r['error']}")
             continue
