@@ -16,7 +16,9 @@ quant words of an instruction, or a LayerNorm epsilon out of range (``BAD_QUANT`
 id outside ``[0, vocab)`` (``BAD_TOKEN``) -- both checked before the first write -- and a
 program counter that leaves the instruction memory (``NO_HALT``). An instruction that fails writes
 nothing; the scratchpads' own bounds checks stop any access the checks above missed
-(``BAD_ADDRESS``).
+(``BAD_ADDRESS``): a refused write in its cycle, a refused read one cycle later (``read_error``,
+a register: the read addresses are the longest arithmetic, kept off the next-state logic), while
+the reading state still waits for that read's data.
 
 Units (each instruction runs to completion before the next is fetched, so ``BARRIER`` only
 retires): ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
@@ -174,7 +176,11 @@ class Controller(Unit):
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
         # One AND after the act port's error, not a priority chain of the writers' conditions.
-        m.d.comb += s.write_error.eq(self.act.error & s.write_check)
+        m.d.comb += s.write_error.eq(self.act.w_error & s.write_check)
+        # Any unit port's refused read, registered: checked the cycle after the read by the
+        # reading states (issue(), GEMM_LOAD / GEMM_START, ATTN_RUN, LNORM_RUN).
+        m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
+                                        for name in SCRATCHPAD_REGIONS).any())
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
@@ -368,12 +374,14 @@ class Controller(Unit):
         # tile costs max(K, cols) + 1 feeder cycles against the core's K + 2.
         with m.State("GEMM_LOAD"):
             m.d.comb += s.feeding.eq(1)
-            with m.If(s.feed_error):
+            with m.If(s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.feed_last):
                 m.next = "GEMM_START"
         with m.State("GEMM_START"):
-            with m.If(~s.core_busy):
+            with m.If(s.read_error):                # a refused read of the last load cycle
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(~s.core_busy):
                 # The tile's last words land in the core 2 cycles after their reads were
                 # issued (the cycle before this one at the latest); the core reads its first
                 # word 3 cycles after `start` (GemmCore.latency), so no read overtakes a write.
@@ -553,7 +561,7 @@ class Controller(Unit):
                                                                        .bit_length())], 8)),
                     self.act.w_mask.eq(1),
                 ]
-                with m.If(self.act.error):
+                with m.If(self.act.w_error):
                     s.fail(ErrorCode.BAD_ADDRESS)
             with m.If(s.i < p.rows):
                 m.d.sync += s.i.eq(s.i + 1)
@@ -689,7 +697,9 @@ class Controller(Unit):
                     m.next = "ATTN_HEAD"
                 with m.Else():
                     s.next_instruction("FETCH")
-            with m.If(s.write_error):
+            # A gather's last read is long before the head's last row leaves, so a refused
+            # read fails while ATTN_RUN still runs.
+            with m.If(s.write_error | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
 
     def _attn(self, m, s, attn):
@@ -840,7 +850,7 @@ class Controller(Unit):
             m.d.comb += [s.lnorm_busy.eq(1), s.lnorm_run.eq(1)]
             with m.If(s.lnorm_done):
                 s.next_instruction("FETCH")
-            with m.If(s.write_error):
+            with m.If(s.write_error | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
 
     def _lnorm(self, m, s, ln):
@@ -979,7 +989,7 @@ class Controller(Unit):
                 self.act.w_data.eq(Cat(byte for _ in range(p.rows))),
                 self.act.w_mask.eq(1 << row_lane),
             ]
-            with m.If(self.act.error):
+            with m.If(self.act.w_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
         with m.If(s.copy_done):
             m.d.sync += [s.i.eq((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
@@ -997,7 +1007,7 @@ class Controller(Unit):
         its word lands ``Scratchpad.latency`` cycles later and goes straight into word ``i``
         of the tile's bank (index, bank and ``live`` ride along in registers)."""
         p, g = self._params, s.g
-        errors, last = [], []
+        last = []
         bank = GemmCore.Buffer
         for buf, port, length, base in (
                 (bank.ACT, self.act, g.k, g.abase + g.atile),
@@ -1013,7 +1023,6 @@ class Controller(Unit):
                 m.d.sync += i.eq(i + 1)
             with m.If(s.feed_reset):
                 m.d.sync += i.eq(0)
-            errors.append(go & port.error)
             last.append(i + 1 >= length)
             tags = [SimpleNamespace(valid=Signal(name=f"feed_{name}_v{k}"),
                                     live=Signal(name=f"feed_{name}_live{k}"),
@@ -1030,7 +1039,7 @@ class Controller(Unit):
             m.d.comb += [core.wr_en[b].eq(land.valid), core.wr_bank[b].eq(land.bank),
                          core.wr_addr[b].eq(land.index),
                          core.wr_data[b].eq(Mux(land.live, word, 0))]
-        m.d.comb += [s.feed_error.eq(Cat(errors).any()), s.feed_last.eq(Cat(last).all())]
+        m.d.comb += s.feed_last.eq(Cat(last).all())
 
     def _gemm_lane_luts(self, m, s, core, platform):
         """One copy of the GEMM's LUT per result lane (block RAMs), so that a captured row's
@@ -1169,7 +1178,6 @@ class _State:
         self.core_start = Signal()
         self.feeding = Signal()                 # GEMM_LOAD: the feeder's channels issue reads
         self.feed_reset = Signal()              # the next tile's loads start from word 0
-        self.feed_error = Signal()              # a feeder read the scratchpad refused
         self.feed_last = Signal()               # every channel issues its last read now
         self.tile_last = Signal()
         self.row = Signal(range(p.rows + 1))
@@ -1230,6 +1238,7 @@ class _State:
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
         self.attn_head_done = Signal()
         self.write_error = Signal()             # a result write the act scratchpad refused
+        self.read_error = Signal()              # a unit-port read of the last cycle was refused
         self.write_check = Signal()             # a result write is on the act port this cycle
         self.vec_busy = Signal()
         self.vec_stall = Signal()
@@ -1255,14 +1264,14 @@ class _State:
     def issue(self, port, addr, sel, live=1) -> None:
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
         ``live`` 0: no read (the word is skipped). An address the scratchpad refuses stops the
-        program."""
+        program the cycle after the read (``read_error``; ``copy_done`` waits two more)."""
         m = self.m
         with m.If(self.i < self.length):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
-            with m.If(port.error):
-                self.fail(ErrorCode.BAD_ADDRESS)
+        with m.If(self.read_error):
+            self.fail(ErrorCode.BAD_ADDRESS)
 
     def read_quant_word(self, quant, addr, stall):
         """Read quant word ``addr`` (counting ``stall``); it is on the returned value while
