@@ -745,17 +745,25 @@ class Controller(Unit):
         pick_kv = kv.want & (~q.want | ~turn)
         pick_q = q.want & ~pick_kv
         m.d.sync += turn.eq(Mux(pick_kv, 1, Mux(pick_q, 0, turn)))
-        is_v = kv.c >= a.head_dim
-        kv_addr = Mux(is_v, a.vbase + kv.c - a.head_dim, a.kbase + kv.c)
+        # Each gatherer's next read address is a register, ``addr``: K / Q element c of the
+        # row at ``base + blk + hoff + c``, V element c at ``vbase + blk + hoff + c - head_dim``
+        # (it steps by one, jumps to V after the K half, and restarts at each row and head), so
+        # the act read address is one multiplexer after the pick, not an adder chain.
+        for g, base in ((kv, a.kbase), (q, a.qbase)):
+            g.addr = Signal.like(self.act.r_addr, name=f"{g.name}_addr")
+            g.base = base
         with m.If(kv.want | q.want):                # = pick_kv | pick_q, one gate shorter
             m.d.comb += [self.act.r_en.eq(1),
-                         self.act.r_addr.eq(Mux(pick_kv, kv_addr + kv.blk, a.qbase + q.c + q.blk)
-                                            + a.hoff)]
+                         self.act.r_addr.eq(Mux(pick_kv, kv.addr, q.addr))]
             m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q),
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
         for g, picked in ((kv, pick_kv), (q, pick_q)):
             with m.If(picked):
-                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim)]
+                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim),
+                             g.addr.eq(g.addr + 1)]
+                if g is kv:
+                    with m.If(g.c + 1 == a.head_dim):
+                        m.d.sync += g.addr.eq(a.vbase + g.blk + a.hoff)
             _, lane = _divmod(g.t, rows)
             byte = self.act.r_data.word_select(lane, 8)
             mine = s.d2.valid & s.attn_run & (s.d2.sel == (g is q))
@@ -769,12 +777,14 @@ class Controller(Unit):
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
                 m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
-                             g.t_more.eq(g.t + 1 != a.t)]
+                             g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.base + g.blk + a.hoff)]
                 with m.If(lane == rows - 1):
-                    m.d.sync += g.blk.eq(g.blk + a.src_cols)
+                    m.d.sync += [g.blk.eq(g.blk + a.src_cols),
+                                 g.addr.eq(g.base + g.blk + a.src_cols + a.hoff)]
             with m.If(s.attn_head):
+                # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
                 m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0),
-                             g.t_more.eq(1), g.c_more.eq(1)]
+                             g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff)]
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
@@ -788,6 +798,8 @@ class Controller(Unit):
         o_c = Signal(8)
         o_t = Signal(16)
         o_blk = Signal(32)
+        # The write address, a register: dbase + o_blk + hoff + o_c (as the gathers' ``addr``).
+        o_addr = Signal.like(self.act.w_addr)
         _, lane = _divmod(o_t, rows)
         m.d.comb += [attn.o_stream.ready.eq(~o_busy & s.attn_run),
                      s.attn_head_done.eq(o_busy & o_last & (o_c == a.head_dim - 1))]
@@ -798,18 +810,19 @@ class Controller(Unit):
             byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
             m.d.comb += [
                 self.act.w_en.eq(1),
-                self.act.w_addr.eq(a.dbase + o_blk + a.hoff + o_c),
+                self.act.w_addr.eq(o_addr),
                 self.act.w_data.eq(Cat(byte for _ in range(rows))),
                 self.act.w_mask.eq(1 << lane),
             ]
             m.d.comb += s.write_check.eq(1)
-            m.d.sync += o_c.eq(o_c + 1)
+            m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1)]
             with m.If(o_c == a.head_dim - 1):
-                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1)]
+                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(a.dbase + o_blk + a.hoff)]
                 with m.If(lane == rows - 1):
-                    m.d.sync += o_blk.eq(o_blk + a.dst_cols)
+                    m.d.sync += [o_blk.eq(o_blk + a.dst_cols),
+                                 o_addr.eq(a.dbase + o_blk + a.dst_cols + a.hoff)]
         with m.If(s.attn_head):
-            m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0)]
+            m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0), o_addr.eq(a.dbase + a.hoff)]
 
     # -- LNORM --------------------------------------------------------------------------------
 
