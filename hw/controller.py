@@ -1097,7 +1097,11 @@ class Controller(Unit):
                 with m.Switch(land_row):
                     for r in range(p.rows):
                         with m.Case(r):
-                            m.d.sync += s.tile[r * p.cols + c].eq(ram.r_data)
+                            # The low byte only: a LUT's result is int8 (LUT excludes OUT32,
+                            # so the upper bits, still the raw capture's, are never written
+                            # back), and the other 24 bits of the 64 entries need no second
+                            # write source.
+                            m.d.sync += s.tile[r * p.cols + c][:8].eq(ram.r_data)
         m.d.comb += s.lut_busy.eq(Cat(v for v, _ in tags).any())
 
     def _gemm(self, m, s, core, pipe, platform):
