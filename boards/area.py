@@ -98,12 +98,13 @@ def breakdown(stat: dict, top: str = "top") -> dict[str, dict[str, dict[str, int
 
 def rows(table: dict[str, dict[str, dict[str, int]]], depth: int | None = None,
          min_comb: int = 0) -> list[str]:
-    """Text rows of :func:`breakdown`: instances at most ``depth`` levels below the top whose
+    """Text rows of :func:`breakdown`: instances at most ``depth`` levels below its top whose
     subtree has at least ``min_comb`` comb cells, each with its total and (indented) own."""
     head = f"{'instance':<40} " + " ".join(f"{c:>7}" for c in COLUMNS) + "   own comb"
     lines = [head]
+    top_level = min((name.count(".") for name in table), default=0)
     for name, entry in table.items():
-        level = name.count(".")
+        level = name.count(".") - top_level
         if depth is not None and level > depth:
             continue
         if entry["total"]["comb"] < min_comb:
