@@ -118,3 +118,27 @@ def random_operand_tiles(rng, rows: int, cols: int, ks) -> list[tuple[np.ndarray
     """One random int8 ``(A, W)`` pair per reduction length in ``ks``."""
     return [(rng.integers(-128, 128, (rows, K), dtype=np.int8),
              rng.integers(-128, 128, (K, cols), dtype=np.int8)) for K in ks]
+
+
+def outputs_and_grads(f, module, x, g) -> list:
+    """``f(x)`` and the gradients of ``<f(x), g>`` with respect to ``x`` and every parameter of
+    ``module`` (torch tensors; torch is imported by the caller's test)."""
+    x = x.detach().clone().requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    y = f(x)
+    (y * g).sum().backward()
+    return [y.detach(), x.grad] + [p.grad.clone() for p in module.parameters()]
+
+
+def assert_same_as_reference(attn, x, g, **tol) -> None:
+    """``attn``'s forward and its ``_forward_reference`` give the same output and the same
+    gradients (:func:`outputs_and_grads`), all finite, within ``torch.testing.assert_close``
+    tolerances ``tol``."""
+    import torch
+
+    got = outputs_and_grads(attn, attn, x, g)
+    ref = outputs_and_grads(attn._forward_reference, attn, x, g)
+    assert len(got) == len(ref) == 2 + len(list(attn.parameters()))
+    for a, b in zip(got, ref, strict=True):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, **tol)

@@ -14,6 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import assert_same_as_reference  # noqa: E402
+
 import sw.model as model  # noqa: E402
 from sw.model import LightTransformer, ModelConfig  # noqa: E402
 
@@ -38,14 +40,6 @@ def _attn(window, causal, seed=0):
     return attn.train()
 
 
-def _run(f, attn, x, g):
-    x = x.detach().clone().requires_grad_(True)
-    attn.zero_grad(set_to_none=True)
-    y = f(x)
-    (y * g).sum().backward()
-    return [y.detach(), x.grad] + [p.grad.clone() for p in attn.parameters()]
-
-
 def test_banded_forward_equals_reference(monkeypatch):
     checked = 0
     for w, T, causal, blk in itertools.product(WINDOWS, LENGTHS, (False, True), BLOCKS):
@@ -54,12 +48,7 @@ def test_banded_forward_equals_reference(monkeypatch):
         gen = torch.Generator().manual_seed(T * 100 + w)
         x = torch.randn(2, T, 32, generator=gen)
         g = torch.randn(2, T, 32, generator=gen)
-        got = _run(attn, attn, x, g)
-        ref = _run(attn._forward_reference, attn, x, g)
-        assert len(got) == len(ref) == 2 + len(list(attn.parameters()))
-        for a, b in zip(got, ref):
-            assert torch.isfinite(a).all()
-            torch.testing.assert_close(a, b, **TOL)
+        assert_same_as_reference(attn, x, g, **TOL)
         checked += 1
     assert checked == len(WINDOWS) * len(LENGTHS) * 2 * len(BLOCKS) == 120
 

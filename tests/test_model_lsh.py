@@ -15,6 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import assert_same_as_reference, outputs_and_grads  # noqa: E402
+
 import sw.model as model  # noqa: E402
 from sw.model import LightTransformer, ModelConfig, _ChunkAttention  # noqa: E402
 
@@ -37,15 +39,6 @@ def _attn(buckets, rounds, chunk, causal, dropout=0.0, seed=0):
     return LightTransformer(cfg).blocks[0].attn
 
 
-def _run(f, attn, x, g):
-    """Output of ``f(x)`` and the gradients of <f(x), g> w.r.t. x and attn's parameters."""
-    x = x.detach().clone().requires_grad_(True)
-    attn.zero_grad(set_to_none=True)
-    y = f(x)
-    (y * g).sum().backward()
-    return [y.detach(), x.grad] + [p.grad.clone() for p in attn.parameters()]
-
-
 def test_fast_forward_equals_reference():
     checked = 0
     for (nb, rounds, chunk), T, causal in itertools.product(SETTINGS, LENGTHS, (False, True)):
@@ -53,12 +46,7 @@ def test_fast_forward_equals_reference():
         gen = torch.Generator().manual_seed(T * 100 + nb)
         x = torch.randn(2, T, 32, generator=gen) * 3  # scale: several buckets get used
         g = torch.randn(2, T, 32, generator=gen)
-        got = _run(attn, attn, x, g)
-        ref = _run(attn._forward_reference, attn, x, g)
-        assert len(got) == len(ref) == 2 + len(list(attn.parameters()))
-        for a, b in zip(got, ref):
-            assert torch.isfinite(a).all()
-            torch.testing.assert_close(a, b, **TOL)
+        assert_same_as_reference(attn, x, g, **TOL)
         checked += 1
     assert checked == len(SETTINGS) * len(LENGTHS) * 2 == 64
 
@@ -81,10 +69,10 @@ def test_slicing_does_not_change_the_result(monkeypatch):
     attn = _attn(4, 2, 3, False).train()
     x = torch.randn(2, 13, 32, generator=torch.Generator().manual_seed(2))
     g = torch.randn(2, 13, 32, generator=torch.Generator().manual_seed(3))
-    whole = _run(attn, attn, x, g)
+    whole = outputs_and_grads(attn, attn, x, g)
     monkeypatch.setattr(model, "_SCORE_BUDGET", 7)  # one row (N index) per slice
     assert len(model._slices(5, 100)) == 5
-    sliced = _run(attn, attn, x, g)
+    sliced = outputs_and_grads(attn, attn, x, g)
     for a, b in zip(sliced, whole):
         torch.testing.assert_close(a, b, **TOL)
 
