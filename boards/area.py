@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 
 from boards.logic_depth import run_yosys, top_rtlil
+from hw.params import preset
+from sw.report import json_path_type, write_json
 
 __all__ = ["COLUMNS", "breakdown", "cell_columns", "main", "rows", "synth_stat"]
 
@@ -125,23 +127,40 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m boards.area", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="ulx3s_85f")
-    ap.add_argument("--depth", type=int, default=2,
+    ap.add_argument("--depth", type=_non_negative_int, default=2,
                     help="print instances at most DEPTH levels below the top (default 2)")
-    ap.add_argument("--min-comb", type=int, default=100,
+    ap.add_argument("--min-comb", type=_non_negative_int, default=100,
                     help="print only subtrees of at least this many comb cells (default 100)")
-    ap.add_argument("--json", metavar="PATH", help="write every instance's row as JSON")
+    ap.add_argument("--json", type=json_path_type, metavar="PATH",
+                    help="write every instance's row as JSON (a bench.area report)")
     ap.add_argument("--module", default="top", metavar="PATH",
                     help="only this instance (e.g. top.ctrl), its submodules as black boxes")
     args = ap.parse_args(argv)
+    try:  # before the minutes of synthesis
+        preset(args.preset)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.module != "top" and not args.module.startswith("top."):
+        ap.error(f"--module must be an instance path below the top such as top.ctrl, "
+                 f"not {args.module!r}")
     table = breakdown(synth_stat(top_rtlil(args.preset), args.module), args.module)
     print(f"synth_ecp5 -noflatten, preset {args.preset}, commit {_commit()}")
     for line in rows(table, args.depth, args.min_comb):
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"preset": args.preset, "commit": _commit(), "columns": list(COLUMNS),
-             "instances": table}, indent=1) + "\n")
+        write_json(args.json, {"preset": args.preset, "commit": _commit(),
+                               "columns": list(COLUMNS), "instances": table}, kind="bench.area")
     return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
+    return value
 
 
 if __name__ == "__main__":

@@ -615,3 +615,19 @@ def test_ulx3s_85f_top_logic_depth():
     assert path.length <= 18
     host = longest_path(text, "host__ready")
     assert host.length <= 16 and host.end == "\\host__ready"
+
+
+@pytest.mark.parametrize("argv", [["--preset", "ulx3s-85"], ["--depth", "-1"],
+                                  ["--module", "ctrl"], ["--json", "tests"]])
+def test_area_rejects_bad_arguments_before_synthesis(argv, monkeypatch):
+    """Every argument is checked before the minutes of synthesis (which must not start)."""
+    import boards.area as area
+
+    def no_synthesis(*_a, **_k):
+        raise AssertionError("synthesis started")
+
+    monkeypatch.setattr(area, "synth_stat", no_synthesis)
+    monkeypatch.setattr(area, "top_rtlil", no_synthesis)
+    with pytest.raises(SystemExit) as exc:
+        area.main(argv)
+    assert exc.value.code == 2
