@@ -237,13 +237,49 @@ def _key_masked_forward(self, x):
     no probability. A large finite negative (not -inf) keeps a row without real keys finite."""
     q, k, v = self._split(x)  # (B, H, T, hd) each
     T = x.shape[1]
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T)
+    # the scale goes on q and both masks are filled in place: the product's own storage is the
+    # only (B, H, T, T) tensor before the softmax (matmul's backward keeps q and k, not it)
+    att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, T)
     m = self.mask(T, x.device)
     if m is not None:
-        att = att.masked_fill(~m, float("-inf"))
-    att = att.masked_fill(~self.key_mask[:, None, None, :], -1e9)
+        att.masked_fill_(~m, float("-inf"))
+    att.masked_fill_(~self.key_mask[:, None, None, :], -1e9)
     att = self.drop(att.softmax(dim=-1))
     return self._merge(att @ v)  # (B, T, C)
+
+
+def lra_init(model) -> None:
+    """LRA's initialisers (``--init lra``) on a :class:`sw.model.LightTransformer` or the
+    :class:`LraClassifier` around one, in place. From ``transformer.py`` and
+    ``common_layers.py`` of google-research/long-range-arena: token embedding N(0, 1); the
+    attention's query, key, value and output kernels and both MLP kernels Xavier-uniform (each of
+    q, k and v on its own d x d matrix, as Flax flattens ``DenseGeneral`` kernels to 2-D), their
+    biases N(0, 1e-6); the classifier's Dense layers LeCun-normal (truncated) with zero bias.
+    Other parameters (LayerNorms, learned positions, a variant's own projections) keep the
+    LightTransformer's initialisation. LRA's attention has no biases; ours keep theirs, at
+    N(0, 1e-6)."""
+    import torch
+    from torch import nn
+
+    base = getattr(model, "base", model)
+    with torch.no_grad():
+        nn.init.normal_(base.embed.weight, std=1.0)
+        for blk in base.blocks:
+            attn = blk.attn
+            linears = [attn.proj] + [m for m in blk.ffn.modules() if isinstance(m, nn.Linear)]
+            for w in attn.qkv.weight.split(attn.proj.in_features, dim=0):  # q, k, v: (inner, C)
+                nn.init.xavier_uniform_(w)
+            nn.init.normal_(attn.qkv.bias, std=1e-6)
+            for m in linears:
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.normal_(m.bias, std=1e-6)
+        head = base.head
+        for m in (head.modules() if isinstance(head, nn.Module) else ()):
+            if isinstance(m, nn.Linear):
+                # jax's lecun_normal: a normal truncated at +-2 std, rescaled to variance 1/fan_in
+                std = 1.0 / math.sqrt(m.in_features) / 0.87962566103423978
+                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+                nn.init.zeros_(m.bias)
 
 
 def _lra_classifier_class():
@@ -300,7 +336,8 @@ def _lra_classifier_class():
 
 def lra_head_settings(args) -> dict:
     """The classifier settings a run records (and a resumed run must match)."""
-    return dict(classifier=args.classifier, positions=args.positions, pad_mask=args.pad_mask)
+    return dict(classifier=args.classifier, positions=args.positions, pad_mask=args.pad_mask,
+                init=args.init)
 
 
 def build_model(variant: str, args, device):
@@ -344,6 +381,9 @@ def build_model(variant: str, args, device):
             blk.forward = fwd
     if (args.classifier, args.positions, args.pad_mask) != ("mean", "learned", False):
         model = _lra_classifier_class()(model, args.classifier, args.positions, args.pad_mask)
+    if args.init == "lra":
+        torch.manual_seed(args.seed)
+        lra_init(model)
     return cfg, model.to(device), ckpt
 
 
@@ -629,6 +669,10 @@ def parse_args(argv=None):
     p.add_argument("--pad-mask", action="store_true",
                    help="mask padding keys in softmax attention, as LRA does (module forward "
                         "of full, window, random_sparse only)")
+    p.add_argument("--init", choices=("torch", "lra"), default="torch",
+                   help="torch: the LightTransformer's own initialisation (default); lra: LRA's "
+                        "(embedding N(0, 1), Xavier-uniform attention and MLP kernels, "
+                        "LeCun-normal classifier)")
     p.add_argument("--resume-dir", type=Path, default=None, metavar="DIR",
                    help="a run stopped by --time-budget-s saves its state to DIR/VARIANT.pt; "
                         "the next run with the same DIR continues it")
@@ -687,7 +731,7 @@ def main(argv=None) -> int:
         pooling=("CLS token, MLP head" if args.classifier == "cls"
                  else "mean over non-pad tokens"),
         classifier=args.classifier, positions=args.positions, pad_mask=args.pad_mask,
-        pad_multiple=PAD_MULTIPLE,
+        init=args.init, pad_multiple=PAD_MULTIPLE,
         generator=dict(fn="sw.data.listops_lra_generate", seed=args.data_seed,
                        seq_len=args.seq_len)))
 

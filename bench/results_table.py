@@ -289,19 +289,19 @@ def _primary(runs: list[dict]) -> dict:
 
 
 #: The classifier of runs before ``--classifier``/``--positions``/``--pad-mask`` existed.
-DEFAULT_HEAD = dict(classifier="mean", positions="learned", pad_mask=False)
+DEFAULT_HEAD = dict(classifier="mean", positions="learned", pad_mask=False, init="torch")
 
 
 def _head(run: dict) -> tuple:
-    """The run's classifier settings (LRA's CLS head, positions, padding mask) as a key."""
+    """The run's classifier settings (LRA's CLS head, positions, padding mask, init) as a key."""
     h = dict(DEFAULT_HEAD, **run.get("head", {}))
-    return h["classifier"], h["positions"], bool(h["pad_mask"])
+    return h["classifier"], h["positions"], bool(h["pad_mask"]), h["init"]
 
 
 def _head_label(run: dict) -> str:
-    c, pos, mask = _head(run)
+    c, pos, mask, init = _head(run)
     return ", ".join([("CLS + MLP head" if c == "cls" else "mean pooling"), f"{pos} positions"]
-                     + (["padding mask"] if mask else []))
+                     + (["padding mask"] if mask else []) + (["LRA init"] if init == "lra" else []))
 
 
 def _lra_groups(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:

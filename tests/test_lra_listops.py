@@ -245,7 +245,8 @@ def test_lra_classifier_ignores_padding_and_trains(tmp_path):
     doc = json.loads(out.read_text())
     run = doc["runs"][0]
     assert run["status"] == "done" and run["steps"] == 3
-    assert run["head"] == dict(classifier="cls", positions="sinusoidal", pad_mask=True)
+    assert run["head"] == dict(classifier="cls", positions="sinusoidal", pad_mask=True,
+                               init="torch")
     assert doc["settings"]["classifier"] == "cls" and doc["settings"]["pad_mask"]
     for argv in (["--pad-mask", "--softmax-impl", "sdpa"], ["--classifier", "max"]):
         with pytest.raises(SystemExit):
@@ -253,3 +254,38 @@ def test_lra_classifier_ignores_padding_and_trains(tmp_path):
     with pytest.raises(lra_listops.UsageError, match="softmax attention only"):
         lra_listops.build_model("conv", lra_listops.parse_args(["--smoke", "--pad-mask"]),
                                 torch.device("cpu"))
+
+
+def test_lra_init_matches_lras_initialisers():
+    """--init lra: embedding N(0, 1), each of q/k/v and the other block kernels Xavier-uniform
+    (bound sqrt(6 / (fan_in + fan_out)) on the d x d or d x d_ff matrix), tiny biases, the
+    CLS head LeCun-normal; the torch default stays the LightTransformer's N(0, 0.02)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import lra_listops
+
+    argv = ["--smoke", "--classifier", "cls", "--positions", "sinusoidal", "--pad-mask"]
+    _, plain, _ = lra_listops.build_model("full", lra_listops.parse_args(argv),
+                                          torch.device("cpu"))
+    args = lra_listops.parse_args(argv + ["--init", "lra"])
+    _, model, _ = lra_listops.build_model("full", args, torch.device("cpu"))
+    assert float(plain.base.embed.weight.detach().std()) < 0.05
+    assert 0.8 < float(model.base.embed.weight.detach().std()) < 1.2
+    d, f = args.d_model, args.d_ff
+    n_checked = 0
+    for blk in model.base.blocks:
+        for w in blk.attn.qkv.weight.detach().split(d, dim=0):
+            bound = math.sqrt(6 / (d + d))
+            assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.8 * bound
+            n_checked += 1
+        for lin, bound in ((blk.ffn.fc1, math.sqrt(6 / (d + f))),
+                           (blk.ffn.fc2, math.sqrt(6 / (d + f))),
+                           (blk.attn.proj, math.sqrt(6 / (d + d)))):
+            assert float(lin.weight.detach().abs().max()) <= bound
+            assert float(lin.bias.detach().abs().max()) < 1e-4
+            n_checked += 1
+    first = model.base.head[0]
+    std = 1 / math.sqrt(d) / 0.87962566103423978
+    assert float(first.weight.detach().abs().max()) <= 2 * std and float(first.bias.detach().abs().max()) == 0
+    assert n_checked == 6 * args.n_layers
+    assert lra_listops.lra_head_settings(args)["init"] == "lra"
