@@ -141,7 +141,7 @@ class Controller(Unit):
 
     params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "window", "head_dim",
                      "attn_lanes", "attn_causal", "act_depth", "wgt_depth", "instr_depth",
-                     "lut_count", "lut_columns")
+                     "lut_count", "lut_columns", "ln_pipelines")
     params = Setting("The AccelParams the controller was built from.")
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
@@ -170,7 +170,8 @@ class Controller(Unit):
                                             pipeline=pipe)
         m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
                                             use_dsp=self._use_dsp)
-        m.submodules.lnorm = lnorm = TokenLayerNorm(p.rows, use_dsp=self._use_dsp)
+        m.submodules.lnorm = lnorm = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count,
+                                                    use_dsp=self._use_dsp)
         # On ECP5 the attention unit's int8 q.k / p.v products go to LUTs (as the vector and
         # LayerNorm units' always do): the top's DSP budget (tests/test_hw_resources.py).
         m.submodules.attn = attn = WindowedAttention(

@@ -16,9 +16,15 @@ token's lane:
    a holding register; ``engines`` :class:`~hw.layernorm._ScalarEngine` take them one lane at a
    time, in turn, each ``scalar_cycles - 1`` cycles a lane, and leave each lane's ``G`` and
    ``H`` in its result register.
-3. **Normalize** (``d`` beats, one per cycle with ``i_param``): once every lane's result is in
-   and the previous block's elements have left the pipeline, the lanes take their row
-   constants and the block's beats go through one element pipeline per lane.
+3. **Normalize** (``d`` beats with ``i_param``): once every lane's result is in and the
+   previous block's elements have left the pipeline, the lanes take their row constants and
+   the block's beats go through ``pipelines`` element pipelines. With one pipeline per lane
+   (the default) a beat takes one cycle; with fewer, each pipeline serves ``lanes /
+   pipelines`` lanes in turn (*phases*: phase ``f`` of a beat carries lanes ``f * pipelines``
+   to ``(f + 1) * pipelines - 1``), the beat and its ``i_param`` transfer take that many
+   cycles, and the phases' results are collected into one output beat. The engines already
+   take ``lanes * (scalar_cycles - 1) / engines`` cycles a block, so pipelines that are busy
+   only a quarter of the time can be shared at no cost in throughput for ``d`` up to that.
 
 The next block loads while the previous one is in its scalar phase or drains, so a long job
 takes :meth:`TokenLayerNorm.block_cycles` a block (the engines' ``lanes * (scalar_cycles - 1) /
@@ -97,6 +103,9 @@ class TokenLayerNorm(Unit):
         Largest row width ``d``, 1..``LN_MAX_DIM`` (1024).
     engines : int
         Scalar engines, 1..``lanes`` (default ``lanes // 2``, at least 1).
+    pipelines : int
+        Element pipelines of the normalize phase, a divisor of ``lanes`` (default, or 0:
+        ``lanes``, one per lane; ``AccelParams.ln_pipelines``). Each holds five int8 x 18-bit products and a requant lane.
     use_dsp : bool
         Use DSP blocks for the requant lanes' products (as :class:`~hw.layernorm.LayerNorm`).
     family : str or None
@@ -115,18 +124,27 @@ class TokenLayerNorm(Unit):
         int8 ``data`` per lane, ``last`` on the job's final beat.
     """
 
-    params_fields = ("rows", "dsp_multipliers")
+    params_fields = ("rows", "ln_pipelines", "dsp_multipliers")
     max_dim = Setting("Largest row width d.")
     engines = Setting("Scalar engines.")
+    pipelines = Setting("Element pipelines of the normalize phase.")
     use_dsp = Setting("DSP multipliers where the platform has them.")
 
     def __init__(self, rows: int, *, max_dim: int = LN_MAX_DIM, engines: int | None = None,
-                 use_dsp: bool = True, family: str | None = None):
+                 pipelines: int | None = None, use_dsp: bool = True,
+                 family: str | None = None):
         self._rows = self._lanes = check_int("rows", rows, 1, MAX_DIM)
         self._max_dim = check_int("max_dim", max_dim, 1, LN_MAX_DIM)
         if engines is None:
             engines = max(1, self._lanes // 2)
         self._engines = check_int("engines", engines, 1, self._lanes)
+        if pipelines is None or (isinstance(pipelines, int) and pipelines == 0):
+            pipelines = self._lanes
+        self._pipelines = check_int("pipelines", pipelines, 1, self._lanes)
+        if self._lanes % self._pipelines:
+            raise ValueError(f"TokenLayerNorm: pipelines ({pipelines}) must divide the lanes "
+                             f"({self._lanes}): each pipeline serves lanes / pipelines lanes")
+        self._phases = self._lanes // self._pipelines
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
@@ -148,13 +166,18 @@ class TokenLayerNorm(Unit):
         :attr:`hw.layernorm.LayerNorm.pipeline_latency`)."""
         return PIPELINE_LATENCY
 
+    @property
+    def phases(self) -> int:
+        """Cycles an output beat takes: ``lanes / pipelines``."""
+        return self._phases
+
     def block_cycles(self, dim: int) -> float:
         """Cycles per block of width ``dim`` in a long job at full rate: the engines'
-        ``lanes * (scalar_cycles - 1) / engines``, or the ``d`` load and output beats (and the
+        ``lanes * (scalar_cycles - 1) / engines``, or the ``d * phases`` output cycles (and the
         wait for the pipeline to empty before a block's constants go in) when more."""
         dim = check_int("dim", dim, 1, self._max_dim)
         engine = -(-self._lanes // self._engines) * (self.scalar_cycles - 1)
-        return max(engine, dim + self.pipeline_latency + 2)
+        return max(engine, dim * self._phases + self.pipeline_latency + 2)
 
     # -- gateware --------------------------------------------------------------------------------
 
@@ -329,8 +352,14 @@ class TokenLayerNorm(Unit):
         out_state = Signal()
         u.take_out = Signal()
         u.block_done_out = Signal()
+        # phase of the beat in the pipelines; its i_param transfer completes on the last one
+        u.phase = Signal(range(self._phases), name="out_phase")
+        u.last_phase = Signal()
+        u.issue = Signal()                                        # a phase enters this cycle
         m.d.comb += [
-            self.i_param.ready.eq(out_state & u.ce),
+            u.last_phase.eq(u.phase == self._phases - 1),
+            u.issue.eq(out_state & u.ce & self.i_param.valid),
+            self.i_param.ready.eq(out_state & u.ce & u.last_phase),
             u.take_out.eq(self.i_param.valid & self.i_param.ready),
             u.block_done_out.eq(u.elem_out + 1 >= u.dim),
             u.buf.r_en.eq(u.ce), u.buf.r_oce.eq(u.ce),
@@ -350,6 +379,8 @@ class TokenLayerNorm(Unit):
                     m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += out_state.eq(1)
+                with m.If(u.issue):
+                    m.d.sync += u.phase.eq(Mux(u.last_phase, 0, u.phase + 1))
                 with m.If(u.take_out):
                     m.d.sync += u.elem_out.eq(u.elem_out + 1)
                     with m.If(u.block_done_out):
@@ -357,45 +388,80 @@ class TokenLayerNorm(Unit):
                         m.next = "WAIT"
 
     def _elaborate_pipeline(self, m, u):
-        """One element pipeline per lane (as :class:`~hw.layernorm.LayerNorm`'s), the channel's
-        constants shared by the lanes."""
+        """The element pipelines (each as :class:`~hw.layernorm.LayerNorm`'s), the channel's
+        constants shared by all. Pipeline ``p`` takes lane ``f * pipelines + p`` in phase ``f``:
+        the phase travels beside the data and picks the lane's row constants and, at the end,
+        the lane of the output beat; earlier phases wait in a collect register."""
         ce, prm = u.ce, self.i_param.payload
+        P, phases = self._pipelines, self._phases
         n_lat = BlockRAM.latency + Multiplier.latency + 3
         g_lat = n_lat + Multiplier.latency
         b_lat = g_lat + 1
         total = b_lat + RequantLane.latency
-        valid_o = _delay(m, ce, u.take_out, total, "valid")
+        slot_o = _delay(m, ce, u.issue, total, "slot")            # a phase leaves
         last_o = _delay(m, ce, u.last_row & u.block_done_out, total, "last")
+        if phases > 1:
+            ph_x = _delay(m, ce, u.phase, BlockRAM.latency, "phase_x")      # at the products
+            ph_h = _delay(m, ce, ph_x, Multiplier.latency, "phase_h")    # at the H subtract
+            ph_o = _delay(m, ce, ph_h, total - BlockRAM.latency - Multiplier.latency,
+                          "phase_o")
+            valid_o = slot_o & (ph_o == phases - 1)
+        else:
+            valid_o = slot_o
         push = valid_o & ce
         m.d.sync += u.inflight.eq(u.inflight + (u.take_out & ce) - push)
         gamma = _delay(m, ce, prm.gamma, n_lat, "gamma")
         beta = _delay(m, ce, prm.beta, g_lat, "beta")
         mult = _delay(m, ce, prm.mult, b_lat, "mult")
         shift = _delay(m, ce, prm.shift, b_lat, "shift")
-        for t in range(self._lanes):
-            x2 = u.buf.r_data[t * ACT_WIDTH:(t + 1) * ACT_WIDTH].as_signed()
+
+        def lane_of(rows, phase, p, name):
+            """``rows[phase * P + p]`` (a pipeline's lane in this phase)."""
+            if phases == 1:
+                return rows[p]
+            sel = Signal.like(rows[p], name=name)
+            with m.Switch(phase):
+                for f in range(phases):
+                    with m.Case(f):
+                        m.d.comb += sel.eq(rows[f * P + p])
+            return sel
+
+        collect = [Signal(signed(ACT_WIDTH), name=f"collect{t}")
+                   for t in range(self._lanes - P)]
+        for p in range(P):
+            x_all = [u.buf.r_data[t * ACT_WIDTH:(t + 1) * ACT_WIDTH].as_signed()
+                     for t in range(self._lanes)]
+            x2 = lane_of(x_all, ph_x if phases > 1 else None, p, f"x{p}")
+            g_row = lane_of(u.g_row, ph_x if phases > 1 else None, p, f"g_sel{p}")
+            h_row = lane_of(u.h_row, ph_h if phases > 1 else None, p, f"h_sel{p}")
             prods = []
             for i in range(0, PROD_BITS, CHUNK_BITS):
                 width = min(CHUNK_BITS, PROD_BITS - i)
                 pm = LutMultiplier(ACT_WIDTH, width + 1)
-                m.submodules[f"xg{t}_{i // CHUNK_BITS}"] = pm
-                m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(u.g_row[t][i:i + width])]
+                m.submodules[f"xg{p}_{i // CHUNK_BITS}"] = pm
+                m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(g_row[i:i + width])]
                 prods.append((pm.p, i))
-            t_lo = _stage(m, ce, sum(p << i for p, i in prods[:2])[:PROD_BITS], f"tlo{t}",
+            t_lo = _stage(m, ce, sum(p_ << i for p_, i in prods[:2])[:PROD_BITS], f"tlo{p}",
                           unsigned(PROD_BITS))
-            t_hi = _stage(m, ce, (sum(p << i for p, i in prods[2:]) - u.h_row[t])[:PROD_BITS],
-                          f"thi{t}", unsigned(PROD_BITS))
-            p6 = _stage(m, ce, (t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{t}",
+            t_hi = _stage(m, ce, (sum(p_ << i for p_, i in prods[2:]) - h_row)[:PROD_BITS],
+                          f"thi{p}", unsigned(PROD_BITS))
+            p6 = _stage(m, ce, (t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{p}",
                         signed(PROD_BITS))
-            n7 = _stage(m, ce, (p6 >> u.n_shift)[:NORM_BITS].as_signed(), f"n{t}",
+            n7 = _stage(m, ce, (p6 >> u.n_shift)[:NORM_BITS].as_signed(), f"n{p}",
                         signed(NORM_BITS))
             gm = LutMultiplier(ACT_WIDTH, NORM_BITS)
-            m.submodules[f"gamma{t}"] = gm
+            m.submodules[f"gamma{p}"] = gm
             m.d.comb += [gm.en.eq(ce), gm.a.eq(gamma), gm.b.eq(n7)]
-            acc = _stage(m, ce, (gm.p + beta)[:ACC_WIDTH].as_signed(), f"acc{t}",
+            acc = _stage(m, ce, (gm.p + beta)[:ACC_WIDTH].as_signed(), f"acc{p}",
                          signed(ACC_WIDTH))
             lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
-            m.submodules[f"lane{t}"] = lane
+            m.submodules[f"lane{p}"] = lane
             m.d.comb += [lane.s.eq(acc), lane.mult.eq(mult), lane.shift.eq(shift),
-                         lane.en.eq(ce), u.obuf.data.data[t].eq(lane.y)]
+                         lane.en.eq(ce)]
+            for f in range(phases - 1):                           # earlier phases wait
+                with m.If(slot_o & ce & (ph_o == f)):
+                    m.d.sync += collect[f * P + p].eq(lane.y)
+            m.d.comb += u.obuf.data.data[(phases - 1) * P + p].eq(lane.y)
+        for t in range(self._lanes - P):
+            m.d.comb += u.obuf.data.data[t].eq(collect[t])
         m.d.comb += [u.obuf.push.eq(valid_o), u.obuf.data.last.eq(last_o)]

@@ -49,6 +49,12 @@ class AccelParams:
         The array's last ``lut_columns`` columns (0..cols) multiply with
         :class:`hw.lut_multiplier.LutMultiplier` (adders in the fabric, no DSP block) instead:
         a mixed array that holds more MACs than the part has DSP blocks. 0 (default): none.
+    ln_pipelines : int
+        Element pipelines of the LayerNorm unit (:class:`hw.layernorm_tokens.TokenLayerNorm`
+        ``pipelines``): a divisor of ``rows``, each pipeline normalizing ``rows /
+        ln_pipelines`` of a block's rows in turn. 0 (default): one per row. The unit's scalar
+        engines take ``2 * 132`` cycles a block, so up to four rows a pipeline cost no time for
+        ``d <= 64``.
     window : int
         Sliding attention window (keys per query row), 1..256.
     head_dim : int
@@ -88,6 +94,7 @@ class AccelParams:
     target_mhz: float = 25.0
     baud: int = 115200
     lut_columns: int = 0
+    ln_pipelines: int = 0
 
     # Fixed numerics (hw.numerics); part of the contract, not knobs.
     act_width: int = dataclasses.field(default=ACT_WIDTH, init=False)
@@ -120,6 +127,10 @@ class AccelParams:
                            check_number(at + "target_mhz", self.target_mhz, 1.0, 500.0))
         check_int(at + "baud", self.baud, 9600, 12_000_000)
         check_int(at + "lut_columns", self.lut_columns, 0, self.cols)
+        check_int(at + "ln_pipelines", self.ln_pipelines, 0, self.rows)
+        if self.ln_pipelines and self.rows % self.ln_pipelines:
+            raise ValueError(f"AccelParams.ln_pipelines must divide rows ({self.rows}) or be 0 "
+                             f"(one per row), not {self.ln_pipelines!r}")
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -147,6 +158,11 @@ class AccelParams:
         return hashlib.blake2s(blob.encode(), digest_size=8).hexdigest()
 
     @property
+    def ln_pipeline_count(self) -> int:
+        """The LayerNorm unit's element pipelines (``ln_pipelines``, 0 meaning ``rows``)."""
+        return self.ln_pipelines or self.rows
+
+    @property
     def design_id(self) -> int:
         """32-bit ``DESIGN_ID`` readable on the device (the first 8 hex digits of ``digest()``)."""
         return int(self.digest()[:8], 16)
@@ -165,28 +181,29 @@ PRESETS: dict[str, AccelParams] = {
     # head_dim 16 and 32 KiB of weights: the shipped digits model (2 heads of 16, 17 KiB of
     # weights) runs on it end to end.
     "tiny": AccelParams(name="tiny", rows=4, cols=4, k_depth=256, window=8, head_dim=16,
-                        attn_lanes=4, act_depth=4096, wgt_depth=32768, target_mhz=25.0),
+                        attn_lanes=4, act_depth=4096, wgt_depth=32768, target_mhz=25.0,
+                        ln_pipelines=2),
     # iCE40UP5K: 5280 LUT4, 8 SB_MAC16, 30 EBR (120 kbit), 1 Mbit SPRAM. A 2x2 array: its 4 PE
     # products and the requantizer's 2 x 2 partial products use exactly the 8 SB_MAC16
     # (a 2x4 array needed 16 and 5333 of 5280 logic cells; docs/boards.md).
     "icebreaker": AccelParams(name="icebreaker", rows=2, cols=2, k_depth=256, window=8,
                               head_dim=8, attn_lanes=2, act_depth=2048, wgt_depth=8192,
-                              instr_depth=64, lut_count=2, target_mhz=12.0),
+                              instr_depth=64, lut_count=2, target_mhz=12.0, ln_pipelines=1),
     # ECP5 LFE5U-85F speed grade 6: 156 MULT18X18D, 208 EBR (18 kbit each). 32 KiB of
     # activations hold one encoder layer at d_model 64, T 64 (at least 5 T d bytes live at once).
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
                              head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
-                             instr_depth=1024, lut_count=8, target_mhz=125.0),
+                             instr_depth=1024, lut_count=8, target_mhz=125.0, ln_pipelines=2),
     # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR. Sized for the
     # whole board top (tests/test_hw_resources.py): a 2x2 array, as every product of the
-    # GEMM core (rows * cols + 2 * cols), vector (2 * rows) and LayerNorm (2 * rows) units, the
-    # attention unit (2 * attn_lanes + 4) and the controller and link checks (3) is a
-    # MULT18X18D: 27 of 28 (a 4x4 array alone took 24). 64 instructions (the digits model has
+    # GEMM core (rows * cols + 2 * cols), vector (2 * rows) and LayerNorm (2 * ln_pipelines)
+    # units, the attention unit (2 * attn_lanes + 4) and the controller and link checks (3) is a
+    # MULT18X18D: 25 of 28 (a 4x4 array alone took 24). 64 instructions (the digits model has
     # 46): each of the 32 instruction byte lanes is then LUT RAM, not a DP16KD (hw.bram).
     "colorlight_5a75b": AccelParams(name="colorlight_5a75b", rows=2, cols=2, k_depth=512,
                                     window=16, head_dim=16, attn_lanes=2, act_depth=8192,
                                     wgt_depth=32768, instr_depth=64, lut_count=4,
-                                    target_mhz=125.0),
+                                    target_mhz=125.0, ln_pipelines=1),
     # Simulation only: larger models than any board holds.
     "sim_large": AccelParams(name="sim_large", rows=16, cols=16, k_depth=4096, window=64,
                              head_dim=64, attn_lanes=16, act_depth=65536, wgt_depth=1 << 20,

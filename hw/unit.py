@@ -34,7 +34,8 @@ from hw.params import AccelParams
 __all__ = ["ARGUMENT_NAMES", "ParamSignature", "Setting", "Unit", "check_params", "unit_digest"]
 
 #: Constructor argument of each ``AccelParams`` field whose name differs from the field's.
-ARGUMENT_NAMES: dict[str, str] = {"dsp_multipliers": "use_dsp", "attn_lanes": "lanes"}
+ARGUMENT_NAMES: dict[str, str] = {"dsp_multipliers": "use_dsp", "attn_lanes": "lanes",
+                                   "ln_pipelines": "pipelines"}
 
 
 def check_params(params: object) -> AccelParams:

@@ -17,10 +17,11 @@ ROWS = 3                  # lanes: blocks of 3 tokens, so most jobs end in a rag
 MAX_DIM = 40
 
 
-def _simulate(jobs, *, rows=ROWS, max_dim=MAX_DIM, engines=None, idle=False,
+def _simulate(jobs, *, rows=ROWS, max_dim=MAX_DIM, engines=None, pipelines=None, idle=False,
               backpressure=False, seed=0):
     """Run ``jobs``; return each job's output rows ``(t, d)`` and the ``last`` flags."""
-    dut = TokenLayerNorm(rows, max_dim=max_dim, engines=engines, use_dsp=False)
+    dut = TokenLayerNorm(rows, max_dim=max_dim, engines=engines, pipelines=pipelines,
+                         use_dsp=False)
     rng = np.random.default_rng(seed)
     blocks = [-(-j["x"].shape[0] // rows) for j in jobs]
     total = sum(b * j["x"].shape[1] for b, j in zip(blocks, jobs))
@@ -105,10 +106,35 @@ def test_token_layernorm_random_rows(idle, backpressure, engines):
     assert rows == sum(j["x"].shape[0] for j in jobs) >= 8
 
 
-def test_token_layernorm_block_rate():
-    """A long job at full rate: blocks leave ``block_cycles`` apart (the engines bind)."""
+@pytest.mark.parametrize("rows, pipelines, idle, backpressure", [
+    (3, 1, False, False), (4, 2, True, False), (4, 1, False, True), (4, 2, True, True)])
+def test_token_layernorm_shared_pipelines(rows, pipelines, idle, backpressure):
+    """Fewer element pipelines than lanes (each lane in its phase of a beat): bit-exact, corner
+    rows included, under idle inputs and output backpressure."""
+    rng = np.random.default_rng(40 + 4 * rows + pipelines + 2 * idle + backpressure)
+    jobs = ln_corner_jobs(MAX_DIM)[:4] + [
+        ln_random_job(rng, int(rng.integers(1, MAX_DIM + 1)), int(rng.integers(1, 10)))
+        for _ in range(6)]
+    n = _check(jobs, rows=rows, pipelines=pipelines, idle=idle, backpressure=backpressure,
+               seed=5)
+    assert n == sum(j["x"].shape[0] for j in jobs) >= 10
+
+
+def test_token_layernorm_pipelines_checked():
+    assert TokenLayerNorm(8, pipelines=0).pipelines == 8
+    assert TokenLayerNorm(8, pipelines=2).phases == 4
+    with pytest.raises(ValueError, match="must divide the lanes"):
+        TokenLayerNorm(8, pipelines=3)
+    with pytest.raises(ValueError):
+        TokenLayerNorm(4, pipelines=5)
+
+
+@pytest.mark.parametrize("pipelines", [None, 1])
+def test_token_layernorm_block_rate(pipelines):
+    """A long job at full rate: blocks leave ``block_cycles`` apart (the engines bind, also
+    with one pipeline shared by the four lanes)."""
     rows, d, n_blocks = 4, 8, 5
-    dut = TokenLayerNorm(rows, max_dim=16, engines=2, use_dsp=False)
+    dut = TokenLayerNorm(rows, max_dim=16, engines=2, pipelines=pipelines, use_dsp=False)
     starts = []
 
     async def tb(ctx):
@@ -140,7 +166,10 @@ def test_token_layernorm_from_params():
     p = preset("ulx3s_85f")
     u = TokenLayerNorm.from_params(p)
     assert (u.rows, u.engines, u.use_dsp) == (8, 4, p.dsp_multipliers)
-    assert u.scalar_cycles == 133 and u.block_cycles(64) == 2 * 132
+    assert u.pipelines == p.ln_pipeline_count and u.phases == 8 // u.pipelines
+    assert u.scalar_cycles == 133
+    assert u.block_cycles(64) == max(2 * 132, 64 * u.phases + u.pipeline_latency + 2)
+    assert u.block_cycles(32) == 2 * 132
 
 
 def test_token_layernorm_ecp5_primitives():
@@ -150,5 +179,7 @@ def test_token_layernorm_ecp5_primitives():
 
     text = rtlil.convert(TokenLayerNorm(8, family="ecp5"), name="top")
     assert text.count("cell \\MULT18X18D") == 2 * 8
+    shared = rtlil.convert(TokenLayerNorm(8, pipelines=2, family="ecp5"), name="top")
+    assert shared.count("cell \\MULT18X18D") == 2 * 2
     assert text.count("cell $mul ") == 0
     assert text.count("cell \\DP16KD") == 8

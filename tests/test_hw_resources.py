@@ -101,13 +101,14 @@ def test_counters_see_dsps_and_products():
 
 
 def test_ulx3s_85f_vector_and_layernorm_dsp_budget(top_rtlil):
-    """The vector unit (``rows`` = 8 lanes) and the LayerNorm (``cols`` = 8 lanes) take two
-    ``MULT18X18D`` per lane (the requant lanes' 32 x 15 products) and no ``$mul``: their int8
-    products are LUT multipliers. The whole top's instances fit the chip."""
+    """The vector unit (``rows`` = 8 lanes) takes two ``MULT18X18D`` per lane and the LayerNorm
+    two per element pipeline (``ln_pipelines`` = 2, each serving four of the 8 lanes): the
+    requant lanes' 32 x 15 products. No ``$mul``: their int8 products are LUT multipliers. The
+    whole top's instances fit the chip."""
     p = preset("ulx3s_85f")
     counts = dsp_instances(top_rtlil)
     assert _in_unit(counts, "top.ctrl.vec") == 2 * p.rows == 16
-    assert _in_unit(counts, "top.ctrl.lnorm") == 2 * p.cols == 16
+    assert _in_unit(counts, "top.ctrl.lnorm") == 2 * p.ln_pipelines == 4
     products = variable_products(top_rtlil)
     assert [n for n in products if n.startswith(("top.ctrl.vec", "top.ctrl.lnorm"))] == []
     total = sum(counts.values())
@@ -129,13 +130,13 @@ def test_ulx3s_85f_attention_dsp_budget(top_rtlil):
 def test_ulx3s_85f_top_within_dsp_target(top_rtlil):
     """Target: at most 140 of the 156 blocks, counting every ``$mul`` between signals as at
     least one more (synth_ecp5 maps it to ``MULT18X18D``), so a board build can place the top
-    with room to spare. Today: GEMM core 80, vector 16, LayerNorm 16, attention 20, and the
-    controller's one shared 32 x 16 product (``$mul``) = 133."""
+    with room to spare. Today: GEMM core 80, vector 16, LayerNorm 4, attention 20, and the
+    controller's one shared 32 x 16 product (``$mul``) = 121."""
     counts = dsp_instances(top_rtlil)
     assert _in_unit(counts, "top.ctrl.gemm") == 80
     assert variable_products(top_rtlil) == ["top.ctrl"]
     total = sum(counts.values()) + len(variable_products(top_rtlil))
-    assert total == 133
+    assert total == 121
     assert total <= 140
 
 
@@ -170,11 +171,12 @@ def test_colorlight_top_fits_the_lfe5u_25f(colorlight_top_rtlil):
     text = colorlight_top_rtlil
     p = preset_for_board("colorlight-5a75b")
     counts = dsp_instances(text)
-    # GEMM core: rows * cols PE products and two per requantizer column; the vector and
-    # LayerNorm units two per lane (rows); attention two per lane and four for its scalers.
+    # GEMM core: rows * cols PE products and two per requantizer column; the vector unit two
+    # per lane (rows), the LayerNorm two per element pipeline; attention two per lane and four
+    # for its scalers.
     assert _in_unit(counts, "top.design.accel.ctrl.gemm") == p.rows * p.cols + 2 * p.cols
     assert _in_unit(counts, "top.design.accel.ctrl.vec") == 2 * p.rows
-    assert _in_unit(counts, "top.design.accel.ctrl.lnorm") == 2 * p.rows
+    assert _in_unit(counts, "top.design.accel.ctrl.lnorm") == 2 * p.ln_pipeline_count == 2
     assert _in_unit(counts, "top.design.accel.ctrl.attn") == 2 * p.attn_lanes + 4
     dsps = sum(counts.values()) + product_blocks(text)
     assert dsps <= ECP5_25F_DSPS
