@@ -17,7 +17,8 @@ token's lane:
    time, in turn, each ``scalar_cycles - 1`` cycles a lane, and leave each lane's ``G`` and
    ``H`` in its result register.
 3. **Normalize** (``d`` beats with ``i_param``): once every lane's result is in and the
-   previous block's elements have left the pipeline, the lanes take their row constants and
+   previous block's elements have read their row constants (the first stages of the
+   pipeline; the rest of it still drains), the lanes take their row constants and
    the block's beats go through ``pipelines`` element pipelines. With one pipeline per lane
    (the default) a beat takes one cycle; with fewer, each pipeline serves ``lanes /
    pipelines`` lanes in turn (*phases*: phase ``f`` of a beat carries lanes ``f * pipelines``
@@ -174,10 +175,11 @@ class TokenLayerNorm(Unit):
     def block_cycles(self, dim: int) -> float:
         """Cycles per block of width ``dim`` in a long job at full rate: the engines'
         ``lanes * (scalar_cycles - 1) / engines``, or the ``d * phases`` output cycles (and the
-        wait for the pipeline to empty before a block's constants go in) when more."""
+        wait until the last element has read its row constants before the next block's go in)
+        when more."""
         dim = check_int("dim", dim, 1, self._max_dim)
         engine = -(-self._lanes // self._engines) * (self.scalar_cycles - 1)
-        return max(engine, dim * self._phases + self.pipeline_latency + 2)
+        return max(engine, dim * self._phases + BlockRAM.latency + Multiplier.latency + 1)
 
     # -- gateware --------------------------------------------------------------------------------
 
@@ -348,7 +350,7 @@ class TokenLayerNorm(Unit):
         u.last_row = Signal()
         u.elem_out = Signal(range(self._max_dim + 1))
         u.slot_out = Signal(range(BLOCK_SLOTS))
-        u.inflight = Signal(range(64))
+        u.rows_in_use = Signal()                                  # see _elaborate_pipeline
         out_state = Signal()
         u.take_out = Signal()
         u.block_done_out = Signal()
@@ -370,7 +372,7 @@ class TokenLayerNorm(Unit):
         half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> u.k
         with m.FSM(name="out"):
             with m.State("WAIT"):
-                with m.If((u.res_full == (1 << lanes) - 1) & (u.inflight == 0)):
+                with m.If((u.res_full == (1 << lanes) - 1) & ~u.rows_in_use):
                     m.d.comb += u.res_release.eq(1)
                     m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.res_g)]
                     m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.res_h)]
@@ -408,8 +410,15 @@ class TokenLayerNorm(Unit):
             valid_o = slot_o & (ph_o == phases - 1)
         else:
             valid_o = slot_o
-        push = valid_o & ce
-        m.d.sync += u.inflight.eq(u.inflight + (u.take_out & ce) - push)
+        # The next block's row constants may go in once no element is left that has still to
+        # read them: g at the products' inputs (BlockRAM.latency stages after its issue), h at
+        # the subtract (Multiplier.latency more). n_shift (per job) travels with the elements.
+        reads = BlockRAM.latency + Multiplier.latency
+        issued = [u.issue]
+        for k in range(reads):
+            issued.append(_stage(m, ce, issued[-1], f"row_use{k + 1}"))
+        m.d.comb += u.rows_in_use.eq(Cat(*issued[1:]).any())
+        n_shift = _delay(m, ce, u.n_shift, reads + 2, "n_shift")
         gamma = _delay(m, ce, prm.gamma, n_lat, "gamma")
         beta = _delay(m, ce, prm.beta, g_lat, "beta")
         mult = _delay(m, ce, prm.mult, b_lat, "mult")
@@ -447,7 +456,7 @@ class TokenLayerNorm(Unit):
                           f"thi{p}", unsigned(PROD_BITS))
             p6 = _stage(m, ce, (t_lo + t_hi)[:PROD_BITS].as_signed(), f"p{p}",
                         signed(PROD_BITS))
-            n7 = _stage(m, ce, (p6 >> u.n_shift)[:NORM_BITS].as_signed(), f"n{p}",
+            n7 = _stage(m, ce, (p6 >> n_shift)[:NORM_BITS].as_signed(), f"n{p}",
                         signed(NORM_BITS))
             gm = LutMultiplier(ACT_WIDTH, NORM_BITS)
             m.submodules[f"gamma{p}"] = gm

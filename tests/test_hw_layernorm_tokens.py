@@ -129,12 +129,16 @@ def test_token_layernorm_pipelines_checked():
         TokenLayerNorm(4, pipelines=5)
 
 
-@pytest.mark.parametrize("pipelines", [None, 1])
-def test_token_layernorm_block_rate(pipelines):
-    """A long job at full rate: blocks leave ``block_cycles`` apart (the engines bind, also
-    with one pipeline shared by the four lanes)."""
-    rows, d, n_blocks = 4, 8, 5
-    dut = TokenLayerNorm(rows, max_dim=16, engines=2, pipelines=pipelines, use_dsp=False)
+@pytest.mark.parametrize("engines, pipelines, d", [(2, None, 8), (2, 1, 8), (4, 1, 40)])
+def test_token_layernorm_block_rate(engines, pipelines, d):
+    """A long job at full rate: blocks leave ``block_cycles`` apart: the engines bind (also
+    with one pipeline shared by the four lanes), or the shared pipeline's ``4 d`` output
+    cycles do and the next block's row constants go in without waiting for it to drain."""
+    rows, n_blocks = 4, 5
+    dut = TokenLayerNorm(rows, max_dim=64, engines=engines, pipelines=pipelines,
+                         use_dsp=False)
+    if (engines, d) == (4, 40):
+        assert dut.block_cycles(d) == 4 * d + 5 > dut.scalar_cycles - 1
     starts = []
 
     async def tb(ctx):
@@ -168,8 +172,9 @@ def test_token_layernorm_from_params():
     assert (u.rows, u.engines, u.use_dsp) == (8, 4, p.dsp_multipliers)
     assert u.pipelines == p.ln_pipeline_count and u.phases == 8 // u.pipelines
     assert u.scalar_cycles == 133
-    assert u.block_cycles(64) == max(2 * 132, 64 * u.phases + u.pipeline_latency + 2)
-    assert u.block_cycles(32) == 2 * 132
+    # 2 pipelines: a block's 4 d output cycles stay under the engines' 264 up to d = 64
+    assert u.block_cycles(64) == u.block_cycles(32) == 2 * 132
+    assert u.block_cycles(128) == 128 * u.phases + 5
 
 
 def test_token_layernorm_ecp5_primitives():
