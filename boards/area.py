@@ -22,6 +22,14 @@ died after about 25 and 37 minutes, the second at 3.3 GB resident (4 GiB of WebA
 memory is the likely limit). ``--module top.ctrl`` maps one instance alone, its submodules
 black boxes: the cells it has in a hierarchical run (each module is mapped on its own), in one
 to five minutes.
+
+``--netlist build/synth/<build>/top.json`` reads a finished board build's flat netlist instead
+(Yosys' ``write_json`` after ``synth_ecp5``, what nextpnr placed; seconds, no synthesis). A
+flat netlist has no module boundaries left, so each cell goes to the deepest instance whose
+path starts its ``hdlname`` or its name (Yosys names a mapped LUT after the net it drives, which
+keeps the instance path), among the instances that its ``$scopeinfo`` cells list; the rest
+(``$abc$...`` names, the harness) stay with ``top``. Logic that ABC merged across a boundary
+counts where its output goes, so the split is close, not exact; the totals are the build's.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ from boards.logic_depth import run_yosys, top_rtlil
 from hw.params import preset
 from sw.report import json_path_type, write_json
 
-__all__ = ["COLUMNS", "breakdown", "cell_columns", "main", "rows", "synth_stat"]
+__all__ = ["COLUMNS", "breakdown", "cell_columns", "main", "netlist_breakdown", "rows",
+           "synth_stat"]
 
 #: The columns of a row, in print order.
 COLUMNS = ("comb", "lut4", "ccu2c", "ff", "dsp", "bram")
@@ -98,6 +107,44 @@ def breakdown(stat: dict, top: str = "top") -> dict[str, dict[str, dict[str, int
     return out
 
 
+def netlist_breakdown(netlist: dict) -> dict[str, dict[str, dict[str, int]]]:
+    """:func:`breakdown`'s table from a flat Yosys JSON netlist (``write_json`` after
+    ``synth_ecp5``; module docstring): each counted cell goes to the deepest instance of the
+    ``$scopeinfo`` hierarchy that prefixes its ``hdlname`` (or its dotted name), ``top`` if
+    none; instance paths are ``top.`` + the netlist's path."""
+    tops = [name for name, mod in netlist.get("modules", {}).items()
+            if mod.get("attributes", {}).get("top")]
+    if len(tops) != 1:
+        raise ValueError(f"expected one top module in the netlist, found {len(tops)}: is it "
+                         "a Yosys write_json netlist (build/synth/<build>/top.json)?")
+    cells = netlist["modules"][tops[0]].get("cells", {})
+    scopes = {tuple(c["attributes"]["hdlname"].split()) for c in cells.values()
+              if c.get("type") == "$scopeinfo" and c.get("attributes", {}).get("hdlname")}
+    counted = ("LUT4", "CCU2C", "TRELLIS_DPR16X4", "TRELLIS_FF", "MULT18X18D", "DP16KD")
+    own: dict[tuple, dict[str, int]] = {}
+    for name, cell in cells.items():
+        if cell.get("type") not in counted:
+            continue
+        hdlname = cell.get("attributes", {}).get("hdlname")
+        parts = hdlname.split() if hdlname else name.lstrip("\\").split(".")
+        k = len(parts) - 1
+        while k and tuple(parts[:k]) not in scopes:
+            k -= 1
+        counts = own.setdefault(tuple(parts[:k]), {})
+        counts[cell["type"]] = counts.get(cell["type"], 0) + 1
+    paths = sorted(set(own) | {s[:i] for s in own for i in range(len(s))} | {()})
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for path in paths:
+        mine = cell_columns(own.get(path, {}))
+        total = dict.fromkeys(COLUMNS, 0)
+        for other, counts in own.items():
+            if other[:len(path)] == path:
+                for key, value in cell_columns(counts).items():
+                    total[key] += value
+        out[".".join(("top",) + path)] = {"own": mine, "total": total}
+    return out
+
+
 def rows(table: dict[str, dict[str, dict[str, int]]], depth: int | None = None,
          min_comb: int = 0) -> list[str]:
     """Text rows of :func:`breakdown`: instances at most ``depth`` levels below its top whose
@@ -135,7 +182,28 @@ def main(argv: list[str] | None = None) -> int:
                     help="write every instance's row as JSON (a bench.area report)")
     ap.add_argument("--module", default="top", metavar="PATH",
                     help="only this instance (e.g. top.ctrl), its submodules as black boxes")
+    ap.add_argument("--netlist", type=Path, metavar="TOP_JSON",
+                    help="read a board build's flat netlist (build/synth/<build>/top.json) "
+                         "instead of synthesizing: seconds, cells split by their names")
     args = ap.parse_args(argv)
+    if args.netlist is not None:
+        if args.module != "top":
+            ap.error("--module maps one instance by synthesis; with --netlist the whole "
+                     "netlist is read, leave --module out")
+        if not args.netlist.is_file():
+            ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board "
+                     "build (lightformer synth writes it into its build directory)")
+        try:
+            table = netlist_breakdown(json.loads(args.netlist.read_text()))
+        except (ValueError, KeyError, AttributeError) as exc:
+            ap.error(f"--netlist {args.netlist}: {exc}")
+        print(f"flat netlist {args.netlist} (cells split by their names)")
+        for line in rows(table, args.depth, args.min_comb):
+            print(line)
+        if args.json:
+            write_json(args.json, {"netlist": str(args.netlist), "columns": list(COLUMNS),
+                                   "instances": table}, kind="bench.area")
+        return 0
     try:  # before the minutes of synthesis
         preset(args.preset)
     except ValueError as exc:

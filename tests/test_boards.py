@@ -6,6 +6,7 @@ detection, the command line (bad names, spelling hints, output paths)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from amaranth import Cat, ClockDomain, Module, Signal
@@ -602,6 +603,48 @@ def test_area_breakdown_rolls_up_the_hierarchy():
     stat["modules"]["\\top"]["num_cells_by_type"]["\\top.spad"] = 2
     with pytest.raises(ValueError, match="instantiated 2 times"):
         breakdown(stat)
+
+
+def test_area_from_a_flat_netlist(tmp_path, capsys):
+    """``boards.area --netlist``: a flat build netlist's cells go to the deepest ``$scopeinfo``
+    instance that prefixes their ``hdlname`` or dotted name; ``$abc`` names stay with ``top``."""
+    from boards.area import main, netlist_breakdown
+
+    def cell(kind, hdlname=None):
+        return {"type": kind, "attributes": {"hdlname": hdlname} if hdlname else {}}
+
+    cells = {
+        "s1": cell("$scopeinfo", "unit"), "s2": cell("$scopeinfo", "unit ctrl"),
+        "s3": cell("$scopeinfo", "unit ctrl attn"),
+        "unit.ctrl.attn.acc_TRELLIS_FF_Q_DI_LUT4_Z": cell("LUT4"),
+        "unit.ctrl.attn.acc_TRELLIS_FF_Q": cell("TRELLIS_FF"),
+        "unit.ctrl.fsm_state_CCU2C_S0": cell("CCU2C"),
+        "unit.ctrl.gone.x_LUT4_Z": cell("LUT4"),          # no such scope: goes to unit.ctrl
+        "x": cell("MULT18X18D", "unit ctrl attn mul"),
+        "$abc$1$auto$blifparse.cc:1$2": cell("LUT4"),
+        "led_0": cell("TRELLIS_IO"),                      # not counted
+    }
+    netlist = {"modules": {"top": {"attributes": {"top": "00000001"}, "cells": cells},
+                           "LUT4": {"attributes": {}}}}
+    table = netlist_breakdown(netlist)
+    assert table["top"]["own"]["comb"] == 1 and table["top"]["total"]["comb"] == 5
+    assert table["top.unit.ctrl"]["own"] == {"comb": 3, "lut4": 1, "ccu2c": 1, "ff": 0,
+                                             "dsp": 0, "bram": 0}
+    assert table["top.unit.ctrl.attn"]["own"] == {"comb": 1, "lut4": 1, "ccu2c": 0, "ff": 1,
+                                                  "dsp": 1, "bram": 0}
+    assert table["top.unit.ctrl"]["total"]["comb"] == 4
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps(netlist))
+    assert main(["--netlist", str(path), "--min-comb", "0", "--depth", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[2:]] == ["top", "unit", "ctrl", "attn"]
+    for argv in (["--netlist", str(tmp_path / "none.json")],
+                 ["--netlist", str(path), "--module", "top.ctrl"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    path.write_text(json.dumps({"modules": {}}))
+    with pytest.raises(SystemExit):
+        main(["--netlist", str(path)])
 
 
 @pytest.mark.synth
