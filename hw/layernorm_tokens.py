@@ -10,7 +10,7 @@ affine and requant constants per beat. The arithmetic per element is that of
 :class:`~hw.layernorm.LayerNorm` (its module docstring), with a token's row constants in the
 token's lane:
 
-1. **Load** (``d`` beats, one per cycle): the block goes into one of two block slots of a
+1. **Load** (``d`` beats, one per cycle): the block goes into one of three block slots of a
    block buffer while each lane accumulates its token's ``S1`` and ``Q``.
 2. **Scalar**: ``STATS_DRAIN`` cycles after the block's last beat its ``lanes`` totals wait in
    a holding register; ``engines`` :class:`~hw.layernorm._ScalarEngine` take them one lane at a
@@ -75,8 +75,15 @@ from hw.unit import Setting, Unit
 
 __all__ = ["TokenLayerNorm", "token_ln_param_layout"]
 
-#: Blocks the block buffer holds: the one loading and the one in its scalar phase or output.
-BLOCK_SLOTS = 2
+#: Blocks the block buffer holds: the one in its output phase, the one in its scalar phase and
+#: the one loading (with shared pipelines a block's output takes as long as a scalar phase, so
+#: a third slot keeps the next load from waiting for it).
+BLOCK_SLOTS = 3
+
+
+def _next_slot(slot):
+    """The block slot after ``slot`` (``BLOCK_SLOTS`` of them, in a ring)."""
+    return Mux(slot == BLOCK_SLOTS - 1, 0, slot + 1)
 
 
 def token_ln_param_layout() -> data.StructLayout:
@@ -239,7 +246,7 @@ class TokenLayerNorm(Unit):
                 with m.If(u.take_in):
                     m.d.sync += u.elem.eq(u.elem + 1)
                     with m.If(u.block_done_in):
-                        m.d.sync += [u.elem.eq(0), u.slot_in.eq(u.slot_in + 1)]
+                        m.d.sync += [u.elem.eq(0), u.slot_in.eq(_next_slot(u.slot_in))]
                         with m.If(self.i_stream.payload.last):
                             m.next = "FLUSH"
             with m.State("FLUSH"):
@@ -386,7 +393,7 @@ class TokenLayerNorm(Unit):
                 with m.If(u.take_out):
                     m.d.sync += u.elem_out.eq(u.elem_out + 1)
                     with m.If(u.block_done_out):
-                        m.d.sync += u.slot_out.eq(u.slot_out + 1)
+                        m.d.sync += u.slot_out.eq(_next_slot(u.slot_out))
                         m.next = "WAIT"
 
     def _elaborate_pipeline(self, m, u):
