@@ -113,7 +113,8 @@ class TokenLayerNorm(Unit):
         Scalar engines, 1..``lanes`` (default ``lanes // 2``, at least 1).
     pipelines : int
         Element pipelines of the normalize phase, a divisor of ``lanes`` (default, or 0:
-        ``lanes``, one per lane; ``AccelParams.ln_pipelines``). Each holds five int8 x 18-bit products and a requant lane.
+        ``lanes``, one per lane; ``AccelParams.ln_pipelines``). Each holds five int8 x 18-bit
+        products and a requant lane.
     use_dsp : bool
         Use DSP blocks for the requant lanes' products (as :class:`~hw.layernorm.LayerNorm`).
     family : str or None

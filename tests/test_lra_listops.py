@@ -286,6 +286,7 @@ def test_lra_init_matches_lras_initialisers():
             n_checked += 1
     first = model.base.head[0]
     std = 1 / math.sqrt(d) / 0.87962566103423978
-    assert float(first.weight.detach().abs().max()) <= 2 * std and float(first.bias.detach().abs().max()) == 0
+    assert float(first.weight.detach().abs().max()) <= 2 * std
+    assert float(first.bias.detach().abs().max()) == 0
     assert n_checked == 6 * args.n_layers
     assert lra_listops.lra_head_settings(args)["init"] == "lra"
