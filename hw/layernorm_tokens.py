@@ -417,6 +417,7 @@ class TokenLayerNorm(Unit):
                           "phase_o")
             valid_o = slot_o & (ph_o == phases - 1)
         else:
+            ph_x = ph_h = None
             valid_o = slot_o
         # The next block's row constants may go in once no element is left that has still to
         # read them: g at the products' inputs (BlockRAM.latency stages after its issue), h at
@@ -445,12 +446,12 @@ class TokenLayerNorm(Unit):
 
         collect = [Signal(signed(ACT_WIDTH), name=f"collect{t}")
                    for t in range(self._lanes - P)]
+        x_all = [u.buf.r_data[t * ACT_WIDTH:(t + 1) * ACT_WIDTH].as_signed()
+                 for t in range(self._lanes)]
         for p in range(P):
-            x_all = [u.buf.r_data[t * ACT_WIDTH:(t + 1) * ACT_WIDTH].as_signed()
-                     for t in range(self._lanes)]
-            x2 = lane_of(x_all, ph_x if phases > 1 else None, p, f"x{p}")
-            g_row = lane_of(u.g_row, ph_x if phases > 1 else None, p, f"g_sel{p}")
-            h_row = lane_of(u.h_row, ph_h if phases > 1 else None, p, f"h_sel{p}")
+            x2 = lane_of(x_all, ph_x, p, f"x{p}")
+            g_row = lane_of(u.g_row, ph_x, p, f"g_sel{p}")
+            h_row = lane_of(u.h_row, ph_h, p, f"h_sel{p}")
             prods = []
             for i in range(0, PROD_BITS, CHUNK_BITS):
                 width = min(CHUNK_BITS, PROD_BITS - i)
