@@ -46,7 +46,7 @@ from hw.params import preset
 from sw.report import json_path_type, write_json
 
 __all__ = ["COLUMNS", "breakdown", "cell_columns", "main", "netlist_breakdown", "rows",
-           "synth_stat"]
+           "scope_resolver", "synth_stat", "top_cells"]
 
 #: The columns of a row, in print order.
 COLUMNS = ("comb", "lut4", "ccu2c", "ff", "dsp", "bram")
@@ -107,30 +107,48 @@ def breakdown(stat: dict, top: str = "top") -> dict[str, dict[str, dict[str, int
     return out
 
 
-def netlist_breakdown(netlist: dict) -> dict[str, dict[str, dict[str, int]]]:
-    """:func:`breakdown`'s table from a flat Yosys JSON netlist (``write_json`` after
-    ``synth_ecp5``; module docstring): each counted cell goes to the deepest instance of the
-    ``$scopeinfo`` hierarchy that prefixes its ``hdlname`` (or its dotted name), ``top`` if
-    none; instance paths are ``top.`` + the netlist's path."""
+def top_cells(netlist: dict) -> dict:
+    """The cells of a flat Yosys JSON netlist's one top module (``write_json`` after
+    ``synth_ecp5``: ``build/synth/<build>/top.json``)."""
     tops = [name for name, mod in netlist.get("modules", {}).items()
             if mod.get("attributes", {}).get("top")]
     if len(tops) != 1:
         raise ValueError(f"expected one top module in the netlist, found {len(tops)}: is it "
                          "a Yosys write_json netlist (build/synth/<build>/top.json)?")
-    cells = netlist["modules"][tops[0]].get("cells", {})
+    return netlist["modules"][tops[0]].get("cells", {})
+
+
+def scope_resolver(cells: dict):
+    """``scope(name, cell)``: the instance path (a tuple, ``()`` for the top) a cell of a flat
+    netlist belongs to: the deepest instance its ``$scopeinfo`` cells list that prefixes the
+    cell's ``hdlname`` or its dotted name (module docstring)."""
     scopes = {tuple(c["attributes"]["hdlname"].split()) for c in cells.values()
               if c.get("type") == "$scopeinfo" and c.get("attributes", {}).get("hdlname")}
-    counted = ("LUT4", "CCU2C", "TRELLIS_DPR16X4", "TRELLIS_FF", "MULT18X18D", "DP16KD")
-    own: dict[tuple, dict[str, int]] = {}
-    for name, cell in cells.items():
-        if cell.get("type") not in counted:
-            continue
+
+    def scope(name: str, cell: dict) -> tuple:
         hdlname = cell.get("attributes", {}).get("hdlname")
         parts = hdlname.split() if hdlname else name.lstrip("\\").split(".")
         k = len(parts) - 1
         while k and tuple(parts[:k]) not in scopes:
             k -= 1
-        counts = own.setdefault(tuple(parts[:k]), {})
+        return tuple(parts[:k])
+
+    return scope
+
+
+def netlist_breakdown(netlist: dict) -> dict[str, dict[str, dict[str, int]]]:
+    """:func:`breakdown`'s table from a flat Yosys JSON netlist (``write_json`` after
+    ``synth_ecp5``; module docstring): each counted cell goes to the deepest instance of the
+    ``$scopeinfo`` hierarchy that prefixes its ``hdlname`` (or its dotted name), ``top`` if
+    none; instance paths are ``top.`` + the netlist's path."""
+    cells = top_cells(netlist)
+    scope = scope_resolver(cells)
+    counted = ("LUT4", "CCU2C", "TRELLIS_DPR16X4", "TRELLIS_FF", "MULT18X18D", "DP16KD")
+    own: dict[tuple, dict[str, int]] = {}
+    for name, cell in cells.items():
+        if cell.get("type") not in counted:
+            continue
+        counts = own.setdefault(scope(name, cell), {})
         counts[cell["type"]] = counts.get(cell["type"], 0) + 1
     paths = sorted(set(own) | {s[:i] for s in own for i in range(len(s))} | {()})
     out: dict[str, dict[str, dict[str, int]]] = {}

@@ -647,6 +647,62 @@ def test_area_from_a_flat_netlist(tmp_path, capsys):
         main(["--netlist", str(path)])
 
 
+def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
+    """``boards.paths``: arrival times run from register outputs through LUTs (cell + net delay)
+    and the carry chain (no net delay) into register inputs; the worst path is traced back to
+    its start, endpoints over the period are grouped by register, a loop is refused."""
+    from boards.paths import DELAYS, main, net_delay, worst_paths
+
+    def cell(kind, conns, dirs, **params):
+        return {"type": kind, "connections": conns, "port_directions": dirs,
+                "parameters": params, "attributes": {}}
+
+    ff = {"CLK": "input", "DI": "input", "Q": "output"}
+    lut = {"A": "input", "B": "input", "Z": "output"}
+    ccu = {"A0": "input", "CIN": "input", "S0": "output", "COUT": "output"}
+    cells = {
+        "s": {"type": "$scopeinfo", "attributes": {"hdlname": "ctrl"}},
+        "ctrl.a_TRELLIS_FF_Q": cell("TRELLIS_FF", {"CLK": [1], "DI": [9], "Q": [2]}, ff),
+        "ctrl.b_TRELLIS_FF_Q": cell("TRELLIS_FF", {"CLK": [1], "DI": [9], "Q": [3]}, ff),
+        "ctrl.x_LUT4_Z": cell("LUT4", {"A": [2], "B": [3], "Z": [4]}, lut),     # fanout 2
+        "ctrl.y_LUT4_Z": cell("LUT4", {"A": [4], "B": [3], "Z": [5]}, lut),
+        "ctrl.c0_CCU2C_S0": cell("CCU2C", {"A0": [4], "CIN": [0], "S0": [6], "COUT": [7]}, ccu),
+        "ctrl.c1_CCU2C_S0": cell("CCU2C", {"A0": [2], "CIN": [7], "S0": [8], "COUT": []}, ccu),
+        "ctrl.q1_TRELLIS_FF_Q": cell("TRELLIS_FF", {"CLK": [1], "DI": [5], "Q": [10]}, ff),
+        "ctrl.q2_TRELLIS_FF_Q_3": cell("TRELLIS_FF", {"CLK": [1], "DI": [8], "Q": [11]}, ff),
+    }
+    netlist = {"modules": {"top": {"attributes": {"top": "00000001"}, "cells": cells}}}
+    lut_t = DELAYS["ff_clk_q"] + net_delay(2) + DELAYS["lut"]       # a (fanout 2) -> x
+    y_t = lut_t + net_delay(2) + DELAYS["lut"]                        # x (fanout 2) -> y
+    c1_t = max(lut_t + net_delay(2) + DELAYS["carry_in"] + DELAYS["carry"],
+               DELAYS["ff_clk_q"] + net_delay(2) + DELAYS["carry_in"])
+    paths, ends, groups = worst_paths(netlist, 5, period=y_t)
+    assert len(ends) == 2        # q1.DI, q2.DI (a.DI, b.DI: net 9 has no driver, no arrival)
+    assert ends[("ctrl.q1_TRELLIS_FF_Q", "DI")] == pytest.approx(
+        y_t + net_delay(1) + DELAYS["ff_setup"])
+    assert ends[("ctrl.q2_TRELLIS_FF_Q_3", "DI")] == pytest.approx(
+        c1_t + net_delay(1) + DELAYS["ff_setup"])
+    worst = paths[0]             # through the carry chain: longer than y's second LUT
+    assert worst.end == "ctrl.q2_TRELLIS_FF_Q_3.DI" and len(paths) == 2
+    assert [step[0] for step in worst.steps] == [
+        "ctrl.a_TRELLIS_FF_Q", "ctrl.x_LUT4_Z", "ctrl.c0_CCU2C_S0", "ctrl.c1_CCU2C_S0",
+        "ctrl.q2_TRELLIS_FF_Q_3"]
+    assert worst.start_instance == worst.end_instance == "top.ctrl"
+    assert groups == {"ctrl.q#": [pytest.approx(worst.arrival), 2, "ctrl.a"]}
+    path = tmp_path / "top.json"
+    path.write_text(json.dumps(netlist))
+    assert main(["--netlist", str(path), "--target-mhz", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "2 endpoints" in out and "ctrl.q1_TRELLIS_FF_Q.DI" in out
+    cells["ctrl.x_LUT4_Z"]["connections"]["B"] = [5]                # x <- y <- x: a loop
+    with pytest.raises(ValueError, match="loop"):
+        worst_paths(netlist)
+    for argv in (["--netlist", str(tmp_path / "none.json")],
+                 ["--netlist", str(path), "--target-mhz", "0"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+
+
 @pytest.mark.synth
 def test_ulx3s_85f_top_logic_depth():
     """The ulx3s_85f top's longest combinational path (``ltp -noff``) stays at or below the 18

@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Estimated worst paths of a board build's flat netlist, before (and without) place-and-route.
+
+``python -m boards.paths --netlist build/synth/<build>/top.json [--paths N] [--target-mhz F]``
+reads the Yosys ``write_json`` netlist that ``synth_ecp5`` wrote for nextpnr (seconds, no tool
+run), propagates arrival times from every register, block-RAM and DSP output through the
+combinational cells (``LUT4``, ``CCU2C``, ``PFUMX``, ``L6MUX21``, the read port of
+``TRELLIS_DPR16X4`` and unregistered ``MULT18X18D`` stages) and prints the worst endpoints, each
+with its path (one line a signal: Yosys names each mapped cell after the net it drives), after a
+list of the registers with endpoints over ``--target-mhz``'s period, worst first.
+
+It is an estimate for finding *which* paths are long, not a timing figure:
+
+* cell delays are round numbers of the ECP5 speed grade 6 (a LUT 0.3 ns, a carry cell 0.05 ns
+  through its chain, an unregistered block-RAM read 4.0 ns after the clock, ...; :data:`DELAYS`);
+* a net costs ``0.5 + 0.25 * log2(1 + fanout)`` ns wherever its cells land (no placement),
+  except the dedicated carry chain and the slice-local mux inputs, which cost nothing.
+
+A large top placed by nextpnr has longer nets than that, so its real period is longer; the
+ranking of the paths is what the tool is for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from boards.area import scope_resolver, top_cells
+
+__all__ = ["DELAYS", "Path_", "endpoints", "group_of", "main", "net_delay", "signal_of",
+           "worst_paths"]
+
+_CELL_SUFFIX = re.compile(r"_(TRELLIS_FF_Q|TRELLIS_FF|LUT4_Z|LUT4|CCU2C|MULT18X18D|PFUMX|L6MUX21|"
+                          r"DP16KD|TRELLIS_DPR16X4)(_|$)")
+
+
+def signal_of(cell_name: str) -> str:
+    """The design signal a mapped cell is named after: Yosys names a cell after the net it
+    drives and appends what it went through (``ctrl.i_TRELLIS_FF_Q_22_DI_LUT4_Z`` -> ``ctrl.i``)."""
+    name = cell_name.lstrip("\\")
+    match = _CELL_SUFFIX.search(name)
+    return name[:match.start()] if match else name
+
+#: Cell delays in ns (ECP5 speed grade 6, rounded).
+DELAYS = {
+    "lut": 0.3,          # LUT4 any input -> Z
+    "mux": 0.2,          # PFUMX / L6MUX21 -> Z
+    "carry_in": 0.4,     # CCU2C A/B/C/D -> COUT or S
+    "carry": 0.05,       # CCU2C CIN -> COUT (and S)
+    "ff_clk_q": 0.4,     # TRELLIS_FF clock -> Q
+    "ff_setup": 0.1,     # TRELLIS_FF DI / CE / LSR setup
+    "ram_noreg": 4.0,    # DP16KD clock -> DO without the output register
+    "ram_outreg": 1.0,   # DP16KD clock -> DO with it
+    "ram_setup": 0.4,    # DP16KD address / data / enable setup
+    "lutram_read": 0.4,  # TRELLIS_DPR16X4 RAD -> DO
+    "dsp_clk_p": 1.0,    # MULT18X18D clock -> P with the output register
+    "dsp_mult": 4.0,     # MULT18X18D A/B -> P (or input register -> P) without it
+    "dsp_setup": 0.4,    # MULT18X18D input setup
+}
+
+_COMB_MUX = {"PFUMX", "L6MUX21"}
+
+
+def net_delay(fanout: int) -> float:
+    """The routing delay charged for a net of ``fanout`` sinks (module docstring)."""
+    return 0.5 + 0.25 * math.log2(1 + fanout)
+
+
+class Path_:
+    """One endpoint's worst path: ``arrival`` (ns, setup included), ``end`` (the cell and port
+    reached) and ``steps``, ``(cell name, cell type, instance, arrival ns)`` from the start."""
+
+    def __init__(self, arrival: float, end: str, steps: list[tuple[str, str, str, float]]):
+        self.arrival = arrival
+        self.end = end
+        self.steps = steps
+
+    @property
+    def start_instance(self) -> str:
+        return self.steps[0][2] if self.steps else ""
+
+    @property
+    def end_instance(self) -> str:
+        return self.steps[-1][2] if self.steps else ""
+
+
+def _instance_of(cells: dict):
+    scope = scope_resolver(cells)
+    return lambda name, cell: ".".join(("top",) + scope(name, cell))
+
+
+def _arcs(cell: dict):
+    """``(kind, launch, inputs, outputs)`` of a cell: ``kind`` "comb" (``inputs`` -> ``outputs``
+    through per-input delays) or "seq" (``outputs`` launch ``launch`` ns after the clock and
+    ``inputs`` are endpoints with that setup); ``inputs`` is ``{port: delay}``."""
+    t = cell["type"]
+    dirs = cell.get("port_directions", {})
+    ins = [p for p, d in dirs.items() if d == "input"]
+    outs = [p for p, d in dirs.items() if d == "output"]
+    if t == "LUT4":
+        return "comb", 0.0, {p: DELAYS["lut"] for p in ins}, outs
+    if t in _COMB_MUX:
+        return "comb", 0.0, {p: DELAYS["mux"] for p in ins}, outs
+    if t == "CCU2C":
+        return "comb", 0.0, {p: (DELAYS["carry"] if p == "CIN" else DELAYS["carry_in"])
+                             for p in ins}, outs
+    if t == "TRELLIS_FF":
+        return "seq", DELAYS["ff_clk_q"], {p: DELAYS["ff_setup"] for p in ins if p != "CLK"}, outs
+    if t == "DP16KD":
+        p = cell.get("parameters", {})
+        launch = {o: DELAYS["ram_outreg" if p.get(f"REGMODE_{o[2]}") == "OUTREG"
+                            else "ram_noreg"] for o in outs}
+        return "seq", launch, {q: DELAYS["ram_setup"] for q in ins
+                               if not q.startswith("CLK")}, outs
+    if t == "TRELLIS_DPR16X4":
+        return "lutram", 0.0, {p: DELAYS["ff_setup"] for p in ins if p != "WCK"}, outs
+    if t == "MULT18X18D":
+        p = cell.get("parameters", {})
+        registered_in = p.get("REG_INPUTA_CLK", "NONE") != "NONE"
+        registered_out = p.get("REG_OUTPUT_CLK", "NONE") != "NONE"
+        data = [q for q in ins if q[0] in "AB" and q[1:].isdigit()]
+        if registered_out:
+            launch = DELAYS["dsp_clk_p"]
+        else:
+            launch = DELAYS["dsp_mult"] + (DELAYS["ff_clk_q"] if registered_in else 0.0)
+        if registered_in or registered_out:
+            return "seq", launch, {q: DELAYS["dsp_setup"] for q in data}, outs
+        return "comb", 0.0, {q: DELAYS["dsp_mult"] for q in data}, outs
+    return "seq", 0.0, {}, outs  # IO, PLL, constants: start points at 0, no endpoints
+
+
+def endpoints(netlist: dict) -> tuple[dict, dict]:
+    """Arrival times of every endpoint: ``({(cell, port): arrival ns}, trace)`` where ``trace``
+    lets :func:`worst_paths` walk each path back to its start."""
+    cells = top_cells(netlist)
+    driver: dict[int, tuple[str, str]] = {}
+    sinks: Counter = Counter()
+    arcs = {}
+    for name, cell in cells.items():
+        if cell.get("type") == "$scopeinfo":
+            continue
+        arcs[name] = _arcs(cell)
+        for port, bits in cell.get("connections", {}).items():
+            d = cell.get("port_directions", {}).get(port)
+            for b in bits:
+                if not isinstance(b, int):
+                    continue
+                if d == "output":
+                    driver[b] = (name, port)
+                elif d == "input":
+                    sinks[b] += 1
+
+    def wire_delay(bit: int, sink_type: str, sink_port: str) -> float:
+        src = driver.get(bit)
+        if src is None:
+            return 0.0
+        src_type = cells[src[0]]["type"]
+        if sink_port == "CIN" and src_type == "CCU2C":
+            return 0.0  # the dedicated carry chain
+        if sink_type in _COMB_MUX and src_type in ("LUT4", "PFUMX"):
+            return 0.0  # slice-local
+        return net_delay(sinks[bit])
+
+    arrival: dict[int, float] = {}
+    came_from: dict[int, tuple[str, int | None]] = {}
+    # Start points: outputs of sequential cells.
+    for name, (kind, launch, _, outs) in arcs.items():
+        if kind == "comb":
+            continue
+        conns = cells[name].get("connections", {})
+        for o in outs:
+            t = launch[o] if isinstance(launch, dict) else launch
+            if kind == "lutram":
+                continue
+            for b in conns.get(o, []):
+                if isinstance(b, int):
+                    arrival[b] = t
+                    came_from[b] = (name, None)
+    # Combinational cells (and distributed-RAM reads) in topological order.
+    comb = {n for n, a in arcs.items() if a[0] in ("comb", "lutram")}
+    pending: dict[str, int] = {}
+    users: dict[int, list[str]] = defaultdict(list)
+    for n in comb:
+        kind, _, ins, _ = arcs[n]
+        conns = cells[n].get("connections", {})
+        srcs = {b for p in (ins if kind == "comb" else ("RAD",)) for b in conns.get(p, [])
+                if isinstance(b, int) and driver.get(b, ("", ""))[0] in comb}
+        pending[n] = len(srcs)
+        for b in srcs:
+            users[b].append(n)
+    ready = [n for n, k in pending.items() if k == 0]
+    done = 0
+    while ready:
+        n = ready.pop()
+        done += 1
+        cell = cells[n]
+        kind, _, ins, outs = arcs[n]
+        conns = cell.get("connections", {})
+        best, best_bit = 0.0, None
+        ports = ins.items() if kind == "comb" else [("RAD", DELAYS["lutram_read"])]
+        for p, d in ports:
+            for b in conns.get(p, []):
+                if not isinstance(b, int):
+                    continue
+                t = arrival.get(b, 0.0) + wire_delay(b, cell["type"], p) + d
+                if t > best:
+                    best, best_bit = t, b
+        for o in outs:
+            for b in conns.get(o, []):
+                if isinstance(b, int):
+                    arrival[b] = best
+                    came_from[b] = (n, best_bit)
+                    for u in users.get(b, ()):
+                        pending[u] -= 1
+                        if pending[u] == 0:
+                            ready.append(u)
+    if done != len(comb):
+        raise ValueError(f"{len(comb) - done} combinational cells are on a loop")
+    ends: dict[tuple[str, str], tuple[float, int]] = {}
+    for name, (kind, _, ins, _) in arcs.items():
+        if kind == "comb":
+            continue
+        conns = cells[name].get("connections", {})
+        for p, setup in ins.items():
+            if kind == "lutram" and p == "RAD":
+                continue
+            for b in conns.get(p, []):
+                if not isinstance(b, int) or b not in arrival:
+                    continue
+                t = arrival[b] + wire_delay(b, cells[name]["type"], p) + setup
+                if t > ends.get((name, p), (-1.0, 0))[0]:
+                    ends[(name, p)] = (t, b)
+    return ends, {"arrival": arrival, "came_from": came_from, "cells": cells}
+
+
+def _trace(trace: dict, name: str, bit: int | None, t: float) -> list[tuple]:
+    cells = trace["cells"]
+    instance = trace["instance"]
+    steps = [(name, cells[name]["type"], instance(name, cells[name]), t)]
+    b = bit
+    while b is not None and b in trace["came_from"]:
+        src, prev = trace["came_from"][b]
+        steps.append((src, cells[src]["type"], instance(src, cells[src]), trace["arrival"][b]))
+        b = prev
+    return steps[::-1]
+
+
+def group_of(cell_name: str) -> str:
+    """:func:`signal_of` with every number made ``#``: the bits and lanes of one register."""
+    return re.sub(r"\d+", "#", signal_of(cell_name))
+
+
+def worst_paths(netlist: dict, count: int = 10, period: float | None = None):
+    """``(paths, ends, groups)``: the ``count`` worst endpoints' paths (one per end signal,
+    :func:`signal_of`); the ``{(cell, port): arrival ns}`` of every endpoint; and, with
+    ``period`` (ns), the endpoints over it by :func:`group_of` their cell, each
+    ``[worst arrival, endpoints, start signal of the worst]``, worst first."""
+    ends, trace = endpoints(netlist)
+    trace["instance"] = _instance_of(trace["cells"])
+    out: list[Path_] = []
+    seen: set[str] = set()
+    groups: dict[str, list] = {}
+    for (name, port), (t, bit) in sorted(ends.items(), key=lambda kv: -kv[1][0]):
+        over = period is not None and t > period
+        if len(out) >= count and not over:
+            break
+        key = signal_of(name)
+        group = groups.get(group_of(name)) if over else None
+        steps = None
+        if key not in seen or (over and group is None):
+            steps = _trace(trace, name, bit, t)
+        if over:
+            if group is None:
+                groups[group_of(name)] = [t, 1, signal_of(steps[0][0])]
+            else:
+                group[1] += 1
+        if key in seen or len(out) >= count:
+            continue
+        seen.add(key)
+        out.append(Path_(t, f"{name}.{port}", steps))
+    return out, {k: v[0] for k, v in ends.items()}, groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m boards.paths", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--netlist", type=Path, required=True, metavar="TOP_JSON",
+                    help="a board build's flat netlist (build/synth/<build>/top.json)")
+    ap.add_argument("--paths", type=int, default=5, help="paths to print (default 5)")
+    ap.add_argument("--target-mhz", type=float, default=100.0,
+                    help="count endpoints over this clock's period (default 100)")
+    ap.add_argument("--groups", type=int, default=30,
+                    help="registers over the period to list, worst first (default 30)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="every cell of a path by its full name (default: one line a signal)")
+    args = ap.parse_args(argv)
+    if not args.netlist.is_file():
+        ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board build "
+                 "(lightformer synth writes it into its build directory)")
+    if args.paths < 0 or args.groups < 0 or args.target_mhz <= 0:
+        ap.error("--paths and --groups must be >= 0 and --target-mhz > 0")
+    period = 1000.0 / args.target_mhz
+    try:
+        paths, ends, groups = worst_paths(json.loads(args.netlist.read_text()), args.paths,
+                                         period)
+    except (ValueError, KeyError) as exc:
+        ap.error(f"--netlist {args.netlist}: {exc}")
+    print(f"{len(ends)} endpoints; worst estimate {max(ends.values(), default=0):.2f} ns; "
+          f"{sum(t > period for t in ends.values())} over {period:.2f} ns")
+    if args.groups and groups:
+        print(f"\nregisters over {period:.2f} ns (worst ns, endpoints, register <- start of the "
+              "worst path):")
+        for name, (t, n, start) in list(groups.items())[:args.groups]:
+            print(f"  {t:6.2f} {n:>6}  {name:<50} <- {start}")
+    for path in paths:
+        print(f"\n{path.arrival:6.2f} ns  -> {path.end}")
+        last = None
+        for name, cell_type, _, t in path.steps:
+            sig = signal_of(name)
+            if args.verbose or sig != last or name == path.steps[-1][0]:
+                print(f"  {t:6.2f}  {cell_type:<12} {sig if not args.verbose else name}")
+            last = sig
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
