@@ -202,7 +202,7 @@ class Controller(Unit):
         with m.If(self.clear & ~self.busy):
             m.d.sync += [self.done.eq(0), self.error.eq(0), self.code.eq(0)]
         m.d.comb += self.instr.r_addr.eq(self.pc)
-        with m.FSM(name="ctrl"):
+        with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0),
@@ -214,9 +214,12 @@ class Controller(Unit):
                     s.fail(ErrorCode.NO_HALT)
                 with m.Else():
                     m.d.comb += self.instr.r_en.eq(1)
-                    m.next = "FETCH_WAIT"
-            with m.State("FETCH_WAIT"):
-                m.next = "FETCH_DATA"
+                    m.next = "FETCH_WAIT1"
+            # The instruction word is on r_data Scratchpad.latency cycles after its read.
+            for k in range(1, Scratchpad.latency):
+                with m.State(f"FETCH_WAIT{k}"):
+                    m.next = (f"FETCH_WAIT{k + 1}" if k + 1 < Scratchpad.latency
+                              else "FETCH_DATA")
             with m.State("FETCH_DATA"):
                 m.d.sync += ir.eq(self.instr.r_data)
                 m.next = "DECODE"
@@ -244,6 +247,7 @@ class Controller(Unit):
             self._attn_states(m, s)
             self._lnorm_states(m, s)
             self._embed_states(m, s)
+        _one_hot(fsm)
         with m.If(s.next_pc):
             m.d.sync += self.pc.eq(self.pc + 1)
 
@@ -262,31 +266,39 @@ class Controller(Unit):
             s.next_instruction("FETCH")
 
     def _products(self, m, s, opcode):
-        """The MUL state: the products the opcode's checks need, one per cycle through the
-        controller's one multiplier (``prod = mul_a * mul_b``, registered), into ``pr[k]``;
-        then the opcode's CHECK state. (One shared multiplier instead of a DSP per product.)"""
+        """The MUL state: the products the opcode's checks need through the controller's one
+        multiplier, into ``pr[k]``; then the opcode's CHECK state. (One shared multiplier
+        instead of a DSP per product.) The multiplier is pipelined: the operands of product
+        ``k`` are picked in cycle ``sel[k]`` into registers, ``prod`` holds the product two
+        cycles later, when it goes into ``pr[k]``; a product of the last one (``_PREV``) waits
+        until that one is in its register."""
         p, g, v, n, a, e = self._params, s.g, s.v, s.n, s.a, s.e
         blocks_1 = _ceil_div(a.t, p.rows) - 1
         pairs = {
             Opcode.GEMM: [(_pad(g.m, p.rows), g.k), (_pad(g.n, p.cols), g.k),
                           (_pad(g.m, p.rows), g.n)],
             Opcode.VEC: [(_pad(v.m, p.rows), v.c), (_ceil_div(v.m, p.rows), v.c)],
-            Opcode.LNORM: [(_pad(n.m, p.rows), n.c), (n.c, n.c), (s.prod, n.c), (s.prod, n.c)],
+            Opcode.LNORM: [(_pad(n.m, p.rows), n.c), (n.c, n.c), (_PREV, n.c), (_PREV, n.c)],
             Opcode.ATTN: [(a.heads, a.head_dim), (blocks_1, a.src_cols), (blocks_1, a.dst_cols)],
             Opcode.EMBED: [(e.vocab, e.c), (_pad(e.t, p.rows), e.c)],
         }
         m.d.sync += s.i.eq(s.i + 1)
         with m.Switch(opcode):
             for op, ops in pairs.items():
+                sel: list[int] = []
+                for x, _ in ops:
+                    ready = sel[-1] + 1 if sel else 0
+                    sel.append(max(ready, sel[-1] + _MUL_LATENCY + 1) if x is _PREV else ready)
                 with m.Case(op):
                     with m.Switch(s.i):
                         for k, (x, y) in enumerate(ops):
-                            with m.Case(k):
+                            with m.Case(sel[k]):
+                                x = s.pr[k - 1] if x is _PREV else x
                                 m.d.comb += [s.mul_a.eq(x), s.mul_b.eq(y)]
                     for k in range(len(ops)):
-                        with m.If(s.i == k + 1):
+                        with m.If(s.i == sel[k] + _MUL_LATENCY):
                             m.d.sync += s.pr[k].eq(s.prod)
-                    with m.If(s.i == len(ops)):
+                    with m.If(s.i == sel[-1] + _MUL_LATENCY):
                         m.d.sync += s.i.eq(0)
                         m.next = f"{op.name}_CHECK"
 
@@ -351,16 +363,14 @@ class Controller(Unit):
 
     def _gemm_states(self, m, s):
         g = s.g
-        copy_done = s.copy_done
         with m.State("GEMM_CHECK"):
             self._gemm_check(m, s)
         with m.State("GEMM_OVERLAP"):
             self._gemm_overlap(m, s)
         with m.State("GEMM_QCHECK"):
-            m.d.comb += s.length.eq(g.n)
-            s.issue(self.quant, g.quant_addr + s.i, _NO_SEL)
+            copy_done = s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, length=g.n)
             shift = self.quant.r_data[47:53]
-            with m.If(s.d2.valid & ~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
+            with m.If(s.land.valid & ~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
                 m.d.sync += s.i.eq(0)
@@ -385,9 +395,10 @@ class Controller(Unit):
             with m.If(s.read_error):                # a refused read of the last load cycle
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(~s.core_busy):
-                # The tile's last words land in the core 2 cycles after their reads were
-                # issued (the cycle before this one at the latest); the core reads its first
-                # word 3 cycles after `start` (GemmCore.latency), so no read overtakes a write.
+                # The tile's last words land in the core Scratchpad.latency = 3 cycles after
+                # their reads were issued (the cycle before this one at the latest), so the last
+                # is written 2 cycles after `start`; the core reads its first word 3 cycles
+                # after `start` (GemmCore.latency), so no read overtakes a write.
                 m.d.comb += [s.core_start.eq(1), s.feed_reset.eq(1)]
                 m.d.sync += g.bank.eq(~g.bank)
                 self._gemm_next_tile(m, s)
@@ -496,10 +507,10 @@ class Controller(Unit):
         with m.State("VEC_CHECK"):
             self._vec_check(m, s)
         with m.State("VEC_QUANT"):
-            word = s.read_quant_word(self.quant, v.quant_addr, s.vec_stall)
+            word, copied = s.read_quant_word(self.quant, v.quant_addr, s.vec_stall)
             shift = Mux(add, _quant_field(word, isa.RESID_WORD, "shift"),
                         _quant_field(word, isa.CHANNEL_WORD, "shift"))
-            with m.If(s.d2.valid):
+            with m.If(s.land.valid):
                 m.d.sync += [
                     v.mult0.eq(Mux(add, _quant_field(word, isa.RESID_WORD, "mult_a"),
                                    _quant_field(word, isa.CHANNEL_WORD, "mult"))),
@@ -508,23 +519,23 @@ class Controller(Unit):
                 ]
                 with m.If((shift < SHIFT_MIN) | (shift > SHIFT_MAX)):
                     s.fail(ErrorCode.BAD_QUANT)
-            with m.Elif(s.copy_done):
+            with m.Elif(copied):
                 m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
                 with m.If(pool):
                     m.next = "VEC_POOL"
         with m.State("VEC_LUT_LOAD"):
-            m.d.comb += [s.length.eq(LUT_SIZE), s.vec_stall.eq(1)]
-            m.d.comb += s.vec_lut_load.eq(1)
-            s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL)
-            with m.If(s.copy_done):
+            m.d.comb += [s.vec_stall.eq(1), s.vec_lut_load.eq(1)]
+            copied = s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL, length=LUT_SIZE)
+            with m.If(copied):
                 m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
         with m.State("VEC_RUN"):
-            m.d.comb += [s.length.eq(v.words << add), s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
+            m.d.comb += [s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
             word, is_b = Mux(add, s.i >> 1, s.i), add & s.i[0]
-            s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b)
-            with m.If(s.copy_done & (v.out == v.words)):
+            copied = s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b,
+                             length=v.words << add)
+            with m.If(copied & (v.out == v.words)):
                 s.next_instruction("FETCH")
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
@@ -532,9 +543,10 @@ class Controller(Unit):
             # One token block of the channel group c0 .. c0 + rows - 1: its `rows` channel words
             # (word c0 + r of the block holds channel c0 + r of the block's tokens), one word a
             # cycle (v.poff: the block's offset, (t // rows) * C) ...
-            m.d.comb += [s.length.eq(p.rows), s.vec_busy.eq(1), s.vec_pooling.eq(1)]
-            s.issue(self.act, v.abase + v.poff + v.c0 + s.i, _NO_SEL, v.c0 + s.i < v.c)
-            with m.If(s.copy_done):
+            m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
+            copied = s.issue(self.act, v.abase + v.poff + v.c0 + s.i, _NO_SEL, v.c0 + s.i < v.c,
+                             length=p.rows)
+            with m.If(copied):
                 m.d.sync += s.i.eq(0)
                 m.next = "VEC_POOL_PUSH"
         with m.State("VEC_POOL_PUSH"):
@@ -556,7 +568,7 @@ class Controller(Unit):
                 m.d.sync += [s.i.eq(0), s.pool_ready.eq(0)]
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
-            m.d.comb += [s.length.eq(p.rows), s.vec_stall.eq(1)]
+            m.d.comb += s.vec_stall.eq(1)
             with m.If((s.i < p.rows) & (v.c0 + s.i < v.c)):
                 m.d.comb += [
                     self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.c0 + s.i),
@@ -588,8 +600,8 @@ class Controller(Unit):
         m.d.comb += [
             vec.i_cfg.valid.eq(s.cfg_pending), cfg.table.eq(v.lut), cfg.mult0.eq(v.mult0),
             cfg.mult1.eq(v.mult1), cfg.shift.eq(v.shift),
-            vec.i_lut.valid.eq(s.d2.valid & s.vec_lut_load),
-            vec.i_lut.payload.table.eq(v.lut), vec.i_lut.payload.index.eq(s.d2.index[:8]),
+            vec.i_lut.valid.eq(s.land.valid & s.vec_lut_load),
+            vec.i_lut.payload.table.eq(v.lut), vec.i_lut.payload.index.eq(s.land.index[:8]),
             vec.i_lut.payload.value.eq(self.lut.r_data),
             vec.o_stream.ready.eq(1),
         ]
@@ -603,23 +615,23 @@ class Controller(Unit):
         data = self.act.r_data
         a_word = Signal(8 * rows)
         pool_words = [Signal(8 * rows, name=f"pool_word{r}") for r in range(rows)]
-        elem = s.d2.valid & s.vec_elementwise
-        with m.If(elem & add & (s.d2.sel == 0)):
+        elem = s.land.valid & s.vec_elementwise
+        with m.If(elem & add & (s.land.sel == 0)):
             m.d.sync += a_word.eq(data)
-        with m.If(s.d2.valid & s.vec_pooling):
-            with m.Switch(s.d2.index):
+        with m.If(s.land.valid & s.vec_pooling):
+            with m.Switch(s.land.index):
                 for r in range(rows):
                     with m.Case(r):
-                        m.d.sync += pool_words[r].eq(Mux(s.d2.live, data, 0))
+                        m.d.sync += pool_words[r].eq(Mux(s.land.live, data, 0))
         beat = vec.i_stream.payload
-        index = Mux(add, s.d2.index >> 1, s.d2.index)
+        index = Mux(add, s.land.index >> 1, s.land.index)
         with m.If(s.vec_pooling):
             push_beat = s.i[:max(1, (rows - 1).bit_length())]
             m.d.comb += [vec.i_stream.valid.eq(s.pool_push), beat.last.eq(s.pool_last)]
             m.d.comb += [beat.a[r].eq(pool_words[r].word_select(push_beat, 8).as_signed())
                          for r in range(rows)]
         with m.Else():
-            m.d.comb += [vec.i_stream.valid.eq(elem & (~add | (s.d2.sel == 1))),
+            m.d.comb += [vec.i_stream.valid.eq(elem & (~add | (s.land.sel == 1))),
                          beat.last.eq(index == v.words - 1)]
             a_src = Mux(add, a_word, data)
             m.d.comb += [beat.a[i].eq(a_src.word_select(i, 8).as_signed()) for i in range(rows)]
@@ -679,15 +691,15 @@ class Controller(Unit):
         with m.State("ATTN_CHECK"):
             self._attn_check(m, s)
         with m.State("ATTN_QUANT"):
-            word = s.read_quant_word(self.quant, a.quant_addr, s.attn_stall)
+            word, copied = s.read_quant_word(self.quant, a.quant_addr, s.attn_stall)
             fields = {name: _quant_field(word, isa.ATTN_WORD, name)
                       for name in ("score_mult", "score_shift", "out_mult", "out_shift")}
-            with m.If(s.d2.valid):
+            with m.If(s.land.valid):
                 m.d.sync += [getattr(a, name).eq(value) for name, value in fields.items()]
                 for name in ("score_shift", "out_shift"):
                     with m.If((fields[name] < SHIFT_MIN) | (fields[name] > SHIFT_MAX)):
                         s.fail(ErrorCode.BAD_QUANT)
-            with m.Elif(s.copy_done):
+            with m.Elif(copied):
                 m.next = "ATTN_HEAD"
         with m.State("ATTN_HEAD"):
             m.d.comb += [s.attn_stall.eq(1), s.attn_head.eq(1)]
@@ -769,13 +781,13 @@ class Controller(Unit):
                         m.d.sync += g.addr.eq(a.vbase + g.blk + a.hoff)
             _, lane = _divmod(g.t, rows)
             byte = self.act.r_data.word_select(lane, 8)
-            mine = s.d2.valid & s.attn_run & (s.d2.sel == (g is q))
+            mine = s.land.valid & s.attn_run & (s.land.sel == (g is q))
             # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim.
-            slot = Mux(s.d2.index >= a.head_dim, s.d2.index - a.head_dim + hd_max, s.d2.index)
+            slot = Mux(s.land.index >= a.head_dim, s.land.index - a.head_dim + hd_max, s.land.index)
             with m.If(mine):
                 m.d.sync += g.row.word_select(slot[:(g.count * hd_max - 1).bit_length() or 1],
                                               8).eq(byte)
-                with m.If(s.d2.index == g.count * a.head_dim - 1):
+                with m.If(s.land.index == g.count * a.head_dim - 1):
                     m.d.sync += g.full.eq(1)
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
@@ -849,18 +861,19 @@ class Controller(Unit):
                 m.next = "LNORM_QCHECK"
         with m.State("LNORM_QCHECK"):
             # Word 0: epsilon; words 1..c: the channels' shifts.
-            m.d.comb += [s.length.eq(n.c + 1), s.lnorm_stall.eq(1)]
-            s.issue(self.quant, n.quant_addr + s.i, _NO_SEL)
+            m.d.comb += s.lnorm_stall.eq(1)
+            copied = s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, length=n.c + 1)
+            m.d.comb += s.lnorm_start.eq(copied)
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
             shift = _quant_field(word, isa.LNORM_WORD, "shift")
-            with m.If(s.d2.valid & (s.d2.index == 0)):
+            with m.If(s.land.valid & (s.land.index == 0)):
                 m.d.sync += n.eps.eq(eps)
                 with m.If(eps > (n.eps_max << 16)):
                     s.fail(ErrorCode.BAD_QUANT)
-            with m.Elif(s.d2.valid & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
+            with m.Elif(s.land.valid & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
                 s.fail(ErrorCode.BAD_QUANT)
-            with m.Elif(s.copy_done):
+            with m.Elif(copied):
                 m.next = "LNORM_RUN"
         with m.State("LNORM_RUN"):
             m.d.comb += [s.lnorm_busy.eq(1), s.lnorm_run.eq(1)]
@@ -881,7 +894,7 @@ class Controller(Unit):
         with m.If(ln.i_cfg.valid & ln.i_cfg.ready):
             m.d.sync += cfg_pending.eq(0)
         start = Signal()
-        m.d.comb += start.eq(s.lnorm_stall & s.copy_done)       # LNORM_QCHECK -> LNORM_RUN
+        m.d.comb += start.eq(s.lnorm_start)                     # LNORM_QCHECK -> LNORM_RUN
         with m.If(start):
             m.d.sync += cfg_pending.eq(1)
         x = _BlockWalker(m, "ln_x", n, start)
@@ -958,22 +971,25 @@ class Controller(Unit):
                 m.next = "EMBED_IDS"
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
-            m.d.comb += [s.length.eq(e.t << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            s.issue(self.act, e.ibase + byte_word, _NO_SEL)
-            with m.If(s.d2.valid & (s.d2.index[:2] == 3) & (e.ident >= e.vocab)):
+            m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
+            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t << 2)
+            with m.If(s.land.valid & (s.land.index[:2] == 3) & (e.ident >= e.vocab)):
                 s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
-            with m.Elif(s.copy_done):
+            with m.Elif(copied):
                 m.d.sync += s.i.eq(0)
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
-            m.d.comb += [s.length.eq((e.t_i + 1) << 2), s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            s.issue(self.act, e.ibase + byte_word, _NO_SEL)
-            with m.If(s.copy_done):
+            m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
+            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=(e.t_i + 1) << 2)
+            with m.If(copied):
                 m.d.sync += s.i.eq(0)
                 m.next = "EMBED_ROW"
         with m.State("EMBED_ROW"):
-            # The controller's one multiplier: id * C lands in `prod` a cycle later.
+            # The controller's one multiplier: id * C lands in `prod` two cycles later.
             m.d.comb += [s.mul_a.eq(e.id), s.mul_b.eq(e.c), s.vec_stall.eq(1)]
+            m.next = "EMBED_ROW_MUL"
+        with m.State("EMBED_ROW_MUL"):
+            m.d.comb += s.vec_stall.eq(1)
             m.next = "EMBED_ROW_ADDR"
         with m.State("EMBED_ROW_ADDR"):
             m.d.comb += s.vec_stall.eq(1)
@@ -985,29 +1001,29 @@ class Controller(Unit):
     def _embed(self, m, s):
         """The ids' bytes land in ``e.id``; ``e.ident`` is the id whose last byte lands now."""
         e = s.e
-        _, land_lane = _divmod(s.d2.index, self._params.rows)
+        _, land_lane = _divmod(s.land.index, self._params.rows)
         landed = self.act.r_data.word_select(land_lane, 8)
-        with m.If(s.d2.valid & s.embed_ids):
-            m.d.sync += e.id.word_select(s.d2.index[:2], 8).eq(landed)
+        with m.If(s.land.valid & s.embed_ids):
+            m.d.sync += e.id.word_select(s.land.index[:2], 8).eq(landed)
         m.d.comb += e.ident.eq(Cat(e.id[:24], landed))
 
     def _embed_copy(self, m, s):
         p, e = self._params, s.e
-        m.d.comb += [s.length.eq(e.c), s.vec_busy.eq(1)]
+        m.d.comb += s.vec_busy.eq(1)
         word, _ = _divmod(e.row + s.i, p.cols)
-        _, lane = _divmod(e.row + s.d2.index, p.cols)
+        _, lane = _divmod(e.row + s.land.index, p.cols)
         _, row_lane = _divmod(e.t_i, p.rows)
-        s.issue(self.wgt, word, _NO_SEL)
-        with m.If(s.d2.valid):
+        copied = s.issue(self.wgt, word, _NO_SEL, length=e.c)
+        with m.If(s.land.valid):
             byte = self.wgt.r_data.word_select(lane, 8)
             m.d.comb += [
-                self.act.w_en.eq(1), self.act.w_addr.eq(e.dbase + e.blk + s.d2.index),
+                self.act.w_en.eq(1), self.act.w_addr.eq(e.dbase + e.blk + s.land.index),
                 self.act.w_data.eq(Cat(byte for _ in range(p.rows))),
                 self.act.w_mask.eq(1 << row_lane),
             ]
             with m.If(self.act.w_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
-        with m.If(s.copy_done):
+        with m.If(copied):
             m.d.sync += [s.i.eq((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
             with m.If(row_lane == p.rows - 1):
                 m.d.sync += e.blk.eq(e.blk + e.c)
@@ -1141,6 +1157,8 @@ class Controller(Unit):
 
 
 _NO_SEL = 3                        # copy-engine reads without a tag of their own
+_MUL_LATENCY = 2                   # the controller's multiplier: operand and product registers
+_PREV = object()                   # a MUL operand: the opcode's previous product
 
 
 def _registers(opcode: Opcode, prefix: str, extra: tuple[str, ...]) -> SimpleNamespace:
@@ -1186,7 +1204,11 @@ class _State:
 
     def __init__(self, m, p):
         self.m, self.p = m, p
-        w = 32
+        # Copy-engine counts (`i`, `length`) reach at most a region's words times 4 (EMBED's
+        # id bytes; the CHECK states refuse longer spans before any copy): not 32 bits, so the
+        # `i < length` comparator and the per-state `length` multiplexer stay narrow.
+        mm = isa.memory_map(p)
+        w = max(4 * mm.region(r).size for r in SCRATCHPAD_REGIONS).bit_length()
         self.fail_code = Signal(8)
         self.retire = Signal()
         self.next_pc = Signal()
@@ -1207,11 +1229,13 @@ class _State:
         self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
-        self.length = Signal(w)
         stage = data.StructLayout({"valid": 1, "live": 1, "sel": 2, "index": w})
-        self.d1 = Signal(stage)
-        self.d2 = Signal(stage)
-        m.d.sync += [self.d1.valid.eq(0), self.d2.eq(self.d1)]
+        # One stage a cycle of the read's latency: `d1` takes the issue, `land` holds it while
+        # its word is on the port's r_data.
+        self.stages = [Signal(stage, name=f"d{k + 1}") for k in range(Scratchpad.latency)]
+        self.d1, self.land = self.stages[0], self.stages[-1]
+        m.d.sync += self.d1.valid.eq(0)
+        m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
         self.wb_words = Signal(w)
         g = self.g = _registers(Opcode.GEMM, "g", (
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
@@ -1238,10 +1262,13 @@ class _State:
         self.n.eps = Signal(64, name="n_eps")
         self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
+        # The controller's one multiplier: operands picked (comb) into registers, then the
+        # product in a register, _MUL_LATENCY = 2 cycles after the pick.
         self.mul_a = Signal(32)
         self.mul_b = Signal(16)
+        mul_a, mul_b = Signal(32, name="mul_a_r"), Signal(16, name="mul_b_r")
         self.prod = Signal(48)
-        m.d.sync += self.prod.eq(self.mul_a * self.mul_b)
+        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b), self.prod.eq(mul_a * mul_b)]
         self.pr = [Signal(48, name=f"pr{k}") for k in range(4)]
         self.e.ident = Signal(32, name="e_ident")
         self.embed_ids = Signal()
@@ -1270,8 +1297,9 @@ class _State:
         self.pool_push = Signal()               # VEC_POOL_PUSH: a mean-pool beat (token s.i)
         self.pool_last = Signal()               # ... and it is the last token
         self.pool_out = Signal(8 * p.rows)
-        self.copy_done = Signal()
-        m.d.comb += self.copy_done.eq((self.i == self.length) & ~self.d1.valid & ~self.d2.valid)
+        self.in_flight = Signal()               # a copy-engine read has not landed yet
+        m.d.comb += self.in_flight.eq(Cat(d.valid for d in self.stages).any())
+        self.lnorm_start = Signal()             # LNORM_QCHECK's copy is done: LNORM_RUN next
 
     def fail(self, code: ErrorCode) -> None:
         self.m.d.sync += self.fail_code.eq(code)
@@ -1281,24 +1309,30 @@ class _State:
         self.m.d.comb += [self.retire.eq(1), self.next_pc.eq(1)]
         self.m.next = state
 
-    def issue(self, port, addr, sel, live=1) -> None:
+    def issue(self, port, addr, sel, live=1, *, length):
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
-        ``live`` 0: no read (the word is skipped). An address the scratchpad refuses stops the
-        program the cycle after the read (``read_error``; ``copy_done`` waits two more)."""
+        ``live`` 0: no read (the word is skipped). Returns the copy's ``done``: every read
+        issued and landed. An address the scratchpad refuses stops the program the cycle after
+        the read (``read_error``; ``done`` waits for the rest).
+
+        ``length`` is the calling state's own expression of registers: each state compares
+        ``i`` with its own length, and the one-hot state picks the result, instead of one
+        comparator behind a multiplexer of every state's length (the top's timing)."""
         m = self.m
-        with m.If(self.i < self.length):
+        with m.If(self.i < length):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
         with m.If(self.read_error):
             self.fail(ErrorCode.BAD_ADDRESS)
+        return (self.i == length) & ~self.in_flight
 
     def read_quant_word(self, quant, addr, stall):
-        """Read quant word ``addr`` (counting ``stall``); it is on the returned value while
-        ``d2.valid``, and ``copy_done`` follows."""
-        self.m.d.comb += [self.length.eq(1), stall.eq(1)]
-        self.issue(quant, addr, _NO_SEL)
-        return quant.r_data
+        """Read quant word ``addr`` (counting ``stall``): ``(word, done)``, the word valid
+        while ``land.valid``, then ``done`` (:meth:`issue`)."""
+        self.m.d.comb += stall.eq(1)
+        done = self.issue(quant, addr, _NO_SEL, length=1)
+        return quant.r_data, done
 
     def next_after_copy(self, done, state: str) -> None:
         with self.m.If(done):
@@ -1378,6 +1412,15 @@ class _BlockWalker:
                 m.d.sync += [self.c.eq(0), self.b.eq(self.b + 1), self.blk.eq(self.blk + n.c)]
         with m.If(start):
             m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0)]
+
+
+def _one_hot(fsm) -> None:
+    """Ask synthesis to encode ``fsm``'s state one-hot (Yosys' ``fsm`` pass recodes a state
+    register with this attribute; without it a register with an initial value is left binary,
+    and every state test is a comparison of all its bits). Yosys drops the initial value of a
+    recoded register: the state after configuration comes from the domain's reset, which the
+    board tops hold until their PLL locks (``boards.common``). Simulation is unaffected."""
+    fsm.state.attrs["fsm_encoding"] = "one-hot"
 
 
 def _tags(m, name: str, value, n: int):

@@ -15,7 +15,7 @@ The unit runs each row in three phases, and different rows' phases at the same t
 1. **Load** (``ceil(d / cols)`` beats, one per cycle): the row goes into its slot of a row
    buffer (:func:`hw.bram.make_block_ram`, ``ROW_SLOTS`` rows) while ``S1`` and ``Q``
    accumulate (one squaring multiplier per lane); the next row loads right after it.
-2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 133 cycles for ``max_dim = 1024``): one of
+2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 134 cycles for ``max_dim = 1024``): one of
    ``engines`` sequential engines (they take the rows in turn) computes
    ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its multiplies take two bits of
    ``d`` or ``|S1|`` per cycle), the square root by the digit-by-digit rule of
@@ -98,10 +98,10 @@ def sum_bits(max_dim: int) -> int:
 
 def scalar_cycles(max_dim: int) -> int:
     """Cycles of a row's scalar phase: the stats drain, five multiplies by ``d`` and two by
-    ``|S1|`` (two bits per cycle), the pre-shift, the square root, the division and the
-    commit of the row constants."""
+    ``|S1|`` (two bits per cycle), the variance subtraction, the pre-shift, the square root,
+    the division and the commit of the row constants."""
     return (STATS_DRAIN + 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim)) + 1
-            + ISQRT_ITERATIONS + DIV_STEPS + 1)
+            + 1 + ISQRT_ITERATIONS + DIV_STEPS + 1)
 
 
 def _eps_bits(max_dim: int) -> int:
@@ -178,7 +178,7 @@ class LayerNorm(Unit):
     latency : int
         Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
         its first output beat, with ``i_param`` offered and no backpressure:
-        ``1 + scalar_cycles + pipeline_latency (17)``: 151 for ``max_dim = 1024``, when the
+        ``1 + scalar_cycles + pipeline_latency (17)``: 152 for ``max_dim = 1024``, when the
         row's engine and the output are free (later rows wait for them).
     """
 
@@ -606,9 +606,12 @@ class _ScalarEngine(Elaboratable):
         with m.State("MUL_SS"):                              # S1**2
             with m.If(e.cnt == 0):
                 m.d.sync += e.t1.eq(e.macc)
-            self._mul_step(m, e, e.s1_abs, e.s1_abs, self.sum_bits, "MUL_DV")
+            self._mul_step(m, e, e.s1_abs, e.s1_abs, self.sum_bits, "SUB_DV")
+        with m.State("SUB_DV"):                              # d * Q - S1**2, in a register:
+            m.d.sync += e.t1.eq(e.t1 - e.macc)               # not in front of the multiply
+            m.next = "MUL_DV"
         with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
-            self._mul_step(m, e, (e.t1 - e.macc)[:ENGINE_BITS], dim, self.dim_bits, "MUL_DS")
+            self._mul_step(m, e, e.t1, dim, self.dim_bits, "MUL_DS")
         with m.State("MUL_DS"):                              # d * S
             self._mul_step(m, e, e.macc, dim, self.dim_bits, "PRESHIFT")
 
@@ -620,9 +623,14 @@ class _ScalarEngine(Elaboratable):
                          bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
             m.next = "ISQRT"
         with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
-            trial = (res + bit)[:ENGINE_BITS]
-            with m.If(rem >= trial):
-                m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
+            # res is a multiple of 4 * bit here (a bit taken one step earlier sits at 4 * bit:
+            # res moves right one bit a step, bit two), so res + bit and (res >> 1) + bit are
+            # ORs: no adder. One subtractor decides and subtracts: its borrow is rem < trial.
+            trial = res | bit
+            diff = Signal(ENGINE_BITS + 1, name="isqrt_diff")
+            m.d.comb += diff.eq(rem - trial)
+            with m.If(~diff[-1]):
+                m.d.sync += [rem.eq(diff[:ENGINE_BITS]), res.eq((res >> 1) | bit)]
             with m.Else():
                 m.d.sync += res.eq(res >> 1)
             m.d.sync += bit.eq(bit >> 2)
@@ -630,8 +638,10 @@ class _ScalarEngine(Elaboratable):
         with m.State("DIV"):                                 # 2**48 // max(r, 1)
             r = Mux(res == 0, 1, res)[:32]
             rem2 = Cat(cnt == 0, drem)[:34]
-            with m.If(rem2 >= r):
-                m.d.sync += [drem.eq(rem2 - r), inv.eq(Cat(1, inv))]
+            diff = Signal(35, name="div_diff")               # one subtractor, as in ISQRT
+            m.d.comb += diff.eq(rem2 - r)
+            with m.If(~diff[-1]):
+                m.d.sync += [drem.eq(diff[:34]), inv.eq(Cat(1, inv))]
             with m.Else():
                 m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
             self._count(m, e, DIV_STEPS, "MUL_G1")

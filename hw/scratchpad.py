@@ -16,6 +16,12 @@ Storage is ``P = lcm(unit_bytes, 4)`` byte lanes, each a :func:`hw.bram.make_blo
 each lie inside one ``P``-byte row, so either is one RAM access with per-lane write enables and a
 byte-exact write never needs a read-modify-write.
 
+Every RAM input (read row, write row, byte, enable) is registered first, the **request stage**:
+no path runs from a unit's address arithmetic through the port's lane selection into a block
+RAM (the accelerator top's timing, ``docs/boards.md``). A write lands a cycle after its request
+and a read is answered ``latency`` = 3 cycles after it; reads and writes move by the same cycle,
+so their order is the requests' order.
+
 Both ports share each lane's one read and one write port: the unit side wins, a host request is
 ``ready`` in a cycle in which the unit neither reads nor writes, so a host access waits at most
 until the controller's current instruction stops streaming.
@@ -93,7 +99,7 @@ class Scratchpad(wiring.Component):
     ----------
     latency : int
         Cycles from a unit read (``r_en``) to its word on ``r_data`` and from a host read
-        transfer to ``r_valid``: :attr:`hw.bram.BlockRAM.latency` = 2.
+        transfer to ``r_valid``: 1 + :attr:`hw.bram.BlockRAM.latency` = 3.
     """
 
     class Port:
@@ -132,7 +138,8 @@ class Scratchpad(wiring.Component):
                     "w_error": In(1),
                 }, unit_bytes=unit_bytes, addr_width=addr_width)
 
-    latency = BlockRAM.latency
+    #: The request stage (a register rank on every RAM input) and the RAM's two read ranks.
+    latency = 1 + BlockRAM.latency
     size = Setting("Bytes of the scratchpad.")
     unit_bytes = Setting("Bytes of a unit-port word.")
     unit_words = Setting("Unit words of the region (``ceil(size / unit_bytes)``).")
@@ -220,41 +227,43 @@ class Scratchpad(wiring.Component):
             for j in range(hb):
                 with m.If(h_lane + j == i):
                     m.d.comb += [h_sel.eq(host.w_en[j]), h_byte.eq(host.w_data[8 * j:8 * j + 8])]
+            # The request stage: the lane's write goes to the RAM from registers.
             with m.If(unit.w_en):
-                m.d.comb += [ram.w_addr.eq(u_wrow), ram.w_data.eq(u_byte),
+                m.d.sync += [ram.w_addr.eq(u_wrow), ram.w_data.eq(u_byte),
                              ram.w_en.eq(u_sel & u_ok_w)]
             with m.Else():
-                m.d.comb += [ram.w_addr.eq(h_row), ram.w_data.eq(h_byte),
+                m.d.sync += [ram.w_addr.eq(h_row), ram.w_data.eq(h_byte),
                              ram.w_en.eq(h_write & h_sel)]
 
         # -- reads: one issue per cycle, the lane select and validity travel beside the RAM ----
-        r_addr = Mux(unit.r_en, u_rrow, h_row)
+        r_addr = Signal.like(rams[0].r_addr, name="r_row")
+        m.d.sync += r_addr.eq(Mux(unit.r_en, u_rrow, h_row))    # the request stage
         for ram in rams:
             m.d.comb += [ram.r_en.eq(1), ram.r_oce.eq(1), ram.r_addr.eq(r_addr)]
         row = Cat(ram.r_data for ram in rams)
-        u_lane = [Signal.like(u_rlane, name=f"u_lane_s{i}") for i in range(2)]
-        h_lane_d = [Signal.like(h_lane, name=f"h_lane_s{i}") for i in range(2)]
-        u_live = [Signal(name=f"u_live_s{i}") for i in range(2)]
-        h_live = [Signal(name=f"h_live_s{i}") for i in range(2)]
-        h_good = [Signal(name=f"h_good_s{i}") for i in range(2)]
+        n = self.latency
+        u_lane = [Signal.like(u_rlane, name=f"u_lane_s{i}") for i in range(n)]
+        h_lane_d = [Signal.like(h_lane, name=f"h_lane_s{i}") for i in range(n)]
+        u_live = [Signal(name=f"u_live_s{i}") for i in range(n)]
+        h_live = [Signal(name=f"h_live_s{i}") for i in range(n)]
+        h_good = [Signal(name=f"h_good_s{i}") for i in range(n)]
         m.d.sync += [
-            u_lane[0].eq(u_rlane), u_lane[1].eq(u_lane[0]),
-            h_lane_d[0].eq(h_lane), h_lane_d[1].eq(h_lane_d[0]),
-            u_live[0].eq(unit.r_en & u_ok_r), u_live[1].eq(u_live[0]),
-            h_live[0].eq(h_read), h_live[1].eq(h_live[0]),
-            h_good[0].eq(h_ok), h_good[1].eq(h_good[0]),
+            u_lane[0].eq(u_rlane), h_lane_d[0].eq(h_lane), u_live[0].eq(unit.r_en & u_ok_r),
+            h_live[0].eq(h_read), h_good[0].eq(h_ok),
         ]
+        for stages in (u_lane, h_lane_d, u_live, h_live, h_good):
+            m.d.sync += [b.eq(a) for a, b in zip(stages, stages[1:])]
         u_word = Signal(8 * ub)
         h_word = Signal(8 * hb)
         for first in range(0, lanes, ub):
-            with m.If(u_lane[1] == first):
+            with m.If(u_lane[-1] == first):
                 m.d.comb += u_word.eq(row[8 * first:8 * (first + ub)])
         for first in range(0, lanes, hb):
-            with m.If(h_lane_d[1] == first):
+            with m.If(h_lane_d[-1] == first):
                 m.d.comb += h_word.eq(row[8 * first:8 * (first + hb)])
         m.d.comb += [
-            unit.r_data.eq(Mux(u_live[1], u_word, Const(0, 8 * ub))),
-            host.r_valid.eq(h_live[1]),
-            host.r_data.eq(Mux(h_good[1], h_word, 0)),
+            unit.r_data.eq(Mux(u_live[-1], u_word, Const(0, 8 * ub))),
+            host.r_valid.eq(h_live[-1]),
+            host.r_data.eq(Mux(h_good[-1], h_word, 0)),
         ]
         return m
