@@ -107,9 +107,12 @@ class Accelerator(Unit):
         mapped = csr_sel
         spad_ready = []
         for name in SCRATCHPAD_REGIONS:
-            spad = Scratchpad.for_region(p, name)
+            # The host gets a scratchpad while no program runs (`busy`, a register): the
+            # controller touches no unit port then, and the grant waits for none of its logic.
+            spad = Scratchpad.for_region(p, name, host_when_idle=True)
             m.submodules[f"{name}_spad"] = spad
             connect(m, getattr(ctrl, name), spad.unit)
+            m.d.comb += spad.unit_idle.eq(~ctrl.busy)
             # An offset past the region is a hole: it must not reach the scratchpad's narrower
             # address, where it would wrap onto another word.
             sel = (region == isa.REGION_NAMES.index(name)) & (offset < spad.size >> _WORD_SHIFT)

@@ -42,6 +42,7 @@ columns, under the next tiles' loads and compute. Ragged edges: quant words of c
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
@@ -99,6 +100,24 @@ def _act_bad(p, addr, span):
     act scratchpad (``span``: ``hw.isa.act_span``, for a whole ``(m, c)`` tensor
     ``ceil(m / rows) * rows * c``)."""
     return ((addr % p.rows) != 0) | (addr + span > p.act_depth)
+
+
+@contextmanager
+def _verdict(m, s, state: str, rules):
+    """An opcode's CHECK in two states: ``state`` registers each rule's condition (in parallel,
+    one adder and comparator deep), ``{state}_VERDICT`` fails with the first true rule's error
+    code, in the rules' order (``hw.isa.validate``'s), or runs the body of the ``with``.
+    ``rules``: ``[(condition, ErrorCode), ...]`` on registers that stay put for both cycles."""
+    bad = Signal(len(rules), name=f"{state.lower()}_bad")
+    with m.State(state):
+        m.d.sync += bad.eq(Cat(cond for cond, _ in rules))
+        m.next = f"{state}_VERDICT"
+    with m.State(f"{state}_VERDICT"):
+        for k, (_, code) in enumerate(rules):
+            with (m.If if k == 0 else m.Elif)(bad[k]):
+                s.fail(code)
+        with m.Else():
+            yield
 
 
 def _pad(value, d: int):
@@ -325,21 +344,16 @@ class Controller(Unit):
         span_a, span_w, span_d = s.pr[0], s.pr[1], s.pr[2] << (g.out32 * 2)
         flags_ok = (g.flags & ~int(GemmFlag.LUT | GemmFlag.OUT32)) == 0
         flags_ok &= g.flags != int(GemmFlag.LUT | GemmFlag.OUT32)
-        with m.If(~flags_ok):
-            s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif((g.m == 0) | (g.k == 0) | (g.k > p.k_depth) | (g.n == 0)):
-            s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(_act_bad(p, g.a_addr, span_a)):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(((g.w_addr % p.cols) != 0) | (g.w_addr + span_w > p.wgt_depth)):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(g.quant_addr + g.n > quant_depth):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0)):
-            s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif(_act_bad(p, g.dst_addr, span_d)):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Else():
+        with _verdict(m, s, "GEMM_CHECK", [
+                (~flags_ok, ErrorCode.BAD_FIELD),
+                ((g.m == 0) | (g.k == 0) | (g.k > p.k_depth) | (g.n == 0), ErrorCode.BAD_SHAPE),
+                (_act_bad(p, g.a_addr, span_a), ErrorCode.BAD_ADDRESS),
+                (((g.w_addr % p.cols) != 0) | (g.w_addr + span_w > p.wgt_depth),
+                 ErrorCode.BAD_ADDRESS),
+                (g.quant_addr + g.n > quant_depth, ErrorCode.BAD_ADDRESS),
+                (g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0),
+                 ErrorCode.BAD_FIELD),
+                (_act_bad(p, g.dst_addr, span_d), ErrorCode.BAD_ADDRESS)]):
             m.d.sync += [
                 g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(_ceil_div(g.n, p.cols)),
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
@@ -363,8 +377,7 @@ class Controller(Unit):
 
     def _gemm_states(self, m, s):
         g = s.g
-        with m.State("GEMM_CHECK"):
-            self._gemm_check(m, s)
+        self._gemm_check(m, s)
         with m.State("GEMM_OVERLAP"):
             self._gemm_overlap(m, s)
         with m.State("GEMM_QCHECK"):
@@ -474,23 +487,17 @@ class Controller(Unit):
         p, v = self._params, s.v
         add, lut = v.func == VecFunc.ADD, v.func == VecFunc.LUT
         pool = v.func == VecFunc.MEANPOOL
-        with m.If(v.func > max(VecFunc)):
-            s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif((v.m == 0) | (v.c == 0)):
-            s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(_act_bad(p, v.a_addr, s.pr[0])):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(add & (v.lut != 0)
-                    | lut & ((v.b_addr != 0) | (v.quant_addr != 0) | (v.lut >= p.lut_count))
-                    | pool & ((v.b_addr != 0) | (v.lut != 0))):
-            s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif(add & _act_bad(p, v.b_addr, s.pr[0])):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(~lut & (v.quant_addr + 1 > isa.quant_depth(p))):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(_act_bad(p, v.dst_addr, Mux(pool, v.c * p.rows, s.pr[0]))):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Else():
+        with _verdict(m, s, "VEC_CHECK", [
+                (v.func > max(VecFunc), ErrorCode.BAD_FIELD),
+                ((v.m == 0) | (v.c == 0), ErrorCode.BAD_SHAPE),
+                (_act_bad(p, v.a_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
+                (add & (v.lut != 0)
+                 | lut & ((v.b_addr != 0) | (v.quant_addr != 0) | (v.lut >= p.lut_count))
+                 | pool & ((v.b_addr != 0) | (v.lut != 0)), ErrorCode.BAD_FIELD),
+                (add & _act_bad(p, v.b_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
+                (~lut & (v.quant_addr + 1 > isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
+                (_act_bad(p, v.dst_addr, Mux(pool, v.c * p.rows, s.pr[0])),
+                 ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(v.m, p.rows)
             m.d.sync += [
                 v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
@@ -504,8 +511,7 @@ class Controller(Unit):
     def _vec_states(self, m, s):
         p, v = self._params, s.v
         add, pool = v.func == VecFunc.ADD, v.func == VecFunc.MEANPOOL
-        with m.State("VEC_CHECK"):
-            self._vec_check(m, s)
+        self._vec_check(m, s)
         with m.State("VEC_QUANT"):
             word, copied = s.read_quant_word(self.quant, v.quant_addr, s.vec_stall)
             shift = Mux(add, _quant_field(word, isa.RESID_WORD, "shift"),
@@ -623,15 +629,21 @@ class Controller(Unit):
                 for r in range(rows):
                     with m.Case(r):
                         m.d.sync += pool_words[r].eq(Mux(s.land.live, data, 0))
-        beat = vec.i_stream.payload
+        # The beats reach the unit through a register (its valid and payload): the unit's
+        # configuration handshake and its lanes' enables do not wait for the controller's
+        # state logic. The unit takes every beat once configured (its o_stream is always
+        # ready), and the controller waits for the results, not the beats.
+        beat = Signal.like(vec.i_stream.payload)
+        beat_valid = Signal()
+        m.d.sync += [vec.i_stream.valid.eq(beat_valid), vec.i_stream.payload.eq(beat)]
         index = Mux(add, s.land.index >> 1, s.land.index)
         with m.If(s.vec_pooling):
             push_beat = s.i[:max(1, (rows - 1).bit_length())]
-            m.d.comb += [vec.i_stream.valid.eq(s.pool_push), beat.last.eq(s.pool_last)]
+            m.d.comb += [beat_valid.eq(s.pool_push), beat.last.eq(s.pool_last)]
             m.d.comb += [beat.a[r].eq(pool_words[r].word_select(push_beat, 8).as_signed())
                          for r in range(rows)]
         with m.Else():
-            m.d.comb += [vec.i_stream.valid.eq(elem & (~add | (s.land.sel == 1))),
+            m.d.comb += [beat_valid.eq(elem & (~add | (s.land.sel == 1))),
                          beat.last.eq(index == v.words - 1)]
             a_src = Mux(add, a_word, data)
             m.d.comb += [beat.a[i].eq(a_src.word_select(i, 8).as_signed()) for i in range(rows)]
@@ -665,20 +677,15 @@ class Controller(Unit):
             # act_span(t, width, cols): ((ceil(t / rows) - 1) * cols + width) * rows
             return ((addr % p.rows) != 0) | (addr + (gap + width) * p.rows > p.act_depth)
 
-        with m.If((a.flags & ~int(AttnFlag.CAUSAL)) != 0):
-            s.fail(ErrorCode.BAD_FIELD)
-        with m.Elif((a.t == 0) | (a.heads == 0) | (a.head_dim == 0) | (a.head_dim > p.head_dim)
-                    | (a.window == 0) | (a.window > p.window) | (a.src_cols < width)
-                    | (a.dst_cols < width)):
-            s.fail(ErrorCode.BAD_SHAPE)
-        with m.Elif(span_bad(a.q_addr, s.pr[1]) | span_bad(a.k_addr, s.pr[1])
-                    | span_bad(a.v_addr, s.pr[1])):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(a.quant_addr + 1 > isa.quant_depth(p)):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Elif(span_bad(a.dst_addr, s.pr[2])):
-            s.fail(ErrorCode.BAD_ADDRESS)
-        with m.Else():
+        with _verdict(m, s, "ATTN_CHECK", [
+                ((a.flags & ~int(AttnFlag.CAUSAL)) != 0, ErrorCode.BAD_FIELD),
+                ((a.t == 0) | (a.heads == 0) | (a.head_dim == 0) | (a.head_dim > p.head_dim)
+                 | (a.window == 0) | (a.window > p.window) | (a.src_cols < width)
+                 | (a.dst_cols < width), ErrorCode.BAD_SHAPE),
+                (span_bad(a.q_addr, s.pr[1]) | span_bad(a.k_addr, s.pr[1])
+                 | span_bad(a.v_addr, s.pr[1]), ErrorCode.BAD_ADDRESS),
+                (a.quant_addr + 1 > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
+                (span_bad(a.dst_addr, s.pr[2]), ErrorCode.BAD_ADDRESS)]):
             m.d.sync += [
                 a.qbase.eq(a.q_addr // p.rows), a.kbase.eq(a.k_addr // p.rows),
                 a.vbase.eq(a.v_addr // p.rows), a.dbase.eq(a.dst_addr // p.rows),
@@ -688,8 +695,7 @@ class Controller(Unit):
 
     def _attn_states(self, m, s):
         a = s.a
-        with m.State("ATTN_CHECK"):
-            self._attn_check(m, s)
+        self._attn_check(m, s)
         with m.State("ATTN_QUANT"):
             word, copied = s.read_quant_word(self.quant, a.quant_addr, s.attn_stall)
             fields = {name: _quant_field(word, isa.ATTN_WORD, name)
@@ -821,7 +827,9 @@ class Controller(Unit):
         with m.If(attn.o_stream.valid & attn.o_stream.ready):
             m.d.sync += [o_row.eq(attn.o_stream.payload.data), o_busy.eq(1), o_c.eq(0),
                          o_last.eq(attn.o_stream.payload.last)]
-        with m.If(o_busy):
+        with m.If(s.drain_abort):
+            m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
+        with m.If(o_busy & ~s.drain_abort):
             byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
             m.d.comb += [
                 self.act.w_en.eq(1),
@@ -845,20 +853,15 @@ class Controller(Unit):
         """``hw.isa.validate`` of an LNORM, then the epsilon and shift checks of
         ``sw.isasim`` (``BAD_QUANT`` before any write), then the rows."""
         p, n = self._params, s.n
-        with m.State("LNORM_CHECK"):
-            with m.If((n.m == 0) | (n.c == 0) | (n.c > LN_MAX_DIM)):
-                s.fail(ErrorCode.BAD_SHAPE)
-            with m.Elif(_act_bad(p, n.a_addr, s.pr[0])):
-                s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(n.quant_addr + 1 + n.c > isa.quant_depth(p)):
-                s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(_act_bad(p, n.dst_addr, s.pr[0])):
-                s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Else():
-                m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
-                             n.blocks.eq(_ceil_div(n.m, p.rows)), s.i.eq(0),
-                             n.eps_max.eq(s.pr[3])]
-                m.next = "LNORM_QCHECK"
+        with _verdict(m, s, "LNORM_CHECK", [
+                ((n.m == 0) | (n.c == 0) | (n.c > LN_MAX_DIM), ErrorCode.BAD_SHAPE),
+                (_act_bad(p, n.a_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
+                (n.quant_addr + 1 + n.c > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
+                (_act_bad(p, n.dst_addr, s.pr[0]), ErrorCode.BAD_ADDRESS)]):
+            m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
+                         n.blocks.eq(_ceil_div(n.m, p.rows)), s.i.eq(0),
+                         n.eps_max.eq(s.pr[3])]
+            m.next = "LNORM_QCHECK"
         with m.State("LNORM_QCHECK"):
             # Word 0: epsilon; words 1..c: the channels' shifts.
             m.d.comb += s.lnorm_stall.eq(1)
@@ -955,20 +958,15 @@ class Controller(Unit):
         cycle into byte lane ``t % rows`` of the dst words. (EMBED is the VEC unit's work in
         ``hw.isa.unit_of``; it counts as VEC busy time.)"""
         p, e = self._params, s.e
-        with m.State("EMBED_CHECK"):
-            with m.If((e.t == 0) | (e.c == 0) | (e.vocab == 0)):
-                s.fail(ErrorCode.BAD_SHAPE)
-            with m.Elif(_act_bad(p, e.ids_addr, _pad(e.t, p.rows) << 2)):
-                s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(((e.table_addr % p.cols) != 0)
-                        | (e.table_addr + s.pr[0] > p.wgt_depth)):
-                s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(_act_bad(p, e.dst_addr, s.pr[1])):
-                s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Else():
-                m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
-                             s.i.eq(0), e.t_i.eq(0), e.blk.eq(0)]
-                m.next = "EMBED_IDS"
+        with _verdict(m, s, "EMBED_CHECK", [
+                ((e.t == 0) | (e.c == 0) | (e.vocab == 0), ErrorCode.BAD_SHAPE),
+                (_act_bad(p, e.ids_addr, _pad(e.t, p.rows) << 2), ErrorCode.BAD_ADDRESS),
+                (((e.table_addr % p.cols) != 0) | (e.table_addr + s.pr[0] > p.wgt_depth),
+                 ErrorCode.BAD_ADDRESS),
+                (_act_bad(p, e.dst_addr, s.pr[1]), ErrorCode.BAD_ADDRESS)]):
+            m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
+                         s.i.eq(0), e.t_i.eq(0), e.blk.eq(0)]
+            m.next = "EMBED_IDS"
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
@@ -1095,7 +1093,14 @@ class Controller(Unit):
         for (v, a), (v0, a0) in zip(ld_tags[1:], ld_tags[:-1]):
             m.d.sync += [v.eq(v0), a.eq(a0)]
         ld_land, ld_addr = ld_tags[-1]
-        m.d.comb += s.lut_loading.eq(ld_issue | Cat(v for v, _ in ld_tags).any())
+        # lut_loading = ld_issue | any tag valid, computed a cycle ahead from the next values
+        # of ld_i and the tags, into a register: the drainer's capture (and the GEMM
+        # pipeline's flow control behind it) does not wait for ld_i's comparator.
+        loading = Signal()
+        issue_next = ~s.drain_abort & (s.lut_load_start | (ld_i + 1 < LUT_SIZE))
+        m.d.sync += loading.eq(issue_next | (ld_issue & ~s.drain_abort)
+                               | Cat(v for v, _ in ld_tags[:-1]).any())
+        m.d.comb += s.lut_loading.eq(loading)
         take = core.o_stream.valid & s.capturing & s.g.lut_en
         tags = [(Signal(name=f"glut_v{i}"), Signal(range(p.rows), name=f"glut_row{i}"))
                 for i in range(BlockRAM.latency)]

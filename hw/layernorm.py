@@ -15,7 +15,7 @@ The unit runs each row in three phases, and different rows' phases at the same t
 1. **Load** (``ceil(d / cols)`` beats, one per cycle): the row goes into its slot of a row
    buffer (:func:`hw.bram.make_block_ram`, ``ROW_SLOTS`` rows) while ``S1`` and ``Q``
    accumulate (one squaring multiplier per lane); the next row loads right after it.
-2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 134 cycles for ``max_dim = 1024``): one of
+2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 135 cycles for ``max_dim = 1024``): one of
    ``engines`` sequential engines (they take the rows in turn) computes
    ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its multiplies take two bits of
    ``d`` or ``|S1|`` per cycle), the square root by the digit-by-digit rule of
@@ -99,9 +99,9 @@ def sum_bits(max_dim: int) -> int:
 def scalar_cycles(max_dim: int) -> int:
     """Cycles of a row's scalar phase: the stats drain, five multiplies by ``d`` and two by
     ``|S1|`` (two bits per cycle), the variance subtraction, the pre-shift, the square root,
-    the division and the commit of the row constants."""
+    the division, the sign of ``h`` and the commit of the row constants."""
     return (STATS_DRAIN + 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim)) + 1
-            + 1 + ISQRT_ITERATIONS + DIV_STEPS + 1)
+            + 1 + ISQRT_ITERATIONS + DIV_STEPS + 1 + 1)
 
 
 def _eps_bits(max_dim: int) -> int:
@@ -178,7 +178,7 @@ class LayerNorm(Unit):
     latency : int
         Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
         its first output beat, with ``i_param`` offered and no backpressure:
-        ``1 + scalar_cycles + pipeline_latency (17)``: 152 for ``max_dim = 1024``, when the
+        ``1 + scalar_cycles + pipeline_latency (17)``: 153 for ``max_dim = 1024``, when the
         row's engine and the output are free (later rows wait for them).
     """
 
@@ -539,7 +539,7 @@ class _ScalarEngine(Elaboratable):
             rem=Signal(ENGINE_BITS), res=Signal(ENGINE_BITS), bit=Signal(ENGINE_BITS),
             drem=Signal(33), inv=Signal(DIV_STEPS),
             g1=Signal(ENGINE_BITS),                                # d * inv
-            g_next=Signal(PROD_BITS))
+            g_next=Signal(PROD_BITS), h=Signal(PROD_BITS, name="h_out"))
         e.s1_neg = e.s1 < 0
         e.s1_abs = Signal(unsigned(self.s1_in.shape().width - 1))
         m.d.comb += e.s1_abs.eq(Mux(e.s1_neg, -e.s1, e.s1))
@@ -559,8 +559,7 @@ class _ScalarEngine(Elaboratable):
             self._isqrt_states(m, e)
             self._row_constant_states(m, e)
             with m.State("DONE"):
-                m.d.comb += [self.done.eq(1), self.g.eq(e.g_next),
-                             self.h.eq(Mux(e.s1_neg, -e.macc, e.macc)[:PROD_BITS])]
+                m.d.comb += [self.done.eq(1), self.g.eq(e.g_next), self.h.eq(e.h)]
                 with m.If(self.ack):
                     m.next = "IDLE"
         return m
@@ -658,7 +657,10 @@ class _ScalarEngine(Elaboratable):
         with m.State("MUL_H"):                               # |S1| * d * inv
             with m.If(e.cnt == 0):
                 m.d.sync += e.g_next.eq(macc)
-            self._mul_step(m, e, e.g1, e.s1_abs, self.sum_bits, "DONE")
+            self._mul_step(m, e, e.g1, e.s1_abs, self.sum_bits, "SIGN")
+        with m.State("SIGN"):                                # h = sign(S1) * |S1| * d * inv,
+            m.d.sync += e.h.eq(Mux(e.s1_neg, -macc, macc)[:PROD_BITS])  # in a register
+            m.next = "DONE"
 
 
 def _stage(m: Module, ce, sig, name: str, shape=None):

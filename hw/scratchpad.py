@@ -24,7 +24,10 @@ so their order is the requests' order.
 
 Both ports share each lane's one read and one write port: the unit side wins, a host request is
 ``ready`` in a cycle in which the unit neither reads nor writes, so a host access waits at most
-until the controller's current instruction stops streaming.
+until the controller's current instruction stops streaming. With ``host_when_idle=True`` the
+scratchpad has one more input, ``unit_idle``, and the host is ``ready`` exactly while it is high:
+the unit's user (the accelerator top: ``not busy``, a register) promises that the unit port is
+quiet then, and the grant waits for no comparator of the unit's.
 
 Bounds: a unit address at or past the last word raises ``unit.r_error`` (a read) or
 ``unit.w_error`` (a write) for that cycle and the access is dropped (a read returns 0): an
@@ -87,6 +90,8 @@ class Scratchpad(wiring.Component):
         Bytes of a unit-port word, 1..64.
     family : str or None
         Forwarded to :func:`hw.bram.make_block_ram` (``"ecp5"``: ``DP16KD`` without a board).
+    host_when_idle : bool
+        Grant the host on the ``unit_idle`` input instead of on the unit's own enables.
 
     Members
     -------
@@ -94,6 +99,9 @@ class Scratchpad(wiring.Component):
         Host words of the region (``addr`` = byte offset // 4).
     unit : In(Scratchpad.Port.Signature(...))
         Unit words; reads return ``r_data`` ``latency`` cycles after ``r_en``.
+    unit_idle : In(1)
+        Only with ``host_when_idle``: the unit port is quiet; the host is ready (module
+        docstring).
 
     Attributes
     ----------
@@ -144,25 +152,32 @@ class Scratchpad(wiring.Component):
     unit_bytes = Setting("Bytes of a unit-port word.")
     unit_words = Setting("Unit words of the region (``ceil(size / unit_bytes)``).")
 
-    def __init__(self, *, size: int, unit_bytes: int, family: str | None = None) -> None:
+    def __init__(self, *, size: int, unit_bytes: int, family: str | None = None,
+                 host_when_idle: bool = False) -> None:
         self._size = check_int("size", size, HOST_BYTES, 1 << 24)
         if size % HOST_BYTES:
             raise ValueError(f"size must be a multiple of {HOST_BYTES}, not {size!r}")
         self._unit_bytes = check_int("unit_bytes", unit_bytes, 1, 64)
         self._family = family
+        self._host_when_idle = bool(host_when_idle)
         self._row_bytes = math.lcm(unit_bytes, HOST_BYTES)
         self._unit_words = -(-size // unit_bytes)
-        super().__init__({
+        members = {
             "host": In(HostBus.Signature(addr_width=self.host_addr_width(size))),
             "unit": In(Scratchpad.Port.Signature(
                 unit_bytes=unit_bytes, addr_width=_unit_addr_width(size, unit_bytes))),
-        })
+        }
+        if self._host_when_idle:
+            members["unit_idle"] = In(1)
+        super().__init__(members)
 
     @classmethod
-    def for_region(cls, params, region: str, *, family: str | None = None) -> Scratchpad:
+    def for_region(cls, params, region: str, *, family: str | None = None,
+                   host_when_idle: bool = False) -> Scratchpad:
         """The scratchpad of ``region`` (one of :data:`SCRATCHPAD_REGIONS`) of ``params``."""
         size = memory_map(params).region(region).size
-        return cls(size=size, unit_bytes=unit_bytes_of(params, region), family=family)
+        return cls(size=size, unit_bytes=unit_bytes_of(params, region), family=family,
+                   host_when_idle=host_when_idle)
 
     @staticmethod
     def host_addr_width(size: int) -> int:
@@ -207,10 +222,15 @@ class Scratchpad(wiring.Component):
         # -- arbitration: the unit side first -------------------------------------------------
         h_read = Signal()
         h_write = Signal()
-        m.d.comb += [
+        if self._host_when_idle:
+            # The unit's user promises not to touch the port while `unit_idle` (a register of
+            # its own): the host's grant waits for no decision of the unit's.
+            m.d.comb += host.ready.eq(self.unit_idle)
+        else:
             # Either port of a lane in use by the unit blocks the host: a host write beside a
             # unit read of the same row would return an undefined word (hw.bram).
-            host.ready.eq(~unit.w_en & ~unit.r_en),
+            m.d.comb += host.ready.eq(~unit.w_en & ~unit.r_en)
+        m.d.comb += [
             h_read.eq(host.valid & host.ready & ~host.write),
             h_write.eq(host.valid & host.ready & host.write & h_ok),
         ]
