@@ -350,3 +350,80 @@ def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
         assert act[entry] == bytes(image.regions["act"]), entry
     _, expected = _isasim_outcome(image, 8)
     assert act["good"] == act[0] == bytes(expected.regions["act"]) != bytes(image.regions["act"])
+
+
+def test_accelerator_touches_no_scratchpad_while_idle(monkeypatch):
+    """The top grants the host a scratchpad on ``not busy`` (``Scratchpad(host_when_idle=True)``),
+    so the controller must leave every unit port alone while idle, also right after a program
+    failed mid-run: ATTN's scatter refused mid-row (a row's first element inside a fenced act
+    port, the second past it, two more to go), VEC MEANPOOL's write back and GEMM's drainer
+    refused. Every cycle is watched; the programs and the idle cycles checked are counted.
+    (Without the scatter's stop at FAIL, the act port is written while idle.)"""
+    import hw.accelerator
+
+    p = PARAMS
+    fence_words = 512 // p.rows
+    fenced = _fenced_connect(fence_words)
+    ports = []
+
+    def recording(m, ctrl_port, spad_port):
+        ports.append(ctrl_port)
+        return fenced(m, ctrl_port, spad_port)
+
+    monkeypatch.setattr(hw.accelerator, "connect", recording)
+    rng = np.random.default_rng(6)
+    image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
+    image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
+                                                   score_shift=17, out_mult=20000, out_shift=26))
+    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
+    good = dict(a_addr=0, w_addr=64, quant_addr=3, m=5, k=7, n=6)
+    past = p.act_depth - 256
+    cases = {
+        1: isa.attn(q_addr=0, k_addr=0, v_addr=0, dst_addr=(fence_words - 1) * p.rows,
+                    quant_addr=16, t=5, heads=1, head_dim=4, window=2, causal=True,
+                    src_cols=7, dst_cols=7),                           # scatter mid-row
+        2: isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=past, quant_addr=20, m=5, c=7),
+        0: isa.gemm(**good, dst_addr=past),                            # drainer writes
+    }
+    words = [isa.encode(isa.nop())] * p.instr_depth
+    for entry, instr in cases.items():
+        words[entry] = isa.encode(instr)
+    words[8] = isa.encode(isa.gemm(**good, dst_addr=256))
+    words[9] = isa.encode(isa.halt())
+    image.load_program(words)
+    dut = Accelerator.from_params(p)
+    seen: dict = {"idle_cycles": 0, "busy_cycles": 0, "touched": []}
+    statuses: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        statuses["good"] = await run_program(host, image, 8)
+        for entry in cases:
+            statuses[entry] = await run_program(host, image, entry)
+            for _ in range(20):                         # the cycles right after the FAIL
+                await ctx.tick()
+        seen["done"] = True
+
+    async def watch(ctx):
+        while not seen.get("done"):
+            await ctx.tick()
+            if ctx.get(dut.busy):
+                seen["busy_cycles"] += 1
+                continue
+            seen["idle_cycles"] += 1
+            for port in ports:
+                for enable in (port.r_en, port.w_en):
+                    if ctx.get(enable):
+                        seen["touched"].append(enable.name)
+
+    sim = Simulator(dut)                                # elaborates: the ports are recorded
+    assert len(ports) == 5
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(watch)
+    sim.run()
+    bad = Status.ERROR | int(ErrorCode.BAD_ADDRESS) << isa.STATUS_CODE_SHIFT
+    assert statuses == {"good": Status.DONE, **{entry: bad for entry in cases}}
+    assert seen["touched"] == []
+    assert seen["idle_cycles"] > 200 and seen["busy_cycles"] > 100
