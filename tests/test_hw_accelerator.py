@@ -287,6 +287,16 @@ def _fenced_connect(fence_words: int):
     return fenced
 
 
+def _fenced_program(image, cases: dict, good: dict) -> None:
+    """Load ``cases`` (``{entry: instruction}``), a good GEMM at 8 and HALT at 9, NOPs elsewhere."""
+    words = [isa.encode(isa.nop())] * PARAMS.instr_depth
+    for entry, instr in cases.items():
+        words[entry] = isa.encode(instr)
+    words[8] = isa.encode(isa.gemm(**good, dst_addr=256))
+    words[9] = isa.encode(isa.halt())
+    image.load_program(words)
+
+
 def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
     """The backstop behind the controller's checks: a read the act scratchpad refuses (GEMM's A
     feeder, VEC's copy engine, ATTN's K gather, LNORM's x gather) and a write it refuses
@@ -320,12 +330,7 @@ def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
         5: isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=past, quant_addr=20, m=5, c=7),
         0: isa.gemm(**good, dst_addr=past),                           # drainer writes
     }
-    words = [isa.encode(isa.nop())] * p.instr_depth
-    for entry, instr in cases.items():
-        words[entry] = isa.encode(instr)
-    words[8] = isa.encode(isa.gemm(**good, dst_addr=256))
-    words[9] = isa.encode(isa.halt())
-    image.load_program(words)
+    _fenced_program(image, cases, good)
     dut = Accelerator.from_params(p)
     seen: dict[int, tuple] = {}
     act: dict = {}
@@ -385,12 +390,7 @@ def test_accelerator_touches_no_scratchpad_while_idle(monkeypatch):
         2: isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=past, quant_addr=20, m=5, c=7),
         0: isa.gemm(**good, dst_addr=past),                            # drainer writes
     }
-    words = [isa.encode(isa.nop())] * p.instr_depth
-    for entry, instr in cases.items():
-        words[entry] = isa.encode(instr)
-    words[8] = isa.encode(isa.gemm(**good, dst_addr=256))
-    words[9] = isa.encode(isa.halt())
-    image.load_program(words)
+    _fenced_program(image, cases, good)
     dut = Accelerator.from_params(p)
     seen: dict = {"idle_cycles": 0, "busy_cycles": 0, "touched": []}
     statuses: dict = {}
