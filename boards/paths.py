@@ -28,11 +28,12 @@ import math
 import re
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from boards.area import scope_resolver, top_cells
 
-__all__ = ["DELAYS", "Path_", "endpoints", "group_of", "main", "net_delay", "signal_of",
+__all__ = ["DELAYS", "EstimatedPath", "endpoints", "group_of", "main", "net_delay", "signal_of",
            "worst_paths"]
 
 _CELL_SUFFIX = re.compile(r"_(TRELLIS_FF_Q|TRELLIS_FF|LUT4_Z|LUT4|CCU2C|MULT18X18D|PFUMX|L6MUX21|"
@@ -71,14 +72,14 @@ def net_delay(fanout: int) -> float:
     return 0.5 + 0.25 * math.log2(1 + fanout)
 
 
-class Path_:
+@dataclass
+class EstimatedPath:
     """One endpoint's worst path: ``arrival`` (ns, setup included), ``end`` (the cell and port
     reached) and ``steps``, ``(cell name, cell type, instance, arrival ns)`` from the start."""
 
-    def __init__(self, arrival: float, end: str, steps: list[tuple[str, str, str, float]]):
-        self.arrival = arrival
-        self.end = end
-        self.steps = steps
+    arrival: float
+    end: str
+    steps: list[tuple[str, str, str, float]]
 
     @property
     def start_instance(self) -> str:
@@ -96,8 +97,10 @@ def _instance_of(cells: dict):
 
 def _arcs(cell: dict):
     """``(kind, launch, inputs, outputs)`` of a cell: ``kind`` "comb" (``inputs`` -> ``outputs``
-    through per-input delays) or "seq" (``outputs`` launch ``launch`` ns after the clock and
-    ``inputs`` are endpoints with that setup); ``inputs`` is ``{port: delay}``."""
+    through per-input delays), "seq" (``outputs`` launch ``launch`` ns after the clock, one
+    number or one per output, and ``inputs`` are endpoints with that setup) or "lutram" (a
+    distributed RAM: its write inputs are endpoints, its read goes ``RAD`` -> ``DO`` through
+    the combinational pass); ``inputs`` is ``{port: delay}``."""
     t = cell["type"]
     dirs = cell.get("port_directions", {})
     ins = [p for p, d in dirs.items() if d == "input"]
@@ -118,7 +121,7 @@ def _arcs(cell: dict):
         return "seq", launch, {q: DELAYS["ram_setup"] for q in ins
                                if not q.startswith("CLK")}, outs
     if t == "TRELLIS_DPR16X4":
-        return "lutram", 0.0, {p: DELAYS["ff_setup"] for p in ins if p != "WCK"}, outs
+        return "lutram", 0.0, {p: DELAYS["ff_setup"] for p in ins if p not in ("WCK", "RAD")}, outs
     if t == "MULT18X18D":
         p = cell.get("parameters", {})
         registered_in = p.get("REG_INPUTA_CLK", "NONE") != "NONE"
@@ -135,8 +138,8 @@ def _arcs(cell: dict):
 
 
 def endpoints(netlist: dict) -> tuple[dict, dict]:
-    """Arrival times of every endpoint: ``({(cell, port): arrival ns}, trace)`` where ``trace``
-    lets :func:`worst_paths` walk each path back to its start."""
+    """Arrival times of every endpoint: ``({(cell, port): (arrival ns, net bit)}, trace)`` where
+    ``trace`` lets :func:`worst_paths` walk each path back to its start from that bit."""
     cells = top_cells(netlist)
     driver: dict[int, tuple[str, str]] = {}
     sinks: Counter = Counter()
@@ -170,13 +173,11 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
     came_from: dict[int, tuple[str, int | None]] = {}
     # Start points: outputs of sequential cells.
     for name, (kind, launch, _, outs) in arcs.items():
-        if kind == "comb":
+        if kind != "seq":
             continue
         conns = cells[name].get("connections", {})
         for o in outs:
             t = launch[o] if isinstance(launch, dict) else launch
-            if kind == "lutram":
-                continue
             for b in conns.get(o, []):
                 if isinstance(b, int):
                     arrival[b] = t
@@ -227,8 +228,6 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
             continue
         conns = cells[name].get("connections", {})
         for p, setup in ins.items():
-            if kind == "lutram" and p == "RAD":
-                continue
             for b in conns.get(p, []):
                 if not isinstance(b, int) or b not in arrival:
                     continue
@@ -262,7 +261,7 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None):
     ``[worst arrival, endpoints, start signal of the worst]``, worst first."""
     ends, trace = endpoints(netlist)
     trace["instance"] = _instance_of(trace["cells"])
-    out: list[Path_] = []
+    out: list[EstimatedPath] = []
     seen: set[str] = set()
     groups: dict[str, list] = {}
     for (name, port), (t, bit) in sorted(ends.items(), key=lambda kv: -kv[1][0]):
@@ -282,7 +281,7 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None):
         if key in seen or len(out) >= count:
             continue
         seen.add(key)
-        out.append(Path_(t, f"{name}.{port}", steps))
+        out.append(EstimatedPath(t, f"{name}.{port}", steps))
     return out, {k: v[0] for k, v in ends.items()}, groups
 
 

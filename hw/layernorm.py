@@ -100,8 +100,10 @@ def scalar_cycles(max_dim: int) -> int:
     """Cycles of a row's scalar phase: the stats drain, five multiplies by ``d`` and two by
     ``|S1|`` (two bits per cycle), the variance subtraction, the pre-shift, the square root,
     the division, the sign of ``h`` and the commit of the row constants."""
-    return (STATS_DRAIN + 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim)) + 1
-            + 1 + ISQRT_ITERATIONS + DIV_STEPS + 1 + 1)
+    multiplies = 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim))
+    sub_dv, preshift, sign, commit = 1, 1, 1, 1
+    return (STATS_DRAIN + multiplies + sub_dv + preshift + ISQRT_ITERATIONS + DIV_STEPS + sign
+            + commit)
 
 
 def _eps_bits(max_dim: int) -> int:
