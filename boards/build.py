@@ -44,7 +44,8 @@ from boards.common import ClockedTop
 
 __all__ = ["BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness", "add_arguments",
            "bitstream_entry", "board_platform", "build_key", "cached_report", "default_build_dir",
-           "file_sha256", "make_top", "make_unit", "preset_for_board", "run", "synth", "tool_env"]
+           "file_sha256", "make_top", "make_unit", "preset_for_board", "ROUTERS", "run", "synth",
+           "tool_env"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
 BOARDS: dict[str, tuple[str, str]] = {
@@ -76,6 +77,8 @@ _YOWASP_TOOLS = {
 }
 
 REPORT_NAME = "nextpnr-report.json"
+#: nextpnr's routers (``--router``); nextpnr uses ``router1`` when none is named.
+ROUTERS = ("router1", "router2")
 
 
 def board_platform(board: str):
@@ -391,8 +394,12 @@ def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
 
 def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
-          show_progress: bool = True, reuse: bool = False) -> dict:
+          show_progress: bool = True, reuse: bool = False, router: str | None = None) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
+
+    ``router`` picks nextpnr's router (:data:`ROUTERS`; ``None``: nextpnr's default,
+    ``router1``). ``router2`` is the one that finishes the ``ulx3s_85f`` accelerator top, on
+    which ``router1`` stalls (``docs/boards.md``).
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
@@ -410,6 +417,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     params = preset_for_board(board, preset)
     if not isinstance(unit, str) or unit not in (*UNITS, BOARD_TOP):
         raise ValueError(f"unit must be one of {', '.join([*UNITS, BOARD_TOP])}, not {unit!r}")
+    if router is not None and router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     build_dir = Path(default_build_dir(board, unit, params) if build_dir is None else build_dir)
     check_output_path(build_dir / "report.json", option="build_dir")
     if json_path is not None and os.fspath(json_path) != STDOUT:
@@ -435,7 +444,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     overrides = dict(platform.synth_overrides())
     # --timing-allow-fail: a missed target is a result (timing_met false), not a crash.
     overrides["nextpnr_opts"] = " ".join(filter(None, [
-        overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail"]))
+        overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail",
+        f"--router {router}" if router else ""]))
     plan = platform.prepare(top, "top", **overrides)
     key = build_key(plan, env, tools)
     cached = cached_report(build_dir, key) if reuse else None
@@ -468,6 +478,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "cols": params.cols,
         **report,
         "tools": tools,
+        "router": router or ROUTERS[0],
         "step_seconds": step_seconds,
         "build_seconds": round(seconds, 1),
         "build_dir": str(build_dir),
@@ -509,6 +520,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--build-dir", type=path_type, default=None, metavar="DIR",
                         help="build directory (default: build/synth/<board>-<unit>-<preset>-"
                              "<digest>)")
+    parser.add_argument("--router", default=None, choices=ROUTERS,
+                        help="nextpnr's router (default: nextpnr's, router1); router2 finishes "
+                             "large tops such as --unit accelerator on ulx3s-85f, where router1 "
+                             "stalls")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -521,7 +536,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target_mhz is not None:
             params = params.replace(target_mhz=args.target_mhz)
         result = synth(args.board, args.unit, preset=params, build_dir=args.build_dir,
-                       json_path=json_path)
+                       json_path=json_path, router=args.router)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2

