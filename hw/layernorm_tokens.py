@@ -302,8 +302,16 @@ class TokenLayerNorm(Unit):
 
     def _elaborate_engines(self, m, u):
         """Engines take the held lanes in turn (``disp``); each engine's lane result goes into
-        the lane's result register once that is free."""
+        the lane's result register once that is free.
+
+        When the engines divide the lanes, ``eng == disp % engines`` at every dispatch (both
+        start at 0, advance together and ``disp`` wraps at ``lanes``), so lane ``t`` always
+        goes to engine ``t % engines``: each engine then keeps only the index of its lane
+        among its own (``t // engines``) and writes only its own lanes' result registers, with
+        no multiplexer of every engine's result in front of each (the top's area and timing).
+        """
         lanes, n = self._lanes, self._engines
+        static = lanes % n == 0
         disp = Signal(range(lanes + 1))                           # next lane to dispatch
         eng = Signal(range(n))                                    # engine it goes to
         u.res_full = Signal(lanes)
@@ -318,31 +326,35 @@ class TokenLayerNorm(Unit):
                 with m.Case(t):
                     m.d.comb += [hs1.eq(u.hold_s1[t]), hq.eq(u.hold_q[t])]
         fake = SimpleNamespace(sum_w=u.sum_w, sq_w=u.sq_w, dim=u.dim, eps=u.eps, k=u.k)
-        starts, fills = [], []
+        starts = []
+        set_bits = [[] for _ in range(lanes)]                     # fills of each lane
         for i in range(n):
             e = _ScalarEngine(dim_bits(self._max_dim), sum_bits(self._max_dim), fake)
             m.submodules[f"engine{i}"] = e
-            lane = Signal(range(lanes), name=f"engine{i}_lane")
+            # The lanes engine i can get, and the index of its current one among them.
+            own = list(range(i, lanes, n)) if static else list(range(lanes))
+            lane = Signal(range(len(own)), name=f"engine{i}_lane")
             start = u.hold & (eng == i) & e.idle
             m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k), e.s1_in.eq(hs1),
                          e.q_in.eq(hq), e.last_in.eq(u.hold_last), e.start.eq(start)]
             with m.If(start):
-                m.d.sync += lane.eq(disp)
-            fill = e.done & ~u.res_full.bit_select(lane, 1)
+                m.d.sync += lane.eq(disp // n if static else disp)
+            full = Cat(u.res_full[t] for t in own)
+            fill = e.done & ~full.bit_select(lane, 1)
             m.d.comb += e.ack.eq(fill)
-            fills.append((fill, lane))
-            with m.If(fill):
-                for t in range(lanes):
-                    with m.If(lane == t):
-                        m.d.sync += [u.res_g[t].eq(e.g), u.res_h[t].eq(e.h)]
-                        if t == 0:
-                            m.d.sync += u.res_last.eq(e.last)
+            for j, t in enumerate(own):
+                hit = fill & (lane == j)
+                set_bits[t].append(hit)
+                with m.If(hit):
+                    m.d.sync += [u.res_g[t].eq(e.g), u.res_h[t].eq(e.h)]
+                    if t == 0:
+                        m.d.sync += u.res_last.eq(e.last)
             starts.append(start)
         with m.If(Cat(starts).any()):
             m.d.sync += [disp.eq(disp + 1), eng.eq(Mux(eng == n - 1, 0, eng + 1))]
             with m.If(disp == lanes - 1):
                 m.d.sync += [disp.eq(0), u.hold.eq(0)]
-        set_bits = Cat(*[Cat(f & (ln == t) for f, ln in fills).any() for t in range(lanes)])
+        set_bits = Cat(*[Cat(hits).any() for hits in set_bits])
         with m.If(u.res_release):
             m.d.sync += u.res_full.eq(set_bits)
         with m.Else():
