@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Instance, Module, Signal
+from amaranth import ClockDomain, Const, Instance, Module, Signal, Value
 from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
 
 from boards.common import HarnessBoard, PllRange
 
@@ -59,6 +60,26 @@ class ECP5Board(HarnessBoard):
     """Mixin for an ECP5 board: the ``sync`` domain from an ``EHXPLLL`` on ``default_clk``."""
 
     bitstream_suffix = ".bit"                   # ecppack's output, what openFPGALoader loads
+
+    @staticmethod
+    def sync_domain(m: Module, clk: Value, locked: Value | None = None) -> None:
+        """:meth:`HarnessBoard.sync_domain`, with the domain's reset on a global network.
+
+        The synchronized reset drives the ``LSR`` of nearly every flip-flop of the design
+        (38,466 of the ``ulx3s_85f`` accelerator top's 41,975). nextpnr promotes only clocks to
+        the global networks, so it routed that net through the fabric from one flip-flop to the
+        whole chip: a net that alone spans the die, with arcs far longer than a cycle at 100 MHz.
+        A ``DCCA`` (the global buffer nextpnr inserts for clocks) on the reset puts it on one of
+        the eight global networks that reach the fabric's inputs: every flip-flop sees it after
+        about the same delay. The synchronizer's flip-flops are in a domain of their own
+        (``reset_src``, same clock) whose reset is what they produce."""
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.domains.reset_src = cd_src = ClockDomain("reset_src")
+        m.d.comb += [cd_sync.clk.eq(clk), cd_src.clk.eq(clk)]
+        m.submodules.reset_sync = ResetSynchronizer(Const(0) if locked is None else ~locked,
+                                                    domain="reset_src")
+        m.submodules.reset_buf = Instance("DCCA", i_CLKI=cd_src.rst, i_CE=Const(1),
+                                          o_CLKO=cd_sync.rst)
 
     def add_main_clock(self, m: Module, frequency_hz: float) -> float:
         """Create the ``sync`` domain at ``frequency_hz``; return the achieved frequency in Hz.
