@@ -306,9 +306,9 @@ class TokenLayerNorm(Unit):
 
         When the engines divide the lanes, ``eng == disp % engines`` at every dispatch (both
         start at 0, advance together and ``disp`` wraps at ``lanes``), so lane ``t`` always
-        goes to engine ``t % engines``: each engine then keeps only the index of its lane
-        among its own (``t // engines``) and writes only its own lanes' result registers, with
-        no multiplexer of every engine's result in front of each (the top's area and timing).
+        goes to engine ``t % engines``: each engine then writes only its own lanes' result
+        registers, with no multiplexer of every engine's result in front of each (the top's area
+        and timing).
         """
         lanes, n = self._lanes, self._engines
         static = lanes % n == 0
@@ -331,19 +331,17 @@ class TokenLayerNorm(Unit):
         for i in range(n):
             e = _ScalarEngine(dim_bits(self._max_dim), sum_bits(self._max_dim), fake)
             m.submodules[f"engine{i}"] = e
-            # The lanes engine i can get, and the index of its current one among them.
-            own = list(range(i, lanes, n)) if static else list(range(lanes))
-            lane = Signal(range(len(own)), name=f"engine{i}_lane")
+            own = range(i, lanes, n) if static else range(lanes)      # the lanes it can get
+            lane = Signal(range(lanes), name=f"engine{i}_lane")
             start = u.hold & (eng == i) & e.idle
             m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k), e.s1_in.eq(hs1),
                          e.q_in.eq(hq), e.last_in.eq(u.hold_last), e.start.eq(start)]
             with m.If(start):
-                m.d.sync += lane.eq(disp // n if static else disp)
-            full = Cat(u.res_full[t] for t in own)
-            fill = e.done & ~full.bit_select(lane, 1)
+                m.d.sync += lane.eq(disp)
+            fill = e.done & ~u.res_full.bit_select(lane, 1)
             m.d.comb += e.ack.eq(fill)
-            for j, t in enumerate(own):
-                hit = fill & (lane == j)
+            for t in own:
+                hit = fill & (lane == t)
                 set_bits[t].append(hit)
                 with m.If(hit):
                     m.d.sync += [u.res_g[t].eq(e.g), u.res_h[t].eq(e.h)]
