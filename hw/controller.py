@@ -279,7 +279,7 @@ class Controller(Unit):
             # The fields go into the opcode's registers; its CHECK state validates them.
             regs = s.fields_of[op]
             m.d.sync += [getattr(regs, n).eq(v) for n, v in instruction_fields(ir, op).items()]
-            m.d.sync += s.i.eq(0)
+            m.d.sync += [s.i.eq(0), s.mul_step.eq(0)]
             m.next = "MUL"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
@@ -301,24 +301,26 @@ class Controller(Unit):
             Opcode.ATTN: [(a.heads, a.head_dim), (blocks_1, a.src_cols), (blocks_1, a.dst_cols)],
             Opcode.EMBED: [(e.vocab, e.c), (_pad(e.t, p.rows), e.c)],
         }
-        m.d.sync += s.i.eq(s.i + 1)
+        step = s.mul_step
+        m.d.sync += step.eq(step + 1)
         with m.Switch(opcode):
             for op, ops in pairs.items():
                 sel: list[int] = []
                 for x, _ in ops:
                     ready = sel[-1] + 1 if sel else 0
                     sel.append(max(ready, sel[-1] + _MUL_LATENCY + 1) if x is _PREV else ready)
+                assert sel[-1] + _MUL_LATENCY < _MUL_STEPS
                 with m.Case(op):
-                    with m.Switch(s.i):
+                    with m.Switch(step):
                         for k, (x, y) in enumerate(ops):
                             with m.Case(sel[k]):
                                 x = s.pr[k - 1] if x is _PREV else x
                                 m.d.comb += [s.mul_a.eq(x), s.mul_b.eq(y)]
                     for k in range(len(ops)):
-                        with m.If(s.i == sel[k] + _MUL_LATENCY):
+                        with m.If(step == sel[k] + _MUL_LATENCY):
                             m.d.sync += s.pr[k].eq(s.prod)
-                    with m.If(s.i == sel[-1] + _MUL_LATENCY):
-                        m.d.sync += s.i.eq(0)
+                    with m.If(step == sel[-1] + _MUL_LATENCY):
+                        m.d.sync += step.eq(0)
                         m.next = f"{op.name}_CHECK"
 
     def _perf(self, m, s):
@@ -443,6 +445,7 @@ class Controller(Unit):
         p, g = self._params, s.g
         d = g.drain
         s.write_back_words(d)
+        s.drive_write_back(self.act)
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -466,7 +469,7 @@ class Controller(Unit):
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
             with m.State("WB"):
-                s.write_back(self.act, d)
+                s.write_back(d)
                 with m.If(d.c == s.wb_words):
                     m.d.sync += d.c.eq(0)
                     m.next = "CAPTURE"
@@ -499,6 +502,12 @@ class Controller(Unit):
                 (_act_bad(p, v.dst_addr, Mux(pool, v.c * p.rows, s.pr[0])),
                  ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(v.m, p.rows)
+            rows_valid = v.m - (blocks - 1) * p.rows
+            m.d.sync += [
+                v.is_add.eq(add), v.is_pool.eq(pool), v.run_len.eq(s.pr[1] << add),
+                v.last_word.eq(s.pr[1] - 1), v.last_block.eq(s.pr[1] - v.c),
+                v.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows))),
+            ]
             m.d.sync += [
                 v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
@@ -510,7 +519,7 @@ class Controller(Unit):
 
     def _vec_states(self, m, s):
         p, v = self._params, s.v
-        add, pool = v.func == VecFunc.ADD, v.func == VecFunc.MEANPOOL
+        add, pool = v.is_add, v.is_pool
         self._vec_check(m, s)
         with m.State("VEC_QUANT"):
             word, copied = s.read_quant_word(self.quant, v.quant_addr, s.vec_stall)
@@ -540,7 +549,7 @@ class Controller(Unit):
             m.d.comb += [s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
             word, is_b = Mux(add, s.i >> 1, s.i), add & s.i[0]
             copied = s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b,
-                             length=v.words << add)
+                             length=v.run_len)
             with m.If(copied & (v.out == v.words)):
                 s.next_instruction("FETCH")
             with m.If(s.write_error):
@@ -596,7 +605,7 @@ class Controller(Unit):
         """The vector unit's configuration, LUT load, input beats and result write back."""
         p, v = self._params, s.v
         rows = p.rows
-        add = v.func == VecFunc.ADD
+        add = v.is_add
         cfg = vec.i_cfg.payload
         with m.Switch(v.func):
             for func, op in ((VecFunc.ADD, VecOp.ADD), (VecFunc.LUT, VecOp.LUT),
@@ -644,7 +653,7 @@ class Controller(Unit):
                          for r in range(rows)]
         with m.Else():
             m.d.comb += [beat_valid.eq(elem & (~add | (s.land.sel == 1))),
-                         beat.last.eq(index == v.words - 1)]
+                         beat.last.eq(index == v.last_word)]
             a_src = Mux(add, a_word, data)
             m.d.comb += [beat.a[i].eq(a_src.word_select(i, 8).as_signed()) for i in range(rows)]
             m.d.comb += [beat.b[i].eq(data.word_select(i, 8).as_signed()) for i in range(rows)]
@@ -656,12 +665,10 @@ class Controller(Unit):
         with m.If(out.valid & s.vec_pooling):
             m.d.sync += [s.pool_out.eq(low), s.pool_ready.eq(1)]
         with m.If(out.valid & s.vec_elementwise):
-            last_block = v.out >= v.words - v.c
-            rows_valid = v.m - (v.blocks - 1) * rows
+            last_block = v.out >= v.last_block
             m.d.comb += [
                 self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.out), self.act.w_data.eq(low),
-                self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(rows)),
-                                       (1 << rows) - 1)),
+                self.act.w_mask.eq(Mux(last_block, v.last_mask, (1 << rows) - 1)),
             ]
             m.d.comb += s.write_check.eq(1)
             m.d.sync += v.out.eq(v.out + 1)
@@ -1164,6 +1171,7 @@ class Controller(Unit):
 _NO_SEL = 3                        # copy-engine reads without a tag of their own
 _MUL_LATENCY = 2                   # the controller's multiplier: operand and product registers
 _PREV = object()                   # a MUL operand: the opcode's previous product
+_MUL_STEPS = 16                    # MUL's step counter counts below this
 
 
 def _registers(opcode: Opcode, prefix: str, extra: tuple[str, ...]) -> SimpleNamespace:
@@ -1249,6 +1257,12 @@ class _State:
         g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
         g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
                                      for n in ("nt", "mb", "col0", "blk", "c")})
+        # The drainer's write, one cycle after WB chose it (write_back / drive_write_back).
+        self.wb = SimpleNamespace(en=Signal(name="wb_en"),
+                                  addr=Signal(unit_port_signature(p, "act")
+                                              .members["w_addr"].shape, name="wb_addr"),
+                                  data=Signal(8 * p.rows, name="wb_data"),
+                                  mask=Signal(p.rows, name="wb_mask"))
         self.drain_start = Signal()
         self.drain_done = Signal()
         self.drain_abort = Signal()
@@ -1259,6 +1273,15 @@ class _State:
         self.v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "poff",
                                                "out",
                                                "c0", "mult0", "mult1", "shift"))
+        # Set by VEC_CHECK's verdict from the fields, constant while the VEC runs: the
+        # per-beat logic decodes no func field and subtracts nothing.
+        v = self.v
+        v.is_add = Signal(name="v_is_add")
+        v.is_pool = Signal(name="v_is_pool")
+        v.run_len = Signal(w + 1, name="v_run_len")        # VEC_RUN's reads: words << is_add
+        v.last_word = Signal(32, name="v_last_word")        # words - 1: a beat's `last`
+        v.last_block = Signal(32, name="v_last_block")      # words - c: the last block's first
+        v.last_mask = Signal(p.rows, name="v_last_mask")    # its tokens (those below M)
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
             "out_mult", "out_shift"))
@@ -1275,6 +1298,9 @@ class _State:
         self.prod = Signal(48)
         m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b), self.prod.eq(mul_a * mul_b)]
         self.pr = [Signal(48, name=f"pr{k}") for k in range(4)]
+        # MUL's own step counter (zero outside MUL), not the 20-bit copy counter `i`: the
+        # operand multiplexer decodes four bits.
+        self.mul_step = Signal(range(_MUL_STEPS), name="mul_step")
         self.e.ident = Signal(32, name="e_ident")
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
@@ -1358,10 +1384,13 @@ class _State:
             m.d.comb += jmax.eq(p.cols)
         m.d.sync += self.wb_words.eq(jmax << (g.out32 * 2))
 
-    def write_back(self, act, d) -> None:
+    def write_back(self, d) -> None:
         """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
-        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each."""
-        m, p, g = self.m, self.p, self.g
+        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each. The
+        word, its address and mask go into the write-back registers (:meth:`drive_write_back`
+        puts them on the act port the next cycle): the column multiplexer and the address
+        arithmetic end at a register, not at the act port's writer multiplexer."""
+        m, p, g, wb = self.m, self.p, self.g, self.wb
         rows_left = g.m - d.mb * p.rows
         j = Signal(range(p.cols + 1))
         q = Signal(2)
@@ -1378,23 +1407,29 @@ class _State:
         bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
         mask8 = Cat((r < rows_left) for r in range(p.rows))
         with m.If(d.c < self.wb_words):
-            m.d.comb += [act.w_en.eq(1),
-                         act.w_addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off)),
-                         self.write_check.eq(1)]
-            m.d.sync += d.c.eq(d.c + 1)
+            m.d.sync += [wb.en.eq(~self.drain_abort),
+                         wb.addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off)),
+                         d.c.eq(d.c + 1)]
             with m.If(g.out32):
                 with m.Switch(q):
                     for qq in range(_OUT32_WORDS):
                         with m.Case(qq):
                             lo = qq * p.rows * 8
-                            m.d.comb += [
-                                act.w_data.eq(word[lo:lo + p.rows * 8]),
-                                act.w_mask.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
-                                                  for b in range(p.rows))),
+                            m.d.sync += [
+                                wb.data.eq(word[lo:lo + p.rows * 8]),
+                                wb.mask.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
+                                               for b in range(p.rows))),
                             ]
             with m.Else():
-                m.d.comb += [act.w_data.eq(bytes8), act.w_mask.eq(mask8)]
+                m.d.sync += [wb.data.eq(bytes8), wb.mask.eq(mask8)]
 
+    def drive_write_back(self, act) -> None:
+        """The write-back registers' write on the act port (the cycle after ``WB`` chose it)."""
+        m, wb = self.m, self.wb
+        m.d.sync += wb.en.eq(0)
+        with m.If(wb.en):
+            m.d.comb += [act.w_en.eq(1), act.w_addr.eq(wb.addr), act.w_data.eq(wb.data),
+                         act.w_mask.eq(wb.mask), self.write_check.eq(1)]
 
 
 class _BlockWalker:
