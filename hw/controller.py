@@ -865,9 +865,13 @@ class Controller(Unit):
                 (_act_bad(p, n.a_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
                 (n.quant_addr + 1 + n.c > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
                 (_act_bad(p, n.dst_addr, s.pr[0]), ErrorCode.BAD_ADDRESS)]):
+            blocks = _ceil_div(n.m, p.rows)
+            rows_valid = n.m - (blocks - 1) * p.rows
             m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
-                         n.blocks.eq(_ceil_div(n.m, p.rows)), s.i.eq(0),
-                         n.eps_max.eq(s.pr[3])]
+                         n.blocks.eq(blocks), s.i.eq(0),
+                         n.eps_max.eq(s.pr[3]),
+                         n.blocks_1.eq(blocks - 1), n.c_1.eq(n.c - 1),
+                         n.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows)))]
             m.next = "LNORM_QCHECK"
         with m.State("LNORM_QCHECK"):
             # Word 0: epsilon; words 1..c: the channels' shifts.
@@ -918,7 +922,7 @@ class Controller(Unit):
         for w, port, fifo, addr in ((x, self.act, x_fifo, n.abase + x.blk + x.c),
                                     (q, self.quant, q_fifo, n.quant_addr + 1 + q.c)):
             m.d.comb += w.step.eq(s.lnorm_run & ~w.done
-                                  & (fifo.w_level + in_flight < _LN_FIFO_DEPTH))
+                                  & (fifo.w_level < _LN_FIFO_DEPTH - in_flight))
             with m.If(w.step):
                 m.d.comb += [port.r_en.eq(1), port.r_addr.eq(addr)]
         x_tags = _tags(m, "ln_x", Cat(x.step, x.final), Scratchpad.latency)
@@ -941,16 +945,14 @@ class Controller(Unit):
             ln.o_stream.ready.eq(o_fifo.w_rdy & s.lnorm_run),
         ]
         # Write back: a word a cycle, tokens past M masked.
-        last_block = o.b == n.blocks - 1
-        rows_valid = n.m - (n.blocks - 1) * p.rows
+        last_block = o.b == n.blocks_1
         m.d.comb += [o.step.eq(o_fifo.r_rdy & s.lnorm_run & ~o.done),
                      o_fifo.r_en.eq(o.step)]
         with m.If(o.step):
             m.d.comb += [
                 self.act.w_en.eq(1), self.act.w_addr.eq(n.dbase + o.blk + o.c),
                 self.act.w_data.eq(o_fifo.r_data[:8 * p.rows]),
-                self.act.w_mask.eq(Mux(last_block, Cat((i < rows_valid) for i in range(p.rows)),
-                                       (1 << p.rows) - 1)),
+                self.act.w_mask.eq(Mux(last_block, n.last_mask, (1 << p.rows) - 1)),
                 s.write_check.eq(1),
             ]
         m.d.comb += s.lnorm_done.eq(o.done)
@@ -1289,6 +1291,10 @@ class _State:
         self.n.rows = p.rows
         self.n.eps = Signal(64, name="n_eps")
         self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
+        # Set by LNORM_CHECK's verdict: the block walkers compare with registers.
+        self.n.blocks_1 = Signal(32, name="n_blocks_1")          # blocks - 1
+        self.n.c_1 = Signal(16, name="n_c_1")                    # c - 1
+        self.n.last_mask = Signal(p.rows, name="n_last_mask")    # the last block's tokens
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
         # The controller's one multiplier: operands picked (comb) into registers, then the
         # product in a register, _MUL_LATENCY = 2 cycles after the pick.
@@ -1445,10 +1451,10 @@ class _BlockWalker:
         self.done = Signal(name=f"{name}_done")
         self.final = Signal(name=f"{name}_final")
         m.d.comb += [self.done.eq(self.b == n.blocks),
-                     self.final.eq((self.b == n.blocks - 1) & (self.c == n.c - 1))]
+                     self.final.eq((self.b == n.blocks_1) & (self.c == n.c_1))]
         with m.If(self.step):
             m.d.sync += self.c.eq(self.c + 1)
-            with m.If(self.c == n.c - 1):
+            with m.If(self.c == n.c_1):
                 m.d.sync += [self.c.eq(0), self.b.eq(self.b + 1), self.blk.eq(self.blk + n.c)]
         with m.If(start):
             m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0)]
