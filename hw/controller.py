@@ -279,7 +279,7 @@ class Controller(Unit):
             # The fields go into the opcode's registers; its CHECK state validates them.
             regs = s.fields_of[op]
             m.d.sync += [getattr(regs, n).eq(v) for n, v in instruction_fields(ir, op).items()]
-            m.d.sync += [s.i.eq(0), s.mul_step.eq(0)]
+            m.d.sync += [*s.restart_copy(), s.mul_step.eq(0)]
             m.next = "MUL"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
@@ -361,7 +361,7 @@ class Controller(Unit):
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
-                g.atile.eq(0), s.i.eq(0),
+                g.atile.eq(0), *s.restart_copy(),
                 g.a_end.eq(g.a_addr + span_a), g.d_end.eq(g.dst_addr + span_d),
             ]
             m.next = "GEMM_OVERLAP"
@@ -388,7 +388,7 @@ class Controller(Unit):
             with m.If(s.land.valid & ~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
-                m.d.sync += s.i.eq(0)
+                m.d.sync += s.restart_copy()
                 m.d.comb += s.feed_reset.eq(1)
                 m.next = "GEMM_LOAD"
                 with m.If(g.lut_en):
@@ -511,7 +511,7 @@ class Controller(Unit):
             m.d.sync += [
                 v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
-                v.dbase.eq(v.dst_addr // p.rows), s.i.eq(0), s.cfg_pending.eq(0),
+                v.dbase.eq(v.dst_addr // p.rows), *s.restart_copy(), s.cfg_pending.eq(0),
             ]
             m.next = "VEC_QUANT"
             with m.If(lut):
@@ -535,7 +535,7 @@ class Controller(Unit):
                 with m.If((shift < SHIFT_MIN) | (shift > SHIFT_MAX)):
                     s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
-                m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
+                m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
                 with m.If(pool):
                     m.next = "VEC_POOL"
@@ -543,7 +543,7 @@ class Controller(Unit):
             m.d.comb += [s.vec_stall.eq(1), s.vec_lut_load.eq(1)]
             copied = s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL, length=LUT_SIZE)
             with m.If(copied):
-                m.d.sync += [s.i.eq(0), s.cfg_pending.eq(1)]
+                m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
         with m.State("VEC_RUN"):
             m.d.comb += [s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
@@ -562,7 +562,7 @@ class Controller(Unit):
             copied = s.issue(self.act, v.abase + v.poff + v.c0 + s.i, _NO_SEL, v.c0 + s.i < v.c,
                              length=p.rows)
             with m.If(copied):
-                m.d.sync += s.i.eq(0)
+                m.d.sync += s.restart_copy()
                 m.next = "VEC_POOL_PUSH"
         with m.State("VEC_POOL_PUSH"):
             # ... transposed into one beat a cycle: beat i is token v.out + i (v.out: the
@@ -572,15 +572,16 @@ class Controller(Unit):
                          s.pool_last.eq(last)]
             m.d.sync += s.i.eq(s.i + 1)
             with m.If(last):
-                m.d.sync += [s.i.eq(0), v.out.eq(0), v.poff.eq(0)]
+                m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0)]
                 m.next = "VEC_POOL_WAIT"
             with m.Elif(s.i == p.rows - 1):
-                m.d.sync += [s.i.eq(0), v.out.eq(v.out + p.rows), v.poff.eq(v.poff + v.c)]
+                m.d.sync += [*s.restart_copy(), v.out.eq(v.out + p.rows),
+                             v.poff.eq(v.poff + v.c)]
                 m.next = "VEC_POOL"
         with m.State("VEC_POOL_WAIT"):
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
             with m.If(s.pool_ready):
-                m.d.sync += [s.i.eq(0), s.pool_ready.eq(0)]
+                m.d.sync += [*s.restart_copy(), s.pool_ready.eq(0)]
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += s.vec_stall.eq(1)
@@ -596,7 +597,7 @@ class Controller(Unit):
             with m.If(s.i < p.rows):
                 m.d.sync += s.i.eq(s.i + 1)
             with m.Elif(v.c0 + p.rows < v.c):
-                m.d.sync += [s.i.eq(0), v.c0.eq(v.c0 + p.rows), s.cfg_pending.eq(1)]
+                m.d.sync += [*s.restart_copy(), v.c0.eq(v.c0 + p.rows), s.cfg_pending.eq(1)]
                 m.next = "VEC_POOL"
             with m.Else():
                 s.next_instruction("FETCH")
@@ -696,7 +697,7 @@ class Controller(Unit):
             m.d.sync += [
                 a.qbase.eq(a.q_addr // p.rows), a.kbase.eq(a.k_addr // p.rows),
                 a.vbase.eq(a.v_addr // p.rows), a.dbase.eq(a.dst_addr // p.rows),
-                a.h.eq(0), a.hoff.eq(0), s.i.eq(0),
+                a.h.eq(0), a.hoff.eq(0), *s.restart_copy(),
             ]
             m.next = "ATTN_QUANT"
 
@@ -868,7 +869,7 @@ class Controller(Unit):
             blocks = _ceil_div(n.m, p.rows)
             rows_valid = n.m - (blocks - 1) * p.rows
             m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
-                         n.blocks.eq(blocks), s.i.eq(0),
+                         n.blocks.eq(blocks), *s.restart_copy(),
                          n.eps_max.eq(s.pr[3]),
                          n.blocks_1.eq(blocks - 1), n.c_1.eq(n.c - 1),
                          n.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows)))]
@@ -974,7 +975,7 @@ class Controller(Unit):
                  ErrorCode.BAD_ADDRESS),
                 (_act_bad(p, e.dst_addr, s.pr[1]), ErrorCode.BAD_ADDRESS)]):
             m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
-                         s.i.eq(0), e.t_i.eq(0), e.blk.eq(0)]
+                         *s.restart_copy(), e.t_i.eq(0), e.blk.eq(0)]
             m.next = "EMBED_IDS"
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
@@ -983,13 +984,13 @@ class Controller(Unit):
             with m.If(s.land.valid & (s.land.index[:2] == 3) & (e.ident >= e.vocab)):
                 s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
             with m.Elif(copied):
-                m.d.sync += s.i.eq(0)
+                m.d.sync += s.restart_copy()
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
             copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=(e.t_i + 1) << 2)
             with m.If(copied):
-                m.d.sync += s.i.eq(0)
+                m.d.sync += s.restart_copy()
                 m.next = "EMBED_ROW"
         with m.State("EMBED_ROW"):
             # The controller's one multiplier: id * C lands in `prod` two cycles later.
@@ -1031,7 +1032,7 @@ class Controller(Unit):
             with m.If(self.act.w_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
         with m.If(copied):
-            m.d.sync += [s.i.eq((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
+            m.d.sync += [*s.restart_copy((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
             with m.If(row_lane == p.rows - 1):
                 m.d.sync += e.blk.eq(e.blk + e.c)
             m.next = "EMBED_ID"
@@ -1244,6 +1245,7 @@ class _State:
         self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
+        self.issued_all = Signal()              # the copy's last read is issued (restart_copy)
         stage = data.StructLayout({"valid": 1, "live": 1, "sel": 2, "index": w})
         # One stage a cycle of the read's latency: `d1` takes the issue, `land` holds it while
         # its word is on the port's r_data.
@@ -1356,13 +1358,23 @@ class _State:
         ``i`` with its own length, and the one-hot state picks the result, instead of one
         comparator behind a multiplexer of every state's length (the top's timing)."""
         m = self.m
-        with m.If(self.i < length):
+        with m.If(~self.issued_all):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
+            with m.If(self.i + 1 == length):
+                m.d.sync += self.issued_all.eq(1)
         with m.If(self.read_error):
             self.fail(ErrorCode.BAD_ADDRESS)
-        return (self.i == length) & ~self.in_flight
+        return self.issued_all & ~self.in_flight
+
+    def restart_copy(self, start=0):
+        """The statements that (re)start the copy counter at ``start`` (``i``) with reads left
+        to issue: every copy state is entered with ``i < length`` (the CHECK states refuse an
+        empty shape), so :meth:`issue` keeps ``i < length`` as a register, ``issued_all``,
+        set by the last read, instead of comparing ``i`` with the length in the cycle that
+        decides the read enable, the next state and ``done`` (the top's timing)."""
+        return [self.i.eq(start), self.issued_all.eq(0)]
 
     def read_quant_word(self, quant, addr, stall):
         """Read quant word ``addr`` (counting ``stall``): ``(word, done)``, the word valid
@@ -1373,7 +1385,7 @@ class _State:
 
     def next_after_copy(self, done, state: str) -> None:
         with self.m.If(done):
-            self.m.d.sync += self.i.eq(0)
+            self.m.d.sync += self.restart_copy()
             self.m.next = state
 
     def write_back_words(self, d) -> None:
