@@ -218,6 +218,7 @@ class Controller(Unit):
         p = self._params
         ir = Signal(isa.INSTR_BITS)
         opcode = ir[:8]
+        reserved_bad = Signal()
         with m.If(self.clear & ~self.busy):
             m.d.sync += [self.done.eq(0), self.error.eq(0), self.code.eq(0)]
         m.d.comb += self.instr.r_addr.eq(self.pc)
@@ -240,13 +241,18 @@ class Controller(Unit):
                     m.next = (f"FETCH_WAIT{k + 1}" if k + 1 < Scratchpad.latency
                               else "FETCH_DATA")
             with m.State("FETCH_DATA"):
-                m.d.sync += ir.eq(self.instr.r_data)
+                # The word, and whether it sets a bit its opcode's format leaves reserved (a
+                # wide OR, done here so that DECODE's verdict reads a register).
+                word = self.instr.r_data
+                m.d.sync += [ir.eq(word), reserved_bad.eq(Cat(
+                    (word[:8] == op) & (word & _reserved_mask(op)).any()
+                    for op in _IMPLEMENTED).any())]
                 m.next = "DECODE"
             with m.State("DECODE"):
                 with m.Switch(opcode):
                     for op in _IMPLEMENTED:
                         with m.Case(op):
-                            with m.If(ir & _reserved_mask(op)):
+                            with m.If(reserved_bad):
                                 s.fail(ErrorCode.BAD_FIELD)
                             with m.Else():
                                 self._dispatch(m, s, op, ir)
@@ -503,10 +509,12 @@ class Controller(Unit):
                  ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(v.m, p.rows)
             rows_valid = v.m - (blocks - 1) * p.rows
+            last_blk, last_i = _divmod(v.m - 1, p.rows)
             m.d.sync += [
                 v.is_add.eq(add), v.is_pool.eq(pool), v.run_len.eq(s.pr[1] << add),
                 v.last_word.eq(s.pr[1] - 1), v.last_block.eq(s.pr[1] - v.c),
                 v.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows))),
+                v.pool_last_out.eq(last_blk * p.rows), v.pool_last_i.eq(last_i),
             ]
             m.d.sync += [
                 v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
@@ -567,7 +575,7 @@ class Controller(Unit):
         with m.State("VEC_POOL_PUSH"):
             # ... transposed into one beat a cycle: beat i is token v.out + i (v.out: the
             # block's first token), its channels c0 .. in the lanes.
-            last = v.out + s.i == v.m - 1
+            last = (v.out == v.pool_last_out) & (s.i == v.pool_last_i)     # token m - 1
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
                          s.pool_last.eq(last)]
             m.d.sync += s.i.eq(s.i + 1)
@@ -1286,6 +1294,9 @@ class _State:
         v.last_word = Signal(32, name="v_last_word")        # words - 1: a beat's `last`
         v.last_block = Signal(32, name="v_last_block")      # words - c: the last block's first
         v.last_mask = Signal(p.rows, name="v_last_mask")    # its tokens (those below M)
+        # The mean pool's last token m - 1: its block's first token and its place in it.
+        v.pool_last_out = Signal(32, name="v_pool_last_out")
+        v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
             "out_mult", "out_shift"))
