@@ -18,6 +18,11 @@ It is an estimate for finding *which* paths are long, not a timing figure:
 
 A large top placed by nextpnr has longer nets than that, so its real period is longer; the
 ranking of the paths is what the tool is for.
+
+``--fanout N`` also lists the ``N`` nets with the most sinks, with how many of those are clock
+enables or set / resets and what drives them (:func:`high_fanout`): a net from one cell to the
+``CE`` or ``LSR`` of thousands of flip-flops crosses the whole chip unless it is on a global
+network, which the fanout model above does not show.
 """
 
 from __future__ import annotations
@@ -285,6 +290,57 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None):
     return out, {k: v[0] for k, v in ends.items()}, groups
 
 
+#: Ports that take a clock enable or a set / reset (counted apart by :func:`high_fanout`).
+_CONTROL_PORTS = {"CE", "LSR", "CEA", "CEB", "OCEA", "OCEB", "RSTA", "RSTB"}
+
+
+@dataclass
+class FanoutNet:
+    """A net with many sinks: its name (the shortest of the netlist's names for the bit), the
+    cell and port driving it, its sinks and how many of them are enable / reset ports."""
+
+    name: str
+    driver: str
+    driver_type: str
+    sinks: int
+    control_sinks: int
+
+
+def high_fanout(netlist: dict, count: int = 10) -> list[FanoutNet]:
+    """The ``count`` nets of the flat netlist with the most sinks, most first. A net that
+    drives the ``CE`` / ``LSR`` of thousands of flip-flops from one cell is routed through the
+    fabric to all of them (nextpnr puts only clocks on the global networks by itself): on a
+    large top such a net spans the chip."""
+    cells = top_cells(netlist)
+    driver: dict[int, tuple[str, str]] = {}
+    sinks: Counter = Counter()
+    control: Counter = Counter()
+    for name, cell in cells.items():
+        for port, bits in cell.get("connections", {}).items():
+            d = cell.get("port_directions", {}).get(port)
+            for b in bits:
+                if not isinstance(b, int):
+                    continue
+                if d == "output":
+                    driver[b] = (name, cell.get("type", "?"))
+                elif d == "input":
+                    sinks[b] += 1
+                    control[b] += port in _CONTROL_PORTS
+    top = next(mod for mod in netlist["modules"].values()
+               if mod.get("attributes", {}).get("top"))
+    names: dict[int, str] = {}
+    for net, info in top.get("netnames", {}).items():
+        for b in info.get("bits", []):
+            if isinstance(b, int) and (b not in names or len(net) < len(names[b])):
+                names[b] = net
+    out = []
+    for b, n in sinks.most_common(count):
+        src, src_type = driver.get(b, ("(undriven)", "-"))
+        out.append(FanoutNet(names.get(b, f"bit {b}").lstrip("\\"), src.lstrip("\\"),
+                             src_type, n, control[b]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m boards.paths", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -297,18 +353,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="registers over the period to list, worst first (default 30)")
     ap.add_argument("--verbose", action="store_true",
                     help="every cell of a path by its full name (default: one line a signal)")
+    ap.add_argument("--fanout", type=int, default=0, metavar="N",
+                    help="also list the N nets with the most sinks (default 0: none)")
     args = ap.parse_args(argv)
     if not args.netlist.is_file():
         ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board build "
                  "(lightformer synth writes it into its build directory)")
-    if args.paths < 0 or args.groups < 0 or args.target_mhz <= 0:
-        ap.error("--paths and --groups must be >= 0 and --target-mhz > 0")
+    if args.paths < 0 or args.groups < 0 or args.fanout < 0 or args.target_mhz <= 0:
+        ap.error("--paths, --groups and --fanout must be >= 0 and --target-mhz > 0")
     period = 1000.0 / args.target_mhz
     try:
-        paths, ends, groups = worst_paths(json.loads(args.netlist.read_text()), args.paths,
-                                         period)
-    except (ValueError, KeyError) as exc:
-        ap.error(f"--netlist {args.netlist}: {exc}")
+        netlist = json.loads(args.netlist.read_text())
+        paths, ends, groups = worst_paths(netlist, args.paths, period)
+        nets = high_fanout(netlist, args.fanout) if args.fanout else []
+    except (ValueError, KeyError, StopIteration) as exc:
+        ap.error(f"--netlist {args.netlist}: {exc!r}")
     print(f"{len(ends)} endpoints; worst estimate {max(ends.values(), default=0):.2f} ns; "
           f"{sum(t > period for t in ends.values())} over {period:.2f} ns")
     if args.groups and groups:
@@ -316,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
               "worst path):")
         for name, (t, n, start) in list(groups.items())[:args.groups]:
             print(f"  {t:6.2f} {n:>6}  {name:<50} <- {start}")
+    if nets:
+        print("\nnets with the most sinks (sinks, of them CE / LSR, driver type, net <- "
+              "driver):")
+        for net in nets:
+            print(f"  {net.sinks:>7} {net.control_sinks:>7}  {net.driver_type:<11} "
+                  f"{net.name[:70]} <- {net.driver[:60]}")
     for path in paths:
         print(f"\n{path.arrival:6.2f} ns  -> {path.end}")
         last = None

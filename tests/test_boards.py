@@ -681,7 +681,7 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
     """``boards.paths``: arrival times run from register outputs through LUTs (cell + net delay)
     and the carry chain (no net delay) into register inputs; the worst path is traced back to
     its start, endpoints over the period are grouped by register, a loop is refused."""
-    from boards.paths import DELAYS, main, net_delay, worst_paths
+    from boards.paths import DELAYS, high_fanout, main, net_delay, worst_paths
 
     def cell(kind, conns, dirs, **params):
         return {"type": kind, "connections": conns, "port_directions": dirs,
@@ -724,11 +724,25 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
     assert main(["--netlist", str(path), "--target-mhz", "1000"]) == 0
     out = capsys.readouterr().out
     assert "2 endpoints" in out and "ctrl.q1_TRELLIS_FF_Q.DI" in out
+    # --fanout: net 4 (x) has two sinks, net 3 (b) two, net 2 (a) two, net 1 (the clock) four;
+    # CE / LSR sinks are counted apart.
+    cells["ctrl.q1_TRELLIS_FF_Q"]["connections"]["LSR"] = [1]
+    cells["ctrl.q1_TRELLIS_FF_Q"]["port_directions"] = {**ff, "LSR": "input"}
+    netlist["modules"]["top"]["netnames"] = {"clk": {"bits": [1]}, "\\ctrl.x": {"bits": [4]}}
+    nets = high_fanout(netlist, 20)
+    assert (nets[0].name, nets[0].sinks, nets[0].control_sinks) == ("clk", 5, 1)
+    assert [n.sinks for n in nets] == sorted((n.sinks for n in nets), reverse=True)
+    x = next(n for n in nets if n.name == "ctrl.x")
+    assert (x.sinks, x.control_sinks, x.driver, x.driver_type) == (2, 0, "ctrl.x_LUT4_Z", "LUT4")
+    path.write_text(json.dumps(netlist))
+    assert main(["--netlist", str(path), "--fanout", "1", "--paths", "0"]) == 0
+    assert "      5       1  -           clk <- (undriven)" in capsys.readouterr().out
     cells["ctrl.x_LUT4_Z"]["connections"]["B"] = [5]                # x <- y <- x: a loop
     with pytest.raises(ValueError, match="loop"):
         worst_paths(netlist)
     for argv in (["--netlist", str(tmp_path / "none.json")],
-                 ["--netlist", str(path), "--target-mhz", "0"]):
+                 ["--netlist", str(path), "--target-mhz", "0"],
+                 ["--netlist", str(path), "--fanout", "-1"]):
         with pytest.raises(SystemExit):
             main(argv)
 
