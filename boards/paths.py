@@ -142,6 +142,17 @@ def _arcs(cell: dict):
     return "seq", 0.0, {}, outs  # IO, PLL, constants: start points at 0, no endpoints
 
 
+def _pins(cells: dict):
+    """``(cell, port, direction, bit)`` for every net bit on every cell port (constant bits,
+    strings in Yosys' JSON, left out; ``$scopeinfo`` cells have no ports)."""
+    for name, cell in cells.items():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell.get("connections", {}).items():
+            for b in bits:
+                if isinstance(b, int):
+                    yield name, port, dirs.get(port), b
+
+
 def endpoints(netlist: dict) -> tuple[dict, dict]:
     """Arrival times of every endpoint: ``({(cell, port): (arrival ns, net bit)}, trace)`` where
     ``trace`` lets :func:`worst_paths` walk each path back to its start from that bit."""
@@ -150,18 +161,13 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
     sinks: Counter = Counter()
     arcs = {}
     for name, cell in cells.items():
-        if cell.get("type") == "$scopeinfo":
-            continue
-        arcs[name] = _arcs(cell)
-        for port, bits in cell.get("connections", {}).items():
-            d = cell.get("port_directions", {}).get(port)
-            for b in bits:
-                if not isinstance(b, int):
-                    continue
-                if d == "output":
-                    driver[b] = (name, port)
-                elif d == "input":
-                    sinks[b] += 1
+        if cell.get("type") != "$scopeinfo":
+            arcs[name] = _arcs(cell)
+    for name, port, direction, b in _pins(cells):
+        if direction == "output":
+            driver[b] = (name, port)
+        elif direction == "input":
+            sinks[b] += 1
 
     def wire_delay(bit: int, sink_type: str, sink_port: str) -> float:
         src = driver.get(bit)
@@ -315,17 +321,12 @@ def high_fanout(netlist: dict, count: int = 10) -> list[FanoutNet]:
     driver: dict[int, tuple[str, str]] = {}
     sinks: Counter = Counter()
     control: Counter = Counter()
-    for name, cell in cells.items():
-        for port, bits in cell.get("connections", {}).items():
-            d = cell.get("port_directions", {}).get(port)
-            for b in bits:
-                if not isinstance(b, int):
-                    continue
-                if d == "output":
-                    driver[b] = (name, cell.get("type", "?"))
-                elif d == "input":
-                    sinks[b] += 1
-                    control[b] += port in _CONTROL_PORTS
+    for name, port, direction, b in _pins(cells):
+        if direction == "output":
+            driver[b] = (name, cells[name].get("type", "?"))
+        elif direction == "input":
+            sinks[b] += 1
+            control[b] += port in _CONTROL_PORTS
     top = next(mod for mod in netlist["modules"].values()
                if mod.get("attributes", {}).get("top"))
     names: dict[int, str] = {}
