@@ -194,7 +194,8 @@ class TokenLayerNorm(Unit):
     def elaborate(self, platform):
         m = Module()
         u = SimpleNamespace()
-        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(self._lanes))
+        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(self._lanes),
+                                    global_ce=True)
         u.obuf, u.ce = obuf, obuf.ce
         self._elaborate_job(m, u)
         self._elaborate_load(m, platform, u)

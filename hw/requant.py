@@ -241,7 +241,8 @@ class Requantizer(Unit):
         m = Module()
         cols = self._cols
 
-        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, output_layout(cols),
+                                    global_ce=True)
         ce = obuf.ce
 
         # -- per-tile parameters -------------------------------------------------------------

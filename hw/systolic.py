@@ -28,12 +28,12 @@ full-rate stream never stalls and a stalled sink loses nothing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Const, Instance, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_int
-from hw.multiplier import Multiplier, check_dsp_options
+from hw.multiplier import Multiplier, _platform_family, check_dsp_options
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
 from hw.params import MAX_DIM
 from hw.pe import ProcessingElement
@@ -121,8 +121,9 @@ class OutputBuffer(wiring.Component):
 
     latency = 1
 
-    def __init__(self, layout):
+    def __init__(self, layout, *, global_ce: bool = False):
         self._layout = layout
+        self._global_ce = bool(global_ce)
         super().__init__({
             "push": In(1),
             "data": In(layout),
@@ -131,11 +132,17 @@ class OutputBuffer(wiring.Component):
         })
 
     @classmethod
-    def driving(cls, m: Module, o_stream: object, layout: object) -> OutputBuffer:
+    def driving(cls, m: Module, o_stream: object, layout: object, *,
+                global_ce: bool = False) -> OutputBuffer:
         """A buffer of ``layout`` added to ``m`` as ``obuf`` and driving ``o_stream`` (the
         ``Out`` stream member of the unit that ``m`` elaborates): the tail of every unit whose
-        pipeline runs on the buffer's ``ce``."""
-        m.submodules.obuf = obuf = cls(layout)
+        pipeline runs on the buffer's ``ce``.
+
+        ``global_ce``: on an ECP5 platform ``ce`` leaves the buffer through a ``DCCA``, so that
+        nextpnr routes it on a global network: the units whose whole datapath runs on ``ce``
+        (thousands of clock-enable pins; the GEMM array's 6,251 on ``ulx3s_85f``) use it. The
+        register is the same, in simulation and elsewhere nothing changes."""
+        m.submodules.obuf = obuf = cls(layout, global_ce=global_ce)
         wiring.connect(m, wiring.flipped(o_stream), obuf.o_stream)
         return obuf
 
@@ -147,10 +154,15 @@ class OutputBuffer(wiring.Component):
         tail_valid = Signal()
         push = Signal()
         pop = Signal()
+        ce = Signal(init=1)                 # the register; self.ce is it, or its global buffer
+        if self._global_ce and _platform_family(platform) == "ecp5":
+            m.submodules.ce_buf = Instance("DCCA", i_CLKI=ce, i_CE=Const(1), o_CLKO=self.ce)
+        else:
+            m.d.comb += self.ce.eq(ce)
         m.d.comb += [
             self.o_stream.valid.eq(head_valid),
             self.o_stream.payload.eq(head),
-            push.eq(self.push & self.ce),
+            push.eq(self.push & ce),
             pop.eq(head_valid & self.o_stream.ready),
         ]
         with m.If(pop):
@@ -172,7 +184,7 @@ class OutputBuffer(wiring.Component):
                 m.d.sync += [head.eq(self.data), head_valid.eq(1)]
         # Entries after this cycle; the pipeline may run next cycle iff one more fits.
         count_next = head_valid + tail_valid + push - pop
-        m.d.sync += self.ce.eq(count_next <= 1)
+        m.d.sync += ce.eq(count_next <= 1)
         return m
 
 
@@ -256,7 +268,7 @@ class SystolicArray(Unit):
         m = Module()
         rows, cols = self._rows, self._cols
 
-        obuf = OutputBuffer.driving(m, self.o_stream, result_layout(cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, result_layout(cols), global_ce=True)
         ce = obuf.ce
 
         # -- input register and tile spacing ------------------------------------------------

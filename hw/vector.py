@@ -175,7 +175,8 @@ class VectorUnit(Unit):
         m = Module()
         cols = self._cols
 
-        obuf = OutputBuffer.driving(m, self.o_stream, vec_output_layout(cols))
+        obuf = OutputBuffer.driving(m, self.o_stream, vec_output_layout(cols),
+                                    global_ce=True)
         ce = obuf.ce
 
         # -- per-job configuration (held from the first beat until `last`) -------------------
