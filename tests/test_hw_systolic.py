@@ -217,3 +217,20 @@ def test_output_buffer_keeps_order_under_backpressure():
     run_testbenches(dut, source, sink)
     assert len(sent) > 100
     assert got == sent[:100]
+
+
+def test_output_buffer_global_ce_only_on_ecp5():
+    """``global_ce``: the enable leaves through a ``DCCA`` on an ECP5 platform only; without
+    the option, in simulation (no platform) and on iCE40 the register drives ``ce`` itself."""
+    from types import SimpleNamespace
+
+    from amaranth.back import rtlil
+
+    def dcca_count(platform, global_ce):
+        text = rtlil.convert(OutputBuffer(8, global_ce=global_ce), name="top",
+                             platform=platform)
+        return text.count("cell \\DCCA ")
+
+    ecp5, ice40 = SimpleNamespace(family="ecp5"), SimpleNamespace(family="ice40")
+    assert dcca_count(ecp5, True) == 1
+    assert dcca_count(ecp5, False) == dcca_count(ice40, True) == dcca_count(None, True) == 0
