@@ -1196,6 +1196,37 @@ def _registers(opcode: Opcode, prefix: str, extra: tuple[str, ...]) -> SimpleNam
     return regs
 
 
+def _vec_registers(p, w: int) -> SimpleNamespace:
+    """VEC's field registers, its working registers and the per-instruction constants its
+    CHECK verdict sets from the fields (constant while the VEC runs: the per-beat logic decodes
+    no func field and subtracts nothing); ``w``: the copy counter's width."""
+    v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "poff", "out",
+                                      "c0", "mult0", "mult1", "shift"))
+    v.is_add = Signal(name="v_is_add")
+    v.is_pool = Signal(name="v_is_pool")
+    v.run_len = Signal(w + 1, name="v_run_len")        # VEC_RUN's reads: words << is_add
+    v.last_word = Signal(32, name="v_last_word")        # words - 1: a beat's `last`
+    v.last_block = Signal(32, name="v_last_block")      # words - c: the last block's first
+    v.last_mask = Signal(p.rows, name="v_last_mask")    # its tokens (those below M)
+    # The mean pool's last token m - 1: its block's first token and its place in it.
+    v.pool_last_out = Signal(32, name="v_pool_last_out")
+    v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
+    return v
+
+
+def _lnorm_registers(p) -> SimpleNamespace:
+    """LNORM's field and working registers, and what its CHECK verdict sets for the block
+    walkers (they compare with registers)."""
+    n = _registers(Opcode.LNORM, "n", ("abase", "dbase", "blocks"))
+    n.rows = p.rows
+    n.eps = Signal(64, name="n_eps")
+    n.eps_max = Signal(48, name="n_eps_max")            # c**4 <= 2**40
+    n.blocks_1 = Signal(32, name="n_blocks_1")          # blocks - 1
+    n.c_1 = Signal(16, name="n_c_1")                    # c - 1
+    n.last_mask = Signal(p.rows, name="n_last_mask")    # the last block's tokens
+    return n
+
+
 def _quant_field(word, layout, name: str):
     """Field ``name`` of quant-word layout ``layout`` (``hw.isa.CHANNEL_WORD`` ...) in ``word``."""
     f = next(f for f in layout if f.name == name)
@@ -1282,32 +1313,11 @@ class _State:
         g.lut_en = g.flags[0]
         g.out32 = g.flags[1]
         assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
-        self.v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "poff",
-                                               "out",
-                                               "c0", "mult0", "mult1", "shift"))
-        # Set by VEC_CHECK's verdict from the fields, constant while the VEC runs: the
-        # per-beat logic decodes no func field and subtracts nothing.
-        v = self.v
-        v.is_add = Signal(name="v_is_add")
-        v.is_pool = Signal(name="v_is_pool")
-        v.run_len = Signal(w + 1, name="v_run_len")        # VEC_RUN's reads: words << is_add
-        v.last_word = Signal(32, name="v_last_word")        # words - 1: a beat's `last`
-        v.last_block = Signal(32, name="v_last_block")      # words - c: the last block's first
-        v.last_mask = Signal(p.rows, name="v_last_mask")    # its tokens (those below M)
-        # The mean pool's last token m - 1: its block's first token and its place in it.
-        v.pool_last_out = Signal(32, name="v_pool_last_out")
-        v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
+        self.v = _vec_registers(p, w)
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
             "out_mult", "out_shift"))
-        self.n = _registers(Opcode.LNORM, "n", ("abase", "dbase", "blocks"))
-        self.n.rows = p.rows
-        self.n.eps = Signal(64, name="n_eps")
-        self.n.eps_max = Signal(48, name="n_eps_max")          # c**4 <= 2**40
-        # Set by LNORM_CHECK's verdict: the block walkers compare with registers.
-        self.n.blocks_1 = Signal(32, name="n_blocks_1")          # blocks - 1
-        self.n.c_1 = Signal(16, name="n_c_1")                    # c - 1
-        self.n.last_mask = Signal(p.rows, name="n_last_mask")    # the last block's tokens
+        self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
         # The controller's one multiplier: operands picked (comb) into registers, then the
         # product in a register, _MUL_LATENCY = 2 cycles after the pick.
