@@ -1375,9 +1375,10 @@ class _State:
         issued and landed. An address the scratchpad refuses stops the program the cycle after
         the read (``read_error``; ``done`` waits for the rest).
 
-        ``length`` is the calling state's own expression of registers: each state compares
-        ``i`` with its own length, and the one-hot state picks the result, instead of one
-        comparator behind a multiplexer of every state's length (the top's timing)."""
+        ``length`` is the calling state's own expression of registers (each state its own
+        comparator, no multiplexer of every state's length); it is compared with ``i + 1`` only
+        to set ``issued_all`` with the last read, and the read enable, ``i``'s increment and
+        ``done`` follow that register (:meth:`restart_copy`; the top's timing)."""
         m = self.m
         with m.If(~self.issued_all):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
