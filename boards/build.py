@@ -398,8 +398,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     ``router`` picks nextpnr's router (:data:`ROUTERS`; ``None``: nextpnr's default,
-    ``router1``). ``router2`` is the one that finishes the ``ulx3s_85f`` accelerator top, on
-    which ``router1`` stalls (``docs/boards.md``).
+    ``router1``). On the ``ulx3s_85f`` accelerator top ``router1`` stalls; ``router2`` gets
+    much further, though it has not finished that top yet (``docs/boards.md``).
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
@@ -521,9 +521,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build directory (default: build/synth/<board>-<unit>-<preset>-"
                              "<digest>)")
     parser.add_argument("--router", default=None, choices=ROUTERS,
-                        help="nextpnr's router (default: nextpnr's, router1); router2 finishes "
-                             "large tops such as --unit accelerator on ulx3s-85f, where router1 "
-                             "stalls")
+                        help="nextpnr's router (default: nextpnr's, router1); on large tops such "
+                             "as --unit accelerator on ulx3s-85f router1 stalls where router2 "
+                             "gets much further")
 
 
 def run(args: argparse.Namespace) -> int:
