@@ -197,6 +197,9 @@ class Controller(Unit):
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
+        # Every act write is posted: chosen into the write-back registers, on the act port the
+        # next cycle (before the writers, whose ``wb.en`` set overrides the default clear).
+        s.drive_write_back(self.act)
         # One AND after the act port's error, not a priority chain of the writers' conditions.
         m.d.comb += s.write_error.eq(self.act.w_error & s.write_check)
         # Any unit port's refused read, registered: checked the cycle after the read by the
@@ -424,11 +427,12 @@ class Controller(Unit):
                 m.d.sync += g.bank.eq(~g.bank)
                 self._gemm_next_tile(m, s)
         with m.State("GEMM_DRAIN"):
-            with m.If(s.drain_done):
-                m.d.sync += g.active.eq(0)
-                s.next_instruction("FETCH")
+            # The drainer's last write lands (posted) in its first cycle back in IDLE.
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(s.drain_done):
+                m.d.sync += g.active.eq(0)
+                s.next_instruction("FETCH")
 
     def _gemm_next_tile(self, m, s):
         """After a tile start: the next token block, or the next column tile, or the drain."""
@@ -451,7 +455,6 @@ class Controller(Unit):
         p, g = self._params, s.g
         d = g.drain
         s.write_back_words(d)
-        s.drive_write_back(self.act)
         with m.FSM(name="drain"):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -515,6 +518,8 @@ class Controller(Unit):
                 v.last_word.eq(s.pr[1] - 1), v.last_block.eq(s.pr[1] - v.c),
                 v.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows))),
                 v.pool_last_out.eq(last_blk * p.rows), v.pool_last_i.eq(last_i),
+                v.c_left.eq(v.c), v.pool_src.eq(v.a_addr // p.rows),
+                v.pool_dst.eq(v.dst_addr // p.rows),
             ]
             m.d.sync += [
                 v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
@@ -558,16 +563,17 @@ class Controller(Unit):
             word, is_b = Mux(add, s.i >> 1, s.i), add & s.i[0]
             copied = s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b,
                              length=v.run_len)
-            with m.If(copied & (v.out == v.words)):
-                s.next_instruction("FETCH")
+            # The last result's write lands (posted) in the cycle v.out reaches words.
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(copied & (v.out == v.words)):
+                s.next_instruction("FETCH")
         with m.State("VEC_POOL"):
             # One token block of the channel group c0 .. c0 + rows - 1: its `rows` channel words
             # (word c0 + r of the block holds channel c0 + r of the block's tokens), one word a
             # cycle (v.poff: the block's offset, (t // rows) * C) ...
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
-            copied = s.issue(self.act, v.abase + v.poff + v.c0 + s.i, _NO_SEL, v.c0 + s.i < v.c,
+            copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, s.i < v.c_left,
                              length=p.rows)
             with m.If(copied):
                 m.d.sync += s.restart_copy()
@@ -580,11 +586,12 @@ class Controller(Unit):
                          s.pool_last.eq(last)]
             m.d.sync += s.i.eq(s.i + 1)
             with m.If(last):
-                m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0)]
+                m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0),
+                             v.pool_src.eq(v.pool_src - v.poff)]
                 m.next = "VEC_POOL_WAIT"
             with m.Elif(s.i == p.rows - 1):
                 m.d.sync += [*s.restart_copy(), v.out.eq(v.out + p.rows),
-                             v.poff.eq(v.poff + v.c)]
+                             v.poff.eq(v.poff + v.c), v.pool_src.eq(v.pool_src + v.c)]
                 m.next = "VEC_POOL"
         with m.State("VEC_POOL_WAIT"):
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
@@ -593,19 +600,19 @@ class Controller(Unit):
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += s.vec_stall.eq(1)
-            with m.If((s.i < p.rows) & (v.c0 + s.i < v.c)):
-                m.d.comb += [
-                    self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.c0 + s.i),
-                    self.act.w_data.eq(s.pool_out.word_select(s.i[:max(1, (p.rows - 1)
-                                                                       .bit_length())], 8)),
-                    self.act.w_mask.eq(1),
-                ]
-                with m.If(self.act.w_error):
-                    s.fail(ErrorCode.BAD_ADDRESS)
-            with m.If(s.i < p.rows):
+            with m.If((s.i < p.rows) & (s.i < v.c_left)):
+                s.post_write(v.pool_dst + s.i,
+                             s.pool_out.word_select(s.i[:max(1, (p.rows - 1).bit_length())], 8),
+                             1)
+            # The last write lands (posted) in the cycle that decides what comes next.
+            with m.If(s.write_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(s.i < p.rows):
                 m.d.sync += s.i.eq(s.i + 1)
-            with m.Elif(v.c0 + p.rows < v.c):
-                m.d.sync += [*s.restart_copy(), v.c0.eq(v.c0 + p.rows), s.cfg_pending.eq(1)]
+            with m.Elif(v.c_left > p.rows):
+                m.d.sync += [*s.restart_copy(), v.c0.eq(v.c0 + p.rows), s.cfg_pending.eq(1),
+                             v.c_left.eq(v.c_left - p.rows), v.pool_src.eq(v.pool_src + p.rows),
+                             v.pool_dst.eq(v.pool_dst + p.rows)]
                 m.next = "VEC_POOL"
             with m.Else():
                 s.next_instruction("FETCH")
@@ -675,11 +682,7 @@ class Controller(Unit):
             m.d.sync += [s.pool_out.eq(low), s.pool_ready.eq(1)]
         with m.If(out.valid & s.vec_elementwise):
             last_block = v.out >= v.last_block
-            m.d.comb += [
-                self.act.w_en.eq(1), self.act.w_addr.eq(v.dbase + v.out), self.act.w_data.eq(low),
-                self.act.w_mask.eq(Mux(last_block, v.last_mask, (1 << rows) - 1)),
-            ]
-            m.d.comb += s.write_check.eq(1)
+            s.post_write(v.dbase + v.out, low, Mux(last_block, v.last_mask, (1 << rows) - 1))
             m.d.sync += v.out.eq(v.out + 1)
 
     # -- ATTN ---------------------------------------------------------------------------------
@@ -728,16 +731,17 @@ class Controller(Unit):
             m.next = "ATTN_RUN"
         with m.State("ATTN_RUN"):
             m.d.comb += [s.attn_busy.eq(1), s.attn_run.eq(1)]
-            with m.If(s.attn_head_done):
+            # A gather's last read is long before the head's last row leaves, so a refused
+            # read fails while ATTN_RUN still runs; attn_head_done comes the cycle after the
+            # head's last write was chosen, when that (posted) write lands.
+            with m.If(s.write_error | s.read_error):
+                s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(s.attn_head_done):
                 m.d.sync += [a.h.eq(a.h + 1), a.hoff.eq(a.hoff + a.head_dim)]
                 with m.If(a.h + 1 < a.heads):
                     m.next = "ATTN_HEAD"
                 with m.Else():
                     s.next_instruction("FETCH")
-            # A gather's last read is long before the head's last row leaves, so a refused
-            # read fails while ATTN_RUN still runs.
-            with m.If(s.write_error | s.read_error):
-                s.fail(ErrorCode.BAD_ADDRESS)
 
     def _attn(self, m, s, attn):
         """Row gathers into the attention unit and the scatter of its rows, one head at a time.
@@ -838,8 +842,9 @@ class Controller(Unit):
         # The write address, a register: dbase + o_blk + hoff + o_c (as the gathers' ``addr``).
         o_addr = Signal.like(self.act.w_addr)
         _, lane = _divmod(o_t, rows)
-        m.d.comb += [attn.o_stream.ready.eq(~o_busy & s.attn_run),
-                     s.attn_head_done.eq(o_busy & o_last & (o_c == a.head_dim - 1))]
+        m.d.comb += attn.o_stream.ready.eq(~o_busy & s.attn_run)
+        m.d.sync += s.attn_head_done.eq(o_busy & ~s.drain_abort & o_last
+                                        & (o_c == a.head_dim - 1))
         with m.If(attn.o_stream.valid & attn.o_stream.ready):
             m.d.sync += [o_row.eq(attn.o_stream.payload.data), o_busy.eq(1), o_c.eq(0),
                          o_last.eq(attn.o_stream.payload.last)]
@@ -847,13 +852,7 @@ class Controller(Unit):
             m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
         with m.If(o_busy & ~s.drain_abort):
             byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
-            m.d.comb += [
-                self.act.w_en.eq(1),
-                self.act.w_addr.eq(o_addr),
-                self.act.w_data.eq(Cat(byte for _ in range(rows))),
-                self.act.w_mask.eq(1 << lane),
-            ]
-            m.d.comb += s.write_check.eq(1)
+            s.post_write(o_addr, Cat(byte for _ in range(rows)), 1 << lane)
             m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1)]
             with m.If(o_c == a.head_dim - 1):
                 m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(a.dbase + o_blk + a.hoff)]
@@ -900,10 +899,11 @@ class Controller(Unit):
                 m.next = "LNORM_RUN"
         with m.State("LNORM_RUN"):
             m.d.comb += [s.lnorm_busy.eq(1), s.lnorm_run.eq(1)]
-            with m.If(s.lnorm_done):
-                s.next_instruction("FETCH")
+            # lnorm_done follows the last write's step by a cycle: its posted write lands then.
             with m.If(s.write_error | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
+            with m.Elif(s.lnorm_done):
+                s.next_instruction("FETCH")
 
     def _lnorm(self, m, s, ln):
         """Token blocks into the token-parallel LayerNorm unit and back, one act word (``rows``
@@ -958,12 +958,8 @@ class Controller(Unit):
         m.d.comb += [o.step.eq(o_fifo.r_rdy & s.lnorm_run & ~o.done),
                      o_fifo.r_en.eq(o.step)]
         with m.If(o.step):
-            m.d.comb += [
-                self.act.w_en.eq(1), self.act.w_addr.eq(n.dbase + o.blk + o.c),
-                self.act.w_data.eq(o_fifo.r_data[:8 * p.rows]),
-                self.act.w_mask.eq(Mux(last_block, n.last_mask, (1 << p.rows) - 1)),
-                s.write_check.eq(1),
-            ]
+            s.post_write(n.dbase + o.blk + o.c, o_fifo.r_data[:8 * p.rows],
+                         Mux(last_block, n.last_mask, (1 << p.rows) - 1))
         m.d.comb += s.lnorm_done.eq(o.done)
 
     # -- EMBED --------------------------------------------------------------------------------
@@ -1032,14 +1028,12 @@ class Controller(Unit):
         copied = s.issue(self.wgt, word, _NO_SEL, length=e.c)
         with m.If(s.land.valid):
             byte = self.wgt.r_data.word_select(lane, 8)
-            m.d.comb += [
-                self.act.w_en.eq(1), self.act.w_addr.eq(e.dbase + e.blk + s.land.index),
-                self.act.w_data.eq(Cat(byte for _ in range(p.rows))),
-                self.act.w_mask.eq(1 << row_lane),
-            ]
-            with m.If(self.act.w_error):
-                s.fail(ErrorCode.BAD_ADDRESS)
-        with m.If(copied):
+            s.post_write(e.dbase + e.blk + s.land.index, Cat(byte for _ in range(p.rows)),
+                         1 << row_lane)
+        # ``copied`` follows the last landed byte by a cycle: its posted write lands then.
+        with m.If(s.write_error):
+            s.fail(ErrorCode.BAD_ADDRESS)
+        with m.Elif(copied):
             m.d.sync += [*s.restart_copy((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
             with m.If(row_lane == p.rows - 1):
                 m.d.sync += e.blk.eq(e.blk + e.c)
@@ -1211,6 +1205,12 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     # The mean pool's last token m - 1: its block's first token and its place in it.
     v.pool_last_out = Signal(32, name="v_pool_last_out")
     v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
+    # The mean pool's channel group as registers, so that no state adds them up: the
+    # channels left from c0 (c - c0), the group's read address in the current token block
+    # (abase + poff + c0) and its first dst word (dbase + c0).
+    v.c_left = Signal(32, name="v_c_left")
+    v.pool_src = Signal(32, name="v_pool_src")
+    v.pool_dst = Signal(32, name="v_pool_dst")
     return v
 
 
@@ -1300,7 +1300,9 @@ class _State:
         g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
         g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
                                      for n in ("nt", "mb", "col0", "blk", "c")})
-        # The drainer's write, one cycle after WB chose it (write_back / drive_write_back).
+        # Every result write, one cycle after its writer chose it (post_write / write_back,
+        # drive_write_back): the writers' multiplexer and address arithmetic end at these
+        # registers, not at the act scratchpad's request registers across the chip.
         self.wb = SimpleNamespace(en=Signal(name="wb_en"),
                                   addr=Signal(unit_port_signature(p, "act")
                                               .members["w_addr"].shape, name="wb_addr"),
@@ -1463,8 +1465,16 @@ class _State:
             with m.Else():
                 m.d.sync += [wb.data.eq(bytes8), wb.mask.eq(mask8)]
 
+    def post_write(self, addr, data, mask) -> None:
+        """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,
+        through the write-back registers. A refused write shows as ``write_error`` in that
+        next cycle: a writer's state checks it before it retires, so an instruction never
+        retires past its last write."""
+        wb = self.wb
+        self.m.d.sync += [wb.en.eq(1), wb.addr.eq(addr), wb.data.eq(data), wb.mask.eq(mask)]
+
     def drive_write_back(self, act) -> None:
-        """The write-back registers' write on the act port (the cycle after ``WB`` chose it)."""
+        """The write-back registers' write on the act port (the cycle after it was chosen)."""
         m, wb = self.m, self.wb
         m.d.sync += wb.en.eq(0)
         with m.If(wb.en):

@@ -582,22 +582,24 @@ class _ScalarEngine(Elaboratable):
 
     @staticmethod
     def _mul_datapath(m, e):
-        """The step of :meth:`_mul_step` while ``mul_on``: one adder per cycle, ``3 * a`` kept
-        beside ``a``; shared by every multiply state (one adder pair, not one per state)."""
+        """The step of :meth:`_mul_step` while ``mul_on``: ``3 * a`` kept beside ``a``; shared
+        by every multiply state (one datapath, not one per state).
+
+        No path goes through two adders: the first step (``macc`` still 0) adds its two
+        partial products ``b[0] * a + b[1] * 2a`` with one adder, beside the adder that makes
+        ``3a`` for the later steps (both straight after the operand multiplexer); every later
+        step adds one addend of registers to ``macc``."""
         first = e.cnt == 0
-        a_cur = Mux(first, e.mul_a, e.ma)[:ENGINE_BITS]
-        a3_cur = Mux(first, (e.mul_a << 1) + e.mul_a, e.ma3)[:ENGINE_BITS]
-        b_cur = Mux(first, e.mul_b, e.mb)
-        digit = b_cur[:2]
-        addend = Mux(digit[1], Mux(digit[0], a3_cur, a_cur << 1),
-                     Mux(digit[0], a_cur, 0))
+        a, b = e.mul_a[:ENGINE_BITS], e.mul_b
+        first_sum = Mux(b[0], a, 0) + Mux(b[1], a << 1, 0)
+        addend = Mux(e.mb[1], Mux(e.mb[0], e.ma3, e.ma << 1), Mux(e.mb[0], e.ma, 0))
         with m.If(e.mul_on):
-            m.d.sync += [
-                e.macc.eq(Mux(first, 0, e.macc) + addend),
-                e.ma.eq(a_cur << 2),
-                e.ma3.eq(a3_cur << 2),
-                e.mb.eq(b_cur >> 2),
-            ]
+            with m.If(first):
+                m.d.sync += [e.macc.eq(first_sum), e.ma.eq(a << 2),
+                             e.ma3.eq(((a << 1) + a) << 2), e.mb.eq(b >> 2)]
+            with m.Else():
+                m.d.sync += [e.macc.eq(e.macc + addend), e.ma.eq(e.ma << 2),
+                             e.ma3.eq(e.ma3 << 2), e.mb.eq(e.mb >> 2)]
 
     def _variance_states(self, m, e):
         """``d * S = d * d * (d * Q - S1**2)``."""

@@ -227,12 +227,11 @@ class TokenLayerNorm(Unit):
         u.elem = Signal(range(max_dim + 1))                       # channel of the next beat
         u.slot_in = Signal(range(BLOCK_SLOTS))
         u.take_in = Signal()
-        u.block_done_in = Signal()
+        u.block_done_in = Signal()      # elem + 1 >= dim, a register kept beside elem
         u.occupied = Signal(range(BLOCK_SLOTS + 1))               # blocks loaded, not yet out
         u.end_free = Signal()
         u.in_load = Signal()
         m.d.comb += [u.take_in.eq(self.i_stream.valid & self.i_stream.ready),
-                     u.block_done_in.eq(u.elem + 1 >= u.dim),
                      self.i_stream.ready.eq(u.in_load & (u.occupied < BLOCK_SLOTS)
                                             & (~u.block_done_in | u.end_free))]
         with m.FSM(name="load"):
@@ -241,14 +240,15 @@ class TokenLayerNorm(Unit):
                 with m.If(self.i_cfg.valid):
                     m.d.sync += [u.dim.eq(self.i_cfg.payload.dim),
                                  u.eps.eq(self.i_cfg.payload.eps), u.k.eq(cfg_k),
-                                 u.elem.eq(0)]
+                                 u.elem.eq(0), u.block_done_in.eq(self.i_cfg.payload.dim <= 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += u.in_load.eq(1)
                 with m.If(u.take_in):
-                    m.d.sync += u.elem.eq(u.elem + 1)
+                    m.d.sync += [u.elem.eq(u.elem + 1), u.block_done_in.eq(u.elem + 2 >= u.dim)]
                     with m.If(u.block_done_in):
-                        m.d.sync += [u.elem.eq(0), u.slot_in.eq(_next_slot(u.slot_in))]
+                        m.d.sync += [u.elem.eq(0), u.slot_in.eq(_next_slot(u.slot_in)),
+                                     u.block_done_in.eq(u.dim <= 1)]
                         with m.If(self.i_stream.payload.last):
                             m.next = "FLUSH"
             with m.State("FLUSH"):
@@ -268,7 +268,9 @@ class TokenLayerNorm(Unit):
         u.sum_w = (128 * max_dim).bit_length() + 1
         u.sq_w = (128 * 128 * max_dim).bit_length()
         ends = [(u.take_in & u.block_done_in, self.i_stream.payload.last)]
-        for i in range(STATS_DRAIN):
+        # One more register rank than STATS_DRAIN: each accepted beat is registered (x_in)
+        # before the squarers and sums, so the input handshake ends at a register.
+        for i in range(STATS_DRAIN + 1):
             end, last = Signal(name=f"end{i + 1}"), Signal(name=f"end_last{i + 1}")
             m.d.sync += [end.eq(ends[-1][0]), last.eq(ends[-1][1])]
             ends.append((end, last))
@@ -277,7 +279,8 @@ class TokenLayerNorm(Unit):
         u.hold_last = Signal()
         u.hold_s1, u.hold_q = [], []
         for t in range(lanes):
-            x = Mux(u.take_in, self.i_stream.payload.x[t], 0)
+            x = Signal(signed(ACT_WIDTH), name=f"x_in{t}")
+            m.d.sync += x.eq(Mux(u.take_in, self.i_stream.payload.x[t], 0))
             sx1, sx2 = Signal(signed(u.sum_w), name=f"sx1_{t}"), Signal(signed(u.sum_w),
                                                                           name=f"sx2_{t}")
             m.d.sync += [sx1.eq(x), sx2.eq(sx1)]
