@@ -59,7 +59,7 @@ from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.layernorm_tokens import TokenLayerNorm
 from hw.multiplier import _platform_family
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
-from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature
+from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature, unit_words_of
 from hw.unit import Setting, Unit, check_params
 from hw.vector import VecOp, VectorUnit
 
@@ -200,8 +200,9 @@ class Controller(Unit):
         # Every act write is posted: chosen into the write-back registers, on the act port the
         # next cycle (before the writers, whose ``wb.en`` set overrides the default clear).
         s.drive_write_back(self.act)
-        # One AND after the act port's error, not a priority chain of the writers' conditions.
-        m.d.comb += s.write_error.eq(self.act.w_error & s.write_check)
+        # A refused write: the posted write's own bounds check, a register (the scratchpad
+        # refuses the same addresses), not a comparator behind the act port across the chip.
+        m.d.comb += s.write_error.eq(s.wb.en & s.wb.err)
         # Any unit port's refused read, registered: checked the cycle after the read by the
         # reading states (issue(), GEMM_LOAD / GEMM_START, ATTN_RUN, LNORM_RUN).
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
@@ -576,12 +577,14 @@ class Controller(Unit):
             copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, s.i < v.c_left,
                              length=p.rows)
             with m.If(copied):
-                m.d.sync += s.restart_copy()
+                m.d.sync += [*s.restart_copy(), v.pool_last_blk.eq(v.out == v.pool_last_out)]
                 m.next = "VEC_POOL_PUSH"
         with m.State("VEC_POOL_PUSH"):
             # ... transposed into one beat a cycle: beat i is token v.out + i (v.out: the
             # block's first token), its channels c0 .. in the lanes.
-            last = (v.out == v.pool_last_out) & (s.i == v.pool_last_i)     # token m - 1
+            # i < rows here: its low bits are enough.
+            i_low = s.i[:max(1, (p.rows - 1).bit_length())]
+            last = v.pool_last_blk & (i_low == v.pool_last_i)     # token m - 1
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
                          s.pool_last.eq(last)]
             m.d.sync += s.i.eq(s.i + 1)
@@ -589,7 +592,7 @@ class Controller(Unit):
                 m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0),
                              v.pool_src.eq(v.pool_src - v.poff)]
                 m.next = "VEC_POOL_WAIT"
-            with m.Elif(s.i == p.rows - 1):
+            with m.Elif(i_low == p.rows - 1):
                 m.d.sync += [*s.restart_copy(), v.out.eq(v.out + p.rows),
                              v.poff.eq(v.poff + v.c), v.pool_src.eq(v.pool_src + v.c)]
                 m.next = "VEC_POOL"
@@ -1205,6 +1208,7 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     # The mean pool's last token m - 1: its block's first token and its place in it.
     v.pool_last_out = Signal(32, name="v_pool_last_out")
     v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
+    v.pool_last_blk = Signal(name="v_pool_last_blk")   # the block being pushed holds it
     # The mean pool's channel group as registers, so that no state adds them up: the
     # channels left from c0 (c - c0), the group's read address in the current token block
     # (abase + poff + c0) and its first dst word (dbase + c0).
@@ -1307,7 +1311,9 @@ class _State:
                                   addr=Signal(unit_port_signature(p, "act")
                                               .members["w_addr"].shape, name="wb_addr"),
                                   data=Signal(8 * p.rows, name="wb_data"),
-                                  mask=Signal(p.rows, name="wb_mask"))
+                                  mask=Signal(p.rows, name="wb_mask"),
+                                  err=Signal(name="wb_err"))  # addr past the act words
+        self.act_words = unit_words_of(p, "act")
         self.drain_start = Signal()
         self.drain_done = Signal()
         self.drain_abort = Signal()
@@ -1348,7 +1354,6 @@ class _State:
         self.attn_head_done = Signal()
         self.write_error = Signal()             # a result write the act scratchpad refused
         self.read_error = Signal()              # a unit-port read of the last cycle was refused
-        self.write_check = Signal()             # a result write is on the act port this cycle
         self.vec_busy = Signal()
         self.vec_stall = Signal()
         self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats
@@ -1449,9 +1454,9 @@ class _State:
         bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
         mask8 = Cat((r < rows_left) for r in range(p.rows))
         with m.If(d.c < self.wb_words):
-            m.d.sync += [wb.en.eq(~self.drain_abort),
-                         wb.addr.eq(g.dbase + Mux(g.out32, Cat(q, off), off)),
-                         d.c.eq(d.c + 1)]
+            addr = g.dbase + Mux(g.out32, Cat(q, off), off)
+            m.d.sync += [wb.en.eq(~self.drain_abort), wb.addr.eq(addr),
+                         wb.err.eq(addr >= self.act_words), d.c.eq(d.c + 1)]
             with m.If(g.out32):
                 with m.Switch(q):
                     for qq in range(_OUT32_WORDS):
@@ -1471,15 +1476,17 @@ class _State:
         next cycle: a writer's state checks it before it retires, so an instruction never
         retires past its last write."""
         wb = self.wb
-        self.m.d.sync += [wb.en.eq(1), wb.addr.eq(addr), wb.data.eq(data), wb.mask.eq(mask)]
+        self.m.d.sync += [wb.en.eq(1), wb.addr.eq(addr), wb.data.eq(data), wb.mask.eq(mask),
+                          wb.err.eq(addr >= self.act_words)]
 
     def drive_write_back(self, act) -> None:
         """The write-back registers' write on the act port (the cycle after it was chosen)."""
         m, wb = self.m, self.wb
         m.d.sync += wb.en.eq(0)
-        with m.If(wb.en):
-            m.d.comb += [act.w_en.eq(1), act.w_addr.eq(wb.addr), act.w_data.eq(wb.data),
-                         act.w_mask.eq(wb.mask), self.write_check.eq(1)]
+        # A write past the act words is not made (write_error fails the program instead); the
+        # address, data and mask need no multiplexer, only the enable.
+        m.d.comb += [act.w_en.eq(wb.en & ~wb.err), act.w_addr.eq(wb.addr),
+                     act.w_data.eq(wb.data), act.w_mask.eq(wb.mask)]
 
 
 class _BlockWalker:

@@ -31,9 +31,10 @@ quiet then, and the grant waits for no comparator of the unit's.
 
 Bounds: a unit address at or past the last word raises ``unit.r_error`` (a read) or
 ``unit.w_error`` (a write) for that cycle and the access is dropped (a read returns 0): an
-address never wraps onto another word. The two are separate so that a unit can register the read
-one, whose address arithmetic is the longer (``hw.controller``), and keep the write one in the
-cycle of the write. A host address
+address never wraps onto another word. The two are separate so that a unit can use each as its
+timing allows: ``hw.controller`` registers the read one, and checks each of its (posted) writes
+against the same bound, :func:`unit_words_of`, in its own write-back register instead of waiting
+for ``w_error`` from across the chip. A host address
 past the region reads 0 and ignores the write (the link already refuses it).
 """
 
@@ -51,7 +52,8 @@ from hw.checks import check_int
 from hw.isa import INSTR_BYTES, QUANT_WORD_BYTES, memory_map
 from hw.unit import ParamSignature, Setting
 
-__all__ = ["SCRATCHPAD_REGIONS", "Scratchpad", "unit_bytes_of", "unit_port_signature"]
+__all__ = ["SCRATCHPAD_REGIONS", "Scratchpad", "unit_bytes_of", "unit_port_signature",
+           "unit_words_of"]
 
 HOST_BYTES = 4
 #: The regions of ``hw.isa.memory_map`` that are scratchpads (``csr`` is the register block).
@@ -63,6 +65,12 @@ def unit_bytes_of(params, region: str) -> int:
     ``rows`` tokens, a weight row of ``cols`` channels, a quant word, a LUT entry."""
     return {"instr": INSTR_BYTES, "act": params.rows, "wgt": params.cols,
             "quant": QUANT_WORD_BYTES, "lut": 1}[region]
+
+
+def unit_words_of(params, region: str) -> int:
+    """Unit-port words of ``region``'s scratchpad for ``params``: an address at or past it is
+    refused (``unit.r_error`` / ``unit.w_error``)."""
+    return -(-memory_map(params).region(region).size // unit_bytes_of(params, region))
 
 
 def _unit_addr_width(size: int, unit_bytes: int) -> int:

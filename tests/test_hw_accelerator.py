@@ -263,12 +263,25 @@ def test_accelerator_runs_the_shipped_digits_model():
     print(f"digits on tiny (head_dim 16): {cycles} cycles per inference")
 
 
+def _fence(monkeypatch, fence_words: int, connect=None):
+    """Fence the act words at ``fence_words`` behind the controller's instruction checks
+    (which still allow the whole ``act_depth``): reads through :func:`_fenced_connect` (the act
+    scratchpad's ``r_error``), writes through the controller's own run-time check of each
+    posted write (``hw.controller`` asks ``unit_words_of`` for the act words). So the bounds
+    errors that no program can reach past the instruction checks are reached here."""
+    import hw.accelerator
+    import hw.controller
+    import hw.scratchpad
+
+    monkeypatch.setattr(hw.accelerator, "connect", connect or _fenced_connect(fence_words))
+    monkeypatch.setattr(hw.controller, "unit_words_of", lambda params, region: (
+        fence_words if region == "act" else hw.scratchpad.unit_words_of(params, region)))
+
+
 def _fenced_connect(fence_words: int):
     """A stand-in for ``hw.accelerator.connect`` that puts a fence between the controller's act
     port and the act scratchpad: unit words at or past ``fence_words`` are refused (``r_error``
-    / ``w_error``) and dropped, as by a scratchpad of that size, while the controller's own
-    checks still allow the whole ``act_depth``. So the scratchpads' bounds errors, which no
-    program can reach past the controller's checks, are reached here."""
+    / ``w_error``) and dropped, as by a scratchpad of that size."""
     from amaranth.lib.wiring import connect
 
     def fenced(m, ctrl_port, spad_port):
@@ -299,17 +312,16 @@ def _fenced_program(image, cases: dict, good: dict) -> None:
 
 def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
     """The backstop behind the controller's checks: a read the act scratchpad refuses (GEMM's A
-    feeder, VEC's copy engine, ATTN's K gather, LNORM's x gather) and a write it refuses
-    (VEC MEANPOOL's write back, GEMM's drainer) each end the program with ``BAD_ADDRESS`` at
-    that instruction, retire nothing and write nothing; a START after them runs a good program.
+    feeder, VEC's copy engine, ATTN's K gather, LNORM's x gather) and a write the controller's
+    run-time check of its posted writes refuses (VEC MEANPOOL's write back, GEMM's drainer)
+    each end the program with ``BAD_ADDRESS`` at that instruction, retire nothing and write
+    nothing; a START after them runs a good program.
 
     The GEMM whose drainer is refused runs last: its tiles still in the core when it fails are
     not flushed, and a later GEMM would capture them (docs/boards.md, the accelerator top)."""
-    import hw.accelerator
-
     p = PARAMS
     fence = 512                                         # act bytes the fenced port reaches
-    monkeypatch.setattr(hw.accelerator, "connect", _fenced_connect(fence // p.rows))
+    _fence(monkeypatch, fence // p.rows)
     rng = np.random.default_rng(5)
     image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
     image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
@@ -364,8 +376,6 @@ def test_accelerator_touches_no_scratchpad_while_idle(monkeypatch):
     port, the second past it, two more to go), VEC MEANPOOL's write back and GEMM's drainer
     refused. Every cycle is watched; the programs and the idle cycles checked are counted.
     (Without the scatter's stop at FAIL, the act port is written while idle.)"""
-    import hw.accelerator
-
     p = PARAMS
     fence_words = 512 // p.rows
     fenced = _fenced_connect(fence_words)
@@ -375,7 +385,7 @@ def test_accelerator_touches_no_scratchpad_while_idle(monkeypatch):
         ports.append(ctrl_port)
         return fenced(m, ctrl_port, spad_port)
 
-    monkeypatch.setattr(hw.accelerator, "connect", recording)
+    _fence(monkeypatch, fence_words, recording)
     rng = np.random.default_rng(6)
     image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
     image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
