@@ -42,6 +42,8 @@ columns, under the next tiles' loads and compute. Ragged edges: quant words of c
 
 from __future__ import annotations
 
+import functools
+import operator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -197,8 +199,8 @@ class Controller(Unit):
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
-        # Every act write is posted: chosen into the write-back registers, on the act port the
-        # next cycle (before the writers, whose ``wb.en`` set overrides the default clear).
+        # Every act write is posted: chosen into the write-back registers (post_write,
+        # finish_writes), on the act port the next cycle.
         s.drive_write_back(self.act)
         # A refused write: the posted write's own bounds check, a register (the scratchpad
         # refuses the same addresses), not a comparator behind the act port across the chip.
@@ -213,6 +215,7 @@ class Controller(Unit):
         self._attn(m, s, attn)
         self._lnorm(m, s, lnorm)
         self._embed(m, s)
+        s.finish_writes()
         self._perf(m, s)
         return m
 
@@ -1314,6 +1317,7 @@ class _State:
                                   mask=Signal(p.rows, name="wb_mask"),
                                   err=Signal(name="wb_err"))  # addr past the act words
         self.act_words = unit_words_of(p, "act")
+        self.writers: list[SimpleNamespace] = []   # post_write's candidates (finish_writes)
         self.drain_start = Signal()
         self.drain_done = Signal()
         self.drain_abort = Signal()
@@ -1437,7 +1441,7 @@ class _State:
         word, its address and mask go into the write-back registers (:meth:`drive_write_back`
         puts them on the act port the next cycle): the column multiplexer and the address
         arithmetic end at a register, not at the act port's writer multiplexer."""
-        m, p, g, wb = self.m, self.p, self.g, self.wb
+        m, p, g = self.m, self.p, self.g
         rows_left = g.m - d.mb * p.rows
         j = Signal(range(p.cols + 1))
         q = Signal(2)
@@ -1453,22 +1457,21 @@ class _State:
                     m.d.comb += word.eq(Cat(self.tile[r * p.cols + jj] for r in range(p.rows)))
         bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
         mask8 = Cat((r < rows_left) for r in range(p.rows))
+        data, mask = Signal(8 * p.rows, name="drain_data"), Signal(p.rows, name="drain_mask")
+        with m.If(g.out32):
+            with m.Switch(q):
+                for qq in range(_OUT32_WORDS):
+                    with m.Case(qq):
+                        lo = qq * p.rows * 8
+                        m.d.comb += [data.eq(word[lo:lo + p.rows * 8]),
+                                     mask.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
+                                                 for b in range(p.rows)))]
+        with m.Else():
+            m.d.comb += [data.eq(bytes8), mask.eq(mask8)]
         with m.If(d.c < self.wb_words):
-            addr = g.dbase + Mux(g.out32, Cat(q, off), off)
-            m.d.sync += [wb.en.eq(~self.drain_abort), wb.addr.eq(addr),
-                         wb.err.eq(addr >= self.act_words), d.c.eq(d.c + 1)]
-            with m.If(g.out32):
-                with m.Switch(q):
-                    for qq in range(_OUT32_WORDS):
-                        with m.Case(qq):
-                            lo = qq * p.rows * 8
-                            m.d.sync += [
-                                wb.data.eq(word[lo:lo + p.rows * 8]),
-                                wb.mask.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
-                                               for b in range(p.rows))),
-                            ]
-            with m.Else():
-                m.d.sync += [wb.data.eq(bytes8), wb.mask.eq(mask8)]
+            m.d.sync += d.c.eq(d.c + 1)
+            with m.If(~self.drain_abort):
+                self.post_write(g.dbase + Mux(g.out32, Cat(q, off), off), data, mask)
 
     def post_write(self, addr, data, mask) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,
@@ -1476,13 +1479,34 @@ class _State:
         next cycle: a writer's state checks it before it retires, so an instruction never
         retires past its last write."""
         wb = self.wb
-        self.m.d.sync += [wb.en.eq(1), wb.addr.eq(addr), wb.data.eq(data), wb.mask.eq(mask),
-                          wb.err.eq(addr >= self.act_words)]
+        k = len(self.writers)
+        w = SimpleNamespace(sel=Signal(name=f"wr{k}_sel"),
+                            addr=Signal.like(wb.addr, name=f"wr{k}_addr"),
+                            data=Signal.like(wb.data, name=f"wr{k}_data"),
+                            mask=Signal.like(wb.mask, name=f"wr{k}_mask"),
+                            err=Signal(name=f"wr{k}_err"))
+        # Comb signals: each is 0 outside the writer's own condition (the calling context).
+        self.m.d.comb += [w.sel.eq(1), w.addr.eq(addr), w.data.eq(data), w.mask.eq(mask),
+                          w.err.eq(addr >= self.act_words)]
+        self.writers.append(w)
+
+    def finish_writes(self) -> None:
+        """The write-back registers from every :meth:`post_write`: no two writers write in
+        the same cycle (each is its own instruction's, or the drainer's inside GEMM) and each
+        writer's candidate is 0 outside its condition, so an OR of the candidates is the
+        writers' multiplexer: a shallow tree, not a priority chain of their conditions."""
+        wb = self.wb
+
+        def any_of(name):
+            return functools.reduce(operator.or_, (getattr(w, name) for w in self.writers))
+
+        self.m.d.sync += [wb.en.eq(any_of("sel")), wb.addr.eq(any_of("addr")),
+                          wb.data.eq(any_of("data")), wb.mask.eq(any_of("mask")),
+                          wb.err.eq(any_of("err"))]
 
     def drive_write_back(self, act) -> None:
         """The write-back registers' write on the act port (the cycle after it was chosen)."""
         m, wb = self.m, self.wb
-        m.d.sync += wb.en.eq(0)
         # A write past the act words is not made (write_error fails the program instead); the
         # address, data and mask need no multiplexer, only the enable.
         m.d.comb += [act.w_en.eq(wb.en & ~wb.err), act.w_addr.eq(wb.addr),
