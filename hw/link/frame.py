@@ -295,6 +295,14 @@ class FrameEngine(wiring.Component):
                                & (r.baddr == (r.arg0[2:] + r.index - 1)[:self._addr_width]))
         with m.If(running):
             m.d.comb += Assert((r.opcode == p.Opcode.RUN) & (r.code == p.Status.OK))
+        # The registered READ span is up to date a cycle after the length and the arguments
+        # were last written (LENGTH, PAYLOAD), so always at CHECK (:meth:`_check`).
+        wrote_args = Signal()
+        m.d.sync += wrote_args.eq(fsm.ongoing("LENGTH") | fsm.ongoing("PAYLOAD"))
+        with m.If(~wrote_args):
+            m.d.comb += Assert(r.span == r.span_next[:len(r.span)])
+        with m.If(fsm.ongoing("CRC_LO") | fsm.ongoing("CHECK")):
+            m.d.comb += Assert(~wrote_args)
         self._answer_once(m, r, fsm)
         bus = self.bus
         inside = Cat(*((bus.addr >= rg.base >> 2) & (bus.addr < (rg.base + rg.size) >> 2)
@@ -387,12 +395,16 @@ class FrameEngine(wiring.Component):
         n_write = Signal(8)
         m.d.comb += n_write.eq((r.length >> 2) - 1)
         # READ: n words `stride` apart span (n - 1) * stride + 1 words (protocol.read_span);
-        # only n in 1..62 and stride in 1..255 reach the range check's verdict.
+        # only n in 1..62 and stride in 1..255 reach the range check's verdict. The span is a
+        # register (its product is the board top's longest path otherwise): the length and
+        # the arguments are last written in PAYLOAD, at least the two CRC bytes (two cycles)
+        # before CHECK reads the span, so it is up to date there.
         strided = r.length == 3 * p.WORD_BYTES
         stride = Signal(8)
         span = Signal(14)
-        m.d.comb += [stride.eq(Mux(strided, r.arg2[:8], 1)),
-                     span.eq((r.arg1[:6] - 1) * stride + 1)]
+        m.d.comb += stride.eq(Mux(strided, r.arg2[:8], 1))
+        r.span, r.span_next = span, (r.arg1[:6] - 1) * stride + 1
+        m.d.sync += span.eq(r.span_next)
         stride_ok = ~strided | ((r.arg2 >= 1) & (r.arg2 <= p.MAX_STRIDE))
         read_ok = self._access_ok(m, r, span, write=False)
         write_ok = self._access_ok(m, r, n_write, write=True)
