@@ -47,7 +47,7 @@ import operator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, Value, unsigned
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -1252,6 +1252,14 @@ def _beat_fifo(m, name: str, width: int, flush):
     return fifo
 
 
+def _fit(value, width: int):
+    """``value`` (unsigned) as exactly ``width`` bits: truncated or zero-extended."""
+    value = Value.cast(value)
+    if len(value) >= width:
+        return value[:width]
+    return Cat(value, Const(0, width - len(value)))
+
+
 def _divmod(value, d: int):
     """``(value // d, value % d)`` for a constant ``d``: bit slices when ``d`` is a power of
     two (every preset's ``rows``), a divider otherwise."""
@@ -1317,7 +1325,7 @@ class _State:
                                   mask=Signal(p.rows, name="wb_mask"),
                                   err=Signal(name="wb_err"))  # addr past the act words
         self.act_words = unit_words_of(p, "act")
-        self.writers: list[SimpleNamespace] = []   # post_write's candidates (finish_writes)
+        self.writers: list[Signal] = []     # post_write's candidates (finish_writes)
         self.drain_start = Signal()
         self.drain_done = Signal()
         self.drain_abort = Signal()
@@ -1480,15 +1488,12 @@ class _State:
         retires past its last write."""
         wb = self.wb
         k = len(self.writers)
-        w = SimpleNamespace(sel=Signal(name=f"wr{k}_sel"),
-                            addr=Signal.like(wb.addr, name=f"wr{k}_addr"),
-                            data=Signal.like(wb.data, name=f"wr{k}_data"),
-                            mask=Signal.like(wb.mask, name=f"wr{k}_mask"),
-                            err=Signal(name=f"wr{k}_err"))
-        # Comb signals: each is 0 outside the writer's own condition (the calling context).
-        self.m.d.comb += [w.sel.eq(1), w.addr.eq(addr), w.data.eq(data), w.mask.eq(mask),
-                          w.err.eq(addr >= self.act_words)]
-        self.writers.append(w)
+        # One comb word per writer, 0 outside the writer's own condition (the calling
+        # context): (sel, err, mask, addr, data).
+        cand = Signal(2 + len(wb.mask) + len(wb.addr) + len(wb.data), name=f"wr{k}")
+        self.m.d.comb += cand.eq(Cat(1, addr >= self.act_words, _fit(mask, len(wb.mask)),
+                                     _fit(addr, len(wb.addr)), _fit(data, len(wb.data))))
+        self.writers.append(cand)
 
     def finish_writes(self) -> None:
         """The write-back registers from every :meth:`post_write`: no two writers write in
@@ -1496,13 +1501,8 @@ class _State:
         writer's candidate is 0 outside its condition, so an OR of the candidates is the
         writers' multiplexer: a shallow tree, not a priority chain of their conditions."""
         wb = self.wb
-
-        def any_of(name):
-            return functools.reduce(operator.or_, (getattr(w, name) for w in self.writers))
-
-        self.m.d.sync += [wb.en.eq(any_of("sel")), wb.addr.eq(any_of("addr")),
-                          wb.data.eq(any_of("data")), wb.mask.eq(any_of("mask")),
-                          wb.err.eq(any_of("err"))]
+        self.m.d.sync += Cat(wb.en, wb.err, wb.mask, wb.addr, wb.data).eq(
+            functools.reduce(operator.or_, self.writers))
 
     def drive_write_back(self, act) -> None:
         """The write-back registers' write on the act port (the cycle after it was chosen)."""
