@@ -469,7 +469,7 @@ class Controller(Unit):
             with m.State("CAPTURE"):
                 m.d.comb += s.capturing.eq(~s.lut_loading)
                 with m.If(s.tile_last):
-                    m.d.sync += [d.c.eq(0), s.row.eq(0)]
+                    m.d.sync += [*s.restart_write_back(d), s.row.eq(0)]
                     m.next = "LUT"
                     with m.If(~g.lut_en):
                         m.next = "WB"
@@ -484,7 +484,7 @@ class Controller(Unit):
             with m.State("WB"):
                 s.write_back(d)
                 with m.If(d.c == s.wb_words):
-                    m.d.sync += d.c.eq(0)
+                    m.d.sync += s.restart_write_back(d)
                     m.next = "CAPTURE"
                     with m.If(d.mb + 1 < g.m_blocks):
                         m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n)]
@@ -1325,6 +1325,8 @@ class _State:
                                   mask=Signal(p.rows, name="wb_mask"),
                                   err=Signal(name="wb_err"))  # addr past the act words
         self.act_words = unit_words_of(p, "act")
+        self.wb_j = Signal(range(p.cols + 1), name="wb_j")     # restart_write_back
+        self.wb_q = Signal(2, name="wb_q")
         self.writers: list[Signal] = []     # post_write's candidates (finish_writes)
         self.drain_start = Signal()
         self.drain_done = Signal()
@@ -1451,12 +1453,9 @@ class _State:
         arithmetic end at a register, not at the act port's writer multiplexer."""
         m, p, g = self.m, self.p, self.g
         rows_left = g.m - d.mb * p.rows
-        j = Signal(range(p.cols + 1))
-        q = Signal(2)
-        with m.If(g.out32):
-            m.d.comb += [j.eq(d.c >> 2), q.eq(d.c[:2])]
-        with m.Else():
-            m.d.comb += [j.eq(d.c), q.eq(0)]
+        # The column and the int32 quarter of word d.c, registers stepped with it
+        # (restart_write_back): the column multiplexer's selects come straight from flip-flops.
+        j, q = self.wb_j, self.wb_q
         off = d.blk + d.col0 + j
         word = Signal(ACC_WIDTH * p.rows)
         with m.Switch(j):
@@ -1478,8 +1477,20 @@ class _State:
             m.d.comb += [data.eq(bytes8), mask.eq(mask8)]
         with m.If(d.c < self.wb_words):
             m.d.sync += d.c.eq(d.c + 1)
+            with m.If(g.out32):
+                m.d.sync += q.eq(q + 1)
+                with m.If(q == _OUT32_WORDS - 1):
+                    m.d.sync += j.eq(j + 1)
+            with m.Else():
+                m.d.sync += j.eq(j + 1)
             with m.If(~self.drain_abort):
                 self.post_write(g.dbase + Mux(g.out32, Cat(q, off), off), data, mask)
+
+    def restart_write_back(self, d):
+        """The statements that restart the drainer's write back at word 0 (``d.c``, and its
+        column and quarter ``wb_j`` / ``wb_q``: ``d.c`` is ``4 * wb_j + wb_q`` for int32
+        output, ``wb_j`` otherwise)."""
+        return [d.c.eq(0), self.wb_j.eq(0), self.wb_q.eq(0)]
 
     def post_write(self, addr, data, mask) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,

@@ -12,10 +12,11 @@ token's lane:
 
 1. **Load** (``d`` beats, one per cycle): the block goes into one of three block slots of a
    block buffer while each lane accumulates its token's ``S1`` and ``Q``.
-2. **Scalar**: ``STATS_DRAIN`` cycles after the block's last beat its ``lanes`` totals wait in
-   a holding register; ``engines`` :class:`~hw.layernorm._ScalarEngine` take them one lane at a
-   time, in turn, each ``scalar_cycles - 1`` cycles a lane, and leave each lane's ``G`` and
-   ``H`` in its result register.
+2. **Scalar**: ``STATS_DRAIN + 1`` cycles after the block's last beat (each beat is registered
+   before the sums) its ``lanes`` totals wait in a holding register; ``engines``
+   :class:`~hw.layernorm._ScalarEngine` take them one lane at a time, in turn, each
+   ``scalar_cycles - 1`` cycles a lane, and leave each lane's ``G`` and ``H`` in its result
+   register.
 3. **Normalize** (``d`` beats with ``i_param``): once every lane's result is in and the
    previous block's elements have read their row constants (the first stages of the
    pipeline; the rest of it still drains), the lanes take their row constants and
