@@ -16,6 +16,7 @@ import pytest
 
 import boards.build
 from boards.build import board_platform, file_sha256, preset_for_board
+from hw.params import PRESETS
 
 pytestmark = [
     pytest.mark.synth,
@@ -29,20 +30,23 @@ KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit"
         "bitstream", "bitstream_sha256", "build_key", "cache_hit"}
 
 
-def _build(board: str, unit: str = "gemm") -> dict:
-    """``lightformer synth --board BOARD --unit UNIT --json ...``; the JSON it wrote."""
-    report = BUILD / f"{board}-{unit}.json"
+def _build(board: str, unit: str = "gemm", preset: str | None = None) -> dict:
+    """``lightformer synth --board BOARD --unit UNIT [--preset NAME] --json ...``; the JSON it
+    wrote."""
+    name = f"{board}-{unit}" + (f"-{preset}" if preset else "")
+    report = BUILD / f"{name}.json"
     report.unlink(missing_ok=True)
     parser = argparse.ArgumentParser(prog="lightformer synth")
     boards.build.add_arguments(parser)
     args = parser.parse_args(["--board", board, "--unit", unit, "--json", str(report),
-                              "--build-dir", str(BUILD / f"{board}-{unit}")])
+                              "--build-dir", str(BUILD / name),
+                              *(["--preset", preset] if preset else [])])
     rc = boards.build.run(args)
     data = json.loads(report.read_text())
     assert rc == (0 if data["timing_met"] else 1)
     assert set(data) == KEYS
     assert (data["schema_version"], data["kind"]) == (1, "synth")
-    params = preset_for_board(board)
+    params = PRESETS[preset] if preset else preset_for_board(board)
     assert (data["board"], data["preset"], data["unit"]) == (board, params.name, unit)
     assert data["digest"] == params.digest()
     assert data["target_mhz"] == pytest.approx(params.target_mhz)
@@ -109,3 +113,15 @@ def test_synth_ulx3s_85f_attention_meets_125mhz():
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 125.0
     assert data["resources"]["DSP"]["used"] > 0 and data["resources"]["BRAM"]["used"] > 0
+
+
+@pytest.mark.slow
+def test_synth_ulx3s_85f_tiny_board_top_meets_its_clock():
+    """The whole board top of the ``tiny`` preset on the ULX3S -- the accelerator, its UART link
+    on the FT231X pins and the status LEDs -- at the preset's 25 MHz: timing met and a
+    bitstream that ``lightformer program`` can load (about half an hour here; README)."""
+    data = _build("ulx3s-85f", "top", preset="tiny")
+    assert (data["rows"], data["cols"]) == (4, 4)
+    assert data["timing_met"], data["critical_path"]
+    assert data["fmax_mhz"] >= data["target_mhz"] == pytest.approx(25.0)
+    assert data["resources"]["DSP"]["used"] <= 156 and data["resources"]["BRAM"]["used"] <= 208
