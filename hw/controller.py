@@ -526,7 +526,7 @@ class Controller(Unit):
                 v.pool_dst.eq(v.dst_addr // p.rows),
             ]
             m.d.sync += [
-                v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.c0.eq(0), v.poff.eq(0),
+                v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
                 v.dbase.eq(v.dst_addr // p.rows), *s.restart_copy(), s.cfg_pending.eq(0),
             ]
@@ -616,7 +616,7 @@ class Controller(Unit):
             with m.Elif(s.i < p.rows):
                 m.d.sync += s.i.eq(s.i + 1)
             with m.Elif(v.c_left > p.rows):
-                m.d.sync += [*s.restart_copy(), v.c0.eq(v.c0 + p.rows), s.cfg_pending.eq(1),
+                m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1),
                              v.c_left.eq(v.c_left - p.rows), v.pool_src.eq(v.pool_src + p.rows),
                              v.pool_dst.eq(v.pool_dst + p.rows)]
                 m.next = "VEC_POOL"
@@ -1201,7 +1201,7 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     CHECK verdict sets from the fields (constant while the VEC runs: the per-beat logic decodes
     no func field and subtracts nothing); ``w``: the copy counter's width."""
     v = _registers(Opcode.VEC, "v", ("blocks", "words", "abase", "bbase", "dbase", "poff", "out",
-                                      "c0", "mult0", "mult1", "shift"))
+                                      "mult0", "mult1", "shift"))
     v.is_add = Signal(name="v_is_add")
     v.is_pool = Signal(name="v_is_pool")
     v.run_len = Signal(w + 1, name="v_run_len")        # VEC_RUN's reads: words << is_add
@@ -1212,9 +1212,10 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     v.pool_last_out = Signal(32, name="v_pool_last_out")
     v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
     v.pool_last_blk = Signal(name="v_pool_last_blk")   # the block being pushed holds it
-    # The mean pool's channel group as registers, so that no state adds them up: the
-    # channels left from c0 (c - c0), the group's read address in the current token block
-    # (abase + poff + c0) and its first dst word (dbase + c0).
+    # The mean pool's channel group c0 .. c0 + rows - 1 as registers, so that no state adds
+    # them up (c0 itself is not kept): the channels left from c0 (c - c0), the group's read
+    # address in the current token block (abase + poff + c0) and its first dst word
+    # (dbase + c0).
     v.c_left = Signal(32, name="v_c_left")
     v.pool_src = Signal(32, name="v_pool_src")
     v.pool_dst = Signal(32, name="v_pool_dst")

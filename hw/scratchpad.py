@@ -70,13 +70,17 @@ def unit_bytes_of(params, region: str) -> int:
 def unit_words_of(params, region: str) -> int:
     """Unit-port words of ``region``'s scratchpad for ``params``: an address at or past it is
     refused (``unit.r_error`` / ``unit.w_error``)."""
-    return -(-memory_map(params).region(region).size // unit_bytes_of(params, region))
+    return _unit_words(memory_map(params).region(region).size, unit_bytes_of(params, region))
+
+
+def _unit_words(size: int, unit_bytes: int) -> int:
+    return -(-size // unit_bytes)
 
 
 def _unit_addr_width(size: int, unit_bytes: int) -> int:
     """Bits of a unit word address, one more than the words need: the first address past the
     region is representable (and refused), never wrapped onto word 0."""
-    return (-(-size // unit_bytes)).bit_length()
+    return _unit_words(size, unit_bytes).bit_length()
 
 
 def unit_port_signature(params, region: str) -> Scratchpad.Port.Signature:
@@ -169,7 +173,7 @@ class Scratchpad(wiring.Component):
         self._family = family
         self._host_when_idle = bool(host_when_idle)
         self._row_bytes = math.lcm(unit_bytes, HOST_BYTES)
-        self._unit_words = -(-size // unit_bytes)
+        self._unit_words = _unit_words(size, unit_bytes)
         members = {
             "host": In(HostBus.Signature(addr_width=self.host_addr_width(size))),
             "unit": In(Scratchpad.Port.Signature(
