@@ -503,10 +503,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--board", required=True, type=checked_name_type(board_platform),
                         metavar="BOARD", help=f"board to build for: {', '.join(BOARDS)}")
-    parser.add_argument("--unit", default="gemm", choices=[*UNITS, BOARD_TOP],
-                        help="unit to build in the test harness (default: gemm; accelerator: "
-                             f"the whole top without its host link), or {BOARD_TOP}: the board "
-                             "top, the accelerator and its UART link on the board's pins")
+    parser.add_argument("--unit", default=BOARD_TOP, choices=[*UNITS, BOARD_TOP],
+                        help=f"what to build (default: {BOARD_TOP}, the board top: the "
+                             "accelerator and its UART link on the board's pins, what `program` "
+                             "loads); or one unit in the synth test harness (gemm, attention; "
+                             "accelerator: the whole accelerator without its host link)")
     parser.add_argument("--preset", default=None, type=checked_name_type(preset),
                         metavar="PRESET", help=f"AccelParams preset: {', '.join(PRESETS)} "
                                                "(default: the board's own preset)")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from boards.build import (
+    BOARD_TOP,
     UNITS,
     board_platform,
     default_build_dir,
@@ -205,7 +206,7 @@ def plan(board: str, bitstream: str | os.PathLike | None = None, *, flash: bool 
     if bitstream is None:
         report_path = last_report(board, root)
         if report_path is None:
-            default = default_build_dir(board, "gemm", preset_for_board(board))
+            default = default_build_dir(board, BOARD_TOP, preset_for_board(board))
             if not dry_run:
                 raise ValueError(f"no synth report for {board} under {root}: run `lightformer "
                                  f"synth --board {board}` first, or pass --bitstream PATH")

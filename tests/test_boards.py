@@ -316,7 +316,7 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     monkeypatch.setattr(boards.build, "synth", fake_synth)
     out = tmp_path / "r.json"
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
-    assert seen == {"board": "icebreaker", "unit": "gemm", "preset": "icebreaker",
+    assert seen == {"board": "icebreaker", "unit": "top", "preset": "icebreaker",
                     "json_path": out, "router": None}
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2"]) == 1
     assert seen["router"] == "router2"

@@ -127,7 +127,7 @@ def test_dry_run_without_a_build_names_the_default_bitstream(tmp_path, monkeypat
     captured = capsys.readouterr()
     command = shlex.split(captured.out)
     assert command[0] == "openFPGALoader" and command[-2] == "-m"
-    assert command[-1].startswith(f"build/synth/{board}-gemm-")
+    assert command[-1].startswith(f"build/synth/{board}-top-")
     assert command[-1].endswith(SUFFIX[board])
     assert "no synth report" in captured.err and "apt-get install openfpgaloader" in captured.err
     # Without --dry-run the missing build is refused.
