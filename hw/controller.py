@@ -225,7 +225,8 @@ class Controller(Unit):
         p = self._params
         ir = Signal(isa.INSTR_BITS)
         opcode = ir[:8]
-        reserved_bad = Signal()
+        reserved_masks = {op: _reserved_mask(op) for op in _IMPLEMENTED}
+        reserved_set = {op: Signal(name=f"reserved_{op.name.lower()}") for op in _IMPLEMENTED}
         with m.If(self.clear & ~self.busy):
             m.d.sync += [self.done.eq(0), self.error.eq(0), self.code.eq(0)]
         m.d.comb += self.instr.r_addr.eq(self.pc)
@@ -248,25 +249,25 @@ class Controller(Unit):
                     m.next = (f"FETCH_WAIT{k + 1}" if k + 1 < Scratchpad.latency
                               else "FETCH_DATA")
             with m.State("FETCH_DATA"):
-                # The word, and whether it sets a bit its opcode's format leaves reserved (a
-                # wide OR, done here so that DECODE's verdict reads a register).
+                # The word, and for each opcode whether the word sets a bit that opcode's
+                # format leaves reserved (wide ORs, done here so that DECODE's verdict reads
+                # a register; DECODE picks the opcode's own, no opcode comparison here).
                 word = self.instr.r_data
-                m.d.sync += [ir.eq(word), reserved_bad.eq(Cat(
-                    (word[:8] == op) & (word & _reserved_mask(op)).any()
-                    for op in _IMPLEMENTED).any())]
+                m.d.sync += [ir.eq(word), *(reserved_set[op].eq((word & mask).any())
+                                            for op, mask in reserved_masks.items())]
                 m.next = "DECODE"
             with m.State("DECODE"):
                 with m.Switch(opcode):
                     for op in _IMPLEMENTED:
                         with m.Case(op):
-                            with m.If(reserved_bad):
+                            with m.If(reserved_set[op]):
                                 s.fail(ErrorCode.BAD_FIELD)
                             with m.Else():
                                 self._dispatch(m, s, op, ir)
                     with m.Default():
                         s.fail(ErrorCode.ILLEGAL_OPCODE)
             with m.State("MUL"):
-                self._products(m, s, opcode)
+                self._products(m, s)
             with m.State("NEXT"):
                 s.next_instruction("FETCH")
             with m.State("FAIL"):
@@ -292,49 +293,71 @@ class Controller(Unit):
             # The fields go into the opcode's registers; its CHECK state validates them.
             regs = s.fields_of[op]
             m.d.sync += [getattr(regs, n).eq(v) for n, v in instruction_fields(ir, op).items()]
-            m.d.sync += [*s.restart_copy(), s.mul_step.eq(0)]
+            m.d.sync += [*s.restart_copy(), s.mul_step.eq(1),
+                         *(is_op.eq(o == op) for o, is_op in s.op_is.items())]
             m.next = "MUL"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
 
-    def _products(self, m, s, opcode):
+    def _products(self, m, s):
         """The MUL state: the products the opcode's checks need through the controller's one
         multiplier, into ``pr[k]``; then the opcode's CHECK state. (One shared multiplier
         instead of a DSP per product.) The multiplier is pipelined: the operands of product
-        ``k`` are picked in cycle ``sel[k]`` into registers, ``prod`` holds the product two
+        ``k`` are picked in step ``sel[k]`` into registers, ``prod`` holds the product two
         cycles later, when it goes into ``pr[k]``; a product of the last one (``_PREV``) waits
-        until that one is in its register."""
+        until that one is in its register.
+
+        The operand multiplexer is an AND-OR of flip-flops (the top's timing): every operand
+        that is arithmetic on the fields (``_pad``, ``_ceil_div``) is a register of its own,
+        a step after DECODE latched the fields (so step 0 picks nothing), and a pick's select
+        is the AND of two one-hot registers, the opcode's ``op_is`` (set in DECODE) and the
+        step's ``mul_step`` bit, not a decode of the instruction word and a step count."""
         p, g, v, n, a, e = self._params, s.g, s.v, s.n, s.a, s.e
-        blocks_1 = _ceil_div(a.t, p.rows) - 1
+        # Each expression once: a pad that serves two products is one register.
+        gm_pad, blocks_1 = _pad(g.m, p.rows), _ceil_div(a.t, p.rows) - 1
         pairs = {
-            Opcode.GEMM: [(_pad(g.m, p.rows), g.k), (_pad(g.n, p.cols), g.k),
-                          (_pad(g.m, p.rows), g.n)],
+            Opcode.GEMM: [(gm_pad, g.k), (_pad(g.n, p.cols), g.k), (gm_pad, g.n)],
             Opcode.VEC: [(_pad(v.m, p.rows), v.c), (_ceil_div(v.m, p.rows), v.c)],
             Opcode.LNORM: [(_pad(n.m, p.rows), n.c), (n.c, n.c), (_PREV, n.c), (_PREV, n.c)],
             Opcode.ATTN: [(a.heads, a.head_dim), (blocks_1, a.src_cols), (blocks_1, a.dst_cols)],
             Opcode.EMBED: [(e.vocab, e.c), (_pad(e.t, p.rows), e.c)],
         }
-        step = s.mul_step
-        m.d.sync += step.eq(step + 1)
-        with m.Switch(opcode):
-            for op, ops in pairs.items():
-                sel: list[int] = []
-                for x, _ in ops:
-                    ready = sel[-1] + 1 if sel else 0
-                    sel.append(max(ready, sel[-1] + _MUL_LATENCY + 1) if x is _PREV else ready)
-                assert sel[-1] + _MUL_LATENCY < _MUL_STEPS
-                with m.Case(op):
-                    with m.Switch(step):
-                        for k, (x, y) in enumerate(ops):
-                            with m.Case(sel[k]):
-                                x = s.pr[k - 1] if x is _PREV else x
-                                m.d.comb += [s.mul_a.eq(x), s.mul_b.eq(y)]
-                    for k in range(len(ops)):
-                        with m.If(step == sel[k] + _MUL_LATENCY):
-                            m.d.sync += s.pr[k].eq(s.prod)
-                    with m.If(step == sel[-1] + _MUL_LATENCY):
-                        m.d.sync += step.eq(0)
-                        m.next = f"{op.name}_CHECK"
+        step = s.mul_step                       # one-hot, bit 0 set by the dispatch
+        m.d.sync += step.eq(step << 1)
+        in_regs: dict[int, Signal] = {}
+
+        def operand(x, name):
+            # A field register as it is; arithmetic on fields into a register of its own
+            # (one per distinct expression: the same pad serves two products).
+            if isinstance(x, Signal):
+                return x
+            key = id(x)
+            if key not in in_regs:
+                x = Value.cast(x)
+                in_regs[key] = reg = Signal(x.shape(), name=name)
+                m.d.sync += reg.eq(x)
+            return in_regs[key]
+
+        picks_a, picks_b = [], []
+        for op, ops in pairs.items():
+            is_op = s.op_is[op]
+            sel: list[int] = []
+            for x, _ in ops:
+                ready = sel[-1] + 1 if sel else 1
+                sel.append(max(ready, sel[-1] + _MUL_LATENCY + 1) if x is _PREV else ready)
+            assert sel[-1] + _MUL_LATENCY < _MUL_STEPS
+            for k, (x, y) in enumerate(ops):
+                x = s.pr[k - 1] if x is _PREV else operand(x, f"mul_{op.name.lower()}{k}_x")
+                y = operand(y, f"mul_{op.name.lower()}{k}_y")
+                pick = is_op & step[sel[k]]
+                picks_a.append(Mux(pick, x, 0))
+                picks_b.append(Mux(pick, y, 0))
+                with m.If(is_op & step[sel[k] + _MUL_LATENCY]):
+                    m.d.sync += s.pr[k].eq(s.prod)
+            with m.If(is_op & step[sel[-1] + _MUL_LATENCY]):
+                m.next = f"{op.name}_CHECK"
+        m.d.comb += [s.mul_a.eq(functools.reduce(operator.or_, picks_a)),
+                     s.mul_b.eq(functools.reduce(operator.or_, picks_b))]
 
     def _perf(self, m, s):
         with m.If(s.clear_perf):
@@ -398,7 +421,8 @@ class Controller(Unit):
         with m.State("GEMM_QCHECK"):
             copy_done = s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, length=g.n)
             shift = self.quant.r_data[47:53]
-            with m.If(s.land.valid & ~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
+            s.check_landed(~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX)))
+            with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
                 m.d.sync += s.restart_copy()
@@ -549,8 +573,9 @@ class Controller(Unit):
                     v.mult1.eq(_quant_field(word, isa.RESID_WORD, "mult_b")),
                     v.shift.eq(shift),
                 ]
-                with m.If((shift < SHIFT_MIN) | (shift > SHIFT_MAX)):
-                    s.fail(ErrorCode.BAD_QUANT)
+            s.check_landed((shift < SHIFT_MIN) | (shift > SHIFT_MAX))
+            with m.If(s.land_bad):
+                s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
                 m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
@@ -891,15 +916,16 @@ class Controller(Unit):
             # Word 0: epsilon; words 1..c: the channels' shifts.
             m.d.comb += s.lnorm_stall.eq(1)
             copied = s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, length=n.c + 1)
-            m.d.comb += s.lnorm_start.eq(copied)
+            m.d.comb += s.lnorm_start.eq(copied & ~s.land_bad)
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
             shift = _quant_field(word, isa.LNORM_WORD, "shift")
-            with m.If(s.land.valid & (s.land.index == 0)):
+            first = s.land.index == 0
+            with m.If(s.land.valid & first):
                 m.d.sync += n.eps.eq(eps)
-                with m.If(eps > (n.eps_max << 16)):
-                    s.fail(ErrorCode.BAD_QUANT)
-            with m.Elif(s.land.valid & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))):
+            s.check_landed(Mux(first, eps > (n.eps_max << 16),
+                               (shift < SHIFT_MIN) | (shift > SHIFT_MAX)))
+            with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
                 m.next = "LNORM_RUN"
@@ -960,7 +986,7 @@ class Controller(Unit):
             ln.o_stream.ready.eq(o_fifo.w_rdy & s.lnorm_run),
         ]
         # Write back: a word a cycle, tokens past M masked.
-        last_block = o.b == n.blocks_1
+        last_block = o.last_b
         m.d.comb += [o.step.eq(o_fifo.r_rdy & s.lnorm_run & ~o.done),
                      o_fifo.r_en.eq(o.step)]
         with m.If(o.step):
@@ -991,7 +1017,8 @@ class Controller(Unit):
         with m.State("EMBED_IDS"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
             copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t << 2)
-            with m.If(s.land.valid & (s.land.index[:2] == 3) & (e.ident >= e.vocab)):
+            s.check_landed((s.land.index[:2] == 3) & (e.ident >= e.vocab))
+            with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
             with m.Elif(copied):
                 m.d.sync += s.restart_copy()
@@ -1317,8 +1344,9 @@ class _State:
         g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
                                      for n in ("nt", "mb", "col0", "blk", "c")})
         # Every result write, one cycle after its writer chose it (post_write / write_back,
-        # drive_write_back): the writers' multiplexer and address arithmetic end at these
-        # registers, not at the act scratchpad's request registers across the chip.
+        # drive_write_back): each writer's choice and address arithmetic end at a register of
+        # its own (finish_writes); these are the OR of those registers, not the act
+        # scratchpad's request registers across the chip.
         self.wb = SimpleNamespace(en=Signal(name="wb_en"),
                                   addr=Signal(unit_port_signature(p, "act")
                                               .members["w_addr"].shape, name="wb_addr"),
@@ -1350,14 +1378,16 @@ class _State:
         self.prod = Signal(48)
         m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b), self.prod.eq(mul_a * mul_b)]
         self.pr = [Signal(48, name=f"pr{k}") for k in range(4)]
-        # MUL's own step counter (zero outside MUL), not the 20-bit copy counter `i`: the
-        # operand multiplexer decodes four bits.
-        self.mul_step = Signal(range(_MUL_STEPS), name="mul_step")
+        # MUL's own step, one-hot (bit 0 from the dispatch), and the instruction's opcode,
+        # one-hot (from the dispatch): the operand multiplexer's selects are ANDs of two
+        # flip-flops (_products).
+        self.mul_step = Signal(_MUL_STEPS, name="mul_step")
         self.e.ident = Signal(32, name="e_ident")
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
         self.fields_of = {Opcode.GEMM: self.g, Opcode.ATTN: self.a, Opcode.LNORM: self.n,
                           Opcode.EMBED: self.e, Opcode.VEC: self.v}
+        self.op_is = {op: Signal(name=f"op_is_{op.name.lower()}") for op in self.fields_of}
         self.lnorm_busy = Signal()
         self.lnorm_stall = Signal()
         self.lnorm_run = Signal()
@@ -1367,6 +1397,12 @@ class _State:
         self.attn_run = Signal()
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
         self.attn_head_done = Signal()
+        # A check of a landed word (QCHECK states, EMBED_IDS), registered: the state fails
+        # the cycle after the word landed, when its copy's ``done`` also shows first (the
+        # read data's lane multiplexer ends at this register, not at the FSM). 0 unless
+        # the state that checks sets it.
+        self.land_bad = Signal()
+        m.d.sync += self.land_bad.eq(0)
         self.write_error = Signal()             # a result write the act scratchpad refused
         self.read_error = Signal()              # a unit-port read of the last cycle was refused
         self.vec_busy = Signal()
@@ -1419,6 +1455,12 @@ class _State:
         set by the last read, instead of comparing ``i`` with the length in the cycle that
         decides the read enable, the next state and ``done`` (the top's timing)."""
         return [self.i.eq(start), self.issued_all.eq(0)]
+
+    def check_landed(self, bad) -> None:
+        """``land_bad`` the next cycle: the word on the read port (``land``) fails the calling
+        state's check ``bad``. The state tests ``land_bad`` before its copy's ``done``, which
+        comes no earlier than the cycle after the last word landed."""
+        self.m.d.sync += self.land_bad.eq(self.land.valid & bad)
 
     def read_quant_word(self, quant, addr, stall):
         """Read quant word ``addr`` (counting ``stall``): ``(word, done)``, the word valid
@@ -1508,13 +1550,21 @@ class _State:
         self.writers.append(cand)
 
     def finish_writes(self) -> None:
-        """The write-back registers from every :meth:`post_write`: no two writers write in
-        the same cycle (each is its own instruction's, or the drainer's inside GEMM) and each
-        writer's candidate is 0 outside its condition, so an OR of the candidates is the
-        writers' multiplexer: a shallow tree, not a priority chain of their conditions."""
-        wb = self.wb
-        self.m.d.sync += Cat(wb.en, wb.err, wb.mask, wb.addr, wb.data).eq(
-            functools.reduce(operator.or_, self.writers))
+        """The write-back registers from every :meth:`post_write`: each writer's candidate
+        goes into a register of its own, next to the writer, and the write-back word is the
+        OR of those registers. No two writers write in the same cycle (each is its own
+        instruction's, or the drainer's inside GEMM) and each writer's candidate is 0 outside
+        its condition, so the OR is the writers' multiplexer: a shallow tree after the
+        registers, on the way to the act port, not behind each writer's own logic (the
+        drainer's column multiplexer was the ``tiny`` top's routed critical path)."""
+        m, wb = self.m, self.wb
+        posted = []
+        for k, cand in enumerate(self.writers):
+            reg = Signal.like(cand, name=f"wr{k}_r")
+            m.d.sync += reg.eq(cand)
+            posted.append(reg)
+        m.d.comb += Cat(wb.en, wb.err, wb.mask, wb.addr, wb.data).eq(
+            functools.reduce(operator.or_, posted))
 
     def drive_write_back(self, act) -> None:
         """The write-back registers' write on the act port (the cycle after it was chosen)."""
@@ -1528,7 +1578,13 @@ class _State:
 class _BlockWalker:
     """Walks the act words of an LNORM tensor ``(n.m, n.c)`` block by block: block ``b`` (of
     ``n.blocks``), channel ``c``, ``blk`` = ``b * n.c`` (the block's first word); ``step``
-    moves to the next word, ``final`` marks the tensor's last word and ``done`` the end."""
+    moves to the next word, ``last_b`` marks the last block, ``final`` the tensor's last word
+    and ``done`` the end.
+
+    ``last_b``, the last-channel flag and ``done`` are registers, stepped with ``b`` and ``c``
+    (their comparators work on the next values, before the registers): the gathers' and the
+    write back's ``step`` read flip-flops, not a 16-bit comparison of ``b`` (the top's
+    timing)."""
 
     def __init__(self, m, name: str, n, start):
         self.b = Signal(16, name=f"{name}_b")
@@ -1536,15 +1592,21 @@ class _BlockWalker:
         self.blk = Signal(32, name=f"{name}_blk")
         self.step = Signal(name=f"{name}_step")
         self.done = Signal(name=f"{name}_done")
+        self.last_b = Signal(name=f"{name}_last_b")
+        last_c = Signal(name=f"{name}_last_c")
         self.final = Signal(name=f"{name}_final")
-        m.d.comb += [self.done.eq(self.b == n.blocks),
-                     self.final.eq((self.b == n.blocks_1) & (self.c == n.c_1))]
+        m.d.comb += self.final.eq(self.last_b & last_c)
         with m.If(self.step):
-            m.d.sync += self.c.eq(self.c + 1)
-            with m.If(self.c == n.c_1):
-                m.d.sync += [self.c.eq(0), self.b.eq(self.b + 1), self.blk.eq(self.blk + n.c)]
+            m.d.sync += [self.c.eq(self.c + 1), last_c.eq(self.c + 1 == n.c_1)]
+            with m.If(last_c):
+                m.d.sync += [self.c.eq(0), last_c.eq(n.c_1 == 0), self.b.eq(self.b + 1),
+                             self.last_b.eq(self.b + 1 == n.blocks_1),
+                             self.blk.eq(self.blk + n.c)]
+                with m.If(self.last_b):
+                    m.d.sync += self.done.eq(1)
         with m.If(start):
-            m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0)]
+            m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0), self.done.eq(0),
+                         last_c.eq(n.c_1 == 0), self.last_b.eq(n.blocks_1 == 0)]
 
 
 def _one_hot(fsm) -> None:
