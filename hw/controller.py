@@ -224,9 +224,9 @@ class Controller(Unit):
     def _sequencer(self, m, s):
         p = self._params
         ir = Signal(isa.INSTR_BITS)
-        opcode = ir[:8]
         reserved_masks = {op: _reserved_mask(op) for op in _IMPLEMENTED}
         reserved_set = {op: Signal(name=f"reserved_{op.name.lower()}") for op in _IMPLEMENTED}
+        decoded = {op: Signal(name=f"decoded_{op.name.lower()}") for op in _IMPLEMENTED}
         with m.If(self.clear & ~self.busy):
             m.d.sync += [self.done.eq(0), self.error.eq(0), self.code.eq(0)]
         m.d.comb += self.instr.r_addr.eq(self.pc)
@@ -254,18 +254,20 @@ class Controller(Unit):
                 # a register; DECODE picks the opcode's own, no opcode comparison here).
                 word = self.instr.r_data
                 m.d.sync += [ir.eq(word), *(reserved_set[op].eq((word & mask).any())
-                                            for op, mask in reserved_masks.items())]
+                                            for op, mask in reserved_masks.items()),
+                             *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
                 m.next = "DECODE"
             with m.State("DECODE"):
-                with m.Switch(opcode):
-                    for op in _IMPLEMENTED:
-                        with m.Case(op):
-                            with m.If(reserved_set[op]):
-                                s.fail(ErrorCode.BAD_FIELD)
-                            with m.Else():
-                                self._dispatch(m, s, op, ir)
-                    with m.Default():
-                        s.fail(ErrorCode.ILLEGAL_OPCODE)
+                # One-hot opcode flags from FETCH_DATA: at most one is set, so each opcode's
+                # branch is its own If (no priority chain of 8-bit comparisons).
+                for op in _IMPLEMENTED:
+                    with m.If(decoded[op]):
+                        with m.If(reserved_set[op]):
+                            s.fail(ErrorCode.BAD_FIELD)
+                        with m.Else():
+                            self._dispatch(m, s, op, ir)
+                with m.If(~Cat(decoded.values()).any()):
+                    s.fail(ErrorCode.ILLEGAL_OPCODE)
             with m.State("MUL"):
                 self._products(m, s)
             with m.State("NEXT"):
@@ -561,6 +563,9 @@ class Controller(Unit):
     def _vec_states(self, m, s):
         p, v = self._params, s.v
         add, pool = v.is_add, v.is_pool
+        m.d.sync += v.c_live.eq(Cat(v.c_left > r for r in range(p.rows)))
+        # The copy counter's low bits: enough wherever i < rows (the mean pool's states).
+        i_low = s.i[:max(1, (p.rows - 1).bit_length())]
         self._vec_check(m, s)
         with m.State("VEC_QUANT"):
             word, copied = s.read_quant_word(self.quant, v.quant_addr, s.vec_stall)
@@ -602,7 +607,10 @@ class Controller(Unit):
             # (word c0 + r of the block holds channel c0 + r of the block's tokens), one word a
             # cycle (v.poff: the block's offset, (t // rows) * C) ...
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
-            copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, s.i < v.c_left,
+            # i < rows here. c_live may still be the last group's in this state's first
+            # cycle (c_left moved in VEC_POOL_WB's last one): its bit 0 is 1 either way, as
+            # every group has a channel.
+            copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, v.c_live.bit_select(i_low, 1),
                              length=p.rows)
             with m.If(copied):
                 m.d.sync += [*s.restart_copy(), v.pool_last_blk.eq(v.out == v.pool_last_out)]
@@ -610,8 +618,7 @@ class Controller(Unit):
         with m.State("VEC_POOL_PUSH"):
             # ... transposed into one beat a cycle: beat i is token v.out + i (v.out: the
             # block's first token), its channels c0 .. in the lanes.
-            # i < rows here: its low bits are enough.
-            i_low = s.i[:max(1, (p.rows - 1).bit_length())]
+            # i < rows here: its low bits (i_low) are enough.
             last = v.pool_last_blk & (i_low == v.pool_last_i)     # token m - 1
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
                          s.pool_last.eq(last)]
@@ -631,7 +638,7 @@ class Controller(Unit):
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += s.vec_stall.eq(1)
-            with m.If((s.i < p.rows) & (s.i < v.c_left)):
+            with m.If((s.i < p.rows) & v.c_live.bit_select(i_low, 1)):
                 s.post_write(v.pool_dst + s.i,
                              s.pool_out.word_select(s.i[:max(1, (p.rows - 1).bit_length())], 8),
                              1)
@@ -1246,6 +1253,10 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     v.c_left = Signal(32, name="v_c_left")
     v.pool_src = Signal(32, name="v_pool_src")
     v.pool_dst = Signal(32, name="v_pool_dst")
+    # Bit r: channel c0 + r exists (r < c - c0), a register one cycle behind c_left
+    # (_vec_states keeps it up to date): the group's reads and writes test a bit, not a 32-bit
+    # comparison of the copy counter with c_left (the `tiny` top's routed critical path).
+    v.c_live = Signal(p.rows, name="v_c_live")
     return v
 
 
