@@ -543,8 +543,14 @@ class _ScalarEngine(Elaboratable):
             g1=Signal(ENGINE_BITS),                                # d * inv
             g_next=Signal(PROD_BITS), h=Signal(PROD_BITS, name="h_out"))
         e.s1_neg = e.s1 < 0
-        e.s1_abs = Signal(unsigned(self.s1_in.shape().width - 1))
-        m.d.comb += e.s1_abs.eq(Mux(e.s1_neg, -e.s1, e.s1))
+        # |S1| in a register (its negation is a carry chain in front of the multiply's operand
+        # multiplexer otherwise): one cycle after start, and MUL_SS, its first user, comes
+        # after MUL_DQ's steps.
+        e.s1_abs = Signal(unsigned(self.s1_in.shape().width - 1), name="s1_abs")
+        m.d.sync += e.s1_abs.eq(Mux(e.s1_neg, -e.s1, e.s1))
+        # cnt == 0 as a register, kept beside every write of cnt (_count, IDLE): the multiply
+        # step's "first" and the states' first-cycle captures read a flip-flop.
+        e.cnt0 = Signal(init=1, name="cnt0")
         # The operands of the multiply of the current state (_mul_step) and its one datapath.
         e.mul_on = Signal()
         e.mul_a = Signal(ENGINE_BITS)
@@ -555,7 +561,7 @@ class _ScalarEngine(Elaboratable):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
                     m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in),
-                                 self.last.eq(self.last_in), e.cnt.eq(0)]
+                                 self.last.eq(self.last_in), e.cnt.eq(0), e.cnt0.eq(1)]
                     m.next = "MUL_DQ"
             self._variance_states(m, e)
             self._isqrt_states(m, e)
@@ -568,9 +574,9 @@ class _ScalarEngine(Elaboratable):
 
     def _count(self, m, e, steps, nxt, *done):
         """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
-        m.d.sync += e.cnt.eq(e.cnt + 1)
+        m.d.sync += [e.cnt.eq(e.cnt + 1), e.cnt0.eq(0)]
         with m.If(e.cnt == steps - 1):
-            m.d.sync += [e.cnt.eq(0), *done]
+            m.d.sync += [e.cnt.eq(0), e.cnt0.eq(1), *done]
             m.next = nxt
 
     def _mul_step(self, m, e, a_src, b_src, bits, nxt):
@@ -589,7 +595,7 @@ class _ScalarEngine(Elaboratable):
         partial products ``b[0] * a + b[1] * 2a`` with one adder, beside the adder that makes
         ``3a`` for the later steps (both straight after the operand multiplexer); every later
         step adds one addend of registers to ``macc``."""
-        first = e.cnt == 0
+        first = e.cnt0
         a, b = e.mul_a[:ENGINE_BITS], e.mul_b
         first_sum = Mux(b[0], a, 0) + Mux(b[1], a << 1, 0)
         addend = Mux(e.mb[1], Mux(e.mb[0], e.ma3, e.ma << 1), Mux(e.mb[0], e.ma, 0))
@@ -607,7 +613,7 @@ class _ScalarEngine(Elaboratable):
         with m.State("MUL_DQ"):                              # d * Q
             self._mul_step(m, e, e.q, dim, self.dim_bits, "MUL_SS")
         with m.State("MUL_SS"):                              # S1**2
-            with m.If(e.cnt == 0):
+            with m.If(e.cnt0):
                 m.d.sync += e.t1.eq(e.macc)
             self._mul_step(m, e, e.s1_abs, e.s1_abs, self.sum_bits, "SUB_DV")
         with m.State("SUB_DV"):                              # d * Q - S1**2, in a register:
@@ -620,7 +626,7 @@ class _ScalarEngine(Elaboratable):
 
     def _isqrt_states(self, m, e):
         """``r = isqrt((d * S + eps_q) << 2k)`` and ``inv = 2**48 // max(r, 1)``."""
-        rem, res, bit, cnt, drem, inv = e.rem, e.res, e.bit, e.cnt, e.drem, e.inv
+        rem, res, bit, drem, inv = e.rem, e.res, e.bit, e.drem, e.inv
         with m.State("PRESHIFT"):
             m.d.sync += [rem.eq((e.macc + self.eps) << Cat(Const(0, 1), self.k)), res.eq(0),
                          bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
@@ -640,7 +646,7 @@ class _ScalarEngine(Elaboratable):
             self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
         with m.State("DIV"):                                 # 2**48 // max(r, 1)
             r = Mux(res == 0, 1, res)[:32]
-            rem2 = Cat(cnt == 0, drem)[:34]
+            rem2 = Cat(e.cnt0, drem)[:34]
             diff = Signal(35, name="div_diff")               # one subtractor, as in ISQRT
             m.d.comb += diff.eq(rem2 - r)
             with m.If(~diff[-1]):
@@ -655,11 +661,11 @@ class _ScalarEngine(Elaboratable):
         with m.State("MUL_G1"):                              # d * inv
             self._mul_step(m, e, e.inv, dim, self.dim_bits, "MUL_G")
         with m.State("MUL_G"):                               # G = d * d * inv
-            with m.If(e.cnt == 0):
+            with m.If(e.cnt0):
                 m.d.sync += e.g1.eq(macc)
             self._mul_step(m, e, macc, dim, self.dim_bits, "MUL_H")
         with m.State("MUL_H"):                               # |S1| * d * inv
-            with m.If(e.cnt == 0):
+            with m.If(e.cnt0):
                 m.d.sync += e.g_next.eq(macc)
             self._mul_step(m, e, e.g1, e.s1_abs, self.sum_bits, "SIGN")
         with m.State("SIGN"):                                # h = sign(S1) * |S1| * d * inv,
