@@ -381,7 +381,12 @@ class Controller(Unit):
         """``hw.isa.validate`` of a GEMM, on the latched fields, in its order."""
         p, g = self._params, s.g
         quant_depth = isa.quant_depth(p)
-        span_a, span_w, span_d = s.pr[0], s.pr[1], s.pr[2] << (g.out32 * 2)
+        span_a, span_w = s.pr[0], s.pr[1]
+        # dst's span is pr[2] bytes, or 4 * pr[2] for int32 output: both checks and both ends,
+        # then the pick (no variable shift in front of the adders).
+        dst_bad = Mux(g.out32, _act_bad(p, g.dst_addr, s.pr[2] << 2),
+                      _act_bad(p, g.dst_addr, s.pr[2]))
+        d_end = Mux(g.out32, g.dst_addr + (s.pr[2] << 2), g.dst_addr + s.pr[2])
         flags_ok = (g.flags & ~int(GemmFlag.LUT | GemmFlag.OUT32)) == 0
         flags_ok &= g.flags != int(GemmFlag.LUT | GemmFlag.OUT32)
         with _verdict(m, s, "GEMM_CHECK", [
@@ -393,14 +398,14 @@ class Controller(Unit):
                 (g.quant_addr + g.n > quant_depth, ErrorCode.BAD_ADDRESS),
                 (g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0),
                  ErrorCode.BAD_FIELD),
-                (_act_bad(p, g.dst_addr, span_d), ErrorCode.BAD_ADDRESS)]):
+                (dst_bad, ErrorCode.BAD_ADDRESS)]):
             m.d.sync += [
                 g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(_ceil_div(g.n, p.cols)),
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
                 g.atile.eq(0), *s.restart_copy(),
-                g.a_end.eq(g.a_addr + span_a), g.d_end.eq(g.dst_addr + span_d),
+                g.a_end.eq(g.a_addr + span_a), g.d_end.eq(d_end),
             ]
             m.next = "GEMM_OVERLAP"
 
@@ -538,7 +543,8 @@ class Controller(Unit):
                  | pool & ((v.b_addr != 0) | (v.lut != 0)), ErrorCode.BAD_FIELD),
                 (add & _act_bad(p, v.b_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
                 (~lut & (v.quant_addr + 1 > isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
-                (_act_bad(p, v.dst_addr, Mux(pool, v.c * p.rows, s.pr[0])),
+                # Both spans' checks, then the pick (no multiplexer in front of the adder).
+                (Mux(pool, _act_bad(p, v.dst_addr, v.c * p.rows), _act_bad(p, v.dst_addr, s.pr[0])),
                  ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(v.m, p.rows)
             rows_valid = v.m - (blocks - 1) * p.rows
