@@ -933,11 +933,17 @@ class Controller(Unit):
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
             shift = _quant_field(word, isa.LNORM_WORD, "shift")
+            # Word 0's epsilon is checked from its register n.eps, the cycle after it landed
+            # (beside word 1's shift, which the copy always has): no 32-bit comparator behind
+            # the read port. Both fail with BAD_QUANT.
             first = s.land.index == 0
+            eps_landed = Signal(name="ln_eps_landed")
+            m.d.sync += eps_landed.eq(s.land.valid & first)
             with m.If(s.land.valid & first):
                 m.d.sync += n.eps.eq(eps)
-            s.check_landed(Mux(first, eps > (n.eps_max << 16),
-                               (shift < SHIFT_MIN) | (shift > SHIFT_MAX)))
+            m.d.sync += s.land_bad.eq(
+                s.land.valid & ~first & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))
+                | eps_landed & (n.eps > (n.eps_max << 16)))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
