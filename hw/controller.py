@@ -1070,6 +1070,10 @@ class Controller(Unit):
         with m.If(s.land.valid & s.embed_ids):
             m.d.sync += e.id.word_select(s.land.index[:2], 8).eq(landed)
         m.d.comb += e.ident.eq(Cat(e.id[:24], landed))
+        # Token t_i is the last, a register a cycle behind t_i (which moves only at the end of
+        # a token's copy, several states before the next test): the retire decision reads a
+        # flip-flop, not an adder and a comparator.
+        m.d.sync += e.t_last.eq(e.t_i + 1 == e.t)
 
     def _embed_copy(self, m, s):
         p, e = self._params, s.e
@@ -1090,7 +1094,7 @@ class Controller(Unit):
             with m.If(row_lane == p.rows - 1):
                 m.d.sync += e.blk.eq(e.blk + e.c)
             m.next = "EMBED_ID"
-            with m.If(e.t_i + 1 == e.t):
+            with m.If(e.t_last):
                 s.next_instruction("FETCH")
 
     def _gemm_feeder(self, m, s, core):
@@ -1406,6 +1410,7 @@ class _State:
         # flip-flops (_products).
         self.mul_step = Signal(_MUL_STEPS, name="mul_step")
         self.e.ident = Signal(32, name="e_ident")
+        self.e.t_last = Signal(name="e_t_last")
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
         self.fields_of = {Opcode.GEMM: self.g, Opcode.ATTN: self.a, Opcode.LNORM: self.n,
