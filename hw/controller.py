@@ -47,7 +47,18 @@ import operator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, Value, unsigned
+from amaranth.hdl import (
+    Array,
+    Cat,
+    Const,
+    Module,
+    Mux,
+    ResetInserter,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -259,15 +270,16 @@ class Controller(Unit):
                 m.next = "DECODE"
             with m.State("DECODE"):
                 # One-hot opcode flags from FETCH_DATA: at most one is set, so each opcode's
-                # branch is its own If (no priority chain of 8-bit comparisons).
-                for op in _IMPLEMENTED:
-                    with m.If(decoded[op]):
-                        with m.If(reserved_set[op]):
-                            s.fail(ErrorCode.BAD_FIELD)
-                        with m.Else():
+                # dispatch is its own If (no priority chain of 8-bit comparisons). One fail()
+                # for both verdicts: each fail() is a stage of fail_code's multiplexer chain.
+                illegal = ~Cat(decoded.values()).any()
+                bad_field = Cat(decoded[op] & reserved_set[op] for op in _IMPLEMENTED).any()
+                with m.If(illegal | bad_field):
+                    s.fail(Mux(illegal, ErrorCode.ILLEGAL_OPCODE, ErrorCode.BAD_FIELD))
+                with m.Else():
+                    for op in _IMPLEMENTED:
+                        with m.If(decoded[op]):
                             self._dispatch(m, s, op, ir)
-                with m.If(~Cat(decoded.values()).any()):
-                    s.fail(ErrorCode.ILLEGAL_OPCODE)
             with m.State("MUL"):
                 self._products(m, s)
             with m.State("NEXT"):
@@ -569,7 +581,8 @@ class Controller(Unit):
     def _vec_states(self, m, s):
         p, v = self._params, s.v
         add, pool = v.is_add, v.is_pool
-        m.d.sync += v.c_live.eq(Cat(v.c_left > r for r in range(p.rows)))
+        m.d.sync += [v.c_live.eq(Cat(v.c_left > r for r in range(p.rows))),
+                     v.c_more.eq(v.c_left > p.rows)]
         # The copy counter's low bits: enough wherever i < rows (the mean pool's states).
         i_low = s.i[:max(1, (p.rows - 1).bit_length())]
         self._vec_check(m, s)
@@ -653,7 +666,7 @@ class Controller(Unit):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.i < p.rows):
                 m.d.sync += s.i.eq(s.i + 1)
-            with m.Elif(v.c_left > p.rows):
+            with m.Elif(v.c_more):
                 m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1),
                              v.c_left.eq(v.c_left - p.rows), v.pool_src.eq(v.pool_src + p.rows),
                              v.pool_dst.eq(v.pool_dst + p.rows)]
@@ -737,8 +750,14 @@ class Controller(Unit):
         width = s.pr[0]
 
         def span_bad(addr, gap):
-            # act_span(t, width, cols): ((ceil(t / rows) - 1) * cols + width) * rows
-            return ((addr % p.rows) != 0) | (addr + (gap + width) * p.rows > p.act_depth)
+            # act_span(t, width, cols): ((ceil(t / rows) - 1) * cols + width) * rows, and
+            # addr + span > act_depth  <=>  gap * rows > act_depth - addr - width * rows. The
+            # right side is a register (the address is a field; width, pr[0], is two MUL steps
+            # older than the gaps pr[1] / pr[2]): one comparator in the check, not two adders
+            # and a comparator in series.
+            room = Signal(signed(64), name=f"attn_room_{addr.name}")
+            m.d.sync += room.eq(p.act_depth - addr - width * p.rows)
+            return ((addr % p.rows) != 0) | (gap * p.rows > room)
 
         with _verdict(m, s, "ATTN_CHECK", [
                 ((a.flags & ~int(AttnFlag.CAUSAL)) != 0, ErrorCode.BAD_FIELD),
@@ -1273,6 +1292,7 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     # (_vec_states keeps it up to date): the group's reads and writes test a bit, not a 32-bit
     # comparison of the copy counter with c_left (the `tiny` top's routed critical path).
     v.c_live = Signal(p.rows, name="v_c_live")
+    v.c_more = Signal(name="v_c_more")      # another group after this one (c - c0 > rows)
     return v
 
 
@@ -1447,7 +1467,7 @@ class _State:
         m.d.comb += self.in_flight.eq(Cat(d.valid for d in self.stages).any())
         self.lnorm_start = Signal()             # LNORM_QCHECK's copy is done: LNORM_RUN next
 
-    def fail(self, code: ErrorCode) -> None:
+    def fail(self, code) -> None:
         self.m.d.sync += self.fail_code.eq(code)
         self.m.next = "FAIL"
 

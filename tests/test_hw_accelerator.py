@@ -72,7 +72,15 @@ def _bad_program(image):
         17: (isa.encode(isa.embed(ids_addr=0, table_addr=0, dst_addr=512, t=5, c=3, vocab=9)),
              ErrorCode.BAD_TOKEN),              # the ids are A's random bytes
         18: (isa.encode(isa.gemm(**{**good, "dst_addr": 48})), ErrorCode.BAD_ADDRESS),  # over A
-        19: (isa.encode(isa.nop()), ErrorCode.NO_HALT),
+        # ATTN operands past the act words: dst's span ((2 - 1) * 7 + 2) * 4 = 36 > 16 bytes
+        # left; K's the same with src_cols (the check's room registers, hw.controller).
+        19: (isa.encode(isa.attn(q_addr=0, k_addr=0, v_addr=0, dst_addr=p.act_depth - 16,
+                                 quant_addr=2, t=5, heads=1, head_dim=2, window=2, causal=True,
+                                 src_cols=7, dst_cols=7)), ErrorCode.BAD_ADDRESS),
+        20: (isa.encode(isa.attn(q_addr=0, k_addr=p.act_depth - 32, v_addr=0, dst_addr=512,
+                                 quant_addr=2, t=5, heads=1, head_dim=2, window=2, causal=True,
+                                 src_cols=7, dst_cols=7)), ErrorCode.BAD_ADDRESS),
+        21: (isa.encode(isa.nop()), ErrorCode.NO_HALT),     # NOPs from here to the end
     }
     words = [isa.encode(isa.nop())] * p.instr_depth
     for entry, (word, _) in cases.items():
@@ -116,7 +124,7 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert out["good"] == Status.DONE
     assert out["act"] == bytes(expected.regions["act"])
     assert out["act"] != bytes(image.regions["act"])
-    assert len(seen) == 18
+    assert len(seen) == 20
 
 
 def test_accelerator_csrs_and_holes():
