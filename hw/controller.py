@@ -752,9 +752,10 @@ class Controller(Unit):
         def span_bad(addr, gap):
             # act_span(t, width, cols): ((ceil(t / rows) - 1) * cols + width) * rows, and
             # addr + span > act_depth  <=>  gap * rows > act_depth - addr - width * rows. The
-            # right side is a register (the address is a field; width, pr[0], is two MUL steps
-            # older than the gaps pr[1] / pr[2]): one comparator in the check, not two adders
-            # and a comparator in series.
+            # right side is a register (the address is a field; width, pr[0], lands one MUL
+            # step before the gap pr[1] and two before pr[2], so the register holds it by the
+            # cycle after MUL, when ATTN_CHECK reads it): one comparator in the check, not two
+            # adders and a comparator in series.
             room = Signal(signed(64), name=f"attn_room_{addr.name}")
             m.d.sync += room.eq(p.act_depth - addr - width * p.rows)
             return ((addr % p.rows) != 0) | (gap * p.rows > room)
