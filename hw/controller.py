@@ -67,12 +67,13 @@ from hw import isa
 from hw.attention import WindowedAttention
 from hw.bram import BlockRAM, make_block_ram
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
-from hw.gemm_unit import GemmAccPipeline
+from hw.gemm_unit import GemmAccPipeline, acc_layout
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.layernorm_tokens import TokenLayerNorm
 from hw.multiplier import _platform_family
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature, unit_words_of
+from hw.skid import SkidBuffer
 from hw.unit import Setting, Unit, check_params
 from hw.vector import VecOp, VectorUnit
 
@@ -1189,7 +1190,8 @@ class Controller(Unit):
         m.d.sync += loading.eq(issue_next | (ld_issue & ~s.drain_abort)
                                | Cat(v for v, _ in ld_tags[:-1]).any())
         m.d.comb += s.lut_loading.eq(loading)
-        take = core.o_stream.valid & s.capturing & s.g.lut_en
+        rows = s.gemm_rows.o_stream
+        take = rows.valid & s.capturing & s.g.lut_en
         tags = [(Signal(name=f"glut_v{i}"), Signal(range(p.rows), name=f"glut_row{i}"))
                 for i in range(BlockRAM.latency)]
         m.d.sync += [tags[0][0].eq(take), tags[0][1].eq(s.row)]
@@ -1203,7 +1205,7 @@ class Controller(Unit):
                 ram.w_en.eq(ld_land), ram.w_addr.eq(ld_addr),
                 ram.w_data.eq(self.lut.r_data),
                 ram.r_en.eq(1), ram.r_oce.eq(1),
-                ram.r_addr.eq(core.o_stream.payload.data[c].as_unsigned()),
+                ram.r_addr.eq(rows.payload.acc[c][:8]),
             ]
             with m.If(land):
                 with m.Switch(land_row):
@@ -1226,23 +1228,36 @@ class Controller(Unit):
             s.core_busy.eq(core.busy),
             pipe.out32.eq(g.out32),
         ]
+        m.submodules.gemm_rows = s.gemm_rows = SkidBuffer(acc_layout(p.cols))
         self._gemm_feeder(m, s, core)
-        m.d.comb += [core.o_stream.ready.eq(s.capturing), pipe.o_acc.ready.eq(s.capturing)]
-        take8 = core.o_stream.valid & s.capturing
-        take32 = pipe.o_acc.valid & s.capturing
-        with m.If(take8 | take32):
+        # The result rows (int8 from the requantizer, or int32 with OUT32) reach the drainer
+        # through a register slice: the core's output handshake (its pipeline's clock enable
+        # behind it) and the drainer's capture (the tile registers' enables behind it) meet
+        # at flip-flops, not across the die. One cycle more per GEMM, none per row.
+        rows = s.gemm_rows
+        m.d.comb += [
+            rows.i_stream.valid.eq(core.o_stream.valid | pipe.o_acc.valid),
+            core.o_stream.ready.eq(rows.i_stream.ready),
+            pipe.o_acc.ready.eq(rows.i_stream.ready),
+            rows.flush.eq(s.drain_abort),
+        ]
+        with m.If(g.out32):
+            m.d.comb += rows.i_stream.payload.eq(pipe.o_acc.payload)
+        with m.Else():
+            m.d.comb += [rows.i_stream.payload.last.eq(core.o_stream.payload.last),
+                         *(rows.i_stream.payload.acc[c].eq(core.o_stream.payload.data[c])
+                           for c in range(p.cols))]
+        out = rows.o_stream
+        take = out.valid & s.capturing
+        m.d.comb += out.ready.eq(s.capturing)
+        with m.If(take):
             m.d.sync += s.row.eq(s.row + 1)
             with m.Switch(s.row):
                 for r in range(p.rows):
                     with m.Case(r):
-                        for c in range(p.cols):
-                            value = s.tile[r * p.cols + c]
-                            with m.If(take32):
-                                m.d.sync += value.eq(pipe.o_acc.payload.acc[c])
-                            with m.Else():
-                                m.d.sync += value.eq(core.o_stream.payload.data[c])
-        m.d.comb += s.tile_last.eq(
-            (take8 & core.o_stream.payload.last) | (take32 & pipe.o_acc.payload.last))
+                        m.d.sync += [s.tile[r * p.cols + c].eq(out.payload.acc[c])
+                                     for c in range(p.cols)]
+        m.d.comb += s.tile_last.eq(take & out.payload.last)
         m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),
                      s.gemm_stall.eq(g.active & ~s.core_busy)]
         self._gemm_lane_luts(m, s, core, platform)
