@@ -167,11 +167,18 @@ class Accelerator(Unit):
         m.d.comb += byte.eq(offset << _WORD_SHIFT)
         in_block = offset < isa.CSR_BLOCK_BYTES >> _WORD_SHIFT
         control = write & in_block & (byte == Csr.CONTROL) & host.w_en[0]
+        # A CONTROL write reaches the controller a cycle later, from registers: the address
+        # decode ends at two flip-flops, not at the controller's busy/done/error enables.
+        # STATUS reads the pending command meanwhile: BUSY from the write's cycle on, DONE,
+        # ERROR and CODE already cleared, as if the controller had taken it at once.
+        start, clear = Signal(name="control_start"), Signal(name="control_clear")
+        m.d.sync += [start.eq(control & host.w_data[0] & ~ctrl.busy),
+                     clear.eq(control & host.w_data[1] & ~ctrl.busy)]
         m.d.comb += [
-            ctrl.start.eq(control & host.w_data[0]),
-            ctrl.clear.eq(control & host.w_data[1]),
+            ctrl.start.eq(start),
+            ctrl.clear.eq(clear),
             ctrl.entry.eq(entry),
-            self.start.eq(ctrl.start & ~ctrl.busy),
+            self.start.eq(start),
             self.busy.eq(ctrl.busy),
             self.done.eq(ctrl.done),
         ]
@@ -181,9 +188,11 @@ class Accelerator(Unit):
                 with m.If(host.w_en[b]):
                     m.d.sync += entry[8 * b:8 * b + 8].eq(host.w_data[8 * b:8 * b + 8])
         status = Signal(32)
-        m.d.comb += status.eq((ctrl.busy * int(Status.BUSY)) | (ctrl.done * int(Status.DONE))
-                              | (ctrl.error * int(Status.ERROR))
-                              | (ctrl.code << isa.STATUS_CODE_SHIFT))
+        kept = ~(start | clear)                # DONE, ERROR and CODE, unless being cleared
+        m.d.comb += status.eq(((ctrl.busy | start) * int(Status.BUSY))
+                              | ((ctrl.done & kept) * int(Status.DONE))
+                              | ((ctrl.error & kept) * int(Status.ERROR))
+                              | (Mux(kept, ctrl.code, 0) << isa.STATUS_CODE_SHIFT))
         m.d.comb += self.status.eq(status)
         values = {
             Csr.DESIGN_ID: p.design_id, Csr.ISA_VERSION: isa.ISA_VERSION, Csr.STATUS: status,

@@ -551,6 +551,7 @@ class _ScalarEngine(Elaboratable):
         # cnt == 0 as a register, kept beside every write of cnt (_count, IDLE): the multiply
         # step's "first" and the states' first-cycle captures read a flip-flop.
         e.cnt0 = Signal(init=1, name="cnt0")
+        e.cnt_end = Signal(name="cnt_end")              # the counted state's last cycle
         # The operands of the multiply of the current state (_mul_step) and its one datapath.
         e.mul_on = Signal()
         e.mul_a = Signal(ENGINE_BITS)
@@ -573,10 +574,16 @@ class _ScalarEngine(Elaboratable):
         return m
 
     def _count(self, m, e, steps, nxt, *done):
-        """Stay for exactly ``steps`` cycles, then go to ``nxt`` doing ``done``."""
-        m.d.sync += [e.cnt.eq(e.cnt + 1), e.cnt0.eq(0)]
-        with m.If(e.cnt == steps - 1):
-            m.d.sync += [e.cnt.eq(0), e.cnt0.eq(1), *done]
+        """Stay for exactly ``steps`` (at least 2) cycles, then go to ``nxt`` doing ``done``.
+
+        The last cycle is ``cnt_end``, a register set one cycle ahead (``cnt == steps - 2``):
+        the exit and the ``done`` statements read a flip-flop, not the state's comparator
+        behind the state multiplexer. Every counted state starts with ``cnt_end`` low (its
+        ``steps`` is at least 2, and the exit clears it)."""
+        assert steps >= 2, steps
+        m.d.sync += [e.cnt.eq(e.cnt + 1), e.cnt0.eq(0), e.cnt_end.eq(e.cnt == steps - 2)]
+        with m.If(e.cnt_end):
+            m.d.sync += [e.cnt.eq(0), e.cnt0.eq(1), e.cnt_end.eq(0), *done]
             m.next = nxt
 
     def _mul_step(self, m, e, a_src, b_src, bits, nxt):

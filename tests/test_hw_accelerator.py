@@ -157,9 +157,14 @@ def test_accelerator_csrs_and_holes():
         ctx.set(dut.host.w_en, 0xF)
         ctx.set(dut.host.write, 1)
         ctx.set(dut.host.valid, 1)
+        # The CONTROL write reaches the controller a cycle later (a register); STATUS shows
+        # BUSY from then on.
         seen["start"] = [ctx.get(dut.start)]
         await ctx.tick()
         ctx.set(dut.host.valid, 0)
+        seen["start"] += [ctx.get(dut.start), ctx.get(dut.busy),
+                          ctx.get(dut.status) & Status.BUSY]
+        await ctx.tick()
         seen["start"] += [ctx.get(dut.start), ctx.get(dut.busy)]
         for _ in range(10):
             await ctx.tick()
@@ -178,7 +183,7 @@ def test_accelerator_csrs_and_holes():
     assert seen["status_err"] == Status.ERROR | ErrorCode.NO_HALT << isa.STATUS_CODE_SHIFT
     assert seen["status_port"] == seen["status_err"]
     assert seen["pc"] == 0x123456AB
-    assert seen["start"] == [1, 0, 1]
+    assert seen["start"] == [0, 1, 0, Status.BUSY, 0, 1]
     assert seen["status_clear"] == 0
 
 
