@@ -214,9 +214,9 @@ class Controller(Unit):
         # Every act write is posted: chosen into the write-back registers (post_write,
         # finish_writes), on the act port the next cycle.
         s.drive_write_back(self.act)
-        # A refused write: the posted write's own bounds check, a register (the scratchpad
-        # refuses the same addresses), not a comparator behind the act port across the chip.
-        m.d.comb += s.write_error.eq(s.wb.en & s.wb.err)
+        # A refused write (write_error, finish_writes): the posted write's own bounds check,
+        # a register (the scratchpad refuses the same addresses), not a comparator behind the
+        # act port across the chip.
         # Any unit port's refused read, registered: checked the cycle after the read by the
         # reading states (issue(), GEMM_LOAD / GEMM_START, ATTN_RUN, LNORM_RUN).
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
@@ -270,6 +270,15 @@ class Controller(Unit):
                              *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
                 m.next = "DECODE"
             with m.State("DECODE"):
+                # Every opcode's field registers load here whatever the opcode (nothing runs
+                # between instructions, and only the opcode's own states read them), so their
+                # enables are this state alone, not the decode's verdict; op_is is the one-hot
+                # opcode for MUL's operand picks.
+                for op, regs in s.fields_of.items():
+                    m.d.sync += [getattr(regs, n).eq(v)
+                                 for n, v in instruction_fields(ir, op).items()]
+                m.d.sync += [*s.restart_copy(), s.mul_step.eq(1),
+                             *(is_op.eq(decoded[op]) for op, is_op in s.op_is.items())]
                 # One-hot opcode flags from FETCH_DATA: at most one is set, so each opcode's
                 # dispatch is its own If (no priority chain of 8-bit comparisons). One fail()
                 # for both verdicts: each fail() is a stage of fail_code's multiplexer chain.
@@ -305,11 +314,8 @@ class Controller(Unit):
             m.d.comb += s.retire.eq(1)
             m.next = "IDLE"
         elif op in s.fields_of:
-            # The fields go into the opcode's registers; its CHECK state validates them.
-            regs = s.fields_of[op]
-            m.d.sync += [getattr(regs, n).eq(v) for n, v in instruction_fields(ir, op).items()]
-            m.d.sync += [*s.restart_copy(), s.mul_step.eq(1),
-                         *(is_op.eq(o == op) for o, is_op in s.op_is.items())]
+            # The fields are in the opcode's registers (DECODE); its CHECK state validates
+            # them after MUL's products.
             m.next = "MUL"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
@@ -1627,6 +1633,11 @@ class _State:
             reg = Signal.like(cand, name=f"wr{k}_r")
             m.d.sync += reg.eq(cand)
             posted.append(reg)
+        # write_error (the write-back registers' en & err) as a register of its own: each
+        # candidate's err bit is 0 outside its writer's condition. Every writer state tests
+        # it before it retires, so it reads one flip-flop, not an OR behind the registers.
+        m.d.sync += self.write_error.eq(functools.reduce(operator.or_,
+                                                         (cand[1] for cand in self.writers)))
         m.d.comb += Cat(wb.en, wb.err, wb.mask, wb.addr, wb.data).eq(
             functools.reduce(operator.or_, posted))
 
