@@ -552,15 +552,20 @@ class _ScalarEngine(Elaboratable):
         # step's "first" and the states' first-cycle captures read a flip-flop.
         e.cnt0 = Signal(init=1, name="cnt0")
         e.cnt_end = Signal(name="cnt_end")              # the counted state's last cycle
-        # The operands of the multiply of the current state (_mul_step) and its one datapath.
-        e.mul_on = Signal()
-        e.mul_a = Signal(ENGINE_BITS)
-        e.mul_b = Signal(max(len(e.mb), len(e.s1_abs), len(self.dim)))
+        # The multiply's operands and its enable are registers, loaded as the state before a
+        # multiply leaves (_operands): the one datapath (_mul_datapath) sees no state
+        # multiplexer. macc_next is the datapath's next macc (a product's last step: the
+        # product), for a multiply whose operand is the one before's product.
+        e.mul_on = Signal(name="mul_on")
+        e.mul_a = Signal(ENGINE_BITS, name="mul_a")
+        e.mul_b = Signal(max(len(e.mb), len(e.s1_abs), len(self.dim)), name="mul_b")
+        e.macc_next = Signal(ENGINE_BITS, name="macc_next")
         self._mul_datapath(m, e)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.start):
+                    m.d.sync += _operands(e, self.q_in, self.dim)
                     m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in),
                                  self.last.eq(self.last_in), e.cnt.eq(0), e.cnt0.eq(1)]
                     m.next = "MUL_DQ"
@@ -586,12 +591,12 @@ class _ScalarEngine(Elaboratable):
             m.d.sync += [e.cnt.eq(0), e.cnt0.eq(1), e.cnt_end.eq(0), *done]
             m.next = nxt
 
-    def _mul_step(self, m, e, a_src, b_src, bits, nxt):
-        """One radix-4 shift-and-add step of ``a_src * b_src`` (``ceil(bits / 2)`` steps,
+    def _mul_step(self, m, e, bits, nxt, *done):
+        """One radix-4 shift-and-add step of ``mul_a * mul_b`` (``ceil(bits / 2)`` steps,
         modulo ``2**64``) into ``macc``, on the engine's one multiply datapath
-        (:meth:`_mul_datapath`): the state only selects the operands."""
-        m.d.comb += [e.mul_on.eq(1), e.mul_a.eq(a_src), e.mul_b.eq(b_src)]
-        self._count(m, e, _half(bits), nxt)
+        (:meth:`_mul_datapath`); the operands were loaded before the state (``done``: the
+        statements at its exit, among them the next multiply's operands)."""
+        self._count(m, e, _half(bits), nxt, *done)
 
     @staticmethod
     def _mul_datapath(m, e):
@@ -603,33 +608,33 @@ class _ScalarEngine(Elaboratable):
         ``3a`` for the later steps (both straight after the operand multiplexer); every later
         step adds one addend of registers to ``macc``."""
         first = e.cnt0
-        a, b = e.mul_a[:ENGINE_BITS], e.mul_b
+        a, b = e.mul_a, e.mul_b
         first_sum = Mux(b[0], a, 0) + Mux(b[1], a << 1, 0)
         addend = Mux(e.mb[1], Mux(e.mb[0], e.ma3, e.ma << 1), Mux(e.mb[0], e.ma, 0))
+        m.d.comb += e.macc_next.eq(Mux(first, first_sum, e.macc + addend))
         with m.If(e.mul_on):
+            m.d.sync += e.macc.eq(e.macc_next)
             with m.If(first):
-                m.d.sync += [e.macc.eq(first_sum), e.ma.eq(a << 2),
-                             e.ma3.eq(((a << 1) + a) << 2), e.mb.eq(b >> 2)]
+                m.d.sync += [e.ma.eq(a << 2), e.ma3.eq(((a << 1) + a) << 2), e.mb.eq(b >> 2)]
             with m.Else():
-                m.d.sync += [e.macc.eq(e.macc + addend), e.ma.eq(e.ma << 2),
-                             e.ma3.eq(e.ma3 << 2), e.mb.eq(e.mb >> 2)]
+                m.d.sync += [e.ma.eq(e.ma << 2), e.ma3.eq(e.ma3 << 2), e.mb.eq(e.mb >> 2)]
 
     def _variance_states(self, m, e):
         """``d * S = d * d * (d * Q - S1**2)``."""
         dim = self.dim
         with m.State("MUL_DQ"):                              # d * Q
-            self._mul_step(m, e, e.q, dim, self.dim_bits, "MUL_SS")
+            self._mul_step(m, e, self.dim_bits, "MUL_SS", *_operands(e, e.s1_abs, e.s1_abs))
         with m.State("MUL_SS"):                              # S1**2
             with m.If(e.cnt0):
                 m.d.sync += e.t1.eq(e.macc)
-            self._mul_step(m, e, e.s1_abs, e.s1_abs, self.sum_bits, "SUB_DV")
+            self._mul_step(m, e, self.sum_bits, "SUB_DV", e.mul_on.eq(0))
         with m.State("SUB_DV"):                              # d * Q - S1**2, in a register:
-            m.d.sync += e.t1.eq(e.t1 - e.macc)               # not in front of the multiply
+            m.d.sync += _operands(e, e.t1 - e.macc, dim)     # not in front of the multiply
             m.next = "MUL_DV"
         with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
-            self._mul_step(m, e, e.t1, dim, self.dim_bits, "MUL_DS")
+            self._mul_step(m, e, self.dim_bits, "MUL_DS", *_operands(e, e.macc_next, dim))
         with m.State("MUL_DS"):                              # d * S
-            self._mul_step(m, e, e.macc, dim, self.dim_bits, "PRESHIFT")
+            self._mul_step(m, e, self.dim_bits, "PRESHIFT", e.mul_on.eq(0))
 
     def _isqrt_states(self, m, e):
         """``r = isqrt((d * S + eps_q) << 2k)`` and ``inv = 2**48 // max(r, 1)``."""
@@ -656,28 +661,32 @@ class _ScalarEngine(Elaboratable):
             rem2 = Cat(e.cnt0, drem)[:34]
             diff = Signal(35, name="div_diff")               # one subtractor, as in ISQRT
             m.d.comb += diff.eq(rem2 - r)
-            with m.If(~diff[-1]):
-                m.d.sync += [drem.eq(diff[:34]), inv.eq(Cat(1, inv))]
-            with m.Else():
-                m.d.sync += [drem.eq(rem2), inv.eq(Cat(0, inv))]
-            self._count(m, e, DIV_STEPS, "MUL_G1")
+            inv_next = Cat(~diff[-1], inv)[:DIV_STEPS]
+            m.d.sync += [drem.eq(Mux(diff[-1], rem2, diff[:34])), inv.eq(inv_next)]
+            self._count(m, e, DIV_STEPS, "MUL_G1", *_operands(e, inv_next, self.dim))
 
     def _row_constant_states(self, m, e):
         """``G = d**2 * inv`` and ``|S1| * d * inv``."""
         dim, macc = self.dim, e.macc
         with m.State("MUL_G1"):                              # d * inv
-            self._mul_step(m, e, e.inv, dim, self.dim_bits, "MUL_G")
+            self._mul_step(m, e, self.dim_bits, "MUL_G", *_operands(e, e.macc_next, dim))
         with m.State("MUL_G"):                               # G = d * d * inv
             with m.If(e.cnt0):
                 m.d.sync += e.g1.eq(macc)
-            self._mul_step(m, e, macc, dim, self.dim_bits, "MUL_H")
+            self._mul_step(m, e, self.dim_bits, "MUL_H", *_operands(e, e.g1, e.s1_abs))
         with m.State("MUL_H"):                               # |S1| * d * inv
             with m.If(e.cnt0):
                 m.d.sync += e.g_next.eq(macc)
-            self._mul_step(m, e, e.g1, e.s1_abs, self.sum_bits, "SIGN")
+            self._mul_step(m, e, self.sum_bits, "SIGN", e.mul_on.eq(0))
         with m.State("SIGN"):                                # h = sign(S1) * |S1| * d * inv,
             m.d.sync += e.h.eq(Mux(e.s1_neg, -macc, macc)[:PROD_BITS])  # in a register
             m.next = "DONE"
+
+
+def _operands(e, a, b) -> list:
+    """The statements that load the next multiply's operands ``a * b`` and turn the datapath
+    on (its first step is the next cycle)."""
+    return [e.mul_a.eq(a), e.mul_b.eq(b), e.mul_on.eq(1)]
 
 
 def _stage(m: Module, ce, sig, name: str, shape=None):
