@@ -623,10 +623,13 @@ class Controller(Unit):
             word, is_b = Mux(add, s.i >> 1, s.i), add & s.i[0]
             copied = s.issue(self.act, Mux(is_b, v.bbase, v.abase) + word, is_b,
                              length=v.run_len)
-            # The last result's write lands (posted) in the cycle v.out reaches words.
+            # The last result's write lands (posted) in the cycle v.out reaches words, and
+            # is checked then; the retire reads out_done, that comparison registered (out was
+            # reset in VEC_CHECK, long before), the next cycle: the 32-bit comparator is not
+            # in front of pc's and instret's enables.
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(copied & (v.out == v.words)):
+            with m.Elif(copied & v.out_done):
                 s.next_instruction("FETCH")
         with m.State("VEC_POOL"):
             # One token block of the channel group c0 .. c0 + rows - 1: its `rows` channel words
@@ -744,6 +747,7 @@ class Controller(Unit):
         low = Cat(out.payload.data[i][:8] for i in range(rows))
         with m.If(out.valid & s.vec_pooling):
             m.d.sync += [s.pool_out.eq(low), s.pool_ready.eq(1)]
+        m.d.sync += v.out_done.eq(v.out == v.words)
         with m.If(out.valid & s.vec_elementwise):
             last_block = v.out >= v.last_block
             s.post_write(v.dbase + v.out, low, Mux(last_block, v.last_mask, (1 << rows) - 1))
@@ -1063,10 +1067,20 @@ class Controller(Unit):
         with m.State("EMBED_IDS"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
             copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t << 2)
-            s.check_landed((s.land.index[:2] == 3) & (e.ident >= e.vocab))
+            # An id is checked from its register e.id, the cycle after its last byte landed
+            # (e.id_landed), not behind the read port's byte multiplexer: land_bad comes a
+            # cycle after that, so the last id's verdict is read in EMBED_IDS_CHECK.
+            m.d.sync += s.land_bad.eq(e.id_landed & (e.id >= e.vocab))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
             with m.Elif(copied):
+                m.next = "EMBED_IDS_CHECK"
+        with m.State("EMBED_IDS_CHECK"):
+            m.d.comb += s.vec_stall.eq(1)
+            m.d.sync += s.land_bad.eq(e.id_landed & (e.id >= e.vocab))
+            with m.If(s.land_bad):
+                s.fail(ErrorCode.BAD_TOKEN)
+            with m.Else():
                 m.d.sync += s.restart_copy()
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
@@ -1090,13 +1104,14 @@ class Controller(Unit):
             self._embed_copy(m, s)
 
     def _embed(self, m, s):
-        """The ids' bytes land in ``e.id``; ``e.ident`` is the id whose last byte lands now."""
+        """The ids' bytes land in ``e.id``; ``e.id_landed``: its last byte landed in the cycle
+        before (EMBED_IDS checks the id then)."""
         e = s.e
         _, land_lane = _divmod(s.land.index, self._params.rows)
         landed = self.act.r_data.word_select(land_lane, 8)
         with m.If(s.land.valid & s.embed_ids):
             m.d.sync += e.id.word_select(s.land.index[:2], 8).eq(landed)
-        m.d.comb += e.ident.eq(Cat(e.id[:24], landed))
+        m.d.sync += e.id_landed.eq(s.land.valid & s.embed_ids & (s.land.index[:2] == 3))
         # Token t_i is the last, a register a cycle behind t_i (which moves only at the end of
         # a token's copy, several states before the next test): the retire decision reads a
         # flip-flop, not an adder and a comparator.
@@ -1303,6 +1318,7 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     v.pool_last_out = Signal(32, name="v_pool_last_out")
     v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
     v.pool_last_blk = Signal(name="v_pool_last_blk")   # the block being pushed holds it
+    v.out_done = Signal(name="v_out_done")              # out == words, a cycle late
     # The mean pool's channel group c0 .. c0 + rows - 1 as registers, so that no state adds
     # them up (c0 itself is not kept): the channels left from c0 (c - c0), the group's read
     # address in the current token block (abase + poff + c0) and its first dst word
@@ -1451,7 +1467,7 @@ class _State:
         # one-hot (from the dispatch): the operand multiplexer's selects are ANDs of two
         # flip-flops (_products).
         self.mul_step = Signal(_MUL_STEPS, name="mul_step")
-        self.e.ident = Signal(32, name="e_ident")
+        self.e.id_landed = Signal(name="e_id_landed")
         self.e.t_last = Signal(name="e_t_last")
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
