@@ -45,6 +45,7 @@ def test_demo_verilated_board(tmp_path):
     assert report["samples"] == 8 and report["backend"] == "vboard"
     stats = report["vboard"]
     assert stats["exit_status"] == 0                       # stopped cleanly by SIGTERM
-    # The board was busy for the runs the driver measured (PERF counts the start cycle too).
+    # The board was busy for the runs the driver measured: the measured cycles also count, per
+    # run, the start cycle and the cycle in which the CONTROL write waits in its register.
     runs = 8 * report["cycles_per_inference"]
-    assert runs > 0 and runs - 8 <= stats["busy_cycles"] <= runs
+    assert runs > 0 and runs - 2 * 8 <= stats["busy_cycles"] <= runs
