@@ -424,6 +424,10 @@ class Controller(Unit):
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
                 g.atile.eq(0), *s.restart_copy(),
+                # One token block / one column tile: the walkers' last-block and last-tile
+                # flags at their starts.
+                g.one_mb.eq(g.m <= p.rows), g.one_nt.eq(g.n <= p.cols),
+                g.last_mb.eq(g.m <= p.rows), g.last_nt.eq(g.n <= p.cols),
                 g.a_end.eq(g.a_addr + span_a), g.d_end.eq(d_end),
             ]
             m.next = "GEMM_OVERLAP"
@@ -489,14 +493,20 @@ class Controller(Unit):
                 s.next_instruction("FETCH")
 
     def _gemm_next_tile(self, m, s):
-        """After a tile start: the next token block, or the next column tile, or the drain."""
+        """After a tile start: the next token block, or the next column tile, or the drain.
+
+        ``g.last_mb`` / ``g.last_nt`` (``mb + 1 == m_blocks``, ``nt + 1 == n_tiles``) are
+        registers stepped with ``mb`` / ``nt``: the decision reads flip-flops, and the
+        comparators work on the next values into those registers (the top's timing)."""
         p, g = self._params, s.g
-        with m.If(g.mb + 1 < g.m_blocks):
-            m.d.sync += [g.mb.eq(g.mb + 1), g.atile.eq(g.atile + g.k)]
+        with m.If(~g.last_mb):
+            m.d.sync += [g.mb.eq(g.mb + 1), g.atile.eq(g.atile + g.k),
+                         g.last_mb.eq(g.mb + 2 >= g.m_blocks)]
             m.next = "GEMM_LOAD"
-        with m.Elif(g.nt + 1 < g.n_tiles):
+        with m.Elif(~g.last_nt):
             m.d.sync += [g.mb.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
-                         g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k)]
+                         g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k),
+                         g.last_mb.eq(g.one_mb), g.last_nt.eq(g.nt + 2 >= g.n_tiles)]
             m.next = "GEMM_LOAD"
         with m.Else():
             m.next = "GEMM_DRAIN"
@@ -514,7 +524,7 @@ class Controller(Unit):
                 m.d.comb += s.drain_done.eq(1)
                 with m.If(s.drain_start):
                     m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
-                                 s.row.eq(0)]
+                                 s.row.eq(0), d.last_mb.eq(g.one_mb), d.last_nt.eq(g.one_nt)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
                 m.d.comb += s.capturing.eq(~s.lut_loading)
@@ -533,15 +543,18 @@ class Controller(Unit):
                     m.next = "IDLE"
             with m.State("WB"):
                 s.write_back(d)
-                with m.If(d.c == s.wb_words):
+                with m.If(d.c_end):
                     m.d.sync += s.restart_write_back(d)
                     m.next = "CAPTURE"
-                    with m.If(d.mb + 1 < g.m_blocks):
-                        m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n)]
+                    # The feeder's order (_gemm_next_tile), with flags of its own.
+                    with m.If(~d.last_mb):
+                        m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n),
+                                     d.last_mb.eq(d.mb + 2 >= g.m_blocks)]
                     with m.Else():
                         m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
-                                     d.col0.eq(d.col0 + p.cols)]
-                        with m.If(d.nt + 1 == g.n_tiles):
+                                     d.col0.eq(d.col0 + p.cols), d.last_mb.eq(g.one_mb),
+                                     d.last_nt.eq(d.nt + 2 >= g.n_tiles)]
+                        with m.If(d.last_nt):
                             m.next = "IDLE"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
@@ -796,9 +809,12 @@ class Controller(Unit):
                       for name in ("score_mult", "score_shift", "out_mult", "out_shift")}
             with m.If(s.land.valid):
                 m.d.sync += [getattr(a, name).eq(value) for name, value in fields.items()]
-                for name in ("score_shift", "out_shift"):
-                    with m.If((fields[name] < SHIFT_MIN) | (fields[name] > SHIFT_MAX)):
-                        s.fail(ErrorCode.BAD_QUANT)
+            # The verdict a cycle after the word landed (check_landed), as GEMM's and VEC's:
+            # not from the quant port's read data into fail_code and the next state.
+            s.check_landed(Cat((fields[name] < SHIFT_MIN) | (fields[name] > SHIFT_MAX)
+                               for name in ("score_shift", "out_shift")).any())
+            with m.If(s.land_bad):
+                s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
                 m.next = "ATTN_HEAD"
         with m.State("ATTN_HEAD"):
@@ -1425,9 +1441,15 @@ class _State:
             "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
             "atile", "a_end", "d_end"))
         g.bank = Signal(name="g_bank")          # bank of the next tile
+        # M fits one token block / N one column tile; mb / nt is the last (_gemm_next_tile).
+        for name in ("one_mb", "one_nt", "last_mb", "last_nt"):
+            setattr(g, name, Signal(name=f"g_{name}"))
         g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
         g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
                                      for n in ("nt", "mb", "col0", "blk", "c")})
+        g.drain.last_mb = Signal(name="drain_last_mb")
+        g.drain.last_nt = Signal(name="drain_last_nt")
+        g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
         # Every result write, one cycle after its writer chose it (post_write / write_back,
         # drive_write_back): each writer's choice and address arithmetic end at a register of
         # its own (finish_writes); these are the OR of those registers, not the act
@@ -1604,8 +1626,10 @@ class _State:
                                                  for b in range(p.rows)))]
         with m.Else():
             m.d.comb += [data.eq(bytes8), mask.eq(mask8)]
-        with m.If(d.c < self.wb_words):
-            m.d.sync += d.c.eq(d.c + 1)
+        # d.c_end (d.c == wb_words) is a register stepped with d.c: the step, the column
+        # registers' enables and WB's exit read a flip-flop, not a comparison of d.c.
+        with m.If(~d.c_end):
+            m.d.sync += [d.c.eq(d.c + 1), d.c_end.eq(d.c + 1 == self.wb_words)]
             with m.If(g.out32):
                 m.d.sync += q.eq(q + 1)
                 with m.If(q == _OUT32_WORDS - 1):
@@ -1619,7 +1643,7 @@ class _State:
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
         column and quarter ``wb_j`` / ``wb_q``: ``d.c`` is ``4 * wb_j + wb_q`` for int32
         output, ``wb_j`` otherwise)."""
-        return [d.c.eq(0), self.wb_j.eq(0), self.wb_q.eq(0)]
+        return [d.c.eq(0), d.c_end.eq(0), self.wb_j.eq(0), self.wb_q.eq(0)]
 
     def post_write(self, addr, data, mask) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,
