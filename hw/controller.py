@@ -1450,6 +1450,7 @@ class _State:
         g.drain.last_mb = Signal(name="drain_last_mb")
         g.drain.last_nt = Signal(name="drain_last_nt")
         g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
+        g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
         # Every result write, one cycle after its writer chose it (post_write / write_back,
         # drive_write_back): each writer's choice and address arithmetic end at a register of
         # its own (finish_writes); these are the OR of those registers, not the act
@@ -1584,11 +1585,16 @@ class _State:
 
     def write_back_words(self, d) -> None:
         """``wb_words``, the act words of the drainer's tile (``jmax`` columns, 4 words each for
-        int32), in a register: outside the drainer's FSM, one cycle behind ``d.col0``, ``g.n``
-        and ``g.out32``. ``WB`` is only entered from ``CAPTURE`` or ``LUT``, at least one cycle
-        after ``d.col0`` moved (at the end of the previous ``WB``, or at ``drain_start``), so the
-        write enable never waits for this arithmetic."""
+        int32), and ``d.base``, the act word of the tile's first write, in registers: outside
+        the drainer's FSM, one cycle behind ``d.blk``, ``d.col0``, ``g.n`` and ``g.out32``.
+        ``WB`` is only entered from ``CAPTURE`` or ``LUT``, at least one cycle after ``d.col0``
+        moved (at the end of the previous ``WB``, or at ``drain_start``), so neither the write
+        enable nor the write address waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
+        # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
+        # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
+        first = d.blk + d.col0
+        m.d.sync += d.base.eq(g.dbase + Mux(g.out32, first << 2, first))
         cols_left = g.n - d.col0
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
@@ -1607,7 +1613,6 @@ class _State:
         # The column and the int32 quarter of word d.c, registers stepped with it
         # (restart_write_back): the column multiplexer's selects come straight from flip-flops.
         j, q = self.wb_j, self.wb_q
-        off = d.blk + d.col0 + j
         word = Signal(ACC_WIDTH * p.rows)
         with m.Switch(j):
             for jj in range(p.cols):
@@ -1637,7 +1642,9 @@ class _State:
             with m.Else():
                 m.d.sync += j.eq(j + 1)
             with m.If(~self.drain_abort):
-                self.post_write(g.dbase + Mux(g.out32, Cat(q, off), off), data, mask)
+                # One adder of two registers before the bounds check and the write-back
+                # registers (three adders and a multiplexer were the routed critical path).
+                self.post_write(d.base + d.c, data, mask)
 
     def restart_write_back(self, d):
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
