@@ -1318,6 +1318,29 @@ def _registers(opcode: Opcode, prefix: str, extra: tuple[str, ...]) -> SimpleNam
     return regs
 
 
+def _gemm_registers() -> SimpleNamespace:
+    """GEMM's field registers and its walkers' state: the feeder's (``nt``, ``mb``, ...) and
+    the drainer's (``drain``), each with its registered last-block / last-tile flags."""
+    g = _registers(Opcode.GEMM, "g", (
+        "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
+        "atile", "a_end", "d_end"))
+    g.bank = Signal(name="g_bank")          # bank of the next tile
+    # M fits one token block / N one column tile; mb / nt is the last (_gemm_next_tile).
+    for name in ("one_mb", "one_nt", "last_mb", "last_nt"):
+        setattr(g, name, Signal(name=f"g_{name}"))
+    g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
+    g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
+                                 for n in ("nt", "mb", "col0", "blk", "c")})
+    g.drain.last_mb = Signal(name="drain_last_mb")
+    g.drain.last_nt = Signal(name="drain_last_nt")
+    g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
+    g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
+    g.lut_en = g.flags[0]
+    g.out32 = g.flags[1]
+    assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
+    return g
+
+
 def _vec_registers(p, w: int) -> SimpleNamespace:
     """VEC's field registers, its working registers and the per-instruction constants its
     CHECK verdict sets from the fields (constant while the VEC runs: the per-beat logic decodes
@@ -1437,20 +1460,7 @@ class _State:
         m.d.sync += self.d1.valid.eq(0)
         m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
         self.wb_words = Signal(w)
-        g = self.g = _registers(Opcode.GEMM, "g", (
-            "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
-            "atile", "a_end", "d_end"))
-        g.bank = Signal(name="g_bank")          # bank of the next tile
-        # M fits one token block / N one column tile; mb / nt is the last (_gemm_next_tile).
-        for name in ("one_mb", "one_nt", "last_mb", "last_nt"):
-            setattr(g, name, Signal(name=f"g_{name}"))
-        g.active = Signal(name="g_active")      # a GEMM runs (perf counters)
-        g.drain = SimpleNamespace(**{n: Signal(32, name=f"drain_{n}")
-                                     for n in ("nt", "mb", "col0", "blk", "c")})
-        g.drain.last_mb = Signal(name="drain_last_mb")
-        g.drain.last_nt = Signal(name="drain_last_nt")
-        g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
-        g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
+        self.g = _gemm_registers()
         # Every result write, one cycle after its writer chose it (post_write / write_back,
         # drive_write_back): each writer's choice and address arithmetic end at a register of
         # its own (finish_writes); these are the OR of those registers, not the act
@@ -1469,9 +1479,6 @@ class _State:
         self.drain_done = Signal()
         self.drain_abort = Signal()
         self.capturing = Signal()
-        g.lut_en = g.flags[0]
-        g.out32 = g.flags[1]
-        assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
         self.v = _vec_registers(p, w)
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
