@@ -664,7 +664,7 @@ class Controller(Unit):
             last = v.pool_last_blk & (i_low == v.pool_last_i)     # token m - 1
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
                          s.pool_last.eq(last)]
-            m.d.sync += s.i.eq(s.i + 1)
+            m.d.sync += s.step_copy()
             with m.If(last):
                 m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0),
                              v.pool_src.eq(v.pool_src - v.poff)]
@@ -688,7 +688,7 @@ class Controller(Unit):
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.i < p.rows):
-                m.d.sync += s.i.eq(s.i + 1)
+                m.d.sync += s.step_copy()
             with m.Elif(v.c_more):
                 m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1),
                              v.c_left.eq(v.c_left - p.rows), v.pool_src.eq(v.pool_src + p.rows),
@@ -975,7 +975,7 @@ class Controller(Unit):
         with m.State("LNORM_QCHECK"):
             # Word 0: epsilon; words 1..c: the channels' shifts.
             m.d.comb += s.lnorm_stall.eq(1)
-            copied = s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, length=n.c + 1)
+            copied = s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, last=n.c)
             m.d.comb += s.lnorm_start.eq(copied & ~s.land_bad)
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
@@ -1077,7 +1077,7 @@ class Controller(Unit):
                  ErrorCode.BAD_ADDRESS),
                 (_act_bad(p, e.dst_addr, s.pr[1]), ErrorCode.BAD_ADDRESS)]):
             m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
-                         *s.restart_copy(), e.t_i.eq(0), e.blk.eq(0)]
+                         *s.restart_copy(), e.t_i.eq(0), e.t_i1.eq(1), e.blk.eq(0)]
             m.next = "EMBED_IDS"
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
@@ -1101,7 +1101,7 @@ class Controller(Unit):
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=(e.t_i + 1) << 2)
+            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t_i1 << 2)
             with m.If(copied):
                 m.d.sync += s.restart_copy()
                 m.next = "EMBED_ROW"
@@ -1131,7 +1131,7 @@ class Controller(Unit):
         # Token t_i is the last, a register a cycle behind t_i (which moves only at the end of
         # a token's copy, several states before the next test): the retire decision reads a
         # flip-flop, not an adder and a comparator.
-        m.d.sync += e.t_last.eq(e.t_i + 1 == e.t)
+        m.d.sync += e.t_last.eq(e.t_i1 == e.t)
 
     def _embed_copy(self, m, s):
         p, e = self._params, s.e
@@ -1148,7 +1148,7 @@ class Controller(Unit):
         with m.If(s.write_error):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(copied):
-            m.d.sync += [*s.restart_copy((e.t_i + 1) << 2), e.t_i.eq(e.t_i + 1)]
+            m.d.sync += [*s.restart_copy(e.t_i1 << 2), e.t_i.eq(e.t_i1), e.t_i1.eq(e.t_i1 + 1)]
             with m.If(row_lane == p.rows - 1):
                 m.d.sync += e.blk.eq(e.blk + e.c)
             m.next = "EMBED_ID"
@@ -1451,6 +1451,9 @@ class _State:
         self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
         self.i = Signal(w)
+        # i + 1, a register stepped with i (step_copy, restart_copy): issue's last-read test is
+        # an equality of registers, no incrementer in front of it.
+        self.i1 = Signal(w + 1)
         self.issued_all = Signal()              # the copy's last read is issued (restart_copy)
         stage = data.StructLayout({"valid": 1, "live": 1, "sel": 2, "index": w})
         # One stage a cycle of the read's latency: `d1` takes the issue, `land` holds it while
@@ -1499,6 +1502,7 @@ class _State:
         self.mul_step = Signal(_MUL_STEPS, name="mul_step")
         self.e.id_landed = Signal(name="e_id_landed")
         self.e.t_last = Signal(name="e_t_last")
+        self.e.t_i1 = Signal(32, name="e_t_i1")     # t_i + 1, stepped with t_i
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
         self.fields_of = {Opcode.GEMM: self.g, Opcode.ATTN: self.a, Opcode.LNORM: self.n,
@@ -1543,22 +1547,25 @@ class _State:
         self.m.d.comb += [self.retire.eq(1), self.next_pc.eq(1)]
         self.m.next = state
 
-    def issue(self, port, addr, sel, live=1, *, length):
+    def issue(self, port, addr, sel, live=1, *, length=None, last=None):
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
         ``live`` 0: no read (the word is skipped). Returns the copy's ``done``: every read
         issued and landed. An address the scratchpad refuses stops the program the cycle after
         the read (``read_error``; ``done`` waits for the rest).
 
-        ``length`` is the calling state's own expression of registers (each state its own
-        comparator, no multiplexer of every state's length); it is compared with ``i + 1`` only
-        to set ``issued_all`` with the last read, and the read enable, ``i``'s increment and
-        ``done`` follow that register (:meth:`restart_copy`; the top's timing)."""
+        ``length`` (or ``last``, the index of the last read, ``length - 1``, where that is the
+        plainer expression) is the calling state's own expression of registers (each state its
+        own comparator, no multiplexer of every state's length); it is compared with ``i1``
+        (``i + 1``, a register) or ``i`` only to set ``issued_all`` with the last read, and the
+        read enable, ``i``'s increment and ``done`` follow that register
+        (:meth:`restart_copy`; the top's timing)."""
+        assert (length is None) != (last is None), "issue() takes length or last"
         m = self.m
         with m.If(~self.issued_all):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
-            m.d.sync += [self.i.eq(self.i + 1), self.d1.valid.eq(1), self.d1.live.eq(live),
+            m.d.sync += [*self.step_copy(), self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
-            with m.If(self.i + 1 == length):
+            with m.If(self.i1 == length if last is None else self.i == last):
                 m.d.sync += self.issued_all.eq(1)
         with m.If(self.read_error):
             self.fail(ErrorCode.BAD_ADDRESS)
@@ -1570,7 +1577,11 @@ class _State:
         empty shape), so :meth:`issue` keeps ``i < length`` as a register, ``issued_all``,
         set by the last read, instead of comparing ``i`` with the length in the cycle that
         decides the read enable, the next state and ``done`` (the top's timing)."""
-        return [self.i.eq(start), self.issued_all.eq(0)]
+        return [self.i.eq(start), self.i1.eq(start + 1), self.issued_all.eq(0)]
+
+    def step_copy(self):
+        """The statements that step the copy counter (``i`` and ``i1``) by one."""
+        return [self.i.eq(self.i + 1), self.i1.eq(self.i1 + 1)]
 
     def check_landed(self, bad) -> None:
         """``land_bad`` the next cycle: the word on the read port (``land``) fails the calling
