@@ -217,15 +217,21 @@ class GemmCore(Unit):
         accepted = Signal()                  # the tile starts (a start accepted last cycle)
         start_k_last = Signal(range(depth))
         start_bank = Signal()
-        m.d.comb += self.busy.eq(accepted | run | q_read | q_data | q_out_valid | q_pending)
+        # busy is a register: the OR of the next values of the flags it covers (each flag is
+        # loaded from its `*_next`, so the two cannot disagree). It leaves the core as a
+        # flip-flop, not as an OR gate in front of the controller's state logic across the die.
+        nxt = SimpleNamespace(run=Signal(name="run_next"), q_read=Signal(name="q_read_next"),
+                              q_pending=Signal(name="q_pending_next"))
+        busy = Signal()
+        m.d.comb += self.busy.eq(busy)
+        m.d.sync += busy.eq(accept | nxt.run | nxt.q_read | q_read | q_data | nxt.q_pending)
         k_ok = (self.k_len >= 1) & (self.k_len <= depth)
-        m.d.comb += accept.eq(self.start & ~self.busy & k_ok)
+        m.d.comb += accept.eq(self.start & ~busy & k_ok)
         m.d.sync += [accepted.eq(accept), start_k_last.eq(self.k_len - 1),
-                     start_bank.eq(self.bank)]
+                     start_bank.eq(self.bank), run.eq(nxt.run), q_read.eq(nxt.q_read),
+                     q_pending.eq(nxt.q_pending)]
         with m.If(accepted):
             m.d.sync += [
-                run.eq(1),
-                q_read.eq(1),
                 q_col.eq(0),
                 k.eq(0),
                 k_last.eq(start_k_last),
@@ -234,7 +240,7 @@ class GemmCore(Unit):
         return SimpleNamespace(run=run, k=k, k_last=k_last, bank=bank, q_read=q_read,
                                q_col=q_col, q_data=q_data, q_data_col=q_data_col,
                                q_out_valid=q_out_valid, q_out_col=q_out_col,
-                               q_pending=q_pending)
+                               q_pending=q_pending, accepted=accepted, nxt=nxt)
 
     def _elaborate_quant_reader(self, m, pipe, quant_buf, seq):
         """``i_quant`` of the pipeline from the quant buffer, one column per cycle."""
@@ -259,18 +265,18 @@ class GemmCore(Unit):
         ]
         m.d.sync += [q_data.eq(q_read), q_data_col.eq(q_col),
                      q_out_valid.eq(q_data), q_out_col.eq(q_data_col)]
+        # q_read: set by a start (accepted, while it is low), cleared after the last column.
+        nxt = seq.nxt
+        m.d.comb += nxt.q_read.eq(Mux(q_read, q_col != cols - 1, seq.accepted))
         with m.If(q_read):
             m.d.sync += q_col.eq(q_col + 1)
-            with m.If(q_col == cols - 1):
-                m.d.sync += q_read.eq(0)
         with m.If(q_out_valid):
             for c in range(cols):
                 with m.If(q_out_col == c):
                     m.d.sync += quant_q[c].eq(q_word)
-            with m.If(q_out_col == cols - 1):
-                m.d.sync += q_pending.eq(1)
-        with m.If(pipe.i_quant.valid & pipe.i_quant.ready):
-            m.d.sync += q_pending.eq(0)
+        # q_pending: set as the last column lands, cleared when the pipeline takes the words.
+        m.d.comb += nxt.q_pending.eq(
+            Mux(q_pending, ~pipe.i_quant.ready, q_out_valid & (q_out_col == cols - 1)))
         for c in range(cols):
             m.d.comb += [
                 pipe.i_quant.payload.bias[c].eq(quant_q[c].bias),
@@ -307,11 +313,11 @@ class GemmCore(Unit):
             pipe.i_stream.payload.wgt.eq(wgt_buf.r_data),
             pipe.i_stream.payload.last.eq(r2_last),
         ]
+        # run: set by a start (accepted, while it is low), cleared as the last column is read.
+        m.d.comb += seq.nxt.run.eq(Mux(run, ~(advance & (k == k_last)), seq.accepted))
         with m.If(advance):
             m.d.sync += [r1_valid.eq(run), r1_last.eq(k == k_last)]
             with m.If(run):
                 m.d.sync += k.eq(k + 1)
-                with m.If(k == k_last):
-                    m.d.sync += run.eq(0)
         with m.If(load_r2):
             m.d.sync += [r2_valid.eq(r1_valid), r2_last.eq(r1_last)]
