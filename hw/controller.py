@@ -241,7 +241,13 @@ class Controller(Unit):
         decoded = {op: Signal(name=f"decoded_{op.name.lower()}") for op in _IMPLEMENTED}
         with m.If(self.clear & ~self.busy):
             m.d.sync += [self.done.eq(0), self.error.eq(0), self.code.eq(0)]
-        m.d.comb += self.instr.r_addr.eq(self.pc)
+        # The instruction's address: pc, or pc1 in the cycle pc moves to it (advance_pc, the
+        # first of FETCH after a retire; pc1 = pc + 1 holds since pc last moved, at least
+        # FETCH .. DECODE earlier).
+        pc1 = Signal.like(self.pc, name="pc1")
+        m.d.sync += pc1.eq(self.pc + 1)
+        fetch_pc = Mux(s.advance_pc, pc1, self.pc)
+        m.d.comb += self.instr.r_addr.eq(fetch_pc)
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -250,7 +256,7 @@ class Controller(Unit):
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += s.clear_perf.eq(0)
-                with m.If(self.pc >= p.instr_depth):
+                with m.If(fetch_pc >= p.instr_depth):
                     s.fail(ErrorCode.NO_HALT)
                 with m.Else():
                     m.d.comb += self.instr.r_en.eq(1)
@@ -305,8 +311,8 @@ class Controller(Unit):
             self._lnorm_states(m, s)
             self._embed_states(m, s)
         _one_hot(fsm)
-        with m.If(s.next_pc):
-            m.d.sync += self.pc.eq(self.pc + 1)
+        with m.If(s.advance_pc):
+            m.d.sync += self.pc.eq(pc1)
 
     def _dispatch(self, m, s, op: Opcode, ir) -> None:
         if op == Opcode.HALT:
@@ -385,7 +391,7 @@ class Controller(Unit):
             m.d.sync += s.perf.eq(0)
         with m.Elif(self.busy):
             m.d.sync += s.perf.cycles.eq(s.perf.cycles + 1)
-            events = {"instret": s.retire}
+            events = {"instret": s.retire | s.advance_pc}
             events.update({name: getattr(s, name) for name in PERF_LAYOUT.members
                            if name not in ("cycles", "instret")})
             for name, event in events.items():
@@ -655,21 +661,24 @@ class Controller(Unit):
             copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, v.c_live.bit_select(i_low, 1),
                              length=p.rows)
             with m.If(copied):
-                m.d.sync += [*s.restart_copy(), v.pool_last_blk.eq(v.out == v.pool_last_out)]
+                m.d.sync += [*s.restart_copy(), v.pool_last_blk.eq(v.out == v.pool_last_out),
+                             v.push_end.eq(p.rows == 1), v.push_last.eq(v.pool_last_i == 0)]
                 m.next = "VEC_POOL_PUSH"
         with m.State("VEC_POOL_PUSH"):
             # ... transposed into one beat a cycle: beat i is token v.out + i (v.out: the
             # block's first token), its channels c0 .. in the lanes.
-            # i < rows here: its low bits (i_low) are enough.
-            last = v.pool_last_blk & (i_low == v.pool_last_i)     # token m - 1
+            # push_last (i is pool_last_i) and push_end (i is rows - 1): registers stepped
+            # with i (from i1, the next i), not comparators of i in front of the enables.
+            last = v.pool_last_blk & v.push_last                  # token m - 1
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
                          s.pool_last.eq(last)]
-            m.d.sync += s.step_copy()
+            m.d.sync += [*s.step_copy(), v.push_end.eq(s.i1 == p.rows - 1),
+                         v.push_last.eq(s.i1 == v.pool_last_i)]
             with m.If(last):
                 m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0),
                              v.pool_src.eq(v.pool_src - v.poff)]
                 m.next = "VEC_POOL_WAIT"
-            with m.Elif(i_low == p.rows - 1):
+            with m.Elif(v.push_end):
                 m.d.sync += [*s.restart_copy(), v.out.eq(v.out + p.rows),
                              v.poff.eq(v.poff + v.c), v.pool_src.eq(v.pool_src + v.c)]
                 m.next = "VEC_POOL"
@@ -1357,6 +1366,8 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     v.pool_last_out = Signal(32, name="v_pool_last_out")
     v.pool_last_i = Signal(range(p.rows), name="v_pool_last_i")
     v.pool_last_blk = Signal(name="v_pool_last_blk")   # the block being pushed holds it
+    v.push_last = Signal(name="v_push_last")    # VEC_POOL_PUSH: i is pool_last_i
+    v.push_end = Signal(name="v_push_end")      # VEC_POOL_PUSH: i is rows - 1
     v.out_done = Signal(name="v_out_done")              # out == words, a cycle late
     # The mean pool's channel group c0 .. c0 + rows - 1 as registers, so that no state adds
     # them up (c0 itself is not kept): the channels left from c0 (c - c0), the group's read
@@ -1432,8 +1443,14 @@ class _State:
         mm = isa.memory_map(p)
         w = max(4 * mm.region(r).size for r in SCRATCHPAD_REGIONS).bit_length()
         self.fail_code = Signal(8)
-        self.retire = Signal()
+        self.retire = Signal()                  # HALT retires (instret, this cycle)
+        # next_instruction: the instruction retires; advance_pc, a cycle later, moves pc to
+        # pc1 (pc + 1 in a register) and counts it in instret, while FETCH already reads pc1:
+        # the retire conditions of every state end at one flip-flop, not at the enables of pc
+        # and instret across the die.
         self.next_pc = Signal()
+        self.advance_pc = Signal()
+        m.d.sync += self.advance_pc.eq(self.next_pc)
         self.clear_perf = Signal()
         self.perf = Signal(PERF_LAYOUT)
         self.gemm_busy = Signal()
@@ -1544,7 +1561,9 @@ class _State:
         self.m.next = "FAIL"
 
     def next_instruction(self, state: str) -> None:
-        self.m.d.comb += [self.retire.eq(1), self.next_pc.eq(1)]
+        """Retire the instruction and go to ``state`` (``FETCH``; pc moves the next cycle,
+        ``advance_pc``)."""
+        self.m.d.comb += self.next_pc.eq(1)
         self.m.next = state
 
     def issue(self, port, addr, sel, live=1, *, length=None, last=None):
