@@ -534,16 +534,18 @@ class _ScalarEngine(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         e = SimpleNamespace(
-            s1=Signal.like(self.s1_in), q=Signal.like(self.q_in),
-            macc=Signal(ENGINE_BITS), ma=Signal(ENGINE_BITS),     # a * 4**step
-            ma3=Signal(ENGINE_BITS),                               # 3 * a * 4**step
-            mb=Signal(max(self.dim_bits, self.sum_bits)),
-            cnt=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1)),
-            t1=Signal(ENGINE_BITS),                                # d * Q
-            rem=Signal(ENGINE_BITS), res=Signal(ENGINE_BITS), bit=Signal(ENGINE_BITS),
-            drem=Signal(33), inv=Signal(DIV_STEPS),
-            g1=Signal(ENGINE_BITS),                                # d * inv
-            g_next=Signal(PROD_BITS), h=Signal(PROD_BITS, name="h_out"))
+            s1=Signal.like(self.s1_in, name="s1"), q=Signal.like(self.q_in, name="q"),
+            macc=Signal(ENGINE_BITS, name="macc"),
+            ma=Signal(ENGINE_BITS, name="ma"),                     # a * 4**step
+            ma3=Signal(ENGINE_BITS, name="ma3"),                   # 3 * a * 4**step
+            mb=Signal(max(self.dim_bits, self.sum_bits), name="mb"),
+            cnt=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="cnt"),
+            t1=Signal(ENGINE_BITS, name="t1"),                     # d * Q
+            rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
+            bit=Signal(ENGINE_BITS, name="bit"),
+            drem=Signal(33, name="drem"), inv=Signal(DIV_STEPS, name="inv"),
+            g1=Signal(ENGINE_BITS, name="g1"),                     # d * inv
+            g_next=Signal(PROD_BITS, name="g_next"), h=Signal(PROD_BITS, name="h_out"))
         e.s1_neg = e.s1 < 0
         # |S1| in a register (its negation is a carry chain in front of the multiply's operand
         # multiplexer otherwise): one cycle after start, and MUL_SS, its first user, comes
@@ -644,10 +646,12 @@ class _ScalarEngine(Elaboratable):
         with m.State("PRESHIFT"):
             # (d * S + eps_q) << 2k in two cycles: the sum, then the shift (each its own
             # register stage; the bits the sum carries past ENGINE_BITS would be shifted out).
-            m.d.sync += rem.eq(e.macc + self.eps)
+            # The sum goes into res (free until ISQRT), not rem: an adder into rem beside
+            # ISQRT's subtractor would be one shared adder behind a state multiplexer.
+            m.d.sync += res.eq(e.macc + self.eps)
             m.next = "PRESHIFT_SHIFT"
         with m.State("PRESHIFT_SHIFT"):
-            m.d.sync += [rem.eq(rem << Cat(Const(0, 1), self.k)), res.eq(0),
+            m.d.sync += [rem.eq(res << Cat(Const(0, 1), self.k)), res.eq(0),
                          bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
             m.next = "ISQRT"
         with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
