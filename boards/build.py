@@ -86,6 +86,8 @@ REPORT_NAME = "nextpnr-report.json"
 ABC9_FALLBACK = "-noabc9"
 #: nextpnr's routers (``--router``); nextpnr uses ``router1`` when none is named.
 ROUTERS = ("router1", "router2")
+#: nextpnr's placers (``--placer``); nextpnr uses ``heap`` when none is named.
+PLACERS = ("heap", "static", "sa")
 
 
 def board_platform(board: str):
@@ -449,7 +451,8 @@ def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
 
 def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
-          show_progress: bool = True, reuse: bool = False, router: str | None = None) -> dict:
+          show_progress: bool = True, reuse: bool = False, router: str | None = None,
+          placer: str | None = None) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     When Yosys' ABC9 step fails on an ECP5 build (:func:`abc9_failure`) and the installed Yosys
@@ -460,7 +463,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
 
     ``router`` picks nextpnr's router (:data:`ROUTERS`; ``None``: nextpnr's default,
     ``router1``). On the ``ulx3s_85f`` accelerator top ``router1`` stalls; ``router2`` gets
-    much further, though it has not finished that top yet (``docs/boards.md``).
+    much further, though it has not finished that top yet (``docs/boards.md``). ``placer``
+    picks nextpnr's placer the same way (:data:`PLACERS`; ``None``: ``heap``).
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
@@ -480,6 +484,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         raise ValueError(f"unit must be one of {', '.join([*UNITS, BOARD_TOP])}, not {unit!r}")
     if router is not None and router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    if placer is not None and placer not in PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
     build_dir = Path(default_build_dir(board, unit, params) if build_dir is None else build_dir)
     check_output_path(build_dir / "report.json", option="build_dir")
@@ -504,7 +510,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     # --timing-allow-fail: a missed target is a result (timing_met false), not a crash.
     overrides["nextpnr_opts"] = " ".join(filter(None, [
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail",
-        f"--router {router}" if router else ""]))
+        f"--placer {placer}" if placer else "", f"--router {router}" if router else ""]))
 
     def prepare(synth_opts: str = ""):
         # A fresh platform and top per plan: an Amaranth platform prepares once.
@@ -573,6 +579,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "cols": params.cols,
         **report,
         "tools": tools,
+        "placer": placer or PLACERS[0],
         "router": router or ROUTERS[0],
         "yosys_fallback": fallback,
         "step_seconds": step_seconds,
@@ -621,6 +628,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nextpnr's router (default: nextpnr's, router1); on large tops such "
                              "as --unit accelerator on ulx3s-85f router1 stalls where router2 "
                              "gets much further")
+    parser.add_argument("--placer", default=None, choices=PLACERS,
+                        help="nextpnr's placer (default: nextpnr's, heap)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -633,7 +642,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target_mhz is not None:
             params = params.replace(target_mhz=args.target_mhz)
         result = synth(args.board, args.unit, preset=params, build_dir=args.build_dir,
-                       json_path=json_path, router=args.router)
+                       json_path=json_path, router=args.router, placer=args.placer)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2

@@ -308,18 +308,19 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
 
     seen = {}
 
-    def fake_synth(board, unit, *, preset, build_dir, json_path, router):
+    def fake_synth(board, unit, *, preset, build_dir, json_path, router, placer):
         seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path,
-                    router=router)
+                    router=router, placer=placer)
         return {"timing_met": False}
 
     monkeypatch.setattr(boards.build, "synth", fake_synth)
     out = tmp_path / "r.json"
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
     assert seen == {"board": "icebreaker", "unit": "top", "preset": "icebreaker",
-                    "json_path": out, "router": None}
-    assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2"]) == 1
-    assert seen["router"] == "router2"
+                    "json_path": out, "router": None, "placer": None}
+    assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2",
+                       "--placer", "static"]) == 1
+    assert (seen["router"], seen["placer"]) == ("router2", "static")
     deprecated = "--report-json is deprecated" in capsys.readouterr().err
     assert deprecated == (option == "--report-json")
 
@@ -336,6 +337,8 @@ def test_synth_checks_paths_before_building(tmp_path):
     assert not (tmp_path / "b").exists()
     with pytest.raises(ValueError, match="router must be one of router1, router2, not 'r3'"):
         synth("icebreaker", build_dir=tmp_path / "b", router="r3", show_progress=False)
+    with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'x'"):
+        synth("icebreaker", build_dir=tmp_path / "b", placer="x", show_progress=False)
     assert not (tmp_path / "b").exists()
 
 
@@ -352,13 +355,14 @@ def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(boards.build, "_run_script", fake_run)
-    for router in (None, "router2"):
+    for router, placer in ((None, None), ("router2", "static")):
         with pytest.raises(RuntimeError, match="stop here"):
             boards.build.synth("icebreaker", build_dir=tmp_path / str(router), router=router,
-                               show_progress=False)
+                               placer=placer, show_progress=False)
     plain, routed = scripts
-    assert "--router" not in plain and "--timing-allow-fail" in plain
-    assert "--timing-allow-fail --router router2" in routed
+    assert "--router" not in plain and "--placer" not in plain
+    assert "--timing-allow-fail" in plain
+    assert "--timing-allow-fail --placer static --router router2" in routed
 
 
 # The two ways recent Yosys releases failed on accelerator netlists (docs/boards.md, Toolchain):
