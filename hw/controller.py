@@ -937,30 +937,34 @@ class Controller(Unit):
         o_busy = Signal()
         o_last = Signal()
         o_c = Signal(8)
+        o_c_last = Signal()     # o_c == head_dim - 1: a register stepped with o_c
         o_t = Signal(16)
-        o_blk = Signal(32)
-        # The write address, a register: dbase + o_blk + hoff + o_c (as the gathers' ``addr``).
+        # The write address, a register: dbase + hoff + the token block's offset + o_c (as the
+        # gathers' ``addr``); o_base, dbase + hoff + the block's offset, a register too, so
+        # the next row's address is one adder away, not three.
         o_addr = Signal.like(self.act.w_addr)
+        o_base = Signal.like(self.act.w_addr)
         _, lane = _divmod(o_t, rows)
         m.d.comb += attn.o_stream.ready.eq(~o_busy & s.attn_run)
-        m.d.sync += s.attn_head_done.eq(o_busy & ~s.drain_abort & o_last
-                                        & (o_c == a.head_dim - 1))
+        m.d.sync += s.attn_head_done.eq(o_busy & ~s.drain_abort & o_last & o_c_last)
         with m.If(attn.o_stream.valid & attn.o_stream.ready):
             m.d.sync += [o_row.eq(attn.o_stream.payload.data), o_busy.eq(1), o_c.eq(0),
-                         o_last.eq(attn.o_stream.payload.last)]
+                         o_c_last.eq(a.head_dim == 1), o_last.eq(attn.o_stream.payload.last)]
         with m.If(s.drain_abort):
             m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
         with m.If(o_busy & ~s.drain_abort):
             byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
             s.post_write(o_addr, Cat(byte for _ in range(rows)), 1 << lane)
-            m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1)]
-            with m.If(o_c == a.head_dim - 1):
-                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(a.dbase + o_blk + a.hoff)]
+            m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1),
+                         o_c_last.eq(o_c + 2 == a.head_dim)]
+            with m.If(o_c_last):
+                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(o_base)]
                 with m.If(lane == rows - 1):
-                    m.d.sync += [o_blk.eq(o_blk + a.dst_cols),
-                                 o_addr.eq(a.dbase + o_blk + a.dst_cols + a.hoff)]
+                    m.d.sync += [o_base.eq(o_base + a.dst_cols),
+                                 o_addr.eq(o_base + a.dst_cols)]
         with m.If(s.attn_head):
-            m.d.sync += [o_t.eq(0), o_blk.eq(0), o_busy.eq(0), o_addr.eq(a.dbase + a.hoff)]
+            m.d.sync += [o_t.eq(0), o_busy.eq(0), o_base.eq(a.dbase + a.hoff),
+                         o_addr.eq(a.dbase + a.hoff)]
 
     # -- LNORM --------------------------------------------------------------------------------
 
