@@ -283,7 +283,8 @@ class Controller(Unit):
                 for op, regs in s.fields_of.items():
                     m.d.sync += [getattr(regs, n).eq(v)
                                  for n, v in instruction_fields(ir, op).items()]
-                m.d.sync += [*s.restart_copy(), s.mul_step.eq(1),
+                s.restart_copy()
+                m.d.sync += [s.mul_step.eq(1),
                              *(is_op.eq(decoded[op]) for op, is_op in s.op_is.items())]
                 # One-hot opcode flags from FETCH_DATA: at most one is set, so each opcode's
                 # dispatch is its own If (no priority chain of 8-bit comparisons). One fail()
@@ -311,6 +312,7 @@ class Controller(Unit):
             self._lnorm_states(m, s)
             self._embed_states(m, s)
         _one_hot(fsm)
+        s.copy_counter()
         with m.If(s.advance_pc):
             m.d.sync += self.pc.eq(pc1)
 
@@ -424,12 +426,13 @@ class Controller(Unit):
                 (g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0),
                  ErrorCode.BAD_FIELD),
                 (dst_bad, ErrorCode.BAD_ADDRESS)]):
+            s.restart_copy()
             m.d.sync += [
                 g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(_ceil_div(g.n, p.cols)),
                 g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
-                g.atile.eq(0), *s.restart_copy(),
+                g.atile.eq(0),
                 # One token block / one column tile: the walkers' last-block and last-tile
                 # flags at their starts.
                 g.one_mb.eq(g.m <= p.rows), g.one_nt.eq(g.n <= p.cols),
@@ -461,7 +464,7 @@ class Controller(Unit):
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
-                m.d.sync += s.restart_copy()
+                s.restart_copy()
                 m.d.comb += s.feed_reset.eq(1)
                 m.next = "GEMM_LOAD"
                 with m.If(g.lut_en):
@@ -595,10 +598,11 @@ class Controller(Unit):
                 v.c_left.eq(v.c), v.pool_src.eq(v.a_addr // p.rows),
                 v.pool_dst.eq(v.dst_addr // p.rows),
             ]
+            s.restart_copy()
             m.d.sync += [
                 v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
-                v.dbase.eq(v.dst_addr // p.rows), *s.restart_copy(), s.cfg_pending.eq(0),
+                v.dbase.eq(v.dst_addr // p.rows), s.cfg_pending.eq(0),
             ]
             m.next = "VEC_QUANT"
             with m.If(lut):
@@ -627,7 +631,8 @@ class Controller(Unit):
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
-                m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1)]
+                s.restart_copy()
+                m.d.sync += [s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
                 with m.If(pool):
                     m.next = "VEC_POOL"
@@ -635,7 +640,8 @@ class Controller(Unit):
             m.d.comb += [s.vec_stall.eq(1), s.vec_lut_load.eq(1)]
             copied = s.issue(self.lut, Cat(s.i[:8], v.lut), _NO_SEL, length=LUT_SIZE)
             with m.If(copied):
-                m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1)]
+                s.restart_copy()
+                m.d.sync += [s.cfg_pending.eq(1)]
                 m.next = "VEC_RUN"
         with m.State("VEC_RUN"):
             m.d.comb += [s.vec_busy.eq(1), s.vec_elementwise.eq(1)]
@@ -661,7 +667,8 @@ class Controller(Unit):
             copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, v.c_live.bit_select(i_low, 1),
                              length=p.rows)
             with m.If(copied):
-                m.d.sync += [*s.restart_copy(), v.pool_last_blk.eq(v.out == v.pool_last_out),
+                s.restart_copy()
+                m.d.sync += [v.pool_last_blk.eq(v.out == v.pool_last_out),
                              v.push_end.eq(p.rows == 1), v.push_last.eq(v.pool_last_i == 0)]
                 m.next = "VEC_POOL_PUSH"
         with m.State("VEC_POOL_PUSH"):
@@ -672,20 +679,24 @@ class Controller(Unit):
             last = v.pool_last_blk & v.push_last                  # token m - 1
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1), s.pool_push.eq(1),
                          s.pool_last.eq(last)]
-            m.d.sync += [*s.step_copy(), v.push_end.eq(s.i1 == p.rows - 1),
+            s.step_copy()
+            m.d.sync += [v.push_end.eq(s.i1 == p.rows - 1),
                          v.push_last.eq(s.i1 == v.pool_last_i)]
             with m.If(last):
-                m.d.sync += [*s.restart_copy(), v.out.eq(0), v.poff.eq(0),
+                s.restart_copy()
+                m.d.sync += [v.out.eq(0), v.poff.eq(0),
                              v.pool_src.eq(v.pool_src - v.poff)]
                 m.next = "VEC_POOL_WAIT"
             with m.Elif(v.push_end):
-                m.d.sync += [*s.restart_copy(), v.out.eq(v.out + p.rows),
+                s.restart_copy()
+                m.d.sync += [v.out.eq(v.out + p.rows),
                              v.poff.eq(v.poff + v.c), v.pool_src.eq(v.pool_src + v.c)]
                 m.next = "VEC_POOL"
         with m.State("VEC_POOL_WAIT"):
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
             with m.If(s.pool_ready):
-                m.d.sync += [*s.restart_copy(), s.pool_ready.eq(0)]
+                s.restart_copy()
+                m.d.sync += [s.pool_ready.eq(0)]
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += s.vec_stall.eq(1)
@@ -697,9 +708,10 @@ class Controller(Unit):
             with m.If(s.write_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.i < p.rows):
-                m.d.sync += s.step_copy()
+                s.step_copy()
             with m.Elif(v.c_more):
-                m.d.sync += [*s.restart_copy(), s.cfg_pending.eq(1),
+                s.restart_copy()
+                m.d.sync += [s.cfg_pending.eq(1),
                              v.c_left.eq(v.c_left - p.rows), v.pool_src.eq(v.pool_src + p.rows),
                              v.pool_dst.eq(v.pool_dst + p.rows)]
                 m.next = "VEC_POOL"
@@ -802,10 +814,11 @@ class Controller(Unit):
                  | span_bad(a.v_addr, s.pr[1]), ErrorCode.BAD_ADDRESS),
                 (a.quant_addr + 1 > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
                 (span_bad(a.dst_addr, s.pr[2]), ErrorCode.BAD_ADDRESS)]):
+            s.restart_copy()
             m.d.sync += [
                 a.qbase.eq(a.q_addr // p.rows), a.kbase.eq(a.k_addr // p.rows),
                 a.vbase.eq(a.v_addr // p.rows), a.dbase.eq(a.dst_addr // p.rows),
-                a.h.eq(0), a.hoff.eq(0), *s.restart_copy(),
+                a.h.eq(0), a.hoff.eq(0),
             ]
             m.next = "ATTN_QUANT"
 
@@ -979,8 +992,9 @@ class Controller(Unit):
                 (_act_bad(p, n.dst_addr, s.pr[0]), ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(n.m, p.rows)
             rows_valid = n.m - (blocks - 1) * p.rows
+            s.restart_copy()
             m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
-                         n.blocks.eq(blocks), *s.restart_copy(),
+                         n.blocks.eq(blocks),
                          n.eps_max.eq(s.pr[3]),
                          n.blocks_1.eq(blocks - 1), n.c_1.eq(n.c - 1),
                          n.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows)))]
@@ -1089,8 +1103,9 @@ class Controller(Unit):
                 (((e.table_addr % p.cols) != 0) | (e.table_addr + s.pr[0] > p.wgt_depth),
                  ErrorCode.BAD_ADDRESS),
                 (_act_bad(p, e.dst_addr, s.pr[1]), ErrorCode.BAD_ADDRESS)]):
+            s.restart_copy()
             m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
-                         *s.restart_copy(), e.t_i.eq(0), e.t_i1.eq(1), e.blk.eq(0)]
+                         e.t_i.eq(0), e.t_i1.eq(1), e.blk.eq(0)]
             m.next = "EMBED_IDS"
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
@@ -1110,13 +1125,13 @@ class Controller(Unit):
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_TOKEN)
             with m.Else():
-                m.d.sync += s.restart_copy()
+                s.restart_copy()
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
             copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t_i1 << 2)
             with m.If(copied):
-                m.d.sync += s.restart_copy()
+                s.restart_copy()
                 m.next = "EMBED_ROW"
         with m.State("EMBED_ROW"):
             # The controller's one multiplier: id * C lands in `prod` two cycles later.
@@ -1161,7 +1176,8 @@ class Controller(Unit):
         with m.If(s.write_error):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Elif(copied):
-            m.d.sync += [*s.restart_copy(e.t_i1 << 2), e.t_i.eq(e.t_i1), e.t_i1.eq(e.t_i1 + 1)]
+            s.restart_copy(e.t_i1 << 2)
+            m.d.sync += [e.t_i.eq(e.t_i1), e.t_i1.eq(e.t_i1 + 1)]
             with m.If(row_lane == p.rows - 1):
                 m.d.sync += e.blk.eq(e.blk + e.c)
             m.next = "EMBED_ID"
@@ -1471,18 +1487,7 @@ class _State:
         self.lut_loading = Signal()         # the lane copies are loading
         self.lut_busy = Signal()            # looked-up rows still on their way to the tile
         # Copy engine: issue index `i` of `length`; reads land `Scratchpad.latency` later.
-        self.i = Signal(w)
-        # i + 1, a register stepped with i (step_copy, restart_copy): issue's last-read test is
-        # an equality of registers, no incrementer in front of it.
-        self.i1 = Signal(w + 1)
-        self.issued_all = Signal()              # the copy's last read is issued (restart_copy)
-        stage = data.StructLayout({"valid": 1, "live": 1, "sel": 2, "index": w})
-        # One stage a cycle of the read's latency: `d1` takes the issue, `land` holds it while
-        # its word is on the port's r_data.
-        self.stages = [Signal(stage, name=f"d{k + 1}") for k in range(Scratchpad.latency)]
-        self.d1, self.land = self.stages[0], self.stages[-1]
-        m.d.sync += self.d1.valid.eq(0)
-        m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
+        self._copy_engine_registers(w)
         self.wb_words = Signal(w)
         self.g = _gemm_registers()
         # Every result write, one cycle after its writer chose it (post_write / write_back,
@@ -1560,6 +1565,26 @@ class _State:
         m.d.comb += self.in_flight.eq(Cat(d.valid for d in self.stages).any())
         self.lnorm_start = Signal()             # LNORM_QCHECK's copy is done: LNORM_RUN next
 
+    def _copy_engine_registers(self, w: int) -> None:
+        """The copy engine's counter (``i``, ``i1``, ``issued_all``; :meth:`copy_counter`) and
+        its read stages."""
+        m = self.m
+        self.i = Signal(w)
+        # i + 1, a register stepped with i (step_copy, restart_copy): issue's last-read test is
+        # an equality of registers, no incrementer in front of it.
+        self.i1 = Signal(w + 1)
+        self.issued_all = Signal()              # the copy's last read is issued (restart_copy)
+        self.copy_restart = Signal()            # restart_copy: load i = copy_start
+        self.copy_start = Signal(w)
+        self.copy_step = Signal()               # step_copy: i += 1
+        stage = data.StructLayout({"valid": 1, "live": 1, "sel": 2, "index": w})
+        # One stage a cycle of the read's latency: `d1` takes the issue, `land` holds it while
+        # its word is on the port's r_data.
+        self.stages = [Signal(stage, name=f"d{k + 1}") for k in range(Scratchpad.latency)]
+        self.d1, self.land = self.stages[0], self.stages[-1]
+        m.d.sync += self.d1.valid.eq(0)
+        m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
+
     def fail(self, code) -> None:
         self.m.d.sync += self.fail_code.eq(code)
         self.m.next = "FAIL"
@@ -1586,7 +1611,8 @@ class _State:
         m = self.m
         with m.If(~self.issued_all):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
-            m.d.sync += [*self.step_copy(), self.d1.valid.eq(1), self.d1.live.eq(live),
+            self.step_copy()
+            m.d.sync += [self.d1.valid.eq(1), self.d1.live.eq(live),
                          self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
             with m.If(self.i1 == length if last is None else self.i == last):
                 m.d.sync += self.issued_all.eq(1)
@@ -1595,16 +1621,34 @@ class _State:
         return self.issued_all & ~self.in_flight
 
     def restart_copy(self, start=0):
-        """The statements that (re)start the copy counter at ``start`` (``i``) with reads left
-        to issue: every copy state is entered with ``i < length`` (the CHECK states refuse an
+        """(Re)start the copy counter at ``start`` (``i``) with reads left to issue, the next
+        cycle: every copy state is entered with ``i < length`` (the CHECK states refuse an
         empty shape), so :meth:`issue` keeps ``i < length`` as a register, ``issued_all``,
         set by the last read, instead of comparing ``i`` with the length in the cycle that
-        decides the read enable, the next state and ``done`` (the top's timing)."""
-        return [self.i.eq(start), self.i1.eq(start + 1), self.issued_all.eq(0)]
+        decides the read enable, the next state and ``done`` (the top's timing).
+
+        The calling state only raises ``copy_restart`` (and sets ``copy_start`` where it is not
+        0); :meth:`copy_counter` loads the registers: their inputs are two choices, not a
+        multiplexer of every state's statements. A restart wins over a step in the same
+        cycle."""
+        self.m.d.comb += self.copy_restart.eq(1)
+        if not (isinstance(start, int) and start == 0):
+            self.m.d.comb += self.copy_start.eq(start)
 
     def step_copy(self):
-        """The statements that step the copy counter (``i`` and ``i1``) by one."""
-        return [self.i.eq(self.i + 1), self.i1.eq(self.i1 + 1)]
+        """Step the copy counter (``i`` and ``i1``) by one, the next cycle (``copy_step``;
+        :meth:`copy_counter`)."""
+        self.m.d.comb += self.copy_step.eq(1)
+
+    def copy_counter(self):
+        """The copy counter's registers, after the FSM (so that a restart's clear of
+        ``issued_all`` wins over :meth:`issue`'s set, as the restart did inside a state)."""
+        m = self.m
+        with m.If(self.copy_restart):
+            m.d.sync += [self.i.eq(self.copy_start), self.i1.eq(self.copy_start + 1),
+                         self.issued_all.eq(0)]
+        with m.Elif(self.copy_step):
+            m.d.sync += [self.i.eq(self.i + 1), self.i1.eq(self.i1 + 1)]
 
     def check_landed(self, bad) -> None:
         """``land_bad`` the next cycle: the word on the read port (``land``) fails the calling
@@ -1621,7 +1665,7 @@ class _State:
 
     def next_after_copy(self, done, state: str) -> None:
         with self.m.If(done):
-            self.m.d.sync += self.restart_copy()
+            self.restart_copy()
             self.m.next = state
 
     def write_back_words(self, d) -> None:
