@@ -565,6 +565,9 @@ class _ScalarEngine(Elaboratable):
         e.mul_b = Signal(max(len(e.mb), len(e.s1_abs), len(self.dim)), name="mul_b")
         e.macc_next = Signal(ENGINE_BITS, name="macc_next")
         self._mul_datapath(m, e)
+        # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
+        # row, so a consumer may also take them the cycle after ack (TokenLayerNorm does).
+        m.d.comb += [self.g.eq(e.g_next), self.h.eq(e.h)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
@@ -577,7 +580,7 @@ class _ScalarEngine(Elaboratable):
             self._isqrt_states(m, e)
             self._row_constant_states(m, e)
             with m.State("DONE"):
-                m.d.comb += [self.done.eq(1), self.g.eq(e.g_next), self.h.eq(e.h)]
+                m.d.comb += self.done.eq(1)
                 with m.If(self.ack):
                     m.next = "IDLE"
         return m

@@ -332,7 +332,7 @@ class TokenLayerNorm(Unit):
                     m.d.comb += [hs1.eq(u.hold_s1[t]), hq.eq(u.hold_q[t])]
         fake = SimpleNamespace(sum_w=u.sum_w, sq_w=u.sq_w, dim=u.dim, eps=u.eps, k=u.k)
         starts = []
-        set_bits = [[] for _ in range(lanes)]                     # fills of each lane
+        hits = [[] for _ in range(lanes)]                     # (fill of lane t, its engine)
         for i in range(n):
             e = _ScalarEngine(dim_bits(self._max_dim), sum_bits(self._max_dim), fake)
             m.submodules[f"engine{i}"] = e
@@ -346,22 +346,48 @@ class TokenLayerNorm(Unit):
             fill = e.done & ~u.res_full.bit_select(lane, 1)
             m.d.comb += e.ack.eq(fill)
             for t in own:
-                hit = fill & (lane == t)
-                set_bits[t].append(hit)
-                with m.If(hit):
-                    m.d.sync += [u.res_g[t].eq(e.g), u.res_h[t].eq(e.h)]
-                    if t == 0:
-                        m.d.sync += u.res_last.eq(e.last)
+                hits[t].append((fill & (lane == t), i, e))
             starts.append(start)
         with m.If(Cat(starts).any()):
             m.d.sync += [disp.eq(disp + 1), eng.eq(Mux(eng == n - 1, 0, eng + 1))]
             with m.If(disp == lanes - 1):
                 m.d.sync += [disp.eq(0), u.hold.eq(0)]
-        set_bits = Cat(*[Cat(hits).any() for hits in set_bits])
+        set_bits = Cat(*[Cat(h for h, _, _ in lane_hits).any() for lane_hits in hits])
         with m.If(u.res_release):
             m.d.sync += u.res_full.eq(set_bits)
         with m.Else():
             m.d.sync += u.res_full.eq(u.res_full | set_bits)
+        self._elaborate_result_registers(m, u, hits)
+
+    @staticmethod
+    def _elaborate_result_registers(m, u, hits):
+        """Lane ``t``'s result registers load the cycle after its fill (``took[t]``, a
+        register), from the engine that filled it (whose ``g``, ``h`` and ``last`` hold still):
+        the fill's enable reaches ``res_full`` beside the engines, and the result registers'
+        wide enable is a flip-flop, not the fill's logic. ``g_now`` / ``h_now`` / ``last_now``,
+        what ``WAIT`` takes, pass a result of that cycle straight through, so no cycle is
+        added."""
+        u.g_now, u.h_now = [], []
+        for t, lane_hits in enumerate(hits):
+            took = Signal(name=f"res_took{t}")
+            m.d.sync += took.eq(Cat(h for h, _, _ in lane_hits).any())
+            g, h, last = lane_hits[0][2].g, lane_hits[0][2].h, lane_hits[0][2].last
+            if len(lane_hits) > 1:                # any engine may fill it: which one did
+                src = Signal(range(max(i for _, i, _ in lane_hits) + 1), name=f"res_src{t}")
+                for hit, i, _ in lane_hits:
+                    with m.If(hit):
+                        m.d.sync += src.eq(i)
+                for _, i, e in lane_hits[1:]:
+                    g, h, last = (Mux(src == i, e.g, g), Mux(src == i, e.h, h),
+                                  Mux(src == i, e.last, last))
+            with m.If(took):
+                m.d.sync += [u.res_g[t].eq(g), u.res_h[t].eq(h)]
+                if t == 0:
+                    m.d.sync += u.res_last.eq(last)
+            u.g_now.append(Mux(took, g, u.res_g[t]))
+            u.h_now.append(Mux(took, h, u.res_h[t]))
+            if t == 0:
+                u.last_now = Mux(took, last, u.res_last)
 
     def _elaborate_output(self, m, u):
         """``WAIT``: every lane's constants in and the pipeline empty: the lanes take them.
@@ -397,9 +423,9 @@ class TokenLayerNorm(Unit):
             with m.State("WAIT"):
                 with m.If((u.res_full == (1 << lanes) - 1) & ~u.rows_in_use):
                     m.d.comb += u.res_release.eq(1)
-                    m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.res_g)]
-                    m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.res_h)]
-                    m.d.sync += [u.last_row.eq(u.res_last), u.elem_out.eq(0),
+                    m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.g_now)]
+                    m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.h_now)]
+                    m.d.sync += [u.last_row.eq(u.last_now), u.elem_out.eq(0),
                                  u.n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - u.k)]
                     m.next = "OUT"
             with m.State("OUT"):
