@@ -571,10 +571,14 @@ class _ScalarEngine(Elaboratable):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
+                # The row's inputs and first operands load every idle cycle, not under start:
+                # start then enables only the state (a start is a wide enable across the
+                # engine otherwise, the routed top's critical path). cnt / cnt0 are 0 / 1
+                # here already (every counted state's exit), the results hold (g, h: their
+                # registers change only in MUL_H / SIGN; last was read while it was valid).
+                m.d.sync += _operands(e, self.q_in, self.dim)
+                m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in)]
                 with m.If(self.start):
-                    m.d.sync += _operands(e, self.q_in, self.dim)
-                    m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in),
-                                 self.last.eq(self.last_in), e.cnt.eq(0), e.cnt0.eq(1)]
                     m.next = "MUL_DQ"
             self._variance_states(m, e)
             self._isqrt_states(m, e)
