@@ -88,8 +88,8 @@ ABC9_FALLBACK = "-noabc9"
 #: The Yosys command before ``synth_ecp5`` of the second synthesis after an ABC9 failure where
 #: the installed Yosys has no ``-noabc9`` but has ``write_xaiger2`` (0.70): ABC9 then hands the
 #: design to ABC through the older ``write_xaiger`` backend instead of ``write_xaiger2``. On
-#: 0.70 the assertion of :func:`abc9_failure` came after ``write_xaiger2`` on two of three
-#: ``tiny`` accelerator netlists (``docs/boards.md``, Toolchain); with this the same netlists map.
+#: 0.70 the assertion of :func:`abc9_failure` came after ``write_xaiger2`` on two of five
+#: ``tiny`` accelerator netlists (``docs/boards.md``, Toolchain); with this, the one retried maps.
 XAIGER_FALLBACK = "scratchpad -set abc9.xaiger 1"
 #: nextpnr's routers (``--router``); nextpnr uses ``router1`` when none is named.
 ROUTERS = ("router1", "router2")
@@ -390,28 +390,27 @@ def yosys_abc9_fallback(env: dict[str, str]) -> dict[str, str] | None:
     ``None`` (nothing known to try)."""
     if yosys_offers_noabc9(env):
         return {"synth_opts": ABC9_FALLBACK}
-    try:
-        out = subprocess.run([env["YOSYS"], "-p", "help write_xaiger2"], env=env,
-                             capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode == 0 and re.search(r"^\s+write_xaiger2 ", out.stdout, re.MULTILINE):
+    if re.search(r"^\s+write_xaiger2 ", _yosys_help(env, "write_xaiger2"), re.MULTILINE):
         return {"script_after_read": XAIGER_FALLBACK}
     return None
+
+
+def _yosys_help(env: dict[str, str], command: str) -> str:
+    """``$YOSYS -p "help COMMAND"``'s output; ``""`` when Yosys does not run or fails (an
+    unknown command)."""
+    try:
+        out = subprocess.run([env["YOSYS"], "-p", f"help {command}"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
 
 
 def yosys_offers_noabc9(env: dict[str, str]) -> bool:
     """Whether ``$YOSYS``'s ECP5 synthesis has ``-noabc9`` (Yosys 0.68 and older: listed by
     ``help synth_lattice``, or by ``help synth_ecp5`` before ``synth_lattice`` existed)."""
-    for command in ("synth_lattice", "synth_ecp5"):
-        try:
-            out = subprocess.run([env["YOSYS"], "-p", f"help {command}"], env=env,
-                                 capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        if re.search(rf"^\s+{ABC9_FALLBACK}\b", out.stdout, re.MULTILINE):
-            return True
-    return False
+    return any(re.search(rf"^\s+{ABC9_FALLBACK}\b", _yosys_help(env, command), re.MULTILINE)
+               for command in ("synth_lattice", "synth_ecp5"))
 
 
 def default_build_dir(board: str, unit: str, params) -> Path:

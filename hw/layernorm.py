@@ -576,6 +576,8 @@ class _ScalarEngine(Elaboratable):
                 # engine otherwise, the routed top's critical path). cnt / cnt0 are 0 / 1
                 # here already (every counted state's exit), the results hold (g, h: their
                 # registers change only in MUL_H / SIGN; last was read while it was valid).
+                # The datapath steps on these operands while idle (mul_on); MUL_DQ's first
+                # step starts over from them (cnt0), so those steps leave nothing behind.
                 m.d.sync += _operands(e, self.q_in, self.dim)
                 m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in)]
                 with m.If(self.start):
