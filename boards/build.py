@@ -475,7 +475,7 @@ def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
 def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
           show_progress: bool = True, reuse: bool = False, router: str | None = None,
-          placer: str | None = None) -> dict:
+          placer: str | None = None, detailed_timing: bool = False) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     When Yosys' ABC9 step fails on an ECP5 build (:func:`abc9_failure`) and the installed Yosys
@@ -488,6 +488,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     ``router1``). On the ``ulx3s_85f`` accelerator top ``router1`` stalls; ``router2`` gets
     much further, though it has not finished that top yet (``docs/boards.md``). ``placer``
     picks nextpnr's placer the same way (:data:`PLACERS`; ``None``: ``heap``).
+    ``detailed_timing`` has nextpnr add every register input's routed arrival to its report
+    (``--detailed-timing-report``), which ``python -m boards.paths --routed`` reads.
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
@@ -533,7 +535,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     # --timing-allow-fail: a missed target is a result (timing_met false), not a crash.
     overrides["nextpnr_opts"] = " ".join(filter(None, [
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail",
-        f"--placer {placer}" if placer else "", f"--router {router}" if router else ""]))
+        f"--placer {placer}" if placer else "", f"--router {router}" if router else "",
+        "--detailed-timing-report" if detailed_timing else ""]))
 
     def prepare(extra: dict[str, str] | None = None):
         # A fresh platform and top per plan: an Amaranth platform prepares once. ``extra``:
@@ -619,6 +622,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "tools": tools,
         "placer": placer or PLACERS[0],
         "router": router or ROUTERS[0],
+        "detailed_timing": detailed_timing,
         "yosys_fallback": fallback,
         "step_seconds": step_seconds,
         "build_seconds": round(seconds, 1),
@@ -668,6 +672,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "gets much further")
     parser.add_argument("--placer", default=None, choices=PLACERS,
                         help="nextpnr's placer (default: nextpnr's, heap)")
+    parser.add_argument("--detailed-timing", action="store_true",
+                        help="have nextpnr add every register input's routed arrival to "
+                             "<build-dir>/nextpnr-report.json (larger file), for "
+                             "`python -m boards.paths --routed`")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -680,7 +688,8 @@ def run(args: argparse.Namespace) -> int:
         if args.target_mhz is not None:
             params = params.replace(target_mhz=args.target_mhz)
         result = synth(args.board, args.unit, preset=params, build_dir=args.build_dir,
-                       json_path=json_path, router=args.router, placer=args.placer)
+                       json_path=json_path, router=args.router, placer=args.placer,
+                       detailed_timing=args.detailed_timing)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2

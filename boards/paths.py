@@ -23,6 +23,12 @@ ranking of the paths is what the tool is for.
 enables or set / resets and what drives them (:func:`high_fanout`): a net from one cell to the
 ``CE`` or ``LSR`` of thousands of flip-flops crosses the whole chip unless it is on a global
 network, which the fanout model above does not show.
+
+``--routed build/synth/<build>/nextpnr-report.json`` ranks the endpoints by the arrival times of
+the route instead (nextpnr's ``--detailed-timing-report``, which ``lightformer synth
+--detailed-timing`` asks for): every register input over the period after one route, not just
+the critical path nextpnr names. The paths printed into those endpoints are still the
+estimate's.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ from pathlib import Path
 
 from boards.area import scope_resolver, top_cells
 
-__all__ = ["DELAYS", "EstimatedPath", "endpoints", "group_of", "main", "net_delay", "signal_of",
-           "worst_paths"]
+__all__ = ["DELAYS", "EstimatedPath", "endpoints", "group_of", "main", "net_delay",
+           "routed_arrivals", "signal_of", "worst_paths"]
 
 _CELL_SUFFIX = re.compile(r"_(TRELLIS_FF_Q|TRELLIS_FF|LUT4_Z|LUT4|CCU2C|MULT18X18D|PFUMX|L6MUX21|"
                           r"DP16KD|TRELLIS_DPR16X4)(_|$)")
@@ -251,7 +257,8 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
 def _trace(trace: dict, name: str, bit: int | None, t: float) -> list[tuple]:
     cells = trace["cells"]
     instance = trace["instance"]
-    steps = [(name, cells[name]["type"], instance(name, cells[name]), t)]
+    cell = cells.get(name, {"type": "?"})
+    steps = [(name, cell["type"], instance(name, cell), t)]
     b = bit
     while b is not None and b in trace["came_from"]:
         src, prev = trace["came_from"][b]
@@ -265,13 +272,45 @@ def group_of(cell_name: str) -> str:
     return re.sub(r"\d+", "#", signal_of(cell_name))
 
 
-def worst_paths(netlist: dict, count: int = 10, period: float | None = None):
+def routed_arrivals(report: dict) -> dict[tuple[str, str], float]:
+    """``{(cell, port): arrival ns}`` of every register input that nextpnr timed, from its JSON
+    report written with ``--detailed-timing-report`` (``lightformer synth --detailed-timing``):
+    the routed arrival after the launching clock edge, setup not included. An endpoint that
+    several launch domains reach keeps the latest arrival."""
+    nets = report.get("detailed_net_timings")
+    if not isinstance(nets, list):
+        raise ValueError("the report has no detailed_net_timings: route with nextpnr's "
+                         "--detailed-timing-report (lightformer synth --detailed-timing)")
+    out: dict[tuple[str, str], float] = {}
+    for net in nets:
+        for ep in net.get("endpoints", []):
+            key = (ep["cell"], ep["port"])
+            out[key] = max(out.get(key, float("-inf")), float(ep["delay"]))
+    return out
+
+
+def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
+                routed: dict[tuple[str, str], float] | None = None):
     """``(paths, ends, groups)``: the ``count`` worst endpoints' paths (one per end signal,
     :func:`signal_of`); the ``{(cell, port): arrival ns}`` of every endpoint; and, with
     ``period`` (ns), the endpoints over it by :func:`group_of` their cell, each
-    ``[worst arrival, endpoints, start signal of the worst]``, worst first."""
+    ``[worst arrival, endpoints, start signal of the worst]``, worst first.
+
+    With ``routed`` (:func:`routed_arrivals` of the same netlist's route) the endpoints are
+    ranked, grouped and reported by their routed arrival plus the estimated setup of their
+    cell; each path's steps are still the estimate's (the route reports no paths but the
+    critical one), so a routed endpoint's printed path is the one the estimate finds worst
+    into it."""
     ends, trace = endpoints(netlist)
     trace["instance"] = _instance_of(trace["cells"])
+    if routed is not None:
+        setup = {}
+        for name, cell in trace["cells"].items():
+            kind = cell.get("type")
+            setup[name] = DELAYS["ram_setup" if kind == "DP16KD" else
+                                 "dsp_setup" if kind == "MULT18X18D" else "ff_setup"]
+        ends = {key: (t + setup.get(key[0], DELAYS["ff_setup"]),
+                      ends.get(key, (0.0, None))[1]) for key, t in routed.items()}
     out: list[EstimatedPath] = []
     seen: set[str] = set()
     groups: dict[str, list] = {}
@@ -356,20 +395,34 @@ def main(argv: list[str] | None = None) -> int:
                     help="every cell of a path by its full name (default: one line a signal)")
     ap.add_argument("--fanout", type=int, default=0, metavar="N",
                     help="also list the N nets with the most sinks (default 0: none)")
+    ap.add_argument("--routed", type=Path, default=None, metavar="REPORT_JSON",
+                    help="rank the endpoints by their routed arrival from this nextpnr report "
+                         "of the same netlist (build/synth/<build>/nextpnr-report.json of a "
+                         "`lightformer synth --detailed-timing` build)")
     args = ap.parse_args(argv)
     if not args.netlist.is_file():
         ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board build "
                  "(lightformer synth writes it into its build directory)")
+    if args.routed is not None and not args.routed.is_file():
+        ap.error(f"--routed {args.routed}: no such file; give the nextpnr-report.json of a "
+                 "`lightformer synth --detailed-timing` build of the same netlist")
     if args.paths < 0 or args.groups < 0 or args.fanout < 0 or args.target_mhz <= 0:
         ap.error("--paths, --groups and --fanout must be >= 0 and --target-mhz > 0")
     period = 1000.0 / args.target_mhz
     try:
+        routed = None
+        if args.routed is not None:
+            try:
+                routed = routed_arrivals(json.loads(args.routed.read_text()))
+            except (ValueError, KeyError, TypeError) as exc:
+                ap.error(f"--routed {args.routed}: {exc}")
         netlist = json.loads(args.netlist.read_text())
-        paths, ends, groups = worst_paths(netlist, args.paths, period)
+        paths, ends, groups = worst_paths(netlist, args.paths, period, routed)
         nets = high_fanout(netlist, args.fanout) if args.fanout else []
     except (ValueError, KeyError, StopIteration) as exc:
         ap.error(f"--netlist {args.netlist}: {exc!r}")
-    print(f"{len(ends)} endpoints; worst estimate {max(ends.values(), default=0):.2f} ns; "
+    what = "routed arrival + setup" if routed is not None else "estimate"
+    print(f"{len(ends)} endpoints; worst {what} {max(ends.values(), default=0):.2f} ns; "
           f"{sum(t > period for t in ends.values())} over {period:.2f} ns")
     if args.groups and groups:
         print(f"\nregisters over {period:.2f} ns (worst ns, endpoints, register <- start of the "

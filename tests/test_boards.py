@@ -308,19 +308,21 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
 
     seen = {}
 
-    def fake_synth(board, unit, *, preset, build_dir, json_path, router, placer):
+    def fake_synth(board, unit, *, preset, build_dir, json_path, router, placer,
+                   detailed_timing):
         seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path,
-                    router=router, placer=placer)
+                    router=router, placer=placer, detailed_timing=detailed_timing)
         return {"timing_met": False}
 
     monkeypatch.setattr(boards.build, "synth", fake_synth)
     out = tmp_path / "r.json"
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
     assert seen == {"board": "icebreaker", "unit": "top", "preset": "icebreaker",
-                    "json_path": out, "router": None, "placer": None}
+                    "json_path": out, "router": None, "placer": None, "detailed_timing": False}
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2",
-                       "--placer", "static"]) == 1
-    assert (seen["router"], seen["placer"]) == ("router2", "static")
+                       "--placer", "static", "--detailed-timing"]) == 1
+    assert (seen["router"], seen["placer"], seen["detailed_timing"]) == (
+        "router2", "static", True)
     deprecated = "--report-json is deprecated" in capsys.readouterr().err
     assert deprecated == (option == "--report-json")
 
@@ -358,11 +360,13 @@ def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
     for router, placer in ((None, None), ("router2", "static")):
         with pytest.raises(RuntimeError, match="stop here"):
             boards.build.synth("icebreaker", build_dir=tmp_path / str(router), router=router,
-                               placer=placer, show_progress=False)
+                               placer=placer, detailed_timing=router is not None,
+                               show_progress=False)
     plain, routed = scripts
     assert "--router" not in plain and "--placer" not in plain
-    assert "--timing-allow-fail" in plain
-    assert "--timing-allow-fail --placer static --router router2" in routed
+    assert "--timing-allow-fail" in plain and "--detailed-timing-report" not in plain
+    assert ("--timing-allow-fail --placer static --router router2 --detailed-timing-report"
+            in routed)
 
 
 # The two ways recent Yosys releases failed on accelerator netlists (docs/boards.md, Toolchain):
@@ -887,6 +891,36 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
     assert main(["--netlist", str(path), "--target-mhz", "1000"]) == 0
     out = capsys.readouterr().out
     assert "2 endpoints" in out and "ctrl.q1_TRELLIS_FF_Q.DI" in out
+    # --routed: nextpnr's detailed report ranks the endpoints by routed arrival (+ setup); the
+    # path printed into each is the estimate's; an endpoint the netlist lacks still counts.
+    from boards.paths import routed_arrivals
+    report = {"detailed_net_timings": [
+        {"net": "y", "driver": "ctrl.y_LUT4_Z", "port": "Z", "endpoints": [
+            {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": 11.0},
+            {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": 10.5}]},
+        {"net": "c", "driver": "ctrl.c1_CCU2C_S0", "port": "S0", "endpoints": [
+            {"cell": "ctrl.q2_TRELLIS_FF_Q_3", "port": "DI", "delay": 3.0},
+            {"cell": "ctrl.gone_TRELLIS_FF_Q", "port": "M", "delay": 9.95}]}]}
+    routed = routed_arrivals(report)
+    assert routed == {("ctrl.q1_TRELLIS_FF_Q", "DI"): 11.0,
+                      ("ctrl.q2_TRELLIS_FF_Q_3", "DI"): 3.0,
+                      ("ctrl.gone_TRELLIS_FF_Q", "M"): 9.95}
+    paths, ends, groups = worst_paths(netlist, 5, period=10.0, routed=routed)
+    assert paths[0].end == "ctrl.q1_TRELLIS_FF_Q.DI"
+    assert paths[0].arrival == pytest.approx(11.0 + DELAYS["ff_setup"])
+    assert [step[0] for step in paths[0].steps] == [
+        "ctrl.a_TRELLIS_FF_Q", "ctrl.x_LUT4_Z", "ctrl.y_LUT4_Z", "ctrl.q1_TRELLIS_FF_Q"]
+    assert groups == {"ctrl.q#": [pytest.approx(11.1), 1, "ctrl.a"],
+                      "ctrl.gone": [pytest.approx(10.05), 1, "ctrl.gone"]}
+    report_path = tmp_path / "nextpnr-report.json"
+    report_path.write_text(json.dumps(report))
+    assert main(["--netlist", str(path), "--routed", str(report_path), "--paths", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 endpoints; worst routed arrival + setup 11.10 ns; 2 over 10.00 ns" in out
+    report_path.write_text(json.dumps({"fmax": {}}))
+    with pytest.raises(SystemExit):
+        main(["--netlist", str(path), "--routed", str(report_path)])
+    assert "route with nextpnr's --detailed-timing-report" in capsys.readouterr().err
     # --fanout: net 4 (x) has two sinks, net 3 (b) two, net 2 (a) two, net 1 (the clock) four;
     # CE / LSR sinks are counted apart.
     cells["ctrl.q1_TRELLIS_FF_Q"]["connections"]["LSR"] = [1]
