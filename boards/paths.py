@@ -285,7 +285,9 @@ def routed_arrivals(report: dict) -> dict[tuple[str, str], float]:
     for net in nets:
         for ep in net.get("endpoints", []):
             key = (ep["cell"], ep["port"])
-            out[key] = max(out.get(key, float("-inf")), float(ep["delay"]))
+            delay = ep["delay"]           # nextpnr 0.11: [min, max]; one number in older ones
+            latest = max(map(float, delay)) if isinstance(delay, list) else float(delay)
+            out[key] = max(out.get(key, float("-inf")), latest)
     return out
 
 
@@ -309,8 +311,12 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
             kind = cell.get("type")
             setup[name] = DELAYS["ram_setup" if kind == "DP16KD" else
                                  "dsp_setup" if kind == "MULT18X18D" else "ff_setup"]
+        # nextpnr feeds a flip-flop whose D does not come from its own slice's LUT through
+        # the slice's M input: that is the netlist's DI.
         ends = {key: (t + setup.get(key[0], DELAYS["ff_setup"]),
-                      ends.get(key, (0.0, None))[1]) for key, t in routed.items()}
+                      ends.get(key, ends.get((key[0], "DI"), (0.0, None)) if key[1] == "M"
+                               else (0.0, None))[1])
+                for key, t in routed.items()}
     out: list[EstimatedPath] = []
     seen: set[str] = set()
     groups: dict[str, list] = {}

@@ -81,6 +81,12 @@ __all__ = ["TokenLayerNorm", "token_ln_param_layout"]
 #: a third slot keeps the next load from waiting for it).
 BLOCK_SLOTS = 3
 
+#: Register stages between the block buffer's read data and the element pipelines' products:
+#: the lane select (a pipeline's lane in this phase) and the row constant ``g`` are registered
+#: beside the multipliers (the routed ``tiny`` top's critical path ran from the buffer's
+#: ``DP16KD`` and the phase register through the select into the partial products).
+SELECT_LATENCY = 1
+
 
 def _next_slot(slot):
     """The block slot after ``slot`` (``BLOCK_SLOTS`` of them, in a ring)."""
@@ -173,8 +179,8 @@ class TokenLayerNorm(Unit):
     @property
     def pipeline_latency(self) -> int:
         """Normalize phase: beat taken -> output valid (that of
-        :attr:`hw.layernorm.LayerNorm.pipeline_latency`)."""
-        return PIPELINE_LATENCY
+        :attr:`hw.layernorm.LayerNorm.pipeline_latency`, plus :data:`SELECT_LATENCY`)."""
+        return PIPELINE_LATENCY + SELECT_LATENCY
 
     @property
     def phases(self) -> int:
@@ -188,7 +194,8 @@ class TokenLayerNorm(Unit):
         when more."""
         dim = check_int("dim", dim, 1, self._max_dim)
         engine = -(-self._lanes // self._engines) * (self.scalar_cycles - 1)
-        return max(engine, dim * self._phases + BlockRAM.latency + Multiplier.latency + 1)
+        return max(engine, dim * self._phases + BlockRAM.latency + SELECT_LATENCY
+                   + Multiplier.latency + 1)
 
     # -- gateware --------------------------------------------------------------------------------
 
@@ -445,7 +452,10 @@ class TokenLayerNorm(Unit):
         the lane of the output beat; earlier phases wait in a collect register."""
         ce, prm = u.ce, self.i_param.payload
         P, phases = self._pipelines, self._phases
-        n_lat = BlockRAM.latency + Multiplier.latency + 3
+        # The block buffer's word and the row constants go through the lane select into a
+        # register (SELECT_LATENCY) before the products.
+        x_lat = BlockRAM.latency + SELECT_LATENCY
+        n_lat = x_lat + Multiplier.latency + 3
         g_lat = n_lat + Multiplier.latency
         b_lat = g_lat + 1
         total = b_lat + RequantLane.latency
@@ -453,17 +463,17 @@ class TokenLayerNorm(Unit):
         last_o = _delay(m, ce, u.last_row & u.block_done_out, total, "last")
         if phases > 1:
             ph_x = _delay(m, ce, u.phase, BlockRAM.latency, "phase_x")      # at the products
-            ph_h = _delay(m, ce, ph_x, Multiplier.latency, "phase_h")    # at the H subtract
-            ph_o = _delay(m, ce, ph_h, total - BlockRAM.latency - Multiplier.latency,
-                          "phase_o")
+            ph_h = _delay(m, ce, ph_x, SELECT_LATENCY + Multiplier.latency,
+                          "phase_h")                                      # at the H subtract
+            ph_o = _delay(m, ce, ph_h, total - x_lat - Multiplier.latency, "phase_o")
             valid_o = slot_o & (ph_o == phases - 1)
         else:
             ph_x = ph_h = None
             valid_o = slot_o
         # The next block's row constants may go in once no element is left that has still to
-        # read them: g at the products' inputs (BlockRAM.latency stages after its issue), h at
-        # the subtract (Multiplier.latency more). n_shift (per job) travels with the elements.
-        reads = BlockRAM.latency + Multiplier.latency
+        # read them: g at the lane select (BlockRAM.latency stages after its issue), h at the
+        # subtract (x_lat + Multiplier.latency). n_shift (per job) travels with the elements.
+        reads = x_lat + Multiplier.latency
         issued = [u.issue]
         for k in range(reads):
             issued.append(_stage(m, ce, issued[-1], f"row_use{k + 1}"))
@@ -490,8 +500,11 @@ class TokenLayerNorm(Unit):
         x_all = [u.buf.r_data[t * ACT_WIDTH:(t + 1) * ACT_WIDTH].as_signed()
                  for t in range(self._lanes)]
         for p in range(P):
-            x2 = lane_of(x_all, ph_x, p, f"x{p}")
-            g_row = lane_of(u.g_row, ph_x, p, f"g_sel{p}")
+            # Each pipeline's lane of the block buffer word and its g in registers beside the
+            # products: the buffer's read data and the phase select reach the partial
+            # products through a register, not across the die in one cycle.
+            x2 = _stage(m, ce, lane_of(x_all, ph_x, p, f"x_sel{p}"), f"x{p}")
+            g_row = _stage(m, ce, lane_of(u.g_row, ph_x, p, f"g_sel{p}"), f"g{p}")
             h_row = lane_of(u.h_row, ph_h, p, f"h_sel{p}")
             prods = []
             for i in range(0, PROD_BITS, CHUNK_BITS):

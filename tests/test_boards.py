@@ -896,7 +896,7 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
     from boards.paths import routed_arrivals
     report = {"detailed_net_timings": [
         {"net": "y", "driver": "ctrl.y_LUT4_Z", "port": "Z", "endpoints": [
-            {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": 11.0},
+            {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": [2.0, 11.0]},
             {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": 10.5}]},
         {"net": "c", "driver": "ctrl.c1_CCU2C_S0", "port": "S0", "endpoints": [
             {"cell": "ctrl.q2_TRELLIS_FF_Q_3", "port": "DI", "delay": 3.0},
