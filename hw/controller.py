@@ -276,13 +276,16 @@ class Controller(Unit):
                              *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
                 m.next = "DECODE"
             with m.State("DECODE"):
-                # Every opcode's field registers load here whatever the opcode (nothing runs
-                # between instructions, and only the opcode's own states read them), so their
-                # enables are this state alone, not the decode's verdict; op_is is the one-hot
-                # opcode for MUL's operand picks.
+                # Each opcode's field registers load here when the word is that opcode (its
+                # one-hot flag, a register; not the decode's verdict). The same word bits go
+                # to several opcodes' fields: loaded under one enable, Yosys merged them into
+                # one flip-flop that drove every unit's checks and configs across the die
+                # (the routed top's VEC check read LNORM's width that way). op_is is the
+                # one-hot opcode for MUL's operand picks.
                 for op, regs in s.fields_of.items():
-                    m.d.sync += [getattr(regs, n).eq(v)
-                                 for n, v in instruction_fields(ir, op).items()]
+                    with m.If(decoded[op]):
+                        m.d.sync += [getattr(regs, n).eq(v)
+                                     for n, v in instruction_fields(ir, op).items()]
                 s.restart_copy()
                 m.d.sync += [s.mul_step.eq(1),
                              *(is_op.eq(decoded[op]) for op, is_op in s.op_is.items())]

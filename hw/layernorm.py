@@ -542,7 +542,7 @@ class _ScalarEngine(Elaboratable):
             cnt=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="cnt"),
             t1=Signal(ENGINE_BITS, name="t1"),                     # d * Q
             rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
-            bit=Signal(ENGINE_BITS, name="bit"),
+            bit=Signal(ENGINE_BITS, name="bit"), res_zero=Signal(name="res_zero"),
             drem=Signal(33, name="drem"), inv=Signal(DIV_STEPS, name="inv"),
             g1=Signal(ENGINE_BITS, name="g1"),                     # d * inv
             g_next=Signal(PROD_BITS, name="g_next"), h=Signal(PROD_BITS, name="h_out"))
@@ -661,7 +661,7 @@ class _ScalarEngine(Elaboratable):
             m.next = "PRESHIFT_SHIFT"
         with m.State("PRESHIFT_SHIFT"):
             m.d.sync += [rem.eq(res << Cat(Const(0, 1), self.k)), res.eq(0),
-                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2))]
+                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2)), e.res_zero.eq(1)]
             m.next = "ISQRT"
         with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
             # res is a multiple of 4 * bit here (a bit taken one step earlier sits at 4 * bit:
@@ -671,13 +671,17 @@ class _ScalarEngine(Elaboratable):
             diff = Signal(ENGINE_BITS + 1, name="isqrt_diff")
             m.d.comb += diff.eq(rem - trial)
             with m.If(~diff[-1]):
-                m.d.sync += [rem.eq(diff[:ENGINE_BITS]), res.eq((res >> 1) | bit)]
+                m.d.sync += [rem.eq(diff[:ENGINE_BITS]), res.eq((res >> 1) | bit),
+                             e.res_zero.eq(0)]
             with m.Else():
                 m.d.sync += res.eq(res >> 1)
             m.d.sync += bit.eq(bit >> 2)
             self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
         with m.State("DIV"):                                 # 2**48 // max(r, 1)
-            r = Mux(res == 0, 1, res)[:32]
+            # max(r, 1) without a 32-bit zero test in front of the subtractor: res is 0 only
+            # while no step has taken a bit (a taken bit leaves res >= 4 * bit >= 4, and res
+            # only moves right by one a step after that), which res_zero records.
+            r = Cat(res[0] | e.res_zero, res[1:32])
             rem2 = Cat(e.cnt0, drem)[:34]
             diff = Signal(35, name="div_diff")               # one subtractor, as in ISQRT
             m.d.comb += diff.eq(rem2 - r)
