@@ -914,6 +914,16 @@ class Controller(Unit):
                          self.act.r_addr.eq(Mux(pick_kv, kv.addr, q.addr))]
             m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q),
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
+        # The landing word's row slot and "last element" flags, registers loaded from the
+        # stage before land (its index moves into land unchanged): the byte enables of the
+        # gathered rows and their full flags do not wait for the slot's compare and subtract.
+        pre = s.stages[-2]
+        land_slot = Signal(range(2 * hd_max), name="attn_land_slot")
+        m.d.sync += land_slot.eq(Mux(pre.index >= a.head_dim,
+                                     pre.index - a.head_dim + hd_max, pre.index))
+        for g in gathers:
+            g.land_last = Signal(name=f"{g.name}_land_last")
+            m.d.sync += g.land_last.eq(pre.index == g.count * a.head_dim - 1)
         for g, picked in ((kv, pick_kv), (q, pick_q)):
             with m.If(picked):
                 m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim),
@@ -924,12 +934,11 @@ class Controller(Unit):
             _, lane = _divmod(g.t, rows)
             byte = self.act.r_data.word_select(lane, 8)
             mine = s.land.valid & s.attn_run & (s.land.sel == (g is q))
-            # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim.
-            slot = Mux(s.land.index >= a.head_dim, s.land.index - a.head_dim + hd_max, s.land.index)
+            # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim (land_slot).
             with m.If(mine):
-                m.d.sync += g.row.word_select(slot[:(g.count * hd_max - 1).bit_length() or 1],
-                                              8).eq(byte)
-                with m.If(s.land.index == g.count * a.head_dim - 1):
+                m.d.sync += g.row.word_select(
+                    land_slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
+                with m.If(g.land_last):
                     m.d.sync += g.full.eq(1)
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
