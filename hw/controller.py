@@ -118,18 +118,28 @@ def _act_bad(p, addr, span):
 
 @contextmanager
 def _verdict(m, s, state: str, rules):
-    """An opcode's CHECK in two states: ``state`` registers each rule's condition (in parallel,
-    one adder and comparator deep), ``{state}_VERDICT`` fails with the first true rule's error
-    code, in the rules' order (``hw.isa.validate``'s), or runs the body of the ``with``.
-    ``rules``: ``[(condition, ErrorCode), ...]`` on registers that stay put for both cycles."""
+    """An opcode's CHECK in three states: ``state`` registers each rule's condition (in
+    parallel, one adder and comparator deep); ``{state}_VERDICT`` registers whether any rule
+    failed and the first failing rule's error code, in the rules' order (``hw.isa.validate``'s);
+    ``{state}_GO`` fails with that code or runs the body of the ``with``. The body's decisions
+    (the copy restart, the next state, the unit's setup) and the error code's multiplexer read
+    those two registers, not the rules' priority chain. ``rules``: ``[(condition,
+    ErrorCode), ...]`` on registers that stay put for the three cycles."""
     bad = Signal(len(rules), name=f"{state.lower()}_bad")
+    failed = Signal(name=f"{state.lower()}_failed")
+    code = Signal.like(s.fail_code, name=f"{state.lower()}_code")
     with m.State(state):
         m.d.sync += bad.eq(Cat(cond for cond, _ in rules))
         m.next = f"{state}_VERDICT"
     with m.State(f"{state}_VERDICT"):
-        for k, (_, code) in enumerate(rules):
-            with (m.If if k == 0 else m.Elif)(bad[k]):
-                s.fail(code)
+        m.d.sync += failed.eq(bad.any())
+        for k, (_, rule_code) in reversed(list(enumerate(rules))):   # the first one wins
+            with m.If(bad[k]):
+                m.d.sync += code.eq(rule_code)
+        m.next = f"{state}_GO"
+    with m.State(f"{state}_GO"):
+        with m.If(failed):
+            s.fail(code)
         with m.Else():
             yield
 
@@ -248,15 +258,22 @@ class Controller(Unit):
         m.d.sync += pc1.eq(self.pc + 1)
         fetch_pc = Mux(s.advance_pc, pc1, self.pc)
         m.d.comb += self.instr.r_addr.eq(fetch_pc)
+        # fetch_pc >= instr_depth from registers kept beside pc and pc1 (FETCH's NO_HALT test
+        # behind advance_pc's multiplexer and a comparator was the routed top's critical path).
+        pc_over = Signal(name="pc_over")
+        pc1_over = Signal(name="pc1_over")
+        m.d.sync += pc1_over.eq(self.pc + 1 >= p.instr_depth)
+        fetch_over = Mux(s.advance_pc, pc1_over, pc_over)
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0),
-                                 self.code.eq(0), self.pc.eq(self.entry), s.clear_perf.eq(1)]
+                                 self.code.eq(0), self.pc.eq(self.entry), s.clear_perf.eq(1),
+                                 pc_over.eq(self.entry >= p.instr_depth)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += s.clear_perf.eq(0)
-                with m.If(fetch_pc >= p.instr_depth):
+                with m.If(fetch_over):
                     s.fail(ErrorCode.NO_HALT)
                 with m.Else():
                     m.d.comb += self.instr.r_en.eq(1)
@@ -317,7 +334,7 @@ class Controller(Unit):
         _one_hot(fsm)
         s.copy_counter()
         with m.If(s.advance_pc):
-            m.d.sync += self.pc.eq(pc1)
+            m.d.sync += [self.pc.eq(pc1), pc_over.eq(pc1_over)]
 
     def _dispatch(self, m, s, op: Opcode, ir) -> None:
         if op == Opcode.HALT:
