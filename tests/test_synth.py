@@ -26,8 +26,9 @@ pytestmark = [
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
 KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit", "digest",
         "rows", "cols", "fmax_mhz", "target_mhz", "timing_met", "clock", "clocks", "resources",
-        "critical_path", "tools", "placer", "router", "yosys_fallback", "step_seconds",
-        "build_seconds", "build_dir", "bitstream", "bitstream_sha256", "build_key", "cache_hit"}
+        "critical_path", "tools", "placer", "router", "detailed_timing", "yosys_fallback",
+        "step_seconds", "build_seconds", "build_dir", "bitstream", "bitstream_sha256",
+        "build_key", "cache_hit"}
 
 
 def _build(board: str, unit: str = "gemm", preset: str | None = None) -> dict:
