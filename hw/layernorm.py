@@ -679,8 +679,9 @@ class _ScalarEngine(Elaboratable):
             self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
         with m.State("DIV"):                                 # 2**48 // max(r, 1)
             # max(r, 1) without a 32-bit zero test in front of the subtractor: res is 0 only
-            # while no step has taken a bit (a taken bit leaves res >= 4 * bit >= 4, and res
-            # only moves right by one a step after that), which res_zero records.
+            # while no step has taken a bit (a bit taken at 4**j leaves res >= 4**j, and the
+            # j steps left shift res right by one each, to at least 2**j), which res_zero
+            # records.
             r = Cat(res[0] | e.res_zero, res[1:32])
             rem2 = Cat(e.cnt0, drem)[:34]
             diff = Signal(35, name="div_diff")               # one subtractor, as in ISQRT
