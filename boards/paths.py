@@ -311,12 +311,14 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
             kind = cell.get("type")
             setup[name] = DELAYS["ram_setup" if kind == "DP16KD" else
                                  "dsp_setup" if kind == "MULT18X18D" else "ff_setup"]
-        # nextpnr feeds a flip-flop whose D does not come from its own slice's LUT through
-        # the slice's M input: that is the netlist's DI.
-        ends = {key: (t + setup.get(key[0], DELAYS["ff_setup"]),
-                      ends.get(key, ends.get((key[0], "DI"), (0.0, None)) if key[1] == "M"
-                               else (0.0, None))[1])
-                for key, t in routed.items()}
+        estimated = ends
+        ends = {}
+        for (cell, port), t in routed.items():
+            # nextpnr feeds a flip-flop whose D does not come from its own slice's LUT through
+            # the slice's M input: that is the netlist's DI.
+            in_netlist = (cell, "DI") if port == "M" else (cell, port)
+            bit = estimated.get(in_netlist, (0.0, None))[1]
+            ends[(cell, port)] = (t + setup.get(cell, DELAYS["ff_setup"]), bit)
     out: list[EstimatedPath] = []
     seen: set[str] = set()
     groups: dict[str, list] = {}

@@ -462,7 +462,7 @@ class TokenLayerNorm(Unit):
         slot_o = _delay(m, ce, u.issue, total, "slot")            # a phase leaves
         last_o = _delay(m, ce, u.last_row & u.block_done_out, total, "last")
         if phases > 1:
-            ph_x = _delay(m, ce, u.phase, BlockRAM.latency, "phase_x")      # at the products
+            ph_x = _delay(m, ce, u.phase, BlockRAM.latency, "phase_x")   # at the lane select
             ph_h = _delay(m, ce, ph_x, SELECT_LATENCY + Multiplier.latency,
                           "phase_h")                                      # at the H subtract
             ph_o = _delay(m, ce, ph_h, total - x_lat - Multiplier.latency, "phase_o")

@@ -903,11 +903,11 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
             {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": [2.0, 11.0]},
             {"cell": "ctrl.q1_TRELLIS_FF_Q", "port": "DI", "delay": 10.5}]},
         {"net": "c", "driver": "ctrl.c1_CCU2C_S0", "port": "S0", "endpoints": [
-            {"cell": "ctrl.q2_TRELLIS_FF_Q_3", "port": "DI", "delay": 3.0},
+            {"cell": "ctrl.q2_TRELLIS_FF_Q_3", "port": "M", "delay": 3.0},
             {"cell": "ctrl.gone_TRELLIS_FF_Q", "port": "M", "delay": 9.95}]}]}
     routed = routed_arrivals(report)
     assert routed == {("ctrl.q1_TRELLIS_FF_Q", "DI"): 11.0,
-                      ("ctrl.q2_TRELLIS_FF_Q_3", "DI"): 3.0,
+                      ("ctrl.q2_TRELLIS_FF_Q_3", "M"): 3.0,
                       ("ctrl.gone_TRELLIS_FF_Q", "M"): 9.95}
     paths, ends, groups = worst_paths(netlist, 5, period=10.0, routed=routed)
     assert paths[0].end == "ctrl.q1_TRELLIS_FF_Q.DI"
@@ -916,6 +916,12 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
         "ctrl.a_TRELLIS_FF_Q", "ctrl.x_LUT4_Z", "ctrl.y_LUT4_Z", "ctrl.q1_TRELLIS_FF_Q"]
     assert groups == {"ctrl.q#": [pytest.approx(11.1), 1, "ctrl.a"],
                       "ctrl.gone": [pytest.approx(10.05), 1, "ctrl.gone"]}
+    # q2's M (nextpnr's name for its DI here) is traced through the netlist's DI: the carry
+    # chain from a.
+    q2 = next(path for path in paths if path.end == "ctrl.q2_TRELLIS_FF_Q_3.M")
+    assert [step[0] for step in q2.steps] == [
+        "ctrl.a_TRELLIS_FF_Q", "ctrl.x_LUT4_Z", "ctrl.c0_CCU2C_S0", "ctrl.c1_CCU2C_S0",
+        "ctrl.q2_TRELLIS_FF_Q_3"]
     report_path = tmp_path / "nextpnr-report.json"
     report_path.write_text(json.dumps(report))
     assert main(["--netlist", str(path), "--routed", str(report_path), "--paths", "1"]) == 0
