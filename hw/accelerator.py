@@ -64,14 +64,15 @@ class Accelerator(Unit):
     Attributes
     ----------
     read_latency : int
-        Cycles from a read transfer to ``r_valid``: :attr:`hw.scratchpad.Scratchpad.latency`
-        for every address, CSRs and holes included, so answers stay in order.
+        Cycles from a read transfer to ``r_valid``:
+        :attr:`hw.scratchpad.Scratchpad.host_latency` for every address, CSRs and holes
+        included, so answers stay in order.
     """
 
     params_fields = tuple(f for f in AccelParams.__dataclass_fields__
                           if AccelParams.__dataclass_fields__[f].init)
     params = Setting("The AccelParams the top was built from.")
-    read_latency = Scratchpad.latency
+    read_latency = Scratchpad.host_latency
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
         self._params = check_params(params)

@@ -16,9 +16,9 @@ quant words of an instruction, or a LayerNorm epsilon out of range (``BAD_QUANT`
 id outside ``[0, vocab)`` (``BAD_TOKEN``) -- both checked before the first write -- and a
 program counter that leaves the instruction memory (``NO_HALT``). An instruction that fails writes
 nothing; the scratchpads' own bounds checks stop any access the checks above missed
-(``BAD_ADDRESS``): a refused write in its cycle, a refused read one cycle later (``read_error``,
-a register: the read addresses are the longest arithmetic, kept off the next-state logic), while
-the reading state still waits for that read's data.
+(``BAD_ADDRESS``): a refused write in its cycle, a refused read two cycles later (``read_error``,
+a register behind the scratchpad's issue stage: the read addresses are the longest arithmetic,
+kept off the next-state logic), while the reading state still waits for that read's data.
 
 Units (each instruction runs to completion before the next is fetched, so ``BARRIER`` only
 retires): ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
@@ -227,8 +227,10 @@ class Controller(Unit):
         # A refused write (write_error, finish_writes): the posted write's own bounds check,
         # a register (the scratchpad refuses the same addresses), not a comparator behind the
         # act port across the chip.
-        # Any unit port's refused read, registered: checked the cycle after the read by the
-        # reading states (issue(), GEMM_LOAD / GEMM_START, ATTN_RUN, LNORM_RUN).
+        # Any unit port's refused read (the scratchpads report it from their issue stage, a
+        # cycle after the read), registered: checked two cycles after the read, before its
+        # word lands (Scratchpad.latency = 4), by the reading states (issue(), GEMM_LOAD /
+        # GEMM_START / GEMM_DRAIN, ATTN_RUN, LNORM_RUN).
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
                                         for name in SCRATCHPAD_REGIONS).any())
         self._sequencer(m, s)
@@ -350,11 +352,11 @@ class Controller(Unit):
 
     def _products(self, m, s):
         """The MUL state: the products the opcode's checks need through the controller's one
-        multiplier, into ``pr[k]``; then the opcode's CHECK state. (One shared multiplier
-        instead of a DSP per product.) The multiplier is pipelined: the operands of product
-        ``k`` are picked in step ``sel[k]`` into registers, ``prod`` holds the product two
-        cycles later, when it goes into ``pr[k]``; a product of the last one (``_PREV``) waits
-        until that one is in its register.
+        multiplier, into ``pr_of[op][k]``; then the opcode's CHECK state. (One shared
+        multiplier instead of a DSP per product.) The multiplier is pipelined: the operands of
+        product ``k`` are picked in step ``sel[k]`` into registers, ``prod`` holds the product
+        ``_MUL_LATENCY`` cycles after the pick, when it goes into ``pr_of[op][k]``; a product
+        of the last one (``_PREV``) waits until that one is in its register.
 
         The operand multiplexer is an AND-OR of flip-flops (the top's timing): every operand
         that is arithmetic on the fields (``_pad``, ``_ceil_div``) is a register of its own,
@@ -388,6 +390,7 @@ class Controller(Unit):
             return in_regs[key]
 
         picks_a, picks_b = [], []
+        assert {op: len(ops) for op, ops in pairs.items()} == _PRODUCTS
         for op, ops in pairs.items():
             is_op = s.op_is[op]
             sel: list[int] = []
@@ -396,13 +399,13 @@ class Controller(Unit):
                 sel.append(max(ready, sel[-1] + _MUL_LATENCY + 1) if x is _PREV else ready)
             assert sel[-1] + _MUL_LATENCY < _MUL_STEPS
             for k, (x, y) in enumerate(ops):
-                x = s.pr[k - 1] if x is _PREV else operand(x, f"mul_{op.name.lower()}{k}_x")
+                x = s.pr_of[op][k - 1] if x is _PREV else operand(x, f"mul_{op.name.lower()}{k}_x")
                 y = operand(y, f"mul_{op.name.lower()}{k}_y")
                 pick = is_op & step[sel[k]]
                 picks_a.append(Mux(pick, x, 0))
                 picks_b.append(Mux(pick, y, 0))
                 with m.If(is_op & step[sel[k] + _MUL_LATENCY]):
-                    m.d.sync += s.pr[k].eq(s.prod)
+                    m.d.sync += s.pr_of[op][k].eq(s.prod)
             with m.If(is_op & step[sel[-1] + _MUL_LATENCY]):
                 m.next = f"{op.name}_CHECK"
         m.d.comb += [s.mul_a.eq(functools.reduce(operator.or_, picks_a)),
@@ -427,13 +430,14 @@ class Controller(Unit):
     def _gemm_check(self, m, s):
         """``hw.isa.validate`` of a GEMM, on the latched fields, in its order."""
         p, g = self._params, s.g
+        pr = s.pr_of[Opcode.GEMM]
         quant_depth = isa.quant_depth(p)
-        span_a, span_w = s.pr[0], s.pr[1]
+        span_a, span_w = pr[0], pr[1]
         # dst's span is pr[2] bytes, or 4 * pr[2] for int32 output: both checks and both ends,
         # then the pick (no variable shift in front of the adders).
-        dst_bad = Mux(g.out32, _act_bad(p, g.dst_addr, s.pr[2] << 2),
-                      _act_bad(p, g.dst_addr, s.pr[2]))
-        d_end = Mux(g.out32, g.dst_addr + (s.pr[2] << 2), g.dst_addr + s.pr[2])
+        dst_bad = Mux(g.out32, _act_bad(p, g.dst_addr, pr[2] << 2),
+                      _act_bad(p, g.dst_addr, pr[2]))
+        d_end = Mux(g.out32, g.dst_addr + (pr[2] << 2), g.dst_addr + pr[2])
         flags_ok = (g.flags & ~int(GemmFlag.LUT | GemmFlag.OUT32)) == 0
         flags_ok &= g.flags != int(GemmFlag.LUT | GemmFlag.OUT32)
         with _verdict(m, s, "GEMM_CHECK", [
@@ -468,8 +472,9 @@ class Controller(Unit):
         with m.If((g.a_addr < g.d_end) & (g.dst_addr < g.a_end)):
             s.fail(ErrorCode.BAD_ADDRESS)
         with m.Else():
-            m.d.sync += g.active.eq(1)
-            m.d.comb += s.drain_start.eq(1)
+            # The drainer starts the next cycle (drain_start, a register): its ~100 register
+            # loads wait for no comparator (GEMM_QCHECK takes longer than that cycle).
+            m.d.sync += [g.active.eq(1), s.drain_start.eq(1)]
             m.next = "GEMM_QCHECK"
 
     def _gemm_states(self, m, s):
@@ -503,19 +508,24 @@ class Controller(Unit):
             with m.Elif(s.feed_last):
                 m.next = "GEMM_START"
         with m.State("GEMM_START"):
-            with m.If(s.read_error):                # a refused read of the last load cycle
+            with m.If(s.read_error):                # a refused read of a load cycle
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(~s.core_busy):
-                # The tile's last words land in the core Scratchpad.latency = 3 cycles after
-                # their reads were issued (the cycle before this one at the latest), so the last
-                # is written 2 cycles after `start`; the core reads its first word 3 cycles
-                # after `start` (GemmCore.latency), so no read overtakes a write.
+                # No read of the core overtakes a write of the feeder: word j of every channel
+                # is read from the scratchpad in feeding cycle F + j and written into the core
+                # Scratchpad.latency = 4 cycles later (its RAM takes it at the end of cycle
+                # F + j + 4); the core's RAMs take the address of word j at the end of cycle
+                # `start` + 2 + j (GemmCore.latency: the start registered, then the address).
+                # So `start` >= F + 3 is enough, and GEMM_LOAD lasts at least
+                # Scratchpad.latency - 1 = 3 cycles (max(K, cols), and _gemm_feeder's
+                # `feed_min` where cols < 3), `start` coming after its last.
                 m.d.comb += [s.core_start.eq(1), s.feed_reset.eq(1)]
                 m.d.sync += g.bank.eq(~g.bank)
                 self._gemm_next_tile(m, s)
         with m.State("GEMM_DRAIN"):
-            # The drainer's last write lands (posted) in its first cycle back in IDLE.
-            with m.If(s.write_error):
+            # The drainer's last write lands (posted) in its first cycle back in IDLE; a
+            # refused read of the last tile's last load cycle shows here (read_error).
+            with m.If(s.write_error | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.drain_done):
                 m.d.sync += g.active.eq(0)
@@ -593,26 +603,27 @@ class Controller(Unit):
     def _vec_check(self, m, s):
         """``hw.isa.validate`` of a VEC, on the latched fields, in its order."""
         p, v = self._params, s.v
+        pr = s.pr_of[Opcode.VEC]
         add, lut = v.func == VecFunc.ADD, v.func == VecFunc.LUT
         pool = v.func == VecFunc.MEANPOOL
         with _verdict(m, s, "VEC_CHECK", [
                 (v.func > max(VecFunc), ErrorCode.BAD_FIELD),
                 ((v.m == 0) | (v.c == 0), ErrorCode.BAD_SHAPE),
-                (_act_bad(p, v.a_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
+                (_act_bad(p, v.a_addr, pr[0]), ErrorCode.BAD_ADDRESS),
                 (add & (v.lut != 0)
                  | lut & ((v.b_addr != 0) | (v.quant_addr != 0) | (v.lut >= p.lut_count))
                  | pool & ((v.b_addr != 0) | (v.lut != 0)), ErrorCode.BAD_FIELD),
-                (add & _act_bad(p, v.b_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
+                (add & _act_bad(p, v.b_addr, pr[0]), ErrorCode.BAD_ADDRESS),
                 (~lut & (v.quant_addr + 1 > isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
                 # Both spans' checks, then the pick (no multiplexer in front of the adder).
-                (Mux(pool, _act_bad(p, v.dst_addr, v.c * p.rows), _act_bad(p, v.dst_addr, s.pr[0])),
+                (Mux(pool, _act_bad(p, v.dst_addr, v.c * p.rows), _act_bad(p, v.dst_addr, pr[0])),
                  ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(v.m, p.rows)
             rows_valid = v.m - (blocks - 1) * p.rows
             last_blk, last_i = _divmod(v.m - 1, p.rows)
             m.d.sync += [
-                v.is_add.eq(add), v.is_pool.eq(pool), v.run_len.eq(s.pr[1] << add),
-                v.last_word.eq(s.pr[1] - 1), v.last_block.eq(s.pr[1] - v.c),
+                v.is_add.eq(add), v.is_pool.eq(pool), v.run_len.eq(pr[1] << add),
+                v.last_word.eq(pr[1] - 1), v.last_block.eq(pr[1] - v.c),
                 v.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows))),
                 v.pool_last_out.eq(last_blk * p.rows), v.pool_last_i.eq(last_i),
                 v.c_left.eq(v.c), v.pool_src.eq(v.a_addr // p.rows),
@@ -620,7 +631,7 @@ class Controller(Unit):
             ]
             s.restart_copy()
             m.d.sync += [
-                v.blocks.eq(blocks), v.words.eq(s.pr[1]), v.out.eq(0), v.poff.eq(0),
+                v.blocks.eq(blocks), v.words.eq(pr[1]), v.out.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
                 v.dbase.eq(v.dst_addr // p.rows), s.cfg_pending.eq(0),
             ]
@@ -812,7 +823,8 @@ class Controller(Unit):
     def _attn_check(self, m, s):
         """``hw.isa.validate`` of an ATTN, on the latched fields, in its order."""
         p, a = self._params, s.a
-        width = s.pr[0]
+        pr = s.pr_of[Opcode.ATTN]
+        width = pr[0]
 
         def span_bad(addr, gap):
             # act_span(t, width, cols): ((ceil(t / rows) - 1) * cols + width) * rows, and
@@ -830,10 +842,10 @@ class Controller(Unit):
                 ((a.t == 0) | (a.heads == 0) | (a.head_dim == 0) | (a.head_dim > p.head_dim)
                  | (a.window == 0) | (a.window > p.window) | (a.src_cols < width)
                  | (a.dst_cols < width), ErrorCode.BAD_SHAPE),
-                (span_bad(a.q_addr, s.pr[1]) | span_bad(a.k_addr, s.pr[1])
-                 | span_bad(a.v_addr, s.pr[1]), ErrorCode.BAD_ADDRESS),
+                (span_bad(a.q_addr, pr[1]) | span_bad(a.k_addr, pr[1])
+                 | span_bad(a.v_addr, pr[1]), ErrorCode.BAD_ADDRESS),
                 (a.quant_addr + 1 > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
-                (span_bad(a.dst_addr, s.pr[2]), ErrorCode.BAD_ADDRESS)]):
+                (span_bad(a.dst_addr, pr[2]), ErrorCode.BAD_ADDRESS)]):
             s.restart_copy()
             m.d.sync += [
                 a.qbase.eq(a.q_addr // p.rows), a.kbase.eq(a.k_addr // p.rows),
@@ -1014,17 +1026,18 @@ class Controller(Unit):
         """``hw.isa.validate`` of an LNORM, then the epsilon and shift checks of
         ``sw.isasim`` (``BAD_QUANT`` before any write), then the rows."""
         p, n = self._params, s.n
+        pr = s.pr_of[Opcode.LNORM]
         with _verdict(m, s, "LNORM_CHECK", [
                 ((n.m == 0) | (n.c == 0) | (n.c > LN_MAX_DIM), ErrorCode.BAD_SHAPE),
-                (_act_bad(p, n.a_addr, s.pr[0]), ErrorCode.BAD_ADDRESS),
+                (_act_bad(p, n.a_addr, pr[0]), ErrorCode.BAD_ADDRESS),
                 (n.quant_addr + 1 + n.c > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
-                (_act_bad(p, n.dst_addr, s.pr[0]), ErrorCode.BAD_ADDRESS)]):
+                (_act_bad(p, n.dst_addr, pr[0]), ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(n.m, p.rows)
             rows_valid = n.m - (blocks - 1) * p.rows
             s.restart_copy()
             m.d.sync += [n.abase.eq(n.a_addr // p.rows), n.dbase.eq(n.dst_addr // p.rows),
                          n.blocks.eq(blocks),
-                         n.eps_max.eq(s.pr[3]),
+                         n.eps_max.eq(pr[3]),
                          n.blocks_1.eq(blocks - 1), n.c_1.eq(n.c - 1),
                          n.last_mask.eq(Cat((i < rows_valid) for i in range(p.rows)))]
             m.next = "LNORM_QCHECK"
@@ -1126,12 +1139,13 @@ class Controller(Unit):
         cycle into byte lane ``t % rows`` of the dst words. (EMBED is the VEC unit's work in
         ``hw.isa.unit_of``; it counts as VEC busy time.)"""
         p, e = self._params, s.e
+        pr = s.pr_of[Opcode.EMBED]
         with _verdict(m, s, "EMBED_CHECK", [
                 ((e.t == 0) | (e.c == 0) | (e.vocab == 0), ErrorCode.BAD_SHAPE),
                 (_act_bad(p, e.ids_addr, _pad(e.t, p.rows) << 2), ErrorCode.BAD_ADDRESS),
-                (((e.table_addr % p.cols) != 0) | (e.table_addr + s.pr[0] > p.wgt_depth),
+                (((e.table_addr % p.cols) != 0) | (e.table_addr + pr[0] > p.wgt_depth),
                  ErrorCode.BAD_ADDRESS),
-                (_act_bad(p, e.dst_addr, s.pr[1]), ErrorCode.BAD_ADDRESS)]):
+                (_act_bad(p, e.dst_addr, pr[1]), ErrorCode.BAD_ADDRESS)]):
             s.restart_copy()
             m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
                          e.t_i.eq(0), e.t_i1.eq(1), e.blk.eq(0)]
@@ -1163,12 +1177,13 @@ class Controller(Unit):
                 s.restart_copy()
                 m.next = "EMBED_ROW"
         with m.State("EMBED_ROW"):
-            # The controller's one multiplier: id * C lands in `prod` two cycles later.
+            # The controller's one multiplier: id * C lands in `prod` _MUL_LATENCY cycles later.
             m.d.comb += [s.mul_a.eq(e.id), s.mul_b.eq(e.c), s.vec_stall.eq(1)]
-            m.next = "EMBED_ROW_MUL"
-        with m.State("EMBED_ROW_MUL"):
-            m.d.comb += s.vec_stall.eq(1)
-            m.next = "EMBED_ROW_ADDR"
+            m.next = "EMBED_ROW_MUL1"
+        for k in range(1, _MUL_LATENCY):
+            with m.State(f"EMBED_ROW_MUL{k}"):
+                m.d.comb += s.vec_stall.eq(1)
+                m.next = f"EMBED_ROW_MUL{k + 1}" if k + 1 < _MUL_LATENCY else "EMBED_ROW_ADDR"
         with m.State("EMBED_ROW_ADDR"):
             m.d.comb += s.vec_stall.eq(1)
             m.d.sync += e.row.eq(e.table_addr + s.prod)
@@ -1253,6 +1268,15 @@ class Controller(Unit):
             m.d.comb += [core.wr_en[b].eq(land.valid), core.wr_bank[b].eq(land.bank),
                          core.wr_addr[b].eq(land.index),
                          core.wr_data[b].eq(Mux(land.live, word, 0))]
+        if p.cols < Scratchpad.latency - 1:
+            # GEMM_LOAD lasts at least Scratchpad.latency - 1 cycles even where K and cols are
+            # both shorter (GEMM_START: no read of the core overtakes a write of the feeder).
+            feed_min = Signal(range(Scratchpad.latency), name="feed_min")
+            with m.If(s.feeding & (feed_min < Scratchpad.latency - 2)):
+                m.d.sync += feed_min.eq(feed_min + 1)
+            with m.If(s.feed_reset):
+                m.d.sync += feed_min.eq(0)
+            last.append(feed_min + 1 >= Scratchpad.latency - 1)
         m.d.comb += s.feed_last.eq(Cat(last).all())
 
     def _gemm_lane_luts(self, m, s, core, platform):
@@ -1360,7 +1384,9 @@ class Controller(Unit):
 
 
 _NO_SEL = 3                        # copy-engine reads without a tag of their own
-_MUL_LATENCY = 2                   # the controller's multiplier: operand and product registers
+#: Products each opcode's checks take from the controller's multiplier (_products' pairs).
+_PRODUCTS = {Opcode.GEMM: 3, Opcode.VEC: 2, Opcode.LNORM: 4, Opcode.ATTN: 3, Opcode.EMBED: 2}
+_MUL_LATENCY = 3                   # the controller's multiplier: operand and two product registers
 _PREV = object()                   # a MUL operand: the opcode's previous product
 _MUL_STEPS = 16                    # MUL's step counter counts below this
 
@@ -1532,8 +1558,9 @@ class _State:
         self.act_words = unit_words_of(p, "act")
         self.wb_j = Signal(range(p.cols + 1), name="wb_j")     # restart_write_back
         self.wb_q = Signal(2, name="wb_q")
-        self.writers: list[Signal] = []     # post_write's candidates (finish_writes)
-        self.drain_start = Signal()
+        self.writers: list[tuple] = []      # post_write's (select, word) (finish_writes)
+        self.drain_start = Signal()             # a register: one cycle, set by GEMM_OVERLAP
+        m.d.sync += self.drain_start.eq(0)
         self.drain_done = Signal()
         self.drain_abort = Signal()
         self.capturing = Signal()
@@ -1544,13 +1571,21 @@ class _State:
         self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
         # The controller's one multiplier: operands picked (comb) into registers, then the
-        # product in a register, _MUL_LATENCY = 2 cycles after the pick.
+        # product in two registers, _MUL_LATENCY = 3 cycles after the pick: one beside the
+        # multiplier's DSP blocks, one beside the product's users (a single one, placed near
+        # the users, was a 5 ns route from the DSP's output on the routed top).
         self.mul_a = Signal(32)
         self.mul_b = Signal(16)
         mul_a, mul_b = Signal(32, name="mul_a_r"), Signal(16, name="mul_b_r")
+        prod0 = Signal(48, name="prod0")
         self.prod = Signal(48)
-        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b), self.prod.eq(mul_a * mul_b)]
-        self.pr = [Signal(48, name=f"pr{k}") for k in range(4)]
+        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b), prod0.eq(mul_a * mul_b),
+                     self.prod.eq(prod0)]
+        # Each opcode's products in registers of its own (``pr_of[op][k]``, loaded from
+        # ``prod`` under that opcode's step): next to that opcode's checks and setup, not one
+        # set shared by every opcode's adders across the die (the routed top's *_check_bad).
+        self.pr_of = {op: [Signal(48, name=f"pr_{op.name.lower()}{k}") for k in range(count)]
+                      for op, count in _PRODUCTS.items()}
         # MUL's own step, one-hot (bit 0 from the dispatch), and the instruction's opcode,
         # one-hot (from the dispatch): the operand multiplexer's selects are ANDs of two
         # flip-flops (_products).
@@ -1579,7 +1614,7 @@ class _State:
         self.land_bad = Signal()
         m.d.sync += self.land_bad.eq(0)
         self.write_error = Signal()             # a result write the act scratchpad refused
-        self.read_error = Signal()              # a unit-port read of the last cycle was refused
+        self.read_error = Signal()              # a unit-port read 2 cycles ago was refused
         self.vec_busy = Signal()
         self.vec_stall = Signal()
         self.vec_elementwise = Signal()         # VEC_RUN: ADD / LUT beats
@@ -1627,8 +1662,8 @@ class _State:
     def issue(self, port, addr, sel, live=1, *, length=None, last=None):
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
         ``live`` 0: no read (the word is skipped). Returns the copy's ``done``: every read
-        issued and landed. An address the scratchpad refuses stops the program the cycle after
-        the read (``read_error``; ``done`` waits for the rest).
+        issued and landed. An address the scratchpad refuses stops the program two cycles after
+        the read (``read_error``), before its word lands (``done`` waits for the rest).
 
         ``length`` (or ``last``, the index of the last read, ``length - 1``, where that is the
         plainer expression) is the calling state's own expression of registers (each state its
@@ -1773,32 +1808,39 @@ class _State:
         retires past its last write."""
         wb = self.wb
         k = len(self.writers)
-        # One comb word per writer, 0 outside the writer's own condition (the calling
-        # context): (sel, err, mask, addr, data).
-        cand = Signal(2 + len(wb.mask) + len(wb.addr) + len(wb.data), name=f"wr{k}")
-        self.m.d.comb += cand.eq(Cat(1, addr >= self.act_words, _fit(mask, len(wb.mask)),
-                                     _fit(addr, len(wb.addr)), _fit(data, len(wb.data))))
-        self.writers.append(cand)
+        # Per writer: its select, 1 in the writer's own condition (the calling context), and
+        # its word (err, mask, addr, data), an expression of the writer's registers valid in
+        # any cycle and registered in every cycle (finish_writes), so the condition reaches one
+        # flip-flop, not a reset or enable of the whole word.
+        sel = Signal(name=f"wr{k}_sel")
+        self.m.d.comb += sel.eq(1)
+        word = Cat(addr >= self.act_words, _fit(mask, len(wb.mask)), _fit(addr, len(wb.addr)),
+                   _fit(data, len(wb.data)))
+        self.writers.append((sel, word))
 
     def finish_writes(self) -> None:
-        """The write-back registers from every :meth:`post_write`: each writer's candidate
-        goes into a register of its own, next to the writer, and the write-back word is the
-        OR of those registers. No two writers write in the same cycle (each is its own
-        instruction's, or the drainer's inside GEMM) and each writer's candidate is 0 outside
-        its condition, so the OR is the writers' multiplexer: a shallow tree after the
-        registers, on the way to the act port, not behind each writer's own logic (the
-        drainer's column multiplexer was the ``tiny`` top's routed critical path)."""
+        """The write-back registers from every :meth:`post_write`: each writer's select and
+        word go into registers of their own, next to the writer, and the write-back word is
+        the OR of the selected words. No two writers write in the same cycle (each is its own
+        instruction's, or the drainer's inside GEMM), so the OR is the writers' multiplexer:
+        a shallow tree after the registers, on the way to the act port (and the scratchpad's
+        issue stage), not behind each writer's own logic (the drainer's column multiplexer
+        was the ``tiny`` top's routed critical path). The word registers load in every cycle:
+        a writer's condition as their reset was a net to ~60 flip-flops (the routed top's
+        ``wr#_r`` group)."""
         m, wb = self.m, self.wb
         posted = []
-        for k, cand in enumerate(self.writers):
-            reg = Signal.like(cand, name=f"wr{k}_r")
-            m.d.sync += reg.eq(cand)
-            posted.append(reg)
+        for k, (sel, word) in enumerate(self.writers):
+            sel_r = Signal(name=f"wr{k}_sel_r")
+            # Loaded in every cycle (no enable, no reset): only sel_r says it is a write.
+            word_r = Signal(len(word), name=f"wr{k}_r", reset_less=True)
+            m.d.sync += [sel_r.eq(sel), word_r.eq(word)]
+            posted.append(Cat(sel_r, Mux(sel_r, word_r, 0)))
         # write_error (the write-back registers' en & err) as a register of its own: each
-        # candidate's err bit is 0 outside its writer's condition. Every writer state tests
-        # it before it retires, so it reads one flip-flop, not an OR behind the registers.
-        m.d.sync += self.write_error.eq(functools.reduce(operator.or_,
-                                                         (cand[1] for cand in self.writers)))
+        # writer's err counts in its condition only. Every writer state tests it before it
+        # retires, so it reads one flip-flop, not an OR behind the registers.
+        m.d.sync += self.write_error.eq(functools.reduce(
+            operator.or_, (sel & word[0] for sel, word in self.writers)))
         m.d.comb += Cat(wb.en, wb.err, wb.mask, wb.addr, wb.data).eq(
             functools.reduce(operator.or_, posted))
 

@@ -190,12 +190,12 @@ class TokenLayerNorm(Unit):
     def block_cycles(self, dim: int) -> float:
         """Cycles per block of width ``dim`` in a long job at full rate: the engines'
         ``lanes * (scalar_cycles - 1) / engines``, or the ``d * phases`` output cycles (and the
-        wait until the last element has read its row constants before the next block's go in)
-        when more."""
+        wait until the last element has read its row constants before the next block's go in,
+        and ``WAIT``'s registered verdict) when more."""
         dim = check_int("dim", dim, 1, self._max_dim)
         engine = -(-self._lanes // self._engines) * (self.scalar_cycles - 1)
         return max(engine, dim * self._phases + BlockRAM.latency + SELECT_LATENCY
-                   + Multiplier.latency + 1)
+                   + Multiplier.latency + 2)
 
     # -- gateware --------------------------------------------------------------------------------
 
@@ -426,9 +426,17 @@ class TokenLayerNorm(Unit):
         m.d.sync += u.occupied.eq(u.occupied + (u.take_in & u.block_done_in)
                                   - (u.take_out & u.block_done_out))
         half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> u.k
+        # WAIT's verdict a cycle late, from a register (`out_go`): every lane's result in and
+        # no element left reading the row constants. In WAIT the two only move toward it
+        # (results only fill until the release, and nothing issues), so the late verdict is
+        # still true when it acts, and the ~70 loads behind it (g_row, h_row, the block
+        # buffer's read) wait for one flip-flop, not for res_full's AND across the unit.
+        go = Signal(name="out_go")
         with m.FSM(name="out"):
             with m.State("WAIT"):
-                with m.If((u.res_full == (1 << lanes) - 1) & ~u.rows_in_use):
+                m.d.sync += go.eq((u.res_full == (1 << lanes) - 1) & ~u.rows_in_use)
+                with m.If(go):
+                    m.d.sync += go.eq(0)
                     m.d.comb += u.res_release.eq(1)
                     m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.g_now)]
                     m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.h_now)]

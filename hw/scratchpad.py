@@ -16,31 +16,38 @@ Storage is ``P = lcm(unit_bytes, 4)`` byte lanes, each a :func:`hw.bram.make_blo
 each lie inside one ``P``-byte row, so either is one RAM access with per-lane write enables and a
 byte-exact write never needs a read-modify-write.
 
-Every RAM input (read row, write row, byte, enable) is registered first, the **request stage**:
-no path runs from a unit's address arithmetic through the port's lane selection into a block
-RAM (the accelerator top's timing, ``docs/boards.md``). A write lands a cycle after its request
-and a read is answered ``latency`` = 3 cycles after it; reads and writes move by the same cycle,
-so their order is the requests' order.
+Every RAM input (read row, write row, byte, enable) is registered, the **request stage**, and
+the unit port's request (enables, addresses, data, mask) is registered once more in front of
+it, the **issue stage**: the unit's address arithmetic and its multiplexer of walkers end at a
+register, and the bounds check, the lane selection and the host arbitration start from one
+(the accelerator top's timing, ``docs/boards.md``: a walker's address, the port's bounds
+comparator and the RAM's request register in one cycle, across the die, were its routed
+critical paths). A unit write lands two cycles after its request and a unit read is answered
+``latency`` = 4 cycles after it; unit reads and writes move by the same cycles, so their order
+is the requests' order. A host access skips the issue stage: a host read is answered
+``host_latency`` = 3 cycles after its transfer.
 
 Both ports share each lane's one read and one write port: the unit side wins, a host request is
-``ready`` in a cycle in which the unit neither reads nor writes, so a host access waits at most
-until the controller's current instruction stops streaming. With ``host_when_idle=True`` the
-scratchpad has one more input, ``unit_idle``, and the host is ``ready`` exactly while it is high:
-the unit's user (the accelerator top: ``not busy``, a register) promises that the unit port is
-quiet then, and the grant waits for no comparator of the unit's.
+``ready`` in a cycle in which the issue stage holds no unit read or write (a unit request of
+the same cycle reaches the RAM a cycle after the host's), so a host access waits at most until
+the controller's current instruction stops streaming. With ``host_when_idle=True`` the
+scratchpad has one more input, ``unit_idle``, and the host is ``ready`` while it is high and
+the issue stage is empty: the unit's user (the accelerator top: ``not busy``, a register)
+promises that the unit port is quiet then, and the grant waits for no comparator of the unit's.
 
 Bounds: a unit address at or past the last word raises ``unit.r_error`` (a read) or
-``unit.w_error`` (a write) for that cycle and the access is dropped (a read returns 0): an
-address never wraps onto another word. The two are separate so that a unit can use each as its
-timing allows: ``hw.controller`` registers the read one, and checks each of its (posted) writes
-against the same bound, :func:`unit_words_of`, in its own write-back register instead of waiting
-for ``w_error`` from across the chip. A host address
+``unit.w_error`` (a write) one cycle after its request (from the issue stage), and the access is
+dropped (a read returns 0): an address never wraps onto another word. The two are separate so
+that a unit can use each as its timing allows: ``hw.controller`` registers the read one, and
+checks each of its (posted) writes against the same bound, :func:`unit_words_of`, in its own
+write-back register instead of waiting for ``w_error`` from across the chip. A host address
 past the region reads 0 and ignores the write (the link already refuses it).
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -118,8 +125,11 @@ class Scratchpad(wiring.Component):
     Attributes
     ----------
     latency : int
-        Cycles from a unit read (``r_en``) to its word on ``r_data`` and from a host read
-        transfer to ``r_valid``: 1 + :attr:`hw.bram.BlockRAM.latency` = 3.
+        Cycles from a unit read (``r_en``) to its word on ``r_data``: the issue stage, the
+        request stage and :attr:`hw.bram.BlockRAM.latency`, 4.
+    host_latency : int
+        Cycles from a host read transfer to ``r_valid``: the request stage and
+        :attr:`hw.bram.BlockRAM.latency`, 3.
     """
 
     class Port:
@@ -140,9 +150,9 @@ class Scratchpad(wiring.Component):
             w_data : Out(8 * unit_bytes)
             w_mask : Out(unit_bytes)
             r_error : In(1)
-                The read of this cycle (``r_en``) is past the last word (dropped, reads 0).
+                The read of the last cycle (``r_en``) was past the last word (dropped, reads 0).
             w_error : In(1)
-                The write of this cycle (``w_en``) is past the last word (dropped).
+                The write of the last cycle (``w_en``) was past the last word (dropped).
             """
 
             unit_bytes = Setting("Bytes of a unit word.")
@@ -159,7 +169,9 @@ class Scratchpad(wiring.Component):
                 }, unit_bytes=unit_bytes, addr_width=addr_width)
 
     #: The request stage (a register rank on every RAM input) and the RAM's two read ranks.
-    latency = 1 + BlockRAM.latency
+    host_latency = 1 + BlockRAM.latency
+    #: The unit port's issue stage in front of them.
+    latency = 1 + host_latency
     size = Setting("Bytes of the scratchpad.")
     unit_bytes = Setting("Bytes of a unit-port word.")
     unit_words = Setting("Unit words of the region (``ceil(size / unit_bytes)``).")
@@ -217,31 +229,41 @@ class Scratchpad(wiring.Component):
                 return addr[bits:], addr[:bits] * per_row
             return addr // words, (addr % words) * per_row
 
+        # -- the issue stage: the unit's request, registered --------------------------------
+        req = SimpleNamespace(**{name: Signal.like(getattr(unit, name), name=f"issue_{name}")
+                                 for name in ("r_en", "r_addr", "w_en", "w_addr", "w_data",
+                                              "w_mask")})
+        m.d.sync += [getattr(req, name).eq(getattr(unit, name)) for name in vars(req)]
+
         u_ok_r = Signal()
         u_ok_w = Signal()
         h_ok = Signal()
         m.d.comb += [
-            u_ok_r.eq(unit.r_addr < self._unit_words),
-            u_ok_w.eq(unit.w_addr < self._unit_words),
+            u_ok_r.eq(req.r_addr < self._unit_words),
+            u_ok_w.eq(req.w_addr < self._unit_words),
             h_ok.eq(host.addr < self._size // hb),
-            unit.r_error.eq(unit.r_en & ~u_ok_r),
-            unit.w_error.eq(unit.w_en & ~u_ok_w),
+            unit.r_error.eq(req.r_en & ~u_ok_r),
+            unit.w_error.eq(req.w_en & ~u_ok_w),
         ]
-        u_rrow, u_rlane = split(unit.r_addr, ub)
-        u_wrow, u_wlane = split(unit.w_addr, ub)
+        u_rrow, u_rlane = split(req.r_addr, ub)
+        u_wrow, u_wlane = split(req.w_addr, ub)
         h_row, h_lane = split(host.addr, hb)
 
         # -- arbitration: the unit side first -------------------------------------------------
         h_read = Signal()
         h_write = Signal()
+        # A unit request in the issue stage reaches the RAM's request registers in the cycle a
+        # host request would: it blocks the host (either port of a lane: a host write beside a
+        # unit read of the same row would return an undefined word, hw.bram). A unit request
+        # of this cycle reaches them a cycle after the host's.
+        unit_quiet = ~req.w_en & ~req.r_en
         if self._host_when_idle:
             # The unit's user promises not to touch the port while `unit_idle` (a register of
-            # its own): the host's grant waits for no decision of the unit's.
-            m.d.comb += host.ready.eq(self.unit_idle)
+            # its own; a request of the cycle before may still be in the issue stage): the
+            # host's grant waits for no decision of the unit's.
+            m.d.comb += host.ready.eq(self.unit_idle & unit_quiet)
         else:
-            # Either port of a lane in use by the unit blocks the host: a host write beside a
-            # unit read of the same row would return an undefined word (hw.bram).
-            m.d.comb += host.ready.eq(~unit.w_en & ~unit.r_en)
+            m.d.comb += host.ready.eq(unit_quiet)
         m.d.comb += [
             h_read.eq(host.valid & host.ready & ~host.write),
             h_write.eq(host.valid & host.ready & host.write & h_ok),
@@ -255,12 +277,12 @@ class Scratchpad(wiring.Component):
             h_byte = Signal(8, name=f"h_byte{i}")
             for j in range(ub):
                 with m.If(u_wlane + j == i):
-                    m.d.comb += [u_sel.eq(unit.w_mask[j]), u_byte.eq(unit.w_data[8 * j:8 * j + 8])]
+                    m.d.comb += [u_sel.eq(req.w_mask[j]), u_byte.eq(req.w_data[8 * j:8 * j + 8])]
             for j in range(hb):
                 with m.If(h_lane + j == i):
                     m.d.comb += [h_sel.eq(host.w_en[j]), h_byte.eq(host.w_data[8 * j:8 * j + 8])]
             # The request stage: the lane's write goes to the RAM from registers.
-            with m.If(unit.w_en):
+            with m.If(req.w_en):
                 m.d.sync += [ram.w_addr.eq(u_wrow), ram.w_data.eq(u_byte),
                              ram.w_en.eq(u_sel & u_ok_w)]
             with m.Else():
@@ -269,18 +291,18 @@ class Scratchpad(wiring.Component):
 
         # -- reads: one issue per cycle, the lane select and validity travel beside the RAM ----
         r_addr = Signal.like(rams[0].r_addr, name="r_row")
-        m.d.sync += r_addr.eq(Mux(unit.r_en, u_rrow, h_row))    # the request stage
+        m.d.sync += r_addr.eq(Mux(req.r_en, u_rrow, h_row))     # the request stage
         for ram in rams:
             m.d.comb += [ram.r_en.eq(1), ram.r_oce.eq(1), ram.r_addr.eq(r_addr)]
         row = Cat(ram.r_data for ram in rams)
-        n = self.latency
+        n = self.host_latency                  # the request stage's registers on
         u_lane = [Signal.like(u_rlane, name=f"u_lane_s{i}") for i in range(n)]
         h_lane_d = [Signal.like(h_lane, name=f"h_lane_s{i}") for i in range(n)]
         u_live = [Signal(name=f"u_live_s{i}") for i in range(n)]
         h_live = [Signal(name=f"h_live_s{i}") for i in range(n)]
         h_good = [Signal(name=f"h_good_s{i}") for i in range(n)]
         m.d.sync += [
-            u_lane[0].eq(u_rlane), h_lane_d[0].eq(h_lane), u_live[0].eq(unit.r_en & u_ok_r),
+            u_lane[0].eq(u_rlane), h_lane_d[0].eq(h_lane), u_live[0].eq(req.r_en & u_ok_r),
             h_live[0].eq(h_read), h_good[0].eq(h_ok),
         ]
         for stages in (u_lane, h_lane_d, u_live, h_live, h_good):

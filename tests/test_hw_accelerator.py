@@ -16,6 +16,7 @@ from hw.accelerator import Accelerator
 from hw.bus import HostBus
 from hw.isa import Control, Csr, ErrorCode, IsaError, Status
 from hw.params import preset
+from hw.scratchpad import Scratchpad
 from sw import isasim
 
 
@@ -193,6 +194,7 @@ def test_accelerator_host_port_signature():
     assert dut.host.signature.flip() == HostBus.Signature(addr_width=width)
     assert dut.memory_map == isa.memory_map(PARAMS)
     assert Accelerator.read_latency == 3          # the request stage + the RAM's two ranks
+    assert Scratchpad.latency == 4                # a unit read: the issue stage in front
     with pytest.raises(TypeError):
         Accelerator.from_params(None)
 
@@ -295,6 +297,7 @@ def _fenced_connect(fence_words: int):
     """A stand-in for ``hw.accelerator.connect`` that puts a fence between the controller's act
     port and the act scratchpad: unit words at or past ``fence_words`` are refused (``r_error``
     / ``w_error``) and dropped, as by a scratchpad of that size."""
+    from amaranth.hdl import Signal
     from amaranth.lib.wiring import connect
 
     def fenced(m, ctrl_port, spad_port):
@@ -302,13 +305,17 @@ def _fenced_connect(fence_words: int):
             return connect(m, ctrl_port, spad_port)
         r_out = ctrl_port.r_addr >= fence_words
         w_out = ctrl_port.w_addr >= fence_words
+        # Reported a cycle after the request, as the scratchpad's issue stage does.
+        r_refused = Signal(name="fence_r_refused")
+        w_refused = Signal(name="fence_w_refused")
+        m.d.sync += [r_refused.eq(ctrl_port.r_en & r_out), w_refused.eq(ctrl_port.w_en & w_out)]
         m.d.comb += [
             spad_port.r_en.eq(ctrl_port.r_en & ~r_out), spad_port.r_addr.eq(ctrl_port.r_addr),
             spad_port.w_en.eq(ctrl_port.w_en & ~w_out), spad_port.w_addr.eq(ctrl_port.w_addr),
             spad_port.w_data.eq(ctrl_port.w_data), spad_port.w_mask.eq(ctrl_port.w_mask),
             ctrl_port.r_data.eq(spad_port.r_data),
-            ctrl_port.r_error.eq(spad_port.r_error | (ctrl_port.r_en & r_out)),
-            ctrl_port.w_error.eq(spad_port.w_error | (ctrl_port.w_en & w_out)),
+            ctrl_port.r_error.eq(spad_port.r_error | r_refused),
+            ctrl_port.w_error.eq(spad_port.w_error | w_refused),
         ]
     return fenced
 

@@ -43,9 +43,10 @@ def run_on_accelerator(image, *, entry: int = 0, read_back=("act",), program_run
     return out
 
 
-def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bool = False):
+def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bool = False,
+               params=PARAMS):
     """An image with a random act background, A, W, quant words, LUTs and one GEMM + HALT."""
-    p = PARAMS
+    p = params
     image = isasim.MemoryImage(p)
     image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
     a = rng.integers(-128, 128, (m, k), dtype=np.int8)
@@ -104,6 +105,23 @@ def test_controller_gemm_matches_isasim(m, k, n, lut, out32):
     tiles = -(-m // PARAMS.rows) * -(-n // PARAMS.cols)
     assert csr[Csr.PERF_GEMM_BUSY] >= tiles * k
     assert csr[Csr.PERF_CYCLES] >= csr[Csr.PERF_GEMM_BUSY] + csr[Csr.PERF_GEMM_STALL]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_controller_gemm_short_loads_on_a_2x2_array(k):
+    """On a 2 x 2 array a tile with K <= 2 loads in fewer cycles than the scratchpads' read
+    latency: the feeder's minimum load (``feed_min``) keeps the core from reading a word
+    before it lands. Two token blocks and two column tiles, so both banks are reused."""
+    params = PARAMS.replace(rows=2, cols=2, ln_pipelines=1, attn_lanes=2)
+    m, n = 4, 4
+    rng = np.random.default_rng(900 + k)
+    image, (a, w, bias, mult, shift) = gemm_image(rng, m, k, n, params=params)
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    got = isasim.unpack_act(result["regions"]["act"][DST:], m, n, params.rows, np.int8)
+    want = ref.gemm_requant(a, w, bias.astype(np.int32), mult, shift)
+    assert got.size == m * n
+    assert_array_equal(got, want)
 
 
 def test_controller_runs_a_chained_program():

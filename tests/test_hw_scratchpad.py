@@ -20,26 +20,30 @@ def _run(dut, bench) -> None:
 
 
 async def _unit_read(ctx, port, addr: int) -> tuple[int, int]:
+    """One unit read: (its word, ``Scratchpad.latency`` cycles later; its ``r_error``, the cycle
+    after the read)."""
     ctx.set(port.r_en, 1)
     ctx.set(port.r_addr, addr)
-    error = ctx.get(port.r_error)
-    assert ctx.get(port.w_error) == 0           # a read never raises the write's error
     await ctx.tick()
     ctx.set(port.r_en, 0)
+    error = ctx.get(port.r_error)
+    assert ctx.get(port.w_error) == 0           # a read never raises the write's error
     for _ in range(Scratchpad.latency - 1):
         await ctx.tick()
+        assert ctx.get(port.r_error) == 0       # one cycle, for the one read
     return ctx.get(port.r_data), error
 
 
 async def _unit_write(ctx, port, addr: int, word: int, mask: int) -> int:
+    """One unit write: its ``w_error``, the cycle after the write."""
     ctx.set(port.w_en, 1)
     ctx.set(port.w_addr, addr)
     ctx.set(port.w_data, word)
     ctx.set(port.w_mask, mask)
-    error = ctx.get(port.w_error)
-    assert ctx.get(port.r_error) == 0           # a write never raises the read's error
     await ctx.tick()
     ctx.set(port.w_en, 0)
+    error = ctx.get(port.w_error)
+    assert ctx.get(port.r_error) == 0           # a write never raises the read's error
     return error
 
 
@@ -91,19 +95,60 @@ def test_scratchpad_host_and_unit_views_agree(size, unit_bytes):
     assert checked == {"unit": dut.unit_words, "host": size // 4, "errors": 1}
 
 
-def test_scratchpad_unit_side_has_priority():
+@pytest.mark.parametrize("host_when_idle", [False, True])
+def test_scratchpad_unit_side_has_priority(host_when_idle):
+    """A unit read or write blocks the host in the cycle after it, when it reaches the RAM's
+    request registers from the issue stage (with ``host_when_idle`` also while ``unit_idle``
+    has already risen); the cycle of the request itself leaves the host ready."""
+    dut = Scratchpad(size=64, unit_bytes=4, host_when_idle=host_when_idle)
+    checked = []
+
+    async def bench(ctx):
+        if host_when_idle:
+            ctx.set(dut.unit_idle, 1)
+        ctx.set(dut.host.valid, 1)
+        ctx.set(dut.host.write, 1)
+        for request in (dut.unit.r_en, dut.unit.w_en):
+            ctx.set(request, 1)
+            assert ctx.get(dut.host.ready) == 1
+            await ctx.tick()
+            ctx.set(request, 0)
+            assert ctx.get(dut.host.ready) == 0
+            await ctx.tick()
+            assert ctx.get(dut.host.ready) == 1
+            checked.append(request)
+        if host_when_idle:
+            ctx.set(dut.unit_idle, 0)
+            assert ctx.get(dut.host.ready) == 0
+
+    _run(dut, bench)
+    assert len(checked) == 2
+
+
+def test_scratchpad_host_write_beside_a_unit_request_lands():
+    """A host write granted in the cycle of a unit write to another word lands, and so does
+    the unit's (a cycle later, from the issue stage); the unit's next read sees both."""
     dut = Scratchpad(size=64, unit_bytes=4)
 
     async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        ctx.set(dut.unit.w_en, 1)
+        ctx.set(dut.unit.w_addr, 3)
+        ctx.set(dut.unit.w_data, 0x44332211)
+        ctx.set(dut.unit.w_mask, 0xF)
         ctx.set(dut.host.valid, 1)
         ctx.set(dut.host.write, 1)
-        ctx.set(dut.unit.r_en, 1)
-        assert ctx.get(dut.host.ready) == 0
-        ctx.set(dut.unit.r_en, 0)
-        ctx.set(dut.unit.w_en, 1)
-        assert ctx.get(dut.host.ready) == 0
-        ctx.set(dut.unit.w_en, 0)
+        ctx.set(dut.host.addr, 5)
+        ctx.set(dut.host.w_data, 0xDDCCBBAA)
+        ctx.set(dut.host.w_en, 0xF)
         assert ctx.get(dut.host.ready) == 1
+        await ctx.tick()
+        ctx.set(dut.unit.w_en, 0)
+        ctx.set(dut.host.valid, 0)
+        await ctx.tick()
+        assert await host.read(3) == 0x44332211
+        assert await host.read(5) == 0xDDCCBBAA
+        assert (await _unit_read(ctx, dut.unit, 5)) == (0xDDCCBBAA, 0)
 
     _run(dut, bench)
 
