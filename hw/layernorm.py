@@ -539,7 +539,7 @@ class _ScalarEngine(Elaboratable):
             ma=Signal(ENGINE_BITS, name="ma"),                     # a * 4**step
             ma3=Signal(ENGINE_BITS, name="ma3"),                   # 3 * a * 4**step
             mb=Signal(max(self.dim_bits, self.sum_bits), name="mb"),
-            cnt=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="cnt"),
+            left=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="left"),
             t1=Signal(ENGINE_BITS, name="t1"),                     # d * Q
             rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
             bit=Signal(ENGINE_BITS, name="bit"), res_zero=Signal(name="res_zero"),
@@ -556,6 +556,13 @@ class _ScalarEngine(Elaboratable):
         # step's "first" and the states' first-cycle captures read a flip-flop.
         e.cnt0 = Signal(init=1, name="cnt0")
         e.cnt_end = Signal(name="cnt_end")              # the counted state's last cycle
+        # The counted states' lengths (_count): each entry loads `left` with its state's
+        # cycles less one, so the last-cycle test is `left == 1` in every counted state, one
+        # comparator with a constant, not a multiplexer of every state's own comparator.
+        dim_steps, sum_steps = _half(self.dim_bits), _half(self.sum_bits)
+        self._counted = {"MUL_DQ": dim_steps, "MUL_SS": sum_steps, "MUL_DV": dim_steps,
+                         "MUL_DS": dim_steps, "ISQRT": ISQRT_ITERATIONS, "DIV": DIV_STEPS,
+                         "MUL_G1": dim_steps, "MUL_G": dim_steps, "MUL_H": sum_steps}
         # The multiply's operands and its enable are registers, loaded as the state before a
         # multiply leaves (_operands): the one datapath (_mul_datapath) sees no state
         # multiplexer. macc_next is the datapath's next macc (a product's last step: the
@@ -579,7 +586,8 @@ class _ScalarEngine(Elaboratable):
                 # The datapath steps on these operands while idle (mul_on); MUL_DQ's first
                 # step starts over from them (cnt0), so those steps leave nothing behind.
                 m.d.sync += _operands(e, self.q_in, self.dim)
-                m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in)]
+                m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in),
+                             self._enter(e, "MUL_DQ")]
                 with m.If(self.start):
                     m.next = "MUL_DQ"
             self._variance_states(m, e)
@@ -594,15 +602,22 @@ class _ScalarEngine(Elaboratable):
     def _count(self, m, e, steps, nxt, *done):
         """Stay for exactly ``steps`` (at least 2) cycles, then go to ``nxt`` doing ``done``.
 
-        The last cycle is ``cnt_end``, a register set one cycle ahead (``cnt == steps - 2``):
-        the exit and the ``done`` statements read a flip-flop, not the state's comparator
-        behind the state multiplexer. Every counted state starts with ``cnt_end`` low (its
-        ``steps`` is at least 2, and the exit clears it)."""
+        ``left`` counts down the cycles after this one (loaded by the state's entry,
+        :meth:`_enter`, with ``steps - 1``). The last cycle is ``cnt_end``, a register set one
+        cycle ahead (``left == 1``): the exit and the ``done`` statements read a flip-flop,
+        not a comparator behind the state multiplexer. Every counted state starts with
+        ``cnt_end`` low (its ``steps`` is at least 2, and the exit clears it)."""
         assert steps >= 2, steps
-        m.d.sync += [e.cnt.eq(e.cnt + 1), e.cnt0.eq(0), e.cnt_end.eq(e.cnt == steps - 2)]
+        m.d.sync += [e.left.eq(e.left - 1), e.cnt0.eq(0), e.cnt_end.eq(e.left == 1)]
         with m.If(e.cnt_end):
-            m.d.sync += [e.cnt.eq(0), e.cnt0.eq(1), e.cnt_end.eq(0), *done]
+            m.d.sync += [e.cnt0.eq(1), e.cnt_end.eq(0), *done]
+            if nxt in self._counted:
+                m.d.sync += self._enter(e, nxt)
             m.next = nxt
+
+    def _enter(self, e, state: str):
+        """The statement that loads ``left`` for counted state ``state``'s first cycle."""
+        return e.left.eq(self._counted[state] - 1)
 
     def _mul_step(self, m, e, bits, nxt, *done):
         """One radix-4 shift-and-add step of ``mul_a * mul_b`` (``ceil(bits / 2)`` steps,
@@ -643,6 +658,7 @@ class _ScalarEngine(Elaboratable):
             self._mul_step(m, e, self.sum_bits, "SUB_DV", e.mul_on.eq(0))
         with m.State("SUB_DV"):                              # d * Q - S1**2, in a register:
             m.d.sync += _operands(e, e.t1 - e.macc, dim)     # not in front of the multiply
+            m.d.sync += self._enter(e, "MUL_DV")
             m.next = "MUL_DV"
         with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
             self._mul_step(m, e, self.dim_bits, "MUL_DS", *_operands(e, e.macc_next, dim))
@@ -661,7 +677,8 @@ class _ScalarEngine(Elaboratable):
             m.next = "PRESHIFT_SHIFT"
         with m.State("PRESHIFT_SHIFT"):
             m.d.sync += [rem.eq(res << Cat(Const(0, 1), self.k)), res.eq(0),
-                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2)), e.res_zero.eq(1)]
+                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2)), e.res_zero.eq(1),
+                         self._enter(e, "ISQRT")]
             m.next = "ISQRT"
         with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
             # res is a multiple of 4 * bit here (a bit taken one step earlier sits at 4 * bit:
