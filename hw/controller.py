@@ -563,6 +563,7 @@ class Controller(Unit):
                 m.d.comb += s.drain_done.eq(1)
                 with m.If(s.drain_start):
                     m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
+                                 d.cols_left.eq(g.n),
                                  s.row.eq(0), d.last_mb.eq(g.one_mb), d.last_nt.eq(g.one_nt)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
@@ -592,6 +593,7 @@ class Controller(Unit):
                     with m.Else():
                         m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
                                      d.col0.eq(d.col0 + p.cols), d.last_mb.eq(g.one_mb),
+                                     d.cols_left.eq(d.cols_left - p.cols),
                                      d.last_nt.eq(d.nt + 2 >= g.n_tiles)]
                         with m.If(d.last_nt):
                             m.next = "IDLE"
@@ -1419,6 +1421,9 @@ def _gemm_registers() -> SimpleNamespace:
     g.drain.last_nt = Signal(name="drain_last_nt")
     g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
     g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
+    # N - col0, stepped with col0: wb_words' minimum reads a register, not a subtractor of
+    # the field register g.n from across the controller.
+    g.drain.cols_left = Signal(32, name="drain_cols_left")
     g.lut_en = g.flags[0]
     g.out32 = g.flags[1]
     assert int(GemmFlag.LUT) == 1 and int(GemmFlag.OUT32) == 2
@@ -1744,7 +1749,7 @@ class _State:
         # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
         first = d.blk + d.col0
         m.d.sync += d.base.eq(g.dbase + Mux(g.out32, first << 2, first))
-        cols_left = g.n - d.col0
+        cols_left = d.cols_left                         # g.n - d.col0, a register
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
         with m.If(cols_left > p.cols):
