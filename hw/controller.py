@@ -245,12 +245,55 @@ class Controller(Unit):
 
     # -- fetch, decode, retire, errors ------------------------------------------------------------
 
-    def _sequencer(self, m, s):
-        p = self._params
+    def _fetch_capture(self, m, s) -> SimpleNamespace:
+        """The fetched instruction's registers (``ir``, the one-hot ``decoded`` flags, the
+        reserved-bit chunks), the prefetch's stages and the predecode verdict."""
         ir = Signal(isa.INSTR_BITS)
         reserved_masks = {op: _reserved_mask(op) for op in _IMPLEMENTED}
-        reserved_set = {op: Signal(name=f"reserved_{op.name.lower()}") for op in _IMPLEMENTED}
+        # Whether the word sets a reserved bit of each opcode's format, in 64-bit chunks
+        # (registers at the capture; predecode ORs the chunks of the word's opcode).
+        chunks = range(0, isa.INSTR_BITS, 64)
+        reserved_set = {op: [Signal(name=f"reserved_{op.name.lower()}{j // 64}") for j in chunks]
+                        for op in _IMPLEMENTED}
         decoded = {op: Signal(name=f"decoded_{op.name.lower()}") for op in _IMPLEMENTED}
+        # Prefetch: MUL reads instruction pc + 1 (unless it is past the memory), which lands
+        # while the instruction runs; FETCH then goes straight to DECODE (no instruction
+        # writes the instruction memory, and START clears what a program left in flight).
+        # pf_v*: the read's stages; pf_landed: its word is in `ir` (and the flags below), the
+        # predecode registers follow a cycle later, when pf_valid rises.
+        pf_issue = Signal(name="pf_issue")
+        pf_tags = [Signal(name=f"pf_v{k}") for k in range(Scratchpad.latency)]
+        pf_landed = Signal(name="pf_landed")
+        pf_valid = Signal(name="pf_valid")
+        m.d.sync += [pf_tags[0].eq(pf_issue), *(b.eq(a) for a, b in zip(pf_tags, pf_tags[1:])),
+                     pf_landed.eq(pf_tags[-1])]
+        with m.If(pf_landed):
+            m.d.sync += pf_valid.eq(1)
+        pf_pending = Cat(*pf_tags, pf_landed).any()
+        # The fetched word is captured when it lands (FETCH_DATA, or a prefetch's last
+        # stage): the instruction, and for each opcode whether the word sets a bit that
+        # opcode's format leaves reserved (wide ORs) and whether it is that opcode.
+        fetch_data = Signal(name="fetch_data")
+        with m.If(fetch_data | pf_tags[-1]):
+            word = self.instr.r_data
+            m.d.sync += [ir.eq(word), *(part.eq((word[j:j + 64] & (mask >> j) % (1 << 64)).any())
+                                        for op, mask in reserved_masks.items()
+                                        for j, part in zip(chunks, reserved_set[op])),
+                         *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
+        # Predecode, a cycle after the capture, from its registers: DECODE's verdict (an
+        # illegal opcode, a reserved bit set) and error code are registers too.
+        illegal = ~Cat(decoded.values()).any()
+        bad_field = Cat(decoded[op] & Cat(reserved_set[op]).any() for op in _IMPLEMENTED).any()
+        dec_fail = Signal(name="dec_fail")
+        dec_code = Signal.like(s.fail_code, name="dec_code")
+        m.d.sync += [dec_fail.eq(illegal | bad_field),
+                     dec_code.eq(Mux(illegal, ErrorCode.ILLEGAL_OPCODE, ErrorCode.BAD_FIELD))]
+        return SimpleNamespace(ir=ir, decoded=decoded, pf_issue=pf_issue, pf_tags=pf_tags,
+                               pf_landed=pf_landed, pf_valid=pf_valid, pf_pending=pf_pending,
+                               fetch_data=fetch_data, dec_fail=dec_fail, dec_code=dec_code)
+
+    def _sequencer(self, m, s):
+        p = self._params
         with m.If(self.clear & ~self.busy):
             m.d.sync += [self.done.eq(0), self.error.eq(0), self.code.eq(0)]
         # The instruction's address: pc, or pc1 in the cycle pc moves to it (advance_pc, the
@@ -266,18 +309,28 @@ class Controller(Unit):
         pc1_over = Signal(name="pc1_over")
         m.d.sync += pc1_over.eq(self.pc + 1 >= p.instr_depth)
         fetch_over = Mux(s.advance_pc, pc1_over, pc_over)
+        f = self._fetch_capture(m, s)
+        ir, decoded = f.ir, f.decoded
+        pf_issue, pf_tags, pf_landed, pf_valid = f.pf_issue, f.pf_tags, f.pf_landed, f.pf_valid
+        pf_pending, fetch_data, dec_fail, dec_code = (f.pf_pending, f.fetch_data, f.dec_fail,
+                                                       f.dec_code)
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                                  self.code.eq(0), self.pc.eq(self.entry), s.clear_perf.eq(1),
-                                 pc_over.eq(self.entry >= p.instr_depth)]
+                                 pc_over.eq(self.entry >= p.instr_depth),
+                                 *(t.eq(0) for t in pf_tags), pf_landed.eq(0),
+                                 pf_valid.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += s.clear_perf.eq(0)
                 with m.If(fetch_over):
                     s.fail(ErrorCode.NO_HALT)
-                with m.Else():
+                with m.Elif(pf_valid):                  # the prefetched pc + 1
+                    m.d.sync += pf_valid.eq(0)
+                    m.next = "DECODE"
+                with m.Elif(~pf_pending):               # (a prefetch in flight: wait for it)
                     m.d.comb += self.instr.r_en.eq(1)
                     m.next = "FETCH_WAIT1"
             # The instruction word is on r_data Scratchpad.latency cycles after its read.
@@ -286,13 +339,9 @@ class Controller(Unit):
                     m.next = (f"FETCH_WAIT{k + 1}" if k + 1 < Scratchpad.latency
                               else "FETCH_DATA")
             with m.State("FETCH_DATA"):
-                # The word, and for each opcode whether the word sets a bit that opcode's
-                # format leaves reserved (wide ORs, done here so that DECODE's verdict reads
-                # a register; DECODE picks the opcode's own, no opcode comparison here).
-                word = self.instr.r_data
-                m.d.sync += [ir.eq(word), *(reserved_set[op].eq((word & mask).any())
-                                            for op, mask in reserved_masks.items()),
-                             *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
+                m.d.comb += fetch_data.eq(1)
+                m.next = "PREDECODE"
+            with m.State("PREDECODE"):
                 m.next = "DECODE"
             with m.State("DECODE"):
                 # Each opcode's field registers load here when the word is that opcode (its
@@ -308,18 +357,23 @@ class Controller(Unit):
                 s.restart_copy()
                 m.d.sync += [s.mul_step.eq(1),
                              *(is_op.eq(decoded[op]) for op, is_op in s.op_is.items())]
-                # One-hot opcode flags from FETCH_DATA: at most one is set, so each opcode's
+                # One-hot opcode flags from the capture: at most one is set, so each opcode's
                 # dispatch is its own If (no priority chain of 8-bit comparisons). One fail()
-                # for both verdicts: each fail() is a stage of fail_code's multiplexer chain.
-                illegal = ~Cat(decoded.values()).any()
-                bad_field = Cat(decoded[op] & reserved_set[op] for op in _IMPLEMENTED).any()
-                with m.If(illegal | bad_field):
-                    s.fail(Mux(illegal, ErrorCode.ILLEGAL_OPCODE, ErrorCode.BAD_FIELD))
+                # for both verdicts (predecode's registers): each fail() is a stage of
+                # fail_code's multiplexer chain.
+                with m.If(dec_fail):
+                    s.fail(dec_code)
                 with m.Else():
                     for op in _IMPLEMENTED:
                         with m.If(decoded[op]):
                             self._dispatch(m, s, op, ir)
             with m.State("MUL"):
+                # The next instruction's prefetch, in MUL's first step (every opcode with
+                # fields comes through MUL): pc moved at least two cycles earlier (a
+                # prefetched FETCH, then DECODE), so pc1 and pc1_over hold pc + 1's.
+                with m.If(s.mul_step[0]):
+                    m.d.comb += [pf_issue.eq(~pc1_over), self.instr.r_en.eq(~pc1_over),
+                                 self.instr.r_addr.eq(pc1)]
                 self._products(m, s)
             with m.State("NEXT"):
                 s.next_instruction("FETCH")
@@ -563,13 +617,15 @@ class Controller(Unit):
                 m.d.comb += s.drain_done.eq(1)
                 with m.If(s.drain_start):
                     m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
-                                 d.cols_left.eq(g.n),
+                                 d.cols_left.eq(g.n), *s.restart_write_back(d),
                                  s.row.eq(0), d.last_mb.eq(g.one_mb), d.last_nt.eq(g.one_nt)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
                 m.d.comb += s.capturing.eq(~s.lut_loading)
                 with m.If(s.tile_last):
-                    m.d.sync += [*s.restart_write_back(d), s.row.eq(0)]
+                    # The write back is at word 0 already (drain start, or the last WB's
+                    # end): its counters' enables wait for no captured row.
+                    m.d.sync += s.row.eq(0)
                     m.next = "LUT"
                     with m.If(~g.lut_en):
                         m.next = "WB"
@@ -841,8 +897,11 @@ class Controller(Unit):
 
         with _verdict(m, s, "ATTN_CHECK", [
                 ((a.flags & ~int(AttnFlag.CAUSAL)) != 0, ErrorCode.BAD_FIELD),
-                ((a.t == 0) | (a.heads == 0) | (a.head_dim == 0) | (a.head_dim > p.head_dim)
-                 | (a.window == 0) | (a.window > p.window) | (a.src_cols < width)
+                # One rule in two (the same code, side by side: the verdict is the same),
+                # each a narrower OR into its own register.
+                ((a.t == 0) | (a.heads == 0) | (a.head_dim == 0) | (a.head_dim > p.head_dim),
+                 ErrorCode.BAD_SHAPE),
+                ((a.window == 0) | (a.window > p.window) | (a.src_cols < width)
                  | (a.dst_cols < width), ErrorCode.BAD_SHAPE),
                 (span_bad(a.q_addr, pr[1]) | span_bad(a.k_addr, pr[1])
                  | span_bad(a.v_addr, pr[1]), ErrorCode.BAD_ADDRESS),
@@ -1047,31 +1106,44 @@ class Controller(Unit):
             # Word 0: epsilon; words 1..c: the channels' shifts.
             m.d.comb += s.lnorm_stall.eq(1)
             copied = s.issue(self.quant, n.quant_addr + s.i, _NO_SEL, last=n.c)
-            m.d.comb += s.lnorm_start.eq(copied & ~s.land_bad)
+            # The copy's end a cycle late (copied_r), when the last word's check is in
+            # land_bad: each word is checked from registers, the cycle after it landed.
+            copied_r = Signal(name="ln_q_copied")
+            m.d.sync += copied_r.eq(copied)
+            m.d.comb += s.lnorm_start.eq(copied_r & ~s.land_bad)
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
             shift = _quant_field(word, isa.LNORM_WORD, "shift")
-            # Word 0's epsilon is checked from its register n.eps, the cycle after it landed
-            # (beside word 1's shift, which the copy always has): no 32-bit comparator behind
-            # the read port. Both fail with BAD_QUANT.
+            # Word 0's epsilon from its register n.eps, words 1..c's shifts from shift_r: no
+            # comparator behind the read port (both fail with BAD_QUANT).
             first = s.land.index == 0
             eps_landed = Signal(name="ln_eps_landed")
-            m.d.sync += eps_landed.eq(s.land.valid & first)
+            shift_landed = Signal(name="ln_shift_landed")
+            shift_r = Signal.like(shift, name="ln_shift_r")
+            m.d.sync += [eps_landed.eq(s.land.valid & first),
+                         shift_landed.eq(s.land.valid & ~first), shift_r.eq(shift)]
             with m.If(s.land.valid & first):
                 m.d.sync += n.eps.eq(eps)
             m.d.sync += s.land_bad.eq(
-                s.land.valid & ~first & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX))
+                shift_landed & ((shift_r < SHIFT_MIN) | (shift_r > SHIFT_MAX))
                 | eps_landed & (n.eps > (n.eps_max << 16)))
             with m.If(s.land_bad):
+                m.d.sync += copied_r.eq(0)
                 s.fail(ErrorCode.BAD_QUANT)
-            with m.Elif(copied):
+            with m.Elif(copied_r):
+                m.d.sync += [copied_r.eq(0), s.lnorm_run.eq(1)]
                 m.next = "LNORM_RUN"
         with m.State("LNORM_RUN"):
-            m.d.comb += [s.lnorm_busy.eq(1), s.lnorm_run.eq(1)]
+            # lnorm_run is a register, high exactly in LNORM_RUN (set on the way in, cleared
+            # on the way out): the walkers' steps and the unit's ready read a flip-flop, not
+            # the state's decode.
+            m.d.comb += s.lnorm_busy.eq(1)
             # lnorm_done follows the last write's step by a cycle: its posted write lands then.
             with m.If(s.write_error | s.read_error):
+                m.d.sync += s.lnorm_run.eq(0)
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.lnorm_done):
+                m.d.sync += s.lnorm_run.eq(0)
                 s.next_instruction("FETCH")
 
     def _lnorm(self, m, s, ln):
@@ -1575,17 +1647,19 @@ class _State:
             "out_mult", "out_shift"))
         self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
-        # The controller's one multiplier: operands picked (comb) into registers, then the
-        # product in two registers, _MUL_LATENCY = 3 cycles after the pick: one beside the
-        # multiplier's DSP blocks, one beside the product's users (a single one, placed near
-        # the users, was a 5 ns route from the DSP's output on the routed top).
+        # The controller's one multiplier: operands picked (comb) into registers, then the two
+        # 16 x 16 partial products in registers (each one DSP block's product, not the 48-bit
+        # sum of both behind them: that adder after the DSPs, across the die, was the routed
+        # top's `prod` path), then their sum: the product _MUL_LATENCY = 3 cycles after the
+        # pick.
         self.mul_a = Signal(32)
         self.mul_b = Signal(16)
         mul_a, mul_b = Signal(32, name="mul_a_r"), Signal(16, name="mul_b_r")
-        prod0 = Signal(48, name="prod0")
+        prod_lo, prod_hi = Signal(32, name="prod_lo"), Signal(32, name="prod_hi")
         self.prod = Signal(48)
-        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b), prod0.eq(mul_a * mul_b),
-                     self.prod.eq(prod0)]
+        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b),
+                     prod_lo.eq(mul_a[:16] * mul_b), prod_hi.eq(mul_a[16:] * mul_b),
+                     self.prod.eq(prod_lo + (prod_hi << 16))]
         # Each opcode's products in registers of its own (``pr_of[op][k]``, loaded from
         # ``prod`` under that opcode's step): next to that opcode's checks and setup, not one
         # set shared by every opcode's adders across the die (the routed top's *_check_bad).
@@ -1605,7 +1679,7 @@ class _State:
         self.op_is = {op: Signal(name=f"op_is_{op.name.lower()}") for op in self.fields_of}
         self.lnorm_busy = Signal()
         self.lnorm_stall = Signal()
-        self.lnorm_run = Signal()
+        self.lnorm_run = Signal()               # a register: the state is LNORM_RUN
         self.lnorm_done = Signal()
         self.attn_busy = Signal()
         self.attn_stall = Signal()
