@@ -70,7 +70,7 @@ from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline, acc_layout
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.layernorm_tokens import TokenLayerNorm
-from hw.multiplier import _platform_family
+from hw.multiplier import _platform_family, mult18x18d
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature, unit_words_of
 from hw.skid import SkidBuffer
@@ -142,6 +142,25 @@ def _verdict(m, s, state: str, rules):
             s.fail(code)
         with m.Else():
             yield
+
+
+def _partial_products(m, s, platform) -> None:
+    """``prod_lo`` / ``prod_hi``: the two 16 x 16 partial products of the controller's
+    multiplier, a cycle after its operand registers. On ECP5 each is a ``MULT18X18D`` with its
+    output register on (zero-extended operands, signed mode): the product is registered
+    inside the DSP block (as a fabric register after it, it was the routed top's worst path,
+    5.6 ns of wire from the block)."""
+    if _platform_family(platform) == "ecp5":
+        for k, (part, a16) in enumerate(((s.prod_lo, s.mul_a_r[:16]),
+                                         (s.prod_hi, s.mul_a_r[16:]))):
+            p36 = Signal(36, name=f"prod_dsp{k}")
+            m.submodules[f"prod_dsp{k}"] = mult18x18d(Cat(a16, Const(0, 2)),
+                                                      Cat(s.mul_b_r, Const(0, 2)), p36,
+                                                      Const(1), input_registers=False)
+            m.d.comb += part.eq(p36[:32])
+    else:
+        m.d.sync += [s.prod_lo.eq(s.mul_a_r[:16] * s.mul_b_r),
+                     s.prod_hi.eq(s.mul_a_r[16:] * s.mul_b_r)]
 
 
 def _pad(value, d: int):
@@ -221,6 +240,7 @@ class Controller(Unit):
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
+        _partial_products(m, s, platform)
         # Every act write is posted: chosen into the write-back registers (post_write,
         # finish_writes), on the act port the next cycle.
         s.drive_write_back(self.act)
@@ -250,10 +270,11 @@ class Controller(Unit):
         reserved-bit chunks), the prefetch's stages and the predecode verdict."""
         ir = Signal(isa.INSTR_BITS)
         reserved_masks = {op: _reserved_mask(op) for op in _IMPLEMENTED}
-        # Whether the word sets a reserved bit of each opcode's format, in 64-bit chunks
+        # Whether the word sets a reserved bit of each opcode's format, in 16-bit chunks
         # (registers at the capture; predecode ORs the chunks of the word's opcode).
-        chunks = range(0, isa.INSTR_BITS, 64)
-        reserved_set = {op: [Signal(name=f"reserved_{op.name.lower()}{j // 64}") for j in chunks]
+        chunks = range(0, isa.INSTR_BITS, _RESERVED_CHUNK)
+        reserved_set = {op: [Signal(name=f"reserved_{op.name.lower()}{j // _RESERVED_CHUNK}")
+                             for j in chunks]
                         for op in _IMPLEMENTED}
         decoded = {op: Signal(name=f"decoded_{op.name.lower()}") for op in _IMPLEMENTED}
         # Prefetch: MUL reads instruction pc + 1 (unless it is past the memory), which lands
@@ -276,7 +297,8 @@ class Controller(Unit):
         fetch_data = Signal(name="fetch_data")
         with m.If(fetch_data | pf_tags[-1]):
             word = self.instr.r_data
-            m.d.sync += [ir.eq(word), *(part.eq((word[j:j + 64] & (mask >> j) % (1 << 64)).any())
+            c = _RESERVED_CHUNK
+            m.d.sync += [ir.eq(word), *(part.eq((word[j:j + c] & (mask >> j) % (1 << c)).any())
                                         for op, mask in reserved_masks.items()
                                         for j, part in zip(chunks, reserved_set[op])),
                          *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
@@ -1171,8 +1193,12 @@ class Controller(Unit):
         # Gathers: a read a cycle while the FIFO has room for every read in flight.
         for w, port, fifo, addr in ((x, self.act, x_fifo, n.abase + x.blk + x.c),
                                     (q, self.quant, q_fifo, n.quant_addr + 1 + q.c)):
-            m.d.comb += w.step.eq(s.lnorm_run & ~w.done
-                                  & (fifo.w_level < _LN_FIFO_DEPTH - in_flight))
+            # The room test from the last cycle's level, with one word to spare (the level
+            # grows by at most one a cycle): a register in front of the step, not the FIFO
+            # level's comparator.
+            room = Signal(name=f"{w.name}_room")
+            m.d.sync += room.eq(fifo.w_level < _LN_FIFO_DEPTH - in_flight - 1)
+            m.d.comb += w.step.eq(s.lnorm_run & ~w.done & room)
             with m.If(w.step):
                 m.d.comb += [port.r_en.eq(1), port.r_addr.eq(addr)]
         x_tags = _tags(m, "ln_x", Cat(x.step, x.final), Scratchpad.latency)
@@ -1320,12 +1346,16 @@ class Controller(Unit):
             i = Signal(range(max(p.k_depth, p.cols) + 1), name=f"feed_{name}_i")
             go = Signal(name=f"feed_{name}_go")
             live = (g.col0 + i < g.n) if buf is bank.QUANT else 1
-            m.d.comb += go.eq(s.feeding & (i < length))
+            # i < length as a register (`more`), stepped with i on its next value: the read
+            # enable and the port's address multiplexer wait for no comparator (every
+            # length is at least 1, so a reset sets it).
+            more = Signal(name=f"feed_{name}_more")
+            m.d.comb += go.eq(s.feeding & more)
             with m.If(go):
                 m.d.comb += [port.r_en.eq(live), port.r_addr.eq(base + i)]
-                m.d.sync += i.eq(i + 1)
+                m.d.sync += [i.eq(i + 1), more.eq(i + 1 < length)]
             with m.If(s.feed_reset):
-                m.d.sync += i.eq(0)
+                m.d.sync += [i.eq(0), more.eq(1)]
             last.append(i + 1 >= length)
             tags = [SimpleNamespace(valid=Signal(name=f"feed_{name}_v{k}"),
                                     live=Signal(name=f"feed_{name}_live{k}"),
@@ -1458,6 +1488,8 @@ class Controller(Unit):
 
 
 _NO_SEL = 3                        # copy-engine reads without a tag of their own
+#: Bits of the instruction word per reserved-bit register of the fetch capture.
+_RESERVED_CHUNK = 16
 #: Products each opcode's checks take from the controller's multiplier (_products' pairs).
 _PRODUCTS = {Opcode.GEMM: 3, Opcode.VEC: 2, Opcode.LNORM: 4, Opcode.ATTN: 3, Opcode.EMBED: 2}
 _MUL_LATENCY = 3                   # the controller's multiplier: operand and two product registers
@@ -1654,12 +1686,12 @@ class _State:
         # pick.
         self.mul_a = Signal(32)
         self.mul_b = Signal(16)
-        mul_a, mul_b = Signal(32, name="mul_a_r"), Signal(16, name="mul_b_r")
-        prod_lo, prod_hi = Signal(32, name="prod_lo"), Signal(32, name="prod_hi")
+        self.mul_a_r = mul_a = Signal(32, name="mul_a_r")
+        self.mul_b_r = mul_b = Signal(16, name="mul_b_r")
+        self.prod_lo, self.prod_hi = Signal(32, name="prod_lo"), Signal(32, name="prod_hi")
         self.prod = Signal(48)
         m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b),
-                     prod_lo.eq(mul_a[:16] * mul_b), prod_hi.eq(mul_a[16:] * mul_b),
-                     self.prod.eq(prod_lo + (prod_hi << 16))]
+                     self.prod.eq(self.prod_lo + (self.prod_hi << 16))]
         # Each opcode's products in registers of its own (``pr_of[op][k]``, loaded from
         # ``prod`` under that opcode's step): next to that opcode's checks and setup, not one
         # set shared by every opcode's adders across the die (the routed top's *_check_bad).
@@ -1944,6 +1976,7 @@ class _BlockWalker:
     timing)."""
 
     def __init__(self, m, name: str, n, start):
+        self.name = name
         self.b = Signal(16, name=f"{name}_b")
         self.c = Signal(16, name=f"{name}_c")
         self.blk = Signal(32, name=f"{name}_blk")

@@ -116,31 +116,41 @@ class ECP5Multiplier(Multiplier):
             b18.eq(self.b),
             self.p.eq(p36[:self.a_width + self.b_width]),
         ]
-        # Only CLK0/CE0/RST0 and the data ports are connected: tying the unused clock, enable,
-        # reset and shift-cascade (SRIA/SRIB) inputs to constants made nextpnr-ecp5 0.11 fail
-        # to route its GND net ("Failed to find a route for arc ... of net $PACKER_GND_NET").
-        ports = {
-            "p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
-            "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE0", "p_REG_INPUTB_RST": "RST0",
-            "p_REG_INPUTC_CLK": "NONE",
-            "p_REG_PIPELINE_CLK": "NONE",
-            "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE0", "p_REG_OUTPUT_RST": "RST0",
-            "p_CLK0_DIV": "ENABLED", "p_CLK1_DIV": "ENABLED", "p_CLK2_DIV": "ENABLED",
-            "p_CLK3_DIV": "ENABLED",
-            "p_GSR": "DISABLED", "p_CAS_MATCH_REG": "FALSE", "p_SOURCEB_MODE": "B_SHIFT",
-            "p_MULT_BYPASS": "DISABLED", "p_RESETMODE": "SYNC",
-            "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
-            "i_SOURCEA": Const(0), "i_SOURCEB": Const(0),
-            "i_CLK0": ClockSignal("sync"), "i_CE0": self.en, "i_RST0": Const(0),
-        }
-        for i in range(DSP_WIDTH):
-            ports[f"i_A{i}"] = a18[i]
-            ports[f"i_B{i}"] = b18[i]
-            ports[f"i_C{i}"] = Const(0)
-        for i in range(2 * DSP_WIDTH):
-            ports[f"o_P{i}"] = p36[i]
-        m.submodules.dsp = Instance("MULT18X18D", **ports)
+        m.submodules.dsp = mult18x18d(a18, b18, p36, self.en)
         return m
+
+
+def mult18x18d(a18, b18, p36, en, *, input_registers: bool = True) -> Instance:
+    """An ECP5 ``MULT18X18D`` of the signed 18-bit ``a18`` and ``b18`` into the 36-bit ``p36``,
+    its output register on (``CLK0``, enable ``en``) and its input registers on unless
+    ``input_registers`` is false (then ``p36`` is the product of the operands one cycle
+    before: the fabric registers the operands, and the product leaves the DSP block from its
+    own register, not across the die from its multiplier)."""
+    # Only CLK0/CE0/RST0 and the data ports are connected: tying the unused clock, enable,
+    # reset and shift-cascade (SRIA/SRIB) inputs to constants made nextpnr-ecp5 0.11 fail to
+    # route its GND net ("Failed to find a route for arc ... of net $PACKER_GND_NET").
+    reg_in = "CLK0" if input_registers else "NONE"
+    ports = {
+        "p_REG_INPUTA_CLK": reg_in, "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
+        "p_REG_INPUTB_CLK": reg_in, "p_REG_INPUTB_CE": "CE0", "p_REG_INPUTB_RST": "RST0",
+        "p_REG_INPUTC_CLK": "NONE",
+        "p_REG_PIPELINE_CLK": "NONE",
+        "p_REG_OUTPUT_CLK": "CLK0", "p_REG_OUTPUT_CE": "CE0", "p_REG_OUTPUT_RST": "RST0",
+        "p_CLK0_DIV": "ENABLED", "p_CLK1_DIV": "ENABLED", "p_CLK2_DIV": "ENABLED",
+        "p_CLK3_DIV": "ENABLED",
+        "p_GSR": "DISABLED", "p_CAS_MATCH_REG": "FALSE", "p_SOURCEB_MODE": "B_SHIFT",
+        "p_MULT_BYPASS": "DISABLED", "p_RESETMODE": "SYNC",
+        "i_SIGNEDA": Const(1), "i_SIGNEDB": Const(1),
+        "i_SOURCEA": Const(0), "i_SOURCEB": Const(0),
+        "i_CLK0": ClockSignal("sync"), "i_CE0": en, "i_RST0": Const(0),
+    }
+    for i in range(DSP_WIDTH):
+        ports[f"i_A{i}"] = a18[i]
+        ports[f"i_B{i}"] = b18[i]
+        ports[f"i_C{i}"] = Const(0)
+    for i in range(2 * DSP_WIDTH):
+        ports[f"o_P{i}"] = p36[i]
+    return Instance("MULT18X18D", **ports)
 
 
 def check_dsp_options(use_dsp: object, family: object) -> None:
