@@ -331,28 +331,24 @@ class Controller(Unit):
         pc1_over = Signal(name="pc1_over")
         m.d.sync += pc1_over.eq(self.pc + 1 >= p.instr_depth)
         fetch_over = Mux(s.advance_pc, pc1_over, pc_over)
-        f = self._fetch_capture(m, s)
-        ir, decoded = f.ir, f.decoded
-        pf_issue, pf_tags, pf_landed, pf_valid = f.pf_issue, f.pf_tags, f.pf_landed, f.pf_valid
-        pf_pending, fetch_data, dec_fail, dec_code = (f.pf_pending, f.fetch_data, f.dec_fail,
-                                                       f.dec_code)
+        f = self._fetch_capture(m, s)          # ir, decoded, the prefetch, the predecode
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.busy.eq(1), self.done.eq(0), self.error.eq(0),
                                  self.code.eq(0), self.pc.eq(self.entry), s.clear_perf.eq(1),
                                  pc_over.eq(self.entry >= p.instr_depth),
-                                 *(t.eq(0) for t in pf_tags), pf_landed.eq(0),
-                                 pf_valid.eq(0)]
+                                 *(t.eq(0) for t in f.pf_tags), f.pf_landed.eq(0),
+                                 f.pf_valid.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += s.clear_perf.eq(0)
                 with m.If(fetch_over):
                     s.fail(ErrorCode.NO_HALT)
-                with m.Elif(pf_valid):                  # the prefetched pc + 1
-                    m.d.sync += pf_valid.eq(0)
+                with m.Elif(f.pf_valid):                # the prefetched pc + 1
+                    m.d.sync += f.pf_valid.eq(0)
                     m.next = "DECODE"
-                with m.Elif(~pf_pending):               # (a prefetch in flight: wait for it)
+                with m.Elif(~f.pf_pending):             # (a prefetch in flight: wait for it)
                     m.d.comb += self.instr.r_en.eq(1)
                     m.next = "FETCH_WAIT1"
             # The instruction word is on r_data Scratchpad.latency cycles after its read.
@@ -361,7 +357,7 @@ class Controller(Unit):
                     m.next = (f"FETCH_WAIT{k + 1}" if k + 1 < Scratchpad.latency
                               else "FETCH_DATA")
             with m.State("FETCH_DATA"):
-                m.d.comb += fetch_data.eq(1)
+                m.d.comb += f.fetch_data.eq(1)
                 m.next = "PREDECODE"
             with m.State("PREDECODE"):
                 m.next = "DECODE"
@@ -373,28 +369,28 @@ class Controller(Unit):
                 # (the routed top's VEC check read LNORM's width that way). op_is is the
                 # one-hot opcode for MUL's operand picks.
                 for op, regs in s.fields_of.items():
-                    with m.If(decoded[op]):
+                    with m.If(f.decoded[op]):
                         m.d.sync += [getattr(regs, n).eq(v)
-                                     for n, v in instruction_fields(ir, op).items()]
+                                     for n, v in instruction_fields(f.ir, op).items()]
                 s.restart_copy()
                 m.d.sync += [s.mul_step.eq(1),
-                             *(is_op.eq(decoded[op]) for op, is_op in s.op_is.items())]
+                             *(is_op.eq(f.decoded[op]) for op, is_op in s.op_is.items())]
                 # One-hot opcode flags from the capture: at most one is set, so each opcode's
                 # dispatch is its own If (no priority chain of 8-bit comparisons). One fail()
                 # for both verdicts (predecode's registers): each fail() is a stage of
                 # fail_code's multiplexer chain.
-                with m.If(dec_fail):
-                    s.fail(dec_code)
+                with m.If(f.dec_fail):
+                    s.fail(f.dec_code)
                 with m.Else():
                     for op in _IMPLEMENTED:
-                        with m.If(decoded[op]):
-                            self._dispatch(m, s, op, ir)
+                        with m.If(f.decoded[op]):
+                            self._dispatch(m, s, op, f.ir)
             with m.State("MUL"):
                 # The next instruction's prefetch, in MUL's first step (every opcode with
                 # fields comes through MUL): pc moved at least two cycles earlier (a
                 # prefetched FETCH, then DECODE), so pc1 and pc1_over hold pc + 1's.
                 with m.If(s.mul_step[0]):
-                    m.d.comb += [pf_issue.eq(~pc1_over), self.instr.r_en.eq(~pc1_over),
+                    m.d.comb += [f.pf_issue.eq(~pc1_over), self.instr.r_en.eq(~pc1_over),
                                  self.instr.r_addr.eq(pc1)]
                 self._products(m, s)
             with m.State("NEXT"):
