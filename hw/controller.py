@@ -1732,8 +1732,15 @@ class _State:
         self.pool_push = Signal()               # VEC_POOL_PUSH: a mean-pool beat (token s.i)
         self.pool_last = Signal()               # ... and it is the last token
         self.pool_out = Signal(8 * p.rows)
-        self.in_flight = Signal()               # a copy-engine read has not landed yet
-        m.d.comb += self.in_flight.eq(Cat(d.valid for d in self.stages).any())
+        # settled: a register, the cycle after the copy had every read issued and none but
+        # the landing one in flight. issued_all & settled is "every read issued and landed"
+        # (issued_all & no stage valid), without the OR of the stages in front of the FSM's
+        # decisions: a read is only issued while issued_all is 0 (issue(); the ATTN
+        # gathers, which fill d1 on their own, run in ATTN_RUN, which waits for its own
+        # reads), so issued_all a cycle ago means that d1 is empty now, and the stages
+        # behind d1 are a cycle ago's d1 .. d(n-1).
+        self.settled = Signal()
+        m.d.sync += self.settled.eq(self.issued_all & ~Cat(d.valid for d in self.stages[:-1]).any())
         self.lnorm_start = Signal()             # LNORM_QCHECK's copy is done: LNORM_RUN next
 
     def _copy_engine_registers(self, w: int) -> None:
@@ -1789,7 +1796,7 @@ class _State:
                 m.d.sync += self.issued_all.eq(1)
         with m.If(self.read_error):
             self.fail(ErrorCode.BAD_ADDRESS)
-        return self.issued_all & ~self.in_flight
+        return self.issued_all & self.settled
 
     def restart_copy(self, start=0):
         """(Re)start the copy counter at ``start`` (``i``) with reads left to issue, the next
