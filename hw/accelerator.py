@@ -140,15 +140,23 @@ class Accelerator(Unit):
         # multiplexer also carries the scratchpads' arbitration (the unit ports' enables), so no
         # path runs from the controller's scratchpad enables through a CSR write (CONTROL.CLEAR)
         # back into the controller.
-        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel)
-
-        # Holes and CSR reads travel the same two stages as a scratchpad read.
+        # Holes and CSR reads travel the same stages as a scratchpad read. The CSR's byte
+        # offset goes into a register first, and the CSR multiplexer reads that register
+        # (from the host's address through the offset decode into a 20-way multiplexer was a
+        # long path of the routed top): the word is the CSR's value a cycle after the read,
+        # when a CONTROL write of the cycle before has its effect in STATUS either way.
         other = host.valid & ~host.write & (csr_sel | hole)
         stage = [Signal(name=f"other_valid{i}") for i in range(self.read_latency)]
-        data = [Signal(32, name=f"other_data{i}") for i in range(self.read_latency)]
-        m.d.sync += [stage[0].eq(other), data[0].eq(Mux(csr_sel, csr_read, 0))]
+        data = [Signal(32, name=f"other_data{i}") for i in range(1, self.read_latency)]
+        csr_r = Signal(name="csr_read_sel")
+        offset_r = Signal.like(offset, name="csr_read_offset")
+        m.d.sync += [stage[0].eq(other), csr_r.eq(csr_sel), offset_r.eq(offset)]
+        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel, offset_r)
+        m.d.sync += data[0].eq(Mux(csr_r, csr_read, 0))
         for i in range(1, self.read_latency):
-            m.d.sync += [stage[i].eq(stage[i - 1]), data[i].eq(data[i - 1])]
+            m.d.sync += stage[i].eq(stage[i - 1])
+        for i in range(1, self.read_latency - 1):
+            m.d.sync += data[i].eq(data[i - 1])
         valid_any = stage[-1]
         data_any = Mux(stage[-1], data[-1], 0)
         for port in answered:
@@ -158,8 +166,9 @@ class Accelerator(Unit):
                      host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
         return m
 
-    def _csr(self, m, ctrl, offset, take):
-        """The CSR block: writes on ``take``; returns the word read at ``offset``."""
+    def _csr(self, m, ctrl, offset, take, read_offset):
+        """The CSR block: writes at ``offset`` on ``take``; returns the word at
+        ``read_offset``."""
         p = self._params
         host = self.host
         entry = Signal(32)
@@ -202,8 +211,10 @@ class Accelerator(Unit):
         for name in PERF_LAYOUT.members:
             values[Csr[f"PERF_{name.upper()}"]] = getattr(ctrl.perf, name)
         word = Signal(32)
-        with m.If(in_block):
-            with m.Switch(byte):
+        read_byte = Signal(8)
+        m.d.comb += read_byte.eq(read_offset << _WORD_SHIFT)
+        with m.If(read_offset < isa.CSR_BLOCK_BYTES >> _WORD_SHIFT):
+            with m.Switch(read_byte):
                 for csr, value in values.items():
                     with m.Case(int(csr)):
                         m.d.comb += word.eq(value)

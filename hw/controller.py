@@ -310,9 +310,20 @@ class Controller(Unit):
         dec_code = Signal.like(s.fail_code, name="dec_code")
         m.d.sync += [dec_fail.eq(illegal | bad_field),
                      dec_code.eq(Mux(illegal, ErrorCode.ILLEGAL_OPCODE, ErrorCode.BAD_FIELD))]
+        # A prefetched NOP or BARRIER (a legal one) is skipped while the instruction before it
+        # still runs: it would do nothing when its turn came (every unit is idle between
+        # instructions), so the prefetch reads pc + 2 instead and pf_skip makes the next
+        # advance_pc move pc by two and count both instructions. One skip per instruction
+        # (a second NOP or BARRIER runs as before); not in FETCH, where advance_pc may
+        # already have moved pc by one; not past the instruction memory (pc2_over).
+        pf_skip = Signal(name="pf_skip")
+        skip_now = Signal(name="pf_skip_now")
+        m.d.comb += skip_now.eq(pf_valid & ~pf_skip & ~dec_fail
+                                & (decoded[Opcode.NOP] | decoded[Opcode.BARRIER]))
         return SimpleNamespace(ir=ir, decoded=decoded, pf_issue=pf_issue, pf_tags=pf_tags,
                                pf_landed=pf_landed, pf_valid=pf_valid, pf_pending=pf_pending,
-                               fetch_data=fetch_data, dec_fail=dec_fail, dec_code=dec_code)
+                               fetch_data=fetch_data, dec_fail=dec_fail, dec_code=dec_code,
+                               pf_skip=pf_skip, skip_now=skip_now)
 
     def _sequencer(self, m, s):
         p = self._params
@@ -322,16 +333,20 @@ class Controller(Unit):
         # first of FETCH after a retire; pc1 = pc + 1 holds since pc last moved, at least
         # FETCH .. DECODE earlier).
         pc1 = Signal.like(self.pc, name="pc1")
-        m.d.sync += pc1.eq(self.pc + 1)
-        fetch_pc = Mux(s.advance_pc, pc1, self.pc)
+        pc2 = Signal.like(self.pc, name="pc2")            # pc + 2: a skipped NOP / BARRIER
+        m.d.sync += [pc1.eq(self.pc + 1), pc2.eq(self.pc + 2)]
+        f = self._fetch_capture(m, s)          # ir, decoded, the prefetch, the predecode
+        fetch_pc = Mux(s.advance_pc, Mux(f.pf_skip, pc2, pc1), self.pc)
         m.d.comb += self.instr.r_addr.eq(fetch_pc)
         # fetch_pc >= instr_depth from registers kept beside pc and pc1 (FETCH's NO_HALT test
         # behind advance_pc's multiplexer and a comparator was the routed top's critical path).
         pc_over = Signal(name="pc_over")
         pc1_over = Signal(name="pc1_over")
-        m.d.sync += pc1_over.eq(self.pc + 1 >= p.instr_depth)
-        fetch_over = Mux(s.advance_pc, pc1_over, pc_over)
-        f = self._fetch_capture(m, s)          # ir, decoded, the prefetch, the predecode
+        pc2_over = Signal(name="pc2_over")
+        m.d.sync += [pc1_over.eq(self.pc + 1 >= p.instr_depth),
+                     pc2_over.eq(self.pc + 2 >= p.instr_depth)]
+        fetch_over = Mux(s.advance_pc, Mux(f.pf_skip, pc2_over, pc1_over), pc_over)
+        m.d.comb += s.skip_pc.eq(f.pf_skip)
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -339,14 +354,14 @@ class Controller(Unit):
                                  self.code.eq(0), self.pc.eq(self.entry), s.clear_perf.eq(1),
                                  pc_over.eq(self.entry >= p.instr_depth),
                                  *(t.eq(0) for t in f.pf_tags), f.pf_landed.eq(0),
-                                 f.pf_valid.eq(0)]
+                                 f.pf_valid.eq(0), f.pf_skip.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.sync += s.clear_perf.eq(0)
                 with m.If(fetch_over):
                     s.fail(ErrorCode.NO_HALT)
-                with m.Elif(f.pf_valid):                # the prefetched pc + 1
-                    m.d.sync += f.pf_valid.eq(0)
+                with m.Elif(f.pf_valid):                # the prefetched pc + 1 (or pc + 2)
+                    m.d.sync += [f.pf_valid.eq(0), f.pf_skip.eq(0)]
                     m.next = "DECODE"
                 with m.Elif(~f.pf_pending):             # (a prefetch in flight: wait for it)
                     m.d.comb += self.instr.r_en.eq(1)
@@ -407,8 +422,16 @@ class Controller(Unit):
             self._embed_states(m, s)
         _one_hot(fsm)
         s.copy_counter()
+        # The skip: while the instruction before the NOP / BARRIER runs (or retires in this
+        # cycle; MUL's prefetch issue was at least five cycles earlier): not in FETCH, and
+        # not in FAIL or IDLE, where the instruction port is the host's.
+        running = ~(fsm.ongoing("FETCH") | fsm.ongoing("FAIL") | fsm.ongoing("IDLE"))
+        with m.If(f.skip_now & ~pc2_over & running):
+            m.d.comb += [f.pf_issue.eq(1), self.instr.r_en.eq(1), self.instr.r_addr.eq(pc2)]
+            m.d.sync += [f.pf_valid.eq(0), f.pf_skip.eq(1)]
         with m.If(s.advance_pc):
-            m.d.sync += [self.pc.eq(pc1), pc_over.eq(pc1_over)]
+            m.d.sync += [self.pc.eq(Mux(f.pf_skip, pc2, pc1)),
+                         pc_over.eq(Mux(f.pf_skip, pc2_over, pc1_over))]
 
     def _dispatch(self, m, s, op: Opcode, ir) -> None:
         if op == Opcode.HALT:
@@ -488,9 +511,11 @@ class Controller(Unit):
             m.d.sync += s.perf.eq(0)
         with m.Elif(self.busy):
             m.d.sync += s.perf.cycles.eq(s.perf.cycles + 1)
-            events = {"instret": s.retire | s.advance_pc}
-            events.update({name: getattr(s, name) for name in PERF_LAYOUT.members
-                           if name not in ("cycles", "instret")})
+            # advance_pc with skip_pc retires a skipped NOP / BARRIER too: two instructions.
+            m.d.sync += s.perf.instret.eq(s.perf.instret + (s.retire | s.advance_pc)
+                                          + (s.advance_pc & s.skip_pc))
+            events = {name: getattr(s, name) for name in PERF_LAYOUT.members
+                      if name not in ("cycles", "instret")}
             for name, event in events.items():
                 counter = getattr(s.perf, name)
                 with m.If(event):
@@ -1630,6 +1655,7 @@ class _State:
         # and instret across the die.
         self.next_pc = Signal()
         self.advance_pc = Signal()
+        self.skip_pc = Signal()                 # advance_pc moves pc by two (a skipped NOP)
         m.d.sync += self.advance_pc.eq(self.next_pc)
         self.clear_perf = Signal()
         self.perf = Signal(PERF_LAYOUT)
@@ -1732,15 +1758,6 @@ class _State:
         self.pool_push = Signal()               # VEC_POOL_PUSH: a mean-pool beat (token s.i)
         self.pool_last = Signal()               # ... and it is the last token
         self.pool_out = Signal(8 * p.rows)
-        # settled: a register, the cycle after the copy had every read issued and none but
-        # the landing one in flight. issued_all & settled is "every read issued and landed"
-        # (issued_all & no stage valid), without the OR of the stages in front of the FSM's
-        # decisions: a read is only issued while issued_all is 0 (issue(); the ATTN
-        # gathers, which fill d1 on their own, run in ATTN_RUN, which waits for its own
-        # reads), so issued_all a cycle ago means that d1 is empty now, and the stages
-        # behind d1 are a cycle ago's d1 .. d(n-1).
-        self.settled = Signal()
-        m.d.sync += self.settled.eq(self.issued_all & ~Cat(d.valid for d in self.stages[:-1]).any())
         self.lnorm_start = Signal()             # LNORM_QCHECK's copy is done: LNORM_RUN next
 
     def _copy_engine_registers(self, w: int) -> None:
@@ -1762,6 +1779,15 @@ class _State:
         self.d1, self.land = self.stages[0], self.stages[-1]
         m.d.sync += self.d1.valid.eq(0)
         m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
+        # settled: a register, the cycle after the copy had every read issued and none but
+        # the landing one in flight. issued_all & settled is "every read issued and landed"
+        # (issued_all & no stage valid), without the OR of the stages in front of the FSM's
+        # decisions: a read is only issued while issued_all is 0 (issue(); the ATTN
+        # gathers, which fill d1 on their own, run in ATTN_RUN, which waits for its own
+        # reads), so issued_all a cycle ago means that d1 is empty now, and the stages
+        # behind d1 are a cycle ago's d1 .. d(n-1).
+        self.settled = Signal()
+        m.d.sync += self.settled.eq(self.issued_all & ~Cat(d.valid for d in self.stages[:-1]).any())
 
     def fail(self, code) -> None:
         self.m.d.sync += self.fail_code.eq(code)

@@ -14,7 +14,7 @@ from numpy.testing import assert_array_equal
 from hw import isa
 from hw.accelerator import Accelerator
 from hw.controller import Controller, instruction_fields
-from hw.isa import Csr, Opcode, Status
+from hw.isa import Csr, ErrorCode, Opcode, Status
 from hw.params import preset
 from sw import isasim, ref
 
@@ -144,6 +144,56 @@ def test_controller_runs_a_chained_program():
     result = run_on_accelerator(image, entry=1, program_runs=2)
     _check_against_isasim(image, result, entry=1)
     assert result["csr"][Csr.PERF_INSTRET] == 5
+
+
+def _run_and_compare(image, entry: int = 0):
+    """Run ``image`` on the accelerator and on ``sw.isasim``: the same STATUS, PC, retired
+    count and act bytes. Returns the accelerator's CSRs."""
+    result = run_on_accelerator(image, entry=entry)
+    expected = image.copy()
+    try:
+        isasim.run(expected, entry=entry)
+    except isa.IsaError:
+        pass                                          # STATUS and PC are set either way
+    assert result["regions"]["act"] == bytes(expected.regions["act"])
+    for c in (Csr.PC, Csr.PERF_INSTRET, Csr.STATUS):
+        assert result["csr"][c] == expected.read_csr(c), c.name
+    return result["csr"]
+
+
+def test_controller_skips_a_prefetched_nop_or_barrier():
+    """A NOP or BARRIER right after an operation is skipped by the prefetch: it retires (PC and
+    PERF_INSTRET as sw.isasim) and costs no cycle, and a second one in a row runs as before.
+    One with a reserved bit set is not skipped (BAD_FIELD at its PC), nor one in the last
+    word of the instruction memory (NO_HALT after it)."""
+    rng = np.random.default_rng(21)
+    p = PARAMS
+    image, _ = gemm_image(rng, 5, 7, 6)
+    op = isa.from_bytes(image.read("instr", 0, isa.INSTR_BYTES))[0]
+    barrier, nop, halt = (isa.encode(i) for i in (isa.barrier(), isa.nop(), isa.halt()))
+    cycles = {}
+    for name, prog in {"plain": [op, halt], "barrier": [op, barrier, halt],
+                       "nop": [op, nop, halt], "two": [op, barrier, nop, halt],
+                       "between": [op, barrier, op, barrier, halt]}.items():
+        image.load_program(prog)
+        csr = _run_and_compare(image)
+        assert csr[Csr.STATUS] == Status.DONE, name
+        assert csr[Csr.PERF_INSTRET] == len(prog), name
+        cycles[name] = csr[Csr.PERF_CYCLES]
+    assert cycles["barrier"] == cycles["nop"] == cycles["plain"]
+    assert cycles["two"] > cycles["barrier"]         # the second one is fetched as before
+    bad_barrier = barrier | 1 << 200                  # a reserved bit
+    image.load_program([op, bad_barrier, halt])
+    csr = _run_and_compare(image)
+    assert csr[Csr.STATUS] == Status.ERROR | ErrorCode.BAD_FIELD << isa.STATUS_CODE_SHIFT
+    assert csr[Csr.PC] == 1
+    # The last two words: the operation, then a BARRIER with nothing after it.
+    words = [nop] * p.instr_depth
+    words[-2:] = [op, barrier]
+    image.load_program(words)
+    csr = _run_and_compare(image, entry=p.instr_depth - 2)
+    assert csr[Csr.STATUS] == Status.ERROR | ErrorCode.NO_HALT << isa.STATUS_CODE_SHIFT
+    assert csr[Csr.PC] == p.instr_depth
 
 
 def test_controller_fields_come_from_the_isa_table():
