@@ -66,6 +66,7 @@ from amaranth.lib.wiring import In, Out
 from hw import isa
 from hw.attention import WindowedAttention
 from hw.bram import BlockRAM, make_block_ram
+from hw.fsm import one_hot
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline, acc_layout
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
@@ -420,7 +421,7 @@ class Controller(Unit):
             self._attn_states(m, s)
             self._lnorm_states(m, s)
             self._embed_states(m, s)
-        _one_hot(fsm)
+        one_hot(fsm)
         s.copy_counter()
         # The skip: while the instruction before the NOP / BARRIER runs (or retires in this
         # cycle; MUL's prefetch issue was at least five cycles earlier): not in FETCH, and
@@ -655,7 +656,7 @@ class Controller(Unit):
         p, g = self._params, s.g
         d = g.drain
         s.write_back_words(d)
-        with m.FSM(name="drain"):
+        with m.FSM(name="drain") as fsm:
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
                 with m.If(s.drain_start):
@@ -698,6 +699,7 @@ class Controller(Unit):
                             m.next = "IDLE"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
+        one_hot(fsm)
 
     # -- VEC ---------------------------------------------------------------------------------
 
@@ -2026,15 +2028,6 @@ class _BlockWalker:
         with m.If(start):
             m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0), self.done.eq(0),
                          last_c.eq(n.c_1 == 0), self.last_b.eq(n.blocks_1 == 0)]
-
-
-def _one_hot(fsm) -> None:
-    """Ask synthesis to encode ``fsm``'s state one-hot (Yosys' ``fsm`` pass recodes a state
-    register with this attribute; without it a register with an initial value is left binary,
-    and every state test is a comparison of all its bits). Yosys drops the initial value of a
-    recoded register: the state after configuration comes from the domain's reset, which the
-    board tops hold until their PLL locks (``boards.common``). Simulation is unaffected."""
-    fsm.state.attrs["fsm_encoding"] = "one-hot"
 
 
 def _tags(m, name: str, value, n: int):

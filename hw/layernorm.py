@@ -46,6 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bram import BlockRAM, make_block_ram
 from hw.checks import check_int
+from hw.fsm import one_hot
 from hw.lut_multiplier import LutMultiplier
 from hw.multiplier import Multiplier, check_dsp_options
 from hw.numerics import (
@@ -405,7 +406,7 @@ class LayerNorm(Unit):
         """``IDLE`` takes a job's ``i_cfg``; ``LOAD`` takes its rows' ``i_stream`` beats while
         a slot is free; ``FLUSH`` waits until the job's last row has been read out."""
         cols, cfg = self._cols, self.i_cfg.payload
-        with m.FSM(name="load"):
+        with m.FSM(name="load") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i_cfg.ready.eq(1)
                 with m.If(self.i_cfg.valid):
@@ -425,6 +426,7 @@ class LayerNorm(Unit):
             with m.State("FLUSH"):
                 with m.If(u.occupied == 0):
                     m.next = "IDLE"
+        one_hot(fsm)
 
     def _elaborate_output_states(self, m, u):
         """``WAIT`` takes the next row's constants from its engine (freeing it); ``OUT`` takes
@@ -433,7 +435,7 @@ class LayerNorm(Unit):
         g_row = Signal(PROD_BITS)
         h_row = Signal(PROD_BITS)
         last_row = Signal()                                      # this row ends the job
-        with m.FSM(name="out"):
+        with m.FSM(name="out") as fsm:
             with m.State("WAIT"):
                 with m.If(u.pick("done")):
                     half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> k
@@ -453,6 +455,7 @@ class LayerNorm(Unit):
                                      u.eng_out.eq(Mux(u.eng_out == self._engines - 1, 0,
                                                       u.eng_out + 1))]
                         m.next = "WAIT"
+        one_hot(fsm)
         vars(u).update(g_row=g_row, h_row=h_row, last_row=last_row)
 
     def _elaborate_normalize_pipeline(self, m, u):
@@ -575,7 +578,7 @@ class _ScalarEngine(Elaboratable):
         # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
         # row, so a consumer may also take them the cycle after ack (TokenLayerNorm does).
         m.d.comb += [self.g.eq(e.g_next), self.h.eq(e.h)]
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 # The row's inputs and first operands load every idle cycle, not under start:
@@ -597,6 +600,7 @@ class _ScalarEngine(Elaboratable):
                 m.d.comb += self.done.eq(1)
                 with m.If(self.ack):
                     m.next = "IDLE"
+        one_hot(fsm)
         return m
 
     def _count(self, m, e, steps, nxt, *done):

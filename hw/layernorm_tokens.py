@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bram import BlockRAM, make_block_ram
 from hw.checks import check_int
+from hw.fsm import one_hot
 from hw.layernorm import (
     CHUNK_BITS,
     NORM_BITS,
@@ -242,7 +243,7 @@ class TokenLayerNorm(Unit):
         m.d.comb += [u.take_in.eq(self.i_stream.valid & self.i_stream.ready),
                      self.i_stream.ready.eq(u.in_load & (u.occupied < BLOCK_SLOTS)
                                             & (~u.block_done_in | u.end_free))]
-        with m.FSM(name="load"):
+        with m.FSM(name="load") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.i_cfg.ready.eq(1)
                 with m.If(self.i_cfg.valid):
@@ -262,6 +263,7 @@ class TokenLayerNorm(Unit):
             with m.State("FLUSH"):
                 with m.If(u.occupied == 0):
                     m.next = "IDLE"
+        one_hot(fsm)
 
     def _elaborate_load(self, m, platform, u):
         """The block buffer and each lane's ``S1`` and ``Q``; ``STATS_DRAIN`` cycles after a
@@ -432,7 +434,7 @@ class TokenLayerNorm(Unit):
         # still true when it acts, and the ~70 loads behind it (g_row, h_row, the block
         # buffer's read) wait for one flip-flop, not for res_full's AND across the unit.
         go = Signal(name="out_go")
-        with m.FSM(name="out"):
+        with m.FSM(name="out") as fsm:
             with m.State("WAIT"):
                 m.d.sync += go.eq((u.res_full == (1 << lanes) - 1) & ~u.rows_in_use)
                 with m.If(go):
@@ -452,6 +454,7 @@ class TokenLayerNorm(Unit):
                     with m.If(u.block_done_out):
                         m.d.sync += u.slot_out.eq(_next_slot(u.slot_out))
                         m.next = "WAIT"
+        one_hot(fsm)
 
     def _elaborate_pipeline(self, m, u):
         """The element pipelines (each as :class:`~hw.layernorm.LayerNorm`'s), the channel's

@@ -39,6 +39,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bus import HostBus
 from hw.checks import check_int
+from hw.fsm import one_hot
 from hw.link import protocol as p
 
 __all__ = ["FORMAL_PLATFORMS", "FrameEngine", "crc16_next"]
@@ -180,6 +181,7 @@ class FrameEngine(wiring.Component):
                 m.next = "DISPATCH"
             self._dispatch(m, r)
             self._reply(m, r)
+        one_hot(fsm)
         if platform in FORMAL_PLATFORMS:
             self._invariants(m, r, fsm)
         if platform == "formal_progress":

@@ -19,6 +19,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_int
+from hw.fsm import one_hot
 
 __all__ = ["UART", "UARTReceiver", "UARTTransmitter"]
 
@@ -82,7 +83,7 @@ class UARTReceiver(_UARTPart):
         with m.If(timer != 0):
             m.d.sync += timer.eq(timer - 1)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(~rx):
                     # Half a bit to the middle of the start bit.
@@ -117,6 +118,7 @@ class UARTReceiver(_UARTPart):
                 # Wait for the idle line, so a long low level is not read as many bytes.
                 with m.If(rx):
                     m.next = "IDLE"
+        one_hot(fsm)
         return m
 
 
