@@ -40,7 +40,7 @@ the instances' wiring against the address and byte-enable conventions of Yosys' 
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -259,3 +259,29 @@ def make_block_ram(platform: object, *, width: int, depth: int,
             return PortableBlockRAM(width=width, depth=depth, ram_style="distributed")
         return ECP5BlockRAM(width=width, depth=depth)
     return PortableBlockRAM(width=width, depth=depth)
+
+
+def unshared_register(m: Module, value, *, name: str, platform: object = None,
+                      family: str | None = None) -> Signal:
+    """``value`` through a register of its own (no enable, no reset), which synthesis keeps
+    apart from identical copies: the RAM lanes of a scratchpad each take their addresses from
+    one. Yosys merges identical flip-flops (``opt_merge``), which made one address register
+    drive all 64 ``DP16KD`` of the ``ulx3s_85f`` weight scratchpad across the die (20 ns of
+    wire: the critical path of that top's first route). On ECP5 the copy is ``TRELLIS_FF``
+    instances, which ``opt_merge`` leaves alone; elsewhere (simulation) a plain register.
+
+    ``platform`` and ``family`` as for :func:`make_block_ram`."""
+    check_family(family)
+    if family is None:
+        family = _platform_family(platform)
+    value = Value.cast(value)
+    q = Signal(len(value), name=name, reset_less=True)
+    if family == "ecp5":
+        for bit in range(len(value)):
+            m.submodules[f"{name}_ff{bit}"] = Instance(
+                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_REGSET="RESET", i_CLK=ClockSignal("sync"), i_LSR=Const(0), i_DI=value[bit],
+                o_Q=q[bit])
+    else:
+        m.d.sync += q.eq(value)
+    return q

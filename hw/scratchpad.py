@@ -53,7 +53,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.bram import BlockRAM, make_block_ram
+from hw.bram import BlockRAM, make_block_ram, unshared_register
 from hw.bus import HostBus
 from hw.checks import check_int
 from hw.isa import INSTR_BYTES, QUANT_WORD_BYTES, memory_map
@@ -281,19 +281,25 @@ class Scratchpad(wiring.Component):
             for j in range(hb):
                 with m.If(h_lane + j == i):
                     m.d.comb += [h_sel.eq(host.w_en[j]), h_byte.eq(host.w_data[8 * j:8 * j + 8])]
-            # The request stage: the lane's write goes to the RAM from registers.
+            # The request stage: the lane's write goes to the RAM from registers, its address
+            # from a copy of its own (unshared_register: one merged address register drove
+            # every RAM of the scratchpad, across the die).
             with m.If(req.w_en):
-                m.d.sync += [ram.w_addr.eq(u_wrow), ram.w_data.eq(u_byte),
-                             ram.w_en.eq(u_sel & u_ok_w)]
+                m.d.sync += [ram.w_data.eq(u_byte), ram.w_en.eq(u_sel & u_ok_w)]
             with m.Else():
-                m.d.sync += [ram.w_addr.eq(h_row), ram.w_data.eq(h_byte),
-                             ram.w_en.eq(h_write & h_sel)]
+                m.d.sync += [ram.w_data.eq(h_byte), ram.w_en.eq(h_write & h_sel)]
+            m.d.comb += ram.w_addr.eq(unshared_register(
+                m, Mux(req.w_en, u_wrow, h_row)[:len(ram.w_addr)], name=f"w_row{i}",
+                platform=platform, family=self._family))
 
         # -- reads: one issue per cycle, the lane select and validity travel beside the RAM ----
-        r_addr = Signal.like(rams[0].r_addr, name="r_row")
-        m.d.sync += r_addr.eq(Mux(req.r_en, u_rrow, h_row))     # the request stage
-        for ram in rams:
-            m.d.comb += [ram.r_en.eq(1), ram.r_oce.eq(1), ram.r_addr.eq(r_addr)]
+        # The request stage: each lane's read row from a copy of its own, as the write's.
+        r_row = Mux(req.r_en, u_rrow, h_row)[:len(rams[0].r_addr)]
+        for i, ram in enumerate(rams):
+            m.d.comb += [ram.r_en.eq(1), ram.r_oce.eq(1),
+                         ram.r_addr.eq(unshared_register(m, r_row, name=f"r_row{i}",
+                                                         platform=platform,
+                                                         family=self._family))]
         row = Cat(ram.r_data for ram in rams)
         n = self.host_latency                  # the request stage's registers on
         u_lane = [Signal.like(u_rlane, name=f"u_lane_s{i}") for i in range(n)]

