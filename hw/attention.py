@@ -28,7 +28,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from hw.bram import make_block_ram
+from hw.bram import make_block_ram, unshared_register
 from hw.checks import check_bool, check_int
 from hw.lut_multiplier import LutMultiplier
 from hw.multiplier import check_dsp_options
@@ -673,9 +673,18 @@ class WindowedAttention(Unit):
         m.d.comb += d2_e.eq(u.emem.r_data)              # e: the block RAM's output register
         m.submodules.norm = norm = Normalizer(**self._dsp_options())
         m.d.comb += [norm.e.eq(d2_e), norm.r.eq(d2_r)]
-        d4 = _delayed_fields(m, {"v": u.d_busy, "c": u.d_c, "first": u.d_i == 0,
-                                 "lastk": u.d_i == u.d_n - 1},
-                             2 + Normalizer.latency + MULT_LATENCY, name="d_tag", first=1)
+        d_fields = {"v": u.d_busy, "c": u.d_c, "first": u.d_i == 0,
+                    "lastk": u.d_i == u.d_n - 1}
+        d_cycles = 2 + Normalizer.latency + MULT_LATENCY
+        # Each lane's accumulators (chunks x ATTN_ACC_WIDTH enables and a chunk multiplexer)
+        # read a copy of the last tag register of their own (hw.bram.unshared_register): the
+        # one register drove ~1,500 endpoints of the lanes (the ulx3s_85f top's route).
+        d4_tag = _delay(m, Cat(*d_fields.values()), d_cycles - 1, name="d_tag", first=1)
+        d4 = _unpack(d_fields, _delay(m, d4_tag, 1, name="d_tag", first=d_cycles))
+        d4_lane = [_unpack(d_fields, unshared_register(m, d4_tag, name=f"d_tag_lane{l}",
+                                                       platform=platform,
+                                                       family=self._family))
+                   for l in range(lanes)]
         # D2: the block RAM's output register; delayed to line up with norm.p.
         v_chunk = _delay(m, u.vmem.r_data, Normalizer.latency, name="d_v", first=3)
         # The products register beside the tag.
@@ -689,10 +698,11 @@ class WindowedAttention(Unit):
         fin_c = Signal(range(chunks))
         m.d.sync += [fin_v.eq(d4.v & d4.lastk), fin_c.eq(d4.c)]
         for l in range(lanes):
+            tag = d4_lane[l]
             new = Signal(signed(ATTN_ACC_WIDTH), name=f"acc_new{l}")
-            m.d.comb += new.eq(Mux(d4.first, 0, acc[d4.c][l]) + d4_p[l])
-            with m.If(d4.v):
-                m.d.sync += acc[d4.c][l].eq(new)
+            m.d.comb += new.eq(Mux(tag.first, 0, acc[tag.c][l]) + d4_p[l])
+            with m.If(tag.v):
+                m.d.sync += acc[tag.c][l].eq(new)
             m.d.sync += fin[l].eq(new)
         # D5 ..: requant of the finished chunk (the GEMM requantizer's lane, no bias).
         rq_y = []
@@ -783,7 +793,11 @@ def _delay(m: Module, value, cycles: int, *, name: str, first: int):
 def _delayed_fields(m: Module, fields: dict, cycles: int, *, name: str, first: int):
     """The tag pattern: ``fields`` (name -> value) packed into one word, delayed by ``cycles``
     registers (:func:`_delay`) beside a datapath, and unpacked again by name."""
-    packed = _delay(m, Cat(*fields.values()), cycles, name=name, first=first)
+    return _unpack(fields, _delay(m, Cat(*fields.values()), cycles, name=name, first=first))
+
+
+def _unpack(fields: dict, packed):
+    """``packed`` (the values of ``fields`` in a row, as ``Cat``) by the names of ``fields``."""
     out, offset = SimpleNamespace(), 0
     for field, value in fields.items():
         width = len(Value.cast(value))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -335,10 +335,11 @@ class TokenLayerNorm(Unit):
         u.res_release = Signal()                                  # the output took them
         hs1 = Signal.like(u.hold_s1[0])
         hq = Signal.like(u.hold_q[0])
-        with m.Switch(disp):
-            for t in range(lanes):
-                with m.Case(t):
-                    m.d.comb += [hs1.eq(u.hold_s1[t]), hq.eq(u.hold_q[t])]
+        if not static:
+            with m.Switch(disp):
+                for t in range(lanes):
+                    with m.Case(t):
+                        m.d.comb += [hs1.eq(u.hold_s1[t]), hq.eq(u.hold_q[t])]
         fake = SimpleNamespace(sum_w=u.sum_w, sq_w=u.sq_w, dim=u.dim, eps=u.eps, k=u.k)
         starts = []
         hits = [[] for _ in range(lanes)]                     # (fill of lane t, its engine)
@@ -348,8 +349,20 @@ class TokenLayerNorm(Unit):
             own = range(i, lanes, n) if static else range(lanes)      # the lanes it can get
             lane = Signal(range(lanes), name=f"engine{i}_lane")
             start = u.hold & (eng == i) & e.idle
-            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k), e.s1_in.eq(hs1),
-                         e.q_in.eq(hq), e.last_in.eq(u.hold_last), e.start.eq(start)]
+            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k),
+                         e.last_in.eq(u.hold_last), e.start.eq(start)]
+            if static:
+                # Engine i takes lanes i, i + n, ... in turn: its own counter picks among its
+                # own lanes (a small multiplexer next to the engine), not the multiplexer of
+                # every lane behind `disp` that fanned out to every engine's operands.
+                own_s1 = Array(u.hold_s1[t] for t in own)
+                own_q = Array(u.hold_q[t] for t in own)
+                turn = Signal(range(len(own)), name=f"engine{i}_turn")
+                with m.If(start):
+                    m.d.sync += turn.eq(Mux(turn == len(own) - 1, 0, turn + 1))
+                m.d.comb += [e.s1_in.eq(own_s1[turn]), e.q_in.eq(own_q[turn])]
+            else:
+                m.d.comb += [e.s1_in.eq(hs1), e.q_in.eq(hq)]
             with m.If(start):
                 m.d.sync += lane.eq(disp)
             fill = e.done & ~u.res_full.bit_select(lane, 1)
