@@ -672,7 +672,12 @@ class Controller(Unit):
                     m.d.sync += s.row.eq(0)
                     m.next = "LUT"
                     with m.If(~g.lut_en):
-                        m.next = "WB"
+                        m.next = "SETTLE"
+                with m.If(s.drain_abort):
+                    m.next = "IDLE"
+            with m.State("SETTLE"):
+                # The last row lands in the tile (cap_rows); WB reads it from the next cycle.
+                m.next = "WB"
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
             with m.State("LUT"):
@@ -1498,11 +1503,17 @@ class Controller(Unit):
         m.d.comb += out.ready.eq(s.capturing)
         with m.If(take):
             m.d.sync += s.row.eq(s.row + 1)
-            with m.Switch(s.row):
-                for r in range(p.rows):
-                    with m.Case(r):
-                        m.d.sync += [s.tile[r * p.cols + c].eq(out.payload.acc[c])
-                                     for c in range(p.cols)]
+        # The taken row lands in the tile a cycle later, from registers: the row's data and
+        # a write flag per tile row (the handshake and the row's decode in front of the
+        # enables of every tile register were a path of the ulx3s_85f top's route). The
+        # drainer waits a cycle (SETTLE) before its write back reads the tile.
+        cap_rows = Signal(p.rows, name="cap_rows")
+        cap_data = [Signal(ACC_WIDTH, name=f"cap_data{c}") for c in range(p.cols)]
+        m.d.sync += [cap_rows.eq(Cat(take & (s.row == r) for r in range(p.rows))),
+                     *(cap_data[c].eq(out.payload.acc[c]) for c in range(p.cols))]
+        for r in range(p.rows):
+            with m.If(cap_rows[r]):
+                m.d.sync += [s.tile[r * p.cols + c].eq(cap_data[c]) for c in range(p.cols)]
         m.d.comb += s.tile_last.eq(take & out.payload.last)
         m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),
                      s.gemm_stall.eq(g.active & ~s.core_busy)]
