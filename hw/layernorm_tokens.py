@@ -81,6 +81,8 @@ __all__ = ["TokenLayerNorm", "token_ln_param_layout"]
 #: the one loading (with shared pipelines a block's output takes as long as a scalar phase, so
 #: a third slot keeps the next load from waiting for it).
 BLOCK_SLOTS = 3
+#: The rounding half of the row constant h before the job's pre-shift k (``_HALF >> k``).
+_HALF = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS)
 
 #: Register stages between the block buffer's read data and the element pipelines' products:
 #: the lane select (a pipeline's lane in this phase) and the row constant ``g`` are registered
@@ -219,6 +221,8 @@ class TokenLayerNorm(Unit):
         u.dim = Signal(unsigned(max_dim.bit_length()))
         u.eps = Signal(ln_cfg_layout(max_dim)["eps"].shape)
         u.k = Signal(range(layernorm_pre_shift(1) + 1))
+        u.half_k = Signal(PROD_BITS, name="half_k")            # _HALF >> k
+        u.n_shift_k = Signal(range(LN_RECIP_BITS - LN_FRAC_BITS + 1), name="n_shift_k")
         cfg_k = Signal.like(u.k)
         steps = [(d, layernorm_pre_shift(d)) for d in range(1, max_dim + 1)
                  if d == 1 or layernorm_pre_shift(d) != layernorm_pre_shift(d - 1)]
@@ -249,6 +253,8 @@ class TokenLayerNorm(Unit):
                 with m.If(self.i_cfg.valid):
                     m.d.sync += [u.dim.eq(self.i_cfg.payload.dim),
                                  u.eps.eq(self.i_cfg.payload.eps), u.k.eq(cfg_k),
+                                 u.half_k.eq(_HALF >> cfg_k),
+                                 u.n_shift_k.eq(LN_RECIP_BITS - LN_FRAC_BITS - cfg_k),
                                  u.elem.eq(0), u.block_done_in.eq(self.i_cfg.payload.dim <= 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
@@ -440,7 +446,10 @@ class TokenLayerNorm(Unit):
         ]
         m.d.sync += u.occupied.eq(u.occupied + (u.take_in & u.block_done_in)
                                   - (u.take_out & u.block_done_out))
-        half = Const(1 << (LN_RECIP_BITS - LN_FRAC_BITS - 1), PROD_BITS) >> u.k
+        # The job's rounding half and output shift, registers loaded with k at the
+        # configuration (a shifter of k in front of h_row's subtractors was a path of the
+        # ulx3s_85f top's route).
+        half = u.half_k
         # WAIT's verdict a cycle late, from a register (`out_go`): every lane's result in and
         # no element left reading the row constants. In WAIT the two only move toward it
         # (results only fill until the release, and nothing issues), so the late verdict is
@@ -456,7 +465,7 @@ class TokenLayerNorm(Unit):
                     m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.g_now)]
                     m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.h_now)]
                     m.d.sync += [u.last_row.eq(u.last_now), u.elem_out.eq(0),
-                                 u.n_shift.eq(LN_RECIP_BITS - LN_FRAC_BITS - u.k)]
+                                 u.n_shift.eq(u.n_shift_k)]
                     m.next = "OUT"
             with m.State("OUT"):
                 m.d.comb += out_state.eq(1)
