@@ -110,11 +110,17 @@ def _ceil_div(value, d: int):
     return (value + (d - 1)) // d
 
 
-def _act_bad(p, addr, span):
+def _act_bad(s, addr, span):
     """An activation operand of ``span`` bytes at byte ``addr`` is misaligned or leaves the
     act scratchpad (``span``: ``hw.isa.act_span``, for a whole ``(m, c)`` tensor
     ``ceil(m / rows) * rows * c``)."""
-    return ((addr % p.rows) != 0) | (addr + span > p.act_depth)
+    return ((addr % s.p.rows) != 0) | _past(s, addr, span, s.p.act_depth)
+
+
+def _past(s, addr, span, depth):
+    """``addr + span > depth``, as ``span > room`` with ``room = depth - addr`` a register
+    (:meth:`_State.room`): one comparator in the CHECK state, not an adder and a comparator."""
+    return span > s.room(addr, depth)
 
 
 @contextmanager
@@ -143,6 +149,11 @@ def _verdict(m, s, state: str, rules):
             s.fail(code)
         with m.Else():
             yield
+
+
+def _bad_shift(shift):
+    """A quant word's shift field outside ``SHIFT_MIN .. SHIFT_MAX`` (``BAD_QUANT``)."""
+    return (shift < SHIFT_MIN) | (shift > SHIFT_MAX)
 
 
 def _partial_products(m, s, platform) -> None:
@@ -252,6 +263,7 @@ class Controller(Unit):
         # cycle after the read), registered: checked two cycles after the read, before its
         # word lands (Scratchpad.latency = 4), by the reading states (issue(), GEMM_LOAD /
         # GEMM_START / GEMM_DRAIN, ATTN_RUN, LNORM_RUN).
+        m.d.sync += [s.quant_word.eq(self.quant.r_data), s.quant_late.eq(s.land.valid)]
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
                                         for name in SCRATCHPAD_REGIONS).any())
         self._sequencer(m, s)
@@ -533,18 +545,18 @@ class Controller(Unit):
         span_a, span_w = pr[0], pr[1]
         # dst's span is pr[2] bytes, or 4 * pr[2] for int32 output: both checks and both ends,
         # then the pick (no variable shift in front of the adders).
-        dst_bad = Mux(g.out32, _act_bad(p, g.dst_addr, pr[2] << 2),
-                      _act_bad(p, g.dst_addr, pr[2]))
+        dst_bad = Mux(g.out32, _act_bad(s, g.dst_addr, pr[2] << 2),
+                      _act_bad(s, g.dst_addr, pr[2]))
         d_end = Mux(g.out32, g.dst_addr + (pr[2] << 2), g.dst_addr + pr[2])
         flags_ok = (g.flags & ~int(GemmFlag.LUT | GemmFlag.OUT32)) == 0
         flags_ok &= g.flags != int(GemmFlag.LUT | GemmFlag.OUT32)
         with _verdict(m, s, "GEMM_CHECK", [
                 (~flags_ok, ErrorCode.BAD_FIELD),
                 ((g.m == 0) | (g.k == 0) | (g.k > p.k_depth) | (g.n == 0), ErrorCode.BAD_SHAPE),
-                (_act_bad(p, g.a_addr, span_a), ErrorCode.BAD_ADDRESS),
-                (((g.w_addr % p.cols) != 0) | (g.w_addr + span_w > p.wgt_depth),
+                (_act_bad(s, g.a_addr, span_a), ErrorCode.BAD_ADDRESS),
+                (((g.w_addr % p.cols) != 0) | _past(s, g.w_addr, span_w, p.wgt_depth),
                  ErrorCode.BAD_ADDRESS),
-                (g.quant_addr + g.n > quant_depth, ErrorCode.BAD_ADDRESS),
+                (_past(s, g.quant_addr, g.n, quant_depth), ErrorCode.BAD_ADDRESS),
                 (g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0),
                  ErrorCode.BAD_FIELD),
                 (dst_bad, ErrorCode.BAD_ADDRESS)]):
@@ -581,9 +593,8 @@ class Controller(Unit):
         with m.State("GEMM_OVERLAP"):
             self._gemm_overlap(m, s)
         with m.State("GEMM_QCHECK"):
-            copy_done = s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, length=g.n)
-            shift = self.quant.r_data[47:53]
-            s.check_landed(~g.out32 & ((shift < SHIFT_MIN) | (shift > SHIFT_MAX)))
+            copy_done = s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, length=g.n, late=True)
+            s.check_quant_word(lambda word: ~g.out32 & _bad_shift(word[47:53]))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
@@ -717,14 +728,14 @@ class Controller(Unit):
         with _verdict(m, s, "VEC_CHECK", [
                 (v.func > max(VecFunc), ErrorCode.BAD_FIELD),
                 ((v.m == 0) | (v.c == 0), ErrorCode.BAD_SHAPE),
-                (_act_bad(p, v.a_addr, pr[0]), ErrorCode.BAD_ADDRESS),
+                (_act_bad(s, v.a_addr, pr[0]), ErrorCode.BAD_ADDRESS),
                 (add & (v.lut != 0)
                  | lut & ((v.b_addr != 0) | (v.quant_addr != 0) | (v.lut >= p.lut_count))
                  | pool & ((v.b_addr != 0) | (v.lut != 0)), ErrorCode.BAD_FIELD),
-                (add & _act_bad(p, v.b_addr, pr[0]), ErrorCode.BAD_ADDRESS),
-                (~lut & (v.quant_addr + 1 > isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
+                (add & _act_bad(s, v.b_addr, pr[0]), ErrorCode.BAD_ADDRESS),
+                (~lut & _past(s, v.quant_addr, 1, isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
                 # Both spans' checks, then the pick (no multiplexer in front of the adder).
-                (Mux(pool, _act_bad(p, v.dst_addr, v.c * p.rows), _act_bad(p, v.dst_addr, pr[0])),
+                (Mux(pool, _act_bad(s, v.dst_addr, v.c * p.rows), _act_bad(s, v.dst_addr, pr[0])),
                  ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(v.m, p.rows)
             rows_valid = v.m - (blocks - 1) * p.rows
@@ -766,7 +777,9 @@ class Controller(Unit):
                     v.mult1.eq(_quant_field(word, isa.RESID_WORD, "mult_b")),
                     v.shift.eq(shift),
                 ]
-            s.check_landed((shift < SHIFT_MIN) | (shift > SHIFT_MAX))
+            s.check_quant_word(lambda word: _bad_shift(Mux(
+                add, _quant_field(word, isa.RESID_WORD, "shift"),
+                _quant_field(word, isa.CHANNEL_WORD, "shift"))))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
@@ -955,7 +968,7 @@ class Controller(Unit):
                  | (a.dst_cols < width), ErrorCode.BAD_SHAPE),
                 (span_bad(a.q_addr, pr[1]) | span_bad(a.k_addr, pr[1])
                  | span_bad(a.v_addr, pr[1]), ErrorCode.BAD_ADDRESS),
-                (a.quant_addr + 1 > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
+                (_past(s, a.quant_addr, 1, isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
                 (span_bad(a.dst_addr, pr[2]), ErrorCode.BAD_ADDRESS)]):
             s.restart_copy()
             m.d.sync += [
@@ -974,10 +987,11 @@ class Controller(Unit):
                       for name in ("score_mult", "score_shift", "out_mult", "out_shift")}
             with m.If(s.land.valid):
                 m.d.sync += [getattr(a, name).eq(value) for name, value in fields.items()]
-            # The verdict a cycle after the word landed (check_landed), as GEMM's and VEC's:
-            # not from the quant port's read data into fail_code and the next state.
-            s.check_landed(Cat((fields[name] < SHIFT_MIN) | (fields[name] > SHIFT_MAX)
-                               for name in ("score_shift", "out_shift")).any())
+            # The verdict two cycles after the word landed (check_quant_word), as GEMM's and
+            # VEC's: not from the quant port's read data into fail_code and the next state.
+            s.check_quant_word(lambda word: Cat(
+                _bad_shift(_quant_field(word, isa.ATTN_WORD, name))
+                for name in ("score_shift", "out_shift")).any())
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
@@ -1140,9 +1154,9 @@ class Controller(Unit):
         pr = s.pr_of[Opcode.LNORM]
         with _verdict(m, s, "LNORM_CHECK", [
                 ((n.m == 0) | (n.c == 0) | (n.c > LN_MAX_DIM), ErrorCode.BAD_SHAPE),
-                (_act_bad(p, n.a_addr, pr[0]), ErrorCode.BAD_ADDRESS),
-                (n.quant_addr + 1 + n.c > isa.quant_depth(p), ErrorCode.BAD_ADDRESS),
-                (_act_bad(p, n.dst_addr, pr[0]), ErrorCode.BAD_ADDRESS)]):
+                (_act_bad(s, n.a_addr, pr[0]), ErrorCode.BAD_ADDRESS),
+                (_past(s, n.quant_addr, n.c + 1, isa.quant_depth(p)), ErrorCode.BAD_ADDRESS),
+                (_act_bad(s, n.dst_addr, pr[0]), ErrorCode.BAD_ADDRESS)]):
             blocks = _ceil_div(n.m, p.rows)
             rows_valid = n.m - (blocks - 1) * p.rows
             s.restart_copy()
@@ -1270,10 +1284,10 @@ class Controller(Unit):
         pr = s.pr_of[Opcode.EMBED]
         with _verdict(m, s, "EMBED_CHECK", [
                 ((e.t == 0) | (e.c == 0) | (e.vocab == 0), ErrorCode.BAD_SHAPE),
-                (_act_bad(p, e.ids_addr, _pad(e.t, p.rows) << 2), ErrorCode.BAD_ADDRESS),
-                (((e.table_addr % p.cols) != 0) | (e.table_addr + pr[0] > p.wgt_depth),
+                (_act_bad(s, e.ids_addr, _pad(e.t, p.rows) << 2), ErrorCode.BAD_ADDRESS),
+                (((e.table_addr % p.cols) != 0) | _past(s, e.table_addr, pr[0], p.wgt_depth),
                  ErrorCode.BAD_ADDRESS),
-                (_act_bad(p, e.dst_addr, pr[1]), ErrorCode.BAD_ADDRESS)]):
+                (_act_bad(s, e.dst_addr, pr[1]), ErrorCode.BAD_ADDRESS)]):
             s.restart_copy()
             m.d.sync += [e.ibase.eq(e.ids_addr // p.rows), e.dbase.eq(e.dst_addr // p.rows),
                          e.t_i.eq(0), e.t_i1.eq(1), e.blk.eq(0)]
@@ -1559,6 +1573,9 @@ def _gemm_registers() -> SimpleNamespace:
     g.drain.last_nt = Signal(name="drain_last_nt")
     g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
     g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
+    # act words - base, a cycle behind base: word d.c of the tile is refused when d.c >= room
+    # (one comparator of registers, not base + c's adder and then the bounds comparator).
+    g.drain.room = Signal(signed(42), name="drain_room")
     # N - col0, stepped with col0: wb_words' minimum reads a register, not a subtractor of
     # the field register g.n from across the controller.
     g.drain.cols_left = Signal(32, name="drain_cols_left")
@@ -1801,6 +1818,26 @@ class _State:
         # behind d1 are a cycle ago's d1 .. d(n-1).
         self.settled = Signal()
         m.d.sync += self.settled.eq(self.issued_all & ~Cat(d.valid for d in self.stages[:-1]).any())
+        # done a cycle later (issue(late=True)): for the quant checks from registers
+        # (check_quant_word), whose verdict comes two cycles after the word landed.
+        self.settled_late = Signal()
+        m.d.sync += self.settled_late.eq(self.issued_all & self.settled)
+        # The landed word of the quant port and its valid, a cycle later (check_quant_word;
+        # loaded in every cycle from the port in Controller.elaborate).
+        self.quant_word = Signal(8 * isa.QUANT_WORD_BYTES, name="quant_word")
+        self.quant_late = Signal(name="quant_late")
+
+    def room(self, addr, depth: int):
+        """``depth - addr`` in a register of its own, loaded in every cycle: the CHECK states'
+        bounds checks compare a span with it. ``addr`` is a field register (loaded in DECODE,
+        at least the MUL steps before any CHECK reads the room)."""
+        rooms = self.__dict__.setdefault("_rooms", {})
+        key = (id(addr), depth)
+        if key not in rooms:
+            width = max(len(addr), depth.bit_length()) + 2
+            rooms[key] = Signal(signed(width), name=f"room_{addr.name}")
+            self.m.d.sync += rooms[key].eq(depth - addr)
+        return rooms[key]
 
     def fail(self, code) -> None:
         self.m.d.sync += self.fail_code.eq(code)
@@ -1812,7 +1849,7 @@ class _State:
         self.m.d.comb += self.next_pc.eq(1)
         self.m.next = state
 
-    def issue(self, port, addr, sel, live=1, *, length=None, last=None):
+    def issue(self, port, addr, sel, live=1, *, length=None, last=None, late=False):
         """Issue read ``i`` (while ``i < length``) at ``addr`` of ``port``, tagged ``sel``;
         ``live`` 0: no read (the word is skipped). Returns the copy's ``done``: every read
         issued and landed. An address the scratchpad refuses stops the program two cycles after
@@ -1823,7 +1860,8 @@ class _State:
         own comparator, no multiplexer of every state's length); it is compared with ``i1``
         (``i + 1``, a register) or ``i`` only to set ``issued_all`` with the last read, and the
         read enable, ``i``'s increment and ``done`` follow that register
-        (:meth:`restart_copy`; the top's timing)."""
+        (:meth:`restart_copy`; the top's timing). ``late``: ``done`` a cycle later, for a
+        state that checks its words with :meth:`check_quant_word`."""
         assert (length is None) != (last is None), "issue() takes length or last"
         m = self.m
         with m.If(~self.issued_all):
@@ -1835,7 +1873,7 @@ class _State:
                 m.d.sync += self.issued_all.eq(1)
         with m.If(self.read_error):
             self.fail(ErrorCode.BAD_ADDRESS)
-        return self.issued_all & self.settled
+        return self.issued_all & (self.settled_late if late else self.settled)
 
     def restart_copy(self, start=0):
         """(Re)start the copy counter at ``start`` (``i``) with reads left to issue, the next
@@ -1873,11 +1911,19 @@ class _State:
         comes no earlier than the cycle after the last word landed."""
         self.m.d.sync += self.land_bad.eq(self.land.valid & bad)
 
+    def check_quant_word(self, bad) -> None:
+        """``land_bad`` two cycles after a quant word landed: ``bad(word)`` fails the calling
+        state's check, on ``quant_word`` (the landed word in a register beside the controller,
+        not the quant scratchpad's read data across the die). The state's copy is
+        ``issue(..., late=True)``, whose ``done`` comes no earlier than that verdict."""
+        self.m.d.sync += self.land_bad.eq(self.quant_late & bad(self.quant_word))
+
     def read_quant_word(self, quant, addr, stall):
         """Read quant word ``addr`` (counting ``stall``): ``(word, done)``, the word valid
-        while ``land.valid``, then ``done`` (:meth:`issue`)."""
+        while ``land.valid``, then ``done`` (:meth:`issue`, ``late``: the state checks the word
+        with :meth:`check_quant_word`)."""
         self.m.d.comb += stall.eq(1)
-        done = self.issue(quant, addr, _NO_SEL, length=1)
+        done = self.issue(quant, addr, _NO_SEL, length=1, late=True)
         return quant.r_data, done
 
     def next_after_copy(self, done, state: str) -> None:
@@ -1889,14 +1935,16 @@ class _State:
         """``wb_words``, the act words of the drainer's tile (``jmax`` columns, 4 words each for
         int32), and ``d.base``, the act word of the tile's first write, in registers: outside
         the drainer's FSM, one cycle behind ``d.blk``, ``d.col0``, ``g.n`` and ``g.out32``.
-        ``WB`` is only entered from ``CAPTURE`` or ``LUT``, at least one cycle after ``d.col0``
-        moved (at the end of the previous ``WB``, or at ``drain_start``), so neither the write
-        enable nor the write address waits for this arithmetic."""
+        ``d.room`` (act words - ``d.base``) follows a cycle later. ``WB`` is only entered from
+        ``SETTLE`` or ``LUT``, at least two cycles after ``d.col0`` moved (at the end of the
+        previous ``WB``, or at ``drain_start``; ``CAPTURE`` lasts at least a cycle), so neither
+        the write enable, the write address nor its bounds check waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
         # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
         # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
         first = d.blk + d.col0
         m.d.sync += d.base.eq(g.dbase + Mux(g.out32, first << 2, first))
+        m.d.sync += d.room.eq(self.act_words - d.base)
         cols_left = d.cols_left                         # g.n - d.col0, a register
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
@@ -1946,7 +1994,7 @@ class _State:
             with m.If(~self.drain_abort):
                 # One adder of two registers before the bounds check and the write-back
                 # registers (three adders and a multiplexer were the routed critical path).
-                self.post_write(d.base + d.c, data, mask)
+                self.post_write(d.base + d.c, data, mask, refused=d.c >= d.room)
 
     def restart_write_back(self, d):
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
@@ -1954,11 +2002,12 @@ class _State:
         output, ``wb_j`` otherwise)."""
         return [d.c.eq(0), d.c_end.eq(0), self.wb_j.eq(0), self.wb_q.eq(0)]
 
-    def post_write(self, addr, data, mask) -> None:
+    def post_write(self, addr, data, mask, *, refused=None) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,
         through the write-back registers. A refused write shows as ``write_error`` in that
         next cycle: a writer's state checks it before it retires, so an instruction never
-        retires past its last write."""
+        retires past its last write. ``refused``: the writer's own expression of ``addr >=
+        act words``, where it has a shorter one."""
         wb = self.wb
         k = len(self.writers)
         # Per writer: its select, 1 in the writer's own condition (the calling context), and
@@ -1967,7 +2016,9 @@ class _State:
         # flip-flop, not a reset or enable of the whole word.
         sel = Signal(name=f"wr{k}_sel")
         self.m.d.comb += sel.eq(1)
-        word = Cat(addr >= self.act_words, _fit(mask, len(wb.mask)), _fit(addr, len(wb.addr)),
+        if refused is None:
+            refused = addr >= self.act_words
+        word = Cat(refused, _fit(mask, len(wb.mask)), _fit(addr, len(wb.addr)),
                    _fit(data, len(wb.data)))
         self.writers.append((sel, word))
 
