@@ -253,8 +253,6 @@ class TokenLayerNorm(Unit):
                 with m.If(self.i_cfg.valid):
                     m.d.sync += [u.dim.eq(self.i_cfg.payload.dim),
                                  u.eps.eq(self.i_cfg.payload.eps), u.k.eq(cfg_k),
-                                 u.half_k.eq(_HALF >> cfg_k),
-                                 u.n_shift_k.eq(LN_RECIP_BITS - LN_FRAC_BITS - cfg_k),
                                  u.elem.eq(0), u.block_done_in.eq(self.i_cfg.payload.dim <= 1)]
                     m.next = "LOAD"
             with m.State("LOAD"):
@@ -446,9 +444,12 @@ class TokenLayerNorm(Unit):
         ]
         m.d.sync += u.occupied.eq(u.occupied + (u.take_in & u.block_done_in)
                                   - (u.take_out & u.block_done_out))
-        # The job's rounding half and output shift, registers loaded with k at the
-        # configuration (a shifter of k in front of h_row's subtractors was a path of the
-        # ulx3s_85f top's route).
+        # The job's rounding half and output shift, registers that follow k a cycle later
+        # (a shifter of k in front of h_row's subtractors was a path of the ulx3s_85f top's
+        # route; from the configuration's k tree it was one of the next `tiny` route's): WAIT
+        # reads them a block's scalar phase after the configuration.
+        m.d.sync += [u.half_k.eq(_HALF >> u.k),
+                     u.n_shift_k.eq(LN_RECIP_BITS - LN_FRAC_BITS - u.k)]
         half = u.half_k
         # WAIT's verdict a cycle late, from a register (`out_go`): every lane's result in and
         # no element left reading the row constants. In WAIT the two only move toward it
