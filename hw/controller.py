@@ -1905,12 +1905,6 @@ class _State:
         with m.Elif(self.copy_step):
             m.d.sync += [self.i.eq(self.i + 1), self.i1.eq(self.i1 + 1)]
 
-    def check_landed(self, bad) -> None:
-        """``land_bad`` the next cycle: the word on the read port (``land``) fails the calling
-        state's check ``bad``. The state tests ``land_bad`` before its copy's ``done``, which
-        comes no earlier than the cycle after the last word landed."""
-        self.m.d.sync += self.land_bad.eq(self.land.valid & bad)
-
     def check_quant_word(self, bad) -> None:
         """``land_bad`` two cycles after a quant word landed: ``bad(word)`` fails the calling
         state's check, on ``quant_word`` (the landed word in a register beside the controller,
