@@ -594,7 +594,7 @@ class Controller(Unit):
             self._gemm_overlap(m, s)
         with m.State("GEMM_QCHECK"):
             copy_done = s.issue(self.quant, g.quant_addr + s.i, _NO_SEL, length=g.n, late=True)
-            s.check_quant_word(lambda word: ~g.out32 & _bad_shift(word[47:53]))
+            s.check_quant_word(~g.out32 & _bad_shift(s.quant_word[47:53]))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copy_done):
@@ -777,9 +777,7 @@ class Controller(Unit):
                     v.mult1.eq(_quant_field(word, isa.RESID_WORD, "mult_b")),
                     v.shift.eq(shift),
                 ]
-            s.check_quant_word(lambda word: _bad_shift(Mux(
-                add, _quant_field(word, isa.RESID_WORD, "shift"),
-                _quant_field(word, isa.CHANNEL_WORD, "shift"))))
+            s.check_quant_word(_bad_shift(v.shift))          # loaded from the landed word
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
@@ -989,9 +987,7 @@ class Controller(Unit):
                 m.d.sync += [getattr(a, name).eq(value) for name, value in fields.items()]
             # The verdict two cycles after the word landed (check_quant_word), as GEMM's and
             # VEC's: not from the quant port's read data into fail_code and the next state.
-            s.check_quant_word(lambda word: Cat(
-                _bad_shift(_quant_field(word, isa.ATTN_WORD, name))
-                for name in ("score_shift", "out_shift")).any())
+            s.check_quant_word(_bad_shift(a.score_shift) | _bad_shift(a.out_shift))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
@@ -1906,11 +1902,12 @@ class _State:
             m.d.sync += [self.i.eq(self.i + 1), self.i1.eq(self.i1 + 1)]
 
     def check_quant_word(self, bad) -> None:
-        """``land_bad`` two cycles after a quant word landed: ``bad(word)`` fails the calling
-        state's check, on ``quant_word`` (the landed word in a register beside the controller,
-        not the quant scratchpad's read data across the die). The state's copy is
-        ``issue(..., late=True)``, whose ``done`` comes no earlier than that verdict."""
-        self.m.d.sync += self.land_bad.eq(self.quant_late & bad(self.quant_word))
+        """``land_bad`` two cycles after a quant word landed: ``bad`` fails the calling state's
+        check, an expression of registers loaded from the landed word (``quant_word``, or the
+        state's own field registers), not of the quant scratchpad's read data across the die.
+        The state's copy is ``issue(..., late=True)``, whose ``done`` comes no earlier than
+        that verdict."""
+        self.m.d.sync += self.land_bad.eq(self.quant_late & bad)
 
     def read_quant_word(self, quant, addr, stall):
         """Read quant word ``addr`` (counting ``stall``): ``(word, done)``, the word valid
