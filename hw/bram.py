@@ -270,8 +270,13 @@ def unshared_register(m: Module, value, *, name: str, platform: object = None,
     wire: the critical path of that top's first route). On ECP5 the copy is ``TRELLIS_FF``
     instances, which ``opt_merge`` leaves alone; elsewhere (simulation) a plain register.
 
-    ``platform`` and ``family`` as for :func:`make_block_ram`."""
+    ``platform`` and ``family`` as for :func:`make_block_ram`. Call it outside any
+    ``m.If`` / ``m.Switch`` / ``m.FSM``: on ECP5 the copy loads in every cycle whatever the
+    context, so a conditional register in simulation would not be the same circuit."""
     check_family(family)
+    if getattr(m.domain, "_depth", 0):     # Amaranth 0.5: the nesting of m.If / m.FSM bodies
+        raise SyntaxError(f"unshared_register {name!r} inside a control block: it loads in "
+                          "every cycle, call it at the top level of the module")
     if family is None:
         family = _platform_family(platform)
     value = Value.cast(value)

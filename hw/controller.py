@@ -65,7 +65,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw import isa
 from hw.attention import WindowedAttention
-from hw.bram import BlockRAM, make_block_ram
+from hw.bram import BlockRAM, make_block_ram, unshared_register
 from hw.fsm import one_hot
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline, acc_layout
@@ -252,6 +252,7 @@ class Controller(Unit):
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
         s = _State(m, p)
+        s.platform = platform               # unshared_register's family (write_back)
         _partial_products(m, s, platform)
         # Every act write is posted: chosen into the write-back registers (post_write,
         # finish_writes), on the act port the next cycle.
@@ -671,9 +672,10 @@ class Controller(Unit):
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
                 with m.If(s.drain_start):
+                    s.restart_write_back(d)
                     m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
-                                 d.cols_left.eq(g.n), *s.restart_write_back(d),
-                                 s.row.eq(0), d.last_mb.eq(g.one_mb), d.last_nt.eq(g.one_nt)]
+                                 d.cols_left.eq(g.n), s.row.eq(0), d.last_mb.eq(g.one_mb),
+                                 d.last_nt.eq(g.one_nt)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
                 m.d.comb += s.capturing.eq(~s.lut_loading)
@@ -700,7 +702,7 @@ class Controller(Unit):
             with m.State("WB"):
                 s.write_back(d)
                 with m.If(d.c_end):
-                    m.d.sync += s.restart_write_back(d)
+                    s.restart_write_back(d)
                     m.next = "CAPTURE"
                     # The feeder's order (_gemm_next_tile), with flags of its own.
                     with m.If(~d.last_mb):
@@ -1931,6 +1933,14 @@ class _State:
         previous ``WB``, or at ``drain_start``; ``CAPTURE`` lasts at least a cycle), so neither
         the write enable, the write address nor its bounds check waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
+        # wb_j's next value (write_back, restart_write_back) and each row's one-hot column
+        # select, a copy of it decoded (write_back).
+        self.wb_j_next = Signal.like(self.wb_j, name="wb_j_next")
+        m.d.comb += self.wb_j_next.eq(self.wb_j)
+        m.d.sync += self.wb_j.eq(self.wb_j_next)
+        self.wb_cols = [unshared_register(m, Cat(self.wb_j_next == jj for jj in range(p.cols)),
+                                          name=f"wb_col{r}", platform=self.platform)
+                        for r in range(p.rows)]
         # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
         # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
         first = d.blk + d.col0
@@ -1942,6 +1952,17 @@ class _State:
         with m.If(cols_left > p.cols):
             m.d.comb += jmax.eq(p.cols)
         m.d.sync += self.wb_words.eq(jmax << (g.out32 * 2))
+        # The byte masks of the tile's words (tokens past M), two register stages behind
+        # d.mb as d.room is behind d.blk: not a subtract and compare before the write-back
+        # registers.
+        left = g.m - d.mb * p.rows
+        rows_left = Signal(left.shape(), name="drain_rows_left")
+        d.mask8 = Signal(p.rows, name="drain_mask8")
+        d.mask32 = Signal(_OUT32_WORDS * p.rows, name="drain_mask32")   # per int32 quarter
+        m.d.sync += [rows_left.eq(left),
+                     d.mask8.eq(Cat((r < rows_left) for r in range(p.rows))),
+                     d.mask32.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
+                                     for qq in range(_OUT32_WORDS) for b in range(p.rows)))]
 
     def write_back(self, d) -> None:
         """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
@@ -1950,17 +1971,18 @@ class _State:
         puts them on the act port the next cycle): the column multiplexer and the address
         arithmetic end at a register, not at the act port's writer multiplexer."""
         m, p, g = self.m, self.p, self.g
-        rows_left = g.m - d.mb * p.rows
         # The column and the int32 quarter of word d.c, registers stepped with it
-        # (restart_write_back): the column multiplexer's selects come straight from flip-flops.
+        # (restart_write_back). Each row picks its column with a one-hot select of its own (a
+        # copy of wb_j's next value, decoded, in registers Yosys does not merge): one 3-bit
+        # wb_j selecting all 8 x 256 bits of the column multiplexer was the routed ulx3s_85f
+        # top's wr#_r group.
         j, q = self.wb_j, self.wb_q
+        word_rows = [functools.reduce(operator.or_, (
+            Mux(col[jj], self.tile[r * p.cols + jj], 0) for jj in range(p.cols)))
+            for r, col in enumerate(self.wb_cols)]
         word = Signal(ACC_WIDTH * p.rows)
-        with m.Switch(j):
-            for jj in range(p.cols):
-                with m.Case(jj):
-                    m.d.comb += word.eq(Cat(self.tile[r * p.cols + jj] for r in range(p.rows)))
+        m.d.comb += word.eq(Cat(word_rows))
         bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
-        mask8 = Cat((r < rows_left) for r in range(p.rows))
         data, mask = Signal(8 * p.rows, name="drain_data"), Signal(p.rows, name="drain_mask")
         with m.If(g.out32):
             with m.Switch(q):
@@ -1968,10 +1990,9 @@ class _State:
                     with m.Case(qq):
                         lo = qq * p.rows * 8
                         m.d.comb += [data.eq(word[lo:lo + p.rows * 8]),
-                                     mask.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
-                                                 for b in range(p.rows)))]
+                                     mask.eq(d.mask32.word_select(qq, p.rows))]
         with m.Else():
-            m.d.comb += [data.eq(bytes8), mask.eq(mask8)]
+            m.d.comb += [data.eq(bytes8), mask.eq(d.mask8)]
         # d.c_end (d.c == wb_words) is a register stepped with d.c: the step, the column
         # registers' enables and WB's exit read a flip-flop, not a comparison of d.c.
         with m.If(~d.c_end):
@@ -1979,9 +2000,9 @@ class _State:
             with m.If(g.out32):
                 m.d.sync += q.eq(q + 1)
                 with m.If(q == _OUT32_WORDS - 1):
-                    m.d.sync += j.eq(j + 1)
+                    m.d.comb += self.wb_j_next.eq(j + 1)
             with m.Else():
-                m.d.sync += j.eq(j + 1)
+                m.d.comb += self.wb_j_next.eq(j + 1)
             with m.If(~self.drain_abort):
                 # One adder of two registers before the bounds check and the write-back
                 # registers (three adders and a multiplexer were the routed critical path).
@@ -1990,8 +2011,9 @@ class _State:
     def restart_write_back(self, d):
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
         column and quarter ``wb_j`` / ``wb_q``: ``d.c`` is ``4 * wb_j + wb_q`` for int32
-        output, ``wb_j`` otherwise)."""
-        return [d.c.eq(0), d.c_end.eq(0), self.wb_j.eq(0), self.wb_q.eq(0)]
+        output, ``wb_j`` otherwise), in the calling context."""
+        self.m.d.sync += [d.c.eq(0), d.c_end.eq(0), self.wb_q.eq(0)]
+        self.m.d.comb += self.wb_j_next.eq(0)
 
     def post_write(self, addr, data, mask, *, refused=None) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Const, Fragment, Signal
+from amaranth.hdl import Const, Fragment, Module, Signal
 from amaranth.hdl._ast import Slice
 from amaranth.sim import Simulator
 from helpers import FakePlatform
@@ -236,6 +236,17 @@ def test_unshared_register_is_a_plain_register_in_simulation():
     sim.add_testbench(bench)
     sim.run()
     assert seen == [(5, 5), (63, 63), (0, 0), (42, 42)]
+
+
+def test_unshared_register_refuses_a_control_block():
+    """On ECP5 the copy loads in every cycle; inside ``m.If`` the simulated register would
+    load only under the condition, a different circuit: refused at elaboration."""
+    m = Module()
+    cond = Signal()
+    with m.If(cond):
+        with pytest.raises(SyntaxError, match="inside a control block"):
+            unshared_register(m, Signal(4), name="copy")
+    assert len(unshared_register(m, Signal(4), name="copy_ok")) == 4
 
 
 @pytest.mark.parametrize("unshared, flip_flops", [(False, 6), (True, 12)])
