@@ -435,8 +435,8 @@ class TokenLayerNorm(Unit):
         u.issue = Signal()                                        # a phase enters this cycle
         m.d.comb += [
             u.last_phase.eq(u.phase == self._phases - 1),
-            u.issue.eq(out_state & u.ce & self.i_param.valid),
-            self.i_param.ready.eq(out_state & u.ce & u.last_phase),
+            u.issue.eq(out_state & u.obuf.ce_reg & self.i_param.valid),
+            self.i_param.ready.eq(out_state & u.obuf.ce_reg & u.last_phase),
             u.take_out.eq(self.i_param.valid & self.i_param.ready),
             u.block_done_out.eq(u.elem_out + 1 >= u.dim),
             u.buf.r_en.eq(u.ce), u.buf.r_oce.eq(u.ce),
@@ -565,7 +565,7 @@ class TokenLayerNorm(Unit):
             m.d.comb += [lane.s.eq(acc), lane.mult.eq(mult), lane.shift.eq(shift),
                          lane.en.eq(ce)]
             for f in range(phases - 1):                           # earlier phases wait
-                with m.If(slot_o & ce & (ph_o == f)):
+                with m.If(slot_o & u.obuf.ce_reg & (ph_o == f)):
                     m.d.sync += collect[f * P + p].eq(lane.y)
             m.d.comb += u.obuf.data.data[(phases - 1) * P + p].eq(lane.y)
         for t in range(self._lanes - P):

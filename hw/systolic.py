@@ -115,6 +115,10 @@ class OutputBuffer(wiring.Component):
         Payload to store.
     ce : Out(1)
         Clock enable of the pipeline feeding this buffer (reset high).
+    ce_reg : Out(1)
+        The same enable straight from its register: what logic (a ``ready``, an enable ANDed
+        with a condition) reads, where ``ce`` comes through a global network (``global_ce``),
+        whose way into a LUT input is a slow path.
     o_stream : Out(stream.Signature(layout))
         Stored payloads in order; ``latency`` = 1 cycle from ``push`` to ``o_stream.valid``.
     """
@@ -128,6 +132,7 @@ class OutputBuffer(wiring.Component):
             "push": In(1),
             "data": In(layout),
             "ce": Out(1, init=1),
+            "ce_reg": Out(1, init=1),
             "o_stream": Out(stream.Signature(layout)),
         })
 
@@ -160,6 +165,7 @@ class OutputBuffer(wiring.Component):
         else:
             m.d.comb += self.ce.eq(ce)
         m.d.comb += [
+            self.ce_reg.eq(ce),
             self.o_stream.valid.eq(head_valid),
             self.o_stream.payload.eq(head),
             push.eq(self.push & ce),
@@ -287,12 +293,12 @@ class SystolicArray(Unit):
         fwd_last = Signal()
         m.d.comb += [
             hold.eq(in_valid & in_last & (gap != 0)),
-            self.i_stream.ready.eq(ce & ~hold),
+            self.i_stream.ready.eq(obuf.ce_reg & ~hold),
             take.eq(self.i_stream.valid & self.i_stream.ready),
             fwd_valid.eq(in_valid & ~hold),
             fwd_last.eq(in_last & fwd_valid),
         ]
-        with m.If(ce):
+        with m.If(obuf.ce_reg):                 # ANDed with hold: logic, not a CE pin
             with m.If(~hold):
                 m.d.sync += [in_valid.eq(take), in_last.eq(self.i_stream.payload.last)]
                 m.d.sync += [in_act[r].eq(self.i_stream.payload.act[r]) for r in range(rows)]

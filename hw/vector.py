@@ -187,8 +187,8 @@ class VectorUnit(Unit):
         beat = self.i_stream.payload
         m.d.comb += [
             cfg_eff.eq(Mux(cfg_loaded, cfg, self.i_cfg.payload)),
-            self.i_stream.ready.eq(ce & (cfg_loaded | self.i_cfg.valid)),
-            self.i_cfg.ready.eq(ce & (~cfg_loaded | (self.i_stream.valid & beat.last))),
+            self.i_stream.ready.eq(obuf.ce_reg & (cfg_loaded | self.i_cfg.valid)),
+            self.i_cfg.ready.eq(obuf.ce_reg & (~cfg_loaded | (self.i_stream.valid & beat.last))),
             take.eq(self.i_stream.valid & self.i_stream.ready),
             self.i_lut.ready.eq(~take),
         ]
