@@ -65,14 +65,15 @@ class Accelerator(Unit):
     ----------
     read_latency : int
         Cycles from a read transfer to ``r_valid``:
-        :attr:`hw.scratchpad.Scratchpad.host_latency` for every address, CSRs and holes
-        included, so answers stay in order.
+        :attr:`hw.scratchpad.Scratchpad.host_latency` + 1 for every address, CSRs and holes
+        included, so answers stay in order (the + 1: the answer leaves the top from a
+        register, not from the multiplexer of six answering blocks).
     """
 
     params_fields = tuple(f for f in AccelParams.__dataclass_fields__
                           if AccelParams.__dataclass_fields__[f].init)
     params = Setting("The AccelParams the top was built from.")
-    read_latency = Scratchpad.host_latency
+    read_latency = Scratchpad.host_latency + 1
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
         self._params = check_params(params)
@@ -146,24 +147,27 @@ class Accelerator(Unit):
         # long path of the routed top): the word is the CSR's value a cycle after the read,
         # when a CONTROL write of the cycle before has its effect in STATUS either way.
         other = host.valid & ~host.write & (csr_sel | hole)
-        stage = [Signal(name=f"other_valid{i}") for i in range(self.read_latency)]
-        data = [Signal(32, name=f"other_data{i}") for i in range(1, self.read_latency)]
+        answer_latency = Scratchpad.host_latency   # then the answer register
+        stage = [Signal(name=f"other_valid{i}") for i in range(answer_latency)]
+        data = [Signal(32, name=f"other_data{i}") for i in range(1, answer_latency)]
         csr_r = Signal(name="csr_read_sel")
         offset_r = Signal.like(offset, name="csr_read_offset")
         m.d.sync += [stage[0].eq(other), csr_r.eq(csr_sel), offset_r.eq(offset)]
         csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel, offset_r)
         m.d.sync += data[0].eq(Mux(csr_r, csr_read, 0))
-        for i in range(1, self.read_latency):
+        for i in range(1, answer_latency):
             m.d.sync += stage[i].eq(stage[i - 1])
-        for i in range(1, self.read_latency - 1):
+        for i in range(1, answer_latency - 1):
             m.d.sync += data[i].eq(data[i - 1])
         valid_any = stage[-1]
         data_any = Mux(stage[-1], data[-1], 0)
         for port in answered:
             valid_any |= port.r_valid
             data_any |= Mux(port.r_valid, port.r_data, 0)
-        m.d.comb += [r_valid.eq(valid_any), r_data.eq(data_any),
-                     host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
+        # The answer from registers: the host (the link's frame engine, the harness' output
+        # fold) reads no multiplexer of the scratchpads' read stages across the die.
+        m.d.sync += [r_valid.eq(valid_any), r_data.eq(data_any)]
+        m.d.comb += [host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
         return m
 
     def _csr(self, m, ctrl, offset, take, read_offset):
