@@ -817,7 +817,7 @@ class Controller(Unit):
             # cycle (c_left moved in VEC_POOL_WB's last one): its bit 0 is 1 either way, as
             # every group has a channel.
             copied = s.issue(self.act, v.pool_src + s.i, _NO_SEL, v.c_live.bit_select(i_low, 1),
-                             length=p.rows)
+                             length=p.rows, late=True)      # the words land from registers
             with m.If(copied):
                 s.restart_copy()
                 m.d.sync += [v.pool_last_blk.eq(v.out == v.pool_last_out),
@@ -902,11 +902,18 @@ class Controller(Unit):
         elem = s.land.valid & s.vec_elementwise
         with m.If(elem & add & (s.land.sel == 0)):
             m.d.sync += a_word.eq(data)
-        with m.If(s.land.valid & s.vec_pooling):
-            with m.Switch(s.land.index):
-                for r in range(rows):
-                    with m.Case(r):
-                        m.d.sync += pool_words[r].eq(Mux(s.land.live, data, 0))
+        # A landed pool word goes into the transpose a cycle later, from a register beside the
+        # act port's read data and a one-hot word select (VEC_POOL's copy is late): the read
+        # data and the index decode fanned out to every pool word's enable across the die
+        # (the routed ulx3s_85f top's pool_word# group).
+        pool_data = Signal(8 * rows, name="pool_land_data")
+        pool_we = Signal(rows, name="pool_land_we")
+        m.d.sync += [pool_data.eq(Mux(s.land.live, data, 0)),
+                     pool_we.eq(Cat(s.land.valid & s.vec_pooling & (s.land.index == r)
+                                    for r in range(rows)))]
+        for r in range(rows):
+            with m.If(pool_we[r]):
+                m.d.sync += pool_words[r].eq(pool_data)
         # The beats reach the unit through a register (its valid and payload): the unit's
         # configuration handshake and its lanes' enables do not wait for the controller's
         # state logic. The unit takes every beat once configured (its o_stream is always
@@ -1084,13 +1091,23 @@ class Controller(Unit):
                     with m.If(g.c + 1 == a.head_dim):
                         m.d.sync += g.addr.eq(a.vbase + g.blk + a.hoff)
             _, lane = _divmod(g.t, rows)
-            byte = self.act.r_data.word_select(lane, 8)
-            mine = s.land.valid & s.attn_run & (s.land.sel == (g is q))
+            # The landed byte, its slot and flags go into registers beside the gatherer, and
+            # the row takes the byte from there a cycle later: the act port's read data fanned
+            # out to every byte of the K/V and Q rows across the die (the routed ulx3s_85f
+            # top's i_kv / i_q group). g.t only moves after the row is full, so the lane pick
+            # sees the landing row's t.
+            byte = Signal(8, name=f"{g.name}_land_byte")
+            mine = Signal(name=f"{g.name}_land_mine")
+            slot = Signal.like(land_slot, name=f"{g.name}_land_slot")
+            last = Signal(name=f"{g.name}_land_last_r")
+            m.d.sync += [byte.eq(self.act.r_data.word_select(lane, 8)),
+                         mine.eq(s.land.valid & s.attn_run & (s.land.sel == (g is q))),
+                         slot.eq(land_slot), last.eq(g.land_last)]
             # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim (land_slot).
             with m.If(mine):
                 m.d.sync += g.row.word_select(
-                    land_slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
-                with m.If(g.land_last):
+                    slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
+                with m.If(last):
                     m.d.sync += g.full.eq(1)
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
