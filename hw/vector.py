@@ -95,8 +95,10 @@ class VectorUnit(Unit):
 
     Bit-exact with :func:`sw.ref.residual_add`, :func:`sw.ref.lut_apply`,
     :func:`sw.ref.mean_pool_int` and the identity (module docstring). One ``i_cfg`` transfer
-    per job, consumed before or with the job's first beat, held until the beat with ``last``
-    (the next job's ``i_cfg`` may be taken in that same cycle: no bubble between jobs).
+    per job, taken before the job's first beat (a beat is not ready until its job's
+    configuration is in the register: a first beat that comes with it waits one cycle), held
+    until the beat with ``last`` (the next job's ``i_cfg`` may be taken in that same cycle: no
+    bubble between jobs).
 
     Parameters
     ----------
@@ -182,18 +184,22 @@ class VectorUnit(Unit):
         # -- per-job configuration (held from the first beat until `last`) -------------------
         cfg = Signal(vec_cfg_layout(self._lut_count))
         cfg_loaded = Signal()
-        cfg_eff = Signal(vec_cfg_layout(self._lut_count))
+        # Beats wait for their job's configuration in the register (no bypass of an arriving
+        # one): the lanes' operands, the LUT read address and the pool sums' enables read
+        # the unit's own registers, not the producer's payload across the die (the routed
+        # tops' pool_acc# group). The next job's configuration still comes in with the last
+        # beat, so back-to-back jobs run without a bubble.
+        cfg_eff = cfg
         take = Signal()
         beat = self.i_stream.payload
         m.d.comb += [
-            cfg_eff.eq(Mux(cfg_loaded, cfg, self.i_cfg.payload)),
-            self.i_stream.ready.eq(obuf.ce_reg & (cfg_loaded | self.i_cfg.valid)),
+            self.i_stream.ready.eq(obuf.ce_reg & cfg_loaded),
             self.i_cfg.ready.eq(obuf.ce_reg & (~cfg_loaded | (self.i_stream.valid & beat.last))),
             take.eq(self.i_stream.valid & self.i_stream.ready),
             self.i_lut.ready.eq(~take),
         ]
         take_cfg = self.i_cfg.valid & self.i_cfg.ready
-        with m.If(take_cfg & ~(take & beat.last & ~cfg_loaded)):
+        with m.If(take_cfg):
             m.d.sync += [cfg.eq(self.i_cfg.payload), cfg_loaded.eq(1)]
         with m.Elif(take & beat.last):
             m.d.sync += cfg_loaded.eq(0)

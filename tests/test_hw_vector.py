@@ -107,8 +107,10 @@ def test_vector_random_jobs(idle, backpressure):
 
 
 def test_vector_latency_and_full_rate():
-    """Back-to-back jobs of every op at one beat per cycle; outputs `latency` cycles after
-    their inputs (a POOL job's output after its last beat)."""
+    """Back-to-back jobs of every op at one beat per cycle once the first configuration is in
+    (the first beat, offered with it, waits one cycle; later jobs' configurations come in with
+    the last beat before them); outputs `latency` cycles after their inputs (a POOL job's output
+    after its last beat)."""
     cols = 2
     dut = VectorUnit(cols, lut_count=1, use_dsp=False)
     jobs = [vec_job(VecOp.ADD, [[1, 2], [3, 4]], [[5, 6], [7, 8]], mult0=16384, mult1=16384,
@@ -133,6 +135,8 @@ def test_vector_latency_and_full_rate():
                                            "last": int(r == len(j["a"]) - 1)})
             _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
             ready_seen.append(ready)
+            while not ready:
+                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
         ctx.set(dut.i_stream.valid, 0)
 
     async def sink_tb(ctx):
@@ -144,12 +148,12 @@ def test_vector_latency_and_full_rate():
                 got.append([p.data[c] for c in range(cols)])
 
     run_testbenches(dut, cfg_tb, data_tb, sink_tb, deadline_us=None)
-    assert ready_seen == [1] * len(beats)               # no bubble, also across jobs
+    assert ready_seen == [0] + [1] * (len(beats) - 1)   # then no bubble, also across jobs
     lut = np.zeros(256, np.int8)
     want = np.concatenate([vec_expected(j, [lut]) for j in jobs])
     np.testing.assert_array_equal(np.array(got), want)
-    # ADD beats 0, 1; POOL after beat 4; LUT beat 5; PASS beats 6, 7.
-    assert out_cycles == [dut.latency + i for i in (0, 1, 4, 5, 6, 7)]
+    # ADD beats 0, 1; POOL after beat 4; LUT beat 5; PASS beats 6, 7 (taken from cycle 1 on).
+    assert out_cycles == [dut.latency + 1 + i for i in (0, 1, 4, 5, 6, 7)]
     assert dut.latency == 10
 
 
@@ -180,10 +184,13 @@ def test_vector_lut_rewrite_between_jobs():
             for r, x in enumerate(xs):
                 ctx.set(dut.i_stream.payload, {"a": x.tolist(), "b": [0] * cols,
                                                "last": int(r == len(xs) - 1)})
-                _, _, v, p = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload)
-                ctx.set(dut.i_cfg.valid, 0)
-                if v:
-                    got.append([p.data[c] for c in range(cols)])
+                ready = 0
+                while not ready:
+                    _, _, ready, v, p = await ctx.tick().sample(
+                        dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload)
+                    ctx.set(dut.i_cfg.valid, 0)
+                    if v:
+                        got.append([p.data[c] for c in range(cols)])
             ctx.set(dut.i_stream.valid, 0)
             for _ in range(dut.latency + 2):
                 _, _, v, p = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload)
@@ -207,9 +214,11 @@ def test_vector_lut_write_waits_for_data_beat():
 
     async def tb(ctx):
         ctx.set(dut.o_stream.ready, 1)
-        ctx.set(dut.i_lut.valid, 1)
         ctx.set(dut.i_cfg.valid, 1)
         ctx.set(dut.i_cfg.payload, {"op": VecOp.PASS})
+        await ctx.tick()                        # the job's configuration first
+        ctx.set(dut.i_cfg.valid, 0)
+        ctx.set(dut.i_lut.valid, 1)
         ctx.set(dut.i_stream.payload, {"a": [5], "b": [0], "last": 1})
         ctx.set(dut.i_stream.valid, 1)
         seen.append((ctx.get(dut.i_stream.ready), ctx.get(dut.i_lut.ready)))
@@ -218,7 +227,9 @@ def test_vector_lut_write_waits_for_data_beat():
         seen.append((ctx.get(dut.i_stream.ready), ctx.get(dut.i_lut.ready)))
 
     run_testbenches(dut, tb, deadline_us=None)
-    assert seen == [(1, 0), (1, 1)]
+    # The beat is taken, the table write waits; then the job is over (no configuration: no
+    # beat is ready) and the write goes in.
+    assert seen == [(1, 0), (0, 1)]
 
 
 def test_vector_from_params_and_checks():
