@@ -1951,13 +1951,22 @@ class _State:
         the write enable, the write address nor its bounds check waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
         # wb_j's next value (write_back, restart_write_back) and each row's one-hot column
-        # select, a copy of it decoded (write_back).
+        # select (write_back), which follows the same steps and restarts.
         self.wb_j_next = Signal.like(self.wb_j, name="wb_j_next")
         m.d.comb += self.wb_j_next.eq(self.wb_j)
         m.d.sync += self.wb_j.eq(self.wb_j_next)
-        self.wb_cols = [unshared_register(m, Cat(self.wb_j_next == jj for jj in range(p.cols)),
-                                          name=f"wb_col{r}", platform=self.platform)
-                        for r in range(p.rows)]
+        # Each copy is a one-hot state of its own: 1 at a restart, shifted left at a step (past
+        # the last column: 0, as wb_j = cols decodes), so its input is one LUT of two control
+        # nets and itself, not wb_j's incrementer and a decoder. Every drain starts with a
+        # restart, so the copies need no reset.
+        self.wb_step, self.wb_restart = Signal(name="wb_step"), Signal(name="wb_restart")
+        self.wb_cols = []
+        for r in range(p.rows):
+            col = Signal(p.cols, name=f"wb_col{r}_q")
+            m.d.comb += col.eq(unshared_register(
+                m, Mux(self.wb_restart, 1, Mux(self.wb_step, col << 1, col))[:p.cols],
+                name=f"wb_col{r}", platform=self.platform))
+            self.wb_cols.append(col)
         # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
         # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
         first = d.blk + d.col0
@@ -1989,10 +1998,10 @@ class _State:
         arithmetic end at a register, not at the act port's writer multiplexer."""
         m, p, g = self.m, self.p, self.g
         # The column and the int32 quarter of word d.c, registers stepped with it
-        # (restart_write_back). Each row picks its column with a one-hot select of its own (a
-        # copy of wb_j's next value, decoded, in registers Yosys does not merge): one 3-bit
-        # wb_j selecting all 8 x 256 bits of the column multiplexer was the routed ulx3s_85f
-        # top's wr#_r group.
+        # (restart_write_back). Each row picks its column with a one-hot select of its own
+        # (wb_cols: registers Yosys does not merge, stepped with wb_j): one 3-bit wb_j
+        # selecting all 8 x 256 bits of the column multiplexer was the routed ulx3s_85f top's
+        # wr#_r group.
         j, q = self.wb_j, self.wb_q
         word_rows = [functools.reduce(operator.or_, (
             Mux(col[jj], self.tile[r * p.cols + jj], 0) for jj in range(p.cols)))
@@ -2017,9 +2026,9 @@ class _State:
             with m.If(g.out32):
                 m.d.sync += q.eq(q + 1)
                 with m.If(q == _OUT32_WORDS - 1):
-                    m.d.comb += self.wb_j_next.eq(j + 1)
+                    m.d.comb += [self.wb_j_next.eq(j + 1), self.wb_step.eq(1)]
             with m.Else():
-                m.d.comb += self.wb_j_next.eq(j + 1)
+                m.d.comb += [self.wb_j_next.eq(j + 1), self.wb_step.eq(1)]
             with m.If(~self.drain_abort):
                 # One adder of two registers before the bounds check and the write-back
                 # registers (three adders and a multiplexer were the routed critical path).
@@ -2030,7 +2039,7 @@ class _State:
         column and quarter ``wb_j`` / ``wb_q``: ``d.c`` is ``4 * wb_j + wb_q`` for int32
         output, ``wb_j`` otherwise), in the calling context."""
         self.m.d.sync += [d.c.eq(0), d.c_end.eq(0), self.wb_q.eq(0)]
-        self.m.d.comb += self.wb_j_next.eq(0)
+        self.m.d.comb += [self.wb_j_next.eq(0), self.wb_restart.eq(1)]
 
     def post_write(self, addr, data, mask, *, refused=None) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,
