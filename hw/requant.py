@@ -251,9 +251,9 @@ class Requantizer(Unit):
         q_eff = Signal(quant_layout(cols))     # held parameters, or those arriving right now
         m.d.comb += [
             q_eff.eq(Mux(q_loaded, q, self.i_quant.payload)),
-            self.i_stream.ready.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid)),
+            self.i_stream.ready.eq(ce & (q_loaded | self.i_quant.valid)),
             self.i_quant.ready.eq(
-                obuf.ce_reg & (~q_loaded | (self.i_stream.valid & self.i_stream.payload.last))),
+                ce & (~q_loaded | (self.i_stream.valid & self.i_stream.payload.last))),
         ]
         take_row = Signal()
         take_q = Signal()

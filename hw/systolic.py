@@ -118,7 +118,10 @@ class OutputBuffer(wiring.Component):
     ce_reg : Out(1)
         The same enable straight from its register: what logic (a ``ready``, an enable ANDed
         with a condition) reads, where ``ce`` comes through a global network (``global_ce``),
-        whose way into a LUT input is a slow path.
+        whose way into a LUT input is a slow path. The vector unit and the token LayerNorm
+        use it; the GEMM array and requantizer keep ``ce`` in their ``ready`` (with
+        ``ce_reg`` the stand-alone GEMM core routed at 124.2 MHz against its 125 MHz, its
+        ``ready`` then reaching the weight buffer's enables through more fabric).
     o_stream : Out(stream.Signature(layout))
         Stored payloads in order; ``latency`` = 1 cycle from ``push`` to ``o_stream.valid``.
     """
@@ -293,12 +296,12 @@ class SystolicArray(Unit):
         fwd_last = Signal()
         m.d.comb += [
             hold.eq(in_valid & in_last & (gap != 0)),
-            self.i_stream.ready.eq(obuf.ce_reg & ~hold),
+            self.i_stream.ready.eq(ce & ~hold),
             take.eq(self.i_stream.valid & self.i_stream.ready),
             fwd_valid.eq(in_valid & ~hold),
             fwd_last.eq(in_last & fwd_valid),
         ]
-        with m.If(obuf.ce_reg):                 # ANDed with hold: logic, not a CE pin
+        with m.If(ce):
             with m.If(~hold):
                 m.d.sync += [in_valid.eq(take), in_last.eq(self.i_stream.payload.last)]
                 m.d.sync += [in_act[r].eq(self.i_stream.payload.act[r]) for r in range(rows)]
