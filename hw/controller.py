@@ -1732,7 +1732,6 @@ class _State:
                                   mask=Signal(p.rows, name="wb_mask"),
                                   err=Signal(name="wb_err"))  # addr past the act words
         self.act_words = unit_words_of(p, "act")
-        self.wb_j = Signal(range(p.cols + 1), name="wb_j")     # restart_write_back
         self.wb_q = Signal(2, name="wb_q")
         self.writers: list[tuple] = []      # post_write's (select, word) (finish_writes)
         self.drain_start = Signal()             # a register: one cycle, set by GEMM_OVERLAP
@@ -1950,15 +1949,11 @@ class _State:
         previous ``WB``, or at ``drain_start``; ``CAPTURE`` lasts at least a cycle), so neither
         the write enable, the write address nor its bounds check waits for this arithmetic."""
         m, p, g = self.m, self.p, self.g
-        # wb_j's next value (write_back, restart_write_back) and each row's one-hot column
-        # select (write_back), which follows the same steps and restarts.
-        self.wb_j_next = Signal.like(self.wb_j, name="wb_j_next")
-        m.d.comb += self.wb_j_next.eq(self.wb_j)
-        m.d.sync += self.wb_j.eq(self.wb_j_next)
-        # Each copy is a one-hot state of its own: 1 at a restart, shifted left at a step (past
-        # the last column: 0, as wb_j = cols decodes), so its input is one LUT of two control
-        # nets and itself, not wb_j's incrementer and a decoder. Every drain starts with a
-        # restart, so the copies need no reset.
+        # The column of word d.c, one-hot, a copy per tile row (write_back): 1 at a restart
+        # (restart_write_back), shifted left when the write back moves to the next column
+        # (past the last one: 0). Each copy's input is one LUT of two control nets and itself,
+        # not a column counter's incrementer and decoder. Every drain starts with a restart,
+        # so the copies need no reset.
         self.wb_step, self.wb_restart = Signal(name="wb_step"), Signal(name="wb_restart")
         self.wb_cols = []
         for r in range(p.rows):
@@ -1999,10 +1994,9 @@ class _State:
         m, p, g = self.m, self.p, self.g
         # The column and the int32 quarter of word d.c, registers stepped with it
         # (restart_write_back). Each row picks its column with a one-hot select of its own
-        # (wb_cols: registers Yosys does not merge, stepped with wb_j): one 3-bit wb_j
-        # selecting all 8 x 256 bits of the column multiplexer was the routed ulx3s_85f top's
-        # wr#_r group.
-        j, q = self.wb_j, self.wb_q
+        # (wb_cols: registers Yosys does not merge): one 3-bit column register selecting all
+        # 8 x 256 bits of the column multiplexer was the routed ulx3s_85f top's wr#_r group.
+        q = self.wb_q
         word_rows = [functools.reduce(operator.or_, (
             Mux(col[jj], self.tile[r * p.cols + jj], 0) for jj in range(p.cols)))
             for r, col in enumerate(self.wb_cols)]
@@ -2026,9 +2020,9 @@ class _State:
             with m.If(g.out32):
                 m.d.sync += q.eq(q + 1)
                 with m.If(q == _OUT32_WORDS - 1):
-                    m.d.comb += [self.wb_j_next.eq(j + 1), self.wb_step.eq(1)]
+                    m.d.comb += self.wb_step.eq(1)
             with m.Else():
-                m.d.comb += [self.wb_j_next.eq(j + 1), self.wb_step.eq(1)]
+                m.d.comb += self.wb_step.eq(1)
             with m.If(~self.drain_abort):
                 # One adder of two registers before the bounds check and the write-back
                 # registers (three adders and a multiplexer were the routed critical path).
@@ -2036,10 +2030,10 @@ class _State:
 
     def restart_write_back(self, d):
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
-        column and quarter ``wb_j`` / ``wb_q``: ``d.c`` is ``4 * wb_j + wb_q`` for int32
-        output, ``wb_j`` otherwise), in the calling context."""
+        column ``j`` (one-hot in ``wb_cols``) and quarter ``wb_q``: ``d.c`` is ``4 * j + wb_q``
+        for int32 output, ``j`` otherwise), in the calling context."""
         self.m.d.sync += [d.c.eq(0), d.c_end.eq(0), self.wb_q.eq(0)]
-        self.m.d.comb += [self.wb_j_next.eq(0), self.wb_restart.eq(1)]
+        self.m.d.comb += self.wb_restart.eq(1)
 
     def post_write(self, addr, data, mask, *, refused=None) -> None:
         """Write act word ``addr`` (``data`` under the byte-lane ``mask``) the next cycle,
