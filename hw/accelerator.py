@@ -141,20 +141,19 @@ class Accelerator(Unit):
         # multiplexer also carries the scratchpads' arbitration (the unit ports' enables), so no
         # path runs from the controller's scratchpad enables through a CSR write (CONTROL.CLEAR)
         # back into the controller.
-        # Holes and CSR reads travel the same stages as a scratchpad read. The CSR's byte
-        # offset goes into a register first, and the CSR multiplexer reads that register
-        # (from the host's address through the offset decode into a 20-way multiplexer was a
-        # long path of the routed top): the word is the CSR's value a cycle after the read,
-        # when a CONTROL write of the cycle before has its effect in STATUS either way.
+        # Holes and CSR reads travel the same stages as a scratchpad read. The read decodes
+        # the CSR's offset into one register per CSR (a one-hot select), and the CSR word is
+        # an AND-OR of those registers and the values: neither the host's address nor its
+        # decode (shared by Yosys with the scratchpads' host row multiplexers) reaches the
+        # 20-way multiplexer. The word is the CSR's value a cycle after the read, when a
+        # CONTROL write of the cycle before has its effect in STATUS either way.
         other = host.valid & ~host.write & (csr_sel | hole)
         answer_latency = Scratchpad.host_latency   # then the answer register
         stage = [Signal(name=f"other_valid{i}") for i in range(answer_latency)]
         data = [Signal(32, name=f"other_data{i}") for i in range(1, answer_latency)]
-        csr_r = Signal(name="csr_read_sel")
-        offset_r = Signal.like(offset, name="csr_read_offset")
-        m.d.sync += [stage[0].eq(other), csr_r.eq(csr_sel), offset_r.eq(offset)]
-        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel, offset_r)
-        m.d.sync += data[0].eq(Mux(csr_r, csr_read, 0))
+        m.d.sync += stage[0].eq(other)
+        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel, csr_sel)
+        m.d.sync += data[0].eq(csr_read)
         for i in range(1, answer_latency):
             m.d.sync += stage[i].eq(stage[i - 1])
         for i in range(1, answer_latency - 1):
@@ -170,9 +169,9 @@ class Accelerator(Unit):
         m.d.comb += [host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
         return m
 
-    def _csr(self, m, ctrl, offset, take, read_offset):
-        """The CSR block: writes at ``offset`` on ``take``; returns the word at
-        ``read_offset``."""
+    def _csr(self, m, ctrl, offset, take, csr_sel):
+        """The CSR block: writes at ``offset`` on ``take``; returns the word at ``offset`` of
+        the cycle before (0 unless ``csr_sel`` was high then)."""
         p = self._params
         host = self.host
         entry = Signal(32)
@@ -214,12 +213,10 @@ class Accelerator(Unit):
         }
         for name in PERF_LAYOUT.members:
             values[Csr[f"PERF_{name.upper()}"]] = getattr(ctrl.perf, name)
-        word = Signal(32)
-        read_byte = Signal(8)
-        m.d.comb += read_byte.eq(read_offset << _WORD_SHIFT)
-        with m.If(read_offset < isa.CSR_BLOCK_BYTES >> _WORD_SHIFT):
-            with m.Switch(read_byte):
-                for csr, value in values.items():
-                    with m.Case(int(csr)):
-                        m.d.comb += word.eq(value)
+        word = 0
+        for csr, value in values.items():
+            assert int(csr) % 4 == 0 and int(csr) < isa.CSR_BLOCK_BYTES, csr
+            read = Signal(name=f"csr_read_{csr.name.lower()}")
+            m.d.sync += read.eq(csr_sel & (offset == int(csr) >> _WORD_SHIFT))
+            word |= Mux(read, value, 0)
         return word
