@@ -567,13 +567,14 @@ class _ScalarEngine(Elaboratable):
                          "MUL_DS": dim_steps, "ISQRT": ISQRT_ITERATIONS, "DIV": DIV_STEPS,
                          "MUL_G1": dim_steps, "MUL_G": dim_steps, "MUL_H": sum_steps}
         # The multiply's operands and its enable are registers, loaded as the state before a
-        # multiply leaves (_operands): the one datapath (_mul_datapath) sees no state
+        # multiply leaves (_operand_loads): the one datapath (_mul_datapath) sees no state
         # multiplexer. macc_next is the datapath's next macc (a product's last step: the
         # product), for a multiply whose operand is the one before's product.
         e.mul_on = Signal(name="mul_on")
         e.mul_a = Signal(ENGINE_BITS, name="mul_a")
         e.mul_b = Signal(max(len(e.mb), len(e.s1_abs), len(self.dim)), name="mul_b")
         e.macc_next = Signal(ENGINE_BITS, name="macc_next")
+        e.div_diff = Signal(35, name="div_diff")
         self._mul_datapath(m, e)
         # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
         # row, so a consumer may also take them the cycle after ack (TokenLayerNorm does).
@@ -588,9 +589,7 @@ class _ScalarEngine(Elaboratable):
                 # registers change only in MUL_H / SIGN; last was read while it was valid).
                 # The datapath steps on these operands while idle (mul_on); MUL_DQ's first
                 # step starts over from them (cnt0), so those steps leave nothing behind.
-                m.d.sync += _operands(e, self.q_in, self.dim)
-                m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in),
-                             self._enter(e, "MUL_DQ")]
+                m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in)]
                 with m.If(self.start):
                     m.next = "MUL_DQ"
             self._variance_states(m, e)
@@ -601,33 +600,88 @@ class _ScalarEngine(Elaboratable):
                 with m.If(self.ack):
                     m.next = "IDLE"
         one_hot(fsm)
+        self._operand_loads(m, e, fsm)
         return m
+
+    def _operand_loads(self, m, e, fsm):
+        """The multiply's operands (``mul_a``, ``mul_b``, ``mul_on``) and the state counter
+        ``left``, loaded from registers that say a cycle ahead which load comes: one
+        flip-flop per operand source (``load_*``) and ``left_load`` / ``left_init``.
+
+        The loads happen at a counted state's last cycle (known the cycle before: ``left ==
+        1`` there), in ``SUB_DV`` (the cycle after ``MUL_SS``'s last), in ``PRESHIFT_SHIFT``
+        and in every ``IDLE`` cycle (``IDLE`` is a one-hot state flip-flop). The operand
+        registers then see an AND-OR of sources behind flip-flops, not a multiplexer decoded
+        from the state and ``cnt_end`` (the decode's fan-out across the 64-bit operands was
+        the engines' longest path)."""
+        dim = self.dim
+        idle = fsm.ongoing("IDLE")
+        last_next = e.left == 1            # in a counted state: the next cycle is its last
+        # (source a, source b, the condition the cycle before the load)
+        loads = {
+            "s1": (e.s1_abs, e.s1_abs, fsm.ongoing("MUL_DQ") & last_next),
+            "var": (e.t1 - e.macc, dim, fsm.ongoing("MUL_SS") & e.cnt_end),
+            "prod": (e.macc_next, dim, (fsm.ongoing("MUL_DV") | fsm.ongoing("MUL_G1"))
+                     & last_next),
+            "inv": (Cat(~e.div_diff[-1], e.inv)[:DIV_STEPS], dim,
+                    fsm.ongoing("DIV") & last_next),
+            "g1": (e.g1, e.s1_abs, fsm.ongoing("MUL_G") & last_next),
+        }
+        any_load = idle
+        sel_a = Mux(idle, self.q_in, 0)
+        sel_b = Mux(idle, dim, 0)
+        for name, (a, b, before) in loads.items():
+            load = Signal(name=f"load_{name}")
+            m.d.sync += load.eq(before)
+            sel_a |= Mux(load, a, 0)
+            sel_b |= Mux(load, b, 0)
+            any_load |= load
+        with m.If(any_load):
+            m.d.sync += [e.mul_a.eq(sel_a), e.mul_b.eq(sel_b), e.mul_on.eq(1)]
+        # left: IDLE loads MUL_DQ's count every cycle; a counted state's exit loads the next
+        # counted state's, SUB_DV MUL_DV's, PRESHIFT_SHIFT ISQRT's; elsewhere it counts down
+        # (only the counted states read it).
+        counted = self._counted
+        entries = [  # (the condition the cycle before the load, the state it enters)
+            (fsm.ongoing("MUL_DQ") & last_next, "MUL_SS"),
+            (fsm.ongoing("MUL_SS") & e.cnt_end, "MUL_DV"),     # SUB_DV's load
+            (fsm.ongoing("MUL_DV") & last_next, "MUL_DS"),
+            (fsm.ongoing("PRESHIFT"), "ISQRT"),                 # PRESHIFT_SHIFT's load
+            (fsm.ongoing("ISQRT") & last_next, "DIV"),
+            (fsm.ongoing("DIV") & last_next, "MUL_G1"),
+            (fsm.ongoing("MUL_G1") & last_next, "MUL_G"),
+            (fsm.ongoing("MUL_G") & last_next, "MUL_H"),
+        ]
+        left_load = Signal(name="left_load")
+        left_init = Signal.like(e.left, name="left_init")
+        init = 0
+        for before, state in entries:
+            init |= Mux(before, counted[state] - 1, 0)
+        m.d.sync += [left_load.eq(Cat(before for before, _ in entries).any()),
+                     left_init.eq(init)]
+        m.d.sync += e.left.eq(Mux(idle, counted["MUL_DQ"] - 1,
+                                  Mux(left_load, left_init, e.left - 1)))
 
     def _count(self, m, e, steps, nxt, *done):
         """Stay for exactly ``steps`` (at least 2) cycles, then go to ``nxt`` doing ``done``.
 
-        ``left`` counts down the cycles after this one (loaded by the state's entry,
-        :meth:`_enter`, with ``steps - 1``). The last cycle is ``cnt_end``, a register set one
-        cycle ahead (``left == 1``): the exit and the ``done`` statements read a flip-flop,
-        not a comparator behind the state multiplexer. Every counted state starts with
+        ``left`` counts down the cycles after this one (loaded for the state's first cycle
+        with ``steps - 1``, :meth:`_operand_loads`). The last cycle is ``cnt_end``, a register
+        set one cycle ahead (``left == 1``): the exit and the ``done`` statements read a
+        flip-flop, not a comparator behind the state multiplexer. Every counted state starts with
         ``cnt_end`` low (its ``steps`` is at least 2, and the exit clears it)."""
         assert steps >= 2, steps
-        m.d.sync += [e.left.eq(e.left - 1), e.cnt0.eq(0), e.cnt_end.eq(e.left == 1)]
+        m.d.sync += [e.cnt0.eq(0), e.cnt_end.eq(e.left == 1)]
         with m.If(e.cnt_end):
             m.d.sync += [e.cnt0.eq(1), e.cnt_end.eq(0), *done]
-            if nxt in self._counted:
-                m.d.sync += self._enter(e, nxt)
             m.next = nxt
-
-    def _enter(self, e, state: str):
-        """The statement that loads ``left`` for counted state ``state``'s first cycle."""
-        return e.left.eq(self._counted[state] - 1)
 
     def _mul_step(self, m, e, bits, nxt, *done):
         """One radix-4 shift-and-add step of ``mul_a * mul_b`` (``ceil(bits / 2)`` steps,
         modulo ``2**64``) into ``macc``, on the engine's one multiply datapath
-        (:meth:`_mul_datapath`); the operands were loaded before the state (``done``: the
-        statements at its exit, among them the next multiply's operands)."""
+        (:meth:`_mul_datapath`); the operands were loaded before the state
+        (:meth:`_operand_loads`, which also loads the next multiply's operands at its exit;
+        ``done``: the statements at its exit)."""
         self._count(m, e, _half(bits), nxt, *done)
 
     @staticmethod
@@ -653,19 +707,16 @@ class _ScalarEngine(Elaboratable):
 
     def _variance_states(self, m, e):
         """``d * S = d * d * (d * Q - S1**2)``."""
-        dim = self.dim
         with m.State("MUL_DQ"):                              # d * Q
-            self._mul_step(m, e, self.dim_bits, "MUL_SS", *_operands(e, e.s1_abs, e.s1_abs))
+            self._mul_step(m, e, self.dim_bits, "MUL_SS")      # then |S1| * |S1|
         with m.State("MUL_SS"):                              # S1**2
             with m.If(e.cnt0):
                 m.d.sync += e.t1.eq(e.macc)
             self._mul_step(m, e, self.sum_bits, "SUB_DV", e.mul_on.eq(0))
         with m.State("SUB_DV"):                              # d * Q - S1**2, in a register:
-            m.d.sync += _operands(e, e.t1 - e.macc, dim)     # not in front of the multiply
-            m.d.sync += self._enter(e, "MUL_DV")
-            m.next = "MUL_DV"
+            m.next = "MUL_DV"                               # (_operand_loads)
         with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
-            self._mul_step(m, e, self.dim_bits, "MUL_DS", *_operands(e, e.macc_next, dim))
+            self._mul_step(m, e, self.dim_bits, "MUL_DS")      # then S * d
         with m.State("MUL_DS"):                              # d * S
             self._mul_step(m, e, self.dim_bits, "PRESHIFT", e.mul_on.eq(0))
 
@@ -681,8 +732,7 @@ class _ScalarEngine(Elaboratable):
             m.next = "PRESHIFT_SHIFT"
         with m.State("PRESHIFT_SHIFT"):
             m.d.sync += [rem.eq(res << Cat(Const(0, 1), self.k)), res.eq(0),
-                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2)), e.res_zero.eq(1),
-                         self._enter(e, "ISQRT")]
+                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2)), e.res_zero.eq(1)]
             m.next = "ISQRT"
         with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
             # res is a multiple of 4 * bit here (a bit taken one step earlier sits at 4 * bit:
@@ -705,21 +755,21 @@ class _ScalarEngine(Elaboratable):
             # records.
             r = Cat(res[0] | e.res_zero, res[1:32])
             rem2 = Cat(e.cnt0, drem)[:34]
-            diff = Signal(35, name="div_diff")               # one subtractor, as in ISQRT
+            diff = e.div_diff                                # one subtractor, as in ISQRT
             m.d.comb += diff.eq(rem2 - r)
             inv_next = Cat(~diff[-1], inv)[:DIV_STEPS]
             m.d.sync += [drem.eq(Mux(diff[-1], rem2, diff[:34])), inv.eq(inv_next)]
-            self._count(m, e, DIV_STEPS, "MUL_G1", *_operands(e, inv_next, self.dim))
+            self._count(m, e, DIV_STEPS, "MUL_G1")            # then inv * d
 
     def _row_constant_states(self, m, e):
         """``G = d**2 * inv`` and ``|S1| * d * inv``."""
-        dim, macc = self.dim, e.macc
+        macc = e.macc
         with m.State("MUL_G1"):                              # d * inv
-            self._mul_step(m, e, self.dim_bits, "MUL_G", *_operands(e, e.macc_next, dim))
+            self._mul_step(m, e, self.dim_bits, "MUL_G")       # then (d * inv) * d
         with m.State("MUL_G"):                               # G = d * d * inv
             with m.If(e.cnt0):
                 m.d.sync += e.g1.eq(macc)
-            self._mul_step(m, e, self.dim_bits, "MUL_H", *_operands(e, e.g1, e.s1_abs))
+            self._mul_step(m, e, self.dim_bits, "MUL_H")       # then (d * inv) * |S1|
         with m.State("MUL_H"):                               # |S1| * d * inv
             with m.If(e.cnt0):
                 m.d.sync += e.g_next.eq(macc)
@@ -727,12 +777,6 @@ class _ScalarEngine(Elaboratable):
         with m.State("SIGN"):                                # h = sign(S1) * |S1| * d * inv,
             m.d.sync += e.h.eq(Mux(e.s1_neg, -macc, macc)[:PROD_BITS])  # in a register
             m.next = "DONE"
-
-
-def _operands(e, a, b) -> list:
-    """The statements that load the next multiply's operands ``a * b`` and turn the datapath
-    on (its first step is the next cycle)."""
-    return [e.mul_a.eq(a), e.mul_b.eq(b), e.mul_on.eq(1)]
 
 
 def _stage(m: Module, ce, sig, name: str, shape=None):
