@@ -28,7 +28,7 @@ full-rate stream never stalls and a stalled sink loses nothing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Instance, Module, Signal, signed
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -294,18 +294,36 @@ class SystolicArray(Unit):
         take = Signal()
         fwd_valid = Signal()
         fwd_last = Signal()
+        # A skid register in front of the input register: `i_stream.ready` is "the skid is
+        # empty", a flip-flop, so the producer's read enables (the GEMM core's operand
+        # buffers) see neither the array's global enable nor its tile spacing. A transfer
+        # that arrives while the input register cannot take it waits in the skid, which the
+        # input register takes first; no latency is added (the skid is bypassed while empty).
+        skid = Signal.like(self.i_stream.payload, name="in_skid")
+        skid_valid = Signal(name="in_skid_valid")
+        accept = Signal()                   # the input register takes a transfer this cycle
+        arriving = Signal()
+        payload = Signal.like(self.i_stream.payload, name="in_next")
         m.d.comb += [
             hold.eq(in_valid & in_last & (gap != 0)),
-            self.i_stream.ready.eq(ce & ~hold),
-            take.eq(self.i_stream.valid & self.i_stream.ready),
+            self.i_stream.ready.eq(~skid_valid),
+            arriving.eq(self.i_stream.valid & ~skid_valid),
+            accept.eq(ce & ~hold),
+            take.eq((skid_valid | self.i_stream.valid) & accept),
+            payload.eq(Mux(skid_valid, skid, self.i_stream.payload)),
             fwd_valid.eq(in_valid & ~hold),
             fwd_last.eq(in_last & fwd_valid),
         ]
+        with m.If(skid_valid):
+            with m.If(accept):
+                m.d.sync += skid_valid.eq(0)
+        with m.Elif(arriving & ~accept):
+            m.d.sync += [skid.eq(self.i_stream.payload), skid_valid.eq(1)]
         with m.If(ce):
             with m.If(~hold):
-                m.d.sync += [in_valid.eq(take), in_last.eq(self.i_stream.payload.last)]
-                m.d.sync += [in_act[r].eq(self.i_stream.payload.act[r]) for r in range(rows)]
-                m.d.sync += [in_wgt[c].eq(self.i_stream.payload.wgt[c]) for c in range(cols)]
+                m.d.sync += [in_valid.eq(take), in_last.eq(payload.last)]
+                m.d.sync += [in_act[r].eq(payload.act[r]) for r in range(rows)]
+                m.d.sync += [in_wgt[c].eq(payload.wgt[c]) for c in range(cols)]
             with m.If(fwd_last):
                 m.d.sync += gap.eq(rows - 1)
             with m.Elif(gap != 0):
