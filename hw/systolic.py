@@ -273,6 +273,32 @@ class SystolicArray(Unit):
     def latency(self) -> int:
         return systolic_latency(self._rows, self._cols)
 
+    def _input_skid(self, m, accept):
+        """A skid register in front of the input register, which takes a transfer in cycles
+        with ``accept``. Returns ``take`` (a transfer goes into the input register) and the
+        payload it takes.
+
+        ``i_stream.ready`` is "the skid is empty", a flip-flop, so the producer's read enables
+        (the GEMM core's operand buffers) see neither the array's global enable nor its tile
+        spacing. A transfer that arrives while the input register cannot take it waits in the
+        skid, which the input register takes first; no latency is added (the skid is bypassed
+        while empty)."""
+        skid = Signal.like(self.i_stream.payload, name="in_skid")
+        skid_valid = Signal(name="in_skid_valid")
+        take = Signal()
+        payload = Signal.like(self.i_stream.payload, name="in_next")
+        m.d.comb += [
+            self.i_stream.ready.eq(~skid_valid),
+            take.eq((skid_valid | self.i_stream.valid) & accept),
+            payload.eq(Mux(skid_valid, skid, self.i_stream.payload)),
+        ]
+        with m.If(skid_valid):
+            with m.If(accept):
+                m.d.sync += skid_valid.eq(0)
+        with m.Elif(self.i_stream.valid & ~accept):
+            m.d.sync += [skid.eq(self.i_stream.payload), skid_valid.eq(1)]
+        return take, payload
+
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._rows, self._cols
@@ -291,34 +317,14 @@ class SystolicArray(Unit):
         in_wgt = [Signal(signed(WGT_WIDTH), name=f"in_wgt{c}") for c in range(cols)]
         gap = Signal(range(rows), name="last_gap")
         hold = Signal()
-        take = Signal()
         fwd_valid = Signal()
         fwd_last = Signal()
-        # A skid register in front of the input register: `i_stream.ready` is "the skid is
-        # empty", a flip-flop, so the producer's read enables (the GEMM core's operand
-        # buffers) see neither the array's global enable nor its tile spacing. A transfer
-        # that arrives while the input register cannot take it waits in the skid, which the
-        # input register takes first; no latency is added (the skid is bypassed while empty).
-        skid = Signal.like(self.i_stream.payload, name="in_skid")
-        skid_valid = Signal(name="in_skid_valid")
-        accept = Signal()                   # the input register takes a transfer this cycle
-        arriving = Signal()
-        payload = Signal.like(self.i_stream.payload, name="in_next")
         m.d.comb += [
             hold.eq(in_valid & in_last & (gap != 0)),
-            self.i_stream.ready.eq(~skid_valid),
-            arriving.eq(self.i_stream.valid & ~skid_valid),
-            accept.eq(ce & ~hold),
-            take.eq((skid_valid | self.i_stream.valid) & accept),
-            payload.eq(Mux(skid_valid, skid, self.i_stream.payload)),
             fwd_valid.eq(in_valid & ~hold),
             fwd_last.eq(in_last & fwd_valid),
         ]
-        with m.If(skid_valid):
-            with m.If(accept):
-                m.d.sync += skid_valid.eq(0)
-        with m.Elif(arriving & ~accept):
-            m.d.sync += [skid.eq(self.i_stream.payload), skid_valid.eq(1)]
+        take, payload = self._input_skid(m, ce & ~hold)
         with m.If(ce):
             with m.If(~hold):
                 m.d.sync += [in_valid.eq(take), in_last.eq(payload.last)]
