@@ -246,14 +246,17 @@ class Requantizer(Unit):
         ce = obuf.ce
 
         # -- per-tile parameters -------------------------------------------------------------
+        # The readies read the enable's register (ce_reg), not its global network: the
+        # array's output buffer pops on this ready (a DCCA output into its LUTs was the
+        # stand-alone GEMM core's critical path).
         q = Signal(quant_layout(cols))
         q_loaded = Signal()
         q_eff = Signal(quant_layout(cols))     # held parameters, or those arriving right now
         m.d.comb += [
             q_eff.eq(Mux(q_loaded, q, self.i_quant.payload)),
-            self.i_stream.ready.eq(ce & (q_loaded | self.i_quant.valid)),
-            self.i_quant.ready.eq(
-                ce & (~q_loaded | (self.i_stream.valid & self.i_stream.payload.last))),
+            self.i_stream.ready.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid)),
+            self.i_quant.ready.eq(obuf.ce_reg & (~q_loaded | (self.i_stream.valid
+                                                              & self.i_stream.payload.last))),
         ]
         take_row = Signal()
         take_q = Signal()

@@ -118,10 +118,9 @@ class OutputBuffer(wiring.Component):
     ce_reg : Out(1)
         The same enable straight from its register: what logic (a ``ready``, an enable ANDed
         with a condition) reads, where ``ce`` comes through a global network (``global_ce``),
-        whose way into a LUT input is a slow path. The vector unit and the token LayerNorm
-        use it; the GEMM array and requantizer keep ``ce`` in their ``ready`` (with
-        ``ce_reg`` the stand-alone GEMM core routed at 124.2 MHz against its 125 MHz, its
-        ``ready`` then reaching the weight buffer's enables through more fabric).
+        whose way into a LUT input is a slow path. The vector unit's, the token LayerNorm's
+        and the requantizer's ``ready`` read it. (The GEMM array's ``ready`` is a skid
+        register's, :class:`SystolicArray`.)
     o_stream : Out(stream.Signature(layout))
         Stored payloads in order; ``latency`` = 1 cycle from ``push`` to ``o_stream.valid``.
     """
