@@ -1823,19 +1823,21 @@ class _State:
         self.d1, self.land = self.stages[0], self.stages[-1]
         m.d.sync += self.d1.valid.eq(0)
         m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
-        # settled: a register, the cycle after the copy had every read issued and none but
-        # the landing one in flight. issued_all & settled is "every read issued and landed"
-        # (issued_all & no stage valid), without the OR of the stages in front of the FSM's
-        # decisions: a read is only issued while issued_all is 0 (issue(); the ATTN
+        # settled: a register, "every read issued and landed" (issued_all & no stage valid),
+        # the copy's done, without the OR of the stages or the AND with issued_all in front
+        # of the FSM's decisions. It is loaded with issued_all & (no stage but the landing one
+        # valid) & no restart: a read is only issued while issued_all is 0 (issue(); the ATTN
         # gathers, which fill d1 on their own, run in ATTN_RUN, which waits for its own
-        # reads), so issued_all a cycle ago means that d1 is empty now, and the stages
-        # behind d1 are a cycle ago's d1 .. d(n-1).
+        # reads), so issued_all a cycle ago means that d1 is empty now, and the stages behind
+        # d1 are a cycle ago's d1 .. d(n-1); and issued_all, once set, stays set until a
+        # restart (copy_counter).
         self.settled = Signal()
-        m.d.sync += self.settled.eq(self.issued_all & ~Cat(d.valid for d in self.stages[:-1]).any())
+        m.d.sync += self.settled.eq(self.issued_all & ~self.copy_restart
+                                    & ~Cat(d.valid for d in self.stages[:-1]).any())
         # done a cycle later (issue(late=True)): for the quant checks from registers
         # (check_quant_word), whose verdict comes two cycles after the word landed.
         self.settled_late = Signal()
-        m.d.sync += self.settled_late.eq(self.issued_all & self.settled)
+        m.d.sync += self.settled_late.eq(self.settled & ~self.copy_restart)
         # The landed word of the quant port and its valid, a cycle later (check_quant_word;
         # loaded in every cycle from the port in Controller.elaborate).
         self.quant_word = Signal(8 * isa.QUANT_WORD_BYTES, name="quant_word")
@@ -1887,7 +1889,7 @@ class _State:
                 m.d.sync += self.issued_all.eq(1)
         with m.If(self.read_error):
             self.fail(ErrorCode.BAD_ADDRESS)
-        return self.issued_all & (self.settled_late if late else self.settled)
+        return self.settled_late if late else self.settled
 
     def restart_copy(self, start=0):
         """(Re)start the copy counter at ``start`` (``i``) with reads left to issue, the next
