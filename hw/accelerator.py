@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out, connect
 from hw import isa
 from hw.bus import HostBus
 from hw.controller import PERF_LAYOUT, Controller
+from hw.fsm import select_one_hot
 from hw.isa import Control, Csr, Status
 from hw.params import AccelParams
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad
@@ -213,10 +214,10 @@ class Accelerator(Unit):
         }
         for name in PERF_LAYOUT.members:
             values[Csr[f"PERF_{name.upper()}"]] = getattr(ctrl.perf, name)
-        word = 0
+        choices = []
         for csr, value in values.items():
             assert int(csr) % 4 == 0 and int(csr) < isa.CSR_BLOCK_BYTES, csr
             read = Signal(name=f"csr_read_{csr.name.lower()}")
             m.d.sync += read.eq(csr_sel & (offset == int(csr) >> _WORD_SHIFT))
-            word |= Mux(read, value, 0)
-        return word
+            choices.append((read, value))
+        return select_one_hot(choices, 32)

@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bram import BlockRAM, make_block_ram
 from hw.checks import check_int
-from hw.fsm import one_hot
+from hw.fsm import one_hot, select_one_hot
 from hw.lut_multiplier import LutMultiplier
 from hw.multiplier import Multiplier, check_dsp_options
 from hw.numerics import (
@@ -627,17 +627,15 @@ class _ScalarEngine(Elaboratable):
                     fsm.ongoing("DIV") & last_next),
             "g1": (e.g1, e.s1_abs, fsm.ongoing("MUL_G") & last_next),
         }
-        any_load = idle
-        sel_a = Mux(idle, self.q_in, 0)
-        sel_b = Mux(idle, dim, 0)
+        choices_a, choices_b = [(idle, self.q_in)], [(idle, dim)]
         for name, (a, b, before) in loads.items():
             load = Signal(name=f"load_{name}")
             m.d.sync += load.eq(before)
-            sel_a |= Mux(load, a, 0)
-            sel_b |= Mux(load, b, 0)
-            any_load |= load
-        with m.If(any_load):
-            m.d.sync += [e.mul_a.eq(sel_a), e.mul_b.eq(sel_b), e.mul_on.eq(1)]
+            choices_a.append((load, a))
+            choices_b.append((load, b))
+        with m.If(Cat(sel for sel, _ in choices_a).any()):
+            m.d.sync += [e.mul_a.eq(select_one_hot(choices_a, len(e.mul_a))),
+                         e.mul_b.eq(select_one_hot(choices_b, len(e.mul_b))), e.mul_on.eq(1)]
         # left: IDLE loads MUL_DQ's count every cycle; a counted state's exit loads the next
         # counted state's, SUB_DV MUL_DV's, PRESHIFT_SHIFT ISQRT's; elsewhere it counts down
         # (only the counted states read it).
@@ -654,9 +652,8 @@ class _ScalarEngine(Elaboratable):
         ]
         left_load = Signal(name="left_load")
         left_init = Signal.like(e.left, name="left_init")
-        init = 0
-        for before, state in entries:
-            init |= Mux(before, counted[state] - 1, 0)
+        init = select_one_hot([(before, counted[state] - 1) for before, state in entries],
+                              len(left_init))
         m.d.sync += [left_load.eq(Cat(before for before, _ in entries).any()),
                      left_init.eq(init)]
         m.d.sync += e.left.eq(Mux(idle, counted["MUL_DQ"] - 1,
