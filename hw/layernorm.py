@@ -610,10 +610,10 @@ class _ScalarEngine(Elaboratable):
 
         The loads happen at a counted state's last cycle (known the cycle before: ``left ==
         1`` there), in ``SUB_DV`` (the cycle after ``MUL_SS``'s last), in ``PRESHIFT_SHIFT``
-        and in every ``IDLE`` cycle (``IDLE`` is a one-hot state flip-flop). The operand
-        registers then see an AND-OR of sources behind flip-flops, not a multiplexer decoded
-        from the state and ``cnt_end`` (the decode's fan-out across the 64-bit operands was
-        the engines' longest path)."""
+        (``left`` only) and in every ``IDLE`` cycle (``IDLE`` is a one-hot state flip-flop).
+        The operand registers then see an AND-OR of sources behind flip-flops, not a
+        multiplexer decoded from the state and ``cnt_end`` (the decode's fan-out across the
+        64-bit operands was the engines' longest path)."""
         dim = self.dim
         idle = fsm.ongoing("IDLE")
         last_next = e.left == 1            # in a counted state: the next cycle is its last
