@@ -239,19 +239,25 @@ class Controller(Unit):
         p = self._params
         pipe = GemmAccPipeline(p.rows, p.cols, use_dsp=self._use_dsp,
                                lut_columns=p.lut_columns)
-        m.submodules.gemm = core = GemmCore(p.rows, p.cols, k_depth=p.k_depth,
-                                            use_dsp=self._use_dsp, lut_columns=p.lut_columns,
-                                            pipeline=pipe)
-        m.submodules.vec = vec = VectorUnit(p.rows, lut_count=p.lut_count,
-                                            use_dsp=self._use_dsp)
-        m.submodules.lnorm = lnorm = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count,
-                                                    use_dsp=self._use_dsp)
+        core = GemmCore(p.rows, p.cols, k_depth=p.k_depth, use_dsp=self._use_dsp,
+                        lut_columns=p.lut_columns, pipeline=pipe)
+        vec = VectorUnit(p.rows, lut_count=p.lut_count, use_dsp=self._use_dsp)
+        lnorm = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count, use_dsp=self._use_dsp)
         # On ECP5 the attention unit's int8 q.k / p.v products go to LUTs (as the vector and
         # LayerNorm units' always do): the top's DSP budget (tests/test_hw_resources.py).
-        m.submodules.attn = attn = WindowedAttention(
+        attn = WindowedAttention(
             head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
             lut_int8_products=_platform_family(platform) == "ecp5")
+        # A program that fails mid-job leaves a unit holding part of it (GEMM tiles in the
+        # array, an ATTN waiting for K rows that never come, a half-summed mean pool). The
+        # cycle after FAIL the units are reset (units_reset, a register: one flip-flop's net,
+        # like the domain's reset), so the next program finds them as after power-on.
+        units_reset = Signal(name="units_reset")
+        m.d.sync += units_reset.eq(0)
+        for name, unit in (("gemm", core), ("vec", vec), ("lnorm", lnorm), ("attn", attn)):
+            m.submodules[name] = ResetInserter(units_reset)(unit)
         s = _State(m, p)
+        s.units_reset = units_reset         # set by FAIL (_sequencer)
         s.platform = platform               # unshared_register's family (write_back)
         _partial_products(m, s, platform)
         # Every act write is posted: chosen into the write-back registers (post_write,
@@ -428,6 +434,7 @@ class Controller(Unit):
                 m.d.sync += [self.busy.eq(0), self.error.eq(1), self.code.eq(s.fail_code),
                              s.g.active.eq(0)]
                 m.d.comb += s.drain_abort.eq(1)
+                m.d.sync += s.units_reset.eq(1)
                 m.next = "IDLE"
             self._gemm_states(m, s)
             self._vec_states(m, s)
@@ -1519,7 +1526,7 @@ class Controller(Unit):
             rows.i_stream.valid.eq(core.o_stream.valid | pipe.o_acc.valid),
             core.o_stream.ready.eq(rows.i_stream.ready),
             pipe.o_acc.ready.eq(rows.i_stream.ready),
-            rows.flush.eq(s.drain_abort),
+            rows.flush.eq(s.drain_abort | s.units_reset),    # and what the core sends then
         ]
         with m.If(g.out32):
             m.d.comb += rows.i_stream.payload.eq(pipe.o_acc.payload)

@@ -335,10 +335,8 @@ def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
     feeder, VEC's copy engine, ATTN's K gather, LNORM's x gather) and a write the controller's
     run-time check of its posted writes refuses (VEC MEANPOOL's write back, GEMM's drainer)
     each end the program with ``BAD_ADDRESS`` at that instruction, retire nothing and write
-    nothing; a START after them runs a good program.
-
-    The GEMM whose drainer is refused runs last: its tiles still in the core when it fails are
-    not flushed, and a later GEMM would capture them (docs/boards.md, the accelerator top)."""
+    nothing; a START after them runs a good program (and after each of them, a program of
+    every unit: :func:`test_accelerator_units_recover_from_a_failure_mid_job`)."""
     p = PARAMS
     fence = 512                                         # act bytes the fenced port reaches
     _fence(monkeypatch, fence // p.rows)
@@ -387,6 +385,75 @@ def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
         assert act[entry] == bytes(image.regions["act"]), entry
     _, expected = _isasim_outcome(image, 8)
     assert act["good"] == act[0] == bytes(expected.regions["act"]) != bytes(image.regions["act"])
+
+
+def test_accelerator_units_recover_from_a_failure_mid_job(monkeypatch):
+    """A program that fails while a unit is mid-job leaves nothing behind for the next one:
+    GEMM's drainer refused with tiles still in the core, VEC's copy refused after some beats
+    reached the vector unit, ATTN's K gather, LNORM's x gather and MEANPOOL's write back
+    refused. After each failure a program of every unit (GEMM, VEC ADD, ATTN, LNORM, MEANPOOL)
+    must leave the act scratchpad exactly as ``sw.isasim`` does (the controller holds the
+    units in reset for a cycle after FAIL)."""
+    p = PARAMS
+    fence = 512                                         # act bytes the fenced port reaches
+    _fence(monkeypatch, fence // p.rows)
+    rng = np.random.default_rng(7)
+    image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
+    image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
+                                                   score_shift=17, out_mult=20000, out_shift=26))
+    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
+    image.write("quant", 8 * 24, isasim.pack_quant(isa.EPS_WORD, eps=1000))
+    image.write("quant", 8 * 25, isasim.pack_quant(isa.LNORM_WORD, gamma=[3] * 7, beta=[0] * 7,
+                                                   mult=[1 << 14] * 7, shift=[16] * 7))
+    gemm = dict(a_addr=0, w_addr=64, quant_addr=3, m=5, k=7, n=6)
+    past = p.act_depth - 256                            # past the fence, inside act_depth
+    attn = dict(q_addr=0, v_addr=0, quant_addr=16, t=5, heads=1, head_dim=2, window=2,
+                causal=True, src_cols=7, dst_cols=7)
+    failing = {
+        0: isa.gemm(**gemm, dst_addr=past),                           # drainer writes
+        1: isa.vec(isa.VecFunc.ADD, a_addr=0, b_addr=past, dst_addr=256, m=5, c=7,
+                   quant_addr=3),                                     # copy-engine reads
+        2: isa.attn(**attn, k_addr=past, dst_addr=256),               # K gather reads
+        3: isa.lnorm(a_addr=past, dst_addr=256, quant_addr=24, m=5, c=7),  # x gather reads
+        4: isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=past, quant_addr=20, m=5, c=7),
+    }
+    every_unit = [                                      # entry 10: inside the fence
+        isa.gemm(**gemm, dst_addr=256),
+        isa.vec(isa.VecFunc.ADD, a_addr=0, b_addr=0, dst_addr=320, m=5, c=7, quant_addr=3),
+        isa.attn(**attn, k_addr=0, dst_addr=384),
+        isa.lnorm(a_addr=0, dst_addr=448, quant_addr=24, m=5, c=7),
+        isa.vec(isa.VecFunc.MEANPOOL, a_addr=0, dst_addr=200, quant_addr=20, m=5, c=7),
+        isa.halt(),
+    ]
+    words = [isa.encode(isa.nop())] * p.instr_depth
+    for entry, instr in failing.items():
+        words[entry] = isa.encode(instr)
+    for k, instr in enumerate(every_unit):
+        words[10 + k] = isa.encode(instr)
+    image.load_program(words)
+    dut = Accelerator.from_params(p)
+    statuses: dict = {}
+    acts: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        for entry in failing:
+            statuses[entry] = await run_program(host, image, entry)
+            statuses[f"after {entry}"] = await run_program(host, image, 10)
+            acts[entry] = await read_region(host, image, "act")
+
+    _simulate(dut, bench)
+    bad = Status.ERROR | int(ErrorCode.BAD_ADDRESS) << isa.STATUS_CODE_SHIFT
+    assert statuses == {**{entry: bad for entry in failing},
+                        **{f"after {entry}": Status.DONE for entry in failing}}
+    _, expected = _isasim_outcome(image, 10)
+    assert bytes(expected.regions["act"]) != bytes(image.regions["act"])
+    assert len(acts) == 5
+    want = np.frombuffer(bytes(expected.regions["act"]), np.uint8)
+    wrong = {entry: np.flatnonzero(np.frombuffer(act, np.uint8) != want).tolist()[:12]
+             for entry, act in acts.items()}
+    assert wrong == {entry: [] for entry in failing}
 
 
 def test_accelerator_touches_no_scratchpad_while_idle(monkeypatch):
