@@ -35,9 +35,9 @@ from amaranth.lib import data, enum, stream
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import make_block_ram
-from hw.checks import check_int
+from hw.checks import check_bool, check_int
 from hw.lut_multiplier import LutMultiplier
-from hw.multiplier import check_dsp_options
+from hw.multiplier import check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, LUT_SIZE, MULT_BITS, SHIFT_BITS
 from hw.params import MAX_DIM
 from hw.requant import RequantLane
@@ -108,8 +108,12 @@ class VectorUnit(Unit):
         Activation tables, 1..64, each ``LUT_SIZE`` (256) int8 entries, replicated per lane
         (one block RAM of ``lut_count * 256`` bytes per lane).
     use_dsp : bool
-        Use DSP blocks for the :class:`~hw.requant.RequantLane`'s two products per lane. The two
-        int8 x 16-bit residual products are :class:`~hw.lut_multiplier.LutMultiplier` always.
+        Use DSP blocks for the :class:`~hw.requant.RequantLane`'s two products per lane.
+    dsp_products : bool
+        The two int8 x 16-bit residual products per lane from
+        :func:`~hw.multiplier.make_multiplier` (DSP blocks where ``use_dsp`` and the platform
+        have them) instead of :class:`~hw.lut_multiplier.LutMultiplier` (the default: no DSP
+        block). Same latency and results.
     family : str or None
         Force the multiplier / block-RAM family (``"ecp5"``).
 
@@ -150,17 +154,19 @@ class VectorUnit(Unit):
         ``cols`` outside ``[1, 32]`` or ``lut_count`` outside ``[1, 64]``.
     """
 
-    params_fields = ("cols", "lut_count", "dsp_multipliers")
+    params_fields = ("cols", "lut_count", "dsp_multipliers", "vec_dsp_products")
     cols = Setting("Lanes (elements per beat).")
     lut_count = Setting("Activation tables.")
     use_dsp = Setting("DSP multipliers where the platform has them.")
+    dsp_products = Setting("The residual products from make_multiplier, not LutMultiplier.")
 
     def __init__(self, cols: int, *, lut_count: int = 4, use_dsp: bool = True,
-                 family: str | None = None):
+                 dsp_products: bool = False, family: str | None = None):
         self._cols = check_int("cols", cols, 1, MAX_DIM)
         self._lut_count = check_int("lut_count", lut_count, 1, MAX_LUT_COUNT)
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
+        self._dsp_products = check_bool("dsp_products", dsp_products)
         self._family = family
         super().__init__({
             "i_cfg": In(stream.Signature(vec_cfg_layout(self._lut_count))),
@@ -234,10 +240,12 @@ class VectorUnit(Unit):
         for c in range(cols):
             a = beat.a[c]
             a8 = a[:ACT_WIDTH].as_signed()
-            # Residual products (S1 input registers, S2 output registers).
-            # int8 x 16-bit: LUT multipliers, so the DSP blocks stay with the wide products.
-            mul_a = LutMultiplier(ACT_WIDTH, MULT_BITS + 1)
-            mul_b = LutMultiplier(ACT_WIDTH, MULT_BITS + 1)
+            # Residual products (S1 input registers, S2 output registers), int8 x 16-bit: LUT
+            # multipliers unless the DSP blocks have room for them (dsp_products).
+            mul_a, mul_b = (make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
+                                            use_dsp=self._use_dsp, family=self._family)
+                            if self._dsp_products else LutMultiplier(ACT_WIDTH, MULT_BITS + 1)
+                            for _ in range(2))
             m.submodules[f"mul_a{c}"] = mul_a
             m.submodules[f"mul_b{c}"] = mul_b
             m.d.comb += [

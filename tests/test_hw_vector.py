@@ -26,9 +26,10 @@ LUT_COUNT = 2
 
 
 
-def _simulate(jobs, luts, *, cols=COLS, idle=False, backpressure=False, seed=0):
+def _simulate(jobs, luts, *, cols=COLS, idle=False, backpressure=False, seed=0,
+              dsp_products=False):
     """Load ``luts`` through ``i_lut``, run ``jobs``; return (output beats, lasts)."""
-    dut = VectorUnit(cols, lut_count=len(luts), use_dsp=False)
+    dut = VectorUnit(cols, lut_count=len(luts), use_dsp=False, dsp_products=dsp_products)
     total = sum(vec_outputs(j) for j in jobs)
     got = []
     rng = np.random.default_rng(seed)
@@ -81,11 +82,14 @@ def _check(jobs, luts, **kw):
     return len(want)
 
 
-def test_vector_corners():
+@pytest.mark.parametrize("dsp_products", [False, True], ids=["lut_products", "dsp_products"])
+def test_vector_corners(dsp_products):
+    """Corners, with the residual products of either kind (``dsp_products``: the portable
+    ``make_multiplier`` path in simulation, a ``MULT18X18D`` on ECP5)."""
     rng = np.random.default_rng(1)
     luts = vec_tables(rng, LUT_COUNT)
     jobs = vec_corner_jobs(COLS, LUT_COUNT)
-    assert _check(jobs, luts) == 6 + 4 + 1 + 2 * 86
+    assert _check(jobs, luts, dsp_products=dsp_products) == 6 + 4 + 1 + 2 * 86
     # The corners really reach what they claim (guards against an edited table).
     want = [vec_expected(j, luts) for j in jobs]
     assert want[0].min() == 127 and want[1].max() == -128
@@ -101,7 +105,8 @@ def test_vector_random_jobs(idle, backpressure):
     rng = np.random.default_rng(10 + 2 * idle + backpressure)
     luts = vec_tables(rng, LUT_COUNT)
     jobs = [vec_random_job(rng, COLS, LUT_COUNT, max_beats=5) for _ in range(150)]
-    n = _check(jobs, luts, idle=idle, backpressure=backpressure, seed=int(rng.integers(1000)))
+    n = _check(jobs, luts, idle=idle, backpressure=backpressure, seed=int(rng.integers(1000)),
+               dsp_products=idle and backpressure)
     assert {j["cfg"]["op"] for j in jobs} == set(VecOp)
     assert n >= 150
 
@@ -236,6 +241,8 @@ def test_vector_from_params_and_checks():
     p = preset("tiny")
     u = VectorUnit.from_params(p)
     assert (u.cols, u.lut_count, u.use_dsp) == (p.cols, p.lut_count, p.dsp_multipliers)
+    assert u.dsp_products is p.vec_dsp_products is False
+    assert VectorUnit.from_params(preset("ulx3s_85f")).dsp_products is True
     assert set(VectorUnit.params_fields) <= set(p.to_dict())
     check_lane_unit_arguments(VectorUnit)
     with pytest.raises(ValueError, match="lut_count must be"):
@@ -255,3 +262,8 @@ def test_vector_ecp5_primitives():
     text = rtlil.convert(VectorUnit(2, lut_count=8, use_dsp=False, family="ecp5"), name="top")
     assert text.count("cell \\MULT18X18D") == 0
     assert text.count("cell $mul ") == 2 * 2             # the requant lanes' portable products
+    # dsp_products: the two residual products of each lane take a MULT18X18D each.
+    text = rtlil.convert(VectorUnit(4, lut_count=8, dsp_products=True, family="ecp5"),
+                         name="top")
+    assert text.count("cell \\MULT18X18D") == 4 * 4
+    assert text.count("cell $mul ") == 0
