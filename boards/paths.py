@@ -24,6 +24,16 @@ enables or set / resets and what drives them (:func:`high_fanout`): a net from o
 ``CE`` or ``LSR`` of thousands of flip-flops crosses the whole chip unless it is on a global
 network, which the fanout model above does not show.
 
+``--placed placed.json`` charges each net by where nextpnr placed its cells instead: the JSON
+that nextpnr writes with ``--write`` (after ``--no-route``, a placement takes a fraction of a
+route's time on a large top). A net costs the shape of nextpnr-ecp5's pre-route estimate
+between the driving and the receiving cell, ``unit * (6 + max(dx - 5, 0) + max(dy - 5, 0) + 2 *
+(min(dx, 5) + min(dy, 5)))`` for cells ``dx``, ``dy`` tiles apart (``Arch::predictDelay``), with
+the unit :data:`PLACED_UNIT` fitted to nextpnr's own post-placement figures (:func:`placed_delay`);
+a net that nextpnr put on a global network (through a ``DCCA``) :data:`GLOBAL_DELAY`, and a cell
+the placement does not name (packed away) the fanout model: every endpoint of the placement,
+where its log gives only the worst.
+
 ``--routed build/synth/<build>/nextpnr-report.json`` ranks the endpoints by the arrival times of
 the route instead (nextpnr's ``--detailed-timing-report``, which ``lightformer synth
 --detailed-timing`` asks for): every register input over the period after one route, not just
@@ -44,8 +54,9 @@ from pathlib import Path
 
 from boards.area import scope_resolver, top_cells
 
-__all__ = ["DELAYS", "EstimatedPath", "endpoints", "group_of", "main", "net_delay",
-           "routed_arrivals", "signal_of", "worst_paths"]
+__all__ = ["DELAYS", "GLOBAL_DELAY", "PLACED_UNIT", "EstimatedPath", "Placement", "endpoints",
+           "group_of", "main", "net_delay", "placed_delay", "routed_arrivals", "signal_of",
+           "worst_paths"]
 
 _CELL_SUFFIX = re.compile(r"_(TRELLIS_FF_Q|TRELLIS_FF|LUT4_Z|LUT4|CCU2C|MULT18X18D|PFUMX|L6MUX21|"
                           r"DP16KD|TRELLIS_DPR16X4)(_|$)")
@@ -81,6 +92,62 @@ _COMB_MUX = {"PFUMX", "L6MUX21"}
 def net_delay(fanout: int) -> float:
     """The routing delay charged for a net of ``fanout`` sinks (module docstring)."""
     return 0.5 + 0.25 * math.log2(1 + fanout)
+
+
+#: ns charged for a net on a global network (a ``DCCA`` output) of a placement.
+GLOBAL_DELAY = 1.0
+_BEL_XY = re.compile(r"X(\d+)/Y(\d+)/")
+
+
+#: ns a unit of :func:`placed_delay`. nextpnr-ecp5's ``predictDelay`` reads ``(120 - 22 *
+#: speed)`` ps; 0.076 ns is the value that matches what nextpnr 0.11.1 reported for a placement
+#: of the ``ulx3s_85f`` top (its worst endpoint 17.88 ns against this tool's 17.17 ns, and about
+#: 11,000 endpoints of negative slack at 100 MHz against 8,689; with 0.12 ns the tool said
+#: 26.4 ns and 43,000: docs/boards.md).
+PLACED_UNIT = 0.076
+
+
+def placed_delay(dx: int, dy: int) -> float:
+    """The estimated delay of a net between cells ``dx``, ``dy`` tiles apart, in ns: the shape of
+    nextpnr-ecp5's ``Arch::predictDelay``, in units of :data:`PLACED_UNIT`."""
+    return PLACED_UNIT * (6 + max(dx - 5, 0) + max(dy - 5, 0) + 2 * (min(dx, 5) + min(dy, 5)))
+
+
+class Placement:
+    """Where nextpnr placed each cell (``NEXTPNR_BEL`` of its ``--write`` JSON) and which sink
+    ports it drives from a global network, for :func:`endpoints`' wire delays."""
+
+    def __init__(self, placed: dict) -> None:
+        cells = top_cells(placed)
+        self.xy: dict[str, tuple[int, int]] = {}
+        for name, cell in cells.items():
+            match = _BEL_XY.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
+            if match:
+                xy = (int(match.group(1)), int(match.group(2)))
+                self.xy[name] = xy
+                # nextpnr-ecp5 packs a CCU2C into two TRELLIS_COMB, `<name>$CCU2_COMB0/1`.
+                packed = name.rsplit("$CCU2_COMB", 1)
+                if len(packed) == 2:
+                    self.xy.setdefault(packed[0], xy)
+        if not self.xy:
+            raise ValueError("no cell has a NEXTPNR_BEL attribute: give the JSON that nextpnr "
+                             "writes with --write after placement")
+        global_nets = set()
+        for name, _port, direction, b in _pins(cells):
+            if direction == "output" and cells[name].get("type") == "DCCA":
+                global_nets.add(b)
+        self.on_global = {(name, port) for name, port, direction, b in _pins(cells)
+                          if direction == "input" and b in global_nets}
+
+    def delay(self, driver: str, sink: str, sink_port: str) -> float | None:
+        """The wire delay from cell ``driver`` to port ``sink_port`` of cell ``sink`` (names of
+        the synthesized netlist), or ``None`` where the placement does not name both."""
+        if (sink, sink_port) in self.on_global:
+            return GLOBAL_DELAY
+        a, b = self.xy.get(driver), self.xy.get(sink)
+        if a is None or b is None:
+            return None
+        return placed_delay(abs(a[0] - b[0]), abs(a[1] - b[1]))
 
 
 @dataclass
@@ -159,9 +226,10 @@ def _pins(cells: dict):
                     yield name, port, dirs.get(port), b
 
 
-def endpoints(netlist: dict) -> tuple[dict, dict]:
+def endpoints(netlist: dict, placement: Placement | None = None) -> tuple[dict, dict]:
     """Arrival times of every endpoint: ``({(cell, port): (arrival ns, net bit)}, trace)`` where
-    ``trace`` lets :func:`worst_paths` walk each path back to its start from that bit."""
+    ``trace`` lets :func:`worst_paths` walk each path back to its start from that bit. With
+    ``placement`` the nets cost what their cells' places say (:class:`Placement`)."""
     cells = top_cells(netlist)
     driver: dict[int, tuple[str, str]] = {}
     sinks: Counter = Counter()
@@ -175,7 +243,7 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
         elif direction == "input":
             sinks[b] += 1
 
-    def wire_delay(bit: int, sink_type: str, sink_port: str) -> float:
+    def wire_delay(bit: int, sink: str, sink_type: str, sink_port: str) -> float:
         src = driver.get(bit)
         if src is None:
             return 0.0
@@ -184,6 +252,10 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
             return 0.0  # the dedicated carry chain
         if sink_type in _COMB_MUX and src_type in ("LUT4", "PFUMX"):
             return 0.0  # slice-local
+        if placement is not None:
+            placed = placement.delay(src[0], sink, sink_port)
+            if placed is not None:
+                return placed
         return net_delay(sinks[bit])
 
     arrival: dict[int, float] = {}
@@ -225,7 +297,7 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
             for b in conns.get(p, []):
                 if not isinstance(b, int):
                     continue
-                t = arrival.get(b, 0.0) + wire_delay(b, cell["type"], p) + d
+                t = arrival.get(b, 0.0) + wire_delay(b, n, cell["type"], p) + d
                 if t > best:
                     best, best_bit = t, b
         for o in outs:
@@ -248,7 +320,7 @@ def endpoints(netlist: dict) -> tuple[dict, dict]:
             for b in conns.get(p, []):
                 if not isinstance(b, int) or b not in arrival:
                     continue
-                t = arrival[b] + wire_delay(b, cells[name]["type"], p) + setup
+                t = arrival[b] + wire_delay(b, name, cells[name]["type"], p) + setup
                 if t > ends.get((name, p), (-1.0, 0))[0]:
                     ends[(name, p)] = (t, b)
     return ends, {"arrival": arrival, "came_from": came_from, "cells": cells}
@@ -292,7 +364,8 @@ def routed_arrivals(report: dict) -> dict[tuple[str, str], float]:
 
 
 def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
-                routed: dict[tuple[str, str], float] | None = None):
+                routed: dict[tuple[str, str], float] | None = None,
+                placement: Placement | None = None):
     """``(paths, ends, groups)``: the ``count`` worst endpoints' paths (one per end signal,
     :func:`signal_of`); the ``{(cell, port): arrival ns}`` of every endpoint; and, with
     ``period`` (ns), the endpoints over it by :func:`group_of` their cell, each
@@ -302,8 +375,8 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
     ranked, grouped and reported by their routed arrival plus the estimated setup of their
     cell; each path's steps are still the estimate's (the route reports no paths but the
     critical one), so a routed endpoint's printed path is the one the estimate finds worst
-    into it."""
-    ends, trace = endpoints(netlist)
+    into it. With ``placement`` (:class:`Placement`) the estimate charges placed nets."""
+    ends, trace = endpoints(netlist, placement)
     trace["instance"] = _instance_of(trace["cells"])
     if routed is not None:
         setup = {}
@@ -407,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rank the endpoints by their routed arrival from this nextpnr report "
                          "of the same netlist (build/synth/<build>/nextpnr-report.json of a "
                          "`lightformer synth --detailed-timing` build)")
+    ap.add_argument("--placed", type=Path, default=None, metavar="PLACED_JSON",
+                    help="charge each net by where nextpnr placed its cells: the JSON nextpnr "
+                         "wrote with --write (after --no-route) from the same netlist")
     args = ap.parse_args(argv)
     if not args.netlist.is_file():
         ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board build "
@@ -414,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.routed is not None and not args.routed.is_file():
         ap.error(f"--routed {args.routed}: no such file; give the nextpnr-report.json of a "
                  "`lightformer synth --detailed-timing` build of the same netlist")
+    if args.placed is not None and not args.placed.is_file():
+        ap.error(f"--placed {args.placed}: no such file; give the JSON that nextpnr wrote with "
+                 "--write after placing the same netlist")
     if args.paths < 0 or args.groups < 0 or args.fanout < 0 or args.target_mhz <= 0:
         ap.error("--paths, --groups and --fanout must be >= 0 and --target-mhz > 0")
     period = 1000.0 / args.target_mhz
@@ -424,12 +503,19 @@ def main(argv: list[str] | None = None) -> int:
                 routed = routed_arrivals(json.loads(args.routed.read_text()))
             except (ValueError, KeyError, TypeError) as exc:
                 ap.error(f"--routed {args.routed}: {exc}")
+        placement = None
+        if args.placed is not None:
+            try:
+                placement = Placement(json.loads(args.placed.read_text()))
+            except (ValueError, KeyError, TypeError, StopIteration) as exc:
+                ap.error(f"--placed {args.placed}: {exc}")
         netlist = json.loads(args.netlist.read_text())
-        paths, ends, groups = worst_paths(netlist, args.paths, period, routed)
+        paths, ends, groups = worst_paths(netlist, args.paths, period, routed, placement)
         nets = high_fanout(netlist, args.fanout) if args.fanout else []
     except (ValueError, KeyError, StopIteration) as exc:
         ap.error(f"--netlist {args.netlist}: {exc!r}")
-    what = "routed arrival + setup" if routed is not None else "estimate"
+    what = ("routed arrival + setup" if routed is not None else
+            "placed estimate" if placement is not None else "estimate")
     print(f"{len(ends)} endpoints; worst {what} {max(ends.values(), default=0):.2f} ns; "
           f"{sum(t > period for t in ends.values())} over {period:.2f} ns")
     if args.groups and groups:
