@@ -251,14 +251,17 @@ class Controller(Unit):
             lut_int8_products=_platform_family(platform) == "ecp5")
         # A program that fails mid-job leaves a unit holding part of it (GEMM tiles in the
         # array, an ATTN waiting for K rows that never come, a half-summed mean pool). The
-        # cycle after FAIL the units are reset (units_reset, a register: one flip-flop's net,
-        # like the domain's reset), so the next program finds them as after power-on.
-        units_reset = Signal(name="units_reset")
-        m.d.sync += units_reset.eq(0)
+        # cycle after FAIL the units are reset, so the next program finds them as after
+        # power-on. Each unit has its own register (unshared_register: Yosys would merge
+        # them), ORed with the domain's reset into its flip-flops' LSR: four nets, each within
+        # its unit, not one fabric net to the reset flip-flops of all four across the die
+        # (nextpnr gives only the domain's reset a global network).
+        units_reset = {name: Signal(name=f"{name}_reset")
+                       for name in ("gemm", "vec", "lnorm", "attn")}
         for name, unit in (("gemm", core), ("vec", vec), ("lnorm", lnorm), ("attn", attn)):
-            m.submodules[name] = ResetInserter(units_reset)(unit)
+            m.submodules[name] = ResetInserter(units_reset[name])(unit)
         s = _State(m, p)
-        s.units_reset = units_reset         # set by FAIL (_sequencer)
+        s.units_reset = units_reset["gemm"]     # the GEMM result rows' skid (_gemm)
         s.platform = platform               # unshared_register's family (write_back)
         _partial_products(m, s, platform)
         # Every act write is posted: chosen into the write-back registers (post_write,
@@ -275,6 +278,9 @@ class Controller(Unit):
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
                                         for name in SCRATCHPAD_REGIONS).any())
         self._sequencer(m, s)
+        for name, reset in units_reset.items():          # drain_abort: FAIL
+            m.d.comb += reset.eq(unshared_register(m, s.drain_abort, name=f"{name}_reset_r",
+                                                   platform=platform))
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
         self._attn(m, s, attn)
@@ -434,8 +440,7 @@ class Controller(Unit):
             with m.State("FAIL"):
                 m.d.sync += [self.busy.eq(0), self.error.eq(1), self.code.eq(s.fail_code),
                              s.g.active.eq(0)]
-                m.d.comb += s.drain_abort.eq(1)
-                m.d.sync += s.units_reset.eq(1)
+                m.d.comb += s.drain_abort.eq(1)            # and the units' reset next
                 m.next = "IDLE"
             self._gemm_states(m, s)
             self._vec_states(m, s)
