@@ -330,6 +330,21 @@ def _fenced_program(image, cases: dict, good: dict) -> None:
     image.load_program(words)
 
 
+def _fenced_image(monkeypatch, *, seed: int):
+    """A GEMM image (A at act 0, W at wgt 64, quant word 3) with an ATTN word at quant 16, a
+    MEANPOOL channel word at 20 and LNORM's epsilon and channel words at 24 and 25, behind an
+    act port fenced at 512 bytes (:func:`_fence`)."""
+    _fence(monkeypatch, 512 // PARAMS.rows)
+    image, _ = gemm_image(np.random.default_rng(seed), 5, 7, 6)
+    image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
+                                                   score_shift=17, out_mult=20000, out_shift=26))
+    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
+    image.write("quant", 8 * 24, isasim.pack_quant(isa.EPS_WORD, eps=1000))
+    image.write("quant", 8 * 25, isasim.pack_quant(isa.LNORM_WORD, gamma=[3] * 7, beta=[0] * 7,
+                                                   mult=[1 << 14] * 7, shift=[16] * 7))
+    return image
+
+
 def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
     """The backstop behind the controller's checks: a read the act scratchpad refuses (GEMM's A
     feeder, VEC's copy engine, ATTN's K gather, LNORM's x gather) and a write the controller's
@@ -338,16 +353,7 @@ def test_accelerator_scratchpad_bounds_errors_stop_the_program(monkeypatch):
     nothing; a START after them runs a good program (and after each of them, a program of
     every unit: :func:`test_accelerator_units_recover_from_a_failure_mid_job`)."""
     p = PARAMS
-    fence = 512                                         # act bytes the fenced port reaches
-    _fence(monkeypatch, fence // p.rows)
-    rng = np.random.default_rng(5)
-    image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
-    image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
-                                                   score_shift=17, out_mult=20000, out_shift=26))
-    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
-    image.write("quant", 8 * 24, isasim.pack_quant(isa.EPS_WORD, eps=1000))
-    image.write("quant", 8 * 25, isasim.pack_quant(isa.LNORM_WORD, gamma=[3] * 7, beta=[0] * 7,
-                                                   mult=[1 << 14] * 7, shift=[16] * 7))
+    image = _fenced_image(monkeypatch, seed=5)
     good = dict(a_addr=0, w_addr=64, quant_addr=3, m=5, k=7, n=6)
     past = p.act_depth - 256                            # past the fence, inside act_depth
     cases = {
@@ -395,16 +401,7 @@ def test_accelerator_units_recover_from_a_failure_mid_job(monkeypatch):
     must leave the act scratchpad exactly as ``sw.isasim`` does (the controller holds the
     units in reset for a cycle after FAIL)."""
     p = PARAMS
-    fence = 512                                         # act bytes the fenced port reaches
-    _fence(monkeypatch, fence // p.rows)
-    rng = np.random.default_rng(7)
-    image, _ = gemm_image(rng, 5, 7, 6)                 # A at 0, W at wgt 64, quant 3
-    image.write("quant", 8 * 16, isasim.pack_quant(isa.ATTN_WORD, score_mult=23000,
-                                                   score_shift=17, out_mult=20000, out_shift=26))
-    image.write("quant", 8 * 20, isasim.pack_quant(isa.CHANNEL_WORD, mult=29000, shift=18))
-    image.write("quant", 8 * 24, isasim.pack_quant(isa.EPS_WORD, eps=1000))
-    image.write("quant", 8 * 25, isasim.pack_quant(isa.LNORM_WORD, gamma=[3] * 7, beta=[0] * 7,
-                                                   mult=[1 << 14] * 7, shift=[16] * 7))
+    image = _fenced_image(monkeypatch, seed=7)
     gemm = dict(a_addr=0, w_addr=64, quant_addr=3, m=5, k=7, n=6)
     past = p.act_depth - 256                            # past the fence, inside act_depth
     attn = dict(q_addr=0, v_addr=0, quant_addr=16, t=5, heads=1, head_dim=2, window=2,
