@@ -59,7 +59,8 @@ class AccelParams:
         The vector unit's two int8 x 16-bit residual products per lane on DSP blocks
         (:func:`hw.multiplier.make_multiplier`: ``MULT18X18D`` on ECP5) instead of
         :class:`hw.lut_multiplier.LutMultiplier` (the default, for parts whose DSPs the GEMM
-        core needs). ``2 * rows`` blocks more, about 230 ``TRELLIS_COMB`` fewer per lane.
+        core needs). ``2 * rows`` blocks more; on ``ulx3s_85f`` about 600 cells of logic
+        fewer a lane.
     window : int
         Sliding attention window (keys per query row), 1..256.
     head_dim : int
@@ -199,7 +200,7 @@ PRESETS: dict[str, AccelParams] = {
     # ECP5 LFE5U-85F speed grade 6: 156 MULT18X18D, 208 EBR (18 kbit each). 32 KiB of
     # activations hold one encoder layer at d_model 64, T 64 (at least 5 T d bytes live at once).
     # The vector unit's residual products on 16 of the DSPs the top leaves free (138 of 156,
-    # tests/test_hw_resources.py), for about 3,400 LUTs less logic.
+    # tests/test_hw_resources.py), for about 4,800 cells of logic less (docs/boards.md).
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
                              head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
                              instr_depth=1024, lut_count=8, target_mhz=125.0, ln_pipelines=2,
