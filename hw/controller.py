@@ -50,10 +50,15 @@ from types import SimpleNamespace
 from amaranth.hdl import (
     Array,
     Cat,
+    ClockDomain,
+    ClockSignal,
     Const,
+    DomainRenamer,
+    Instance,
     Module,
     Mux,
     ResetInserter,
+    ResetSignal,
     Signal,
     Value,
     signed,
@@ -252,16 +257,12 @@ class Controller(Unit):
         # A program that fails mid-job leaves a unit holding part of it (GEMM tiles in the
         # array, an ATTN waiting for K rows that never come, a half-summed mean pool). The
         # cycle after FAIL the units are reset, so the next program finds them as after
-        # power-on. Each unit has its own register (unshared_register: Yosys would merge
-        # them), ORed with the domain's reset into its flip-flops' LSR: four nets, each within
-        # its unit, not one fabric net to the reset flip-flops of all four across the die
-        # (nextpnr gives only the domain's reset a global network).
-        units_reset = {name: Signal(name=f"{name}_reset")
-                       for name in ("gemm", "vec", "lnorm", "attn")}
-        for name, unit in (("gemm", core), ("vec", vec), ("lnorm", lnorm), ("attn", attn)):
-            m.submodules[name] = ResetInserter(units_reset[name])(unit)
+        # power-on: their flip-flops reset on the domain's reset or on `units_reset`.
+        units_reset = Signal(name="units_reset")
+        self._add_units(m, platform, units_reset,
+                        {"gemm": core, "vec": vec, "lnorm": lnorm, "attn": attn})
         s = _State(m, p)
-        s.units_reset = units_reset["gemm"]     # the GEMM result rows' skid (_gemm)
+        s.units_reset = units_reset             # the GEMM result rows' skid (_gemm)
         s.platform = platform               # unshared_register's family (write_back)
         _partial_products(m, s, platform)
         # Every act write is posted: chosen into the write-back registers (post_write,
@@ -278,9 +279,7 @@ class Controller(Unit):
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
                                         for name in SCRATCHPAD_REGIONS).any())
         self._sequencer(m, s)
-        for name, reset in units_reset.items():          # drain_abort: FAIL
-            m.d.comb += reset.eq(unshared_register(m, s.drain_abort, name=f"{name}_reset_r",
-                                                   platform=platform))
+        m.d.sync += units_reset.eq(s.drain_abort)               # drain_abort: FAIL
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
         self._attn(m, s, attn)
@@ -289,6 +288,31 @@ class Controller(Unit):
         s.finish_writes()
         self._perf(m, s)
         return m
+
+    @staticmethod
+    def _add_units(m, platform, units_reset, units):
+        """Add ``units`` (``{name: unit}``) as submodules whose flip-flops reset on the
+        domain's reset or on ``units_reset``.
+
+        Elsewhere that is :class:`~amaranth.hdl.ResetInserter`. On ECP5 it is not: Yosys ORs
+        ``units_reset`` into each flip-flop's reset, so the units' ``LSR`` pins (31,000 in the
+        ``ulx3s_85f`` top, 11,543 in the GEMM core alone) hung on LUT outputs, fabric nets that
+        nextpnr does not promote to a global network (it promotes clock nets and ``DCCA``
+        outputs only), across most of the die. There the units run in a clock domain of
+        their own, ``units``: the same clock net, and as its reset the OR of the two through
+        a ``DCCA``, one global network to every unit flip-flop, as the domain's reset is. The
+        same circuit: a unit flip-flop resets in each cycle where either is high."""
+        if _platform_family(platform) != "ecp5":
+            for name, unit in units.items():
+                m.submodules[name] = ResetInserter(units_reset)(unit)
+            return
+        m.domains.units = domain = ClockDomain("units", local=True)
+        m.d.comb += domain.clk.eq(ClockSignal("sync"))
+        m.submodules.units_reset_buf = Instance(
+            "DCCA", i_CLKI=ResetSignal("sync", allow_reset_less=True) | units_reset,
+            i_CE=Const(1), o_CLKO=domain.rst)
+        for name, unit in units.items():
+            m.submodules[name] = DomainRenamer({"sync": "units"})(unit)
 
     # -- fetch, decode, retire, errors ------------------------------------------------------------
 

@@ -86,6 +86,31 @@ def top_rtlil() -> str:
                          platform=FakePlatform("ecp5"))
 
 
+def _module_inputs(text: str) -> dict[str, list[str]]:
+    """The input wires of each RTLIL module (its hierarchical name) of ``text``."""
+    return {module.split("\n", 1)[0].lstrip("\\"):
+            re.findall(r"wire width \d+ input \d+ +\\(\S+)", module)
+            for module in text.split("\nmodule ")[1:]}
+
+
+def test_ulx3s_85f_units_reset_on_one_global_network(top_rtlil):
+    """On ECP5 the four compute units run in the controller's ``units`` clock domain, whose
+    reset (the domain's reset or ``units_reset``, the cycle after ``FAIL``) leaves a ``DCCA``:
+    one global network to their flip-flops. No unit sees ``units_reset`` itself, which
+    Yosys would OR into each flip-flop's reset (a LUT-driven fabric net to 31,000 ``LSR``
+    pins); without a platform the units take it through ``ResetInserter``."""
+    inputs = _module_inputs(top_rtlil)
+    units = ("top.ctrl.gemm", "top.ctrl.vec", "top.ctrl.lnorm", "top.ctrl.attn")
+    for unit in units:
+        assert inputs[unit][0] == "units_clk" and "units_rst" in inputs[unit], unit
+        assert "units_reset" not in inputs[unit] and "rst" not in inputs[unit], unit
+    ctrl = top_rtlil.split("\nmodule \\top.ctrl\n", 1)[1].split("\nend\n", 1)[0]
+    assert ctrl.count("cell \\DCCA \\units_reset_buf") == 1
+    plain = _module_inputs(rtlil.convert(Accelerator.from_params(preset("tiny")), name="top"))
+    for unit in units:
+        assert "units_reset" in plain[unit] and "units_rst" not in plain[unit], unit
+
+
 def test_counters_see_dsps_and_products():
     """The counting helpers can fail: a hand-written module with one of each."""
     text = ("module \\top.u\n  cell \\MULT18X18D \\dsp\n  end\n  cell $mul $1\n"
