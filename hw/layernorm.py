@@ -559,6 +559,10 @@ class _ScalarEngine(Elaboratable):
         # step's "first" and the states' first-cycle captures read a flip-flop.
         e.cnt0 = Signal(init=1, name="cnt0")
         e.cnt_end = Signal(name="cnt_end")              # the counted state's last cycle
+        # DIV's first cycle (cnt0 there) in a flip-flop of its own: the numerator's one bit
+        # enters the divider's subtractor from it, not from cnt0, whose fan-out into the
+        # multiply datapath spreads it (the cnt0 -> divider -> mul_a path of a placed top).
+        e.div_first = Signal(name="div_first")
         # The counted states' lengths (_count): each entry loads `left` with its state's
         # cycles less one, so the last-cycle test is `left == 1` in every counted state, one
         # comparator with a constant, not a multiplexer of every state's own comparator.
@@ -744,14 +748,16 @@ class _ScalarEngine(Elaboratable):
             with m.Else():
                 m.d.sync += res.eq(res >> 1)
             m.d.sync += bit.eq(bit >> 2)
-            self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0))
+            self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0),
+                        e.div_first.eq(1))
         with m.State("DIV"):                                 # 2**48 // max(r, 1)
             # max(r, 1) without a 32-bit zero test in front of the subtractor: res is 0 only
             # while no step has taken a bit (a bit taken at 4**j leaves res >= 4**j, and the
             # j steps left shift res right by one each, to at least 2**j), which res_zero
             # records.
             r = Cat(res[0] | e.res_zero, res[1:32])
-            rem2 = Cat(e.cnt0, drem)[:34]
+            rem2 = Cat(e.div_first, drem)[:34]
+            m.d.sync += e.div_first.eq(0)
             diff = e.div_diff                                # one subtractor, as in ISQRT
             m.d.comb += diff.eq(rem2 - r)
             inv_next = Cat(~diff[-1], inv)[:DIV_STEPS]
