@@ -41,7 +41,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from hw.bram import BlockRAM, make_block_ram
+from hw.bram import BlockRAM, make_block_ram, unshared_register
 from hw.checks import check_int
 from hw.fsm import one_hot
 from hw.layernorm import (
@@ -208,6 +208,7 @@ class TokenLayerNorm(Unit):
         obuf = OutputBuffer.driving(m, self.o_stream, output_layout(self._lanes),
                                     global_ce=True)
         u.obuf, u.ce = obuf, obuf.ce
+        u.platform = platform
         self._elaborate_job(m, u)
         self._elaborate_load(m, platform, u)
         self._elaborate_engines(m, u)
@@ -457,14 +458,13 @@ class TokenLayerNorm(Unit):
         # still true when it acts, and the ~70 loads behind it (g_row, h_row, the block
         # buffer's read) wait for one flip-flop, not for res_full's AND across the unit.
         go = Signal(name="out_go")
+        rows_ready = (u.res_full == (1 << lanes) - 1) & ~u.rows_in_use
         with m.FSM(name="out") as fsm:
             with m.State("WAIT"):
-                m.d.sync += go.eq((u.res_full == (1 << lanes) - 1) & ~u.rows_in_use)
+                m.d.sync += go.eq(rows_ready)
                 with m.If(go):
                     m.d.sync += go.eq(0)
                     m.d.comb += u.res_release.eq(1)
-                    m.d.sync += [g.eq(r) for g, r in zip(u.g_row, u.g_now)]
-                    m.d.sync += [h.eq(r - half) for h, r in zip(u.h_row, u.h_now)]
                     m.d.sync += [u.last_row.eq(u.last_now), u.elem_out.eq(0),
                                  u.n_shift.eq(u.n_shift_k)]
                     m.next = "OUT"
@@ -478,6 +478,15 @@ class TokenLayerNorm(Unit):
                         m.d.sync += u.slot_out.eq(_next_slot(u.slot_out))
                         m.next = "WAIT"
         one_hot(fsm)
+        # The lanes' row constants load on copies of out_go, one per lane (unshared_register,
+        # which Yosys does not merge): out_go itself, one flip-flop, was the enable of all
+        # 2 * lanes * 56 of them across the unit (the first groups of a placed top). go is set
+        # only in WAIT and cleared as it acts, so its next value is WAIT & ~go & rows_ready.
+        go_next = fsm.ongoing("WAIT") & ~go & rows_ready
+        for t in range(lanes):
+            go_t = unshared_register(m, go_next, name=f"out_go{t}", platform=u.platform)
+            with m.If(go_t):
+                m.d.sync += [u.g_row[t].eq(u.g_now[t]), u.h_row[t].eq(u.h_now[t] - half)]
 
     def _elaborate_pipeline(self, m, u):
         """The element pipelines (each as :class:`~hw.layernorm.LayerNorm`'s), the channel's
