@@ -45,8 +45,8 @@ from boards.logic_depth import run_yosys, top_rtlil
 from hw.params import preset
 from sw.report import json_path_type, write_json
 
-__all__ = ["COLUMNS", "breakdown", "cell_columns", "main", "netlist_breakdown", "rows",
-           "scope_resolver", "synth_stat", "top_cells"]
+__all__ = ["COLUMNS", "COUNTED", "breakdown", "cell_columns", "main", "netlist_breakdown",
+           "placed_spread", "rows", "scope_resolver", "synth_stat", "top_cells"]
 
 #: The columns of a row, in print order.
 COLUMNS = ("comb", "lut4", "ccu2c", "ff", "dsp", "bram")
@@ -136,6 +136,10 @@ def scope_resolver(cells: dict):
     return scope
 
 
+#: The cell types :func:`netlist_breakdown` counts.
+COUNTED = ("LUT4", "CCU2C", "TRELLIS_DPR16X4", "TRELLIS_FF", "MULT18X18D", "DP16KD")
+
+
 def netlist_breakdown(netlist: dict) -> dict[str, dict[str, dict[str, int]]]:
     """:func:`breakdown`'s table from a flat Yosys JSON netlist (``write_json`` after
     ``synth_ecp5``; module docstring): each counted cell goes to the deepest instance of the
@@ -143,10 +147,9 @@ def netlist_breakdown(netlist: dict) -> dict[str, dict[str, dict[str, int]]]:
     none; instance paths are ``top.`` + the netlist's path."""
     cells = top_cells(netlist)
     scope = scope_resolver(cells)
-    counted = ("LUT4", "CCU2C", "TRELLIS_DPR16X4", "TRELLIS_FF", "MULT18X18D", "DP16KD")
     own: dict[tuple, dict[str, int]] = {}
     for name, cell in cells.items():
-        if cell.get("type") not in counted:
+        if cell.get("type") not in COUNTED:
             continue
         counts = own.setdefault(scope(name, cell), {})
         counts[cell["type"]] = counts.get(cell["type"], 0) + 1
@@ -163,11 +166,44 @@ def netlist_breakdown(netlist: dict) -> dict[str, dict[str, dict[str, int]]]:
     return out
 
 
+def placed_spread(netlist: dict, placed: dict) -> dict[str, dict]:
+    """Where nextpnr placed each instance's cells: ``{instance: {"cells": n, "x": [x10, x90],
+    "y": [y10, y90]}}``, the 10th and 90th percentiles of the tile columns and rows of the
+    counted cells of its subtree (the instances of :func:`netlist_breakdown`; ``placed``: the
+    JSON of ``nextpnr --no-route --write``, as for ``boards.paths --placed``). A unit whose
+    span is most of the die's width is one whose wires cross it."""
+    from boards.paths import Placement  # boards.paths imports this module
+
+    xy = Placement(placed).xy
+    cells = top_cells(netlist)
+    scope = scope_resolver(cells)
+    spots: dict[tuple, list[tuple[int, int]]] = {}
+    for name, cell in cells.items():
+        if cell.get("type") in COUNTED and name in xy:
+            path = scope(name, cell)
+            for k in range(len(path) + 1):
+                spots.setdefault(path[:k], []).append(xy[name])
+    out = {}
+    for path, points in sorted(spots.items()):
+        xs, ys = sorted(x for x, _ in points), sorted(y for _, y in points)
+        out[".".join(("top",) + path)] = {
+            "cells": len(points), "x": [_percentile(xs, 0.1), _percentile(xs, 0.9)],
+            "y": [_percentile(ys, 0.1), _percentile(ys, 0.9)]}
+    return out
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def rows(table: dict[str, dict[str, dict[str, int]]], depth: int | None = None,
-         min_comb: int = 0) -> list[str]:
+         min_comb: int = 0, spread: dict[str, dict] | None = None) -> list[str]:
     """Text rows of :func:`breakdown`: instances at most ``depth`` levels below its top whose
-    subtree has at least ``min_comb`` comb cells, each with its total and (indented) own."""
+    subtree has at least ``min_comb`` comb cells, each with its total and (indented) own; with
+    ``spread`` (:func:`placed_spread`) also the columns and rows its cells were placed in."""
     head = f"{'instance':<40} " + " ".join(f"{c:>7}" for c in COLUMNS) + "   own comb"
+    if spread is not None:
+        head += "   x 10-90%   y 10-90%"
     lines = [head]
     top_level = min((name.count(".") for name in table), default=0)
     for name, entry in table.items():
@@ -177,8 +213,12 @@ def rows(table: dict[str, dict[str, dict[str, int]]], depth: int | None = None,
         if entry["total"]["comb"] < min_comb:
             continue
         label = "  " * level + name.rsplit(".", 1)[-1]
-        lines.append(f"{label:<40} " + " ".join(f"{entry['total'][c]:>7}" for c in COLUMNS)
-                     + f"   {entry['own']['comb']:>8}")
+        line = (f"{label:<40} " + " ".join(f"{entry['total'][c]:>7}" for c in COLUMNS)
+                + f"   {entry['own']['comb']:>8}")
+        if spread is not None and name in spread:
+            (x0, x1), (y0, y1) = spread[name]["x"], spread[name]["y"]
+            line += f"   {x0:>4}-{x1:<4}  {y0:>4}-{y1:<4}"
+        lines.append(line)
     return lines
 
 
@@ -203,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--netlist", type=Path, metavar="TOP_JSON",
                     help="read a board build's flat netlist (build/synth/<build>/top.json) "
                          "instead of synthesizing: seconds, cells split by their names")
+    ap.add_argument("--placed", type=Path, metavar="PLACED_JSON",
+                    help="with --netlist: also where nextpnr placed each instance's cells "
+                         "(10th-90th percentile tile columns and rows), from the JSON of "
+                         "nextpnr --no-route --write")
     args = ap.parse_args(argv)
+    if args.placed is not None and args.netlist is None:
+        ap.error("--placed reads the placement of a board build's netlist: give --netlist too")
     if args.netlist is not None:
         if args.module != "top":
             ap.error("--module maps one instance by synthesis; with --netlist the whole "
@@ -211,16 +257,28 @@ def main(argv: list[str] | None = None) -> int:
         if not args.netlist.is_file():
             ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board "
                      "build (lightformer synth writes it into its build directory)")
+        if args.placed is not None and not args.placed.is_file():
+            ap.error(f"--placed {args.placed}: no such file; write it with nextpnr "
+                     "--no-route --write placed.json (docs/boards.md)")
         try:
-            table = netlist_breakdown(json.loads(args.netlist.read_text()))
+            netlist = json.loads(args.netlist.read_text())
+            table = netlist_breakdown(netlist)
         except (ValueError, KeyError, AttributeError) as exc:
             ap.error(f"--netlist {args.netlist}: {exc}")
+        spread = None
+        if args.placed is not None:
+            try:
+                spread = placed_spread(netlist, json.loads(args.placed.read_text()))
+            except (ValueError, KeyError, AttributeError) as exc:
+                ap.error(f"--placed {args.placed}: {exc}")
         print(f"flat netlist {args.netlist} (cells split by their names)")
-        for line in rows(table, args.depth, args.min_comb):
+        for line in rows(table, args.depth, args.min_comb, spread):
             print(line)
         if args.json:
-            write_json(args.json, {"netlist": str(args.netlist), "columns": list(COLUMNS),
-                                   "instances": table}, kind="bench.area")
+            report = {"netlist": str(args.netlist), "columns": list(COLUMNS), "instances": table}
+            if spread is not None:
+                report.update(placed=str(args.placed), placement=spread)
+            write_json(args.json, report, kind="bench.area")
         return 0
     try:  # before the minutes of synthesis
         preset(args.preset)

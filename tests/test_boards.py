@@ -848,6 +848,48 @@ def test_area_from_a_flat_netlist(tmp_path, capsys):
         main(["--netlist", str(path)])
 
 
+def test_area_placed_spread(tmp_path, capsys):
+    """``boards.area --netlist --placed``: each instance's cells' 10th-90th percentile tile
+    columns and rows, from nextpnr's ``NEXTPNR_BEL`` (a carry cell under its packed name)."""
+    from boards.area import main, placed_spread
+
+    def cell(kind, hdlname=None):
+        return {"type": kind, "attributes": {"hdlname": hdlname} if hdlname else {}}
+
+    cells = {"s1": cell("$scopeinfo", "u"), "s2": cell("$scopeinfo", "u e")}
+    bels = {}
+    for i in range(10):                                 # u.e: columns 10..19, row 5
+        cells[f"u.e.r{i}_TRELLIS_FF_Q"] = cell("TRELLIS_FF")
+        bels[f"u.e.r{i}_TRELLIS_FF_Q"] = f"X{10 + i}/Y5/SLICEA"
+    cells["u.c_CCU2C_S0"] = cell("CCU2C")               # u itself: column 90, row 40
+    bels["u.c_CCU2C_S0$CCU2_COMB0"] = "X90/Y40/SLICEB"
+    for i in range(4):
+        cells[f"u.d{i}_LUT4_Z"] = cell("LUT4")
+        bels[f"u.d{i}_LUT4_Z"] = "X90/Y40/SLICEC"
+    cells["u.unplaced_LUT4_Z"] = cell("LUT4")           # not in the placement: left out
+    netlist = {"modules": {"top": {"attributes": {"top": "00000001"}, "cells": cells}}}
+    placed = {"modules": {"top": {"attributes": {"top": "00000001"}, "cells": {
+        name: {"type": "TRELLIS_COMB", "attributes": {"NEXTPNR_BEL": bel}}
+        for name, bel in bels.items()}}}}
+    spread = placed_spread(netlist, placed)
+    assert spread["top.u.e"] == {"cells": 10, "x": [11, 19], "y": [5, 5]}
+    assert spread["top.u"] == {"cells": 15, "x": [11, 90], "y": [5, 40]}
+    assert spread["top"]["cells"] == 15
+    path, placed_path = tmp_path / "top.json", tmp_path / "placed.json"
+    path.write_text(json.dumps(netlist))
+    placed_path.write_text(json.dumps(placed))
+    assert main(["--netlist", str(path), "--placed", str(placed_path), "--min-comb", "0",
+                 "--depth", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].endswith("x 10-90%   y 10-90%")
+    assert [line.split()[-2:] for line in out[2:]] == [["11-90", "5-40"], ["11-90", "5-40"],
+                                                       ["11-19", "5-5"]]
+    for argv in (["--placed", str(placed_path)],
+                 ["--netlist", str(path), "--placed", str(tmp_path / "none.json")]):
+        with pytest.raises(SystemExit):
+            main(argv)
+
+
 def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
     """``boards.paths``: arrival times run from register outputs through LUTs (cell + net delay)
     and the carry chain (no net delay) into register inputs; the worst path is traced back to
