@@ -44,7 +44,8 @@ class GemmAccPipeline(Unit):
     i_stream, i_quant, o_stream
         As :class:`hw.gemm.GemmPipeline`.
     out32 : In(1)
-        Route the tiles to ``o_acc``; change it only while no tile is in the pipeline.
+        Route the tiles to ``o_acc``; change it only while no tile is in the pipeline (the
+        rows' side reads it a cycle later, from a register).
     o_acc : Out(stream.Signature(acc_layout(cols)))
         ``acc[c] + bias[c]`` (int32, wraps like the requantizer's bias add), ``rows`` rows per
         tile, ``last`` on the final row, straight from the array's output buffer.
@@ -101,10 +102,17 @@ class GemmAccPipeline(Unit):
         loaded = Signal()
         take_q = Signal()
         take_row = Signal()
+        # The rows' side reads out32 from a register of its own, beside the array: a row
+        # leaves the array at least K + array latency cycles after its job (and out32) began,
+        # and no row is left in it when the next job begins. out32 from the producer went
+        # through the ready multiplexer into the enables of the array's output buffer (a group
+        # of the placed ulx3s_85f top).
+        out32_rows = Signal(name="out32_rows")
+        m.d.sync += out32_rows.eq(self.out32)
         m.d.comb += [
             take_q.eq(self.out32 & self.i_quant.valid & ~loaded),
-            take_row.eq(self.out32 & array.o_stream.valid & loaded & self.o_acc.ready),
-            self.o_acc.valid.eq(self.out32 & array.o_stream.valid & loaded),
+            take_row.eq(out32_rows & array.o_stream.valid & loaded & self.o_acc.ready),
+            self.o_acc.valid.eq(out32_rows & array.o_stream.valid & loaded),
             self.o_acc.payload.last.eq(array.o_stream.payload.last),
         ]
         for c in range(cols):
@@ -115,9 +123,9 @@ class GemmAccPipeline(Unit):
             m.d.sync += loaded.eq(0)
 
         m.d.comb += [
-            requant.i_stream.valid.eq(~self.out32 & array.o_stream.valid),
+            requant.i_stream.valid.eq(~out32_rows & array.o_stream.valid),
             requant.i_quant.valid.eq(~self.out32 & self.i_quant.valid),
-            array.o_stream.ready.eq(Mux(self.out32, loaded & self.o_acc.ready,
+            array.o_stream.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready,
                                         requant.i_stream.ready)),
             self.i_quant.ready.eq(Mux(self.out32, ~loaded, requant.i_quant.ready)),
         ]
