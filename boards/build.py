@@ -95,6 +95,10 @@ XAIGER_FALLBACK = "scratchpad -set abc9.xaiger 1"
 ROUTERS = ("router1", "router2")
 #: nextpnr's placers (``--placer``); nextpnr uses ``heap`` when none is named.
 PLACERS = ("heap", "static", "sa")
+#: Legal ranges of the heap placer's timing weight and criticality exponent
+#: (``--heap-timing-weight``, ``--heap-critexp``; nextpnr's defaults are 10 and 2).
+HEAP_TIMING_WEIGHTS = range(1, 101)
+HEAP_CRITEXPS = range(1, 9)
 
 
 def board_platform(board: str):
@@ -468,6 +472,8 @@ def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
     except OSError:
         return None
     report = {k: v for k, v in report.items() if k not in ("schema_version", "kind")}
+    for name in ("heap_timing_weight", "heap_critexp"):   # reports from before these keys:
+        report.setdefault(name, None)                     # the same build key, nextpnr's own
     report["cache_hit"] = True
     return report
 
@@ -475,7 +481,8 @@ def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
 def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
           show_progress: bool = True, reuse: bool = False, router: str | None = None,
-          placer: str | None = None, detailed_timing: bool = False) -> dict:
+          placer: str | None = None, detailed_timing: bool = False,
+          heap_timing_weight: int | None = None, heap_critexp: int | None = None) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     When Yosys' ABC9 step fails on an ECP5 build (:func:`abc9_failure`) and the installed Yosys
@@ -490,6 +497,9 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     picks nextpnr's placer the same way (:data:`PLACERS`; ``None``: ``heap``).
     ``detailed_timing`` has nextpnr add every register input's routed arrival to its report
     (``--detailed-timing-report``), which ``python -m boards.paths --routed`` reads.
+    ``heap_timing_weight`` and ``heap_critexp`` set the heap placer's timing weight and
+    criticality exponent (``--placer-heap-timingweight``, ``--placer-heap-critexp``; ``None``:
+    nextpnr's 10 and 2); they need the heap placer.
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
@@ -511,6 +521,17 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if placer is not None and placer not in PLACERS:
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
+    heap = {"heap_timing_weight": (heap_timing_weight, HEAP_TIMING_WEIGHTS),
+            "heap_critexp": (heap_critexp, HEAP_CRITEXPS)}
+    for name, (value, legal) in heap.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value not in legal:
+            raise ValueError(f"{name} must be an integer {legal.start}..{legal.stop - 1}, "
+                             f"not {value!r}")
+        if placer not in (None, "heap"):
+            raise ValueError(f"{name} sets the heap placer's weighting; it does nothing for "
+                             f"placer {placer!r}: leave one of them out")
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
     build_dir = Path(default_build_dir(board, unit, params) if build_dir is None else build_dir)
     check_output_path(build_dir / "report.json", option="build_dir")
@@ -536,6 +557,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     overrides["nextpnr_opts"] = " ".join(filter(None, [
         overrides.get("nextpnr_opts", ""), f"--report {REPORT_NAME}", "--timing-allow-fail",
         f"--placer {placer}" if placer else "", f"--router {router}" if router else "",
+        f"--placer-heap-timingweight {heap_timing_weight}" if heap_timing_weight else "",
+        f"--placer-heap-critexp {heap_critexp}" if heap_critexp else "",
         "--detailed-timing-report" if detailed_timing else ""]))
 
     def prepare(extra: dict[str, str] | None = None):
@@ -621,6 +644,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         **report,
         "tools": tools,
         "placer": placer or PLACERS[0],
+        "heap_timing_weight": heap_timing_weight,
+        "heap_critexp": heap_critexp,
         "router": router or ROUTERS[0],
         "detailed_timing": detailed_timing,
         "yosys_fallback": fallback,
@@ -672,6 +697,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "gets much further")
     parser.add_argument("--placer", default=None, choices=PLACERS,
                         help="nextpnr's placer (default: nextpnr's, heap)")
+    def in_range(legal: range):
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = None
+            if value not in legal:
+                raise argparse.ArgumentTypeError(
+                    f"must be an integer {legal.start}..{legal.stop - 1}, not {text!r}")
+            return value
+        return parse
+
+    parser.add_argument("--heap-timing-weight", type=in_range(HEAP_TIMING_WEIGHTS), default=None,
+                        metavar="N",
+                        help=f"the heap placer's timing weight, {HEAP_TIMING_WEIGHTS.start}.."
+                             f"{HEAP_TIMING_WEIGHTS.stop - 1} (default: nextpnr's, 10)")
+    parser.add_argument("--heap-critexp", type=in_range(HEAP_CRITEXPS), default=None,
+                        metavar="N",
+                        help=f"the heap placer's criticality exponent, {HEAP_CRITEXPS.start}.."
+                             f"{HEAP_CRITEXPS.stop - 1} (default: nextpnr's, 2)")
     parser.add_argument("--detailed-timing", action="store_true",
                         help="have nextpnr add every register input's routed arrival to "
                              "<build-dir>/nextpnr-report.json (larger file), for "
@@ -689,7 +734,9 @@ def run(args: argparse.Namespace) -> int:
             params = params.replace(target_mhz=args.target_mhz)
         result = synth(args.board, args.unit, preset=params, build_dir=args.build_dir,
                        json_path=json_path, router=args.router, placer=args.placer,
-                       detailed_timing=args.detailed_timing)
+                       detailed_timing=args.detailed_timing,
+                       heap_timing_weight=args.heap_timing_weight,
+                       heap_critexp=args.heap_critexp)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2

@@ -309,20 +309,25 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     seen = {}
 
     def fake_synth(board, unit, *, preset, build_dir, json_path, router, placer,
-                   detailed_timing):
+                   detailed_timing, heap_timing_weight, heap_critexp):
         seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path,
-                    router=router, placer=placer, detailed_timing=detailed_timing)
+                    router=router, placer=placer, detailed_timing=detailed_timing,
+                    heap=(heap_timing_weight, heap_critexp))
         return {"timing_met": False}
 
     monkeypatch.setattr(boards.build, "synth", fake_synth)
     out = tmp_path / "r.json"
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
     assert seen == {"board": "icebreaker", "unit": "top", "preset": "icebreaker",
-                    "json_path": out, "router": None, "placer": None, "detailed_timing": False}
+                    "json_path": out, "router": None, "placer": None, "detailed_timing": False,
+                    "heap": (None, None)}
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2",
                        "--placer", "static", "--detailed-timing"]) == 1
     assert (seen["router"], seen["placer"], seen["detailed_timing"]) == (
         "router2", "static", True)
+    assert _synth_cli(["--board", "icebreaker", option, str(out), "--heap-timing-weight", "40",
+                       "--heap-critexp", "4"]) == 1
+    assert seen["heap"] == (40, 4)
     deprecated = "--report-json is deprecated" in capsys.readouterr().err
     assert deprecated == (option == "--report-json")
 
@@ -341,6 +346,14 @@ def test_synth_checks_paths_before_building(tmp_path):
         synth("icebreaker", build_dir=tmp_path / "b", router="r3", show_progress=False)
     with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'x'"):
         synth("icebreaker", build_dir=tmp_path / "b", placer="x", show_progress=False)
+    for kwargs, message in (({"heap_timing_weight": 0}, "heap_timing_weight must be an "
+                             "integer 1..100, not 0"),
+                            ({"heap_critexp": 2.0}, "heap_critexp must be an integer 1..8"),
+                            ({"heap_critexp": True}, "heap_critexp must be an integer"),
+                            ({"heap_timing_weight": 40, "placer": "static"},
+                             "does nothing for placer 'static'")):
+        with pytest.raises(ValueError, match=message):
+            synth("icebreaker", build_dir=tmp_path / "b", show_progress=False, **kwargs)
     assert not (tmp_path / "b").exists()
 
 
@@ -362,11 +375,15 @@ def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
             boards.build.synth("icebreaker", build_dir=tmp_path / str(router), router=router,
                                placer=placer, detailed_timing=router is not None,
                                show_progress=False)
-    plain, routed = scripts
+    with pytest.raises(RuntimeError, match="stop here"):
+        boards.build.synth("icebreaker", build_dir=tmp_path / "heap", heap_timing_weight=40,
+                           heap_critexp=4, show_progress=False)
+    plain, routed, heap = scripts
     assert "--router" not in plain and "--placer" not in plain
     assert "--timing-allow-fail" in plain and "--detailed-timing-report" not in plain
     assert ("--timing-allow-fail --placer static --router router2 --detailed-timing-report"
             in routed)
+    assert "--timing-allow-fail --placer-heap-timingweight 40 --placer-heap-critexp 4" in heap
 
 
 # The two ways recent Yosys releases failed on accelerator netlists (docs/boards.md, Toolchain):
