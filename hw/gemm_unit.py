@@ -15,6 +15,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
+from hw.bram import unshared_register
 from hw.gemm import gemm_members
 from hw.numerics import ACC_WIDTH
 from hw.requant import REQUANT_LATENCY, Requantizer
@@ -107,8 +108,8 @@ class GemmAccPipeline(Unit):
         # and no row is left in it when the next job begins. out32 from the producer went
         # through the ready multiplexer into the enables of the array's output buffer (a group
         # of the placed ulx3s_85f top).
-        out32_rows = Signal(name="out32_rows")
-        m.d.sync += out32_rows.eq(self.out32)
+        # (unshared_register: Yosys merged a plain one with the producer's own copy of it.)
+        out32_rows = unshared_register(m, self.out32, name="out32_rows", platform=platform)
         m.d.comb += [
             take_q.eq(self.out32 & self.i_quant.valid & ~loaded),
             take_row.eq(out32_rows & array.o_stream.valid & loaded & self.o_acc.ready),

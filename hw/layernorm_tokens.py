@@ -315,8 +315,10 @@ class TokenLayerNorm(Unit):
             u.hold_q.append(hq)
         with m.If(end):
             m.d.sync += [u.hold.eq(1), u.hold_last.eq(end_last)]
-        # A block's final beat waits while the holding register is (or is about to be) full.
-        m.d.comb += u.end_free.eq(~u.hold & ~Cat(e for e, _ in ends[1:]).any())
+        # A block's final beat waits while the holding register is (or is about to be) full
+        # (end_free: _elaborate_engines, from a copy of hold beside the input side).
+        u.end = end
+        u.ends_pending = Cat(e for e, _ in ends[1:]).any()
         u.buf, u.dim_bits = buf, dim_bits
 
     def _elaborate_engines(self, m, u):
@@ -379,6 +381,15 @@ class TokenLayerNorm(Unit):
             m.d.sync += [disp.eq(disp + 1), eng.eq(Mux(eng == n - 1, 0, eng + 1))]
             with m.If(disp == lanes - 1):
                 m.d.sync += [disp.eq(0), u.hold.eq(0)]
+        # The input side reads hold from a copy of its own (unshared_register: the same next
+        # value, which Yosys would merge): hold itself sits between the load stage that sets
+        # it and the engines that clear it, and its way into the input handshake (end_free ->
+        # i_stream.ready -> every load register's enable) crossed the unit (a placed top's
+        # first LayerNorm group). The clear wins, as in the statements above.
+        clear = Cat(starts).any() & (disp == lanes - 1)
+        hold_in = unshared_register(m, Mux(clear, 0, u.end | u.hold), name="hold_in",
+                                    platform=u.platform)
+        m.d.comb += u.end_free.eq(~hold_in & ~u.ends_pending)
         set_bits = Cat(*[Cat(h for h, _, _ in lane_hits).any() for lane_hits in hits])
         with m.If(u.res_release):
             m.d.sync += u.res_full.eq(set_bits)
