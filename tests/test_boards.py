@@ -346,8 +346,7 @@ def test_synth_checks_paths_before_building(tmp_path):
         synth("icebreaker", build_dir=tmp_path / "b", router="r3", show_progress=False)
     with pytest.raises(ValueError, match="placer must be one of heap, static, sa, not 'x'"):
         synth("icebreaker", build_dir=tmp_path / "b", placer="x", show_progress=False)
-    for kwargs, message in (({"heap_timing_weight": 0}, "heap_timing_weight must be an "
-                             "integer 1..100, not 0"),
+    for kwargs, message in (({"heap_timing_weight": 0}, "weight must be an integer 1..100, not 0"),
                             ({"heap_critexp": 2.0}, "heap_critexp must be an integer 1..8"),
                             ({"heap_critexp": True}, "heap_critexp must be an integer"),
                             ({"heap_timing_weight": 40, "placer": "static"},
