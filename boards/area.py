@@ -46,7 +46,7 @@ from hw.params import preset
 from sw.report import json_path_type, write_json
 
 __all__ = ["COLUMNS", "COUNTED", "breakdown", "cell_columns", "main", "netlist_breakdown",
-           "placed_spread", "rows", "scope_resolver", "synth_stat", "top_cells"]
+           "placed_spread", "placed_xy", "rows", "scope_resolver", "synth_stat", "top_cells"]
 
 #: The columns of a row, in print order.
 COLUMNS = ("comb", "lut4", "ccu2c", "ff", "dsp", "bram")
@@ -172,9 +172,7 @@ def placed_spread(netlist: dict, placed: dict) -> dict[str, dict]:
     counted cells of its subtree (the instances of :func:`netlist_breakdown`; ``placed``: the
     JSON of ``nextpnr --no-route --write``, as for ``boards.paths --placed``). A unit whose
     span is most of the die's width is one whose wires cross it."""
-    from boards.paths import Placement  # boards.paths imports this module
-
-    xy = Placement(placed).xy
+    xy = placed_xy(placed)
     cells = top_cells(netlist)
     scope = scope_resolver(cells)
     spots: dict[tuple, list[tuple[int, int]]] = {}
@@ -190,6 +188,28 @@ def placed_spread(netlist: dict, placed: dict) -> dict[str, dict]:
             "cells": len(points), "x": [_percentile(xs, 0.1), _percentile(xs, 0.9)],
             "y": [_percentile(ys, 0.1), _percentile(ys, 0.9)]}
     return out
+
+
+#: A ``NEXTPNR_BEL`` value's tile: ``X<column>/Y<row>/<bel>``.
+_BEL_XY = re.compile(r"X(\d+)/Y(\d+)/")
+
+
+def placed_xy(placed: dict) -> dict[str, tuple[int, int]]:
+    """``{cell name: (column, row)}`` of the cells nextpnr placed (``NEXTPNR_BEL`` of the JSON
+    of ``nextpnr --no-route --write``); a ``CCU2C`` that packing split into ``<name>$CCU2_COMB0``
+    and ``1`` also under its synthesized name. ``ValueError`` when no cell is placed."""
+    xy: dict[str, tuple[int, int]] = {}
+    for name, cell in top_cells(placed).items():
+        match = _BEL_XY.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
+        if match:
+            xy[name] = (int(match.group(1)), int(match.group(2)))
+            packed = name.rsplit("$CCU2_COMB", 1)
+            if len(packed) == 2:
+                xy.setdefault(packed[0], xy[name])
+    if not xy:
+        raise ValueError("no cell has a NEXTPNR_BEL attribute: give the JSON that nextpnr "
+                         "writes with --write after placement")
+    return xy
 
 
 def _percentile(ordered: list[int], q: float) -> int:

@@ -472,8 +472,6 @@ def cached_report(build_dir: str | os.PathLike, key: str) -> dict | None:
     except OSError:
         return None
     report = {k: v for k, v in report.items() if k not in ("schema_version", "kind")}
-    for name in ("heap_timing_weight", "heap_critexp"):   # reports from before these keys:
-        report.setdefault(name, None)                     # the same build key, nextpnr's own
     report["cache_hit"] = True
     return report
 

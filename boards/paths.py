@@ -52,7 +52,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from boards.area import scope_resolver, top_cells
+from boards.area import placed_xy, scope_resolver, top_cells
 
 __all__ = ["DELAYS", "GLOBAL_DELAY", "PLACED_UNIT", "EstimatedPath", "Placement", "endpoints",
            "group_of", "main", "net_delay", "placed_delay", "routed_arrivals", "signal_of",
@@ -96,7 +96,6 @@ def net_delay(fanout: int) -> float:
 
 #: ns charged for a net on a global network (a ``DCCA`` output) of a placement.
 GLOBAL_DELAY = 1.0
-_BEL_XY = re.compile(r"X(\d+)/Y(\d+)/")
 
 
 #: ns a unit of :func:`placed_delay`. nextpnr-ecp5's ``predictDelay`` reads ``(120 - 22 *
@@ -120,19 +119,8 @@ class Placement:
 
     def __init__(self, placed: dict) -> None:
         cells = top_cells(placed)
-        self.xy: dict[str, tuple[int, int]] = {}
-        for name, cell in cells.items():
-            match = _BEL_XY.match(str(cell.get("attributes", {}).get("NEXTPNR_BEL", "")))
-            if match:
-                xy = (int(match.group(1)), int(match.group(2)))
-                self.xy[name] = xy
-                # nextpnr-ecp5 packs a CCU2C into two TRELLIS_COMB, `<name>$CCU2_COMB0/1`.
-                packed = name.rsplit("$CCU2_COMB", 1)
-                if len(packed) == 2:
-                    self.xy.setdefault(packed[0], xy)
-        if not self.xy:
-            raise ValueError("no cell has a NEXTPNR_BEL attribute: give the JSON that nextpnr "
-                             "writes with --write after placement")
+        # nextpnr-ecp5 packs a CCU2C into two TRELLIS_COMB, `<name>$CCU2_COMB0/1`.
+        self.xy: dict[str, tuple[int, int]] = placed_xy(placed)
         pins = list(_pins(cells))
         global_nets = {b for name, _, direction, b in pins
                        if direction == "output" and cells[name].get("type") == "DCCA"}
