@@ -21,7 +21,7 @@ order; an address outside every region (or past a region's size) reads 0 and ign
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib.wiring import In, Out, connect
 
 from hw import isa
@@ -66,15 +66,16 @@ class Accelerator(Unit):
     ----------
     read_latency : int
         Cycles from a read transfer to ``r_valid``:
-        :attr:`hw.scratchpad.Scratchpad.host_latency` + 1 for every address, CSRs and holes
-        included, so answers stay in order (the + 1: the answer leaves the top from a
-        register, not from the multiplexer of six answering blocks).
+        :attr:`hw.scratchpad.Scratchpad.host_latency` + 2 for every address, CSRs and holes
+        included, so answers stay in order (the + 2: each answering block's answer goes into
+        a register beside it, and the OR of those into the answer register the top's host
+        reads: neither the host nor a block's lane multiplexer sees the six blocks' OR).
     """
 
     params_fields = tuple(f for f in AccelParams.__dataclass_fields__
                           if AccelParams.__dataclass_fields__[f].init)
     params = Setting("The AccelParams the top was built from.")
-    read_latency = Scratchpad.host_latency + 1
+    read_latency = Scratchpad.host_latency + 2
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
         self._params = check_params(params)
@@ -149,7 +150,7 @@ class Accelerator(Unit):
         # 20-way multiplexer. The word is the CSR's value a cycle after the read, when a
         # CONTROL write of the cycle before has its effect in STATUS either way.
         other = host.valid & ~host.write & (csr_sel | hole)
-        answer_latency = Scratchpad.host_latency   # then the answer register
+        answer_latency = Scratchpad.host_latency   # then the blocks' and the top's registers
         stage = [Signal(name=f"other_valid{i}") for i in range(answer_latency)]
         data = [Signal(32, name=f"other_data{i}") for i in range(1, answer_latency)]
         m.d.sync += stage[0].eq(other)
@@ -159,13 +160,19 @@ class Accelerator(Unit):
             m.d.sync += stage[i].eq(stage[i - 1])
         for i in range(1, answer_latency - 1):
             m.d.sync += data[i].eq(data[i - 1])
-        valid_any = stage[-1]
-        data_any = Mux(stage[-1], data[-1], 0)
-        for port in answered:
-            valid_any |= port.r_valid
-            data_any |= Mux(port.r_valid, port.r_data, 0)
-        # The answer from registers: the host (the link's frame engine, the harness' output
-        # fold) reads no multiplexer of the scratchpads' read stages across the die.
+        # Each block's answer (zero unless valid) into a register of its own beside it, then
+        # their OR into the answer register: the host (the link's frame engine, the harness'
+        # output fold) reads a register, and no scratchpad's lane multiplexer drives the OR of
+        # the six blocks across the die (a placed ulx3s_85f top's host read group, 14 ns).
+        answers = [(stage[-1], data[-1]), *((port.r_valid, port.r_data) for port in answered)]
+        names = ["other", *SCRATCHPAD_REGIONS]
+        valid_any, data_any = Const(0), Const(0, 32)
+        for name, (valid, word) in zip(names, answers):
+            a_valid = Signal(name=f"{name}_answer_valid")
+            a_data = Signal(32, name=f"{name}_answer_data")
+            m.d.sync += [a_valid.eq(valid), a_data.eq(Mux(valid, word, 0))]
+            valid_any |= a_valid
+            data_any |= a_data
         m.d.sync += [r_valid.eq(valid_any), r_data.eq(data_any)]
         m.d.comb += [host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
         return m

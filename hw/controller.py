@@ -660,12 +660,13 @@ class Controller(Unit):
             with m.Elif(~s.core_busy):
                 # No read of the core overtakes a write of the feeder: word j of every channel
                 # is read from the scratchpad in feeding cycle F + j and written into the core
-                # Scratchpad.latency = 4 cycles later (its RAM takes it at the end of cycle
-                # F + j + 4); the core's RAMs take the address of word j at the end of cycle
-                # `start` + 2 + j (GemmCore.latency: the start registered, then the address).
-                # So `start` >= F + 3 is enough, and GEMM_LOAD lasts at least
-                # Scratchpad.latency - 1 = 3 cycles (max(K, cols), and _gemm_feeder's
-                # `feed_min` where cols < 3), `start` coming after its last.
+                # _FEED_LATENCY = 5 cycles later (the scratchpad's 4, then the feeder's word
+                # register; the core's RAM takes it at the end of cycle F + j + 5); the core's
+                # RAMs take the address of word j at the end of cycle `start` + 2 + j
+                # (GemmCore.latency: the start registered, then the address). So `start` >=
+                # F + 4 is enough, and GEMM_LOAD lasts at least _FEED_LATENCY - 1 = 4 cycles
+                # (max(K, cols), and _gemm_feeder's `feed_min` where cols < 4), `start` coming
+                # after its last.
                 m.d.comb += [s.core_start.eq(1), s.feed_reset.eq(1)]
                 m.d.sync += g.bank.eq(~g.bank)
                 self._gemm_next_tile(m, s)
@@ -951,13 +952,19 @@ class Controller(Unit):
         for r in range(rows):
             with m.If(pool_we[r]):
                 m.d.sync += pool_words[r].eq(pool_data)
-        # The beats reach the unit through a register (its valid and payload): the unit's
-        # configuration handshake and its lanes' enables do not wait for the controller's
-        # state logic. The unit takes every beat once configured (its o_stream is always
-        # ready), and the controller waits for the results, not the beats.
+        # The beats reach the unit through two registers (their valid and payload): the
+        # unit's configuration handshake and its lanes' enables do not wait for the
+        # controller's state logic, and the second rank (beside the unit) keeps the wire
+        # from the controller off the lanes' pool sums and products (a placed ulx3s_85f top's
+        # vector group, 11.7 ns; one cycle per VEC). The unit takes every beat once
+        # configured (its o_stream is always ready), and the controller waits for the
+        # results, not the beats.
         beat = Signal.like(vec.i_stream.payload)
         beat_valid = Signal()
-        m.d.sync += [vec.i_stream.valid.eq(beat_valid), vec.i_stream.payload.eq(beat)]
+        beat_r = Signal.like(vec.i_stream.payload, name="vec_beat_r")
+        beat_valid_r = Signal(name="vec_beat_valid_r")
+        m.d.sync += [beat_valid_r.eq(beat_valid), beat_r.eq(beat),
+                     vec.i_stream.valid.eq(beat_valid_r), vec.i_stream.payload.eq(beat_r)]
         index = Mux(add, s.land.index >> 1, s.land.index)
         with m.If(s.vec_pooling):
             push_beat = s.i[:max(1, (rows - 1).bit_length())]
@@ -1083,7 +1090,6 @@ class Controller(Unit):
         for name, stream, count in (("kv", attn.i_kv, 2), ("q", attn.i_q, 1)):
             g = SimpleNamespace(name=name, stream=stream, count=count,
                                 t=Signal(16, name=f"{name}_t"), c=Signal(9, name=f"{name}_c"),
-                                blk=Signal(32, name=f"{name}_blk"),
                                 full=Signal(name=f"{name}_full"),
                                 row=Signal(count * 8 * hd_max, name=f"{name}_row"),
                                 t_more=Signal(name=f"{name}_t_more"),
@@ -1101,10 +1107,17 @@ class Controller(Unit):
         # Each gatherer's next read address is a register, ``addr``: K / Q element c of the
         # row at ``base + blk + hoff + c``, V element c at ``vbase + blk + hoff + c - head_dim``
         # (it steps by one, jumps to V after the K half, and restarts at each row and head), so
-        # the act read address is one multiplexer after the pick, not an adder chain.
+        # the act read address is one multiplexer after the pick, not an adder chain. The
+        # rows' starts ``base + blk + hoff`` (``row_addr``) and ``vbase + blk + hoff``
+        # (``v_addr``, K/V) are registers too, stepped by ``src_cols`` with the token block:
+        # a row's handshake loads ``addr`` from one adder, not from a sum of four registers
+        # (the Q gather's handshake into its address, a placed ulx3s_85f top's group). The
+        # address width wraps as the sums into ``addr`` did.
         for g, base in ((kv, a.kbase), (q, a.qbase)):
             g.addr = Signal.like(self.act.r_addr, name=f"{g.name}_addr")
+            g.row_addr = Signal.like(self.act.r_addr, name=f"{g.name}_row_addr")
             g.base = base
+        kv.v_addr = Signal.like(self.act.r_addr, name="kv_v_addr")
         with m.If(kv.want | q.want):                # = pick_kv | pick_q, one gate shorter
             m.d.comb += [self.act.r_en.eq(1),
                          self.act.r_addr.eq(Mux(pick_kv, kv.addr, q.addr))]
@@ -1126,7 +1139,7 @@ class Controller(Unit):
                              g.addr.eq(g.addr + 1)]
                 if g is kv:
                     with m.If(g.c + 1 == a.head_dim):
-                        m.d.sync += g.addr.eq(a.vbase + g.blk + a.hoff)
+                        m.d.sync += g.addr.eq(g.v_addr)
             _, lane = _divmod(g.t, rows)
             # The landed byte, its slot and flags go into registers beside the gatherer, and
             # the row takes the byte from there a cycle later: the act port's read data fanned
@@ -1149,14 +1162,19 @@ class Controller(Unit):
             m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
             with m.If(g.stream.valid & g.stream.ready):
                 m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
-                             g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.base + g.blk + a.hoff)]
+                             g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.row_addr)]
                 with m.If(lane == rows - 1):
-                    m.d.sync += [g.blk.eq(g.blk + a.src_cols),
-                                 g.addr.eq(g.base + g.blk + a.src_cols + a.hoff)]
+                    m.d.sync += [g.row_addr.eq(g.row_addr + a.src_cols),
+                                 g.addr.eq(g.row_addr + a.src_cols)]
+                    if g is kv:
+                        m.d.sync += g.v_addr.eq(g.v_addr + a.src_cols)
             with m.If(s.attn_head):
                 # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
-                m.d.sync += [g.t.eq(0), g.c.eq(0), g.blk.eq(0), g.full.eq(0), g.row.eq(0),
-                             g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff)]
+                m.d.sync += [g.t.eq(0), g.c.eq(0), g.full.eq(0), g.row.eq(0),
+                             g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff),
+                             g.row_addr.eq(g.base + a.hoff)]
+                if g is kv:
+                    m.d.sync += g.v_addr.eq(a.vbase + a.hoff)
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
@@ -1427,8 +1445,8 @@ class Controller(Unit):
         port: A (``K`` act words of token block ``mb``), W (``K`` weight rows of column tile
         ``nt``) and the quant words of the tile's ``cols`` columns (those past ``N`` not read:
         zero goes to the core). While ``feeding``, channel ``i < length`` issues read ``i``;
-        its word lands ``Scratchpad.latency`` cycles later and goes straight into word ``i``
-        of the tile's bank (index, bank and ``live`` ride along in registers)."""
+        its word lands ``Scratchpad.latency`` cycles later in a register and from there goes
+        into word ``i`` of the tile's bank (index, bank and ``live`` ride along in registers)."""
         p, g = self._params, s.g
         last = []
         bank = GemmCore.Buffer
@@ -1455,26 +1473,30 @@ class Controller(Unit):
                                     live=Signal(name=f"feed_{name}_live{k}"),
                                     bank=Signal(name=f"feed_{name}_bank{k}"),
                                     index=Signal.like(i, name=f"feed_{name}_index{k}"))
-                    for k in range(Scratchpad.latency)]
+                    for k in range(_FEED_LATENCY)]
             m.d.sync += [tags[0].valid.eq(go), tags[0].live.eq(live), tags[0].bank.eq(g.bank),
                          tags[0].index.eq(i)]
             for t1, t0 in zip(tags[1:], tags[:-1]):
                 m.d.sync += [t1.valid.eq(t0.valid), t1.live.eq(t0.live), t1.bank.eq(t0.bank),
                              t1.index.eq(t0.index)]
             land = tags[-1]
+            # The word lands in a register first (zero for a column past N) and goes into the
+            # core's buffer a cycle later: the scratchpads' block RAM outputs drove the core's
+            # block RAM inputs across the die (a placed ulx3s_85f top's group, 11.6-12.7 ns).
             word = port.r_data[:QUANT_LAYOUT.size] if buf is bank.QUANT else port.r_data
+            word_r = Signal(len(word), name=f"feed_{name}_word")
+            m.d.sync += word_r.eq(Mux(tags[-2].live, word, 0))
             m.d.comb += [core.wr_en[b].eq(land.valid), core.wr_bank[b].eq(land.bank),
-                         core.wr_addr[b].eq(land.index),
-                         core.wr_data[b].eq(Mux(land.live, word, 0))]
-        if p.cols < Scratchpad.latency - 1:
-            # GEMM_LOAD lasts at least Scratchpad.latency - 1 cycles even where K and cols are
+                         core.wr_addr[b].eq(land.index), core.wr_data[b].eq(word_r)]
+        if p.cols < _FEED_LATENCY - 1:
+            # GEMM_LOAD lasts at least _FEED_LATENCY - 1 cycles even where K and cols are
             # both shorter (GEMM_START: no read of the core overtakes a write of the feeder).
-            feed_min = Signal(range(Scratchpad.latency), name="feed_min")
-            with m.If(s.feeding & (feed_min < Scratchpad.latency - 2)):
+            feed_min = Signal(range(_FEED_LATENCY), name="feed_min")
+            with m.If(s.feeding & (feed_min < _FEED_LATENCY - 2)):
                 m.d.sync += feed_min.eq(feed_min + 1)
             with m.If(s.feed_reset):
                 m.d.sync += feed_min.eq(0)
-            last.append(feed_min + 1 >= Scratchpad.latency - 1)
+            last.append(feed_min + 1 >= _FEED_LATENCY - 1)
         m.d.comb += s.feed_last.eq(Cat(last).all())
 
     def _gemm_lane_luts(self, m, s, core, platform):
@@ -1588,6 +1610,8 @@ class Controller(Unit):
 
 
 _NO_SEL = 3                        # copy-engine reads without a tag of their own
+#: The GEMM feeder's read to the core's write: the scratchpad's latency, then a word register.
+_FEED_LATENCY = Scratchpad.latency + 1
 #: Bits of the instruction word per reserved-bit register of the fetch capture.
 _RESERVED_CHUNK = 16
 #: Products each opcode's checks take from the controller's multiplier (_products' pairs).

@@ -45,8 +45,9 @@ class GemmAccPipeline(Unit):
     i_stream, i_quant, o_stream
         As :class:`hw.gemm.GemmPipeline`.
     out32 : In(1)
-        Route the tiles to ``o_acc``; change it only while no tile is in the pipeline (the
-        rows' side reads it a cycle later, from a register).
+        Route the tiles to ``o_acc``; change it only while no tile is in the pipeline and
+        no ``i_quant`` transfer is offered, and at least a cycle before the next one is
+        (both sides read it a cycle later, each from a register of its own).
     o_acc : Out(stream.Signature(acc_layout(cols)))
         ``acc[c] + bias[c]`` (int32, wraps like the requantizer's bias add), ``rows`` rows per
         tile, ``last`` on the final row, straight from the array's output buffer.
@@ -110,8 +111,14 @@ class GemmAccPipeline(Unit):
         # of the placed ulx3s_85f top).
         # (unshared_register: Yosys merged a plain one with the producer's own copy of it.)
         out32_rows = unshared_register(m, self.out32, name="out32_rows", platform=platform)
+        # The parameters' side likewise: a tile's i_quant transfer is offered cols + 3 cycles
+        # after the core accepts its start at the earliest (GemmCore's quant reader), and
+        # out32 stays put from the GEMM's field load to its last tile's drain. out32 from the
+        # producer went through the requantizer's i_quant valid, its q_loaded and its row
+        # ready into the array's output buffer (the first group of a placed ulx3s_85f top).
+        out32_quant = unshared_register(m, self.out32, name="out32_quant", platform=platform)
         m.d.comb += [
-            take_q.eq(self.out32 & self.i_quant.valid & ~loaded),
+            take_q.eq(out32_quant & self.i_quant.valid & ~loaded),
             take_row.eq(out32_rows & array.o_stream.valid & loaded & self.o_acc.ready),
             self.o_acc.valid.eq(out32_rows & array.o_stream.valid & loaded),
             self.o_acc.payload.last.eq(array.o_stream.payload.last),
@@ -125,9 +132,9 @@ class GemmAccPipeline(Unit):
 
         m.d.comb += [
             requant.i_stream.valid.eq(~out32_rows & array.o_stream.valid),
-            requant.i_quant.valid.eq(~self.out32 & self.i_quant.valid),
+            requant.i_quant.valid.eq(~out32_quant & self.i_quant.valid),
             array.o_stream.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready,
                                         requant.i_stream.ready)),
-            self.i_quant.ready.eq(Mux(self.out32, ~loaded, requant.i_quant.ready)),
+            self.i_quant.ready.eq(Mux(out32_quant, ~loaded, requant.i_quant.ready)),
         ]
         return m

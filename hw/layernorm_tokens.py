@@ -318,7 +318,8 @@ class TokenLayerNorm(Unit):
         # A block's final beat waits while the holding register is (or is about to be) full
         # (end_free: _elaborate_engines, from a copy of hold beside the input side).
         u.end = end
-        u.ends_pending = Cat(e for e, _ in ends[1:]).any()
+        # Any end flag set next cycle (end1 .. endN are loaded from ends[0] .. ends[N-1]).
+        u.ends_pending_next = Cat(e for e, _ in ends[:-1]).any()
         u.buf, u.dim_bits = buf, dim_bits
 
     def _elaborate_engines(self, m, u):
@@ -381,15 +382,18 @@ class TokenLayerNorm(Unit):
             m.d.sync += [disp.eq(disp + 1), eng.eq(Mux(eng == n - 1, 0, eng + 1))]
             with m.If(disp == lanes - 1):
                 m.d.sync += [disp.eq(0), u.hold.eq(0)]
-        # The input side reads hold from a copy of its own (unshared_register: the same next
-        # value, which Yosys would merge): hold itself sits between the load stage that sets
-        # it and the engines that clear it, and its way into the input handshake (end_free ->
-        # i_stream.ready -> every load register's enable) crossed the unit (a placed top's
-        # first LayerNorm group). The clear wins, as in the statements above.
+        # end_free (no end flag pending, hold clear) is a register of the input side's own,
+        # loaded with its next value (unshared_register: Yosys would merge the same next value
+        # with hold's): hold sits between the load stage that sets it and the engines that
+        # clear it, the end flags' last rank beside the lanes' sums, and their way into the
+        # input handshake (end_free -> i_stream.ready -> every load register's enable) crossed
+        # the unit (the first LayerNorm groups of placed tops, from hold and then from end3).
+        # The clear wins, as in the statements above.
         clear = Cat(starts).any() & (disp == lanes - 1)
-        hold_in = unshared_register(m, Mux(clear, 0, u.end | u.hold), name="hold_in",
-                                    platform=u.platform)
-        m.d.comb += u.end_free.eq(~hold_in & ~u.ends_pending)
+        hold_next = Mux(clear, 0, u.end | u.hold)
+        end_free = unshared_register(m, ~hold_next & ~u.ends_pending_next, name="end_free",
+                                     platform=u.platform)
+        m.d.comb += u.end_free.eq(end_free)
         set_bits = Cat(*[Cat(h for h, _, _ in lane_hits).any() for lane_hits in hits])
         with m.If(u.res_release):
             m.d.sync += u.res_full.eq(set_bits)

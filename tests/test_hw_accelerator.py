@@ -193,7 +193,8 @@ def test_accelerator_host_port_signature():
     width = isa.memory_map(PARAMS).address_width - 2
     assert dut.host.signature.flip() == HostBus.Signature(addr_width=width)
     assert dut.memory_map == isa.memory_map(PARAMS)
-    assert Accelerator.read_latency == 4   # request stage, the RAM's two ranks, the answer
+    # request stage, the RAM's two ranks, each block's answer register, the top's answer
+    assert Accelerator.read_latency == 5
     assert Scratchpad.latency == 4                # a unit read: the issue stage in front
     with pytest.raises(TypeError):
         Accelerator.from_params(None)
