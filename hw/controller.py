@@ -66,7 +66,7 @@ from amaranth.hdl import (
 )
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In, Out, connect
 
 from hw import isa
 from hw.attention import WindowedAttention
@@ -922,10 +922,16 @@ class Controller(Unit):
         m.d.comb += [
             vec.i_cfg.valid.eq(s.cfg_pending), cfg.table.eq(v.lut), cfg.mult0.eq(v.mult0),
             cfg.mult1.eq(v.mult1), cfg.shift.eq(v.shift),
+            vec.o_stream.ready.eq(1),
+        ]
+        # The table's entries reach the unit through a register (VEC_RUN's first beat lands
+        # several cycles after the last entry): the LUT scratchpad's block RAM outputs drove
+        # the unit's table RAMs across the die (a placed ulx3s_85f top's vec.lut# group).
+        # The unit takes an entry whenever it takes no beat, so valid needs no ready.
+        m.d.sync += [
             vec.i_lut.valid.eq(s.land.valid & s.vec_lut_load),
             vec.i_lut.payload.table.eq(v.lut), vec.i_lut.payload.index.eq(s.land.index[:8]),
             vec.i_lut.payload.value.eq(self.lut.r_data),
-            vec.o_stream.ready.eq(1),
         ]
         with m.If(vec.i_cfg.valid & vec.i_cfg.ready):
             m.d.sync += s.cfg_pending.eq(0)
@@ -1044,6 +1050,7 @@ class Controller(Unit):
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_QUANT)
             with m.Elif(copied):
+                m.d.comb += s.attn_head_next.eq(1)
                 m.next = "ATTN_HEAD"
         with m.State("ATTN_HEAD"):
             m.d.comb += [s.attn_stall.eq(1), s.attn_head.eq(1)]
@@ -1058,6 +1065,7 @@ class Controller(Unit):
             with m.Elif(s.attn_head_done):
                 m.d.sync += [a.h.eq(a.h + 1), a.hoff.eq(a.hoff + a.head_dim)]
                 with m.If(a.h + 1 < a.heads):
+                    m.d.comb += s.attn_head_next.eq(1)
                     m.next = "ATTN_HEAD"
                 with m.Else():
                     s.next_instruction("FETCH")
@@ -1073,7 +1081,7 @@ class Controller(Unit):
         Elements past the instruction's ``head_dim`` stay 0 (a zero-padded head is exact).
         Each output row is written back element by element (one byte lane per word)."""
         p, a = self._params, s.a
-        rows, hd_max = p.rows, p.head_dim
+        hd_max = p.head_dim
         cfg = attn.i_cfg.payload
         cfg_pending = Signal()
         m.d.comb += [
@@ -1088,7 +1096,7 @@ class Controller(Unit):
 
         gathers = []
         for name, stream, count in (("kv", attn.i_kv, 2), ("q", attn.i_q, 1)):
-            g = SimpleNamespace(name=name, stream=stream, count=count,
+            g = SimpleNamespace(name=name, stream=stream, count=count, sel=int(name == "q"),
                                 t=Signal(16, name=f"{name}_t"), c=Signal(9, name=f"{name}_c"),
                                 full=Signal(name=f"{name}_full"),
                                 row=Signal(count * 8 * hd_max, name=f"{name}_row"),
@@ -1100,6 +1108,16 @@ class Controller(Unit):
             g.want = (g.t_more & g.c_more) & (~g.full & s.attn_run)
             gathers.append(g)
         kv, q = gathers
+        # ATTN_HEAD's resets come from copies of the state flag, one per gatherer and one for
+        # the scatter: each a register loaded with "the next state is ATTN_HEAD" (every
+        # transition into it sets attn_head_next), so it is high exactly in ATTN_HEAD. The
+        # state flag itself fanned out to the resets and enables of all three across the die
+        # (a placed ulx3s_85f top's o_t / q_c / kv_c group).
+        for g in gathers:
+            g.head = unshared_register(m, s.attn_head_next, name=f"{g.name}_head",
+                                       platform=s.platform)
+        s.attn_scatter_head = unshared_register(m, s.attn_head_next, name="o_head",
+                                                platform=s.platform)
         turn = Signal()
         pick_kv = kv.want & (~q.want | ~turn)
         pick_q = q.want & ~pick_kv
@@ -1134,50 +1152,57 @@ class Controller(Unit):
             g.land_last = Signal(name=f"{g.name}_land_last")
             m.d.sync += g.land_last.eq(pre.index == g.count * a.head_dim - 1)
         for g, picked in ((kv, pick_kv), (q, pick_q)):
-            with m.If(picked):
-                m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim),
-                             g.addr.eq(g.addr + 1)]
-                if g is kv:
-                    with m.If(g.c + 1 == a.head_dim):
-                        m.d.sync += g.addr.eq(g.v_addr)
-            _, lane = _divmod(g.t, rows)
-            # The landed byte, its slot and flags go into registers beside the gatherer, and
-            # the row takes the byte from there a cycle later: the act port's read data fanned
-            # out to every byte of the K/V and Q rows across the die (the routed ulx3s_85f
-            # top's i_kv / i_q group). g.t only moves after the row is full, so the lane pick
-            # sees the landing row's t.
-            byte = Signal(8, name=f"{g.name}_land_byte")
-            mine = Signal(name=f"{g.name}_land_mine")
-            slot = Signal.like(land_slot, name=f"{g.name}_land_slot")
-            last = Signal(name=f"{g.name}_land_last_r")
-            m.d.sync += [byte.eq(self.act.r_data.word_select(lane, 8)),
-                         mine.eq(s.land.valid & s.attn_run & (s.land.sel == (g is q))),
-                         slot.eq(land_slot), last.eq(g.land_last)]
-            # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim (land_slot).
-            with m.If(mine):
-                m.d.sync += g.row.word_select(
-                    slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
-                with m.If(last):
-                    m.d.sync += g.full.eq(1)
-            m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
-            with m.If(g.stream.valid & g.stream.ready):
-                m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
-                             g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.row_addr)]
-                with m.If(lane == rows - 1):
-                    m.d.sync += [g.row_addr.eq(g.row_addr + a.src_cols),
-                                 g.addr.eq(g.row_addr + a.src_cols)]
-                    if g is kv:
-                        m.d.sync += g.v_addr.eq(g.v_addr + a.src_cols)
-            with m.If(s.attn_head):
-                # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
-                m.d.sync += [g.t.eq(0), g.c.eq(0), g.full.eq(0), g.row.eq(0),
-                             g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff),
-                             g.row_addr.eq(g.base + a.hoff)]
-                if g is kv:
-                    m.d.sync += g.v_addr.eq(a.vbase + a.hoff)
+            self._attn_gather(m, s, g, picked, land_slot)
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
+
+    def _attn_gather(self, m, s, g, picked, land_slot):
+        """One gatherer's read steps, the landing of its bytes in its row, the row's handshake
+        with the unit and the restart at each head (``_attn``)."""
+        p, a = self._params, s.a
+        rows, hd_max = p.rows, p.head_dim
+        with m.If(picked):
+            m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim),
+                         g.addr.eq(g.addr + 1)]
+            if g.count == 2:
+                with m.If(g.c + 1 == a.head_dim):
+                    m.d.sync += g.addr.eq(g.v_addr)
+        _, lane = _divmod(g.t, rows)
+        # The landed byte, its slot and flags go into registers beside the gatherer, and
+        # the row takes the byte from there a cycle later: the act port's read data fanned
+        # out to every byte of the K/V and Q rows across the die (the routed ulx3s_85f
+        # top's i_kv / i_q group). g.t only moves after the row is full, so the lane pick
+        # sees the landing row's t.
+        byte = Signal(8, name=f"{g.name}_land_byte")
+        mine = Signal(name=f"{g.name}_land_mine")
+        slot = Signal.like(land_slot, name=f"{g.name}_land_slot")
+        last = Signal(name=f"{g.name}_land_last_r")
+        m.d.sync += [byte.eq(self.act.r_data.word_select(lane, 8)),
+                     mine.eq(s.land.valid & s.attn_run & (s.land.sel == g.sel)),
+                     slot.eq(land_slot), last.eq(g.land_last)]
+        # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim (land_slot).
+        with m.If(mine):
+            m.d.sync += g.row.word_select(
+                slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
+            with m.If(last):
+                m.d.sync += g.full.eq(1)
+        m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
+        with m.If(g.stream.valid & g.stream.ready):
+            m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
+                         g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.row_addr)]
+            with m.If(lane == rows - 1):
+                m.d.sync += [g.row_addr.eq(g.row_addr + a.src_cols),
+                             g.addr.eq(g.row_addr + a.src_cols)]
+                if g.count == 2:
+                    m.d.sync += g.v_addr.eq(g.v_addr + a.src_cols)
+        with m.If(g.head):
+            # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
+            m.d.sync += [g.t.eq(0), g.c.eq(0), g.full.eq(0), g.row.eq(0),
+                         g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff),
+                         g.row_addr.eq(g.base + a.hoff)]
+            if g.count == 2:
+                m.d.sync += g.v_addr.eq(a.vbase + a.hoff)
 
     def _attn_scatter(self, m, s, attn):
         p, a = self._params, s.a
@@ -1194,11 +1219,19 @@ class Controller(Unit):
         o_addr = Signal.like(self.act.w_addr)
         o_base = Signal.like(self.act.w_addr)
         _, lane = _divmod(o_t, rows)
-        m.d.comb += attn.o_stream.ready.eq(~o_busy & s.attn_run)
+        # The unit's rows reach the scatter through a register slice: the unit's output FIFO
+        # (its valid, and its read enable behind the ready) and the scatter's row register
+        # (o_row's enables, and o_busy behind the ready) meet at flip-flops, not across the
+        # die (a placed ulx3s_85f top's worst group, 15.4 ns). One cycle more per head.
+        m.submodules.attn_rows = rows_in = SkidBuffer(attn.o_stream.payload.shape())
+        connect(m, attn.o_stream, rows_in.i_stream)
+        o_in = rows_in.o_stream
+        m.d.comb += [o_in.ready.eq(~o_busy & s.attn_run),
+                     rows_in.flush.eq(s.drain_abort | s.units_reset)]
         m.d.sync += s.attn_head_done.eq(o_busy & ~s.drain_abort & o_last & o_c_last)
-        with m.If(attn.o_stream.valid & attn.o_stream.ready):
-            m.d.sync += [o_row.eq(attn.o_stream.payload.data), o_busy.eq(1), o_c.eq(0),
-                         o_c_last.eq(a.head_dim == 1), o_last.eq(attn.o_stream.payload.last)]
+        with m.If(o_in.valid & o_in.ready):
+            m.d.sync += [o_row.eq(o_in.payload.data), o_busy.eq(1), o_c.eq(0),
+                         o_c_last.eq(a.head_dim == 1), o_last.eq(o_in.payload.last)]
         with m.If(s.drain_abort):
             m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
         with m.If(o_busy & ~s.drain_abort):
@@ -1211,7 +1244,7 @@ class Controller(Unit):
                 with m.If(lane == rows - 1):
                     m.d.sync += [o_base.eq(o_base + a.dst_cols),
                                  o_addr.eq(o_base + a.dst_cols)]
-        with m.If(s.attn_head):
+        with m.If(s.attn_scatter_head):
             m.d.sync += [o_t.eq(0), o_busy.eq(0), o_base.eq(a.dbase + a.hoff),
                          o_addr.eq(a.dbase + a.hoff)]
 
@@ -1507,8 +1540,13 @@ class Controller(Unit):
         (``lut_loading``: the drainer captures no row meanwhile)."""
         p = self._params
         ld_i = Signal(range(LUT_SIZE + 1), init=LUT_SIZE)      # next entry; LUT_SIZE: idle
+        # The entries land in a register (glut_ld_data) and go into the lane copies a cycle
+        # later: the LUT scratchpad's block RAM outputs drove the eight copies' write data
+        # across the die (a placed ulx3s_85f top's gemm_lut# group, 11.4 ns).
         ld_tags = [(Signal(name=f"glut_ld_v{i}"), Signal(8, name=f"glut_ld_a{i}"))
-                   for i in range(Scratchpad.latency)]
+                   for i in range(Scratchpad.latency + 1)]
+        ld_data = Signal(8, name="glut_ld_data")
+        m.d.sync += ld_data.eq(self.lut.r_data)
         ld_issue = ld_i < LUT_SIZE
         with m.If(ld_issue):
             m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(ld_i[:8], s.g.lut))]
@@ -1542,7 +1580,7 @@ class Controller(Unit):
             m.submodules[f"gemm_lut{c}"] = ram
             m.d.comb += [
                 ram.w_en.eq(ld_land), ram.w_addr.eq(ld_addr),
-                ram.w_data.eq(self.lut.r_data),
+                ram.w_data.eq(ld_data),
                 ram.r_en.eq(1), ram.r_oce.eq(1),
                 ram.r_addr.eq(rows.payload.acc[c][:8]),
             ]
@@ -1844,6 +1882,7 @@ class _State:
         self.attn_stall = Signal()
         self.attn_run = Signal()
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
+        self.attn_head_next = Signal()          # the next state is ATTN_HEAD
         self.attn_head_done = Signal()
         # A check of a landed word (QCHECK states, EMBED_IDS), registered: the state fails
         # the cycle after the word landed, when its copy's ``done`` also shows first (the
