@@ -357,7 +357,13 @@ class TokenLayerNorm(Unit):
             own = range(i, lanes, n) if static else range(lanes)      # the lanes it can get
             lane = Signal(range(lanes), name=f"engine{i}_lane")
             start = u.hold & (eng == i) & e.idle
-            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k),
+            # Each engine reads k from a copy of its own (unshared_register: Yosys merged the
+            # engines' decodes of one k into logic that drove all four across the die, a
+            # placed ulx3s_85f top's `rem` group, 169 endpoints). The copy follows k a cycle
+            # later; an engine starts a block's scalar phase at the earliest STATS_DRAIN + 2
+            # cycles after the job's configuration, and k holds until the job is out.
+            k_copy = unshared_register(m, u.k, name=f"engine{i}_k", platform=u.platform)
+            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(k_copy),
                          e.last_in.eq(u.hold_last), e.start.eq(start)]
             if static:
                 # Engine i takes lanes i, i + n, ... in turn: its own counter picks among its
