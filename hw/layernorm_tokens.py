@@ -316,7 +316,7 @@ class TokenLayerNorm(Unit):
         with m.If(end):
             m.d.sync += [u.hold.eq(1), u.hold_last.eq(end_last)]
         # A block's final beat waits while the holding register is (or is about to be) full
-        # (end_free: _elaborate_engines, from a copy of hold beside the input side).
+        # (end_free: _elaborate_engines, a register of the input side's own).
         u.end = end
         # Any end flag set next cycle (end1 .. endN are loaded from ends[0] .. ends[N-1]).
         u.ends_pending_next = Cat(e for e, _ in ends[:-1]).any()
