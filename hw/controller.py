@@ -660,11 +660,11 @@ class Controller(Unit):
             with m.Elif(~s.core_busy):
                 # No read of the core overtakes a write of the feeder: word j of every channel
                 # is read from the scratchpad in feeding cycle F + j and written into the core
-                # _FEED_LATENCY = 5 cycles later (the scratchpad's 4, then the feeder's word
+                # _LANDED_LATENCY = 5 cycles later (the scratchpad's 4, then the feeder's word
                 # register; the core's RAM takes it at the end of cycle F + j + 5); the core's
                 # RAMs take the address of word j at the end of cycle `start` + 2 + j
                 # (GemmCore.latency: the start registered, then the address). So `start` >=
-                # F + 4 is enough, and GEMM_LOAD lasts at least _FEED_LATENCY - 1 = 4 cycles
+                # F + 4 is enough, and GEMM_LOAD lasts at least _LANDED_LATENCY - 1 = 4 cycles
                 # (max(K, cols), and _gemm_feeder's `feed_min` where cols < 4), `start` coming
                 # after its last.
                 m.d.comb += [s.core_start.eq(1), s.feed_reset.eq(1)]
@@ -1506,7 +1506,7 @@ class Controller(Unit):
                                     live=Signal(name=f"feed_{name}_live{k}"),
                                     bank=Signal(name=f"feed_{name}_bank{k}"),
                                     index=Signal.like(i, name=f"feed_{name}_index{k}"))
-                    for k in range(_FEED_LATENCY)]
+                    for k in range(_LANDED_LATENCY)]
             m.d.sync += [tags[0].valid.eq(go), tags[0].live.eq(live), tags[0].bank.eq(g.bank),
                          tags[0].index.eq(i)]
             for t1, t0 in zip(tags[1:], tags[:-1]):
@@ -1521,15 +1521,15 @@ class Controller(Unit):
             m.d.sync += word_r.eq(Mux(tags[-2].live, word, 0))
             m.d.comb += [core.wr_en[b].eq(land.valid), core.wr_bank[b].eq(land.bank),
                          core.wr_addr[b].eq(land.index), core.wr_data[b].eq(word_r)]
-        if p.cols < _FEED_LATENCY - 1:
-            # GEMM_LOAD lasts at least _FEED_LATENCY - 1 cycles even where K and cols are
+        if p.cols < _LANDED_LATENCY - 1:
+            # GEMM_LOAD lasts at least _LANDED_LATENCY - 1 cycles even where K and cols are
             # both shorter (GEMM_START: no read of the core overtakes a write of the feeder).
-            feed_min = Signal(range(_FEED_LATENCY), name="feed_min")
-            with m.If(s.feeding & (feed_min < _FEED_LATENCY - 2)):
+            feed_min = Signal(range(_LANDED_LATENCY), name="feed_min")
+            with m.If(s.feeding & (feed_min < _LANDED_LATENCY - 2)):
                 m.d.sync += feed_min.eq(feed_min + 1)
             with m.If(s.feed_reset):
                 m.d.sync += feed_min.eq(0)
-            last.append(feed_min + 1 >= _FEED_LATENCY - 1)
+            last.append(feed_min + 1 >= _LANDED_LATENCY - 1)
         m.d.comb += s.feed_last.eq(Cat(last).all())
 
     def _gemm_lane_luts(self, m, s, core, platform):
@@ -1544,7 +1544,7 @@ class Controller(Unit):
         # later: the LUT scratchpad's block RAM outputs drove the eight copies' write data
         # across the die (a placed ulx3s_85f top's gemm_lut# group, 11.4 ns).
         ld_tags = [(Signal(name=f"glut_ld_v{i}"), Signal(8, name=f"glut_ld_a{i}"))
-                   for i in range(Scratchpad.latency + 1)]
+                   for i in range(_LANDED_LATENCY)]
         ld_data = Signal(8, name="glut_ld_data")
         m.d.sync += ld_data.eq(self.lut.r_data)
         ld_issue = ld_i < LUT_SIZE
@@ -1648,8 +1648,9 @@ class Controller(Unit):
 
 
 _NO_SEL = 3                        # copy-engine reads without a tag of their own
-#: The GEMM feeder's read to the core's write: the scratchpad's latency, then a word register.
-_FEED_LATENCY = Scratchpad.latency + 1
+#: A read whose word lands in a register before it is written on (the GEMM feeder's words, the
+#: GEMM lane LUTs' entries): the scratchpad's latency, then that register.
+_LANDED_LATENCY = Scratchpad.latency + 1
 #: Bits of the instruction word per reserved-bit register of the fetch capture.
 _RESERVED_CHUNK = 16
 #: Products each opcode's checks take from the controller's multiplier (_products' pairs).
