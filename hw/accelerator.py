@@ -12,14 +12,22 @@ only master of ``host``). Everything the host sees is the memory map of
   bits 8..15), ``CONTROL`` (write :class:`hw.isa.Control` bits: ``START``, ``CLEAR``; reads 0),
   ``ENTRY``, ``PC`` and the ``PERF_*`` counters. Writes to read-only registers are ignored.
 * ``instr``, ``act``, ``wgt``, ``quant``, ``lut`` -- one :class:`hw.scratchpad.Scratchpad`
-  each, readable and writable by the host at any time (a host access waits while the
-  controller uses the same scratchpad in that cycle).
+  each, readable and writable by the host while no program runs (a host access waits in the
+  host stage until the program has ended).
 
-Every read is answered exactly :attr:`Accelerator.read_latency` cycles after its transfer, in
-order; an address outside every region (or past a region's size) reads 0 and ignores writes.
+A request goes first into the host stage (:meth:`Accelerator._host_stage`: registers, its
+target decoded), which takes one request at a time; ``host.ready`` is high while it is empty.
+Every read is answered :attr:`Accelerator.read_latency` cycles after its transfer when its
+target takes it at once (CSRs and holes always, a scratchpad unless a program runs), later
+otherwise, always in order; an address outside every region (or past a region's size) reads 0
+and ignores writes.
 """
 
 from __future__ import annotations
+
+import functools
+import operator
+from types import SimpleNamespace
 
 from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib.wiring import In, Out, connect
@@ -65,17 +73,18 @@ class Accelerator(Unit):
     Attributes
     ----------
     read_latency : int
-        Cycles from a read transfer to ``r_valid``:
-        :attr:`hw.scratchpad.Scratchpad.host_latency` + 2 for every address, CSRs and holes
-        included, so answers stay in order (the + 2: each answering block's answer goes into
-        a register beside it, and the OR of those into the answer register the top's host
-        reads: neither the host nor a block's lane multiplexer sees the six blocks' OR).
+        Cycles from a read transfer to ``r_valid`` when the target takes the request at once:
+        the host stage, then :attr:`hw.scratchpad.Scratchpad.host_latency` + 2 for every
+        address, CSRs and holes included, so answers stay in order (the + 2: each answering
+        block's answer goes into a register beside it, and the OR of those into the answer
+        register the top's host reads: neither the host nor a block's lane multiplexer sees
+        the six blocks' OR).
     """
 
     params_fields = tuple(f for f in AccelParams.__dataclass_fields__
                           if AccelParams.__dataclass_fields__[f].init)
     params = Setting("The AccelParams the top was built from.")
-    read_latency = Scratchpad.host_latency + 2
+    read_latency = 1 + Scratchpad.host_latency + 2
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
         self._params = check_params(params)
@@ -101,15 +110,12 @@ class Accelerator(Unit):
         m = Module()
         p = self._params
         m.submodules.ctrl = ctrl = Controller(p, use_dsp=self._use_dsp)
-        host = self.host
-        region = host.addr[_REGION_WORD_BITS:]
-        offset = host.addr[:_REGION_WORD_BITS]
+        host = self._host_stage(m)
+        offset = host.addr
         r_valid = Signal()
         r_data = Signal(32)
         answered = []
-        csr_sel = region == isa.REGION_NAMES.index("csr")
-        mapped = csr_sel
-        spad_ready = []
+        taken = []
         for name in SCRATCHPAD_REGIONS:
             # The host gets a scratchpad while no program runs (`busy`, a register): the
             # controller touches no unit port then, and the grant waits for none of its logic.
@@ -117,10 +123,7 @@ class Accelerator(Unit):
             m.submodules[f"{name}_spad"] = spad
             connect(m, getattr(ctrl, name), spad.unit)
             m.d.comb += spad.unit_idle.eq(~ctrl.busy)
-            # An offset past the region is a hole: it must not reach the scratchpad's narrower
-            # address, where it would wrap onto another word.
-            sel = (region == isa.REGION_NAMES.index(name)) & (offset < spad.size >> _WORD_SHIFT)
-            mapped |= sel
+            sel = host.sel[name]
             m.d.comb += [
                 spad.host.addr.eq(offset),
                 spad.host.write.eq(host.write),
@@ -128,21 +131,16 @@ class Accelerator(Unit):
                 spad.host.w_en.eq(host.w_en),
                 spad.host.valid.eq(host.valid & sel),
             ]
-            spad_ready.append(sel & spad.host.ready)
+            taken.append(sel & spad.host.ready)
             answered.append(spad.host)
-
-        hole = Signal()
-        m.d.comb += hole.eq(~mapped)
-        # The selects are exclusive: a balanced OR of the selected readies, not a priority chain.
-        ready = [csr_sel | hole, *spad_ready]
-        while len(ready) > 1:
-            ready = [ready[i] | ready[i + 1] if i + 1 < len(ready) else ready[i]
-                     for i in range(0, len(ready), 2)]
-        m.d.comb += host.ready.eq(ready[0])
-        # CSRs and holes are always ready: their transfers do not look at ``host.ready``, whose
-        # multiplexer also carries the scratchpads' arbitration (the unit ports' enables), so no
-        # path runs from the controller's scratchpad enables through a CSR write (CONTROL.CLEAR)
-        # back into the controller.
+        csr_sel, hole = host.sel["csr"], host.sel["hole"]
+        # CSRs and holes take a request at once; a scratchpad when its `ready` says so. The
+        # selects are exclusive: a balanced OR, not a priority chain.
+        taken = [csr_sel | hole, *taken]
+        while len(taken) > 1:
+            taken = [taken[i] | taken[i + 1] if i + 1 < len(taken) else taken[i]
+                     for i in range(0, len(taken), 2)]
+        m.d.comb += host.taken.eq(host.valid & taken[0])
         # Holes and CSR reads travel the same stages as a scratchpad read. The read decodes
         # the CSR's offset into one register per CSR (a one-hot select), and the CSR word is
         # an AND-OR of those registers and the values: neither the host's address nor its
@@ -154,7 +152,7 @@ class Accelerator(Unit):
         stage = [Signal(name=f"other_valid{i}") for i in range(answer_latency)]
         data = [Signal(32, name=f"other_data{i}") for i in range(1, answer_latency)]
         m.d.sync += stage[0].eq(other)
-        csr_read = self._csr(m, ctrl, offset, host.valid & csr_sel, csr_sel)
+        csr_read = self._csr(m, ctrl, host, host.valid & csr_sel, csr_sel)
         m.d.sync += data[0].eq(csr_read)
         for i in range(1, answer_latency):
             m.d.sync += stage[i].eq(stage[i - 1])
@@ -174,14 +172,57 @@ class Accelerator(Unit):
             valid_any |= a_valid
             data_any |= a_data
         m.d.sync += [r_valid.eq(valid_any), r_data.eq(data_any)]
-        m.d.comb += [host.r_valid.eq(r_valid), host.r_data.eq(r_data)]
+        m.d.comb += [self.host.r_valid.eq(r_valid), self.host.r_data.eq(r_data)]
         return m
 
-    def _csr(self, m, ctrl, offset, take, csr_sel):
-        """The CSR block: writes at ``offset`` on ``take``; returns the word at ``offset`` of
-        the cycle before (0 unless ``csr_sel`` was high then)."""
-        p = self._params
+    def _host_stage(self, m) -> SimpleNamespace:
+        """The host issue stage: the host's request in registers, and its target decoded.
+
+        ``host.ready`` is high while the stage is empty, so a request is taken into it in the
+        cycle after the last one left (a transfer every second cycle at most; the link's
+        frame engine needs tens of cycles a word). Its region and offset bound are decoded on
+        the way in, into one select register per target (``sel``: ``csr``, each scratchpad,
+        ``hole``), so the scratchpads' byte-lane decode and their arbitration start from
+        flip-flops: the harness' address register -> region comparator -> offset bound ->
+        scratchpad grant -> lane write enables was the routed ``tiny`` top's critical path
+        (``docs/boards.md``). The request leaves the stage when its target takes it
+        (``taken``: CSRs and holes at once, a scratchpad when its ``ready`` says so), and
+        only then is the stage free. Requests stay in order: a read after a write sees it."""
         host = self.host
+        region = host.addr[_REGION_WORD_BITS:]
+        offset = host.addr[:_REGION_WORD_BITS]
+        st = SimpleNamespace(
+            valid=Signal(name="host_stage_valid"),
+            addr=Signal(_REGION_WORD_BITS, name="host_stage_offset"),
+            write=Signal(name="host_stage_write"),
+            w_data=Signal(32, name="host_stage_w_data"),
+            w_en=Signal(4, name="host_stage_w_en"),
+            taken=Signal(name="host_stage_taken"),
+            sel={})
+        decode = {"csr": region == isa.REGION_NAMES.index("csr")}
+        for name in SCRATCHPAD_REGIONS:
+            # An offset past the region is a hole: it must not reach the scratchpad's narrower
+            # address, where it would wrap onto another word.
+            size = self._map.region(name).size
+            decode[name] = ((region == isa.REGION_NAMES.index(name))
+                            & (offset < size >> _WORD_SHIFT))
+        decode["hole"] = ~functools.reduce(operator.or_, decode.values())
+        for name in decode:
+            st.sel[name] = Signal(name=f"host_stage_sel_{name}")
+        m.d.comb += host.ready.eq(~st.valid)
+        with m.If(host.valid & ~st.valid):
+            m.d.sync += [st.valid.eq(1), st.addr.eq(offset), st.write.eq(host.write),
+                         st.w_data.eq(host.w_data), st.w_en.eq(host.w_en)]
+            m.d.sync += [st.sel[name].eq(hit) for name, hit in decode.items()]
+        with m.Elif(st.taken):
+            m.d.sync += st.valid.eq(0)
+        return st
+
+    def _csr(self, m, ctrl, host, take, csr_sel):
+        """The CSR block: writes of the host stage ``host`` on ``take``; returns the word at
+        its offset of the cycle before (0 unless ``csr_sel`` was high then)."""
+        p = self._params
+        offset = host.addr
         entry = Signal(32)
         write = take & host.write
         byte = Signal(8)                      # CSR byte offset (the block is 256 bytes)
@@ -200,7 +241,10 @@ class Accelerator(Unit):
             ctrl.clear.eq(clear),
             ctrl.entry.eq(entry),
             self.start.eq(start),
-            self.busy.eq(ctrl.busy),
+            # BUSY (the port and STATUS) from the start pulse on: the link's run tracker
+            # reads `busy` two cycles after its CONTROL write's transfer, when the host stage
+            # has only just handed the write to the CSR block.
+            self.busy.eq(ctrl.busy | start),
             self.done.eq(ctrl.done),
         ]
         assert int(Control.START) == 1 and int(Control.CLEAR) == 2

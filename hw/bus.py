@@ -18,7 +18,8 @@ Timing (``docs/protocol.md`` draws it)::
 * A request is ``valid`` with ``addr``, ``write``, ``w_data`` and ``w_en`` stable until the
   cycle in which ``ready`` is also high; that cycle is the transfer. ``ready`` may depend
   combinationally on ``valid`` and ``addr``; ``valid`` never depends on ``ready``.
-* A write takes effect at the transfer; only the bytes with ``w_en`` set change.
+* A write takes effect at or after the transfer, before any later request of the master is
+  served; only the bytes with ``w_en`` set change.
 * Each read transfer is answered by exactly one cycle with ``r_valid`` high, in the transfer
   cycle itself or any later cycle, in request order; ``r_data`` is meaningful only then.
 * The slave answers in a bounded number of cycles (the frame engine has no bus timeout: the

@@ -158,11 +158,14 @@ def test_accelerator_csrs_and_holes():
         ctx.set(dut.host.w_en, 0xF)
         ctx.set(dut.host.write, 1)
         ctx.set(dut.host.valid, 1)
-        # The CONTROL write reaches the controller a cycle later (a register); STATUS shows
-        # BUSY from then on.
+        # The CONTROL write goes through the host stage, then reaches the controller a cycle
+        # later (a register): `start` pulses two cycles after the transfer, and `busy` and
+        # STATUS show BUSY from that pulse on.
         seen["start"] = [ctx.get(dut.start)]
         await ctx.tick()
         ctx.set(dut.host.valid, 0)
+        seen["start"] += [ctx.get(dut.start), ctx.get(dut.busy)]
+        await ctx.tick()
         seen["start"] += [ctx.get(dut.start), ctx.get(dut.busy),
                           ctx.get(dut.status) & Status.BUSY]
         await ctx.tick()
@@ -184,7 +187,7 @@ def test_accelerator_csrs_and_holes():
     assert seen["status_err"] == Status.ERROR | ErrorCode.NO_HALT << isa.STATUS_CODE_SHIFT
     assert seen["status_port"] == seen["status_err"]
     assert seen["pc"] == 0x123456AB
-    assert seen["start"] == [0, 1, 0, Status.BUSY, 0, 1]
+    assert seen["start"] == [0, 0, 0, 1, 1, Status.BUSY, 0, 1]
     assert seen["status_clear"] == 0
 
 
@@ -193,8 +196,9 @@ def test_accelerator_host_port_signature():
     width = isa.memory_map(PARAMS).address_width - 2
     assert dut.host.signature.flip() == HostBus.Signature(addr_width=width)
     assert dut.memory_map == isa.memory_map(PARAMS)
-    # request stage, the RAM's two ranks, each block's answer register, the top's answer
-    assert Accelerator.read_latency == 5
+    # host stage, request stage, the RAM's two ranks, each block's answer register, the
+    # top's answer
+    assert Accelerator.read_latency == 6
     assert Scratchpad.latency == 4                # a unit read: the issue stage in front
     with pytest.raises(TypeError):
         Accelerator.from_params(None)
