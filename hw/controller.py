@@ -1328,15 +1328,15 @@ class Controller(Unit):
         m.d.comb += start.eq(s.lnorm_start)                     # LNORM_QCHECK -> LNORM_RUN
         with m.If(start):
             m.d.sync += cfg_pending.eq(1)
-        x = _BlockWalker(m, "ln_x", n, start)
+        x = _BlockWalker(m, "ln_x", n, start, base=n.abase)
         q = _BlockWalker(m, "ln_q", n, start)
-        o = _BlockWalker(m, "ln_o", n, start)
+        o = _BlockWalker(m, "ln_o", n, start, base=n.dbase)
         x_fifo = _beat_fifo(m, "ln_x_fifo", 8 * p.rows + 1, start)
         q_fifo = _beat_fifo(m, "ln_q_fifo", ln.i_param.payload.shape().size, start)
         o_fifo = _beat_fifo(m, "ln_o_fifo", 8 * p.rows + 1, start)
         in_flight = Scratchpad.latency + 1
         # Gathers: a read a cycle while the FIFO has room for every read in flight.
-        for w, port, fifo, addr in ((x, self.act, x_fifo, n.abase + x.blk + x.c),
+        for w, port, fifo, addr in ((x, self.act, x_fifo, x.word),
                                     (q, self.quant, q_fifo, n.quant_addr + 1 + q.c)):
             # The room test from the last cycle's level, with one word to spare (the level
             # grows by at most one a cycle): a register in front of the step, not the FIFO
@@ -1370,7 +1370,7 @@ class Controller(Unit):
         m.d.comb += [o.step.eq(o_fifo.r_rdy & s.lnorm_run & ~o.done),
                      o_fifo.r_en.eq(o.step)]
         with m.If(o.step):
-            s.post_write(n.dbase + o.blk + o.c, o_fifo.r_data[:8 * p.rows],
+            s.post_write(o.word, o_fifo.r_data[:8 * p.rows],
                          Mux(last_block, n.last_mask, (1 << p.rows) - 1))
         m.d.comb += s.lnorm_done.eq(o.done)
 
@@ -2195,20 +2195,19 @@ class _State:
 
 class _BlockWalker:
     """Walks the act words of an LNORM tensor ``(n.m, n.c)`` block by block: block ``b`` (of
-    ``n.blocks``), channel ``c``, ``blk`` = ``b * n.c`` (the block's first word); ``step``
-    moves to the next word, ``last_b`` marks the last block, ``final`` the tensor's last word
-    and ``done`` the end.
+    ``n.blocks``), channel ``c``, act word ``b * n.c + c`` after ``base`` (``word``, with a
+    ``base``); ``step`` moves to the next word, ``last_b`` marks the last block, ``final`` the
+    tensor's last word and ``done`` the end.
 
     ``last_b``, the last-channel flag and ``done`` are registers, stepped with ``b`` and ``c``
     (their comparators work on the next values, before the registers): the gathers' and the
     write back's ``step`` read flip-flops, not a 16-bit comparison of ``b`` (the top's
     timing)."""
 
-    def __init__(self, m, name: str, n, start):
+    def __init__(self, m, name: str, n, start, base=None):
         self.name = name
         self.b = Signal(16, name=f"{name}_b")
         self.c = Signal(16, name=f"{name}_c")
-        self.blk = Signal(32, name=f"{name}_blk")
         self.step = Signal(name=f"{name}_step")
         self.done = Signal(name=f"{name}_done")
         self.last_b = Signal(name=f"{name}_last_b")
@@ -2219,13 +2218,22 @@ class _BlockWalker:
             m.d.sync += [self.c.eq(self.c + 1), last_c.eq(self.c + 1 == n.c_1)]
             with m.If(last_c):
                 m.d.sync += [self.c.eq(0), last_c.eq(n.c_1 == 0), self.b.eq(self.b + 1),
-                             self.last_b.eq(self.b + 1 == n.blocks_1),
-                             self.blk.eq(self.blk + n.c)]
+                             self.last_b.eq(self.b + 1 == n.blocks_1)]
                 with m.If(self.last_b):
                     m.d.sync += self.done.eq(1)
         with m.If(start):
-            m.d.sync += [self.b.eq(0), self.c.eq(0), self.blk.eq(0), self.done.eq(0),
+            m.d.sync += [self.b.eq(0), self.c.eq(0), self.done.eq(0),
                          last_c.eq(n.c_1 == 0), self.last_b.eq(n.blocks_1 == 0)]
+        if base is not None:
+            # ``base + blk + c`` in a register of its own: the walk visits the words in
+            # order (``blk + c`` grows by one a step), so the address is a counter, not two
+            # adders in front of the port or the write-back registers (the routed ``tiny``
+            # top's ``wr#_r`` from ``ln_o_c``).
+            self.word = Signal(32, name=f"{name}_word")
+            with m.If(start):
+                m.d.sync += self.word.eq(base)
+            with m.Elif(self.step):
+                m.d.sync += self.word.eq(self.word + 1)
 
 
 def _tags(m, name: str, value, n: int):
