@@ -490,8 +490,9 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     ``RuntimeError`` says what failed and which Yosys releases to try instead.
 
     ``router`` picks nextpnr's router (:data:`ROUTERS`; ``None``: nextpnr's default,
-    ``router1``). On the ``ulx3s_85f`` accelerator top ``router1`` stalls; ``router2`` gets
-    much further, though it has not finished that top yet (``docs/boards.md``). ``placer``
+    ``router1``). router2 converges sooner on a congested top, but its routes are slower: the
+    ``tiny`` accelerator routed at 70.7 MHz with it and 94.0 MHz with ``router1`` from the same
+    placement (``docs/boards.md``). ``placer``
     picks nextpnr's placer the same way (:data:`PLACERS`; ``None``: ``heap``).
     ``detailed_timing`` has nextpnr add every register input's routed arrival to its report
     (``--detailed-timing-report``), which ``python -m boards.paths --routed`` reads.
@@ -690,9 +691,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build directory (default: build/synth/<board>-<unit>-<preset>-"
                              "<digest>)")
     parser.add_argument("--router", default=None, choices=ROUTERS,
-                        help="nextpnr's router (default: nextpnr's, router1); on large tops such "
-                             "as --unit accelerator on ulx3s-85f router1 stalls where router2 "
-                             "gets much further")
+                        help="nextpnr's router (default: nextpnr's, router1, whose timing-"
+                             "driven routes are about a quarter faster: docs/boards.md); router2 "
+                             "converges sooner on congested tops")
     parser.add_argument("--placer", default=None, choices=PLACERS,
                         help="nextpnr's placer (default: nextpnr's, heap)")
     def in_range(legal: range):
