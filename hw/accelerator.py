@@ -179,11 +179,11 @@ class Accelerator(Unit):
         """The host issue stage: the host's request in registers, and its target decoded.
 
         ``host.ready`` is high while the stage is empty, so a request is taken into it in the
-        cycle after the last one left (a transfer every second cycle at most; the link's
-        frame engine needs tens of cycles a word). Its region and offset bound are decoded on
-        the way in, into one select register per target (``sel``: ``csr``, each scratchpad,
-        ``hole``), so the scratchpads' byte-lane decode and their arbitration start from
-        flip-flops: the harness' address register -> region comparator -> offset bound ->
+        cycle after the last one left (a transfer every second cycle at most, which is the
+        pace of the link's frame engine: ``W_ADDR``, ``W_BUS`` a word). Its region and offset
+        bound are decoded on the way in, into one select register per target (``sel``: ``csr``,
+        each scratchpad, ``hole``), so the scratchpads' byte-lane decode and their arbitration
+        start from flip-flops: the harness' address register -> region comparator -> offset bound ->
         scratchpad grant -> lane write enables was the routed ``tiny`` top's critical path
         (``docs/boards.md``). The request leaves the stage when its target takes it
         (``taken``: CSRs and holes at once, a scratchpad when its ``ready`` says so), and
