@@ -278,6 +278,7 @@ class Controller(Unit):
         m.d.sync += [s.quant_word.eq(self.quant.r_data), s.quant_late.eq(s.land.valid)]
         m.d.sync += s.read_error.eq(Cat(getattr(self, name).r_error
                                         for name in SCRATCHPAD_REGIONS).any())
+        self._embed_land(m, s)
         self._sequencer(m, s)
         m.d.sync += units_reset.eq(s.drain_abort)               # drain_abort: FAIL
         self._gemm(m, s, core, pipe, platform)
@@ -1235,9 +1236,12 @@ class Controller(Unit):
         with m.If(s.drain_abort):
             m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
         with m.If(o_busy & ~s.drain_abort):
-            byte = o_row.word_select(o_c[:max(1, (hd_max - 1).bit_length())], 8)
+            # Byte o_c of the row is o_row's low byte: the row shifts down a byte a write,
+            # no head_dim-way byte multiplexer of o_c before the write-back registers (a
+            # routed ulx3s_85f top's wr#_r from o_c, 10.25 ns).
+            byte = o_row[:8]
             s.post_write(o_addr, Cat(byte for _ in range(rows)), 1 << lane, writer="attn")
-            m.d.sync += [o_c.eq(o_c + 1), o_addr.eq(o_addr + 1),
+            m.d.sync += [o_row.eq(o_row >> 8), o_c.eq(o_c + 1), o_addr.eq(o_addr + 1),
                          o_c_last.eq(o_c + 2 == a.head_dim)]
             with m.If(o_c_last):
                 m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(o_base)]
@@ -1450,16 +1454,29 @@ class Controller(Unit):
         # flip-flop, not an adder and a comparator.
         m.d.sync += e.t_last.eq(e.t_i1 == e.t)
 
+    @staticmethod
+    def _embed_land(m, s):
+        """``s.e.land_valid`` / ``land_index``: the copy's landing stage for the row copy's
+        write, in registers of its own beside the write-back registers (the same values as
+        ``s.land``, a cycle behind the stage before it). ``s.land`` fans out to every unit's
+        gather; its wire to the embed writer's registers was a routed ulx3s_85f top's
+        ``wr#_r`` group (10.46 ns)."""
+        before = s.stages[-2]
+        s.e.land_valid = unshared_register(m, before.valid, name="embed_land_valid",
+                                           platform=s.platform)
+        s.e.land_index = unshared_register(m, before.index, name="embed_land_index",
+                                           platform=s.platform)
+
     def _embed_copy(self, m, s):
         p, e = self._params, s.e
         m.d.comb += s.vec_busy.eq(1)
         word, _ = _divmod(e.row + s.i, p.cols)
-        _, lane = _divmod(e.row + s.land.index, p.cols)
+        _, lane = _divmod(e.row + e.land_index, p.cols)
         _, row_lane = _divmod(e.t_i, p.rows)
         copied = s.issue(self.wgt, word, _NO_SEL, length=e.c)
-        with m.If(s.land.valid):
+        with m.If(e.land_valid):
             byte = self.wgt.r_data.word_select(lane, 8)
-            s.post_write(e.dbase + e.blk + s.land.index, Cat(byte for _ in range(p.rows)),
+            s.post_write(e.dbase + e.blk + e.land_index, Cat(byte for _ in range(p.rows)),
                          1 << row_lane, writer="embed")
         # ``copied`` follows the last landed byte by a cycle: its posted write lands then.
         with m.If(s.write_error("embed")):
