@@ -99,6 +99,8 @@ PLACERS = ("heap", "static", "sa")
 #: (``--heap-timing-weight``, ``--heap-critexp``; nextpnr's defaults are 10 and 2).
 HEAP_TIMING_WEIGHTS = range(1, 101)
 HEAP_CRITEXPS = range(1, 9)
+#: Legal nextpnr seeds (``--seed``; nextpnr's own fixed seed when none is given).
+SEEDS = range(1, 1 << 31)
 #: The heap placer's (timing weight, criticality exponent) per unit when neither the caller nor
 #: another placer says otherwise; units not listed get nextpnr's own (10, 2). The whole
 #: accelerator routed faster with 40 / 4 on both presets tried (router1, the same netlists:
@@ -509,7 +511,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
           build_dir: str | os.PathLike | None = None, json_path: str | os.PathLike | None = None,
           show_progress: bool = True, reuse: bool = False, router: str | None = None,
           placer: str | None = None, detailed_timing: bool = False,
-          heap_timing_weight: int | None = None, heap_critexp: int | None = None) -> dict:
+          heap_timing_weight: int | None = None, heap_critexp: int | None = None,
+          seed: int | None = None) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     When Yosys' ABC9 step fails on an ECP5 build (:func:`abc9_failure`) and the installed Yosys
@@ -528,7 +531,9 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     ``heap_timing_weight`` and ``heap_critexp`` set the heap placer's timing weight and
     criticality exponent (``--placer-heap-timingweight``, ``--placer-heap-critexp``; ``None``:
     the unit's :data:`HEAP_DEFAULTS` with the heap placer, else nextpnr's 10 and 2); they need
-    the heap placer.
+    the heap placer. ``seed`` seeds nextpnr's placer (``--seed``, :data:`SEEDS`; ``None``:
+    nextpnr's own fixed seed): the same netlist placed with another seed routes differently,
+    by several MHz on the accelerator top (``docs/boards.md``).
 
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
@@ -550,6 +555,10 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if placer is not None and placer not in PLACERS:
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or seed not in SEEDS):
+        raise ValueError(f"seed must be an integer {SEEDS.start}..{SEEDS.stop - 1}, "
+                         f"not {seed!r}")
     heap_timing_weight, heap_critexp = heap_weighting(unit, placer, heap_timing_weight,
                                                       heap_critexp)
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
@@ -579,6 +588,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         f"--placer {placer}" if placer else "", f"--router {router}" if router else "",
         f"--placer-heap-timingweight {heap_timing_weight}" if heap_timing_weight else "",
         f"--placer-heap-critexp {heap_critexp}" if heap_critexp else "",
+        f"--seed {seed}" if seed is not None else "",
         "--detailed-timing-report" if detailed_timing else ""]))
 
     def prepare(extra: dict[str, str] | None = None):
@@ -666,6 +676,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         "placer": placer or PLACERS[0],
         "heap_timing_weight": heap_timing_weight,
         "heap_critexp": heap_critexp,
+        "seed": seed,
         "router": router or ROUTERS[0],
         "detailed_timing": detailed_timing,
         "yosys_fallback": fallback,
@@ -739,6 +750,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the heap placer's criticality exponent, {HEAP_CRITEXPS.start}.."
                              f"{HEAP_CRITEXPS.stop - 1} (default: 4 for the accelerator and the "
                              f"board top, else nextpnr's 2)")
+    parser.add_argument("--seed", type=in_range(SEEDS), default=None, metavar="N",
+                        help="nextpnr's placement seed (--seed; default: nextpnr's own): another "
+                             "seed, another placement of the same netlist")
     parser.add_argument("--detailed-timing", action="store_true",
                         help="have nextpnr add every register input's routed arrival to "
                              "<build-dir>/nextpnr-report.json (larger file), for "
@@ -758,7 +772,7 @@ def run(args: argparse.Namespace) -> int:
                        json_path=json_path, router=args.router, placer=args.placer,
                        detailed_timing=args.detailed_timing,
                        heap_timing_weight=args.heap_timing_weight,
-                       heap_critexp=args.heap_critexp)
+                       heap_critexp=args.heap_critexp, seed=args.seed)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2

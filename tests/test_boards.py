@@ -309,10 +309,10 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     seen = {}
 
     def fake_synth(board, unit, *, preset, build_dir, json_path, router, placer,
-                   detailed_timing, heap_timing_weight, heap_critexp):
+                   detailed_timing, heap_timing_weight, heap_critexp, seed):
         seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path,
                     router=router, placer=placer, detailed_timing=detailed_timing,
-                    heap=(heap_timing_weight, heap_critexp))
+                    heap=(heap_timing_weight, heap_critexp), seed=seed)
         return {"timing_met": False}
 
     monkeypatch.setattr(boards.build, "synth", fake_synth)
@@ -320,14 +320,14 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
     assert seen == {"board": "icebreaker", "unit": "top", "preset": "icebreaker",
                     "json_path": out, "router": None, "placer": None, "detailed_timing": False,
-                    "heap": (None, None)}
+                    "heap": (None, None), "seed": None}
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2",
                        "--placer", "static", "--detailed-timing"]) == 1
     assert (seen["router"], seen["placer"], seen["detailed_timing"]) == (
         "router2", "static", True)
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--heap-timing-weight", "40",
-                       "--heap-critexp", "4"]) == 1
-    assert seen["heap"] == (40, 4)
+                       "--heap-critexp", "4", "--seed", "7"]) == 1
+    assert (seen["heap"], seen["seed"]) == ((40, 4), 7)
     deprecated = "--report-json is deprecated" in capsys.readouterr().err
     assert deprecated == (option == "--report-json")
 
@@ -349,6 +349,8 @@ def test_synth_checks_paths_before_building(tmp_path):
     for kwargs, message in (({"heap_timing_weight": 0}, "weight must be an integer 1..100, not 0"),
                             ({"heap_critexp": 2.0}, "heap_critexp must be an integer 1..8"),
                             ({"heap_critexp": True}, "heap_critexp must be an integer"),
+                            ({"seed": 0}, "seed must be an integer 1..2147483647, not 0"),
+                            ({"seed": "3"}, "seed must be an integer"),
                             ({"heap_timing_weight": 40, "placer": "static"},
                              "does nothing for placer 'static'")):
         with pytest.raises(ValueError, match=message):
@@ -391,13 +393,15 @@ def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
                                show_progress=False)
     with pytest.raises(RuntimeError, match="stop here"):
         boards.build.synth("icebreaker", build_dir=tmp_path / "heap", heap_timing_weight=40,
-                           heap_critexp=4, show_progress=False)
+                           heap_critexp=4, seed=11, show_progress=False)
     plain, routed, heap = scripts
     assert "--router" not in plain and "--placer" not in plain
     assert "--timing-allow-fail" in plain and "--detailed-timing-report" not in plain
     assert ("--timing-allow-fail --placer static --router router2 --detailed-timing-report"
             in routed)
-    assert "--timing-allow-fail --placer-heap-timingweight 40 --placer-heap-critexp 4" in heap
+    assert ("--timing-allow-fail --placer-heap-timingweight 40 --placer-heap-critexp 4 --seed 11"
+            in heap)
+    assert "--seed" not in plain
 
 
 # The two ways recent Yosys releases failed on accelerator netlists (docs/boards.md, Toolchain):

@@ -26,7 +26,7 @@ pytestmark = [
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
 KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit", "digest",
         "rows", "cols", "fmax_mhz", "target_mhz", "timing_met", "clock", "clocks", "resources",
-        "critical_path", "tools", "placer", "heap_timing_weight", "heap_critexp", "router",
+        "critical_path", "tools", "placer", "heap_timing_weight", "heap_critexp", "seed", "router",
         "detailed_timing", "yosys_fallback",
         "step_seconds", "build_seconds", "build_dir", "bitstream", "bitstream_sha256",
         "build_key", "cache_hit"}
