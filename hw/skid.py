@@ -73,7 +73,7 @@ class SkidBuffer(wiring.Component):
             # The skid register loads whenever it is free and the output is held, a transfer
             # or not (skid_valid says which): its enable does not wait for i_stream.valid, a
             # net from the upstream unit's logic (the ATTN rows' skid of a routed ulx3s_85f
-            # top: the attention FIFO's r_rdy into 256 enables, 10.27 ns).
+            # top: the attention FIFO's r_rdy into 257 enables, 10.27 ns).
             m.d.sync += [skid.eq(self.i_stream.payload), skid_valid.eq(self.i_stream.valid)]
         with m.If(self.flush):
             m.d.sync += [out_valid.eq(0), skid_valid.eq(0)]
