@@ -108,6 +108,14 @@ SEEDS = range(1, 1 << 31)
 HEAP_DEFAULTS: dict[str, tuple[int, int]] = {"accelerator": (40, 4), BOARD_TOP: (40, 4)}
 
 
+def _check_int(name: str, value, legal: range) -> None:
+    """``ValueError`` unless ``value`` is ``None`` or an integer (not a bool) in ``legal``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value not in legal):
+        raise ValueError(f"{name} must be an integer {legal.start}..{legal.stop - 1}, "
+                         f"not {value!r}")
+
+
 def heap_weighting(unit: str, placer: str | None, heap_timing_weight: int | None,
                    heap_critexp: int | None) -> tuple[int | None, int | None]:
     """The heap placer's ``(timing weight, criticality exponent)`` a build of ``unit`` runs
@@ -117,12 +125,8 @@ def heap_weighting(unit: str, placer: str | None, heap_timing_weight: int | None
     heap = {"heap_timing_weight": (heap_timing_weight, HEAP_TIMING_WEIGHTS),
             "heap_critexp": (heap_critexp, HEAP_CRITEXPS)}
     for name, (value, legal) in heap.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value not in legal:
-            raise ValueError(f"{name} must be an integer {legal.start}..{legal.stop - 1}, "
-                             f"not {value!r}")
-        if placer not in (None, "heap"):
+        _check_int(name, value, legal)
+        if value is not None and placer not in (None, "heap"):
             raise ValueError(f"{name} sets the heap placer's weighting; it does nothing for "
                              f"placer {placer!r}: leave one of them out")
     if placer not in (None, "heap"):
@@ -555,10 +559,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if placer is not None and placer not in PLACERS:
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                             or seed not in SEEDS):
-        raise ValueError(f"seed must be an integer {SEEDS.start}..{SEEDS.stop - 1}, "
-                         f"not {seed!r}")
+    _check_int("seed", seed, SEEDS)
     heap_timing_weight, heap_critexp = heap_weighting(unit, placer, heap_timing_weight,
                                                       heap_critexp)
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
