@@ -12,13 +12,14 @@ still holds its bias; the mult and shift of that transfer are unused.
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, stream
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import unshared_register
 from hw.gemm import gemm_members
 from hw.numerics import ACC_WIDTH
 from hw.requant import REQUANT_LATENCY, Requantizer
+from hw.skid import SkidBuffer
 from hw.systolic import SystolicArray, check_geometry, lanes_layout, systolic_latency
 from hw.unit import Setting, Unit
 
@@ -55,8 +56,9 @@ class GemmAccPipeline(Unit):
     Attributes
     ----------
     latency : int
-        As :attr:`hw.gemm.GemmPipeline.latency` for ``o_stream``; ``o_acc`` rows leave
-        ``array_latency`` cycles after the tile's last operand.
+        ``array_latency + 1 + requant latency`` for ``o_stream`` (as
+        :attr:`hw.gemm.GemmPipeline.latency`, plus the register slice behind the array);
+        ``o_acc`` rows leave ``array_latency + 1`` cycles after the tile's last operand.
     """
 
     params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
@@ -80,7 +82,7 @@ class GemmAccPipeline(Unit):
 
     @property
     def latency(self) -> int:
-        return self.array_latency + REQUANT_LATENCY
+        return self.array_latency + SkidBuffer.latency + REQUANT_LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -88,11 +90,19 @@ class GemmAccPipeline(Unit):
         m.submodules.array = array = SystolicArray(self._rows, cols, use_dsp=self._use_dsp,
                                                    lut_columns=self._lut_columns)
         m.submodules.requant = requant = Requantizer(cols, use_dsp=self._use_dsp)
+        # The array's rows reach the requantizer and the int32 side through a register
+        # slice: the array's output buffer pops on the slice's ready (a flip-flop), not on the
+        # requantizer's parameter handshake (q_loaded -> its i_stream.ready -> the buffer's
+        # push and tail enables and the rows' payload multiplexer, the first group of a
+        # routed ulx3s_85f top, 208 endpoints at 11.35 ns). One cycle more per tile.
+        m.submodules.array_rows = rows_out = SkidBuffer(array.o_stream.payload.shape())
+        wiring.connect(m, array.o_stream, rows_out.i_stream)
+        array_out = rows_out.o_stream
         m.d.comb += [
             array.i_stream.payload.eq(self.i_stream.payload),
             array.i_stream.valid.eq(self.i_stream.valid),
             self.i_stream.ready.eq(array.i_stream.ready),
-            requant.i_stream.payload.eq(array.o_stream.payload),
+            requant.i_stream.payload.eq(array_out.payload),
             requant.i_quant.payload.eq(self.i_quant.payload),
             self.o_stream.payload.eq(requant.o_stream.payload),
             self.o_stream.valid.eq(requant.o_stream.valid),
@@ -119,21 +129,21 @@ class GemmAccPipeline(Unit):
         out32_quant = unshared_register(m, self.out32, name="out32_quant", platform=platform)
         m.d.comb += [
             take_q.eq(out32_quant & self.i_quant.valid & ~loaded),
-            take_row.eq(out32_rows & array.o_stream.valid & loaded & self.o_acc.ready),
-            self.o_acc.valid.eq(out32_rows & array.o_stream.valid & loaded),
-            self.o_acc.payload.last.eq(array.o_stream.payload.last),
+            take_row.eq(out32_rows & array_out.valid & loaded & self.o_acc.ready),
+            self.o_acc.valid.eq(out32_rows & array_out.valid & loaded),
+            self.o_acc.payload.last.eq(array_out.payload.last),
         ]
         for c in range(cols):
-            m.d.comb += self.o_acc.payload.acc[c].eq(array.o_stream.payload.acc[c] + bias[c])
+            m.d.comb += self.o_acc.payload.acc[c].eq(array_out.payload.acc[c] + bias[c])
         with m.If(take_q):
             m.d.sync += [bias.eq(self.i_quant.payload.bias), loaded.eq(1)]
-        with m.Elif(take_row & array.o_stream.payload.last):
+        with m.Elif(take_row & array_out.payload.last):
             m.d.sync += loaded.eq(0)
 
         m.d.comb += [
-            requant.i_stream.valid.eq(~out32_rows & array.o_stream.valid),
+            requant.i_stream.valid.eq(~out32_rows & array_out.valid),
             requant.i_quant.valid.eq(~out32_quant & self.i_quant.valid),
-            array.o_stream.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready,
+            array_out.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready,
                                         requant.i_stream.ready)),
             self.i_quant.ready.eq(Mux(out32_quant, ~loaded, requant.i_quant.ready)),
         ]
