@@ -75,6 +75,9 @@ CHUNK_BITS = 17
 #: Width of the normalized value ``n`` (|n| <= sqrt(d - 1) * 2**10 < 2**15).
 NORM_BITS = 18
 ENGINE_BITS = 64
+#: Width of the non-restoring square root's signed partial remainder: after step j, -2 * r_j - 1
+#: <= part <= 2 * r_j for the j-bit partial root r_j < 2**j, so |part| < 2**33, plus the sign.
+ISQRT_PART_BITS = ISQRT_ITERATIONS + 3
 DIV_STEPS = LN_RECIP_BITS + 1          # quotient bits of 2**48 // r
 #: Cycles between the row's last load beat and the first scalar step (stats pipeline).
 STATS_DRAIN = 2
@@ -545,7 +548,7 @@ class _ScalarEngine(Elaboratable):
             left=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="left"),
             t1=Signal(ENGINE_BITS, name="t1"),                     # d * Q
             rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
-            bit=Signal(ENGINE_BITS, name="bit"), res_zero=Signal(name="res_zero"),
+            part=Signal(ISQRT_PART_BITS, name="isqrt_part"), res_zero=Signal(name="res_zero"),
             drem=Signal(33, name="drem"), inv=Signal(DIV_STEPS, name="inv"),
             g1=Signal(ENGINE_BITS, name="g1"),                     # d * inv
             g_next=Signal(PROD_BITS, name="g_next"), h=Signal(PROD_BITS, name="h_out"))
@@ -723,7 +726,7 @@ class _ScalarEngine(Elaboratable):
 
     def _isqrt_states(self, m, e):
         """``r = isqrt((d * S + eps_q) << 2k)`` and ``inv = 2**48 // max(r, 1)``."""
-        rem, res, bit, drem, inv = e.rem, e.res, e.bit, e.drem, e.inv
+        rem, res, part, drem, inv = e.rem, e.res, e.part, e.drem, e.inv
         with m.State("PRESHIFT"):
             # (d * S + eps_q) << 2k in two cycles: the sum, then the shift (each its own
             # register stage; the bits the sum carries past ENGINE_BITS would be shifted out).
@@ -732,29 +735,33 @@ class _ScalarEngine(Elaboratable):
             m.d.sync += res.eq(e.macc + self.eps)
             m.next = "PRESHIFT_SHIFT"
         with m.State("PRESHIFT_SHIFT"):
-            m.d.sync += [rem.eq(res << Cat(Const(0, 1), self.k)), res.eq(0),
-                         bit.eq(1 << (2 * ISQRT_ITERATIONS - 2)), e.res_zero.eq(1)]
+            m.d.sync += [rem.eq(res << Cat(Const(0, 1), self.k)), res.eq(0), part.eq(0),
+                         e.res_zero.eq(1)]
             m.next = "ISQRT"
         with m.State("ISQRT"):                               # sw.ref.isqrt_int, 32 steps
-            # res is a multiple of 4 * bit here (a bit taken one step earlier sits at 4 * bit:
-            # res moves right one bit a step, bit two), so res + bit and (res >> 1) + bit are
-            # ORs: no adder. One subtractor decides and subtracts: its borrow is rem < trial.
-            trial = res | bit
-            diff = Signal(ENGINE_BITS + 1, name="isqrt_diff")
-            m.d.comb += diff.eq(rem - trial)
-            with m.If(~diff[-1]):
-                m.d.sync += [rem.eq(diff[:ENGINE_BITS]), res.eq((res >> 1) | bit),
-                             e.res_zero.eq(0)]
-            with m.Else():
-                m.d.sync += res.eq(res >> 1)
-            m.d.sync += bit.eq(bit >> 2)
+            # Non-restoring: the partial remainder `part` (signed) takes the radicand's next
+            # two bits (rem, shifted left two a step) and subtracts 4 * res + 1 while it is
+            # not negative, else adds 4 * res + 3; the root's next bit (into res from the
+            # right) is "the new part is not negative". res is isqrt's root after the 32
+            # steps (`part` needs no final correction: only the root is used). The add or
+            # subtract is chosen by part's sign, a flip-flop; the carry out reaches res's
+            # lowest bit and res_zero only. (The restoring step's borrow chose 128 bits of
+            # rem and res: a LayerNorm engine's `res` from `rem` was a routed ulx3s_85f top's
+            # group, 48 endpoints.)
+            taken = Cat(rem[-2:], part)[:ISQRT_PART_BITS]    # part * 4 + the next two bits
+            root = res[:ISQRT_ITERATIONS]
+            part_next = Signal(ISQRT_PART_BITS, name="isqrt_part_next")
+            m.d.comb += part_next.eq(Mux(part[-1], taken + Cat(Const(3, 2), root),
+                                         taken - Cat(Const(1, 2), root)))
+            m.d.sync += [part.eq(part_next), rem.eq(rem << 2),
+                         res.eq(Cat(~part_next[-1], res[:-1]))]
+            with m.If(~part_next[-1]):
+                m.d.sync += e.res_zero.eq(0)
             self._count(m, e, ISQRT_ITERATIONS, "DIV", drem.eq(0), inv.eq(0),
                         e.div_first.eq(1))
         with m.State("DIV"):                                 # 2**48 // max(r, 1)
             # max(r, 1) without a 32-bit zero test in front of the subtractor: res is 0 only
-            # while no step has taken a bit (a bit taken at 4**j leaves res >= 4**j, and the
-            # j steps left shift res right by one each, to at least 2**j), which res_zero
-            # records.
+            # while no step has shifted in a 1, which res_zero records.
             r = Cat(res[0] | e.res_zero, res[1:32])
             rem2 = Cat(e.div_first, drem)[:34]
             m.d.sync += e.div_first.eq(0)
