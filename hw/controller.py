@@ -971,7 +971,13 @@ class Controller(Unit):
         beat_valid_r = Signal(name="vec_beat_valid_r")
         m.d.sync += [beat_valid_r.eq(beat_valid), beat_r.eq(beat),
                      vec.i_stream.valid.eq(beat_valid_r), vec.i_stream.payload.eq(beat_r)]
-        index = Mux(add, s.land.index >> 1, s.land.index)
+        # The landing word's "last beat" flag, a register loaded from the stage before it
+        # (the stages shift every cycle; `add` and `last_word` hold through the VEC): the
+        # compare of the landed index ended in `vec_beat_r.last` through a wire across the
+        # die (a routed ulx3s_85f top's worst path, v_is_add -> 11.62 ns).
+        before = s.stages[-2]
+        land_last = Signal(name="vec_land_last")
+        m.d.sync += land_last.eq(Mux(add, before.index >> 1, before.index) == v.last_word)
         with m.If(s.vec_pooling):
             push_beat = s.i[:max(1, (rows - 1).bit_length())]
             m.d.comb += [beat_valid.eq(s.pool_push), beat.last.eq(s.pool_last)]
@@ -979,7 +985,7 @@ class Controller(Unit):
                          for r in range(rows)]
         with m.Else():
             m.d.comb += [beat_valid.eq(elem & (~add | (s.land.sel == 1))),
-                         beat.last.eq(index == v.last_word)]
+                         beat.last.eq(land_last)]
             a_src = Mux(add, a_word, data)
             m.d.comb += [beat.a[i].eq(a_src.word_select(i, 8).as_signed()) for i in range(rows)]
             m.d.comb += [beat.b[i].eq(data.word_select(i, 8).as_signed()) for i in range(rows)]
@@ -1857,7 +1863,6 @@ class _State:
                                   mask=Signal(p.rows, name="wb_mask"),
                                   err=Signal(name="wb_err"))  # addr past the act words
         self.act_words = unit_words_of(p, "act")
-        self.wb_q = Signal(2, name="wb_q")
         self.writers: list[tuple] = []      # post_write's (select, word) (finish_writes)
         self.drain_start = Signal()             # a register: one cycle, set by GEMM_OVERLAP
         m.d.sync += self.drain_start.eq(0)
@@ -2090,6 +2095,18 @@ class _State:
                 m, Mux(self.wb_restart, 1, Mux(self.wb_step, col << 1, col))[:p.cols],
                 name=f"wb_col{r}", platform=self.platform))
             self.wb_cols.append(col)
+        # The int32 quarter of word d.c likewise, a copy per byte lane of the written word
+        # (write_back): 0 at a restart, + 1 on each int32 word. One register selecting all
+        # 8 data bytes and mask bits was a routed ulx3s_85f top's drainer `wr#_r` group
+        # (wb_q -> one LUT -> 8.7 ns of wire).
+        self.wb_q_step = Signal(name="wb_q_step")
+        self.wb_qs = []
+        for b in range(p.rows):
+            q = Signal(2, name=f"wb_q{b}_q")
+            m.d.comb += q.eq(unshared_register(
+                m, Mux(self.wb_restart, 0, Mux(self.wb_q_step, q + 1, q))[:2],
+                name=f"wb_q{b}", platform=self.platform))
+            self.wb_qs.append(q)
         # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
         # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
         first = d.blk + d.col0
@@ -2124,30 +2141,30 @@ class _State:
         # (restart_write_back). Each row picks its column with a one-hot select of its own
         # (wb_cols: registers Yosys does not merge): one 3-bit column register selecting all
         # 8 x 256 bits of the column multiplexer was the routed ulx3s_85f top's wr#_r group.
-        q = self.wb_q
+        # Each byte lane of an int32 word picks its quarter with a copy of its own (wb_qs).
         word_rows = [functools.reduce(operator.or_, (
             Mux(col[jj], self.tile[r * p.cols + jj], 0) for jj in range(p.cols)))
             for r, col in enumerate(self.wb_cols)]
         word = Signal(ACC_WIDTH * p.rows)
         m.d.comb += word.eq(Cat(word_rows))
         bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
+        # Quarter qq of the int32 tile column is bytes qq * rows .. qq * rows + rows - 1 of
+        # `word`, with mask bits qq * rows + b.
+        data32 = Cat(Array(word[(qq * p.rows + b) * 8:(qq * p.rows + b + 1) * 8]
+                           for qq in range(_OUT32_WORDS))[q]
+                     for b, q in enumerate(self.wb_qs))
+        mask32 = Cat(Array(d.mask32[qq * p.rows + b] for qq in range(_OUT32_WORDS))[q]
+                     for b, q in enumerate(self.wb_qs))
         data, mask = Signal(8 * p.rows, name="drain_data"), Signal(p.rows, name="drain_mask")
-        with m.If(g.out32):
-            with m.Switch(q):
-                for qq in range(_OUT32_WORDS):
-                    with m.Case(qq):
-                        lo = qq * p.rows * 8
-                        m.d.comb += [data.eq(word[lo:lo + p.rows * 8]),
-                                     mask.eq(d.mask32.word_select(qq, p.rows))]
-        with m.Else():
-            m.d.comb += [data.eq(bytes8), mask.eq(d.mask8)]
+        m.d.comb += [data.eq(Mux(g.out32, data32, bytes8)), mask.eq(Mux(g.out32, mask32,
+                                                                         d.mask8))]
         # d.c_end (d.c == wb_words) is a register stepped with d.c: the step, the column
         # registers' enables and WB's exit read a flip-flop, not a comparison of d.c.
         with m.If(~d.c_end):
             m.d.sync += [d.c.eq(d.c + 1), d.c_end.eq(d.c + 1 == self.wb_words)]
             with m.If(g.out32):
-                m.d.sync += q.eq(q + 1)
-                with m.If(q == _OUT32_WORDS - 1):
+                m.d.comb += self.wb_q_step.eq(1)
+                with m.If(self.wb_qs[0] == _OUT32_WORDS - 1):
                     m.d.comb += self.wb_step.eq(1)
             with m.Else():
                 m.d.comb += self.wb_step.eq(1)
@@ -2159,9 +2176,9 @@ class _State:
 
     def restart_write_back(self, d):
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
-        column ``j`` (one-hot in ``wb_cols``) and quarter ``wb_q``: ``d.c`` is ``4 * j + wb_q``
-        for int32 output, ``j`` otherwise), in the calling context."""
-        self.m.d.sync += [d.c.eq(0), d.c_end.eq(0), self.wb_q.eq(0)]
+        column ``j`` (one-hot in ``wb_cols``) and quarter ``q`` (in each of ``wb_qs``): ``d.c``
+        is ``4 * j + q`` for int32 output, ``j`` otherwise), in the calling context."""
+        self.m.d.sync += [d.c.eq(0), d.c_end.eq(0)]
         self.m.d.comb += self.wb_restart.eq(1)
 
     def write_error(self, writer: str):
