@@ -1235,18 +1235,15 @@ class Controller(Unit):
         o_in = rows_in.o_stream
         m.d.comb += [o_in.ready.eq(~o_busy & s.attn_run),
                      rows_in.flush.eq(s.drain_abort | s.units_reset)]
-        m.d.sync += s.attn_head_done.eq(o_busy & ~s.drain_abort & o_last & o_c_last)
+        # (Read in ATTN_RUN only: after a FAIL, the sequencer is in IDLE when it rises.)
+        m.d.sync += s.attn_head_done.eq(o_busy & o_last & o_c_last)
         with m.If(o_in.valid & o_in.ready):
             m.d.sync += [o_row.eq(o_in.payload.data), o_busy.eq(1), o_c.eq(0),
                          o_c_last.eq(a.head_dim == 1), o_last.eq(o_in.payload.last)]
-        with m.If(s.drain_abort):
-            m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
-        with m.If(o_busy & ~s.drain_abort):
+        with m.If(o_busy):
             # Byte o_c of the row is o_row's low byte: the row shifts down a byte a write,
             # no head_dim-way byte multiplexer of o_c before the write-back registers (a
             # routed ulx3s_85f top's wr#_r from o_c, 10.25 ns).
-            byte = o_row[:8]
-            s.post_write(o_addr, Cat(byte for _ in range(rows)), 1 << lane, writer="attn")
             m.d.sync += [o_row.eq(o_row >> 8), o_c.eq(o_c + 1), o_addr.eq(o_addr + 1),
                          o_c_last.eq(o_c + 2 == a.head_dim)]
             with m.If(o_c_last):
@@ -1254,6 +1251,15 @@ class Controller(Unit):
                 with m.If(lane == rows - 1):
                     m.d.sync += [o_base.eq(o_base + a.dst_cols),
                                  o_addr.eq(o_base + a.dst_cols)]
+            # A FAIL (drain_abort) stops the write only: the row's registers step on o_busy
+            # alone (a FAIL in their enables was two routed ulx3s_85f tops' worst group,
+            # drain_abort -> the writer's select -> o_c / o_addr / o_base, 11.9 ns); they
+            # load afresh with the next row or head, and o_busy clears below.
+            with m.If(~s.drain_abort):
+                s.post_write(o_addr, Cat(o_row[:8] for _ in range(rows)), 1 << lane,
+                             writer="attn")
+        with m.If(s.drain_abort):
+            m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
         with m.If(s.attn_scatter_head):
             m.d.sync += [o_t.eq(0), o_busy.eq(0), o_base.eq(a.dbase + a.hoff),
                          o_addr.eq(a.dbase + a.hoff)]
