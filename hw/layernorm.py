@@ -106,10 +106,13 @@ def scalar_cycles(max_dim: int) -> int:
     the division, the sign of ``h`` and the commit of the row constants. The pre-shift takes
     two cycles: ``+ eps``, then the shift (an adder and a barrel shifter in one cycle were the
     routed ``tiny`` accelerator's critical path)."""
-    multiplies = 5 * _half(dim_bits(max_dim)) + 2 * _half(sum_bits(max_dim))
-    sub_dv, preshift, sign, commit = 1, 2, 1, 1
-    return (STATS_DRAIN + multiplies + sub_dv + preshift + ISQRT_ITERATIONS + DIV_STEPS + sign
-            + commit)
+    # d * S = (d * Q - S1**2) * d**2 is one multiply by d**2 (2 * dim_bits bits: dim_bits
+    # steps); G = (d * inv) * d waits a cycle for its operand (LOAD_G).
+    multiplies = (3 * _half(dim_bits(max_dim)) + dim_bits(max_dim)
+                  + 2 * _half(sum_bits(max_dim)))
+    sub_dv, load_g, preshift, sign, commit = 1, 1, 2, 1, 1
+    return (STATS_DRAIN + multiplies + sub_dv + load_g + preshift + ISQRT_ITERATIONS
+            + DIV_STEPS + sign + commit)
 
 
 def _eps_bits(max_dim: int) -> int:
@@ -361,10 +364,12 @@ class LayerNorm(Unit):
         eng_in = Signal(range(n))
         eng_out = Signal(range(n))
         engines = []
+        dim_sq = dim_square(m, u.dim)
         for i in range(n):
             e = _ScalarEngine(self.dim_bits, self.sum_bits, u)
             m.submodules[f"engine{i}"] = e
-            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(u.k), e.s1_in.eq(u.src_s1),
+            m.d.comb += [e.dim.eq(u.dim), e.dim_sq.eq(dim_sq), e.eps.eq(u.eps), e.k.eq(u.k),
+                         e.s1_in.eq(u.src_s1),
                          e.q_in.eq(u.src_q), e.last_in.eq(u.src_last),
                          e.start.eq(u.src_valid & (eng_in == i) & e.idle)]
             engines.append(e)
@@ -515,6 +520,18 @@ class LayerNorm(Unit):
         m.d.comb += u.obuf.data.data[c].eq(lane.y)
 
 
+def dim_square(m: Module, dim):
+    """``dim**2`` (``2 * len(dim)`` bits) for the scalar engines' ``dim_sq``, from a
+    :class:`hw.lut_multiplier.LutMultiplier` (no DSP block), always enabled: valid two cycles
+    after ``dim`` changes. ``dim`` holds for a whole job and an engine first reads the square
+    in SUB_DV, more than ten cycles after it starts a row, itself after the row's loads."""
+    width = len(dim) + 1                                  # the multiplier is signed
+    mul = LutMultiplier(width, width)
+    m.submodules.dim_square = mul
+    m.d.comb += [mul.en.eq(1), mul.a.eq(dim), mul.b.eq(dim)]
+    return mul.p[:2 * len(dim)]
+
+
 class _ScalarEngine(Elaboratable):
     """The scalar phase of one row: from its ``S1`` and ``Q`` (taken on ``start`` while
     ``idle``) to ``G = d**2 * inv`` and ``|S1| * d * inv`` (``h``, its sign not yet applied:
@@ -528,6 +545,7 @@ class _ScalarEngine(Elaboratable):
         self.q_in = Signal(unsigned(u.sq_w))
         self.last_in = Signal()
         self.dim = Signal.like(u.dim)
+        self.dim_sq = Signal(2 * dim_bits)          # d**2 (dim_square), MUL_DV's multiplier
         self.eps = Signal.like(u.eps)
         self.k = Signal.like(u.k)
         self.idle = Signal()
@@ -544,7 +562,7 @@ class _ScalarEngine(Elaboratable):
             macc=Signal(ENGINE_BITS, name="macc"),
             ma=Signal(ENGINE_BITS, name="ma"),                     # a * 4**step
             ma3=Signal(ENGINE_BITS, name="ma3"),                   # 3 * a * 4**step
-            mb=Signal(max(self.dim_bits, self.sum_bits), name="mb"),
+            mb=Signal(max(2 * self.dim_bits, self.sum_bits), name="mb"),
             left=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="left"),
             t1=Signal(ENGINE_BITS, name="t1"),                     # d * Q
             rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
@@ -570,8 +588,8 @@ class _ScalarEngine(Elaboratable):
         # cycles less one, so the last-cycle test is `left == 1` in every counted state, one
         # comparator with a constant, not a multiplexer of every state's own comparator.
         dim_steps, sum_steps = _half(self.dim_bits), _half(self.sum_bits)
-        self._counted = {"MUL_DQ": dim_steps, "MUL_SS": sum_steps, "MUL_DV": dim_steps,
-                         "MUL_DS": dim_steps, "ISQRT": ISQRT_ITERATIONS, "DIV": DIV_STEPS,
+        self._counted = {"MUL_DQ": dim_steps, "MUL_SS": sum_steps, "MUL_DV": self.dim_bits,
+                         "ISQRT": ISQRT_ITERATIONS, "DIV": DIV_STEPS,
                          "MUL_G1": dim_steps, "MUL_G": dim_steps, "MUL_H": sum_steps}
         # The multiply's operands and its enable are registers, loaded as the state before a
         # multiply leaves (_operand_loads): the one datapath (_mul_datapath) sees no state
@@ -579,7 +597,7 @@ class _ScalarEngine(Elaboratable):
         # product), for a multiply whose operand is the one before's product.
         e.mul_on = Signal(name="mul_on")
         e.mul_a = Signal(ENGINE_BITS, name="mul_a")
-        e.mul_b = Signal(max(len(e.mb), len(e.s1_abs), len(self.dim)), name="mul_b")
+        e.mul_b = Signal(max(len(e.mb), len(e.s1_abs)), name="mul_b")
         e.macc_next = Signal(ENGINE_BITS, name="macc_next")
         e.div_diff = Signal(35, name="div_diff")
         self._mul_datapath(m, e)
@@ -627,9 +645,11 @@ class _ScalarEngine(Elaboratable):
         # (source a, source b, the condition the cycle before the load)
         loads = {
             "s1": (e.s1_abs, e.s1_abs, fsm.ongoing("MUL_DQ") & last_next),
-            "var": (e.t1 - e.macc, dim, fsm.ongoing("MUL_SS") & e.cnt_end),
-            "prod": (e.macc_next, dim, (fsm.ongoing("MUL_DV") | fsm.ongoing("MUL_G1"))
-                     & last_next),
+            "var": (e.t1 - e.macc, self.dim_sq, fsm.ongoing("MUL_SS") & e.cnt_end),
+            # d * inv as MUL_G's operand: from macc, in LOAD_G, the cycle after MUL_G1's last
+            # (its last step's sum into mul_a, a 64-bit adder before the operand multiplexer,
+            # was a routed ulx3s_85f top's mb -> mul_a group, 11.09 ns).
+            "prod": (e.macc, dim, fsm.ongoing("MUL_G1") & e.cnt_end),
             "inv": (Cat(~e.div_diff[-1], e.inv)[:DIV_STEPS], dim,
                     fsm.ongoing("DIV") & last_next),
             "g1": (e.g1, e.s1_abs, fsm.ongoing("MUL_G") & last_next),
@@ -650,11 +670,10 @@ class _ScalarEngine(Elaboratable):
         entries = [  # (the condition the cycle before the load, the state it enters)
             (fsm.ongoing("MUL_DQ") & last_next, "MUL_SS"),
             (fsm.ongoing("MUL_SS") & e.cnt_end, "MUL_DV"),     # SUB_DV's load
-            (fsm.ongoing("MUL_DV") & last_next, "MUL_DS"),
             (fsm.ongoing("PRESHIFT"), "ISQRT"),                 # PRESHIFT_SHIFT's load
             (fsm.ongoing("ISQRT") & last_next, "DIV"),
             (fsm.ongoing("DIV") & last_next, "MUL_G1"),
-            (fsm.ongoing("MUL_G1") & last_next, "MUL_G"),
+            (fsm.ongoing("MUL_G1") & e.cnt_end, "MUL_G"),      # LOAD_G's load
             (fsm.ongoing("MUL_G") & last_next, "MUL_H"),
         ]
         left_load = Signal(name="left_load")
@@ -719,10 +738,8 @@ class _ScalarEngine(Elaboratable):
             self._mul_step(m, e, self.sum_bits, "SUB_DV", e.mul_on.eq(0))
         with m.State("SUB_DV"):                              # d * Q - S1**2, in a register:
             m.next = "MUL_DV"                               # (_operand_loads)
-        with m.State("MUL_DV"):                              # d * (d * Q - S1**2) = S
-            self._mul_step(m, e, self.dim_bits, "MUL_DS")      # then S * d
-        with m.State("MUL_DS"):                              # d * S
-            self._mul_step(m, e, self.dim_bits, "PRESHIFT", e.mul_on.eq(0))
+        with m.State("MUL_DV"):                              # (d * Q - S1**2) * d**2 = d * S
+            self._mul_step(m, e, 2 * self.dim_bits, "PRESHIFT", e.mul_on.eq(0))
 
     def _isqrt_states(self, m, e):
         """``r = isqrt((d * S + eps_q) << 2k)`` and ``inv = 2**48 // max(r, 1)``."""
@@ -775,7 +792,9 @@ class _ScalarEngine(Elaboratable):
         """``G = d**2 * inv`` and ``|S1| * d * inv``."""
         macc = e.macc
         with m.State("MUL_G1"):                              # d * inv
-            self._mul_step(m, e, self.dim_bits, "MUL_G")       # then (d * inv) * d
+            self._mul_step(m, e, self.dim_bits, "LOAD_G", e.mul_on.eq(0))
+        with m.State("LOAD_G"):                              # d * inv from macc into mul_a
+            m.next = "MUL_G"                                # (_operand_loads)
         with m.State("MUL_G"):                               # G = d * d * inv
             with m.If(e.cnt0):
                 m.d.sync += e.g1.eq(macc)

@@ -54,6 +54,7 @@ from hw.layernorm import (
     _ScalarEngine,
     _stage,
     dim_bits,
+    dim_square,
     ln_cfg_layout,
     scalar_cycles,
     sum_bits,
@@ -351,6 +352,7 @@ class TokenLayerNorm(Unit):
         fake = SimpleNamespace(sum_w=u.sum_w, sq_w=u.sq_w, dim=u.dim, eps=u.eps, k=u.k)
         starts = []
         hits = [[] for _ in range(lanes)]                     # (fill of lane t, its engine)
+        dim_sq = dim_square(m, u.dim)
         for i in range(n):
             e = _ScalarEngine(dim_bits(self._max_dim), sum_bits(self._max_dim), fake)
             m.submodules[f"engine{i}"] = e
@@ -363,7 +365,7 @@ class TokenLayerNorm(Unit):
             # later; an engine starts a block's scalar phase at the earliest STATS_DRAIN + 2
             # cycles after the job's configuration, and k holds until the job is out.
             k_copy = unshared_register(m, u.k, name=f"engine{i}_k", platform=u.platform)
-            m.d.comb += [e.dim.eq(u.dim), e.eps.eq(u.eps), e.k.eq(k_copy),
+            m.d.comb += [e.dim.eq(u.dim), e.dim_sq.eq(dim_sq), e.eps.eq(u.eps), e.k.eq(k_copy),
                          e.last_in.eq(u.hold_last), e.start.eq(start)]
             if static:
                 # Engine i takes lanes i, i + n, ... in turn: its own counter picks among its
