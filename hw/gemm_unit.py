@@ -144,7 +144,7 @@ class GemmAccPipeline(Unit):
             requant.i_stream.valid.eq(~out32_rows & array_out.valid),
             requant.i_quant.valid.eq(~out32_quant & self.i_quant.valid),
             array_out.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready,
-                                        requant.i_stream.ready)),
+                                   requant.i_stream.ready)),
             self.i_quant.ready.eq(Mux(out32_quant, ~loaded, requant.i_quant.ready)),
         ]
         return m
