@@ -248,10 +248,17 @@ class Accelerator(Unit):
             self.done.eq(ctrl.done),
         ]
         assert int(Control.START) == 1 and int(Control.CLEAR) == 2
-        with m.If(write & in_block & (byte == Csr.ENTRY)):
-            for b in range(4):
-                with m.If(host.w_en[b]):
-                    m.d.sync += entry[8 * b:8 * b + 8].eq(host.w_data[8 * b:8 * b + 8])
+        # An ENTRY write lands a cycle later, from registers (its byte enables and data), as
+        # CONTROL's: the offset decode ends at four flip-flops, not at the 32 enables of entry
+        # (a netlist estimate's worst group of the ulx3s_85f top). A START can follow no
+        # sooner than two cycles later (the host stage), and reads entry then.
+        entry_we = Signal(4, name="entry_we")
+        entry_wd = Signal(32, name="entry_wd")
+        m.d.sync += [entry_we.eq(Mux(write & in_block & (byte == Csr.ENTRY), host.w_en, 0)),
+                     entry_wd.eq(host.w_data)]
+        for b in range(4):
+            with m.If(entry_we[b]):
+                m.d.sync += entry[8 * b:8 * b + 8].eq(entry_wd[8 * b:8 * b + 8])
         status = Signal(32)
         kept = ~(start | clear)                # DONE, ERROR and CODE, unless being cleared
         m.d.comb += status.eq(((ctrl.busy | start) * int(Status.BUSY))
