@@ -1237,9 +1237,13 @@ class Controller(Unit):
                      rows_in.flush.eq(s.drain_abort | s.units_reset)]
         # (Read in ATTN_RUN only: after a FAIL, the sequencer is in IDLE when it rises.)
         m.d.sync += s.attn_head_done.eq(o_busy & o_last & o_c_last)
+        # o_c and o_c_last restart at a row's end and at the head (every ATTN's rows come
+        # after its ATTN_HEAD), not when a row loads: their enables are o_busy and the head
+        # flag, two flip-flops (the row handshake in them was a routed ulx3s_85f top's o_c
+        # group, 10.46 ns).
         with m.If(o_in.valid & o_in.ready):
-            m.d.sync += [o_row.eq(o_in.payload.data), o_busy.eq(1), o_c.eq(0),
-                         o_c_last.eq(a.head_dim == 1), o_last.eq(o_in.payload.last)]
+            m.d.sync += [o_row.eq(o_in.payload.data), o_busy.eq(1),
+                         o_last.eq(o_in.payload.last)]
         with m.If(o_busy):
             # Byte o_c of the row is o_row's low byte: the row shifts down a byte a write,
             # no head_dim-way byte multiplexer of o_c before the write-back registers (a
@@ -1247,7 +1251,8 @@ class Controller(Unit):
             m.d.sync += [o_row.eq(o_row >> 8), o_c.eq(o_c + 1), o_addr.eq(o_addr + 1),
                          o_c_last.eq(o_c + 2 == a.head_dim)]
             with m.If(o_c_last):
-                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(o_base)]
+                m.d.sync += [o_busy.eq(0), o_t.eq(o_t + 1), o_addr.eq(o_base), o_c.eq(0),
+                             o_c_last.eq(a.head_dim == 1)]
                 with m.If(lane == rows - 1):
                     m.d.sync += [o_base.eq(o_base + a.dst_cols),
                                  o_addr.eq(o_base + a.dst_cols)]
@@ -1262,7 +1267,7 @@ class Controller(Unit):
             m.d.sync += o_busy.eq(0)             # FAIL: the rest of the row is not written
         with m.If(s.attn_scatter_head):
             m.d.sync += [o_t.eq(0), o_busy.eq(0), o_base.eq(a.dbase + a.hoff),
-                         o_addr.eq(a.dbase + a.hoff)]
+                         o_addr.eq(a.dbase + a.hoff), o_c.eq(0), o_c_last.eq(a.head_dim == 1)]
 
     # -- LNORM --------------------------------------------------------------------------------
 
