@@ -414,10 +414,12 @@ class TokenLayerNorm(Unit):
         """Lane ``t``'s result registers load the cycle after its fill (``took[t]``, a
         register), from the engine that filled it (whose ``g``, ``h`` and ``last`` hold still):
         the fill's enable reaches ``res_full`` beside the engines, and the result registers'
-        wide enable is a flip-flop, not the fill's logic. ``g_now`` / ``h_now`` / ``last_now``,
-        what ``WAIT`` takes, pass a result of that cycle straight through, so no cycle is
-        added."""
-        u.g_now, u.h_now = [], []
+        wide enable is a flip-flop, not the fill's logic.
+
+        ``WAIT`` takes them from these registers, with no pass-through of a result being
+        taken: its loads act (``out_go``, ``out_go#``) the cycle after every lane was full, and
+        a full lane takes no result, so no ``took`` is high then. (The pass-through's
+        multiplexer in front of ``h_row``'s subtractor was a routed ulx3s_85f top's group.)"""
         for t, lane_hits in enumerate(hits):
             took = Signal(name=f"res_took{t}")
             m.d.sync += took.eq(Cat(h for h, _, _ in lane_hits).any())
@@ -434,10 +436,6 @@ class TokenLayerNorm(Unit):
                 m.d.sync += [u.res_g[t].eq(g), u.res_h[t].eq(h)]
                 if t == 0:
                     m.d.sync += u.res_last.eq(last)
-            u.g_now.append(Mux(took, g, u.res_g[t]))
-            u.h_now.append(Mux(took, h, u.res_h[t]))
-            if t == 0:
-                u.last_now = Mux(took, last, u.res_last)
 
     def _elaborate_output(self, m, u):
         """``WAIT``: every lane's constants in and the pipeline empty: the lanes take them.
@@ -488,7 +486,7 @@ class TokenLayerNorm(Unit):
                 with m.If(go):
                     m.d.sync += go.eq(0)
                     m.d.comb += u.res_release.eq(1)
-                    m.d.sync += [u.last_row.eq(u.last_now), u.elem_out.eq(0),
+                    m.d.sync += [u.last_row.eq(u.res_last), u.elem_out.eq(0),
                                  u.n_shift.eq(u.n_shift_k)]
                     m.next = "OUT"
             with m.State("OUT"):
@@ -509,7 +507,7 @@ class TokenLayerNorm(Unit):
         for t in range(lanes):
             go_t = unshared_register(m, go_next, name=f"out_go{t}", platform=u.platform)
             with m.If(go_t):
-                m.d.sync += [u.g_row[t].eq(u.g_now[t]), u.h_row[t].eq(u.h_now[t] - half)]
+                m.d.sync += [u.g_row[t].eq(u.res_g[t]), u.h_row[t].eq(u.res_h[t] - half)]
 
     def _elaborate_pipeline(self, m, u):
         """The element pipelines (each as :class:`~hw.layernorm.LayerNorm`'s), the channel's
