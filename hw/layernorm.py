@@ -17,8 +17,8 @@ The unit runs each row in three phases, and different rows' phases at the same t
    accumulate (one squaring multiplier per lane); the next row loads right after it.
 2. **Scalar** (:meth:`LayerNorm.scalar_cycles`, 136 cycles for ``max_dim = 1024``): one of
    ``engines`` sequential engines (they take the rows in turn) computes
-   ``d * S = d * d * (d * Q - S1**2)`` by shift-and-add (its multiplies take two bits of
-   ``d`` or ``|S1|`` per cycle), the square root by the digit-by-digit rule of
+   ``d * S = (d * Q - S1**2) * d**2`` by shift-and-add (its multiplies take two bits of
+   ``d``, ``d**2`` or ``|S1|`` per cycle), the square root by the digit-by-digit rule of
    :func:`sw.ref.isqrt_int` (exactly 32 steps), ``inv`` by a restoring division (49 steps),
    then the per-row constants ``G = d**2 * inv`` and ``H = S1 * d * inv - 2**(37 - k)``.
 3. **Normalize** (``ceil(d / cols)`` beats, one per cycle with the per-channel ``i_param``):
@@ -101,9 +101,10 @@ def sum_bits(max_dim: int) -> int:
 
 
 def scalar_cycles(max_dim: int) -> int:
-    """Cycles of a row's scalar phase: the stats drain, five multiplies by ``d`` and two by
-    ``|S1|`` (two bits per cycle), the variance subtraction, the pre-shift, the square root,
-    the division, the sign of ``h`` and the commit of the row constants. The pre-shift takes
+    """Cycles of a row's scalar phase: the stats drain, three multiplies by ``d``, one by
+    ``d**2`` and two by ``|S1|`` (two bits per cycle), the variance subtraction, the wait of
+    ``G``'s operand, the pre-shift, the square root, the division, the sign of ``h`` and the
+    commit of the row constants. The pre-shift takes
     two cycles: ``+ eps``, then the shift (an adder and a barrel shifter in one cycle were the
     routed ``tiny`` accelerator's critical path)."""
     # d * S = (d * Q - S1**2) * d**2 is one multiply by d**2 (2 * dim_bits bits: dim_bits
@@ -729,7 +730,7 @@ class _ScalarEngine(Elaboratable):
                 m.d.sync += [e.ma.eq(e.ma << 2), e.ma3.eq(e.ma3 << 2), e.mb.eq(e.mb >> 2)]
 
     def _variance_states(self, m, e):
-        """``d * S = d * d * (d * Q - S1**2)``."""
+        """``d * S = (d * Q - S1**2) * d**2``."""
         with m.State("MUL_DQ"):                              # d * Q
             self._mul_step(m, e, self.dim_bits, "MUL_SS")      # then |S1| * |S1|
         with m.State("MUL_SS"):                              # S1**2
