@@ -104,9 +104,9 @@ def scalar_cycles(max_dim: int) -> int:
     """Cycles of a row's scalar phase: the stats drain, three multiplies by ``d``, one by
     ``d**2`` and two by ``|S1|`` (two bits per cycle), the variance subtraction, the wait of
     ``G``'s operand, the pre-shift, the square root, the division, the sign of ``h`` and the
-    commit of the row constants. The pre-shift takes
-    two cycles: ``+ eps``, then the shift (an adder and a barrel shifter in one cycle were the
-    routed ``tiny`` accelerator's critical path)."""
+    commit of the row constants. The pre-shift takes two cycles: ``+ eps``, then the shift
+    (an adder and a barrel shifter in one cycle were the routed ``tiny`` accelerator's
+    critical path)."""
     # d * S = (d * Q - S1**2) * d**2 is one multiply by d**2 (2 * dim_bits bits: dim_bits
     # steps); G = (d * inv) * d waits a cycle for its operand (LOAD_G).
     multiplies = (3 * _half(dim_bits(max_dim)) + dim_bits(max_dim)
@@ -594,8 +594,8 @@ class _ScalarEngine(Elaboratable):
                          "MUL_G1": dim_steps, "MUL_G": dim_steps, "MUL_H": sum_steps}
         # The multiply's operands and its enable are registers, loaded as the state before a
         # multiply leaves (_operand_loads): the one datapath (_mul_datapath) sees no state
-        # multiplexer. macc_next is the datapath's next macc (a product's last step: the
-        # product), for a multiply whose operand is the one before's product.
+        # multiplexer. macc_next is the datapath's next macc; a product that is the next
+        # multiply's operand is taken from macc, a cycle later (LOAD_G).
         e.mul_on = Signal(name="mul_on")
         e.mul_a = Signal(ENGINE_BITS, name="mul_a")
         e.mul_b = Signal(max(len(e.mb), len(e.s1_abs)), name="mul_b")
