@@ -525,7 +525,7 @@ def dim_square(m: Module, dim):
     """``dim**2`` (``2 * len(dim)`` bits) for the scalar engines' ``dim_sq``, from a
     :class:`hw.lut_multiplier.LutMultiplier` (no DSP block), always enabled: valid two cycles
     after ``dim`` changes. ``dim`` holds for a whole job and an engine first reads the square
-    in SUB_DV, more than ten cycles after it starts a row, itself after the row's loads."""
+    in SUB_DV, after MUL_DQ's and MUL_SS's steps of a row that starts after its loads."""
     width = len(dim) + 1                                  # the multiplier is signed
     mul = LutMultiplier(width, width)
     m.submodules.dim_square = mul
