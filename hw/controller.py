@@ -388,16 +388,15 @@ class Controller(Unit):
         pc2 = Signal.like(self.pc, name="pc2")            # pc + 2: a skipped NOP / BARRIER
         m.d.sync += [pc1.eq(self.pc + 1), pc2.eq(self.pc + 2)]
         f = self._fetch_capture(m, s)          # ir, decoded, the prefetch, the predecode
-        fetch_pc = Mux(s.advance_pc, Mux(f.pf_skip, pc2, pc1), self.pc)
-        m.d.comb += self.instr.r_addr.eq(fetch_pc)
-        # fetch_pc >= instr_depth from registers kept beside pc and pc1 (FETCH's NO_HALT test
-        # behind advance_pc's multiplexer and a comparator was the routed top's critical path).
+        m.d.comb += self.instr.r_addr.eq(self.pc)
+        # pc >= instr_depth (pc_over) and pc + 1's, pc + 2's, from registers kept beside pc
+        # and pc1 (FETCH's NO_HALT test behind advance_pc's multiplexer and a comparator was
+        # a routed top's critical path).
         pc_over = Signal(name="pc_over")
         pc1_over = Signal(name="pc1_over")
         pc2_over = Signal(name="pc2_over")
         m.d.sync += [pc1_over.eq(self.pc + 1 >= p.instr_depth),
                      pc2_over.eq(self.pc + 2 >= p.instr_depth)]
-        fetch_over = Mux(s.advance_pc, Mux(f.pf_skip, pc2_over, pc1_over), pc_over)
         m.d.comb += s.skip_pc.eq(f.pf_skip)
         with m.FSM(name="ctrl") as fsm:
             with m.State("IDLE"):
@@ -409,12 +408,20 @@ class Controller(Unit):
                                  f.pf_valid.eq(0), f.pf_skip.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
+                # A valid prefetch is an instruction inside the memory (MUL and the skip issue
+                # it only below instr_depth: ~pc1_over, ~pc2_over), so it goes first. In
+                # advance_pc's cycle pc moves (to the prefetched address): the NO_HALT test
+                # and a read wait for the next cycle, where pc_over is pc's; the state's next
+                # value then reads flip-flops only (advance_pc -> pc1_over -> pc_over ->
+                # pf_valid -> ctrl_state was a routed ulx3s_85f top's worst path, 10.12 ns).
                 m.d.sync += s.clear_perf.eq(0)
-                with m.If(fetch_over):
-                    s.fail(ErrorCode.NO_HALT)
-                with m.Elif(f.pf_valid):                # the prefetched pc + 1 (or pc + 2)
+                with m.If(f.pf_valid):                  # the prefetched pc + 1 (or pc + 2)
                     m.d.sync += [f.pf_valid.eq(0), f.pf_skip.eq(0)]
                     m.next = "DECODE"
+                with m.Elif(s.advance_pc):
+                    pass
+                with m.Elif(pc_over):
+                    s.fail(ErrorCode.NO_HALT)
                 with m.Elif(~f.pf_pending):             # (a prefetch in flight: wait for it)
                     m.d.comb += self.instr.r_en.eq(1)
                     m.next = "FETCH_WAIT1"

@@ -74,7 +74,13 @@ PROD_BITS = 56
 CHUNK_BITS = 17
 #: Width of the normalized value ``n`` (|n| <= sqrt(d - 1) * 2**10 < 2**15).
 NORM_BITS = 18
+#: Width of the scalar engines' radicand and root registers (``rem``, ``res``).
 ENGINE_BITS = 64
+#: Width of the engines' multiply datapath (``mul_a``, ``macc``): the exact products it keeps
+#: are below ``2**55`` (``d * S <= d**4 * 2**14`` for ``d <= 1024``), and the row constants
+#: ``G`` and ``H`` it forms are used modulo ``2**PROD_BITS``, which a product modulo
+#: ``2**MUL_BITS`` gives.
+MUL_BITS = PROD_BITS
 #: Width of the non-restoring square root's signed partial remainder: after step j, -2 * r_j - 1
 #: <= part <= 2 * r_j for the j-bit partial root r_j < 2**j, so |part| < 2**33, plus the sign.
 ISQRT_PART_BITS = ISQRT_ITERATIONS + 3
@@ -560,16 +566,16 @@ class _ScalarEngine(Elaboratable):
         m = Module()
         e = SimpleNamespace(
             s1=Signal.like(self.s1_in, name="s1"), q=Signal.like(self.q_in, name="q"),
-            macc=Signal(ENGINE_BITS, name="macc"),
-            ma=Signal(ENGINE_BITS, name="ma"),                     # a * 4**step
-            ma3=Signal(ENGINE_BITS, name="ma3"),                   # 3 * a * 4**step
+            macc=Signal(MUL_BITS, name="macc"),
+            ma=Signal(MUL_BITS, name="ma"),                        # a * 4**step
+            ma3=Signal(MUL_BITS, name="ma3"),                      # 3 * a * 4**step
             mb=Signal(max(2 * self.dim_bits, self.sum_bits), name="mb"),
             left=Signal(range(max(DIV_STEPS, ENGINE_BITS) + 1), name="left"),
-            t1=Signal(ENGINE_BITS, name="t1"),                     # d * Q
+            t1=Signal(MUL_BITS, name="t1"),                        # d * Q
             rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
             part=Signal(ISQRT_PART_BITS, name="isqrt_part"), res_zero=Signal(name="res_zero"),
             drem=Signal(33, name="drem"), inv=Signal(DIV_STEPS, name="inv"),
-            g1=Signal(ENGINE_BITS, name="g1"),                     # d * inv
+            g1=Signal(MUL_BITS, name="g1"),                        # d * inv
             g_next=Signal(PROD_BITS, name="g_next"), h=Signal(PROD_BITS, name="h_out"))
         e.s1_neg = e.s1 < 0
         # |S1| in a register (its negation is a carry chain in front of the multiply's operand
@@ -597,9 +603,9 @@ class _ScalarEngine(Elaboratable):
         # multiplexer. macc_next is the datapath's next macc; a product that is the next
         # multiply's operand is taken from macc, a cycle later (LOAD_G).
         e.mul_on = Signal(name="mul_on")
-        e.mul_a = Signal(ENGINE_BITS, name="mul_a")
+        e.mul_a = Signal(MUL_BITS, name="mul_a")
         e.mul_b = Signal(max(len(e.mb), len(e.s1_abs)), name="mul_b")
-        e.macc_next = Signal(ENGINE_BITS, name="macc_next")
+        e.macc_next = Signal(MUL_BITS, name="macc_next")
         e.div_diff = Signal(35, name="div_diff")
         self._mul_datapath(m, e)
         # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
@@ -702,7 +708,7 @@ class _ScalarEngine(Elaboratable):
 
     def _mul_step(self, m, e, bits, nxt, *done):
         """One radix-4 shift-and-add step of ``mul_a * mul_b`` (``ceil(bits / 2)`` steps,
-        modulo ``2**64``) into ``macc``, on the engine's one multiply datapath
+        modulo ``2**MUL_BITS``) into ``macc``, on the engine's one multiply datapath
         (:meth:`_mul_datapath`); the operands were loaded before the state
         (:meth:`_operand_loads`, which also loads the next multiply's operands at its exit;
         ``done``: the statements at its exit)."""
