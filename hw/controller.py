@@ -418,7 +418,7 @@ class Controller(Unit):
                 with m.If(f.pf_valid):                  # the prefetched pc + 1 (or pc + 2)
                     m.d.sync += [f.pf_valid.eq(0), f.pf_skip.eq(0)]
                     m.next = "DECODE"
-                with m.Elif(s.advance_pc):
+                with m.Elif(s.advance_pc):              # pc moves: test and read next cycle
                     pass
                 with m.Elif(pc_over):
                     s.fail(ErrorCode.NO_HALT)
