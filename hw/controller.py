@@ -50,15 +50,10 @@ from types import SimpleNamespace
 from amaranth.hdl import (
     Array,
     Cat,
-    ClockDomain,
-    ClockSignal,
     Const,
-    DomainRenamer,
-    Instance,
     Module,
     Mux,
     ResetInserter,
-    ResetSignal,
     Signal,
     Value,
     signed,
@@ -78,6 +73,7 @@ from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
 from hw.layernorm_tokens import TokenLayerNorm
 from hw.multiplier import _platform_family, mult18x18d
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
+from hw.reset import add_with_reset
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature, unit_words_of
 from hw.skid import SkidBuffer
 from hw.unit import Setting, Unit, check_params
@@ -259,8 +255,10 @@ class Controller(Unit):
         # cycle after FAIL the units are reset, so the next program finds them as after
         # power-on: their flip-flops reset on the domain's reset or on `units_reset`.
         units_reset = Signal(name="units_reset")
-        self._add_units(m, platform, units_reset,
-                        {"gemm": core, "vec": vec, "lnorm": lnorm, "attn": attn})
+        # On ECP5 through a `DCCA`, one global network to the units' 31,000 flip-flops
+        # (hw.reset): the `units` domain.
+        add_with_reset(m, platform, units_reset,
+                       {"gemm": core, "vec": vec, "lnorm": lnorm, "attn": attn}, domain="units")
         s = _State(m, p)
         s.units_reset = units_reset             # the GEMM result rows' skid (_gemm)
         s.platform = platform               # unshared_register's family (write_back)
@@ -289,31 +287,6 @@ class Controller(Unit):
         s.finish_writes()
         self._perf(m, s)
         return m
-
-    @staticmethod
-    def _add_units(m, platform, units_reset, units):
-        """Add ``units`` (``{name: unit}``) as submodules whose flip-flops reset on the
-        domain's reset or on ``units_reset``.
-
-        Elsewhere that is :class:`~amaranth.hdl.ResetInserter`. On ECP5 it is not: Yosys ORs
-        ``units_reset`` into each flip-flop's reset, so the units' ``LSR`` pins (31,000 in the
-        ``ulx3s_85f`` top, 11,543 in the GEMM core alone) hung on LUT outputs, fabric nets that
-        nextpnr does not promote to a global network (it promotes clock nets and ``DCCA``
-        outputs only), across most of the die. There the units run in a clock domain of
-        their own, ``units``: the same clock net, and as its reset the OR of the two through
-        a ``DCCA``, one global network to every unit flip-flop, as the domain's reset is. The
-        same circuit: a unit flip-flop resets in each cycle where either is high."""
-        if _platform_family(platform) != "ecp5":
-            for name, unit in units.items():
-                m.submodules[name] = ResetInserter(units_reset)(unit)
-            return
-        m.domains.units = domain = ClockDomain("units", local=True)
-        m.d.comb += domain.clk.eq(ClockSignal("sync"))
-        m.submodules.units_reset_buf = Instance(
-            "DCCA", i_CLKI=ResetSignal("sync", allow_reset_less=True) | units_reset,
-            i_CE=Const(1), o_CLKO=domain.rst)
-        for name, unit in units.items():
-            m.submodules[name] = DomainRenamer({"sync": "units"})(unit)
 
     # -- fetch, decode, retire, errors ------------------------------------------------------------
 

@@ -21,7 +21,7 @@ carries ``params.digest()`` and ``params.name``; READ and WRITE may touch exactl
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter
+from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,6 +31,7 @@ from hw.link import protocol as lp
 from hw.link.frame import FrameEngine
 from hw.link.host import HostLink
 from hw.params import AccelParams
+from hw.reset import add_with_reset
 from hw.unit import Setting, Unit, check_params
 
 __all__ = ["LINKS", "LinkedAccelerator"]
@@ -126,8 +127,9 @@ class LinkedAccelerator(Unit):
             wiring.connect(m, link.o_stream, wiring.flipped(self.o_stream))
         m.submodules.link = link
         # RESET: the accelerator's registers go back to their reset values (a running program
-        # stops, STATUS clears); block RAM keeps the program and the data.
-        m.submodules.accel = ResetInserter(link.soft_reset)(accel)
+        # stops, STATUS clears, the units drop their work); block RAM keeps the program and the
+        # data. On ECP5 through a `DCCA` (hw.reset): one global network to its flip-flops.
+        add_with_reset(m, platform, link.soft_reset, {"accel": accel}, domain="accel")
         wiring.connect(m, link.bus, accel.host)
         m.d.comb += [link.busy.eq(accel.busy), link.status.eq(accel.status),
                      self.busy.eq(accel.busy)]

@@ -194,6 +194,35 @@ def colorlight_top_rtlil() -> str:
     return plan.files["top.il"]
 
 
+def test_board_top_link_reset_on_one_global_network(colorlight_top_rtlil):
+    """On an ECP5 board the link's RESET (``soft_reset``) reaches the accelerator's flip-flops
+    through a ``DCCA``, as the domain's reset does: the accelerator runs in the ``accel`` domain,
+    whose reset is ``rst | soft_reset``, and no module of the accelerator sees either signal
+    itself. The controller's ``units`` domain takes ``accel_rst`` into its own ``DCCA``, so a
+    RESET from the host also resets the compute units."""
+    text = colorlight_top_rtlil
+    inputs = _module_inputs(text)
+    accel = {name: wires for name, wires in inputs.items()
+             if name == "top.design.accel" or name.startswith("top.design.accel.")}
+    assert len(accel) > 20, sorted(accel)
+    for name, wires in accel.items():
+        assert "soft_reset" not in wires and "rst" not in wires, (name, wires)
+    assert "accel_rst" in inputs["top.design.accel"]
+    assert "accel_rst" in inputs["top.design.accel.ctrl"]
+    for unit in ("gemm", "vec", "lnorm", "attn"):
+        assert "units_rst" in inputs[f"top.design.accel.ctrl.{unit}"], unit
+    design = text.split("\nmodule \\top.design\n", 1)[1].split("\nend\n", 1)[0]
+    assert design.count("cell \\DCCA \\accel_reset_buf") == 1
+    ors = [body for body in re.findall(r"cell \$or \S+\n(.*?)\n +end", design, re.S)
+           if "connect \\A \\rst [0]" in body and "connect \\B \\soft_reset [0]" in body]
+    assert len(ors) == 1, ors
+    dcca = design.split("cell \\DCCA \\accel_reset_buf", 1)[1].split("end", 1)[0]
+    out = re.search(r"connect \\Y (\S+)", ors[0]).group(1)
+    assert f"connect \\CLKI {out} [0]" in dcca
+    ctrl = text.split("\nmodule \\top.design.accel.ctrl\n", 1)[1].split("\nend\n", 1)[0]
+    assert re.search(r"connect \\A \\accel_rst \[0\]", ctrl)
+
+
 def test_colorlight_top_fits_the_lfe5u_25f(colorlight_top_rtlil):
     """The colorlight_5a75b board top fits the LFE5U-25F's hard blocks: every ``MULT18X18D``
     instance and the blocks of every variable ``$mul`` within 28, every ``DP16KD`` instance and
