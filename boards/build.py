@@ -23,6 +23,7 @@ tools run, :class:`BuildSteps` tells their step from their logs for the progress
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import importlib
 import json
@@ -33,10 +34,12 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 # Amaranth is a core dependency and imports in ~0.1 s; torch/cocotb are not needed here.
 from amaranth import Cat, Signal, Value
+from amaranth.hdl import UnusedElaboratable
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In
 
@@ -612,7 +615,18 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         opts = {**overrides}
         for name, value in (extra or {}).items():
             opts[name] = " ".join(filter(None, [opts.get(name, ""), value]))
-        return top, plat_cls().prepare(top, "top", **opts)
+        try:
+            return top, plat_cls().prepare(top, "top", **opts)
+        except ValueError as exc:
+            error = ValueError(str(exc))
+        # The half-elaborated design is garbage now: collected here, quietly, or Amaranth's
+        # warning about each of its unused parts would bury the one line that says what is
+        # wrong.
+        del top
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            gc.collect()
+        raise error
 
     top, plan = prepare()
     # The key names the request: a build that needed the fallback is found again by it.

@@ -28,6 +28,7 @@ from amaranth.lib.cdc import FFSynchronizer
 
 from boards.common import ClockedTop
 from hw.checks import check_int
+from hw.link.protocol import check_baud
 
 __all__ = ["STATUS_LEDS", "ActivityStretcher", "BoardTop"]
 
@@ -95,8 +96,19 @@ class BoardTop(ClockedTop):
     def design(self):
         return self._component
 
+    def _check_baud(self) -> None:
+        """A design with a UART ``divisor`` (and ``params.baud``) computed for the requested
+        clock must still talk at its baud on the clock the PLL makes (``ValueError`` if not:
+        a board whose PLL cannot make the preset's clock, e.g. 12 MHz from the ULX3S's 25 MHz
+        oscillator, which the ECP5 PLL makes 12.5 MHz)."""
+        divisor = getattr(self.design, "divisor", None)
+        baud = getattr(getattr(self.design, "params", None), "baud", None)
+        if isinstance(divisor, int) and isinstance(baud, int) and self.frequency_hz_achieved:
+            check_baud(self.frequency_hz_achieved, divisor, baud, wanted_hz=self._frequency_hz)
+
     def elaborate(self, platform):
         m = self.clocked_module(platform)
+        self._check_baud()
         rx_pin, tx_pin = platform.uart_pins(m)
         m.submodules.design = design = self._component
         m.d.comb += [design.rx.eq(rx_pin), tx_pin.eq(design.tx)]

@@ -291,6 +291,22 @@ def test_cli_answers_the_other_spelling_with_a_hint(capsys):
     assert "did you mean" not in _cli_error(capsys, "--board", "icebreaker", "--preset", "huge")
 
 
+def test_synth_refuses_a_clock_the_uart_cannot_use(capsys, tmp_path):
+    """The ECP5 PLL makes 12.5 MHz for the icebreaker preset's 12 MHz from the ULX3S's 25 MHz:
+    the board top's UART divisor would be 4.3 % off its baud. One line, exit 2, before any
+    tool runs, and no build folder."""
+    build = tmp_path / "build"
+    assert _synth_cli(["--board", "ulx3s-85f", "--preset", "icebreaker",
+                       "--build-dir", str(build)]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lightformer synth:")]
+    want = ("lightformer synth: the UART divisor 104 computed for 12 MHz gives 120192 baud at "
+            "12.5 MHz, +4.3 % off 115200 (at most 2 %): choose a clock the board's PLL makes "
+            "exactly (--target-mhz 12.5) or another baud")
+    assert lines == [want], err
+    assert "UnusedElaboratable" not in err and not build.exists()
+
+
 def test_cli_checks_the_json_path_before_building(capsys, tmp_path):
     err = _cli_error(capsys, "--board", "icebreaker", "--json", str(tmp_path))
     assert "--json must be a file path" in err

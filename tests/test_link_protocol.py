@@ -64,6 +64,23 @@ def test_protocol_uart_divisor():
     assert p.timeout_cycles(25e6, 9600) == 64 * 10 * 2604        # 64 byte times
 
 
+def test_protocol_check_baud():
+    """A divisor counted on another clock than its own: within 2 % it passes (the error is
+    returned), beyond it one line names the divisor, both clocks, the baud and the fix."""
+    assert p.check_baud(25e6, 217, 115200) == pytest.approx(25e6 / 217 / 115200 - 1)
+    assert abs(p.check_baud(12e6, p.uart_divisor(12e6, 115200), 115200)) < 0.002
+    assert p.check_baud(12.2e6, 104, 115200) == pytest.approx(0.0183, abs=1e-4)  # +1.8 %
+    with pytest.raises(ValueError) as exc:
+        p.check_baud(12.5e6, 104, 115200, wanted_hz=12e6)
+    assert str(exc.value) == (
+        "the UART divisor 104 computed for 12 MHz gives 120192 baud at 12.5 MHz, +4.3 % off "
+        "115200 (at most 2 %): choose a clock the board's PLL makes exactly (--target-mhz 12.5) "
+        "or another baud")
+    with pytest.raises(ValueError, match=r"-2\.2 % off 115200 \(at most 2 %\): at 25 MHz the "
+                       r"divisor is 217$"):
+        p.check_baud(25e6, 222, 115200)
+
+
 def test_bus_signature():
     sig = HostBus.Signature(addr_width=10)
     assert sig.members["w_en"].shape == 4 and sig.members["ready"].flow.name == "In"

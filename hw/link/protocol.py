@@ -36,7 +36,7 @@ __all__ = [
     "STATUS_WORDS", "Status", "TIMEOUT_BYTES", "TIMEOUT_MIN_S", "WORD_BYTES", "AddressRange",
     "check_access", "crc16", "identify_payload", "request_length_ok", "timeout_cycles",
     "uart_divisor", "check_ranges", "Identity", "parse_identify", "CRC_BYTES", "MAX_STRIDE",
-    "MAX_WAIT_CYCLES", "WAIT_WORDS", "read_span",
+    "MAX_WAIT_CYCLES", "WAIT_WORDS", "read_span", "BAUD_TOLERANCE", "check_baud",
 ]
 
 #: Bumped whenever a byte on the wire changes meaning; IDENTIFY reports it.
@@ -67,6 +67,10 @@ CRC_INIT = 0xFFFF
 #: host's write for a millisecond or more between packets).
 TIMEOUT_BYTES = 64
 TIMEOUT_MIN_S = 0.010
+#: Largest relative error of the device's bit time against the host's that a board build
+#: accepts: a receiver samples mid-bit, so over a 10-bit character the two clocks may drift
+#: half a bit apart in all, a quarter each side, 2.5 %; 2 % leaves the host's adapter room.
+BAUD_TOLERANCE = 0.02
 
 
 class Opcode(enum.IntEnum):
@@ -236,6 +240,27 @@ def uart_divisor(clk_hz: float, baud: int) -> int:
             f"baud {baud} is too fast for a {clk_hz / 1e6:g} MHz clock: the UART needs at "
             f"least 4 clock cycles per bit, not {clk_hz / baud:.2f}")
     return divisor
+
+
+def check_baud(clk_hz: float, divisor: int, baud: int, *, wanted_hz: float | None = None) -> float:
+    """The relative baud error of a UART that counts ``divisor`` cycles of a ``clk_hz`` clock
+    per bit; ``ValueError`` if it exceeds :data:`BAUD_TOLERANCE`.
+
+    ``wanted_hz`` is the clock the divisor was computed for (a board's PLL may make another
+    one); the message names both.
+    """
+    error = (clk_hz / divisor - baud) / baud
+    if abs(error) > BAUD_TOLERANCE:
+        moved = wanted_hz is not None and wanted_hz != clk_hz
+        wanted = f"computed for {wanted_hz / 1e6:g} MHz " if moved else ""
+        fix = (f"choose a clock the board's PLL makes exactly (--target-mhz {clk_hz / 1e6:g}) "
+               f"or another baud" if moved else
+               f"at {clk_hz / 1e6:g} MHz the divisor is {round(clk_hz / baud)}")
+        raise ValueError(
+            f"the UART divisor {divisor} {wanted}gives {clk_hz / divisor:.0f} baud at "
+            f"{clk_hz / 1e6:g} MHz, {100 * error:+.1f} % off {baud} (at most "
+            f"{100 * BAUD_TOLERANCE:g} %): {fix}")
+    return error
 
 
 def timeout_cycles(clk_hz: float, baud: int) -> int:
