@@ -123,6 +123,18 @@ def test_synth_ulx3s_85f_attention_meets_125mhz():
     assert data["resources"]["DSP"]["used"] > 0 and data["resources"]["BRAM"]["used"] > 0
 
 
+def test_synth_ulx3s_85f_board_top_of_the_smallest_preset():
+    """A whole board top in ``make test``: the ``icebreaker`` preset's accelerator (a 2x2
+    array and every unit, the smallest preset), its UART link on the ULX3S's FT231X pins and
+    the status LEDs, at 25 MHz (the board's oscillator; its PLL cannot make the preset's 12 MHz
+    exactly enough for the UART): timing met and a bitstream (about ten minutes here)."""
+    data = _build("ulx3s-85f", "top", preset="icebreaker", target_mhz=25.0)
+    assert (data["rows"], data["cols"]) == (2, 2)
+    assert data["timing_met"], data["critical_path"]
+    assert data["fmax_mhz"] >= data["target_mhz"] == pytest.approx(25.0)
+    assert data["resources"]["DSP"]["used"] <= 156 and data["resources"]["BRAM"]["used"] <= 208
+
+
 @pytest.mark.slow
 def test_synth_ulx3s_85f_tiny_board_top_meets_its_clock():
     """The whole board top of the ``tiny`` preset on the ULX3S -- the accelerator, its UART link
