@@ -31,12 +31,15 @@ Timing (``docs/protocol.md`` draws it)::
 
 from __future__ import annotations
 
+from amaranth.hdl import Module
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_int
+from hw.skid import SkidBuffer
 from hw.unit import ParamSignature, Setting
 
-__all__ = ["HostBus"]
+__all__ = ["HostBus", "HostBusSlice"]
 
 
 class HostBus:
@@ -88,3 +91,53 @@ class HostBus:
                 "r_data": In(data_width),
                 "r_valid": In(1),
             }, addr_width=addr_width, data_width=data_width)
+
+
+class HostBusSlice(wiring.Component):
+    """A register slice on the host port's request path: ``o_bus``'s ``valid``, ``addr``,
+    ``write``, ``w_data`` and ``w_en`` and ``i_bus.ready`` come from flip-flops
+    (:class:`hw.skid.SkidBuffer`); the read answer (``r_valid``, ``r_data``) passes straight back.
+
+    Between the link's frame engine and the accelerator top it cuts the path from the engine's
+    state machine through the request's address into the top's region decode (the host
+    stage), the longest of the ``ulx3s_85f`` board top's netlist estimate (``docs/boards.md``).
+    A request reaches the slave one cycle after its transfer into the slice; the bus rules hold
+    on both sides (requests in order, one transfer a cycle, a read answered after its transfer,
+    in order).
+
+    Parameters
+    ----------
+    addr_width, data_width : int
+        As :class:`HostBus.Signature`.
+
+    Members
+    -------
+    i_bus : In(HostBus.Signature(...))
+        From the master.
+    o_bus : Out(HostBus.Signature(...))
+        To the slave.
+    """
+
+    latency = SkidBuffer.latency
+
+    def __init__(self, *, addr_width: int, data_width: int = 32) -> None:
+        sig = HostBus.Signature(addr_width=addr_width, data_width=data_width)
+        self._layout = data.StructLayout({"addr": addr_width, "write": 1,
+                                          "w_data": data_width, "w_en": data_width // 8})
+        super().__init__({"i_bus": In(sig), "o_bus": Out(sig)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.skid = skid = SkidBuffer(self._layout)
+        i, o = self.i_bus, self.o_bus
+        req, out = skid.i_stream.payload, skid.o_stream.payload
+        m.d.comb += [
+            skid.i_stream.valid.eq(i.valid), i.ready.eq(skid.i_stream.ready),
+            req.addr.eq(i.addr), req.write.eq(i.write), req.w_data.eq(i.w_data),
+            req.w_en.eq(i.w_en),
+            o.valid.eq(skid.o_stream.valid), skid.o_stream.ready.eq(o.ready),
+            o.addr.eq(out.addr), o.write.eq(out.write), o.w_data.eq(out.w_data),
+            o.w_en.eq(out.w_en),
+            i.r_valid.eq(o.r_valid), i.r_data.eq(o.r_data),
+        ]
+        return m

@@ -21,12 +21,13 @@ carries ``params.digest()`` and ``params.name``; READ and WRITE may touch exactl
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw import isa
 from hw.accelerator import Accelerator
+from hw.bus import HostBusSlice
 from hw.link import protocol as lp
 from hw.link.frame import FrameEngine
 from hw.link.host import HostLink
@@ -130,7 +131,21 @@ class LinkedAccelerator(Unit):
         # stops, STATUS clears, the units drop their work); block RAM keeps the program and the
         # data. On ECP5 through a `DCCA` (hw.reset): one global network to its flip-flops.
         add_with_reset(m, platform, link.soft_reset, {"accel": accel}, domain="accel")
-        wiring.connect(m, link.bus, accel.host)
-        m.d.comb += [link.busy.eq(accel.busy), link.status.eq(accel.status),
-                     self.busy.eq(accel.busy)]
+        # The engine's requests reach the host port through a register slice (hw.bus): no
+        # path from the engine's state machine into the top's region decode.
+        m.submodules.host_slice = host_slice = HostBusSlice(addr_width=len(accel.host.addr))
+        wiring.connect(m, link.bus, host_slice.i_bus)
+        wiring.connect(m, host_slice.o_bus, accel.host)
+        # The engine counts a run from its START write's transfer until `busy` falls, and
+        # reads `busy` two cycles after that transfer; behind the slice the write reaches the
+        # CSRs later than that (later still when the ENTRY write ahead of it holds the host
+        # stage). `run_pending` bridges the gap: from the engine's start pulse until the
+        # accelerator's own busy is seen (a START always raises it for at least a cycle).
+        run_pending = Signal()
+        with m.If(link.start):
+            m.d.sync += run_pending.eq(1)
+        with m.Elif(accel.busy | link.soft_reset):
+            m.d.sync += run_pending.eq(0)
+        busy = accel.busy | run_pending
+        m.d.comb += [link.busy.eq(busy), link.status.eq(accel.status), self.busy.eq(busy)]
         return m

@@ -77,9 +77,9 @@ def test_link_formal_catches_a_leaky_range_check(tmp_path):
 @pytest.mark.parametrize("run_csrs", [None, (0x70, 0x74, 1)], ids=["start_port", "run_csrs"])
 def test_link_formal_frame_engine_returns_to_idle(run_csrs, tmp_path):
     engine = _engine(run_csrs=run_csrs)
-    # A request of 4 + 255 + 2 bytes each up to the timeout apart, WAIT's budget, the longest
-    # reply: 1294 cycles for these parameters.
-    assert engine.progress_bound() == 6 * 63 + 8 + 2 + 2 * p.MAX_WORDS + 1 + 1 + 260 * 3
+    # A request of 4 + 255 + 2 bytes each up to the timeout apart, VERIFY and CHECK, WAIT's
+    # budget, the longest reply: 1295 cycles for these parameters.
+    assert engine.progress_bound() == 6 * 63 + 8 + 2 + 2 * p.MAX_WORDS + 1 + 2 + 260 * 3 == 1295
     result = _prove(engine, tmp_path, platform="formal_progress")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Induction step proven: SUCCESS!" in result.stdout

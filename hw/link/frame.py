@@ -11,8 +11,9 @@ Phases (one FSM)::
 
     IDLE -> OPCODE -> SEQ -> LENGTH -> PAYLOAD* -> CRC_HI -> CRC_LO     receive
          silence for timeout_cycles in any receive state after IDLE: code TIMEOUT -> COUNT
-    CHECK      first failing check: CRC, opcode, length (and READ's n and stride), address,
-               busy
+    VERIFY     the checks' verdicts into registers: CRC, opcode, length (and READ's n and
+               stride), address; the reply length if all pass
+    CHECK      first failing check, from those registers, then busy
     DISPATCH   WRITE -> W_ADDR/W_BUS per word; RUN: start pulse (with ``run_csrs``: after the
                RUN_ENTRY, RUN_START CSR writes); RESET: soft_reset pulse; WAIT -> WAIT until
                the run ends or its budget of cycles is spent
@@ -39,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.bus import HostBus
 from hw.checks import check_int
-from hw.fsm import one_hot
+from hw.fsm import one_hot, select_one_hot
 from hw.link import protocol as p
 
 __all__ = ["FORMAL_PLATFORMS", "FrameEngine", "crc16_next"]
@@ -170,14 +171,29 @@ class FrameEngine(wiring.Component):
         r.rd = buf.read_port()
         m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]
         self._run_tracker(m, r)
-        code, rlen, n_write, stride = self._check(m, r)
+        verdicts = self._check(m, r)
         m.d.comb += r.rd.addr.eq(r.index)
         with m.FSM() as fsm:
             self._receive(m, r)
+            # The checks take two cycles: VERIFY registers each check's verdict (their
+            # address comparators and length decodes end at flip-flops, not at the reply's
+            # code and length), CHECK picks the first failure from those registers.
+            with m.State("VERIFY"):
+                m.d.sync += [r.verdict[name].eq(verdicts[name]) for name in r.verdict]
+                m.d.sync += [r.nwords.eq(verdicts["n_write"]), r.stride.eq(verdicts["stride"])]
+                m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += [r.code.eq(code), r.rlen.eq(Mux(code == p.Status.OK, rlen, 0)),
-                             r.baddr.eq(r.arg0[2:]), r.index.eq(1), r.nwords.eq(n_write),
-                             r.stride.eq(stride)]
+                v = r.verdict
+                op = p.Opcode
+                blocked = ((r.opcode == op.RUN) | (r.opcode == op.WRITE)) & r.busy_any
+                code = Mux(~v["crc_ok"], p.Status.BAD_CRC,
+                           Mux(~v["known"], p.Status.BAD_OPCODE,
+                               Mux(~v["length_ok"], p.Status.BAD_LENGTH,
+                                   Mux(~v["addr_ok"], p.Status.BAD_ADDRESS,
+                                       Mux(blocked, p.Status.BUSY, p.Status.OK)))))
+                ok = v["crc_ok"] & v["known"] & v["length_ok"] & v["addr_ok"] & ~blocked
+                m.d.sync += [r.code.eq(code), r.rlen.eq(Mux(ok, v["rlen"], 0)),
+                             r.baddr.eq(r.arg0[2:]), r.index.eq(1)]
                 m.next = "DISPATCH"
             self._dispatch(m, r)
             self._reply(m, r)
@@ -191,7 +207,7 @@ class FrameEngine(wiring.Component):
     def progress_bound(self) -> int:
         """Cycles after which the engine is back in IDLE, at most, once it leaves it (under
         :meth:`_progress`'s environment): the ranking of a fresh request."""
-        return self._rank_check() + 1 + 260 * self._timeout
+        return self._rank_check() + 2 + 260 * self._timeout
 
     def _rank_check(self) -> int:
         # CHECK: the costliest DISPATCH after it (any reply length: 63 words).
@@ -226,7 +242,9 @@ class FrameEngine(wiring.Component):
                 with m.Case(fsm.encoding[state]):
                     left = (r.length - r.count + 2) if left is None else left
                     # A byte within the timeout or the timeout itself, for every byte left.
-                    m.d.comb += rank.eq(check + 1 + (left - 1) * t + (t - r.timer))
+                    m.d.comb += rank.eq(check + 2 + (left - 1) * t + (t - r.timer))
+            with m.Case(fsm.encoding["VERIFY"]):
+                m.d.comb += rank.eq(check + 1)
             with m.Case(fsm.encoding["CHECK"]):
                 m.d.comb += rank.eq(check)
             with m.Case(fsm.encoding["DISPATCH"]):
@@ -297,14 +315,26 @@ class FrameEngine(wiring.Component):
                                & (r.baddr == (r.arg0[2:] + r.index - 1)[:self._addr_width]))
         with m.If(running):
             m.d.comb += Assert((r.opcode == p.Opcode.RUN) & (r.code == p.Status.OK))
-        # The registered READ span is up to date a cycle after the length and the arguments
-        # were last written (LENGTH, PAYLOAD), so always at CHECK (:meth:`_check`).
-        wrote_args = Signal()
-        m.d.sync += wrote_args.eq(fsm.ongoing("LENGTH") | fsm.ongoing("PAYLOAD"))
+        # CHECK's registered verdicts are the checks of the frame it answers (nothing that
+        # they read changes in VERIFY).
+        v = r.verdict
+        with m.If(fsm.ongoing("CHECK")):
+            m.d.comb += Assert(Cat(*(v[name] == c[name] for name in v)).all()
+                               & (r.nwords == c["n_write"]))
+        # The READ span's operands are up to date a cycle after the length and the arguments
+        # were last written (LENGTH, PAYLOAD), the span a cycle later: always at VERIFY and
+        # CHECK (:meth:`_check`).
+        wrote_args, wrote_args2 = Signal(), Signal()
+        m.d.sync += [wrote_args.eq(fsm.ongoing("LENGTH") | fsm.ongoing("PAYLOAD")),
+                     wrote_args2.eq(wrote_args)]
         with m.If(~wrote_args):
+            m.d.comb += Assert(r.span_operands == r.span_operands_next)
+        with m.If(~wrote_args & ~wrote_args2):
             m.d.comb += Assert(r.span == r.span_next[:len(r.span)])
-        with m.If(fsm.ongoing("CRC_LO") | fsm.ongoing("CHECK")):
+        with m.If(fsm.ongoing("CRC_LO")):
             m.d.comb += Assert(~wrote_args)
+        with m.If(fsm.ongoing("VERIFY") | fsm.ongoing("CHECK")):
+            m.d.comb += Assert(~wrote_args & ~wrote_args2)
         self._answer_once(m, r, fsm)
         bus = self.bus
         inside = Cat(*((bus.addr >= rg.base >> 2) & (bus.addr < (rg.base + rg.size) >> 2)
@@ -339,7 +369,7 @@ class FrameEngine(wiring.Component):
                 m.next = "OPCODE"
         steps = (("OPCODE", r.opcode, "SEQ"), ("SEQ", r.seq, "LENGTH"),
                  ("LENGTH", r.length, None), ("PAYLOAD", None, "CRC_HI"),
-                 ("CRC_HI", None, "CRC_LO"), ("CRC_LO", None, "CHECK"))
+                 ("CRC_HI", None, "CRC_LO"), ("CRC_LO", None, "VERIFY"))
         for state, field, after in steps:
             with m.State(state):
                 m.d.comb += i.ready.eq(1)
@@ -391,22 +421,29 @@ class FrameEngine(wiring.Component):
         return ok
 
     def _check(self, m, r):
-        """Comb: the reply's status code and payload length, WRITE's word count, READ's
-        stride."""
+        """Comb: each check's verdict (``crc_ok``, ``known``, ``length_ok``, ``addr_ok``), the
+        reply's payload length if they pass (``rlen``), WRITE's word count (``n_write``) and
+        READ's stride (``stride``), by name."""
         op = p.Opcode
         n_write = Signal(8)
         m.d.comb += n_write.eq((r.length >> 2) - 1)
         # READ: n words `stride` apart span (n - 1) * stride + 1 words (protocol.read_span);
-        # only n in 1..62 and stride in 1..255 reach the range check's verdict. The span is a
-        # register (its product is the board top's longest path otherwise): the length and
-        # the arguments are last written in PAYLOAD, at least the two CRC bytes (two cycles)
-        # before CHECK reads the span, so it is up to date there.
+        # only n in 1..62 and stride in 1..255 reach the range check's verdict. The span is
+        # computed in two register stages (its product was the board top's longest path
+        # otherwise): its operands, then the span. The length and the
+        # arguments are last written in PAYLOAD, at least the two CRC bytes (two cycles)
+        # before VERIFY reads the span, so it is up to date there.
         strided = r.length == 3 * p.WORD_BYTES
         stride = Signal(8)
-        span = Signal(14)
         m.d.comb += stride.eq(Mux(strided, r.arg2[:8], 1))
-        r.span, r.span_next = span, (r.arg1[:6] - 1) * stride + 1
-        m.d.sync += span.eq(r.span_next)
+        # The operand registers hold the fields as received (zero for a zero frame, where the
+        # proofs start): n, whether a stride was sent, and the stride.
+        span_n, span_strided, span_stride, span = Signal(6), Signal(), Signal(8), Signal(14)
+        r.span_operands = Cat(span_n, span_strided, span_stride)
+        r.span_operands_next = Cat(r.arg1[:6], strided, r.arg2[:8])
+        r.span = span
+        r.span_next = (span_n - 1) * Mux(span_strided, span_stride, 1) + 1
+        m.d.sync += [r.span_operands.eq(r.span_operands_next), span.eq(r.span_next)]
         stride_ok = ~strided | ((r.arg2 >= 1) & (r.arg2 <= p.MAX_STRIDE))
         read_ok = self._access_ok(m, r, span, write=False)
         write_ok = self._access_ok(m, r, n_write, write=True)
@@ -426,12 +463,6 @@ class FrameEngine(wiring.Component):
         addr_ok = Mux(r.opcode == op.READ, read_ok, Mux(r.opcode == op.WRITE, write_ok, 1))
         r.checks = {"known": known, "length_ok": length_ok, "addr_ok": addr_ok,
                     "write_ok": write_ok, "n_write": n_write}
-        blocked = ((r.opcode == op.RUN) | (r.opcode == op.WRITE)) & r.busy_any
-        code = Mux(r.crc != 0, p.Status.BAD_CRC,
-                   Mux(~known, p.Status.BAD_OPCODE,
-                       Mux(~length_ok, p.Status.BAD_LENGTH,
-                           Mux(~addr_ok, p.Status.BAD_ADDRESS,
-                               Mux(blocked, p.Status.BUSY, p.Status.OK)))))
         rlen = Signal(8)
         with m.Switch(r.opcode):
             with m.Case(op.IDENTIFY):
@@ -444,7 +475,9 @@ class FrameEngine(wiring.Component):
                 m.d.comb += rlen.eq(4 * p.PERF_WORDS)
             with m.Case(op.WAIT):
                 m.d.comb += rlen.eq(4 * p.WAIT_WORDS)
-        return code, rlen, n_write, stride
+        r.checks.update(crc_ok=r.crc == 0, rlen=rlen)
+        return {"crc_ok": r.crc == 0, "known": known, "length_ok": length_ok,
+                "addr_ok": addr_ok, "rlen": rlen, "n_write": n_write, "stride": stride}
 
     # -- execute ----------------------------------------------------------------------------
 
@@ -601,18 +634,22 @@ class FrameEngine(wiring.Component):
         status = Array([flags, self.status])
         perf = Array([r.run_cycles, r.runs, r.frames_ok, r.frames_failed])
         waited = Array([flags, self.status, r.run_cycles])
+        # Which reply the opcode asks for, one-hot flip-flops (the opcode is written in OPCODE,
+        # long before FETCH): the word's multiplexer is an AND-OR of registers, not a decode
+        # of the opcode into 32 enables (the board top's netlist estimate: 14.1 ns).
+        answers = {o: Signal(name=f"answer_{o.name.lower()}")
+                   for o in (op.IDENTIFY, op.STATUS, op.PERF, op.WAIT)}
+        m.d.sync += [flag.eq(r.opcode == o) for o, flag in answers.items()]
+        local = select_one_hot([(answers[op.IDENTIFY], ident[r.index[:3]]),
+                                (answers[op.STATUS], status[r.index[:1]]),
+                                (answers[op.PERF], perf[r.index[:2]]),
+                                (answers[op.WAIT], waited[r.index[:2]])], 32)
         with m.State("FETCH"):
             m.d.sync += r.byte.eq(0)
             m.next = "BYTES"
+            with m.If(Cat(*answers.values()).any()):
+                m.d.sync += r.word.eq(local)
             with m.Switch(r.opcode):
-                with m.Case(op.IDENTIFY):
-                    m.d.sync += r.word.eq(ident[r.index[:3]])
-                with m.Case(op.STATUS):
-                    m.d.sync += r.word.eq(status[r.index[:1]])
-                with m.Case(op.PERF):
-                    m.d.sync += r.word.eq(perf[r.index[:2]])
-                with m.Case(op.WAIT):
-                    m.d.sync += r.word.eq(waited[r.index[:2]])
                 with m.Case(op.READ):
                     m.d.comb += [bus.valid.eq(1), bus.addr.eq(r.baddr)]
                     m.next = "FETCH"
@@ -670,4 +707,8 @@ class _Regs:
         self.runs = Signal(32)
         self.frames_ok = Signal(32)
         self.frames_failed = Signal(32)
+        # The checks' verdicts, registered in VERIFY for CHECK.
+        self.verdict = {name: Signal(name=f"verdict_{name}")
+                        for name in ("crc_ok", "known", "length_ok", "addr_ok")}
+        self.verdict["rlen"] = Signal(8, name="verdict_rlen")
         self.wr = self.rd = None
