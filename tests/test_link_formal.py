@@ -34,9 +34,22 @@ SCRIPT = ("read_rtlil engine.il; prep -top top; chformal -lower; memory_map; opt
 
 
 class _LeakyEngine(FrameEngine):
-    """A broken engine: every address passes the range check."""
+    """A broken engine: every address passes the range check, in the engine's staged check
+    and in the specification the proof compares it with, so only the safety property itself
+    (no write outside a writable window) can catch it."""
 
     def _access_ok(self, m, r, n_words, write):
+        return Const(1)
+
+    def _staged_access_ok(self, starts, rooms, n_words, write):
+        return Const(1)
+
+
+class _StagedLeakEngine(FrameEngine):
+    """A broken engine: its staged range check passes every address, the specification the
+    proof compares it with does not."""
+
+    def _staged_access_ok(self, starts, rooms, n_words, write):
         return Const(1)
 
 
@@ -68,8 +81,10 @@ def test_link_formal_frame_engine_safety(run_csrs, tmp_path):
     assert "Induction step proven: SUCCESS!" in result.stdout
 
 
-def test_link_formal_catches_a_leaky_range_check(tmp_path):
-    result = _prove(_engine(_LeakyEngine), tmp_path)
+@pytest.mark.parametrize("engine_cls", [_LeakyEngine, _StagedLeakEngine],
+                         ids=["leaky_everywhere", "leaky_staged_check"])
+def test_link_formal_catches_a_leaky_range_check(engine_cls, tmp_path):
+    result = _prove(_engine(engine_cls), tmp_path)
     assert result.returncode != 0
     assert "proof did fail" in result.stdout + result.stderr
 

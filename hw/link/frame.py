@@ -299,7 +299,14 @@ class FrameEngine(wiring.Component):
         ``platform="formal"``): "no write outside a valid WRITE's range" (the last one; the
         others make it provable by induction: they tie the write address to the checked base
         and word count while a WRITE executes) and :meth:`_answer_once`."""
-        c = r.checks
+        # The checks as specified, computed straight from the received fields: the engine's
+        # staged address check (:meth:`_check`) must agree with them at CHECK.
+        c = dict(r.checks)
+        op = p.Opcode
+        spec_read_ok = self._access_ok(m, r, r.span_next, write=False)
+        spec_write_ok = self._access_ok(m, r, c["n_write"], write=True)
+        c["addr_ok"] = Mux(r.opcode == op.READ, spec_read_ok,
+                           Mux(r.opcode == op.WRITE, spec_write_ok, 1))
         checked = (r.crc == 0) & c["known"] & c["length_ok"] & c["addr_ok"]
         executing = fsm.ongoing("W_ADDR") | fsm.ongoing("W_BUS")
         running = (fsm.ongoing("RUN_ENTRY") | fsm.ongoing("RUN_START")
@@ -321,14 +328,14 @@ class FrameEngine(wiring.Component):
         with m.If(fsm.ongoing("CHECK")):
             m.d.comb += Assert(Cat(*(v[name] == c[name] for name in v)).all()
                                & (r.nwords == c["n_write"]))
-        # The READ span's operands are up to date a cycle after the length and the arguments
-        # were last written (LENGTH, PAYLOAD), the span a cycle later: always at VERIFY and
-        # CHECK (:meth:`_check`).
+        # The check's stage 1 is up to date a cycle after the length and the arguments were
+        # last written (LENGTH, PAYLOAD), stage 2 (READ's span) a cycle later: always at
+        # VERIFY and CHECK (:meth:`_check`).
         wrote_args, wrote_args2 = Signal(), Signal()
         m.d.sync += [wrote_args.eq(fsm.ongoing("LENGTH") | fsm.ongoing("PAYLOAD")),
                      wrote_args2.eq(wrote_args)]
         with m.If(~wrote_args):
-            m.d.comb += Assert(r.span_operands == r.span_operands_next)
+            m.d.comb += Assert(r.check_stage1 == r.check_stage1_next)
         with m.If(~wrote_args & ~wrote_args2):
             m.d.comb += Assert(r.span == r.span_next[:len(r.span)])
         with m.If(fsm.ongoing("CRC_LO")):
@@ -411,7 +418,9 @@ class FrameEngine(wiring.Component):
     # -- check ------------------------------------------------------------------------------
 
     def _access_ok(self, m, r, n_words, write):
-        """Comb: ``n_words`` words from byte address ``arg0`` fit one (writable) range."""
+        """Comb, the checks' specification: ``n_words`` words from byte address ``arg0`` fit
+        one (writable) range. Only the proofs elaborate it (:meth:`_invariants`); the engine
+        decides from :meth:`_check`'s registered stage, proved equal to it."""
         end = Signal(40)
         m.d.comb += end.eq(r.arg0 + (n_words << 2))
         fits = [(r.arg0 >= rg.base) & (end <= rg.base + rg.size)
@@ -420,6 +429,14 @@ class FrameEngine(wiring.Component):
         m.d.comb += ok.eq((r.arg0[:2] == 0) & (Cat(*fits).any() if fits else 0))
         return ok
 
+    def _staged_access_ok(self, starts, rooms, n_words, write):
+        """Comb: ``n_words`` words from ``arg0`` fit one (writable) range, from stage 1 of
+        :meth:`_check`: per range, whether ``arg0`` starts in it and the bytes it has left."""
+        terms = [start & ((n_words << 2) <= room)
+                 for rg, start, room in zip(self._ranges, starts, rooms)
+                 if rg.writable or not write]
+        return Cat(*terms).any() if terms else Const(0)
+
     def _check(self, m, r):
         """Comb: each check's verdict (``crc_ok``, ``known``, ``length_ok``, ``addr_ok``), the
         reply's payload length if they pass (``rlen``), WRITE's word count (``n_write``) and
@@ -427,20 +444,45 @@ class FrameEngine(wiring.Component):
         op = p.Opcode
         n_write = Signal(8)
         m.d.comb += n_write.eq((r.length >> 2) - 1)
+        # The address checks are computed in register stages that run every cycle from the
+        # received fields (each was the board top's longest path when computed in VERIFY):
+        # stage 1 from the length and the arguments, stage 2 (READ's span) from stage 1,
+        # and VERIFY compares stage 1 and 2 only. The length and the arguments are last
+        # written in PAYLOAD (LENGTH for an empty payload), at least the two CRC bytes (two
+        # cycles) before VERIFY, so both stages are up to date there (:meth:`_invariants`).
+        #
         # READ: n words `stride` apart span (n - 1) * stride + 1 words (protocol.read_span);
-        # only n in 1..62 and stride in 1..255 reach the range check's verdict. The span is
-        # computed in two register stages (its product was the board top's longest path
-        # otherwise): its operands, then the span. The length and the
-        # arguments are last written in PAYLOAD, at least the two CRC bytes (two cycles)
-        # before VERIFY reads the span, so it is up to date there.
+        # only n in 1..62 and stride in 1..255 reach the range check's verdict.
         strided = r.length == 3 * p.WORD_BYTES
         stride = Signal(8)
         m.d.comb += stride.eq(Mux(strided, r.arg2[:8], 1))
-        # The operand registers hold the fields as received (zero for a zero frame, where the
-        # proofs start): n, whether a stride was sent, and the stride.
+        # Stage 1 holds the fields as received (zero for a zero frame, where the proofs
+        # start): READ's n, whether a stride was sent, and the stride; WRITE's word count;
+        # per range, whether arg0 is aligned and inside it, and the bytes from arg0 to the
+        # range's end, saturated at 2**16 (more than any span: 62 * 255 words).
         span_n, span_strided, span_stride, span = Signal(6), Signal(), Signal(8), Signal(14)
-        r.span_operands = Cat(span_n, span_strided, span_stride)
-        r.span_operands_next = Cat(r.arg1[:6], strided, r.arg2[:8])
+        room_cap = 1 << 16
+        assert (p.MAX_WORDS - 1) * p.MAX_STRIDE + 1 < 1 << len(span)
+        assert p.WORD_BYTES << len(span) <= room_cap and p.MAX_PAYLOAD <= room_cap
+        # (Their reset values are those of zero fields, as the span's are.)
+        staged_n_write = Signal(8, init=0xFF)      # (0 >> 2) - 1, wrapped
+        starts = [Signal(name=f"check_start_{i}", init=rg.base == 0)
+                  for i, rg in enumerate(self._ranges)]
+        rooms = [Signal(range(room_cap + 1), name=f"check_room_{i}",
+                        init=min(rg.base + rg.size, room_cap))
+                 for i, rg in enumerate(self._ranges)]
+        aligned = r.arg0[:2] == 0
+        starts_next, rooms_next = [], []
+        for rg in self._ranges:
+            end = rg.base + rg.size
+            room = Signal(33)
+            m.d.comb += room.eq(end - r.arg0)
+            starts_next.append(aligned & (r.arg0 >= rg.base) & (r.arg0 <= end))
+            rooms_next.append(Mux(room >= room_cap, room_cap, room[:17]))
+        r.check_stage1 = Cat(span_n, span_strided, span_stride, staged_n_write,
+                              *starts, *rooms)
+        r.check_stage1_next = Cat(r.arg1[:6], strided, r.arg2[:8], n_write,
+                                   *starts_next, *rooms_next)
         r.span = span
         # (n - 1) * s + 1 as n * s - s + 1, the product as shifted partial products: in logic
         # beside the engine, not on a MULT18X18D that the placer may put across the die from
@@ -448,10 +490,11 @@ class FrameEngine(wiring.Component):
         s = Mux(span_strided, span_stride, 1)
         product = sum(Mux(span_n[i], s << i, 0) for i in range(len(span_n)))
         r.span_next = (product - s + 1)[:len(span)]
-        m.d.sync += [r.span_operands.eq(r.span_operands_next), span.eq(r.span_next)]
+        m.d.sync += [r.check_stage1.eq(r.check_stage1_next), span.eq(r.span_next)]
+
         stride_ok = ~strided | ((r.arg2 >= 1) & (r.arg2 <= p.MAX_STRIDE))
-        read_ok = self._access_ok(m, r, span, write=False)
-        write_ok = self._access_ok(m, r, n_write, write=True)
+        read_ok = self._staged_access_ok(starts, rooms, span, write=False)
+        write_ok = self._staged_access_ok(starts, rooms, staged_n_write, write=True)
         length_ok = Signal()
         with m.Switch(r.opcode):
             with m.Case(op.WRITE):
@@ -467,7 +510,7 @@ class FrameEngine(wiring.Component):
         known = Cat(*(r.opcode == o for o in op)).any()
         addr_ok = Mux(r.opcode == op.READ, read_ok, Mux(r.opcode == op.WRITE, write_ok, 1))
         r.checks = {"known": known, "length_ok": length_ok, "addr_ok": addr_ok,
-                    "write_ok": write_ok, "n_write": n_write}
+                    "n_write": n_write}
         rlen = Signal(8)
         with m.Switch(r.opcode):
             with m.Case(op.IDENTIFY):
