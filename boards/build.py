@@ -329,6 +329,8 @@ class BuildSteps:
         self._pos = 0
         self._partial = ""
         self._step = "synthesis"
+        #: Resources nextpnr's "Device utilisation" put above 100 % so far (``NAME used/total``).
+        self.overused: list[str] = []
 
     def current(self) -> tuple[str, str]:
         if self._log.exists():
@@ -339,6 +341,7 @@ class BuildSteps:
             # A line still being written is kept for the next call.
             cut = text.rfind("\n") + 1
             text, self._partial = text[:cut], text[cut:]
+            self.overused += _overused_in(text)
             names = [name for name, _ in self.NEXTPNR_STEPS]
             start = names.index(self._step) + 1 if self._step in names else 0
             for name, pattern in self.NEXTPNR_STEPS[start:]:
@@ -368,6 +371,16 @@ def _run_script(build_dir: Path, script: str, env: dict[str, str], steps: BuildS
                 name, tool = steps.current()
                 with step(f"synth: {name} ({tool})", enabled=show) as s:
                     while (rc := proc.poll()) is None and steps.current()[0] == name:
+                        if steps.overused:
+                            # nextpnr places an overfull device for as long as it is let
+                            # (its heap placer never gives up): stop it at the utilisation.
+                            os.killpg(proc.pid, signal.SIGTERM)
+                            proc.wait()
+                            raise RuntimeError(
+                                f"the design does not fit the device: "
+                                f"{', '.join(steps.overused)} (nextpnr's device utilisation "
+                                f"in {build_dir / 'top.tim'}; nextpnr stopped). "
+                                f"Use a smaller preset or a larger device")
                         time.sleep(poll_s)
                     # The script may have logged a step or two more before it ended: those
                     # get their own (short) lines, and a failure is shown under the last one.
@@ -394,9 +407,13 @@ def _overused(nextpnr_log: Path) -> list[str]:
     """Resources nextpnr's "Device utilisation" lists above 100 % (``NAME used/total``)."""
     if not nextpnr_log.exists():
         return []
+    return _overused_in(nextpnr_log.read_text(errors="replace"))
+
+
+def _overused_in(text: str) -> list[str]:
+    """Resources the lines of nextpnr's "Device utilisation" in ``text`` put above 100 %."""
     out = []
-    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%",
-                         nextpnr_log.read_text(errors="replace"), re.MULTILINE):
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.MULTILINE):
         name, used, total = m.group(1), int(m.group(2)), int(m.group(3))
         if used > total:
             out.append(f"{name} {used}/{total}")

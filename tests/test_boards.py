@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -671,6 +672,27 @@ def test_run_script_reports_a_failed_build(tmp_path, capsys):
                                            r"does not fit the device: ICESTORM_DSP 16/8"):
         _run_script(tmp_path, "fake", {}, steps, poll_s=0.02)
     assert "synth: packing (nextpnr-x): failed" in capsys.readouterr().err
+
+
+def test_run_script_stops_nextpnr_on_an_overfull_device(tmp_path, capsys):
+    # nextpnr's heap placer never gives up on an overfull device: the build stops at the
+    # utilisation, with the resources named, and the tools are stopped too.
+    from boards.build import _run_script
+
+    steps = _fake_script(tmp_path, (
+        "printf 'Info: Device utilisation:\\nInfo: \\t TRELLIS_COMB: 32124/ 24288 132%%\\n"
+        "Info: \\t MULT18X18D: 25/ 28 89%%\\n' > top.tim\n"
+        "printf 'Info: Running main analytical placer.\\n' >> top.tim\n"
+        "sleep 60; touch finished\n"))
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"does not fit the device: TRELLIS_COMB 32124/24288 "
+                                           r"\(nextpnr's device utilisation"):
+        _run_script(tmp_path, "fake", {}, steps, poll_s=0.02)
+    assert time.monotonic() - started < 30
+    time.sleep(0.2)
+    assert not (tmp_path / "finished").exists()
+    assert steps.overused == ["TRELLIS_COMB 32124/24288"]
+    assert "synth: placement (nextpnr-x): failed" in capsys.readouterr().err
 
 
 # -- report parsing ---------------------------------------------------------------------------
