@@ -303,7 +303,11 @@ class FrameEngine(wiring.Component):
         # staged address check (:meth:`_check`) must agree with them at CHECK.
         c = dict(r.checks)
         op = p.Opcode
-        spec_read_ok = self._access_ok(m, r, r.span_next, write=False)
+        # READ's span (n - 1) * s + 1, wrapped to the engine's 14 bits (for an n of 0, which
+        # the length check refuses, as the engine wraps it).
+        n, stride = r.arg1[:6], Mux(r.length == 3 * p.WORD_BYTES, r.arg2[:8], 1)
+        spec_read_ok = self._access_ok(m, r, (n * stride - stride + 1)[:len(r.span)],
+                                       write=False)
         spec_write_ok = self._access_ok(m, r, c["n_write"], write=True)
         c["addr_ok"] = Mux(r.opcode == op.READ, spec_read_ok,
                            Mux(r.opcode == op.WRITE, spec_write_ok, 1))
@@ -337,7 +341,7 @@ class FrameEngine(wiring.Component):
         with m.If(~wrote_args):
             m.d.comb += Assert(r.check_stage1 == r.check_stage1_next)
         with m.If(~wrote_args & ~wrote_args2):
-            m.d.comb += Assert(r.span == r.span_next[:len(r.span)])
+            m.d.comb += Assert(r.span == r.span_next)
         with m.If(fsm.ongoing("CRC_LO")):
             m.d.comb += Assert(~wrote_args)
         with m.If(fsm.ongoing("VERIFY") | fsm.ongoing("CHECK")):
@@ -456,15 +460,24 @@ class FrameEngine(wiring.Component):
         strided = r.length == 3 * p.WORD_BYTES
         stride = Signal(8)
         m.d.comb += stride.eq(Mux(strided, r.arg2[:8], 1))
-        # Stage 1 holds the fields as received (zero for a zero frame, where the proofs
-        # start): READ's n, whether a stride was sent, and the stride; WRITE's word count;
-        # per range, whether arg0 is aligned and inside it, and the bytes from arg0 to the
-        # range's end, saturated at 2**16 (more than any span: 62 * 255 words).
-        span_n, span_strided, span_stride, span = Signal(6), Signal(), Signal(8), Signal(14)
+        # Stage 1 holds, from the fields as received: READ's span (n - 1) * s + 1 as the
+        # three partial products of s and two bits of n each and 1 - s (s the stride, 1
+        # without one), for stage 2 to add (a route of the ulx3s_85f board top: 10.7 ns for
+        # the whole sum in one stage); WRITE's word count; per range, whether arg0 is aligned
+        # and inside it, and the bytes from arg0 to the range's end, saturated at 2**16 (more
+        # than any span: 62 * 255 words). The products are logic beside the engine, not a
+        # MULT18X18D that the placer may put across the die from it (a placement of that
+        # top: 16.9 ns into its operand registers).
+        span = Signal(14)
         room_cap = 1 << 16
         assert (p.MAX_WORDS - 1) * p.MAX_STRIDE + 1 < 1 << len(span)
         assert p.WORD_BYTES << len(span) <= room_cap and p.MAX_PAYLOAD <= room_cap
-        # (Their reset values are those of zero fields, as the span's are.)
+        n = r.arg1[:6]
+        partials = [Signal(len(span), name=f"check_span_partial_{k}") for k in range(3)]
+        one_minus_s = Signal(len(span), name="check_span_one_minus_s")
+        partials_next = [(Mux(n[2 * k], stride, 0) + Mux(n[2 * k + 1], stride << 1, 0)) << 2 * k
+                         for k in range(3)]
+        # (Reset values are those of zero fields, where the proofs start: no stride, n = 0.)
         staged_n_write = Signal(8, init=0xFF)      # (0 >> 2) - 1, wrapped
         starts = [Signal(name=f"check_start_{i}", init=rg.base == 0)
                   for i, rg in enumerate(self._ranges)]
@@ -479,17 +492,14 @@ class FrameEngine(wiring.Component):
             m.d.comb += room.eq(end - r.arg0)
             starts_next.append(aligned & (r.arg0 >= rg.base) & (r.arg0 <= end))
             rooms_next.append(Mux(room >= room_cap, room_cap, room[:17]))
-        r.check_stage1 = Cat(span_n, span_strided, span_stride, staged_n_write,
-                              *starts, *rooms)
-        r.check_stage1_next = Cat(r.arg1[:6], strided, r.arg2[:8], n_write,
-                                   *starts_next, *rooms_next)
+        stage1 = [*partials, one_minus_s, staged_n_write, *starts, *rooms]
+        stage1_next = [Signal.like(reg, name=f"{reg.name}_next") for reg in stage1]
+        m.d.comb += [nxt.eq(value) for nxt, value in zip(stage1_next, [
+            *partials_next, 1 - stride, n_write, *starts_next, *rooms_next])]
+        r.check_stage1, r.check_stage1_next = Cat(*stage1), Cat(*stage1_next)
         r.span = span
-        # (n - 1) * s + 1 as n * s - s + 1, the product as shifted partial products: in logic
-        # beside the engine, not on a MULT18X18D that the placer may put across the die from
-        # it (a placement of the ulx3s_85f board top: 16.9 ns into the operand registers).
-        s = Mux(span_strided, span_stride, 1)
-        product = sum(Mux(span_n[i], s << i, 0) for i in range(len(span_n)))
-        r.span_next = (product - s + 1)[:len(span)]
+        r.span_next = Signal.like(span, name="span_next")
+        m.d.comb += r.span_next.eq((partials[0] + partials[1]) + (partials[2] + one_minus_s))
         m.d.sync += [r.check_stage1.eq(r.check_stage1_next), span.eq(r.span_next)]
 
         stride_ok = ~strided | ((r.arg2 >= 1) & (r.arg2 <= p.MAX_STRIDE))
@@ -582,7 +592,8 @@ class FrameEngine(wiring.Component):
                 m.d.sync += r.frames_ok.eq(r.frames_ok + 1)
             with m.Else():
                 m.d.sync += r.frames_failed.eq(r.frames_failed + 1)
-            m.d.sync += [r.index.eq(0), r.baddr.eq(r.arg0[2:])]
+            m.d.sync += [r.index.eq(0), r.baddr.eq(r.arg0[2:]),
+                         r.header.eq(Cat(Const(p.SOF_REPLY, 8), r.opcode, r.seq, r.code, r.rlen))]
             m.next = "HEADER"
 
     def _answer_once(self, m, r, fsm):
@@ -646,13 +657,15 @@ class FrameEngine(wiring.Component):
         return o.ready
 
     def _reply(self, m, r):
-        header = Array([Const(p.SOF_REPLY, 8), r.opcode, r.seq, r.code, r.rlen])
+        # The header's bytes leave from a shift register loaded in COUNT (the reply's code and
+        # length are final there), not through a multiplexer on `index` into the CRC's XOR
+        # tree (a route of the ulx3s_85f board top: 10.7 ns into `crc`).
         with m.State("HEADER"):
-            with m.If(self._send(m, r, header[r.index], crc=False)):
-                m.d.sync += [r.crc.eq(Mux(r.index == 0, p.CRC_INIT,
-                                          crc16_next(r.crc, header[r.index]))),
-                             r.index.eq(r.index + 1)]
-                with m.If(r.index == len(header) - 1):
+            byte = r.header[:8]
+            with m.If(self._send(m, r, byte, crc=False)):
+                m.d.sync += [r.crc.eq(Mux(r.index == 0, p.CRC_INIT, crc16_next(r.crc, byte))),
+                             r.header.eq(r.header >> 8), r.index.eq(r.index + 1)]
+                with m.If(r.index == len(r.header) // 8 - 1):
                     m.d.sync += r.index.eq(0)
                     m.next = "FETCH"
                     with m.If(r.rlen == 0):
@@ -687,7 +700,11 @@ class FrameEngine(wiring.Component):
         # of the opcode into 32 enables (the board top's netlist estimate: 14.1 ns).
         answers = {o: Signal(name=f"answer_{o.name.lower()}")
                    for o in (op.IDENTIFY, op.STATUS, op.PERF, op.WAIT)}
+        # READ's too: the bus transfer's valid and the word's load enable (a route of the
+        # ulx3s_85f board top: 10.4 ns from the opcode into `word`).
+        answer_read = Signal(name="answer_read")
         m.d.sync += [flag.eq(r.opcode == o) for o, flag in answers.items()]
+        m.d.sync += answer_read.eq(r.opcode == op.READ)
         local = select_one_hot([(answers[op.IDENTIFY], ident[r.index[:3]]),
                                 (answers[op.STATUS], status[r.index[:1]]),
                                 (answers[op.PERF], perf[r.index[:2]]),
@@ -697,16 +714,15 @@ class FrameEngine(wiring.Component):
             m.next = "BYTES"
             with m.If(Cat(*answers.values()).any()):
                 m.d.sync += r.word.eq(local)
-            with m.Switch(r.opcode):
-                with m.Case(op.READ):
-                    m.d.comb += [bus.valid.eq(1), bus.addr.eq(r.baddr)]
-                    m.next = "FETCH"
-                    with m.If(bus.ready):
-                        m.d.sync += r.baddr.eq(r.baddr + r.stride)
-                        m.next = "R_WAIT"
-                        with m.If(bus.r_valid):
-                            m.d.sync += r.word.eq(bus.r_data)
-                            m.next = "BYTES"
+            with m.If(answer_read):
+                m.d.comb += [bus.valid.eq(1), bus.addr.eq(r.baddr)]
+                m.next = "FETCH"
+                with m.If(bus.ready):
+                    m.d.sync += r.baddr.eq(r.baddr + r.stride)
+                    m.next = "R_WAIT"
+                    with m.If(bus.r_valid):
+                        m.d.sync += r.word.eq(bus.r_data)
+                        m.next = "BYTES"
         with m.State("R_WAIT"):
             with m.If(bus.r_valid):
                 m.d.sync += r.word.eq(bus.r_data)
@@ -747,6 +763,7 @@ class _Regs:
         self.nwords = Signal(8)         # WRITE's word count
         self.byte = Signal(2)
         self.word = Signal(32)
+        self.header = Signal(40)        # the reply header's bytes still to send, first lowest
         self.baddr = Signal(addr_width)
         self.busy_any = Signal()
         self.running = Signal()
