@@ -119,9 +119,23 @@ def _act_bad(s, addr, span):
 
 
 def _past(s, addr, span, depth):
-    """``addr + span > depth``, as ``span > room`` with ``room = depth - addr`` a register
-    (:meth:`_State.room`): one comparator in the CHECK state, not an adder and a comparator."""
-    return span > s.room(addr, depth)
+    """``addr + span > depth``, as ``span > room`` with ``room = depth - addr`` in registers
+    (:meth:`_State.room`): in the CHECK state one comparator of the room's width (``depth``'s:
+    16 bits for 32 KiB) beside an OR of ``span``'s bits above it, not an adder and a
+    comparator of the span's 48 bits (the routed ulx3s_85f board top's ``*_check_bad``)."""
+    fits, room = s.room(addr, depth)
+    return _span_over_room(span, fits, room)
+
+
+def _span_over_room(span, fits, room):
+    """``span > room`` for a room kept as ``fits`` (``room >= 0``) and ``room``, its low bits
+    (the room is never more than they hold): ``span``'s bits above them are an OR, only its
+    low bits go through a comparator."""
+    span = Value.cast(span)
+    assert not span.shape().signed, span
+    w = len(room)
+    above = span[w:].any() if len(span) > w else Const(0)
+    return ~fits | above | (span[:w] > room)
 
 
 @contextmanager
@@ -997,10 +1011,15 @@ class Controller(Unit):
             # right side is a register (the address is a field; width, pr[0], lands one MUL
             # step before the gap pr[1] and two before pr[2], so the register holds it by the
             # cycle after MUL, when ATTN_CHECK reads it): one comparator in the check, not two
-            # adders and a comparator in series.
-            room = Signal(signed(64), name=f"attn_room_{addr.name}")
-            m.d.sync += room.eq(p.act_depth - addr - width * p.rows)
-            return ((addr % p.rows) != 0) | (gap * p.rows > room)
+            # adders and a comparator in series. The room (at most act_depth) is kept as
+            # whether it is >= 0 and its low bits, as _past's: the comparator is as wide as
+            # act_depth, beside an OR of the span's bits above it (not 64 bits wide).
+            room_full = Signal(signed(64))
+            m.d.comb += room_full.eq(p.act_depth - addr - width * p.rows)
+            fits = Signal(name=f"attn_room_{addr.name}_fits")
+            room = Signal(p.act_depth.bit_length(), name=f"attn_room_{addr.name}")
+            m.d.sync += [fits.eq(room_full >= 0), room.eq(room_full)]
+            return ((addr % p.rows) != 0) | _span_over_room(gap * p.rows, fits, room)
 
         with _verdict(m, s, "ATTN_CHECK", [
                 ((a.flags & ~int(AttnFlag.CAUSAL)) != 0, ErrorCode.BAD_FIELD),
@@ -1282,19 +1301,34 @@ class Controller(Unit):
             word = self.quant.r_data
             eps = _quant_field(word, isa.EPS_WORD, "eps")
             shift = _quant_field(word, isa.LNORM_WORD, "shift")
-            # Word 0's epsilon from its register n.eps, words 1..c's shifts from shift_r: no
-            # comparator behind the read port (both fail with BAD_QUANT).
+            # Word 0's epsilon and words 1..c's shifts from registers loaded every cycle
+            # (eps_r, shift_r): no comparator and no load enable behind the read port (both
+            # fail with BAD_QUANT). The epsilon's bound, eps <= eps_max << 16, is decided in
+            # two register stages (the 64-bit comparison in one was a routed path of the
+            # ulx3s_85f board top, as was n.eps's load enable from the landing's index), so
+            # its verdict reaches land_bad a cycle after a shift's would: still no later than
+            # the last shift's (c >= 1: word 1 lands at least a cycle after word 0).
             first = s.land.index == 0
             eps_landed = Signal(name="ln_eps_landed")
             shift_landed = Signal(name="ln_shift_landed")
             shift_r = Signal.like(shift, name="ln_shift_r")
+            eps_r = Signal.like(eps, name="ln_eps_r")
             m.d.sync += [eps_landed.eq(s.land.valid & first),
-                         shift_landed.eq(s.land.valid & ~first), shift_r.eq(shift)]
-            with m.If(s.land.valid & first):
-                m.d.sync += n.eps.eq(eps)
+                         shift_landed.eq(s.land.valid & ~first), shift_r.eq(shift),
+                         eps_r.eq(eps)]
+            with m.If(eps_landed):
+                m.d.sync += n.eps.eq(eps_r)
+            # eps > eps_max << 16: its bits above 16 above eps_max, or equal to it with any
+            # of the low 16 bits set.
+            eps_checked = Signal(name="ln_eps_checked")
+            eps_hi_gt = Signal(name="ln_eps_hi_gt")
+            eps_hi_eq = Signal(name="ln_eps_hi_eq")
+            eps_lo_nz = Signal(name="ln_eps_lo_nz")
+            m.d.sync += [eps_checked.eq(eps_landed), eps_hi_gt.eq(eps_r[16:] > n.eps_max),
+                         eps_hi_eq.eq(eps_r[16:] == n.eps_max), eps_lo_nz.eq(eps_r[:16] != 0)]
             m.d.sync += s.land_bad.eq(
                 shift_landed & ((shift_r < SHIFT_MIN) | (shift_r > SHIFT_MAX))
-                | eps_landed & (n.eps > (n.eps_max << 16)))
+                | eps_checked & (eps_hi_gt | eps_hi_eq & eps_lo_nz))
             with m.If(s.land_bad):
                 m.d.sync += copied_r.eq(0)
                 s.fail(ErrorCode.BAD_QUANT)
@@ -1966,15 +2000,18 @@ class _State:
         self.quant_late = Signal(name="quant_late")
 
     def room(self, addr, depth: int):
-        """``depth - addr`` in a register of its own, loaded in every cycle: the CHECK states'
-        bounds checks compare a span with it. ``addr`` is a field register (loaded in DECODE,
-        at least the MUL steps before any CHECK reads the room)."""
+        """``(fits, room)``: ``addr <= depth`` and ``depth - addr`` (in ``depth.bit_length()``
+        bits, all it needs when ``fits``), in registers of their own, loaded in every cycle: the
+        CHECK states' bounds checks compare a span with them (:func:`_past`). ``addr`` is a
+        field register (loaded in DECODE, at least the MUL steps before any CHECK reads the
+        room)."""
         rooms = self.__dict__.setdefault("_rooms", {})
         key = (id(addr), depth)
         if key not in rooms:
-            width = max(len(addr), depth.bit_length()) + 2
-            rooms[key] = Signal(signed(width), name=f"room_{addr.name}")
-            self.m.d.sync += rooms[key].eq(depth - addr)
+            fits = Signal(name=f"room_{addr.name}_fits")
+            room = Signal(depth.bit_length(), name=f"room_{addr.name}")
+            self.m.d.sync += [fits.eq(addr <= depth), room.eq(depth - addr)]
+            rooms[key] = (fits, room)
         return rooms[key]
 
     def fail(self, code) -> None:

@@ -128,6 +128,55 @@ def test_accelerator_bad_programs_fail_cleanly():
     assert len(seen) == 20
 
 
+def test_accelerator_lnorm_epsilon_bound_is_exact():
+    """LNORM's epsilon check (``eps <= c**4 << 16``, else ``BAD_QUANT``), decided in register
+    stages after the word lands: at the bound and one past it, in the high and the low bits,
+    with one channel (the shortest copy: the verdict's latest slot) and with two. Every
+    outcome and the act scratchpad equal ``sw.isasim``'s."""
+    image, _ = gemm_image(np.random.default_rng(3), 5, 7, 6)
+    words = [isa.encode(isa.nop())] * PARAMS.instr_depth
+    cases = []
+    for c in (1, 2):
+        bound = c ** 4 << 16
+        for eps in (0, bound, bound + 1, bound + (1 << 16), (1 << 62) - 1):
+            k = len(cases)
+            qaddr = 20 + 4 * k
+            image.write("quant", 8 * qaddr, isasim.pack_quant(isa.EPS_WORD, eps=eps))
+            image.write("quant", 8 * (qaddr + 1), isasim.pack_quant(
+                isa.LNORM_WORD, gamma=[3] * c, beta=[0] * c, mult=[1 << 14] * c,
+                shift=[16] * c))
+            words[2 * k] = isa.encode(isa.lnorm(a_addr=0, dst_addr=512, quant_addr=qaddr,
+                                                m=5, c=c))
+            words[2 * k + 1] = isa.encode(isa.halt())
+            cases.append((2 * k, eps > bound))
+    image.load_program(words)
+    dut = Accelerator.from_params(PARAMS)
+    seen: dict[int, tuple] = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        for entry, _ in cases:
+            status = await run_program(host, image, entry)
+            seen[entry] = (status, await read_csr(host, image, Csr.PC),
+                           await read_csr(host, image, Csr.PERF_INSTRET),
+                           await read_region(host, image, "act"))
+
+    _simulate(dut, bench)
+    failed = 0
+    expected = image
+    for entry, bad in cases:               # one image, as the board's: the runs in order
+        want, expected = _isasim_outcome(expected, entry)
+        assert seen[entry][:3] == want, entry
+        assert seen[entry][3] == bytes(expected.regions["act"]), entry
+        if bad:
+            assert want[0] == Status.ERROR | int(ErrorCode.BAD_QUANT) << isa.STATUS_CODE_SHIFT
+            failed += 1
+        else:
+            assert want[0] == Status.DONE, entry
+    assert (len(seen), failed) == (10, 6)
+
+
 def test_accelerator_csrs_and_holes():
     image = isasim.MemoryImage(PARAMS)
     dut = Accelerator.from_params(PARAMS)

@@ -349,3 +349,43 @@ def test_controller_embed_matches_isasim():
     got = isasim.unpack_act(result["regions"]["act"][512:], t, c, p.rows)
     assert_array_equal(got, ref.embedding_int(ids[:, 0], table))
     assert got.size == t * c
+
+
+def test_controller_span_over_room_equals_the_plain_comparison():
+    """The CHECK states' bounds comparison (``hw.controller._span_over_room``): ``span >
+    room`` with the room kept as ``room >= 0`` and its low 16 bits (an act scratchpad of
+    32 KiB), the span 48 bits. Every boundary (room - 1, room, room + 1, a span bit above the
+    room's width, a negative room) and random vectors equal the integer comparison."""
+    from amaranth.hdl import Module, Signal
+
+    from hw.controller import _span_over_room
+
+    depth = 1 << 15
+    m = Module()
+    span, fits, room = Signal(48), Signal(), Signal(depth.bit_length())
+    bad = Signal()
+    m.d.comb += bad.eq(_span_over_room(span, fits, room))
+    rng = np.random.default_rng(7)
+    vectors = []
+    for r in (-1, -(1 << 40), 0, 1, 4, depth - 1, depth):
+        for sp in (0, 1, r - 1, r, r + 1, depth, depth + 1, 1 << 16, 1 << 47, (1 << 48) - 1):
+            if 0 <= sp < 1 << 48:
+                vectors.append((sp, r))
+    for _ in range(400):
+        r = int(rng.integers(-depth, depth + 1))
+        sp = int(rng.integers(0, 1 << int(rng.integers(1, 49))))
+        vectors.append((sp, r))
+    seen = []
+
+    async def bench(ctx):
+        for sp, r in vectors:
+            ctx.set(span, sp)
+            ctx.set(fits, r >= 0)
+            ctx.set(room, r % (1 << len(room)))
+            seen.append(ctx.get(bad))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [int(sp > r) for sp, r in vectors]
+    assert len(seen) > 450 and 0 < sum(seen) < len(seen)
