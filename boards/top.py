@@ -131,6 +131,11 @@ class BoardTop(ClockedTop):
         m.d.sync += ready.eq(1)
         self.leds = {"link": activity.o, "busy": design.busy, "error": error,
                      "idle": ready & ~design.busy}
+        # A flip-flop before each LED pin: the pin's path starts at a register, not at the
+        # accelerator's logic (nextpnr times output pins against the clock; an unregistered
+        # `busy` made an LED pin the board top's critical path). One cycle late is invisible.
         for pin, name in zip(platform.status_leds(m, len(STATUS_LEDS)), STATUS_LEDS):
-            m.d.comb += pin.eq(self.leds[name])
+            led = Signal(name=f"led_{name}")
+            m.d.sync += led.eq(self.leds[name])
+            m.d.comb += pin.eq(led)
         return m

@@ -99,7 +99,9 @@ def test_board_top_leds():
         trace.append(leds())
         ctx.set(design.busy, 1)
         ctx.set(design.overrun, 1)
+        assert ctx.get(plat.leds[STATUS_LEDS.index("busy")]) == 0   # a register drives each pin
         await ctx.tick()
+        assert ctx.get(plat.leds[STATUS_LEDS.index("busy")]) == 1
         ctx.set(design.overrun, 0)
         await ctx.tick()
         trace.append(leds())
