@@ -65,13 +65,25 @@ def yosys_ff_count(yosys_log: str) -> int | None:
 
 def critical_path_summary(report: dict, clock: str | None = None,
                           max_steps: int = 40) -> dict | None:
-    """The critical path of ``clock`` (or the first one): endpoints, delay split, cells."""
+    """The critical path of ``clock`` (or the first one): endpoints, delay split, cells.
+
+    nextpnr names a path's ends by edge and clock (``"posedge clk"``, or ``"<async>"`` for a
+    port), where ``fmax`` names the clock alone (``"clk"``); the path from ``clock`` to
+    ``clock`` is preferred over the cross-domain ones (ports to and from the clock)."""
     paths = report.get("critical_paths") or []
+
+    def clock_of(end):
+        return str(end or "").removeprefix("posedge ").removeprefix("negedge ")
+
+    def rank(p):
+        ends = (clock_of(p.get("from")), clock_of(p.get("to")))
+        return 2 if ends == (clock, clock) else 1 if clock in ends else 0
+
     chosen = None
-    for p in paths:
-        if clock is None or p.get("from") == clock or p.get("to") == clock:
-            chosen = p
-            break
+    if clock is None:
+        chosen = paths[0] if paths else None
+    elif paths and max(map(rank, paths)) > 0:
+        chosen = max(paths, key=rank)       # the first of the best rank
     if chosen is None:
         return None
     steps = chosen.get("path") or []

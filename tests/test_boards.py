@@ -710,7 +710,14 @@ ECP5_REPORT = {
         TRELLIS_FF=(11357, 83640), TRELLIS_IO=(13, 365), ALU54B=(0, 78)),
     "fmax": {"clk": {"achieved": 131.234, "constraint": 125.0}},
     "critical_paths": [{
-        "from": "clk", "to": "clk",
+        # nextpnr lists a port's path into the clock too, and names the ends by their edge
+        "from": "<async>", "to": "posedge clk",
+        "path": [
+            {"type": "routing", "delay": 1.0, "net": "rx",
+             "from": {"cell": "rx_buf", "port": "O"}, "to": {"cell": "rx_ff", "port": "M"}},
+        ],
+    }, {
+        "from": "posedge clk", "to": "posedge clk",
         "path": [
             {"type": "clk-to-q", "delay": 0.52, "from": {"cell": "a_reg", "port": "CLK"},
              "to": {"cell": "a_reg", "port": "Q0"}},
@@ -812,7 +819,14 @@ def test_yosys_ff_count():
 
 def test_critical_path_summary_picks_clock():
     assert critical_path_summary(ECP5_REPORT, "other") is None
-    assert critical_path_summary(ECP5_REPORT, "clk")["delay_ns"] == pytest.approx(4.86)
+    summary = critical_path_summary(ECP5_REPORT, "clk")
+    assert summary["clock"] == "posedge clk"
+    assert summary["delay_ns"] == pytest.approx(4.86)
+    assert summary["from"] == "a_reg.CLK" and summary["to"] == "b_reg.DI0"
+    assert critical_path_summary(ECP5_REPORT)["delay_ns"] == pytest.approx(1.0)  # the first
+    # parse_nextpnr_report names the main clock's path (it was None for every real report)
+    parsed = parse_nextpnr_report(ECP5_REPORT, family="ecp5", target_mhz=125.0)
+    assert parsed["critical_path"]["delay_ns"] == pytest.approx(4.86)
 
 
 def test_overused_resources_from_nextpnr_log(tmp_path):

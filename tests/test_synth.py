@@ -60,6 +60,10 @@ def _build(board: str, unit: str = "gemm", preset: str | None = None,
         used, total = data["resources"][name]["used"], data["resources"][name]["total"]
         assert 0 < used <= total, (name, used, total)
     assert data["tools"]["yosys"] and data["tools"]["nextpnr"]
+    # nextpnr's worst path of the main clock, from one register to another of that clock
+    path = data["critical_path"]
+    assert path is not None and path["clock"] == f"posedge {data['clock']}", path
+    assert path["delay_ns"] > 0 and len(path["cells"]) >= 2, path
     # The steps were told from the tools' logs, in order (a step shorter than the poll interval,
     # usually packing, may be passed over), and took part of the build's time.
     order = ["synthesis", "packing", "placement", "routing", "bitstream"]
