@@ -268,11 +268,13 @@ class Controller(Unit):
         # array, an ATTN waiting for K rows that never come, a half-summed mean pool). The
         # cycle after FAIL the units are reset, so the next program finds them as after
         # power-on: their flip-flops reset on the domain's reset or on `units_reset`.
-        units_reset = Signal(name="units_reset")
-        # On ECP5 through a `DCCA`, one global network to the units' 31,000 flip-flops
-        # (hw.reset): the `units` domain.
-        add_with_reset(m, platform, units_reset,
-                       {"gemm": core, "vec": vec, "lnorm": lnorm, "attn": attn}, domain="units")
+        # `units_reset` is the register add_with_reset puts in front of the reset: high the
+        # cycle after FAIL's drain_abort. On ECP5 through a `DCCA`, one global network to the
+        # units' 31,000 flip-flops (hw.reset): the `units` domain.
+        units_abort = Signal(name="units_abort")
+        units_reset = add_with_reset(m, platform, units_abort,
+                                     {"gemm": core, "vec": vec, "lnorm": lnorm, "attn": attn},
+                                     domain="units")
         s = _State(m, p)
         s.units_reset = units_reset             # the GEMM result rows' skid (_gemm)
         s.platform = platform               # unshared_register's family (write_back)
@@ -292,7 +294,7 @@ class Controller(Unit):
                                         for name in SCRATCHPAD_REGIONS).any())
         self._embed_land(m, s)
         self._sequencer(m, s)
-        m.d.sync += units_reset.eq(s.drain_abort)               # drain_abort: FAIL
+        m.d.comb += units_abort.eq(s.drain_abort)               # drain_abort: FAIL
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
         self._attn(m, s, attn)

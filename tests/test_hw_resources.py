@@ -95,10 +95,11 @@ def _module_inputs(text: str) -> dict[str, list[str]]:
 
 def test_ulx3s_85f_units_reset_on_one_global_network(top_rtlil):
     """On ECP5 the four compute units run in the controller's ``units`` clock domain, whose
-    reset (the domain's reset or ``units_reset``, the cycle after ``FAIL``) leaves a ``DCCA``:
-    one global network to their flip-flops. No unit sees ``units_reset`` itself, which
-    Yosys would OR into each flip-flop's reset (a LUT-driven fabric net to 31,000 ``LSR``
-    pins); without a platform the units take it through ``ResetInserter``."""
+    reset (``units_reset``, a flip-flop high the cycle after ``FAIL`` and after the domain's
+    reset) leaves a ``DCCA``: one global network to their flip-flops. No unit sees
+    ``units_reset`` itself, which Yosys would OR into each flip-flop's reset (a LUT-driven
+    fabric net to 31,000 ``LSR`` pins); without a platform the units take it through
+    ``ResetInserter``."""
     inputs = _module_inputs(top_rtlil)
     units = ("top.ctrl.gemm", "top.ctrl.vec", "top.ctrl.lnorm", "top.ctrl.attn")
     for unit in units:
@@ -106,6 +107,12 @@ def test_ulx3s_85f_units_reset_on_one_global_network(top_rtlil):
         assert "units_reset" not in inputs[unit] and "rst" not in inputs[unit], unit
     ctrl = top_rtlil.split("\nmodule \\top.ctrl\n", 1)[1].split("\nend\n", 1)[0]
     assert ctrl.count("cell \\DCCA \\units_reset_buf") == 1
+    # ... straight from the flip-flop `units_reset` (hw.reset: no OR with the domain's reset
+    # in a LUT before the buffer)
+    buf = ctrl.split("cell \\DCCA \\units_reset_buf\n", 1)[1].split("\n  end\n", 1)[0]
+    assert "connect \\CLKI \\units_reset [0]" in buf, buf
+    assert re.search(r"cell \$dff \S+\n(?:    [^\n]*\n)*?    connect \\Q \\units_reset\n",
+                     ctrl), "units_reset is not a flip-flop's output"
     plain = _module_inputs(rtlil.convert(Accelerator.from_params(preset("tiny")), name="top"))
     for unit in units:
         assert "units_reset" in plain[unit] and "units_rst" not in plain[unit], unit
@@ -197,8 +204,9 @@ def colorlight_top_rtlil() -> str:
 def test_board_top_link_reset_on_one_global_network(colorlight_top_rtlil):
     """On an ECP5 board the link's RESET (``soft_reset``) reaches the accelerator's flip-flops
     through a ``DCCA``, as the domain's reset does: the accelerator runs in the ``accel`` domain,
-    whose reset is ``rst | soft_reset``, and no module of the accelerator sees either signal
-    itself. The controller's ``units`` domain takes ``accel_rst`` into its own ``DCCA``, so a
+    whose reset is ``accel_reset``, a flip-flop high the cycle after ``soft_reset`` or the
+    board's reset (``hw.reset``), and no module of the accelerator sees either signal itself.
+    The controller's ``units`` domain is reset from a flip-flop of the ``accel`` domain, so a
     RESET from the host also resets the compute units."""
     text = colorlight_top_rtlil
     inputs = _module_inputs(text)
@@ -213,14 +221,13 @@ def test_board_top_link_reset_on_one_global_network(colorlight_top_rtlil):
         assert "units_rst" in inputs[f"top.design.accel.ctrl.{unit}"], unit
     design = text.split("\nmodule \\top.design\n", 1)[1].split("\nend\n", 1)[0]
     assert design.count("cell \\DCCA \\accel_reset_buf") == 1
-    ors = [body for body in re.findall(r"cell \$or \S+\n(.*?)\n +end", design, re.S)
-           if "connect \\A \\rst [0]" in body and "connect \\B \\soft_reset [0]" in body]
-    assert len(ors) == 1, ors
-    dcca = design.split("cell \\DCCA \\accel_reset_buf", 1)[1].split("end", 1)[0]
-    out = re.search(r"connect \\Y (\S+)", ors[0]).group(1)
-    assert f"connect \\CLKI {out} [0]" in dcca
+    dcca = design.split("cell \\DCCA \\accel_reset_buf\n", 1)[1].split("\n  end\n", 1)[0]
+    assert "connect \\CLKI \\accel_reset [0]" in dcca, dcca
+    flops = re.findall(r"cell \$dff \S+\n(.*?)\n +end", design, re.S)
+    assert [f for f in flops if "connect \\Q \\accel_reset\n" in f + "\n"], "not a flip-flop"
     ctrl = text.split("\nmodule \\top.design.accel.ctrl\n", 1)[1].split("\nend\n", 1)[0]
-    assert re.search(r"connect \\A \\accel_rst \[0\]", ctrl)
+    buf = ctrl.split("cell \\DCCA \\units_reset_buf\n", 1)[1].split("\n  end\n", 1)[0]
+    assert "connect \\CLKI \\units_reset [0]" in buf, buf
 
 
 def test_colorlight_top_fits_the_lfe5u_25f(colorlight_top_rtlil):
