@@ -1195,8 +1195,17 @@ class Controller(Unit):
                 slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
             with m.If(last):
                 m.d.sync += g.full.eq(1)
-        m.d.comb += [g.stream.valid.eq(g.full), g.stream.payload.eq(g.row)]
-        with m.If(g.stream.valid & g.stream.ready):
+        # The row's transfer to the unit is registered (`took`) and the gatherer moves on
+        # from that register, a cycle later: the unit's `ready` (logic of its stage counters)
+        # reaches one flip-flop here, not the enables of t, c, addr and their flags (the
+        # routed ulx3s_85f board top's `kv_c_more` / `kv_addr` group, 10.66 ns from the
+        # unit's `running`). `valid` drops in that cycle; no read of the row is in flight
+        # then (its last byte landed before `full`), so nothing lands in between. A transfer
+        # in ATTN_HEAD, whose restart overrides the move, is not carried over.
+        took = Signal(name=f"{g.name}_took")
+        m.d.comb += [g.stream.valid.eq(g.full & ~took), g.stream.payload.eq(g.row)]
+        m.d.sync += took.eq(g.stream.valid & g.stream.ready & ~g.head)
+        with m.If(took):
             m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
                          g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.row_addr)]
             with m.If(lane == rows - 1):
