@@ -9,7 +9,8 @@ PIP    := $(VENV)/bin/pip
 STAMP_DEMO := $(VENV)/.stamp-demo-$(shell cksum pyproject.toml | cut -d' ' -f1)
 STAMP_TEST := $(VENV)/.stamp-test-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # pytest workers: none by default (2-core CI); override with `make test PYTEST_ARGS=...`.
-PYTEST_ARGS ?=
+# --durations: the 20 slowest tests close every run, to see where the time budget goes.
+PYTEST_ARGS ?= --durations=20
 
 .PHONY: demo test test-all lint bench study clean distclean help
 
