@@ -882,19 +882,20 @@ class Controller(Unit):
             m.d.comb += [s.vec_busy.eq(1), s.vec_pooling.eq(1)]
             with m.If(s.pool_ready):
                 s.restart_copy()
-                m.d.sync += [s.pool_ready.eq(0)]
+                m.d.sync += [s.pool_ready.eq(0), v.wb_more.eq(1)]    # i = 0 < rows
                 m.next = "VEC_POOL_WB"
         with m.State("VEC_POOL_WB"):
             m.d.comb += s.vec_stall.eq(1)
-            with m.If((s.i < p.rows) & v.c_live.bit_select(i_low, 1)):
+            with m.If(v.wb_more & v.c_live.bit_select(i_low, 1)):
                 s.post_write(v.pool_dst + s.i,
                              s.pool_out.word_select(s.i[:max(1, (p.rows - 1).bit_length())], 8),
                              1, writer="pool")
             # The last write lands (posted) in the cycle that decides what comes next.
             with m.If(s.write_error("pool")):
                 s.fail(ErrorCode.BAD_ADDRESS)
-            with m.Elif(s.i < p.rows):
+            with m.Elif(v.wb_more):
                 s.step_copy()
+                m.d.sync += v.wb_more.eq(s.i1 < p.rows)
             with m.Elif(v.c_more):
                 s.restart_copy()
                 m.d.sync += [s.cfg_pending.eq(1),
@@ -1790,6 +1791,10 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     # comparison of the copy counter with c_left (the `tiny` top's routed critical path).
     v.c_live = Signal(p.rows, name="v_c_live")
     v.c_more = Signal(name="v_c_more")      # another group after this one (c - c0 > rows)
+    # VEC_POOL_WB's "i < rows" (a write left), a register stepped with the copy counter: the
+    # state's step, restart and write enables read a flip-flop, not a comparator of i (the
+    # routed 89.10 MHz ulx3s_85f top had i into its own enable that way, 11.28 ns).
+    v.wb_more = Signal(name="v_wb_more")
     return v
 
 
@@ -1988,7 +1993,7 @@ class _State:
         # its word is on the port's r_data.
         self.stages = [Signal(stage, name=f"d{k + 1}") for k in range(Scratchpad.latency)]
         self.d1, self.land = self.stages[0], self.stages[-1]
-        m.d.sync += self.d1.valid.eq(0)
+        m.d.sync += [self.d1.valid.eq(0), self.d1.index.eq(self.i)]    # issue() sets valid
         m.d.sync += [b.eq(a) for a, b in zip(self.stages, self.stages[1:])]
         # settled: a register, "every read issued and landed" (issued_all & no stage valid),
         # the copy's done, without the OR of the stages or the AND with issued_all in front
@@ -2050,11 +2055,14 @@ class _State:
         state that checks its words with :meth:`check_quant_word`."""
         assert (length is None) != (last is None), "issue() takes length or last"
         m = self.m
+        # The stage's tag is loaded in every cycle of the state (its index in every cycle,
+        # _copy_engine_registers), read only where the stage is valid: issued_all enables
+        # the counter and the stage's valid, not the tag's dozens of flip-flops.
+        m.d.sync += [self.d1.live.eq(live), self.d1.sel.eq(sel)]
         with m.If(~self.issued_all):
             m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
             self.step_copy()
-            m.d.sync += [self.d1.valid.eq(1), self.d1.live.eq(live),
-                         self.d1.index.eq(self.i), self.d1.sel.eq(sel)]
+            m.d.sync += self.d1.valid.eq(1)
             with m.If(self.i1 == length if last is None else self.i == last):
                 m.d.sync += self.issued_all.eq(1)
         with m.If(self.read_error):
@@ -2089,7 +2097,8 @@ class _State:
             m.d.sync += [self.i.eq(self.copy_start), self.i1.eq(self.copy_start + 1),
                          self.issued_all.eq(0)]
         with m.Elif(self.copy_step):
-            m.d.sync += [self.i.eq(self.i + 1), self.i1.eq(self.i1 + 1)]
+            # i takes i1 (i + 1 already): no incrementer between i and its own input.
+            m.d.sync += [self.i.eq(self.i1[:len(self.i)]), self.i1.eq(self.i1 + 1)]
 
     def check_quant_word(self, bad) -> None:
         """``land_bad`` two cycles after a quant word landed: ``bad`` fails the calling state's
