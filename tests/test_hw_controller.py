@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from hostbus import HostDriver, read_csr, read_region, run_program, write_image
+from hostbus import HostDriver, read_csr, read_region, run_program, word_address, write_image
 from numpy.testing import assert_array_equal
 
 from hw import isa
@@ -146,6 +146,48 @@ def test_controller_runs_a_chained_program():
     assert result["csr"][Csr.PERF_INSTRET] == 5
 
 
+def run_programs_and_compare(image, programs):
+    """Run each ``(words, entry)`` of ``programs`` in turn on one simulated accelerator (one
+    elaboration, the image written once; before each run only the instruction words that
+    changed) and on ``sw.isasim`` from the same state: after each run the same STATUS, PC,
+    retired count and act bytes. Returns each run's accelerator CSRs."""
+    dut = Accelerator.from_params(image.params)
+    expected = image.copy()
+    csrs: list[dict] = []
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        loaded = bytes(image.regions["instr"])
+        base = word_address(image, "instr")
+        for words, entry in programs:
+            image.load_program(words)
+            expected.load_program(words)
+            instr = bytes(image.regions["instr"])
+            for i in range(0, len(instr), 4):
+                if instr[i:i + 4] != loaded[i:i + 4]:
+                    await host.write(base + i // 4, int.from_bytes(instr[i:i + 4], "little"))
+            loaded = instr
+            await run_program(host, image, entry)
+            csr = {c: await read_csr(host, image, c) for c in Csr}
+            act = await read_region(host, image, "act")
+            try:
+                isasim.run(expected, entry=entry)
+            except isa.IsaError:
+                pass                                  # STATUS and PC are set either way
+            assert act == bytes(expected.regions["act"]), len(csrs)
+            for c in (Csr.PC, Csr.PERF_INSTRET, Csr.STATUS):
+                assert csr[c] == expected.read_csr(c), (len(csrs), c.name)
+            csrs.append(csr)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(csrs) == len(programs)
+    return csrs
+
+
 def _run_and_compare(image, entry: int = 0):
     """Run ``image`` on the accelerator and on ``sw.isasim``: the same STATUS, PC, retired
     count and act bytes. Returns the accelerator's CSRs."""
@@ -171,27 +213,27 @@ def test_controller_skips_a_prefetched_nop_or_barrier():
     image, _ = gemm_image(rng, 5, 7, 6)
     op = isa.from_bytes(image.read("instr", 0, isa.INSTR_BYTES))[0]
     barrier, nop, halt = (isa.encode(i) for i in (isa.barrier(), isa.nop(), isa.halt()))
+    # The last case: the operation and a BARRIER in the last two words, nothing after them.
+    tail = [nop] * p.instr_depth
+    tail[-2:] = [op, barrier]
+    bad_barrier = barrier | 1 << 200                  # a reserved bit
+    programs = {"plain": [op, halt], "barrier": [op, barrier, halt],
+                "nop": [op, nop, halt], "two": [op, barrier, nop, halt],
+                "between": [op, barrier, op, barrier, halt]}
+    runs = [(prog, 0) for prog in programs.values()]
+    runs += [([op, bad_barrier, halt], 0), (tail, p.instr_depth - 2)]
+    csrs = run_programs_and_compare(image, runs)
     cycles = {}
-    for name, prog in {"plain": [op, halt], "barrier": [op, barrier, halt],
-                       "nop": [op, nop, halt], "two": [op, barrier, nop, halt],
-                       "between": [op, barrier, op, barrier, halt]}.items():
-        image.load_program(prog)
-        csr = _run_and_compare(image)
+    for (name, prog), csr in zip(programs.items(), csrs):
         assert csr[Csr.STATUS] == Status.DONE, name
         assert csr[Csr.PERF_INSTRET] == len(prog), name
         cycles[name] = csr[Csr.PERF_CYCLES]
     assert cycles["barrier"] == cycles["nop"] == cycles["plain"]
     assert cycles["two"] > cycles["barrier"]         # the second one is fetched as before
-    bad_barrier = barrier | 1 << 200                  # a reserved bit
-    image.load_program([op, bad_barrier, halt])
-    csr = _run_and_compare(image)
+    csr = csrs[len(programs)]
     assert csr[Csr.STATUS] == Status.ERROR | ErrorCode.BAD_FIELD << isa.STATUS_CODE_SHIFT
     assert csr[Csr.PC] == 1
-    # The last two words: the operation, then a BARRIER with nothing after it.
-    words = [nop] * p.instr_depth
-    words[-2:] = [op, barrier]
-    image.load_program(words)
-    csr = _run_and_compare(image, entry=p.instr_depth - 2)
+    csr = csrs[-1]
     assert csr[Csr.STATUS] == Status.ERROR | ErrorCode.NO_HALT << isa.STATUS_CODE_SHIFT
     assert csr[Csr.PC] == p.instr_depth
 

@@ -91,6 +91,7 @@ def test_synth_icebreaker_gemm_fits_and_meets_12mhz():
     assert data["resources"]["BRAM"]["used"] >= 4
 
 
+@pytest.mark.slow
 def test_synth_ulx3s_85f_gemm_8x8_meets_125mhz():
     """The 8x8 GemmCore of the primary board, block-RAM buffers included, at >= 125 MHz (the
     preset's clock is the whole accelerator's, 100 MHz; the core alone is constrained at 125)."""
@@ -117,6 +118,7 @@ def test_synth_colorlight_5a75b_gemm_meets_125mhz():
     assert data["resources"]["BRAM"]["used"] == 1 + 1
 
 
+@pytest.mark.slow
 def test_synth_ulx3s_85f_attention_meets_125mhz():
     """The windowed-attention unit of the ulx3s_85f preset at 125 MHz (above the preset's
     100 MHz, the whole accelerator's)."""
