@@ -47,7 +47,7 @@ def _check_products(dut: LutMultiplier, ops: list[tuple[int, int]], ens: list[in
     return got
 
 
-@pytest.mark.parametrize("a_width, b_width", [(1, 5), (2, 3), (3, 4), (4, 4)])
+@pytest.mark.parametrize("a_width, b_width", [(1, 5), (2, 3), (3, 4), (4, 4), (5, 2), (8, 8)])
 def test_lut_multiplier_exhaustive_small(a_width, b_width):
     dut = LutMultiplier(a_width, b_width)
     ops = list(itertools.product(range(-(1 << (a_width - 1)), 1 << (a_width - 1)),
@@ -57,26 +57,36 @@ def test_lut_multiplier_exhaustive_small(a_width, b_width):
     assert len(seen) == len(ops) == (1 << (a_width + b_width)) + 2
 
 
-@pytest.mark.parametrize("a_width, b_width", [(8, 8), (8, 16), (8, 17), (8, 18)])
+@pytest.mark.parametrize("a_width, b_width",
+                         [(8, 8), (8, 16), (8, 17), (8, 18), (8, 25), (13, 13), (16, 16)])
 def test_lut_multiplier_random_and_corners_with_enable(a_width, b_width):
-    """The widths the vector and LayerNorm units use; ``en`` low holds both ranks."""
+    """The widths the PEs, vector, attention and LayerNorm units use (``dim_square``'s
+    ``len(dim) + 1`` square ones among them); ``en`` low holds both ranks."""
     rng = np.random.default_rng(a_width * 100 + b_width)
     ops = list(itertools.product(_corners(a_width), _corners(b_width)))
+    corners = len(ops)
     ops += [(int(rng.integers(-(1 << (a_width - 1)), 1 << (a_width - 1))),
              int(rng.integers(-(1 << (b_width - 1)), 1 << (b_width - 1)))) for _ in range(300)]
-    ens = [int(rng.random() < 0.8) for _ in ops]
+    # the corners enabled, each in turn; the random operands under a random enable
+    ens = [1] * corners + [int(rng.random() < 0.8) for _ in ops[corners:]]
     seen = _check_products(LutMultiplier(a_width, b_width), ops, ens)
     # The extreme product (-2**(a-1)) * (-2**(b-1)) appears, so the top bit is exercised.
     assert (1 << (a_width + b_width - 2)) in seen
-    assert sum(ens) > 250
+    assert corners >= 16 and 200 < sum(ens[corners:]) < 300    # some held cycles
 
 
 def test_lut_multiplier_has_no_mul_cell():
     """No ``$mul``: synth_ecp5 would map one to MULT18X18D blocks."""
     text = rtlil.convert(LutMultiplier(8, 18), name="top")
     assert text.count("cell $mul ") == 0
-    assert text.count("cell $add ") + text.count("cell $sub ") == 7     # 8 partial products
     assert "MULT18X18D" not in text
+    # Baugh-Wooley rows: unsigned, added only (no subtracted copy), one adder per pair of
+    # overlapping rows: 7 for the 8 rows of an 8 x 8 product (its constant's two bits sit on
+    # top of rows 0 and 7).
+    dut = LutMultiplier(8, 8)
+    assert [at for at, _ in dut.rows()] == list(range(8))
+    text = rtlil.convert(dut, name="top")
+    assert (text.count("cell $add "), text.count("cell $sub ")) == (7, 0)
     assert LutMultiplier(8, 8).latency == Multiplier.latency == 2
     with pytest.raises(ValueError, match="a_width must be an integer >= 1"):
         LutMultiplier(0, 8)
