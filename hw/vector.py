@@ -273,11 +273,18 @@ class VectorUnit(Unit):
                 ram.r_addr.eq(Cat(a[:ACT_WIDTH], cfg_eff.table)),
                 ram.r_oce.eq(ce),
             ]
-            # S3: the requant lane's input, and the side value (LUT word or int32 a).
-            s3 = stage(Mux(op2 == VecOp.ADD, mul_a.p + mul_b.p, pool2), f"s{c}_s3",
-                       signed(ACC_WIDTH))
+            # S3: the requant lane's input, and the side value (LUT word or int32 a). Their
+            # selects are the lane's own registers, op_s1 decoded a stage early (op_s2 == ADD
+            # and == LUT in every cycle, the reset included): no decode in front of the 2 x 32
+            # multiplexers, and op_s2 does not fan out to every lane (a routed ulx3s_85f top's
+            # vec.lane#.a group, 10.25 ns from op_s2).
+            add2, lut2 = (Signal(name=f"{name}{c}_s2", init=int(VecOp(0) == op))
+                          for name, op in (("add", VecOp.ADD), ("lut", VecOp.LUT)))
+            with m.If(ce):
+                m.d.sync += [add2.eq(op1 == VecOp.ADD), lut2.eq(op1 == VecOp.LUT)]
+            s3 = stage(Mux(add2, mul_a.p + mul_b.p, pool2), f"s{c}_s3", signed(ACC_WIDTH))
             a2 = delay(a, 2, f"a{c}")
-            side3 = stage(Mux(op2 == VecOp.LUT, ram.r_data.as_signed(), a2), f"side{c}_s3",
+            side3 = stage(Mux(lut2, ram.r_data.as_signed(), a2), f"side{c}_s3",
                           signed(ACC_WIDTH))
             lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
             m.submodules[f"lane{c}"] = lane
