@@ -789,6 +789,7 @@ class Controller(Unit):
                 v.blocks.eq(blocks), v.words.eq(pr[1]), v.out.eq(0), v.poff.eq(0),
                 v.abase.eq(v.a_addr // p.rows), v.bbase.eq(v.b_addr // p.rows),
                 v.dbase.eq(v.dst_addr // p.rows), s.cfg_pending.eq(0),
+                v.write_room.eq(s.act_words - v.dst_addr // p.rows),
             ]
             m.next = "VEC_QUANT"
             with m.If(lut):
@@ -996,8 +997,11 @@ class Controller(Unit):
         m.d.sync += v.out_done.eq(v.out == v.words)
         with m.If(out.valid & s.vec_elementwise):
             last_block = v.out >= v.last_block
+            # refused: dbase + out >= act words, as out >= write_room (act words - dbase,
+            # set with dbase): one comparator of registers, not the address adder and then
+            # the comparator (a routed ulx3s_85f top's v_out -> vec_write_error, 10.25 ns).
             s.post_write(v.dbase + v.out, low, Mux(last_block, v.last_mask, (1 << rows) - 1),
-                         writer="vec")
+                         writer="vec", refused=v.out >= v.write_room)
             m.d.sync += v.out.eq(v.out + 1)
 
     # -- ATTN ---------------------------------------------------------------------------------
@@ -1783,6 +1787,9 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     # them up (c0 itself is not kept): the channels left from c0 (c - c0), the group's read
     # address in the current token block (abase + poff + c0) and its first dst word
     # (dbase + c0).
+    # act words - dbase (signed: a dst past the act words makes it negative), for the
+    # elementwise writes' refused test.
+    v.write_room = Signal(signed(34), name="v_write_room")
     v.c_left = Signal(32, name="v_c_left")
     v.pool_src = Signal(32, name="v_pool_src")
     v.pool_dst = Signal(32, name="v_pool_dst")
