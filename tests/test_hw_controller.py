@@ -188,21 +188,6 @@ def run_programs_and_compare(image, programs):
     return csrs
 
 
-def _run_and_compare(image, entry: int = 0):
-    """Run ``image`` on the accelerator and on ``sw.isasim``: the same STATUS, PC, retired
-    count and act bytes. Returns the accelerator's CSRs."""
-    result = run_on_accelerator(image, entry=entry)
-    expected = image.copy()
-    try:
-        isasim.run(expected, entry=entry)
-    except isa.IsaError:
-        pass                                          # STATUS and PC are set either way
-    assert result["regions"]["act"] == bytes(expected.regions["act"])
-    for c in (Csr.PC, Csr.PERF_INSTRET, Csr.STATUS):
-        assert result["csr"][c] == expected.read_csr(c), c.name
-    return result["csr"]
-
-
 def test_controller_skips_a_prefetched_nop_or_barrier():
     """A NOP or BARRIER right after an operation is skipped by the prefetch: it retires (PC and
     PERF_INSTRET as sw.isasim) and costs no cycle, and a second one in a row runs as before.
