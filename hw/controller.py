@@ -1164,13 +1164,20 @@ class Controller(Unit):
         for g in gathers:
             g.land_last = Signal(name=f"{g.name}_land_last")
             m.d.sync += g.land_last.eq(pre.index == g.count * a.head_dim - 1)
+        # The act port's landed word, a register of its own loaded in every cycle, and the
+        # gatherers' byte selects behind it: the read data of the act scratchpad's block RAMs
+        # went through their bank multiplexer and the byte select into the landing byte in one
+        # cycle, across the die (the `q_land_byte` / `kv_land_byte` endpoints of four routed
+        # ulx3s_85f tops). The same cycles as the byte register it replaces.
+        attn_word = Signal.like(self.act.r_data, name="attn_land_word")
+        m.d.sync += attn_word.eq(self.act.r_data)
         for g, picked in ((kv, pick_kv), (q, pick_q)):
-            self._attn_gather(m, s, g, picked, land_slot)
+            self._attn_gather(m, s, g, picked, land_slot, attn_word)
         with m.If(s.attn_head):
             m.d.sync += cfg_pending.eq(1)
         self._attn_scatter(m, s, attn)
 
-    def _attn_gather(self, m, s, g, picked, land_slot):
+    def _attn_gather(self, m, s, g, picked, land_slot, attn_word):
         """One gatherer's read steps, the landing of its bytes in its row, the row's handshake
         with the unit and the restart at each head (``_attn``)."""
         p, a = self._params, s.a
@@ -1182,17 +1189,18 @@ class Controller(Unit):
                 with m.If(g.c + 1 == a.head_dim):
                     m.d.sync += g.addr.eq(g.v_addr)
         _, lane = _divmod(g.t, rows)
-        # The landed byte, its slot and flags go into registers beside the gatherer, and
-        # the row takes the byte from there a cycle later: the act port's read data fanned
-        # out to every byte of the K/V and Q rows across the die (the routed ulx3s_85f
-        # top's i_kv / i_q group). g.t only moves after the row is full, so the lane pick
-        # sees the landing row's t.
+        # The landed word goes into a register (attn_word, _attn) and its slot and flags into
+        # registers beside the gatherer; the row takes the byte picked from attn_word a cycle
+        # later. (The act port's read data fanned out to every byte of the K/V and Q rows
+        # across the die: the routed ulx3s_85f top's i_kv / i_q group; then the byte select
+        # sat between the act scratchpad's block RAMs and a landing byte register.) g.t only
+        # moves after the row is full, so the lane pick sees the landing row's t.
         byte = Signal(8, name=f"{g.name}_land_byte")
         mine = Signal(name=f"{g.name}_land_mine")
         slot = Signal.like(land_slot, name=f"{g.name}_land_slot")
         last = Signal(name=f"{g.name}_land_last_r")
-        m.d.sync += [byte.eq(self.act.r_data.word_select(lane, 8)),
-                     mine.eq(s.land.valid & s.attn_run & (s.land.sel == g.sel)),
+        m.d.comb += byte.eq(attn_word.word_select(lane, 8))
+        m.d.sync += [mine.eq(s.land.valid & s.attn_run & (s.land.sel == g.sel)),
                      slot.eq(land_slot), last.eq(g.land_last)]
         # K/V: element c of K at byte c, of V at byte hd_max + c - head_dim (land_slot).
         with m.If(mine):
