@@ -1562,17 +1562,25 @@ class Controller(Unit):
             b, name = buf.value, buf.name.lower()
             i = Signal(range(max(p.k_depth, p.cols) + 1), name=f"feed_{name}_i")
             go = Signal(name=f"feed_{name}_go")
-            live = (g.col0 + i < g.n) if buf is bank.QUANT else 1
             # i < length as a register (`more`), stepped with i on its next value: the read
             # enable and the port's address multiplexer wait for no comparator (every
-            # length is at least 1, so a reset sets it).
+            # length is at least 1, so a reset sets it). The quant channel's `live`, column
+            # col0 + i < N, is a register the same way: a reset starts a tile of a column tile
+            # that holds column col0 (_gemm_next_tile moves col0 only to a tile that exists),
+            # so it sets it. (`col0 + i < n` was an adder and a comparator in front of the
+            # quant scratchpad's read enable, a routed ulx3s_85f top's `issue_r_en`.)
             more = Signal(name=f"feed_{name}_more")
+            live = Signal(name=f"feed_{name}_live", init=1) if buf is bank.QUANT else 1
             m.d.comb += go.eq(s.feeding & more)
             with m.If(go):
                 m.d.comb += [port.r_en.eq(live), port.r_addr.eq(base + i)]
                 m.d.sync += [i.eq(i + 1), more.eq(i + 1 < length)]
+                if buf is bank.QUANT:
+                    m.d.sync += live.eq(g.col0 + i + 1 < g.n)
             with m.If(s.feed_reset):
                 m.d.sync += [i.eq(0), more.eq(1)]
+                if buf is bank.QUANT:
+                    m.d.sync += live.eq(1)
             last.append(i + 1 >= length)
             tags = [SimpleNamespace(valid=Signal(name=f"feed_{name}_v{k}"),
                                     live=Signal(name=f"feed_{name}_live{k}"),
