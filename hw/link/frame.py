@@ -491,7 +491,13 @@ class FrameEngine(wiring.Component):
             room = Signal(33)
             m.d.comb += room.eq(end - r.arg0)
             starts_next.append(aligned & (r.arg0 >= rg.base) & (r.arg0 <= end))
-            rooms_next.append(Mux(room >= room_cap, room_cap, room[:17]))
+            # Saturated where end - arg0 >= room_cap, i.e. arg0 <= end - room_cap: a compare
+            # of arg0 with a constant beside the subtraction, not behind it (a route of the
+            # ulx3s_85f board top: arg0 -> the subtraction's carry chain -> the compare -> the
+            # rooms' reset inputs, 10.08 ns). Where arg0 > end the room differs from the
+            # wrapped subtraction's, but the range's start is 0 there and the room unread.
+            saturated = (r.arg0 <= end - room_cap) if end >= room_cap else Const(0)
+            rooms_next.append(Mux(saturated, room_cap, room[:17]))
         stage1 = [*partials, one_minus_s, staged_n_write, *starts, *rooms]
         stage1_next = [Signal.like(reg, name=f"{reg.name}_next") for reg in stage1]
         m.d.comb += [nxt.eq(value) for nxt, value in zip(stage1_next, [
