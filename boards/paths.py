@@ -76,7 +76,8 @@ DELAYS = {
     "carry_in": 0.4,     # CCU2C A/B/C/D -> COUT or S
     "carry": 0.05,       # CCU2C CIN -> COUT (and S)
     "ff_clk_q": 0.4,     # TRELLIS_FF clock -> Q
-    "ff_setup": 0.1,     # TRELLIS_FF DI / CE / LSR setup
+    "ff_setup": 0.1,     # TRELLIS_FF DI / CE setup
+    "ff_lsr_setup": 0.42,  # TRELLIS_FF LSR setup (nextpnr-ecp5 0.11 charges 0.424 ns)
     "ram_noreg": 4.0,    # DP16KD clock -> DO without the output register
     "ram_outreg": 1.0,   # DP16KD clock -> DO with it
     "ram_setup": 0.4,    # DP16KD address / data / enable setup
@@ -179,7 +180,8 @@ def _arcs(cell: dict):
         return "comb", 0.0, {p: (DELAYS["carry"] if p == "CIN" else DELAYS["carry_in"])
                              for p in ins}, outs
     if t == "TRELLIS_FF":
-        return "seq", DELAYS["ff_clk_q"], {p: DELAYS["ff_setup"] for p in ins if p != "CLK"}, outs
+        return "seq", DELAYS["ff_clk_q"], {p: DELAYS["ff_lsr_setup" if p == "LSR" else "ff_setup"]
+                                           for p in ins if p != "CLK"}, outs
     if t == "DP16KD":
         p = cell.get("parameters", {})
         launch = {o: DELAYS["ram_outreg" if p.get(f"REGMODE_{o[2]}") == "OUTREG"
@@ -379,7 +381,9 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
             # the slice's M input: that is the netlist's DI.
             in_netlist = (cell, "DI") if port == "M" else (cell, port)
             bit = estimated.get(in_netlist, (0.0, None))[1]
-            ends[(cell, port)] = (t + setup.get(cell, DELAYS["ff_setup"]), bit)
+            at_lsr = port == "LSR" and trace["cells"].get(cell, {}).get("type") == "TRELLIS_FF"
+            ends[(cell, port)] = (t + (DELAYS["ff_lsr_setup"] if at_lsr
+                                       else setup.get(cell, DELAYS["ff_setup"])), bit)
     out: list[EstimatedPath] = []
     seen: set[str] = set()
     groups: dict[str, list] = {}
