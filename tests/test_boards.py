@@ -1095,6 +1095,33 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
             main(argv)
 
 
+def test_paths_charge_the_lsr_setup_nextpnr_charges():
+    """A flip-flop's ``LSR`` input has nextpnr-ecp5's 0.42 ns setup, not the 0.1 ns of its
+    ``DI`` / ``CE``: a routed arrival of 9.7 ns at an ``LSR`` misses a 10 ns period (a route
+    of the ulx3s_85f board top: boards.paths said 9.76 ns where nextpnr said 10.08)."""
+    from boards.paths import DELAYS, worst_paths
+
+    ff = {"CLK": "input", "DI": "input", "LSR": "input", "Q": "output"}
+    cells = {
+        "s": {"type": "$scopeinfo", "attributes": {"hdlname": "ctrl"}},
+        "ctrl.a_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "parameters": {}, "attributes": {},
+                                "connections": {"CLK": [1], "DI": [9], "Q": [2]},
+                                "port_directions": ff},
+        "ctrl.r_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "parameters": {}, "attributes": {},
+                                "connections": {"CLK": [1], "DI": [2], "LSR": [2], "Q": [3]},
+                                "port_directions": ff},
+    }
+    netlist = {"modules": {"top": {"attributes": {"top": "00000001"}, "cells": cells}}}
+    routed = {("ctrl.r_TRELLIS_FF_Q", "LSR"): 9.7, ("ctrl.r_TRELLIS_FF_Q", "DI"): 9.7}
+    _, ends, groups = worst_paths(netlist, 5, period=10.0, routed=routed)
+    assert ends[("ctrl.r_TRELLIS_FF_Q", "LSR")] == pytest.approx(9.7 + 0.42)
+    assert ends[("ctrl.r_TRELLIS_FF_Q", "DI")] == pytest.approx(9.7 + DELAYS["ff_setup"])
+    assert groups == {"ctrl.r": [pytest.approx(10.12), 1, "ctrl.a"]}
+    _, ends, _ = worst_paths(netlist, 5, period=10.0)          # the estimate, too
+    assert (ends[("ctrl.r_TRELLIS_FF_Q", "LSR")] - ends[("ctrl.r_TRELLIS_FF_Q", "DI")]
+            == pytest.approx(0.42 - DELAYS["ff_setup"]))
+
+
 def test_paths_placed_estimate(tmp_path, capsys):
     """``boards.paths --placed``: a net costs nextpnr's pre-route estimate between the places of
     its driver and its sink (``NEXTPNR_BEL`` of nextpnr's ``--write`` JSON), a sink on a global
