@@ -529,11 +529,12 @@ class LayerNorm(Unit):
 
 def dim_square(m: Module, dim):
     """``dim**2`` (``2 * len(dim)`` bits) for the scalar engines' ``dim_sq``, from a
-    :class:`hw.lut_multiplier.LutMultiplier` (no DSP block), always enabled: valid two cycles
-    after ``dim`` changes. ``dim`` holds for a whole job and an engine first reads the square
-    in SUB_DV, after MUL_DQ's and MUL_SS's steps of a row that starts after its loads."""
+    :class:`hw.lut_multiplier.LutMultiplier` of two non-negative operands (no DSP block, no
+    constant row bits), always enabled: valid two cycles after ``dim`` changes. ``dim``
+    holds for a whole job and an engine first reads the square in SUB_DV, after MUL_DQ's
+    and MUL_SS's steps of a row that starts after its loads."""
     width = len(dim) + 1                                  # the multiplier is signed
-    mul = LutMultiplier(width, width)
+    mul = LutMultiplier(width, width, a_nonnegative=True, b_nonnegative=True)
     m.submodules.dim_square = mul
     m.d.comb += [mul.en.eq(1), mul.a.eq(dim), mul.b.eq(dim)]
     return mul.p[:2 * len(dim)]

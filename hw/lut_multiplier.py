@@ -45,10 +45,24 @@ class LutMultiplier(Multiplier):
         Width of the signed operand whose bits select the rows (keep it narrow).
     b_width : int
         Width of the signed operand whose bits fill each row.
+    a_nonnegative, b_nonnegative : bool
+        The operand is never negative (an unsigned value zero-extended into its signed
+        port; the caller promises it): its sign bit takes no part in the rows, so no row
+        bit is the inverse of a zero and the product needs no constant. (The rows of a
+        zero sign bit are constant ones that Yosys does not fold: as flip-flops of the
+        first rank, fed by a constant, it merges them with any other such flip-flop of the
+        design, a wire across the die; a route of the ulx3s_85f board top failed on one,
+        LayerNorm's ``dim_square``.)
     """
 
-    def __init__(self, a_width: int, b_width: int):
+    def __init__(self, a_width: int, b_width: int, *, a_nonnegative: bool = False,
+                 b_nonnegative: bool = False):
         super().__init__(a_width, b_width)
+        self.a_nonnegative, self.b_nonnegative = bool(a_nonnegative), bool(b_nonnegative)
+        for name, width, flag in (("a", a_width, a_nonnegative), ("b", b_width, b_nonnegative)):
+            if flag and width < 2:
+                raise ValueError(f"{name}_nonnegative needs {name}_width >= 2 (a sign bit and "
+                                 f"a value bit), not {width}")
 
     def rows(self) -> list[tuple[int, list]]:
         """The rows ``(weight of bit 0, bits)`` whose unsigned sum is ``a * b`` modulo
@@ -59,15 +73,18 @@ class LutMultiplier(Multiplier):
         weight. Each such term ``-t 2**k`` is written ``(1 - t) 2**k - 2**k``: its bit is
         inverted (``~(a_i & b_j)``) and ``-2**k`` goes to one constant, whose bits are set
         on top of a row that ends just below them (no carry to add), or as rows of their own
-        where none does."""
+        where none does. A non-negative operand's sign bit is left out (it is 0): then
+        only the other operand's sign bit has negative weight."""
         n, w = self.a_width, self.b_width
         width = n + w
+        a_sign = n - 1 if not self.a_nonnegative else None
+        b_sign = w - 1 if not self.b_nonnegative else None
         rows, constant = [], 0
-        for i in range(n):
+        for i in range(n - self.a_nonnegative):
             bits = []
-            for j in range(w):
+            for j in range(w - self.b_nonnegative):
                 term = self.a[i] & self.b[j]
-                if (i == n - 1) != (j == w - 1):
+                if (i == a_sign) != (j == b_sign):
                     bits.append(~term)
                     constant -= 1 << (i + j)
                 else:

@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Const
 from helpers import run_testbenches
 
 from hw.lut_multiplier import LutMultiplier
@@ -55,6 +56,29 @@ def test_lut_multiplier_exhaustive_small(a_width, b_width):
     ops += [(0, 0)] * 2                                  # flush the last two products out
     seen = _check_products(dut, ops, [1] * len(ops))
     assert len(seen) == len(ops) == (1 << (a_width + b_width)) + 2
+
+
+@pytest.mark.parametrize("a_nonneg, b_nonneg", [(False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("a_width, b_width", [(2, 2), (3, 5), (8, 8)])
+def test_lut_multiplier_nonnegative_operands_exhaustive(a_width, b_width, a_nonneg, b_nonneg):
+    """``a_nonnegative`` / ``b_nonnegative``: every operand pair the promise allows (the
+    sign bit 0), exact; no row bit is a constant (nothing for Yosys to merge across units)
+    where both are non-negative."""
+    dut = LutMultiplier(a_width, b_width, a_nonnegative=a_nonneg, b_nonnegative=b_nonneg)
+
+    def values(width, nonneg):
+        return range(0 if nonneg else -(1 << (width - 1)), 1 << (width - 1))
+
+    ops = list(itertools.product(values(a_width, a_nonneg), values(b_width, b_nonneg)))
+    ops += [(0, 0)] * 2
+    seen = _check_products(dut, ops, [1] * len(ops))
+    assert len(seen) == len(values(a_width, a_nonneg)) * len(values(b_width, b_nonneg)) + 2
+    rows = dut.rows()
+    if a_nonneg and b_nonneg:
+        assert len(rows) == a_width - 1 and all(len(bits) == b_width - 1 for _, bits in rows)
+        assert not any(isinstance(bit, Const) for _, bits in rows for bit in bits)
+    with pytest.raises(ValueError, match="a_nonnegative needs a_width >= 2"):
+        LutMultiplier(1, 8, a_nonnegative=True)
 
 
 @pytest.mark.parametrize("a_width, b_width",
