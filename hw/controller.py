@@ -1257,7 +1257,7 @@ class Controller(Unit):
         connect(m, attn.o_stream, rows_in.i_stream)
         o_in = rows_in.o_stream
         m.d.comb += [o_in.ready.eq(~o_busy & s.attn_run),
-                     rows_in.flush.eq(s.drain_abort | s.units_reset)]
+                     rows_in.flush.eq(_skid_flush(m, s, "attn_rows"))]
         # (Read in ATTN_RUN only: after a FAIL, the sequencer is in IDLE when it rises.)
         m.d.sync += s.attn_head_done.eq(o_busy & o_last & o_c_last)
         # o_c and o_c_last restart at a row's end and at the head (every ATTN's rows come
@@ -1696,7 +1696,7 @@ class Controller(Unit):
             rows.i_stream.valid.eq(core.o_stream.valid | pipe.o_acc.valid),
             core.o_stream.ready.eq(rows.i_stream.ready),
             pipe.o_acc.ready.eq(rows.i_stream.ready),
-            rows.flush.eq(s.drain_abort | s.units_reset),    # and what the core sends then
+            rows.flush.eq(_skid_flush(m, s, "gemm_rows")),   # and what the core sends then
         ]
         with m.If(g.out32):
             m.d.comb += rows.i_stream.payload.eq(pipe.o_acc.payload)
@@ -1858,6 +1858,20 @@ def _fit(value, width: int):
     if len(value) >= width:
         return value[:width]
     return Cat(value, Const(0, width - len(value)))
+
+
+def _skid_flush(m, s, name: str):
+    """A result skid's flush after a FAIL: a register of its own, high the cycle after
+    ``drain_abort`` and the cycle after ``units_reset``. A row the unit hands over in either
+    of those cycles (its reset takes effect at the end of the second) is dropped a cycle
+    later; nothing reads the skid meanwhile (the sequencer is in FAIL or IDLE, the drainer
+    and the scatter stopped), and the unit offers nothing after its reset. (The flush as the
+    OR of the two, with the domain's reset behind ``drain_abort``, was a routed ulx3s_85f
+    top's path from the reset's global network through three LUTs into the skid's ``LSR``,
+    11.15 ns.)"""
+    flush = Signal(name=f"{name}_flush")
+    m.d.sync += flush.eq(s.drain_abort | s.units_reset)
+    return flush
 
 
 def _divmod(value, d: int):
