@@ -369,11 +369,12 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
     ends, trace = endpoints(netlist, placement)
     trace["instance"] = _instance_of(trace["cells"])
     if routed is not None:
-        setup = {}
-        for name, cell in trace["cells"].items():
-            kind = cell.get("type")
-            setup[name] = DELAYS["ram_setup" if kind == "DP16KD" else
-                                 "dsp_setup" if kind == "MULT18X18D" else "ff_setup"]
+        def setup(cell: str, port: str) -> float:
+            kind = trace["cells"].get(cell, {}).get("type")
+            return DELAYS["ram_setup" if kind == "DP16KD" else
+                          "dsp_setup" if kind == "MULT18X18D" else
+                          "ff_lsr_setup" if kind == "TRELLIS_FF" and port == "LSR" else
+                          "ff_setup"]
         estimated = ends
         ends = {}
         for (cell, port), t in routed.items():
@@ -381,9 +382,7 @@ def worst_paths(netlist: dict, count: int = 10, period: float | None = None,
             # the slice's M input: that is the netlist's DI.
             in_netlist = (cell, "DI") if port == "M" else (cell, port)
             bit = estimated.get(in_netlist, (0.0, None))[1]
-            at_lsr = port == "LSR" and trace["cells"].get(cell, {}).get("type") == "TRELLIS_FF"
-            ends[(cell, port)] = (t + (DELAYS["ff_lsr_setup"] if at_lsr
-                                       else setup.get(cell, DELAYS["ff_setup"])), bit)
+            ends[(cell, port)] = (t + setup(cell, port), bit)
     out: list[EstimatedPath] = []
     seen: set[str] = set()
     groups: dict[str, list] = {}
