@@ -8,9 +8,12 @@ PIP    := $(VENV)/bin/pip
 # Re-install when pyproject.toml changes.
 STAMP_DEMO := $(VENV)/.stamp-demo-$(shell cksum pyproject.toml | cut -d' ' -f1)
 STAMP_TEST := $(VENV)/.stamp-test-$(shell cksum pyproject.toml | cut -d' ' -f1)
-# pytest workers: none by default (2-core CI); override with `make test PYTEST_ARGS=...`.
-# --durations: the 20 slowest tests close every run, to see where the time budget goes.
-PYTEST_ARGS ?= --durations=20
+# pytest workers (pytest-xdist): one per core, at most 4; `make test PYTEST_WORKERS=0` runs in
+# one process. --dist loadfile keeps a file's tests on one worker, so a module's fixtures (a
+# Verilator build, a trained model) are made once. --durations: the 20 slowest tests close every
+# run, to see where the time budget goes. `make test PYTEST_ARGS=...` replaces these flags.
+PYTEST_WORKERS ?= auto
+PYTEST_ARGS ?= --numprocesses=$(PYTEST_WORKERS) --maxprocesses=4 --dist=loadfile --durations=20
 
 .PHONY: demo test test-all lint bench study clean distclean help
 
