@@ -1109,12 +1109,24 @@ class Controller(Unit):
 
         gathers = []
         for name, stream, count in (("kv", attn.i_kv, 2), ("q", attn.i_q, 1)):
+            # The registers that ATTN_HEAD restarts to constants have no domain reset: Yosys
+            # merged the two into one synchronous reset, the OR of the head flag and the
+            # domain's reset, a LUT between the reset's global network and their LSR inputs
+            # (a routed ulx3s_85f top's `kv_c` / `kv_full`, 11.08 ns, 4.1 ns of it from the
+            # global network into the LUT). The head flag, a register, is their LSR alone now.
+            # What they hold after a reset is never used: every ATTN restarts them in its
+            # ATTN_HEAD, the act reads wait for ATTN_RUN (``want``), and the row is offered to
+            # the unit only once ``armed`` (reset by the domain, set by a head) is high, so no
+            # stale ``valid`` is withdrawn untaken at the restart.
             g = SimpleNamespace(name=name, stream=stream, count=count, sel=int(name == "q"),
-                                t=Signal(16, name=f"{name}_t"), c=Signal(9, name=f"{name}_c"),
-                                full=Signal(name=f"{name}_full"),
-                                row=Signal(count * 8 * hd_max, name=f"{name}_row"),
-                                t_more=Signal(name=f"{name}_t_more"),
-                                c_more=Signal(name=f"{name}_c_more"))
+                                t=Signal(16, name=f"{name}_t", reset_less=True),
+                                c=Signal(9, name=f"{name}_c", reset_less=True),
+                                full=Signal(name=f"{name}_full", reset_less=True),
+                                row=Signal(count * 8 * hd_max, name=f"{name}_row",
+                                           reset_less=True),
+                                t_more=Signal(name=f"{name}_t_more", reset_less=True),
+                                c_more=Signal(name=f"{name}_c_more", reset_less=True),
+                                armed=Signal(name=f"{name}_armed"))
             # g.t < a.t and g.c < count * head_dim, kept in registers beside g.t and g.c (both
             # only count up by one or restart at 0, and ATTN_CHECK refused t == 0 and
             # head_dim == 0), so the act read enable does not wait for the extent arithmetic.
@@ -1216,7 +1228,8 @@ class Controller(Unit):
         # then (its last byte landed before `full`), so nothing lands in between. A transfer
         # in ATTN_HEAD, whose restart overrides the move, is not carried over.
         took = Signal(name=f"{g.name}_took")
-        m.d.comb += [g.stream.valid.eq(g.full & ~took), g.stream.payload.eq(g.row)]
+        m.d.comb += [g.stream.valid.eq(g.full & ~took & g.armed),
+                     g.stream.payload.eq(g.row)]
         m.d.sync += took.eq(g.stream.valid & g.stream.ready & ~g.head)
         with m.If(took):
             m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
@@ -1228,7 +1241,7 @@ class Controller(Unit):
                     m.d.sync += g.v_addr.eq(g.v_addr + a.src_cols)
         with m.If(g.head):
             # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
-            m.d.sync += [g.t.eq(0), g.c.eq(0), g.full.eq(0), g.row.eq(0),
+            m.d.sync += [g.t.eq(0), g.c.eq(0), g.full.eq(0), g.row.eq(0), g.armed.eq(1),
                          g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff),
                          g.row_addr.eq(g.base + a.hoff)]
             if g.count == 2:

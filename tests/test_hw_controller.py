@@ -14,7 +14,7 @@ from numpy.testing import assert_array_equal
 from hw import isa
 from hw.accelerator import Accelerator
 from hw.controller import Controller, instruction_fields
-from hw.isa import Csr, ErrorCode, Opcode, Status
+from hw.isa import Control, Csr, ErrorCode, Opcode, Status
 from hw.params import preset
 from sw import isasim, ref
 
@@ -295,35 +295,90 @@ def test_controller_meanpool_matches_isasim(m, c):
                        ref.mean_pool_int(x, 29000, 18))
 
 
+ATTN_T, ATTN_HEADS, ATTN_HEAD_DIM, ATTN_WINDOW = 7, 2, 6, 5
+ATTN_QUANT = dict(score_mult=23000, score_shift=17, out_mult=20000, out_shift=26)
+
+
+def attn_image(rng, causal: bool, *, t: int = ATTN_T, heads: int = ATTN_HEADS,
+               window: int = ATTN_WINDOW, p=PARAMS):
+    """An image with a random act background, Q/K/V as column slices of one (T, 3 * width)
+    tensor at act 0, and one ATTN (head_dim 6 of the unit's 8) + HALT; returns (image, qkv)."""
+    hd = ATTN_HEAD_DIM
+    width = heads * hd
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    qkv = rng.integers(-128, 128, (t, 3 * width), dtype=np.int8)
+    image.write("act", 0, isasim.pack_act(qkv, p.rows))
+    image.write("quant", 16, isasim.pack_quant(isa.ATTN_WORD, **ATTN_QUANT))
+    prog = [isa.attn(q_addr=0, k_addr=width * p.rows, v_addr=2 * width * p.rows, dst_addr=DST,
+                     quant_addr=2, t=t, heads=heads, head_dim=hd, window=window, causal=causal,
+                     src_cols=3 * width, dst_cols=width),
+            isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    return image, qkv
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_controller_attn_matches_isasim(causal):
     """ATTN over 2 heads of a ragged head_dim (6 of the unit's 8) and T = 7 (not a multiple of
     the 4 rows of a block), Q/K/V column slices of one (T, 36) tensor."""
     rng = np.random.default_rng(17 + causal)
     p = PARAMS
-    t, heads, hd, window = 7, 2, 6, 5
+    t, heads, hd, window = ATTN_T, ATTN_HEADS, ATTN_HEAD_DIM, ATTN_WINDOW
     width = heads * hd
-    image = isasim.MemoryImage(p)
-    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
-    qkv = rng.integers(-128, 128, (t, 3 * width), dtype=np.int8)
-    image.write("act", 0, isasim.pack_act(qkv, p.rows))
-    quant = dict(score_mult=23000, score_shift=17, out_mult=20000, out_shift=26)
-    image.write("quant", 16, isasim.pack_quant(isa.ATTN_WORD, **quant))
-    prog = [isa.attn(q_addr=0, k_addr=width * p.rows, v_addr=2 * width * p.rows, dst_addr=512,
-                     quant_addr=2, t=t, heads=heads, head_dim=hd, window=window, causal=causal,
-                     src_cols=3 * width, dst_cols=width),
-            isa.halt()]
-    image.load_program([isa.encode(i) for i in prog])
+    image, qkv = attn_image(rng, causal)
     result = run_on_accelerator(image)
     _check_against_isasim(image, result)
-    got = isasim.unpack_act(result["regions"]["act"][512:], t, width, p.rows)
-    params = ref.AttentionQuant(**quant)
+    got = isasim.unpack_act(result["regions"]["act"][DST:], t, width, p.rows)
+    params = ref.AttentionQuant(**ATTN_QUANT)
     for h in range(heads):
         cols = slice(h * hd, (h + 1) * hd)
         want = ref.windowed_attention_int(qkv[:, cols], qkv[:, width:][:, cols],
                                           qkv[:, 2 * width:][:, cols], window, causal, params)
         assert_array_equal(got[:, cols], want)
     assert result["csr"][Csr.PERF_ATTN_BUSY] > 0
+
+
+#: Cycles from START to the reset: the first K/V and Q rows of the first head (the whole ATTN
+#: takes 657 cycles), every cycle of them, so some reset comes while a gathered row is full.
+RESET_POINTS = range(30, 70)
+
+
+def test_controller_attn_after_resets_mid_run_matches_isasim():
+    """A one-cycle reset of the whole top (the link's RESET) at each of forty cycles of an
+    ATTN's run, the program started again after each; the run after the last reset ends as
+    isasim's. The K/V and Q gatherers' registers have no domain reset, only their ATTN_HEAD
+    restart: what a reset leaves in them (a full row not yet taken) must not reach the next
+    run. (Without the restart of ``full`` this fails.)"""
+    from amaranth.hdl import ResetInserter, Signal
+
+    rng = np.random.default_rng(23)
+    image, _ = attn_image(rng, causal=False)
+    dut = Accelerator.from_params(image.params)
+    reset = Signal()
+    out: dict = {"resets": 0}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        for wait in RESET_POINTS:
+            await host.write(word_address(image, "csr", Csr.ENTRY), 0)
+            await host.write(word_address(image, "csr", Csr.CONTROL), int(Control.START))
+            await ctx.tick().repeat(wait)
+            ctx.set(reset, 1)
+            await ctx.tick()
+            ctx.set(reset, 0)
+            out["resets"] += 1
+        out["status"] = await run_program(host, image)
+        out["csr"] = {c: await read_csr(host, image, c) for c in Csr}
+        out["regions"] = {"act": await read_region(host, image, "act")}
+
+    sim = Simulator(ResetInserter(reset)(dut))
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert out["resets"] == len(RESET_POINTS)
+    _check_against_isasim(image, out)
 
 
 @pytest.mark.parametrize("m,c", [
