@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 from hostbus import HostDriver, read_csr, read_region, run_program, word_address, write_image
 from numpy.testing import assert_array_equal
@@ -350,8 +351,6 @@ def test_controller_attn_after_resets_mid_run_matches_isasim():
     isasim's. The K/V and Q gatherers' registers have no domain reset, only their ATTN_HEAD
     restart: what a reset leaves in them (a full row not yet taken) must not reach the next
     run. (Without the restart of ``full`` this fails.)"""
-    from amaranth.hdl import ResetInserter, Signal
-
     rng = np.random.default_rng(23)
     image, _ = attn_image(rng, causal=False)
     dut = Accelerator.from_params(image.params)
