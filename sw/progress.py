@@ -82,7 +82,7 @@ class Step:
 
 @contextlib.contextmanager
 def step(label: str, *, enabled: bool = True, file: TextIO | None = None,
-         tick_s: float = 1.0) -> Iterator[Step]:
+         tick_s: float = 1.0, live: bool | None = None) -> Iterator[Step]:
     """Show ``label`` and its elapsed time while the ``with`` block runs.
 
     Parameters
@@ -95,9 +95,13 @@ def step(label: str, *, enabled: bool = True, file: TextIO | None = None,
         Where the line goes (default ``sys.stderr``).
     tick_s : float
         Redraw period on a terminal, seconds.
+    live : bool, optional
+        ``False`` prints the start and end lines even on a terminal (steps that run side by
+        side in threads, whose live lines would overwrite each other); ``None``: live on a
+        terminal.
     """
     out = sys.stderr if file is None else file
-    live = enabled and _is_terminal(out)
+    live = enabled and _is_terminal(out) and live is not False
     s = Step(label, out if enabled else None, live=live)
     if enabled and not live:
         s._say(f"{label} ...")

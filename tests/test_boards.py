@@ -326,10 +326,10 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     seen = {}
 
     def fake_synth(board, unit, *, preset, build_dir, json_path, router, placer,
-                   detailed_timing, heap_timing_weight, heap_critexp, seed):
+                   detailed_timing, heap_timing_weight, heap_critexp, seed, seeds, jobs):
         seen.update(board=board, unit=unit, preset=preset.name, json_path=json_path,
                     router=router, placer=placer, detailed_timing=detailed_timing,
-                    heap=(heap_timing_weight, heap_critexp), seed=seed)
+                    heap=(heap_timing_weight, heap_critexp), seed=seed, seeds=seeds, jobs=jobs)
         return {"timing_met": False}
 
     monkeypatch.setattr(boards.build, "synth", fake_synth)
@@ -337,7 +337,7 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     assert _synth_cli(["--board", "icebreaker", option, str(out)]) == 1   # timing not met
     assert seen == {"board": "icebreaker", "unit": "top", "preset": "icebreaker",
                     "json_path": out, "router": None, "placer": None, "detailed_timing": False,
-                    "heap": (None, None), "seed": None}
+                    "heap": (None, None), "seed": None, "seeds": None, "jobs": None}
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--router", "router2",
                        "--placer", "static", "--detailed-timing"]) == 1
     assert (seen["router"], seen["placer"], seen["detailed_timing"]) == (
@@ -345,6 +345,9 @@ def test_cli_hands_the_json_path_to_synth(monkeypatch, capsys, tmp_path, option)
     assert _synth_cli(["--board", "icebreaker", option, str(out), "--heap-timing-weight", "40",
                        "--heap-critexp", "4", "--seed", "7"]) == 1
     assert (seen["heap"], seen["seed"]) == ((40, 4), 7)
+    assert _synth_cli(["--board", "icebreaker", option, str(out), "--seeds", "3, 1,2",
+                       "--jobs", "2"]) == 1
+    assert (seen["seed"], seen["seeds"], seen["jobs"]) == (None, [3, 1, 2], 2)
     deprecated = "--report-json is deprecated" in capsys.readouterr().err
     assert deprecated == (option == "--report-json")
 
@@ -431,6 +434,184 @@ def test_synth_hands_the_router_to_nextpnr(monkeypatch, tmp_path):
     assert ("--timing-allow-fail --placer-heap-timingweight 40 --placer-heap-critexp 4 --seed 11"
             in heap)
     assert "--seed" not in plain
+
+
+def test_cli_refuses_bad_seed_lists(capsys):
+    assert "lists a seed twice" in _cli_error(capsys, "--board", "icebreaker", "--seeds", "1,1")
+    assert "must be an integer 1..2147483647, not '0'" in _cli_error(
+        capsys, "--board", "icebreaker", "--seeds", "2,0")
+    assert "not allowed with argument" in _cli_error(
+        capsys, "--board", "icebreaker", "--seed", "1", "--seeds", "2,3")
+    assert _synth_cli(["--board", "icebreaker", "--jobs", "2"]) == 2
+    assert "--jobs places several seeds side by side; give --seeds too" in \
+        capsys.readouterr().err
+
+
+def test_synth_refuses_bad_seeds_before_building(tmp_path):
+    from boards.build import synth
+
+    for kwargs, match in (({"seed": 1, "seeds": [2]}, "seed or seeds, not both"),
+                          ({"seeds": []}, "non-empty list"),
+                          ({"seeds": [1, 1]}, "differ from each other"),
+                          ({"seeds": [1, 0]}, "seed must be an integer"),
+                          ({"seeds": [1], "jobs": 0}, "jobs must be an integer"),
+                          ({"jobs": 2}, "give seeds too")):
+        with pytest.raises(ValueError, match=match):
+            synth("icebreaker", build_dir=tmp_path / "b", show_progress=False, **kwargs)
+    assert not (tmp_path / "b").exists()
+
+
+ECP5_COMMANDS = {
+    "synthesis": ["yosys", "-q", "-l", "top.rpt", "top.ys"],
+    "place_route": ["nextpnr-ecp5", "--quiet", "--report", "nextpnr-report.json",
+                    "--timing-allow-fail", "--log", "top.tim", "--85k", "--package", "CABGA381",
+                    "--json", "top.json", "--lpf", "top.lpf", "--textcfg", "top.config"],
+    "bitstream": ["ecppack", "--compress", "--input", "top.config", "--bit", "top.bit"]}
+
+
+def test_split_build_commands_and_the_seed_scripts(tmp_path):
+    """Amaranth's command list splits into Yosys, nextpnr and the packer; a seed's script runs
+    nextpnr with its seed on the netlist and constraints of the folder above, under the tools'
+    variables (so YoWASP's are picked), and the synthesis script runs Yosys alone."""
+    from boards.build import split_build_commands, write_place_route_script, write_synthesis_script
+
+    (tmp_path / "build_top.json").write_text(json.dumps(
+        {"commands": [ECP5_COMMANDS[k] for k in ("synthesis", "place_route", "bitstream")]}))
+    commands = split_build_commands(tmp_path, "build_top")
+    assert commands == ECP5_COMMANDS
+    assert write_synthesis_script(tmp_path, commands) == "synthesis"
+    assert (tmp_path / "synthesis.sh").read_text() == \
+        'set -e\n"$YOSYS" -q -l top.rpt top.ys\n'
+    seed_dir = tmp_path / "seed-7"
+    seed_dir.mkdir()
+    assert write_place_route_script(seed_dir, commands, 7) == "place_route"
+    lines = (seed_dir / "place_route.sh").read_text().splitlines()
+    assert lines == [
+        "set -e",
+        ('"$NEXTPNR_ECP5" --quiet --report nextpnr-report.json --timing-allow-fail --log top.tim '
+         "--85k --package CABGA381 --json ../top.json --lpf ../top.lpf --textcfg top.config "
+         "--seed 7"),
+        '"$ECPPACK" --compress --input top.config --bit top.bit']
+    with pytest.raises(ValueError, match="already has a --seed"):
+        write_place_route_script(seed_dir, {**commands, "place_route": [
+            *commands["place_route"], "--seed", "3"]}, 7)
+    for bad in ("{}", json.dumps({"commands": [["yosys"], ["ecppack"]]}), "not json"):
+        (tmp_path / "build_top.json").write_text(bad)
+        with pytest.raises(RuntimeError, match="build commands"):
+            split_build_commands(tmp_path, "build_top")
+
+
+# One fake for Yosys, nextpnr-ice40 and icepack (which one: its file name), set up by
+# _fake_ice40_tools through FAKE_* variables. Each call appends "NAME CWD ARGS..." to FAKE_CALLS.
+FAKE_ICE40_TOOL = """
+import json, os, sys
+
+name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
+with open(os.environ["FAKE_CALLS"], "a") as log:
+    log.write(" ".join([name, os.getcwd(), *args]) + "\\n")
+
+
+def opt(flag):
+    return args[args.index(flag) + 1]
+
+
+if name == "yosys":
+    open("top.rpt", "w").write("End of script.\\n")
+    open("top.json", "w").write("{}")
+elif name == "nextpnr":
+    seed = opt("--seed")
+    json.load(open(opt("--json")))                      # the netlist Yosys wrote
+    open(opt("--log"), "w").write("Info: Packing constants..\\n"
+                                  "Info: Running main analytical placer\\nInfo: Routing..\\n")
+    fmax = json.loads(os.environ["FAKE_FMAX"])
+    if seed not in fmax:
+        print("ERROR: failed to route"); sys.exit(1)
+    report = json.loads(os.environ["FAKE_REPORT"])
+    report["fmax"]["clk12_0__io"]["achieved"] = fmax[seed]
+    json.dump(report, open(opt("--report"), "w"))
+    open(opt("--asc"), "w").write(f"asc of seed {seed}")
+else:                                                   # icepack IN OUT
+    open(args[1], "w").write(open(args[0]).read())
+"""
+
+
+def _fake_ice40_tools(tmp_path, monkeypatch, fmax: dict[int, float]) -> Path:
+    """Fake Yosys, nextpnr-ice40 and icepack on ``$YOSYS``, ``$NEXTPNR_ICE40`` and
+    ``$ICEPACK``: Yosys writes a netlist; nextpnr reads it, writes its log and a report whose
+    Fmax is ``fmax[seed]`` (fails for a seed not in ``fmax``); the calls go to the returned
+    file. Their version lines are faked as well."""
+    import sys
+
+    import boards.build
+
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for var, name in (("YOSYS", "yosys"), ("NEXTPNR_ICE40", "nextpnr"), ("ICEPACK", "icepack")):
+        tool = tools / name
+        tool.write_text(f"#!{sys.executable}\n{FAKE_ICE40_TOOL}")
+        tool.chmod(0o755)
+        monkeypatch.setenv(var, str(tool))
+    calls = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_FMAX", json.dumps({str(k): v for k, v in fmax.items()}))
+    monkeypatch.setenv("FAKE_REPORT", json.dumps(ICE40_REPORT))
+    monkeypatch.setattr(boards.build, "_tool_version", lambda env, var, args: f"{var} (fake)")
+    return calls
+
+
+def test_synth_places_and_routes_several_seeds_from_one_synthesis(tmp_path, monkeypatch):
+    """``seeds``: Yosys runs once, nextpnr once per seed in ``seed-N`` on the netlist above;
+    the report is the fastest seed's (its bitstream), ``seeds`` lists each, a failed seed is
+    listed with its error, and only when every seed fails does the build fail."""
+    import boards.build
+
+    # 2 and 9 tie at 12.5 MHz (both meet the 12 MHz constraint); 4 and 6 fail to route.
+    calls = _fake_ice40_tools(tmp_path, monkeypatch, {5: 11.0, 2: 12.5, 9: 12.5})
+    build = tmp_path / "b"
+    report = boards.build.synth("icebreaker", "gemm", build_dir=build, show_progress=False,
+                                seeds=[5, 2, 9, 4], jobs=2)
+    lines = calls.read_text().splitlines()
+    assert [line.split()[0] for line in lines].count("yosys") == 1
+    nextpnr = [line.split() for line in lines if line.startswith("nextpnr")]
+    assert sorted((Path(c[1]).name, c[c.index("--seed") + 1]) for c in nextpnr) == [
+        ("seed-2", "2"), ("seed-4", "4"), ("seed-5", "5"), ("seed-9", "9")]
+    assert all(c[c.index("--json") + 1] == "../top.json" for c in nextpnr)
+    # The first listed of the fastest wins.
+    assert report["seed"] == 2 and report["fmax_mhz"] == 12.5 and report["timing_met"]
+    assert report["bitstream"] == str(build / "seed-2" / "top.bin")
+    assert Path(report["bitstream"]).read_text() == "asc of seed 2"
+    assert [(e["seed"], e["fmax_mhz"], e["timing_met"]) for e in report["seeds"]] == [
+        (5, 11.0, False), (2, 12.5, True), (9, 12.5, True), (4, None, None)]
+    assert report["seeds"][3]["error"].startswith("the board build failed (exit 1)")
+    assert report["seeds"][3]["bitstream"] is None
+    for entry in report["seeds"][:3]:
+        assert entry["error"] is None and entry["build_dir"] == str(build / f"seed-{entry['seed']}")
+        assert entry["bitstream_sha256"] == boards.build.file_sha256(entry["bitstream"])
+        assert set(entry["step_seconds"]) <= {"packing", "placement", "routing", "bitstream"}
+    assert "synthesis" in report["step_seconds"]
+    # Each routed seed's folder holds that seed's report (what `program --bitstream` checks).
+    for entry in report["seeds"][:3]:
+        own = json.loads((Path(entry["build_dir"]) / "report.json").read_text())
+        assert (own["seed"], own["fmax_mhz"], own["seeds"]) == (entry["seed"], entry["fmax_mhz"],
+                                                                None)
+        assert (own["bitstream"], own["build_dir"]) == (entry["bitstream"], entry["build_dir"])
+    assert not (build / "seed-4" / "report.json").exists()
+    saved = json.loads((build / "report.json").read_text())
+    assert saved["seeds"] == report["seeds"] and saved["build_key"] == report["build_key"]
+    # The seeds are part of the build key.
+    calls.unlink()
+    again = boards.build.synth("icebreaker", "gemm", build_dir=build, show_progress=False,
+                               seeds=[5, 2, 9, 4], jobs=1, reuse=True)
+    assert again["cache_hit"] and not calls.exists()
+    other = boards.build.synth("icebreaker", "gemm", build_dir=build, show_progress=False,
+                               seeds=[9, 5])
+    assert not other["cache_hit"] and other["build_key"] != report["build_key"]
+    assert other["seed"] == 9 and [e["seed"] for e in other["seeds"]] == [9, 5]
+    # Every seed failing fails the build, with the first seed's error.
+    with pytest.raises(RuntimeError, match=r"(?s)every seed's place and route failed; seed 4: "
+                                           r"the board build failed.*seeds 6 failed too"):
+        boards.build.synth("icebreaker", "gemm", build_dir=tmp_path / "c",
+                           show_progress=False, seeds=[4, 6])
 
 
 # The two ways recent Yosys releases failed on accelerator netlists (docs/boards.md, Toolchain):
@@ -693,6 +874,31 @@ def test_run_script_stops_nextpnr_on_an_overfull_device(tmp_path, capsys):
     assert not (tmp_path / "finished").exists()
     assert steps.overused == ["TRELLIS_COMB 32124/24288"]
     assert "synth: placement (nextpnr-x): failed" in capsys.readouterr().err
+
+
+def test_run_script_stops_the_tools_when_cancelled(tmp_path, capsys):
+    """Another thread's ``cancel`` (an interrupt while seeds run side by side) stops the
+    script's tools; a seed's script starts at packing, with the seed in its label."""
+    import threading
+
+    from boards.build import _run_script
+
+    (tmp_path / "fake.sh").write_text("set -e\nprintf 'Info: Running main analytical placer.\\n'"
+                                      " > top.tim\nsleep 60; touch finished\n")
+    steps = BuildSteps(tmp_path, nextpnr="nextpnr-x", packer="pack-x", first_step="packing")
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="synth: seed 2: stopped"):
+        _run_script(tmp_path, "fake", {}, steps, poll_s=0.02, label="synth: seed 2",
+                    cancel=cancel)
+    assert time.monotonic() - started < 30
+    time.sleep(0.2)
+    assert not (tmp_path / "finished").exists()
+    err = capsys.readouterr().err
+    assert "synth: seed 2: placement (nextpnr-x): failed" in err and "synthesis" not in err
+    with pytest.raises(ValueError, match="first_step must be one of"):
+        BuildSteps(tmp_path, first_step="place")
 
 
 # -- report parsing ---------------------------------------------------------------------------

@@ -49,3 +49,14 @@ def test_progress_step_disabled_is_silent_but_timed():
     with step("verilate", file=out, enabled=False) as s:
         pass
     assert out.getvalue() == "" and s.elapsed >= 0
+
+
+def test_progress_step_not_live_prints_lines_on_a_terminal_too():
+    """``live=False`` (steps side by side in threads): start and end lines, no redraws."""
+    out = _Terminal()
+    with step("synth: seed 3: routing (nextpnr)", file=out, tick_s=0.02, live=False):
+        time.sleep(0.1)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 2
+    assert lines[0] == "synth: seed 3: routing (nextpnr) ..."
+    assert lines[1].startswith("synth: seed 3: routing (nextpnr): done in ")

@@ -27,15 +27,15 @@ BUILD = Path(__file__).resolve().parent.parent / "build" / "test_synth"
 KEYS = {"schema_version", "kind", "board", "device", "package", "preset", "unit", "digest",
         "rows", "cols", "fmax_mhz", "target_mhz", "timing_met", "clock", "clocks", "resources",
         "critical_path", "tools", "placer", "heap_timing_weight", "heap_critexp", "seed", "router",
-        "detailed_timing", "yosys_fallback",
+        "detailed_timing", "yosys_fallback", "seeds",
         "step_seconds", "build_seconds", "build_dir", "bitstream", "bitstream_sha256",
         "build_key", "cache_hit"}
 
 
 def _build(board: str, unit: str = "gemm", preset: str | None = None,
-           target_mhz: float | None = None) -> dict:
-    """``lightformer synth --board BOARD --unit UNIT [--preset NAME] [--target-mhz F] --json
-    ...``; the JSON it wrote."""
+           target_mhz: float | None = None, seeds: list[int] | None = None) -> dict:
+    """``lightformer synth --board BOARD --unit UNIT [--preset NAME] [--target-mhz F]
+    [--seeds N,N,...] --json ...``; the JSON it wrote."""
     name = f"{board}-{unit}" + (f"-{preset}" if preset else "")
     report = BUILD / f"{name}.json"
     report.unlink(missing_ok=True)
@@ -44,7 +44,8 @@ def _build(board: str, unit: str = "gemm", preset: str | None = None,
     args = parser.parse_args(["--board", board, "--unit", unit, "--json", str(report),
                               "--build-dir", str(BUILD / name),
                               *(["--preset", preset] if preset else []),
-                              *(["--target-mhz", str(target_mhz)] if target_mhz else [])])
+                              *(["--target-mhz", str(target_mhz)] if target_mhz else []),
+                              *(["--seeds", ",".join(map(str, seeds))] if seeds else [])])
     rc = boards.build.run(args)
     data = json.loads(report.read_text())
     assert rc == (0 if data["timing_met"] else 1)
@@ -72,16 +73,32 @@ def _build(board: str, unit: str = "gemm", preset: str | None = None,
     assert {"synthesis", "placement", "routing"} <= set(seen), seen
     assert sum(data["step_seconds"].values()) <= data["build_seconds"] + 1.0
     assert json.loads((Path(data["build_dir"]) / "report.json").read_text()) == data
-    # The bitstream `lightformer program` loads, with the hash it checks.
+    # The bitstream `lightformer program` loads, with the hash it checks: with several seeds,
+    # the fastest seed's, in its own folder, where every seed's lies.
+    suffix = board_platform(board).bitstream_suffix
     bitstream = Path(data["bitstream"])
-    assert bitstream == Path(data["build_dir"]) / f"top{board_platform(board).bitstream_suffix}"
+    if seeds:
+        assert [entry["seed"] for entry in data["seeds"]] == seeds
+        for entry in data["seeds"]:
+            assert entry["error"] is None, entry["error"]
+            folder = Path(data["build_dir"]) / f"seed-{entry['seed']}"
+            assert entry["bitstream"] == str(folder / f"top{suffix}")
+            assert file_sha256(entry["bitstream"]) == entry["bitstream_sha256"]
+            assert {"placement", "routing"} <= set(entry["step_seconds"])
+        best = max(data["seeds"], key=lambda entry: entry["fmax_mhz"])
+        assert (data["seed"], data["fmax_mhz"]) == (best["seed"], best["fmax_mhz"])
+        assert bitstream == Path(data["build_dir"]) / f"seed-{data['seed']}" / f"top{suffix}"
+    else:
+        assert data["seeds"] is None
+        assert bitstream == Path(data["build_dir"]) / f"top{suffix}"
     assert file_sha256(bitstream) == data["bitstream_sha256"]
     assert data["cache_hit"] is False and len(data["build_key"]) == 16    # synth always builds
     return data
 
 
 def test_synth_icebreaker_gemm_fits_and_meets_12mhz():
-    data = _build("icebreaker")
+    """Two seeds from one synthesis (``--seeds 1,2``): the report is the faster one's."""
+    data = _build("icebreaker", seeds=[1, 2])
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 12.0
     # 2x2 array: 4 PE products + 2 columns x 2 requantizer partial products = all 8 SB_MAC16.
