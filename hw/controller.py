@@ -1044,7 +1044,7 @@ class Controller(Unit):
             m.d.sync += [
                 a.qbase.eq(a.q_addr // p.rows), a.kbase.eq(a.k_addr // p.rows),
                 a.vbase.eq(a.v_addr // p.rows), a.dbase.eq(a.dst_addr // p.rows),
-                a.h.eq(0), a.hoff.eq(0),
+                a.h.eq(0), a.hoff.eq(0), a.h_more.eq(a.heads > 1),
             ]
             m.next = "ATTN_QUANT"
 
@@ -1066,7 +1066,7 @@ class Controller(Unit):
                 m.d.comb += s.attn_head_next.eq(1)
                 m.next = "ATTN_HEAD"
         with m.State("ATTN_HEAD"):
-            m.d.comb += [s.attn_stall.eq(1), s.attn_head.eq(1)]
+            m.d.comb += [s.attn_stall.eq(1), s.attn_head.eq(1), s.attn_run_next.eq(1)]
             m.next = "ATTN_RUN"
         with m.State("ATTN_RUN"):
             m.d.comb += [s.attn_busy.eq(1), s.attn_run.eq(1)]
@@ -1076,12 +1076,18 @@ class Controller(Unit):
             with m.If(s.write_error("attn") | s.read_error):
                 s.fail(ErrorCode.BAD_ADDRESS)
             with m.Elif(s.attn_head_done):
-                m.d.sync += [a.h.eq(a.h + 1), a.hoff.eq(a.hoff + a.head_dim)]
-                with m.If(a.h + 1 < a.heads):
+                # h_more (h + 1 < heads) is a register stepped with h: the head's end decides
+                # on a flip-flop, not on h's 32-bit adder and comparator (a routed ulx3s_85f
+                # top's a_h -> attn_head_next -> the head flags' copies, 10.44 ns at 19b101b).
+                m.d.sync += [a.h.eq(a.h + 1), a.hoff.eq(a.hoff + a.head_dim),
+                             a.h_more.eq(a.h + 2 < a.heads)]
+                with m.If(a.h_more):
                     m.d.comb += s.attn_head_next.eq(1)
                     m.next = "ATTN_HEAD"
                 with m.Else():
                     s.next_instruction("FETCH")
+            with m.Else():
+                m.d.comb += s.attn_run_next.eq(1)
 
     def _attn(self, m, s, attn):
         """Row gathers into the attention unit and the scatter of its rows, one head at a time.
@@ -1126,11 +1132,17 @@ class Controller(Unit):
                                            reset_less=True),
                                 t_more=Signal(name=f"{name}_t_more", reset_less=True),
                                 c_more=Signal(name=f"{name}_c_more", reset_less=True),
-                                armed=Signal(name=f"{name}_armed"))
+                                armed=Signal(name=f"{name}_armed"),
+                                want=Signal(name=f"{name}_want"))
             # g.t < a.t and g.c < count * head_dim, kept in registers beside g.t and g.c (both
             # only count up by one or restart at 0, and ATTN_CHECK refused t == 0 and
             # head_dim == 0), so the act read enable does not wait for the extent arithmetic.
-            g.want = (g.t_more & g.c_more) & (~g.full & s.attn_run)
+            # ``want`` = t_more & c_more & ~full & attn_run, a register of its own loaded with
+            # that AND of the four's next values (_attn_gather): the pick and the act read
+            # address start at flip-flops beside the gatherer, not at the AND behind the
+            # sequencer's state flag (attn_run -> want -> the pick -> the address -> the act
+            # scratchpad's issue address: four routed ulx3s_85f tops in a row, 10.69 ns at
+            # 19b101b). The domain's reset clears it, as attn_run.
             gathers.append(g)
         kv, q = gathers
         # ATTN_HEAD's resets come from copies of the state flag, one per gatherer and one for
@@ -1194,9 +1206,17 @@ class Controller(Unit):
         with the unit and the restart at each head (``_attn``)."""
         p, a = self._params, s.a
         rows, hd_max = p.rows, p.head_dim
+        # The next values of the flags in ``want`` (_attn), each a default and the updates of
+        # the steps below in their order (a later one wins): the flags load them, and ``want``
+        # loads their AND with "the next state is ATTN_RUN".
+        nxt = {name: Signal(name=f"{g.name}_{name}_next")
+               for name in ("t_more", "c_more", "full")}
+        m.d.comb += [nxt[name].eq(getattr(g, name)) for name in nxt]
+        m.d.sync += [getattr(g, name).eq(nxt[name]) for name in nxt]
+        m.d.sync += g.want.eq(nxt["t_more"] & nxt["c_more"] & ~nxt["full"] & s.attn_run_next)
         with m.If(picked):
-            m.d.sync += [g.c.eq(g.c + 1), g.c_more.eq(g.c + 1 != g.count * a.head_dim),
-                         g.addr.eq(g.addr + 1)]
+            m.d.sync += [g.c.eq(g.c + 1), g.addr.eq(g.addr + 1)]
+            m.d.comb += nxt["c_more"].eq(g.c + 1 != g.count * a.head_dim)
             if g.count == 2:
                 with m.If(g.c + 1 == a.head_dim):
                     m.d.sync += g.addr.eq(g.v_addr)
@@ -1219,7 +1239,7 @@ class Controller(Unit):
             m.d.sync += g.row.word_select(
                 slot[:(g.count * hd_max - 1).bit_length() or 1], 8).eq(byte)
             with m.If(last):
-                m.d.sync += g.full.eq(1)
+                m.d.comb += nxt["full"].eq(1)
         # The row's transfer to the unit is registered (`took`) and the gatherer moves on
         # from that register, a cycle later: the unit's `ready` (logic of its stage counters)
         # reaches one flip-flop here, not the enables of t, c, addr and their flags (the
@@ -1232,8 +1252,9 @@ class Controller(Unit):
                      g.stream.payload.eq(g.row)]
         m.d.sync += took.eq(g.stream.valid & g.stream.ready & ~g.head)
         with m.If(took):
-            m.d.sync += [g.full.eq(0), g.c.eq(0), g.c_more.eq(1), g.t.eq(g.t + 1),
-                         g.t_more.eq(g.t + 1 != a.t), g.addr.eq(g.row_addr)]
+            m.d.sync += [g.c.eq(0), g.t.eq(g.t + 1), g.addr.eq(g.row_addr)]
+            m.d.comb += [nxt["full"].eq(0), nxt["c_more"].eq(1),
+                         nxt["t_more"].eq(g.t + 1 != a.t)]
             with m.If(lane == rows - 1):
                 m.d.sync += [g.row_addr.eq(g.row_addr + a.src_cols),
                              g.addr.eq(g.row_addr + a.src_cols)]
@@ -1241,9 +1262,9 @@ class Controller(Unit):
                     m.d.sync += g.v_addr.eq(g.v_addr + a.src_cols)
         with m.If(g.head):
             # a.hoff already holds this head's offset (ATTN_CHECK or the last head's end).
-            m.d.sync += [g.t.eq(0), g.c.eq(0), g.full.eq(0), g.row.eq(0), g.armed.eq(1),
-                         g.t_more.eq(1), g.c_more.eq(1), g.addr.eq(g.base + a.hoff),
-                         g.row_addr.eq(g.base + a.hoff)]
+            m.d.sync += [g.t.eq(0), g.c.eq(0), g.row.eq(0), g.armed.eq(1),
+                         g.addr.eq(g.base + a.hoff), g.row_addr.eq(g.base + a.hoff)]
+            m.d.comb += [nxt["full"].eq(0), nxt["t_more"].eq(1), nxt["c_more"].eq(1)]
             if g.count == 2:
                 m.d.sync += g.v_addr.eq(a.vbase + a.hoff)
 
@@ -1964,6 +1985,7 @@ class _State:
         self.a = _registers(Opcode.ATTN, "a", (
             "qbase", "kbase", "vbase", "dbase", "width", "h", "hoff", "score_mult", "score_shift",
             "out_mult", "out_shift"))
+        self.a.h_more = Signal(name="a_h_more")     # h + 1 < heads, stepped with h
         self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
         # The controller's one multiplier: operands picked (comb) into registers, then the two
@@ -2005,6 +2027,7 @@ class _State:
         self.attn_run = Signal()
         self.attn_head = Signal()               # ATTN_HEAD: reset the gathers for a new head
         self.attn_head_next = Signal()          # the next state is ATTN_HEAD
+        self.attn_run_next = Signal()           # the next state is ATTN_RUN
         self.attn_head_done = Signal()
         # A check of a landed word (QCHECK states, EMBED_IDS), registered: the state fails
         # the cycle after the word landed, when its copy's ``done`` also shows first (the
