@@ -261,8 +261,11 @@ class WindowedAttention(Unit):
 
         x, y = (a, b) if is_int8(a) else (b, a)
         assert is_int8(x)
+        # An unsigned operand (the softmax's p) is zero-extended into the multiplier's
+        # signed port: its sign bit is 0, so no row needs it (fewer cells, no constant rows).
         y_width = len(y) + (0 if y.shape().signed else 1)
-        m.submodules[name] = mul = LutMultiplier(ACT_WIDTH, y_width)
+        m.submodules[name] = mul = LutMultiplier(ACT_WIDTH, y_width,
+                                                 b_nonnegative=not y.shape().signed)
         assert mul.latency == MULT_LATENCY
         m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.en.eq(1)]
         return mul.p

@@ -501,7 +501,7 @@ class LayerNorm(Unit):
         prods = []
         for i in range(0, PROD_BITS, CHUNK_BITS):
             width = min(CHUNK_BITS, PROD_BITS - i)
-            pm = LutMultiplier(ACT_WIDTH, width + 1)
+            pm = LutMultiplier(ACT_WIDTH, width + 1, b_nonnegative=True)  # G's bits
             m.submodules[f"xg{c}_{i // CHUNK_BITS}"] = pm
             m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(u.g_at[i:i + width])]
             prods.append((pm.p, i))

@@ -573,7 +573,7 @@ class TokenLayerNorm(Unit):
             prods = []
             for i in range(0, PROD_BITS, CHUNK_BITS):
                 width = min(CHUNK_BITS, PROD_BITS - i)
-                pm = LutMultiplier(ACT_WIDTH, width + 1)
+                pm = LutMultiplier(ACT_WIDTH, width + 1, b_nonnegative=True)  # G's bits
                 m.submodules[f"xg{p}_{i // CHUNK_BITS}"] = pm
                 m.d.comb += [pm.en.eq(ce), pm.a.eq(x2), pm.b.eq(g_row[i:i + width])]
                 prods.append((pm.p, i))

@@ -244,7 +244,8 @@ class VectorUnit(Unit):
             # multipliers unless the DSP blocks have room for them (dsp_products).
             mul_a, mul_b = (make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
                                             use_dsp=self._use_dsp, family=self._family)
-                            if self._dsp_products else LutMultiplier(ACT_WIDTH, MULT_BITS + 1)
+                            if self._dsp_products
+                            else LutMultiplier(ACT_WIDTH, MULT_BITS + 1, b_nonnegative=True)
                             for _ in range(2))
             m.submodules[f"mul_a{c}"] = mul_a
             m.submodules[f"mul_b{c}"] = mul_b
