@@ -14,6 +14,7 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.checks import check_int
 from hw.requant import REQUANT_LATENCY, Requantizer, output_layout, quant_layout
 from hw.systolic import SystolicArray, check_geometry, operand_layout, systolic_latency
 from hw.unit import Unit
@@ -44,6 +45,9 @@ class GemmPipeline(Unit):
         Force the multiplier family (``"ecp5"``).
     lut_columns : int
         Array columns with fabric multipliers (:class:`~hw.systolic.SystolicArray`).
+    k_depth : int or None
+        The longest tile the array sums exactly (:class:`~hw.systolic.SystolicArray`:
+        accumulators of :func:`hw.numerics.accumulator_width` bits); ``None``: int32.
 
     Members
     -------
@@ -65,16 +69,17 @@ class GemmPipeline(Unit):
         ``i_quant`` transfer already offered.
     """
 
-    params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
+    params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "lut_columns")
 
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
-                 family: str | None = None, lut_columns: int = 0):
+                 family: str | None = None, lut_columns: int = 0, k_depth: int | None = None):
         # The sub-components are built in elaborate(), so that an unused pipeline leaves no
         # unused children behind (UnusedElaboratable); check their parameters here.
         check_geometry(rows, cols, use_dsp=use_dsp, family=family, lut_columns=lut_columns)
         self._rows, self._cols = rows, cols
         self._use_dsp, self._family = use_dsp, family
         self._lut_columns = lut_columns
+        self._k_depth = None if k_depth is None else check_int("k_depth", k_depth, 1, 1 << 20)
         super().__init__(gemm_members(rows, cols))
 
     @property
@@ -95,7 +100,8 @@ class GemmPipeline(Unit):
         m = Module()
         m.submodules.array = array = SystolicArray(self._rows, self._cols, use_dsp=self._use_dsp,
                                                    family=self._family,
-                                                   lut_columns=self._lut_columns)
+                                                   lut_columns=self._lut_columns,
+                                                   k_depth=self._k_depth)
         m.submodules.requant = requant = Requantizer(self._cols, use_dsp=self._use_dsp,
                                                      family=self._family)
         wiring.connect(m, wiring.flipped(self.i_stream), array.i_stream)

@@ -123,7 +123,8 @@ class GemmCore(Unit):
         self._lut_columns = check_int("lut_columns", lut_columns, 0, cols)
         if pipeline is None:
             from hw.gemm import GemmPipeline
-            pipeline = GemmPipeline(rows, cols, use_dsp=use_dsp, lut_columns=lut_columns)
+            pipeline = GemmPipeline(rows, cols, use_dsp=use_dsp, lut_columns=lut_columns,
+                                    k_depth=k_depth)
         for port in ("i_stream", "i_quant", "o_stream"):
             if not hasattr(pipeline, port):
                 raise TypeError(f"GemmCore pipeline must have a {port!r} port like "

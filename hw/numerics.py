@@ -18,7 +18,8 @@ __all__ = [
     "MULT_LIMIT", "ROUNDING", "Round", "SHIFT_BITS", "SHIFT_MAX", "SHIFT_MIN",
     "SOFTMAX_EXP_BITS", "SOFTMAX_EXP_FRAC_BITS", "SOFTMAX_EXP_TABLE", "SOFTMAX_MAX_WINDOW",
     "SOFTMAX_NORM_SHIFT", "SOFTMAX_PROB_BITS", "SOFTMAX_RECIP_BITS", "SOFTMAX_U_INT_BITS",
-    "SOFTMAX_U_MAX", "WEIGHT_MAX", "WEIGHT_MIN", "WGT_WIDTH", "layernorm_pre_shift",
+    "SOFTMAX_U_MAX", "WEIGHT_MAX", "WEIGHT_MIN", "WGT_WIDTH", "accumulator_width",
+    "layernorm_pre_shift",
 ]
 
 # -- operand and accumulator formats --------------------------------------------------------------
@@ -28,6 +29,21 @@ ACC_WIDTH = 32                             # int32 accumulators and biases (scal
 INT8_MIN, INT8_MAX = -128, 127
 WEIGHT_MIN, WEIGHT_MAX = -127, 127         # narrow range: -w is always representable
 ACC_MIN, ACC_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def accumulator_width(k_depth: int | None) -> int:
+    """Bits of a signed register that holds every sum of up to ``k_depth`` int8 x int8
+    products exactly (``None``: no bound, :data:`ACC_WIDTH`), at most :data:`ACC_WIDTH`.
+
+    The products lie in ``[-128 * 127, 128 * 128]``, so ``K`` of them in ``[-16256 K,
+    16384 K]``: for ``K = 2**k`` that is ``16 + k`` bits (24 for 256, 26 for 1024). Such a sum
+    sign-extended to int32 is the int32 sum bit for bit; a hardware accumulator of this width
+    is exact wherever ``K <= k_depth`` is enforced (the GEMM core's tiles)."""
+    if k_depth is None:
+        return ACC_WIDTH
+    if isinstance(k_depth, bool) or not isinstance(k_depth, int) or k_depth < 1:
+        raise ValueError(f"k_depth must be a positive int or None, not {k_depth!r}")
+    return min(ACC_WIDTH, (INT8_MIN * INT8_MIN * k_depth).bit_length() + 1)
 
 # -- requantization: y = sat8((acc * mult + 2**(shift-1)) >> shift) ---
 MULT_BITS = 15                             # unsigned multiplier, normalised to [2**14, 2**15)

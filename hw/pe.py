@@ -2,14 +2,17 @@
 """Processing element of the output-stationary systolic array (:mod:`hw.systolic`).
 
 A PE multiplies the int8 activation arriving from the left by the int8 weight arriving from
-above and accumulates the products of one tile in an int32 register. Operands are passed on to
+above and accumulates the products of one tile in an int32 register (narrower where the
+tile length is bounded: ``acc_width``). Operands are passed on to
 the right / downwards through one register each, so a grid of PEs forms the systolic wavefront.
 At the operand that carries ``last`` the PE publishes the finished dot product for one cycle on
 ``result`` and restarts its accumulator from zero, so the next tile's products accumulate while
 the array drains the previous one (the "shadow" is ``result`` plus the drain network downstream).
 
-Numerics: ``result = sum_k a_k * w_k`` wrapped to int32; :func:`sw.ref.gemm_acc` raises on int32
-overflow, so a wrap can only happen for inputs the reference rejects.
+Numerics: ``result = sum_k a_k * w_k`` wrapped to ``acc_width`` bits (int32 by default);
+:func:`sw.ref.gemm_acc` raises on int32 overflow, and :func:`hw.numerics.accumulator_width` of
+the longest tile is enough for every sum, so a wrap can only happen for inputs the reference
+rejects or for tiles longer than the array was built for.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.checks import check_bool
+from hw.checks import check_bool, check_int
 from hw.lut_multiplier import LutMultiplier
 from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
@@ -42,6 +45,10 @@ class ProcessingElement(wiring.Component):
     lut_multiplier : bool
         Multiply with :class:`hw.lut_multiplier.LutMultiplier` (fabric adders, never a DSP
         block, same latency) instead of :func:`make_multiplier`'s choice.
+    acc_width : int
+        Width of the accumulator and ``result`` (17..32, default 32): a tile of at most ``K``
+        operand pairs needs :func:`hw.numerics.accumulator_width` of ``K`` bits, and wraps
+        at this width beyond it.
 
     Members
     -------
@@ -53,10 +60,10 @@ class ProcessingElement(wiring.Component):
         The operand pair is real / is the last of its tile (travel with ``a_i``).
     a_o, w_o, valid_o, last_o : Out(...)
         The inputs delayed by one enabled cycle (to the right / downwards).
-    result : Out(signed(32))
-        int32 dot product of the tile, shown for exactly one enabled cycle, ``latency``
-        enabled cycles after the ``last`` operand pair was at the inputs; zero otherwise (so a
-        column of PEs can be merged by OR).
+    result : Out(signed(acc_width))
+        The tile's dot product (int32 wrapped to ``acc_width`` bits), shown for exactly one
+        enabled cycle, ``latency`` enabled cycles after the ``last`` operand pair was at the
+        inputs; zero otherwise (so a column of PEs can be merged by OR).
     done : Out(1)
         High in the cycle ``result`` is shown.
 
@@ -69,13 +76,15 @@ class ProcessingElement(wiring.Component):
 
     use_dsp = Setting("DSP multiplier where the platform has one.")
     lut_multiplier = Setting("Fabric (LUT) multiplier instead of make_multiplier's choice.")
+    acc_width = Setting("Width of the accumulator and ``result``.")
 
     def __init__(self, *, use_dsp: bool = True, family: str | None = None,
-                 lut_multiplier: bool = False):
+                 lut_multiplier: bool = False, acc_width: int = ACC_WIDTH):
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
         self._lut_multiplier = check_bool("lut_multiplier", lut_multiplier)
+        self._acc_width = check_int("acc_width", acc_width, ACT_WIDTH + WGT_WIDTH + 1, ACC_WIDTH)
         super().__init__({
             "en": In(1),
             "a_i": In(signed(ACT_WIDTH)),
@@ -86,7 +95,7 @@ class ProcessingElement(wiring.Component):
             "w_o": Out(signed(WGT_WIDTH)),
             "valid_o": Out(1),
             "last_o": Out(1),
-            "result": Out(signed(ACC_WIDTH)),
+            "result": Out(signed(self._acc_width)),
             "done": Out(1),
         })
 
@@ -130,9 +139,9 @@ class ProcessingElement(wiring.Component):
         with m.If(self.en):
             m.d.sync += prod.eq(mul.p)
 
-        acc = Signal(signed(ACC_WIDTH))
-        acc_sum = Signal(signed(ACC_WIDTH))
-        m.d.comb += acc_sum.eq(acc + prod)           # int32 wrap (see module docstring)
+        acc = Signal(signed(self._acc_width))
+        acc_sum = Signal(signed(self._acc_width))
+        m.d.comb += acc_sum.eq(acc + prod)           # wraps at acc_width (module docstring)
 
         with m.If(self.en):
             m.d.sync += [

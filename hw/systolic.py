@@ -28,13 +28,13 @@ full-rate stream never stalls and a stalled sink loses nothing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.checks import check_int
 from hw.multiplier import Multiplier, _platform_family, check_dsp_options
-from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH
+from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH, accumulator_width
 from hw.params import MAX_DIM
 from hw.pe import ProcessingElement
 from hw.unit import Unit
@@ -217,6 +217,12 @@ class SystolicArray(Unit):
         The last ``lut_columns`` columns (0..cols) multiply in the fabric
         (:class:`hw.lut_multiplier.LutMultiplier`, same latency) whatever ``use_dsp`` says: a
         mixed array with more PEs than the part has DSP blocks (``AccelParams.lut_columns``).
+    k_depth : int or None
+        The longest tile (``K``) the array must sum exactly (``AccelParams.k_depth``, what the
+        GEMM core's operand buffers hold): the PEs' accumulators, the column OR trees and the
+        deskew registers are :func:`hw.numerics.accumulator_width` bits wide (26 for 1024),
+        sign-extended to int32 in the output buffer. ``None`` (default): 32 bits, any ``K``
+        (int32 wrap).
 
     Members
     -------
@@ -246,15 +252,16 @@ class SystolicArray(Unit):
         ``rows``/``cols`` outside ``[1, 32]``, ``lut_columns`` outside ``[0, cols]``.
     """
 
-    params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
+    params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "lut_columns")
 
     def __init__(self, rows: int, cols: int, *, use_dsp: bool = True,
-                 family: str | None = None, lut_columns: int = 0):
+                 family: str | None = None, lut_columns: int = 0, k_depth: int | None = None):
         check_geometry(rows, cols, use_dsp=use_dsp, family=family, lut_columns=lut_columns)
         self._rows, self._cols = rows, cols
         self._use_dsp = use_dsp
         self._family = family
         self._lut_columns = lut_columns
+        self._k_depth = None if k_depth is None else check_int("k_depth", k_depth, 1, 1 << 20)
         super().__init__({
             "i_stream": In(stream.Signature(operand_layout(self._rows, self._cols))),
             "o_stream": Out(stream.Signature(result_layout(self._cols))),
@@ -353,7 +360,8 @@ class SystolicArray(Unit):
         for r in range(rows):
             for c in range(cols):
                 pe = ProcessingElement(use_dsp=self._use_dsp, family=self._family,
-                                       lut_multiplier=c >= cols - self._lut_columns)
+                                       lut_multiplier=c >= cols - self._lut_columns,
+                                       acc_width=accumulator_width(self._k_depth))
                 assert pe.latency == self.pe_latency
                 m.submodules[f"pe_{r}_{c}"] = pe
                 pes[r][c] = pe
@@ -400,6 +408,7 @@ class SystolicArray(Unit):
         m.d.comb += [
             obuf.push.eq(out_valid),
             obuf.data.last.eq(out_last),
-            obuf.data.acc.eq(Cat(*aligned)),
+            # Each lane sign-extended from the accumulators' width to int32.
+            *(obuf.data.acc[c].eq(aligned[c]) for c in range(cols)),
         ]
         return m

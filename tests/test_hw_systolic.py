@@ -8,8 +8,11 @@ Every result is compared bit for bit with sw.ref.gemm_acc. Streams run in the fo
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Value
 from amaranth.sim import Simulator
 from helpers import (
@@ -21,6 +24,7 @@ from helpers import (
     unpack_lanes,
 )
 
+from hw.numerics import accumulator_width
 from hw.params import preset
 from hw.systolic import OutputBuffer, SystolicArray, or_tree_stages
 from sw.ref import gemm_acc
@@ -55,6 +59,31 @@ def test_systolic_from_params():
     assert (arr.rows, arr.cols, arr.use_dsp) == (p.rows, p.cols, p.dsp_multipliers)
 
 
+def test_accumulator_width():
+    """Bits for every sum of K int8 x int8 products: 16 + log2(K) for a power of two."""
+    assert [accumulator_width(k) for k in (1, 2, 3, 8, 256, 1024, 4096, 1 << 16, 1 << 17)] == \
+        [16, 17, 17, 19, 24, 26, 28, 32, 32]
+    assert accumulator_width(None) == 32
+    for k in range(1, 300):
+        w = accumulator_width(k)
+        assert 128 * 128 * k <= (1 << (w - 1)) - 1 and -128 * 127 * k >= -(1 << (w - 1))
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="k_depth must be a positive int or None"):
+            accumulator_width(bad)
+
+
+@pytest.mark.parametrize("k_depth, width", [(None, 32), (1024, 26), (8, 19)])
+def test_systolic_accumulators_as_wide_as_k_depth_needs(k_depth, width):
+    """The PEs' accumulators and results are accumulator_width(k_depth) bits; the output
+    lanes stay int32."""
+    arr = SystolicArray(1, 1, use_dsp=False, k_depth=k_depth)
+    text = rtlil.convert(arr)
+    assert re.findall(r"wire width (\d+) signed \\acc$", text, re.M) == [str(width)]
+    assert Value.cast(arr.o_stream.payload).shape().width == 32 + 1
+    with pytest.raises(ValueError, match="k_depth must be"):
+        SystolicArray(2, 2, k_depth=0)
+
+
 def test_systolic_or_tree_stages():
     assert [or_tree_stages(n) for n in (1, 2, 4, 5, 16, 17, 32)] == [0, 1, 1, 2, 2, 3, 3]
 
@@ -62,13 +91,20 @@ def test_systolic_or_tree_stages():
 # -- array against gemm_acc ------------------------------------------------------------------
 
 @pytest.mark.parametrize("idle, backpressure", VARIANTS, ids=VARIANT_IDS)
-@pytest.mark.parametrize("rows, cols", [(2, 2), (3, 2)])
-def test_systolic_matches_gemm_acc(rows, cols, idle, backpressure):
+@pytest.mark.parametrize("rows, cols, k_depth", [(2, 2, None), (3, 2, None), (2, 3, 8)])
+def test_systolic_matches_gemm_acc(rows, cols, k_depth, idle, backpressure):
     rng = np.random.default_rng(rows * 100 + cols * 10 + 2 * idle + backpressure)
-    # K = 1 and K < rows exercise the tile spacing; the extreme tile exercises the range.
+    # K = 1 and K < rows exercise the tile spacing; the extreme tiles exercise the range:
+    # with k_depth 8 (19-bit accumulators) the largest sum, 8 * 128 * 128 = 2**17, and the
+    # most negative ones, 8 * -128 * 127, each at K = k_depth.
     tiles = random_operand_tiles(rng, rows, cols, [1, 2, 5, 1, 1, 3, 8, 2])
     tiles.append((np.full((rows, 4), -128, np.int8), np.full((4, cols), -128, np.int8)))
-    dut = SystolicArray(rows, cols, use_dsp=False)
+    if k_depth is not None:
+        big = np.full((rows, k_depth), -128, np.int8)
+        tiles += [(big, np.full((k_depth, cols), -128, np.int8)),
+                  (big, np.full((k_depth, cols), 127, np.int8)),
+                  (-(big + 1), np.full((k_depth, cols), -128, np.int8))]
+    dut = SystolicArray(rows, cols, use_dsp=False, k_depth=k_depth)
     src_rng = np.random.default_rng(1) if idle else None
     snk_rng = np.random.default_rng(2) if backpressure else None
     got = []
