@@ -9,7 +9,8 @@ Bit-exact with ``sw.quant.requantize(acc + bias, mult, shift)`` (rounding
     S2  DSP input registers           s = s_hi * 2**16 + s_lo: two 18x18 products
     S3  p_hi = s_hi * mult, p_lo = s_lo * mult   (s_hi signed 16 bit, s_lo unsigned 16 bit)
     S4  p   = p_hi * 2**16 + p_lo     (48-bit signed, exact: |p| < 2**46)
-    S5  x'  = p >> (8 * ((shift-1) // 8))          arithmetic, coarse
+    S5  x'  = p >> (8 * ((shift-1) // 8))          arithmetic, coarse: its low 18 bits and
+        whether it fits them (below)
     S6  x   = x' >> ((shift-1) % 8)                 arithmetic, fine: x = p >> (shift - 1)
         (low 10 bits kept) and the saturation flags, compared on x' (below)
     S7  y   = sat8((x + 1) >> 1)      ((p + 2**(t-1)) >> t == ((p >> (t-1)) + 1) >> 1)
@@ -18,7 +19,10 @@ Bit-exact with ``sw.quant.requantize(acc + bias, mult, shift)`` (rounding
 Saturation on ``x`` needs no wide add: ``y > 127 <=> x >= 255`` and ``y < -128 <=> x <= -258``;
 otherwise ``y`` is bits ``[1:9]`` of the 10-bit ``x + 1``. With ``x = x' >> f`` (``f`` the fine
 shift) the flags are compared on ``x'`` one stage earlier: ``x >= 255 <=> x' >= 255 * 2**f`` and
-``x <= -258 <=> x' < -257 * 2**f``.
+``x <= -258 <=> x' < -257 * 2**f``. Both thresholds lie inside the signed 18-bit range, so S5
+keeps only ``x'``'s low 18 bits and a flag for "``x'`` does not fit them" (the sign then says
+which bound): ``x' = p >> c`` fits exactly when bits ``17 + c`` to 47 of ``p`` all equal its
+sign, which S5 reads from four per-segment flags, not a 48-bit compare.
 
 ``shift`` outside ``[1, 47]`` or a wrapped ``acc + bias`` give unspecified (but deterministic)
 results; :func:`sw.quant.requantize` rejects both.
@@ -26,7 +30,7 @@ results; :func:`sw.quant.requantize` rejects both.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,6 +44,10 @@ from hw.unit import Unit
 __all__ = ["REQUANT_LATENCY", "RequantLane", "Requantizer", "output_layout", "quant_layout"]
 
 PROD_WIDTH = ACC_WIDTH + MULT_BITS + 1    # 48: |s * mult| < 2**31 * 2**15 = 2**46, exact
+#: Bits of the coarse-shifted x' kept by S5: the saturation thresholds 255 * 2**7 and
+#: -257 * 2**7 are inside the signed 18-bit range.
+X5_BITS = 18
+assert -(1 << (X5_BITS - 1)) <= -257 << 7 and 255 << 7 < 1 << (X5_BITS - 1)
 
 
 def quant_layout(cols: int) -> data.StructLayout:
@@ -135,10 +143,23 @@ class RequantLane(wiring.Component):
         with m.If(ce):
             m.d.sync += p.eq((mul_hi.p << 16) + mul_lo.p)
         sh4 = stage(sh, "shm1_s4")
-        # S5: coarse arithmetic shift by a multiple of 8.
-        x5 = Signal(signed(PROD_WIDTH))
+        # S5: coarse arithmetic shift by c, a multiple of 8, keeping the low X5_BITS bits of
+        # x' = p >> c and whether x' fits them (p's bits X5_BITS - 1 + c .. 47 all equal its
+        # sign; one flag per 8-bit segment of p above bit X5_BITS - 1, ANDed from the top
+        # down to c's segment), and the sign.
+        coarse = sh4[3:]
+        x5 = Signal(signed(X5_BITS), name="x5")
+        out5 = Signal(name="x5_out")
+        neg5 = Signal(name="x5_neg")
+        sign = p[-1]
+        tops = range(X5_BITS - 1, PROD_WIDTH - 1, 8)      # 17, 25, 33, 41: segment starts
+        same = [p[t:e] == sign.replicate(e - t)
+                for t, e in ((t, min(t + 8, PROD_WIDTH - 1)) for t in tops)]
+        fits = [Cat(same[k:]).all() for k in range(len(same))]
+        fits += [Const(1)] * (2 ** len(coarse) - len(fits))     # c >= 32: always fits
         with m.If(ce):
-            m.d.sync += x5.eq(p >> Cat(Const(0, 3), sh4[3:]))
+            m.d.sync += [x5.eq((p >> Cat(Const(0, 3), coarse))[:X5_BITS]),
+                         out5.eq(~Array(fits)[coarse]), neg5.eq(sign)]
         sh5 = stage(sh4[:3], "shm1_s5")
         # The saturation thresholds of S6, registered beside x5 (scaled by the fine shift f: a
         # shift shared by several lanes, as in the attention unit, would otherwise fan one
@@ -153,11 +174,12 @@ class RequantLane(wiring.Component):
         x6 = Signal(signed(10), name="x6")
         hi6 = Signal(name="sat_hi6")
         lo6 = Signal(name="sat_lo6")
+        # Past the 18 bits x' is beyond both thresholds: its sign says which flag.
         with m.If(ce):
             m.d.sync += [
                 x6.eq((x5[:17] >> sh5)[:10]),
-                hi6.eq(x5 >= hi_thr5),
-                lo6.eq(x5 < lo_thr5),
+                hi6.eq(Mux(out5, ~neg5, x5 >= hi_thr5)),
+                lo6.eq(Mux(out5, neg5, x5 < lo_thr5)),
             ]
         # S7: y = sat8((x + 1) >> 1): the flags select the bound, else bits [1:9] of the
         # 10-bit x + 1.

@@ -267,6 +267,14 @@ def test_requant_lane_with_enable(mult, shift, acc_bits):
     shifts = (np.full(n, shift) if shift is not None
               else rng.integers(quant.SHIFT_MIN, quant.SHIFT_MAX + 1, n))
     want = quant.requantize(s_vals, mults, shifts)
+    np.testing.assert_array_equal(_lane_outputs(s_vals, mults, shifts, rng), want)
+    assert RequantLane.latency == 6
+
+
+def _lane_outputs(s_vals, mults, shifts, rng):
+    """RequantLane's ``y`` for each ``(s, mult, shift)``, the clock enable toggled at random;
+    asserts that each result came ``latency`` enabled cycles after its inputs, in order."""
+    n = len(s_vals)
     dut = RequantLane(use_dsp=False)
     got = []
 
@@ -291,7 +299,28 @@ def test_requant_lane_with_enable(mult, shift, acc_bits):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    idx = [k for k, _ in got]
-    assert idx == list(range(n))
-    np.testing.assert_array_equal(np.array([y for _, y in got]), want)
-    assert RequantLane.latency == 6
+    assert [k for k, _ in got] == list(range(n))
+    return np.array([y for _, y in got])
+
+
+def test_requant_lane_coarse_shift_range_edges():
+    """p = s * mult just inside and just outside the 18 bits S5 keeps of p >> c, for every
+    coarse shift c that can overflow them (0, 8, 16, 24) and every fine shift: the "does not
+    fit" flag and the sign must pick the bound exactly where the 48-bit compare did."""
+    rng = np.random.default_rng(18)
+    s_vals, mults, shifts = [], [], []
+    for c in (0, 8, 16, 24):
+        for mult in (1 << 14, (1 << 15) - 1, 21845):
+            edge = 1 << (17 + c)                     # p >> c leaves 18 signed bits here
+            s0 = -(-edge // mult)                    # smallest s with s * mult >= edge
+            for f in range(8):
+                for s_ in (s0 - 2, s0 - 1, s0, s0 + 1, -s0 - 1, -s0, -s0 + 1, -s0 + 2):
+                    s_vals.append(s_)
+                    mults.append(mult)
+                    shifts.append(c + f + 1)
+    s_vals, mults, shifts = (np.array(v, np.int64) for v in (s_vals, mults, shifts))
+    want = quant.requantize(s_vals, mults, shifts)
+    np.testing.assert_array_equal(_lane_outputs(s_vals, mults, shifts, rng), want)
+    assert len(want) == 4 * 3 * 8 * 8
+    # Both saturated values and unsaturated results occur among the edges.
+    assert {127, -128}.issubset(set(want.tolist())) and (abs(want) < 127).any()
