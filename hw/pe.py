@@ -143,6 +143,13 @@ class ProcessingElement(wiring.Component):
         acc_sum = Signal(signed(self._acc_width))
         m.d.comb += acc_sum.eq(acc + prod)           # wraps at acc_width (module docstring)
 
+        # The result register has no domain reset: its only reset is the zero of every enabled
+        # cycle without a finished sum, which then maps to the flip-flops' LSR (one LUT for
+        # all its bits) instead of a LUT per bit beside the domain reset's LSR. What it holds
+        # after a domain reset goes out with `done` low (reset) and is zero one enabled cycle
+        # later.
+        result = Signal(signed(self._acc_width), reset_less=True)
+        m.d.comb += self.result.eq(result)
         with m.If(self.en):
             m.d.sync += [
                 self.a_o.eq(self.a_i),
@@ -150,11 +157,11 @@ class ProcessingElement(wiring.Component):
                 self.valid_o.eq(self.valid_i),
                 self.last_o.eq(self.last_i),
                 self.done.eq(prod_valid & prod_last),
-                self.result.eq(0),
+                result.eq(0),
             ]
             with m.If(prod_valid):
                 with m.If(prod_last):
-                    m.d.sync += [acc.eq(0), self.result.eq(acc_sum)]
+                    m.d.sync += [acc.eq(0), result.eq(acc_sum)]
                 with m.Else():
                     m.d.sync += acc.eq(acc_sum)
         return m

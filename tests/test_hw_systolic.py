@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Value
+from amaranth.hdl import Module, ResetInserter, Signal, Value
 from amaranth.sim import Simulator
 from helpers import (
     array_operands,
@@ -272,3 +272,54 @@ def test_output_buffer_global_ce_only_on_ecp5():
     ecp5, ice40 = SimpleNamespace(family="ecp5"), SimpleNamespace(family="ice40")
     assert dcca_count(ecp5, True) == 1
     assert dcca_count(ecp5, False) == dcca_count(ice40, True) == dcca_count(None, True) == 0
+
+
+
+@pytest.mark.parametrize("reset_at", [2, 5, 8, 11, 14])
+def test_systolic_reset_mid_tile_and_mid_drain(reset_at):
+    """A reset (Amaranth's ``ResetInserter``, as the controller's units' reset in simulation)
+    ``reset_at`` cycles after a tile's last operand, while it accumulates or while its results
+    sit in the PEs' result registers and the column trees: nothing of it comes out after the
+    reset, and the tiles after it are exact (the PEs' result registers have no domain reset,
+    so what they hold then must not reach the output)."""
+    rows, cols = 3, 2
+    rng = np.random.default_rng(reset_at)
+    arr = SystolicArray(rows, cols, use_dsp=False, k_depth=8)
+    clear = Signal()
+    top = Module()
+    top.submodules.arr = ResetInserter(clear)(arr)
+    # Large sums, so that stale accumulators or results would show.
+    first = (np.full((rows, 4), -128, np.int8), np.full((4, cols), -128, np.int8))
+    tiles = random_operand_tiles(rng, rows, cols, [2, 5, 1, 8, 3])
+    reset_cycle = 3 + reset_at
+    seen = []                                   # (cycle, payload) of every output transfer
+
+    async def producer(ctx):
+        ctx.set(arr.i_stream.valid, 1)
+        for k in range(4):
+            ctx.set(arr.i_stream.payload, array_operands(*first, k))
+            await ctx.tick()
+        ctx.set(arr.i_stream.valid, 0)
+        await ctx.tick().repeat(reset_at - 1)
+        ctx.set(clear, 1)                       # high in cycle `reset_cycle`
+        await ctx.tick()
+        ctx.set(clear, 0)
+        await ctx.tick().repeat(3)
+        for A, W in tiles:
+            for k in range(A.shape[1]):
+                await stream_put(ctx, arr.i_stream, array_operands(A, W, k))
+
+    async def monitor(ctx):
+        ctx.set(arr.o_stream.ready, 1)
+        for cycle in range(reset_cycle + 40 + 2 * arr.latency):
+            _, _, valid, payload = await ctx.tick().sample(arr.o_stream.valid,
+                                                           Value.cast(arr.o_stream.payload))
+            if valid:
+                seen.append((cycle, payload))
+
+    run_testbenches(top, producer, monitor, deadline_us=None)
+    after = [payload for cycle, payload in seen if cycle > reset_cycle]
+    assert len(after) == rows * len(tiles)
+    for t, (A, W) in enumerate(tiles):
+        acc = np.array([unpack_lanes(p, cols, 32) for p in after[t * rows:(t + 1) * rows]])
+        np.testing.assert_array_equal(acc, gemm_acc(A, W))
