@@ -139,7 +139,14 @@ class ProcessingElement(wiring.Component):
         with m.If(self.en):
             m.d.sync += prod.eq(mul.p)
 
-        acc = Signal(signed(self._acc_width))
+        # The accumulator has no domain reset either: it clears at a tile's last product and in
+        # the cycles of a domain reset and the one after (`clear`, which has one), both through
+        # the flip-flops' LSR (one LUT for all its bits; a domain reset on them as well would
+        # leave the clear to a LUT per bit). The valid flags reset, so no product reaches it
+        # before the clear.
+        acc = Signal(signed(self._acc_width), reset_less=True)
+        clear = Signal(init=1, name="acc_clear")
+        m.d.sync += clear.eq(0)
         acc_sum = Signal(signed(self._acc_width))
         m.d.comb += acc_sum.eq(acc + prod)           # wraps at acc_width (module docstring)
 
@@ -159,9 +166,10 @@ class ProcessingElement(wiring.Component):
                 self.done.eq(prod_valid & prod_last),
                 result.eq(0),
             ]
-            with m.If(prod_valid):
-                with m.If(prod_last):
-                    m.d.sync += [acc.eq(0), result.eq(acc_sum)]
-                with m.Else():
-                    m.d.sync += acc.eq(acc_sum)
+            with m.If(prod_valid & prod_last):
+                m.d.sync += result.eq(acc_sum)
+        with m.If(clear | self.en & prod_valid & prod_last):
+            m.d.sync += acc.eq(0)
+        with m.Elif(self.en & prod_valid):
+            m.d.sync += acc.eq(acc_sum)
         return m
