@@ -179,6 +179,15 @@ class VectorUnit(Unit):
     def latency(self) -> int:
         return 3 + RequantLane.latency + OutputBuffer.latency
 
+    def _residual_multiplier(self, platform):
+        """One int8 x 16-bit residual product: on a DSP block with ``dsp_products``, else a
+        :class:`~hw.lut_multiplier.LutMultiplier` (its 16-bit operand, a 15-bit multiplier,
+        is never negative)."""
+        if self._dsp_products:
+            return make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
+                                   use_dsp=self._use_dsp, family=self._family)
+        return LutMultiplier(ACT_WIDTH, MULT_BITS + 1, b_nonnegative=True)
+
     def elaborate(self, platform):
         m = Module()
         cols = self._cols
@@ -242,11 +251,7 @@ class VectorUnit(Unit):
             a8 = a[:ACT_WIDTH].as_signed()
             # Residual products (S1 input registers, S2 output registers), int8 x 16-bit: LUT
             # multipliers unless the DSP blocks have room for them (dsp_products).
-            mul_a, mul_b = (make_multiplier(platform, ACT_WIDTH, MULT_BITS + 1,
-                                            use_dsp=self._use_dsp, family=self._family)
-                            if self._dsp_products
-                            else LutMultiplier(ACT_WIDTH, MULT_BITS + 1, b_nonnegative=True)
-                            for _ in range(2))
+            mul_a, mul_b = (self._residual_multiplier(platform) for _ in range(2))
             m.submodules[f"mul_a{c}"] = mul_a
             m.submodules[f"mul_b{c}"] = mul_b
             m.d.comb += [
