@@ -59,8 +59,9 @@ class AccelParams:
         The vector unit's two int8 x 16-bit residual products per lane on DSP blocks
         (:func:`hw.multiplier.make_multiplier`: ``MULT18X18D`` on ECP5) instead of
         :class:`hw.lut_multiplier.LutMultiplier` (the default, for parts whose DSPs the GEMM
-        core needs). ``2 * rows`` blocks more; on ``ulx3s_85f`` about 600 cells of logic
-        fewer a lane.
+        core needs). ``2 * rows`` blocks more, about 600 cells of logic fewer a lane (8 lanes
+        of the ``ulx3s_85f`` top, where the DSP outputs, placed where the blocks had room, then
+        failed its routes: no preset uses it).
     window : int
         Sliding attention window (keys per query row), 1..256.
     head_dim : int
@@ -199,14 +200,15 @@ PRESETS: dict[str, AccelParams] = {
                               instr_depth=64, lut_count=2, target_mhz=12.0, ln_pipelines=1),
     # ECP5 LFE5U-85F speed grade 6: 156 MULT18X18D, 208 EBR (18 kbit each). 32 KiB of
     # activations hold one encoder layer at d_model 64, T 64 (at least 5 T d bytes live at once).
-    # The vector unit's residual products on 16 of the DSPs the top leaves free (138 of 156,
-    # tests/test_hw_resources.py), for about 4,800 cells of logic less (docs/boards.md).
+    # The vector unit's residual products are LUT multipliers (vec_dsp_products off): on 16 of
+    # the DSPs (138 of 156 in use) they saved about 4,800 cells, but the routed top of 3ea48a0
+    # failed on DSP outputs placed across the die from their adders, the vector lanes' and the
+    # GEMM requantizer's (docs/boards.md); the leaner array of dddad42 pays for the cells.
     # 100 MHz: the whole accelerator routed at 100.78 MHz (its GEMM core and attention unit
     # alone meet 125 MHz; docs/boards.md).
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
                              head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
-                             instr_depth=1024, lut_count=8, target_mhz=100.0, ln_pipelines=2,
-                             vec_dsp_products=True),
+                             instr_depth=1024, lut_count=8, target_mhz=100.0, ln_pipelines=2),
     # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR. Sized for the
     # whole board top (tests/test_hw_resources.py): a 2x2 array, as every product of the
     # GEMM core (rows * cols + 2 * cols), vector (2 * rows) and LayerNorm (2 * ln_pipelines)

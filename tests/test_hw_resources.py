@@ -133,15 +133,16 @@ def test_counters_see_dsps_and_products():
 
 
 def test_ulx3s_85f_vector_and_layernorm_dsp_budget(top_rtlil):
-    """The vector unit (``rows`` = 8 lanes) takes four ``MULT18X18D`` per lane (the requant
-    lane's 32 x 15 product as two, and the two int8 x 16-bit residual products:
-    ``vec_dsp_products``) and the LayerNorm two per element pipeline (``ln_pipelines`` = 2,
-    each serving four of the 8 lanes): its requant lanes' products. No ``$mul``: the
-    LayerNorm's int8 products are LUT multipliers. The whole top's instances fit the chip."""
+    """The vector unit (``rows`` = 8 lanes) takes two ``MULT18X18D`` per lane (the requant
+    lane's 32 x 15 product as two; its two int8 x 16-bit residual products are LUT
+    multipliers, ``vec_dsp_products`` off) and the LayerNorm two per element pipeline
+    (``ln_pipelines`` = 2, each serving four of the 8 lanes): its requant lanes' products. No
+    ``$mul``: the LayerNorm's int8 products are LUT multipliers. The whole top's instances fit
+    the chip."""
     p = preset("ulx3s_85f")
-    assert p.vec_dsp_products
+    assert not p.vec_dsp_products
     counts = dsp_instances(top_rtlil)
-    assert _in_unit(counts, "top.ctrl.vec") == 4 * p.rows == 32
+    assert _in_unit(counts, "top.ctrl.vec") == 2 * p.rows == 16
     assert _in_unit(counts, "top.ctrl.lnorm") == 2 * p.ln_pipelines == 4
     products = variable_products(top_rtlil)
     assert [n for n in products if n.startswith(("top.ctrl.vec", "top.ctrl.lnorm"))] == []
@@ -164,16 +165,16 @@ def test_ulx3s_85f_attention_dsp_budget(top_rtlil):
 def test_ulx3s_85f_top_within_dsp_target(top_rtlil):
     """Target: at most 140 of the 156 blocks, counting every ``$mul`` between signals as at
     least one more (synth_ecp5 maps it to ``MULT18X18D``), so a board build can place the top
-    with room to spare. Today: GEMM core 80, vector 32 (16 of them its residual products,
-    ``vec_dsp_products``), LayerNorm 4, attention 20, and the controller's one shared 32 x 16
-    product as two ``MULT18X18D`` (its 16 x 16 partial products, each registered inside its
-    block; no ``$mul`` left) = 138."""
+    with room to spare. Today: GEMM core 80, vector 16 (its requant lanes; the residual
+    products are LUT multipliers), LayerNorm 4, attention 20, and the controller's one shared
+    32 x 16 product as two ``MULT18X18D`` (its 16 x 16 partial products, each registered inside
+    its block; no ``$mul`` left) = 122."""
     counts = dsp_instances(top_rtlil)
     assert _in_unit(counts, "top.ctrl.gemm") == 80
     assert counts["top.ctrl"] == 2
     assert variable_products(top_rtlil) == []
     total = sum(counts.values()) + len(variable_products(top_rtlil))
-    assert total == 138
+    assert total == 122
     assert total <= 140
 
 

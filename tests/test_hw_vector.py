@@ -242,7 +242,8 @@ def test_vector_from_params_and_checks():
     u = VectorUnit.from_params(p)
     assert (u.cols, u.lut_count, u.use_dsp) == (p.cols, p.lut_count, p.dsp_multipliers)
     assert u.dsp_products is p.vec_dsp_products is False
-    assert VectorUnit.from_params(preset("ulx3s_85f")).dsp_products is True
+    assert VectorUnit.from_params(preset("ulx3s_85f")).dsp_products is False
+    assert VectorUnit.from_params(preset("tiny").replace(vec_dsp_products=True)).dsp_products
     assert set(VectorUnit.params_fields) <= set(p.to_dict())
     check_lane_unit_arguments(VectorUnit)
     with pytest.raises(ValueError, match="lut_count must be"):
