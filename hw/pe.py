@@ -46,7 +46,7 @@ class ProcessingElement(wiring.Component):
         Multiply with :class:`hw.lut_multiplier.LutMultiplier` (fabric adders, never a DSP
         block, same latency) instead of :func:`make_multiplier`'s choice.
     acc_width : int
-        Width of the accumulator and ``result`` (17..32, default 32): a tile of at most ``K``
+        Width of the accumulator and ``result`` (16..32, default 32): a tile of at most ``K``
         operand pairs needs :func:`hw.numerics.accumulator_width` of ``K`` bits, and wraps
         at this width beyond it.
 
@@ -84,7 +84,7 @@ class ProcessingElement(wiring.Component):
         self._use_dsp = use_dsp
         self._family = family
         self._lut_multiplier = check_bool("lut_multiplier", lut_multiplier)
-        self._acc_width = check_int("acc_width", acc_width, ACT_WIDTH + WGT_WIDTH + 1, ACC_WIDTH)
+        self._acc_width = check_int("acc_width", acc_width, ACT_WIDTH + WGT_WIDTH, ACC_WIDTH)
         super().__init__({
             "en": In(1),
             "a_i": In(signed(ACT_WIDTH)),

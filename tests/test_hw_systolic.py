@@ -72,7 +72,7 @@ def test_accumulator_width():
             accumulator_width(bad)
 
 
-@pytest.mark.parametrize("k_depth, width", [(None, 32), (1024, 26), (8, 19)])
+@pytest.mark.parametrize("k_depth, width", [(None, 32), (1024, 26), (8, 19), (1, 16)])
 def test_systolic_accumulators_as_wide_as_k_depth_needs(k_depth, width):
     """The PEs' accumulators and results are accumulator_width(k_depth) bits; the output
     lanes stay int32."""
