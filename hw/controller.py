@@ -440,8 +440,8 @@ class Controller(Unit):
                              *(is_op.eq(f.decoded[op]) for op, is_op in s.op_is.items())]
                 # One-hot opcode flags from the capture: at most one is set, so each opcode's
                 # dispatch is its own If (no priority chain of 8-bit comparisons). One fail()
-                # for both verdicts (predecode's registers): each fail() is a stage of
-                # fail_code's multiplexer chain.
+                # for both verdicts (predecode's registers): each fail() is a site in
+                # fail_code's OR (drive_fail_code).
                 with m.If(f.dec_fail):
                     s.fail(f.dec_code)
                 with m.Else():
@@ -470,6 +470,7 @@ class Controller(Unit):
             self._embed_states(m, s)
         one_hot(fsm)
         s.copy_counter()
+        s.drive_fail_code()
         # The skip: while the instruction before the NOP / BARRIER runs (or retires in this
         # cycle; MUL's prefetch issue was at least five cycles earlier): not in FETCH, and
         # not in FAIL or IDLE, where the instruction port is the host's.
@@ -1936,6 +1937,7 @@ class _State:
         mm = isa.memory_map(p)
         w = max(4 * mm.region(r).size for r in SCRATCHPAD_REGIONS).bit_length()
         self.fail_code = Signal(8)
+        self.fail_sites = []                    # (flag, code) per fail() call
         self.retire = Signal()                  # HALT retires (instret, this cycle)
         # next_instruction: the instruction retires; advance_pc, a cycle later, moves pc to
         # pc1 (pc + 1 in a register) and counts it in instret, while FETCH already reads pc1:
@@ -2104,8 +2106,22 @@ class _State:
         return rooms[key]
 
     def fail(self, code) -> None:
-        self.m.d.sync += self.fail_code.eq(code)
+        """Go to FAIL with error ``code`` (a constant or a register). Each call is a site: a
+        flag high in the cycles its ``with`` blocks are active, and ``drive_fail_code`` loads
+        ``fail_code`` every cycle with the OR of the active sites' codes. The sites are
+        exclusive (each in its own state or If/Elif branch), so that OR is the one active
+        site's code: no priority chain of the sites' conditions in front of an enable (the
+        routed ``ulx3s_85f`` top of ``3ea48a0`` had ``ctrl_state`` -> two sites' conditions ->
+        ``fail_code``'s clock enable, 10.41 ns). FAIL, the next cycle, reads it."""
+        flag = Signal(name=f"fail_site{len(self.fail_sites)}")
+        self.m.d.comb += flag.eq(1)
+        self.fail_sites.append((flag, Value.cast(code)))
         self.m.next = "FAIL"
+
+    def drive_fail_code(self) -> None:
+        """``fail_code`` <= the active site's code (0 while none is), after every ``fail``."""
+        codes = [Mux(flag, code, 0) for flag, code in self.fail_sites]
+        self.m.d.sync += self.fail_code.eq(functools.reduce(operator.or_, codes))
 
     def next_instruction(self, state: str) -> None:
         """Retire the instruction and go to ``state`` (``FETCH``; pc moves the next cycle,
