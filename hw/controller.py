@@ -1936,8 +1936,7 @@ class _State:
         # `i < length` comparator and the per-state `length` multiplexer stay narrow.
         mm = isa.memory_map(p)
         w = max(4 * mm.region(r).size for r in SCRATCHPAD_REGIONS).bit_length()
-        self.fail_code = Signal(8)
-        self.fail_sites = []                    # (flag, code) per fail() call
+        self.fail_code, self.fail_sites = Signal(8), []     # fail_sites: fail()'s (flag, code)
         self.retire = Signal()                  # HALT retires (instret, this cycle)
         # next_instruction: the instruction retires; advance_pc, a cycle later, moves pc to
         # pc1 (pc + 1 in a register) and counts it in instret, while FETCH already reads pc1:
@@ -2121,7 +2120,9 @@ class _State:
     def drive_fail_code(self) -> None:
         """``fail_code`` <= the active site's code (0 while none is), after every ``fail``."""
         codes = [Mux(flag, code, 0) for flag, code in self.fail_sites]
-        self.m.d.sync += self.fail_code.eq(functools.reduce(operator.or_, codes))
+        # Per bit, one OR of all the sites (a balanced tree), not a chain of 8-bit ORs.
+        self.m.d.sync += self.fail_code.eq(Cat(
+            Cat(c[b] for c in codes if b < len(c)).any() for b in range(len(self.fail_code))))
 
     def next_instruction(self, state: str) -> None:
         """Retire the instruction and go to ``state`` (``FETCH``; pc moves the next cycle,
