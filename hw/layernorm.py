@@ -196,7 +196,7 @@ class LayerNorm(Unit):
     latency : int
         Cycles from the handshake of a row's final ``i_stream`` beat to ``o_stream.valid`` of
         its first output beat, with ``i_param`` offered and no backpressure:
-        ``1 + scalar_cycles + pipeline_latency (17)``: 154 for ``max_dim = 1024``, when the
+        ``1 + scalar_cycles + pipeline_latency (18)``: 155 for ``max_dim = 1024``, when the
         row's engine and the output are free (later rows wait for them).
     """
 

@@ -8,6 +8,7 @@ Bit-exact with ``sw.quant.requantize(acc + bias, mult, shift)`` (rounding
                                        the reference raises on int32 overflow)
     S2  DSP input registers           s = s_hi * 2**16 + s_lo: two 18x18 products
     S3  p_hi = s_hi * mult, p_lo = s_lo * mult   (s_hi signed 16 bit, s_lo unsigned 16 bit)
+    S3' p_hi, p_lo again, in fabric registers    (the DSP blocks may sit far from the adder)
     S4  p   = p_hi * 2**16 + p_lo     (48-bit signed, exact: |p| < 2**46)
     S5  x'  = p >> (8 * ((shift-1) // 8))          arithmetic, coarse: its low 18 bits and
         whether it fits them (below)
@@ -65,7 +66,9 @@ class RequantLane(wiring.Component):
     """One requantization lane: ``y = sat8((s * mult + 2**(shift-1)) >> shift)``, pipelined.
 
     Stages S2..S7 of the module docstring, every register behind one clock enable ``en``: the
-    multiplier's input and output registers (two DSP products, S2-S3), product sum (S4), coarse
+    multiplier's input and output registers (two DSP products, S2-S3), a fabric copy of both
+    products (S3', so that a DSP block placed far from the lane costs one cycle of wire and
+    not the product sum's), product sum (S4), coarse
     shift (S5), fine shift and saturation flags (S6), saturated output (S7). Bit-exact with
     :func:`sw.quant.requantize` for ``shift`` in ``[1, 47]`` (``|s * mult| < 2**46``). Used per
     column by :class:`Requantizer` and per lane by the attention unit's output requantization.
@@ -93,10 +96,10 @@ class RequantLane(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``multiplier latency (2) + 4 = 6`` enabled cycles.
+        ``multiplier latency (2) + 5 = 7`` enabled cycles.
     """
 
-    latency = Multiplier.latency + 4
+    latency = Multiplier.latency + 5
 
     def __init__(self, *, use_dsp: bool = True, family: str | None = None):
         check_dsp_options(use_dsp, family)
@@ -136,12 +139,17 @@ class RequantLane(wiring.Component):
         shm1 = Signal(unsigned(SHIFT_BITS))
         m.d.comb += shm1.eq(self.shift - 1)
         sh = shm1
-        for i in range(mul_lo.latency):
+        for i in range(mul_lo.latency + 1):
             sh = stage(sh, f"shm1_d{i + 1}")
+        # S3': the products in fabric registers. On ECP5-85F a lane's DSP blocks were placed up
+        # to 8 ns of wire away from its product sum (10.7 ns with the carry chain); this rank
+        # lets the placer put the wire into a cycle of its own.
+        p_lo = stage(mul_lo.p, "p_lo")
+        p_hi = stage(mul_hi.p, "p_hi")
         # S4: product sum.
         p = Signal(signed(PROD_WIDTH))
         with m.If(ce):
-            m.d.sync += p.eq((mul_hi.p << 16) + mul_lo.p)
+            m.d.sync += p.eq((p_hi << 16) + p_lo)
         sh4 = stage(sh, "shm1_s4")
         # S5: coarse arithmetic shift by c, a multiple of 8, keeping the low X5_BITS bits of
         # x' = p >> c and whether x' fits them (p's bits X5_BITS - 1 + c .. 47 all equal its
@@ -230,9 +238,9 @@ class Requantizer(Unit):
     Attributes
     ----------
     latency : int
-        ``1 + multiplier latency (2) + 4 + 1 = 8``: S1 register, DSP in/out registers, product
-        sum, coarse and fine shift, saturation and output buffer registers. Valid without
-        backpressure.
+        ``1 + multiplier latency (2) + 5 + 1 = 9``: S1 register, DSP in/out registers, their
+        fabric copy, product sum, coarse and fine shift, saturation and output buffer
+        registers. Valid without backpressure.
 
     Raises
     ------

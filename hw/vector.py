@@ -143,7 +143,7 @@ class VectorUnit(Unit):
     Attributes
     ----------
     latency : int
-        ``3 + RequantLane.latency (6) + OutputBuffer.latency (1) = 10`` for every op, valid
+        ``3 + RequantLane.latency (7) + OutputBuffer.latency (1) = 11`` for every op, valid
         without backpressure.
 
     Raises

@@ -268,7 +268,7 @@ def test_requant_lane_with_enable(mult, shift, acc_bits):
               else rng.integers(quant.SHIFT_MIN, quant.SHIFT_MAX + 1, n))
     want = quant.requantize(s_vals, mults, shifts)
     np.testing.assert_array_equal(_lane_outputs(s_vals, mults, shifts, rng), want)
-    assert RequantLane.latency == 6
+    assert RequantLane.latency == 7
 
 
 def _lane_outputs(s_vals, mults, shifts, rng):

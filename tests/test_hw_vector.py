@@ -159,7 +159,7 @@ def test_vector_latency_and_full_rate():
     np.testing.assert_array_equal(np.array(got), want)
     # ADD beats 0, 1; POOL after beat 4; LUT beat 5; PASS beats 6, 7 (taken from cycle 1 on).
     assert out_cycles == [dut.latency + 1 + i for i in (0, 1, 4, 5, 6, 7)]
-    assert dut.latency == 10
+    assert dut.latency == 11
 
 
 def test_vector_lut_rewrite_between_jobs():
