@@ -66,6 +66,7 @@ from amaranth.lib.wiring import In, Out, connect
 from hw import isa
 from hw.attention import WindowedAttention
 from hw.bram import BlockRAM, make_block_ram, unshared_register
+from hw.divider import ConstDivider, is_pow2, pow2_divmod
 from hw.fsm import one_hot
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline, acc_layout
@@ -456,6 +457,12 @@ class Controller(Unit):
                     m.d.comb += [f.pf_issue.eq(~pc1_over), self.instr.r_en.eq(~pc1_over),
                                  self.instr.r_addr.eq(pc1)]
                 self._products(m, s)
+            if not s.cols_pow2:
+                with m.State("DIVIDE"):
+                    # MUL's step stays at bit 0 (it moves in MUL only) and its operand
+                    # registers load the quotients in the cycle that leaves.
+                    with m.If(~s.div_start & s.wdiv.done & s.ndiv.done):
+                        m.next = "MUL"
             with m.State("NEXT"):
                 s.next_instruction("FETCH")
             with m.State("FAIL"):
@@ -489,8 +496,13 @@ class Controller(Unit):
             m.next = "IDLE"
         elif op in s.fields_of:
             # The fields are in the opcode's registers (DECODE); its CHECK state validates
-            # them after MUL's products.
-            m.next = "MUL"
+            # them after MUL's products. A weight address with a non-power-of-two cols is
+            # divided first (DIVIDE, _State._weight_dividers).
+            if s.cols_pow2 or op not in (Opcode.GEMM, Opcode.EMBED):
+                m.next = "MUL"
+            else:
+                m.d.sync += s.div_start.eq(1)
+                m.next = "DIVIDE"
         else:                                   # NOP, BARRIER: every unit is already idle
             s.next_instruction("FETCH")
 
@@ -511,7 +523,7 @@ class Controller(Unit):
         # Each expression once: a pad that serves two products is one register.
         gm_pad, blocks_1 = _pad(g.m, p.rows), _ceil_div(a.t, p.rows) - 1
         pairs = {
-            Opcode.GEMM: [(gm_pad, g.k), (_pad(g.n, p.cols), g.k), (gm_pad, g.n)],
+            Opcode.GEMM: [(gm_pad, g.k), (s.col_tiles(g.n) * p.cols, g.k), (gm_pad, g.n)],
             Opcode.VEC: [(_pad(v.m, p.rows), v.c), (_ceil_div(v.m, p.rows), v.c)],
             Opcode.LNORM: [(_pad(n.m, p.rows), n.c), (n.c, n.c), (_PREV, n.c), (_PREV, n.c)],
             Opcode.ATTN: [(a.heads, a.head_dim), (blocks_1, a.src_cols), (blocks_1, a.dst_cols)],
@@ -590,7 +602,7 @@ class Controller(Unit):
                 (~flags_ok, ErrorCode.BAD_FIELD),
                 ((g.m == 0) | (g.k == 0) | (g.k > p.k_depth) | (g.n == 0), ErrorCode.BAD_SHAPE),
                 (_act_bad(s, g.a_addr, span_a), ErrorCode.BAD_ADDRESS),
-                (((g.w_addr % p.cols) != 0) | _past(s, g.w_addr, span_w, p.wgt_depth),
+                (s.wgt_misaligned(g.w_addr) | _past(s, g.w_addr, span_w, p.wgt_depth),
                  ErrorCode.BAD_ADDRESS),
                 (_past(s, g.quant_addr, g.n, quant_depth), ErrorCode.BAD_ADDRESS),
                 (g.lut_en & (g.lut >= p.lut_count) | ~g.lut_en & (g.lut != 0),
@@ -598,8 +610,8 @@ class Controller(Unit):
                 (dst_bad, ErrorCode.BAD_ADDRESS)]):
             s.restart_copy()
             m.d.sync += [
-                g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(_ceil_div(g.n, p.cols)),
-                g.abase.eq(g.a_addr // p.rows), g.wbase.eq(g.w_addr // p.cols),
+                g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(s.col_tiles(g.n)),
+                g.abase.eq(g.a_addr // p.rows), g.wbase.eq(s.wgt_word(g.w_addr)),
                 g.dbase.eq(g.dst_addr // p.rows),
                 g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
                 g.atile.eq(0),
@@ -1482,7 +1494,7 @@ class Controller(Unit):
         with _verdict(m, s, "EMBED_CHECK", [
                 ((e.t == 0) | (e.c == 0) | (e.vocab == 0), ErrorCode.BAD_SHAPE),
                 (_act_bad(s, e.ids_addr, _pad(e.t, p.rows) << 2), ErrorCode.BAD_ADDRESS),
-                (((e.table_addr % p.cols) != 0) | _past(s, e.table_addr, pr[0], p.wgt_depth),
+                (s.wgt_misaligned(e.table_addr) | _past(s, e.table_addr, pr[0], p.wgt_depth),
                  ErrorCode.BAD_ADDRESS),
                 (_act_bad(s, e.dst_addr, pr[1]), ErrorCode.BAD_ADDRESS)]):
             s.restart_copy()
@@ -1526,7 +1538,20 @@ class Controller(Unit):
         with m.State("EMBED_ROW_ADDR"):
             m.d.comb += s.vec_stall.eq(1)
             m.d.sync += e.row.eq(e.table_addr + s.prod)
-            m.next = "EMBED_COPY"
+            if s.cols_pow2:
+                m.next = "EMBED_COPY"
+            else:
+                m.d.sync += s.div_start.eq(1)
+                m.next = "EMBED_ROW_DIV"
+        if not s.cols_pow2:
+            with m.State("EMBED_ROW_DIV"):
+                # The row's first word and lane: the copy's read and landing counters start
+                # there (_embed_copy).
+                m.d.comb += s.vec_stall.eq(1)
+                with m.If(~s.div_start & s.rdiv.done):
+                    m.d.sync += [e.rd_word.eq(s.rdiv.quotient), e.rd_lane.eq(s.rdiv.remainder),
+                                 e.land_lane.eq(s.rdiv.remainder)]
+                    m.next = "EMBED_COPY"
         with m.State("EMBED_COPY"):
             self._embed_copy(m, s)
 
@@ -1560,8 +1585,20 @@ class Controller(Unit):
     def _embed_copy(self, m, s):
         p, e = self._params, s.e
         m.d.comb += s.vec_busy.eq(1)
-        word, _ = _divmod(e.row + s.i, p.cols)
-        _, lane = _divmod(e.row + e.land_index, p.cols)
+        if s.cols_pow2:
+            word, _ = _divmod(e.row + s.i, p.cols)
+            _, lane = _divmod(e.row + e.land_index, p.cols)
+        else:
+            # Byte i of the row is lane (row + i) % cols of word (row + i) // cols: a word
+            # and lane stepped with each read (rd_*) and a lane stepped with each landing
+            # (land_lane), from the row's division (EMBED_ROW_DIV), not a divider each cycle.
+            word, lane = e.rd_word, e.land_lane
+            with m.If(~s.issued_all):
+                wrap = e.rd_lane == p.cols - 1
+                m.d.sync += [e.rd_lane.eq(Mux(wrap, 0, e.rd_lane + 1)),
+                             e.rd_word.eq(e.rd_word + wrap)]
+            with m.If(e.land_valid):
+                m.d.sync += e.land_lane.eq(Mux(e.land_lane == p.cols - 1, 0, e.land_lane + 1))
         _, row_lane = _divmod(e.t_i, p.rows)
         copied = s.issue(self.wgt, word, _NO_SEL, length=e.c)
         with m.If(e.land_valid):
@@ -1929,6 +1966,48 @@ def _last_block_mask(last_i, rows: int):
 class _State:
     """Registers and helpers shared by the controller's FSM states (one per elaboration)."""
 
+    def _weight_dividers(self, m, p):
+        """Division by ``cols`` (a weight word's bytes) where it is not a power of two (an
+        8x18 array): :class:`hw.divider.ConstDivider` s, one quotient bit a cycle, in the
+        ``DIVIDE`` state between ``DECODE`` and ``MUL`` (GEMM, EMBED: the weight address's
+        word and alignment, GEMM's column tiles) and in ``EMBED_ROW_DIV`` (an embedding row's
+        first word and lane). With a power of two these are bit slices and neither state is
+        elaborated."""
+        self.cols_pow2 = is_pow2(p.cols)
+        if self.cols_pow2:
+            return
+        self.div_start = Signal(name="div_start")       # DECODE / EMBED_ROW_ADDR: a register
+        m.d.sync += self.div_start.eq(0)
+        m.submodules.wgt_addr_div = self.wdiv = ConstDivider(32, p.cols)
+        m.submodules.col_tiles_div = self.ndiv = ConstDivider(17, p.cols)
+        m.submodules.embed_row_div = self.rdiv = ConstDivider(32, p.cols)
+        m.d.comb += [
+            self.wdiv.x.eq(Mux(self.op_is[Opcode.EMBED], self.e.table_addr, self.g.w_addr)),
+            self.ndiv.x.eq(self.g.n + (p.cols - 1)),
+            self.rdiv.x.eq(self.e.row),
+            self.wdiv.start.eq(self.div_start), self.ndiv.start.eq(self.div_start),
+            self.rdiv.start.eq(self.div_start),
+        ]
+
+    def wgt_misaligned(self, addr):
+        """A weight byte address is not at a word (``addr % cols != 0``); ``addr`` is
+        GEMM's ``w_addr`` or EMBED's ``table_addr``, divided in ``DIVIDE``."""
+        if self.cols_pow2:
+            return pow2_divmod(addr, self.p.cols)[1] != 0
+        return self.wdiv.remainder != 0
+
+    def wgt_word(self, addr):
+        """The weight word of byte address ``addr`` (as :meth:`wgt_misaligned`)."""
+        if self.cols_pow2:
+            return pow2_divmod(addr, self.p.cols)[0]
+        return self.wdiv.quotient
+
+    def col_tiles(self, n):
+        """``ceil(n / cols)``, GEMM's column tiles (``n`` is ``g.n``)."""
+        if self.cols_pow2:
+            return _ceil_div(n, self.p.cols)
+        return self.ndiv.quotient
+
     def __init__(self, m, p):
         self.m, self.p = m, p
         # Copy-engine counts (`i`, `length`) reach at most a region's words times 4 (EMBED's
@@ -1989,6 +2068,9 @@ class _State:
         self.a.h_more = Signal(name="a_h_more")     # h + 1 < heads, stepped with h
         self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
+        self.e.rd_word = Signal(32, name="e_rd_word")       # (non-power-of-two cols only)
+        self.e.rd_lane = Signal(range(p.cols), name="e_rd_lane")
+        self.e.land_lane = Signal(range(p.cols), name="e_land_lane")
         # The controller's one multiplier: operands picked (comb) into registers, then the two
         # 16 x 16 partial products in registers (each one DSP block's product, not the 48-bit
         # sum of both behind them: that adder after the DSPs, across the die, was the routed
@@ -2019,6 +2101,7 @@ class _State:
         self.fields_of = {Opcode.GEMM: self.g, Opcode.ATTN: self.a, Opcode.LNORM: self.n,
                           Opcode.EMBED: self.e, Opcode.VEC: self.v}
         self.op_is = {op: Signal(name=f"op_is_{op.name.lower()}") for op in self.fields_of}
+        self._weight_dividers(m, p)
         self.lnorm_busy = Signal()
         self.lnorm_stall = Signal()
         self.lnorm_run = Signal()               # a register: the state is LNORM_RUN

@@ -25,7 +25,10 @@ comparator and the RAM's request register in one cycle, across the die, were its
 critical paths). A unit write lands two cycles after its request and a unit read is answered
 ``latency`` = 4 cycles after it; unit reads and writes move by the same cycles, so their order
 is the requests' order. A host access skips the issue stage: a host read is answered
-``host_latency`` = 3 cycles after its transfer.
+``host_latency`` = 3 cycles after its transfer. Where a row's host words are not a power of two
+(``unit_bytes`` 12 or 18: 3 or 9 host words a row), a host request first waits for its row and
+lane from a sequential divider (:class:`hw.divider.ConstDivider`, 17 cycles for a 16-bit
+address) before it is ``ready``.
 
 Both ports share each lane's one read and one write port: the unit side wins, a host request is
 ``ready`` in a cycle in which the issue stage holds no unit read or write (a unit request of
@@ -56,6 +59,7 @@ from amaranth.lib.wiring import In, Out
 from hw.bram import BlockRAM, make_block_ram, unshared_register
 from hw.bus import HostBus
 from hw.checks import check_int
+from hw.divider import ConstDivider, is_pow2, pow2_divmod
 from hw.isa import INSTR_BYTES, QUANT_WORD_BYTES, memory_map
 from hw.unit import ParamSignature, Setting
 
@@ -222,12 +226,11 @@ class Scratchpad(wiring.Component):
             rams.append(ram)
 
         def split(addr, per_row):
-            """(row, first lane) of word ``addr`` of ``lanes // per_row`` words per row."""
-            words = lanes // per_row
-            if words & (words - 1) == 0:          # a power of two: bit slices, no divider
-                bits = words.bit_length() - 1
-                return addr[bits:], addr[:bits] * per_row
-            return addr // words, (addr % words) * per_row
+            """(row, first lane) of word ``addr`` of ``lanes // per_row`` words per row: bit
+            slices. A unit word always has a power of two per row (``4 / gcd(unit_bytes,
+            4)``); a host word need not (below)."""
+            row, lane = pow2_divmod(addr, lanes // per_row)
+            return row, lane * per_row
 
         # -- the issue stage: the unit's request, registered --------------------------------
         req = SimpleNamespace(**{name: Signal.like(getattr(unit, name), name=f"issue_{name}")
@@ -247,7 +250,25 @@ class Scratchpad(wiring.Component):
         ]
         u_rrow, u_rlane = split(req.r_addr, ub)
         u_wrow, u_wlane = split(req.w_addr, ub)
-        h_row, h_lane = split(host.addr, hb)
+        host_words = lanes // hb
+        if is_pow2(host_words):
+            h_row, h_lane = split(host.addr, hb)
+            h_split = Const(1)
+        else:
+            # A row of 36 lanes (a weight word of 18 bytes) holds 9 host words: the host
+            # address is divided by a sequential divider (a combinational one would be a
+            # chain of subtractors). A request waits ``divider.latency`` cycles for its split
+            # (the master holds its address until the transfer); the link's UART delivers a
+            # word far more slowly than that.
+            m.submodules.host_divider = div = ConstDivider(len(host.addr), host_words)
+            started = Signal()
+            m.d.comb += [div.x.eq(host.addr), div.start.eq(host.valid & ~started)]
+            with m.If(host.valid & ~started):
+                m.d.sync += started.eq(1)
+            with m.If(host.valid & host.ready):
+                m.d.sync += started.eq(0)
+            h_row, h_lane = div.quotient, div.remainder * hb
+            h_split = started & div.done
 
         # -- arbitration: the unit side first -------------------------------------------------
         h_read = Signal()
@@ -261,9 +282,9 @@ class Scratchpad(wiring.Component):
             # The unit's user promises not to touch the port while `unit_idle` (a register of
             # its own; a request of the cycle before may still be in the issue stage): the
             # host's grant waits for no decision of the unit's.
-            m.d.comb += host.ready.eq(self.unit_idle & unit_quiet)
+            m.d.comb += host.ready.eq(self.unit_idle & unit_quiet & h_split)
         else:
-            m.d.comb += host.ready.eq(unit_quiet)
+            m.d.comb += host.ready.eq(unit_quiet & h_split)
         m.d.comb += [
             h_read.eq(host.valid & host.ready & ~host.write),
             h_write.eq(host.valid & host.ready & host.write & h_ok),

@@ -575,3 +575,52 @@ def test_accelerator_touches_no_scratchpad_while_idle(monkeypatch):
     assert statuses == {"good": Status.DONE, **{entry: bad for entry in cases}}
     assert seen["touched"] == []
     assert seen["idle_cycles"] > 200 and seen["busy_cycles"] > 100
+
+
+@pytest.mark.parametrize("cols", [6, 3])
+def test_accelerator_non_power_of_two_cols(cols):
+    """An array of 6 or 3 columns (weight words of 6 or 3 bytes: 3 or 12-byte scratchpad rows,
+    3 host words a row): the weight addresses, column tiles and embedding rows go through the
+    sequential dividers (``DIVIDE``, ``EMBED_ROW_DIV``) and the host's weight writes through
+    the scratchpad's. A token model (EMBED, causal attention, an LM head over 9 columns) and a
+    GEMM with a misaligned weight address; the logits equal ``sw.ref.model_forward_int`` and
+    ``sw.isasim``."""
+    from sw import ref
+    from sw.program import compile_program, random_artifact
+
+    params = PARAMS.replace(cols=cols, act_depth=2048, wgt_depth=8192, instr_depth=64,
+                            head_dim=8)
+    cfg = dict(task="lm", input_kind="tokens", vocab_size=9, seq_len=5, n_classes=9,
+               d_model=8, n_heads=1, n_layers=1, d_ff=10, window=4, causal=True)
+    art = random_artifact(cfg, seed=5)
+    program = compile_program(art, params)
+    x = np.random.default_rng(3).integers(0, 9, size=5)
+    image = program.image()
+    program.write_input(image, x)
+    # Behind the program's HALT, a GEMM whose weights start mid-word: BAD_ADDRESS.
+    bad_entry = params.instr_depth - 2
+    bad = isa.gemm(a_addr=0, w_addr=cols + 1, dst_addr=1024, quant_addr=0, m=4, k=2, n=2)
+    image.write("instr", isa.INSTR_BYTES * bad_entry, b"".join(
+        isa.encode(i).to_bytes(isa.INSTR_BYTES, "little") for i in (bad, isa.halt())))
+    dut = Accelerator.from_params(params)
+    out: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        out["status"] = await run_program(host, image, program.entry, max_polls=100_000)
+        out["logits"] = await read_region(host, image, "act", program.output.offset,
+                                          program.output.size)
+        out["bad"] = await run_program(host, image, bad_entry, max_polls=1_000)
+        out["bad_pc"] = await read_csr(host, image, Csr.PC)
+
+    _simulate(dut, bench)
+    want = ref.model_forward_int(art, x)
+    assert out["status"] == Status.DONE
+    got = program.unpack_output(out["logits"])
+    assert got.shape == want.shape == (5, 9)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, isasim.simulate(program, x))
+    (status, pc, _), _ = _isasim_outcome(image, bad_entry)
+    assert out["bad"] == status == Status.ERROR | ErrorCode.BAD_ADDRESS << isa.STATUS_CODE_SHIFT
+    assert out["bad_pc"] == pc == bad_entry

@@ -47,12 +47,15 @@ async def _unit_write(ctx, port, addr: int, word: int, mask: int) -> int:
     return error
 
 
-@pytest.mark.parametrize("size,unit_bytes", [(64, 4), (64, 8), (96, 3), (32, 1), (128, 32)])
+@pytest.mark.parametrize("size,unit_bytes", [(64, 4), (64, 8), (96, 3), (32, 1), (128, 32),
+                                             (216, 18), (144, 12)])
 def test_scratchpad_host_and_unit_views_agree(size, unit_bytes):
+    """Also for rows of 3 and 9 host words (unit_bytes 3 and 12, 18), whose host addresses go
+    through the sequential divider; the host reads them back in a random order too."""
     dut = Scratchpad(size=size, unit_bytes=unit_bytes)
     rng = np.random.default_rng(size + unit_bytes)
     shadow = bytearray(size)
-    checked = {"unit": 0, "host": 0, "errors": 0}
+    checked = {"unit": 0, "host": 0, "shuffled": 0, "errors": 0}
 
     async def bench(ctx):
         host = HostDriver(ctx, dut.host)
@@ -80,6 +83,10 @@ def test_scratchpad_host_and_unit_views_agree(size, unit_bytes):
         for h in range(size // 4):
             assert await host.read(h) == int.from_bytes(shadow[4 * h:4 * h + 4], "little")
             checked["host"] += 1
+        for h in rng.permutation(size // 4):
+            h = int(h)
+            assert await host.read(h) == int.from_bytes(shadow[4 * h:4 * h + 4], "little")
+            checked["shuffled"] += 1
         # Out of range: reported, dropped, nothing else changes.
         before = bytes(shadow)
         assert await _unit_write(ctx, dut.unit, dut.unit_words, (1 << 8 * unit_bytes) - 1,
@@ -92,7 +99,8 @@ def test_scratchpad_host_and_unit_views_agree(size, unit_bytes):
         checked["errors"] += 1
 
     _run(dut, bench)
-    assert checked == {"unit": dut.unit_words, "host": size // 4, "errors": 1}
+    assert checked == {"unit": dut.unit_words, "host": size // 4, "shuffled": size // 4,
+                       "errors": 1}
 
 
 @pytest.mark.parametrize("host_when_idle", [False, True])
@@ -123,6 +131,34 @@ def test_scratchpad_unit_side_has_priority(host_when_idle):
 
     _run(dut, bench)
     assert len(checked) == 2
+
+
+@pytest.mark.parametrize("host_when_idle", [False, True])
+def test_scratchpad_host_waits_for_its_split(host_when_idle):
+    """With 9 host words a row (unit_bytes 18), a host request is ready only once the divider
+    has split its address, ``ConstDivider.latency`` cycles after it arrives, and again for the
+    next request: never with the previous request's row."""
+    dut = Scratchpad(size=216, unit_bytes=18, host_when_idle=host_when_idle)
+    waits = []
+
+    async def bench(ctx):
+        if host_when_idle:
+            ctx.set(dut.unit_idle, 1)
+        for addr in (40, 41, 3):
+            ctx.set(dut.host.valid, 1)
+            ctx.set(dut.host.addr, addr)
+            cycles = 0
+            while not ctx.get(dut.host.ready):
+                await ctx.tick()
+                cycles += 1
+                assert cycles < 40
+            waits.append(cycles)
+            await ctx.tick()                      # the transfer
+            ctx.set(dut.host.valid, 0)
+            await ctx.tick().repeat(3)
+
+    _run(dut, bench)
+    assert waits == [len(dut.host.addr) + 1] * 3           # ConstDivider.latency
 
 
 def test_scratchpad_host_write_beside_a_unit_request_lands():
