@@ -31,6 +31,9 @@ results; :func:`sw.quant.requantize` rejects both.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -216,10 +219,19 @@ class Requantizer(Unit):
     Backpressure stalls the whole pipeline through one registered clock enable
     (:class:`hw.systolic.OutputBuffer`). Stream rules: ``hw/README.md``.
 
+    With ``lanes`` below ``cols`` a row takes ``phases = ceil(cols / lanes)`` cycles: in phase
+    ``f`` lane ``l`` requantizes column ``f * lanes + l`` of the held row (the upstream holds
+    it: ``i_stream.ready`` rises in the last phase only), and the first phases' results wait
+    in registers until the last phase's leave the lanes; the row then goes out whole. The
+    ``2 * cols`` DSP products become ``2 * lanes``: a GEMM tile of ``rows`` rows needs
+    ``rows * phases`` cycles here against the array's ``K + 2``.
+
     Parameters
     ----------
     cols : int
-        Lanes (output columns), 1..32.
+        Output columns, 1..32.
+    lanes : int or None
+        Requantization lanes, 1..``cols`` (default ``cols``: a row a cycle).
     use_dsp, family
         Those of each lane's :class:`RequantLane`.
 
@@ -233,7 +245,8 @@ class Requantizer(Unit):
         15-bit multiplier, ``shift[c]`` in ``[1, 47]`` (:func:`sw.quant.quantize_multiplier`).
     o_stream : Out(stream.Signature(output_layout(cols)))
         int8 rows ``data[c] = requantize(acc[c] + bias[c], mult[c], shift[c])`` (Q0 at the
-        output scale), ``last`` copied. ``latency`` cycles after the row's input handshake.
+        output scale), ``last`` copied. ``latency`` cycles after the row's input handshake
+        (with phases, the handshake of its last phase).
 
     Attributes
     ----------
@@ -245,15 +258,17 @@ class Requantizer(Unit):
     Raises
     ------
     TypeError
-        ``cols`` not an integer, ``use_dsp`` not a bool.
+        ``cols`` or ``lanes`` not an integer, ``use_dsp`` not a bool.
     ValueError
-        ``cols`` outside ``[1, 32]``.
+        ``cols`` outside ``[1, 32]``, ``lanes`` outside ``[1, cols]``.
     """
 
     params_fields = ("cols", "dsp_multipliers")
 
-    def __init__(self, cols: int, *, use_dsp: bool = True, family: str | None = None):
+    def __init__(self, cols: int, *, lanes: int | None = None, use_dsp: bool = True,
+                 family: str | None = None):
         self._cols = check_int("cols", cols, 1, MAX_DIM)
+        self._lanes = cols if lanes is None else check_int("lanes", lanes, 1, cols)
         check_dsp_options(use_dsp, family)
         self._use_dsp = use_dsp
         self._family = family
@@ -267,9 +282,19 @@ class Requantizer(Unit):
     def latency(self) -> int:
         return REQUANT_LATENCY
 
+    @property
+    def lanes(self) -> int:
+        """Requantization lanes (``cols`` unless given)."""
+        return self._lanes
+
+    @property
+    def phases(self) -> int:
+        """Cycles a row takes: ``ceil(cols / lanes)``."""
+        return -(-self._cols // self._lanes)
+
     def elaborate(self, platform):
         m = Module()
-        cols = self._cols
+        cols, lanes, phases = self._cols, self._lanes, self.phases
 
         obuf = OutputBuffer.driving(m, self.o_stream, output_layout(cols),
                                     global_ce=True)
@@ -282,12 +307,22 @@ class Requantizer(Unit):
         q = Signal(quant_layout(cols))
         q_loaded = Signal()
         q_eff = Signal(quant_layout(cols))     # held parameters, or those arriving right now
+        # With phases: a one-hot phase register (bit f: phase f), stepped with each phase
+        # taken; the row's handshake is its last phase.
+        phase = Signal(phases, init=1, name="phase")
+        final = phase[-1] if phases > 1 else Const(1)
         m.d.comb += [
             q_eff.eq(Mux(q_loaded, q, self.i_quant.payload)),
-            self.i_stream.ready.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid)),
-            self.i_quant.ready.eq(obuf.ce_reg & (~q_loaded | (self.i_stream.valid
+            self.i_stream.ready.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid) & final),
+            self.i_quant.ready.eq(obuf.ce_reg & (~q_loaded | (self.i_stream.valid & final
                                                               & self.i_stream.payload.last))),
         ]
+        take_phase = Signal()
+        m.d.comb += take_phase.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid)
+                                  & self.i_stream.valid)
+        if phases > 1:
+            with m.If(take_phase):
+                m.d.sync += phase.eq(phase.rotate_left(1))
         take_row = Signal()
         take_q = Signal()
         m.d.comb += [
@@ -307,25 +342,35 @@ class Requantizer(Unit):
             return d
 
         # -- flags -----------------------------------------------------------------------------
-        valid, last = take_row, self.i_stream.payload.last
-        flags = []
+        # valid: a phase entered S1 (a row, without phases); its phase rides along.
+        valid, last = take_phase if phases > 1 else take_row, self.i_stream.payload.last
+        ph = phase
         for i in range(self.latency - OutputBuffer.latency):
             valid = stage(valid, f"valid_s{i + 1}")
             last = stage(last, f"last_s{i + 1}")
-            flags.append((valid, last))
+            if phases > 1:
+                ph = stage(ph, f"phase_s{i + 1}")
 
         # -- lanes ----------------------------------------------------------------------------
+        def column(values, lane):
+            # Lane `lane`'s column in the current phase: a one-hot pick (columns past cols: 0).
+            if phases == 1:
+                return values[lane]
+            picks = [Mux(phase[f], values[f * lanes + lane], 0)
+                     for f in range(phases) if f * lanes + lane < cols]
+            return functools.reduce(operator.or_, picks)
+
         out = []
-        for c in range(cols):
+        for c in range(lanes):
             # S1: bias add (32-bit wrap), capture mult and shift.
             s1 = Signal(signed(ACC_WIDTH), name=f"s1_{c}")
             mult1 = Signal(unsigned(MULT_BITS), name=f"mult1_{c}")
             shift1 = Signal(unsigned(SHIFT_BITS), name=f"shift1_{c}")
             with m.If(ce):
                 m.d.sync += [
-                    s1.eq(self.i_stream.payload.acc[c] + q_eff.bias[c]),
-                    mult1.eq(q_eff.mult[c]),
-                    shift1.eq(q_eff.shift[c]),
+                    s1.eq(column(self.i_stream.payload.acc, c) + column(q_eff.bias, c)),
+                    mult1.eq(column(q_eff.mult, c)),
+                    shift1.eq(column(q_eff.shift, c)),
                 ]
             # S2-S7: the lane.
             lane = RequantLane(use_dsp=self._use_dsp, family=self._family)
@@ -333,7 +378,15 @@ class Requantizer(Unit):
             m.d.comb += [lane.s.eq(s1), lane.mult.eq(mult1), lane.shift.eq(shift1), lane.en.eq(ce)]
             out.append(lane.y)
 
-        valid_o, last_o = flags[-1]
+        valid_o, last_o = valid, last
+        if phases > 1:
+            # The first phases' results wait for the last phase's: the row leaves whole.
+            held = [Signal(8 * lanes, name=f"phase{f}_y") for f in range(phases - 1)]
+            for f, h in enumerate(held):
+                with m.If(ce & valid & ph[f]):
+                    m.d.sync += h.eq(Cat(*out))
+            out = [Cat(*held, *out)[:8 * cols]]
+            valid_o = valid & ph[-1]
         m.d.comb += [
             obuf.push.eq(valid_o),
             obuf.data.last.eq(last_o),

@@ -58,9 +58,9 @@ def _expected(acc, bias, mult, shift) -> np.ndarray:
     return quant.requantize(s, np.asarray(mult, np.int64), np.asarray(shift, np.int64))
 
 
-def _simulate(cols, tiles, *, idle=False, backpressure=False, quant_early=False):
+def _simulate(cols, tiles, *, idle=False, backpressure=False, quant_early=False, lanes=None):
     """Run ``tiles`` = [(acc (rows, cols), bias, mult, shift)]; return int8 rows and lasts."""
-    dut = Requantizer(cols, use_dsp=False)
+    dut = Requantizer(cols, lanes=lanes, use_dsp=False)
     total = sum(t[0].shape[0] for t in tiles)
     got = []
     src_rng = np.random.default_rng(1)
@@ -125,21 +125,26 @@ def _random_tiles(rng, cols, n_tiles, max_rows):
     return tiles
 
 
+@pytest.mark.parametrize("cols, lanes", [(3, None), (3, 1), (7, 3), (18, 6)],
+                         ids=["3", "3-in-1-lane", "7-in-3-lanes", "18-in-6-lanes"])
 @pytest.mark.parametrize("idle, backpressure", [(False, False), (True, False), (False, True),
                                                 (True, True)],
                          ids=["plain", "idle", "backpressure", "idle+backpressure"])
-def test_requant_random_tiles(idle, backpressure):
-    rng = np.random.default_rng(100 + 2 * idle + backpressure)
-    cols = 3
+def test_requant_random_tiles(idle, backpressure, cols, lanes):
+    """Also with fewer lanes than columns: a row in ``phases`` cycles (7 columns in 3 lanes:
+    the last phase has one column)."""
+    rng = np.random.default_rng(100 + 2 * idle + backpressure + cols)
     tiles = _random_tiles(rng, cols, 12, 4)
-    data, last = _simulate(cols, tiles, idle=idle, backpressure=backpressure)
+    data, last = _simulate(cols, tiles, idle=idle, backpressure=backpressure, lanes=lanes)
+    assert len(data) == sum(len(t[0]) for t in tiles) >= 12
     want = np.concatenate([_expected(acc, b[None, :], m[None, :], s[None, :])
                            for acc, b, m, s in tiles])
     np.testing.assert_array_equal(data, want)
     assert last == [int(r == acc.shape[0] - 1) for acc, *_ in tiles for r in range(acc.shape[0])]
 
 
-def test_requant_random_shift_sweep():
+@pytest.mark.parametrize("lanes", [None, 3])
+def test_requant_random_shift_sweep(lanes):
     """Every shift 1..47 with values near the rounding and saturation boundaries."""
     rng = np.random.default_rng(7)
     cols = 4
@@ -150,26 +155,30 @@ def test_requant_random_shift_sweep():
         target = rng.choice([-129.5, -128.5, -0.5, 0.5, 126.5, 127.5], cols)
         acc = np.clip(np.round(target * 2.0 ** shift / mult), ACC_MIN, ACC_MAX).astype(np.int64)
         tiles.append((acc[None, :], np.zeros(cols, np.int64), mult, np.full(cols, shift)))
-    data, _ = _simulate(cols, tiles)
+    data, _ = _simulate(cols, tiles, lanes=lanes)
     want = np.concatenate([_expected(a, b, m, s) for a, b, m, s in tiles])
     np.testing.assert_array_equal(data, want)
 
 
-def test_requant_quant_before_rows():
+@pytest.mark.parametrize("lanes", [None, 1])
+def test_requant_quant_before_rows(lanes):
     """Parameters offered long before the rows are held, and released only after `last`."""
     rng = np.random.default_rng(9)
     cols = 2
     tiles = _random_tiles(rng, cols, 4, 3)
-    data, _ = _simulate(cols, tiles, quant_early=True)
+    data, _ = _simulate(cols, tiles, quant_early=True, lanes=lanes)
     want = np.concatenate([_expected(acc, b[None, :], m[None, :], s[None, :])
                            for acc, b, m, s in tiles])
     np.testing.assert_array_equal(data, want)
 
 
-def test_requant_latency_and_back_to_back_tiles():
-    """Full rate across tile boundaries; first output `latency` cycles after its input."""
-    cols = 2
-    dut = Requantizer(cols, use_dsp=False)
+@pytest.mark.parametrize("cols, lanes", [(2, None), (5, 2)])
+def test_requant_latency_and_back_to_back_tiles(cols, lanes):
+    """Full rate across tile boundaries (a row every ``phases`` cycles with fewer lanes than
+    columns); each output ``latency`` cycles after its row's handshake (its last phase)."""
+    dut = Requantizer(cols, lanes=lanes, use_dsp=False)
+    phases = dut.phases
+    assert phases == (1 if lanes is None else 3) and dut.lanes == (lanes or cols)
     rows = [[(r * 7 + c) * 1000 for c in range(cols)] for r in range(8)]
     q = {"bias": [0] * cols, "mult": [1 << 14] * cols, "shift": [15] * cols}
     row_ready = []
@@ -179,19 +188,20 @@ def test_requant_latency_and_back_to_back_tiles():
         ctx.set(dut.i_stream.valid, 1)
         for i, row in enumerate(rows):
             ctx.set(dut.i_stream.payload, {"acc": row, "last": int(i % 2 == 1)})  # 2-row tiles
-            _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
-            row_ready.append(ready)
+            for _ in range(phases):
+                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
+                row_ready.append(ready)
         ctx.set(dut.i_stream.valid, 0)
 
     async def quant_tb(ctx):
         ctx.set(dut.i_quant.valid, 1)
         ctx.set(dut.i_quant.payload, q)
-        await ctx.tick().repeat(len(rows))
+        await ctx.tick().repeat(len(rows) * phases)
         ctx.set(dut.i_quant.valid, 0)
 
     async def sink_tb(ctx):
         ctx.set(dut.o_stream.ready, 1)
-        for cycle in range(len(rows) + dut.latency + 2):
+        for cycle in range(len(rows) * phases + dut.latency + 2):
             _, _, valid, payload = await ctx.tick().sample(dut.o_stream.valid,
                                                            Value.cast(dut.o_stream.payload))
             if valid:
@@ -205,8 +215,9 @@ def test_requant_latency_and_back_to_back_tiles():
     sim.add_testbench(quant_tb)
     sim.add_testbench(sink_tb)
     sim.run()
-    assert row_ready == [1] * len(rows)      # parameters and rows taken in the same cycles
-    assert valid_cycles == [dut.latency + i for i in range(len(rows))]
+    # parameters and rows taken in the same cycles, a row in its last phase
+    assert row_ready == ([0] * (phases - 1) + [1]) * len(rows)
+    assert valid_cycles == [dut.latency + phases * i + phases - 1 for i in range(len(rows))]
 
 
 @pytest.mark.parametrize("cols, exc", [(0, ValueError), (33, ValueError), ("4", TypeError),
