@@ -231,7 +231,8 @@ class Controller(Unit):
 
     params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "window", "head_dim",
                      "attn_lanes", "attn_causal", "act_depth", "wgt_depth", "instr_depth",
-                     "lut_count", "lut_columns", "ln_pipelines", "vec_dsp_products")
+                     "lut_count", "lut_columns", "ln_pipelines", "vec_dsp_products",
+                     "ln_engines", "requant_lanes")
     params = Setting("The AccelParams the controller was built from.")
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
@@ -254,12 +255,14 @@ class Controller(Unit):
         m = Module()
         p = self._params
         pipe = GemmAccPipeline(p.rows, p.cols, use_dsp=self._use_dsp,
-                               lut_columns=p.lut_columns)
+                               lut_columns=p.lut_columns, k_depth=p.k_depth,
+                               requant_lanes=p.requant_lanes)
         core = GemmCore(p.rows, p.cols, k_depth=p.k_depth, use_dsp=self._use_dsp,
                         lut_columns=p.lut_columns, pipeline=pipe)
         vec = VectorUnit(p.rows, lut_count=p.lut_count, use_dsp=self._use_dsp,
                          dsp_products=p.vec_dsp_products)
-        lnorm = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count, use_dsp=self._use_dsp)
+        lnorm = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count, use_dsp=self._use_dsp,
+                               engines=p.ln_engines or None)
         # On ECP5 the attention unit's int8 q.k / p.v products go to LUTs (as the vector and
         # LayerNorm units' always do): the top's DSP budget (tests/test_hw_resources.py).
         attn = WindowedAttention(

@@ -16,6 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import unshared_register
+from hw.checks import check_int
 from hw.gemm import gemm_members
 from hw.numerics import ACC_WIDTH
 from hw.requant import REQUANT_LATENCY, Requantizer
@@ -40,6 +41,15 @@ class GemmAccPipeline(Unit):
         Array geometry, 1..32 each.
     use_dsp : bool
         DSP multipliers in the array and the requantizer where the platform has them.
+    lut_columns : int
+        Array columns with fabric multipliers (:class:`~hw.systolic.SystolicArray`).
+    requant_lanes : int
+        Lanes of the requantizer (:class:`hw.requant.Requantizer` ``lanes``); 0 (default):
+        ``cols``.
+    k_depth : int or None
+        The longest tile the array sums exactly (its accumulators are
+        :func:`hw.numerics.accumulator_width` bits wide, sign-extended to int32 at its
+        output); ``None``: int32.
 
     Members
     -------
@@ -61,15 +71,19 @@ class GemmAccPipeline(Unit):
         ``o_acc`` rows leave ``array_latency + 1`` cycles after the tile's last operand.
     """
 
-    params_fields = ("rows", "cols", "dsp_multipliers", "lut_columns")
+    params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "lut_columns",
+                     "requant_lanes")
     rows = Setting("Output rows per tile.")
     cols = Setting("Output columns per tile.")
     use_dsp = Setting("DSP multipliers where the platform has them.")
 
-    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, lut_columns: int = 0):
+    def __init__(self, rows: int, cols: int, *, use_dsp: bool = True, lut_columns: int = 0,
+                 k_depth: int | None = None, requant_lanes: int = 0):
         check_geometry(rows, cols, use_dsp=use_dsp, lut_columns=lut_columns)
         self._rows, self._cols, self._use_dsp = rows, cols, use_dsp
         self._lut_columns = lut_columns
+        self._k_depth = None if k_depth is None else check_int("k_depth", k_depth, 1, 1 << 20)
+        self._requant_lanes = check_int("requant_lanes", requant_lanes, 0, cols)
         super().__init__({
             **gemm_members(rows, cols),
             "out32": In(1),
@@ -88,8 +102,10 @@ class GemmAccPipeline(Unit):
         m = Module()
         cols = self._cols
         m.submodules.array = array = SystolicArray(self._rows, cols, use_dsp=self._use_dsp,
-                                                   lut_columns=self._lut_columns)
-        m.submodules.requant = requant = Requantizer(cols, use_dsp=self._use_dsp)
+                                                   lut_columns=self._lut_columns,
+                                                   k_depth=self._k_depth)
+        m.submodules.requant = requant = Requantizer(cols, lanes=self._requant_lanes or None,
+                                                     use_dsp=self._use_dsp)
         # The array's rows reach the requantizer and the int32 side through a register
         # slice: the array's output buffer pops on the slice's ready (a flip-flop), not on the
         # requantizer's parameter handshake (q_loaded -> its i_stream.ready -> the buffer's

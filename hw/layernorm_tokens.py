@@ -144,7 +144,7 @@ class TokenLayerNorm(Unit):
         int8 ``data`` per lane, ``last`` on the job's final beat.
     """
 
-    params_fields = ("rows", "ln_pipelines", "dsp_multipliers")
+    params_fields = ("rows", "ln_pipelines", "ln_engines", "dsp_multipliers")
     max_dim = Setting("Largest row width d.")
     engines = Setting("Scalar engines.")
     pipelines = Setting("Element pipelines of the normalize phase.")
@@ -155,7 +155,7 @@ class TokenLayerNorm(Unit):
                  family: str | None = None):
         self._rows = self._lanes = check_int("rows", rows, 1, MAX_DIM)
         self._max_dim = check_int("max_dim", max_dim, 1, LN_MAX_DIM)
-        if engines is None:
+        if engines is None or (isinstance(engines, int) and engines == 0):
             engines = max(1, self._lanes // 2)
         self._engines = check_int("engines", engines, 1, self._lanes)
         if pipelines is None or (isinstance(pipelines, int) and pipelines == 0):

@@ -55,6 +55,16 @@ class AccelParams:
         ln_pipelines`` of a block's rows in turn. 0 (default): one per row. The unit's scalar
         engines take ``2 * 132`` cycles a block, so up to four rows a pipeline cost no time for
         ``d <= 64``.
+    ln_engines : int
+        Scalar engines of the LayerNorm unit (:class:`hw.layernorm_tokens.TokenLayerNorm`
+        ``engines``), 1..``rows``; 0 (default): ``rows // 2``. Each is a sequential datapath
+        of about 1,780 cells on ECP5 that takes a block's rows in turn: fewer engines, fewer
+        cells and longer LNORM blocks (``rows * 135 / ln_engines`` cycles a block of width
+        up to 128).
+    requant_lanes : int
+        Lanes of the GEMM requantizer (:class:`hw.requant.Requantizer` ``lanes``),
+        1..``cols``; 0 (default): ``cols``, a row a cycle. Fewer take a row in ``ceil(cols /
+        requant_lanes)`` cycles on ``2 * requant_lanes`` DSP products instead of ``2 * cols``.
     vec_dsp_products : bool
         The vector unit's two int8 x 16-bit residual products per lane on DSP blocks
         (:func:`hw.multiplier.make_multiplier`: ``MULT18X18D`` on ECP5) instead of
@@ -103,6 +113,8 @@ class AccelParams:
     lut_columns: int = 0
     ln_pipelines: int = 0
     vec_dsp_products: bool = False
+    ln_engines: int = 0
+    requant_lanes: int = 0
 
     # Fixed numerics (hw.numerics); part of the contract, not knobs.
     act_width: int = dataclasses.field(default=ACT_WIDTH, init=False)
@@ -137,6 +149,8 @@ class AccelParams:
         check_int(at + "lut_columns", self.lut_columns, 0, self.cols)
         check_bool(at + "vec_dsp_products", self.vec_dsp_products)
         check_int(at + "ln_pipelines", self.ln_pipelines, 0, self.rows)
+        check_int(at + "ln_engines", self.ln_engines, 0, self.rows)
+        check_int(at + "requant_lanes", self.requant_lanes, 0, self.cols)
         if self.ln_pipelines and self.rows % self.ln_pipelines:
             raise ValueError(f"AccelParams.ln_pipelines must divide rows ({self.rows}) or be 0 "
                              f"(one per row), not {self.ln_pipelines!r}")

@@ -35,7 +35,8 @@ __all__ = ["ARGUMENT_NAMES", "ParamSignature", "Setting", "Unit", "check_params"
 
 #: Constructor argument of each ``AccelParams`` field whose name differs from the field's.
 ARGUMENT_NAMES: dict[str, str] = {"dsp_multipliers": "use_dsp", "attn_lanes": "lanes",
-                                   "ln_pipelines": "pipelines", "vec_dsp_products": "dsp_products"}
+                                   "ln_pipelines": "pipelines", "vec_dsp_products": "dsp_products",
+                                   "ln_engines": "engines"}
 
 
 def check_params(params: object) -> AccelParams:

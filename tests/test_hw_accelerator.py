@@ -253,14 +253,18 @@ def test_accelerator_host_port_signature():
         Accelerator.from_params(None)
 
 
-def test_accelerator_runs_a_whole_model():
+@pytest.mark.parametrize("extra", [{}, {"requant_lanes": 3, "ln_engines": 1}],
+                         ids=["preset", "fewer-requant-lanes-and-ln-engines"])
+def test_accelerator_runs_a_whole_model(extra):
     """A compiled random LightTransformer layer (input projection, LayerNorms, ragged attention
     heads, FFN with GELU LUT, residual adds, mean pool, int32 head): the logits equal
-    ``sw.ref.model_forward_int`` and ``sw.isasim`` bit for bit -- the three-way contract."""
+    ``sw.ref.model_forward_int`` and ``sw.isasim`` bit for bit -- the three-way contract. Also
+    with the GEMM requantizer on 3 lanes for the 4 columns (a row in 2 phases) and one
+    LayerNorm scalar engine."""
     from sw import ref
     from sw.program import compile_program, random_artifact
 
-    params = PARAMS.replace(act_depth=2048, wgt_depth=8192, instr_depth=64, head_dim=8)
+    params = PARAMS.replace(act_depth=2048, wgt_depth=8192, instr_depth=64, head_dim=8, **extra)
     cfg = dict(task="classify", input_kind="patches", patch_dim=5, seq_len=6, n_classes=3,
                d_model=12, n_heads=2, n_layers=1, d_ff=20, window=4)
     art = random_artifact(cfg, seed=2)

@@ -256,3 +256,20 @@ def test_colorlight_top_fits_the_lfe5u_25f(colorlight_top_rtlil):
              if m.startswith("\\top.design.accel.instr_spad.lane")]
     assert len(lanes) == 32
     assert all("DP16KD" not in m and 'ram_style "distributed"' in m for m in lanes)
+
+
+def test_ulx3s_85f_array_accumulators_are_k_depth_wide(top_rtlil):
+    """Every PE of the top's GEMM array keeps ``accumulator_width(k_depth)`` bits (26 for the
+    preset's K of 1024), not int32: the controller hands ``k_depth`` to the pipeline it builds
+    (without it the top's array had 32-bit accumulators while the core alone had 26)."""
+    from hw.numerics import accumulator_width
+
+    p = preset("ulx3s_85f")
+    widths = {}
+    for module in top_rtlil.split("\nmodule ")[1:]:
+        name = module.split("\n", 1)[0].lstrip("\\")
+        if re.fullmatch(r"top\.ctrl\.gemm\.pipeline\.array\.pe_\d+_\d+", name):
+            widths[name] = {int(w) for w in re.findall(r"wire width (\d+) [^\n]*\\result\b",
+                                                       module)}
+    assert len(widths) == p.rows * p.cols
+    assert set().union(*widths.values()) == {accumulator_width(p.k_depth)} == {26}
