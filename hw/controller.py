@@ -2333,15 +2333,20 @@ class _State:
             self.wb_qs.append(q)
         # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
         # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
+        # OUT32 from a copy of its own beside these registers (a cycle behind g.out32, which
+        # changes only when a GEMM's fields load, long before its drain): g.out32 drives the
+        # capture and the pipeline too, and its wire to drain_base's adder was 6.6 ns of a
+        # routed ulx3s_85f top's 10.15 ns path.
+        out32 = unshared_register(m, g.out32, name="drain_out32", platform=self.platform)
         first = d.blk + d.col0
-        m.d.sync += d.base.eq(g.dbase + Mux(g.out32, first << 2, first))
+        m.d.sync += d.base.eq(g.dbase + Mux(out32, first << 2, first))
         m.d.sync += d.room.eq(self.act_words - d.base)
         cols_left = d.cols_left                         # g.n - d.col0, a register
         jmax = Signal(range(p.cols + 1))
         m.d.comb += jmax.eq(cols_left)
         with m.If(cols_left > p.cols):
             m.d.comb += jmax.eq(p.cols)
-        m.d.sync += self.wb_words.eq(jmax << (g.out32 * 2))
+        m.d.sync += self.wb_words.eq(jmax << (out32 * 2))
         # The byte masks of the tile's words (tokens past M), two register stages behind
         # d.mb as d.room is behind d.blk: not a subtract and compare before the write-back
         # registers.
