@@ -11,8 +11,11 @@ still holds its bias; the mult and shift of that transfer are unused.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from types import SimpleNamespace
+
+from amaranth.hdl import Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.bram import unshared_register
@@ -114,13 +117,28 @@ class GemmAccPipeline(Unit):
         m.submodules.array_rows = rows_out = SkidBuffer(array.o_stream.payload.shape())
         wiring.connect(m, array.o_stream, rows_out.i_stream)
         array_out = rows_out.o_stream
+        # With fewer requantizer lanes than columns a row waits there for its phases; a FIFO
+        # of a tile's rows in front of it (LUT RAM) lets the array go on meanwhile (the array
+        # has one clock enable: a waiting row stops every PE).
+        rq_rows = requant.i_stream            # where the rows of an int8 tile go
+        if requant.phases > 1:
+            width = Shape.cast(array_out.payload.shape()).width
+            m.submodules.requant_rows = fifo = SyncFIFOBuffered(width=width, depth=self._rows)
+            rq_rows = SimpleNamespace(valid=Signal(name="requant_rows_valid"),
+                                      ready=Signal(name="requant_rows_ready"),
+                                      payload=Signal(width))
+            m.d.comb += [fifo.w_en.eq(rq_rows.valid), rq_rows.ready.eq(fifo.w_rdy),
+                         fifo.w_data.eq(rq_rows.payload),
+                         requant.i_stream.payload.eq(fifo.r_data),
+                         requant.i_stream.valid.eq(fifo.r_rdy),
+                         fifo.r_en.eq(requant.i_stream.ready)]
         m.d.comb += [
             array.i_stream.payload.eq(self.i_stream.payload),
             array.i_stream.valid.eq(self.i_stream.valid),
             self.i_stream.ready.eq(array.i_stream.ready),
-            requant.i_stream.payload.eq(array_out.payload),
             requant.i_quant.payload.eq(self.i_quant.payload),
             self.o_stream.payload.eq(requant.o_stream.payload),
+            rq_rows.payload.eq(array_out.payload),
             self.o_stream.valid.eq(requant.o_stream.valid),
             requant.o_stream.ready.eq(self.o_stream.ready),
         ]
@@ -157,10 +175,9 @@ class GemmAccPipeline(Unit):
             m.d.sync += loaded.eq(0)
 
         m.d.comb += [
-            requant.i_stream.valid.eq(~out32_rows & array_out.valid),
+            rq_rows.valid.eq(~out32_rows & array_out.valid),
             requant.i_quant.valid.eq(~out32_quant & self.i_quant.valid),
-            array_out.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready,
-                                   requant.i_stream.ready)),
+            array_out.ready.eq(Mux(out32_rows, loaded & self.o_acc.ready, rq_rows.ready)),
             self.i_quant.ready.eq(Mux(out32_quant, ~loaded, requant.i_quant.ready)),
         ]
         return m

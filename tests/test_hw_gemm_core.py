@@ -123,6 +123,24 @@ def test_gemm_core_matches_reference(backpressure, parallel):
         np.testing.assert_array_equal(out, gemm_requant(a, w, bias, mult, shift))
 
 
+@pytest.mark.parametrize("requant_lanes", [1, 2])
+@pytest.mark.parametrize("backpressure", [False, True], ids=["no-bp", "bp"])
+def test_gemm_core_with_fewer_requant_lanes(requant_lanes, backpressure):
+    """The controller's pipeline (``GemmAccPipeline``) with its requantizer on fewer lanes
+    than columns (a row in 3 or 2 phases, the rows waiting in the FIFO in front of it):
+    the same tiles, short ones (K = 1, 2) that the requantizer binds among them."""
+    from hw.gemm_unit import GemmAccPipeline
+
+    rng = np.random.default_rng(13 + requant_lanes)
+    pipe = GemmAccPipeline(2, 3, k_depth=16, requant_lanes=requant_lanes)
+    core = GemmCore(2, 3, k_depth=16, pipeline=pipe)
+    tiles = [_random_tile(rng, 2, 3, k) for k in (1, 2, 16, 1, 9)]
+    got = run_core(core, tiles, backpressure=backpressure, seed=5)
+    assert len(got) == len(tiles) == 5
+    for (a, w, bias, mult, shift), out in zip(tiles, got):
+        np.testing.assert_array_equal(out, gemm_requant(a, w, bias, mult, shift))
+
+
 @pytest.mark.parametrize("lut_columns", [1, 3])
 def test_gemm_core_with_lut_columns_matches_reference(lut_columns):
     """A mixed array (the last ``lut_columns`` columns on fabric multipliers) computes the same
