@@ -44,7 +44,7 @@ from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, Value, s
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from hw.bram import BlockRAM, make_block_ram
+from hw.bram import BlockRAM, make_block_ram, unshared_register
 from hw.checks import check_int
 from hw.fsm import one_hot, select_one_hot
 from hw.lut_multiplier import LutMultiplier
@@ -608,6 +608,13 @@ class _ScalarEngine(Elaboratable):
         e.mul_b = Signal(max(len(e.mb), len(e.s1_abs)), name="mul_b")
         e.macc_next = Signal(MUL_BITS, name="macc_next")
         e.div_diff = Signal(35, name="div_diff")
+        # The first step's sum reads a copy of mul_a of its own (loaded with it; a register
+        # Yosys does not merge), placed beside macc's adder: mul_a also feeds 3a and ma, and
+        # its wire to the first step's sum was 4.2 ns of a routed ulx3s_85f top's 10.03 ns
+        # critical path (d9eeca5).
+        e.mul_a_sum_next = Signal(MUL_BITS, name="mul_a_sum_next")
+        e.mul_a_sum = unshared_register(m, e.mul_a_sum_next, name="mul_a_sum",
+                                        platform=platform)
         self._mul_datapath(m, e)
         # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
         # row, so a consumer may also take them the cycle after ack (TokenLayerNorm does).
@@ -668,8 +675,11 @@ class _ScalarEngine(Elaboratable):
             m.d.sync += load.eq(before)
             choices_a.append((load, a))
             choices_b.append((load, b))
-        with m.If(Cat(sel for sel, _ in choices_a).any()):
-            m.d.sync += [e.mul_a.eq(select_one_hot(choices_a, len(e.mul_a))),
+        any_load = Cat(sel for sel, _ in choices_a).any()
+        a_next = select_one_hot(choices_a, len(e.mul_a))
+        m.d.comb += e.mul_a_sum_next.eq(Mux(any_load, a_next, e.mul_a_sum))
+        with m.If(any_load):
+            m.d.sync += [e.mul_a.eq(a_next),
                          e.mul_b.eq(select_one_hot(choices_b, len(e.mul_b))), e.mul_on.eq(1)]
         # left: IDLE loads MUL_DQ's count every cycle; a counted state's exit loads the next
         # counted state's, SUB_DV MUL_DV's, PRESHIFT_SHIFT ISQRT's; elsewhere it counts down
@@ -723,18 +733,30 @@ class _ScalarEngine(Elaboratable):
         No path goes through two adders: the first step (``macc`` still 0) adds its two
         partial products ``b[0] * a + b[1] * 2a`` with one adder, beside the adder that makes
         ``3a`` for the later steps (both straight after the operand multiplexer); every later
-        step adds one addend of registers to ``macc``."""
+        step adds one addend of registers to ``macc``: the addend itself is a register, picked
+        by the step before from the next digit (``b[3:2]`` or ``mb[3:2]``) and the next
+        ``a``, ``3a`` (the digit's pick in front of the 64-bit adder, behind the digit's
+        fan-out of 128 LUT inputs, was the other half of the routed ulx3s_85f top's
+        critical path at d9eeca5)."""
         first = e.cnt0
         a, b = e.mul_a, e.mul_b
-        first_sum = Mux(b[0], a, 0) + Mux(b[1], a << 1, 0)
-        addend = Mux(e.mb[1], Mux(e.mb[0], e.ma3, e.ma << 1), Mux(e.mb[0], e.ma, 0))
+        a_sum = e.mul_a_sum                       # a's copy beside the adder
+        first_sum = Mux(b[0], a_sum, 0) + Mux(b[1], a_sum << 1, 0)
+        addend = Signal(MUL_BITS, name="mul_addend")
+
+        def pick(digit, ma, ma3):
+            return Mux(digit[1], Mux(digit[0], ma3, ma << 1), Mux(digit[0], ma, 0))
+
         m.d.comb += e.macc_next.eq(Mux(first, first_sum, e.macc + addend))
         with m.If(e.mul_on):
             m.d.sync += e.macc.eq(e.macc_next)
             with m.If(first):
-                m.d.sync += [e.ma.eq(a << 2), e.ma3.eq(((a << 1) + a) << 2), e.mb.eq(b >> 2)]
+                ma, ma3 = a << 2, ((a << 1) + a) << 2
+                m.d.sync += [e.ma.eq(ma), e.ma3.eq(ma3), e.mb.eq(b >> 2),
+                             addend.eq(pick(b[2:4], ma, ma3))]
             with m.Else():
-                m.d.sync += [e.ma.eq(e.ma << 2), e.ma3.eq(e.ma3 << 2), e.mb.eq(e.mb >> 2)]
+                m.d.sync += [e.ma.eq(e.ma << 2), e.ma3.eq(e.ma3 << 2), e.mb.eq(e.mb >> 2),
+                             addend.eq(pick(e.mb[2:4], e.ma << 2, e.ma3 << 2))]
 
     def _variance_states(self, m, e):
         """``d * S = (d * Q - S1**2) * d**2``."""
