@@ -37,6 +37,26 @@ def _isasim_outcome(image, entry: int):
     return tuple(expected.read_csr(c) for c in (Csr.STATUS, Csr.PC, Csr.PERF_INSTRET)), expected
 
 
+def _run_compiled(params, program, image, after=None) -> dict:
+    """Load ``image`` into an Accelerator of ``params``, run ``program`` from its entry; returns
+    its STATUS, logit bytes and PERF_CYCLES, and whatever ``after(host, out)`` adds."""
+    dut = Accelerator.from_params(params)
+    out: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        out["status"] = await run_program(host, image, program.entry, max_polls=100_000)
+        out["logits"] = await read_region(host, image, "act", program.output.offset,
+                                          program.output.size)
+        out["cycles"] = await read_csr(host, image, Csr.PERF_CYCLES)
+        if after is not None:
+            await after(host, out)
+
+    _simulate(dut, bench)
+    return out
+
+
 def _bad_program(image):
     """Instruction memory: one bad instruction per entry, a good GEMM + HALT, then NOPs to the
     end. Returns ``{entry: expected error code}``."""
@@ -273,18 +293,7 @@ def test_accelerator_runs_a_whole_model(extra):
     x = np.random.default_rng(9).integers(-128, 128, size=(6, 5), dtype=np.int8)
     image = program.image()
     program.write_input(image, x)
-    dut = Accelerator.from_params(params)
-    out: dict = {}
-
-    async def bench(ctx):
-        host = HostDriver(ctx, dut.host)
-        await write_image(host, image)
-        out["status"] = await run_program(host, image, program.entry, max_polls=100_000)
-        out["logits"] = await read_region(host, image, "act", program.output.offset,
-                                          program.output.size)
-        out["cycles"] = await read_csr(host, image, Csr.PERF_CYCLES)
-
-    _simulate(dut, bench)
+    out = _run_compiled(params, program, image)
     want = ref.model_forward_int(art, x)
     assert out["status"] == Status.DONE
     got = program.unpack_output(out["logits"])
@@ -606,19 +615,12 @@ def test_accelerator_non_power_of_two_cols(cols):
     bad = isa.gemm(a_addr=0, w_addr=cols + 1, dst_addr=1024, quant_addr=0, m=4, k=2, n=2)
     image.write("instr", isa.INSTR_BYTES * bad_entry, b"".join(
         isa.encode(i).to_bytes(isa.INSTR_BYTES, "little") for i in (bad, isa.halt())))
-    dut = Accelerator.from_params(params)
-    out: dict = {}
 
-    async def bench(ctx):
-        host = HostDriver(ctx, dut.host)
-        await write_image(host, image)
-        out["status"] = await run_program(host, image, program.entry, max_polls=100_000)
-        out["logits"] = await read_region(host, image, "act", program.output.offset,
-                                          program.output.size)
+    async def run_bad(host, out):
         out["bad"] = await run_program(host, image, bad_entry, max_polls=1_000)
         out["bad_pc"] = await read_csr(host, image, Csr.PC)
 
-    _simulate(dut, bench)
+    out = _run_compiled(params, program, image, after=run_bad)
     want = ref.model_forward_int(art, x)
     assert out["status"] == Status.DONE
     got = program.unpack_output(out["logits"])
