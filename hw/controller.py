@@ -460,12 +460,7 @@ class Controller(Unit):
                     m.d.comb += [f.pf_issue.eq(~pc1_over), self.instr.r_en.eq(~pc1_over),
                                  self.instr.r_addr.eq(pc1)]
                 self._products(m, s)
-            if not s.cols_pow2:
-                with m.State("DIVIDE"):
-                    # MUL's step stays at bit 0 (it moves in MUL only) and its operand
-                    # registers load the quotients in the cycle that leaves.
-                    with m.If(~s.div_start & s.wdiv.done & s.ndiv.done):
-                        m.next = "MUL"
+            self._divide_state(m, s)
             with m.State("NEXT"):
                 s.next_instruction("FETCH")
             with m.State("FAIL"):
@@ -491,6 +486,17 @@ class Controller(Unit):
         with m.If(s.advance_pc):
             m.d.sync += [self.pc.eq(Mux(f.pf_skip, pc2, pc1)),
                          pc_over.eq(Mux(f.pf_skip, pc2_over, pc1_over))]
+
+    @staticmethod
+    def _divide_state(m, s):
+        """DIVIDE (a non-power-of-two ``cols`` only): wait for the weight dividers
+        (:meth:`_State._weight_dividers`), then MUL. MUL's step stays at bit 0 (it moves in
+        MUL only) and its operand registers load the quotients in the cycle that leaves."""
+        if s.cols_pow2:
+            return
+        with m.State("DIVIDE"):
+            with m.If(~s.div_start & s.wdiv.done & s.ndiv.done):
+                m.next = "MUL"
 
     def _dispatch(self, m, s, op: Opcode, ir) -> None:
         if op == Opcode.HALT:
@@ -1979,6 +1985,10 @@ class _State:
         self.cols_pow2 = is_pow2(p.cols)
         if self.cols_pow2:
             return
+        # The embedding row copy's word and lane (_embed_copy), stepped instead of divided.
+        self.e.rd_word = Signal(32, name="e_rd_word")
+        self.e.rd_lane = Signal(range(p.cols), name="e_rd_lane")
+        self.e.land_lane = Signal(range(p.cols), name="e_land_lane")
         self.div_start = Signal(name="div_start")       # DECODE / EMBED_ROW_ADDR: a register
         m.d.sync += self.div_start.eq(0)
         m.submodules.wgt_addr_div = self.wdiv = ConstDivider(32, p.cols)
@@ -2024,8 +2034,7 @@ class _State:
         # pc1 (pc + 1 in a register) and counts it in instret, while FETCH already reads pc1:
         # the retire conditions of every state end at one flip-flop, not at the enables of pc
         # and instret across the die.
-        self.next_pc = Signal()
-        self.advance_pc = Signal()
+        self.next_pc, self.advance_pc = Signal(), Signal()
         self.skip_pc = Signal()                 # advance_pc moves pc by two (a skipped NOP)
         m.d.sync += self.advance_pc.eq(self.next_pc)
         self.clear_perf = Signal()
@@ -2071,9 +2080,6 @@ class _State:
         self.a.h_more = Signal(name="a_h_more")     # h + 1 < heads, stepped with h
         self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
-        self.e.rd_word = Signal(32, name="e_rd_word")       # (non-power-of-two cols only)
-        self.e.rd_lane = Signal(range(p.cols), name="e_rd_lane")
-        self.e.land_lane = Signal(range(p.cols), name="e_land_lane")
         # The controller's one multiplier: operands picked (comb) into registers, then the two
         # 16 x 16 partial products in registers (each one DSP block's product, not the 48-bit
         # sum of both behind them: that adder after the DSPs, across the die, was the routed

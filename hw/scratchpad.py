@@ -213,6 +213,27 @@ class Scratchpad(wiring.Component):
         so that the first address past the region is representable (and refused)."""
         return (size // HOST_BYTES).bit_length()
 
+    def _host_split(self, m, lanes):
+        """(row, first lane, ready) of the host's word address in rows of ``lanes`` bytes:
+        bit slices where a row holds a power of two of host words. A row of 36 lanes (a
+        weight word of 18 bytes) holds 9: the address is divided by a sequential divider (a
+        combinational one would be a chain of subtractors), and a request waits
+        ``ConstDivider.latency`` cycles for its split (the master holds its address until the
+        transfer; the link's UART delivers a word far more slowly than that)."""
+        host, hb = self.host, HOST_BYTES
+        words = lanes // hb
+        if is_pow2(words):
+            row, lane = pow2_divmod(host.addr, words)
+            return row, lane * hb, Const(1)
+        m.submodules.host_divider = div = ConstDivider(len(host.addr), words)
+        started = Signal()
+        m.d.comb += [div.x.eq(host.addr), div.start.eq(host.valid & ~started)]
+        with m.If(host.valid & ~started):
+            m.d.sync += started.eq(1)
+        with m.If(host.valid & host.ready):
+            m.d.sync += started.eq(0)
+        return div.quotient, div.remainder * hb, started & div.done
+
     def elaborate(self, platform):
         m = Module()
         lanes = self._row_bytes
@@ -250,25 +271,7 @@ class Scratchpad(wiring.Component):
         ]
         u_rrow, u_rlane = split(req.r_addr, ub)
         u_wrow, u_wlane = split(req.w_addr, ub)
-        host_words = lanes // hb
-        if is_pow2(host_words):
-            h_row, h_lane = split(host.addr, hb)
-            h_split = Const(1)
-        else:
-            # A row of 36 lanes (a weight word of 18 bytes) holds 9 host words: the host
-            # address is divided by a sequential divider (a combinational one would be a
-            # chain of subtractors). A request waits ``divider.latency`` cycles for its split
-            # (the master holds its address until the transfer); the link's UART delivers a
-            # word far more slowly than that.
-            m.submodules.host_divider = div = ConstDivider(len(host.addr), host_words)
-            started = Signal()
-            m.d.comb += [div.x.eq(host.addr), div.start.eq(host.valid & ~started)]
-            with m.If(host.valid & ~started):
-                m.d.sync += started.eq(1)
-            with m.If(host.valid & host.ready):
-                m.d.sync += started.eq(0)
-            h_row, h_lane = div.quotient, div.remainder * hb
-            h_split = started & div.done
+        h_row, h_lane, h_split = self._host_split(m, lanes)
 
         # -- arbitration: the unit side first -------------------------------------------------
         h_read = Signal()
