@@ -1958,9 +1958,8 @@ def _skid_flush(m, s, name: str):
 def _divmod(value, d: int):
     """``(value // d, value % d)`` for a constant ``d``: bit slices when ``d`` is a power of
     two (every preset's ``rows``), a divider otherwise."""
-    if d & (d - 1) == 0:
-        bits = d.bit_length() - 1
-        return value[bits:], value[:bits]
+    if is_pow2(d):
+        return pow2_divmod(value, d)
     return value // d, value % d
 
 
