@@ -305,6 +305,8 @@ class Controller(Unit):
         self._lnorm(m, s, lnorm)
         self._embed(m, s)
         s.finish_writes()
+        s.finish_reads()
+        s.finish_mul_picks()
         self._perf(m, s)
         return m
 
@@ -554,7 +556,6 @@ class Controller(Unit):
                 m.d.sync += reg.eq(x)
             return in_regs[key]
 
-        picks_a, picks_b = [], []
         assert {op: len(ops) for op, ops in pairs.items()} == _PRODUCTS
         for op, ops in pairs.items():
             is_op = s.op_is[op]
@@ -566,15 +567,11 @@ class Controller(Unit):
             for k, (x, y) in enumerate(ops):
                 x = s.pr_of[op][k - 1] if x is _PREV else operand(x, f"mul_{op.name.lower()}{k}_x")
                 y = operand(y, f"mul_{op.name.lower()}{k}_y")
-                pick = is_op & step[sel[k]]
-                picks_a.append(Mux(pick, x, 0))
-                picks_b.append(Mux(pick, y, 0))
+                s.mul_pick(x, y, is_op & step[sel[k]])
                 with m.If(is_op & step[sel[k] + _MUL_LATENCY]):
                     m.d.sync += s.pr_of[op][k].eq(s.prod)
             with m.If(is_op & step[sel[-1] + _MUL_LATENCY]):
                 m.next = f"{op.name}_CHECK"
-        m.d.comb += [s.mul_a.eq(functools.reduce(operator.or_, picks_a)),
-                     s.mul_b.eq(functools.reduce(operator.or_, picks_b))]
 
     def _perf(self, m, s):
         with m.If(s.clear_perf):
@@ -620,10 +617,11 @@ class Controller(Unit):
             s.restart_copy()
             m.d.sync += [
                 g.m_blocks.eq(_ceil_div(g.m, p.rows)), g.n_tiles.eq(s.col_tiles(g.n)),
-                g.abase.eq(g.a_addr // p.rows), g.wbase.eq(s.wgt_word(g.w_addr)),
-                g.dbase.eq(g.dst_addr // p.rows),
-                g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.wtile.eq(0), g.bank.eq(0),
-                g.atile.eq(0),
+                g.abase.eq(g.a_addr // p.rows), g.dbase.eq(g.dst_addr // p.rows),
+                g.nt.eq(0), g.mb.eq(0), g.col0.eq(0), g.blk.eq(0), g.bank.eq(0),
+                # The first tile's words: its A block, weight tile and quant words.
+                g.atile.eq(g.a_addr // p.rows), g.wtile.eq(s.wgt_word(g.w_addr)),
+                g.qtile.eq(g.quant_addr),
                 # One token block / one column tile: the walkers' last-block and last-tile
                 # flags at their starts.
                 g.one_mb.eq(g.m <= p.rows), g.one_nt.eq(g.n <= p.cols),
@@ -710,8 +708,9 @@ class Controller(Unit):
                          g.last_mb.eq(g.mb + 2 >= g.m_blocks)]
             m.next = "GEMM_LOAD"
         with m.Elif(~g.last_nt):
-            m.d.sync += [g.mb.eq(0), g.atile.eq(0), g.nt.eq(g.nt + 1),
+            m.d.sync += [g.mb.eq(0), g.atile.eq(g.abase), g.nt.eq(g.nt + 1),
                          g.col0.eq(g.col0 + p.cols), g.wtile.eq(g.wtile + g.k),
+                         g.qtile.eq(g.qtile + p.cols),
                          g.last_mb.eq(g.one_mb), g.last_nt.eq(g.nt + 2 >= g.n_tiles)]
             m.next = "GEMM_LOAD"
         with m.Else():
@@ -1196,8 +1195,7 @@ class Controller(Unit):
             g.base = base
         kv.v_addr = Signal.like(self.act.r_addr, name="kv_v_addr")
         with m.If(kv.want | q.want):                # = pick_kv | pick_q, one gate shorter
-            m.d.comb += [self.act.r_en.eq(1),
-                         self.act.r_addr.eq(Mux(pick_kv, kv.addr, q.addr))]
+            s.read(self.act, Mux(pick_kv, kv.addr, q.addr))
             m.d.sync += [s.d1.valid.eq(1), s.d1.sel.eq(pick_q),
                          s.d1.index.eq(Mux(pick_kv, kv.c, q.c))]
         # The landing word's row slot and "last element" flags, registers loaded from the
@@ -1460,7 +1458,7 @@ class Controller(Unit):
             m.d.sync += room.eq(fifo.w_level < _LN_FIFO_DEPTH - in_flight - 1)
             m.d.comb += w.step.eq(s.lnorm_run & ~w.done & room)
             with m.If(w.step):
-                m.d.comb += [port.r_en.eq(1), port.r_addr.eq(addr)]
+                s.read(port, addr)
         x_tags = _tags(m, "ln_x", Cat(x.step, x.final), Scratchpad.latency)
         q_tags = _tags(m, "ln_q", q.step, Scratchpad.latency)
         word = self.quant.r_data
@@ -1538,7 +1536,8 @@ class Controller(Unit):
                 m.next = "EMBED_ROW"
         with m.State("EMBED_ROW"):
             # The controller's one multiplier: id * C lands in `prod` _MUL_LATENCY cycles later.
-            m.d.comb += [s.mul_a.eq(e.id), s.mul_b.eq(e.c), s.vec_stall.eq(1)]
+            s.mul_pick(e.id, e.c)
+            m.d.comb += s.vec_stall.eq(1)
             m.next = "EMBED_ROW_MUL1"
         for k in range(1, _MUL_LATENCY):
             with m.State(f"EMBED_ROW_MUL{k}"):
@@ -1637,9 +1636,9 @@ class Controller(Unit):
         last = []
         bank = GemmCore.Buffer
         for buf, port, length, base in (
-                (bank.ACT, self.act, g.k, g.abase + g.atile),
-                (bank.WGT, self.wgt, g.k, g.wbase + g.wtile),
-                (bank.QUANT, self.quant, p.cols, g.quant_addr + g.col0)):
+                (bank.ACT, self.act, g.k, g.atile),
+                (bank.WGT, self.wgt, g.k, g.wtile),
+                (bank.QUANT, self.quant, p.cols, g.qtile)):
             b, name = buf.value, buf.name.lower()
             i = Signal(range(max(p.k_depth, p.cols) + 1), name=f"feed_{name}_i")
             go = Signal(name=f"feed_{name}_go")
@@ -1654,7 +1653,7 @@ class Controller(Unit):
             live = Signal(name=f"feed_{name}_live", init=1) if buf is bank.QUANT else 1
             m.d.comb += go.eq(s.feeding & more)
             with m.If(go):
-                m.d.comb += [port.r_en.eq(live), port.r_addr.eq(base + i)]
+                s.read(port, base + i, live)
                 m.d.sync += [i.eq(i + 1), more.eq(i + 1 < length)]
                 if buf is bank.QUANT:
                     m.d.sync += live.eq(g.col0 + i + 1 < g.n)
@@ -1710,7 +1709,7 @@ class Controller(Unit):
         m.d.sync += ld_data.eq(self.lut.r_data)
         ld_issue = ld_i < LUT_SIZE
         with m.If(ld_issue):
-            m.d.comb += [self.lut.r_en.eq(1), self.lut.r_addr.eq(Cat(ld_i[:8], s.g.lut))]
+            s.read(self.lut, Cat(ld_i[:8], s.g.lut))
             m.d.sync += ld_i.eq(ld_i + 1)
         with m.If(s.lut_load_start):
             m.d.sync += ld_i.eq(0)
@@ -1836,8 +1835,11 @@ def _gemm_registers() -> SimpleNamespace:
     """GEMM's field registers and its walkers' state: the feeder's (``nt``, ``mb``, ...) and
     the drainer's (``drain``), each with its registered last-block / last-tile flags."""
     g = _registers(Opcode.GEMM, "g", (
-        "m_blocks", "n_tiles", "abase", "wbase", "dbase", "nt", "mb", "col0", "blk", "wtile",
-        "atile", "a_end", "d_end"))
+        "m_blocks", "n_tiles", "abase", "dbase", "nt", "mb", "col0", "blk", "a_end", "d_end",
+        # The tile's first A, weight and quant words (the feeder reads from base + i: one
+        # adder of registers, not the sum of a field's base and a walker's offset before it,
+        # a routed ulx3s_85f top's path into the quant port's issue address).
+        "atile", "wtile", "qtile"))
     g.bank = Signal(name="g_bank")          # bank of the next tile
     # M fits one token block / N one column tile; mb / nt is the last (_gemm_next_tile).
     for name in ("one_mb", "one_nt", "last_mb", "last_nt"):
@@ -1963,6 +1965,13 @@ def _divmod(value, d: int):
     return value // d, value % d
 
 
+def _or_per_bit(values, width: int):
+    """The OR of ``values`` as ``width`` bits: per bit, one OR of every value's bit (Yosys
+    maps each to a balanced tree of LUTs), not a chain of word-wide ORs. Bits past a value's
+    width are zero; values wider than ``width`` are truncated."""
+    return Cat(Cat(v[b] for v in values if b < len(v)).any() for b in range(width))
+
+
 def _last_block_mask(last_i, rows: int):
     """The byte lanes of an ``(m, c)`` tensor's last token block that hold tokens, from
     ``last_i = (m - 1) % rows`` (``m >= 1``): lane ``i`` while ``i <= last_i``. The same as
@@ -2020,6 +2029,22 @@ class _State:
             return _ceil_div(n, self.p.cols)
         return self.ndiv.quotient
 
+    def _multiplier_registers(self, m):
+        """The controller's one multiplier: operands picked (comb, :meth:`mul_pick`) into
+        registers, then the two 16 x 16 partial products in registers (each one DSP block's
+        product, not the 48-bit sum of both behind them: that adder after the DSPs, across the
+        die, was the routed top's `prod` path), then their sum: the product
+        ``_MUL_LATENCY`` = 3 cycles after the pick."""
+        self.mul_a = Signal(32)
+        self.mul_b = Signal(16)
+        self.mul_a_r = mul_a = Signal(32, name="mul_a_r")
+        self.mul_b_r = mul_b = Signal(16, name="mul_b_r")
+        self.prod_lo, self.prod_hi = Signal(32, name="prod_lo"), Signal(32, name="prod_hi")
+        self.prod = Signal(48)
+        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b),
+                     self.prod.eq(self.prod_lo + (self.prod_hi << 16))]
+        self.mul_picks: list[tuple] = []    # mul_pick()'s (pick, a, b) (finish_mul_picks)
+
     def __init__(self, m, p):
         self.m, self.p = m, p
         # Copy-engine counts (`i`, `length`) reach at most a region's words times 4 (EMBED's
@@ -2067,6 +2092,7 @@ class _State:
                                   err=Signal(name="wb_err"))  # addr past the act words
         self.act_words = unit_words_of(p, "act")
         self.writers: list[tuple] = []      # post_write's (select, word) (finish_writes)
+        self.readers: dict[int, tuple] = {}  # read()'s (port, [(flag, live, addr)]) (finish_reads)
         self.drain_start = Signal()             # a register: one cycle, set by GEMM_OVERLAP
         m.d.sync += self.drain_start.eq(0)
         self.drain_done = Signal()
@@ -2079,19 +2105,7 @@ class _State:
         self.a.h_more = Signal(name="a_h_more")     # h + 1 < heads, stepped with h
         self.n = _lnorm_registers(p)
         self.e = _registers(Opcode.EMBED, "e", ("ibase", "dbase", "t_i", "blk", "id", "row"))
-        # The controller's one multiplier: operands picked (comb) into registers, then the two
-        # 16 x 16 partial products in registers (each one DSP block's product, not the 48-bit
-        # sum of both behind them: that adder after the DSPs, across the die, was the routed
-        # top's `prod` path), then their sum: the product _MUL_LATENCY = 3 cycles after the
-        # pick.
-        self.mul_a = Signal(32)
-        self.mul_b = Signal(16)
-        self.mul_a_r = mul_a = Signal(32, name="mul_a_r")
-        self.mul_b_r = mul_b = Signal(16, name="mul_b_r")
-        self.prod_lo, self.prod_hi = Signal(32, name="prod_lo"), Signal(32, name="prod_hi")
-        self.prod = Signal(48)
-        m.d.sync += [mul_a.eq(self.mul_a), mul_b.eq(self.mul_b),
-                     self.prod.eq(self.prod_lo + (self.prod_hi << 16))]
+        self._multiplier_registers(m)
         # Each opcode's products in registers of its own (``pr_of[op][k]``, loaded from
         # ``prod`` under that opcode's step): next to that opcode's checks and setup, not one
         # set shared by every opcode's adders across the die (the routed top's *_check_bad).
@@ -2212,8 +2226,48 @@ class _State:
         """``fail_code`` <= the active site's code (0 while none is), after every ``fail``."""
         codes = [Mux(flag, code, 0) for flag, code in self.fail_sites]
         # Per bit, one OR of all the sites (a balanced tree), not a chain of 8-bit ORs.
-        self.m.d.sync += self.fail_code.eq(Cat(
-            Cat(c[b] for c in codes if b < len(c)).any() for b in range(len(self.fail_code))))
+        self.m.d.sync += self.fail_code.eq(_or_per_bit(codes, len(self.fail_code)))
+
+    def mul_pick(self, a, b, pick=None) -> None:
+        """Pick ``a`` and ``b`` into the controller's multiplier while ``pick`` (``None``: in
+        the cycles the calling ``with`` blocks are active). :meth:`finish_mul_picks` drives its
+        operands with the OR of the picked ones (the picks are exclusive): per bit, one OR, not
+        a chain of word ORs with EMBED's pick as a multiplexer after it (the routed
+        ``ulx3s_85f`` top of ``4f0d32b`` had ``op_is_attn`` through that into ``mul_a_r``,
+        10.10 ns)."""
+        if pick is None:
+            pick = Signal(name=f"mul_pick{len(self.mul_picks)}")
+            self.m.d.comb += pick.eq(1)
+        self.mul_picks.append((pick, Value.cast(a), Value.cast(b)))
+
+    def finish_mul_picks(self) -> None:
+        """The multiplier's operands from every :meth:`mul_pick`."""
+        for k, operand in ((1, self.mul_a), (2, self.mul_b)):
+            terms = [Mux(pick[0], pick[k], 0) for pick in self.mul_picks]
+            self.m.d.comb += operand.eq(_or_per_bit(terms, len(operand)))
+
+    def read(self, port, addr, live=1) -> None:
+        """Read ``port`` at ``addr`` (``live`` 0: no read) in the cycles the calling ``with``
+        blocks are active. Each call is a reader: a flag high in those cycles, and
+        :meth:`finish_reads` drives the port with the OR of the active readers' enables and
+        addresses. The readers of a port are exclusive (each its own state, or its own
+        instruction's unit gather), so the OR is the one active reader's request: two levels
+        of logic in front of the scratchpad's issue registers, not a priority chain of every
+        reader's condition (the routed ``ulx3s_85f`` top of ``4f0d32b`` had the LayerNorm
+        gather's room test through that chain into ``act_spad.issue_r_addr``, 10.48 ns)."""
+        flags = self.readers.setdefault(id(port), (port, []))[1]
+        flag = Signal(name=f"reader{sum(len(f) for _, f in self.readers.values())}")
+        self.m.d.comb += flag.eq(1)
+        flags.append((flag, Value.cast(live), Value.cast(addr)))
+
+    def finish_reads(self) -> None:
+        """Each port's read enable and address from every :meth:`read`: per bit, one OR of the
+        readers' terms (a balanced tree)."""
+        for port, flags in self.readers.values():
+            addr = [Mux(flag, a, 0) for flag, _, a in flags]
+            self.m.d.comb += [
+                port.r_en.eq(Cat(flag & live for flag, live, _ in flags).any()),
+                port.r_addr.eq(_or_per_bit(addr, len(port.r_addr)))]
 
     def next_instruction(self, state: str) -> None:
         """Retire the instruction and go to ``state`` (``FETCH``; pc moves the next cycle,
@@ -2241,7 +2295,7 @@ class _State:
         # the counter and the stage's valid, not the tag's dozens of flip-flops.
         m.d.sync += [self.d1.live.eq(live), self.d1.sel.eq(sel)]
         with m.If(~self.issued_all):
-            m.d.comb += [port.r_en.eq(live), port.r_addr.eq(addr)]
+            self.read(port, addr, live)
             self.step_copy()
             m.d.sync += self.d1.valid.eq(1)
             with m.If(self.i1 == length if last is None else self.i == last):
