@@ -731,7 +731,7 @@ class Controller(Unit):
                     s.restart_write_back(d)
                     m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
                                  d.cols_left.eq(g.n), s.row.eq(0), d.last_mb.eq(g.one_mb),
-                                 d.last_nt.eq(g.one_nt)]
+                                 d.last_nt.eq(g.one_nt), d.last_tile.eq(g.one_mb & g.one_nt)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
                 m.d.comb += s.capturing.eq(~s.lut_loading)
@@ -759,18 +759,23 @@ class Controller(Unit):
                 s.write_back(d)
                 with m.If(d.c_end):
                     s.restart_write_back(d)
+                    # The feeder's order (_gemm_next_tile), with flags of its own; the last
+                    # tile's flag (last_mb & last_nt) is one more register, so that WB's exit
+                    # reads one flip-flop beside c_end (drain_state's next-state logic through
+                    # c_end and last_nt was a routed ulx3s_85f top's path, 10.76 ns).
                     m.next = "CAPTURE"
-                    # The feeder's order (_gemm_next_tile), with flags of its own.
+                    with m.If(d.last_tile):
+                        m.next = "IDLE"
                     with m.If(~d.last_mb):
+                        last_mb = d.mb + 2 >= g.m_blocks
                         m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n),
-                                     d.last_mb.eq(d.mb + 2 >= g.m_blocks)]
+                                     d.last_mb.eq(last_mb), d.last_tile.eq(last_mb & d.last_nt)]
                     with m.Else():
+                        last_nt = d.nt + 2 >= g.n_tiles
                         m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
                                      d.col0.eq(d.col0 + p.cols), d.last_mb.eq(g.one_mb),
                                      d.cols_left.eq(d.cols_left - p.cols),
-                                     d.last_nt.eq(d.nt + 2 >= g.n_tiles)]
-                        with m.If(d.last_nt):
-                            m.next = "IDLE"
+                                     d.last_nt.eq(last_nt), d.last_tile.eq(g.one_mb & last_nt)]
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
         one_hot(fsm)
@@ -1511,10 +1516,12 @@ class Controller(Unit):
         byte_word, _ = _divmod(s.i, p.rows)
         with m.State("EMBED_IDS"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t << 2)
-            # An id is checked from its register e.id, the cycle after its last byte landed
-            # (e.id_landed), not behind the read port's byte multiplexer: land_bad comes a
-            # cycle after that, so the last id's verdict is read in EMBED_IDS_CHECK.
+            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t << 2,
+                             late=True)
+            # An id is checked from its register e.id, the cycle after its last byte went
+            # in (e.id_landed), not behind the read port's byte multiplexer: land_bad comes a
+            # cycle after that, so the last id's verdict is read in EMBED_IDS_CHECK (the
+            # copy's end is late: the bytes go into e.id a cycle after they land, _embed).
             m.d.sync += s.land_bad.eq(e.id_landed & (e.id >= e.vocab))
             with m.If(s.land_bad):
                 s.fail(ErrorCode.BAD_TOKEN)         # unsigned: a negative id is >= vocab too
@@ -1530,7 +1537,8 @@ class Controller(Unit):
                 m.next = "EMBED_ID"
         with m.State("EMBED_ID"):
             m.d.comb += [s.vec_stall.eq(1), s.embed_ids.eq(1)]
-            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t_i1 << 2)
+            copied = s.issue(self.act, e.ibase + byte_word, _NO_SEL, length=e.t_i1 << 2,
+                             late=True)
             with m.If(copied):
                 s.restart_copy()
                 m.next = "EMBED_ROW"
@@ -1564,14 +1572,23 @@ class Controller(Unit):
             self._embed_copy(m, s)
 
     def _embed(self, m, s):
-        """The ids' bytes land in ``e.id``; ``e.id_landed``: its last byte landed in the cycle
-        before (EMBED_IDS checks the id then)."""
+        """The ids' bytes go into ``e.id`` a cycle after they land; ``e.id_landed``: its last
+        byte went in the cycle before (EMBED_IDS checks the id then).
+
+        The landed word, its valid flag and its index go into registers first (``ids_row``
+        ...), and the byte pick works on those: the act scratchpad's read data, behind its
+        ``u_live`` gate, reached ``e.id`` through the pick (the routed ``ulx3s_85f`` top of
+        ``4f0d32b``, 10.20 ns)."""
         e = s.e
-        _, land_lane = _divmod(s.land.index, self._params.rows)
-        landed = self.act.r_data.word_select(land_lane, 8)
-        with m.If(s.land.valid & s.embed_ids):
-            m.d.sync += e.id.word_select(s.land.index[:2], 8).eq(landed)
-        m.d.sync += e.id_landed.eq(s.land.valid & s.embed_ids & (s.land.index[:2] == 3))
+        row = Signal.like(self.act.r_data, name="ids_row")
+        take = Signal(name="ids_take")
+        index = Signal.like(s.land.index, name="ids_index")
+        m.d.sync += [row.eq(self.act.r_data), take.eq(s.land.valid & s.embed_ids),
+                     index.eq(s.land.index)]
+        _, land_lane = _divmod(index, self._params.rows)
+        with m.If(take):
+            m.d.sync += e.id.word_select(index[:2], 8).eq(row.word_select(land_lane, 8))
+        m.d.sync += e.id_landed.eq(take & (index[:2] == 3))
         # Token t_i is the last, a register a cycle behind t_i (which moves only at the end of
         # a token's copy, several states before the next test): the retire decision reads a
         # flip-flop, not an adder and a comparator.
@@ -1849,6 +1866,7 @@ def _gemm_registers() -> SimpleNamespace:
                                  for n in ("nt", "mb", "col0", "blk", "c")})
     g.drain.last_mb = Signal(name="drain_last_mb")
     g.drain.last_nt = Signal(name="drain_last_nt")
+    g.drain.last_tile = Signal(name="drain_last_tile")     # last_mb & last_nt
     g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
     g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
     # act words - base, a cycle behind base: word d.c of the tile is refused when d.c >= room

@@ -432,6 +432,30 @@ def test_controller_embed_matches_isasim():
     assert got.size == t * c
 
 
+@pytest.mark.parametrize("bad", [0, 5])
+def test_controller_embed_refuses_an_id_past_the_vocabulary(bad):
+    """EMBED with one id >= vocab (the first, or the last: its verdict is the last one the
+    id check gives, after the ids' copy) stops with BAD_TOKEN at the EMBED and writes no
+    embedding row."""
+    rng = np.random.default_rng(31 + bad)
+    p = PARAMS
+    t, c, vocab = 6, 5, 10
+    image = isasim.MemoryImage(p)
+    image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
+    ids = rng.integers(0, vocab, (t, 1)).astype(np.int32)
+    ids[bad, 0] = vocab
+    image.write("act", 64, isasim.pack_act(ids, p.rows))
+    image.write("wgt", 128, rng.integers(-128, 128, (vocab, c), dtype=np.int8).tobytes())
+    prog = [isa.embed(ids_addr=64, table_addr=128, dst_addr=512, t=t, c=c, vocab=vocab),
+            isa.halt()]
+    image.load_program([isa.encode(i) for i in prog])
+    result = run_on_accelerator(image)
+    assert result["status"] == result["csr"][Csr.STATUS] == (
+        Status.ERROR | ErrorCode.BAD_TOKEN << isa.STATUS_CODE_SHIFT)
+    assert result["csr"][Csr.PC] == 0
+    assert result["regions"]["act"] == bytes(image.regions["act"])
+
+
 def test_controller_span_over_room_equals_the_plain_comparison():
     """The CHECK states' bounds comparison (``hw.controller._span_over_room``): ``span >
     room`` with the room kept as ``room >= 0`` and its low 16 bits (an act scratchpad of
