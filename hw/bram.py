@@ -262,7 +262,7 @@ def make_block_ram(platform: object, *, width: int, depth: int,
 
 
 def unshared_register(m: Module, value, *, name: str, platform: object = None,
-                      family: str | None = None) -> Signal:
+                      family: str | None = None, enable=None) -> Signal:
     """``value`` through a register of its own (no enable, no reset), which synthesis keeps
     apart from identical copies: the RAM lanes of a scratchpad each take their addresses from
     one. Yosys merges identical flip-flops (``opt_merge``), which made one address register
@@ -272,7 +272,11 @@ def unshared_register(m: Module, value, *, name: str, platform: object = None,
 
     ``platform`` and ``family`` as for :func:`make_block_ram`. Call it outside any
     ``m.If`` / ``m.Switch`` / ``m.FSM``: on ECP5 the copy loads in every cycle whatever the
-    context, so a conditional register in simulation would not be the same circuit."""
+    context, so a conditional register in simulation would not be the same circuit.
+
+    ``enable``: the copy loads only in cycles with ``enable`` high, through the flip-flops'
+    clock enable (on ECP5 the ``TRELLIS_FF``'s ``CE``), so that a register that holds its
+    value costs no LUT per bit for the hold (``None``: loads in every cycle)."""
     check_family(family)
     if getattr(m.domain, "_depth", 0):     # Amaranth 0.5: the nesting of m.If / m.FSM bodies
         raise SyntaxError(f"unshared_register {name!r} inside a control block: it loads in "
@@ -282,11 +286,15 @@ def unshared_register(m: Module, value, *, name: str, platform: object = None,
     value = Value.cast(value)
     q = Signal(len(value), name=name, reset_less=True)
     if family == "ecp5":
+        ce = {} if enable is None else {"p_CEMUX": "CE", "i_CE": Value.cast(enable)}
         for bit in range(len(value)):
             m.submodules[f"{name}_ff{bit}"] = Instance(
-                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                p_REGSET="RESET", i_CLK=ClockSignal("sync"), i_LSR=Const(0), i_DI=value[bit],
-                o_Q=q[bit])
-    else:
+                "TRELLIS_FF", **{"p_CEMUX": "1", **ce}, p_GSR="DISABLED", p_CLKMUX="CLK",
+                p_LSRMUX="LSR", p_REGSET="RESET", i_CLK=ClockSignal("sync"), i_LSR=Const(0),
+                i_DI=value[bit], o_Q=q[bit])
+    elif enable is None:
         m.d.sync += q.eq(value)
+    else:
+        with m.If(enable):
+            m.d.sync += q.eq(value)
     return q

@@ -612,9 +612,11 @@ class _ScalarEngine(Elaboratable):
         # Yosys does not merge), placed beside macc's adder: mul_a also feeds 3a and ma, and
         # its wire to the first step's sum was 4.2 ns of a routed ulx3s_85f top's 10.03 ns
         # critical path (d9eeca5).
+        # It loads with mul_a through its flip-flops' clock enable (no LUT a bit to hold it).
         e.mul_a_sum_next = Signal(MUL_BITS, name="mul_a_sum_next")
+        e.mul_a_sum_load = Signal(name="mul_a_sum_load")
         e.mul_a_sum = unshared_register(m, e.mul_a_sum_next, name="mul_a_sum",
-                                        platform=platform)
+                                        platform=platform, enable=e.mul_a_sum_load)
         self._mul_datapath(m, e)
         # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
         # row, so a consumer may also take them the cycle after ack (TokenLayerNorm does).
@@ -677,7 +679,7 @@ class _ScalarEngine(Elaboratable):
             choices_b.append((load, b))
         any_load = Cat(sel for sel, _ in choices_a).any()
         a_next = select_one_hot(choices_a, len(e.mul_a))
-        m.d.comb += e.mul_a_sum_next.eq(Mux(any_load, a_next, e.mul_a_sum))
+        m.d.comb += [e.mul_a_sum_next.eq(a_next), e.mul_a_sum_load.eq(any_load)]
         with m.If(any_load):
             m.d.sync += [e.mul_a.eq(a_next),
                          e.mul_b.eq(select_one_hot(choices_b, len(e.mul_b))), e.mul_on.eq(1)]

