@@ -191,9 +191,19 @@ def _partial_products(m, s, platform) -> None:
                      s.prod_hi.eq(s.mul_a_r[16:] * s.mul_b_r)]
 
 
+def _times(value, d: int):
+    """``value * d`` for a constant ``d >= 1``, as a sum of ``value``'s shifts by ``d``'s set
+    bits: a shift for a power of two, adders otherwise (Yosys maps a product with a constant
+    such as 18, an 8x18 array's ``cols``, to a ``MULT18X18D``, which the top has none to
+    spare for)."""
+    value = Value.cast(value)
+    terms = [value << b for b in range(d.bit_length()) if d >> b & 1]
+    return functools.reduce(operator.add, terms)
+
+
 def _pad(value, d: int):
     """``value`` rounded up to a multiple of the constant ``d``."""
-    return _ceil_div(value, d) * d
+    return _times(_ceil_div(value, d), d)
 
 
 class Controller(Unit):
@@ -534,7 +544,7 @@ class Controller(Unit):
         # Each expression once: a pad that serves two products is one register.
         gm_pad, blocks_1 = _pad(g.m, p.rows), _ceil_div(a.t, p.rows) - 1
         pairs = {
-            Opcode.GEMM: [(gm_pad, g.k), (s.col_tiles(g.n) * p.cols, g.k), (gm_pad, g.n)],
+            Opcode.GEMM: [(gm_pad, g.k), (_times(s.col_tiles(g.n), p.cols), g.k), (gm_pad, g.n)],
             Opcode.VEC: [(_pad(v.m, p.rows), v.c), (_ceil_div(v.m, p.rows), v.c)],
             Opcode.LNORM: [(_pad(n.m, p.rows), n.c), (n.c, n.c), (_PREV, n.c), (_PREV, n.c)],
             Opcode.ATTN: [(a.heads, a.head_dim), (blocks_1, a.src_cols), (blocks_1, a.dst_cols)],

@@ -273,3 +273,24 @@ def test_ulx3s_85f_array_accumulators_are_k_depth_wide(top_rtlil):
                                                        module)}
     assert len(widths) == p.rows * p.cols
     assert set().union(*widths.values()) == {accumulator_width(p.k_depth)} == {26}
+
+
+def test_controller_multiplies_by_no_constant_but_a_power_of_two():
+    """An array whose ``cols`` is not a power of two (6 here, 18 in the 144-MAC top): the
+    controller's own products with a constant are all shifts (``hw.controller._times``), so
+    Yosys puts none of them on a ``MULT18X18D`` (``col_tiles(N) * cols`` was one)."""
+    from hw.controller import Controller
+
+    text = rtlil.convert(Controller(preset("tiny").replace(cols=6)), name="top",
+                         platform=FakePlatform("ecp5"))
+    constants = []
+    for module in text.split("\nmodule ")[1:]:
+        if module.split("\n", 1)[0] != "\\top":
+            continue
+        for body in re.findall(r"cell \$mul \S+\n(.*?)\n +end", module, re.S):
+            for operand in re.findall(r"connect \\[AB] (.*)", body):
+                const = re.fullmatch(r"\d+'([01]+)", operand.strip())
+                if const:
+                    constants.append(int(const.group(1), 2))
+    assert len(constants) >= 10                  # word selects and shifts: the count is real
+    assert [c for c in constants if c & (c - 1)] == []
