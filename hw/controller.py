@@ -926,7 +926,7 @@ class Controller(Unit):
             with m.If(v.wb_more & v.c_live.bit_select(i_low, 1)):
                 s.post_write(v.pool_dst + s.i,
                              s.pool_out.word_select(s.i[:max(1, (p.rows - 1).bit_length())], 8),
-                             1, writer="pool")
+                             1, writer="pool", refused=s.i >= v.pool_room)
             # The last write lands (posted) in the cycle that decides what comes next.
             with m.If(s.write_error("pool")):
                 s.fail(ErrorCode.BAD_ADDRESS)
@@ -945,6 +945,7 @@ class Controller(Unit):
     def _vec(self, m, s, vec):
         """The vector unit's configuration, LUT load, input beats and result write back."""
         p, v = self._params, s.v
+        m.d.sync += v.pool_room.eq(s.act_words - v.pool_dst)
         rows = p.rows
         add = v.is_add
         cfg = vec.i_cfg.payload
@@ -1920,6 +1921,11 @@ def _vec_registers(p, w: int) -> SimpleNamespace:
     v.c_left = Signal(32, name="v_c_left")
     v.pool_src = Signal(32, name="v_pool_src")
     v.pool_dst = Signal(32, name="v_pool_dst")
+    # act words - pool_dst, a cycle behind pool_dst (which moves only several states before
+    # the group's writes): the pool writer's refused test is i >= pool_room, one comparator of
+    # registers, not pool_dst + i's adder and then the bounds comparator (the route of
+    # 8812445: i -> that adder -> pool_write_error, 10.19 ns).
+    v.pool_room = Signal(signed(34), name="v_pool_room")
     # Bit r: channel c0 + r exists (r < c - c0), a register one cycle behind c_left
     # (_vec_states keeps it up to date): the group's reads and writes test a bit, not a 32-bit
     # comparison of the copy counter with c_left (the `tiny` top's routed critical path).
