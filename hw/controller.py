@@ -734,6 +734,13 @@ class Controller(Unit):
         p, g = self._params, s.g
         d = g.drain
         s.write_back_words(d)
+        # The next block / tile is the last: registers a cycle behind mb / nt, which move only
+        # at WB's end, several cycles before the next (the flags' next values read flip-flops,
+        # not the comparators: drain_last_tile's next value, 10.08 ns in the route of 8812445).
+        mb_last_next = Signal(name="drain_mb_last_next")
+        nt_last_next = Signal(name="drain_nt_last_next")
+        m.d.sync += [mb_last_next.eq(d.mb + 2 >= g.m_blocks),
+                     nt_last_next.eq(d.nt + 2 >= g.n_tiles)]
         with m.FSM(name="drain") as fsm:
             with m.State("IDLE"):
                 m.d.comb += s.drain_done.eq(1)
@@ -777,15 +784,15 @@ class Controller(Unit):
                     with m.If(d.last_tile):
                         m.next = "IDLE"
                     with m.If(~d.last_mb):
-                        last_mb = d.mb + 2 >= g.m_blocks
                         m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n),
-                                     d.last_mb.eq(last_mb), d.last_tile.eq(last_mb & d.last_nt)]
+                                     d.last_mb.eq(mb_last_next),
+                                     d.last_tile.eq(mb_last_next & d.last_nt)]
                     with m.Else():
-                        last_nt = d.nt + 2 >= g.n_tiles
                         m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
                                      d.col0.eq(d.col0 + p.cols), d.last_mb.eq(g.one_mb),
                                      d.cols_left.eq(d.cols_left - p.cols),
-                                     d.last_nt.eq(last_nt), d.last_tile.eq(g.one_mb & last_nt)]
+                                     d.last_nt.eq(nt_last_next),
+                                     d.last_tile.eq(g.one_mb & nt_last_next)]
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
         one_hot(fsm)
