@@ -67,7 +67,7 @@ from hw import isa
 from hw.attention import WindowedAttention
 from hw.bram import BlockRAM, make_block_ram, unshared_register
 from hw.divider import ConstDivider, is_pow2, pow2_divmod
-from hw.fsm import one_hot
+from hw.fsm import one_hot, select_one_hot
 from hw.gemm_core import QUANT_LAYOUT, GemmCore
 from hw.gemm_unit import GemmAccPipeline, acc_layout
 from hw.isa import AttnFlag, ErrorCode, GemmFlag, Opcode, VecFunc
@@ -2006,13 +2006,6 @@ def _divmod(value, d: int):
     return value // d, value % d
 
 
-def _or_per_bit(values, width: int):
-    """The OR of ``values`` as ``width`` bits: per bit, one OR of every value's bit (Yosys
-    maps each to a balanced tree of LUTs), not a chain of word-wide ORs. Bits past a value's
-    width are zero; values wider than ``width`` are truncated."""
-    return Cat(Cat(v[b] for v in values if b < len(v)).any() for b in range(width))
-
-
 def _last_block_mask(last_i, rows: int):
     """The byte lanes of an ``(m, c)`` tensor's last token block that hold tokens, from
     ``last_i = (m - 1) % rows`` (``m >= 1``): lane ``i`` while ``i <= last_i``. The same as
@@ -2265,9 +2258,8 @@ class _State:
 
     def drive_fail_code(self) -> None:
         """``fail_code`` <= the active site's code (0 while none is), after every ``fail``."""
-        codes = [Mux(flag, code, 0) for flag, code in self.fail_sites]
         # Per bit, one OR of all the sites (a balanced tree), not a chain of 8-bit ORs.
-        self.m.d.sync += self.fail_code.eq(_or_per_bit(codes, len(self.fail_code)))
+        self.m.d.sync += self.fail_code.eq(select_one_hot(self.fail_sites, len(self.fail_code)))
 
     def mul_pick(self, a, b, pick=None) -> None:
         """Pick ``a`` and ``b`` into the controller's multiplier while ``pick`` (``None``: in
@@ -2284,8 +2276,8 @@ class _State:
     def finish_mul_picks(self) -> None:
         """The multiplier's operands from every :meth:`mul_pick`."""
         for k, operand in ((1, self.mul_a), (2, self.mul_b)):
-            terms = [Mux(pick[0], pick[k], 0) for pick in self.mul_picks]
-            self.m.d.comb += operand.eq(_or_per_bit(terms, len(operand)))
+            self.m.d.comb += operand.eq(select_one_hot(
+                [(pick[0], pick[k]) for pick in self.mul_picks], len(operand)))
 
     def read(self, port, addr, live=1) -> None:
         """Read ``port`` at ``addr`` (``live`` 0: no read) in the cycles the calling ``with``
@@ -2305,10 +2297,10 @@ class _State:
         """Each port's read enable and address from every :meth:`read`: per bit, one OR of the
         readers' terms (a balanced tree)."""
         for port, flags in self.readers.values():
-            addr = [Mux(flag, a, 0) for flag, _, a in flags]
             self.m.d.comb += [
                 port.r_en.eq(Cat(flag & live for flag, live, _ in flags).any()),
-                port.r_addr.eq(_or_per_bit(addr, len(port.r_addr)))]
+                port.r_addr.eq(select_one_hot([(flag, a) for flag, _, a in flags],
+                                              len(port.r_addr)))]
 
     def next_instruction(self, state: str) -> None:
         """Retire the instruction and go to ``state`` (``FETCH``; pc moves the next cycle,
