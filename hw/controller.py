@@ -731,7 +731,7 @@ class Controller(Unit):
         _gemm_lane_luts, ``LUT`` waits for the last one), write its columns back, tile after tile
         in the feeder's order, while the feeder loads and starts later tiles (the core's output
         waits while the drainer is busy)."""
-        p, g = self._params, s.g
+        g = s.g
         d = g.drain
         s.write_back_words(d)
         # The next block / tile is the last: registers a cycle behind mb / nt, which move only
@@ -746,16 +746,15 @@ class Controller(Unit):
                 m.d.comb += s.drain_done.eq(1)
                 with m.If(s.drain_start):
                     s.restart_write_back(d)
-                    m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0),
+                    m.d.sync += [d.nt.eq(0), d.mb.eq(0), d.col0.eq(0), d.blk.eq(0), d.q.eq(0),
                                  d.cols_left.eq(g.n), s.row.eq(0), d.last_mb.eq(g.one_mb),
                                  d.last_nt.eq(g.one_nt), d.last_tile.eq(g.one_mb & g.one_nt)]
                     m.next = "CAPTURE"
             with m.State("CAPTURE"):
                 m.d.comb += s.capturing.eq(~s.lut_loading)
-                with m.If(s.tile_last):
+                with m.If(s.capture_end):
                     # The write back is at word 0 already (drain start, or the last WB's
                     # end): its counters' enables wait for no captured row.
-                    m.d.sync += s.row.eq(0)
                     m.next = "LUT"
                     with m.If(~g.lut_en):
                         m.next = "SETTLE"
@@ -776,26 +775,33 @@ class Controller(Unit):
                 s.write_back(d)
                 with m.If(d.c_end):
                     s.restart_write_back(d)
+                    m.next = "CAPTURE"
+                    # An OUT32 tile's next quarter (after the last, 0 again: 2 bits wrap).
+                    m.d.sync += d.q.eq(d.q + d.out32)
                     # The feeder's order (_gemm_next_tile), with flags of its own; the last
                     # tile's flag (last_mb & last_nt) is one more register, so that WB's exit
                     # reads one flip-flop beside c_end (drain_state's next-state logic through
                     # c_end and last_nt was a routed ulx3s_85f top's path, 10.76 ns).
-                    m.next = "CAPTURE"
-                    with m.If(d.last_tile):
-                        m.next = "IDLE"
-                    with m.If(~d.last_mb):
-                        m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n),
-                                     d.last_mb.eq(mb_last_next),
-                                     d.last_tile.eq(mb_last_next & d.last_nt)]
-                    with m.Else():
-                        m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
-                                     d.col0.eq(d.col0 + p.cols), d.last_mb.eq(g.one_mb),
-                                     d.cols_left.eq(d.cols_left - p.cols),
-                                     d.last_nt.eq(nt_last_next),
-                                     d.last_tile.eq(g.one_mb & nt_last_next)]
+                    with m.If(~d.more_passes):          # else the same tile again
+                        self._drain_next_tile(m, s, mb_last_next, nt_last_next)
                 with m.If(s.drain_abort):
                     m.next = "IDLE"
         one_hot(fsm)
+
+    def _drain_next_tile(self, m, s, mb_last_next, nt_last_next):
+        """The drainer's step to its next tile, or to IDLE after the last (in WB's exit)."""
+        p, g = self._params, s.g
+        d = g.drain
+        with m.If(d.last_tile):
+            m.next = "IDLE"
+        with m.Elif(~d.last_mb):
+            m.d.sync += [d.mb.eq(d.mb + 1), d.blk.eq(d.blk + g.n), d.last_mb.eq(mb_last_next),
+                         d.last_tile.eq(mb_last_next & d.last_nt)]
+        with m.Else():
+            m.d.sync += [d.mb.eq(0), d.blk.eq(0), d.nt.eq(d.nt + 1),
+                         d.col0.eq(d.col0 + p.cols), d.last_mb.eq(g.one_mb),
+                         d.cols_left.eq(d.cols_left - p.cols), d.last_nt.eq(nt_last_next),
+                         d.last_tile.eq(g.one_mb & nt_last_next)]
 
     # -- VEC ---------------------------------------------------------------------------------
 
@@ -1783,12 +1789,55 @@ class Controller(Unit):
                 with m.Switch(land_row):
                     for r in range(p.rows):
                         with m.Case(r):
-                            # The low byte only: a LUT's result is int8 (LUT excludes OUT32,
-                            # so the upper bits, still the raw capture's, are never written
-                            # back), and the other 24 bits of the 64 entries need no second
-                            # write source.
-                            m.d.sync += s.tile[r * p.cols + c][:8].eq(ram.r_data)
+                            # After the raw capture's byte (LUT excludes OUT32).
+                            m.d.sync += s.tile[r * p.cols + c].eq(ram.r_data)
         m.d.comb += s.lut_busy.eq(Cat(v for v, _ in tags).any())
+
+    def _gemm_capture(self, m, s, out):
+        """The drainer's capture of result rows into the byte tile, a pass at a time.
+
+        An int8 tile is one pass: row ``r`` into tile row ``r``. An OUT32 tile is
+        ``_OUT32_WORDS`` passes, one per quarter ``q`` of its int32 column words: tile byte
+        ``R`` of column ``c`` holds byte ``(q * rows + R) % 4`` of int32 row
+        ``(q * rows + R) // 4`` (``hw.isa`` act layout), so pass ``q`` takes the rows
+        ``_out32_passes`` names and the write back writes the tile as word ``q`` of each int32
+        column. Where ``rows`` is not a multiple of 4 a row's bytes span two passes: the first
+        captures it without taking it (``peek``), the next takes it."""
+        p, d = self._params, s.g.drain
+        # OUT32 from a copy of its own beside the capture registers (g.out32 drives the
+        # pipeline and the drainer too).
+        out32 = unshared_register(m, s.g.out32, name="cap_out32", platform=s.platform)
+        passes = _out32_passes(p.rows)
+        capture = out.valid & s.capturing
+        at_pass_last = Array(s.row == last for _, last, _ in passes)[d.q]
+        peek = Signal(name="cap_peek")
+        if any(spans for _, _, spans in passes):
+            m.d.comb += peek.eq(out32 & at_pass_last & Array(spans for *_, spans in passes)[d.q])
+        take = capture & ~peek
+        m.d.comb += [out.ready.eq(s.capturing & ~peek),
+                     s.capture_end.eq(capture & Mux(out32, at_pass_last, out.payload.last))]
+        with m.If(take):
+            m.d.sync += s.row.eq(Mux(out.payload.last, 0, s.row + 1))
+        # The captured row lands in the tile a cycle later, from registers: the row's data and
+        # a write flag per tile row (the handshake and the row's decode in front of the
+        # enables of every tile register were a path of the ulx3s_85f top's route). The
+        # drainer waits a cycle (SETTLE) before its write back reads the tile.
+        cap_rows = Signal(p.rows, name="cap_rows")
+        cap_data = [Signal(ACC_WIDTH, name=f"cap_data{c}") for c in range(p.cols)]
+        wide = [Array(s.row == (q * p.rows + r) // 4 for q in range(_OUT32_WORDS))[d.q]
+                for r in range(p.rows)]
+        m.d.sync += [cap_rows.eq(Cat(capture & Mux(out32, wide[r], s.row == r)
+                                     for r in range(p.rows))),
+                     *(cap_data[c].eq(out.payload.acc[c]) for c in range(p.cols))]
+        for r in range(p.rows):
+            # The byte of the int32 result that tile row r holds, by pass (d.q is the
+            # capture's pass still: it steps at the end of the pass's write back).
+            byte = [(q * p.rows + r) % 4 for q in range(_OUT32_WORDS)]
+            with m.If(cap_rows[r]):
+                for c in range(p.cols):
+                    wide_byte = (cap_data[c].word_select(byte[0], 8) if len(set(byte)) == 1
+                                 else Array(cap_data[c].word_select(b, 8) for b in byte)[d.q])
+                    m.d.sync += s.tile[r * p.cols + c].eq(Mux(out32, wide_byte, cap_data[c][:8]))
 
     def _gemm(self, m, s, core, pipe, platform):
         """The GEMM core's start, its write ports (_gemm_feeder) and result capture."""
@@ -1819,23 +1868,7 @@ class Controller(Unit):
             m.d.comb += [rows.i_stream.payload.last.eq(core.o_stream.payload.last),
                          *(rows.i_stream.payload.acc[c].eq(core.o_stream.payload.data[c])
                            for c in range(p.cols))]
-        out = rows.o_stream
-        take = out.valid & s.capturing
-        m.d.comb += out.ready.eq(s.capturing)
-        with m.If(take):
-            m.d.sync += s.row.eq(s.row + 1)
-        # The taken row lands in the tile a cycle later, from registers: the row's data and
-        # a write flag per tile row (the handshake and the row's decode in front of the
-        # enables of every tile register were a path of the ulx3s_85f top's route). The
-        # drainer waits a cycle (SETTLE) before its write back reads the tile.
-        cap_rows = Signal(p.rows, name="cap_rows")
-        cap_data = [Signal(ACC_WIDTH, name=f"cap_data{c}") for c in range(p.cols)]
-        m.d.sync += [cap_rows.eq(Cat(take & (s.row == r) for r in range(p.rows))),
-                     *(cap_data[c].eq(out.payload.acc[c]) for c in range(p.cols))]
-        for r in range(p.rows):
-            with m.If(cap_rows[r]):
-                m.d.sync += [s.tile[r * p.cols + c].eq(cap_data[c]) for c in range(p.cols)]
-        m.d.comb += s.tile_last.eq(take & out.payload.last)
+        self._gemm_capture(m, s, rows.o_stream)
         m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),
                      s.gemm_stall.eq(g.active & ~s.core_busy)]
         self._gemm_lane_luts(m, s, core, platform)
@@ -1886,6 +1919,8 @@ def _gemm_registers() -> SimpleNamespace:
     g.drain.last_nt = Signal(name="drain_last_nt")
     g.drain.last_tile = Signal(name="drain_last_tile")     # last_mb & last_nt
     g.drain.c_end = Signal(name="drain_c_end")     # d.c == wb_words (write_back)
+    # The pass of an OUT32 tile (quarter q of each int32 column word); 0 for int8 tiles.
+    g.drain.q = Signal(2, name="drain_quarter")
     g.drain.base = Signal(40, name="drain_base")    # the tile's first act word
     # act words - base, a cycle behind base: word d.c of the tile is refused when d.c >= room
     # (one comparator of registers, not base + c's adder and then the bounds comparator).
@@ -2006,6 +2041,14 @@ def _divmod(value, d: int):
     return value // d, value % d
 
 
+def _out32_passes(rows: int) -> list[tuple[int, int, bool]]:
+    """For each pass ``q`` of an OUT32 tile (word ``q`` of its int32 columns): the first and the
+    last int32 row whose bytes it holds, and whether the last row's bytes continue in pass
+    ``q + 1`` (``rows`` not a multiple of 4)."""
+    return [(q * rows // 4, ((q + 1) * rows - 1) // 4,
+             q + 1 < _OUT32_WORDS and (q + 1) * rows % 4 != 0) for q in range(_OUT32_WORDS)]
+
+
 def _last_block_mask(last_i, rows: int):
     """The byte lanes of an ``(m, c)`` tensor's last token block that hold tokens, from
     ``last_i = (m - 1) % rows`` (``m >= 1``): lane ``i`` while ``i <= last_i``. The same as
@@ -2104,9 +2147,11 @@ class _State:
         self.feeding = Signal()                 # GEMM_LOAD: the feeder's channels issue reads
         self.feed_reset = Signal()              # the next tile's loads start from word 0
         self.feed_last = Signal()               # every channel issues its last read now
-        self.tile_last = Signal()
+        self.capture_end = Signal()         # the drainer's pass has all its rows
         self.row = Signal(range(p.rows + 1))
-        self.tile = Array(Signal(ACC_WIDTH, name=f"tile{e}") for e in range(p.rows * p.cols))
+        # The drain tile: a byte per result, rows x cols (an int8 tile; with OUT32 a quarter of
+        # the int32 tile's bytes a pass, _OUT32_WORDS passes a tile: _gemm's capture).
+        self.tile = Array(Signal(8, name=f"tile{e}") for e in range(p.rows * p.cols))
         self.lut_load_start = Signal()      # a GEMM with a LUT: load the lane copies
         self.lut_loading = Signal()         # the lane copies are loading
         self.lut_busy = Signal()            # looked-up rows still on their way to the tile
@@ -2411,27 +2456,19 @@ class _State:
                 m, Mux(self.wb_restart, 1, Mux(self.wb_step, col << 1, col))[:p.cols],
                 name=f"wb_col{r}", platform=self.platform))
             self.wb_cols.append(col)
-        # The int32 quarter of word d.c likewise, a copy per byte lane of the written word
-        # (write_back): 0 at a restart, + 1 on each int32 word. One register selecting all
-        # 8 data bytes and mask bits was a routed ulx3s_85f top's drainer `wr#_r` group
-        # (wb_q -> one LUT -> 8.7 ns of wire).
-        self.wb_q_step = Signal(name="wb_q_step")
-        self.wb_qs = []
-        for b in range(p.rows):
-            q = Signal(2, name=f"wb_q{b}_q")
-            m.d.comb += q.eq(unshared_register(
-                m, Mux(self.wb_restart, 0, Mux(self.wb_q_step, q + 1, q))[:2],
-                name=f"wb_q{b}", platform=self.platform))
-            self.wb_qs.append(q)
         # Word d.c of the tile is act word d.base + d.c: int8 columns are one word each
-        # (d.c = j), int32 columns four (d.c = 4 * j + q), so the int32 base is 4x the column.
+        # (d.c = j), int32 columns four, of which the pass writes word q (d.c = 4 * j: the
+        # int32 base is 4x the column, plus q).
         # OUT32 from a copy of its own beside these registers (a cycle behind g.out32, which
         # changes only when a GEMM's fields load, long before its drain): g.out32 drives the
         # capture and the pipeline too, and its wire to drain_base's adder was 6.6 ns of a
         # routed ulx3s_85f top's 10.15 ns path.
-        out32 = unshared_register(m, g.out32, name="drain_out32", platform=self.platform)
+        d.out32 = out32 = unshared_register(m, g.out32, name="drain_out32",
+                                            platform=self.platform)
+        d.more_passes = Signal(name="drain_more_passes")     # an OUT32 tile's quarter 0..2
+        m.d.comb += d.more_passes.eq(out32 & (d.q != _OUT32_WORDS - 1))
         first = d.blk + d.col0
-        m.d.sync += d.base.eq(g.dbase + Mux(out32, first << 2, first))
+        m.d.sync += d.base.eq(g.dbase + Mux(out32, Cat(d.q, first), first))
         m.d.sync += d.room.eq(self.act_words - d.base)
         cols_left = d.cols_left                         # g.n - d.col0, a register
         jmax = Signal(range(p.cols + 1))
@@ -2439,66 +2476,47 @@ class _State:
         with m.If(cols_left > p.cols):
             m.d.comb += jmax.eq(p.cols)
         m.d.sync += self.wb_words.eq(jmax << (out32 * 2))
-        # The byte masks of the tile's words (tokens past M), two register stages behind
-        # d.mb as d.room is behind d.blk: not a subtract and compare before the write-back
-        # registers.
+        # The byte mask of the pass's words (tokens past M; an int32 quarter's byte b is row
+        # (q * rows + b) // 4), two register stages behind d.mb as d.room is behind d.blk
+        # (and a cycle behind d.q): not a subtract and compare before the write-back registers.
         left = g.m - d.mb * p.rows
         rows_left = Signal(left.shape(), name="drain_rows_left")
-        d.mask8 = Signal(p.rows, name="drain_mask8")
-        d.mask32 = Signal(_OUT32_WORDS * p.rows, name="drain_mask32")   # per int32 quarter
+        d.mask = Signal(p.rows, name="drain_mask")
+        mask32 = Array(Cat((q * p.rows + b) // 4 < rows_left for b in range(p.rows))
+                       for q in range(_OUT32_WORDS))[d.q]
         m.d.sync += [rows_left.eq(left),
-                     d.mask8.eq(Cat((r < rows_left) for r in range(p.rows))),
-                     d.mask32.eq(Cat(((qq * p.rows + b) // 4 < rows_left)
-                                     for qq in range(_OUT32_WORDS) for b in range(p.rows)))]
+                     d.mask.eq(Mux(out32, mask32, Cat(r < rows_left for r in range(p.rows))))]
 
     def write_back(self, d) -> None:
         """Write the tile's columns (``d.c``: the word being written) at the drainer's tile
-        ``(d.nt, d.mb)``; int8 words mask tokens past M, int32 columns are 4 words each. The
-        word, its address and mask go into the write-back registers (:meth:`drive_write_back`
-        puts them on the act port the next cycle): the column multiplexer and the address
-        arithmetic end at a register, not at the act port's writer multiplexer."""
-        m, p, g = self.m, self.p, self.g
-        # The column and the int32 quarter of word d.c, registers stepped with it
-        # (restart_write_back). Each row picks its column with a one-hot select of its own
-        # (wb_cols: registers Yosys does not merge): one 3-bit column register selecting all
-        # 8 x 256 bits of the column multiplexer was the routed ulx3s_85f top's wr#_r group.
-        # Each byte lane of an int32 word picks its quarter with a copy of its own (wb_qs).
-        word_rows = [functools.reduce(operator.or_, (
-            Mux(col[jj], self.tile[r * p.cols + jj], 0) for jj in range(p.cols)))
-            for r, col in enumerate(self.wb_cols)]
-        word = Signal(ACC_WIDTH * p.rows)
-        m.d.comb += word.eq(Cat(word_rows))
-        bytes8 = Cat(word[ACC_WIDTH * r:ACC_WIDTH * r + 8] for r in range(p.rows))
-        # Quarter qq of the int32 tile column is bytes qq * rows .. qq * rows + rows - 1 of
-        # `word`, with mask bits qq * rows + b.
-        data32 = Cat(Array(word[(qq * p.rows + b) * 8:(qq * p.rows + b + 1) * 8]
-                           for qq in range(_OUT32_WORDS))[q]
-                     for b, q in enumerate(self.wb_qs))
-        mask32 = Cat(Array(d.mask32[qq * p.rows + b] for qq in range(_OUT32_WORDS))[q]
-                     for b, q in enumerate(self.wb_qs))
-        data, mask = Signal(8 * p.rows, name="drain_data"), Signal(p.rows, name="drain_mask")
-        m.d.comb += [data.eq(Mux(g.out32, data32, bytes8)), mask.eq(Mux(g.out32, mask32,
-                                                                         d.mask8))]
+        ``(d.nt, d.mb)`` (an OUT32 tile's pass: word ``d.q`` of its int32 columns), masking
+        tokens past M. The word, its address and mask go into the write-back registers
+        (:meth:`drive_write_back` puts them on the act port the next cycle): the column
+        multiplexer and the address arithmetic end at a register, not at the act port's writer
+        multiplexer."""
+        m, p = self.m, self.p
+        # Each tile row picks its column with a one-hot select of its own (wb_cols, stepped
+        # with d.c: registers Yosys does not merge): one 3-bit column register selecting all
+        # of the column multiplexer was the routed ulx3s_85f top's wr#_r group.
+        data = Signal(8 * p.rows, name="drain_data")
+        m.d.comb += data.eq(Cat(select_one_hot(
+            [(col[j], self.tile[r * p.cols + j]) for j in range(p.cols)], 8)
+            for r, col in enumerate(self.wb_cols)))
         # d.c_end (d.c == wb_words) is a register stepped with d.c: the step, the column
         # registers' enables and WB's exit read a flip-flop, not a comparison of d.c.
         with m.If(~d.c_end):
-            m.d.sync += [d.c.eq(d.c + 1), d.c_end.eq(d.c + 1 == self.wb_words)]
-            with m.If(g.out32):
-                m.d.comb += self.wb_q_step.eq(1)
-                with m.If(self.wb_qs[0] == _OUT32_WORDS - 1):
-                    m.d.comb += self.wb_step.eq(1)
-            with m.Else():
-                m.d.comb += self.wb_step.eq(1)
+            step = Mux(d.out32, _OUT32_WORDS, 1)
+            m.d.sync += [d.c.eq(d.c + step), d.c_end.eq(d.c + step == self.wb_words)]
+            m.d.comb += self.wb_step.eq(1)
             with m.If(~self.drain_abort):
                 # One adder of two registers before the bounds check and the write-back
                 # registers (three adders and a multiplexer were the routed critical path).
-                self.post_write(d.base + d.c, data, mask, writer="drain",
+                self.post_write(d.base + d.c, data, d.mask, writer="drain",
                                 refused=d.c >= d.room)
 
     def restart_write_back(self, d):
         """The statements that restart the drainer's write back at word 0 (``d.c``, and its
-        column ``j`` (one-hot in ``wb_cols``) and quarter ``q`` (in each of ``wb_qs``): ``d.c``
-        is ``4 * j + q`` for int32 output, ``j`` otherwise), in the calling context."""
+        column, one-hot in ``wb_cols``), in the calling context."""
         self.m.d.sync += [d.c.eq(0), d.c_end.eq(0)]
         self.m.d.comb += self.wb_restart.eq(1)
 

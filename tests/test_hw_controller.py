@@ -45,7 +45,7 @@ def run_on_accelerator(image, *, entry: int = 0, read_back=("act",), program_run
 
 
 def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bool = False,
-               params=PARAMS):
+               params=PARAMS, dst: int = DST):
     """An image with a random act background, A, W, quant words, LUTs and one GEMM + HALT."""
     p = params
     image = isasim.MemoryImage(p)
@@ -61,7 +61,7 @@ def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bo
                                                   shift=shift))
     for i in range(p.lut_count):
         image.write("lut", i * 256, rng.integers(-128, 128, 256, dtype=np.int8).tobytes())
-    prog = [isa.gemm(a_addr=0, w_addr=64, dst_addr=DST, quant_addr=3, m=m, k=k, n=n, lut=lut,
+    prog = [isa.gemm(a_addr=0, w_addr=64, dst_addr=dst, quant_addr=3, m=m, k=k, n=n, lut=lut,
                      out32=out32), isa.halt()]
     image.load_program([isa.encode(i) for i in prog])
     return image, (a, w, bias, mult, shift)
@@ -123,6 +123,26 @@ def test_controller_gemm_short_loads_on_a_2x2_array(k):
     want = ref.gemm_requant(a, w, bias.astype(np.int32), mult, shift)
     assert got.size == m * n
     assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 2), (2, 4), (3, 2)])
+def test_controller_out32_tiles_whose_rows_span_two_words(rows, cols):
+    """An int32 result on arrays whose ``rows`` is not a multiple of 4: an int32 column word's
+    quarter holds part of a row, so the drainer's pass of one quarter captures a row that the
+    next pass takes (``_out32_passes``). Three token blocks (the last ragged: masked bytes)
+    and two column tiles (the last ragged)."""
+    params = PARAMS.replace(rows=rows, cols=cols, ln_pipelines=1, ln_engines=1,
+                            attn_lanes=2)
+    m, k, n = 2 * rows + 1, 3, cols + 1
+    dst = DST // rows * rows                          # an act word
+    rng = np.random.default_rng(950 + 10 * rows + cols)
+    image, (a, w, bias, mult, shift) = gemm_image(rng, m, k, n, out32=True, params=params,
+                                                  dst=dst)
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    got = isasim.unpack_act(result["regions"]["act"][dst:], m, n, params.rows, np.int32)
+    assert got.size == m * n
+    assert_array_equal(got, ref.gemm_acc(a, w, bias.astype(np.int32)))
 
 
 def test_controller_runs_a_chained_program():
