@@ -49,8 +49,8 @@ from hw.checks import check_int
 from hw.multiplier import _platform_family, check_family
 from hw.unit import Setting
 
-__all__ = ["DP16KD_MODES", "ECP5_DISTRIBUTED_MAX_BITS", "BlockRAM", "ECP5BlockRAM",
-           "PortableBlockRAM", "make_block_ram"]
+__all__ = ["DP16KD_MODES", "ECP5_DISTRIBUTED_MAX_BITS", "RAM_DELAY_MIN", "BlockRAM",
+           "ECP5BlockRAM", "PortableBlockRAM", "delay_line", "make_block_ram"]
 
 #: ``DP16KD`` port geometries as ``(data width, depth, low address bits unused)``: the 14-bit
 #: address ``ADx13..ADx0`` counts bits, so a ``w``-bit word uses ``ADx13..ADx(k)`` with
@@ -298,3 +298,46 @@ def unshared_register(m: Module, value, *, name: str, platform: object = None,
         with m.If(enable):
             m.d.sync += q.eq(value)
     return q
+
+
+#: The shortest :func:`delay_line` built in LUT RAM: below it a chain of flip-flops costs less
+#: than a ring's pointers and output register.
+RAM_DELAY_MIN = 3
+
+
+def delay_line(m: Module, value, n: int, *, en, name: str, ram_min: int | None = RAM_DELAY_MIN):
+    """``value`` ``n`` enabled cycles later (cycles with ``en`` high): what a chain of ``n``
+    registers that load on ``en`` shows, without its ``n * len(value)`` flip-flops where ``n``
+    is ``ram_min`` or more.
+
+    Such a line is a ring of at least ``n - 1`` words in LUT RAM (an asynchronous read; on
+    ECP5 Yosys builds it from ``TRELLIS_DPR16X4``, 16 words of 4 bits each) followed by one
+    output register: each enabled cycle writes ``value`` at a write pointer and loads the
+    output register from the word written ``n - 1`` enabled cycles before (a read pointer as
+    far behind), and both pointers step. The ring needs no reset, so its first ``n - 1``
+    outputs after a reset are the old contents, where a chain shows zeros: users must ignore
+    them (the systolic array's lanes carry a valid flag of their own). Shorter lines
+    (``n < ram_min``, or any with ``ram_min=None``) are the chain; ``n = 0`` is ``value``."""
+    check_int(f"{name} delay", n, 0)
+    if ram_min is not None:
+        check_int(f"{name} ram_min", ram_min, 2)
+    value = Value.cast(value)
+    out = value
+    if ram_min is None or n < ram_min:
+        for i in range(n):
+            reg = Signal(value.shape(), name=f"{name}_d{i + 1}")
+            with m.If(en):
+                m.d.sync += reg.eq(out)
+            out = reg
+        return out
+    depth = max(16, 1 << (n - 2).bit_length())          # a power of two >= n - 1
+    m.submodules[f"{name}_ring"] = ring = Memory(shape=value.shape(), depth=depth, init=[])
+    write, read = ring.write_port(), ring.read_port(domain="comb")
+    w_ptr = Signal(range(depth), name=f"{name}_wptr")
+    r_ptr = Signal(range(depth), name=f"{name}_rptr", init=-(n - 1) % depth)
+    out = Signal(value.shape(), name=f"{name}_out")
+    m.d.comb += [write.addr.eq(w_ptr), write.data.eq(value), write.en.eq(en),
+                 read.addr.eq(r_ptr)]
+    with m.If(en):
+        m.d.sync += [w_ptr.eq(w_ptr + 1), r_ptr.eq(r_ptr + 1), out.eq(read.data)]
+    return out

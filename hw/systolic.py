@@ -8,6 +8,9 @@ Dataflow (rows x cols PEs, PE(r, c) owns output element C[r, c]; see ``hw/README
                                                           ▼            ▼
     PE results ─► per-column OR tree ─► deskew (cols-1-c regs) ─► 2-entry buffer ─► o_stream
 
+Skew and deskew lines of :data:`hw.bram.RAM_DELAY_MIN` cycles or more are LUT-RAM rings
+(:func:`hw.bram.delay_line`), the same delay without a flip-flop per bit and cycle.
+
 Transfer ``k`` of a tile carries ``A[:, k]`` and ``W[k, :]``; operands enter row ``r`` ``r``
 cycles late and column ``c`` ``c`` cycles late, so ``A[r, k]`` meets ``W[k, c]`` in PE(r, c).
 Each PE finishes its dot product ``r + c`` cycles after PE(0, 0), so column ``c`` delivers
@@ -32,6 +35,7 @@ from amaranth.hdl import Const, Instance, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.bram import delay_line
 from hw.checks import check_int
 from hw.multiplier import Multiplier, _platform_family, check_dsp_options
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH, accumulator_width
@@ -341,19 +345,14 @@ class SystolicArray(Unit):
             with m.Elif(gap != 0):
                 m.d.sync += gap.eq(gap - 1)
 
-        def delay(sig, n, name):
-            for i in range(n):
-                d = Signal.like(sig, name=f"{name}_d{i + 1}")
-                with m.If(ce):
-                    m.d.sync += d.eq(sig)
-                sig = d
-            return sig
+        def delay(sig, n, name):            # a flag's line: flip-flops (and reset)
+            return delay_line(m, sig, n, en=ce, name=name, ram_min=None)
 
         # -- skew: row r and column c enter r / c cycles late ---------------------------------
-        row_a = [delay(in_act[r], r, f"skew_a{r}") for r in range(rows)]
+        row_a = [delay_line(m, in_act[r], r, en=ce, name=f"skew_a{r}") for r in range(rows)]
         row_v = [delay(fwd_valid, r, f"skew_v{r}") for r in range(rows)]
         row_l = [delay(fwd_last, r, f"skew_l{r}") for r in range(rows)]
-        col_w = [delay(in_wgt[c], c, f"skew_w{c}") for c in range(cols)]
+        col_w = [delay_line(m, in_wgt[c], c, en=ce, name=f"skew_w{c}") for c in range(cols)]
 
         # -- PE grid -------------------------------------------------------------------------
         pes = [[None] * cols for _ in range(rows)]
@@ -403,7 +402,8 @@ class SystolicArray(Unit):
         out_last = delay(pes[rows - 1][cols - 1].done, self.or_stages, "last")
 
         # -- deskew: column c waits cols - 1 - c cycles -------------------------------------
-        aligned = [delay(col_res[c], cols - 1 - c, f"deskew{c}") for c in range(cols)]
+        aligned = [delay_line(m, col_res[c], cols - 1 - c, en=ce, name=f"deskew{c}")
+                   for c in range(cols)]
 
         m.d.comb += [
             obuf.push.eq(out_valid),

@@ -91,7 +91,8 @@ def test_systolic_or_tree_stages():
 # -- array against gemm_acc ------------------------------------------------------------------
 
 @pytest.mark.parametrize("idle, backpressure", VARIANTS, ids=VARIANT_IDS)
-@pytest.mark.parametrize("rows, cols, k_depth", [(2, 2, None), (3, 2, None), (2, 3, 8)])
+@pytest.mark.parametrize("rows, cols, k_depth", [(2, 2, None), (3, 2, None), (2, 3, 8),
+                                                (5, 6, 8)])   # skew / deskew in LUT RAM
 def test_systolic_matches_gemm_acc(rows, cols, k_depth, idle, backpressure):
     rng = np.random.default_rng(rows * 100 + cols * 10 + 2 * idle + backpressure)
     # K = 1 and K < rows exercise the tile spacing; the extreme tiles exercise the range:
