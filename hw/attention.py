@@ -729,10 +729,16 @@ class WindowedAttention(Unit):
         m.submodules.ofifo = ofifo = SyncFIFOBuffered(width=ACT_WIDTH * self._head_dim + 1,
                                                       depth=self._out_depth)
         row_bits = Cat(*(row_buf[c] for c in range(chunks - 1)), u.y_chunk)
-        m.d.comb += [ofifo.w_data.eq(Cat(row_bits, u.out_cnt == u.seq_last)),
-                     ofifo.w_en.eq(o_v & (o_c == chunks - 1))]
-        with m.If(o_v & (o_c == chunks - 1)):
-            m.d.sync += u.out_cnt.eq(u.out_cnt + 1)
+        # The row's last flag from a register, loaded during the setup and at each write: the
+        # comparison of out_cnt and seq_last in front of the FIFO's LUT-RAM write data was a
+        # routed ulx3s_85f top's critical path (10.33 ns, 5 ns of it the wire to the RAM).
+        out_last = Signal(name="out_last")              # the next row written is the last
+        write = o_v & (o_c == chunks - 1)
+        m.d.comb += [ofifo.w_data.eq(Cat(row_bits, out_last)), ofifo.w_en.eq(write)]
+        with m.If(u.setup != 0):
+            m.d.sync += out_last.eq(u.seq_len == 1)
+        with m.If(write):
+            m.d.sync += [u.out_cnt.eq(u.out_cnt + 1), out_last.eq(u.out_cnt + 1 == u.seq_last)]
         m.d.comb += [self.o_stream.payload.eq(ofifo.r_data), self.o_stream.valid.eq(ofifo.r_rdy),
                      ofifo.r_en.eq(self.o_stream.ready)]
         u.pop = self.o_stream.valid & self.o_stream.ready
