@@ -111,11 +111,15 @@ SEEDS = range(1, 1 << 31)
 #: accelerator routed faster with 40 / 4 on both presets tried (router1, the same netlists:
 #: ``tiny`` 99.71 against 95.62 MHz, ``ulx3s_85f`` 93.67 against 91.19 MHz; docs/boards.md).
 HEAP_DEFAULTS: dict[str, tuple[int, int]] = {"accelerator": (40, 4), BOARD_TOP: (40, 4)}
-#: nextpnr's placement seed per unit when the caller names none; units not listed get
-#: nextpnr's own. The accelerator places with seed 1: the ``ulx3s_85f`` top met its 100 MHz
-#: with it (100.78 MHz, docs/boards.md). A placement is one draw: the top's last four netlists,
-#: each placed with seed 1, routed at 86.12 to 100.78 MHz.
-SEED_DEFAULTS: dict[str, int] = {"accelerator": 1}
+#: nextpnr's placement seed when the caller names none, per ``(board, unit, preset name)`` or
+#: else per unit; builds not listed get nextpnr's own. The accelerator places with seed 1: the
+#: ``ulx3s_85f`` accelerator met its 100 MHz with it (100.78 MHz, docs/boards.md). The ULX3S
+#: board top of the ``ulx3s_85f`` preset places with seed 5, the seed its routes met 100 MHz
+#: with (docs/boards.md, "Routes of"). A placement is one draw: the accelerator's four
+#: netlists placed with seed 1 routed at 86.12 to 100.78 MHz, one top netlist at 97.72 MHz
+#: with seed 3 and 103.03 MHz with seed 5.
+SEED_DEFAULTS: dict[str | tuple[str, str, str], int] = {
+    "accelerator": 1, ("ulx3s-85f", BOARD_TOP, "ulx3s_85f"): 5}
 
 
 def _check_int(name: str, value, legal: range) -> None:
@@ -146,11 +150,15 @@ def heap_weighting(unit: str, placer: str | None, heap_timing_weight: int | None
             critexp if heap_critexp is None else heap_critexp)
 
 
-def placement_seed(unit: str, seed: int | None) -> int | None:
-    """The nextpnr seed a build of ``unit`` places with: ``seed``, else the unit's
-    :data:`SEED_DEFAULTS` (``None``: nextpnr's own). ``ValueError`` outside :data:`SEEDS`."""
+def placement_seed(unit: str, seed: int | None, *, board: str | None = None,
+                   preset: str | None = None) -> int | None:
+    """The nextpnr seed a build of ``unit`` (for ``board``, of the preset named ``preset``)
+    places with: ``seed``, else the build's or the unit's :data:`SEED_DEFAULTS` (``None``:
+    nextpnr's own). ``ValueError`` outside :data:`SEEDS`."""
     _check_int("seed", seed, SEEDS)
-    return SEED_DEFAULTS.get(unit) if seed is None else seed
+    if seed is not None:
+        return seed
+    return SEED_DEFAULTS.get((board, unit, preset), SEED_DEFAULTS.get(unit))
 
 
 def board_platform(board: str):
@@ -758,7 +766,7 @@ def synth(board: str, unit: str = "gemm", *, preset=None,
     elif jobs is not None:
         raise ValueError("jobs places several seeds side by side: give seeds too")
     else:
-        seed = placement_seed(unit, seed)
+        seed = placement_seed(unit, seed, board=board, preset=params.name)
     heap_timing_weight, heap_critexp = heap_weighting(unit, placer, heap_timing_weight,
                                                       heap_critexp)
     family = "ice40" if plat_cls.device.lower().startswith("ice40") else "ecp5"
