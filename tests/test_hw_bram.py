@@ -9,7 +9,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Const, Fragment, Module, Signal
 from amaranth.hdl._ast import Slice
 from amaranth.sim import Simulator
-from helpers import FakePlatform
+from helpers import FakePlatform, run_testbenches
 
 from hw.bram import (
     DP16KD_MODES,
@@ -358,10 +358,7 @@ def test_delay_line_matches_a_chain_of_enabled_registers(n):
             seen.append(ctx.get(dut.x))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    run_testbenches(dut, bench, deadline_us=None)
     chain = [0] * n
     want = []
     for v, en in zip(values, enables):
