@@ -109,7 +109,7 @@ def sum_bits(max_dim: int) -> int:
 def scalar_cycles(max_dim: int) -> int:
     """Cycles of a row's scalar phase: the stats drain, three multiplies by ``d``, one by
     ``d**2`` and two by ``|S1|`` (two bits per cycle), the variance subtraction, the wait of
-    ``G``'s operand, the pre-shift, the square root, the division, the sign of ``h`` and the
+    ``G``'s operand, the pre-shift, the square root, the division, ``h``'s store and the
     commit of the row constants. The pre-shift takes two cycles: ``+ eps``, then the shift
     (an adder and a barrel shifter in one cycle were the routed ``tiny`` accelerator's
     critical path)."""
@@ -117,9 +117,9 @@ def scalar_cycles(max_dim: int) -> int:
     # steps); G = (d * inv) * d waits a cycle for its operand (LOAD_G).
     multiplies = (3 * _half(dim_bits(max_dim)) + dim_bits(max_dim)
                   + 2 * _half(sum_bits(max_dim)))
-    sub_dv, load_g, preshift, sign, commit = 1, 1, 2, 1, 1
+    sub_dv, load_g, preshift, store_h, commit = 1, 1, 2, 1, 1
     return (STATS_DRAIN + multiplies + sub_dv + load_g + preshift + ISQRT_ITERATIONS
-            + DIV_STEPS + sign + commit)
+            + DIV_STEPS + store_h + commit)
 
 
 def _eps_bits(max_dim: int) -> int:
@@ -576,7 +576,7 @@ class _ScalarEngine(Elaboratable):
             rem=Signal(ENGINE_BITS, name="rem"), res=Signal(ENGINE_BITS, name="res"),
             part=Signal(ISQRT_PART_BITS, name="isqrt_part"), res_zero=Signal(name="res_zero"),
             drem=Signal(33, name="drem"), inv=Signal(DIV_STEPS, name="inv"),
-            g1=Signal(MUL_BITS, name="g1"),                        # d * inv
+            g1=Signal(MUL_BITS, name="g1"),                        # sign(S1) * d * inv
             g_next=Signal(PROD_BITS, name="g_next"), h=Signal(PROD_BITS, name="h_out"))
         e.s1_neg = e.s1 < 0
         # |S1| in a register (its negation is a carry chain in front of the multiply's operand
@@ -618,7 +618,7 @@ class _ScalarEngine(Elaboratable):
         e.mul_a_sum = unshared_register(m, e.mul_a_sum_next, name="mul_a_sum",
                                         platform=platform, enable=e.mul_a_sum_load)
         self._mul_datapath(m, e)
-        # The results, registers, valid in DONE and unchanged until MUL_H / SIGN of the next
+        # The results, registers, valid in DONE and unchanged until MUL_H / STORE_H of the next
         # row, so a consumer may also take them the cycle after ack (TokenLayerNorm does).
         m.d.comb += [self.g.eq(e.g_next), self.h.eq(e.h)]
         with m.FSM() as fsm:
@@ -628,7 +628,7 @@ class _ScalarEngine(Elaboratable):
                 # start then enables only the state (a start is a wide enable across the
                 # engine otherwise, the routed top's critical path). cnt / cnt0 are 0 / 1
                 # here already (every counted state's exit), the results hold (g, h: their
-                # registers change only in MUL_H / SIGN; last was read while it was valid).
+                # registers change only in MUL_H / STORE_H; last was read while it was valid).
                 # The datapath steps on these operands while idle (mul_on); MUL_DQ's first
                 # step starts over from them (cnt0), so those steps leave nothing behind.
                 m.d.sync += [e.s1.eq(self.s1_in), e.q.eq(self.q_in), self.last.eq(self.last_in)]
@@ -828,15 +828,19 @@ class _ScalarEngine(Elaboratable):
         with m.State("LOAD_G"):                              # d * inv from macc into mul_a
             m.next = "MUL_G"                                # (_operand_loads)
         with m.State("MUL_G"):                               # G = d * d * inv
+            # h's sign goes into its multiply's operand: the product modulo 2**MUL_BITS of
+            # -(d * inv) and |S1| is -(|S1| * d * inv). (The negation of the product, an adder
+            # in front of h, whose loads are the token unit's, was a routed ulx3s_85f top's
+            # slowest group: 4 endpoints, 10.47 ns.)
             with m.If(e.cnt0):
-                m.d.sync += e.g1.eq(macc)
-            self._mul_step(m, e, self.dim_bits, "MUL_H")       # then (d * inv) * |S1|
-        with m.State("MUL_H"):                               # |S1| * d * inv
+                m.d.sync += e.g1.eq(Mux(e.s1_neg, -macc, macc))
+            self._mul_step(m, e, self.dim_bits, "MUL_H")       # then g1 * |S1|
+        with m.State("MUL_H"):                               # h = sign(S1) * |S1| * d * inv
             with m.If(e.cnt0):
                 m.d.sync += e.g_next.eq(macc)
-            self._mul_step(m, e, self.sum_bits, "SIGN", e.mul_on.eq(0))
-        with m.State("SIGN"):                                # h = sign(S1) * |S1| * d * inv,
-            m.d.sync += e.h.eq(Mux(e.s1_neg, -macc, macc)[:PROD_BITS])  # in a register
+            self._mul_step(m, e, self.sum_bits, "STORE_H", e.mul_on.eq(0))
+        with m.State("STORE_H"):                             # h from macc, in a register
+            m.d.sync += e.h.eq(macc[:PROD_BITS])
             m.next = "DONE"
 
 
