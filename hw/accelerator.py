@@ -72,6 +72,9 @@ class Accelerator(Unit):
 
     Attributes
     ----------
+    controller : Controller or None
+        The controller of the last elaboration, for simulation monitors (its
+        ``select_conflict``: :class:`hw.controller.Controller`).
     read_latency : int
         Cycles from a read transfer to ``r_valid`` when the target takes the request at once:
         the host stage, then :attr:`hw.scratchpad.Scratchpad.host_latency` + 2 for every
@@ -97,6 +100,7 @@ class Accelerator(Unit):
             "done": Out(1),
             "status": Out(32),
         })
+        self.controller: Controller | None = None
 
     @classmethod
     def params_arguments(cls, params) -> dict[str, object]:
@@ -110,6 +114,7 @@ class Accelerator(Unit):
         m = Module()
         p = self._params
         m.submodules.ctrl = ctrl = Controller(p, use_dsp=self._use_dsp)
+        self.controller = ctrl
         host = self._host_stage(m)
         offset = host.addr
         r_valid = Signal()

@@ -237,6 +237,16 @@ class Controller(Unit):
         back).
     instr, act, wgt, quant, lut : Out(Scratchpad.Port.Signature(...))
         Unit ports of the scratchpads (:meth:`hw.scratchpad.Scratchpad.for_region`).
+
+    Attributes
+    ----------
+    select_conflict, select_active : Signal
+        For simulation monitors (no port; synthesis removes their logic): ``select_conflict``
+        is high in a cycle where two selects of one exclusive set are (a design error: the
+        set's AND-OR multiplexer would OR two requests), ``select_active`` where any select is.
+        The sets: each scratchpad port's readers (:meth:`_State.read`), the act write-back's
+        writers, the multiplier's picks and the fail sites. ``select_conflicts`` names each
+        set's own conflict signal (filled at elaboration).
     """
 
     params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "window", "head_dim",
@@ -256,6 +266,9 @@ class Controller(Unit):
         for name in SCRATCHPAD_REGIONS:
             members[name] = Out(unit_port_signature(params, name))
         super().__init__(members)
+        self.select_conflict = Signal()
+        self.select_active = Signal()
+        self.select_conflicts: dict[str, Signal] = {}
 
     @classmethod
     def params_arguments(cls, params) -> dict[str, object]:
@@ -318,7 +331,27 @@ class Controller(Unit):
         s.finish_reads()
         s.finish_mul_picks()
         self._perf(m, s)
+        self._select_monitor(m, s)
         return m
+
+    def _select_monitor(self, m, s) -> None:
+        """``select_conflict`` / ``select_active`` over the exclusive select sets (class
+        docstring): ``x & (x - 1)`` is nonzero when two bits of ``x`` are set."""
+        ports = {id(getattr(self, name)): name for name in SCRATCHPAD_REGIONS}
+        sets = {f"{ports[key]} readers": [flag for flag, _, _ in flags]
+                for key, (_, flags) in s.readers.items()}
+        sets["act writers"] = [sel for _, sel, _ in s.writers]
+        sets["multiplier picks"] = [pick for pick, _, _ in s.mul_picks]
+        sets["fail sites"] = [flag for flag, _ in s.fail_sites]
+        self.select_conflicts = {}
+        for name, flags in sets.items():
+            x = Cat(*flags)
+            conflict = Signal(name=f"conflict_{name.replace(' ', '_')}")
+            m.d.comb += conflict.eq((x & (x - 1)).any())
+            self.select_conflicts[name] = conflict
+        m.d.comb += [self.select_conflict.eq(Cat(*self.select_conflicts.values()).any()),
+                     self.select_active.eq(Cat(*(f for flags in sets.values()
+                                                 for f in flags)).any())]
 
     # -- fetch, decode, retire, errors ------------------------------------------------------------
 

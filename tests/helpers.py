@@ -108,6 +108,36 @@ def run_testbenches(dut, *testbenches, deadline_us: float | None = 2000) -> None
         sim.run_until(deadline_us * 1e-6)
 
 
+def watch_selects(sim, dut) -> dict:
+    """Add a background testbench to ``sim`` that checks, every cycle, that no two selects of
+    one of the controller's exclusive sets are high (``dut``: a ``Controller``, or an
+    ``Accelerator``, whose ``controller`` it watches; ``hw.controller.Controller``'s
+    ``select_conflict``). Returns what it saw, filled while the simulation runs: ``cycles``,
+    ``active`` (cycles with a select high) and ``conflicts`` (``(cycle, [set names])``).
+    Elaborate first (``Simulator(dut)``)."""
+    seen: dict = {"cycles": 0, "active": 0, "conflicts": []}
+    ctrl = getattr(dut, "controller", None) or dut
+    sets = ctrl.select_conflicts
+    assert sets, "elaborate the design (Simulator(dut)) before watch_selects"
+
+    async def watch(ctx):
+        while True:
+            await ctx.tick()
+            seen["cycles"] += 1
+            seen["active"] += ctx.get(ctrl.select_active)
+            if ctx.get(ctrl.select_conflict):
+                seen["conflicts"].append(
+                    (seen["cycles"], [name for name, c in sets.items() if ctx.get(c)]))
+    sim.add_testbench(watch, background=True)
+    return seen
+
+
+def assert_selects_exclusive(seen: dict) -> None:
+    """The checks of :func:`watch_selects`: no conflict, and some select seen (not vacuous)."""
+    assert not seen["conflicts"], f"exclusive selects high together: {seen['conflicts'][:5]}"
+    assert seen["active"] > 0 and seen["cycles"] > seen["active"], seen
+
+
 def array_operands(A: np.ndarray, W: np.ndarray, k: int) -> dict:
     """Transfer ``k`` of a tile on ``SystolicArray.i_stream``: ``A[:, k]``, ``W[k, :]``, last."""
     return {"act": [int(x) for x in A[:, k]], "wgt": [int(x) for x in W[k]],

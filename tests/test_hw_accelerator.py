@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from helpers import assert_selects_exclusive, watch_selects
 from hostbus import HostDriver, read_csr, read_region, run_program, word_address, write_image
 from test_hw_controller import PARAMS, gemm_image
 
@@ -21,10 +22,14 @@ from sw import isasim
 
 
 def _simulate(dut, bench) -> None:
+    """Run ``bench`` on ``dut`` (an Accelerator), checking the controller's exclusive selects
+    every cycle (``helpers.watch_selects``)."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
+    seen = watch_selects(sim, dut)
     sim.run()
+    assert_selects_exclusive(seen)
 
 
 def _isasim_outcome(image, entry: int):

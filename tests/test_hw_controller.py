@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
+from helpers import assert_selects_exclusive, watch_selects
 from hostbus import HostDriver, read_csr, read_region, run_program, word_address, write_image
 from numpy.testing import assert_array_equal
 
@@ -40,7 +41,9 @@ def run_on_accelerator(image, *, entry: int = 0, read_back=("act",), program_run
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
+    seen = watch_selects(sim, dut)
     sim.run()
+    assert_selects_exclusive(seen)
     return out
 
 
@@ -204,7 +207,9 @@ def run_programs_and_compare(image, programs):
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
+    seen = watch_selects(sim, dut)
     sim.run()
+    assert_selects_exclusive(seen)
     assert len(csrs) == len(programs)
     return csrs
 
