@@ -225,14 +225,15 @@ PRESETS: dict[str, AccelParams] = {
                              instr_depth=1024, lut_count=8, target_mhz=100.0, ln_pipelines=2),
     # ULX3S 85F with 144 MACs: an 8x18 array, its first 12 columns on 96 MULT18X18D, its last
     # 6 LUT multipliers (lut_columns). The rest of the top is trimmed to fit the cells and DSPs
-    # beside it: 6 requantizer lanes (12 products), 2 LayerNorm engines, 64 KiB of weights (the
-    # DP16KDs the wider array's operand buffers take). Packed: 89 % of the LUT4s; its routes
-    # in docs/boards.md ("Past the DSP count").
+    # beside it: 4 requantizer lanes (8 products), 1 LayerNorm engine and element pipeline,
+    # 4 attention lanes, 64 KiB of weights (the DP16KDs the wider array's operand buffers
+    # take). Packed: 79 % of the LUT4s (2 engines, 6 requantizer and 8 attention lanes: 89 %,
+    # which no router finished); its routes in docs/boards.md ("Past the DSP count").
     "ulx3s_85f_8x18": AccelParams(name="ulx3s_85f_8x18", rows=8, cols=18, k_depth=1024,
-                                  window=32, head_dim=32, attn_lanes=8, act_depth=32768,
+                                  window=32, head_dim=32, attn_lanes=4, act_depth=32768,
                                   wgt_depth=65536, instr_depth=1024, lut_count=8,
-                                  target_mhz=100.0, ln_pipelines=2, lut_columns=6,
-                                  requant_lanes=6, ln_engines=2),
+                                  target_mhz=100.0, ln_pipelines=1, lut_columns=6,
+                                  requant_lanes=4, ln_engines=1),
     # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR. Sized for the
     # whole board top (tests/test_hw_resources.py): a 2x2 array, as every product of the
     # GEMM core (rows * cols + 2 * cols), vector (2 * rows) and LayerNorm (2 * ln_pipelines)
