@@ -223,17 +223,19 @@ PRESETS: dict[str, AccelParams] = {
     "ulx3s_85f": AccelParams(name="ulx3s_85f", rows=8, cols=8, k_depth=1024, window=32,
                              head_dim=32, attn_lanes=8, act_depth=32768, wgt_depth=131072,
                              instr_depth=1024, lut_count=8, target_mhz=100.0, ln_pipelines=2),
-    # ULX3S 85F with 144 MACs: an 8x18 array, its first 12 columns on 96 MULT18X18D, its last
-    # 6 LUT multipliers (lut_columns). The rest of the top is trimmed to fit the cells and DSPs
-    # beside it: 4 requantizer lanes (8 products), 1 LayerNorm engine and element pipeline,
-    # 4 attention lanes, 64 KiB of weights (the DP16KDs the wider array's operand buffers
-    # take). Packed: 79 % of the LUT4s (2 engines, 6 requantizer and 8 attention lanes: 89 %,
-    # which no router finished); its routes in docs/boards.md ("Past the DSP count").
+    # ULX3S 85F with 144 MACs: an 8x18 array, its first 15 columns on 120 MULT18X18D, its last
+    # 3 LUT multipliers (lut_columns). The rest of the top is trimmed to fit the cells and DSPs
+    # beside it: 3 requantizer lanes (6 products), 1 LayerNorm engine and element pipeline,
+    # 2 attention lanes, 64 KiB of weights (the DP16KDs the wider array's operand buffers
+    # take): 154 of the 156 DSP blocks, 72 % of the LUT4s packed, as the 8x8 top (6 LUT
+    # columns with 8 attention lanes, 6 requantizer lanes and 2 engines: 89 %, which no router
+    # finished; with 4 lanes and 1 engine: 79 %). Its routes: docs/boards.md ("Past the DSP
+    # count").
     "ulx3s_85f_8x18": AccelParams(name="ulx3s_85f_8x18", rows=8, cols=18, k_depth=1024,
-                                  window=32, head_dim=32, attn_lanes=4, act_depth=32768,
+                                  window=32, head_dim=32, attn_lanes=2, act_depth=32768,
                                   wgt_depth=65536, instr_depth=1024, lut_count=8,
-                                  target_mhz=100.0, ln_pipelines=1, lut_columns=6,
-                                  requant_lanes=4, ln_engines=1),
+                                  target_mhz=100.0, ln_pipelines=1, lut_columns=3,
+                                  requant_lanes=3, ln_engines=1),
     # Colorlight 5A-75B (ECP5 LFE5U-25F speed grade 6): 28 MULT18X18D, 56 EBR. Sized for the
     # whole board top (tests/test_hw_resources.py): a 2x2 array, as every product of the
     # GEMM core (rows * cols + 2 * cols), vector (2 * rows) and LayerNorm (2 * ln_pipelines)
