@@ -76,7 +76,7 @@ from hw.multiplier import _platform_family, mult18x18d
 from hw.numerics import ACC_WIDTH, LN_MAX_DIM, LUT_SIZE, SHIFT_MAX, SHIFT_MIN
 from hw.reset import add_with_reset
 from hw.scratchpad import SCRATCHPAD_REGIONS, Scratchpad, unit_port_signature, unit_words_of
-from hw.skid import SkidBuffer
+from hw.skid import SkidBuffer, column_groups
 from hw.unit import Setting, Unit, check_params
 from hw.vector import VecOp, VectorUnit
 
@@ -1882,7 +1882,8 @@ class Controller(Unit):
             s.core_busy.eq(core.busy),
             pipe.out32.eq(g.out32),
         ]
-        m.submodules.gemm_rows = s.gemm_rows = SkidBuffer(acc_layout(p.cols))
+        m.submodules.gemm_rows = s.gemm_rows = SkidBuffer(acc_layout(p.cols),
+                                                          groups=column_groups(p.cols))
         self._gemm_feeder(m, s, core)
         # The result rows (int8 from the requantizer, or int32 with OUT32) reach the drainer
         # through a register slice: the core's output handshake (its pipeline's clock enable
@@ -1895,11 +1896,24 @@ class Controller(Unit):
             pipe.o_acc.ready.eq(rows.i_stream.ready),
             rows.flush.eq(_skid_flush(m, s, "gemm_rows")),   # and what the core sends then
         ]
-        with m.If(g.out32):
-            m.d.comb += rows.i_stream.payload.eq(pipe.o_acc.payload)
-        with m.Else():
-            m.d.comb += [rows.i_stream.payload.last.eq(core.o_stream.payload.last),
-                         *(rows.i_stream.payload.acc[c].eq(core.o_stream.payload.data[c])
+        groups = column_groups(p.cols)
+        if groups == 1:
+            with m.If(g.out32):
+                m.d.comb += rows.i_stream.payload.eq(pipe.o_acc.payload)
+            with m.Else():
+                m.d.comb += [rows.i_stream.payload.last.eq(core.o_stream.payload.last),
+                             *(rows.i_stream.payload.acc[c].eq(core.o_stream.payload.data[c])
+                               for c in range(p.cols))]
+        else:
+            # Each column group's multiplexer reads OUT32 from a copy of its own (a cycle
+            # behind g.out32, which changes only when a GEMM's fields load, long before its
+            # first row): g.out32 into every bit's select was 1,153 LUT inputs across the die
+            # on the 8x18 top, its most congested net.
+            out32 = [unshared_register(m, g.out32, name=f"rows_out32_{k}", platform=platform)
+                     for k in range(groups)]
+            i, acc, data = rows.i_stream.payload, pipe.o_acc.payload, core.o_stream.payload
+            m.d.comb += [i.last.eq(Mux(out32[0], acc.last, data.last)),
+                         *(i.acc[c].eq(Mux(out32[c * groups // p.cols], acc.acc[c], data.data[c]))
                            for c in range(p.cols))]
         self._gemm_capture(m, s, rows.o_stream)
         m.d.comb += [s.gemm_busy.eq(g.active & s.core_busy),

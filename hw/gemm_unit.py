@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -23,7 +23,7 @@ from hw.checks import check_int
 from hw.gemm import gemm_members
 from hw.numerics import ACC_WIDTH
 from hw.requant import REQUANT_LATENCY, Requantizer
-from hw.skid import SkidBuffer
+from hw.skid import SkidBuffer, bit_groups, column_groups
 from hw.systolic import SystolicArray, check_geometry, lanes_layout, systolic_latency
 from hw.unit import Setting, Unit
 
@@ -101,6 +101,26 @@ class GemmAccPipeline(Unit):
     def latency(self) -> int:
         return self.array_latency + SkidBuffer.latency + REQUANT_LATENCY
 
+    def _requant_rows(self, m, requant, width, groups):
+        """A FIFO of a tile's rows (LUT RAM) in front of the requantizer, as ``groups`` FIFOs
+        of the row's bit groups (``hw.skid.bit_groups``) that move together: each has its
+        levels and write enable of its own, a net within its columns (one FIFO's write enable
+        was among the 8x18 top's most congested nets). The first one's flags answer. Returns
+        the FIFO's write side (``valid``, ``ready``, ``payload``)."""
+        rows = SimpleNamespace(valid=Signal(name="requant_rows_valid"),
+                               ready=Signal(name="requant_rows_ready"), payload=Signal(width))
+        r_data = []
+        for g, (lo, hi) in enumerate(bit_groups(width, groups)):
+            fifo = SyncFIFOBuffered(width=hi - lo, depth=self._rows)
+            m.submodules["requant_rows" if groups == 1 else f"requant_rows{g}"] = fifo
+            m.d.comb += [fifo.w_en.eq(rows.valid), fifo.w_data.eq(rows.payload[lo:hi]),
+                         fifo.r_en.eq(requant.i_stream.ready)]
+            if g == 0:
+                m.d.comb += [rows.ready.eq(fifo.w_rdy), requant.i_stream.valid.eq(fifo.r_rdy)]
+            r_data.append(fifo.r_data)
+        m.d.comb += requant.i_stream.payload.eq(Cat(*r_data))
+        return rows
+
     def elaborate(self, platform):
         m = Module()
         cols = self._cols
@@ -114,7 +134,9 @@ class GemmAccPipeline(Unit):
         # requantizer's parameter handshake (q_loaded -> its i_stream.ready -> the buffer's
         # push and tail enables and the rows' payload multiplexer, the first group of a
         # routed ulx3s_85f top, 208 endpoints at 11.35 ns). One cycle more per tile.
-        m.submodules.array_rows = rows_out = SkidBuffer(array.o_stream.payload.shape())
+        groups = column_groups(cols)
+        m.submodules.array_rows = rows_out = SkidBuffer(array.o_stream.payload.shape(),
+                                                        groups=groups)
         wiring.connect(m, array.o_stream, rows_out.i_stream)
         array_out = rows_out.o_stream
         # With fewer requantizer lanes than columns a row waits there for its phases; a FIFO
@@ -122,16 +144,8 @@ class GemmAccPipeline(Unit):
         # has one clock enable: a waiting row stops every PE).
         rq_rows = requant.i_stream            # where the rows of an int8 tile go
         if requant.phases > 1:
-            width = Shape.cast(array_out.payload.shape()).width
-            m.submodules.requant_rows = fifo = SyncFIFOBuffered(width=width, depth=self._rows)
-            rq_rows = SimpleNamespace(valid=Signal(name="requant_rows_valid"),
-                                      ready=Signal(name="requant_rows_ready"),
-                                      payload=Signal(width))
-            m.d.comb += [fifo.w_en.eq(rq_rows.valid), rq_rows.ready.eq(fifo.w_rdy),
-                         fifo.w_data.eq(rq_rows.payload),
-                         requant.i_stream.payload.eq(fifo.r_data),
-                         requant.i_stream.valid.eq(fifo.r_rdy),
-                         fifo.r_en.eq(requant.i_stream.ready)]
+            rq_rows = self._requant_rows(m, requant, Shape.cast(array_out.payload.shape()).width,
+                                         groups)
         m.d.comb += [
             array.i_stream.payload.eq(self.i_stream.payload),
             array.i_stream.valid.eq(self.i_stream.valid),
@@ -169,10 +183,21 @@ class GemmAccPipeline(Unit):
         ]
         for c in range(cols):
             m.d.comb += self.o_acc.payload.acc[c].eq(array_out.payload.acc[c] + bias[c])
-        with m.If(take_q):
-            m.d.sync += [bias.eq(self.i_quant.payload.bias), loaded.eq(1)]
-        with m.Elif(take_row & array_out.payload.last):
-            m.d.sync += loaded.eq(0)
+        if groups == 1:
+            with m.If(take_q):
+                m.d.sync += [bias.eq(self.i_quant.payload.bias), loaded.eq(1)]
+            with m.Elif(take_row & array_out.payload.last):
+                m.d.sync += loaded.eq(0)
+        else:
+            # A copy of `loaded` per column group, updated as `loaded` from itself, loads its
+            # columns' bias: the enable of every bias bit is a net within its group.
+            for k, (lo, hi) in enumerate(bit_groups(cols, groups)):
+                copy = loaded if k == 0 else Signal(name=f"loaded{k}")
+                with m.If(out32_quant & self.i_quant.valid & ~copy):
+                    m.d.sync += [*(bias[c].eq(self.i_quant.payload.bias[c])
+                                   for c in range(lo, hi)), copy.eq(1)]
+                with m.Elif(take_row & array_out.payload.last):
+                    m.d.sync += copy.eq(0)
 
         m.d.comb += [
             rq_rows.valid.eq(~out32_rows & array_out.valid),

@@ -42,6 +42,7 @@ from hw.checks import check_int
 from hw.multiplier import Multiplier, check_dsp_options, make_multiplier
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_BITS
 from hw.params import MAX_DIM
+from hw.skid import column_groups
 from hw.systolic import OutputBuffer, lanes_layout, result_layout
 from hw.unit import Unit
 
@@ -292,6 +293,22 @@ class Requantizer(Unit):
         """Cycles a row takes: ``ceil(cols / lanes)``."""
         return -(-self._cols // self._lanes)
 
+    def _held_or_arriving(self, q_loaded, q, q_eff):
+        """The copies of ``q_loaded`` (``q_loaded`` first; the caller updates each as
+        ``q_loaded``) and the statements of ``q_eff``: the held parameters ``q`` while
+        ``q_loaded``, else those arriving now. The multiplexer's select is a copy per group
+        of lanes (``hw.skid.column_groups``; a column takes its lane's): one flag's net into
+        every parameter bit was among the 8x18 top's most congested nets."""
+        groups = min(column_groups(self._cols), self._lanes)
+        copies = [q_loaded, *(Signal(name=f"q_loaded{g}") for g in range(1, groups))]
+        if groups == 1:
+            return copies, [q_eff.eq(Mux(q_loaded, q, self.i_quant.payload))]
+        new = self.i_quant.payload
+        return copies, [
+            getattr(q_eff, f)[c].eq(Mux(copies[c % self._lanes * groups // self._lanes],
+                                        getattr(q, f)[c], getattr(new, f)[c]))
+            for f in ("bias", "mult", "shift") for c in range(self._cols)]
+
     def elaborate(self, platform):
         m = Module()
         cols, lanes, phases = self._cols, self._lanes, self.phases
@@ -311,8 +328,9 @@ class Requantizer(Unit):
         # taken; the row's handshake is its last phase.
         phase = Signal(phases, init=1, name="phase")
         final = phase[-1] if phases > 1 else Const(1)
+        q_loaded_copies, held_or_arriving = self._held_or_arriving(q_loaded, q, q_eff)
         m.d.comb += [
-            q_eff.eq(Mux(q_loaded, q, self.i_quant.payload)),
+            *held_or_arriving,
             self.i_stream.ready.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid) & final),
             self.i_quant.ready.eq(obuf.ce_reg & (~q_loaded | (self.i_stream.valid & final
                                                               & self.i_stream.payload.last))),
@@ -320,9 +338,14 @@ class Requantizer(Unit):
         take_phase = Signal()
         m.d.comb += take_phase.eq(obuf.ce_reg & (q_loaded | self.i_quant.valid)
                                   & self.i_stream.valid)
+        # The lanes' column picks read a copy of the phase per group of lanes, as q_eff's
+        # multiplexers read q_loaded's (each phase bit selected a word of every lane's
+        # parameters and accumulator: 100 to 190 overused wires a bit on the 8x18 top).
+        lane_phase = [phase, *(Signal(phases, init=1, name=f"phase{g}")
+                               for g in range(1, len(q_loaded_copies)))]
         if phases > 1:
             with m.If(take_phase):
-                m.d.sync += phase.eq(phase.rotate_left(1))
+                m.d.sync += [p.eq(p.rotate_left(1)) for p in lane_phase]
         take_row = Signal()
         take_q = Signal()
         m.d.comb += [
@@ -334,6 +357,12 @@ class Requantizer(Unit):
             m.d.sync += [q.eq(self.i_quant.payload), q_loaded.eq(1)]
         with m.Elif(take_row & self.i_stream.payload.last):
             m.d.sync += q_loaded.eq(0)
+        for copy in q_loaded_copies[1:]:
+            # The same update on each copy, which reads itself where q_loaded reads q_loaded.
+            with m.If(take_q & ~(take_row & self.i_stream.payload.last & ~copy)):
+                m.d.sync += copy.eq(1)
+            with m.Elif(take_row & self.i_stream.payload.last):
+                m.d.sync += copy.eq(0)
 
         def stage(sig, name):
             d = Signal.like(sig, name=name)
@@ -356,6 +385,7 @@ class Requantizer(Unit):
             # Lane `lane`'s column in the current phase: a one-hot pick (columns past cols: 0).
             if phases == 1:
                 return values[lane]
+            phase = lane_phase[lane * len(lane_phase) // lanes]
             picks = [Mux(phase[f], values[f * lanes + lane], 0)
                      for f in range(phases) if f * lanes + lane < cols]
             return functools.reduce(operator.or_, picks)

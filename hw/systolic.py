@@ -31,7 +31,7 @@ full-rate stream never stalls and a stalled sink loses nothing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Instance, Module, Mux, Signal, signed
+from amaranth.hdl import Const, Instance, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -41,6 +41,7 @@ from hw.multiplier import Multiplier, _platform_family, check_dsp_options
 from hw.numerics import ACC_WIDTH, ACT_WIDTH, WGT_WIDTH, accumulator_width
 from hw.params import MAX_DIM
 from hw.pe import ProcessingElement
+from hw.skid import bit_groups, column_groups
 from hw.unit import Unit
 
 __all__ = ["OutputBuffer", "SystolicArray", "check_geometry", "operand_layout",
@@ -110,6 +111,12 @@ class OutputBuffer(wiring.Component):
     ----------
     layout : ShapeLike
         Payload shape.
+    global_ce : bool
+        See :meth:`driving`.
+    groups : int
+        The payload's bits in this many groups, each with entry flags of its own (as
+        :class:`hw.skid.SkidBuffer`'s ``groups``): the GEMM array's buffer keeps one copy per
+        :data:`hw.skid.COLUMNS_PER_FLAG_COPY` columns. 1 (default): one pair of flags.
 
     Members
     -------
@@ -131,9 +138,10 @@ class OutputBuffer(wiring.Component):
 
     latency = 1
 
-    def __init__(self, layout, *, global_ce: bool = False):
+    def __init__(self, layout, *, global_ce: bool = False, groups: int = 1):
         self._layout = layout
         self._global_ce = bool(global_ce)
+        self._groups = check_int("groups", groups, 1, max(1, Shape.cast(layout).width))
         super().__init__({
             "push": In(1),
             "data": In(layout),
@@ -144,7 +152,7 @@ class OutputBuffer(wiring.Component):
 
     @classmethod
     def driving(cls, m: Module, o_stream: object, layout: object, *,
-                global_ce: bool = False) -> OutputBuffer:
+                global_ce: bool = False, groups: int = 1) -> OutputBuffer:
         """A buffer of ``layout`` added to ``m`` as ``obuf`` and driving ``o_stream`` (the
         ``Out`` stream member of the unit that ``m`` elaborates): the tail of every unit whose
         pipeline runs on the buffer's ``ce``.
@@ -153,51 +161,70 @@ class OutputBuffer(wiring.Component):
         nextpnr routes it on a global network: the units whose whole datapath runs on ``ce``
         (thousands of clock-enable pins; the GEMM array's 6,251 on ``ulx3s_85f``) use it. The
         register is the same, in simulation and elsewhere nothing changes."""
-        m.submodules.obuf = obuf = cls(layout, global_ce=global_ce)
+        m.submodules.obuf = obuf = cls(layout, global_ce=global_ce, groups=groups)
         wiring.connect(m, wiring.flipped(o_stream), obuf.o_stream)
         return obuf
 
     def elaborate(self, platform):
         m = Module()
-        head = Signal(self._layout)
-        tail = Signal(self._layout)
-        head_valid = Signal()
-        tail_valid = Signal()
+        # Each group of payload bits has its entry flags (as hw.skid.SkidBuffer's groups): all
+        # copies equal, the first one drives o_stream.valid and the enable. (One group: the
+        # names and order of the first version, whose netlist the routed tops were built from.)
+        groups = bit_groups(Shape.cast(self._layout).width, self._groups)
+        one = len(groups) == 1
+        sfx = [""] if one else [str(g) for g in range(len(groups))]
+        shapes = [self._layout] if one else [hi - lo for lo, hi in groups]
+        head = [Signal(shapes[g], name=f"head{sfx[g]}") for g in range(len(groups))]
+        tail = [Signal(shapes[g], name=f"tail{sfx[g]}") for g in range(len(groups))]
+        head_valid = [Signal(name=f"head_valid{n}") for n in sfx]
+        tail_valid = [Signal(name=f"tail_valid{n}") for n in sfx]
         push = Signal()
-        pop = Signal()
+        pop = [Signal(name=f"pop{n}") for n in sfx]
         ce = Signal(init=1)                 # the register; self.ce is it, or its global buffer
         if self._global_ce and _platform_family(platform) == "ecp5":
             m.submodules.ce_buf = Instance("DCCA", i_CLKI=ce, i_CE=Const(1), o_CLKO=self.ce)
         else:
             m.d.comb += self.ce.eq(ce)
+        if one:
+            data, payload = [self.data], [self.o_stream.payload]
+        else:
+            data = [Value.cast(self.data)[lo:hi] for lo, hi in groups]
+            payload = [Value.cast(self.o_stream.payload)[lo:hi] for lo, hi in groups]
         m.d.comb += [
             self.ce_reg.eq(ce),
-            self.o_stream.valid.eq(head_valid),
-            self.o_stream.payload.eq(head),
+            self.o_stream.valid.eq(head_valid[0]),
+            *(payload[g].eq(head[g]) for g in range(len(groups))),
             push.eq(self.push & ce),
-            pop.eq(head_valid & self.o_stream.ready),
+            *(pop[g].eq(head_valid[g] & self.o_stream.ready) for g in range(len(groups))),
         ]
+        for g in range(len(groups)):
+            self._entries(m, push, pop[g], data[g], head[g], tail[g], head_valid[g],
+                          tail_valid[g])
+        # Entries after this cycle; the pipeline may run next cycle iff one more fits.
+        count_next = head_valid[0] + tail_valid[0] + push - pop[0]
+        m.d.sync += ce.eq(count_next <= 1)
+        return m
+
+    @staticmethod
+    def _entries(m, push, pop, data, head, tail, head_valid, tail_valid):
+        """The two entries' updates (of one group of payload bits)."""
         with m.If(pop):
             with m.If(tail_valid):
                 m.d.sync += head.eq(tail)
                 with m.If(push):
-                    m.d.sync += tail.eq(self.data)
+                    m.d.sync += tail.eq(data)
                 with m.Else():
                     m.d.sync += tail_valid.eq(0)
             with m.Else():
                 with m.If(push):
-                    m.d.sync += head.eq(self.data)
+                    m.d.sync += head.eq(data)
                 with m.Else():
                     m.d.sync += head_valid.eq(0)
         with m.Elif(push):
             with m.If(head_valid):
-                m.d.sync += [tail.eq(self.data), tail_valid.eq(1)]
+                m.d.sync += [tail.eq(data), tail_valid.eq(1)]
             with m.Else():
-                m.d.sync += [head.eq(self.data), head_valid.eq(1)]
-        # Entries after this cycle; the pipeline may run next cycle iff one more fits.
-        count_next = head_valid + tail_valid + push - pop
-        m.d.sync += ce.eq(count_next <= 1)
-        return m
+                m.d.sync += [head.eq(data), head_valid.eq(1)]
 
 
 class SystolicArray(Unit):
@@ -313,7 +340,8 @@ class SystolicArray(Unit):
         m = Module()
         rows, cols = self._rows, self._cols
 
-        obuf = OutputBuffer.driving(m, self.o_stream, result_layout(cols), global_ce=True)
+        obuf = OutputBuffer.driving(m, self.o_stream, result_layout(cols), global_ce=True,
+                                    groups=column_groups(cols))
         ce = obuf.ce
 
         # -- input register and tile spacing ------------------------------------------------

@@ -48,8 +48,9 @@ def run_on_accelerator(image, *, entry: int = 0, read_back=("act",), program_run
 
 
 def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bool = False,
-               params=PARAMS, dst: int = DST):
-    """An image with a random act background, A, W, quant words, LUTs and one GEMM + HALT."""
+               params=PARAMS, dst: int = DST, w_addr: int = 64):
+    """An image with a random act background, A, W (at ``w_addr``, a multiple of ``cols``),
+    quant words, LUTs and one GEMM + HALT."""
     p = params
     image = isasim.MemoryImage(p)
     image.write("act", 0, rng.integers(0, 256, p.act_depth, dtype=np.uint8).tobytes())
@@ -59,12 +60,12 @@ def gemm_image(rng, m: int, k: int, n: int, *, lut: int | None = None, out32: bo
     mult = rng.integers(1 << 14, 1 << 15, n)
     shift = rng.integers(8, 16, n)
     image.write("act", 0, isasim.pack_act(a, p.rows))
-    image.write("wgt", 64, isasim.pack_wgt(w, p.cols))
+    image.write("wgt", w_addr, isasim.pack_wgt(w, p.cols))
     image.write("quant", 8 * 3, isasim.pack_quant(isa.CHANNEL_WORD, bias=bias, mult=mult,
                                                   shift=shift))
     for i in range(p.lut_count):
         image.write("lut", i * 256, rng.integers(-128, 128, 256, dtype=np.int8).tobytes())
-    prog = [isa.gemm(a_addr=0, w_addr=64, dst_addr=dst, quant_addr=3, m=m, k=k, n=n, lut=lut,
+    prog = [isa.gemm(a_addr=0, w_addr=w_addr, dst_addr=dst, quant_addr=3, m=m, k=k, n=n, lut=lut,
                      out32=out32), isa.halt()]
     image.load_program([isa.encode(i) for i in prog])
     return image, (a, w, bias, mult, shift)
@@ -146,6 +147,31 @@ def test_controller_out32_tiles_whose_rows_span_two_words(rows, cols):
     got = isasim.unpack_act(result["regions"]["act"][dst:], m, n, params.rows, np.int32)
     assert got.size == m * n
     assert_array_equal(got, ref.gemm_acc(a, w, bias.astype(np.int32)))
+
+
+@pytest.mark.parametrize("out32", [False, True], ids=["int8", "int32"])
+def test_controller_gemm_with_flag_copies_per_column_group(out32):
+    """9 columns: the GEMM side's wide buffers keep 2 copies of their flags, and the result
+    rows' OUT32 multiplexer 2 copies of OUT32 (``hw.skid.column_groups``), with 3 requantizer
+    lanes (a row in 3 phases, a copy of the phase per lane group). Two token blocks (the last
+    ragged) and three column tiles (the last ragged), int8 and int32 results."""
+    from hw.skid import column_groups
+
+    params = PARAMS.replace(rows=2, cols=9, ln_pipelines=1, ln_engines=1, attn_lanes=2,
+                            requant_lanes=3)
+    assert column_groups(params.cols) == 2
+    m, k, n = 3, 5, 2 * params.cols + 4
+    rng = np.random.default_rng(970 + out32)
+    image, (a, w, bias, mult, shift) = gemm_image(rng, m, k, n, out32=out32, params=params,
+                                                  w_addr=8 * params.cols)
+    result = run_on_accelerator(image)
+    _check_against_isasim(image, result)
+    got = isasim.unpack_act(result["regions"]["act"][DST:], m, n, params.rows,
+                            np.int32 if out32 else np.int8)
+    assert got.size == m * n == 66
+    b = bias.astype(np.int32)
+    assert_array_equal(got, ref.gemm_acc(a, w, b) if out32
+                       else ref.gemm_requant(a, w, b, mult, shift))
 
 
 def test_controller_runs_a_chained_program():

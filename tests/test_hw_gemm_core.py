@@ -141,6 +141,32 @@ def test_gemm_core_with_fewer_requant_lanes(requant_lanes, backpressure):
         np.testing.assert_array_equal(out, gemm_requant(a, w, bias, mult, shift))
 
 
+@pytest.mark.parametrize("backpressure", [False, True], ids=["no-bp", "bp"])
+def test_gemm_core_with_flag_copies_per_column_group(backpressure):
+    """18 columns: the array's output buffer, its rows slice, the requantizer's row FIFOs and
+    its ``q_loaded`` keep a copy of their flags per 8 columns or part (3 copies,
+    ``hw.skid.column_groups``), as on the ``ulx3s_85f_8x18`` top; with 3 requantizer lanes, as
+    there. Tiles of K = 1 (a row that meets its parameters in the same cycle), 2 and 16
+    (k_depth 32: the parameter buffer holds a word per column)."""
+    from amaranth.back import rtlil
+
+    from hw.gemm_unit import GemmAccPipeline
+    from hw.skid import column_groups
+
+    assert column_groups(18) == 3 and column_groups(8) == 1
+    rng = np.random.default_rng(29)
+    pipe = GemmAccPipeline(2, 18, k_depth=32, requant_lanes=3)
+    core = GemmCore(2, 18, k_depth=32, pipeline=pipe)
+    text = rtlil.convert(GemmAccPipeline(2, 18, k_depth=32, requant_lanes=3), name="pipe")
+    for copy in ("q_loaded2", "skid_valid2", "head_valid2", "requant_rows2"):
+        assert copy in text, f"no {copy}: the copies were not built"
+    tiles = [_random_tile(rng, 2, 18, k) for k in (1, 2, 16, 1)]
+    got = run_core(core, tiles, backpressure=backpressure, seed=6)
+    assert len(got) == len(tiles) == 4
+    for (a, w, bias, mult, shift), out in zip(tiles, got):
+        np.testing.assert_array_equal(out, gemm_requant(a, w, bias, mult, shift))
+
+
 @pytest.mark.parametrize("lut_columns", [1, 3])
 def test_gemm_core_with_lut_columns_matches_reference(lut_columns):
     """A mixed array (the last ``lut_columns`` columns on fabric multipliers) computes the same

@@ -309,3 +309,15 @@ def test_ulx3s_85f_8x18_top_fits_the_dsps():
     assert _in_unit(counts, "top.ctrl.attn") == 2 * p.attn_lanes + 4 == 8
     assert variable_products(text) == []
     assert sum(counts.values()) == 154 <= 156
+    # The GEMM side's wide buffers keep 3 copies of their flags (hw.skid.column_groups).
+    for copies in ("out_valid", "skid_valid", "head_valid", "tail_valid", "q_loaded"):
+        assert f"wire width 1 \\{copies}2\n" in text, copies
+    assert text.count("module \\top.ctrl.gemm.pipeline.requant_rows") == 3
+
+
+def test_ulx3s_85f_top_keeps_one_copy_of_its_flags(top_rtlil):
+    """8 columns: one copy of each GEMM-side buffer's flags, the netlist the 8x8 top's routes
+    were built from (hw.skid.column_groups)."""
+    for copy in ("out_valid1", "skid_valid1", "head_valid1", "tail_valid1", "q_loaded1"):
+        assert f"\\{copy}\n" not in top_rtlil
+    assert "wire width 1 \\skid_valid\n" in top_rtlil

@@ -15,9 +15,12 @@ VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
 VARIANT_IDS = ["plain", "idle", "backpressure", "idle+backpressure"]
 
 
+@pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("idle, backpressure", VARIANTS, ids=VARIANT_IDS)
-def test_skid_buffer_keeps_order(idle, backpressure):
-    dut = SkidBuffer(16)
+def test_skid_buffer_keeps_order(idle, backpressure, groups):
+    """Also with the payload's bits in 3 groups, each with flags of its own (16 bits: 6, 5
+    and 5): every group's bits arrive with their transfer."""
+    dut = SkidBuffer(16, groups=groups)
     count = 300
     sent = [int(v) for v in np.random.default_rng(1).integers(0, 1 << 16, count)]
     got = []
@@ -57,8 +60,9 @@ def test_skid_buffer_full_throughput_and_latency():
     assert cycles == [(t, t - 1) for t in range(1, 33)]
 
 
-def test_skid_buffer_flush():
-    dut = SkidBuffer(8)
+@pytest.mark.parametrize("groups", [1, 3])
+def test_skid_buffer_flush(groups):
+    dut = SkidBuffer(8, groups=groups)
     got = []
 
     async def bench(ctx):
@@ -85,11 +89,12 @@ def test_skid_buffer_flush():
     assert got == [7]
 
 
-def test_skid_buffer_crossing_signals_are_registers():
+@pytest.mark.parametrize("groups", [1, 3])
+def test_skid_buffer_crossing_signals_are_registers(groups):
     """``i_stream.ready``, ``o_stream.valid`` and ``o_stream.payload`` do not move when the
     inputs change within a cycle (no combinational path through the slice), in 200 random
     states."""
-    dut = SkidBuffer(8)
+    dut = SkidBuffer(8, groups=groups)
     checked = []
 
     async def bench(ctx):
@@ -110,6 +115,22 @@ def test_skid_buffer_crossing_signals_are_registers():
     assert len(checked) == 200
     assert {valid for _, valid, _ in checked} == {0, 1}          # both states were visited
     assert {ready for ready, _, _ in checked} == {0, 1}
+
+
+def test_bit_and_column_groups():
+    from hw.skid import COLUMNS_PER_FLAG_COPY, bit_groups, column_groups
+
+    assert bit_groups(16, 3) == [(0, 6), (6, 11), (11, 16)]
+    assert bit_groups(577, 1) == [(0, 577)]
+    assert bit_groups(5, 5) == [(k, k + 1) for k in range(5)]
+    assert COLUMNS_PER_FLAG_COPY == 8
+    assert [column_groups(c) for c in (1, 4, 8, 9, 16, 18, 32)] == [1, 1, 1, 2, 2, 3, 4]
+    with pytest.raises(ValueError, match="groups must be an integer in"):
+        bit_groups(4, 5)
+    with pytest.raises(ValueError, match="groups must be an integer in"):
+        SkidBuffer(8, groups=0)
+    with pytest.raises(TypeError, match="groups must be an integer"):
+        SkidBuffer(8, groups=1.5)
 
 
 @pytest.mark.parametrize("idle, backpressure", VARIANTS, ids=VARIANT_IDS)

@@ -232,9 +232,12 @@ def test_systolic_output_buffer_stalls_without_loss():
         np.testing.assert_array_equal(acc, gemm_acc(A, W))
 
 
-def test_output_buffer_keeps_order_under_backpressure():
+@pytest.mark.parametrize("groups", [1, 3])
+def test_output_buffer_keeps_order_under_backpressure(groups):
+    """Also with the payload's bits in 3 groups with entry flags of their own (the GEMM
+    array's buffer on more than 8 columns)."""
     layout = 8
-    dut = OutputBuffer(layout)
+    dut = OutputBuffer(layout, groups=groups)
     sent, got = [], []
     rng = np.random.default_rng(5)
 
