@@ -34,6 +34,12 @@ a net that nextpnr put on a global network (through a ``DCCA``) :data:`GLOBAL_DE
 the placement does not name (packed away) the fanout model: every endpoint of the placement,
 where its log gives only the worst.
 
+``--congestion heat_congestion_by_net_5.csv`` lists the nets that nextpnr's ``router2`` found
+most congested (``--router2-heatmap heat`` writes one such file per router iteration: each net
+with its overused wires), each with its sinks and its driver from the netlist: nextpnr names a
+net after one of Yosys' names for it, often a derived one, where the driver says which register
+it is (:func:`congested_nets`).
+
 ``--routed build/synth/<build>/nextpnr-report.json`` ranks the endpoints by the arrival times of
 the route instead (nextpnr's ``--detailed-timing-report``, which ``lightformer synth
 --detailed-timing`` asks for): every register input over the period after one route, not just
@@ -54,9 +60,9 @@ from pathlib import Path
 
 from boards.area import placed_xy, scope_resolver, top_cells
 
-__all__ = ["DELAYS", "GLOBAL_DELAY", "PLACED_UNIT", "EstimatedPath", "Placement", "endpoints",
-           "group_of", "main", "net_delay", "placed_delay", "routed_arrivals", "signal_of",
-           "worst_paths"]
+__all__ = ["DELAYS", "GLOBAL_DELAY", "PLACED_UNIT", "EstimatedPath", "Placement",
+           "congested_nets", "endpoints", "group_of", "high_fanout", "main", "net_delay",
+           "placed_delay", "read_congestion", "routed_arrivals", "signal_of", "worst_paths"]
 
 _CELL_SUFFIX = re.compile(r"_(TRELLIS_FF_Q|TRELLIS_FF|LUT4_Z|LUT4|CCU2C|MULT18X18D|PFUMX|L6MUX21|"
                           r"DP16KD|TRELLIS_DPR16X4)(_|$)")
@@ -423,11 +429,9 @@ class FanoutNet:
     control_sinks: int
 
 
-def high_fanout(netlist: dict, count: int = 10) -> list[FanoutNet]:
-    """The ``count`` nets of the flat netlist with the most sinks, most first. A net that
-    drives the ``CE`` / ``LSR`` of thousands of flip-flops from one cell is routed through the
-    fabric to all of them (nextpnr puts only clocks on the global networks by itself): on a
-    large top such a net spans the chip."""
+def _nets(netlist: dict):
+    """Every net bit's driver (cell, type), sinks, enable / reset sinks and name (the shortest
+    of the netlist's names for the bit, a bus bit as ``name[k]``)."""
     cells = top_cells(netlist)
     driver: dict[int, tuple[str, str]] = {}
     sinks: Counter = Counter()
@@ -441,15 +445,60 @@ def high_fanout(netlist: dict, count: int = 10) -> list[FanoutNet]:
     top = next(mod for mod in netlist["modules"].values()
                if mod.get("attributes", {}).get("top"))
     names: dict[int, str] = {}
+    by_name: dict[str, int] = {}
     for net, info in top.get("netnames", {}).items():
-        for b in info.get("bits", []):
-            if isinstance(b, int) and (b not in names or len(net) < len(names[b])):
-                names[b] = net
+        bits = info.get("bits", [])
+        for k, b in enumerate(bits):
+            if isinstance(b, int):
+                if b not in names or len(net) < len(names[b]):
+                    names[b] = net
+                by_name[(net if len(bits) == 1 else f"{net}[{k}]").lstrip("\\")] = b
+    return driver, sinks, control, names, by_name
+
+
+def _fanout_net(b: int, nets) -> FanoutNet:
+    driver, sinks, control, names, _ = nets
+    src, src_type = driver.get(b, ("(undriven)", "-"))
+    return FanoutNet(names.get(b, f"bit {b}").lstrip("\\"), src.lstrip("\\"), src_type,
+                     sinks[b], control[b])
+
+
+def high_fanout(netlist: dict, count: int = 10) -> list[FanoutNet]:
+    """The ``count`` nets of the flat netlist with the most sinks, most first. A net that
+    drives the ``CE`` / ``LSR`` of thousands of flip-flops from one cell is routed through the
+    fabric to all of them (nextpnr puts only clocks on the global networks by itself): on a
+    large top such a net spans the chip."""
+    nets = _nets(netlist)
+    return [_fanout_net(b, nets) for b, _ in nets[1].most_common(count)]
+
+
+def read_congestion(text: str) -> list[tuple[str, int]]:
+    """The rows of a ``<prefix>_congestion_by_net_<iteration>.csv`` that nextpnr's
+    ``--router2-heatmap <prefix>`` writes (``net,overused wires`` a line), most first."""
+    rows = []
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        net, sep, count = line.rpartition(",")
+        if not sep or not count.strip().isdigit():
+            raise ValueError(f"line {line_no} is not 'net,count': {line[:80]!r}")
+        rows.append((net, int(count)))
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def congested_nets(netlist: dict, congestion: list[tuple[str, int]],
+                   count: int = 20) -> list[tuple[int, FanoutNet | None, str]]:
+    """The ``count`` most congested nets of a ``router2`` heatmap (:func:`read_congestion`) as
+    ``(overused wires, the net in the netlist or None, the heatmap's name)``. nextpnr names a
+    net after one of the names Yosys gave it, often a derived one (``x_LUT4_C_Z...``); the
+    netlist's driver says which register or cell it really is (a flip-flop's ``Q``: that
+    register's fan-out)."""
+    nets = _nets(netlist)
+    by_name = nets[4]
     out = []
-    for b, n in sinks.most_common(count):
-        src, src_type = driver.get(b, ("(undriven)", "-"))
-        out.append(FanoutNet(names.get(b, f"bit {b}").lstrip("\\"), src.lstrip("\\"),
-                             src_type, n, control[b]))
+    for name, overuse in congestion[:count]:
+        b = by_name.get(name)
+        out.append((overuse, None if b is None else _fanout_net(b, nets), name))
     return out
 
 
@@ -474,6 +523,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--placed", type=Path, default=None, metavar="PLACED_JSON",
                     help="charge each net by where nextpnr placed its cells: the JSON nextpnr "
                          "wrote with --write (after --no-route) from the same netlist")
+    ap.add_argument("--congestion", type=Path, default=None, metavar="CSV",
+                    help="also list the nets a router2 heatmap of the same netlist found most "
+                         "congested, each with its driver: a <prefix>_congestion_by_net_<i>.csv "
+                         "that nextpnr wrote with --router2-heatmap <prefix>")
+    ap.add_argument("--nets", type=int, default=20, metavar="N",
+                    help="congested nets to list with --congestion (default 20)")
     args = ap.parse_args(argv)
     if not args.netlist.is_file():
         ap.error(f"--netlist {args.netlist}: no such file; give the top.json of a board build "
@@ -484,8 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.placed is not None and not args.placed.is_file():
         ap.error(f"--placed {args.placed}: no such file; give the JSON that nextpnr wrote with "
                  "--write after placing the same netlist")
-    if args.paths < 0 or args.groups < 0 or args.fanout < 0 or args.target_mhz <= 0:
-        ap.error("--paths, --groups and --fanout must be >= 0 and --target-mhz > 0")
+    if args.congestion is not None and not args.congestion.is_file():
+        ap.error(f"--congestion {args.congestion}: no such file; give a "
+                 "<prefix>_congestion_by_net_<iteration>.csv that nextpnr wrote with "
+                 "--router2 --router2-heatmap <prefix> from the same netlist")
+    if min(args.paths, args.groups, args.fanout, args.nets) < 0 or args.target_mhz <= 0:
+        ap.error("--paths, --groups, --fanout and --nets must be >= 0 and --target-mhz > 0")
     period = 1000.0 / args.target_mhz
     try:
         routed = None
@@ -503,6 +562,13 @@ def main(argv: list[str] | None = None) -> int:
         netlist = json.loads(args.netlist.read_text())
         paths, ends, groups = worst_paths(netlist, args.paths, period, routed, placement)
         nets = high_fanout(netlist, args.fanout) if args.fanout else []
+        congested = None
+        if args.congestion is not None:
+            try:
+                rows = read_congestion(args.congestion.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                ap.error(f"--congestion {args.congestion}: {exc}")
+            congested = congested_nets(netlist, rows, args.nets), rows
     except (ValueError, KeyError, StopIteration) as exc:
         ap.error(f"--netlist {args.netlist}: {exc!r}")
     what = ("routed arrival + setup" if routed is not None else
@@ -520,6 +586,18 @@ def main(argv: list[str] | None = None) -> int:
         for net in nets:
             print(f"  {net.sinks:>7} {net.control_sinks:>7}  {net.driver_type:<11} "
                   f"{net.name[:70]} <- {net.driver[:60]}")
+    if congested is not None:
+        listed, rows = congested
+        print(f"\n{len(rows)} congested nets, {sum(n for _, n in rows)} overused wires over "
+              "them; the most (overused wires, sinks, of them CE / LSR, driver type, heatmap "
+              "net <- driver):")
+        for overuse, net, name in listed:
+            if net is None:
+                print(f"  {overuse:>7} {'?':>7} {'?':>7}  {'-':<11} {name[:70]} <- (not in "
+                      "the netlist)")
+            else:
+                print(f"  {overuse:>7} {net.sinks:>7} {net.control_sinks:>7}  "
+                      f"{net.driver_type:<11} {name[:70]} <- {net.driver[:60]}")
     for path in paths:
         print(f"\n{path.arrival:6.2f} ns  -> {path.end}")
         last = None

@@ -1301,6 +1301,33 @@ def test_paths_estimate_of_a_flat_netlist(tmp_path, capsys):
     path.write_text(json.dumps(netlist))
     assert main(["--netlist", str(path), "--fanout", "1", "--paths", "0"]) == 0
     assert "      5       1  -           clk <- (undriven)" in capsys.readouterr().out
+    # --congestion: a router2 heatmap's nets, most overused first, each with its driver from
+    # the netlist (a bus bit by its index; a net nextpnr made itself is not in the netlist).
+    from boards.paths import congested_nets, read_congestion
+    netlist["modules"]["top"]["netnames"]["ctrl.ab"] = {"bits": [2, 3]}
+    heat = tmp_path / "heat_congestion_by_net_5.csv"
+    heat.write_text("ctrl.x,7\n$PACKER_GND_NET,2\nctrl.ab[1],9\n")
+    rows = read_congestion(heat.read_text())
+    assert rows == [("ctrl.ab[1]", 9), ("ctrl.x", 7), ("$PACKER_GND_NET", 2)]
+    listed = congested_nets(netlist, rows, 3)
+    assert [(n, net and (net.driver, net.sinks), name) for n, net, name in listed] == [
+        (9, ("ctrl.b_TRELLIS_FF_Q", 2), "ctrl.ab[1]"), (7, ("ctrl.x_LUT4_Z", 2), "ctrl.x"),
+        (2, None, "$PACKER_GND_NET")]
+    path.write_text(json.dumps(netlist))
+    assert main(["--netlist", str(path), "--congestion", str(heat), "--nets", "2",
+                 "--paths", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "3 congested nets, 18 overused wires over them" in out
+    assert "        9       2       0  TRELLIS_FF  ctrl.ab[1] <- ctrl.b_TRELLIS_FF_Q" in out
+    assert "$PACKER_GND_NET" not in out                              # --nets 2
+    heat.write_text("ctrl.x;7\n")
+    with pytest.raises(SystemExit):
+        main(["--netlist", str(path), "--congestion", str(heat)])
+    assert "line 1 is not 'net,count'" in capsys.readouterr().err
+    for argv in (["--netlist", str(path), "--congestion", str(tmp_path / "none.csv")],
+                 ["--netlist", str(path), "--nets", "-1"]):
+        with pytest.raises(SystemExit):
+            main(argv)
     cells["ctrl.x_LUT4_Z"]["connections"]["B"] = [5]                # x <- y <- x: a loop
     with pytest.raises(ValueError, match="loop"):
         worst_paths(netlist)
