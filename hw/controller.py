@@ -1840,6 +1840,12 @@ class Controller(Unit):
         # OUT32 from a copy of its own beside the capture registers (g.out32 drives the
         # pipeline and the drainer too).
         out32 = unshared_register(m, s.g.out32, name="cap_out32", platform=s.platform)
+        # The tile's byte multiplexers read a copy per column group (hw.skid.column_groups):
+        # one copy into every tile byte's select was 920 LUT inputs on the 8x18 top.
+        groups = column_groups(p.cols)
+        col_out32 = [out32, *(unshared_register(m, s.g.out32, name=f"cap_out32_{k}",
+                                                platform=s.platform)
+                              for k in range(1, groups))]
         passes = _out32_passes(p.rows)
         capture = out.valid & s.capturing
         at_pass_last = Array(s.row == last for _, last, _ in passes)[d.q]
@@ -1870,7 +1876,8 @@ class Controller(Unit):
                 for c in range(p.cols):
                     wide_byte = (cap_data[c].word_select(byte[0], 8) if len(set(byte)) == 1
                                  else Array(cap_data[c].word_select(b, 8) for b in byte)[d.q])
-                    m.d.sync += s.tile[r * p.cols + c].eq(Mux(out32, wide_byte, cap_data[c][:8]))
+                    m.d.sync += s.tile[r * p.cols + c].eq(
+                        Mux(col_out32[c * groups // p.cols], wide_byte, cap_data[c][:8]))
 
     def _gemm(self, m, s, core, pipe, platform):
         """The GEMM core's start, its write ports (_gemm_feeder) and result capture."""
