@@ -77,12 +77,12 @@ class SkidBuffer(wiring.Component):
             # cannot merge them: each drives only its group's enables and multiplexers.)
             # (One group: the names and order of the first version, so that its netlist stays
             # the one the routed tops were built from.)
-            if len(groups) == 1:
+            one = len(groups) == 1
+            if one:
                 i_part, o_part = self.i_stream.payload, self.o_stream.payload
             else:
                 i_part = Value.cast(self.i_stream.payload)[lo:hi]
                 o_part = Value.cast(self.o_stream.payload)[lo:hi]
-            one = len(groups) == 1
             shape = self._layout if one else hi - lo
             out, out_valid = (Signal(shape, name=_group_name("out", g, one)),
                               Signal(name=_group_name("out_valid", g, one)))
