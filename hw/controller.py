@@ -252,12 +252,15 @@ class Controller(Unit):
     params_fields = ("rows", "cols", "k_depth", "dsp_multipliers", "window", "head_dim",
                      "attn_lanes", "attn_causal", "act_depth", "wgt_depth", "instr_depth",
                      "lut_count", "lut_columns", "ln_pipelines", "vec_dsp_products",
-                     "ln_engines", "requant_lanes")
+                     "ln_engines", "requant_lanes", "host_units")
     params = Setting("The AccelParams the controller was built from.")
 
     def __init__(self, params, *, use_dsp: bool | None = None) -> None:
         self._params = check_params(params)
         self._use_dsp = params.dsp_multipliers if use_dsp is None else use_dsp
+        # The opcodes this design executes; the others of _IMPLEMENTED (a unit in
+        # host_units) stop the program with UNIT_ABSENT at DECODE.
+        self._built = tuple(op for op in _IMPLEMENTED if not isa.host_runs(op, params))
         members = {
             "start": In(1), "clear": In(1), "entry": In(32),
             "busy": Out(1), "done": Out(1), "error": Out(1), "code": Out(8), "pc": Out(32),
@@ -284,13 +287,16 @@ class Controller(Unit):
                         lut_columns=p.lut_columns, pipeline=pipe)
         vec = VectorUnit(p.rows, lut_count=p.lut_count, use_dsp=self._use_dsp,
                          dsp_products=p.vec_dsp_products)
-        lnorm = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count, use_dsp=self._use_dsp,
-                               engines=p.ln_engines or None)
+        units = {"gemm": core, "vec": vec}
+        if Opcode.LNORM in self._built:
+            units["lnorm"] = TokenLayerNorm(p.rows, pipelines=p.ln_pipeline_count,
+                                            use_dsp=self._use_dsp, engines=p.ln_engines or None)
         # On ECP5 the attention unit's int8 q.k / p.v products go to LUTs (as the vector and
         # LayerNorm units' always do): the top's DSP budget (tests/test_hw_resources.py).
-        attn = WindowedAttention(
-            head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
-            lut_int8_products=_platform_family(platform) == "ecp5")
+        if Opcode.ATTN in self._built:
+            units["attn"] = WindowedAttention(
+                head_dim=p.head_dim, window=p.window, lanes=p.attn_lanes, use_dsp=self._use_dsp,
+                lut_int8_products=_platform_family(platform) == "ecp5")
         # A program that fails mid-job leaves a unit holding part of it (GEMM tiles in the
         # array, an ATTN waiting for K rows that never come, a half-summed mean pool). The
         # cycle after FAIL the units are reset, so the next program finds them as after
@@ -299,10 +305,8 @@ class Controller(Unit):
         # cycle after FAIL's drain_abort. On ECP5 through a `DCCA`, one global network to the
         # units' 31,000 flip-flops (hw.reset): the `units` domain.
         units_abort = Signal(name="units_abort")
-        units_reset = add_with_reset(m, platform, units_abort,
-                                     {"gemm": core, "vec": vec, "lnorm": lnorm, "attn": attn},
-                                     domain="units")
-        s = _State(m, p)
+        units_reset = add_with_reset(m, platform, units_abort, units, domain="units")
+        s = _State(m, p, self._built)
         s.units_reset = units_reset             # the GEMM result rows' skid (_gemm)
         s.platform = platform               # unshared_register's family (write_back)
         _partial_products(m, s, platform)
@@ -324,8 +328,10 @@ class Controller(Unit):
         m.d.comb += units_abort.eq(s.drain_abort)               # drain_abort: FAIL
         self._gemm(m, s, core, pipe, platform)
         self._vec(m, s, vec)
-        self._attn(m, s, attn)
-        self._lnorm(m, s, lnorm)
+        if "attn" in units:
+            self._attn(m, s, units["attn"])
+        if "lnorm" in units:
+            self._lnorm(m, s, units["lnorm"])
         self._embed(m, s)
         s.finish_writes()
         s.finish_reads()
@@ -359,13 +365,13 @@ class Controller(Unit):
         """The fetched instruction's registers (``ir``, the one-hot ``decoded`` flags, the
         reserved-bit chunks), the prefetch's stages and the predecode verdict."""
         ir = Signal(isa.INSTR_BITS)
-        reserved_masks = {op: _reserved_mask(op) for op in _IMPLEMENTED}
+        reserved_masks = {op: _reserved_mask(op) for op in self._built}
         # Whether the word sets a reserved bit of each opcode's format, in 16-bit chunks
         # (registers at the capture; predecode ORs the chunks of the word's opcode).
         chunks = range(0, isa.INSTR_BITS, _RESERVED_CHUNK)
         reserved_set = {op: [Signal(name=f"reserved_{op.name.lower()}{j // _RESERVED_CHUNK}")
                              for j in chunks]
-                        for op in _IMPLEMENTED}
+                        for op in self._built}
         decoded = {op: Signal(name=f"decoded_{op.name.lower()}") for op in _IMPLEMENTED}
         # Prefetch: MUL reads instruction pc + 1 (unless it is past the memory), which lands
         # while the instruction runs; FETCH then goes straight to DECODE (no instruction
@@ -394,12 +400,19 @@ class Controller(Unit):
                          *(is_op.eq(word[:8] == op) for op, is_op in decoded.items())]
         # Predecode, a cycle after the capture, from its registers: DECODE's verdict (an
         # illegal opcode, a reserved bit set) and error code are registers too.
+        # An opcode whose unit is not built (host_units) stops before its fields are checked:
+        # the host checks them when it runs the instruction (UNIT_ABSENT).
         illegal = ~Cat(decoded.values()).any()
-        bad_field = Cat(decoded[op] & Cat(reserved_set[op]).any() for op in _IMPLEMENTED).any()
+        bad_field = Cat(decoded[op] & Cat(reserved_set[op]).any() for op in self._built).any()
         dec_fail = Signal(name="dec_fail")
         dec_code = Signal.like(s.fail_code, name="dec_code")
-        m.d.sync += [dec_fail.eq(illegal | bad_field),
-                     dec_code.eq(Mux(illegal, ErrorCode.ILLEGAL_OPCODE, ErrorCode.BAD_FIELD))]
+        verdict = Mux(illegal, ErrorCode.ILLEGAL_OPCODE, ErrorCode.BAD_FIELD)
+        if self._built != _IMPLEMENTED:
+            absent = Cat(decoded[op] for op in _IMPLEMENTED if op not in self._built).any()
+            bad_field |= absent
+            verdict = Mux(illegal, ErrorCode.ILLEGAL_OPCODE,
+                          Mux(absent, ErrorCode.UNIT_ABSENT, ErrorCode.BAD_FIELD))
+        m.d.sync += [dec_fail.eq(illegal | bad_field), dec_code.eq(verdict)]
         # A prefetched NOP or BARRIER (a legal one) is skipped while the instruction before it
         # still runs: it would do nothing when its turn came (every unit is idle between
         # instructions), so the prefetch reads pc + 2 instead and pf_skip makes the next
@@ -494,7 +507,7 @@ class Controller(Unit):
                 with m.If(f.dec_fail):
                     s.fail(f.dec_code)
                 with m.Else():
-                    for op in _IMPLEMENTED:
+                    for op in self._built:
                         with m.If(f.decoded[op]):
                             self._dispatch(m, s, op, f.ir)
             with m.State("MUL"):
@@ -515,8 +528,10 @@ class Controller(Unit):
                 m.next = "IDLE"
             self._gemm_states(m, s)
             self._vec_states(m, s)
-            self._attn_states(m, s)
-            self._lnorm_states(m, s)
+            if Opcode.ATTN in self._built:
+                self._attn_states(m, s)
+            if Opcode.LNORM in self._built:
+                self._lnorm_states(m, s)
             self._embed_states(m, s)
         one_hot(fsm)
         s.copy_counter()
@@ -601,6 +616,8 @@ class Controller(Unit):
 
         assert {op: len(ops) for op, ops in pairs.items()} == _PRODUCTS
         for op, ops in pairs.items():
+            if op not in s.fields_of:           # a unit the design does not have
+                continue
             is_op = s.op_is[op]
             sel: list[int] = []
             for x, _ in ops:
@@ -2176,7 +2193,7 @@ class _State:
                      self.prod.eq(self.prod_lo + (self.prod_hi << 16))]
         self.mul_picks: list[tuple] = []    # mul_pick()'s (pick, a, b) (finish_mul_picks)
 
-    def __init__(self, m, p):
+    def __init__(self, m, p, built):
         self.m, self.p = m, p
         # Copy-engine counts (`i`, `length`) reach at most a region's words times 4 (EMBED's
         # id bytes; the CHECK states refuse longer spans before any copy): not 32 bits, so the
@@ -2253,8 +2270,9 @@ class _State:
         self.e.t_i1 = Signal(32, name="e_t_i1")     # t_i + 1, stepped with t_i
         self.embed_ids = Signal()
         #: The registers each opcode's fields are latched into.
-        self.fields_of = {Opcode.GEMM: self.g, Opcode.ATTN: self.a, Opcode.LNORM: self.n,
-                          Opcode.EMBED: self.e, Opcode.VEC: self.v}
+        self.fields_of = {op: regs for op, regs in (
+            (Opcode.GEMM, self.g), (Opcode.ATTN, self.a), (Opcode.LNORM, self.n),
+            (Opcode.EMBED, self.e), (Opcode.VEC, self.v)) if op in built}
         self.op_is = {op: Signal(name=f"op_is_{op.name.lower()}") for op in self.fields_of}
         self._weight_dividers(m, p)
         self.lnorm_busy = Signal()

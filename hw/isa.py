@@ -94,6 +94,8 @@ class ErrorCode(enum.IntEnum):
     BAD_TOKEN = 7        # an embedding id outside [0, vocab)
     OVERFLOW = 8         # simulator only: an int32 accumulator overflowed (hardware wraps)
     HAZARD = 9           # simulator only: a missing BARRIER between dependent instructions
+    UNIT_ABSENT = 10     # the opcode's unit is not built (AccelParams.host_units): the host
+                         # runs the instruction and starts the program again at PC + 1
 
 
 class IsaError(Exception):
@@ -453,6 +455,12 @@ _UNIT_OF = {Opcode.GEMM: "gemm", Opcode.ATTN: "attn", Opcode.VEC: "vec", Opcode.
 def unit_of(opcode: Opcode) -> str | None:
     """The unit that executes ``opcode`` (``None`` for NOP, BARRIER and HALT)."""
     return _UNIT_OF.get(Opcode(opcode))
+
+
+def host_runs(opcode: Opcode, params: AccelParams) -> bool:
+    """Whether ``opcode``'s unit is left out of ``params``' hardware (``host_units``): the
+    device stops at it with ``UNIT_ABSENT`` before checking its fields."""
+    return unit_of(opcode) in params.host_units
 
 
 class Region(NamedTuple):

@@ -61,6 +61,13 @@ class AccelParams:
         of about 1,780 cells on ECP5 that takes a block's rows in turn: fewer engines, fewer
         cells and longer LNORM blocks (``rows * 135 / ln_engines`` cycles a block of width
         up to 128).
+    host_units : tuple of str
+        Units left out of the hardware (any of ``"attn"``, ``"lnorm"``; default none): an
+        instruction of such a unit stops the program with ``ErrorCode.UNIT_ABSENT`` at its
+        ``PC``, and the driver (:class:`sw.driver.Accelerator`) runs it on the host with the
+        ISA simulator on the operand bytes it reads back, writes the result bytes and starts
+        the device again at ``PC + 1``: bit-exact by construction, for parts too small for
+        every unit. Enters the digest only when not empty (design ids of full designs kept).
     requant_lanes : int
         Lanes of the GEMM requantizer (:class:`hw.requant.Requantizer` ``lanes``),
         1..``cols``; 0 (default): ``cols``, a row a cycle. Fewer take a row in ``ceil(cols /
@@ -115,6 +122,7 @@ class AccelParams:
     vec_dsp_products: bool = False
     ln_engines: int = 0
     requant_lanes: int = 0
+    host_units: tuple[str, ...] = ()
 
     # Fixed numerics (hw.numerics); part of the contract, not knobs.
     act_width: int = dataclasses.field(default=ACT_WIDTH, init=False)
@@ -151,6 +159,7 @@ class AccelParams:
         check_int(at + "ln_pipelines", self.ln_pipelines, 0, self.rows)
         check_int(at + "ln_engines", self.ln_engines, 0, self.rows)
         check_int(at + "requant_lanes", self.requant_lanes, 0, self.cols)
+        object.__setattr__(self, "host_units", _check_host_units(self.host_units))
         if self.ln_pipelines and self.rows % self.ln_pipelines:
             raise ValueError(f"AccelParams.ln_pipelines must divide rows ({self.rows}) or be 0 "
                              f"(one per row), not {self.ln_pipelines!r}")
@@ -168,15 +177,17 @@ class AccelParams:
         the link's ``baud`` does not rebuild the Verilated GEMM core.
         """
         full = self.to_dict()
+        if not full["host_units"]:             # (a later field: full designs keep their ids)
+            del full["host_units"]
         if fields is None:
             chosen = full
         else:
             names = sorted(set(fields))
-            unknown = [n for n in names if n not in full]
+            unknown = [n for n in names if n not in full and n != "host_units"]
             if unknown:
                 raise ValueError(
                     f"digest fields must be AccelParams fields, not {', '.join(unknown)}")
-            chosen = {n: full[n] for n in names}
+            chosen = {n: full[n] for n in names if n in full}
         blob = json.dumps(chosen, sort_keys=True, separators=(",", ":"))
         return hashlib.blake2s(blob.encode(), digest_size=8).hexdigest()
 
@@ -197,6 +208,22 @@ class AccelParams:
     @property
     def macs_per_cycle(self) -> int:
         return self.rows * self.cols
+
+
+#: Units that ``AccelParams.host_units`` may leave to the host.
+HOST_RUNNABLE_UNITS = ("attn", "lnorm")
+
+
+def _check_host_units(value: object) -> tuple[str, ...]:
+    """``host_units`` as a sorted tuple (a JSON list is accepted); one clear error otherwise."""
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) \
+            or not all(isinstance(u, str) for u in value):
+        raise TypeError(f"AccelParams.host_units must be a tuple of unit names, not {value!r}")
+    bad = [u for u in value if u not in HOST_RUNNABLE_UNITS]
+    if bad or len(set(value)) != len(value):
+        raise ValueError(f"AccelParams.host_units must name each of "
+                         f"{', '.join(HOST_RUNNABLE_UNITS)} at most once, not {value!r}")
+    return tuple(sorted(value))
 
 
 PRESETS: dict[str, AccelParams] = {
@@ -245,7 +272,8 @@ PRESETS: dict[str, AccelParams] = {
     "colorlight_5a75b": AccelParams(name="colorlight_5a75b", rows=2, cols=2, k_depth=512,
                                     window=16, head_dim=16, attn_lanes=2, act_depth=8192,
                                     wgt_depth=32768, instr_depth=64, lut_count=4,
-                                    target_mhz=125.0, ln_pipelines=1),
+                                    target_mhz=100.0, ln_pipelines=1,
+                                    host_units=("attn", "lnorm")),
     # Simulation only: larger models than any board holds.
     "sim_large": AccelParams(name="sim_large", rows=16, cols=16, k_depth=4096, window=64,
                              head_dim=64, attn_lanes=16, act_depth=65536, wgt_depth=1 << 20,

@@ -38,7 +38,7 @@ import contextlib
 import datetime
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +137,30 @@ def _isa_runs(program: Any, x_q: Any) -> tuple[list[Any], list[Any]]:
     run of the first sample (the work a program does does not depend on its input)."""
     from sw import isasim
 
-    per_run: list[Any] = []
-    logits = isasim.simulate(program, x_q, after_run=lambda entry, one: per_run.append(one))
-    return list(logits), per_run[:len(program.steps())]
+    per_run: list[tuple[int, Any]] = []
+    logits = isasim.simulate(program, x_q,
+                             after_run=lambda entry, one: per_run.append((entry, one)))
+
+    def merged(a: Any, b: Any) -> Any:
+        total = isasim.SimStats()
+        total.add(a)
+        total.add(b)
+        return total
+
+    return list(logits), _by_step(program, per_run, merged)[:len(program.steps())]
+
+
+def _by_step(program: Any, runs: list[tuple[int, Any]],
+             merge: Callable[[Any, Any], Any]) -> list[Any]:
+    """The device runs of ``runs`` (``(entry, counts)``, in order) merged into one per program
+    step: on a design with ``host_units`` a step is several device runs, the later ones
+    starting after each instruction the host ran (never at a step's entry, which follows a
+    HALT)."""
+    entries = {entry for entry, _ in program.steps()}
+    out: list[Any] = []
+    for entry, counts in runs:
+        out.append(counts if entry in entries or not out else merge(out.pop(), counts))
+    return out
 
 
 def _device_sample(acc: Any, program: Any, sample: Any, csrs: Sequence[Any],
@@ -153,10 +174,10 @@ def _device_sample(acc: Any, program: Any, sample: Any, csrs: Sequence[Any],
 
     def read_perf(entry: int) -> None:
         words = acc.read(csr + int(csrs[0]), len(csrs))
-        runs.append({_counter_name(c): w for c, w in zip(csrs, words)})
+        runs.append((entry, {_counter_name(c): w for c, w in zip(csrs, words)}))
 
     logits = acc.predict(sample, timeout=timeout, after_run=read_perf)
-    return logits, runs
+    return logits, _by_step(program, runs, lambda a, b: {k: a[k] + b[k] for k in a})
 
 
 @contextlib.contextmanager

@@ -35,8 +35,8 @@ from hw.params import AccelParams
 from sw import ref
 
 __all__ = [
-    "MemoryImage", "SimStats", "pack_act", "pack_quant", "pack_wgt", "run", "simulate",
-    "unpack_act", "unpack_quant",
+    "MemoryImage", "SimStats", "instruction_accesses", "pack_act", "pack_quant", "pack_wgt", "run",
+    "run_instruction", "simulate", "unpack_act", "unpack_quant",
 ]
 
 
@@ -346,6 +346,14 @@ def _checked(word: int, params: AccelParams) -> tuple[isa.Instruction, list[isa.
 
 
 def _fetch(word: int, params: AccelParams, pc: int) -> tuple[isa.Instruction, list[isa.Access]]:
+    if params.host_units:
+        try:
+            opcode = Opcode(word & 0xFF)
+        except ValueError:
+            opcode = None                           # ILLEGAL_OPCODE below
+        if opcode is not None and isa.host_runs(opcode, params):
+            raise IsaError(ErrorCode.UNIT_ABSENT, f"{opcode.name}'s unit is not built into "
+                           f"design {params.name} (host_units): the host runs it", pc)
     try:
         return _checked(word, params)
     except IsaError:
@@ -355,6 +363,35 @@ def _fetch(word: int, params: AccelParams, pc: int) -> tuple[isa.Instruction, li
 
 def _verb(access: isa.Access) -> str:
     return "writes" if access.write else "reads"
+
+
+def _handlers(m: _Machine) -> dict[Opcode, Callable[[dict[str, int]], None]]:
+    return {Opcode.GEMM: m.gemm, Opcode.ATTN: m.attn, Opcode.LNORM: m.lnorm, Opcode.VEC: m.vec,
+            Opcode.EMBED: m.embed}
+
+
+def instruction_accesses(word: int, params: AccelParams, pc: int) -> list[isa.Access]:
+    """What the instruction ``word`` at ``pc`` reads and writes, checked as a design with every
+    unit would check it (``host_units`` ignored): the bytes a host that runs it needs."""
+    return _fetch(word, params.replace(host_units=()), pc)[1]
+
+
+def run_instruction(image: MemoryImage, word: int, pc: int,
+                    stats: SimStats | None = None) -> list[isa.Access]:
+    """Check and execute the one instruction ``word`` (at ``pc``) on ``image`` as a design with
+    every unit (``host_units`` ignored); returns its accesses. This is how the host runs an
+    instruction that stopped a device with ``UNIT_ABSENT`` (:class:`sw.driver.Accelerator`):
+    the bytes of its read accesses must be in ``image``; its results are in the bytes of its
+    write accesses afterwards. Raises :class:`hw.isa.IsaError` as :func:`run` does; the CSR
+    block is left alone."""
+    instr, accesses = _fetch(word, image.params.replace(host_units=()), pc)
+    m = _Machine(image, SimStats() if stats is None else stats)
+    m.pc = pc
+    handler = _handlers(m).get(instr.opcode)
+    if handler is not None:
+        handler(instr.fields)
+    m.stats.by_opcode[instr.opcode.name] += 1
+    return accesses
 
 
 def run(image: MemoryImage, *, entry: int | None = None, stats: SimStats | None = None,
@@ -372,8 +409,7 @@ def run(image: MemoryImage, *, entry: int | None = None, stats: SimStats | None 
     pending: list[tuple[int, isa.Access]] = []             # since the last barrier
     retired = 0
     image.write_csr(isa.Csr.STATUS, isa.Status.BUSY)
-    handlers = {Opcode.GEMM: m.gemm, Opcode.ATTN: m.attn, Opcode.LNORM: m.lnorm,
-                Opcode.VEC: m.vec, Opcode.EMBED: m.embed}
+    handlers = _handlers(m)
     try:
         while True:
             if not 0 <= m.pc < depth:
@@ -414,6 +450,27 @@ def run(image: MemoryImage, *, entry: int | None = None, stats: SimStats | None 
     return stats
 
 
+def _runs_with_host_steps(image: MemoryImage, entry: int):
+    """Run from ``entry`` to HALT as the driver does on a design with ``host_units``: each
+    ``UNIT_ABSENT`` stop's instruction runs on the host (:func:`run_instruction`) and the
+    device starts again after it. Yields ``(entry, stats)`` of every device run (the host's
+    instructions counted in the run they stopped)."""
+    while True:
+        stats = SimStats()
+        try:
+            yield entry, run(image, entry=entry, stats=stats)
+            return
+        except IsaError as exc:
+            if exc.code is not ErrorCode.UNIT_ABSENT:
+                raise
+        pc = image.read_csr(isa.Csr.PC)
+        raw = image.read("instr", pc * isa.INSTR_BYTES, isa.INSTR_BYTES)
+        run_instruction(image, int.from_bytes(raw, "little"), pc, stats)
+        stats.instructions += 1
+        yield entry, stats
+        entry = pc + 1
+
+
 def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
              stats: SimStats | None = None,
              after_run: Callable[[int, SimStats], None] | None = None) -> np.ndarray:
@@ -421,8 +478,11 @@ def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
     :func:`sw.ref.model_forward_int` takes it: with or without the batch axis); returns the
     int32 logits in the same shape as ``sw.ref.model_forward_int``.
 
-    ``image`` (default: ``program.image()``) is reused between samples, as the device keeps
-    the model resident and only the input changes; a streamed program's layer blocks are
+    On a design with ``host_units``, each instruction the device stops at with
+    ``UNIT_ABSENT`` runs on the host and the run goes on after it, as
+    :class:`sw.driver.Accelerator` does. ``image`` (default: ``program.image()``) is reused
+    between samples, as the device keeps the model resident and only the input changes; a
+    streamed program's layer blocks are
     written before each layer's run, as the driver does (``Program.steps``). ``stats``
     accumulates every run's counts; ``after_run(entry, run_stats)`` is called after every run
     with that run's own (as ``sw.driver.Accelerator.predict``'s hook, where the device's perf
@@ -438,11 +498,11 @@ def simulate(program, x_q: np.ndarray, *, image: MemoryImage | None = None,
         for entry, blocks in program.steps():
             for b in blocks:
                 image.write(b.region, b.offset, b.data)
-            one = run(image, entry=entry)
-            if stats is not None:
-                stats.add(one)
-            if after_run is not None:
-                after_run(entry, one)
+            for start, one in _runs_with_host_steps(image, entry):
+                if stats is not None:
+                    stats.add(one)
+                if after_run is not None:
+                    after_run(start, one)
         out.append(program.read_output(image))
     logits = np.stack(out)
     return logits[0] if single else logits

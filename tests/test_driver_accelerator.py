@@ -10,7 +10,7 @@ import pytest
 
 from hw import isa
 from hw.params import preset
-from sw import ref
+from sw import isasim, ref
 from sw.driver import DesignMismatchError
 from sw.driver.accelerator import Accelerator, ProgramError
 from sw.driver.infer import infer, list_ports, transport_kind
@@ -122,3 +122,50 @@ def test_driver_unaligned_byte_access(board):
         assert acc.read_bytes(act, 16) == bytes([0, 1, 2, 0xAA, 0xBB, 5, 6, 7, 8, 0xCC, 10, 11,
                                                   12, 13, 14, 15])
         assert acc.read_bytes(act + 5, 3) == bytes([5, 6, 7])
+
+
+#: ``PARAMS`` without its attention and LayerNorm units (``host_units``).
+HOSTED = PARAMS.replace(host_units=("attn", "lnorm"))
+
+
+def test_driver_runs_the_instructions_of_a_missing_unit_on_the_host(model):
+    """On a design without the attention and LayerNorm units the device stops at each of their
+    instructions (UNIT_ABSENT); the driver runs it on the host and starts the device after it:
+    resident and streamed, the logits are ``sw.ref``'s, and ``after_run`` sees one device run
+    more per host-run instruction, each resumed run starting after an ATTN or LNORM."""
+    art, _, x = model
+    want = ref.model_forward_int(art, x[:2])
+    with LinkServer(isa_board(HOSTED)) as srv:
+        for mode in ("resident", "streamed"):
+            prog = compile_program(art, HOSTED, mode=mode)
+            hosted = [i for i, word in enumerate(prog.words)
+                      if isa.host_runs(word & 0xFF, HOSTED)]
+            ops = [prog.words[i] & 0xFF for i in hosted]
+            assert ops.count(isa.Opcode.ATTN) == CONFIG["n_layers"], mode
+            assert ops.count(isa.Opcode.LNORM) >= CONFIG["n_layers"], mode
+            entries: list[int] = []
+            with Accelerator.open(srv.url, timeout=2.0) as acc:
+                acc.load(prog)
+                got = acc.predict(x[:2], after_run=entries.append)
+            np.testing.assert_array_equal(got, want)
+            steps = [entry for entry, _ in prog.steps()]
+            resumed = [prog.entry + i + 1 for i in hosted]
+            assert len(entries) == 2 * (len(steps) + len(hosted)), mode
+            assert sorted(set(entries)) == sorted(set(steps) | set(resumed)), mode
+
+
+def test_driver_reports_a_host_run_instruction_that_fails_where_it_stopped(model):
+    """A host-run LNORM whose channel word on the device holds a bad shift fails as the unit
+    would: ProgramError with BAD_QUANT at that LNORM's instruction."""
+    art, _, x = model
+    prog = compile_program(art, HOSTED)
+    pc, fields = next((prog.entry + i, isa.decode(word).fields)
+                      for i, word in enumerate(prog.words) if word & 0xFF == isa.Opcode.LNORM)
+    bad = isasim.pack_quant(isa.LNORM_WORD, gamma=[1], beta=[0], mult=[1 << 14], shift=[0])
+    with LinkServer(isa_board(HOSTED)) as srv, Accelerator.open(srv.url, timeout=2.0) as acc:
+        acc.load(prog)
+        acc.write_bytes(isa.memory_map(HOSTED).region("quant").base
+                        + 8 * (fields["quant_addr"] + 1), bad)
+        with pytest.raises(ProgramError, match=f"BAD_QUANT at instruction {pc}") as exc:
+            acc.predict(x[0])
+    assert exc.value.code == isa.ErrorCode.BAD_QUANT and exc.value.pc == pc

@@ -545,3 +545,102 @@ def test_controller_span_over_room_equals_the_plain_comparison():
     sim.run()
     assert seen == [int(sp > r) for sp, r in vectors]
     assert len(seen) > 450 and 0 < sum(seen) < len(seen)
+
+
+#: ``PARAMS`` without the attention and LayerNorm units: their instructions run on the host.
+HOSTED = PARAMS.replace(host_units=("attn", "lnorm"))
+
+
+def _lnorm_words(rng, image, quant_addr: int, c: int) -> None:
+    image.write("quant", 8 * quant_addr, isasim.pack_quant(isa.EPS_WORD, eps=1000))
+    image.write("quant", 8 * (quant_addr + 1), isasim.pack_quant(
+        isa.LNORM_WORD, gamma=rng.integers(-128, 128, c), beta=rng.integers(-20000, 20000, c),
+        mult=rng.integers(1 << 14, 1 << 15, c), shift=rng.integers(14, 20, c)))
+
+
+def test_controller_without_a_unit_stops_at_its_instruction_and_resumes_after_it():
+    """A design without LNORM's and ATTN's units (``host_units``): GEMM, LNORM of its result,
+    a GEMM of that. The device stops at the LNORM with UNIT_ABSENT (PC 2, two retired, nothing
+    written by it), as the ISA simulator does; the host runs the LNORM on the act bytes it
+    reads back and writes the changed words; START at PC + 1 runs to HALT; the act bytes
+    then equal a full design's run of the whole program."""
+    rng = np.random.default_rng(41)
+    image, _ = gemm_image(rng, 6, 5, 9, params=HOSTED)
+    w2 = rng.integers(-127, 128, (9, 3), dtype=np.int8)
+    image.write("wgt", 512, isasim.pack_wgt(w2, HOSTED.cols))
+    image.write("quant", 8 * 30, isasim.pack_quant(isa.CHANNEL_WORD, bias=[5, -9, 100],
+                                                   mult=[20000, 17000, 30000], shift=[10, 9, 11]))
+    _lnorm_words(rng, image, 12, 9)
+    first = isa.from_bytes(image.read("instr", 0, isa.INSTR_BYTES))[0]
+    words = [first, isa.encode(isa.barrier()),
+             isa.encode(isa.lnorm(a_addr=DST, dst_addr=768, quant_addr=12, m=6, c=9)),
+             isa.encode(isa.barrier()),
+             isa.encode(isa.gemm(a_addr=768, w_addr=512, dst_addr=896, quant_addr=30, m=6, k=9,
+                                 n=3)),
+             isa.encode(isa.halt())]
+    image.load_program(words)
+    full = isasim.MemoryImage(PARAMS)                  # the same bytes, every unit built
+    full.regions = {r: bytearray(b) for r, b in image.regions.items()}
+    isasim.run(full, entry=0)
+    stopped = image.copy()
+    with pytest.raises(isa.IsaError) as exc:
+        isasim.run(stopped, entry=0)
+    assert exc.value.code is ErrorCode.UNIT_ABSENT and exc.value.pc == 2
+    dut = Accelerator.from_params(HOSTED)
+    out: dict = {}
+
+    async def bench(ctx):
+        host = HostDriver(ctx, dut.host)
+        await write_image(host, image)
+        out["first"] = await run_program(host, image, 0)
+        out["pc"] = await read_csr(host, image, Csr.PC)
+        out["instret"] = await read_csr(host, image, Csr.PERF_INSTRET)
+        act = await read_region(host, image, "act")
+        out["act_stopped"] = act
+        hosted = image.copy()
+        hosted.write("act", 0, act)
+        isasim.run_instruction(hosted, words[out["pc"]], out["pc"])
+        new = bytes(hosted.regions["act"])
+        base = word_address(image, "act")
+        for i in range(0, len(new), 4):
+            if new[i:i + 4] != act[i:i + 4]:
+                await host.write(base + i // 4, int.from_bytes(new[i:i + 4], "little"))
+        out["second"] = await run_program(host, image, out["pc"] + 1)
+        out["act"] = await read_region(host, image, "act")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert out["first"] == stopped.read_csr(Csr.STATUS) == \
+        Status.ERROR | ErrorCode.UNIT_ABSENT << isa.STATUS_CODE_SHIFT
+    assert (out["pc"], out["instret"]) == (2, 2) == (stopped.read_csr(Csr.PC),
+                                                      stopped.read_csr(Csr.PERF_INSTRET))
+    assert out["act_stopped"] == bytes(stopped.regions["act"])
+    assert out["second"] == Status.DONE
+    assert out["act"] == bytes(full.regions["act"])
+    assert out["act"] != out["act_stopped"]
+
+
+def test_controller_without_a_unit_checks_the_opcode_before_the_fields():
+    """On ``HOSTED``: an ATTN or LNORM stops with UNIT_ABSENT even with a reserved bit set
+    (the host checks its fields), an illegal opcode is still ILLEGAL_OPCODE, and a GEMM with a
+    reserved bit BAD_FIELD; the same STATUS and PC as the ISA simulator's."""
+    rng = np.random.default_rng(43)
+    image, _ = gemm_image(rng, 3, 4, 2, params=HOSTED)
+    gemm = isa.from_bytes(image.read("instr", 0, isa.INSTR_BYTES))[0]
+    attn_word, _ = attn_image(rng, True, p=HOSTED)
+    attn = isa.from_bytes(attn_word.read("instr", 0, isa.INSTR_BYTES))[0]
+    reserved = 1 << (isa.INSTR_BITS - 1)
+    lnorm = isa.encode(isa.lnorm(a_addr=0, dst_addr=DST, quant_addr=4, m=3, c=4))
+    halt = isa.encode(isa.halt())
+    programs = [([gemm, isa.encode(isa.barrier()), attn | reserved, halt], 0),
+                ([gemm, lnorm | reserved, halt], 0),
+                ([0xFF, halt], 0),
+                ([gemm | reserved, halt], 0),
+                ([halt, attn, halt], 1)]
+    csrs = run_programs_and_compare(image, programs)
+    codes = [(c[Csr.STATUS] >> isa.STATUS_CODE_SHIFT, c[Csr.PC]) for c in csrs]
+    assert codes == [(ErrorCode.UNIT_ABSENT, 2), (ErrorCode.UNIT_ABSENT, 1),
+                     (ErrorCode.ILLEGAL_OPCODE, 0), (ErrorCode.BAD_FIELD, 0),
+                     (ErrorCode.UNIT_ABSENT, 1)]

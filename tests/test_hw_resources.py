@@ -218,7 +218,10 @@ def test_board_top_link_reset_on_one_global_network(colorlight_top_rtlil):
         assert "soft_reset" not in wires and "rst" not in wires, (name, wires)
     assert "accel_rst" in inputs["top.design.accel"]
     assert "accel_rst" in inputs["top.design.accel.ctrl"]
-    for unit in ("gemm", "vec", "lnorm", "attn"):
+    built = [u for u in ("gemm", "vec", "lnorm", "attn")
+             if u not in preset_for_board("colorlight-5a75b").host_units]
+    assert len(built) >= 2
+    for unit in built:
         assert "units_rst" in inputs[f"top.design.accel.ctrl.{unit}"], unit
     design = text.split("\nmodule \\top.design\n", 1)[1].split("\nend\n", 1)[0]
     assert design.count("cell \\DCCA \\accel_reset_buf") == 1
@@ -240,11 +243,14 @@ def test_colorlight_top_fits_the_lfe5u_25f(colorlight_top_rtlil):
     counts = dsp_instances(text)
     # GEMM core: rows * cols PE products and two per requantizer column; the vector unit two
     # per lane (rows), the LayerNorm two per element pipeline; attention two per lane and four
-    # for its scalers.
+    # for its scalers; none of a unit the preset leaves to the host (host_units: here both).
     assert _in_unit(counts, "top.design.accel.ctrl.gemm") == p.rows * p.cols + 2 * p.cols
     assert _in_unit(counts, "top.design.accel.ctrl.vec") == 2 * p.rows
-    assert _in_unit(counts, "top.design.accel.ctrl.lnorm") == 2 * p.ln_pipeline_count == 2
-    assert _in_unit(counts, "top.design.accel.ctrl.attn") == 2 * p.attn_lanes + 4
+    assert p.host_units == ("attn", "lnorm")
+    assert _in_unit(counts, "top.design.accel.ctrl.lnorm") == 0
+    assert _in_unit(counts, "top.design.accel.ctrl.attn") == 0
+    assert not any(".ctrl.lnorm." in name or ".ctrl.attn." in name
+                   for name in _module_inputs(text))
     dsps = sum(counts.values()) + product_blocks(text)
     assert dsps <= ECP5_25F_DSPS
     left_to_yosys = [(w, d) for w, d, style in inferred_memories(text) if style != "distributed"]

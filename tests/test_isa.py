@@ -100,7 +100,8 @@ def test_isa_error_codes_are_stable():
     # Documented in docs/isa.md and reported by the hardware's STATUS register.
     assert {c.name: int(c) for c in ErrorCode} == {
         "OK": 0, "ILLEGAL_OPCODE": 1, "BAD_FIELD": 2, "BAD_SHAPE": 3, "BAD_ADDRESS": 4,
-        "NO_HALT": 5, "BAD_QUANT": 6, "BAD_TOKEN": 7, "OVERFLOW": 8, "HAZARD": 9}
+        "NO_HALT": 5, "BAD_QUANT": 6, "BAD_TOKEN": 7, "OVERFLOW": 8, "HAZARD": 9,
+        "UNIT_ABSENT": 10}
     assert {o.name: int(o) for o in Opcode} == {
         "NOP": 0, "GEMM": 1, "ATTN": 2, "LNORM": 3, "VEC": 4, "EMBED": 5, "BARRIER": 6,
         "HALT": 7}

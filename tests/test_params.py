@@ -25,6 +25,9 @@ from hw.params import PRESETS, AccelParams, preset
     ("dsp_multipliers", 1, TypeError, "AccelParams.dsp_multipliers must be a bool"),
     ("baud", 300, ValueError, "AccelParams.baud"),
     ("name", "", TypeError, "AccelParams.name"),
+    ("host_units", "attn", TypeError, "AccelParams.host_units must be a tuple of unit names"),
+    ("host_units", ("gemm",), ValueError, "must name each of attn, lnorm at most once"),
+    ("host_units", ("attn", "attn"), ValueError, "at most once, not"),
 ])
 def test_params_invalid_field_message(field, value, exc, match):
     with pytest.raises(exc, match=match):
@@ -76,3 +79,24 @@ def test_params_integer_and_float_clock_are_one_design():
     a, b = AccelParams(target_mhz=25), AccelParams(target_mhz=25.0)
     assert a == b and a.digest() == b.digest() and a.design_id == b.design_id
     assert isinstance(a.target_mhz, float)
+
+
+def test_params_host_units_enter_the_digest_only_when_set():
+    """``host_units`` (added after the other fields) leaves the digest of a full design as it
+    was (its blake2s over the other fields alone); set, it changes the design id, in any order
+    of the names and through a JSON round trip (a list)."""
+    import hashlib
+    import json
+
+    a = preset("tiny")
+    fields = {k: v for k, v in a.to_dict().items() if k != "host_units"}
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    assert a.digest() == hashlib.blake2s(blob, digest_size=8).hexdigest()
+    b = a.replace(host_units=("lnorm", "attn"))
+    assert b.host_units == ("attn", "lnorm") and b.digest() != a.digest()
+    d = json.loads(json.dumps(b.to_dict()))
+    for k in ("act_width", "wgt_width", "acc_width"):
+        d.pop(k)
+    assert isinstance(d["host_units"], list) and AccelParams(**d) == b
+    assert a.digest(["rows", "host_units"]) == a.digest(["rows"])
+    assert b.digest(["rows", "host_units"]) != b.digest(["rows"])

@@ -292,3 +292,31 @@ def test_program_simulate_after_run_sees_each_run_and_stats_add_up():
         assert one.runs == 1
         summed.add(one)
     assert summed.to_dict() == total.to_dict() and total.runs == len(seen) > 2
+
+
+def test_program_simulate_runs_a_missing_units_instructions_on_the_host():
+    """On a design without its attention and LayerNorm units (``host_units``) ``run`` stops at
+    the first LNORM or ATTN with UNIT_ABSENT (its PC, nothing of it written); ``simulate`` runs
+    each such instruction on the host and goes on after it: the same logits as ``sw.ref``, the
+    same work per opcode as the full design, and one run more per host-run instruction."""
+    hosted = TINY16.replace(host_units=("attn", "lnorm"))
+    art = _random_artifact(7, **RAGGED)
+    full, program = compile_program(art, TINY16), compile_program(art, hosted)
+    assert program.words == full.words
+    x = np.random.default_rng(5).integers(-128, 128, (2, 11, 13), dtype=np.int8)
+    first = next(i for i, w in enumerate(program.words)
+                 if w & 0xFF in (Opcode.ATTN, Opcode.LNORM))
+    image = program.image()
+    program.write_input(image, x[0])
+    with pytest.raises(IsaError) as exc:
+        run(image)
+    assert exc.value.code is ErrorCode.UNIT_ABSENT and exc.value.pc == program.entry + first
+    assert image.read_csr(isa.Csr.PC) == program.entry + first
+    total, want_total, seen = SimStats(), SimStats(), []
+    got = simulate(program, x, stats=total, after_run=lambda entry, one: seen.append(entry))
+    np.testing.assert_array_equal(got, ref.model_forward_int(art, x))
+    simulate(full, x, stats=want_total)
+    assert total.by_opcode == want_total.by_opcode and total.macs == want_total.macs
+    assert total.instructions == want_total.instructions
+    host_run = sum(1 for w in program.words if w & 0xFF in (Opcode.ATTN, Opcode.LNORM))
+    assert host_run >= 2 and len(seen) == 2 * (1 + host_run)

@@ -330,3 +330,29 @@ def test_vboard_uart_link_bit_by_bit():
     bit_times = s["cycles"] / timing["divisor"]
     assert 9.5 * (s["bytes_in"] + s["bytes_out"]) <= bit_times
     assert bit_times <= 10 * (s["bytes_in"] + s["bytes_out"]) + 50
+
+
+def test_vboard_of_a_preset_without_attention_and_layernorm_runs_the_digits_model():
+    """``colorlight_5a75b`` leaves its attention and LayerNorm units to the host
+    (``host_units``): its Verilated board stops at every ATTN and LNORM with UNIT_ABSENT, the
+    driver runs the instruction on the host and starts the board after it. Four digits images,
+    every logit equal to ``sw.ref``'s; the board ran one more time per host-run instruction."""
+    params = preset("colorlight_5a75b")
+    assert params.host_units == ("attn", "lnorm")
+    art = load_artifact(default_artifact_path())
+    x, _, _ = task_inputs(art, 4)
+    want = ref.model_forward_int(art, x)
+    program = compile_program(art, params)
+    host_run = sum(1 for w in program.words if isa.host_runs(w & 0xFF, params))
+    assert host_run >= 3
+    vb = vboard.VirtualBoard(vboard.build(params), **vboard.link_timing(params, uart=False))
+    try:
+        entries: list[int] = []
+        with Accelerator.open(vb.url, timeout=30.0, retries=0) as acc:
+            acc.load(program)
+            got = acc.predict(x, timeout=60.0, after_run=entries.append)
+    finally:
+        vb.stop()
+    assert_array_equal(got, want)
+    assert got.shape == (4, 10)
+    assert len(entries) == 4 * (1 + host_run)

@@ -124,8 +124,9 @@ def test_synth_ulx3s_85f_gemm_8x8_meets_125mhz():
 
 
 def test_synth_colorlight_5a75b_gemm_meets_125mhz():
-    """The third board (LFE5U-25F): the colorlight_5a75b 2x2 GemmCore at 125 MHz."""
-    data = _build("colorlight-5a75b")
+    """The third board (LFE5U-25F): the colorlight_5a75b 2x2 GemmCore at 125 MHz (above the
+    preset's 100 MHz, the whole board top's)."""
+    data = _build("colorlight-5a75b", target_mhz=125.0)
     assert data["timing_met"], data["critical_path"]
     assert data["fmax_mhz"] >= 125.0
     # 4 PE multipliers + 2 per requantizer column, of the 25F's 28 MULT18X18D.
@@ -133,6 +134,19 @@ def test_synth_colorlight_5a75b_gemm_meets_125mhz():
     # hw.bram: A and W 1024 x 16 bit = 1 DP16KD of 1024 x 18 each; the quant words (4 x 53
     # bit, at most hw.bram.ECP5_DISTRIBUTED_MAX_BITS) are LUT RAM.
     assert data["resources"]["BRAM"]["used"] == 1 + 1
+
+
+def test_synth_colorlight_5a75b_board_top_meets_its_clock():
+    """A real board's whole top with its own preset in ``make test``: the Colorlight's
+    accelerator (2x2, attention and LayerNorm left to the host: ``host_units``) and its UART
+    link, at the preset's 100 MHz: fits the LFE5U-25F, timing met, a bitstream (about two and
+    a half minutes here)."""
+    data = _build("colorlight-5a75b", "top")
+    assert (data["rows"], data["cols"]) == (2, 2)
+    assert data["timing_met"], data["critical_path"]
+    assert data["fmax_mhz"] >= data["target_mhz"] == pytest.approx(100.0)
+    assert data["resources"]["LUT"]["total"] == 24288
+    assert data["resources"]["DSP"]["used"] <= 28 and data["resources"]["BRAM"]["used"] <= 56
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hw import isa
+from sw import isasim
 from sw.driver.device import Device
 from sw.driver.errors import AccelError
 
@@ -75,9 +76,17 @@ class Accelerator(Device):
         """int32 logits of ``x_q`` (one sample or a batch, as ``sw.ref.model_forward_int``
         takes it); :class:`ProgramError` if the program fails.
 
-        ``after_run(entry)`` is called after every run that ended without an error, before the
-        next one starts (one per sample in resident mode, one per layer in streamed mode):
-        the moment to read the ``PERF_*`` counters, which the next run clears.
+        ``after_run(entry)`` is called after every device run that did not fail, before the
+        next one starts, with the entry it started at (one per sample in resident mode, one
+        per layer in streamed mode, and one more after each instruction the host runs on a
+        design with ``host_units``): the moment to read the ``PERF_*`` counters, which the next
+        run clears.
+
+        On a design with ``host_units`` the device stops with ``UNIT_ABSENT`` at each
+        instruction of a unit it does not have: the driver reads that instruction's operand
+        bytes back, runs it with the ISA simulator (``sw.isasim.run_instruction``), writes its
+        result bytes and starts the device again after it. ``run_cycles`` counts device
+        cycles only.
         """
         program = self.program
         if program is None:
@@ -95,24 +104,62 @@ class Accelerator(Device):
             for entry, blocks in steps:
                 for block in blocks:
                     self.write_bytes(mmap.region(block.region).base + block.offset, block.data)
-                self.run(entry)
-                # One WAIT, answered when the run ends: the same run takes the same cycles,
-                # so a budget a little above the last one's covers it.
-                last = self._last.get(entry)
-                st = self.wait(timeout, **({} if last is None else {"budget": last + last // 4
-                                                                   + 1024}))
-                if st.acc_status & isa.Status.ERROR:
-                    pc = self.read(csr + isa.Csr.PC, 1)[0]
-                    raise ProgramError(self.url, (st.acc_status >> isa.STATUS_CODE_SHIFT) & 0xFF,
-                                       pc)
-                self._last[entry] = st.run_cycles
-                cycles += st.run_cycles
-                if after_run is not None:
-                    after_run(entry)
+                cycles += self._run_to_halt(entry, csr, timeout, after_run)
             self.run_cycles.append(cycles)
             out.append(self._read_output(program))
         logits = np.stack(out)
         return logits[0] if single else logits
+
+    def _run_to_halt(self, entry: int, csr: int, timeout: float,
+                     after_run: Callable[[int], None] | None) -> int:
+        """Run from ``entry`` to the program's HALT, the host running every instruction the
+        device stops at with ``UNIT_ABSENT``; returns the device cycles."""
+        cycles = 0
+        while True:
+            self.run(entry)
+            # One WAIT, answered when the run ends: the same run takes the same cycles, so a
+            # budget a little above the last one's covers it.
+            last = self._last.get(entry)
+            st = self.wait(timeout, **({} if last is None else {"budget": last + last // 4
+                                                               + 1024}))
+            if st.acc_status & isa.Status.ERROR:
+                pc = self.read(csr + isa.Csr.PC, 1)[0]
+                code = (st.acc_status >> isa.STATUS_CODE_SHIFT) & 0xFF
+                if code != isa.ErrorCode.UNIT_ABSENT:
+                    raise ProgramError(self.url, code, pc)
+            self._last[entry] = st.run_cycles
+            cycles += st.run_cycles
+            if after_run is not None:
+                after_run(entry)
+            if not st.acc_status & isa.Status.ERROR:
+                return cycles
+            self._run_on_host(pc)
+            entry = pc + 1
+
+    def _run_on_host(self, pc: int) -> None:
+        """Run instruction ``pc`` of the resident program on the host: its operand bytes read
+        from the device (its result bytes too, so that bytes of a result span it does not
+        write keep their values), the ISA simulator, its result bytes written back."""
+        program = self.program
+        params = program.params
+        index = pc - program.entry
+        if not 0 <= index < len(program.words):
+            raise ProgramError(self.url, int(isa.ErrorCode.UNIT_ABSENT), pc)
+        word = program.words[index]
+        mmap = isa.memory_map(params)
+        try:
+            accesses = isasim.instruction_accesses(word, params, pc)
+            image = isasim.MemoryImage(params)
+            for a in accesses:
+                image.write(a.region, a.offset,
+                            self.read_bytes(mmap.region(a.region).base + a.offset, a.size))
+            isasim.run_instruction(image, word, pc)
+        except isa.IsaError as exc:          # what a device with the unit would report
+            raise ProgramError(self.url, int(exc.code), pc) from None
+        for a in accesses:
+            if a.write:
+                self.write_bytes(mmap.region(a.region).base + a.offset,
+                                 image.read(a.region, a.offset, a.size))
 
     def _read_output(self, program) -> np.ndarray:
         """The logits: a classifier's one row with one strided READ of its ``n_classes``
