@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"lightformer {version()}")
     print("presets:")
     for name, p in PRESETS.items():
+        hosted = f", {' and '.join(p.host_units)} on the host" if p.host_units else ""
         print(f"  {name:<17} {p.rows}x{p.cols} array, K<={p.k_depth}, window {p.window}, "
-              f"head_dim {p.head_dim}, {p.target_mhz:g} MHz  digest {p.digest()}")
+              f"head_dim {p.head_dim}, {p.target_mhz:g} MHz{hosted}  digest {p.digest()}")
     print("toolchain:")
     for pkg, ver in tools.items():
         print(f"  {pkg:<21} {ver or 'not installed'}")

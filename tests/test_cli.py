@@ -45,11 +45,15 @@ def test_info_table_and_json(tmp_path, capsys):
     assert main(["info"]) == 0
     table = capsys.readouterr().out
     assert all(name in table for name in PRESETS) and "toolchain:" in table
+    hosted = [line for line in table.splitlines() if "on the host" in line]
+    assert hosted == [line for line in table.splitlines() if "colorlight_5a75b" in line]
+    assert len(hosted) == 1 and "attn and lnorm on the host" in hosted[0]
     assert main(["info", "--json", "-"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["schema_version"] == 1 and rep["kind"] == "info"
     assert set(rep["presets"]) == set(PRESETS)
     assert all(rep["presets"][n]["digest"] == p.digest() for n, p in PRESETS.items())
+    assert rep["presets"]["colorlight_5a75b"]["host_units"] == ["attn", "lnorm"]
     assert rep["toolchain"]["numpy"] == importlib.metadata.version("numpy")
     out = tmp_path / "sub" / "info.json"
     assert main(["info", "--json", str(out)]) == 0
