@@ -169,3 +169,19 @@ def test_driver_reports_a_host_run_instruction_that_fails_where_it_stopped(model
         with pytest.raises(ProgramError, match=f"BAD_QUANT at instruction {pc}") as exc:
             acc.predict(x[0])
     assert exc.value.code == isa.ErrorCode.BAD_QUANT and exc.value.pc == pc
+
+
+def test_driver_reads_each_byte_of_a_host_run_instruction_once():
+    """The spans a host-run instruction touches are merged per region before they are read:
+    overlapping (an ATTN's Q, K and V slices of one tensor) and touching ones become one read,
+    the others stay apart, regions never mix."""
+    from sw.driver.accelerator import _merged_spans
+
+    A = isa.Access
+    spans = _merged_spans([A("act", 448, 640, False), A("act", 320, 640, False),
+                           A("quant", 8, 8, False), A("act", 1088, 256, True),
+                           A("act", 384, 640, False), A("act", 2000, 16, False),
+                           A("quant", 0, 8, False), A("quant", 24, 8, False)])
+    assert spans == [("act", 320, 1344), ("act", 2000, 2016), ("quant", 0, 16),
+                     ("quant", 24, 32)]
+    assert _merged_spans([]) == []

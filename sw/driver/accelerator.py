@@ -40,6 +40,19 @@ class ProgramError(AccelError):
                          f"docs/isa.md lists the error codes")
 
 
+def _merged_spans(accesses) -> list[tuple[str, int, int]]:
+    """``(region, start, end)`` of every byte the accesses touch, overlapping or touching
+    spans merged (an ATTN's Q, K and V column slices of one tensor are one read)."""
+    spans: list[tuple[str, int, int]] = []
+    for a in sorted(accesses, key=lambda a: (a.region, a.offset)):
+        if spans and spans[-1][0] == a.region and a.offset <= spans[-1][2]:
+            region, start, end = spans.pop()
+            spans.append((region, start, max(end, a.offset + a.size)))
+        else:
+            spans.append((a.region, a.offset, a.offset + a.size))
+    return spans
+
+
 class Accelerator(Device):
     """A :class:`Device` with a program loaded (``docs/protocol.md``, ``docs/isa.md``).
 
@@ -150,9 +163,9 @@ class Accelerator(Device):
         try:
             accesses = isasim.instruction_accesses(word, params, pc)
             image = isasim.MemoryImage(params)
-            for a in accesses:
-                image.write(a.region, a.offset,
-                            self.read_bytes(mmap.region(a.region).base + a.offset, a.size))
+            for region, start, end in _merged_spans(accesses):
+                image.write(region, start,
+                            self.read_bytes(mmap.region(region).base + start, end - start))
             isasim.run_instruction(image, word, pc)
         except isa.IsaError as exc:          # what a device with the unit would report
             raise ProgramError(self.url, int(exc.code), pc) from None
