@@ -216,3 +216,18 @@ def test_reports_record_paths_under_the_working_directory_relatively(tmp_path, m
         doc = json.loads(f.read_text())                          # committed: no machine folders
         assert not any(str(doc.get(k) or "").startswith("/") for k in ("artifact", "inputs",
                                                                           "plot")), f
+
+
+def test_bench_model_merges_the_runs_of_a_step_the_host_interrupted():
+    """On a design with ``host_units`` a program step is several device runs (the later ones
+    start after each host-run instruction): ``sim.bench_model._by_step`` sums them into the
+    step's counts, so the per-layer rows stay one per step."""
+    from types import SimpleNamespace
+
+    from sim.bench_model import _by_step
+
+    program = SimpleNamespace(steps=lambda: [(0, ()), (40, ())])
+    runs = [(0, {"cycles": 5}), (7, {"cycles": 3}), (12, {"cycles": 1}), (40, {"cycles": 9}),
+            (45, {"cycles": 2}), (0, {"cycles": 6}), (40, {"cycles": 8})]
+    merged = _by_step(program, runs, lambda a, b: {k: a[k] + b[k] for k in a})
+    assert merged == [{"cycles": 9}, {"cycles": 11}, {"cycles": 6}, {"cycles": 8}]
