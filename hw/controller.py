@@ -26,7 +26,10 @@ retires): ``GEMM`` on a :class:`hw.gemm_core.GemmCore` built around
 :class:`hw.attention.WindowedAttention`; ``VEC`` on :class:`hw.vector.VectorUnit` (``rows``
 lanes: one act word per beat); ``LNORM`` block by block on
 :class:`hw.layernorm_tokens.TokenLayerNorm` (``rows`` tokens, one act word per beat);
-``EMBED`` as a byte gather from the weight scratchpad. Operands are read and results written
+``EMBED`` as a byte gather from the weight scratchpad. A unit named in
+``AccelParams.host_units`` (attention, LayerNorm) is not built: its opcode stops the program
+with ``UNIT_ABSENT`` at DECODE, before its fields are checked, for the host to run it
+(``docs/isa.md``). Operands are read and results written
 in the layouts of :func:`hw.isa.act_offset` / :func:`hw.isa.wgt_offset`; the per-opcode methods
 below say how each unit is fed.
 
