@@ -320,3 +320,14 @@ def test_program_simulate_runs_a_missing_units_instructions_on_the_host():
     assert total.instructions == want_total.instructions
     host_run = sum(1 for w in program.words if w & 0xFF in (Opcode.ATTN, Opcode.LNORM))
     assert host_run >= 2 and len(seen) == 2 * (1 + host_run)
+
+
+def test_program_file_keeps_the_units_left_to_the_host(tmp_path):
+    """A saved program of a design with ``host_units`` loads with the same parameters (the
+    manifest's JSON list back to the tuple) and design id."""
+    hosted = TINY16.replace(host_units=("lnorm",))
+    program = compile_program(_random_artifact(7, **RAGGED), hosted)
+    loaded = load_program(save_program(program, tmp_path / "p.safetensors"))
+    assert loaded.params == hosted and loaded.params.host_units == ("lnorm",)
+    assert loaded.params.design_id == hosted.design_id != TINY16.design_id
+    assert loaded.words == program.words
