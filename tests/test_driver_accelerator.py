@@ -197,3 +197,28 @@ def test_driver_reads_each_byte_of_a_host_run_instruction_once():
     assert spans == [("act", 320, 1344), ("act", 2000, 2016), ("quant", 0, 16),
                      ("quant", 24, 32)]
     assert _merged_spans([]) == []
+
+
+@pytest.mark.parametrize(("m", "whole"), [(8, True), (7, False)])
+def test_driver_reads_a_result_span_back_only_where_it_is_not_written(m, whole):
+    """An LNORM of whole 4-row blocks writes every byte of its result span, so the driver
+    need not read it first (``_unwritten`` gives the result); one of 7 rows leaves the last
+    block's padding row alone, so the span must be read (``None``)."""
+    from sw.driver.accelerator import _unwritten
+
+    c = 5
+    rng = np.random.default_rng(m)
+    image = isasim.MemoryImage(HOSTED)
+    image.write("act", 0, isasim.pack_act(rng.integers(-128, 128, (m, c), dtype=np.int8),
+                                          HOSTED.rows))
+    image.write("quant", 0, isasim.pack_quant(isa.EPS_WORD, eps=1000))
+    image.write("quant", 8, isasim.pack_quant(isa.LNORM_WORD, gamma=[3] * c, beta=[0] * c,
+                                              mult=[1 << 14] * c, shift=[16] * c))
+    word = isa.encode(isa.lnorm(a_addr=0, dst_addr=256, quant_addr=0, m=m, c=c))
+    accesses = isasim.instruction_accesses(word, HOSTED, 0)
+    got = _unwritten(image, word, 0, accesses)
+    assert (got is not None) == whole
+    if whole:
+        want = image.copy()
+        isasim.run_instruction(want, word, 0)
+        assert got.regions["act"] == want.regions["act"]

@@ -53,6 +53,35 @@ def _merged_spans(accesses) -> list[tuple[str, int, int]]:
     return spans
 
 
+def _unwritten(image, word: int, pc: int, accesses):
+    """Run ``word`` on ``image`` (its operand bytes in place) twice, the result bytes that no
+    operand covers filled with 0x00 and then with 0xFF: the image of the first run when the
+    instruction writes every such byte (both runs agree on them), else ``None``. The
+    instruction reads none of those bytes, so the fill cannot change what it computes."""
+    runs = []
+    for fill in (0x00, 0xFF):
+        trial = image.copy()
+        masks = {}
+        for a in accesses:
+            mask = masks.setdefault(a.region, np.zeros(len(trial.regions[a.region]), bool))
+            if a.write:
+                mask[a.offset:a.offset + a.size] = True
+        for a in accesses:
+            if not a.write:
+                masks[a.region][a.offset:a.offset + a.size] = False
+        for region, mask in masks.items():
+            np.frombuffer(trial.regions[region], np.uint8)[mask] = fill
+        isasim.run_instruction(trial, word, pc)
+        runs.append((trial, masks))
+    (first, masks), (second, _) = runs
+    for region, mask in masks.items():
+        a = np.frombuffer(first.regions[region], np.uint8)[mask]
+        b = np.frombuffer(second.regions[region], np.uint8)[mask]
+        if not np.array_equal(a, b):
+            return None
+    return first
+
+
 class Accelerator(Device):
     """A :class:`Device` with a program loaded (``docs/protocol.md``, ``docs/isa.md``).
 
@@ -151,28 +180,36 @@ class Accelerator(Device):
 
     def _run_on_host(self, pc: int) -> None:
         """Run instruction ``pc`` of the resident program on the host: its operand bytes read
-        from the device (its result bytes too, so that bytes of a result span it does not
-        write keep their values), the ISA simulator, its result bytes written back."""
+        from the device, the ISA simulator, its result spans written back. A result span's
+        bytes that the instruction leaves alone (a ragged block's padding rows) keep the
+        device's values: where it does not write every byte no operand covers, those spans
+        are read too (:func:`_unwritten`)."""
         program = self.program
         params = program.params
         index = pc - program.entry
         if not 0 <= index < len(program.words):
             raise ProgramError(self.url, int(isa.ErrorCode.UNIT_ABSENT), pc)
         word = program.words[index]
-        mmap = isa.memory_map(params)
+        base = {r.name: r.base for r in isa.memory_map(params).regions}
         try:
             accesses = isasim.instruction_accesses(word, params, pc)
             image = isasim.MemoryImage(params)
-            for region, start, end in _merged_spans(accesses):
-                image.write(region, start,
-                            self.read_bytes(mmap.region(region).base + start, end - start))
-            isasim.run_instruction(image, word, pc)
+            reads = [a for a in accesses if not a.write]
+            for region, start, end in _merged_spans(reads):
+                image.write(region, start, self.read_bytes(base[region] + start, end - start))
+            result = _unwritten(image, word, pc, accesses)
+            if result is None:                   # spans it does not write: read them, again
+                for region, start, end in _merged_spans(accesses):
+                    image.write(region, start,
+                                self.read_bytes(base[region] + start, end - start))
+                isasim.run_instruction(image, word, pc)
+                result = image
         except isa.IsaError as exc:          # what a device with the unit would report
             raise ProgramError(self.url, int(exc.code), pc) from None
         for a in accesses:
             if a.write:
-                self.write_bytes(mmap.region(a.region).base + a.offset,
-                                 image.read(a.region, a.offset, a.size))
+                self.write_bytes(base[a.region] + a.offset, result.read(a.region, a.offset,
+                                                                        a.size))
 
     def _read_output(self, program) -> np.ndarray:
         """The logits: a classifier's one row with one strided READ of its ``n_classes``
